@@ -1,0 +1,369 @@
+//! Parsing and validating one SQS message body into an [`Envelope`] (spec §1), with errors that name the
+//! field, the value and what was expected.
+
+use super::ids::{check_name, ContentHash, EntityKey, EventId, InvalidId, OrderKey, DEFAULT_TENANT};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::fmt;
+
+/// What a change does to its resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// Create or replace the resource's state (the default).
+    #[default]
+    Upsert,
+    /// The resource was deleted.
+    Delete,
+    /// The resource was created; may come without `updated_at`.
+    Create,
+}
+
+/// Which way the change flows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// External system → us (the default).
+    #[default]
+    Inbound,
+    /// Us → external system.
+    Outbound,
+}
+
+/// A validated event envelope.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope {
+    /// The client's `event_id`, or the derived one.
+    pub event_id: EventId,
+    /// Whether `event_id` came from the client (then a different content under it is a conflict).
+    pub client_event_id: bool,
+    /// `tenant/source/entity_type/external_id`.
+    pub entity: EntityKey,
+    /// (`updated_at`, `version`).
+    pub order: OrderKey,
+    /// `updated_at` in UTC, when given.
+    pub updated_at: Option<DateTime<Utc>>,
+    /// `upsert`, `delete` or `create`.
+    pub kind: Kind,
+    /// `inbound` or `outbound`.
+    pub direction: Direction,
+    /// The resource's state.
+    pub payload: Value,
+    /// SHA-256 of the canonical JSON of (`kind`, `payload`).
+    pub content_hash: ContentHash,
+    /// The provider's delivery id, for tracing.
+    pub delivery_id: Option<String>,
+    /// The run or event that caused this one (reconciliation, dependencies).
+    pub caused_by: Option<String>,
+}
+
+/// What arrives on the ingest queue: an envelope, or the engine's own request to re-drive a stored event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    /// A new or resent change.
+    Envelope(Box<Envelope>),
+    /// Re-drive a stored event (a promoted `next`, a reprocess); `force` skips the ordering rules.
+    Redrive {
+        /// The stored event.
+        event_id: EventId,
+        /// Apply even if stale.
+        force: bool,
+    },
+}
+
+/// Why a message body is not a valid envelope.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeError {
+    /// The body is not JSON.
+    #[error("the message body is not JSON ({0}); send one JSON object per message")]
+    NotJson(String),
+    /// The body is JSON but not an object.
+    #[error("the message body is a JSON {0}, expected an object with source, entity_type, external_id, updated_at and payload")]
+    NotObject(&'static str),
+    /// A required field is absent.
+    #[error("field `{0}` is missing")]
+    Missing(&'static str),
+    /// A field has the wrong JSON type.
+    #[error("field `{field}` is {found}, expected {expected}")]
+    WrongType {
+        /// The field.
+        field: &'static str,
+        /// The JSON type found.
+        found: &'static str,
+        /// What was expected.
+        expected: &'static str,
+    },
+    /// A field's value breaks its rule.
+    #[error("field `{field}` = {value:?} is invalid: expected {expected}")]
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// The value, cut to 80 characters.
+        value: String,
+        /// What was expected.
+        expected: String,
+    },
+    /// The payload is larger than the configured limit.
+    #[error("field `payload` is {size} bytes, over the limit of {limit} bytes; split the resource or raise max_payload_bytes")]
+    PayloadTooLarge {
+        /// The payload's size as JSON text.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+}
+
+impl EnvelopeError {
+    /// The field the error is about, when there is one.
+    pub fn field(&self) -> Option<&'static str> {
+        match self {
+            Self::Missing(f) => Some(f),
+            Self::WrongType { field, .. } | Self::Invalid { field, .. } => Some(field),
+            Self::PayloadTooLarge { .. } => Some("payload"),
+            Self::NotJson(_) | Self::NotObject(_) => None,
+        }
+    }
+}
+
+fn from_invalid(field: &'static str, e: InvalidId) -> EnvelopeError {
+    EnvelopeError::Invalid { field, value: e.value, expected: e.expected.to_owned() }
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+struct Fields<'a>(&'a Map<String, Value>);
+
+impl<'a> Fields<'a> {
+    fn opt_str(&self, field: &'static str) -> Result<Option<&'a str>, EnvelopeError> {
+        match self.0.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(other) => Err(EnvelopeError::WrongType { field, found: json_type(other), expected: "a string" }),
+        }
+    }
+
+    fn str(&self, field: &'static str) -> Result<&'a str, EnvelopeError> {
+        self.opt_str(field)?.ok_or(EnvelopeError::Missing(field))
+    }
+}
+
+/// The body of the engine's own re-drive messages: `{"synctrail_redrive": {"event_id": "…", "force": false}}`.
+pub const REDRIVE_FIELD: &str = "synctrail_redrive";
+
+impl Message {
+    /// Parses one SQS message body; payloads over `max_payload_bytes` are refused.
+    pub fn parse(body: &str, max_payload_bytes: usize) -> Result<Self, EnvelopeError> {
+        let value: Value = serde_json::from_str(body).map_err(|e| EnvelopeError::NotJson(e.to_string()))?;
+        let Value::Object(map) = value else {
+            return Err(EnvelopeError::NotObject(json_type(&value)));
+        };
+        if let Some(redrive) = map.get(REDRIVE_FIELD) {
+            return parse_redrive(redrive);
+        }
+        Envelope::from_object(map, max_payload_bytes).map(|e| Self::Envelope(Box::new(e)))
+    }
+
+    /// The body of a re-drive message for `event_id`.
+    pub fn redrive_body(event_id: &EventId, force: bool) -> String {
+        serde_json::json!({ REDRIVE_FIELD: { "event_id": event_id, "force": force } }).to_string()
+    }
+}
+
+fn parse_redrive(value: &Value) -> Result<Message, EnvelopeError> {
+    let Value::Object(map) = value else {
+        return Err(EnvelopeError::WrongType { field: REDRIVE_FIELD, found: json_type(value), expected: "an object" });
+    };
+    let fields = Fields(map);
+    let event_id = EventId::parse(fields.str("event_id")?).map_err(|e| from_invalid("event_id", e))?;
+    let force = match map.get("force") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(other) => {
+            return Err(EnvelopeError::WrongType { field: "force", found: json_type(other), expected: "a boolean" })
+        }
+    };
+    Ok(Message::Redrive { event_id, force })
+}
+
+impl Envelope {
+    fn from_object(map: Map<String, Value>, max_payload_bytes: usize) -> Result<Self, EnvelopeError> {
+        let f = Fields(&map);
+        let source = f.str("source")?;
+        let entity_type = f.str("entity_type")?;
+        let external_id = f.str("external_id")?;
+        let tenant = f.opt_str("tenant")?.unwrap_or(DEFAULT_TENANT);
+        check_name("source", source).map_err(|e| from_invalid("source", e))?;
+        check_name("entity_type", entity_type).map_err(|e| from_invalid("entity_type", e))?;
+        check_name("tenant", tenant).map_err(|e| from_invalid("tenant", e))?;
+        let entity =
+            EntityKey::new(tenant, source, entity_type, external_id).map_err(|e| from_invalid("external_id", e))?;
+
+        let kind = match f.opt_str("kind")? {
+            None | Some("upsert") => Kind::Upsert,
+            Some("delete") => Kind::Delete,
+            Some("create") => Kind::Create,
+            Some(other) => return Err(invalid_value("kind", other, "one of upsert, delete, create")),
+        };
+        let direction = match f.opt_str("direction")? {
+            None | Some("inbound") => Direction::Inbound,
+            Some("outbound") => Direction::Outbound,
+            Some(other) => return Err(invalid_value("direction", other, "inbound or outbound")),
+        };
+        let version = match map.get("version") {
+            None | Some(Value::Null) => 0,
+            Some(Value::Number(n)) => {
+                n.as_i64().ok_or_else(|| invalid_value("version", &n.to_string(), "an integer"))?
+            }
+            Some(other) => {
+                return Err(EnvelopeError::WrongType { field: "version", found: json_type(other), expected: "an integer" })
+            }
+        };
+        let updated_at = match f.opt_str("updated_at")? {
+            Some(text) => Some(parse_timestamp(text)?),
+            None if kind == Kind::Create => None,
+            None => return Err(EnvelopeError::Missing("updated_at")),
+        };
+        let order = match updated_at {
+            Some(at) => OrderKey::at(at, version)
+                .ok_or_else(|| invalid_value("updated_at", &at.to_rfc3339(), "a time between 1678 and 2261"))?,
+            None => OrderKey { version, ..OrderKey::BEFORE_ANY },
+        };
+
+        let payload = map.get("payload").cloned().ok_or(EnvelopeError::Missing("payload"))?;
+        let payload_text = canonical_json(&payload);
+        if payload_text.len() > max_payload_bytes {
+            return Err(EnvelopeError::PayloadTooLarge { size: payload_text.len(), limit: max_payload_bytes });
+        }
+        let content_hash = content_hash(kind, &payload);
+
+        let delivery_id = bounded_text(&f, "delivery_id")?;
+        let caused_by = bounded_text(&f, "caused_by")?;
+        let (event_id, client_event_id) = match f.opt_str("event_id")? {
+            Some(id) => (EventId::parse(id).map_err(|e| from_invalid("event_id", e))?, true),
+            None => (EventId::derived(&entity, &order, &content_hash), false),
+        };
+        Ok(Self {
+            event_id,
+            client_event_id,
+            entity,
+            order,
+            updated_at,
+            kind,
+            direction,
+            payload,
+            content_hash,
+            delivery_id,
+            caused_by,
+        })
+    }
+
+    /// The envelope as JSON again: what a re-drive sends and what `cargo lambda invoke` fixtures hold.
+    pub fn to_json(&self) -> Value {
+        let mut map = Map::new();
+        map.insert("event_id".into(), Value::String(self.event_id.to_string()));
+        if self.entity.tenant != DEFAULT_TENANT {
+            map.insert("tenant".into(), Value::String(self.entity.tenant.clone()));
+        }
+        map.insert("source".into(), Value::String(self.entity.source.clone()));
+        map.insert("entity_type".into(), Value::String(self.entity.entity_type.clone()));
+        map.insert("external_id".into(), Value::String(self.entity.external_id.clone()));
+        if let Some(at) = self.updated_at {
+            map.insert("updated_at".into(), Value::String(at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)));
+        }
+        if self.order.version != 0 {
+            map.insert("version".into(), Value::from(self.order.version));
+        }
+        map.insert("kind".into(), serde_json::to_value(self.kind).unwrap_or(Value::Null));
+        map.insert("direction".into(), serde_json::to_value(self.direction).unwrap_or(Value::Null));
+        if let Some(d) = &self.delivery_id {
+            map.insert("delivery_id".into(), Value::String(d.clone()));
+        }
+        if let Some(c) = &self.caused_by {
+            map.insert("caused_by".into(), Value::String(c.clone()));
+        }
+        map.insert("payload".into(), self.payload.clone());
+        Value::Object(map)
+    }
+}
+
+fn invalid_value(field: &'static str, value: &str, expected: &str) -> EnvelopeError {
+    EnvelopeError::Invalid { field, value: value.chars().take(80).collect(), expected: expected.to_owned() }
+}
+
+fn bounded_text(f: &Fields<'_>, field: &'static str) -> Result<Option<String>, EnvelopeError> {
+    match f.opt_str(field)? {
+        Some(text) if text.len() > 256 => Err(invalid_value(field, text, "at most 256 bytes")),
+        other => Ok(other.map(str::to_owned)),
+    }
+}
+
+/// Parses an RFC 3339 timestamp of any precision and offset into UTC.
+fn parse_timestamp(text: &str) -> Result<DateTime<Utc>, EnvelopeError> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| invalid_value("updated_at", text, "an RFC 3339 timestamp such as 2026-05-01T12:00:00.123Z"))
+}
+
+/// SHA-256 of the canonical JSON of (`kind`, `payload`).
+pub fn content_hash(kind: Kind, payload: &Value) -> ContentHash {
+    let kind_text = serde_json::to_value(kind).unwrap_or(Value::Null);
+    let pair = serde_json::json!({ "kind": kind_text, "payload": payload });
+    ContentHash::of(canonical_json(&pair).as_bytes())
+}
+
+/// JSON with object keys sorted and no white space, whatever map order serde_json was built with.
+pub fn canonical_json(value: &Value) -> String {
+    let mut out = String::new();
+    write_canonical(value, &mut out);
+    out
+}
+
+fn write_canonical(value: &Value, out: &mut String) {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, key) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(key.clone()).to_string());
+                out.push(':');
+                write_canonical(&map[key], out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kind::Upsert => "upsert",
+            Kind::Delete => "delete",
+            Kind::Create => "create",
+        })
+    }
+}

@@ -1,0 +1,75 @@
+//! The per-entity head of spec §4: what is applied, what is in flight, what is next.
+
+use super::ids::{ContentHash, EntityKey, EventId, OrderKey};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// One event as the head sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Slot {
+    /// The event.
+    pub event_id: EventId,
+    /// Its order key.
+    pub order: OrderKey,
+    /// Its content hash.
+    pub content_hash: ContentHash,
+}
+
+/// The event holding the entity, with its lease and fencing token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Inflight {
+    /// The event.
+    #[serde(flatten)]
+    pub slot: Slot,
+    /// Until when the holder may run unchallenged; set to the past when it errors, so a newer event may take over.
+    pub lease_until: DateTime<Utc>,
+    /// The fencing token of this claim: destination writes with an older token are refused.
+    pub fence: u64,
+}
+
+/// The ordering state of one entity; every change is a compare-and-set on `version`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntityHead {
+    /// The entity.
+    pub entity: EntityKey,
+    /// The last applied event.
+    pub applied: Option<Slot>,
+    /// The event holding the entity.
+    pub inflight: Option<Inflight>,
+    /// `latest_wins`: the one event waiting behind `inflight`.
+    pub next: Option<Slot>,
+    /// `in_order`: the events waiting behind `inflight`, in order-key order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backlog: Vec<Slot>,
+    /// The last fencing token handed out.
+    pub fence: u64,
+    /// `in_order`: an event arrived older than the applied one; verification should look at this entity.
+    #[serde(default)]
+    pub needs_verification: bool,
+    /// When the head last changed.
+    pub updated_at: DateTime<Utc>,
+    /// Compare-and-set version (0 = not stored yet).
+    pub version: u64,
+}
+
+impl EntityHead {
+    /// The head of an entity nothing has happened to yet.
+    pub fn empty(entity: EntityKey, now: DateTime<Utc>) -> Self {
+        Self {
+            entity,
+            applied: None,
+            inflight: None,
+            next: None,
+            backlog: Vec::new(),
+            fence: 0,
+            needs_verification: false,
+            updated_at: now,
+            version: 0,
+        }
+    }
+
+    /// Whether `event_id` is queued here (as `next` or in the backlog).
+    pub fn is_queued(&self, event_id: &EventId) -> bool {
+        self.next.as_ref().is_some_and(|n| &n.event_id == event_id) || self.backlog.iter().any(|s| &s.event_id == event_id)
+    }
+}

@@ -1,0 +1,13 @@
+//! The data model of spec §1, §2 and §8: envelopes, ids, statuses, event records and entity heads.
+
+mod envelope;
+mod head;
+mod ids;
+mod record;
+mod status;
+
+pub use envelope::{canonical_json, content_hash, Direction, Envelope, EnvelopeError, Kind, Message, REDRIVE_FIELD};
+pub use head::{EntityHead, Inflight, Slot};
+pub use ids::{ContentHash, EntityKey, EventId, InvalidId, OrderKey};
+pub use record::{ErrorInfo, ErrorKind, EventRecord, HistoryEntry, PayloadRef, HISTORY_LIMIT};
+pub use status::{IllegalTransition, Status};

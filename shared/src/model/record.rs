@@ -1,0 +1,193 @@
+//! The event record of spec §8: everything known about one event, and its history.
+
+use super::envelope::{Direction, Kind};
+use super::ids::{ContentHash, EntityKey, EventId, OrderKey};
+use super::status::{IllegalTransition, Status};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// How many history entries a record keeps; past that the oldest entries after the first few are folded into
+/// `history_folded`, so a record never grows without bound.
+pub const HISTORY_LIMIT: usize = 64;
+const HISTORY_KEEP_FIRST: usize = 8;
+
+/// Where an archived payload (or a rejected message's raw body) lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayloadRef {
+    /// The object key in the payload store.
+    pub key: String,
+    /// SHA-256 of the uncompressed bytes, hex.
+    pub sha256: String,
+    /// Uncompressed size in bytes.
+    pub size: u64,
+}
+
+/// What kind of error an attempt met.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The message is not a valid envelope.
+    InvalidInput,
+    /// The same client `event_id` came with different content.
+    IdempotencyConflict,
+    /// The destination failed; a retry may succeed.
+    Retryable,
+    /// The destination refused the change for good.
+    Permanent,
+    /// The handler panicked.
+    Panic,
+    /// Retries ran out.
+    AttemptsExhausted,
+}
+
+/// An error recorded on an event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorInfo {
+    /// Its kind.
+    pub kind: ErrorKind,
+    /// What happened and what to do.
+    pub message: String,
+    /// Whether a retry may succeed.
+    pub retryable: bool,
+    /// The cause chain, outermost first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub causes: Vec<String>,
+    /// The field at fault, for invalid input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+/// One line of an event's timeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// The status entered.
+    pub status: Status,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// The attempt number at that moment.
+    pub attempt: u32,
+    /// The function that made the change, with its version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<String>,
+    /// The invocation's request id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// The X-Ray trace id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
+    /// Why, in a few words (`canceled by …`, `forced`, `client resubmission`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// Everything recorded about one event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// The event's id.
+    pub event_id: EventId,
+    /// Whether the id came from the client.
+    pub client_event_id: bool,
+    /// The entity (absent when the message was too broken to name one).
+    pub entity: Option<EntityKey>,
+    /// The order key (absent for rejected messages without one).
+    pub order: Option<OrderKey>,
+    /// `upsert`, `delete` or `create`.
+    pub kind: Option<Kind>,
+    /// `inbound` or `outbound`.
+    pub direction: Option<Direction>,
+    /// SHA-256 of (`kind`, `payload`).
+    pub content_hash: Option<ContentHash>,
+    /// The archived payload (the raw body, for a rejected message).
+    pub payload: PayloadRef,
+    /// The provider's delivery id.
+    pub delivery_id: Option<String>,
+    /// For a rejected resubmission: the event whose id it reused with other content.
+    pub conflicts_with: Option<EventId>,
+    /// The run or event that caused this one.
+    pub caused_by: Option<String>,
+    /// The current status.
+    pub status: Status,
+    /// `dropped`: the newer event (or record) that made it stale.
+    pub dropped_for: Option<String>,
+    /// `duplicate`: the original.
+    pub duplicate_of: Option<EventId>,
+    /// `canceled`: the newer event that superseded it.
+    pub canceled_by: Option<EventId>,
+    /// `waiting`: the dependency's key.
+    pub waiting_for: Option<String>,
+    /// Attempts so far (claims of the entity).
+    pub attempt: u32,
+    /// `attempt` when the event was last re-driven; the retry budget counts from here.
+    pub attempt_base: u32,
+    /// The last error.
+    pub error: Option<ErrorInfo>,
+    /// Applied after an event with the same order key and other content.
+    pub tie: bool,
+    /// `in_order`: applied although older than the last applied event.
+    pub out_of_order: bool,
+    /// Last re-driven with `--force` (ordering skipped).
+    pub forced: bool,
+    /// How often the same event arrived again after it was done.
+    pub redelivered: u32,
+    /// `updated_at` from the external system.
+    pub external_at: Option<DateTime<Utc>>,
+    /// When the first message arrived.
+    pub received_at: DateTime<Utc>,
+    /// When the last attempt claimed the entity.
+    pub read_started_at: Option<DateTime<Utc>>,
+    /// When the last attempt started writing to the destination.
+    pub write_started_at: Option<DateTime<Utc>>,
+    /// When it was applied.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// When the record last changed.
+    pub updated_at: DateTime<Utc>,
+    /// `processing`: until when its claim holds.
+    pub lease_until: Option<DateTime<Utc>>,
+    /// The SQS message id of the last message that carried it.
+    pub last_message_id: Option<String>,
+    /// When the metadata may be deleted (TTL).
+    pub expires_at: DateTime<Utc>,
+    /// History entries folded away to keep the record bounded.
+    pub history_folded: u32,
+    /// The timeline, oldest first.
+    pub history: Vec<HistoryEntry>,
+    /// Compare-and-set version (0 = not stored yet).
+    pub version: u64,
+}
+
+impl EventRecord {
+    /// Moves to `entry.status`, checked against the transition table, and appends `entry` to the history.
+    pub fn transition(&mut self, entry: HistoryEntry) -> Result<(), IllegalTransition> {
+        self.status.check(entry.status)?;
+        self.status = entry.status;
+        self.updated_at = entry.at;
+        self.push_history(entry);
+        Ok(())
+    }
+
+    /// Appends to the history, folding the oldest entries (after the first few) beyond [`HISTORY_LIMIT`].
+    pub fn push_history(&mut self, entry: HistoryEntry) {
+        self.history.push(entry);
+        if self.history.len() > HISTORY_LIMIT {
+            self.history.remove(HISTORY_KEEP_FIRST);
+            self.history_folded += 1;
+        }
+    }
+
+    /// Attempts made since the event was last (re-)driven.
+    pub fn attempts_this_drive(&self) -> u32 {
+        self.attempt.saturating_sub(self.attempt_base)
+    }
+
+    /// The event's pointer to another event or record, whichever its status uses.
+    pub fn pointer(&self) -> Option<String> {
+        match self.status {
+            Status::Dropped => self.dropped_for.clone(),
+            Status::Duplicate => self.duplicate_of.as_ref().map(ToString::to_string),
+            Status::Canceled => self.canceled_by.as_ref().map(ToString::to_string),
+            Status::Waiting => self.waiting_for.clone(),
+            Status::Rejected => self.conflicts_with.as_ref().map(ToString::to_string),
+            _ => None,
+        }
+    }
+}

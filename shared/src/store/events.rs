@@ -1,0 +1,93 @@
+//! The event metadata and entity head port: reads plus one all-or-nothing conditional commit.
+
+use super::StoreError;
+use crate::model::{EntityHead, EntityKey, EventId, EventRecord, Status};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
+
+/// The condition a write holds on the stored item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// The item must not exist yet.
+    Absent,
+    /// The item must exist with this version.
+    Version(u64),
+}
+
+/// One conditional write of a [`EventStore::commit`].
+#[derive(Debug, Clone)]
+pub enum Write {
+    /// Store `record` (its `version` already the new one) if `expect` holds.
+    Event {
+        /// The record to store.
+        record: Box<EventRecord>,
+        /// The condition on the stored one.
+        expect: Expect,
+    },
+    /// Store `head` (its `version` already the new one) if `expect` holds.
+    Head {
+        /// The head to store.
+        head: Box<EntityHead>,
+        /// The condition on the stored one.
+        expect: Expect,
+    },
+}
+
+impl Write {
+    /// Writes `record`, bumping its version and expecting the one it had.
+    pub fn event(mut record: EventRecord) -> Self {
+        let expect = if record.version == 0 { Expect::Absent } else { Expect::Version(record.version) };
+        record.version += 1;
+        Write::Event { record: Box::new(record), expect }
+    }
+
+    /// Writes `head`, bumping its version and expecting the one it had.
+    pub fn head(mut head: EntityHead) -> Self {
+        let expect = if head.version == 0 { Expect::Absent } else { Expect::Version(head.version) };
+        head.version += 1;
+        Write::Head { head: Box::new(head), expect }
+    }
+}
+
+/// Which events to list.
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    /// Only this status.
+    pub status: Option<Status>,
+    /// Only this source.
+    pub source: Option<String>,
+    /// Only this entity (then listed in order-key order).
+    pub entity: Option<EntityKey>,
+    /// Only events received at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Only events received before this time.
+    pub until: Option<DateTime<Utc>>,
+    /// At most this many (0 = no limit).
+    pub limit: usize,
+}
+
+/// Event records and entity heads.
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    /// Reads one event record (strongly consistent).
+    async fn get_event(&self, id: &EventId) -> Result<Option<EventRecord>, StoreError>;
+
+    /// Reads one entity head (strongly consistent).
+    async fn get_head(&self, entity: &EntityKey) -> Result<Option<EntityHead>, StoreError>;
+
+    /// Applies every write, or none: [`StoreError::Conflict`] when any expectation fails.
+    async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError>;
+
+    /// Lists events: for one entity in order-key order, otherwise newest received first.
+    async fn list_events(&self, query: &EventQuery) -> Result<Vec<EventRecord>, StoreError>;
+
+    /// How many events are in each status.
+    async fn count_by_status(&self) -> Result<BTreeMap<Status, u64>, StoreError>;
+
+    /// Heads whose in-flight lease ended before `before`, oldest lease first.
+    async fn expired_leases(&self, before: DateTime<Utc>, limit: usize) -> Result<Vec<EntityHead>, StoreError>;
+
+    /// How many heads have an event in flight.
+    async fn count_inflight(&self) -> Result<u64, StoreError>;
+}

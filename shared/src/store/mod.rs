@@ -1,0 +1,19 @@
+//! The ports the engine needs, with no backend's types in them, and the adapters behind cargo features.
+//!
+//! Every backend passes one conformance suite (`tests/tests/conformance.rs`). Errors are by meaning
+//! ([`StoreError`]); each adapter converts its own.
+
+mod destination;
+mod error;
+mod events;
+mod payloads;
+mod queue;
+
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
+
+pub use destination::{ApplyOutcome, Change, Destination, DestinationError};
+pub use error::StoreError;
+pub use events::{EventQuery, EventStore, Expect, Write};
+pub use payloads::PayloadStore;
+pub use queue::{OutgoingMessage, Queue, QueueDepth, QueueMessage};

@@ -1,0 +1,83 @@
+//! The queue port, with SQS semantics: batch receive, visibility timeout, receive count, dead letters.
+
+use super::StoreError;
+use async_trait::async_trait;
+use chrono::{DateTime, Duration, Utc};
+
+/// A message to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutgoingMessage {
+    /// The body (an envelope or a re-drive request).
+    pub body: String,
+    /// Invisible for this long after sending.
+    pub delay: Duration,
+    /// The X-Ray trace header to carry (`AWSTraceHeader`).
+    pub trace_header: Option<String>,
+}
+
+impl OutgoingMessage {
+    /// A message with no delay and no trace header.
+    pub fn new(body: impl Into<String>) -> Self {
+        Self { body: body.into(), delay: Duration::zero(), trace_header: None }
+    }
+}
+
+/// A received message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueMessage {
+    /// The queue's id for the message (the same on every receive).
+    pub message_id: String,
+    /// The handle of this receive (for delete and change-visibility).
+    pub receipt_handle: String,
+    /// The body.
+    pub body: String,
+    /// How often it has been received, this time included.
+    pub receive_count: u32,
+    /// When it was first sent.
+    pub sent_at: DateTime<Utc>,
+    /// When it was first received.
+    pub first_received_at: DateTime<Utc>,
+    /// The X-Ray trace header it carries.
+    pub trace_header: Option<String>,
+}
+
+/// Queue depth figures.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueDepth {
+    /// Messages ready to receive.
+    pub visible: u64,
+    /// Messages received and not yet deleted or visible again.
+    pub in_flight: u64,
+    /// Messages sent with a delay not yet over.
+    pub delayed: u64,
+    /// Messages in the dead-letter queue.
+    pub dead_letters: u64,
+    /// When the oldest message still in the queue was sent.
+    pub oldest_sent_at: Option<DateTime<Utc>>,
+}
+
+/// An SQS-like queue with a dead-letter queue.
+#[async_trait]
+pub trait Queue: Send + Sync {
+    /// Sends messages; returns their ids.
+    async fn send(&self, messages: Vec<OutgoingMessage>) -> Result<Vec<String>, StoreError>;
+
+    /// Receives up to `max` visible messages and hides them for `visibility`. A message received more than
+    /// [`Queue::max_receives`] times moves to the dead-letter queue instead of being delivered.
+    async fn receive(&self, max: usize, visibility: Duration) -> Result<Vec<QueueMessage>, StoreError>;
+
+    /// Deletes received messages by receipt handle; a stale handle is ignored.
+    async fn delete(&self, receipt_handles: &[String]) -> Result<(), StoreError>;
+
+    /// Makes a received message visible again after `timeout` (zero: at once).
+    async fn change_visibility(&self, receipt_handle: &str, timeout: Duration) -> Result<(), StoreError>;
+
+    /// Moves a received message to the dead-letter queue now.
+    async fn dead_letter(&self, receipt_handle: &str) -> Result<(), StoreError>;
+
+    /// Depth figures, dead letters included.
+    async fn depth(&self) -> Result<QueueDepth, StoreError>;
+
+    /// Receives after which a message goes to the dead-letter queue (SQS `maxReceiveCount`).
+    fn max_receives(&self) -> u32;
+}
