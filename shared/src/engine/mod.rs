@@ -1,1 +1,147 @@
-//! placeholder
+//! The engine: one implementation of the protocol for every backend (spec §3, §4, §5).
+//!
+//! [`Engine::process`] takes one queue message and returns what to do with it (ack, retry later, dead-letter).
+//! Doors onto it (the Lambda processor, the local runtime, tests) stay thin.
+
+mod attempt;
+mod backoff;
+pub mod decide;
+mod error;
+mod intake;
+mod records;
+mod settle;
+mod sweep;
+
+pub use error::EngineError;
+pub use sweep::SweepReport;
+
+use crate::clock::Clock;
+use crate::model::{EventId, Status};
+use crate::settings::Settings;
+use crate::store::{Destination, EventStore, PayloadStore, Queue};
+use chrono::{DateTime, Duration, Utc};
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+use std::sync::{Arc, Mutex};
+
+/// One message as the engine sees it.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    /// The queue's message id.
+    pub message_id: String,
+    /// The body.
+    pub body: String,
+    /// How often the queue has delivered it, this time included (SQS `ApproximateReceiveCount`).
+    pub receive_count: u32,
+    /// The X-Ray trace header it carries.
+    pub trace_header: Option<String>,
+}
+
+/// The invocation processing a message, recorded in every history entry it causes.
+#[derive(Debug, Clone, Default)]
+pub struct Invocation {
+    /// `name:version` of the function.
+    pub function: Option<String>,
+    /// The request id.
+    pub request_id: Option<String>,
+    /// The X-Ray trace id.
+    pub trace_id: Option<String>,
+    /// When the invocation will be stopped; leases end there (plus the clock margin).
+    pub deadline: Option<DateTime<Utc>>,
+}
+
+/// What to do with the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    /// Done: delete it.
+    Ack,
+    /// Return it to the queue, visible again after `after`.
+    Retry {
+        /// The delay before the next delivery.
+        after: Duration,
+    },
+    /// Attempts are exhausted and the event is `failed`: move the message to the dead-letter queue.
+    DeadLetter,
+}
+
+/// The result of processing one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The event the message carried (for a rejected message, the id it was stored under).
+    pub event_id: Option<EventId>,
+    /// The event's status afterwards.
+    pub status: Option<Status>,
+    /// The message was a repeat of an event already done.
+    pub redelivered: bool,
+    /// What to do with the message.
+    pub disposition: Disposition,
+}
+
+impl Outcome {
+    fn ack(event_id: &EventId, status: Status) -> Self {
+        Self { event_id: Some(event_id.clone()), status: Some(status), redelivered: false, disposition: Disposition::Ack }
+    }
+
+    fn retry(event_id: &EventId, status: Option<Status>, after: Duration) -> Self {
+        Self {
+            event_id: Some(event_id.clone()),
+            status,
+            redelivered: false,
+            disposition: Disposition::Retry { after: after.max(Duration::seconds(1)) },
+        }
+    }
+}
+
+/// The ports the engine works through.
+#[derive(Clone)]
+pub struct Ports {
+    /// Event records and heads.
+    pub store: Arc<dyn EventStore>,
+    /// Archived payloads.
+    pub payloads: Arc<dyn PayloadStore>,
+    /// The ingest queue (promotions and re-drives are sent here).
+    pub queue: Arc<dyn Queue>,
+    /// Where changes are applied.
+    pub destination: Arc<dyn Destination>,
+    /// The time.
+    pub clock: Arc<dyn Clock>,
+}
+
+/// The protocol engine.
+pub struct Engine {
+    ports: Ports,
+    settings: Settings,
+    rng: Mutex<SmallRng>,
+}
+
+impl Engine {
+    /// An engine over `ports` with `settings`; retry jitter is seeded from the OS.
+    pub fn new(ports: Ports, settings: Settings) -> Self {
+        Self { ports, settings, rng: Mutex::new(SmallRng::from_os_rng()) }
+    }
+
+    /// Seeds the retry jitter, for reproducible simulations.
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.rng = Mutex::new(SmallRng::seed_from_u64(seed));
+        self
+    }
+
+    /// The engine's settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The engine's ports.
+    pub fn ports(&self) -> &Ports {
+        &self.ports
+    }
+
+    /// Processes one message: parses it, records it, decides its fate and, when it claims its entity, applies it.
+    pub async fn process(&self, message: &Incoming, invocation: &Invocation) -> Result<Outcome, EngineError> {
+        intake::process(self, message, invocation).await
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.ports.clock.now()
+    }
+}

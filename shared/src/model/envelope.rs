@@ -63,13 +63,25 @@ pub struct Envelope {
 pub enum Message {
     /// A new or resent change.
     Envelope(Box<Envelope>),
-    /// Re-drive a stored event (a promoted `next`, a reprocess); `force` skips the ordering rules.
+    /// Re-drive a stored event (a promoted `next`, a reprocess).
     Redrive {
         /// The stored event.
         event_id: EventId,
-        /// Apply even if stale.
+        /// Why it is re-driven.
+        reason: RedriveReason,
+        /// Skip the ordering rules and apply even if stale (recorded as forced).
         force: bool,
     },
+}
+
+/// Why a stored event is re-driven.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RedriveReason {
+    /// It was `next` and its entity became free, or the sweeper found it stranded: continue it if not done.
+    Promotion,
+    /// An operator asked to run it again: a terminal event starts over at `received`.
+    Reprocess,
 }
 
 /// Why a message body is not a valid envelope.
@@ -157,7 +169,8 @@ impl<'a> Fields<'a> {
     }
 }
 
-/// The body of the engine's own re-drive messages: `{"synctrail_redrive": {"event_id": "…", "force": false}}`.
+/// The body of the engine's own re-drive messages:
+/// `{"synctrail_redrive": {"event_id": "…", "reason": "promotion", "force": false}}`.
 pub const REDRIVE_FIELD: &str = "synctrail_redrive";
 
 impl Message {
@@ -174,8 +187,8 @@ impl Message {
     }
 
     /// The body of a re-drive message for `event_id`.
-    pub fn redrive_body(event_id: &EventId, force: bool) -> String {
-        serde_json::json!({ REDRIVE_FIELD: { "event_id": event_id, "force": force } }).to_string()
+    pub fn redrive_body(event_id: &EventId, reason: RedriveReason, force: bool) -> String {
+        serde_json::json!({ REDRIVE_FIELD: { "event_id": event_id, "reason": reason, "force": force } }).to_string()
     }
 }
 
@@ -185,6 +198,11 @@ fn parse_redrive(value: &Value) -> Result<Message, EnvelopeError> {
     };
     let fields = Fields(map);
     let event_id = EventId::parse(fields.str("event_id")?).map_err(|e| from_invalid("event_id", e))?;
+    let reason = match fields.opt_str("reason")? {
+        None | Some("promotion") => RedriveReason::Promotion,
+        Some("reprocess") => RedriveReason::Reprocess,
+        Some(other) => return Err(invalid_value("reason", other, "promotion or reprocess")),
+    };
     let force = match map.get("force") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
@@ -192,7 +210,7 @@ fn parse_redrive(value: &Value) -> Result<Message, EnvelopeError> {
             return Err(EnvelopeError::WrongType { field: "force", found: json_type(other), expected: "a boolean" })
         }
     };
-    Ok(Message::Redrive { event_id, force })
+    Ok(Message::Redrive { event_id, reason, force })
 }
 
 impl Envelope {
@@ -264,6 +282,23 @@ impl Envelope {
             content_hash,
             delivery_id,
             caused_by,
+        })
+    }
+
+    /// Rebuilds the envelope of a stored event from its metadata and archived payload.
+    pub fn rebuild(record: &super::record::EventRecord, payload: Value) -> Option<Self> {
+        Some(Self {
+            event_id: record.event_id.clone(),
+            client_event_id: record.client_event_id,
+            entity: record.entity.clone()?,
+            order: record.order?,
+            updated_at: record.external_at,
+            kind: record.kind?,
+            direction: record.direction.unwrap_or_default(),
+            payload,
+            content_hash: record.content_hash?,
+            delivery_id: record.delivery_id.clone(),
+            caused_by: record.caused_by.clone(),
         })
     }
 

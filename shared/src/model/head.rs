@@ -21,10 +21,13 @@ pub struct Inflight {
     /// The event.
     #[serde(flatten)]
     pub slot: Slot,
-    /// Until when the holder may run unchallenged; set to the past when it errors, so a newer event may take over.
+    /// Until when the holder may run unchallenged (for an errored holder: until its retry is due).
     pub lease_until: DateTime<Utc>,
     /// The fencing token of this claim: destination writes with an older token are refused.
     pub fence: u64,
+    /// The holder's last attempt failed and a retry is pending: a newer event may take over (spec §4 rule 3).
+    #[serde(default)]
+    pub errored: bool,
 }
 
 /// The ordering state of one entity; every change is a compare-and-set on `version`.

@@ -4,6 +4,7 @@
 //! ([`StoreError`]); each adapter converts its own.
 
 mod destination;
+pub mod drill;
 mod error;
 mod events;
 mod payloads;

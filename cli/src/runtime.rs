@@ -1,0 +1,248 @@
+//! The local runtime: plays Lambda's SQS event source over the embedded queue. It receives batches, builds
+//! real `SqsEvent` values, calls the same processor handler the Lambda runs, and deletes what succeeded —
+//! with `workers` invocations at once, until the queue is quiescent.
+
+use chrono::Duration;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use synctrail::engine::{Disposition, Engine, Invocation, Ports};
+use synctrail::model::Status;
+use synctrail::store::drill::{DrillDestination, DrillPlan};
+use synctrail::store::{Destination, Queue, QueueMessage, StoreError};
+use synctrail::Settings;
+use synctrail_processor::{sqs_event, InvocationContext, Processor, RecordResult};
+
+/// How the runtime runs.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Concurrent invocations.
+    pub workers: usize,
+    /// Messages per invocation (SQS allows up to 10).
+    pub batch_size: usize,
+    /// The function timeout: each invocation's deadline is this far from its start.
+    pub function_timeout: Duration,
+    /// How long a received message stays invisible.
+    pub visibility_timeout: Duration,
+    /// Records are not started this close to the deadline.
+    pub safety_margin: Duration,
+    /// Keep polling after the queue is quiescent (until `max_duration`).
+    pub follow: bool,
+    /// Stop after this long, drained or not.
+    pub max_duration: std::time::Duration,
+    /// Injected destination faults.
+    pub drill: DrillPlan,
+    /// Probability that an invocation dies mid-batch (no response, leases left behind).
+    pub crash_rate: f64,
+    /// Seed of the drill's dice.
+    pub seed: u64,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            workers: 4,
+            batch_size: 10,
+            function_timeout: Duration::seconds(2),
+            visibility_timeout: Duration::seconds(3),
+            safety_margin: Duration::milliseconds(200),
+            follow: false,
+            max_duration: std::time::Duration::from_secs(600),
+            drill: DrillPlan::default(),
+            crash_rate: 0.0,
+            seed: 1,
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunStats {
+    /// Invocations of the handler.
+    pub invocations: u64,
+    /// Records handed to the handler.
+    pub records: u64,
+    /// Records reported as batch item failures (returned for retry).
+    pub retried: u64,
+    /// Records moved to the dead-letter queue.
+    pub dead_lettered: u64,
+    /// Invocations that died mid-batch (drill).
+    pub crashes: u64,
+    /// Records that repeated an event already done.
+    pub redelivered: u64,
+    /// Re-drives sent by the sweeper.
+    pub swept: u64,
+    /// Final statuses reached by records in this run.
+    pub statuses: BTreeMap<Status, u64>,
+    /// Whether the queue was drained (false when `max_duration` ran out first).
+    pub drained: bool,
+}
+
+/// The local event source over one backend.
+pub struct LocalRuntime {
+    ports: Ports,
+    settings: Settings,
+}
+
+impl LocalRuntime {
+    /// A runtime over `ports` (the destination is wrapped per worker for drills).
+    pub fn new(ports: Ports, settings: Settings) -> Self {
+        Self { ports, settings }
+    }
+
+    /// Runs until the queue is quiescent (or `max_duration`), calling `progress` about ten times a second.
+    pub async fn run(&self, options: &RunOptions, progress: &(dyn Fn(&RunStats) + Sync)) -> Result<RunStats, StoreError> {
+        let stats = Arc::new(Mutex::new(RunStats::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut workers = Vec::new();
+        for index in 0..options.workers.max(1) {
+            let worker = self.worker(options, index as u64);
+            let (stats, stop, options) = (Arc::clone(&stats), Arc::clone(&stop), options.clone());
+            workers.push(tokio::spawn(async move { worker.run(&options, &stats, &stop).await }));
+        }
+        let started = std::time::Instant::now();
+        let sweeper = Engine::new(self.ports.clone(), self.settings.clone());
+        let mut drained = false;
+        while started.elapsed() < options.max_duration {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            progress(&lock(&stats));
+            let depth = self.ports.queue.depth().await?;
+            if depth.visible + depth.in_flight + depth.delayed > 0 {
+                continue;
+            }
+            let report = sweeper.sweep(1000, &Invocation { function: Some("sweeper:local".into()), ..Default::default() }).await;
+            match report {
+                Ok(report) if report.redriven.is_empty() => {
+                    drained = true;
+                    if !options.follow {
+                        break;
+                    }
+                }
+                Ok(report) => lock(&stats).swept += report.redriven.len() as u64,
+                Err(e) => tracing::warn!(error = %e, "sweep failed"),
+            }
+        }
+        stop.store(true, Ordering::SeqCst);
+        for worker in workers {
+            match worker.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(e) => return Err(StoreError::Backend(format!("a worker died: {e}"))),
+            }
+        }
+        let mut stats = lock(&stats).clone();
+        stats.drained = drained;
+        progress(&stats);
+        Ok(stats)
+    }
+
+    fn worker(&self, options: &RunOptions, index: u64) -> Worker {
+        let seed = options.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(index);
+        let drill = Arc::new(DrillDestination::new(
+            Arc::clone(&self.ports.destination),
+            Arc::clone(&self.ports.clock),
+            options.drill.clone(),
+            seed,
+        ));
+        let ports = Ports { destination: Arc::clone(&drill) as Arc<dyn Destination>, ..self.ports.clone() };
+        let engine = Arc::new(Engine::new(ports, self.settings.clone()).with_seed(seed));
+        Worker {
+            processor: Processor::new(engine, options.safety_margin),
+            queue: Arc::clone(&self.ports.queue),
+            drill,
+            rng: SmallRng::seed_from_u64(seed ^ 0xC0FF_EE),
+            name: format!("processor-{index}"),
+            invocations: 0,
+        }
+    }
+}
+
+struct Worker {
+    processor: Processor,
+    queue: Arc<dyn Queue>,
+    drill: Arc<DrillDestination>,
+    rng: SmallRng,
+    name: String,
+    invocations: u64,
+}
+
+impl Worker {
+    async fn run(mut self, options: &RunOptions, stats: &Mutex<RunStats>, stop: &AtomicBool) -> Result<(), StoreError> {
+        while !stop.load(Ordering::SeqCst) {
+            let messages = match self.queue.receive(options.batch_size, options.visibility_timeout).await {
+                Ok(messages) => messages,
+                Err(e) if e.is_retryable() => Vec::new(),
+                Err(e) => return Err(e),
+            };
+            if messages.is_empty() {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                continue;
+            }
+            self.invoke(messages, options, stats).await?;
+        }
+        Ok(())
+    }
+
+    /// One invocation: the handler over the batch, then the deletes Lambda would do.
+    async fn invoke(&mut self, messages: Vec<QueueMessage>, options: &RunOptions, stats: &Mutex<RunStats>) -> Result<(), StoreError> {
+        self.invocations += 1;
+        let event = sqs_event(&messages).map_err(|e| StoreError::Backend(format!("building the SqsEvent: {e}")))?;
+        let request_id = format!("{}-{}", self.name, self.invocations);
+        let context = InvocationContext {
+            deadline: self.processor.engine().ports().clock.now() + options.function_timeout,
+            function: Some(format!("{}:$LATEST", self.name)),
+            trace_id: Some(format!("Root=1-{:08x}-{:024x}", self.invocations, self.rng.random::<u64>())),
+            request_id,
+        };
+        let crash = self.rng.random::<f64>() < options.crash_rate;
+        if crash {
+            self.drill.arm_crash();
+        }
+        let batch = tokio::select! {
+            batch = self.processor.process_batch(event, &context) => Some(batch),
+            () = self.drill.crashed() => None,
+        };
+        self.drill.disarm_crash();
+        let delete = Self::account(&messages, batch, stats);
+        self.queue.delete(&delete).await
+    }
+
+    /// Counts the invocation's results and returns the receipts Lambda would delete.
+    fn account(messages: &[QueueMessage], batch: Option<synctrail_processor::BatchResult>, stats: &Mutex<RunStats>) -> Vec<String> {
+        let mut s = lock(stats);
+        s.invocations += 1;
+        s.records += messages.len() as u64;
+        let Some(batch) = batch else {
+            // Died mid-batch: no response, so every message of the batch comes back after its visibility timeout.
+            s.crashes += 1;
+            return Vec::new();
+        };
+        let failed: HashSet<&str> = batch.response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+        let mut delete = Vec::new();
+        for (message, result) in messages.iter().zip(&batch.records) {
+            if let RecordResult::Processed(outcome) = result {
+                if let Some(status) = outcome.status.filter(|_| !outcome.redelivered) {
+                    *s.statuses.entry(status).or_default() += 1;
+                }
+                s.redelivered += u64::from(outcome.redelivered);
+                if outcome.disposition == Disposition::DeadLetter {
+                    s.dead_lettered += 1;
+                    continue;
+                }
+            }
+            if failed.contains(message.message_id.as_str()) {
+                s.retried += 1;
+            } else {
+                delete.push(message.receipt_handle.clone());
+            }
+        }
+        delete
+    }
+}
+
+fn lock(stats: &Mutex<RunStats>) -> std::sync::MutexGuard<'_, RunStats> {
+    stats.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -1,0 +1,273 @@
+//! One attempt: decide against the entity's head (spec §4, §5), record the decision in one compare-and-set
+//! commit, and when the event claims its entity, apply it and settle the result.
+
+use super::decide::{decide, Candidate, Decision, DecisionContext};
+use super::intake::redelivered;
+use super::settle::{settle, End};
+use super::{Engine, EngineError, Incoming, Invocation, Outcome};
+use crate::model::{EntityHead, Envelope, ErrorInfo, ErrorKind, EventId, EventRecord, Inflight, Status};
+use crate::settings::Policy;
+use crate::store::{ApplyOutcome, Change, DestinationError, StoreError, Write};
+use futures_util::FutureExt;
+use std::panic::AssertUnwindSafe;
+
+/// What recording a decision led to.
+enum Recorded {
+    /// The message is done with (or must come back later).
+    Done(Outcome),
+    /// The event holds its entity now: apply it.
+    Claimed { head: Box<EntityHead>, record: Box<EventRecord> },
+}
+
+/// Decides and records the event's fate, retrying lost compare-and-set races, then applies it if it claimed.
+pub(super) async fn drive(
+    engine: &Engine,
+    envelope: &Envelope,
+    mut record: EventRecord,
+    message: &Incoming,
+    invocation: &Invocation,
+    force: bool,
+) -> Result<Outcome, EngineError> {
+    let store = &engine.ports.store;
+    let policy = engine.settings.policy_for(&envelope.entity.entity_type);
+    for round in 0..engine.settings.max_rounds {
+        if round > 0 {
+            if let Some(stored) = store.get_event(&record.event_id).await? {
+                if stored.version != record.version && stored.status.is_terminal() {
+                    return redelivered(engine, stored).await;
+                }
+                record = stored;
+            }
+        }
+        let now = engine.now();
+        let head = store.get_head(&envelope.entity).await?.unwrap_or_else(|| EntityHead::empty(envelope.entity.clone(), now));
+        let candidate = Candidate {
+            event_id: record.event_id.clone(),
+            order: envelope.order,
+            content_hash: envelope.content_hash,
+            status: record.status,
+        };
+        let ctx = DecisionContext {
+            now,
+            clock_margin: engine.settings.clock_margin,
+            policy,
+            max_backlog: engine.settings.max_backlog,
+        };
+        let decision = if force { forced(&head, &candidate, &ctx) } else { decide(&head, &candidate, &ctx) };
+        match record_decision(engine, decision, head, record.clone(), &candidate, policy, invocation, force).await {
+            Ok(Recorded::Done(outcome)) => return Ok(outcome),
+            Ok(Recorded::Claimed { head, record }) => {
+                return apply(engine, envelope, *head, *record, message, invocation, force).await
+            }
+            Err(EngineError::Store(StoreError::Conflict(_))) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(EngineError::Contended(envelope.entity.to_string(), engine.settings.max_rounds))
+}
+
+/// `reprocess --force`: ordering is skipped, but still one event in flight per entity.
+fn forced(head: &EntityHead, candidate: &Candidate, ctx: &DecisionContext) -> Decision {
+    match &head.inflight {
+        Some(i) if i.slot.event_id != candidate.event_id => Decision::Busy { until: i.lease_until + ctx.clock_margin },
+        _ => decide(head, candidate, ctx),
+    }
+    .forced()
+}
+
+impl Decision {
+    fn forced(self) -> Self {
+        match self {
+            Decision::Busy { until } => Decision::Busy { until },
+            Decision::AlreadyQueued | Decision::Enqueue { .. } | Decision::Duplicate { .. } | Decision::Dropped { .. } => {
+                Decision::Claim { tie: false, out_of_order: false, cancel: Vec::new() }
+            }
+            claim @ Decision::Claim { .. } => claim,
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn record_decision(
+    engine: &Engine,
+    decision: Decision,
+    mut head: EntityHead,
+    mut record: EventRecord,
+    candidate: &Candidate,
+    policy: Policy,
+    invocation: &Invocation,
+    force: bool,
+) -> Result<Recorded, EngineError> {
+    let now = engine.now();
+    let attempt = record.attempt;
+    let event_id = record.event_id.clone();
+    let mut writes = Vec::new();
+    match decision {
+        Decision::Duplicate { of } => {
+            let note = format!("duplicate of {of}");
+            record.duplicate_of = Some(of);
+            record.transition(engine.entry(Status::Duplicate, attempt, invocation, Some(note)))?;
+        }
+        Decision::Dropped { newer } => {
+            let note = format!("stale: {newer} is newer");
+            record.dropped_for = Some(newer.to_string());
+            record.transition(engine.entry(Status::Dropped, attempt, invocation, Some(note)))?;
+        }
+        Decision::AlreadyQueued => return Ok(Recorded::Done(Outcome::ack(&event_id, record.status))),
+        Decision::Busy { until } => {
+            if record.version == 0 {
+                engine.ports.store.commit(vec![Write::event(record)]).await?;
+            }
+            return Ok(Recorded::Done(Outcome::retry(&event_id, Some(Status::Received), until - now)));
+        }
+        Decision::Enqueue { tie, cancel } => {
+            match policy {
+                Policy::LatestWins => head.next = Some(candidate.slot()),
+                Policy::InOrder => {
+                    let at = head.backlog.partition_point(|s| s.order <= candidate.order);
+                    head.backlog.insert(at, candidate.slot());
+                }
+            }
+            head.updated_at = now;
+            record.tie |= tie;
+            let behind = head.inflight.as_ref().map(|i| format!("behind {}", i.slot.event_id));
+            if record.status != Status::Queued {
+                record.transition(engine.entry(Status::Queued, attempt, invocation, behind))?;
+            }
+            writes.extend(cancel_writes(engine, cancel.iter(), &event_id, invocation).await?);
+            writes.push(Write::head(head));
+        }
+        Decision::Claim { tie, out_of_order, cancel } => {
+            head.fence += 1;
+            let lease_until = engine.lease_until(invocation);
+            head.inflight = Some(Inflight { slot: candidate.slot(), lease_until, fence: head.fence, errored: false });
+            if head.next.as_ref().is_some_and(|n| n.event_id == event_id || cancel.contains(&n.event_id)) {
+                head.next = None;
+            }
+            head.backlog.retain(|s| s.event_id != event_id);
+            head.needs_verification |= out_of_order;
+            head.updated_at = now;
+            record.attempt += 1;
+            record.tie |= tie;
+            record.out_of_order |= out_of_order;
+            record.forced = force;
+            record.lease_until = Some(lease_until);
+            record.read_started_at = Some(now);
+            let note = force.then(|| "forced: ordering skipped".to_owned());
+            record.transition(engine.entry(Status::Processing, record.attempt, invocation, note))?;
+            writes.extend(cancel_writes(engine, cancel.iter(), &event_id, invocation).await?);
+            let head_write = Write::head(head.clone());
+            let record_write = Write::event(record.clone());
+            writes.push(head_write);
+            writes.push(record_write);
+            engine.ports.store.commit(writes).await?;
+            head.version += 1;
+            record.version += 1;
+            return Ok(Recorded::Claimed { head: Box::new(head), record: Box::new(record) });
+        }
+    }
+    let status = record.status;
+    writes.push(Write::event(record));
+    engine.ports.store.commit(writes).await?;
+    Ok(Recorded::Done(Outcome::ack(&event_id, status)))
+}
+
+/// Marks superseded events `canceled` by `by` (only those not already done).
+async fn cancel_writes(
+    engine: &Engine,
+    ids: impl Iterator<Item = &EventId>,
+    by: &EventId,
+    invocation: &Invocation,
+) -> Result<Vec<Write>, EngineError> {
+    let mut writes = Vec::new();
+    for id in ids {
+        let Some(mut superseded) = engine.ports.store.get_event(id).await? else {
+            return Err(EngineError::Incomplete(id.clone(), "the entity's head names an event that is not recorded"));
+        };
+        if superseded.status.is_terminal() {
+            continue;
+        }
+        superseded.canceled_by = Some(by.clone());
+        superseded.lease_until = None;
+        let note = format!("canceled by newer {by}");
+        superseded.transition(engine.entry(Status::Canceled, superseded.attempt, invocation, Some(note)))?;
+        writes.push(Write::event(superseded));
+    }
+    Ok(writes)
+}
+
+/// Applies a claimed event at the destination, panics caught, and settles the result.
+async fn apply(
+    engine: &Engine,
+    envelope: &Envelope,
+    head: EntityHead,
+    mut record: EventRecord,
+    message: &Incoming,
+    invocation: &Invocation,
+    force: bool,
+) -> Result<Outcome, EngineError> {
+    let Some(fence) = head.inflight.as_ref().map(|i| i.fence) else {
+        return Err(EngineError::Incomplete(record.event_id.clone(), "claimed head has nothing in flight"));
+    };
+    let change = Change {
+        event_id: &envelope.event_id,
+        entity: &envelope.entity,
+        order: envelope.order,
+        updated_at: envelope.updated_at,
+        content_hash: envelope.content_hash,
+        kind: envelope.kind,
+        payload: &envelope.payload,
+        fence,
+        policy: engine.settings.policy_for(&envelope.entity.entity_type),
+        forced: force,
+    };
+    record.write_started_at = Some(engine.now());
+    let result = AssertUnwindSafe(engine.ports.destination.apply(&change)).catch_unwind().await;
+    let end = match result {
+        Ok(Ok(ApplyOutcome::Applied | ApplyOutcome::AlreadyApplied)) => End::Completed,
+        Ok(Ok(ApplyOutcome::Superseded { by })) => End::Dropped(by),
+        Ok(Err(DestinationError::Permanent(message))) => End::Failed(error_info(ErrorKind::Permanent, message, false)),
+        Ok(Err(DestinationError::Retryable(text))) => engine.retry_or_fail(&record, message, ErrorKind::Retryable, text),
+        Err(panic) => engine.retry_or_fail(&record, message, ErrorKind::Panic, panic_text(panic.as_ref())),
+    };
+    settle(engine, record, fence, end, invocation).await
+}
+
+impl Engine {
+    /// A retryable failure: `errored` with a backoff, or `failed` once attempts are exhausted (by our own count or
+    /// because the queue will dead-letter the message after this receive).
+    fn retry_or_fail(&self, record: &EventRecord, message: &Incoming, kind: ErrorKind, text: String) -> End {
+        let by_count = record.attempts_this_drive() >= self.settings.max_attempts;
+        let by_queue = message.receive_count >= self.ports.queue.max_receives();
+        if by_count || by_queue {
+            let mut info = error_info(ErrorKind::AttemptsExhausted, format!("gave up after {} attempts", record.attempts_this_drive()), false);
+            info.causes.push(text);
+            End::Exhausted(info)
+        } else {
+            End::Errored(error_info(kind, text, true), self.backoff(record.attempt))
+        }
+    }
+
+    /// Until when a claim made now holds: the invocation's deadline (never before now) plus the clock margin, or
+    /// the configured lease when the deadline is unknown.
+    fn lease_until(&self, invocation: &Invocation) -> chrono::DateTime<chrono::Utc> {
+        let now = self.now();
+        match invocation.deadline {
+            Some(deadline) => deadline.max(now) + self.settings.clock_margin,
+            None => now + self.settings.lease,
+        }
+    }
+}
+
+fn error_info(kind: ErrorKind, message: String, retryable: bool) -> ErrorInfo {
+    ErrorInfo { kind, message, retryable, causes: Vec::new(), field: None }
+}
+
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    let detail = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a non-text panic payload".to_owned());
+    format!("the handler panicked: {detail}")
+}

@@ -1,0 +1,160 @@
+//! Intake: parsing, rejection and idempotency (spec §1, §3), before the ordering protocol.
+
+use super::records::invalid_input;
+use super::{attempt, Engine, EngineError, Incoming, Invocation, Outcome};
+use crate::model::{
+    canonical_json, Envelope, ErrorInfo, ErrorKind, EventId, EventRecord, Message, RedriveReason, Status,
+};
+use crate::store::{StoreError, Write};
+
+pub(super) async fn process(engine: &Engine, message: &Incoming, invocation: &Invocation) -> Result<Outcome, EngineError> {
+    match Message::parse(&message.body, engine.settings.max_payload_bytes) {
+        Err(error) => reject(engine, message, invocation, invalid_input(&error), None).await,
+        Ok(Message::Envelope(envelope)) => arrive(engine, *envelope, message, invocation).await,
+        Ok(Message::Redrive { event_id, reason, force }) => {
+            redrive(engine, &event_id, reason, force, message, invocation).await
+        }
+    }
+}
+
+/// Archives the raw body and records the message as `rejected`, under an id derived from the body (for an
+/// idempotency conflict: from its content, spec §3), so a redelivery of the same message lands on the same record.
+async fn reject(
+    engine: &Engine,
+    message: &Incoming,
+    invocation: &Invocation,
+    error: ErrorInfo,
+    conflicting: Option<&Envelope>,
+) -> Result<Outcome, EngineError> {
+    let event_id = match conflicting {
+        Some(e) => EventId::derived(&e.entity, &e.order, &e.content_hash),
+        None => EventId::for_rejected(message.body.as_bytes()),
+    };
+    if let Some(existing) = engine.ports.store.get_event(&event_id).await? {
+        return redelivered(engine, existing).await;
+    }
+    let raw = engine.ports.payloads.put(message.body.as_bytes(), engine.now()).await?;
+    let mut record = engine.rejected_record(event_id.clone(), raw, error, message, invocation);
+    if let Some(envelope) = conflicting {
+        record.conflicts_with = Some(envelope.event_id.clone());
+        record.entity = Some(envelope.entity.clone());
+        record.order = Some(envelope.order);
+        record.kind = Some(envelope.kind);
+        record.content_hash = Some(envelope.content_hash);
+        record.external_at = envelope.updated_at;
+        record.delivery_id = envelope.delivery_id.clone();
+    }
+    tracing::warn!(event_id = %event_id, reason = ?record.error.as_ref().map(|e| &e.message), "message rejected");
+    match engine.ports.store.commit(vec![Write::event(record)]).await {
+        Ok(()) => Ok(Outcome::ack(&event_id, Status::Rejected)),
+        Err(StoreError::Conflict(_)) => match engine.ports.store.get_event(&event_id).await? {
+            Some(existing) => redelivered(engine, existing).await,
+            None => Err(EngineError::Incomplete(event_id, "rejected record vanished after a conflict")),
+        },
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A valid envelope: new events are archived and recorded; known ones continue where they are (spec §3).
+async fn arrive(engine: &Engine, envelope: Envelope, message: &Incoming, invocation: &Invocation) -> Result<Outcome, EngineError> {
+    match engine.ports.store.get_event(&envelope.event_id).await? {
+        Some(existing) if existing.content_hash != Some(envelope.content_hash) => {
+            let error = ErrorInfo {
+                kind: ErrorKind::IdempotencyConflict,
+                message: format!(
+                    "event_id {} was already used for different content; send a new event_id for a new change",
+                    envelope.event_id
+                ),
+                retryable: false,
+                causes: Vec::new(),
+                field: Some("event_id".to_owned()),
+            };
+            reject(engine, message, invocation, error, Some(&envelope)).await
+        }
+        Some(existing) if existing.status == Status::Failed && existing.last_message_id.as_ref() != Some(&message.message_id) => {
+            let record = restart(engine, existing, message, invocation, "client resubmission")?;
+            attempt::drive(engine, &envelope, record, message, invocation, false).await
+        }
+        Some(existing) if existing.status.is_terminal() => redelivered(engine, existing).await,
+        Some(existing) => attempt::drive(engine, &envelope, existing, message, invocation, false).await,
+        None => {
+            let bytes = canonical_json(&envelope.payload);
+            let payload = engine.ports.payloads.put(bytes.as_bytes(), engine.now()).await?;
+            let record = engine.new_record(&envelope, payload, message, invocation);
+            attempt::drive(engine, &envelope, record, message, invocation, false).await
+        }
+    }
+}
+
+/// The engine's own re-drive of a stored event: its payload is read back and checked.
+async fn redrive(
+    engine: &Engine,
+    event_id: &EventId,
+    reason: RedriveReason,
+    force: bool,
+    message: &Incoming,
+    invocation: &Invocation,
+) -> Result<Outcome, EngineError> {
+    let Some(record) = engine.ports.store.get_event(event_id).await? else {
+        let error = ErrorInfo {
+            kind: ErrorKind::InvalidInput,
+            message: format!("re-drive names event {event_id}, which is not recorded (expired or never stored)"),
+            retryable: false,
+            causes: Vec::new(),
+            field: Some("event_id".to_owned()),
+        };
+        return reject(engine, message, invocation, error, None).await;
+    };
+    let status = record.status;
+    let record = match reason {
+        _ if !status.is_terminal() => record,
+        RedriveReason::Reprocess if status != Status::Rejected => {
+            let note = if force { "reprocess --force" } else { "reprocess" };
+            restart(engine, record, message, invocation, note)?
+        }
+        _ => return Ok(Outcome { redelivered: true, ..Outcome::ack(event_id, status) }),
+    };
+    let bytes = engine
+        .ports
+        .payloads
+        .get(&record.payload)
+        .await
+        .map_err(|source| EngineError::Payload { event_id: event_id.clone(), source })?;
+    let payload = serde_json::from_slice(&bytes).map_err(|e| EngineError::Payload {
+        event_id: event_id.clone(),
+        source: StoreError::Corrupt(format!("archived payload is not JSON: {e}")),
+    })?;
+    let envelope = Envelope::rebuild(&record, payload)
+        .ok_or_else(|| EngineError::Incomplete(event_id.clone(), "no entity, order key, kind or content hash"))?;
+    attempt::drive(engine, &envelope, record, message, invocation, force).await
+}
+
+/// A terminal event driven again: back to `received`, with a fresh retry budget and no stale pointers.
+fn restart(
+    engine: &Engine,
+    mut record: EventRecord,
+    message: &Incoming,
+    invocation: &Invocation,
+    note: &str,
+) -> Result<EventRecord, EngineError> {
+    record.transition(engine.entry(Status::Received, record.attempt, invocation, Some(note.to_owned())))?;
+    record.attempt_base = record.attempt;
+    record.dropped_for = None;
+    record.duplicate_of = None;
+    record.canceled_by = None;
+    record.completed_at = None;
+    record.last_message_id = Some(message.message_id.clone());
+    Ok(record)
+}
+
+/// The same event again, after it was done: no effect, counted.
+pub(super) async fn redelivered(engine: &Engine, mut record: EventRecord) -> Result<Outcome, EngineError> {
+    let event_id = record.event_id.clone();
+    let status = record.status;
+    record.redelivered += 1;
+    match engine.ports.store.commit(vec![Write::event(record)]).await {
+        Ok(()) | Err(StoreError::Conflict(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(Outcome { redelivered: true, ..Outcome::ack(&event_id, status) })
+}
