@@ -15,4 +15,4 @@ pub mod store;
 pub use engine::{Disposition, Engine, EngineError, Incoming, Invocation, Outcome, Ports};
 pub use clock::{Clock, ManualClock, SystemClock};
 
-pub use settings::{Policy, Settings};
+pub use settings::{InvalidSetting, Policy, Settings};

@@ -72,3 +72,49 @@ impl Settings {
         self
     }
 }
+
+/// A setting from the environment that can't be used.
+#[derive(Debug, thiserror::Error)]
+#[error("environment variable {name}={value:?} is invalid: expected {expected}")]
+pub struct InvalidSetting {
+    /// The variable.
+    pub name: &'static str,
+    /// Its value.
+    pub value: String,
+    /// What it should be.
+    pub expected: &'static str,
+}
+
+impl Settings {
+    /// The defaults, overridden by `SYNCTRAIL_IN_ORDER_TYPES` (comma-separated entity types with policy
+    /// `in_order`), `SYNCTRAIL_MAX_ATTEMPTS`, `SYNCTRAIL_LEASE_SECONDS` and `SYNCTRAIL_MAX_PAYLOAD_BYTES`.
+    pub fn from_env() -> Result<Self, InvalidSetting> {
+        let mut settings = Settings::default();
+        if let Ok(types) = std::env::var("SYNCTRAIL_IN_ORDER_TYPES") {
+            for entity_type in types.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+                settings = settings.with_policy(entity_type, Policy::InOrder);
+            }
+        }
+        if let Some(n) = number("SYNCTRAIL_MAX_ATTEMPTS")? {
+            settings.max_attempts = u32::try_from(n).unwrap_or(u32::MAX).max(1);
+        }
+        if let Some(n) = number("SYNCTRAIL_LEASE_SECONDS")? {
+            settings.lease = Duration::seconds(i64::try_from(n).unwrap_or(i64::MAX / 1_000_000));
+        }
+        if let Some(n) = number("SYNCTRAIL_MAX_PAYLOAD_BYTES")? {
+            settings.max_payload_bytes = usize::try_from(n).unwrap_or(usize::MAX);
+        }
+        Ok(settings)
+    }
+}
+
+fn number(name: &'static str) -> Result<Option<u64>, InvalidSetting> {
+    match std::env::var(name) {
+        Err(_) => Ok(None),
+        Ok(value) => value
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| InvalidSetting { name, value, expected: "a whole number" }),
+    }
+}

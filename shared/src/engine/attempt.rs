@@ -32,8 +32,10 @@ pub(super) async fn drive(
     let policy = engine.settings.policy_for(&envelope.entity.entity_type);
     for round in 0..engine.settings.max_rounds {
         if round > 0 {
-            if let Some(stored) = store.get_event(&record.event_id).await? {
-                if stored.version != record.version && stored.status.is_terminal() {
+            // Someone else changed the record (a concurrent delivery, a takeover): continue from what they wrote.
+            // Unchanged, our own copy stands (it may carry a restart not yet written).
+            if let Some(stored) = store.get_event(&record.event_id).await?.filter(|s| s.version != record.version) {
+                if stored.status.is_terminal() {
                     return redelivered(engine, stored).await;
                 }
                 record = stored;
@@ -115,10 +117,12 @@ async fn record_decision(
         }
         Decision::AlreadyQueued => return Ok(Recorded::Done(Outcome::ack(&event_id, record.status))),
         Decision::Busy { until } => {
+            let status = record.status;
             if record.version == 0 {
+                // Recorded now, so the event is known even if the queue gives up on its message.
                 engine.ports.store.commit(vec![Write::event(record)]).await?;
             }
-            return Ok(Recorded::Done(Outcome::retry(&event_id, Some(Status::Received), until - now)));
+            return Ok(Recorded::Done(Outcome::retry(&event_id, Some(status), until - now)));
         }
         Decision::Enqueue { tie, cancel } => {
             match policy {

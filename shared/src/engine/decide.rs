@@ -147,8 +147,8 @@ fn latest_wins(head: &EntityHead, event: &Candidate, ctx: &DecisionContext) -> D
             None => Decision::Claim { tie: false, out_of_order: false, cancel: Vec::new() },
         };
     }
-    // Rule 1: against the applied event.
-    if let Some(applied) = &head.applied {
+    // Rule 1: against the applied event (unless it is this very event, re-driven on purpose).
+    if let Some(applied) = head.applied.as_ref().filter(|a| a.event_id != event.event_id) {
         let c = compare(event, applied);
         if let Some(d) = against(applied, c) {
             return d;

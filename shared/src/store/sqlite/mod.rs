@@ -1,1 +1,72 @@
-//! The embedded backend (in progress).
+//! The embedded backend: one SQLite file (`home/synctrail.db`) for events, heads, the queue and the mirror
+//! destination, plus a directory of compressed payloads (`home/payloads/`).
+//!
+//! All adapters share one connection pool; every call runs on a blocking thread. Several processes may open
+//! the same home at once (WAL, `BEGIN IMMEDIATE`, a busy timeout). Committed data survives a killed process;
+//! surviving power loss needs `synchronous=FULL` (see `db.rs`). Limits of 0 mean "no limit" throughout.
+
+mod codec;
+mod db;
+mod error;
+mod events;
+mod guard;
+mod mirror;
+mod payloads;
+mod queue;
+mod schema;
+
+pub use events::SqliteStore;
+pub use mirror::{Mirror, MirrorRecord};
+pub use payloads::PayloadDir;
+pub use queue::SqliteQueue;
+
+use crate::clock::Clock;
+use crate::store::StoreError;
+use std::path::Path;
+use std::sync::Arc;
+
+/// The database file's name inside the home directory.
+pub const DB_FILE: &str = "synctrail.db";
+
+/// Tuning of the embedded backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EmbeddedOptions {
+    /// Receives after which a message moves to the dead-letter queue (SQS `maxReceiveCount`).
+    pub max_receives: u32,
+    /// The most SQLite connections open at once in this process.
+    pub pool_size: usize,
+}
+
+impl Default for EmbeddedOptions {
+    fn default() -> Self {
+        Self { max_receives: 5, pool_size: 8 }
+    }
+}
+
+/// The four embedded adapters, sharing one database file and pool.
+pub struct Embedded {
+    /// Event records and entity heads.
+    pub store: Arc<SqliteStore>,
+    /// The ingest queue and its dead-letter queue.
+    pub queue: Arc<SqliteQueue>,
+    /// Archived payloads.
+    pub payloads: Arc<PayloadDir>,
+    /// The reference destination.
+    pub mirror: Arc<Mirror>,
+}
+
+impl Embedded {
+    /// Opens (creating when missing) `home`, `home/synctrail.db` and `home/payloads/`. Blocks while it creates
+    /// the schema; call it at start-up.
+    pub fn open(home: &Path, clock: Arc<dyn Clock>, options: EmbeddedOptions) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(home)
+            .map_err(|e| StoreError::Backend(format!("creating home directory {}: {e}", home.display())))?;
+        let db = db::Db::open(&home.join(DB_FILE), options.pool_size)?;
+        Ok(Self {
+            store: Arc::new(SqliteStore::new(Arc::clone(&db))),
+            queue: Arc::new(SqliteQueue::new(Arc::clone(&db), Arc::clone(&clock), options.max_receives)),
+            payloads: Arc::new(PayloadDir::open(home)?),
+            mirror: Arc::new(Mirror::new(db, clock)),
+        })
+    }
+}

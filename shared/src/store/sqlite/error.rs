@@ -1,0 +1,44 @@
+//! Converting SQLite's errors into [`StoreError`]s by meaning.
+
+use crate::store::StoreError;
+use rusqlite::{ffi, ErrorCode};
+
+/// Whether `e` is a primary-key or unique violation: an insert of a key that exists.
+fn is_duplicate_key(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.extended_code == ffi::SQLITE_CONSTRAINT_PRIMARYKEY || f.extended_code == ffi::SQLITE_CONSTRAINT_UNIQUE
+    )
+}
+
+/// Maps a rusqlite error met while doing `what`: busy or locked → `Unavailable` (retryable), a duplicate key
+/// → `Conflict`, an undecodable column → `Corrupt`, anything else (other constraints included) → `Backend`.
+pub(crate) fn from_sqlite(what: &str, e: rusqlite::Error) -> StoreError {
+    if is_duplicate_key(&e) {
+        return StoreError::Conflict(format!("{what}: {e}"));
+    }
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Unavailable(format!(
+            "{what}: the SQLite database is busy ({e}); another writer held it past the busy timeout"
+        )),
+        _ => match e {
+            rusqlite::Error::FromSqlConversionFailure(..) | rusqlite::Error::InvalidColumnType(..) => {
+                StoreError::Corrupt(format!("{what}: {e}"))
+            }
+            other => StoreError::Backend(format!("{what}: {other}")),
+        },
+    }
+}
+
+/// Adds what was being done to a rusqlite result, converting its error.
+pub(crate) trait SqlContext<T> {
+    /// Converts the error with [`from_sqlite`].
+    fn ctx(self, what: &str) -> Result<T, StoreError>;
+}
+
+impl<T> SqlContext<T> for rusqlite::Result<T> {
+    fn ctx(self, what: &str) -> Result<T, StoreError> {
+        self.map_err(|e| from_sqlite(what, e))
+    }
+}

@@ -1,0 +1,274 @@
+//! [`SqliteStore`]: event records and entity heads, with all-or-nothing conditional commits.
+//!
+//! Each row keeps the record or head whole as JSON plus the indexed columns queries need. `count_by_status`
+//! lists only statuses that have events; `expired_leases` with limit 0 returns them all.
+
+use super::codec::{from_json, int, nanos, to_json};
+use super::db::Db;
+use super::error::SqlContext;
+use crate::model::{EntityHead, EntityKey, EventId, EventRecord, Status};
+use crate::store::{EventQuery, EventStore, Expect, StoreError, Write};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// The embedded [`EventStore`]: tables `events` and `heads` in `synctrail.db`.
+pub struct SqliteStore {
+    db: Arc<Db>,
+}
+
+impl SqliteStore {
+    pub(crate) fn new(db: Arc<Db>) -> Self {
+        Self { db }
+    }
+}
+
+/// "found version N" or "found none", for conflict messages.
+fn found_version(conn: &Connection, table: &str, key_column: &str, key: &str) -> Result<String, StoreError> {
+    let sql = format!("SELECT version FROM {table} WHERE {key_column} = ?1");
+    let version: Option<i64> = conn.query_row(&sql, [key], |row| row.get(0)).optional().ctx("reading a version")?;
+    Ok(version.map_or_else(|| "found none".to_owned(), |v| format!("found version {v}")))
+}
+
+fn put_event(conn: &Connection, record: &EventRecord, expect: Expect) -> Result<(), StoreError> {
+    let id = record.event_id.as_str();
+    let body = to_json(record, "event record")?;
+    let entity_key = record.entity.as_ref().map(ToString::to_string);
+    let source = record.entity.as_ref().map(|e| e.source.as_str());
+    let order_nanos = record.order.map(|o| o.nanos);
+    let order_version = record.order.map(|o| o.version);
+    let received_at = nanos(record.received_at)?;
+    let updated_at = nanos(record.updated_at)?;
+    let version = int(record.version, "event version")?;
+    let status = record.status.as_str();
+    let changed = match expect {
+        Expect::Absent => conn
+            .execute(
+                "INSERT INTO events (event_id, status, source, entity_key, order_nanos, order_version, received_at,
+                     updated_at, version, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (event_id) DO NOTHING",
+                params![
+                    id,
+                    status,
+                    source,
+                    entity_key,
+                    order_nanos,
+                    order_version,
+                    received_at,
+                    updated_at,
+                    version,
+                    body
+                ],
+            )
+            .ctx("inserting an event")?,
+        Expect::Version(expected) => conn
+            .execute(
+                "UPDATE events SET status = ?2, source = ?3, entity_key = ?4, order_nanos = ?5, order_version = ?6,
+                     received_at = ?7, updated_at = ?8, version = ?9, body = ?10
+                 WHERE event_id = ?1 AND version = ?11",
+                params![
+                    id,
+                    status,
+                    source,
+                    entity_key,
+                    order_nanos,
+                    order_version,
+                    received_at,
+                    updated_at,
+                    version,
+                    body,
+                    int(expected, "expected version")?
+                ],
+            )
+            .ctx("updating an event")?,
+    };
+    if changed == 0 {
+        let found = found_version(conn, "events", "event_id", id)?;
+        return Err(StoreError::Conflict(format!("event {id}: expected {}, {found}", describe(expect))));
+    }
+    Ok(())
+}
+
+fn put_head(conn: &Connection, head: &EntityHead, expect: Expect) -> Result<(), StoreError> {
+    let key = head.entity.to_string();
+    let body = to_json(head, "entity head")?;
+    let lease_until = head.inflight.as_ref().map(|i| nanos(i.lease_until)).transpose()?;
+    let version = int(head.version, "head version")?;
+    let changed = match expect {
+        Expect::Absent => conn
+            .execute(
+                "INSERT INTO heads (entity_key, lease_until, version, body) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (entity_key) DO NOTHING",
+                params![key, lease_until, version, body],
+            )
+            .ctx("inserting a head")?,
+        Expect::Version(expected) => conn
+            .execute(
+                "UPDATE heads SET lease_until = ?2, version = ?3, body = ?4 WHERE entity_key = ?1 AND version = ?5",
+                params![key, lease_until, version, body, int(expected, "expected version")?],
+            )
+            .ctx("updating a head")?,
+    };
+    if changed == 0 {
+        let found = found_version(conn, "heads", "entity_key", &key)?;
+        return Err(StoreError::Conflict(format!("head of {key}: expected {}, {found}", describe(expect))));
+    }
+    Ok(())
+}
+
+fn describe(expect: Expect) -> String {
+    match expect {
+        Expect::Absent => "it absent".to_owned(),
+        Expect::Version(v) => format!("version {v}"),
+    }
+}
+
+fn read_bodies<T: serde::de::DeserializeOwned>(
+    conn: &Connection,
+    sql: &str,
+    args: Vec<SqlValue>,
+    what: &str,
+) -> Result<Vec<T>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql).ctx(what)?;
+    let bodies = stmt
+        .query_map(params_from_iter(args), |row| row.get::<_, String>(0))
+        .ctx(what)?
+        .collect::<Result<Vec<_>, _>>()
+        .ctx(what)?;
+    bodies.iter().map(|body| from_json(body, what)).collect()
+}
+
+fn limit_value(limit: usize) -> SqlValue {
+    // SQLite reads a negative LIMIT as no limit.
+    SqlValue::Integer(if limit == 0 { -1 } else { i64::try_from(limit).unwrap_or(i64::MAX) })
+}
+
+#[async_trait]
+impl EventStore for SqliteStore {
+    async fn get_event(&self, id: &EventId) -> Result<Option<EventRecord>, StoreError> {
+        let id = id.to_string();
+        self.db
+            .run(move |conn| {
+                let what = format!("event {id}");
+                let body: Option<String> = conn
+                    .query_row("SELECT body FROM events WHERE event_id = ?1", [&id], |row| row.get(0))
+                    .optional()
+                    .ctx(&what)?;
+                body.map(|b| from_json(&b, &what)).transpose()
+            })
+            .await
+    }
+
+    async fn get_head(&self, entity: &EntityKey) -> Result<Option<EntityHead>, StoreError> {
+        let key = entity.to_string();
+        self.db
+            .run(move |conn| {
+                let what = format!("head of {key}");
+                let body: Option<String> = conn
+                    .query_row("SELECT body FROM heads WHERE entity_key = ?1", [&key], |row| row.get(0))
+                    .optional()
+                    .ctx(&what)?;
+                body.map(|b| from_json(&b, &what)).transpose()
+            })
+            .await
+    }
+
+    async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        self.db
+            .write(move |tx| {
+                for write in &writes {
+                    match write {
+                        Write::Event { record, expect } => put_event(tx, record, *expect)?,
+                        Write::Head { head, expect } => put_head(tx, head, *expect)?,
+                    }
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    async fn list_events(&self, query: &EventQuery) -> Result<Vec<EventRecord>, StoreError> {
+        let mut sql = String::from("SELECT body FROM events WHERE 1 = 1");
+        let mut args = Vec::new();
+        if let Some(status) = query.status {
+            sql.push_str(" AND status = ?");
+            args.push(SqlValue::Text(status.as_str().to_owned()));
+        }
+        if let Some(source) = &query.source {
+            sql.push_str(" AND source = ?");
+            args.push(SqlValue::Text(source.clone()));
+        }
+        if let Some(entity) = &query.entity {
+            sql.push_str(" AND entity_key = ?");
+            args.push(SqlValue::Text(entity.to_string()));
+        }
+        if let Some(since) = query.since {
+            sql.push_str(" AND received_at >= ?");
+            args.push(SqlValue::Integer(nanos(since)?));
+        }
+        if let Some(until) = query.until {
+            sql.push_str(" AND received_at < ?");
+            args.push(SqlValue::Integer(nanos(until)?));
+        }
+        sql.push_str(if query.entity.is_some() {
+            " ORDER BY order_nanos, order_version, received_at, event_id"
+        } else {
+            " ORDER BY received_at DESC, event_id DESC"
+        });
+        sql.push_str(" LIMIT ?");
+        args.push(limit_value(query.limit));
+        self.db.run(move |conn| read_bodies(conn, &sql, args, "listing events")).await
+    }
+
+    async fn count_by_status(&self) -> Result<BTreeMap<Status, u64>, StoreError> {
+        self.db
+            .run(|conn| {
+                let what = "counting events by status";
+                let mut stmt = conn.prepare_cached("SELECT status, COUNT(*) FROM events GROUP BY status").ctx(what)?;
+                let rows = stmt
+                    .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))
+                    .ctx(what)?
+                    .collect::<Result<Vec<_>, _>>()
+                    .ctx(what)?;
+                let mut counts = BTreeMap::new();
+                for (status, count) in rows {
+                    let status: Status = status.parse().map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))?;
+                    counts.insert(status, u64::try_from(count).unwrap_or(0));
+                }
+                Ok(counts)
+            })
+            .await
+    }
+
+    async fn expired_leases(&self, before: DateTime<Utc>, limit: usize) -> Result<Vec<EntityHead>, StoreError> {
+        let args = vec![SqlValue::Integer(nanos(before)?), limit_value(limit)];
+        self.db
+            .run(move |conn| {
+                read_bodies(
+                    conn,
+                    "SELECT body FROM heads WHERE lease_until IS NOT NULL AND lease_until < ?
+                     ORDER BY lease_until, entity_key LIMIT ?",
+                    args,
+                    "listing expired leases",
+                )
+            })
+            .await
+    }
+
+    async fn count_inflight(&self) -> Result<u64, StoreError> {
+        self.db
+            .run(|conn| {
+                let count: i64 = conn
+                    .query_row("SELECT COUNT(*) FROM heads WHERE lease_until IS NOT NULL", [], |row| row.get(0))
+                    .ctx("counting heads in flight")?;
+                Ok(u64::try_from(count).unwrap_or(0))
+            })
+            .await
+    }
+}

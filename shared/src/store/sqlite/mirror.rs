@@ -1,0 +1,177 @@
+//! [`Mirror`]: the reference destination, the latest state per entity in `synctrail.db`, with local edits and
+//! one effect row per applied event (so tests can count effects).
+//!
+//! Applying changes, with the fencing guard, is in `guard.rs`.
+
+use super::codec::{from_json, nanos, time, to_json, uint};
+use super::db::Db;
+use super::error::SqlContext;
+use crate::clock::Clock;
+use crate::model::{EntityKey, EventId, OrderKey};
+use crate::store::StoreError;
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde::Serialize;
+use serde_json::Value;
+use std::sync::Arc;
+
+/// The embedded [`Destination`](crate::store::Destination): tables `mirror` and `mirror_effects`.
+pub struct Mirror {
+    pub(super) db: Arc<Db>,
+    pub(super) clock: Arc<dyn Clock>,
+}
+
+/// One entity's state in the mirror.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MirrorRecord {
+    /// The entity (`EntityKey`'s display form).
+    pub entity_key: String,
+    /// The state (`null` once deleted).
+    pub state: Value,
+    /// The order key of the event that wrote it (kept across local edits).
+    pub order: Option<OrderKey>,
+    /// That event's content hash (cleared by a local edit).
+    pub content_hash: Option<String>,
+    /// That event's id, or `local-edit`.
+    pub event_id: Option<String>,
+    /// The fencing token of the last write.
+    pub fence: u64,
+    /// Whether the entity was deleted.
+    pub deleted: bool,
+    /// When it was last edited locally (unset once an event wins over the edit).
+    pub modified_at: Option<DateTime<Utc>>,
+    /// When it was last written.
+    pub applied_at: DateTime<Utc>,
+}
+
+/// The columns [`MirrorRecord::from_row`] reads, in order.
+pub(super) const COLUMNS: &str =
+    "entity_key, body, order_nanos, order_version, content_hash, event_id, fence, deleted, modified_at, applied_at";
+
+impl MirrorRecord {
+    fn from_row(row: &Row<'_>) -> rusqlite::Result<(Self, String)> {
+        let order_nanos: Option<i64> = row.get(2)?;
+        let order_version: Option<i64> = row.get(3)?;
+        let record = Self {
+            entity_key: row.get(0)?,
+            state: Value::Null,
+            order: order_nanos.map(|nanos| OrderKey { nanos, version: order_version.unwrap_or(0) }),
+            content_hash: row.get(4)?,
+            event_id: row.get(5)?,
+            fence: u64::try_from(row.get::<_, i64>(6)?).unwrap_or(0),
+            deleted: row.get::<_, i64>(7)? != 0,
+            modified_at: row.get::<_, Option<i64>>(8)?.map(time),
+            applied_at: time(row.get(9)?),
+        };
+        Ok((record, row.get(1)?))
+    }
+
+    /// Decodes the JSON body read with the row.
+    fn with_body((mut record, body): (Self, String)) -> Result<Self, StoreError> {
+        record.state = from_json(&body, &format!("mirror row {}", record.entity_key))?;
+        Ok(record)
+    }
+}
+
+/// Reads one mirror row inside a transaction or on a plain connection.
+pub(super) fn read_row(conn: &Connection, entity_key: &str) -> Result<Option<MirrorRecord>, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM mirror WHERE entity_key = ?1");
+    let row = conn.query_row(&sql, [entity_key], MirrorRecord::from_row).optional().ctx("reading a mirror row")?;
+    row.map(MirrorRecord::with_body).transpose()
+}
+
+impl Mirror {
+    pub(crate) fn new(db: Arc<Db>, clock: Arc<dyn Clock>) -> Self {
+        Self { db, clock }
+    }
+
+    /// Records a local edit of `entity` (someone changed the destination directly): an event whose `updated_at`
+    /// is older than `modified_at` will then be refused.
+    pub async fn record_local_edit(
+        &self,
+        entity: &EntityKey,
+        state: Value,
+        modified_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let key = entity.to_string();
+        let body = to_json(&state, "local edit")?;
+        let modified = nanos(modified_at)?;
+        let clock = Arc::clone(&self.clock);
+        self.db
+            .write(move |tx| {
+                let now = nanos(clock.now())?;
+                tx.execute(
+                    "INSERT INTO mirror (entity_key, body, event_id, fence, deleted, modified_at, applied_at)
+                     VALUES (?1, ?2, 'local-edit', 0, 0, ?3, ?4)
+                     ON CONFLICT (entity_key) DO UPDATE SET body = excluded.body, content_hash = NULL,
+                         event_id = 'local-edit', deleted = 0, modified_at = excluded.modified_at,
+                         applied_at = excluded.applied_at",
+                    params![key, body, modified, now],
+                )
+                .ctx("recording a local edit")?;
+                Ok(())
+            })
+            .await
+    }
+
+    /// The state of one entity.
+    pub async fn get(&self, entity: &EntityKey) -> Result<Option<MirrorRecord>, StoreError> {
+        let key = entity.to_string();
+        self.db.run(move |conn| read_row(conn, &key)).await
+    }
+
+    /// Entities whose key starts with `entity_prefix`, by key, at most `limit` (0 = all).
+    pub async fn list(&self, entity_prefix: Option<&str>, limit: usize) -> Result<Vec<MirrorRecord>, StoreError> {
+        let prefix = entity_prefix.unwrap_or("").to_owned();
+        let limit = if limit == 0 { -1 } else { i64::try_from(limit).unwrap_or(i64::MAX) };
+        self.db
+            .run(move |conn| {
+                let what = "listing the mirror";
+                let sql = format!(
+                    "SELECT {COLUMNS} FROM mirror WHERE entity_key >= ?1 AND substr(entity_key, 1, length(?1)) = ?1
+                     ORDER BY entity_key LIMIT ?2"
+                );
+                let mut stmt = conn.prepare_cached(&sql).ctx(what)?;
+                let rows = stmt
+                    .query_map(params![prefix, limit], MirrorRecord::from_row)
+                    .ctx(what)?
+                    .collect::<Result<Vec<_>, _>>()
+                    .ctx(what)?;
+                rows.into_iter().map(MirrorRecord::with_body).collect()
+            })
+            .await
+    }
+
+    /// Every destination effect, in the order they happened: (event, entity key).
+    pub async fn effects(&self) -> Result<Vec<(EventId, String)>, StoreError> {
+        self.db
+            .run(|conn| {
+                let what = "listing mirror effects";
+                let mut stmt =
+                    conn.prepare_cached("SELECT event_id, entity_key FROM mirror_effects ORDER BY rowid").ctx(what)?;
+                let rows = stmt
+                    .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))
+                    .ctx(what)?
+                    .collect::<Result<Vec<_>, _>>()
+                    .ctx(what)?;
+                rows.into_iter()
+                    .map(|(id, key)| {
+                        let id = EventId::parse(&id).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))?;
+                        Ok((id, key))
+                    })
+                    .collect()
+            })
+            .await
+    }
+
+    /// How many entities the mirror holds (deleted ones and local edits included).
+    pub async fn count(&self) -> Result<u64, StoreError> {
+        self.db
+            .run(|conn| {
+                let n: i64 =
+                    conn.query_row("SELECT COUNT(*) FROM mirror", [], |row| row.get(0)).ctx("counting the mirror")?;
+                uint(n, "mirror count")
+            })
+            .await
+    }
+}

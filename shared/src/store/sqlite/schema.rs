@@ -1,0 +1,86 @@
+//! The tables of the embedded backend, created idempotently, versioned with `PRAGMA user_version`.
+
+use super::error::SqlContext;
+use crate::store::StoreError;
+use rusqlite::{Connection, TransactionBehavior};
+
+/// The schema version this code writes; a database with a greater one was made by a newer synctrail.
+pub(crate) const SCHEMA_VERSION: i64 = 1;
+
+const TABLES: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    event_id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    source TEXT,
+    entity_key TEXT,
+    order_nanos INTEGER,
+    order_version INTEGER,
+    received_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    version INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_status ON events (status, received_at);
+CREATE INDEX IF NOT EXISTS events_source ON events (source, received_at);
+CREATE INDEX IF NOT EXISTS events_entity ON events (entity_key, order_nanos, order_version);
+CREATE INDEX IF NOT EXISTS events_received ON events (received_at);
+
+CREATE TABLE IF NOT EXISTS heads (
+    entity_key TEXT PRIMARY KEY,
+    lease_until INTEGER,
+    version INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS heads_lease ON heads (lease_until);
+
+CREATE TABLE IF NOT EXISTS queue (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id TEXT NOT NULL UNIQUE,
+    body TEXT NOT NULL,
+    trace_header TEXT,
+    sent_at INTEGER NOT NULL,
+    visible_at INTEGER NOT NULL,
+    receive_count INTEGER NOT NULL DEFAULT 0,
+    first_received_at INTEGER,
+    receipt_handle TEXT,
+    dead INTEGER NOT NULL DEFAULT 0,
+    dead_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS queue_ready ON queue (dead, visible_at, seq);
+
+CREATE TABLE IF NOT EXISTS mirror (
+    entity_key TEXT PRIMARY KEY,
+    body TEXT NOT NULL,
+    order_nanos INTEGER,
+    order_version INTEGER,
+    content_hash TEXT,
+    event_id TEXT,
+    fence INTEGER NOT NULL DEFAULT 0,
+    deleted INTEGER NOT NULL DEFAULT 0,
+    modified_at INTEGER,
+    applied_at INTEGER NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS mirror_effects (
+    event_id TEXT PRIMARY KEY,
+    entity_key TEXT NOT NULL,
+    applied_at INTEGER NOT NULL
+);
+";
+
+/// Creates the tables that are missing and stamps the schema version; refuses a newer database.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).ctx("starting the schema transaction")?;
+    let found: i64 = tx.query_row("PRAGMA user_version", [], |row| row.get(0)).ctx("reading the schema version")?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::Backend(format!(
+            "synctrail.db has schema version {found}, newer than this synctrail understands ({SCHEMA_VERSION}); \
+             upgrade synctrail"
+        )));
+    }
+    tx.execute_batch(TABLES).ctx("creating the tables")?;
+    if found < SCHEMA_VERSION {
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION).ctx("stamping the schema version")?;
+    }
+    tx.commit().ctx("committing the schema")
+}

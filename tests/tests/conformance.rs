@@ -1,0 +1,925 @@
+//! The conformance suite every backend passes: the ports' contracts, checked through trait objects only.
+//!
+//! [`suite`] holds one `pub async fn` per rule, taking [`Ports`]; a future backend (DynamoDB, S3, SQS) builds
+//! its own `Ports` and calls the same checks. The `#[tokio::test]`s at the bottom run them on the embedded
+//! backend, each in a fresh temporary home with a [`ManualClock`], plus a few embedded-only checks.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Duration, Utc};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use synctrail::model::{
+    content_hash, ContentHash, EntityHead, EntityKey, EventId, EventRecord, Inflight, Kind, OrderKey, PayloadRef, Slot,
+    Status,
+};
+use synctrail::store::sqlite::{Embedded, EmbeddedOptions, Mirror};
+use synctrail::store::{
+    ApplyOutcome, Change, Destination, DestinationError, EventStore, PayloadStore, Queue, StoreError,
+};
+use synctrail::{Clock, ManualClock, Policy};
+
+/// What the destination checks need beyond [`Destination`]: a way to edit locally and to look inside.
+#[async_trait]
+pub trait DestinationProbe: Destination {
+    /// Edits `entity` directly in the destination, as a person would.
+    async fn record_local_edit(&self, entity: &EntityKey, state: Value, modified_at: DateTime<Utc>);
+    /// The entity's current state (`None` when never written).
+    async fn state(&self, entity: &EntityKey) -> Option<Value>;
+    /// How many effects `event` had.
+    async fn effects_of(&self, event: &EventId) -> usize;
+}
+
+#[async_trait]
+impl DestinationProbe for Mirror {
+    async fn record_local_edit(&self, entity: &EntityKey, state: Value, modified_at: DateTime<Utc>) {
+        Mirror::record_local_edit(self, entity, state, modified_at).await.expect("local edit");
+    }
+
+    async fn state(&self, entity: &EntityKey) -> Option<Value> {
+        self.get(entity).await.expect("mirror read").map(|r| r.state)
+    }
+
+    async fn effects_of(&self, event: &EventId) -> usize {
+        self.effects().await.expect("effects").iter().filter(|(id, _)| id == event).count()
+    }
+}
+
+/// One backend's adapters, behind the ports.
+pub struct Ports {
+    /// Event records and heads.
+    pub store: Arc<dyn EventStore>,
+    /// The queue (built with `max_receives` = [`MAX_RECEIVES`]).
+    pub queue: Arc<dyn Queue>,
+    /// Payloads.
+    pub payloads: Arc<dyn PayloadStore>,
+    /// The destination.
+    pub destination: Arc<dyn DestinationProbe>,
+    /// The clock every adapter reads.
+    pub clock: Arc<ManualClock>,
+}
+
+/// The `max_receives` the suite expects the queue to be built with.
+pub const MAX_RECEIVES: u32 = 3;
+
+/// Builders of model values for the checks.
+pub mod build {
+    use super::*;
+
+    /// 2026-05-01T12:00:00Z: where the suite's clock starts.
+    pub fn t0() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-05-01T12:00:00Z").expect("valid time").with_timezone(&Utc)
+    }
+
+    /// `t0 + seconds`.
+    pub fn at(seconds: i64) -> DateTime<Utc> {
+        t0() + Duration::seconds(seconds)
+    }
+
+    /// `default/shop/<entity_type>/<id>`.
+    pub fn entity_of(entity_type: &str, id: &str) -> EntityKey {
+        EntityKey::new("default", "shop", entity_type, id).expect("valid entity key")
+    }
+
+    /// `default/shop/product/<id>`.
+    pub fn entity(id: &str) -> EntityKey {
+        entity_of("product", id)
+    }
+
+    /// An event id.
+    pub fn id(text: &str) -> EventId {
+        EventId::parse(text).expect("valid event id")
+    }
+
+    /// The order key of an event updated `seconds` after t0.
+    pub fn order(seconds: i64) -> OrderKey {
+        OrderKey::at(at(seconds), 0).expect("representable time")
+    }
+
+    /// A `received` event record (version 0: not stored yet).
+    pub fn record(
+        event_id: &str,
+        entity: Option<&EntityKey>,
+        order: Option<OrderKey>,
+        received_at: DateTime<Utc>,
+    ) -> EventRecord {
+        EventRecord {
+            event_id: id(event_id),
+            client_event_id: true,
+            entity: entity.cloned(),
+            order,
+            kind: Some(Kind::Upsert),
+            direction: None,
+            content_hash: Some(ContentHash::of(event_id.as_bytes())),
+            payload: PayloadRef { key: format!("payloads/00/{event_id}.zst"), sha256: "00".repeat(32), size: 2 },
+            delivery_id: None,
+            conflicts_with: None,
+            caused_by: None,
+            status: Status::Received,
+            dropped_for: None,
+            duplicate_of: None,
+            canceled_by: None,
+            waiting_for: None,
+            attempt: 0,
+            attempt_base: 0,
+            error: None,
+            tie: false,
+            out_of_order: false,
+            forced: false,
+            redelivered: 0,
+            external_at: order.and_then(|o| o.updated_at()),
+            received_at,
+            read_started_at: None,
+            write_started_at: None,
+            completed_at: None,
+            updated_at: received_at,
+            lease_until: None,
+            last_message_id: None,
+            expires_at: received_at + Duration::days(400),
+            history_folded: 0,
+            history: Vec::new(),
+            version: 0,
+        }
+    }
+
+    /// The record as stored by `Write::event` (version bumped).
+    pub fn stored(mut record: EventRecord) -> EventRecord {
+        record.version += 1;
+        record
+    }
+
+    /// A head with `event_id` in flight until `lease_until` (version 0: not stored yet).
+    pub fn head_in_flight(entity: &EntityKey, event_id: &str, lease_until: DateTime<Utc>, fence: u64) -> EntityHead {
+        let mut head = EntityHead::empty(entity.clone(), t0());
+        head.inflight = Some(Inflight {
+            slot: Slot { event_id: id(event_id), order: order(0), content_hash: ContentHash::of(b"x") },
+            lease_until,
+            fence,
+            errored: false,
+        });
+        head.fence = fence;
+        head
+    }
+
+    /// A `latest_wins` snapshot change.
+    pub fn snapshot<'a>(
+        event_id: &'a EventId,
+        entity: &'a EntityKey,
+        seconds: i64,
+        payload: &'a Value,
+        fence: u64,
+    ) -> Change<'a> {
+        Change {
+            event_id,
+            entity,
+            order: order(seconds),
+            updated_at: Some(at(seconds)),
+            content_hash: content_hash(Kind::Upsert, payload),
+            kind: Kind::Upsert,
+            payload,
+            fence,
+            policy: Policy::LatestWins,
+            forced: false,
+        }
+    }
+
+    /// An `in_order` delta change.
+    pub fn delta<'a>(event_id: &'a EventId, entity: &'a EntityKey, seconds: i64, payload: &'a Value) -> Change<'a> {
+        Change { policy: Policy::InOrder, ..snapshot(event_id, entity, seconds, payload, 1) }
+    }
+}
+
+/// The checks, one per rule of the ports' contracts.
+pub mod suite {
+    use super::build::*;
+    use super::*;
+    use synctrail::store::{EventQuery, Expect, OutgoingMessage, Write};
+
+    fn is_conflict<T>(result: &Result<T, StoreError>) -> bool {
+        matches!(result, Err(StoreError::Conflict(_)))
+    }
+
+    // ---- EventStore ----
+
+    /// A committed event and head read back as written, with their new versions.
+    pub async fn a_stored_event_reads_back_unchanged(p: &Ports) {
+        let e = entity("a");
+        let record = record("ev-1", Some(&e), Some(order(1)), p.clock.now());
+        let head = head_in_flight(&e, "ev-1", at(30), 1);
+        p.store.commit(vec![Write::event(record.clone()), Write::head(head.clone())]).await.expect("commit");
+        assert_eq!(p.store.get_event(&id("ev-1")).await.expect("get"), Some(stored(record)));
+        let mut expected_head = head;
+        expected_head.version = 1;
+        assert_eq!(p.store.get_head(&e).await.expect("get head"), Some(expected_head));
+        assert_eq!(p.store.get_event(&id("ev-none")).await.expect("get"), None);
+        assert_eq!(p.store.get_head(&entity("none")).await.expect("get head"), None);
+    }
+
+    /// Inserting an event that exists fails with `Conflict` and leaves the stored one alone.
+    pub async fn inserting_an_existing_event_is_a_conflict(p: &Ports) {
+        let first = record("ev-1", Some(&entity("a")), Some(order(1)), p.clock.now());
+        p.store.commit(vec![Write::event(first.clone())]).await.expect("first insert");
+        let mut second = first.clone();
+        second.status = Status::Rejected;
+        assert!(is_conflict(&p.store.commit(vec![Write::event(second)]).await));
+        assert_eq!(p.store.get_event(&id("ev-1")).await.expect("get"), Some(stored(first)));
+    }
+
+    /// Inserting a head that exists fails with `Conflict`.
+    pub async fn inserting_an_existing_head_is_a_conflict(p: &Ports) {
+        let e = entity("a");
+        let head = EntityHead::empty(e.clone(), p.clock.now());
+        p.store.commit(vec![Write::head(head.clone())]).await.expect("first insert");
+        assert!(is_conflict(&p.store.commit(vec![Write::head(head)]).await));
+    }
+
+    /// An update expecting a version the item no longer has fails with `Conflict`.
+    pub async fn an_update_of_a_stale_version_is_a_conflict(p: &Ports) {
+        let original = record("ev-1", Some(&entity("a")), Some(order(1)), p.clock.now());
+        p.store.commit(vec![Write::event(original)]).await.expect("insert");
+        let v1 = p.store.get_event(&id("ev-1")).await.expect("get").expect("stored");
+        let mut processing = v1.clone();
+        processing.status = Status::Processing;
+        p.store.commit(vec![Write::event(processing)]).await.expect("update v1 → v2");
+        let mut stale = v1;
+        stale.status = Status::Dropped;
+        assert!(is_conflict(&p.store.commit(vec![Write::event(stale)]).await));
+        let now = p.store.get_event(&id("ev-1")).await.expect("get").expect("stored");
+        assert_eq!((now.status, now.version), (Status::Processing, 2));
+        // Updating an item that was never stored is a conflict too.
+        let ghost = Write::Event {
+            record: Box::new(record("ev-ghost", None, None, p.clock.now())),
+            expect: Expect::Version(1),
+        };
+        assert!(is_conflict(&p.store.commit(vec![ghost]).await));
+        assert_eq!(p.store.get_event(&id("ev-ghost")).await.expect("get"), None);
+    }
+
+    /// When one expectation fails, none of the commit's writes happen.
+    pub async fn a_failed_expectation_rolls_back_the_whole_commit(p: &Ports) {
+        let e = entity("a");
+        p.store.commit(vec![Write::head(EntityHead::empty(e.clone(), p.clock.now()))]).await.expect("head v1");
+        let head = p.store.get_head(&e).await.expect("get").expect("stored");
+        let mut claimed = head.clone();
+        claimed.fence = 7;
+        let new_event = record("ev-new", Some(&e), Some(order(1)), p.clock.now());
+        let stale_head = Write::Head { head: Box::new(head.clone()), expect: Expect::Version(5) };
+        let result = p.store.commit(vec![Write::event(new_event), Write::head(claimed), stale_head]).await;
+        assert!(is_conflict(&result), "{result:?}");
+        assert_eq!(p.store.get_event(&id("ev-new")).await.expect("get"), None, "the insert was rolled back");
+        assert_eq!(p.store.get_head(&e).await.expect("get"), Some(head), "the head update was rolled back");
+    }
+
+    /// Eight writers compare-and-set the same head version at once: exactly one wins.
+    pub async fn concurrent_commits_on_one_head_let_exactly_one_win(p: &Ports) {
+        let e = entity("contended");
+        p.store.commit(vec![Write::head(EntityHead::empty(e.clone(), p.clock.now()))]).await.expect("head v1");
+        let head = p.store.get_head(&e).await.expect("get").expect("stored");
+        let mut tasks = tokio::task::JoinSet::new();
+        for writer in 1..=8u64 {
+            let store = Arc::clone(&p.store);
+            let mut mine = head.clone();
+            mine.fence = writer;
+            tasks.spawn(async move { (writer, store.commit(vec![Write::head(mine)]).await) });
+        }
+        let mut winners = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            let (writer, result) = joined.expect("task");
+            match result {
+                Ok(()) => winners.push(writer),
+                Err(StoreError::Conflict(_)) => {}
+                Err(other) => panic!("writer {writer}: unexpected {other:?}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "winners: {winners:?}");
+        let stored = p.store.get_head(&e).await.expect("get").expect("stored");
+        assert_eq!((stored.version, stored.fence), (2, winners[0]));
+    }
+
+    /// One entity's events list in order-key order, whatever order they arrived in.
+    pub async fn events_of_one_entity_list_in_order_key_order(p: &Ports) {
+        let e = entity("a");
+        let writes = [("ev-c", 30, 1), ("ev-a", 10, 2), ("ev-b", 20, 3)]
+            .into_iter()
+            .map(|(name, o, r)| Write::event(record(name, Some(&e), Some(order(o)), at(r))))
+            .chain([Write::event(record("ev-other", Some(&entity("b")), Some(order(5)), at(4)))])
+            .collect();
+        p.store.commit(writes).await.expect("commit");
+        let listed = p.store.list_events(&EventQuery { entity: Some(e), ..Default::default() }).await.expect("list");
+        let ids: Vec<&str> = listed.iter().map(|r| r.event_id.as_str()).collect();
+        assert_eq!(ids, ["ev-a", "ev-b", "ev-c"]);
+    }
+
+    /// Without an entity, events list newest received first, filtered by status, source and time window.
+    pub async fn events_list_newest_first_with_filters(p: &Ports) {
+        let github = EntityKey::new("default", "github", "issue", "1").expect("key");
+        let mut failed = record("ev-3", Some(&entity("a")), Some(order(3)), at(3));
+        failed.status = Status::Failed;
+        let writes = vec![
+            Write::event(record("ev-1", Some(&entity("a")), Some(order(1)), at(1))),
+            Write::event(record("ev-2", Some(&github), Some(order(2)), at(2))),
+            Write::event(failed),
+            Write::event(record("ev-4", None, None, at(4))),
+        ];
+        p.store.commit(writes).await.expect("commit");
+        let ids = |records: Vec<EventRecord>| records.into_iter().map(|r| r.event_id.to_string()).collect::<Vec<_>>();
+        let all = p.store.list_events(&EventQuery::default()).await.expect("list");
+        assert_eq!(ids(all), ["ev-4", "ev-3", "ev-2", "ev-1"]);
+        let limited = p.store.list_events(&EventQuery { limit: 2, ..Default::default() }).await.expect("list");
+        assert_eq!(ids(limited), ["ev-4", "ev-3"]);
+        let by_status = EventQuery { status: Some(Status::Failed), ..Default::default() };
+        assert_eq!(ids(p.store.list_events(&by_status).await.expect("list")), ["ev-3"]);
+        let by_source = EventQuery { source: Some("github".into()), ..Default::default() };
+        assert_eq!(ids(p.store.list_events(&by_source).await.expect("list")), ["ev-2"]);
+        let window = EventQuery { since: Some(at(2)), until: Some(at(4)), ..Default::default() };
+        assert_eq!(ids(p.store.list_events(&window).await.expect("list")), ["ev-3", "ev-2"]);
+    }
+
+    /// Events are counted per status.
+    pub async fn events_are_counted_by_status(p: &Ports) {
+        let mut writes = Vec::new();
+        for (i, status) in
+            [Status::Received, Status::Completed, Status::Completed, Status::Failed].into_iter().enumerate()
+        {
+            let mut r = record(&format!("ev-{i}"), Some(&entity("a")), Some(order(i as i64)), at(i as i64));
+            r.status = status;
+            writes.push(Write::event(r));
+        }
+        p.store.commit(writes).await.expect("commit");
+        let counts = p.store.count_by_status().await.expect("count");
+        assert_eq!(counts.get(&Status::Completed), Some(&2));
+        assert_eq!(counts.get(&Status::Received), Some(&1));
+        assert_eq!(counts.get(&Status::Failed), Some(&1));
+        assert_eq!(counts.values().sum::<u64>(), 4);
+    }
+
+    /// Heads whose lease ended are found oldest first; every head with an event in flight is counted.
+    pub async fn expired_leases_are_found_oldest_first(p: &Ports) {
+        let writes = vec![
+            Write::head(head_in_flight(&entity("late"), "ev-1", at(20), 1)),
+            Write::head(head_in_flight(&entity("early"), "ev-2", at(10), 1)),
+            Write::head(head_in_flight(&entity("live"), "ev-3", at(100), 1)),
+            Write::head(EntityHead::empty(entity("idle"), p.clock.now())),
+        ];
+        p.store.commit(writes).await.expect("commit");
+        let keys = |heads: Vec<EntityHead>| heads.into_iter().map(|h| h.entity.external_id).collect::<Vec<_>>();
+        assert_eq!(keys(p.store.expired_leases(at(50), 10).await.expect("leases")), ["early", "late"]);
+        assert_eq!(keys(p.store.expired_leases(at(50), 1).await.expect("leases")), ["early"]);
+        assert!(p.store.expired_leases(at(10), 10).await.expect("leases").is_empty(), "strictly before");
+        assert_eq!(p.store.count_inflight().await.expect("count"), 3);
+
+        // Releasing a head takes it out of both.
+        let mut released = p.store.get_head(&entity("early")).await.expect("get").expect("stored");
+        released.inflight = None;
+        p.store.commit(vec![Write::head(released)]).await.expect("release");
+        assert_eq!(keys(p.store.expired_leases(at(50), 10).await.expect("leases")), ["late"]);
+        assert_eq!(p.store.count_inflight().await.expect("count"), 2);
+    }
+
+    // ---- Queue ----
+
+    /// A received message stays hidden for its visibility timeout, then comes back with the next receive count.
+    pub async fn a_received_message_is_hidden_until_its_visibility_ends(p: &Ports) {
+        let mut message = OutgoingMessage::new("hello");
+        message.trace_header = Some("Root=1-abc".into());
+        let ids = p.queue.send(vec![message]).await.expect("send");
+        let sent_at = p.clock.now();
+        p.clock.advance(Duration::seconds(1));
+        let first = p.queue.receive(10, Duration::seconds(30)).await.expect("receive");
+        assert_eq!(first.len(), 1);
+        let m = &first[0];
+        assert_eq!((m.message_id.as_str(), m.body.as_str(), m.receive_count), (ids[0].as_str(), "hello", 1));
+        assert_eq!(m.trace_header.as_deref(), Some("Root=1-abc"));
+        assert_eq!((m.sent_at, m.first_received_at), (sent_at, p.clock.now()));
+
+        p.clock.advance(Duration::seconds(29));
+        assert!(p.queue.receive(10, Duration::seconds(30)).await.expect("receive").is_empty());
+        p.clock.advance(Duration::seconds(1));
+        let again = p.queue.receive(10, Duration::seconds(30)).await.expect("receive");
+        assert_eq!(again.len(), 1);
+        assert_eq!((again[0].message_id.as_str(), again[0].receive_count), (ids[0].as_str(), 2));
+        assert_ne!(again[0].receipt_handle, m.receipt_handle, "each receive has its own handle");
+        assert_eq!(again[0].first_received_at, m.first_received_at);
+    }
+
+    /// Receive returns at most `max` messages, oldest first.
+    pub async fn receive_returns_at_most_max_messages_oldest_first(p: &Ports) {
+        for i in 0..5 {
+            p.queue.send(vec![OutgoingMessage::new(format!("m{i}"))]).await.expect("send");
+            p.clock.advance(Duration::milliseconds(1));
+        }
+        let got = p.queue.receive(3, Duration::seconds(30)).await.expect("receive");
+        let bodies: Vec<&str> = got.iter().map(|m| m.body.as_str()).collect();
+        assert_eq!(bodies, ["m0", "m1", "m2"]);
+        let rest = p.queue.receive(10, Duration::seconds(30)).await.expect("receive");
+        assert_eq!(rest.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(), ["m3", "m4"]);
+        assert!(p.queue.receive(0, Duration::seconds(30)).await.expect("receive").is_empty());
+    }
+
+    /// A deleted message is never delivered again.
+    pub async fn a_deleted_message_is_gone(p: &Ports) {
+        p.queue.send(vec![OutgoingMessage::new("x")]).await.expect("send");
+        let got = p.queue.receive(1, Duration::seconds(5)).await.expect("receive");
+        p.queue.delete(&[got[0].receipt_handle.clone()]).await.expect("delete");
+        p.clock.advance(Duration::seconds(60));
+        assert!(p.queue.receive(10, Duration::seconds(5)).await.expect("receive").is_empty());
+        let depth = p.queue.depth().await.expect("depth");
+        assert_eq!((depth.visible, depth.in_flight, depth.delayed, depth.dead_letters), (0, 0, 0, 0));
+        assert_eq!(depth.oldest_sent_at, None);
+    }
+
+    /// A handle from an earlier receive deletes nothing and cannot change visibility.
+    pub async fn a_stale_receipt_handle_deletes_nothing(p: &Ports) {
+        p.queue.send(vec![OutgoingMessage::new("x")]).await.expect("send");
+        let old = p.queue.receive(1, Duration::seconds(5)).await.expect("receive").remove(0);
+        p.clock.advance(Duration::seconds(5));
+        let new = p.queue.receive(1, Duration::seconds(5)).await.expect("receive").remove(0);
+        p.queue
+            .delete(&[old.receipt_handle.clone(), "no-such:handle".into()])
+            .await
+            .expect("stale delete is not an error");
+        assert_eq!(p.queue.depth().await.expect("depth").in_flight, 1, "still there");
+        assert!(matches!(
+            p.queue.change_visibility(&old.receipt_handle, Duration::zero()).await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(matches!(p.queue.dead_letter(&old.receipt_handle).await, Err(StoreError::NotFound(_))));
+        p.queue.delete(&[new.receipt_handle]).await.expect("delete");
+        assert_eq!(p.queue.depth().await.expect("depth").in_flight, 0);
+    }
+
+    /// Changing the visibility to zero makes a received message visible at once; a longer one hides it longer.
+    pub async fn changing_visibility_moves_the_next_delivery(p: &Ports) {
+        p.queue.send(vec![OutgoingMessage::new("x")]).await.expect("send");
+        let got = p.queue.receive(1, Duration::seconds(300)).await.expect("receive").remove(0);
+        p.queue.change_visibility(&got.receipt_handle, Duration::zero()).await.expect("change");
+        let again = p.queue.receive(1, Duration::seconds(300)).await.expect("receive").remove(0);
+        assert_eq!(again.receive_count, 2);
+        p.queue.change_visibility(&again.receipt_handle, Duration::seconds(600)).await.expect("change");
+        p.clock.advance(Duration::seconds(599));
+        assert!(p.queue.receive(1, Duration::seconds(30)).await.expect("receive").is_empty());
+        p.clock.advance(Duration::seconds(1));
+        assert_eq!(p.queue.receive(1, Duration::seconds(30)).await.expect("receive").len(), 1);
+    }
+
+    /// A message received `max_receives` times goes to the dead-letter queue instead of a further delivery.
+    pub async fn a_message_received_max_receives_times_moves_to_the_dead_letter_queue(p: &Ports) {
+        assert_eq!(p.queue.max_receives(), MAX_RECEIVES);
+        p.queue.send(vec![OutgoingMessage::new("poison")]).await.expect("send");
+        for n in 1..=MAX_RECEIVES {
+            let got = p.queue.receive(1, Duration::seconds(10)).await.expect("receive");
+            assert_eq!(got.len(), 1, "delivery {n}");
+            assert_eq!(got[0].receive_count, n);
+            p.clock.advance(Duration::seconds(10));
+        }
+        assert!(p.queue.receive(1, Duration::seconds(10)).await.expect("receive").is_empty());
+        let depth = p.queue.depth().await.expect("depth");
+        assert_eq!((depth.visible, depth.in_flight, depth.dead_letters), (0, 0, 1));
+        p.clock.advance(Duration::hours(1));
+        assert!(p.queue.receive(1, Duration::seconds(10)).await.expect("receive").is_empty(), "never again");
+    }
+
+    /// A message moved to the dead-letter queue on purpose is never delivered again.
+    pub async fn a_dead_lettered_message_is_not_delivered_again(p: &Ports) {
+        p.queue.send(vec![OutgoingMessage::new("bad"), OutgoingMessage::new("good")]).await.expect("send");
+        let got = p.queue.receive(1, Duration::seconds(10)).await.expect("receive").remove(0);
+        assert_eq!(got.body, "bad");
+        p.queue.dead_letter(&got.receipt_handle).await.expect("dead letter");
+        p.clock.advance(Duration::seconds(60));
+        let rest = p.queue.receive(10, Duration::seconds(10)).await.expect("receive");
+        assert_eq!(rest.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(), ["good"]);
+        assert_eq!(p.queue.depth().await.expect("depth").dead_letters, 1);
+    }
+
+    /// Depth counts visible, in-flight, delayed and dead messages, and the oldest live one.
+    pub async fn depth_counts_every_state(p: &Ports) {
+        let t = p.clock.now();
+        let delayed = OutgoingMessage { delay: Duration::seconds(60), ..OutgoingMessage::new("later") };
+        p.queue.send(vec![OutgoingMessage::new("a"), OutgoingMessage::new("b"), delayed]).await.expect("send");
+        p.clock.advance(Duration::seconds(1));
+        p.queue.send(vec![OutgoingMessage::new("c"), OutgoingMessage::new("d")]).await.expect("send");
+        let got = p.queue.receive(2, Duration::seconds(30)).await.expect("receive");
+        p.queue.dead_letter(&got[0].receipt_handle).await.expect("dead letter");
+        let depth = p.queue.depth().await.expect("depth");
+        assert_eq!((depth.visible, depth.in_flight, depth.delayed, depth.dead_letters), (2, 1, 1, 1));
+        assert_eq!(depth.oldest_sent_at, Some(t));
+        p.clock.advance(Duration::seconds(60));
+        let depth = p.queue.depth().await.expect("depth");
+        assert_eq!((depth.visible, depth.in_flight, depth.delayed), (4, 0, 0));
+    }
+
+    /// A delayed message stays hidden until its delay is over.
+    pub async fn a_delayed_message_waits_for_its_delay(p: &Ports) {
+        let delayed = OutgoingMessage { delay: Duration::seconds(30), ..OutgoingMessage::new("later") };
+        p.queue.send(vec![delayed]).await.expect("send");
+        assert!(p.queue.receive(1, Duration::seconds(10)).await.expect("receive").is_empty());
+        p.clock.advance(Duration::seconds(30));
+        let got = p.queue.receive(1, Duration::seconds(10)).await.expect("receive");
+        assert_eq!((got.len(), got[0].receive_count), (1, 1));
+    }
+
+    // ---- PayloadStore ----
+
+    /// A payload reads back byte for byte; its reference names its SHA-256 and size.
+    pub async fn a_payload_reads_back_byte_for_byte(p: &Ports) {
+        let bytes: Vec<u8> = (0..10_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
+        let stored = p.payloads.put(&bytes, p.clock.now()).await.expect("put");
+        assert_eq!(stored.size, bytes.len() as u64);
+        assert_eq!(stored.sha256, ContentHash::of(&bytes).to_hex());
+        assert_eq!(p.payloads.get(&stored).await.expect("get"), bytes);
+        let empty = p.payloads.put(b"", p.clock.now()).await.expect("put empty");
+        assert_eq!(p.payloads.get(&empty).await.expect("get empty"), b"");
+    }
+
+    /// Storing the same bytes twice gives the same reference.
+    pub async fn storing_the_same_payload_twice_gives_the_same_reference(p: &Ports) {
+        let first = p.payloads.put(b"{\"a\":1}", p.clock.now()).await.expect("put");
+        let second = p.payloads.put(b"{\"a\":1}", p.clock.now()).await.expect("put again");
+        assert_eq!(first, second);
+        let other = p.payloads.put(b"{\"a\":2}", p.clock.now()).await.expect("put other");
+        assert_ne!(first.key, other.key);
+    }
+
+    /// Bytes that do not match the reference's SHA-256 are reported as corrupt.
+    pub async fn a_corrupt_payload_is_reported_as_corrupt(p: &Ports) {
+        let stored = p.payloads.put(b"{\"a\":1}", p.clock.now()).await.expect("put");
+        let wrong = PayloadRef { sha256: "ab".repeat(32), ..stored };
+        match p.payloads.get(&wrong).await {
+            Err(StoreError::Corrupt(message)) => assert!(message.contains("SHA-256"), "{message}"),
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+    }
+
+    /// A payload that was never stored is not found.
+    pub async fn a_missing_payload_is_not_found(p: &Ports) {
+        let stored = p.payloads.put(b"x", p.clock.now()).await.expect("put");
+        let sha = "cd".repeat(32);
+        let missing = PayloadRef { key: stored.key.replace(&stored.sha256, &sha), sha256: sha, size: 1 };
+        assert!(matches!(p.payloads.get(&missing).await, Err(StoreError::NotFound(_))), "{missing:?}");
+    }
+
+    // ---- Destination ----
+
+    /// Snapshots overwrite each other in order-key order.
+    pub async fn the_mirror_applies_a_newer_snapshot(p: &Ports) {
+        let e = entity("a");
+        let (one, two) = (id("ev-1"), id("ev-2"));
+        let (v1, v2) = (json!({"name": "one"}), json!({"name": "two"}));
+        assert_eq!(p.destination.apply(&snapshot(&one, &e, 1, &v1, 1)).await, Ok(ApplyOutcome::Applied));
+        assert_eq!(p.destination.apply(&snapshot(&two, &e, 2, &v2, 2)).await, Ok(ApplyOutcome::Applied));
+        assert_eq!(p.destination.state(&e).await, Some(v2));
+    }
+
+    /// A write older than what the destination holds is superseded by it and writes nothing.
+    pub async fn the_mirror_refuses_an_older_write(p: &Ports) {
+        let e = entity("a");
+        let (new, old) = (id("ev-new"), id("ev-old"));
+        let (v_new, v_old) = (json!({"n": 2}), json!({"n": 1}));
+        assert_eq!(p.destination.apply(&snapshot(&new, &e, 20, &v_new, 1)).await, Ok(ApplyOutcome::Applied));
+        assert_eq!(
+            p.destination.apply(&snapshot(&old, &e, 10, &v_old, 2)).await,
+            Ok(ApplyOutcome::Superseded { by: "ev-new".into() })
+        );
+        assert_eq!(p.destination.state(&e).await, Some(v_new));
+        assert_eq!(p.destination.effects_of(&old).await, 0);
+    }
+
+    /// A write whose `updated_at` is older than a local edit is refused; a newer one wins over the edit.
+    pub async fn the_mirror_refuses_a_write_older_than_a_local_edit(p: &Ports) {
+        let e = entity("a");
+        let edited = json!({"name": "edited by hand"});
+        p.destination.record_local_edit(&e, edited.clone(), at(50)).await;
+        let (old, new) = (id("ev-old"), id("ev-new"));
+        let (v_old, v_new) = (json!({"name": "old"}), json!({"name": "new"}));
+        match p.destination.apply(&snapshot(&old, &e, 40, &v_old, 1)).await {
+            Ok(ApplyOutcome::Superseded { by }) => assert!(by.contains("local-edit"), "{by}"),
+            other => panic!("expected Superseded, got {other:?}"),
+        }
+        assert_eq!(p.destination.state(&e).await, Some(edited));
+        assert_eq!(p.destination.apply(&snapshot(&new, &e, 60, &v_new, 1)).await, Ok(ApplyOutcome::Applied));
+        assert_eq!(p.destination.state(&e).await, Some(v_new));
+    }
+
+    /// A writer holding an older fencing token than the last write is refused, even with a newer order key.
+    pub async fn the_mirror_refuses_a_fenced_off_writer(p: &Ports) {
+        let e = entity("a");
+        let (current, zombie) = (id("ev-current"), id("ev-zombie"));
+        let (v_current, v_zombie) = (json!({"by": "current"}), json!({"by": "zombie"}));
+        assert_eq!(p.destination.apply(&snapshot(&current, &e, 10, &v_current, 5)).await, Ok(ApplyOutcome::Applied));
+        assert_eq!(
+            p.destination.apply(&snapshot(&zombie, &e, 20, &v_zombie, 4)).await,
+            Ok(ApplyOutcome::Superseded { by: "ev-current".into() })
+        );
+        assert_eq!(p.destination.state(&e).await, Some(v_current));
+    }
+
+    /// Applying the same event again has no second effect, for snapshots and for deltas.
+    pub async fn the_mirror_applies_each_event_at_most_once(p: &Ports) {
+        let e = entity("a");
+        let once = id("ev-once");
+        let v = json!({"n": 1});
+        assert_eq!(p.destination.apply(&snapshot(&once, &e, 1, &v, 1)).await, Ok(ApplyOutcome::Applied));
+        assert_eq!(p.destination.apply(&snapshot(&once, &e, 1, &v, 2)).await, Ok(ApplyOutcome::AlreadyApplied));
+        assert_eq!(p.destination.effects_of(&once).await, 1);
+
+        let stock = entity_of("inventory_level", "s1");
+        let add = id("ev-add");
+        let plus_five = json!({"delta": 5});
+        assert_eq!(p.destination.apply(&delta(&add, &stock, 1, &plus_five)).await, Ok(ApplyOutcome::Applied));
+        for _ in 0..2 {
+            let again = p.destination.apply(&delta(&add, &stock, 1, &plus_five)).await;
+            assert_eq!(again, Ok(ApplyOutcome::AlreadyApplied));
+        }
+        assert_eq!(p.destination.state(&stock).await, Some(json!({"quantity": 5})));
+        assert_eq!(p.destination.effects_of(&add).await, 1);
+    }
+
+    /// The same snapshot under another event id (equal order key and content) is already applied.
+    pub async fn an_equal_snapshot_is_already_applied(p: &Ports) {
+        let e = entity("a");
+        let (first, resent) = (id("ev-first"), id("ev-resent"));
+        let v = json!({"n": 1});
+        assert_eq!(p.destination.apply(&snapshot(&first, &e, 1, &v, 1)).await, Ok(ApplyOutcome::Applied));
+        assert_eq!(p.destination.apply(&snapshot(&resent, &e, 1, &v, 2)).await, Ok(ApplyOutcome::AlreadyApplied));
+        assert_eq!(p.destination.effects_of(&resent).await, 0);
+    }
+
+    /// A tie (equal order key, other content) is applied: both are real changes.
+    pub async fn a_tie_with_other_content_is_applied(p: &Ports) {
+        let e = entity("a");
+        let (first, tie) = (id("ev-first"), id("ev-tie"));
+        let (v1, v2) = (json!({"n": 1}), json!({"n": 2}));
+        assert_eq!(p.destination.apply(&snapshot(&first, &e, 1, &v1, 1)).await, Ok(ApplyOutcome::Applied));
+        assert_eq!(p.destination.apply(&snapshot(&tie, &e, 1, &v2, 2)).await, Ok(ApplyOutcome::Applied));
+        assert_eq!(p.destination.state(&e).await, Some(v2));
+    }
+
+    /// A forced write skips the order, local-edit and fence checks.
+    pub async fn a_forced_write_skips_the_guard(p: &Ports) {
+        let e = entity("a");
+        let (new, old) = (id("ev-new"), id("ev-old"));
+        let (v_new, v_old) = (json!({"n": 2}), json!({"n": 1}));
+        p.destination.apply(&snapshot(&new, &e, 20, &v_new, 5)).await.expect("apply");
+        p.destination.record_local_edit(&e, json!({"n": 3}), at(30)).await;
+        let forced = Change { forced: true, ..snapshot(&old, &e, 10, &v_old, 1) };
+        assert_eq!(p.destination.apply(&forced).await, Ok(ApplyOutcome::Applied));
+        assert_eq!(p.destination.state(&e).await, Some(v_old));
+    }
+
+    /// Deltas all count, whatever order they arrive in, and each only once.
+    pub async fn in_order_deltas_add_up_out_of_order(p: &Ports) {
+        let stock = entity_of("inventory_level", "s1");
+        let ids: Vec<EventId> = (1..=4).map(|i| id(&format!("ev-{i}"))).collect();
+        let payloads = [json!({"delta": 10}), json!({"delta": -3}), json!({"delta": 5}), json!({"delta": 1})];
+        for i in [2usize, 0, 3, 1] {
+            let change = delta(&ids[i], &stock, i as i64 + 1, &payloads[i]);
+            assert_eq!(p.destination.apply(&change).await, Ok(ApplyOutcome::Applied), "event {i}");
+        }
+        assert_eq!(p.destination.state(&stock).await, Some(json!({"quantity": 13})));
+        let replay = delta(&ids[0], &stock, 1, &payloads[0]);
+        assert_eq!(p.destination.apply(&replay).await, Ok(ApplyOutcome::AlreadyApplied));
+        assert_eq!(p.destination.state(&stock).await, Some(json!({"quantity": 13})));
+    }
+
+    /// A delta without an integer `delta` is refused for good.
+    pub async fn a_delta_without_an_integer_delta_is_refused_for_good(p: &Ports) {
+        let stock = entity_of("inventory_level", "s1");
+        let bad = id("ev-bad");
+        for payload in [json!({"quantity": 3}), json!({"delta": "3"}), json!({"delta": 1.5}), json!(null)] {
+            let outcome = p.destination.apply(&delta(&bad, &stock, 1, &payload)).await;
+            assert!(matches!(outcome, Err(DestinationError::Permanent(_))), "{payload}: {outcome:?}");
+        }
+        assert_eq!(p.destination.state(&stock).await, None);
+    }
+}
+
+// ---- The embedded backend ----
+
+use synctrail::store::OutgoingMessage;
+use tempfile::TempDir;
+
+/// A fresh embedded backend in a temporary home, with a manual clock at t0.
+struct Fixture {
+    home: TempDir,
+    clock: Arc<ManualClock>,
+    embedded: Embedded,
+}
+
+fn options() -> EmbeddedOptions {
+    EmbeddedOptions { max_receives: MAX_RECEIVES, ..EmbeddedOptions::default() }
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let home = tempfile::tempdir().expect("temp dir");
+        let clock = Arc::new(ManualClock::new(build::t0()));
+        let embedded = Embedded::open(home.path(), clock.clone(), options()).expect("open");
+        Self { home, clock, embedded }
+    }
+
+    fn ports(&self) -> Ports {
+        Ports {
+            store: self.embedded.store.clone(),
+            queue: self.embedded.queue.clone(),
+            payloads: self.embedded.payloads.clone(),
+            destination: self.embedded.mirror.clone(),
+            clock: self.clock.clone(),
+        }
+    }
+}
+
+/// One `#[tokio::test]` per suite check, run on a fresh embedded backend.
+macro_rules! on_embedded {
+    ($($check:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $check() {
+            let fixture = Fixture::new();
+            suite::$check(&fixture.ports()).await;
+        }
+    )*};
+}
+
+on_embedded!(
+    a_stored_event_reads_back_unchanged,
+    inserting_an_existing_event_is_a_conflict,
+    inserting_an_existing_head_is_a_conflict,
+    an_update_of_a_stale_version_is_a_conflict,
+    a_failed_expectation_rolls_back_the_whole_commit,
+    concurrent_commits_on_one_head_let_exactly_one_win,
+    events_of_one_entity_list_in_order_key_order,
+    events_list_newest_first_with_filters,
+    events_are_counted_by_status,
+    expired_leases_are_found_oldest_first,
+    a_received_message_is_hidden_until_its_visibility_ends,
+    receive_returns_at_most_max_messages_oldest_first,
+    a_deleted_message_is_gone,
+    a_stale_receipt_handle_deletes_nothing,
+    changing_visibility_moves_the_next_delivery,
+    a_message_received_max_receives_times_moves_to_the_dead_letter_queue,
+    a_dead_lettered_message_is_not_delivered_again,
+    depth_counts_every_state,
+    a_delayed_message_waits_for_its_delay,
+    a_payload_reads_back_byte_for_byte,
+    storing_the_same_payload_twice_gives_the_same_reference,
+    a_corrupt_payload_is_reported_as_corrupt,
+    a_missing_payload_is_not_found,
+    the_mirror_applies_a_newer_snapshot,
+    the_mirror_refuses_an_older_write,
+    the_mirror_refuses_a_write_older_than_a_local_edit,
+    the_mirror_refuses_a_fenced_off_writer,
+    the_mirror_applies_each_event_at_most_once,
+    an_equal_snapshot_is_already_applied,
+    a_tie_with_other_content_is_applied,
+    a_forced_write_skips_the_guard,
+    in_order_deltas_add_up_out_of_order,
+    a_delta_without_an_integer_delta_is_refused_for_good,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_worth_of_pools_share_one_file() {
+    use synctrail::store::Write;
+    let fixture = Fixture::new();
+    let other = Embedded::open(fixture.home.path(), fixture.clock.clone(), options()).expect("second open");
+    let e = build::entity("shared");
+
+    // What one pool commits, the other reads, and compare-and-set holds across both.
+    let record = build::record("ev-1", Some(&e), Some(build::order(1)), build::t0());
+    fixture.embedded.store.commit(vec![Write::event(record.clone())]).await.expect("commit via first");
+    assert_eq!(other.store.get_event(&build::id("ev-1")).await.expect("get"), Some(build::stored(record.clone())));
+    assert!(matches!(other.store.commit(vec![Write::event(record)]).await, Err(StoreError::Conflict(_))));
+
+    // Messages sent by one process are received by the other, once.
+    fixture.embedded.queue.send(vec![OutgoingMessage::new("from send")]).await.expect("send");
+    let got = other.queue.receive(10, Duration::seconds(30)).await.expect("receive");
+    assert_eq!(got.len(), 1);
+    assert!(fixture.embedded.queue.receive(10, Duration::seconds(30)).await.expect("receive").is_empty());
+    fixture.embedded.queue.delete(&[got[0].receipt_handle.clone()]).await.expect("delete via the other pool");
+    assert_eq!(other.queue.depth().await.expect("depth").in_flight, 0);
+
+    // Concurrent writers from both pools: every commit lands.
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let store = if i % 2 == 0 { fixture.embedded.store.clone() } else { other.store.clone() };
+        tasks.spawn(async move {
+            let r = build::record(&format!("ev-c{i}"), None, None, build::at(i));
+            store.commit(vec![Write::event(r)]).await
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        joined.expect("task").expect("commit");
+    }
+    let counts = other.store.count_by_status().await.expect("count");
+    assert_eq!(counts.get(&Status::Received), Some(&41));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reopening_a_home_keeps_everything() {
+    use synctrail::store::Write;
+    let fixture = Fixture::new();
+    let e = build::entity("kept");
+    let record = build::record("ev-1", Some(&e), Some(build::order(1)), build::t0());
+    fixture.embedded.store.commit(vec![Write::event(record.clone())]).await.expect("commit");
+    fixture.embedded.queue.send(vec![OutgoingMessage::new("kept")]).await.expect("send");
+    let payload = fixture.embedded.payloads.put(b"kept", build::t0()).await.expect("put");
+    let home = fixture.home.path().to_owned();
+    let clock = fixture.clock.clone();
+    drop(fixture.embedded);
+
+    let reopened = Embedded::open(&home, clock, options()).expect("reopen");
+    assert_eq!(reopened.store.get_event(&build::id("ev-1")).await.expect("get"), Some(build::stored(record)));
+    assert_eq!(reopened.queue.depth().await.expect("depth").visible, 1);
+    assert_eq!(reopened.payloads.get(&payload).await.expect("get"), b"kept");
+    assert!(home.join("synctrail.db").is_file());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_payload_file_is_reported_as_corrupt() {
+    let fixture = Fixture::new();
+    let payload = fixture.embedded.payloads.put(b"{\"price\": 10}", build::t0()).await.expect("put");
+    let sha = &payload.sha256;
+    assert_eq!(payload.key, format!("payloads/{}/{sha}.zst", &sha[..2]));
+    let file = fixture.home.path().join(&payload.key);
+    assert!(file.is_file(), "stored at {}", file.display());
+
+    // Valid zstd, other bytes: the checksum catches it.
+    let compressed = std::fs::read(&file).expect("read");
+    let other = fixture.embedded.payloads.put(b"{\"price\": 99}", build::t0()).await.expect("put");
+    std::fs::copy(fixture.home.path().join(&other.key), &file).expect("swap file");
+    match fixture.embedded.payloads.get(&payload).await {
+        Err(StoreError::Corrupt(message)) => {
+            assert!(message.contains(&format!("SHA-256 is {}, expected {sha}", other.sha256)), "{message}")
+        }
+        got => panic!("expected Corrupt, got {got:?}"),
+    }
+    // Garbage: not zstd at all.
+    std::fs::write(&file, b"garbage").expect("write");
+    assert!(matches!(fixture.embedded.payloads.get(&payload).await, Err(StoreError::Corrupt(_))));
+    // Restored: reads again.
+    std::fs::write(&file, compressed).expect("restore");
+    assert_eq!(fixture.embedded.payloads.get(&payload).await.expect("get"), b"{\"price\": 10}");
+    // Keys outside payloads/ are refused.
+    let escape = PayloadRef { key: "../synctrail.db".into(), ..payload };
+    assert!(fixture.embedded.payloads.get(&escape).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_can_be_listed_redriven_and_survive_a_purge() {
+    let fixture = Fixture::new();
+    let queue = &fixture.embedded.queue;
+    queue.send(vec![OutgoingMessage::new("poison"), OutgoingMessage::new("fine")]).await.expect("send");
+    let got = queue.receive(1, Duration::seconds(10)).await.expect("receive").remove(0);
+    queue.dead_letter(&got.receipt_handle).await.expect("dead letter");
+
+    let dead = queue.dead_letter_messages(0).await.expect("list");
+    assert_eq!(dead.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(), ["poison"]);
+    assert_eq!(dead[0].message_id, got.message_id);
+
+    assert_eq!(queue.purge().await.expect("purge"), 1, "only the live message");
+    assert_eq!(queue.depth().await.expect("depth").dead_letters, 1);
+
+    assert_eq!(queue.redrive_dead_letters(0).await.expect("redrive"), 1);
+    assert!(queue.dead_letter_messages(0).await.expect("list").is_empty());
+    let again = queue.receive(10, Duration::seconds(10)).await.expect("receive");
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].body.as_str(), again[0].receive_count), ("poison", 1), "a fresh receive count");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mirror_lists_records_and_marks_deletes() {
+    let fixture = Fixture::new();
+    let mirror = &fixture.embedded.mirror;
+    let (a, b, stock) = (build::entity("a"), build::entity("b"), build::entity_of("inventory_level", "s1"));
+    let (ev_a, ev_b, ev_del) = (build::id("ev-a"), build::id("ev-b"), build::id("ev-del"));
+    let v = json!({"name": "x"});
+    mirror.apply(&build::snapshot(&ev_a, &a, 1, &v, 1)).await.expect("apply");
+    mirror.apply(&build::snapshot(&ev_b, &b, 1, &v, 1)).await.expect("apply");
+    let null = Value::Null;
+    let delete = Change {
+        kind: Kind::Delete,
+        content_hash: content_hash(Kind::Delete, &null),
+        ..build::snapshot(&ev_del, &b, 2, &null, 2)
+    };
+    assert_eq!(mirror.apply(&delete).await, Ok(ApplyOutcome::Applied));
+    mirror.record_local_edit(&stock, json!({"quantity": 1}), build::at(5)).await.expect("edit");
+
+    let b_now = mirror.get(&b).await.expect("get").expect("row");
+    assert!(b_now.deleted);
+    assert_eq!((b_now.state, b_now.event_id.as_deref(), b_now.fence), (Value::Null, Some("ev-del"), 2));
+    assert_eq!(b_now.order, Some(build::order(2)));
+    assert_eq!(b_now.applied_at, build::t0());
+
+    let products = mirror.list(Some("default/shop/product/"), 0).await.expect("list");
+    assert_eq!(
+        products.iter().map(|r| r.entity_key.as_str()).collect::<Vec<_>>(),
+        ["default/shop/product/a", "default/shop/product/b"]
+    );
+    assert_eq!(mirror.list(None, 2).await.expect("list").len(), 2);
+    assert_eq!(mirror.count().await.expect("count"), 3);
+    let edit = mirror.get(&stock).await.expect("get").expect("row");
+    assert_eq!((edit.event_id.as_deref(), edit.modified_at), (Some("local-edit"), Some(build::at(5))));
+    let effects = mirror.effects().await.expect("effects");
+    assert_eq!(effects.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(), ["ev-a", "ev-b", "ev-del"]);
+    // The record prints as JSON for the CLI.
+    let printed = serde_json::to_value(&edit).expect("json");
+    assert_eq!(printed["entity_key"], "default/shop/inventory_level/s1");
+    assert_eq!(printed["state"], json!({"quantity": 1}));
+}
