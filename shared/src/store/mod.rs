@@ -13,6 +13,9 @@ mod queue;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
+#[cfg(feature = "aws")]
+pub mod aws;
+
 pub use destination::{ApplyOutcome, Change, Destination, DestinationError};
 pub use error::StoreError;
 pub use events::{EventQuery, EventStore, Expect, Write};

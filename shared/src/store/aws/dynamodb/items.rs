@@ -1,0 +1,215 @@
+//! How records and heads become DynamoDB items: keys, index attributes, the JSON body, the size check.
+
+use crate::model::{EntityHead, EventRecord};
+use crate::store::StoreError;
+use aws_sdk_dynamodb::types::AttributeValue;
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+
+/// One DynamoDB item.
+pub(super) type Item = HashMap<String, AttributeValue>;
+
+/// Partitions of the `by_lease` index.
+pub const LEASE_SHARDS: u32 = 16;
+
+/// The largest item this store writes (DynamoDB refuses items over 400 KB).
+pub const ITEM_SIZE_LIMIT: usize = 350 * 1024;
+
+pub(super) const PK: &str = "pk";
+pub(super) const SK: &str = "sk";
+pub(super) const VERSION: &str = "version";
+pub(super) const BODY: &str = "body";
+pub(super) const COMMIT_ID: &str = "commit_id";
+pub(super) const STATUS: &str = "status";
+pub(super) const SOURCE: &str = "source";
+pub(super) const RECEIVED_AT: &str = "received_at";
+pub(super) const ITEM_TYPE: &str = "type";
+pub(super) const TTL: &str = "ttl";
+pub(super) const GSI1PK: &str = "gsi1pk";
+pub(super) const GSI1SK: &str = "gsi1sk";
+pub(super) const GSI2PK: &str = "gsi2pk";
+pub(super) const GSI2SK: &str = "gsi2sk";
+pub(super) const GSI3PK: &str = "gsi3pk";
+pub(super) const LEASE_UNTIL: &str = "lease_until";
+
+/// The sort key of event items.
+pub(super) const EVENT_SK: &str = "EVENT";
+/// The sort key of head items.
+pub(super) const HEAD_SK: &str = "HEAD";
+
+/// 128 random bits as hex: the id stamped on every item one commit writes.
+pub(super) fn new_commit_id() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
+}
+
+/// `n` as 16 hex digits that sort like the signed number.
+pub(super) fn sortable(n: i64) -> String {
+    format!("{:016x}", (n as u64) ^ (1 << 63))
+}
+
+/// A time as UTC nanoseconds since the epoch.
+pub(super) fn nanos(at: DateTime<Utc>) -> Result<i64, StoreError> {
+    at.timestamp_nanos_opt()
+        .ok_or_else(|| StoreError::Backend(format!("time {at} is outside 1677..2262 and cannot be stored")))
+}
+
+pub(super) fn event_pk(event_id: &str) -> String {
+    format!("EVENT#{event_id}")
+}
+
+pub(super) fn head_pk(entity_key: &str) -> String {
+    format!("HEAD#{entity_key}")
+}
+
+pub(super) fn status_pk(status: &str) -> String {
+    format!("STATUS#{status}")
+}
+
+pub(super) fn entity_pk(entity_key: &str) -> String {
+    format!("ENTITY#{entity_key}")
+}
+
+pub(super) fn lease_pk(shard: u32) -> String {
+    format!("LEASE#{shard}")
+}
+
+/// The lease shard of an entity: a stable hash of its key.
+pub(super) fn lease_shard(entity_key: &str) -> u32 {
+    let digest = Sha256::digest(entity_key.as_bytes());
+    u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]) % LEASE_SHARDS
+}
+
+/// The key of an item.
+pub(super) fn key(pk: String, sk: &str) -> Item {
+    HashMap::from([(PK.to_owned(), AttributeValue::S(pk)), (SK.to_owned(), AttributeValue::S(sk.to_owned()))])
+}
+
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+fn n(value: impl ToString) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn to_json<T: Serialize>(value: &T, what: &str) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Backend(format!("encoding {what} as JSON: {e}")))
+}
+
+/// The item of an event record, stamped with `commit_id`.
+pub(super) fn event_item(record: &EventRecord, commit_id: &str) -> Result<Item, StoreError> {
+    let id = record.event_id.as_str();
+    let what = format!("event {id}");
+    let received = nanos(record.received_at)?;
+    let mut item = key(event_pk(id), EVENT_SK);
+    item.insert(ITEM_TYPE.into(), s("event"));
+    item.insert(VERSION.into(), n(record.version));
+    item.insert(BODY.into(), s(to_json(record, &what)?));
+    item.insert(COMMIT_ID.into(), s(commit_id));
+    item.insert(TTL.into(), n(record.expires_at.timestamp()));
+    item.insert(STATUS.into(), s(record.status.as_str()));
+    item.insert(RECEIVED_AT.into(), n(received));
+    item.insert(GSI1PK.into(), s(status_pk(record.status.as_str())));
+    item.insert(GSI1SK.into(), s(format!("{}#{id}", sortable(received))));
+    if let Some(entity) = &record.entity {
+        let entity_key = entity.to_string();
+        // An event without an order key sorts before every event with one (like NULL in the embedded store).
+        let order =
+            record.order.map_or_else(|| "!".to_owned(), |o| format!("{}#{}", sortable(o.nanos), sortable(o.version)));
+        item.insert(SOURCE.into(), s(entity.source.clone()));
+        item.insert(GSI2SK.into(), s(format!("{order}#{}#{id}", sortable(received))));
+        item.insert(GSI2PK.into(), s(entity_pk(&entity_key)));
+    }
+    check_size(&item, &what)?;
+    Ok(item)
+}
+
+/// The item of an entity head, stamped with `commit_id`; in the lease index while an event is in flight.
+pub(super) fn head_item(head: &EntityHead, commit_id: &str) -> Result<Item, StoreError> {
+    let entity_key = head.entity.to_string();
+    let what = format!("head of {entity_key}");
+    let mut item = key(head_pk(&entity_key), HEAD_SK);
+    item.insert(ITEM_TYPE.into(), s("head"));
+    item.insert(VERSION.into(), n(head.version));
+    item.insert(BODY.into(), s(to_json(head, &what)?));
+    item.insert(COMMIT_ID.into(), s(commit_id));
+    if let Some(inflight) = &head.inflight {
+        item.insert(GSI3PK.into(), s(lease_pk(lease_shard(&entity_key))));
+        item.insert(LEASE_UNTIL.into(), n(nanos(inflight.lease_until)?));
+    }
+    check_size(&item, &what)?;
+    Ok(item)
+}
+
+/// An upper bound of an item's size as DynamoDB counts it (names plus values).
+pub(super) fn item_size(item: &Item) -> usize {
+    item.iter()
+        .map(|(name, value)| {
+            name.len()
+                + match value {
+                    AttributeValue::S(text) | AttributeValue::N(text) => text.len(),
+                    _ => 64,
+                }
+        })
+        .sum()
+}
+
+fn check_size(item: &Item, what: &str) -> Result<(), StoreError> {
+    let size = item_size(item);
+    if size > ITEM_SIZE_LIMIT {
+        return Err(StoreError::Backend(format!(
+            "{what} would be a {size}-byte DynamoDB item, over this store's limit of {ITEM_SIZE_LIMIT} bytes \
+             (DynamoDB refuses items over 400 KB); shorten its error messages or history"
+        )));
+    }
+    Ok(())
+}
+
+/// A string attribute.
+pub(super) fn string<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
+    match item.get(name) {
+        Some(AttributeValue::S(text)) => Some(text),
+        _ => None,
+    }
+}
+
+/// A number attribute as u64.
+pub(super) fn number(item: &Item, name: &str) -> Option<u64> {
+    match item.get(name) {
+        Some(AttributeValue::N(text)) => text.parse().ok(),
+        _ => None,
+    }
+}
+
+/// The record or head an item holds: a body that does not decode means the item is corrupt.
+pub(super) fn decode<T: DeserializeOwned>(item: &Item, what: &str) -> Result<T, StoreError> {
+    let body = string(item, BODY).ok_or_else(|| StoreError::Corrupt(format!("{what}: the item has no `body`")))?;
+    serde_json::from_str(body).map_err(|e| StoreError::Corrupt(format!("{what}: stored JSON does not decode: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sortable_numbers_sort_like_the_numbers() {
+        let values = [i64::MIN, -5, -1, 0, 1, 42, i64::MAX];
+        let encoded: Vec<String> = values.iter().map(|v| sortable(*v)).collect();
+        let mut sorted = encoded.clone();
+        sorted.sort();
+        assert_eq!(encoded, sorted);
+        assert!("!" < sortable(i64::MIN).as_str(), "no order key sorts first");
+    }
+
+    #[test]
+    fn lease_shards_spread_and_stay_in_range() {
+        let shards: std::collections::BTreeSet<u32> =
+            (0..200).map(|i| lease_shard(&format!("default/shop/product/{i}"))).collect();
+        assert!(shards.iter().all(|s| *s < LEASE_SHARDS));
+        assert!(shards.len() > LEASE_SHARDS as usize / 2, "{shards:?}");
+        assert_eq!(lease_shard("a/b/c/d"), lease_shard("a/b/c/d"));
+    }
+}

@@ -1,0 +1,121 @@
+//! [`DynamoStore`]: event records and entity heads in one DynamoDB table.
+//!
+//! # Table design
+//!
+//! One table, key `pk` (S, partition) + `sk` (S, sort), on-demand billing, TTL on `ttl`.
+//!
+//! | item  | `pk`                | `sk`    |
+//! |-------|---------------------|---------|
+//! | event | `EVENT#<event_id>`  | `EVENT` |
+//! | head  | `HEAD#<entity key>` | `HEAD`  |
+//!
+//! Both carry `type` (`event`/`head`), `version` N (the compare-and-set version), `body` S (the whole
+//! [`EventRecord`] or [`EntityHead`] as JSON: what reads return) and `commit_id` S (the commit that wrote it).
+//! Events add `ttl` N (epoch seconds of `expires_at`), `status` S, `received_at` N (ns), `source` S and the keys
+//! of the status and entity indexes; heads add the lease index keys while an event is in flight.
+//!
+//! Global secondary indexes (projection ALL, eventually consistent — listings and sweeps only, never decisions):
+//!
+//! - `by_status`: `gsi1pk` = `STATUS#<status>`, sort `gsi1sk` = `<received_at>#<event_id>`; every event.
+//!   Serves `list_events` by status (newest first) and `count_by_status` (`Select=COUNT` per status).
+//! - `by_entity`: `gsi2pk` = `ENTITY#<entity key>`, sort `gsi2sk` =
+//!   `<order nanos>#<order version>#<received_at>#<event_id>`; events that name an entity. Serves
+//!   `list_events` of one entity in order-key order.
+//! - `by_lease`: `gsi3pk` = `LEASE#<0..15>`, sort `lease_until` N (ns); only heads with an event in flight
+//!   (sparse). Serves `expired_leases` (the sweeper re-reads the event consistently before acting) and
+//!   `count_inflight`.
+//!
+//! Numbers inside string sort keys are fixed-width hex of the value with its sign bit flipped, so they sort like
+//! the numbers. The lease index is sharded over [`LEASE_SHARDS`] partitions by a hash of the entity key, so a
+//! burst of claims never lands on one hot partition; readers query every shard and merge. The status index is not
+//! sharded: one status takes about 1,000 writes/s before its index partition throttles the table (shard it like
+//! the lease index if a deployment needs more). Events waiting for a dependency need no index yet.
+//!
+//! Every read that feeds a decision (`get_event`, `get_head`) is `ConsistentRead` on the table. `commit` is one
+//! conditional `PutItem` for one write and `TransactWriteItems` for several; each item carries the `commit_id`
+//! of the call that wrote it, so a condition failure caused by the SDK retrying our own committed write is
+//! recognised and reported as success (see `commit.rs`). Items over [`ITEM_SIZE_LIMIT`] are refused before
+//! they are sent (DynamoDB's hard limit is 400 KB; records keep at most 64 history entries).
+//!
+//! `list_events` without a status or entity scans the table (filters, then sorts in memory): a development
+//! convenience, not for large tables.
+//!
+//! [`EventRecord`]: crate::model::EventRecord
+//! [`EntityHead`]: crate::model::EntityHead
+
+mod commit;
+mod errors;
+mod items;
+mod queries;
+
+pub use items::{ITEM_SIZE_LIMIT, LEASE_SHARDS};
+
+use crate::model::{EntityHead, EntityKey, EventId, EventRecord, Status};
+use crate::store::{EventQuery, EventStore, StoreError, Write};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
+
+/// The index of events by status and received time.
+pub const BY_STATUS: &str = "by_status";
+/// The index of events by entity, in order-key order.
+pub const BY_ENTITY: &str = "by_entity";
+/// The sharded index of heads by lease end.
+pub const BY_LEASE: &str = "by_lease";
+
+/// The DynamoDB [`EventStore`].
+#[derive(Debug, Clone)]
+pub struct DynamoStore {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+impl DynamoStore {
+    /// The store on `table` (which must exist with the indexes above; see [`super::setup::create_all`]).
+    pub fn new(client: aws_sdk_dynamodb::Client, table: &str) -> Self {
+        Self { client, table: table.to_owned() }
+    }
+
+    /// The table's name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// [`EventStore::commit`] with a caller-chosen commit id instead of a fresh random one. Committing the same
+    /// writes again with the same id succeeds when the stored items are the ones that id wrote: this is what an
+    /// SDK retry of a committed-but-timed-out request looks like, and how tests simulate one.
+    pub async fn commit_as(&self, commit_id: &str, writes: Vec<Write>) -> Result<(), StoreError> {
+        commit::commit(self, commit_id, writes).await
+    }
+}
+
+#[async_trait]
+impl EventStore for DynamoStore {
+    async fn get_event(&self, id: &EventId) -> Result<Option<EventRecord>, StoreError> {
+        queries::get_event(self, id).await
+    }
+
+    async fn get_head(&self, entity: &EntityKey) -> Result<Option<EntityHead>, StoreError> {
+        queries::get_head(self, entity).await
+    }
+
+    async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        commit::commit(self, &items::new_commit_id(), writes).await
+    }
+
+    async fn list_events(&self, query: &EventQuery) -> Result<Vec<EventRecord>, StoreError> {
+        queries::list_events(self, query).await
+    }
+
+    async fn count_by_status(&self) -> Result<BTreeMap<Status, u64>, StoreError> {
+        queries::count_by_status(self).await
+    }
+
+    async fn expired_leases(&self, before: DateTime<Utc>, limit: usize) -> Result<Vec<EntityHead>, StoreError> {
+        queries::expired_leases(self, before, limit).await
+    }
+
+    async fn count_inflight(&self) -> Result<u64, StoreError> {
+        queries::count_inflight(self).await
+    }
+}

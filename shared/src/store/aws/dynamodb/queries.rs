@@ -1,0 +1,281 @@
+//! Reads: consistent point reads on the table for decisions; index queries (and one scan) for listings.
+
+use super::items::{
+    decode, entity_pk, event_pk, head_pk, key, lease_pk, nanos, sortable, status_pk, Item, EVENT_SK, GSI1PK, GSI1SK,
+    GSI2PK, GSI3PK, HEAD_SK, ITEM_TYPE, LEASE_SHARDS, LEASE_UNTIL, RECEIVED_AT, SOURCE, STATUS,
+};
+use super::{DynamoStore, BY_ENTITY, BY_LEASE, BY_STATUS};
+use crate::model::{EntityHead, EntityKey, EventId, EventRecord, Status};
+use crate::store::aws::error::from_sdk;
+use crate::store::{EventQuery, StoreError};
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
+use aws_sdk_dynamodb::types::{AttributeValue, Select};
+use chrono::{DateTime, Utc};
+use futures_util::future::try_join_all;
+use std::collections::{BTreeMap, HashMap};
+
+/// Reads one item strongly consistently.
+async fn get(store: &DynamoStore, pk: String, sk: &str, what: &str) -> Result<Option<Item>, StoreError> {
+    let out = store
+        .client
+        .get_item()
+        .table_name(&store.table)
+        .set_key(Some(key(pk, sk)))
+        .consistent_read(true)
+        .send()
+        .await
+        .map_err(|e| from_sdk(&format!("reading {what}"), e))?;
+    Ok(out.item)
+}
+
+pub(super) async fn get_event(store: &DynamoStore, id: &EventId) -> Result<Option<EventRecord>, StoreError> {
+    let what = format!("event {id}");
+    get(store, event_pk(id.as_str()), EVENT_SK, &what).await?.map(|item| decode(&item, &what)).transpose()
+}
+
+pub(super) async fn get_head(store: &DynamoStore, entity: &EntityKey) -> Result<Option<EntityHead>, StoreError> {
+    let key = entity.to_string();
+    let what = format!("head of {key}");
+    get(store, head_pk(&key), HEAD_SK, &what).await?.map(|item| decode(&item, &what)).transpose()
+}
+
+/// A filter or key-condition expression under construction, with its names and values.
+struct Expr {
+    /// Placeholders are `#<prefix>N` and `:<prefix>N`, so a key condition and a filter never collide.
+    prefix: &'static str,
+    parts: Vec<String>,
+    names: HashMap<String, String>,
+    values: HashMap<String, AttributeValue>,
+}
+
+impl Expr {
+    fn key() -> Self {
+        Self::with_prefix("k")
+    }
+
+    fn filter() -> Self {
+        Self::with_prefix("f")
+    }
+
+    fn with_prefix(prefix: &'static str) -> Self {
+        Self { prefix, parts: Vec::new(), names: HashMap::new(), values: HashMap::new() }
+    }
+
+    fn name(&mut self, attribute: &str) -> String {
+        let name = format!("#{}{}", self.prefix, self.names.len());
+        self.names.insert(name.clone(), attribute.to_owned());
+        name
+    }
+
+    fn value(&mut self, value: AttributeValue) -> String {
+        let placeholder = format!(":{}{}", self.prefix, self.values.len());
+        self.values.insert(placeholder.clone(), value);
+        placeholder
+    }
+
+    /// Adds `#name <op> :value`.
+    fn add(&mut self, attribute: &str, op: &str, value: AttributeValue) {
+        let (name, value) = (self.name(attribute), self.value(value));
+        self.parts.push(format!("{name} {op} {value}"));
+    }
+
+    /// Adds `#name BETWEEN :low AND :high`.
+    fn between(&mut self, attribute: &str, low: AttributeValue, high: AttributeValue) {
+        let (name, low, high) = (self.name(attribute), self.value(low), self.value(high));
+        self.parts.push(format!("{name} BETWEEN {low} AND {high}"));
+    }
+
+    fn text(&self) -> Option<String> {
+        (!self.parts.is_empty()).then(|| self.parts.join(" AND "))
+    }
+}
+
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+fn n(value: impl ToString) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+/// A query on `index` with `key` as key condition and `filter` as filter.
+fn query(store: &DynamoStore, index: &str, key: Expr, filter: Expr) -> QueryFluentBuilder {
+    let (key_text, filter_text) = (key.text(), filter.text());
+    let mut names = key.names;
+    names.extend(filter.names);
+    let mut values = key.values;
+    values.extend(filter.values);
+    store
+        .client
+        .query()
+        .table_name(&store.table)
+        .index_name(index)
+        .set_key_condition_expression(key_text)
+        .set_filter_expression(filter_text)
+        .set_expression_attribute_names(Some(names))
+        .set_expression_attribute_values((!values.is_empty()).then_some(values))
+}
+
+/// Runs `query` page after page until `want` items came back (0: all).
+async fn items(query: QueryFluentBuilder, want: usize, what: &str) -> Result<Vec<Item>, StoreError> {
+    let mut out = Vec::new();
+    let mut start = None;
+    loop {
+        let page = query.clone().set_exclusive_start_key(start).send().await.map_err(|e| from_sdk(what, e))?;
+        out.extend(page.items.unwrap_or_default());
+        start = page.last_evaluated_key;
+        if start.is_none() || (want > 0 && out.len() >= want) {
+            break;
+        }
+    }
+    if want > 0 {
+        out.truncate(want);
+    }
+    Ok(out)
+}
+
+/// Counts what `query` matches, page after page.
+async fn count(query: QueryFluentBuilder, what: &str) -> Result<u64, StoreError> {
+    let query = query.select(Select::Count);
+    let mut total = 0u64;
+    let mut start = None;
+    loop {
+        let page = query.clone().set_exclusive_start_key(start).send().await.map_err(|e| from_sdk(what, e))?;
+        total += u64::try_from(page.count).unwrap_or(0);
+        start = page.last_evaluated_key;
+        if start.is_none() {
+            return Ok(total);
+        }
+    }
+}
+
+fn decode_all<T: serde::de::DeserializeOwned>(items: &[Item], what: &str) -> Result<Vec<T>, StoreError> {
+    items.iter().map(|item| decode(item, what)).collect()
+}
+
+/// The filters of `query` other than the one the index serves.
+fn filters(query: &EventQuery, with_status: bool, with_window: bool) -> Result<Expr, StoreError> {
+    let mut filter = Expr::filter();
+    if let (true, Some(status)) = (with_status, query.status) {
+        filter.add(STATUS, "=", s(status.as_str()));
+    }
+    if let Some(source) = &query.source {
+        filter.add(SOURCE, "=", s(source.clone()));
+    }
+    if with_window {
+        if let Some(since) = query.since {
+            filter.add(RECEIVED_AT, ">=", n(nanos(since)?));
+        }
+        if let Some(until) = query.until {
+            filter.add(RECEIVED_AT, "<", n(nanos(until)?));
+        }
+    }
+    Ok(filter)
+}
+
+pub(super) async fn list_events(store: &DynamoStore, query: &EventQuery) -> Result<Vec<EventRecord>, StoreError> {
+    let what = "listing events";
+    if let Some(entity) = &query.entity {
+        let mut key = Expr::key();
+        key.add(GSI2PK, "=", s(entity_pk(&entity.to_string())));
+        let q = self::query(store, BY_ENTITY, key, filters(query, true, true)?).scan_index_forward(true);
+        return decode_all(&items(q, query.limit, what).await?, what);
+    }
+    if let Some(status) = query.status {
+        let mut key = Expr::key();
+        key.add(GSI1PK, "=", s(status_pk(status.as_str())));
+        // `<received>#<id>` keys: `since` is a lower bound as is; `until` (exclusive) bounds with the last
+        // nanosecond before it, followed by `~`, which sorts after every event id character.
+        let low = query.since.map(nanos).transpose()?.map(sortable);
+        let high = query.until.map(nanos).transpose()?.map(|u| format!("{}~", sortable(u.saturating_sub(1))));
+        match (low, high) {
+            (Some(low), Some(high)) => key.between(GSI1SK, s(low), s(high)),
+            (Some(low), None) => key.add(GSI1SK, ">=", s(low)),
+            (None, Some(high)) => key.add(GSI1SK, "<=", s(high)),
+            (None, None) => {}
+        }
+        let filter = filters(query, false, false)?;
+        let mut q = self::query(store, BY_STATUS, key, filter).scan_index_forward(false);
+        if query.source.is_none() && query.limit > 0 {
+            q = q.limit(i32::try_from(query.limit).unwrap_or(i32::MAX));
+        }
+        return decode_all(&items(q, query.limit, what).await?, what);
+    }
+    scan_events(store, query).await
+}
+
+/// Every event, filtered, newest received first: a scan of the whole table (development convenience).
+async fn scan_events(store: &DynamoStore, query: &EventQuery) -> Result<Vec<EventRecord>, StoreError> {
+    let what = "scanning events";
+    let mut filter = filters(query, true, true)?;
+    filter.add(ITEM_TYPE, "=", s("event"));
+    let scan = store
+        .client
+        .scan()
+        .table_name(&store.table)
+        .set_filter_expression(filter.text())
+        .set_expression_attribute_names(Some(filter.names))
+        .set_expression_attribute_values(Some(filter.values));
+    let mut records: Vec<EventRecord> = Vec::new();
+    let mut start = None;
+    loop {
+        let page = scan.clone().set_exclusive_start_key(start).send().await.map_err(|e| from_sdk(what, e))?;
+        records.extend(decode_all::<EventRecord>(&page.items.unwrap_or_default(), what)?);
+        start = page.last_evaluated_key;
+        if start.is_none() {
+            break;
+        }
+    }
+    records.sort_by(|a, b| (b.received_at, &b.event_id).cmp(&(a.received_at, &a.event_id)));
+    if query.limit > 0 {
+        records.truncate(query.limit);
+    }
+    Ok(records)
+}
+
+pub(super) async fn count_by_status(store: &DynamoStore) -> Result<BTreeMap<Status, u64>, StoreError> {
+    let counts = try_join_all(Status::ALL.into_iter().map(|status| async move {
+        let mut key = Expr::key();
+        key.add(GSI1PK, "=", s(status_pk(status.as_str())));
+        let q = query(store, BY_STATUS, key, Expr::filter());
+        Ok::<_, StoreError>((status, count(q, "counting events by status").await?))
+    }))
+    .await?;
+    Ok(counts.into_iter().filter(|(_, c)| *c > 0).collect())
+}
+
+pub(super) async fn expired_leases(
+    store: &DynamoStore,
+    before: DateTime<Utc>,
+    limit: usize,
+) -> Result<Vec<EntityHead>, StoreError> {
+    let before = nanos(before)?;
+    let what = "listing expired leases";
+    let shards = try_join_all((0..LEASE_SHARDS).map(|shard| async move {
+        let mut key = Expr::key();
+        key.add(GSI3PK, "=", s(lease_pk(shard)));
+        key.add(LEASE_UNTIL, "<", n(before));
+        let mut q = query(store, BY_LEASE, key, Expr::filter()).scan_index_forward(true);
+        if limit > 0 {
+            q = q.limit(i32::try_from(limit).unwrap_or(i32::MAX));
+        }
+        items(q, limit, what).await
+    }))
+    .await?;
+    let mut heads: Vec<EntityHead> = decode_all(&shards.concat(), what)?;
+    heads.sort_by_cached_key(|h| (h.inflight.as_ref().map(|i| i.lease_until), h.entity.to_string()));
+    if limit > 0 {
+        heads.truncate(limit);
+    }
+    Ok(heads)
+}
+
+pub(super) async fn count_inflight(store: &DynamoStore) -> Result<u64, StoreError> {
+    let counts = try_join_all((0..LEASE_SHARDS).map(|shard| async move {
+        let mut key = Expr::key();
+        key.add(GSI3PK, "=", s(lease_pk(shard)));
+        count(query(store, BY_LEASE, key, Expr::filter()), "counting heads in flight").await
+    }))
+    .await?;
+    Ok(counts.into_iter().sum())
+}

@@ -1,0 +1,160 @@
+//! The AWS backend: event records and heads in one DynamoDB table ([`DynamoStore`]), payloads in S3
+//! ([`S3Payloads`]), the ingest queue and its dead-letter queue in SQS ([`SqsQueue`]).
+//!
+//! [`AwsBackend::connect`] builds all three from an [`AwsConfig`]; [`setup::create_all`] creates the resources
+//! for development endpoints and tests. Every client counts its request attempts into one [`RequestCounter`].
+//!
+//! Time: DynamoDB and S3 keep what they are given; SQS visibility and delays run on the *server's* wall clock,
+//! never on the engine's [`crate::Clock`]. The HTTPS client is hyper 1 with rustls on `ring` (no aws-lc build).
+
+mod counter;
+mod dynamodb;
+mod error;
+mod s3;
+pub mod setup;
+mod sqs;
+
+pub use counter::RequestCounter;
+pub use dynamodb::{DynamoStore, ITEM_SIZE_LIMIT, LEASE_SHARDS};
+pub use s3::{apply_lifecycle, S3Payloads};
+pub use sqs::SqsQueue;
+
+/// The SDK crates the adapters are built on, re-exported so callers (and tests) use the same versions.
+pub mod sdk {
+    pub use aws_sdk_dynamodb as dynamodb;
+    pub use aws_sdk_s3 as s3;
+    pub use aws_sdk_sqs as sqs;
+}
+
+use crate::store::StoreError;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region};
+use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where the AWS backend lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsConfig {
+    /// The DynamoDB table of event records and heads.
+    pub table: String,
+    /// The S3 bucket of payloads.
+    pub bucket: String,
+    /// The ingest queue: its URL, or its name (then looked up with `GetQueueUrl`).
+    pub queue: String,
+    /// The dead-letter queue: its URL or name.
+    pub dlq: String,
+    /// An endpoint for every service (moto, LocalStack); `None`: AWS, or `AWS_ENDPOINT_URL` when set.
+    pub endpoint_url: Option<String>,
+    /// The region; `None`: from the environment or profile (`us-east-1` with an `endpoint_url`).
+    pub region: Option<String>,
+}
+
+impl AwsConfig {
+    /// Reads `SYNCTRAIL_TABLE`, `SYNCTRAIL_BUCKET`, `SYNCTRAIL_QUEUE_URL` and `SYNCTRAIL_DLQ_URL` (all required),
+    /// plus `AWS_ENDPOINT_URL` and `AWS_REGION` when set.
+    pub fn from_env() -> Result<Self, StoreError> {
+        let var = |name: &str| {
+            std::env::var(name).ok().filter(|v| !v.is_empty()).ok_or_else(|| {
+                StoreError::Backend(format!("environment variable {name} is not set; the AWS backend needs it"))
+            })
+        };
+        Ok(Self {
+            table: var("SYNCTRAIL_TABLE")?,
+            bucket: var("SYNCTRAIL_BUCKET")?,
+            queue: var("SYNCTRAIL_QUEUE_URL")?,
+            dlq: var("SYNCTRAIL_DLQ_URL")?,
+            endpoint_url: std::env::var("AWS_ENDPOINT_URL").ok().filter(|v| !v.is_empty()),
+            region: std::env::var("AWS_REGION").ok().filter(|v| !v.is_empty()),
+        })
+    }
+}
+
+/// One attempt may take this long before the SDK gives up on it (and retries).
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A whole call, retries included, may take this long.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The three SDK clients, sharing one HTTPS client and one [`RequestCounter`].
+#[derive(Debug, Clone)]
+pub struct Clients {
+    /// DynamoDB.
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    /// S3 (path-style addressing when an endpoint URL is given).
+    pub s3: aws_sdk_s3::Client,
+    /// SQS.
+    pub sqs: aws_sdk_sqs::Client,
+    /// Request attempts of all three.
+    pub requests: RequestCounter,
+}
+
+impl Clients {
+    /// Loads the SDK configuration (`aws_config::defaults(BehaviorVersion::latest())`: credentials, region and
+    /// `AWS_ENDPOINT_URL*` from the environment), with `endpoint_url` and `region` overriding it.
+    pub async fn connect(endpoint_url: Option<&str>, region: Option<&str>) -> Self {
+        let http =
+            aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(CryptoMode::Ring)).build_https();
+        let timeouts = TimeoutConfig::builder()
+            .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+            .operation_timeout(OPERATION_TIMEOUT)
+            .build();
+        let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http).timeout_config(timeouts);
+        if let Some(url) = endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        match (region, endpoint_url) {
+            (Some(region), _) => loader = loader.region(Region::new(region.to_owned())),
+            (None, Some(_)) if std::env::var_os("AWS_REGION").is_none() => {
+                loader = loader.region(Region::from_static("us-east-1"));
+            }
+            _ => {}
+        }
+        let shared = loader.load().await;
+        let requests = RequestCounter::new();
+        let dynamodb = aws_sdk_dynamodb::config::Builder::from(&shared).interceptor(requests.clone()).build();
+        let mut s3 = aws_sdk_s3::config::Builder::from(&shared).interceptor(requests.clone());
+        if endpoint_url.is_some() || shared.endpoint_url().is_some() {
+            s3 = s3.force_path_style(true);
+        }
+        let sqs = aws_sdk_sqs::config::Builder::from(&shared).interceptor(requests.clone()).build();
+        Self {
+            dynamodb: aws_sdk_dynamodb::Client::from_conf(dynamodb),
+            s3: aws_sdk_s3::Client::from_conf(s3.build()),
+            sqs: aws_sdk_sqs::Client::from_conf(sqs),
+            requests,
+        }
+    }
+}
+
+/// The three AWS adapters.
+#[derive(Clone)]
+pub struct AwsBackend {
+    /// Event records and entity heads (DynamoDB).
+    pub store: Arc<DynamoStore>,
+    /// Payloads (S3).
+    pub payloads: Arc<S3Payloads>,
+    /// The ingest queue and its dead-letter queue (SQS).
+    pub queue: Arc<SqsQueue>,
+    /// Request attempts of all three.
+    pub requests: RequestCounter,
+}
+
+impl AwsBackend {
+    /// Connects to the resources `config` names (they must exist; see [`setup::create_all`]). Reads the queue's
+    /// redrive policy (`GetQueueAttributes`) to learn `max_receives`.
+    pub async fn connect(config: &AwsConfig) -> Result<Self, StoreError> {
+        let clients = Clients::connect(config.endpoint_url.as_deref(), config.region.as_deref()).await;
+        Self::with_clients(&clients, config).await
+    }
+
+    /// Like [`AwsBackend::connect`], reusing `clients` (and their request counter).
+    pub async fn with_clients(clients: &Clients, config: &AwsConfig) -> Result<Self, StoreError> {
+        let queue = SqsQueue::open(clients.sqs.clone(), &config.queue, &config.dlq).await?;
+        Ok(Self {
+            store: Arc::new(DynamoStore::new(clients.dynamodb.clone(), &config.table)),
+            payloads: Arc::new(S3Payloads::new(clients.s3.clone(), &config.bucket)),
+            queue: Arc::new(queue),
+            requests: clients.requests.clone(),
+        })
+    }
+}

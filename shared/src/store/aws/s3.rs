@@ -1,0 +1,184 @@
+//! [`S3Payloads`]: payloads as zstd objects named by date and SHA-256, written create-only, checked on read.
+
+use super::error::{build_error, classify, from_sdk, Meaning};
+use crate::model::PayloadRef;
+use crate::store::{PayloadStore, StoreError};
+use async_trait::async_trait;
+use aws_sdk_s3::operation::get_object::GetObjectError;
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{
+    BucketLifecycleConfiguration, ExpirationStatus, LifecycleExpiration, LifecycleRule, LifecycleRuleFilter,
+    Transition, TransitionStorageClass,
+};
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+
+/// The zstd level payloads are compressed with.
+const LEVEL: i32 = 3;
+
+/// Where every payload key starts.
+const PREFIX: &str = "payloads/";
+
+/// The S3 [`PayloadStore`]: `payloads/YYYY/MM/DD/<sha256>.zst` (date of `received_at`, UTC), metadata `sha256`.
+///
+/// Objects are written with `If-None-Match: *`: a payload is never overwritten, and writing the same bytes again
+/// (a 412) is a success. A failure between this write and the metadata commit leaves an orphan object that the
+/// retry writes again (same key) and the lifecycle rule eventually expires.
+#[derive(Debug, Clone)]
+pub struct S3Payloads {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+}
+
+impl S3Payloads {
+    /// The payload store in `bucket` (which must exist; see [`super::setup::create_all`]).
+    pub fn new(client: aws_sdk_s3::Client, bucket: &str) -> Self {
+        Self { client, bucket: bucket.to_owned() }
+    }
+
+    /// The bucket's name.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// The key of the payload with SHA-256 `sha256` (hex) received at `received_at`.
+    pub fn key_for(sha256: &str, received_at: DateTime<Utc>) -> String {
+        format!("{PREFIX}{}/{sha256}.zst", received_at.format("%Y/%m/%d"))
+    }
+
+    /// Puts this store's lifecycle rule on its bucket (see [`apply_lifecycle`]).
+    pub async fn apply_lifecycle(&self, archive_after_days: i32, expire_after_days: i32) -> Result<(), StoreError> {
+        apply_lifecycle(&self.client, &self.bucket, archive_after_days, expire_after_days).await
+    }
+}
+
+/// Refuses keys that are not payload keys.
+fn check_key(key: &str) -> Result<(), StoreError> {
+    if !key.starts_with(PREFIX) || key.split('/').any(|part| part.is_empty() || part == "." || part == "..") {
+        return Err(StoreError::Backend(format!("payload key {key:?} is not under {PREFIX}")));
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl PayloadStore for S3Payloads {
+    async fn put(&self, bytes: &[u8], received_at: DateTime<Utc>) -> Result<PayloadRef, StoreError> {
+        let sha = hex::encode(Sha256::digest(bytes));
+        let key = Self::key_for(&sha, received_at);
+        let compressed = zstd::bulk::compress(bytes, LEVEL)
+            .map_err(|e| StoreError::Backend(format!("compressing payload {key}: {e}")))?;
+        let sent = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .if_none_match("*")
+            .content_type("application/zstd")
+            .metadata("sha256", &sha)
+            .metadata("size", bytes.len().to_string())
+            .body(ByteStream::from(compressed))
+            .send()
+            .await;
+        match sent {
+            Ok(_) => {}
+            // 412: an object already sits under this content-addressed key, so it holds these very bytes.
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 412) => {}
+            Err(e) => return Err(from_sdk(&format!("writing payload s3://{}/{key}", self.bucket), e)),
+        }
+        Ok(PayloadRef { key, sha256: sha, size: bytes.len() as u64 })
+    }
+
+    async fn get(&self, payload: &PayloadRef) -> Result<Vec<u8>, StoreError> {
+        let key = &payload.key;
+        check_key(key)?;
+        let location = format!("s3://{}/{key}", self.bucket);
+        let out = match self.client.get_object().bucket(&self.bucket).key(key).send().await {
+            Ok(out) => out,
+            Err(e) => {
+                let code = e.as_service_error().and_then(|s| s.code().map(str::to_owned));
+                return Err(match e.as_service_error() {
+                    Some(GetObjectError::NoSuchKey(_)) => StoreError::NotFound(format!("payload {location}")),
+                    Some(GetObjectError::InvalidObjectState(state)) => StoreError::Archived(format!(
+                        "payload {location} is in storage class {}; restore it first (S3 RestoreObject, e.g. \
+                         `aws s3api restore-object --bucket {} --key {key} --restore-request Days=7`)",
+                        state.storage_class().map_or("GLACIER", |c| c.as_str()),
+                        self.bucket
+                    )),
+                    _ if classify(code.as_deref(), None) == Meaning::NotFound => {
+                        StoreError::NotFound(format!("payload {location}"))
+                    }
+                    _ => from_sdk(&format!("reading payload {location}"), e),
+                });
+            }
+        };
+        let compressed = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("reading payload {location}: {e}")))?
+            .into_bytes();
+        let bytes = zstd::stream::decode_all(compressed.as_ref())
+            .map_err(|e| StoreError::Corrupt(format!("payload {location}: not valid zstd: {e}")))?;
+        let sha = hex::encode(Sha256::digest(&bytes));
+        if !sha.eq_ignore_ascii_case(&payload.sha256) {
+            return Err(StoreError::Corrupt(format!(
+                "payload {location}: SHA-256 is {sha}, expected {}",
+                payload.sha256
+            )));
+        }
+        Ok(bytes)
+    }
+}
+
+/// Puts the payload lifecycle on `bucket`: objects under `payloads/` move to GLACIER after `archive_after_days`
+/// and expire after `expire_after_days`. Replaces the bucket's whole lifecycle configuration.
+pub async fn apply_lifecycle(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    archive_after_days: i32,
+    expire_after_days: i32,
+) -> Result<(), StoreError> {
+    if archive_after_days < 0 || expire_after_days <= archive_after_days {
+        return Err(StoreError::Backend(format!(
+            "payload lifecycle: expiry after {expire_after_days} days must come after archiving after \
+             {archive_after_days} days"
+        )));
+    }
+    let what = format!("putting the lifecycle of bucket {bucket}");
+    let rule = LifecycleRule::builder()
+        .id("synctrail-payloads")
+        .filter(LifecycleRuleFilter::builder().prefix(PREFIX).build())
+        .status(ExpirationStatus::Enabled)
+        .transitions(
+            Transition::builder().days(archive_after_days).storage_class(TransitionStorageClass::Glacier).build(),
+        )
+        .expiration(LifecycleExpiration::builder().days(expire_after_days).build())
+        .build()
+        .map_err(|e| build_error(&what, e))?;
+    let configuration =
+        BucketLifecycleConfiguration::builder().rules(rule).build().map_err(|e| build_error(&what, e))?;
+    client
+        .put_bucket_lifecycle_configuration()
+        .bucket(bucket)
+        .lifecycle_configuration(configuration)
+        .send()
+        .await
+        .map_err(|e| from_sdk(&what, e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_dated_and_content_addressed() {
+        let at = DateTime::parse_from_rfc3339("2026-05-01T23:59:59Z").expect("time").with_timezone(&Utc);
+        assert_eq!(S3Payloads::key_for("ab12", at), "payloads/2026/05/01/ab12.zst");
+        assert!(check_key("payloads/2026/05/01/ab12.zst").is_ok());
+        for bad in ["../synctrail.db", "payloads/../x", "other/x", "payloads//x"] {
+            assert!(check_key(bad).is_err(), "{bad}");
+        }
+    }
+}

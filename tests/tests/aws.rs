@@ -1,0 +1,300 @@
+//! Checks only the AWS backend needs: DynamoDB condition failures and retried writes, S3 checksums and
+//! lifecycle, SQS trace headers and dead letters, request accounting. Run on the moto server of
+//! `scripts/with-moto.sh`; the ports' common contract is in `conformance.rs` (module `conformance::aws`).
+
+use crate::conformance::aws::{fixture, AwsFixture};
+use crate::conformance::build;
+use chrono::Duration;
+use std::sync::Arc;
+use synctrail::model::{EntityHead, ErrorInfo, ErrorKind, Status};
+use synctrail::store::aws::sdk::s3::operation::get_bucket_lifecycle_configuration as lifecycle;
+use synctrail::store::aws::sdk::s3::primitives::ByteStream;
+use synctrail::store::aws::sdk::s3::types::{StorageClass, TransitionStorageClass};
+use synctrail::store::aws::{apply_lifecycle, S3Payloads};
+use synctrail::store::{EventStore, Expect, OutgoingMessage, PayloadStore, Queue, StoreError, Write};
+use synctrail::{Engine, Incoming, Invocation, Settings, SystemClock};
+
+async fn raw_object(f: &AwsFixture, key: &str) -> Vec<u8> {
+    let out = f.clients.s3.get_object().bucket(&f.created.bucket).key(key).send().await.expect("get object");
+    out.body.collect().await.expect("object body").into_bytes().to_vec()
+}
+
+fn count(f: &AwsFixture, service: &str, operation: &str) -> u64 {
+    f.clients.requests.get(service, operation)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_a_condition_failure_is_a_conflict_never_an_error() {
+    let f = fixture().await;
+    let store = &f.backend.store;
+    let e = build::entity("a");
+    let record = build::record("ev-1", Some(&e), Some(build::order(1)), build::t0());
+    store.commit(vec![Write::event(record.clone())]).await.expect("insert");
+    let mut other = record.clone();
+    other.status = Status::Rejected;
+    match store.commit(vec![Write::event(other)]).await {
+        Err(StoreError::Conflict(message)) => {
+            assert!(message.contains("event ev-1: expected it absent, found version 1"), "{message}")
+        }
+        got => panic!("expected Conflict, got {got:?}"),
+    }
+    let stale = Write::Event { record: Box::new(build::stored(record)), expect: Expect::Version(7) };
+    match store.commit(vec![stale]).await {
+        Err(StoreError::Conflict(message)) => {
+            assert!(message.contains("expected version 7, found version 1"), "{message}")
+        }
+        got => panic!("expected Conflict, got {got:?}"),
+    }
+    // In a transaction too, and the message names the write that failed.
+    let head = Write::head(EntityHead::empty(e.clone(), build::t0()));
+    let again = Write::event(build::record("ev-1", Some(&e), Some(build::order(1)), build::t0()));
+    match store.commit(vec![head, again]).await {
+        Err(StoreError::Conflict(message)) => assert!(message.contains("event ev-1"), "{message}"),
+        got => panic!("expected Conflict, got {got:?}"),
+    }
+    assert_eq!(store.get_head(&e).await.expect("get"), None, "the transaction wrote nothing");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_a_retried_write_that_committed_is_recognised_as_ours() {
+    let f = fixture().await;
+    let store = &f.backend.store;
+    let e = build::entity("a");
+    let record = build::record("ev-1", Some(&e), Some(build::order(1)), build::t0());
+
+    // PutItem: the retry of a committed attempt (same commit id, same item) fails its condition but is ours.
+    store.commit_as("commit-1", vec![Write::event(record.clone())]).await.expect("first attempt");
+    store.commit_as("commit-1", vec![Write::event(record.clone())]).await.expect("the retry is our own success");
+    // Another body under the same expectation is a conflict, even with the same commit id…
+    let mut changed = record.clone();
+    changed.status = Status::Rejected;
+    assert!(matches!(store.commit_as("commit-1", vec![Write::event(changed)]).await, Err(StoreError::Conflict(_))));
+    // …and so is the very same write from another commit: two writers never both win.
+    assert!(matches!(store.commit(vec![Write::event(record.clone())]).await, Err(StoreError::Conflict(_))));
+    assert_eq!(store.get_event(&build::id("ev-1")).await.expect("get"), Some(build::stored(record.clone())));
+
+    // An update (expect version 1) retried after it committed.
+    let mut processing = build::stored(record);
+    processing.status = Status::Processing;
+    store.commit_as("commit-2", vec![Write::event(processing.clone())]).await.expect("update");
+    store.commit_as("commit-2", vec![Write::event(processing.clone())]).await.expect("retried update");
+    assert_eq!(store.get_event(&build::id("ev-1")).await.expect("get").map(|r| r.version), Some(2));
+
+    // TransactWriteItems: every item's condition fails with our own item → ours.
+    let head = EntityHead::empty(e.clone(), build::t0());
+    let second = build::record("ev-2", Some(&e), Some(build::order(2)), build::t0());
+    let writes = || vec![Write::event(second.clone()), Write::head(head.clone())];
+    store.commit_as("commit-3", writes()).await.expect("transaction");
+    store.commit_as("commit-3", writes()).await.expect("retried transaction");
+    assert!(matches!(store.commit_as("commit-4", writes()).await, Err(StoreError::Conflict(_))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_an_item_over_the_size_limit_is_refused_before_sending() {
+    let f = fixture().await;
+    let mut record = build::record("ev-big", None, None, build::t0());
+    record.error = Some(ErrorInfo {
+        kind: ErrorKind::Retryable,
+        message: "x".repeat(360 * 1024),
+        retryable: true,
+        causes: Vec::new(),
+        field: None,
+    });
+    f.clients.requests.reset();
+    match f.backend.store.commit(vec![Write::event(record)]).await {
+        Err(StoreError::Backend(message)) => {
+            assert!(message.contains("event ev-big") && message.contains("limit"), "{message}")
+        }
+        got => panic!("expected Backend, got {got:?}"),
+    }
+    assert_eq!(f.clients.requests.total(), 0, "nothing was sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_a_payload_whose_sha256_does_not_match_is_corrupt_naming_the_key() {
+    let f = fixture().await;
+    let payloads = &f.backend.payloads;
+    let payload = payloads.put(b"{\"price\": 10}", build::at(3600 * 13)).await.expect("put");
+    assert_eq!(payload.key, format!("payloads/2026/05/02/{}.zst", payload.sha256), "dated by received_at (UTC)");
+    let head = f.clients.s3.head_object().bucket(&f.created.bucket).key(&payload.key).send().await.expect("head");
+    assert_eq!(head.metadata().and_then(|m| m.get("sha256")), Some(&payload.sha256));
+
+    let other = payloads.put(b"{\"price\": 99}", build::t0()).await.expect("put other");
+    let other = raw_object(&f, &other.key).await;
+    let put = f.clients.s3.put_object().bucket(&f.created.bucket).key(&payload.key).body(ByteStream::from(other));
+    put.send().await.expect("overwrite");
+    match payloads.get(&payload).await {
+        Err(StoreError::Corrupt(message)) => {
+            assert!(message.contains(&format!("s3://{}/{}", f.created.bucket, payload.key)), "{message}");
+            assert!(message.contains("SHA-256"), "{message}");
+        }
+        got => panic!("expected Corrupt, got {got:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_an_archived_payload_says_it_must_be_restored() {
+    let f = fixture().await;
+    let payload = f.backend.payloads.put(b"old", build::t0()).await.expect("put");
+    // What the lifecycle rule does after 30 days (moto never applies rules): the object is in GLACIER.
+    let glacier = f
+        .clients
+        .s3
+        .put_object()
+        .bucket(&f.created.bucket)
+        .key(&payload.key)
+        .storage_class(StorageClass::Glacier)
+        .body(ByteStream::from(raw_object(&f, &payload.key).await));
+    glacier.send().await.expect("archive");
+    match f.backend.payloads.get(&payload).await {
+        Err(StoreError::Archived(message)) => assert!(message.contains("restore"), "{message}"),
+        got => panic!("expected Archived, got {got:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_the_payload_lifecycle_is_applied() {
+    let f = fixture().await;
+    let bucket = &f.created.bucket;
+    let rules = |out: lifecycle::GetBucketLifecycleConfigurationOutput| {
+        let rule = out.rules().first().cloned().expect("one rule");
+        let transition = rule.transitions().first().cloned().expect("a transition");
+        (
+            rule.filter().and_then(|flt| flt.prefix().map(str::to_owned)),
+            transition.days(),
+            transition.storage_class().cloned(),
+            rule.expiration().and_then(|x| x.days()),
+        )
+    };
+    // create_all applied the defaults: GLACIER after 30 days, gone after 400.
+    let got = f.clients.s3.get_bucket_lifecycle_configuration().bucket(bucket).send().await.expect("get");
+    assert_eq!(rules(got), (Some("payloads/".into()), Some(30), Some(TransitionStorageClass::Glacier), Some(400)));
+    apply_lifecycle(&f.clients.s3, bucket, 30, 90).await.expect("apply");
+    let got = f.clients.s3.get_bucket_lifecycle_configuration().bucket(bucket).send().await.expect("get");
+    assert_eq!(rules(got).3, Some(90));
+    let payloads = S3Payloads::new(f.clients.s3.clone(), bucket);
+    assert!(matches!(payloads.apply_lifecycle(30, 30).await, Err(StoreError::Backend(_))), "expiry after archiving");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_a_trace_header_round_trips_through_sqs() {
+    let f = fixture().await;
+    let queue = &f.backend.queue;
+    let traced = OutgoingMessage {
+        trace_header: Some("Root=1-5759e988-bd862e3fe1be46a994272793".into()),
+        ..OutgoingMessage::new("t")
+    };
+    queue.send(vec![traced.clone()]).await.expect("send");
+    let got = queue.receive(10, Duration::seconds(30)).await.expect("receive");
+    assert_eq!(got[0].trace_header, traced.trace_header);
+    // It survives a move to the dead-letter queue.
+    queue.dead_letter(&got[0].receipt_handle).await.expect("dead letter");
+    let dlq = f
+        .clients
+        .sqs
+        .receive_message()
+        .queue_url(&f.created.dlq_url)
+        .message_system_attribute_names(
+            synctrail::store::aws::sdk::sqs::types::MessageSystemAttributeName::AwsTraceHeader,
+        )
+        .send()
+        .await
+        .expect("receive from the DLQ");
+    let moved = dlq.messages().first().cloned().expect("a dead letter");
+    let trace = moved
+        .attributes()
+        .and_then(|a| a.get(&synctrail::store::aws::sdk::sqs::types::MessageSystemAttributeName::AwsTraceHeader));
+    assert_eq!(trace, traced.trace_header.as_ref());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_dead_letter_moves_the_body_to_the_dlq() {
+    let f = fixture().await;
+    let queue = &f.backend.queue;
+    queue.send(vec![OutgoingMessage::new("{\"poison\": true}")]).await.expect("send");
+    let got = queue.receive(1, Duration::seconds(30)).await.expect("receive").remove(0);
+    queue.dead_letter(&got.receipt_handle).await.expect("dead letter");
+    let depth = queue.depth().await.expect("depth");
+    assert_eq!((depth.visible, depth.in_flight, depth.dead_letters), (0, 0, 1));
+    let dlq = f.clients.sqs.receive_message().queue_url(&f.created.dlq_url).send().await.expect("receive");
+    assert_eq!(dlq.messages().first().and_then(|m| m.body()), Some("{\"poison\": true}"));
+
+    // A message this adapter did not receive (a Lambda event's record): the port can't know its body…
+    queue.send(vec![OutgoingMessage::new("from lambda")]).await.expect("send");
+    let raw = f.clients.sqs.receive_message().queue_url(&f.created.queue_url).send().await.expect("receive");
+    let record = raw.messages().first().cloned().expect("a message");
+    let handle = record.receipt_handle().expect("handle").to_owned();
+    assert!(matches!(queue.dead_letter(&handle).await, Err(StoreError::Backend(_))));
+    // …and the inherent call that takes the body does it.
+    queue.dead_letter_message(&handle, record.body().unwrap_or_default(), None).await.expect("dead letter");
+    assert_eq!(queue.depth().await.expect("depth").dead_letters, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_the_request_counter_counts_operations() {
+    let f = fixture().await;
+    let store = &f.backend.store;
+    let e = build::entity("a");
+    f.clients.requests.reset();
+    let writes = vec![
+        Write::event(build::record("ev-1", Some(&e), Some(build::order(1)), build::t0())),
+        Write::head(EntityHead::empty(e.clone(), build::t0())),
+    ];
+    store.commit(writes).await.expect("commit two writes");
+    assert_eq!((count(&f, "DynamoDB", "TransactWriteItems"), count(&f, "DynamoDB", "PutItem")), (1, 0));
+    store.commit(vec![Write::event(build::record("ev-2", None, None, build::t0()))]).await.expect("commit one");
+    assert_eq!(count(&f, "DynamoDB", "PutItem"), 1);
+    store.get_event(&build::id("ev-1")).await.expect("get");
+    assert_eq!(count(&f, "DynamoDB", "GetItem"), 1);
+    store.count_inflight().await.expect("count");
+    assert_eq!(count(&f, "DynamoDB", "Query"), u64::from(synctrail::store::aws::LEASE_SHARDS));
+    f.backend.queue.send(vec![OutgoingMessage::new("a")]).await.expect("send one");
+    f.backend.queue.send(vec![OutgoingMessage::new("b"), OutgoingMessage::new("c")]).await.expect("send two");
+    assert_eq!((count(&f, "SQS", "SendMessage"), count(&f, "SQS", "SendMessageBatch")), (1, 1));
+    f.backend.payloads.put(b"x", build::t0()).await.expect("put");
+    assert_eq!(count(&f, "S3", "PutObject"), 1);
+    let total: u64 = f.clients.requests.snapshot().values().sum();
+    assert_eq!(total, f.clients.requests.total());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_one_happy_path_event_costs_few_requests() {
+    let f = fixture().await;
+    let home = tempfile::tempdir().expect("temp dir");
+    let clock = Arc::new(SystemClock);
+    let embedded = synctrail::store::sqlite::Embedded::open(home.path(), clock.clone(), Default::default())
+        .expect("embedded mirror as the destination");
+    let ports = synctrail::Ports {
+        store: f.backend.store.clone(),
+        payloads: f.backend.payloads.clone(),
+        queue: f.backend.queue.clone(),
+        destination: embedded.mirror.clone(),
+        clock,
+    };
+    let engine = Engine::new(ports, Settings::default());
+    let body = serde_json::json!({
+        "event_id": "ev-happy", "source": "shop", "entity_type": "product", "external_id": "p1",
+        "updated_at": "2026-05-01T12:00:00Z", "payload": {"name": "one"}
+    })
+    .to_string();
+    let incoming = Incoming { message_id: "m-1".into(), body, receive_count: 1, trace_header: None };
+    f.clients.requests.reset();
+    let outcome = engine.process(&incoming, &Invocation::default()).await.expect("process");
+    assert_eq!(outcome.status, Some(Status::Completed), "{outcome:?}");
+    let first = f.clients.requests.snapshot();
+    f.clients.requests.reset();
+    let again = engine.process(&incoming, &Invocation::default()).await.expect("redelivery");
+    assert!(again.redelivered, "{again:?}");
+    let redelivery = f.clients.requests.snapshot();
+    eprintln!("requests for one new event: {first:?}");
+    eprintln!("requests for its redelivery: {redelivery:?}");
+    let writes = |s: &std::collections::BTreeMap<(String, String), u64>| {
+        s.iter()
+            .filter(|((svc, op), _)| svc == "DynamoDB" && (op == "PutItem" || op == "TransactWriteItems"))
+            .map(|(_, n)| n)
+            .sum::<u64>()
+    };
+    assert!(writes(&first) <= 4, "{first:?}");
+    assert!(first.values().sum::<u64>() <= 10, "{first:?}");
+    assert!(writes(&redelivery) <= 1, "{redelivery:?}");
+}
