@@ -1,4 +1,18 @@
-//! The `synctrail` command's library: the local runtime, the demo workload and the commands.
+//! The `synctrail` command's library: the local runtime, the commands, the demo workload and its checker.
+//!
+//! Everything is public so the integration tests can drive the workload generator, the checker and the commands.
 
-pub mod runtime;
+pub mod args;
 pub mod backend;
+pub mod check;
+pub mod commands;
+pub mod config;
+pub mod cpu;
+pub mod duration;
+pub mod error;
+pub mod output;
+pub mod progress;
+pub mod runtime;
+pub mod workload;
+
+pub use error::CliError;

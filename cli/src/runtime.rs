@@ -94,7 +94,11 @@ impl LocalRuntime {
     }
 
     /// Runs until the queue is quiescent (or `max_duration`), calling `progress` about ten times a second.
-    pub async fn run(&self, options: &RunOptions, progress: &(dyn Fn(&RunStats) + Sync)) -> Result<RunStats, StoreError> {
+    pub async fn run(
+        &self,
+        options: &RunOptions,
+        progress: &(dyn Fn(&RunStats) + Sync),
+    ) -> Result<RunStats, StoreError> {
         let stats = Arc::new(Mutex::new(RunStats::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let mut workers = Vec::new();
@@ -113,7 +117,8 @@ impl LocalRuntime {
             if depth.visible + depth.in_flight + depth.delayed > 0 {
                 continue;
             }
-            let report = sweeper.sweep(1000, &Invocation { function: Some("sweeper:local".into()), ..Default::default() }).await;
+            let report =
+                sweeper.sweep(1000, &Invocation { function: Some("sweeper:local".into()), ..Default::default() }).await;
             match report {
                 Ok(report) if report.redriven.is_empty() => {
                     drained = true;
@@ -153,7 +158,7 @@ impl LocalRuntime {
             processor: Processor::new(engine, options.safety_margin),
             queue: Arc::clone(&self.ports.queue),
             drill,
-            rng: SmallRng::seed_from_u64(seed ^ 0xC0FF_EE),
+            rng: SmallRng::seed_from_u64(seed ^ 0x00C0_FFEE),
             name: format!("processor-{index}"),
             invocations: 0,
         }
@@ -187,7 +192,12 @@ impl Worker {
     }
 
     /// One invocation: the handler over the batch, then the deletes Lambda would do.
-    async fn invoke(&mut self, messages: Vec<QueueMessage>, options: &RunOptions, stats: &Mutex<RunStats>) -> Result<(), StoreError> {
+    async fn invoke(
+        &mut self,
+        messages: Vec<QueueMessage>,
+        options: &RunOptions,
+        stats: &Mutex<RunStats>,
+    ) -> Result<(), StoreError> {
         self.invocations += 1;
         let event = sqs_event(&messages).map_err(|e| StoreError::Backend(format!("building the SqsEvent: {e}")))?;
         let request_id = format!("{}-{}", self.name, self.invocations);
@@ -211,7 +221,11 @@ impl Worker {
     }
 
     /// Counts the invocation's results and returns the receipts Lambda would delete.
-    fn account(messages: &[QueueMessage], batch: Option<synctrail_processor::BatchResult>, stats: &Mutex<RunStats>) -> Vec<String> {
+    fn account(
+        messages: &[QueueMessage],
+        batch: Option<synctrail_processor::BatchResult>,
+        stats: &Mutex<RunStats>,
+    ) -> Vec<String> {
         let mut s = lock(stats);
         s.invocations += 1;
         s.records += messages.len() as u64;
@@ -220,7 +234,8 @@ impl Worker {
             s.crashes += 1;
             return Vec::new();
         };
-        let failed: HashSet<&str> = batch.response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+        let failed: HashSet<&str> =
+            batch.response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
         let mut delete = Vec::new();
         for (message, result) in messages.iter().zip(&batch.records) {
             if let RecordResult::Processed(outcome) = result {

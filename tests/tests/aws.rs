@@ -188,7 +188,7 @@ async fn aws_a_trace_header_round_trips_through_sqs() {
     let got = queue.receive(10, Duration::seconds(30)).await.expect("receive");
     assert_eq!(got[0].trace_header, traced.trace_header);
     // It survives a move to the dead-letter queue.
-    queue.dead_letter(&got[0].receipt_handle).await.expect("dead letter");
+    queue.dead_letter(&got[0].receipt_handle, &got[0].body, got[0].trace_header.as_deref()).await.expect("dead letter");
     let dlq = f
         .clients
         .sqs
@@ -213,20 +213,18 @@ async fn aws_dead_letter_moves_the_body_to_the_dlq() {
     let queue = &f.backend.queue;
     queue.send(vec![OutgoingMessage::new("{\"poison\": true}")]).await.expect("send");
     let got = queue.receive(1, Duration::seconds(30)).await.expect("receive").remove(0);
-    queue.dead_letter(&got.receipt_handle).await.expect("dead letter");
+    queue.dead_letter(&got.receipt_handle, &got.body, None).await.expect("dead letter");
     let depth = queue.depth().await.expect("depth");
     assert_eq!((depth.visible, depth.in_flight, depth.dead_letters), (0, 0, 1));
     let dlq = f.clients.sqs.receive_message().queue_url(&f.created.dlq_url).send().await.expect("receive");
     assert_eq!(dlq.messages().first().and_then(|m| m.body()), Some("{\"poison\": true}"));
 
-    // A message this adapter did not receive (a Lambda event's record): the port can't know its body…
+    // A message this adapter did not receive (a Lambda event's record): the caller's body is what moves.
     queue.send(vec![OutgoingMessage::new("from lambda")]).await.expect("send");
     let raw = f.clients.sqs.receive_message().queue_url(&f.created.queue_url).send().await.expect("receive");
     let record = raw.messages().first().cloned().expect("a message");
     let handle = record.receipt_handle().expect("handle").to_owned();
-    assert!(matches!(queue.dead_letter(&handle).await, Err(StoreError::Backend(_))));
-    // …and the inherent call that takes the body does it.
-    queue.dead_letter_message(&handle, record.body().unwrap_or_default(), None).await.expect("dead letter");
+    queue.dead_letter(&handle, record.body().unwrap_or_default(), None).await.expect("dead letter");
     assert_eq!(queue.depth().await.expect("depth").dead_letters, 2);
 }
 

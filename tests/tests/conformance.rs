@@ -5,8 +5,8 @@
 //! (DynamoDB, S3 and SQS on the moto server that `scripts/with-moto.sh` starts; fresh, uniquely named resources
 //! each). Time passes through [`Ports::pass`]: the manual clock moves, and where the queue runs on the server's
 //! wall clock (SQS) the check really waits, so queue checks use second-scale timeouts. The destination checks
-//! run on the embedded mirror only: the AWS backend has no destination adapter (the destination is the
-//! user's system).
+//! run on both reference mirrors: the embedded [`Mirror`] and the [`DynamoMirror`](synctrail::store::aws::DynamoMirror)
+//! (through [`MirrorLike`], the methods both offer beyond the port).
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
@@ -16,6 +16,8 @@ use synctrail::model::{
     content_hash, ContentHash, EntityHead, EntityKey, EventId, EventRecord, Inflight, Kind, OrderKey, PayloadRef, Slot,
     Status,
 };
+use synctrail::store::aws::DynamoMirror;
+use synctrail::store::guard::MirrorRecord;
 use synctrail::store::sqlite::{Embedded, EmbeddedOptions, Mirror};
 use synctrail::store::{
     ApplyOutcome, Change, Destination, DestinationError, EventStore, PayloadStore, Queue, StoreError,
@@ -33,18 +35,63 @@ pub trait DestinationProbe: Destination {
     async fn effects_of(&self, event: &EventId) -> usize;
 }
 
+/// The methods both reference mirrors offer beyond [`Destination`] (same names and types on each).
 #[async_trait]
-impl DestinationProbe for Mirror {
+pub trait MirrorLike: Destination {
+    /// `record_local_edit`.
+    async fn local_edit(&self, entity: &EntityKey, state: Value, at: DateTime<Utc>) -> Result<(), StoreError>;
+    /// `get`.
+    async fn row(&self, entity: &EntityKey) -> Result<Option<MirrorRecord>, StoreError>;
+    /// `list`.
+    async fn rows(&self, prefix: Option<&str>, limit: usize) -> Result<Vec<MirrorRecord>, StoreError>;
+    /// `effects`.
+    async fn all_effects(&self) -> Result<Vec<(EventId, String)>, StoreError>;
+    /// `count`.
+    async fn row_count(&self) -> Result<u64, StoreError>;
+}
+
+/// Implements [`MirrorLike`] by calling the mirror's own methods.
+macro_rules! mirror_like {
+    ($($mirror:ty),*) => {$(
+        #[async_trait]
+        impl MirrorLike for $mirror {
+            async fn local_edit(&self, entity: &EntityKey, state: Value, at: DateTime<Utc>) -> Result<(), StoreError> {
+                self.record_local_edit(entity, state, at).await
+            }
+
+            async fn row(&self, entity: &EntityKey) -> Result<Option<MirrorRecord>, StoreError> {
+                self.get(entity).await
+            }
+
+            async fn rows(&self, prefix: Option<&str>, limit: usize) -> Result<Vec<MirrorRecord>, StoreError> {
+                self.list(prefix, limit).await
+            }
+
+            async fn all_effects(&self) -> Result<Vec<(EventId, String)>, StoreError> {
+                self.effects().await
+            }
+
+            async fn row_count(&self) -> Result<u64, StoreError> {
+                self.count().await
+            }
+        }
+    )*};
+}
+
+mirror_like!(Mirror, DynamoMirror);
+
+#[async_trait]
+impl<M: MirrorLike> DestinationProbe for M {
     async fn record_local_edit(&self, entity: &EntityKey, state: Value, modified_at: DateTime<Utc>) {
-        Mirror::record_local_edit(self, entity, state, modified_at).await.expect("local edit");
+        self.local_edit(entity, state, modified_at).await.expect("local edit");
     }
 
     async fn state(&self, entity: &EntityKey) -> Option<Value> {
-        self.get(entity).await.expect("mirror read").map(|r| r.state)
+        self.row(entity).await.expect("mirror read").map(|r| r.state)
     }
 
     async fn effects_of(&self, event: &EventId) -> usize {
-        self.effects().await.expect("effects").iter().filter(|(id, _)| id == event).count()
+        self.all_effects().await.expect("effects").iter().filter(|(id, _)| id == event).count()
     }
 }
 
@@ -515,7 +562,7 @@ pub mod suite {
             p.queue.change_visibility(&old.receipt_handle, Duration::zero()).await,
             Err(StoreError::NotFound(_))
         ));
-        assert!(matches!(p.queue.dead_letter(&old.receipt_handle).await, Err(StoreError::NotFound(_))));
+        assert!(matches!(p.queue.dead_letter(&old.receipt_handle, &old.body, None).await, Err(StoreError::NotFound(_))));
         p.queue.delete(&[new.receipt_handle]).await.expect("delete");
         assert_eq!(p.queue.depth().await.expect("depth").in_flight, 0);
     }
@@ -559,7 +606,7 @@ pub mod suite {
             assert_eq!(got.body, "bad");
         }
         let other = if got.body == "bad" { "good" } else { "bad" };
-        p.queue.dead_letter(&got.receipt_handle).await.expect("dead letter");
+        p.queue.dead_letter(&got.receipt_handle, &got.body, None).await.expect("dead letter");
         p.pass(Duration::seconds(1)).await;
         let rest = p.queue.receive(10, Duration::seconds(1)).await.expect("receive");
         assert_eq!(rest.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(), [other]);
@@ -574,7 +621,7 @@ pub mod suite {
         p.pass(Duration::milliseconds(1)).await;
         p.queue.send(vec![OutgoingMessage::new("c"), OutgoingMessage::new("d")]).await.expect("send");
         let got = p.queue.receive(2, Duration::seconds(3)).await.expect("receive");
-        p.queue.dead_letter(&got[0].receipt_handle).await.expect("dead letter");
+        p.queue.dead_letter(&got[0].receipt_handle, &got[0].body, None).await.expect("dead letter");
         let depth = p.queue.depth().await.expect("depth");
         assert_eq!((depth.visible, depth.in_flight, depth.delayed, depth.dead_letters), (2, 1, 1, 1));
         if p.queue_traits.reports_oldest {
@@ -797,6 +844,121 @@ pub mod suite {
         }
         assert_eq!(p.destination().state(&stock).await, None);
     }
+
+    /// Two writers of two events of one entity, each event delivered twice, all at once (rounds of it): the newer
+    /// event wins, every call succeeds, and each event has at most one effect (the newer exactly one).
+    pub async fn concurrent_writers_of_one_entity_let_the_newer_win(p: &Ports) {
+        let destination = p.destination.clone().expect("this backend has no destination adapter");
+        for round in 0..4 {
+            let e = entity(&format!("race-{round}"));
+            let (old, new) = (id(&format!("ev-old-{round}")), id(&format!("ev-new-{round}")));
+            let (v_old, v_new) = (json!({"by": "old", "round": round}), json!({"by": "new", "round": round}));
+            let barrier = Arc::new(tokio::sync::Barrier::new(4));
+            let mut tasks = tokio::task::JoinSet::new();
+            for (event, seconds, payload, fence) in
+                [(&old, 10, &v_old, 1), (&new, 20, &v_new, 2), (&old, 10, &v_old, 1), (&new, 20, &v_new, 2)]
+            {
+                let (destination, barrier, e) = (Arc::clone(&destination), Arc::clone(&barrier), e.clone());
+                let (event, payload) = (event.clone(), payload.clone());
+                tasks.spawn(async move {
+                    barrier.wait().await;
+                    let outcome = destination.apply(&snapshot(&event, &e, seconds, &payload, fence)).await;
+                    (event, outcome)
+                });
+            }
+            let (mut old_applied, mut new_applied) = (0, 0);
+            while let Some(joined) = tasks.join_next().await {
+                let (event, outcome) = joined.expect("task");
+                match outcome {
+                    Ok(ApplyOutcome::Applied) if event == new => new_applied += 1,
+                    Ok(ApplyOutcome::Applied) => old_applied += 1,
+                    Ok(ApplyOutcome::AlreadyApplied) => {}
+                    Ok(ApplyOutcome::Superseded { by }) if event == old => assert_eq!(by, new.to_string()),
+                    other => panic!("round {round}, {event}: unexpected {other:?}"),
+                }
+            }
+            assert_eq!(
+                (new_applied, old_applied <= 1),
+                (1, true),
+                "round {round}: applied {new_applied}/{old_applied}"
+            );
+            assert_eq!(destination.state(&e).await, Some(v_new), "round {round}: the newer event wins");
+            assert_eq!(destination.effects_of(&new).await, 1, "round {round}");
+            assert_eq!(destination.effects_of(&old).await, old_applied, "round {round}");
+        }
+    }
+}
+
+/// Checks of the mirrors' own methods (beyond the port), on either backend.
+pub mod mirror_checks {
+    use super::build::*;
+    use super::*;
+
+    /// Rows list by key with a prefix and a limit, deletes keep a `null` state, local edits are rows too, effects
+    /// list in order, and a record prints as JSON.
+    pub async fn the_mirror_lists_records_and_marks_deletes(mirror: &dyn MirrorLike) {
+        let (a, b, stock) = (entity("a"), entity("b"), entity_of("inventory_level", "s1"));
+        let (ev_a, ev_b, ev_del) = (id("ev-a"), id("ev-b"), id("ev-del"));
+        let v = json!({"name": "x"});
+        mirror.apply(&snapshot(&ev_a, &a, 1, &v, 1)).await.expect("apply");
+        mirror.apply(&snapshot(&ev_b, &b, 1, &v, 1)).await.expect("apply");
+        let null = Value::Null;
+        let delete = Change {
+            kind: Kind::Delete,
+            content_hash: content_hash(Kind::Delete, &null),
+            ..snapshot(&ev_del, &b, 2, &null, 2)
+        };
+        assert_eq!(mirror.apply(&delete).await, Ok(ApplyOutcome::Applied));
+        mirror.local_edit(&stock, json!({"quantity": 1}), at(5)).await.expect("edit");
+
+        let b_now = mirror.row(&b).await.expect("get").expect("row");
+        assert!(b_now.deleted);
+        assert_eq!((b_now.state, b_now.event_id.as_deref(), b_now.fence), (Value::Null, Some("ev-del"), 2));
+        assert_eq!(b_now.order, Some(order(2)));
+        assert_eq!(b_now.applied_at, t0());
+        assert_eq!(mirror.row(&entity("never")).await.expect("get"), None);
+
+        let products = mirror.rows(Some("default/shop/product/"), 0).await.expect("list");
+        assert_eq!(
+            products.iter().map(|r| r.entity_key.as_str()).collect::<Vec<_>>(),
+            ["default/shop/product/a", "default/shop/product/b"]
+        );
+        let first_two = mirror.rows(None, 2).await.expect("list");
+        assert_eq!(
+            first_two.iter().map(|r| r.entity_key.as_str()).collect::<Vec<_>>(),
+            ["default/shop/inventory_level/s1", "default/shop/product/a"]
+        );
+        assert_eq!(mirror.row_count().await.expect("count"), 3);
+        let edit = mirror.row(&stock).await.expect("get").expect("row");
+        assert_eq!((edit.event_id.as_deref(), edit.modified_at), (Some("local-edit"), Some(at(5))));
+        assert_eq!((edit.order, edit.content_hash.as_deref(), edit.fence), (None, None, 0));
+        let effects = mirror.all_effects().await.expect("effects");
+        assert_eq!(effects.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(), ["ev-a", "ev-b", "ev-del"]);
+        assert_eq!(effects[2].1, "default/shop/product/b");
+        // The record prints as JSON for the CLI.
+        let printed = serde_json::to_value(&edit).expect("json");
+        assert_eq!(printed["entity_key"], "default/shop/inventory_level/s1");
+        assert_eq!(printed["state"], json!({"quantity": 1}));
+    }
+
+    /// A local edit keeps the row's order key and fence, clears its content hash, and un-deletes it.
+    pub async fn a_local_edit_keeps_the_order_key_and_fence(mirror: &dyn MirrorLike) {
+        let e = entity("a");
+        let (ev, null) = (id("ev-del"), Value::Null);
+        let delete = Change {
+            kind: Kind::Delete,
+            content_hash: content_hash(Kind::Delete, &null),
+            ..snapshot(&ev, &e, 10, &null, 4)
+        };
+        assert_eq!(mirror.apply(&delete).await, Ok(ApplyOutcome::Applied));
+        mirror.local_edit(&e, json!({"n": 1}), at(20)).await.expect("edit");
+        let row = mirror.row(&e).await.expect("get").expect("row");
+        assert_eq!((row.order, row.fence, row.content_hash, row.deleted), (Some(order(10)), 4, None, false));
+        assert_eq!((row.state, row.event_id.as_deref()), (json!({"n": 1}), Some("local-edit")));
+        // The same snapshot again is no longer "already applied" by content: the edit is newer, so it is refused.
+        let outcome = mirror.apply(&snapshot(&id("ev-again"), &e, 10, &null, 4)).await;
+        assert!(matches!(outcome, Ok(ApplyOutcome::Superseded { .. })), "{outcome:?}");
+    }
 }
 
 // ---- The embedded backend ----
@@ -831,24 +993,24 @@ impl Fixture {
             destination: Some(self.embedded.mirror.clone()),
             clock: self.clock.clone(),
             queue_traits: QueueTraits { server_clock: false, ordered: true, reports_oldest: true },
-            tamper: Arc::new(FileTamper { home: self.home.path().to_owned() }),
+            tamper: Arc::new(ObjectTamper { payloads: Arc::clone(&self.embedded.payloads) }),
         }
     }
 }
 
-/// Payload files under the embedded home.
-struct FileTamper {
-    home: std::path::PathBuf,
+/// Payload objects in the embedded payload store, read and overwritten behind its back.
+struct ObjectTamper {
+    payloads: Arc<synctrail::store::sqlite::PayloadDir>,
 }
 
 #[async_trait]
-impl PayloadTamper for FileTamper {
+impl PayloadTamper for ObjectTamper {
     async fn read_raw(&self, key: &str) -> Vec<u8> {
-        std::fs::read(self.home.join(key)).expect("read payload file")
+        self.payloads.read_object(key).await.expect("read payload object").expect("payload object exists")
     }
 
     async fn write_raw(&self, key: &str, bytes: Vec<u8>) {
-        std::fs::write(self.home.join(key), bytes).expect("write payload file")
+        self.payloads.write_object(key, bytes).await.expect("overwrite payload object")
     }
 }
 
@@ -898,6 +1060,7 @@ on_embedded!(
     a_forced_write_skips_the_guard,
     in_order_deltas_add_up_out_of_order,
     a_delta_without_an_integer_delta_is_refused_for_good,
+    concurrent_writers_of_one_entity_let_the_newer_win,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -958,13 +1121,17 @@ async fn reopening_a_home_keeps_everything() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn payload_files_are_named_by_their_sha256() {
+async fn payload_objects_are_named_by_their_sha256() {
     let fixture = Fixture::new();
     let payload = fixture.embedded.payloads.put(b"{\"price\": 10}", build::t0()).await.expect("put");
     let sha = &payload.sha256;
     assert_eq!(payload.key, format!("payloads/{}/{sha}.zst", &sha[..2]));
-    let file = fixture.home.path().join(&payload.key);
-    assert!(file.is_file(), "stored at {}", file.display());
+    let stored = fixture.embedded.payloads.read_object(&payload.key).await.expect("read").expect("stored");
+    assert_eq!(zstd_decoded(&stored), b"{\"price\": 10}");
+}
+
+fn zstd_decoded(bytes: &[u8]) -> Vec<u8> {
+    zstd::decode_all(bytes).expect("valid zstd")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -973,7 +1140,7 @@ async fn dead_letters_can_be_listed_redriven_and_survive_a_purge() {
     let queue = &fixture.embedded.queue;
     queue.send(vec![OutgoingMessage::new("poison"), OutgoingMessage::new("fine")]).await.expect("send");
     let got = queue.receive(1, Duration::seconds(10)).await.expect("receive").remove(0);
-    queue.dead_letter(&got.receipt_handle).await.expect("dead letter");
+    queue.dead_letter(&got.receipt_handle, &got.body, None).await.expect("dead letter");
 
     let dead = queue.dead_letter_messages(0).await.expect("list");
     assert_eq!(dead.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(), ["poison"]);
@@ -992,42 +1159,13 @@ async fn dead_letters_can_be_listed_redriven_and_survive_a_purge() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_mirror_lists_records_and_marks_deletes() {
     let fixture = Fixture::new();
-    let mirror = &fixture.embedded.mirror;
-    let (a, b, stock) = (build::entity("a"), build::entity("b"), build::entity_of("inventory_level", "s1"));
-    let (ev_a, ev_b, ev_del) = (build::id("ev-a"), build::id("ev-b"), build::id("ev-del"));
-    let v = json!({"name": "x"});
-    mirror.apply(&build::snapshot(&ev_a, &a, 1, &v, 1)).await.expect("apply");
-    mirror.apply(&build::snapshot(&ev_b, &b, 1, &v, 1)).await.expect("apply");
-    let null = Value::Null;
-    let delete = Change {
-        kind: Kind::Delete,
-        content_hash: content_hash(Kind::Delete, &null),
-        ..build::snapshot(&ev_del, &b, 2, &null, 2)
-    };
-    assert_eq!(mirror.apply(&delete).await, Ok(ApplyOutcome::Applied));
-    mirror.record_local_edit(&stock, json!({"quantity": 1}), build::at(5)).await.expect("edit");
+    mirror_checks::the_mirror_lists_records_and_marks_deletes(fixture.embedded.mirror.as_ref()).await;
+}
 
-    let b_now = mirror.get(&b).await.expect("get").expect("row");
-    assert!(b_now.deleted);
-    assert_eq!((b_now.state, b_now.event_id.as_deref(), b_now.fence), (Value::Null, Some("ev-del"), 2));
-    assert_eq!(b_now.order, Some(build::order(2)));
-    assert_eq!(b_now.applied_at, build::t0());
-
-    let products = mirror.list(Some("default/shop/product/"), 0).await.expect("list");
-    assert_eq!(
-        products.iter().map(|r| r.entity_key.as_str()).collect::<Vec<_>>(),
-        ["default/shop/product/a", "default/shop/product/b"]
-    );
-    assert_eq!(mirror.list(None, 2).await.expect("list").len(), 2);
-    assert_eq!(mirror.count().await.expect("count"), 3);
-    let edit = mirror.get(&stock).await.expect("get").expect("row");
-    assert_eq!((edit.event_id.as_deref(), edit.modified_at), (Some("local-edit"), Some(build::at(5))));
-    let effects = mirror.effects().await.expect("effects");
-    assert_eq!(effects.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(), ["ev-a", "ev-b", "ev-del"]);
-    // The record prints as JSON for the CLI.
-    let printed = serde_json::to_value(&edit).expect("json");
-    assert_eq!(printed["entity_key"], "default/shop/inventory_level/s1");
-    assert_eq!(printed["state"], json!({"quantity": 1}));
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_edit_keeps_the_order_key_and_fence() {
+    let fixture = Fixture::new();
+    mirror_checks::a_local_edit_keeps_the_order_key_and_fence(fixture.embedded.mirror.as_ref()).await;
 }
 
 // ---- The AWS backend ----
@@ -1035,9 +1173,13 @@ async fn the_mirror_lists_records_and_marks_deletes() {
 /// The same checks on DynamoDB, S3 and SQS (the moto server of `scripts/with-moto.sh`).
 pub mod aws {
     use super::*;
+    use synctrail::store::aws::sdk::dynamodb::config::interceptors::{
+        BeforeTransmitInterceptorContextRef, FinalizerInterceptorContextRef,
+    };
+    use synctrail::store::aws::sdk::dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
     use synctrail::store::aws::sdk::s3::primitives::ByteStream;
     use synctrail::store::aws::setup::{create_all, Created, SetupConfig};
-    use synctrail::store::aws::{AwsBackend, Clients, SqsQueue};
+    use synctrail::store::aws::{AwsBackend, Clients, DynamoMirror, SqsQueue};
 
     /// The variable naming the test endpoint.
     pub const ENDPOINT_VAR: &str = "SYNCTRAIL_TEST_AWS_ENDPOINT";
@@ -1059,14 +1201,14 @@ pub mod aws {
         pub clients: Clients,
         /// What was created.
         pub created: Created,
-        /// The three adapters.
+        /// The adapters.
         pub backend: AwsBackend,
-        /// The clock records are built with (the AWS adapters read none).
+        /// The clock records are built with, and the mirror's (the other AWS adapters read none).
         pub clock: Arc<ManualClock>,
     }
 
     /// Creates a table, bucket, queue and DLQ named `st-<random>-…` (`max_receives` = [`MAX_RECEIVES`]) and
-    /// connects the adapters; the queue polls without waiting.
+    /// connects the adapters; the queue polls without waiting, the mirror reads the manual clock.
     pub async fn fixture() -> AwsFixture {
         let endpoint = endpoint();
         let clients = Clients::connect(Some(&endpoint), Some("us-east-1")).await;
@@ -1080,7 +1222,65 @@ pub mod aws {
             .expect("open the queue")
             .with_receive_wait(std::time::Duration::ZERO);
         backend.queue = Arc::new(queue);
-        AwsFixture { clients, created, backend, clock: Arc::new(ManualClock::new(build::t0())) }
+        let clock = Arc::new(ManualClock::new(build::t0()));
+        let atomic = clients.dynamodb.config().to_builder().interceptor(OneAtATime::default()).build();
+        let atomic = synctrail::store::aws::sdk::dynamodb::Client::from_conf(atomic);
+        backend.mirror = Arc::new(DynamoMirror::new(atomic, &created.table, clock.clone()));
+        AwsFixture { clients, created, backend, clock }
+    }
+
+    /// Lets one request attempt at a time through to moto: the mirror's client carries it.
+    ///
+    /// moto serves requests on parallel threads without isolating them: a canceled `TransactWriteItems` puts back
+    /// a copy of the whole table taken when it began, wiping what other requests committed meanwhile (seen here
+    /// as a lost effect and an older snapshot winning). DynamoDB runs every request atomically; with this, moto
+    /// does too, while concurrent writers' read-decide-write rounds still interleave between requests.
+    #[derive(Debug, Default)]
+    pub struct OneAtATime {
+        busy: std::sync::Mutex<bool>,
+        freed: std::sync::Condvar,
+    }
+
+    type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+    impl Intercept for OneAtATime {
+        fn name(&self) -> &'static str {
+            "conformance.OneAtATime"
+        }
+
+        /// Waits (at most 10 s, so a dropped request cannot hang the suite) until no other attempt is in flight.
+        fn read_before_attempt(
+            &self,
+            _context: &BeforeTransmitInterceptorContextRef<'_>,
+            _runtime_components: &RuntimeComponents,
+            _cfg: &mut ConfigBag,
+        ) -> Result<(), BoxError> {
+            tokio::task::block_in_place(|| {
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+                let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+                while *busy {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    busy = self.freed.wait_timeout(busy, left).unwrap_or_else(|p| p.into_inner()).0;
+                }
+                *busy = true;
+            });
+            Ok(())
+        }
+
+        /// Runs after every attempt that `read_before_attempt` let through, whatever its outcome.
+        fn read_after_attempt(
+            &self,
+            _context: &FinalizerInterceptorContextRef<'_>,
+            _runtime_components: &RuntimeComponents,
+            _cfg: &mut ConfigBag,
+        ) -> Result<(), BoxError> {
+            *self.busy.lock().unwrap_or_else(|p| p.into_inner()) = false;
+            self.freed.notify_one();
+            Ok(())
+        }
     }
 
     fn hex_suffix() -> String {
@@ -1114,7 +1314,7 @@ pub mod aws {
                 store: self.backend.store.clone(),
                 queue: self.backend.queue.clone(),
                 payloads: self.backend.payloads.clone(),
-                destination: None,
+                destination: Some(self.backend.mirror.clone()),
                 clock: self.clock.clone(),
                 queue_traits: QueueTraits { server_clock: true, ordered: false, reports_oldest: false },
                 tamper: Arc::new(S3Tamper { client: self.clients.s3.clone(), bucket: self.created.bucket.clone() }),
@@ -1158,5 +1358,97 @@ pub mod aws {
         a_corrupt_payload_is_reported_as_corrupt,
         a_missing_payload_is_not_found,
         a_tampered_payload_file_is_reported_as_corrupt,
+        the_mirror_applies_a_newer_snapshot,
+        the_mirror_refuses_an_older_write,
+        the_mirror_refuses_a_write_older_than_a_local_edit,
+        the_mirror_refuses_a_fenced_off_writer,
+        the_mirror_applies_each_event_at_most_once,
+        an_equal_snapshot_is_already_applied,
+        a_tie_with_other_content_is_applied,
+        a_forced_write_skips_the_guard,
+        in_order_deltas_add_up_out_of_order,
+        a_delta_without_an_integer_delta_is_refused_for_good,
+        concurrent_writers_of_one_entity_let_the_newer_win,
     );
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_mirror_lists_records_and_marks_deletes() {
+        let fixture = fixture().await;
+        mirror_checks::the_mirror_lists_records_and_marks_deletes(fixture.backend.mirror.as_ref()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_local_edit_keeps_the_order_key_and_fence() {
+        let fixture = fixture().await;
+        mirror_checks::a_local_edit_keeps_the_order_key_and_fence(fixture.backend.mirror.as_ref()).await;
+    }
+
+    /// The SDK retrying a mirror transaction that had committed sees its own effect: `Applied`, one effect; another
+    /// call of the same event sees someone else's: `AlreadyApplied`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_retried_mirror_write_that_committed_counts_once() {
+        let fixture = fixture().await;
+        let mirror = &fixture.backend.mirror;
+        let (e, ev, v) = (build::entity("a"), build::id("ev-1"), json!({"n": 1}));
+        let change = build::snapshot(&ev, &e, 1, &v, 1);
+        assert_eq!(mirror.apply_as("commit-1", &change).await, Ok(ApplyOutcome::Applied));
+        assert_eq!(mirror.apply_as("commit-1", &change).await, Ok(ApplyOutcome::Applied), "our own retry");
+        assert_eq!(mirror.apply_as("commit-2", &change).await, Ok(ApplyOutcome::AlreadyApplied));
+        assert_eq!(mirror.effects_of(&ev).await, 1);
+        assert_eq!(mirror.state(&e).await, Some(v));
+    }
+
+    /// DynamoDB requests per change: applied = one `BatchGetItem` + one `TransactWriteItems`; refused or
+    /// repeated = the `BatchGetItem` only. Mirror items stay out of the event store's listings.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_mirror_change_costs_one_read_and_at_most_one_transaction() {
+        use synctrail::store::EventQuery;
+        let fixture = fixture().await;
+        let (mirror, requests) = (&fixture.backend.mirror, &fixture.clients.requests);
+        let e = build::entity("a");
+        let (new, old) = (build::id("ev-new"), build::id("ev-old"));
+        let (v_new, v_old) = (json!({"n": 2}), json!({"n": 1}));
+        requests.reset();
+        assert_eq!(mirror.apply(&build::snapshot(&new, &e, 20, &v_new, 1)).await, Ok(ApplyOutcome::Applied));
+        assert_eq!(
+            (requests.get("DynamoDB", "BatchGetItem"), requests.get("DynamoDB", "TransactWriteItems")),
+            (1, 1),
+            "{:?}",
+            requests.snapshot()
+        );
+        assert_eq!(requests.total(), 2);
+        requests.reset();
+        let refused = mirror.apply(&build::snapshot(&old, &e, 10, &v_old, 1)).await;
+        assert_eq!(refused, Ok(ApplyOutcome::Superseded { by: "ev-new".into() }));
+        let repeated = mirror.apply(&build::snapshot(&new, &e, 20, &v_new, 1)).await;
+        assert_eq!(repeated, Ok(ApplyOutcome::AlreadyApplied));
+        assert_eq!((requests.get("DynamoDB", "BatchGetItem"), requests.total()), (2, 2), "{:?}", requests.snapshot());
+        let listed = fixture.backend.store.list_events(&EventQuery::default()).await.expect("list events");
+        assert!(listed.is_empty(), "{listed:?}");
+        assert!(fixture.backend.store.count_by_status().await.expect("count").is_empty());
+    }
+
+    /// A corrupt mirror row is a permanent refusal, not a retry.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_corrupt_mirror_row_is_refused_for_good() {
+        use synctrail::store::aws::sdk::dynamodb::types::AttributeValue;
+        let fixture = fixture().await;
+        let e = build::entity("a");
+        let item = [
+            ("pk", AttributeValue::S(format!("MIRROR#{e}"))),
+            ("sk", AttributeValue::S("MIRROR".into())),
+            ("type", AttributeValue::S("mirror".into())),
+            ("version", AttributeValue::N("1".into())),
+            ("entity_key", AttributeValue::S(e.to_string())),
+            ("body", AttributeValue::S("{not json".into())),
+            ("applied_at", AttributeValue::N("0".into())),
+        ];
+        let put = fixture.clients.dynamodb.put_item().table_name(&fixture.created.table);
+        let put = item.into_iter().fold(put, |put, (name, value)| put.item(name, value));
+        put.send().await.expect("put a corrupt row");
+        let (ev, v) = (build::id("ev-1"), json!({"n": 1}));
+        let outcome = fixture.backend.mirror.apply(&build::snapshot(&ev, &e, 1, &v, 1)).await;
+        assert!(matches!(outcome, Err(DestinationError::Permanent(_))), "{outcome:?}");
+        assert!(matches!(fixture.backend.mirror.get(&e).await, Err(StoreError::Corrupt(_))));
+    }
 }

@@ -101,20 +101,26 @@ impl Processor {
         match processed {
             Ok(Ok(outcome)) => {
                 tracing::info!(event_id = ?outcome.event_id, status = ?outcome.status, disposition = ?outcome.disposition, "record processed");
-                self.dispose(&outcome, receipt).await;
+                match (&outcome.disposition, receipt) {
+                    (Disposition::Retry { after }, _) => self.delay(receipt, *after).await,
+                    (Disposition::DeadLetter, _) if !self.dead_letter(receipt, &incoming).await => {
+                        return RecordResult::Failed("could not move the message to the dead-letter queue".to_owned())
+                    }
+                    _ => {}
+                }
                 RecordResult::Processed(outcome)
             }
+            Ok(Err(error)) if !error.is_retryable() && self.dead_letter(receipt, &incoming).await => {
+                tracing::error!(error = %error, "record can't be processed; moved to the dead-letter queue");
+                RecordResult::Processed(Outcome {
+                    event_id: None,
+                    status: None,
+                    redelivered: false,
+                    disposition: Disposition::DeadLetter,
+                })
+            }
             Ok(Err(error)) => {
-                tracing::error!(error = %error, retryable = error.is_retryable(), "record failed");
-                if let (false, Some(receipt)) = (error.is_retryable(), receipt) {
-                    self.dead_letter(receipt).await;
-                    return RecordResult::Processed(Outcome {
-                        event_id: None,
-                        status: None,
-                        redelivered: false,
-                        disposition: Disposition::DeadLetter,
-                    });
-                }
+                tracing::error!(error = %error, retryable = error.is_retryable(), "record failed; it will be retried");
                 self.delay(receipt, self.engine.settings().backoff_base).await;
                 RecordResult::Failed(error.to_string())
             }
@@ -125,14 +131,6 @@ impl Processor {
         }
     }
 
-    async fn dispose(&self, outcome: &Outcome, receipt: Option<&str>) {
-        match (&outcome.disposition, receipt) {
-            (Disposition::Retry { after }, _) => self.delay(receipt, *after).await,
-            (Disposition::DeadLetter, Some(receipt)) => self.dead_letter(receipt).await,
-            _ => {}
-        }
-    }
-
     async fn delay(&self, receipt: Option<&str>, after: Duration) {
         let Some(receipt) = receipt else { return };
         if let Err(e) = self.engine.ports().queue.change_visibility(receipt, after).await {
@@ -140,9 +138,16 @@ impl Processor {
         }
     }
 
-    async fn dead_letter(&self, receipt: &str) {
-        if let Err(e) = self.engine.ports().queue.dead_letter(receipt).await {
-            tracing::warn!(error = %e, "could not move the message to the dead-letter queue; SQS redrive will");
+    /// Moves the message to the dead-letter queue; false when that failed (then it must be retried, not deleted).
+    async fn dead_letter(&self, receipt: Option<&str>, message: &Incoming) -> bool {
+        let Some(receipt) = receipt else { return false };
+        let queue = &self.engine.ports().queue;
+        match queue.dead_letter(receipt, &message.body, message.trace_header.as_deref()).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not move the message to the dead-letter queue; it will be retried");
+                false
+            }
         }
     }
 }

@@ -81,7 +81,11 @@ impl Decision {
     fn forced(self) -> Self {
         match self {
             Decision::Busy { until } => Decision::Busy { until },
-            Decision::AlreadyQueued | Decision::Enqueue { .. } | Decision::Duplicate { .. } | Decision::Dropped { .. } => {
+            Decision::AlreadyQueued
+            | Decision::Park
+            | Decision::Enqueue { .. }
+            | Decision::Duplicate { .. }
+            | Decision::Dropped { .. } => {
                 Decision::Claim { tie: false, out_of_order: false, cancel: Vec::new() }
             }
             claim @ Decision::Claim { .. } => claim,
@@ -116,6 +120,13 @@ async fn record_decision(
             record.transition(engine.entry(Status::Dropped, attempt, invocation, Some(note)))?;
         }
         Decision::AlreadyQueued => return Ok(Recorded::Done(Outcome::ack(&event_id, record.status))),
+        Decision::Park => {
+            head.parked += 1;
+            head.updated_at = now;
+            let note = Some(format!("parked: {} events already wait in the backlog", head.backlog.len()));
+            record.transition(engine.entry(Status::Queued, attempt, invocation, note))?;
+            writes.push(Write::head(head));
+        }
         Decision::Busy { until } => {
             let status = record.status;
             if record.version == 0 {

@@ -80,6 +80,8 @@ pub enum Decision {
     },
     /// It is already queued behind a live claim: nothing to do.
     AlreadyQueued,
+    /// `in_order`, backlog full: recorded `queued` outside the head, fetched from the store when its turn comes.
+    Park,
     /// It cannot be decided now (its own claim is live elsewhere, or the backlog is full): retry at `until`.
     Busy {
         /// When to look again.
@@ -190,10 +192,11 @@ fn in_order(head: &EntityHead, event: &Candidate, ctx: &DecisionContext) -> Deci
             return Decision::Duplicate { of: slot.event_id.clone() };
         }
     }
-    let queued = head.backlog.iter().any(|s| s.event_id == event.event_id);
+    // Queued already: in the backlog, or parked (recorded `queued`, not in the head).
+    let queued = event.status == Status::Queued || head.backlog.iter().any(|s| s.event_id == event.event_id);
     match &head.inflight {
         Some(_) if queued => Decision::AlreadyQueued,
-        Some(_) if head.backlog.len() >= ctx.max_backlog => Decision::Busy { until: ctx.now + Duration::seconds(1) },
+        Some(_) if head.backlog.len() >= ctx.max_backlog || head.parked > 0 => Decision::Park,
         Some(_) => Decision::Enqueue { tie: false, cancel: None },
         None => {
             let out_of_order = head.applied.as_ref().is_some_and(|a| event.order < a.order);

@@ -4,7 +4,7 @@
 use super::{Disposition, Engine, EngineError, Invocation, Outcome};
 use crate::model::{EntityHead, ErrorInfo, EventRecord, Inflight, Message, RedriveReason, Slot, Status};
 use crate::settings::Policy;
-use crate::store::{OutgoingMessage, StoreError, Write};
+use crate::store::{EventQuery, OutgoingMessage, StoreError, Write};
 use chrono::Duration;
 
 /// How an attempt ended.
@@ -90,6 +90,9 @@ pub(super) async fn settle(
                 (Disposition::Retry { after: *delay }, false)
             }
         };
+        if promote && head.next.is_none() && head.backlog.is_empty() && head.parked > 0 {
+            unpark(engine, &mut head).await?;
+        }
         let promoted = if promote { promote_next(&mut head, engine, now) } else { None };
         let status = record.status;
         match store.commit(vec![Write::head(head), Write::event(record.clone())]).await {
@@ -115,6 +118,28 @@ fn record_applied(head: &mut EntityHead, record: &EventRecord, policy: Policy) {
     if policy == Policy::LatestWins || newer {
         head.applied = Some(slot);
     }
+}
+
+/// `in_order`: moves parked events (recorded `queued`, not in the head) into the empty backlog, oldest order key
+/// first, as many as fit.
+async fn unpark(engine: &Engine, head: &mut EntityHead) -> Result<(), EngineError> {
+    let query = EventQuery { entity: Some(head.entity.clone()), status: Some(Status::Queued), ..EventQuery::default() };
+    let inflight = head.inflight.as_ref().map(|i| i.slot.event_id.clone());
+    let mut parked: Vec<Slot> = engine
+        .ports
+        .store
+        .list_events(&query)
+        .await?
+        .into_iter()
+        .filter(|r| Some(&r.event_id) != inflight.as_ref())
+        .filter_map(|r| Some(Slot { order: r.order?, content_hash: r.content_hash?, event_id: r.event_id }))
+        .collect();
+    parked.sort_by(|a, b| a.order.cmp(&b.order));
+    parked.truncate(engine.settings.max_backlog.max(1));
+    // Whatever the count said, what the store holds is the truth: none found means none parked.
+    head.parked = if parked.is_empty() { 0 } else { head.parked.saturating_sub(parked.len() as u32) };
+    head.backlog = parked;
+    Ok(())
 }
 
 /// Releases the head and hands it to the waiting event, if any: it holds the entity under a fresh lease and

@@ -44,6 +44,10 @@ pub struct EntityHead {
     /// `in_order`: the events waiting behind `inflight`, in order-key order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub backlog: Vec<Slot>,
+    /// `in_order`: events recorded `queued` that did not fit in the backlog; promotion fetches them from the
+    /// store in order-key order once the backlog is empty.
+    #[serde(default)]
+    pub parked: u32,
     /// The last fencing token handed out.
     pub fence: u64,
     /// `in_order`: an event arrived older than the applied one; verification should look at this entity.
@@ -64,6 +68,7 @@ impl EntityHead {
             inflight: None,
             next: None,
             backlog: Vec::new(),
+            parked: 0,
             fence: 0,
             needs_verification: false,
             updated_at: now,

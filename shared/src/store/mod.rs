@@ -7,6 +7,7 @@ mod destination;
 pub mod drill;
 mod error;
 mod events;
+pub mod guard;
 mod payloads;
 mod queue;
 

@@ -72,8 +72,9 @@ pub trait Queue: Send + Sync {
     /// Makes a received message visible again after `timeout` (zero: at once).
     async fn change_visibility(&self, receipt_handle: &str, timeout: Duration) -> Result<(), StoreError>;
 
-    /// Moves a received message to the dead-letter queue now.
-    async fn dead_letter(&self, receipt_handle: &str) -> Result<(), StoreError>;
+    /// Moves a received message to the dead-letter queue now. SQS has no such call, so the caller hands over the
+    /// message's body and trace header to resend there (a Lambda's records carry them).
+    async fn dead_letter(&self, receipt_handle: &str, body: &str, trace_header: Option<&str>) -> Result<(), StoreError>;
 
     /// Depth figures, dead letters included.
     async fn depth(&self) -> Result<QueueDepth, StoreError>;

@@ -1,7 +1,8 @@
 //! The AWS backend: event records and heads in one DynamoDB table ([`DynamoStore`]), payloads in S3
-//! ([`S3Payloads`]), the ingest queue and its dead-letter queue in SQS ([`SqsQueue`]).
+//! ([`S3Payloads`]), the ingest queue and its dead-letter queue in SQS ([`SqsQueue`]), and the reference
+//! destination ([`DynamoMirror`]) in the same table.
 //!
-//! [`AwsBackend::connect`] builds all three from an [`AwsConfig`]; [`setup::create_all`] creates the resources
+//! [`AwsBackend::connect`] builds all four from an [`AwsConfig`]; [`setup::create_all`] creates the resources
 //! for development endpoints and tests. Every client counts its request attempts into one [`RequestCounter`].
 //!
 //! Time: DynamoDB and S3 keep what they are given; SQS visibility and delays run on the *server's* wall clock,
@@ -10,12 +11,15 @@
 mod counter;
 mod dynamodb;
 mod error;
+mod mirror;
 mod s3;
 pub mod setup;
 mod sqs;
 
+pub use crate::store::guard::MirrorRecord;
 pub use counter::RequestCounter;
 pub use dynamodb::{DynamoStore, ITEM_SIZE_LIMIT, LEASE_SHARDS};
+pub use mirror::{DynamoMirror, MAX_ROUNDS};
 pub use s3::{apply_lifecycle, S3Payloads};
 pub use sqs::SqsQueue;
 
@@ -26,6 +30,7 @@ pub mod sdk {
     pub use aws_sdk_sqs as sqs;
 }
 
+use crate::clock::SystemClock;
 use crate::store::StoreError;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
@@ -126,7 +131,7 @@ impl Clients {
     }
 }
 
-/// The three AWS adapters.
+/// The AWS adapters.
 #[derive(Clone)]
 pub struct AwsBackend {
     /// Event records and entity heads (DynamoDB).
@@ -135,7 +140,9 @@ pub struct AwsBackend {
     pub payloads: Arc<S3Payloads>,
     /// The ingest queue and its dead-letter queue (SQS).
     pub queue: Arc<SqsQueue>,
-    /// Request attempts of all three.
+    /// The reference destination (DynamoDB, the store's table; `applied_at` from the system clock).
+    pub mirror: Arc<DynamoMirror>,
+    /// Request attempts of all four.
     pub requests: RequestCounter,
 }
 
@@ -154,6 +161,7 @@ impl AwsBackend {
             store: Arc::new(DynamoStore::new(clients.dynamodb.clone(), &config.table)),
             payloads: Arc::new(S3Payloads::new(clients.s3.clone(), &config.bucket)),
             queue: Arc::new(queue),
+            mirror: Arc::new(DynamoMirror::new(clients.dynamodb.clone(), &config.table, Arc::new(SystemClock))),
             requests: clients.requests.clone(),
         })
     }

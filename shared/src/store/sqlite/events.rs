@@ -3,7 +3,7 @@
 //! Each row keeps the record or head whole as JSON plus the indexed columns queries need. `count_by_status`
 //! lists only statuses that have events; `expired_leases` with limit 0 returns them all.
 
-use super::codec::{from_json, int, nanos, to_json};
+use super::codec::{Cached, from_json, int, nanos, to_json};
 use super::db::Db;
 use super::error::SqlContext;
 use crate::model::{EntityHead, EntityKey, EventId, EventRecord, Status};
@@ -29,7 +29,7 @@ impl SqliteStore {
 /// "found version N" or "found none", for conflict messages.
 fn found_version(conn: &Connection, table: &str, key_column: &str, key: &str) -> Result<String, StoreError> {
     let sql = format!("SELECT version FROM {table} WHERE {key_column} = ?1");
-    let version: Option<i64> = conn.query_row(&sql, [key], |row| row.get(0)).optional().ctx("reading a version")?;
+    let version: Option<i64> = conn.one(&sql, [key], |row| row.get(0)).optional().ctx("reading a version")?;
     Ok(version.map_or_else(|| "found none".to_owned(), |v| format!("found version {v}")))
 }
 
@@ -46,7 +46,7 @@ fn put_event(conn: &Connection, record: &EventRecord, expect: Expect) -> Result<
     let status = record.status.as_str();
     let changed = match expect {
         Expect::Absent => conn
-            .execute(
+            .exec(
                 "INSERT INTO events (event_id, status, source, entity_key, order_nanos, order_version, received_at,
                      updated_at, version, body)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (event_id) DO NOTHING",
@@ -65,7 +65,7 @@ fn put_event(conn: &Connection, record: &EventRecord, expect: Expect) -> Result<
             )
             .ctx("inserting an event")?,
         Expect::Version(expected) => conn
-            .execute(
+            .exec(
                 "UPDATE events SET status = ?2, source = ?3, entity_key = ?4, order_nanos = ?5, order_version = ?6,
                      received_at = ?7, updated_at = ?8, version = ?9, body = ?10
                  WHERE event_id = ?1 AND version = ?11",
@@ -99,14 +99,14 @@ fn put_head(conn: &Connection, head: &EntityHead, expect: Expect) -> Result<(), 
     let version = int(head.version, "head version")?;
     let changed = match expect {
         Expect::Absent => conn
-            .execute(
+            .exec(
                 "INSERT INTO heads (entity_key, lease_until, version, body) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (entity_key) DO NOTHING",
                 params![key, lease_until, version, body],
             )
             .ctx("inserting a head")?,
         Expect::Version(expected) => conn
-            .execute(
+            .exec(
                 "UPDATE heads SET lease_until = ?2, version = ?3, body = ?4 WHERE entity_key = ?1 AND version = ?5",
                 params![key, lease_until, version, body, int(expected, "expected version")?],
             )
@@ -154,7 +154,7 @@ impl EventStore for SqliteStore {
             .run(move |conn| {
                 let what = format!("event {id}");
                 let body: Option<String> = conn
-                    .query_row("SELECT body FROM events WHERE event_id = ?1", [&id], |row| row.get(0))
+                    .one("SELECT body FROM events WHERE event_id = ?1", [&id], |row| row.get(0))
                     .optional()
                     .ctx(&what)?;
                 body.map(|b| from_json(&b, &what)).transpose()
@@ -168,7 +168,7 @@ impl EventStore for SqliteStore {
             .run(move |conn| {
                 let what = format!("head of {key}");
                 let body: Option<String> = conn
-                    .query_row("SELECT body FROM heads WHERE entity_key = ?1", [&key], |row| row.get(0))
+                    .one("SELECT body FROM heads WHERE entity_key = ?1", [&key], |row| row.get(0))
                     .optional()
                     .ctx(&what)?;
                 body.map(|b| from_json(&b, &what)).transpose()
@@ -265,7 +265,7 @@ impl EventStore for SqliteStore {
         self.db
             .run(|conn| {
                 let count: i64 = conn
-                    .query_row("SELECT COUNT(*) FROM heads WHERE lease_until IS NOT NULL", [], |row| row.get(0))
+                    .one("SELECT COUNT(*) FROM heads WHERE lease_until IS NOT NULL", [], |row| row.get(0))
                     .ctx("counting heads in flight")?;
                 Ok(u64::try_from(count).unwrap_or(0))
             })

@@ -8,10 +8,10 @@ use super::db::Db;
 use super::error::SqlContext;
 use crate::clock::Clock;
 use crate::model::{EntityKey, EventId, OrderKey};
+use crate::store::guard::{MirrorRecord, LOCAL_EDIT};
 use crate::store::StoreError;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row};
-use serde::Serialize;
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -19,29 +19,6 @@ use std::sync::Arc;
 pub struct Mirror {
     pub(super) db: Arc<Db>,
     pub(super) clock: Arc<dyn Clock>,
-}
-
-/// One entity's state in the mirror.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct MirrorRecord {
-    /// The entity (`EntityKey`'s display form).
-    pub entity_key: String,
-    /// The state (`null` once deleted).
-    pub state: Value,
-    /// The order key of the event that wrote it (kept across local edits).
-    pub order: Option<OrderKey>,
-    /// That event's content hash (cleared by a local edit).
-    pub content_hash: Option<String>,
-    /// That event's id, or `local-edit`.
-    pub event_id: Option<String>,
-    /// The fencing token of the last write.
-    pub fence: u64,
-    /// Whether the entity was deleted.
-    pub deleted: bool,
-    /// When it was last edited locally (unset once an event wins over the edit).
-    pub modified_at: Option<DateTime<Utc>>,
-    /// When it was last written.
-    pub applied_at: DateTime<Utc>,
 }
 
 /// The columns [`MirrorRecord::from_row`] reads, in order.
@@ -102,11 +79,11 @@ impl Mirror {
                 let now = nanos(clock.now())?;
                 tx.execute(
                     "INSERT INTO mirror (entity_key, body, event_id, fence, deleted, modified_at, applied_at)
-                     VALUES (?1, ?2, 'local-edit', 0, 0, ?3, ?4)
+                     VALUES (?1, ?2, ?5, 0, 0, ?3, ?4)
                      ON CONFLICT (entity_key) DO UPDATE SET body = excluded.body, content_hash = NULL,
-                         event_id = 'local-edit', deleted = 0, modified_at = excluded.modified_at,
+                         event_id = excluded.event_id, deleted = 0, modified_at = excluded.modified_at,
                          applied_at = excluded.applied_at",
-                    params![key, body, modified, now],
+                    params![key, body, modified, now, LOCAL_EDIT],
                 )
                 .ctx("recording a local edit")?;
                 Ok(())

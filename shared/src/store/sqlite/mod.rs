@@ -9,14 +9,16 @@ mod codec;
 mod db;
 mod error;
 mod events;
+mod group_commit;
 mod guard;
 mod mirror;
 mod payloads;
 mod queue;
 mod schema;
 
+pub use crate::store::guard::MirrorRecord;
 pub use events::SqliteStore;
-pub use mirror::{Mirror, MirrorRecord};
+pub use mirror::Mirror;
 pub use payloads::PayloadDir;
 pub use queue::SqliteQueue;
 
@@ -61,7 +63,7 @@ impl Embedded {
     pub fn open(home: &Path, clock: Arc<dyn Clock>, options: EmbeddedOptions) -> Result<Self, StoreError> {
         std::fs::create_dir_all(home)
             .map_err(|e| StoreError::Backend(format!("creating home directory {}: {e}", home.display())))?;
-        let db = db::Db::open(&home.join(DB_FILE), options.pool_size)?;
+        let db = db::Db::open(&home.join(DB_FILE), options.pool_size, schema::migrate)?;
         Ok(Self {
             store: Arc::new(SqliteStore::new(Arc::clone(&db))),
             queue: Arc::new(SqliteQueue::new(Arc::clone(&db), Arc::clone(&clock), options.max_receives)),

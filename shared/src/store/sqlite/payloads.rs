@@ -1,110 +1,135 @@
-//! [`PayloadDir`]: payloads as zstd files named by their SHA-256, under `home/payloads/`.
+//! [`PayloadDir`]: payloads compressed with zstd and named by their SHA-256, in the payload directory's own
+//! SQLite file (`home/payloads/payloads.db`) — one row per object, like keys in a bucket. A file per payload
+//! cost an inode allocation, a directory entry and a rename per event; a row costs one insert, and the
+//! payload store keeps its own writer, apart from the metadata database.
 
-use super::codec::random_id;
+use super::codec::Cached;
+use super::db::Db;
+use super::error::SqlContext;
 use crate::model::PayloadRef;
 use crate::store::{PayloadStore, StoreError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use sha2::{Digest, Sha256};
-use std::fs;
-use std::io::{self, Write as _};
-use std::path::{Component, Path, PathBuf};
+use std::cell::RefCell;
+use std::path::Path;
+use std::sync::Arc;
 
 /// The zstd level payloads are compressed with.
 const LEVEL: i32 = 3;
+/// The payload database's file name inside `home/payloads/`.
+pub const PAYLOAD_DB_FILE: &str = "payloads.db";
+/// Connections of the payload database's pool.
+const POOL_SIZE: usize = 4;
 
-/// The embedded [`PayloadStore`]: `home/payloads/<first 2 hex>/<sha256 hex>.zst`, written atomically.
+/// The embedded [`PayloadStore`]: objects keyed `payloads/<first 2 hex>/<sha256 hex>.zst`.
 pub struct PayloadDir {
-    home: PathBuf,
-}
-
-fn io_error(what: &str, path: &Path, e: io::Error) -> StoreError {
-    StoreError::Backend(format!("{what} {}: {e}", path.display()))
+    db: Arc<Db>,
 }
 
 impl PayloadDir {
-    /// A payload store under `home/payloads/` (the directory is created if missing).
+    /// A payload store under `home/payloads/` (the directory and its database are created if missing).
     pub(crate) fn open(home: &Path) -> Result<Self, StoreError> {
         let dir = home.join("payloads");
-        fs::create_dir_all(&dir).map_err(|e| io_error("creating", &dir, e))?;
-        Ok(Self { home: home.to_owned() })
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| StoreError::Backend(format!("creating {}: {e}", dir.display())))?;
+        Ok(Self { db: Db::open(&dir.join(PAYLOAD_DB_FILE), POOL_SIZE, migrate)? })
     }
 
-    /// Where a payload key lives on disk; keys that leave `payloads/` are refused.
-    fn path_of(&self, key: &str) -> Result<PathBuf, StoreError> {
-        let relative = Path::new(key);
-        let inside =
-            relative.starts_with("payloads") && relative.components().all(|c| matches!(c, Component::Normal(_)));
-        if !inside {
-            return Err(StoreError::Backend(format!("payload key {key:?} is not under payloads/")));
-        }
-        Ok(self.home.join(relative))
+    /// The stored (compressed) bytes of an object, as an object store would hand them out.
+    pub async fn read_object(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = key.to_owned();
+        self.db
+            .run(move |conn| {
+                conn.one("SELECT data FROM payloads WHERE key = ?1", [&key], |row| row.get(0))
+                    .optional()
+                    .ctx("reading a payload object")
+            })
+            .await
+    }
+
+    /// Replaces the stored (compressed) bytes of an object: for drills and tests that corrupt payloads.
+    pub async fn write_object(&self, key: &str, data: Vec<u8>) -> Result<(), StoreError> {
+        let key = key.to_owned();
+        self.db
+            .write(move |tx| {
+                tx.exec("UPDATE payloads SET data = ?2 WHERE key = ?1", params![key, data])
+                    .ctx("overwriting a payload object")
+                    .map(drop)
+            })
+            .await
     }
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same directory and a rename.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(|e| io_error("creating", dir, e))?;
-    let temp = dir.join(format!(".tmp-{}", random_id()));
-    let written = (|| {
-        let mut file = fs::OpenOptions::new().write(true).create_new(true).open(&temp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        fs::rename(&temp, path)
-    })();
-    if let Err(e) = written {
-        let _ = fs::remove_file(&temp);
-        return Err(io_error("writing", path, e));
-    }
-    Ok(())
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).ctx("starting the payload schema")?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS payloads (
+             key TEXT PRIMARY KEY,
+             sha256 TEXT NOT NULL,
+             size INTEGER NOT NULL,
+             data BLOB NOT NULL
+         ) WITHOUT ROWID;",
+    )
+    .ctx("creating the payload table")?;
+    tx.commit().ctx("committing the payload schema")
 }
 
-fn put_blocking(home: &Path, bytes: &[u8]) -> Result<PayloadRef, StoreError> {
-    let sha = hex::encode(Sha256::digest(bytes));
-    let key = format!("payloads/{}/{sha}.zst", &sha[..2]);
-    let path = home.join(&key);
-    // Content-addressed: an existing file already holds these very bytes.
-    if !path.exists() {
-        let compressed = zstd::encode_all(bytes, LEVEL)
-            .map_err(|e| StoreError::Backend(format!("compressing payload {key}: {e}")))?;
-        write_atomically(&path, &compressed)?;
-    }
-    Ok(PayloadRef { key, sha256: sha, size: bytes.len() as u64 })
+thread_local! {
+    /// One compression context per blocking thread: creating one per payload costs more than compressing it.
+    static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
 }
 
-fn get_blocking(path: &Path, payload: &PayloadRef) -> Result<Vec<u8>, StoreError> {
-    let key = &payload.key;
-    let compressed = fs::read(path).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => StoreError::NotFound(format!("payload {key}")),
-        _ => io_error("reading", path, e),
-    })?;
-    let bytes = zstd::decode_all(compressed.as_slice())
-        .map_err(|e| StoreError::Corrupt(format!("payload {key}: not valid zstd: {e}")))?;
-    let sha = hex::encode(Sha256::digest(&bytes));
-    if !sha.eq_ignore_ascii_case(&payload.sha256) {
-        return Err(StoreError::Corrupt(format!("payload {key}: SHA-256 is {sha}, expected {}", payload.sha256)));
-    }
-    Ok(bytes)
+fn compress(bytes: &[u8], key: &str) -> Result<Vec<u8>, StoreError> {
+    let failed = |e: std::io::Error| StoreError::Backend(format!("compressing payload {key}: {e}"));
+    COMPRESSOR.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let compressor = match slot.as_mut() {
+            Some(compressor) => compressor,
+            None => slot.insert(zstd::bulk::Compressor::new(LEVEL).map_err(failed)?),
+        };
+        compressor.compress(bytes).map_err(failed)
+    })
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| StoreError::Backend(format!("a payload task failed: {e}")))?
+fn key_of(sha: &str) -> String {
+    format!("payloads/{}/{sha}.zst", &sha[..2])
 }
 
 #[async_trait]
 impl PayloadStore for PayloadDir {
     async fn put(&self, bytes: &[u8], _received_at: DateTime<Utc>) -> Result<PayloadRef, StoreError> {
-        let home = self.home.clone();
-        let bytes = bytes.to_vec();
-        blocking(move || put_blocking(&home, &bytes)).await
+        let sha = hex::encode(Sha256::digest(bytes));
+        let key = key_of(&sha);
+        let size = bytes.len() as u64;
+        let compressed = compress(bytes, &key)?;
+        let (row_key, row_sha) = (key.clone(), sha.clone());
+        let size_column = i64::try_from(size).map_err(|_| StoreError::Backend(format!("payload {key} is too large")))?;
+        // Content-addressed: a row that exists already holds these very bytes.
+        self.db
+            .write(move |tx| {
+                tx.exec(
+                    "INSERT INTO payloads (key, sha256, size, data) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (key) DO NOTHING",
+                    params![row_key, row_sha, size_column, compressed],
+                )
+                .ctx("storing a payload")
+                .map(drop)
+            })
+            .await?;
+        Ok(PayloadRef { key, sha256: sha, size })
     }
 
     async fn get(&self, payload: &PayloadRef) -> Result<Vec<u8>, StoreError> {
-        let path = self.path_of(&payload.key)?;
-        let payload = payload.clone();
-        blocking(move || get_blocking(&path, &payload)).await
+        let key = &payload.key;
+        let compressed =
+            self.read_object(key).await?.ok_or_else(|| StoreError::NotFound(format!("payload {key}")))?;
+        let bytes = zstd::decode_all(compressed.as_slice())
+            .map_err(|e| StoreError::Corrupt(format!("payload {key}: not valid zstd: {e}")))?;
+        let sha = hex::encode(Sha256::digest(&bytes));
+        if !sha.eq_ignore_ascii_case(&payload.sha256) {
+            return Err(StoreError::Corrupt(format!("payload {key}: SHA-256 is {sha}, expected {}", payload.sha256)));
+        }
+        Ok(bytes)
     }
 }

@@ -1,6 +1,6 @@
 //! [`SqliteQueue`]: an SQS-like queue with visibility timeouts, receive counts and a dead-letter queue.
 
-use super::codec::{after, nanos, random_id, time, uint};
+use super::codec::{Cached, after, nanos, random_id, time, uint};
 use super::db::Db;
 use super::error::SqlContext;
 use crate::clock::Clock;
@@ -76,7 +76,7 @@ impl SqliteQueue {
         self.db
             .write(move |tx| {
                 let at = after(nanos(clock.now())?, by);
-                let changed = tx.execute(sql, params![message_of(&handle), handle, at]).ctx("updating a message")?;
+                let changed = tx.exec(sql, params![message_of(&handle), handle, at]).ctx("updating a message")?;
                 if changed == 0 {
                     return Err(StoreError::NotFound(format!(
                         "receipt handle {handle}: the message was deleted, dead-lettered or received again since"
@@ -110,7 +110,7 @@ impl SqliteQueue {
             .write(move |tx| {
                 let now = nanos(clock.now())?;
                 let moved = tx
-                    .execute(
+                    .exec(
                         "UPDATE queue SET dead = 0, dead_at = NULL, receive_count = 0, receipt_handle = NULL,
                              visible_at = ?1
                          WHERE seq IN (SELECT seq FROM queue WHERE dead = 1 ORDER BY dead_at, seq LIMIT ?2)",
@@ -126,7 +126,7 @@ impl SqliteQueue {
     /// how many.
     pub async fn purge(&self) -> Result<u64, StoreError> {
         self.db
-            .write(|tx| Ok(tx.execute("DELETE FROM queue WHERE dead = 0", []).ctx("purging the queue")? as u64))
+            .write(|tx| Ok(tx.exec("DELETE FROM queue WHERE dead = 0", []).ctx("purging the queue")? as u64))
             .await
     }
 }
@@ -190,7 +190,7 @@ impl Queue for SqliteQueue {
                         }
                         if row.receive_count >= max_receives {
                             // Like an SQS redrive policy: delivered at most max_receives times.
-                            tx.execute("UPDATE queue SET dead = 1, dead_at = ?2 WHERE seq = ?1", params![row.seq, now])
+                            tx.exec("UPDATE queue SET dead = 1, dead_at = ?2 WHERE seq = ?1", params![row.seq, now])
                                 .ctx("dead-lettering a message")?;
                             dead_lettered = true;
                             continue;
@@ -198,7 +198,7 @@ impl Queue for SqliteQueue {
                         row.receive_count += 1;
                         row.first_received_at = Some(row.first_received_at.unwrap_or(now));
                         let handle = format!("{}:{}", row.message_id, random_id());
-                        tx.execute(
+                        tx.exec(
                             "UPDATE queue SET receive_count = ?2, first_received_at = ?3, receipt_handle = ?4,
                                  visible_at = ?5
                              WHERE seq = ?1",
@@ -245,7 +245,7 @@ impl Queue for SqliteQueue {
         .await
     }
 
-    async fn dead_letter(&self, receipt_handle: &str) -> Result<(), StoreError> {
+    async fn dead_letter(&self, receipt_handle: &str, _body: &str, _trace: Option<&str>) -> Result<(), StoreError> {
         self.update_by_handle(
             receipt_handle,
             "UPDATE queue SET dead = 1, dead_at = ?3 WHERE message_id = ?1 AND receipt_handle = ?2 AND dead = 0",
@@ -261,7 +261,7 @@ impl Queue for SqliteQueue {
                 let what = "measuring the queue";
                 let now = nanos(clock.now())?;
                 let (visible, in_flight, delayed, dead_letters, oldest): (i64, i64, i64, i64, Option<i64>) = conn
-                    .query_row(
+                    .one(
                         "SELECT COALESCE(SUM(dead = 0 AND visible_at <= ?1), 0),
                                 COALESCE(SUM(dead = 0 AND visible_at > ?1 AND receive_count > 0), 0),
                                 COALESCE(SUM(dead = 0 AND visible_at > ?1 AND receive_count = 0), 0),

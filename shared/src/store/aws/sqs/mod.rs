@@ -396,17 +396,10 @@ impl Queue for SqsQueue {
         Ok(())
     }
 
-    async fn dead_letter(&self, receipt_handle: &str) -> Result<(), StoreError> {
+    async fn dead_letter(&self, receipt_handle: &str, body: &str, trace_header: Option<&str>) -> Result<(), StoreError> {
         match self.held.look_up(receipt_handle) {
-            Handle::Current(held) => {
-                self.dead_letter_message(receipt_handle, &held.body, held.trace_header.as_deref()).await
-            }
             Handle::Stale => Err(Self::not_current(receipt_handle)),
-            Handle::Unknown => Err(StoreError::Backend(
-                "this SQS adapter did not receive the message, so it does not know its body: SQS has no call that \
-                 moves a message to the dead-letter queue; use SqsQueue::dead_letter_message with the body"
-                    .to_owned(),
-            )),
+            Handle::Current(_) | Handle::Unknown => self.dead_letter_message(receipt_handle, body, trace_header).await,
         }
     }
 

@@ -1,0 +1,206 @@
+//! `synctrail bench`: a happy-path workload sent first, then processed with no faults; throughput end to end,
+//! latency received → completed, and CPU time per event.
+
+use super::run::run_with_progress;
+use super::send::send_lines;
+use super::stats::status_counts;
+use super::{fresh_home, open, Context};
+use crate::args::BenchArgs;
+use crate::config::{drill_embedded_options, settings};
+use crate::cpu::process_cpu_time;
+use crate::error::CliError;
+use crate::output::{write_json, Table};
+use crate::runtime::RunOptions;
+use crate::workload::{generate, WorkloadConfig};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::time::Instant;
+use synctrail::model::{EventRecord, Status};
+use synctrail::store::EventQuery;
+
+/// The throughput the framework aims at with 4 workers.
+pub const TARGET_EVENTS_PER_SECOND: f64 = 5000.0;
+
+/// What `bench` measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    /// Events processed.
+    pub events: usize,
+    /// Entities they were spread over.
+    pub entities: usize,
+    /// Concurrent invocations.
+    pub workers: usize,
+    /// Lines sent per second to the queue (before the timed run).
+    pub send_per_second: f64,
+    /// From the first receive to the last completion (the records' `received_at` and `completed_at`).
+    pub processing_seconds: f64,
+    /// The run's wall time, until the runtime saw the queue quiescent (polls every 100 ms).
+    pub run_wall_seconds: f64,
+    /// Events per second, first receive to last completion.
+    pub events_per_second: f64,
+    /// Events per second over the run's wall time.
+    pub events_per_second_wall: f64,
+    /// `events_per_second` / the target of 5,000.
+    pub ratio_to_target: f64,
+    /// Median latency received → completed, ms.
+    pub latency_p50_ms: f64,
+    /// 99th percentile latency received → completed, ms.
+    pub latency_p99_ms: f64,
+    /// Largest latency received → completed, ms.
+    pub latency_max_ms: f64,
+    /// User + system CPU time of the process during the run, s.
+    pub cpu_seconds: Option<f64>,
+    /// CPU time per event, µs.
+    pub cpu_per_event_us: Option<f64>,
+    /// CPU time / wall time: how many cores the run kept busy.
+    pub cores_busy: Option<f64>,
+    /// CPU time per event / wall time per event: the CPU cost of one event relative to the rate achieved.
+    pub cpu_to_wall_per_event: Option<f64>,
+    /// Events per final status.
+    pub statuses: BTreeMap<&'static str, u64>,
+}
+
+/// Runs `synctrail bench`.
+pub async fn execute(ctx: &Context, args: &BenchArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    let home = ctx.home.join("bench");
+    fresh_home(&home)?;
+    let workers = usize::from(args.workers);
+    let config = WorkloadConfig::happy_path(count(args.events), count(args.entities), args.seed);
+    let workload = generate(&config);
+    let backend = open(&home, drill_embedded_options())?;
+    if !ctx.json {
+        writeln!(
+            out,
+            "bench — fresh home {} (wiped first): {} events over {} entities, {workers} workers, no faults",
+            home.display(),
+            workload.summary.events,
+            workload.summary.entities
+        )?;
+    }
+    let send_started = Instant::now();
+    let bar = crate::progress::bar(Some(workload.deliveries.len() as u64), "lines sent", ctx.json);
+    let sent = send_lines(backend.ports.queue.as_ref(), workload.lines(), |n| bar.set_position(n))
+        .await
+        .map_err(CliError::store("sending the workload to the queue"))?;
+    bar.finish_and_clear();
+    let send_seconds = send_started.elapsed().as_secs_f64();
+
+    let cpu_before = process_cpu_time();
+    let started = Instant::now();
+    let options = RunOptions { workers, seed: args.seed, ..RunOptions::default() };
+    let stats = run_with_progress(&backend, settings(), &options, ctx.json).await?;
+    let wall = started.elapsed().as_secs_f64();
+    let cpu = cpu_before.zip(process_cpu_time()).map(|(before, after)| (after - before).as_secs_f64());
+    if !stats.drained {
+        return Err(CliError::NotDrained { seconds: wall, home });
+    }
+
+    let records =
+        backend.ports.store.list_events(&EventQuery::default()).await.map_err(CliError::store("listing events"))?;
+    let counts = status_counts(backend.ports.store.as_ref()).await?;
+    let report = measure(&records, wall, cpu, sent.sent as f64 / send_seconds.max(1e-9), &config, workers, counts);
+    if ctx.json {
+        return write_json(out, &report);
+    }
+    write_report(out, &report)?;
+    Ok(())
+}
+
+fn count(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+/// Works the figures out of the records and the run's wall and CPU time.
+fn measure(
+    records: &[EventRecord],
+    wall: f64,
+    cpu: Option<f64>,
+    send_per_second: f64,
+    config: &WorkloadConfig,
+    workers: usize,
+    counts: Vec<(Status, u64)>,
+) -> BenchReport {
+    let first = records.iter().map(|r| r.received_at).min();
+    let last = records.iter().filter_map(|r| r.completed_at.or(Some(r.updated_at))).max();
+    let processing = match (first, last) {
+        (Some(a), Some(b)) => (b - a).num_microseconds().unwrap_or(0) as f64 / 1e6,
+        _ => wall,
+    };
+    let mut latencies: Vec<f64> = records
+        .iter()
+        .filter_map(|r| r.completed_at.map(|c| (c - r.received_at).num_microseconds().unwrap_or(0) as f64 / 1000.0))
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    let events = records.len();
+    let rate = events as f64 / processing.max(1e-9);
+    BenchReport {
+        events,
+        entities: config.entities.min(config.events),
+        workers,
+        send_per_second,
+        processing_seconds: processing,
+        run_wall_seconds: wall,
+        events_per_second: rate,
+        events_per_second_wall: events as f64 / wall.max(1e-9),
+        ratio_to_target: rate / TARGET_EVENTS_PER_SECOND,
+        latency_p50_ms: percentile(&latencies, 0.50),
+        latency_p99_ms: percentile(&latencies, 0.99),
+        latency_max_ms: latencies.last().copied().unwrap_or(0.0),
+        cpu_seconds: cpu,
+        cpu_per_event_us: cpu.map(|c| c * 1e6 / events.max(1) as f64),
+        cores_busy: cpu.map(|c| c / wall.max(1e-9)),
+        cpu_to_wall_per_event: cpu.map(|c| c / processing.max(1e-9)),
+        statuses: counts.into_iter().filter(|(_, n)| *n > 0).map(|(s, n)| (s.as_str(), n)).collect(),
+    }
+}
+
+/// The `p` quantile of sorted `values` (nearest rank); 0 when empty.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = (p * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn write_report(out: &mut dyn Write, r: &BenchReport) -> std::io::Result<()> {
+    let opt = |v: Option<f64>, unit: &str| v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.2}{unit}"));
+    let mut table = Table::new(&["figure", "value"]).align_right(1);
+    let rows = [
+        ("events", r.events.to_string()),
+        ("send rate (before the run)", format!("{:.0} lines/s", r.send_per_second)),
+        ("first receive → last completion", format!("{:.2} s", r.processing_seconds)),
+        ("run wall time (to quiescence)", format!("{:.2} s", r.run_wall_seconds)),
+        ("throughput end to end", format!("{:.0} events/s", r.events_per_second)),
+        ("throughput over wall time", format!("{:.0} events/s", r.events_per_second_wall)),
+        ("vs target 5,000 events/s", format!("{:.2}×", r.ratio_to_target)),
+        ("latency p50 received → completed", format!("{:.1} ms", r.latency_p50_ms)),
+        ("latency p99 received → completed", format!("{:.1} ms", r.latency_p99_ms)),
+        ("latency max", format!("{:.1} ms", r.latency_max_ms)),
+        ("CPU (user+sys) during the run", opt(r.cpu_seconds, " s")),
+        ("CPU per event", opt(r.cpu_per_event_us, " µs")),
+        ("cores busy (CPU / wall)", opt(r.cores_busy, "")),
+    ];
+    for (name, value) in rows {
+        table.row(vec![name.to_owned(), value]);
+    }
+    table.write(out)?;
+    let statuses: Vec<String> = r.statuses.iter().map(|(s, n)| format!("{s} {n}")).collect();
+    writeln!(out, "final statuses: {}", statuses.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percentile;
+
+    #[test]
+    fn percentiles_use_the_nearest_rank() {
+        let values: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&values, 0.5), 50.0);
+        assert_eq!(percentile(&values, 0.99), 99.0);
+        assert_eq!(percentile(&values, 1.0), 100.0);
+        assert_eq!(percentile(&[], 0.5), 0.0);
+        assert_eq!(percentile(&[7.0], 0.99), 7.0);
+    }
+}

@@ -1,0 +1,226 @@
+//! `synctrail demo`: a realistic workload with injected faults, end to end on a fresh home, then the convergence
+//! check and the timeline of one dropped event.
+
+use super::run::{dead_letters, run_with_progress, write_stats};
+use super::send::send_lines;
+use super::show::write_record;
+use super::stats::{status_counts, write_status_table};
+use super::{fresh_home, open, Context};
+use crate::args::DemoArgs;
+use crate::backend::Backend;
+use crate::check::{check, Convergence};
+use crate::config::{drill_embedded_options, settings};
+use crate::error::CliError;
+use crate::output::write_json;
+use crate::runtime::{RunOptions, RunStats};
+use crate::workload::{generate, Summary, Workload, WorkloadConfig};
+use serde::Serialize;
+use std::io::Write;
+use std::path::Path;
+use std::time::Instant;
+use synctrail::model::{EventRecord, Status};
+use synctrail::store::drill::DrillPlan;
+use synctrail::store::EventQuery;
+
+/// Probability that one destination write fails with a retryable error.
+const FAIL_RATE: f64 = 0.02;
+/// Probability that one invocation dies mid-batch.
+const CRASH_RATE: f64 = 0.01;
+/// The destination is down for this long after the run starts.
+const DOWN_FOR_SECS: i64 = 2;
+/// Mismatches listed when the check fails.
+const SHOWN_FAILURES: usize = 20;
+
+/// Everything `demo --json` prints.
+#[derive(Debug, Serialize)]
+struct DemoReport<'a> {
+    home: &'a Path,
+    workload: &'a Summary,
+    run: &'a RunStats,
+    statuses: std::collections::BTreeMap<&'static str, u64>,
+    convergence: &'a Convergence,
+}
+
+/// The runtime options of the demo: `workers`, with injected faults.
+pub fn run_options(workers: usize, seed: u64) -> RunOptions {
+    RunOptions {
+        workers,
+        drill: DrillPlan {
+            fail_rate: FAIL_RATE,
+            permanent_rate: 0.0,
+            down_until: Some(chrono::Utc::now() + chrono::Duration::seconds(DOWN_FOR_SECS)),
+        },
+        crash_rate: CRASH_RATE,
+        seed,
+        ..RunOptions::default()
+    }
+}
+
+/// Runs `synctrail demo`.
+pub async fn execute(ctx: &Context, args: &DemoArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    let text = !ctx.json;
+    let home = ctx.home.join("demo");
+    fresh_home(&home)?;
+    if text {
+        writeln!(out, "synctrail demo — using a fresh home {} (wiped first)", home.display())?;
+    }
+    let config = WorkloadConfig {
+        hot_deltas: args.hot_deltas,
+        ..WorkloadConfig::realistic(count(args.events), count(args.entities), args.seed)
+    };
+    let workload = generate(&config);
+    if text {
+        write_summary(out, &workload, args.seed)?;
+        if args.hot_deltas {
+            writeln!(
+                out,
+                "  --hot-deltas: hot inventory items get more events than the engine's in_order backlog holds"
+            )?;
+        }
+    }
+    let backend = open(&home, drill_embedded_options())?;
+    prepare(&backend, &workload, ctx.json, out).await?;
+
+    if text {
+        writeln!(
+            out,
+            "running {} workers with faults: fail-rate {FAIL_RATE}, crash-rate {CRASH_RATE}, destination down for the first {DOWN_FOR_SECS} s",
+            args.workers
+        )?;
+    }
+    let started = Instant::now();
+    let options = run_options(usize::from(args.workers), args.seed);
+    let stats = run_with_progress(&backend, settings(), &options, ctx.json).await?;
+    let elapsed = started.elapsed();
+    let counts = status_counts(backend.ports.store.as_ref()).await?;
+    let convergence = check(&backend, &workload).await?;
+
+    if ctx.json {
+        let statuses = counts.iter().map(|(s, n)| (s.as_str(), *n)).collect();
+        let report =
+            DemoReport { home: &home, workload: &workload.summary, run: &stats, statuses, convergence: &convergence };
+        write_json(out, &report)?;
+    } else {
+        write_stats(out, &stats, elapsed, dead_letters(&backend).await?)?;
+        writeln!(out, "\nevents per status:")?;
+        write_status_table(out, &counts)?;
+        writeln!(out)?;
+        write_verdict(out, &convergence)?;
+        if let Some(record) = dropped_example(&backend).await? {
+            writeln!(
+                out,
+                "\nwhat happened to a dropped event (`synctrail --home {} show {}`):\n",
+                home.display(),
+                record.event_id
+            )?;
+            write_record(out, &record)?;
+        }
+    }
+    if convergence.passed() {
+        Ok(())
+    } else {
+        Err(CliError::NotConverged { failures: convergence.failures.len(), home })
+    }
+}
+
+fn count(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
+}
+
+/// Sends every line, then makes the local edits (before anything is processed, as an operator would have).
+async fn prepare(backend: &Backend, workload: &Workload, quiet: bool, out: &mut dyn Write) -> Result<(), CliError> {
+    let started = Instant::now();
+    let bar = crate::progress::bar(Some(workload.deliveries.len() as u64), "lines sent", quiet);
+    let report = send_lines(backend.ports.queue.as_ref(), workload.lines(), |n| bar.set_position(n))
+        .await
+        .map_err(CliError::store("sending the workload to the queue"))?;
+    bar.finish_and_clear();
+    for edit in &workload.local_edits {
+        backend
+            .embedded
+            .mirror
+            .record_local_edit(&edit.entity, edit.state.clone(), edit.modified_at)
+            .await
+            .map_err(CliError::store(format!("recording a local edit of {}", edit.entity)))?;
+    }
+    if !quiet {
+        let newest = workload.local_edits.iter().filter(|e| e.newest).count();
+        writeln!(
+            out,
+            "sent {} lines in {:.1} s; made {} local edits on the mirror ({newest} newer than every event of their entity)",
+            report.sent,
+            started.elapsed().as_secs_f64(),
+            workload.local_edits.len(),
+        )?;
+    }
+    Ok(())
+}
+
+fn write_summary(out: &mut dyn Write, w: &Workload, seed: u64) -> std::io::Result<()> {
+    let s = &w.summary;
+    writeln!(
+        out,
+        "workload (seed {seed}): {} events over {} entities ({} github/issue, {} shopify/product, {} shopify/inventory_adjustment)",
+        s.events, s.entities, s.github_issues, s.shopify_products, s.inventory_items
+    )?;
+    writeln!(
+        out,
+        "  {} lines: reordered within ~50, {} exact duplicates, {} client resubmissions, {} idempotency conflicts, {} malformed",
+        s.lines, s.duplicates, s.resubmissions, s.conflicts, s.malformed
+    )?;
+    writeln!(
+        out,
+        "  {} ties (same updated_at, other content), {} creates without updated_at, {} deletes",
+        s.ties, s.creates, s.deletes
+    )
+}
+
+fn write_verdict(out: &mut dyn Write, c: &Convergence) -> std::io::Result<()> {
+    let mark = |ok: bool| if ok { "ok  " } else { "FAIL" };
+    writeln!(
+        out,
+        "{} converged: {}/{} entities match their expected state",
+        mark(c.entities_matching == c.entities),
+        c.entities_matching,
+        c.entities
+    )?;
+    writeln!(
+        out,
+        "{} nothing lost or stuck: {}/{} distinct events sent are recorded, {} in a terminal status",
+        mark(c.events_recorded == c.events_sent && c.events_terminal == c.events_sent),
+        c.events_recorded,
+        c.events_sent,
+        c.events_terminal
+    )?;
+    writeln!(
+        out,
+        "{} bad input: {}/{} malformed or conflicting messages ended rejected",
+        mark(c.rejections_ok == c.rejections_expected),
+        c.rejections_ok,
+        c.rejections_expected
+    )?;
+    writeln!(
+        out,
+        "{} exactly once: {} destination effects, {} events with more than one",
+        mark(c.events_with_several_effects == 0),
+        c.effects,
+        c.events_with_several_effects
+    )?;
+    if c.passed() {
+        writeln!(out, "verdict: converged — all checks passed")?;
+    } else {
+        writeln!(out, "verdict: NOT converged — {} check(s) failed; the first {SHOWN_FAILURES}:", c.failures.len())?;
+        for failure in c.failures.iter().take(SHOWN_FAILURES) {
+            writeln!(out, "  - {failure}")?;
+        }
+    }
+    Ok(())
+}
+
+/// A dropped event to show: one dropped for a local edit when there is one, else any.
+async fn dropped_example(backend: &Backend) -> Result<Option<EventRecord>, CliError> {
+    let query = EventQuery { status: Some(Status::Dropped), ..EventQuery::default() };
+    let dropped = backend.ports.store.list_events(&query).await.map_err(CliError::store("listing dropped events"))?;
+    let for_edit = dropped.iter().find(|r| r.dropped_for.as_deref().is_some_and(|f| f.contains("local-edit")));
+    Ok(for_edit.or(dropped.first()).cloned())
+}

@@ -1,0 +1,93 @@
+//! `synctrail list`: a table of events, filtered by status, source, entity and age.
+
+use super::Context;
+use crate::args::ListArgs;
+use crate::error::CliError;
+use crate::output::{opt, time, write_json, Table};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::io::Write;
+use synctrail::model::{EntityKey, EventId, EventRecord, Status};
+use synctrail::store::EventQuery;
+
+/// One line of `list`, as `list --json` prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventSummary {
+    /// The event.
+    pub event_id: EventId,
+    /// Its status.
+    pub status: Status,
+    /// Its entity (absent for messages too broken to name one).
+    pub entity: Option<String>,
+    /// When the record last changed.
+    pub updated_at: DateTime<Utc>,
+    /// When it was received.
+    pub received_at: DateTime<Utc>,
+    /// Attempts so far.
+    pub attempt: u32,
+    /// The event or record its status points at.
+    pub pointer: Option<String>,
+}
+
+impl From<&EventRecord> for EventSummary {
+    fn from(r: &EventRecord) -> Self {
+        Self {
+            event_id: r.event_id.clone(),
+            status: r.status,
+            entity: r.entity.as_ref().map(ToString::to_string),
+            updated_at: r.updated_at,
+            received_at: r.received_at,
+            attempt: r.attempt,
+            pointer: r.pointer(),
+        }
+    }
+}
+
+/// The store query `args` ask for, relative to `now`.
+pub fn query(args: &ListArgs, now: DateTime<Utc>) -> Result<EventQuery, CliError> {
+    let entity = args
+        .entity
+        .as_deref()
+        .map(EntityKey::parse)
+        .transpose()
+        .map_err(|e| CliError::InvalidArgument(format!("--entity: {e}; e.g. default/github/issue/widgets#12")))?;
+    Ok(EventQuery {
+        status: args.status,
+        source: args.source.clone(),
+        entity,
+        since: args.since.map(|d| now - d),
+        until: None,
+        limit: args.limit,
+    })
+}
+
+/// Runs `synctrail list`.
+pub async fn execute(ctx: &Context, args: &ListArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    let query = query(args, Utc::now())?;
+    let backend = ctx.open()?;
+    let records = backend.ports.store.list_events(&query).await.map_err(CliError::store("listing events"))?;
+    let summaries: Vec<EventSummary> = records.iter().map(EventSummary::from).collect();
+    if ctx.json {
+        return write_json(out, &summaries);
+    }
+    if summaries.is_empty() {
+        writeln!(out, "no events match")?;
+        return Ok(());
+    }
+    let mut table = Table::new(&["event_id", "status", "entity", "updated_at", "attempt", "pointer"]).align_right(4);
+    for s in &summaries {
+        table.row(vec![
+            s.event_id.to_string(),
+            s.status.to_string(),
+            opt(s.entity.as_ref()),
+            time(s.updated_at),
+            s.attempt.to_string(),
+            opt(s.pointer.as_ref()),
+        ]);
+    }
+    table.write(out)?;
+    if args.limit != 0 && summaries.len() == args.limit {
+        writeln!(out, "(first {} shown; pass --limit 0 for all)", args.limit)?;
+    }
+    Ok(())
+}

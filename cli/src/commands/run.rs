@@ -1,0 +1,96 @@
+//! `synctrail run`: the local runtime over the embedded queue until it is quiescent, with a progress display.
+
+use super::Context;
+use crate::args::RunArgs;
+use crate::backend::Backend;
+use crate::duration::seconds;
+use crate::error::CliError;
+use crate::output::{write_json, Table};
+use crate::progress::RunProgress;
+use crate::runtime::{LocalRuntime, RunOptions, RunStats};
+use std::io::Write;
+use synctrail::store::drill::DrillPlan;
+use synctrail::Settings;
+
+/// The runtime options `args` ask for.
+pub fn options(args: &RunArgs) -> RunOptions {
+    let down_until = args.destination_down.map(|secs| chrono::Utc::now() + seconds(secs));
+    RunOptions {
+        workers: usize::from(args.workers),
+        batch_size: usize::from(args.batch_size),
+        function_timeout: seconds(args.function_timeout),
+        visibility_timeout: seconds(args.visibility_timeout),
+        follow: args.follow,
+        max_duration: std::time::Duration::from_secs_f64(args.max_duration),
+        drill: DrillPlan { fail_rate: args.fail_rate, permanent_rate: 0.0, down_until },
+        crash_rate: args.crash_rate,
+        seed: args.seed,
+        ..RunOptions::default()
+    }
+}
+
+/// Runs the local runtime over `backend` with a progress display (hidden when `quiet`).
+pub async fn run_with_progress(
+    backend: &Backend,
+    settings: Settings,
+    options: &RunOptions,
+    quiet: bool,
+) -> Result<RunStats, CliError> {
+    let depth = backend.ports.queue.depth().await.map_err(CliError::store("measuring the queue"))?;
+    let progress = RunProgress::new(depth.visible + depth.in_flight + depth.delayed, quiet);
+    let runtime = LocalRuntime::new(backend.ports.clone(), settings);
+    let stats = runtime.run(options, &|stats| progress.update(stats)).await;
+    progress.finish();
+    stats.map_err(CliError::store("running the local runtime"))
+}
+
+/// How many messages the dead-letter queue holds (the queue also dead-letters on its own, past `max_receives`).
+pub async fn dead_letters(backend: &Backend) -> Result<u64, CliError> {
+    Ok(backend.ports.queue.depth().await.map_err(CliError::store("measuring the queue"))?.dead_letters)
+}
+
+/// Writes the run's summary as text; `dead_letters` is what the dead-letter queue holds afterwards.
+pub fn write_stats(
+    out: &mut dyn Write,
+    stats: &RunStats,
+    elapsed: std::time::Duration,
+    dead_letters: u64,
+) -> std::io::Result<()> {
+    let verdict = if stats.drained { "queue drained" } else { "stopped before the queue drained (--max-duration)" };
+    writeln!(out, "{verdict} in {:.1} s", elapsed.as_secs_f64())?;
+    let mut table = Table::new(&["figure", "value"]).align_right(1);
+    for (name, value) in [
+        ("invocations", stats.invocations),
+        ("records handled", stats.records),
+        ("returned for retry", stats.retried),
+        ("dead-lettered", stats.dead_lettered),
+        ("crashed invocations", stats.crashes),
+        ("redelivered (already done)", stats.redelivered),
+        ("re-driven by the sweeper", stats.swept),
+        ("dead-letter queue now holds", dead_letters),
+    ] {
+        table.row(vec![name.to_owned(), value.to_string()]);
+    }
+    table.write(out)?;
+    if !stats.statuses.is_empty() {
+        writeln!(out)?;
+        let mut table = Table::new(&["status after a record", "records"]).align_right(1);
+        for (status, n) in &stats.statuses {
+            table.row(vec![status.to_string(), n.to_string()]);
+        }
+        table.write(out)?;
+    }
+    Ok(())
+}
+
+/// Runs `synctrail run`.
+pub async fn execute(ctx: &Context, args: &RunArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    let backend = ctx.open()?;
+    let started = std::time::Instant::now();
+    let stats = run_with_progress(&backend, crate::config::settings(), &options(args), ctx.json).await?;
+    if ctx.json {
+        return write_json(out, &stats);
+    }
+    write_stats(out, &stats, started.elapsed(), dead_letters(&backend).await?)?;
+    Ok(())
+}

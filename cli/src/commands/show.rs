@@ -1,0 +1,100 @@
+//! `synctrail show ID`: everything recorded about one event (spec §8) and its history timeline — how an operator
+//! answers "what happened to event X".
+
+use super::status::lookup;
+use super::Context;
+use crate::args::EventArgs;
+use crate::error::CliError;
+use crate::output::{opt, opt_time, time, write_json, Table};
+use std::io::Write;
+use synctrail::model::EventRecord;
+
+/// Writes the record's metadata, then its history, one line per entry.
+pub fn write_record(out: &mut dyn Write, r: &EventRecord) -> std::io::Result<()> {
+    let fields: Vec<(&str, String)> = vec![
+        ("event_id", format!("{}{}", r.event_id, if r.client_event_id { " (client's)" } else { " (derived)" })),
+        ("status", r.status.to_string()),
+        ("entity", opt(r.entity.as_ref())),
+        ("order", opt(r.order.as_ref())),
+        ("kind", opt(r.kind)),
+        ("direction", opt(r.direction.map(|d| format!("{d:?}").to_lowercase()))),
+        ("content_hash", opt(r.content_hash.as_ref())),
+        ("payload", format!("{} ({} bytes, sha256 {})", r.payload.key, r.payload.size, r.payload.sha256)),
+        ("delivery_id", opt(r.delivery_id.as_ref())),
+        ("dropped_for", opt(r.dropped_for.as_ref())),
+        ("duplicate_of", opt(r.duplicate_of.as_ref())),
+        ("canceled_by", opt(r.canceled_by.as_ref())),
+        ("waiting_for", opt(r.waiting_for.as_ref())),
+        ("conflicts_with", opt(r.conflicts_with.as_ref())),
+        ("caused_by", opt(r.caused_by.as_ref())),
+        ("attempt", format!("{} ({} since the last re-drive)", r.attempt, r.attempts_this_drive())),
+        ("error", opt(r.error.as_ref().map(error_text))),
+        ("flags", flags(r)),
+        ("redelivered", r.redelivered.to_string()),
+        ("external_at", opt_time(r.external_at)),
+        ("received_at", time(r.received_at)),
+        ("read_started_at", opt_time(r.read_started_at)),
+        ("write_started_at", opt_time(r.write_started_at)),
+        ("completed_at", opt_time(r.completed_at)),
+        ("updated_at", time(r.updated_at)),
+        ("lease_until", opt_time(r.lease_until)),
+        ("last_message_id", opt(r.last_message_id.as_ref())),
+        ("expires_at", time(r.expires_at)),
+    ];
+    for (name, value) in fields {
+        writeln!(out, "{name:<17} {value}")?;
+    }
+    writeln!(out)?;
+    let folded =
+        if r.history_folded > 0 { format!(" ({} older entries folded)", r.history_folded) } else { String::new() };
+    writeln!(out, "history{folded}:")?;
+    let mut table =
+        Table::new(&["time", "status", "attempt", "function", "request_id", "trace_id", "note"]).align_right(2);
+    for h in &r.history {
+        table.row(vec![
+            time(h.at),
+            h.status.to_string(),
+            h.attempt.to_string(),
+            opt(h.function.as_ref()),
+            opt(h.request_id.as_ref()),
+            opt(h.trace_id.as_ref()),
+            h.note.clone().unwrap_or_default(),
+        ]);
+    }
+    table.write(out)
+}
+
+fn error_text(e: &synctrail::model::ErrorInfo) -> String {
+    let mut text = format!("{:?}: {}", e.kind, e.message);
+    if let Some(field) = &e.field {
+        text.push_str(&format!(" [field {field}]"));
+    }
+    for cause in &e.causes {
+        text.push_str(&format!("; caused by: {cause}"));
+    }
+    text.push_str(if e.retryable { " (retryable)" } else { " (not retryable)" });
+    text
+}
+
+fn flags(r: &EventRecord) -> String {
+    let set: Vec<&str> = [(r.tie, "tie"), (r.out_of_order, "out_of_order"), (r.forced, "forced")]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect();
+    if set.is_empty() {
+        "-".to_owned()
+    } else {
+        set.join(", ")
+    }
+}
+
+/// Runs `synctrail show`.
+pub async fn execute(ctx: &Context, args: &EventArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    let backend = ctx.open()?;
+    let record = lookup(backend.ports.store.as_ref(), &args.id).await?;
+    if ctx.json {
+        return write_json(out, &record);
+    }
+    write_record(out, &record)?;
+    Ok(())
+}

@@ -1,0 +1,33 @@
+//! `synctrail sweep`: one sweeper pass, re-driving events whose entity lease expired.
+
+use super::Context;
+use crate::args::SweepArgs;
+use crate::config::{settings, SWEEPER_FUNCTION};
+use crate::error::CliError;
+use crate::output::write_json;
+use std::io::Write;
+use synctrail::engine::{Engine, Invocation, SweepReport};
+
+/// Runs one sweep over the home's backend.
+pub async fn sweep(ctx: &Context, limit: usize) -> Result<SweepReport, CliError> {
+    let backend = ctx.open()?;
+    let engine = Engine::new(backend.ports.clone(), settings());
+    let invocation = Invocation { function: Some(SWEEPER_FUNCTION.to_owned()), ..Invocation::default() };
+    engine.sweep(limit, &invocation).await.map_err(CliError::engine("sweeping expired leases"))
+}
+
+/// Runs `synctrail sweep`.
+pub async fn execute(ctx: &Context, args: &SweepArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    let report = sweep(ctx, args.limit).await?;
+    if ctx.json {
+        return write_json(out, &report);
+    }
+    writeln!(out, "examined {} expired lease(s); re-drove {} event(s)", report.examined, report.redriven.len())?;
+    for id in &report.redriven {
+        writeln!(out, "  {id}")?;
+    }
+    if !report.redriven.is_empty() {
+        writeln!(out, "the re-drive messages are on the queue; process them with `synctrail run`")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,34 @@
+//! The one place the CLI's engine settings and backend options are defined (run, sweep, demo and bench use it).
+
+use synctrail::store::sqlite::EmbeddedOptions;
+use synctrail::{Policy, Settings};
+
+/// The entity type whose events are deltas, applied one at a time in order (spec §5).
+pub const IN_ORDER_ENTITY_TYPE: &str = "inventory_adjustment";
+
+/// The engine settings: the defaults, with policy `in_order` for [`IN_ORDER_ENTITY_TYPE`].
+pub fn settings() -> Settings {
+    Settings::default().with_policy(IN_ORDER_ENTITY_TYPE, Policy::InOrder)
+}
+
+/// The embedded backend's options for everyday commands (SQS-like `maxReceiveCount` 5).
+pub fn embedded_options() -> EmbeddedOptions {
+    EmbeddedOptions::default()
+}
+
+/// The embedded backend's options for the demo and the benchmark: `max_receives` 10 instead of 5.
+///
+/// Not every receive is an attempt: a message that meets its entity busy (its own claim still live after a
+/// crash, a duplicate delivery racing the original, a full `in_order` backlog) is returned to the queue with a
+/// short delay, and that return costs a receive without costing an attempt. Under the demo's injected faults an
+/// event may see several such returns on top of its retries; with only 5 receives the queue could dead-letter a
+/// message whose event still has attempts left.
+pub fn drill_embedded_options() -> EmbeddedOptions {
+    EmbeddedOptions { max_receives: 10, ..EmbeddedOptions::default() }
+}
+
+/// How many expired leases one sweep looks at.
+pub const SWEEP_LIMIT: usize = 1000;
+
+/// The `function` recorded in history entries written by the CLI's sweeper.
+pub const SWEEPER_FUNCTION: &str = "sweeper:cli";

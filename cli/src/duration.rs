@@ -1,0 +1,95 @@
+//! Parsing durations such as `90s`, `10m`, `2h`, `3d`, `1w` or `1h30m` (for `list --since`).
+
+use chrono::Duration;
+
+/// Parses one or more `<whole number><unit>` groups, units `s`, `m`, `h`, `d`, `w`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || {
+        format!("invalid duration {text:?}: expected a number and a unit (s, m, h, d, w), e.g. 10m, 2h, 3d or 1h30m")
+    };
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(bad());
+    }
+    let mut total = Duration::zero();
+    let mut digits = String::new();
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let n: i64 = digits.parse().map_err(|_| bad())?;
+        digits.clear();
+        let unit = match c {
+            's' => Duration::try_seconds(n),
+            'm' => Duration::try_minutes(n),
+            'h' => Duration::try_hours(n),
+            'd' => Duration::try_days(n),
+            'w' => Duration::try_weeks(n),
+            _ => None,
+        };
+        total = unit.and_then(|u| total.checked_add(&u)).ok_or_else(bad)?;
+    }
+    if !digits.is_empty() {
+        return Err(bad());
+    }
+    Ok(total)
+}
+
+/// Parses a non-negative number of seconds (fractions allowed) for timeouts and drills.
+pub fn parse_seconds(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs >= 0.0 => Ok(secs),
+        _ => Err(format!("invalid number of seconds {text:?}: expected a non-negative number such as 2 or 0.5")),
+    }
+}
+
+/// Parses a probability between 0 and 1.
+pub fn parse_probability(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        _ => Err(format!("invalid probability {text:?}: expected a number from 0 to 1 such as 0.02")),
+    }
+}
+
+/// Seconds as a chrono duration (millisecond precision).
+pub fn seconds(secs: f64) -> Duration {
+    Duration::milliseconds((secs * 1000.0).round() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_single_units() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::seconds(90)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::minutes(10)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::hours(2)));
+        assert_eq!(parse_duration("3d"), Ok(Duration::days(3)));
+        assert_eq!(parse_duration("1w"), Ok(Duration::weeks(1)));
+    }
+
+    #[test]
+    fn parses_combined_units() {
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::minutes(90)));
+        assert_eq!(parse_duration(" 1d12h "), Ok(Duration::hours(36)));
+    }
+
+    #[test]
+    fn refuses_what_is_not_a_duration() {
+        for text in ["", "10", "m", "10x", "1.5h", "-3d", "h2", "99999999999999999999d"] {
+            assert!(parse_duration(text).is_err(), "{text:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn seconds_and_probabilities() {
+        assert_eq!(parse_seconds("0.5"), Ok(0.5));
+        assert!(parse_seconds("-1").is_err());
+        assert!(parse_seconds("NaN").is_err());
+        assert_eq!(parse_probability("0.02"), Ok(0.02));
+        assert!(parse_probability("1.5").is_err());
+        assert_eq!(seconds(2.5), Duration::milliseconds(2500));
+    }
+}

@@ -1,0 +1,120 @@
+//! The one error type of the command-line layer; every message says what to do next.
+
+use std::path::PathBuf;
+use synctrail::store::StoreError;
+use synctrail::EngineError;
+
+/// Exit code of a command that worked.
+pub const EXIT_OK: u8 = 0;
+/// Exit code of a check that did not pass (`status`: not completed; `demo`: not converged).
+pub const EXIT_CHECK_FAILED: u8 = 1;
+/// Exit code of a usage error or an unknown event id.
+pub const EXIT_UNKNOWN: u8 = 2;
+/// Exit code of an operation that failed (storage, files, output).
+pub const EXIT_FAILED: u8 = 3;
+
+/// What went wrong in a `synctrail` command.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The backend under the home directory could not be opened.
+    #[error("can't open the synctrail home {home}: {source}; check the path and its permissions, or pass another --home (or SYNCTRAIL_HOME)")]
+    Open {
+        /// The home directory.
+        home: PathBuf,
+        /// What the backend said.
+        source: StoreError,
+    },
+    /// A storage call failed.
+    #[error(
+        "storage failed while {doing}: {source}; retry, and if it persists check the backend with `synctrail stats`"
+    )]
+    Store {
+        /// What the command was doing.
+        doing: String,
+        /// What the backend said.
+        source: StoreError,
+    },
+    /// The engine failed.
+    #[error("the engine failed while {doing}: {source}")]
+    Engine {
+        /// What the command was doing.
+        doing: String,
+        /// What the engine said.
+        source: EngineError,
+    },
+    /// An input file could not be read.
+    #[error("can't read {path}: {source}; check that it exists and is readable (or pass - for standard input)")]
+    Read {
+        /// The file (`-` for standard input).
+        path: String,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// A home directory could not be prepared.
+    #[error("can't prepare {path}: {source}; check its permissions or pass another --home")]
+    Prepare {
+        /// The directory.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// A directory to wipe does not look like a synctrail home.
+    #[error(
+        "refusing to wipe {0}: it is not empty and holds no synctrail.db; remove it yourself or pass another --home"
+    )]
+    NotAHome(PathBuf),
+    /// An argument's value is unusable.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// No event is recorded under the id.
+    #[error("no event {0} is recorded; list known ids with `synctrail list`, or process the queue with `synctrail run` first")]
+    UnknownEvent(String),
+    /// The demo's convergence checks failed.
+    #[error("the demo did not converge: {failures} check(s) failed (listed above); inspect events with `synctrail --home {home} show ID`")]
+    NotConverged {
+        /// How many checks failed.
+        failures: usize,
+        /// The demo's home, for follow-up commands.
+        home: PathBuf,
+    },
+    /// A run stopped before the queue drained.
+    #[error("the run stopped after {seconds:.0} s before the queue drained; check `synctrail --home {home} stats`, or use a smaller workload")]
+    NotDrained {
+        /// How long it ran.
+        seconds: f64,
+        /// The home it ran on.
+        home: PathBuf,
+    },
+    /// The async runtime could not start.
+    #[error("can't start the async runtime: {0}; check the process's thread limits")]
+    Runtime(std::io::Error),
+    /// Writing to standard output failed.
+    #[error("writing the output failed: {0}")]
+    Output(#[from] std::io::Error),
+    /// Encoding JSON output failed.
+    #[error("encoding the JSON output failed: {0}; this is a bug, please report it")]
+    Json(#[from] serde_json::Error),
+}
+
+impl CliError {
+    /// Wraps a storage error with what the command was doing.
+    pub fn store(doing: impl Into<String>) -> impl FnOnce(StoreError) -> Self {
+        let doing = doing.into();
+        move |source| Self::Store { doing, source }
+    }
+
+    /// Wraps an engine error with what the command was doing.
+    pub fn engine(doing: impl Into<String>) -> impl FnOnce(EngineError) -> Self {
+        let doing = doing.into();
+        move |source| Self::Engine { doing, source }
+    }
+
+    /// The process exit code this error ends the command with.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::UnknownEvent(_) | Self::InvalidArgument(_) => EXIT_UNKNOWN,
+            Self::NotConverged { .. } => EXIT_CHECK_FAILED,
+            _ => EXIT_FAILED,
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! How results are printed: aligned text tables, JSON, times and short values.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+use std::io::Write;
+
+/// A text table with a header row; columns are padded to their widest cell.
+#[derive(Debug, Clone, Default)]
+pub struct Table {
+    headers: Vec<String>,
+    rows: Vec<Vec<String>>,
+    right: Vec<bool>,
+}
+
+impl Table {
+    /// A table with these column headers.
+    pub fn new(headers: &[&str]) -> Self {
+        Self {
+            headers: headers.iter().map(|h| (*h).to_owned()).collect(),
+            rows: Vec::new(),
+            right: vec![false; headers.len()],
+        }
+    }
+
+    /// Right-aligns column `index` (for numbers).
+    pub fn align_right(mut self, index: usize) -> Self {
+        if let Some(slot) = self.right.get_mut(index) {
+            *slot = true;
+        }
+        self
+    }
+
+    /// Adds a row (missing cells are empty, extra cells are ignored).
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    /// Whether the table has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Writes the table, one line per row, two spaces between columns, no trailing blanks.
+    pub fn write(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        let mut widths: Vec<usize> = self.headers.iter().map(|h| h.chars().count()).collect();
+        for row in &self.rows {
+            for (width, cell) in widths.iter_mut().zip(row) {
+                *width = (*width).max(cell.chars().count());
+            }
+        }
+        self.write_line(out, &self.headers, &widths)?;
+        for row in &self.rows {
+            self.write_line(out, row, &widths)?;
+        }
+        Ok(())
+    }
+
+    fn write_line(&self, out: &mut dyn Write, cells: &[String], widths: &[usize]) -> std::io::Result<()> {
+        let mut line = String::new();
+        for (i, width) in widths.iter().enumerate() {
+            let cell = cells.get(i).map_or("", String::as_str);
+            let pad = width.saturating_sub(cell.chars().count());
+            if i > 0 {
+                line.push_str("  ");
+            }
+            if self.right.get(i).copied().unwrap_or(false) {
+                line.extend(std::iter::repeat_n(' ', pad));
+                line.push_str(cell);
+            } else {
+                line.push_str(cell);
+                line.extend(std::iter::repeat_n(' ', pad));
+            }
+        }
+        writeln!(out, "{}", line.trim_end())
+    }
+}
+
+/// Writes `value` as pretty JSON followed by a newline.
+pub fn write_json<T: Serialize + ?Sized>(out: &mut dyn Write, value: &T) -> Result<(), crate::CliError> {
+    serde_json::to_writer_pretty(&mut *out, value).map_err(|e| {
+        // A closed pipe (`| head`) is an output error, not an encoding bug.
+        if e.is_io() {
+            crate::CliError::Output(std::io::Error::from(e))
+        } else {
+            crate::CliError::Json(e)
+        }
+    })?;
+    writeln!(out)?;
+    Ok(())
+}
+
+/// A time as RFC 3339 with milliseconds, UTC.
+pub fn time(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// An optional time, `-` when absent.
+pub fn opt_time(at: Option<DateTime<Utc>>) -> String {
+    at.map_or_else(|| "-".to_owned(), time)
+}
+
+/// An optional value, `-` when absent.
+pub fn opt<T: ToString>(value: Option<T>) -> String {
+    value.map_or_else(|| "-".to_owned(), |v| v.to_string())
+}
+
+/// `text` cut to `max` characters, with an ellipsis when cut.
+pub fn shorten(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+/// A duration in seconds with a readable unit.
+pub fn seconds(secs: f64) -> String {
+    if secs < 1.0 {
+        format!("{:.1} ms", secs * 1000.0)
+    } else {
+        format!("{secs:.2} s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_pad_and_align() {
+        let mut table = Table::new(&["status", "count"]).align_right(1);
+        table.row(vec!["completed".into(), "12".into()]);
+        table.row(vec!["dropped".into(), "3".into()]);
+        let mut out = Vec::new();
+        assert!(table.write(&mut out).is_ok());
+        assert_eq!(String::from_utf8_lossy(&out), "status     count\ncompleted     12\ndropped        3\n");
+    }
+
+    #[test]
+    fn shortens_long_text() {
+        assert_eq!(shorten("abcdef", 4), "abc…");
+        assert_eq!(shorten("abc", 4), "abc");
+    }
+}

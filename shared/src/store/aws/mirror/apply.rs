@@ -1,0 +1,266 @@
+//! Applying one change: read the row and the effect consistently, decide with the shared guard, write both in one
+//! conditional transaction; a lost race reads and decides again.
+
+use super::items::{
+    decode_mirror, effect_item, effect_pk, fits, item_size, key, mirror_item, mirror_pk, opt_string, version, Item,
+    COMMIT_ID, EFFECT, MIRROR, PK,
+};
+use super::DynamoMirror;
+use crate::store::aws::error::{build_error, classify, from_sdk, store_error, Meaning};
+use crate::store::aws::ITEM_SIZE_LIMIT;
+use crate::store::guard::{decide, destination_error, Decision, MirrorRecord, PendingChange};
+use crate::store::{ApplyOutcome, DestinationError, StoreError};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, CancellationReason, KeysAndAttributes, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+};
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Read-decide-write rounds before a change that keeps losing races is handed back as retryable.
+pub const MAX_ROUNDS: u32 = 8;
+/// `BatchGetItem` calls per read before unprocessed keys count as throttling.
+const MAX_READ_CALLS: u32 = 4;
+
+/// What one transaction attempt came to.
+enum Written {
+    /// The row and the effect are stored.
+    Committed,
+    /// The row changed (or another transaction held it) since it was read: read and decide again.
+    Raced,
+    /// The event's effect exists: written by this very call (`ours`: an earlier attempt committed) or by another.
+    EffectExists {
+        /// Whether the stored effect carries this call's commit id.
+        ours: bool,
+    },
+}
+
+/// Whether a stored effect item was written by the call with `commit_id`.
+fn is_ours(effect: &Item, commit_id: &str) -> bool {
+    matches!(effect.get(COMMIT_ID), Some(AttributeValue::S(id)) if id == commit_id)
+}
+
+/// Applies `change` with `commit_id` stamped on what it writes.
+pub(super) async fn apply(
+    mirror: &DynamoMirror,
+    change: &PendingChange,
+    commit_id: &str,
+) -> Result<ApplyOutcome, DestinationError> {
+    for round in 0..MAX_ROUNDS {
+        if round > 0 {
+            backoff(round).await;
+        }
+        let (row, effect) = read(mirror, change).await.map_err(destination_error)?;
+        if let Some(effect) = effect {
+            return Ok(if is_ours(&effect, commit_id) { ApplyOutcome::Applied } else { ApplyOutcome::AlreadyApplied });
+        }
+        let (row, stored_version) = match row {
+            Some(item) => {
+                let what = format!("mirror row of {}", change.entity_key);
+                (
+                    Some(decode_mirror(&item).map_err(destination_error)?),
+                    Some(version(&item, &what).map_err(destination_error)?),
+                )
+            }
+            None => (None, None),
+        };
+        let record = match decide(row.as_ref(), change, mirror.clock.now())? {
+            Decision::Skip(outcome) => return Ok(outcome),
+            Decision::Write(record) => record,
+        };
+        match write(mirror, change, &record, stored_version, commit_id).await? {
+            Written::Committed => return Ok(ApplyOutcome::Applied),
+            Written::EffectExists { ours: true } => return Ok(ApplyOutcome::Applied),
+            Written::EffectExists { ours: false } => return Ok(ApplyOutcome::AlreadyApplied),
+            Written::Raced => {
+                tracing::debug!(entity = %change.entity_key, event = %change.event_id, round, "mirror write lost a race");
+            }
+        }
+    }
+    Err(DestinationError::Retryable(format!(
+        "writing {} to the mirror lost {MAX_ROUNDS} races in a row for {}; retry later",
+        change.event_id, change.entity_key
+    )))
+}
+
+/// Waits a jittered, growing time before round `round` (1-based): up to 10 ms × 2^round, at most about 1.3 s.
+async fn backoff(round: u32) {
+    let ceiling = 10u64 << round.min(7);
+    tokio::time::sleep(Duration::from_millis(rand::random::<u64>() % ceiling + 1)).await;
+}
+
+/// The entity's row and the event's effect, read strongly consistently in one `BatchGetItem` (repeated only for
+/// keys DynamoDB left unprocessed).
+async fn read(mirror: &DynamoMirror, change: &PendingChange) -> Result<(Option<Item>, Option<Item>), StoreError> {
+    let what = format!("reading the mirror row of {} and the effect of {}", change.entity_key, change.event_id);
+    let (row_pk, effect_pk) = (mirror_pk(&change.entity_key), effect_pk(&change.event_id));
+    let mut wanted = vec![key(row_pk.clone(), MIRROR), key(effect_pk.clone(), EFFECT)];
+    let (mut row, mut effect) = (None, None);
+    for call in 0..MAX_READ_CALLS {
+        if call > 0 {
+            backoff(call).await;
+        }
+        let keys = KeysAndAttributes::builder()
+            .set_keys(Some(wanted))
+            .consistent_read(true)
+            .build()
+            .map_err(|e| build_error(&what, e))?;
+        let out = mirror
+            .client
+            .batch_get_item()
+            .request_items(&mirror.table, keys)
+            .send()
+            .await
+            .map_err(|e| from_sdk(&what, e))?;
+        for item in out.responses.and_then(|mut r| r.remove(&mirror.table)).unwrap_or_default() {
+            match opt_string(&item, PK, &what)? {
+                Some(pk) if pk == row_pk => row = Some(item),
+                Some(pk) if pk == effect_pk => effect = Some(item),
+                _ => {}
+            }
+        }
+        wanted = out.unprocessed_keys.and_then(|mut u| u.remove(&mirror.table)).map(|k| k.keys).unwrap_or_default();
+        if wanted.is_empty() {
+            return Ok((row, effect));
+        }
+    }
+    Err(StoreError::Throttled(format!("{what}: DynamoDB left keys unprocessed {MAX_READ_CALLS} times")))
+}
+
+/// A conditional put inside the transaction.
+fn put(
+    mirror: &DynamoMirror,
+    item: Item,
+    condition: &str,
+    values: Option<HashMap<String, AttributeValue>>,
+    what: &str,
+) -> Result<TransactWriteItem, StoreError> {
+    let put = Put::builder()
+        .table_name(&mirror.table)
+        .set_item(Some(item))
+        .condition_expression(condition)
+        .set_expression_attribute_values(values)
+        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+        .build()
+        .map_err(|e| build_error(what, e))?;
+    Ok(TransactWriteItem::builder().put(put).build())
+}
+
+/// Writes `record` (expecting the row at `stored_version`, or absent) and the event's effect (expecting it
+/// absent) in one `TransactWriteItems`.
+async fn write(
+    mirror: &DynamoMirror,
+    change: &PendingChange,
+    record: &MirrorRecord,
+    stored_version: Option<u64>,
+    commit_id: &str,
+) -> Result<Written, DestinationError> {
+    let what = format!("writing {} to the mirror row of {}", change.event_id, change.entity_key);
+    let next = stored_version.map_or(1, |v| v.saturating_add(1));
+    let row = mirror_item(record, next, commit_id).map_err(destination_error)?;
+    if !fits(&row) {
+        return Err(DestinationError::Permanent(format!(
+            "{what}: the row would be a {}-byte DynamoDB item, over the limit of {ITEM_SIZE_LIMIT} bytes",
+            item_size(&row)
+        )));
+    }
+    let effect =
+        effect_item(&change.event_id, &change.entity_key, record.applied_at, commit_id).map_err(destination_error)?;
+    let row_put = match stored_version {
+        None => put(mirror, row, "attribute_not_exists(pk)", None, &what),
+        Some(v) => put(
+            mirror,
+            row,
+            "version = :expected",
+            Some(HashMap::from([(":expected".to_owned(), AttributeValue::N(v.to_string()))])),
+            &what,
+        ),
+    }
+    .map_err(destination_error)?;
+    let effect_put = put(mirror, effect, "attribute_not_exists(pk)", None, &what).map_err(destination_error)?;
+    // The SDK sets one `ClientRequestToken` per call, so its own retries of this request are idempotent.
+    let sent = mirror.client.transact_write_items().transact_items(row_put).transact_items(effect_put).send().await;
+    match sent {
+        Ok(_) => Ok(Written::Committed),
+        Err(e) => match e.as_service_error() {
+            Some(TransactWriteItemsError::TransactionCanceledException(canceled)) => {
+                judge(canceled.cancellation_reasons(), commit_id, &what)
+            }
+            _ => match from_sdk(&what, e) {
+                StoreError::Conflict(_) => Ok(Written::Raced),
+                other => Err(destination_error(other)),
+            },
+        },
+    }
+}
+
+/// Reads a canceled transaction's reasons (row first, effect second).
+fn judge(reasons: &[CancellationReason], commit_id: &str, what: &str) -> Result<Written, DestinationError> {
+    let failed = |reason: &CancellationReason| reason.code() == Some("ConditionalCheckFailed");
+    if let Some(effect) = reasons.get(1).filter(|r| failed(r)) {
+        // The effect exists. Without the stored item to tell whose it is, read again: the read decides.
+        return Ok(match effect.item() {
+            Some(old) => Written::EffectExists { ours: is_ours(old, commit_id) },
+            None => Written::Raced,
+        });
+    }
+    let mut worst: Option<(Meaning, String)> = None;
+    for reason in reasons {
+        let code = reason.code().unwrap_or("None");
+        if code == "None" {
+            continue;
+        }
+        let meaning = classify(Some(code), None);
+        if meaning == Meaning::Conflict {
+            return Ok(Written::Raced);
+        }
+        let message = format!(
+            "{what}: transaction canceled: {code}{}",
+            reason.message().map(|m| format!(" ({m})")).unwrap_or_default()
+        );
+        // Throttling wins over anything else: the most retryable meaning.
+        if worst.as_ref().is_none_or(|(m, _)| meaning == Meaning::Throttled && *m != Meaning::Throttled) {
+            worst = Some((meaning, message));
+        }
+    }
+    Err(match worst {
+        Some((meaning, message)) => destination_error(store_error(meaning, message)),
+        None => DestinationError::Retryable(format!("{what}: transaction canceled without a reason: {reasons:?}")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reason(code: &str, item: Option<Item>) -> CancellationReason {
+        CancellationReason::builder().code(code).set_item(item).build()
+    }
+
+    fn effect(commit_id: &str) -> Item {
+        HashMap::from([(COMMIT_ID.to_owned(), AttributeValue::S(commit_id.to_owned()))])
+    }
+
+    #[test]
+    fn a_failed_effect_condition_tells_whose_the_effect_is() {
+        let ours = [reason("None", None), reason("ConditionalCheckFailed", Some(effect("c1")))];
+        assert!(matches!(judge(&ours, "c1", "w"), Ok(Written::EffectExists { ours: true })));
+        assert!(matches!(judge(&ours, "c2", "w"), Ok(Written::EffectExists { ours: false })));
+        let both = [reason("ConditionalCheckFailed", None), reason("ConditionalCheckFailed", None)];
+        assert!(matches!(judge(&both, "c1", "w"), Ok(Written::Raced)), "no old item: read again");
+    }
+
+    #[test]
+    fn races_repeat_and_other_reasons_fail_by_meaning() {
+        let moved = [reason("ConditionalCheckFailed", None), reason("None", None)];
+        assert!(matches!(judge(&moved, "c1", "w"), Ok(Written::Raced)));
+        let conflict = [reason("TransactionConflict", None), reason("None", None)];
+        assert!(matches!(judge(&conflict, "c1", "w"), Ok(Written::Raced)));
+        let throttled = [reason("ValidationError", None), reason("ThrottlingError", None)];
+        match judge(&throttled, "c1", "w") {
+            Err(DestinationError::Retryable(message)) => assert!(message.contains("ThrottlingError"), "{message}"),
+            other => panic!("expected Retryable, got {:?}", other.map(|_| ())),
+        }
+        assert!(matches!(judge(&[], "c1", "w"), Err(DestinationError::Retryable(_))));
+    }
+}

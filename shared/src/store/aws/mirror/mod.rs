@@ -1,0 +1,264 @@
+//! [`DynamoMirror`]: the reference destination on DynamoDB, with the semantics of the embedded
+//! `Mirror` (`store::sqlite`): the latest state per entity, local edits, one effect per applied
+//! event, and every write guarded by the shared rules of [`crate::store::guard`].
+//!
+//! # Items (in the event store's table, beside its events and heads)
+//!
+//! - A row per entity: `pk` = `MIRROR#<entity key>`, `sk` = `MIRROR`; `type` = `mirror`, `version` N (the
+//!   compare-and-set version), `commit_id`, `entity_key`, `body` (the state as JSON), `order_nanos` N and
+//!   `order_version` N, `content_hash`, `event_id`, `fence` N, `deleted` BOOL, `modified_at` N, `applied_at` N.
+//! - An effect per applied event: `pk` = `EFFECT#<event id>`, `sk` = `EFFECT`; `type` = `effect`, `event_id`,
+//!   `entity_key`, `applied_at` N, `recorded_at` N (the writer's wall clock), `commit_id`.
+//!
+//! Times are UTC nanoseconds. Neither carries index attributes, so the event store's indexes never see them.
+//!
+//! # Applying a change
+//!
+//! One `BatchGetItem` (`ConsistentRead`) reads the row and the effect. An existing effect means the event was
+//! applied before: `AlreadyApplied` (or `Applied` when it carries this call's commit id: an earlier attempt of
+//! this very call committed). Otherwise the shared guard decides; a write is one `TransactWriteItems` putting the
+//! row conditional on the `version` read (or on its absence) and the effect conditional on its absence, both
+//! stamped with the call's commit id. A condition failure re-reads and decides again, at most
+//! [`MAX_ROUNDS`] times; when the effect's condition failed, the returned old item tells at once whether it is
+//! ours (the SDK retried a transaction that had committed) or another writer's. So an applied change costs one
+//! `BatchGetItem` (2 strongly consistent reads) and one `TransactWriteItems` (2 transactional writes); a refused
+//! or repeated one only the read.
+//!
+//! Throttling, timeouts and unavailability are [`DestinationError::Retryable`](crate::store::DestinationError);
+//! a corrupt item or a row over [`ITEM_SIZE_LIMIT`](super::ITEM_SIZE_LIMIT) is permanent.
+//!
+//! `list`, `effects` and `count` scan the table: for development and tests, not for large tables. Effects are
+//! ordered by `applied_at`, then by the writer's wall clock (`recorded_at`): no global order exists across writers.
+
+mod apply;
+mod items;
+
+pub use apply::MAX_ROUNDS;
+
+use self::items::{
+    decode_effect, decode_mirror, key, mirror_pk, n, nanos, new_commit_id, s, Item, APPLIED_AT, BODY, COMMIT_ID,
+    CONTENT_HASH, DELETED, EFFECT_TYPE, ENTITY_KEY, EVENT_ID, FENCE, ITEM_TYPE, MIRROR, MIRROR_TYPE, MODIFIED_AT, PK,
+    VERSION,
+};
+use crate::clock::Clock;
+use crate::model::{EntityKey, EventId};
+use crate::store::aws::error::from_sdk;
+use crate::store::aws::ITEM_SIZE_LIMIT;
+use crate::store::guard::{MirrorRecord, PendingChange, LOCAL_EDIT};
+use crate::store::{ApplyOutcome, Change, Destination, DestinationError, StoreError};
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::{AttributeValue, Select};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The DynamoDB [`Destination`]: mirror rows and effects in one table.
+#[derive(Clone)]
+pub struct DynamoMirror {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for DynamoMirror {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DynamoMirror").field("table", &self.table).finish_non_exhaustive()
+    }
+}
+
+/// A scan's filter: `type = <item_type>`, plus `begins_with(pk, <prefix>)` when given.
+struct Filter {
+    text: String,
+    names: HashMap<String, String>,
+    values: HashMap<String, AttributeValue>,
+}
+
+impl Filter {
+    fn of_type(item_type: &str, pk_prefix: Option<String>) -> Self {
+        let mut text = "#t = :t".to_owned();
+        let mut names = HashMap::from([("#t".to_owned(), ITEM_TYPE.to_owned())]);
+        let mut values = HashMap::from([(":t".to_owned(), s(item_type))]);
+        if let Some(prefix) = pk_prefix {
+            text.push_str(" AND begins_with(#pk, :pk)");
+            names.insert("#pk".to_owned(), PK.to_owned());
+            values.insert(":pk".to_owned(), s(prefix));
+        }
+        Self { text, names, values }
+    }
+}
+
+impl DynamoMirror {
+    /// The mirror in `table` (the event store's table; see [`super::setup::create_all`]), stamping `applied_at`
+    /// from `clock`.
+    pub fn new(client: aws_sdk_dynamodb::Client, table: &str, clock: Arc<dyn Clock>) -> Self {
+        Self { client, table: table.to_owned(), clock }
+    }
+
+    /// The table's name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// [`Destination::apply`] with a caller-chosen commit id instead of a fresh random one. Applying the same
+    /// change again with the same id reports `Applied` when the stored effect is the one that id wrote: this is
+    /// what an SDK retry of a committed-but-timed-out transaction looks like, and how tests simulate one.
+    pub async fn apply_as(&self, commit_id: &str, change: &Change<'_>) -> Result<ApplyOutcome, DestinationError> {
+        apply::apply(self, &PendingChange::of(change)?, commit_id).await
+    }
+
+    /// Records a local edit of `entity` (someone changed the destination directly): an event whose `updated_at`
+    /// is older than `modified_at` will then be refused. One `UpdateItem`; it keeps the row's order key and fence
+    /// and bumps its version, so a concurrent `apply` that read the row before re-decides.
+    pub async fn record_local_edit(
+        &self,
+        entity: &EntityKey,
+        state: Value,
+        modified_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let entity_key = entity.to_string();
+        let what = format!("recording a local edit of {entity_key}");
+        let body = serde_json::to_string(&state).map_err(|e| StoreError::Backend(format!("{what}: {e}")))?;
+        if body.len() + entity_key.len() * 2 + 512 > ITEM_SIZE_LIMIT {
+            return Err(StoreError::Backend(format!(
+                "{what}: a {}-byte state is over this mirror's item limit of {ITEM_SIZE_LIMIT} bytes",
+                body.len()
+            )));
+        }
+        let names = [
+            ("#type", ITEM_TYPE),
+            ("#key", ENTITY_KEY),
+            ("#body", BODY),
+            ("#event", EVENT_ID),
+            ("#deleted", DELETED),
+            ("#modified", MODIFIED_AT),
+            ("#applied", APPLIED_AT),
+            ("#commit", COMMIT_ID),
+            ("#fence", FENCE),
+            ("#version", VERSION),
+            ("#hash", CONTENT_HASH),
+        ];
+        let values = [
+            (":type", s(MIRROR_TYPE)),
+            (":key", s(entity_key.clone())),
+            (":body", s(body)),
+            (":event", s(LOCAL_EDIT)),
+            (":false", AttributeValue::Bool(false)),
+            (":modified", n(nanos(modified_at)?)),
+            (":applied", n(nanos(self.clock.now())?)),
+            (":commit", s(new_commit_id())),
+            (":zero", n(0)),
+            (":one", n(1)),
+        ];
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(mirror_pk(&entity_key), MIRROR)))
+            .update_expression(
+                "SET #type = :type, #key = :key, #body = :body, #event = :event, #deleted = :false, \
+                 #modified = :modified, #applied = :applied, #commit = :commit, \
+                 #fence = if_not_exists(#fence, :zero), #version = if_not_exists(#version, :zero) + :one \
+                 REMOVE #hash",
+            )
+            .set_expression_attribute_names(Some(
+                names.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            ))
+            .set_expression_attribute_values(Some(values.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()))
+            .send()
+            .await
+            .map_err(|e| from_sdk(&what, e))?;
+        Ok(())
+    }
+
+    /// The state of one entity (a strongly consistent read).
+    pub async fn get(&self, entity: &EntityKey) -> Result<Option<MirrorRecord>, StoreError> {
+        let entity_key = entity.to_string();
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(mirror_pk(&entity_key), MIRROR)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| from_sdk(&format!("reading the mirror row of {entity_key}"), e))?;
+        out.item.as_ref().map(decode_mirror).transpose()
+    }
+
+    /// Entities whose key starts with `entity_prefix`, by key, at most `limit` (0 = all). Scans the table.
+    pub async fn list(&self, entity_prefix: Option<&str>, limit: usize) -> Result<Vec<MirrorRecord>, StoreError> {
+        let filter = Filter::of_type(MIRROR_TYPE, Some(mirror_pk(entity_prefix.unwrap_or(""))));
+        let items = self.scan(filter, "listing the mirror").await?;
+        let mut records = items.iter().map(decode_mirror).collect::<Result<Vec<_>, _>>()?;
+        records.sort_by(|a, b| a.entity_key.cmp(&b.entity_key));
+        if limit > 0 {
+            records.truncate(limit);
+        }
+        Ok(records)
+    }
+
+    /// Every destination effect, oldest first: (event, entity key). Scans the table.
+    pub async fn effects(&self) -> Result<Vec<(EventId, String)>, StoreError> {
+        let what = "listing mirror effects";
+        let items = self.scan(Filter::of_type(EFFECT_TYPE, None), what).await?;
+        let mut effects = items.iter().map(decode_effect).collect::<Result<Vec<_>, _>>()?;
+        effects.sort();
+        effects
+            .into_iter()
+            .map(|(_, _, id, entity_key)| {
+                let id = EventId::parse(&id).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))?;
+                Ok((id, entity_key))
+            })
+            .collect()
+    }
+
+    /// How many entities the mirror holds (deleted ones and local edits included). Scans the table.
+    pub async fn count(&self) -> Result<u64, StoreError> {
+        let what = "counting the mirror";
+        let filter = Filter::of_type(MIRROR_TYPE, None);
+        let scan = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .select(Select::Count)
+            .filter_expression(filter.text)
+            .set_expression_attribute_names(Some(filter.names))
+            .set_expression_attribute_values(Some(filter.values));
+        let (mut total, mut start) = (0u64, None);
+        loop {
+            let page = scan.clone().set_exclusive_start_key(start).send().await.map_err(|e| from_sdk(what, e))?;
+            total += u64::try_from(page.count).unwrap_or(0);
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Every item `filter` matches, page after page.
+    async fn scan(&self, filter: Filter, what: &str) -> Result<Vec<Item>, StoreError> {
+        let scan = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .filter_expression(filter.text)
+            .set_expression_attribute_names(Some(filter.names))
+            .set_expression_attribute_values(Some(filter.values));
+        let (mut items, mut start) = (Vec::new(), None);
+        loop {
+            let page = scan.clone().set_exclusive_start_key(start).send().await.map_err(|e| from_sdk(what, e))?;
+            items.extend(page.items.unwrap_or_default());
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return Ok(items);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Destination for DynamoMirror {
+    async fn apply(&self, change: &Change<'_>) -> Result<ApplyOutcome, DestinationError> {
+        apply::apply(self, &PendingChange::of(change)?, &new_commit_id()).await
+    }
+}

@@ -1,0 +1,1175 @@
+//! One test per rule of `shared/spec/semantics.md` §2–§5, played end to end: envelopes are sent to the embedded
+//! queue, delivered to the processor Lambda's handler as real `SqsEvent`s, and the partial batch response is
+//! honoured as Lambda would. Each test checks statuses, pointers, the entity's head, the mirror and its effects.
+
+use crate::support::*;
+use chrono::Duration;
+use serde_json::json;
+use synctrail::engine::Disposition;
+use synctrail::model::{ErrorKind, EventRecord, Message, OrderKey, RedriveReason, Status};
+
+fn ids(records: &[&Env]) -> Vec<synctrail::model::EventId> {
+    records.iter().map(|e| e.event_id()).collect()
+}
+
+// ---- §4 rule 1: against the applied event ----
+
+#[tokio::test]
+async fn stale_event_is_dropped_for_the_applied_one() {
+    let h = Harness::new();
+    let newer = Env::issue("1").at(20).titled("newer");
+    let older = Env::issue("1").at(10).titled("older");
+
+    let d = h.apply_in_turn(&[&newer, &older]).await;
+
+    assert_eq!(d[0].only().status, Some(Status::Completed));
+    assert_eq!((d[1].only().status, &d[1].only().disposition), (Some(Status::Dropped), &Disposition::Ack));
+    assert!(d[1].failures().is_empty(), "a dropped event's message is acknowledged");
+    let stale = h.record_of(&older).await;
+    assert_eq!(stale.status, Status::Dropped);
+    assert_eq!(stale.dropped_for.as_deref(), Some(newer.event_id().as_str()));
+    assert_eq!(stale.attempt, 0, "never claimed the entity");
+    assert_eq!(timeline(&stale), [Status::Received, Status::Dropped]);
+    let head = h.head(&newer.entity()).await;
+    assert_eq!(head.applied.map(|a| a.event_id), Some(newer.event_id()));
+    assert!(head.inflight.is_none() && head.next.is_none());
+    assert_eq!(h.mirror_state(&newer.entity()).await, Some(json!({"title": "newer"})));
+    assert_eq!(h.effects().await, ids(&[&newer]));
+    let depth = h.depth().await;
+    assert_eq!(depth.visible + depth.in_flight + depth.delayed, 0, "both messages deleted");
+}
+
+#[tokio::test]
+async fn same_change_with_another_id_is_a_duplicate_of_the_applied_one() {
+    let h = Harness::new();
+    let price = json!({"id": 9, "price": "10.00"});
+    let original = Env::product("9").at(5).payload(price.clone()).id("shopify-evt-1");
+    let again = Env::product("9").at(5).payload(price.clone()).id("shopify-evt-2");
+
+    let d = h.apply_in_turn(&[&original, &again]).await;
+
+    assert_eq!(d[1].only().status, Some(Status::Duplicate));
+    assert!(d[1].failures().is_empty());
+    let dup = h.record_of(&again).await;
+    assert_eq!(dup.status, Status::Duplicate);
+    assert_eq!(dup.duplicate_of, Some(original.event_id()));
+    assert_eq!((dup.attempt, dup.tie), (0, false));
+    assert_eq!(h.status_of(&original).await, Status::Completed);
+    assert_eq!(h.mirror_state(&original.entity()).await, Some(price));
+    assert_eq!(h.effects().await, ids(&[&original]), "the duplicate had no effect");
+}
+
+// ---- §4 rule 2: against a live in-flight event, then against `next` ----
+
+#[tokio::test]
+async fn newer_event_waits_as_next_behind_the_inflight_one_and_its_message_is_acknowledged() {
+    let h = Harness::new();
+    let first = Env::issue("2").at(10).titled("v1");
+    let second = Env::issue("2").at(20).titled("v2");
+    let entity = first.entity();
+    let gate = h.script.hold_next();
+    h.send_env(&first).await;
+    let batch = h.receive(1).await;
+
+    let (d1, ()) = tokio::join!(h.invoke(&batch), async {
+        gate.entered().await;
+        h.send_env(&second).await;
+        let d2 = h.deliver(1).await;
+        assert_eq!((d2.only().status, &d2.only().disposition), (Some(Status::Queued), &Disposition::Ack));
+        assert!(d2.failures().is_empty(), "the queued event's message is acknowledged");
+        let queued = h.record_of(&second).await;
+        assert_eq!((queued.status, queued.attempt), (Status::Queued, 0));
+        let head = h.head(&entity).await;
+        assert_eq!(head.inflight.as_ref().map(|i| &i.slot.event_id), Some(&first.event_id()));
+        assert_eq!(head.next.as_ref().map(|n| &n.event_id), Some(&second.event_id()));
+        assert_eq!(h.status_of(&first).await, Status::Processing);
+        let depth = h.depth().await;
+        assert_eq!((depth.visible, depth.in_flight), (0, 1), "only the in-flight event's message is left");
+        assert!(h.effects().await.is_empty());
+        gate.release();
+    });
+
+    assert_eq!(d1.only().status, Some(Status::Completed));
+    h.drain().await;
+    let done = h.record_of(&second).await;
+    assert_eq!(done.status, Status::Completed);
+    assert_eq!(timeline(&done), [Status::Received, Status::Queued, Status::Processing, Status::Completed]);
+    assert_eq!(h.mirror_state(&entity).await, Some(json!({"title": "v2"})));
+    assert_eq!(h.effects().await, ids(&[&first, &second]));
+    let head = h.head(&entity).await;
+    assert_eq!(head.applied.map(|a| a.event_id), Some(second.event_id()));
+    assert!(head.inflight.is_none() && head.next.is_none());
+}
+
+#[tokio::test]
+async fn newer_event_cancels_the_queued_next() {
+    let h = Harness::new();
+    let first = Env::issue("3").at(10).titled("v1");
+    let second = Env::issue("3").at(20).titled("v2");
+    let third = Env::issue("3").at(30).titled("v3");
+    let entity = first.entity();
+    let gate = h.script.hold_next();
+    h.send_env(&first).await;
+    let batch = h.receive(1).await;
+
+    let (d1, ()) = tokio::join!(h.invoke(&batch), async {
+        gate.entered().await;
+        h.send_env(&second).await;
+        assert_eq!(h.deliver(1).await.only().status, Some(Status::Queued));
+        h.send_env(&third).await;
+        let d3 = h.deliver(1).await;
+        assert_eq!(d3.only().status, Some(Status::Queued));
+        assert!(d3.failures().is_empty());
+        let canceled = h.record_of(&second).await;
+        assert_eq!(canceled.status, Status::Canceled);
+        assert_eq!(canceled.canceled_by, Some(third.event_id()));
+        assert_eq!(timeline(&canceled), [Status::Received, Status::Queued, Status::Canceled]);
+        let head = h.head(&entity).await;
+        assert_eq!(head.next.as_ref().map(|n| &n.event_id), Some(&third.event_id()));
+        assert_eq!(head.inflight.as_ref().map(|i| &i.slot.event_id), Some(&first.event_id()));
+        gate.release();
+    });
+
+    assert_eq!(d1.only().status, Some(Status::Completed));
+    h.drain().await;
+    assert_eq!(h.status_of(&third).await, Status::Completed);
+    assert_eq!(h.status_of(&second).await, Status::Canceled, "a canceled event stays canceled");
+    assert_eq!(h.mirror_state(&entity).await, Some(json!({"title": "v3"})));
+    assert_eq!(h.effects().await, ids(&[&first, &third]), "the canceled event never reached the destination");
+}
+
+#[tokio::test]
+async fn event_between_the_inflight_and_the_next_one_is_dropped_for_the_next() {
+    let h = Harness::new();
+    let first = Env::issue("4").at(10).titled("v1");
+    let next = Env::issue("4").at(30).titled("v3");
+    let between = Env::issue("4").at(20).titled("v2");
+    let gate = h.script.hold_next();
+    h.send_env(&first).await;
+    let batch = h.receive(1).await;
+
+    let (_, ()) = tokio::join!(h.invoke(&batch), async {
+        gate.entered().await;
+        h.send_env(&next).await;
+        assert_eq!(h.deliver(1).await.only().status, Some(Status::Queued));
+        h.send_env(&between).await;
+        assert_eq!(h.deliver(1).await.only().status, Some(Status::Dropped));
+        gate.release();
+    });
+    h.drain().await;
+
+    let stale = h.record_of(&between).await;
+    assert_eq!((stale.status, stale.dropped_for.as_deref()), (Status::Dropped, Some(next.event_id().as_str())));
+    assert_eq!(h.status_of(&next).await, Status::Completed);
+    assert_eq!(h.mirror_state(&first.entity()).await, Some(json!({"title": "v3"})));
+    assert_eq!(h.effects().await, ids(&[&first, &next]));
+}
+
+#[tokio::test]
+async fn event_older_than_the_inflight_one_is_dropped_for_it() {
+    let h = Harness::new();
+    let inflight = Env::issue("5").at(20).titled("v2");
+    let older = Env::issue("5").at(10).titled("v1");
+    let gate = h.script.hold_next();
+    h.send_env(&inflight).await;
+    let batch = h.receive(1).await;
+
+    let (d1, ()) = tokio::join!(h.invoke(&batch), async {
+        gate.entered().await;
+        h.send_env(&older).await;
+        let d = h.deliver(1).await;
+        assert_eq!((d.only().status, &d.only().disposition), (Some(Status::Dropped), &Disposition::Ack));
+        let head = h.head(&inflight.entity()).await;
+        assert!(head.next.is_none(), "a stale event never becomes next");
+        gate.release();
+    });
+
+    assert_eq!(d1.only().status, Some(Status::Completed));
+    let stale = h.record_of(&older).await;
+    assert_eq!(stale.status, Status::Dropped);
+    assert_eq!(stale.dropped_for.as_deref(), Some(inflight.event_id().as_str()));
+    assert_eq!(h.mirror_state(&inflight.entity()).await, Some(json!({"title": "v2"})));
+    assert_eq!(h.effects().await, ids(&[&inflight]));
+}
+
+#[tokio::test]
+async fn same_change_as_the_inflight_one_is_its_duplicate() {
+    let h = Harness::new();
+    let inflight = Env::issue("6").at(20).titled("v2").id("gh-delivery-1");
+    let copy = Env::issue("6").at(20).titled("v2").id("gh-delivery-2");
+    let gate = h.script.hold_next();
+    h.send_env(&inflight).await;
+    let batch = h.receive(1).await;
+
+    let (_, ()) = tokio::join!(h.invoke(&batch), async {
+        gate.entered().await;
+        h.send_env(&copy).await;
+        assert_eq!(h.deliver(1).await.only().status, Some(Status::Duplicate));
+        gate.release();
+    });
+
+    let dup = h.record_of(&copy).await;
+    assert_eq!((dup.status, dup.duplicate_of), (Status::Duplicate, Some(inflight.event_id())));
+    assert_eq!(h.status_of(&inflight).await, Status::Completed);
+    assert_eq!(h.effects().await, ids(&[&inflight]));
+}
+
+// ---- §4 rule 3: taking over an errored or expired in-flight event ----
+
+#[tokio::test]
+async fn newer_event_takes_over_an_errored_inflight_one_and_cancels_it() {
+    let h = Harness::new();
+    let failing = Env::issue("7").at(10).titled("v1");
+    let newer = Env::issue("7").at(20).titled("v2");
+    let entity = failing.entity();
+    h.script.next(Step::Retryable("503 from the destination"));
+    h.send_env(&failing).await;
+
+    let d1 = h.deliver(1).await;
+    assert_eq!(d1.only().status, Some(Status::Errored));
+    assert_eq!(d1.failures(), [d1.messages[0].message_id.clone()]);
+    let head = h.head(&entity).await;
+    assert!(head.inflight.as_ref().is_some_and(|i| i.errored && i.slot.event_id == failing.event_id()));
+
+    h.send_env(&newer).await;
+    let d2 = h.deliver(1).await;
+    assert_eq!(d2.only().status, Some(Status::Completed), "the errored event does not block the entity");
+    let canceled = h.record_of(&failing).await;
+    assert_eq!((canceled.status, canceled.canceled_by.clone()), (Status::Canceled, Some(newer.event_id())));
+    assert_eq!(canceled.lease_until, None);
+    assert_eq!(timeline(&canceled), [Status::Received, Status::Processing, Status::Errored, Status::Canceled]);
+
+    // The errored event's retry comes back: acknowledged, no effect.
+    h.advance(Duration::minutes(10));
+    let d3 = h.deliver(1).await;
+    assert_eq!(d3.messages[0].message_id, d1.messages[0].message_id);
+    assert!(d3.only().redelivered);
+    assert_eq!((d3.only().status, &d3.only().disposition), (Some(Status::Canceled), &Disposition::Ack));
+    assert_eq!(h.mirror_state(&entity).await, Some(json!({"title": "v2"})));
+    assert_eq!(h.effects().await, ids(&[&newer]));
+    let head = h.head(&entity).await;
+    assert_eq!(head.applied.map(|a| a.event_id), Some(newer.event_id()));
+    assert!(head.inflight.is_none());
+}
+
+#[tokio::test]
+async fn newer_event_takes_over_after_the_lease_expires() {
+    let h = Harness::new();
+    let crashed = Env::issue("8").at(10).titled("v1");
+    let early = Env::issue("8").at(20).titled("v2");
+    let late = Env::issue("8").at(30).titled("v3");
+    let entity = crashed.entity();
+    h.script.next(Step::Crash { write: false });
+    h.send_env(&crashed).await;
+    assert!(h.deliver(1).await.crashed());
+    let lease_until = h.record_of(&crashed).await.lease_until.expect("a crashed attempt leaves its lease");
+
+    // Up to the lease's end (plus the clock margin) the crashed holder still counts as live: newer events wait.
+    h.advance(lease_until - h.now() + h.options.settings.clock_margin);
+    h.send_env(&early).await;
+    assert_eq!(h.deliver(1).await.only().status, Some(Status::Queued));
+    assert_eq!(h.status_of(&crashed).await, Status::Processing);
+
+    // Past it, a newer event takes over and cancels both the crashed holder and the queued next.
+    h.advance(Duration::milliseconds(1));
+    h.send_env(&late).await;
+    assert_eq!(h.deliver(1).await.only().status, Some(Status::Completed));
+    let old = h.record_of(&crashed).await;
+    assert_eq!((old.status, old.canceled_by.clone()), (Status::Canceled, Some(late.event_id())));
+    assert_eq!(timeline(&old), [Status::Received, Status::Processing, Status::Canceled]);
+    let queued = h.record_of(&early).await;
+    assert_eq!((queued.status, queued.canceled_by), (Status::Canceled, Some(late.event_id())));
+
+    // The crashed invocation's message returns after its visibility timeout: no effect.
+    h.advance(h.options.visibility_timeout);
+    let d = h.deliver(1).await;
+    assert!(d.only().redelivered);
+    assert_eq!(h.mirror_state(&entity).await, Some(json!({"title": "v3"})));
+    assert_eq!(h.effects().await, ids(&[&late]));
+    let head = h.head(&entity).await;
+    assert!(head.inflight.is_none() && head.next.is_none());
+}
+
+// ---- §4 rule 6: completion and promotion ----
+
+#[tokio::test]
+async fn completed_event_promotes_next_and_sends_a_message_naming_it() {
+    let h = Harness::new();
+    let first = Env::product("10").at(10).titled("v1");
+    let second = Env::product("10").at(20).titled("v2");
+    let entity = first.entity();
+    let gate = h.script.hold_next();
+    h.send_env(&first).await;
+    let batch = h.receive(1).await;
+
+    let (d1, ()) = tokio::join!(h.invoke(&batch), async {
+        gate.entered().await;
+        h.send_env(&second).await;
+        assert_eq!(h.deliver(1).await.only().status, Some(Status::Queued));
+        gate.release();
+    });
+    assert_eq!(d1.only().status, Some(Status::Completed));
+
+    // One compare-and-set: applied = first, inflight = the promoted next, next = none.
+    let head = h.head(&entity).await;
+    assert_eq!(head.applied.as_ref().map(|a| &a.event_id), Some(&first.event_id()));
+    let promoted = head.inflight.as_ref().expect("next was promoted");
+    assert_eq!(promoted.slot.event_id, second.event_id());
+    assert_eq!(promoted.lease_until, h.now() + h.options.settings.lease);
+    assert!(head.next.is_none());
+    assert_eq!(h.status_of(&second).await, Status::Queued, "promoted, not yet claimed");
+
+    let messages = h.receive(10).await;
+    assert_eq!(messages.len(), 1, "exactly one message names the promoted event");
+    match Message::parse(&messages[0].body, usize::MAX) {
+        Ok(Message::Redrive { event_id, reason, force }) => {
+            assert_eq!((event_id, reason, force), (second.event_id(), RedriveReason::Promotion, false))
+        }
+        other => panic!("expected a promotion re-drive, got {other:?}"),
+    }
+    assert_eq!(messages[0].trace_header.as_deref(), Some(d1.trace_id.as_str()), "the trace continues");
+
+    let d2 = h.invoke(&messages).await;
+    assert_eq!(d2.only().status, Some(Status::Completed));
+    let done = h.record_of(&second).await;
+    assert_eq!((done.status, done.attempt), (Status::Completed, 1));
+    assert_eq!(h.mirror_state(&entity).await, Some(json!({"title": "v2"})));
+    assert_eq!(h.effects().await, ids(&[&first, &second]));
+    assert!(h.head(&entity).await.inflight.is_none());
+}
+
+// ---- Ties ----
+
+#[tokio::test]
+async fn tie_is_applied_in_arrival_order_and_flagged() {
+    let h = Harness::new();
+    // One after the other.
+    let a = Env::issue("11").at(30).titled("first");
+    let b = Env::issue("11").at(30).titled("second");
+    let d = h.apply_in_turn(&[&a, &b]).await;
+    assert_eq!(d[1].only().status, Some(Status::Completed));
+    let (ra, rb) = (h.record_of(&a).await, h.record_of(&b).await);
+    assert_eq!((ra.tie, rb.tie), (false, true), "the later one is flagged");
+    assert_eq!(h.mirror_state(&a.entity()).await, Some(json!({"title": "second"})));
+
+    // The later one arrives while the earlier is in flight: it waits and is applied after it.
+    let c = Env::issue("12").at(30).titled("first");
+    let e = Env::issue("12").at(30).titled("second");
+    let gate = h.script.hold_next();
+    h.send_env(&c).await;
+    let batch = h.receive(1).await;
+    let (_, ()) = tokio::join!(h.invoke(&batch), async {
+        gate.entered().await;
+        h.send_env(&e).await;
+        assert_eq!(h.deliver(1).await.only().status, Some(Status::Queued));
+        assert!(h.record_of(&e).await.tie);
+        gate.release();
+    });
+    h.drain().await;
+    let (rc, re) = (h.record_of(&c).await, h.record_of(&e).await);
+    assert_eq!((rc.status, rc.tie), (Status::Completed, false));
+    assert_eq!((re.status, re.tie), (Status::Completed, true));
+    assert_eq!(h.mirror_state(&c.entity()).await, Some(json!({"title": "second"})));
+    assert_eq!(h.effects().await, ids(&[&a, &b, &c, &e]));
+}
+
+#[tokio::test]
+async fn tie_is_never_dropped_as_duplicate() {
+    let h = Harness::new();
+    let a = Env::product("13").at(30).payload(json!({"stock": 1}));
+    let b = Env::product("13").at(30).payload(json!({"stock": 2}));
+    let d = h.apply_in_turn(&[&a, &b]).await;
+
+    let rb = h.record_of(&b).await;
+    assert_eq!(d[1].only().status, Some(Status::Completed));
+    assert_eq!((rb.status, rb.duplicate_of.clone(), rb.dropped_for.clone(), rb.tie), (Status::Completed, None, None, true));
+    assert_eq!(h.effects_of(&b.event_id()).await, 1, "the destination applied the tie too");
+    assert_eq!(h.mirror_state(&a.entity()).await, Some(json!({"stock": 2})));
+
+    // Whereas the same content at the same key is a duplicate, even under another id.
+    let b_again = Env::product("13").at(30).payload(json!({"stock": 2})).id("shopify-evt-13-b");
+    h.send_env(&b_again).await;
+    assert_eq!(h.deliver(1).await.only().status, Some(Status::Duplicate));
+    assert_eq!(h.record_of(&b_again).await.duplicate_of, Some(b.event_id()));
+    assert_eq!(h.effects().await, ids(&[&a, &b]));
+}
+
+// ---- `create` without `updated_at` ----
+
+#[tokio::test]
+async fn create_without_updated_at_is_ordered_before_any_timestamped_event() {
+    let h = Harness::new();
+    // Shopify sends `update` before `create`: the create is stale at once.
+    let update = Env::product("14").at(10).titled("updated");
+    let create = Env::product("14").kind("create").titled("created");
+    assert_eq!(create.body().contains("updated_at"), false);
+    h.apply_in_turn(&[&update, &create]).await;
+    let stale = h.record_of(&create).await;
+    assert_eq!(stale.order, Some(OrderKey::BEFORE_ANY));
+    assert_eq!((stale.status, stale.dropped_for.as_deref()), (Status::Dropped, Some(update.event_id().as_str())));
+    assert_eq!(h.mirror_state(&update.entity()).await, Some(json!({"title": "updated"})));
+
+    // In the usual order the create is processed at once and the update follows.
+    let create2 = Env::product("15").kind("create").titled("created");
+    let update2 = Env::product("15").at(-3600).titled("updated an hour before t0");
+    let d = h.apply_in_turn(&[&create2, &update2]).await;
+    assert_eq!(d[0].only().status, Some(Status::Completed));
+    assert_eq!(d[1].only().status, Some(Status::Completed));
+    assert_eq!(h.mirror_state(&update2.entity()).await, Some(json!({"title": "updated an hour before t0"})));
+    assert_eq!(h.effects().await, ids(&[&update, &create2, &update2]));
+}
+
+// ---- §4 rule 5: the destination's guard ----
+
+#[tokio::test]
+async fn destination_holding_a_newer_local_edit_drops_the_event_for_that_record() {
+    let h = Harness::new();
+    let old = Env::product("16").at(10).titled("from shopify");
+    let entity = old.entity();
+    h.mirror().record_local_edit(&entity, json!({"title": "edited by hand"}), time(20)).await.expect("local edit");
+
+    let d = h.apply_in_turn(&[&old]).await;
+    assert_eq!((d[0].only().status, &d[0].only().disposition), (Some(Status::Dropped), &Disposition::Ack));
+    let dropped = h.record_of(&old).await;
+    let holder = dropped.dropped_for.clone().expect("dropped_for names the record");
+    assert!(holder.contains(&entity.to_string()) && holder.contains("local-edit"), "dropped_for = {holder}");
+    assert_eq!(timeline(&dropped), [Status::Received, Status::Processing, Status::Dropped]);
+    assert_eq!(h.mirror_state(&entity).await, Some(json!({"title": "edited by hand"})));
+    assert!(h.effects().await.is_empty());
+    let head = h.head(&entity).await;
+    assert!(head.inflight.is_none() && head.applied.is_none(), "the head is released, nothing applied");
+
+    // A change newer than the edit wins over it.
+    let newer = Env::product("16").at(30).titled("newer from shopify");
+    h.apply_in_turn(&[&newer]).await;
+    assert_eq!(h.status_of(&newer).await, Status::Completed);
+    let row = h.mirror_row(&entity).await.expect("row");
+    assert_eq!((row.state, row.modified_at), (json!({"title": "newer from shopify"}), None));
+    assert_eq!(h.effects().await, ids(&[&newer]));
+}
+
+#[tokio::test]
+async fn create_without_updated_at_is_dropped_for_a_local_edit() {
+    let h = Harness::new();
+    let create = Env::product("17").kind("create").titled("created upstream");
+    let entity = create.entity();
+    h.mirror().record_local_edit(&entity, json!({"title": "edited by hand"}), time(20)).await.expect("local edit");
+
+    h.apply_in_turn(&[&create]).await;
+
+    // A create is ordered before any timestamped change (§1), so the edit is newer (§4 rule 5).
+    let record = h.record_of(&create).await;
+    assert_eq!(record.status, Status::Dropped, "history: {:?}", timeline(&record));
+    assert!(record.dropped_for.as_deref().is_some_and(|d| d.contains("local-edit")));
+    assert_eq!(h.mirror_state(&entity).await, Some(json!({"title": "edited by hand"})));
+    assert!(h.effects().await.is_empty());
+}
+
+// ---- §4 rule 7: errors ----
+
+#[tokio::test]
+async fn retryable_error_marks_errored_and_returns_the_message_with_backoff() {
+    let h = Harness::new();
+    let event = Env::issue("18").at(10).titled("v1");
+    let entity = event.entity();
+    for _ in 0..3 {
+        h.script.next(Step::Retryable("502 bad gateway"));
+    }
+    let message_id = h.send_env(&event).await;
+    let base = h.options.settings.backoff_base;
+    let mut previous = Duration::zero();
+    for attempt in 1..=3u32 {
+        let d = h.deliver(1).await;
+        assert_eq!(d.messages[0].receive_count, attempt);
+        assert_eq!(d.only().status, Some(Status::Errored));
+        assert_eq!(d.failures(), [message_id.clone()], "the message goes back to the queue");
+        let after = d.retry_after(0);
+        let full = base * 2i32.pow(attempt - 1);
+        assert!(after >= full / 2 && after <= full, "attempt {attempt}: backoff {after} not in [{}, {full}]", full / 2);
+        assert!(after >= previous, "attempt {attempt}: backoff {after} shrank from {previous}");
+        previous = after;
+
+        let record = h.record_of(&event).await;
+        assert_eq!((record.status, record.attempt), (Status::Errored, attempt));
+        let error = record.error.expect("error recorded");
+        assert_eq!((error.kind, error.retryable), (ErrorKind::Retryable, true));
+        assert!(error.message.contains("502 bad gateway"), "{}", error.message);
+        let inflight = h.head(&entity).await.inflight.expect("still holds the entity");
+        assert!(inflight.errored);
+        assert_eq!(inflight.lease_until, h.now() + after + h.options.settings.lease);
+
+        // The queue honours the delay: invisible until it is over, visible right then.
+        h.advance(after - Duration::milliseconds(1));
+        assert!(h.receive(1).await.is_empty(), "attempt {attempt}: came back before its backoff");
+        h.advance(Duration::milliseconds(1));
+    }
+    let d = h.deliver(1).await;
+    assert_eq!(d.only().status, Some(Status::Completed));
+    assert!(d.failures().is_empty());
+    let record = h.record_of(&event).await;
+    assert_eq!(record.attempt, 4);
+    use Status::*;
+    assert_eq!(timeline(&record), [Received, Processing, Errored, Processing, Errored, Processing, Errored, Processing, Completed]);
+    assert_eq!(h.effects().await, ids(&[&event]));
+    assert_eq!(h.mirror_state(&entity).await, Some(json!({"title": "v1"})));
+}
+
+#[tokio::test]
+async fn last_allowed_attempt_fails_the_event_and_dead_letters_its_message_and_releases_the_head() {
+    let h = Harness::with(Options { max_receives: 3, ..Options::default() });
+    let doomed = Env::issue("19").at(10).titled("v1");
+    let newer = Env::issue("19").at(20).titled("v2");
+    let entity = doomed.entity();
+    let gate = std::sync::Arc::new(Gate::default());
+    h.script.on(&entity, Step::Retryable("timeout"));
+    h.script.on(&entity, Step::Retryable("timeout"));
+    h.script.on(&entity, Step::Hold(gate.clone(), Box::new(Step::Retryable("timeout"))));
+    let message_id = h.send_env(&doomed).await;
+    for _ in 0..2 {
+        let d = h.deliver(1).await;
+        assert_eq!(d.only().status, Some(Status::Errored));
+        h.advance(d.retry_after(0));
+    }
+    let last = h.receive(1).await;
+    assert_eq!(last[0].receive_count, 3, "the last receive the queue allows");
+
+    let (d3, ()) = tokio::join!(h.invoke(&last), async {
+        gate.entered().await;
+        h.send_env(&newer).await;
+        assert_eq!(h.deliver(1).await.only().status, Some(Status::Queued));
+        gate.release();
+    });
+
+    assert_eq!((d3.only().status, &d3.only().disposition), (Some(Status::Failed), &Disposition::DeadLetter));
+    assert!(d3.failures().is_empty(), "a dead-lettered record is not returned for retry");
+    let failed = h.record_of(&doomed).await;
+    assert_eq!((failed.status, failed.attempt), (Status::Failed, 3));
+    let error = failed.error.expect("error");
+    assert_eq!((error.kind, error.retryable), (ErrorKind::AttemptsExhausted, false));
+    assert!(error.causes.iter().any(|c| c.contains("timeout")), "{error:?}");
+    let dead = h.dead_letters().await;
+    assert_eq!(dead.iter().map(|m| m.message_id.clone()).collect::<Vec<_>>(), [message_id]);
+
+    // The head was released to the waiting event.
+    let head = h.head(&entity).await;
+    assert_eq!(head.inflight.as_ref().map(|i| &i.slot.event_id), Some(&newer.event_id()));
+    h.drain().await;
+    assert_eq!(h.status_of(&newer).await, Status::Completed);
+    assert_eq!(h.mirror_state(&entity).await, Some(json!({"title": "v2"})));
+    assert_eq!(h.effects().await, ids(&[&newer]));
+}
+
+#[tokio::test]
+async fn permanent_error_fails_at_once_and_releases_the_head() {
+    let h = Harness::new();
+    let refused = Env::issue("20").at(10).titled("v1");
+    let newer = Env::issue("20").at(20).titled("v2");
+    let entity = refused.entity();
+    let gate = std::sync::Arc::new(Gate::default());
+    h.script.on(&entity, Step::Hold(gate.clone(), Box::new(Step::Permanent("422 validation failed"))));
+    h.send_env(&refused).await;
+    let batch = h.receive(1).await;
+
+    let (d1, ()) = tokio::join!(h.invoke(&batch), async {
+        gate.entered().await;
+        h.send_env(&newer).await;
+        assert_eq!(h.deliver(1).await.only().status, Some(Status::Queued));
+        gate.release();
+    });
+
+    assert_eq!((d1.only().status, &d1.only().disposition), (Some(Status::Failed), &Disposition::Ack));
+    assert!(d1.failures().is_empty(), "no retry of a permanent error");
+    let failed = h.record_of(&refused).await;
+    assert_eq!((failed.status, failed.attempt), (Status::Failed, 1));
+    let error = failed.error.expect("error");
+    assert_eq!((error.kind, error.retryable), (ErrorKind::Permanent, false));
+    assert!(error.message.contains("422 validation failed"));
+    assert_eq!(h.head(&entity).await.inflight.map(|i| i.slot.event_id), Some(newer.event_id()));
+    h.drain().await;
+    assert_eq!(h.status_of(&newer).await, Status::Completed);
+    assert_eq!(h.effects().await, ids(&[&newer]));
+    let head = h.head(&entity).await;
+    assert_eq!(head.applied.map(|a| a.event_id), Some(newer.event_id()));
+    assert!(head.inflight.is_none());
+}
+
+// ---- Crashes and redeliveries ----
+
+#[tokio::test]
+async fn crashed_invocation_leaves_a_lease_and_the_redelivery_reclaims_with_attempt_plus_one() {
+    let h = Harness::new();
+    let before_write = Env::issue("21").at(10).titled("died before writing");
+    let after_write = Env::issue("22").at(10).titled("died after writing");
+    h.script.on(&before_write.entity(), Step::Crash { write: false });
+    h.script.on(&after_write.entity(), Step::Crash { write: true });
+
+    for (env, effects_after_crash) in [(&before_write, 0), (&after_write, 1)] {
+        h.send_env(env).await;
+        let d = h.deliver(1).await;
+        assert!(d.crashed(), "no response from a killed invocation");
+        let record = h.record_of(env).await;
+        assert_eq!((record.status, record.attempt), (Status::Processing, 1));
+        let lease = record.lease_until.expect("the lease is left behind");
+        assert!(lease > h.now() && lease <= h.now() + h.options.function_timeout + h.options.settings.clock_margin);
+        let head = h.head(&env.entity()).await;
+        let inflight = head.inflight.expect("inflight");
+        assert_eq!((inflight.slot.event_id, inflight.fence), (env.event_id(), 1));
+        assert_eq!(h.effects_of(&env.event_id()).await, effects_after_crash);
+        assert!(h.receive(1).await.is_empty(), "hidden until the visibility timeout");
+
+        h.advance(h.options.visibility_timeout);
+        let again = h.deliver(1).await;
+        assert_eq!(again.messages[0].receive_count, 2);
+        assert_eq!(again.only().status, Some(Status::Completed));
+        let record = h.record_of(env).await;
+        assert_eq!((record.status, record.attempt), (Status::Completed, 2));
+        assert_eq!(timeline(&record), [Status::Received, Status::Processing, Status::Processing, Status::Completed]);
+        assert_eq!(record.history[2].attempt, 2);
+        assert_eq!(h.head(&env.entity()).await.fence, 2);
+        assert_eq!(h.effects_of(&env.event_id()).await, 1, "exactly one effect, crash or not");
+        assert_eq!(h.mirror_state(&env.entity()).await, Some(env.payload_value()));
+    }
+}
+
+#[tokio::test]
+async fn concurrent_duplicate_delivery_of_an_inflight_event_is_returned_for_later() {
+    let h = Harness::new();
+    let event = Env::issue("23").at(10).titled("v1");
+    let gate = h.script.hold_next();
+    let message_id = h.send_env(&event).await;
+    let first = h.receive(1).await;
+    // SQS hands the same message out again while the first copy is being processed.
+    h.ports().queue.change_visibility(&first[0].receipt_handle, Duration::zero()).await.expect("visible again");
+    let second = h.receive(1).await;
+    assert_eq!(second[0].message_id, message_id);
+    assert_ne!(second[0].receipt_handle, first[0].receipt_handle);
+
+    let (d1, retry_after) = tokio::join!(h.invoke(&first), async {
+        gate.entered().await;
+        let before = h.record_of(&event).await;
+        let head_before = h.head(&event.entity()).await;
+        let d2 = h.invoke(&second).await;
+        assert_eq!(d2.failures(), [message_id.clone()], "the duplicate is returned for later");
+        let after = d2.retry_after(0);
+        let lease = before.lease_until.expect("lease");
+        assert_eq!(after, lease + h.options.settings.clock_margin - h.now());
+        let during = h.record_of(&event).await;
+        assert_eq!((during.status, during.attempt, during.lease_until), (Status::Processing, 1, Some(lease)));
+        assert_eq!(h.head(&event.entity()).await, head_before, "the live attempt's lease is untouched");
+        gate.release();
+        after
+    });
+
+    assert_eq!(d1.only().status, Some(Status::Completed));
+    assert_eq!(h.effects().await, ids(&[&event]));
+    // The first copy's delete used a stale receipt handle; the message comes back once more and is acknowledged.
+    h.advance(retry_after);
+    let d3 = h.deliver(1).await;
+    assert_eq!(d3.messages[0].message_id, message_id);
+    assert!(d3.only().redelivered);
+    assert!(d3.failures().is_empty());
+    let depth = h.depth().await;
+    assert_eq!(depth.visible + depth.in_flight + depth.delayed, 0);
+    let record = h.record_of(&event).await;
+    assert_eq!((record.status, record.attempt, record.redelivered), (Status::Completed, 1, 1));
+    assert_eq!(h.effects().await, ids(&[&event]));
+}
+
+// ---- §3 idempotency ----
+
+#[tokio::test]
+async fn redelivered_completed_event_is_acknowledged_without_effect() {
+    let h = Harness::new();
+    let event = Env::issue("24").at(10).titled("v1");
+    h.apply_in_turn(&[&event]).await;
+    let before = h.record_of(&event).await;
+
+    let d = h.apply_in_turn(&[&event]).await.remove(0);
+
+    let outcome = d.only();
+    assert!(outcome.redelivered);
+    assert_eq!((outcome.status, &outcome.disposition), (Some(Status::Completed), &Disposition::Ack));
+    assert!(d.failures().is_empty());
+    let after = h.record_of(&event).await;
+    assert_eq!((after.status, after.redelivered, after.attempt), (Status::Completed, 1, 1));
+    assert_eq!(after.history, before.history, "no new history: nothing happened to the event");
+    assert_eq!(h.effects().await, ids(&[&event]));
+}
+
+#[tokio::test]
+async fn failed_event_resent_by_the_client_is_driven_again() {
+    let h = Harness::new();
+    let event = Env::issue("25").at(10).titled("v1");
+    for _ in 0..3 {
+        h.script.next(Step::Permanent("destination is down"));
+    }
+    // Three submissions while the destination refuses, the fourth succeeds.
+    for submission in 1..=4u32 {
+        let d = h.apply_in_turn(&[&event]).await.remove(0);
+        let expected = if submission < 4 { Status::Failed } else { Status::Completed };
+        assert_eq!(d.only().status, Some(expected), "submission {submission}");
+        assert!(!d.only().redelivered);
+        let record = h.record_of(&event).await;
+        assert_eq!((record.status, record.attempt, record.attempt_base), (expected, submission, submission - 1));
+    }
+    let record = h.record_of(&event).await;
+    use Status::*;
+    assert_eq!(
+        timeline(&record),
+        [Received, Processing, Failed, Received, Processing, Failed, Received, Processing, Failed, Received, Processing, Completed]
+    );
+    assert_eq!(record.history[3].note.as_deref(), Some("client resubmission"));
+    assert_eq!(h.effects().await, ids(&[&event]));
+    assert_eq!(h.mirror_state(&event.entity()).await, Some(json!({"title": "v1"})));
+}
+
+#[tokio::test]
+async fn same_client_event_id_with_other_content_is_rejected_with_conflicts_with() {
+    let h = Harness::new();
+    let original = Env::product("26").at(10).payload(json!({"price": "5.00"})).id("shopify-evt-77");
+    let conflicting = Env::product("26").at(10).payload(json!({"price": "6.00"})).id("shopify-evt-77");
+    h.apply_in_turn(&[&original]).await;
+    let before = h.record_of(&original).await;
+
+    let d = h.apply_in_turn(&[&conflicting]).await.remove(0);
+
+    let stored_as = conflicting.clone().without("event_id").event_id();
+    assert_eq!(d.only().event_id, Some(stored_as.clone()));
+    assert_eq!((d.only().status, &d.only().disposition), (Some(Status::Rejected), &Disposition::Ack));
+    let rejected = h.record(&stored_as).await;
+    assert_eq!(rejected.status, Status::Rejected);
+    assert_eq!(rejected.conflicts_with, Some(original.event_id()));
+    let error = rejected.error.clone().expect("error");
+    assert_eq!((error.kind, error.field.as_deref()), (ErrorKind::IdempotencyConflict, Some("event_id")));
+    assert!(error.message.contains("shopify-evt-77"), "{}", error.message);
+    assert_eq!(h.archived(&rejected).await, conflicting.body().into_bytes(), "the raw body is archived");
+    assert_eq!(timeline(&rejected), [Status::Received, Status::Rejected]);
+    assert_eq!(h.record_of(&original).await, before, "the original is untouched");
+    assert_eq!(h.mirror_state(&original.entity()).await, Some(json!({"price": "5.00"})));
+    assert_eq!(h.effects().await, ids(&[&original]));
+
+    // The same conflicting message again lands on the same rejected record.
+    let again = h.apply_in_turn(&[&conflicting]).await.remove(0);
+    assert!(again.only().redelivered);
+    assert_eq!(h.record(&stored_as).await.redelivered, 1);
+    assert_eq!(h.counts().await.get(&Status::Rejected), Some(&1));
+}
+
+#[tokio::test]
+async fn conflicting_message_racing_the_original_is_rejected_not_acknowledged_as_a_redelivery() {
+    let h = Harness::with(Options { hold_commits: true, ..Options::default() });
+    let original = Env::product("30").at(10).payload(json!({"price": "1.00"})).id("shopify-evt-30");
+    let racer = Env::product("30").at(10).payload(json!({"price": "9.99"})).id("shopify-evt-30");
+    // The racer has looked the id up (not recorded yet) and is about to record itself when the original overtakes it.
+    let gate = h.held.hold_first_write_of(&racer.event_id());
+    h.send_env(&racer).await;
+    let batch = h.receive(1).await;
+
+    let (raced, ()) = tokio::join!(h.invoke(&batch), async {
+        gate.entered().await;
+        h.send_env(&original).await;
+        assert_eq!(h.deliver(1).await.only().status, Some(Status::Completed));
+        gate.release();
+    });
+
+    let stored_as = racer.clone().without("event_id").event_id();
+    let rejected = h.try_record(&stored_as).await;
+    assert!(
+        rejected.as_ref().is_some_and(|r| r.status == Status::Rejected && r.conflicts_with == Some(racer.event_id())),
+        "the same client event_id with other content must be rejected (§3); the racing message was acknowledged as \
+         {:?} and left {:?}",
+        raced.only(),
+        rejected.map(|r| r.status)
+    );
+    assert_eq!(h.record_of(&original).await.redelivered, 0, "the racer is not a redelivery of the original");
+    assert_eq!(h.mirror_state(&original.entity()).await, Some(json!({"price": "1.00"})));
+}
+
+#[tokio::test]
+async fn conflicting_message_racing_an_errored_original_never_applies_its_own_content() {
+    let h = Harness::with(Options { hold_commits: true, ..Options::default() });
+    let original = Env::product("31").at(10).payload(json!({"price": "1.00"})).id("shopify-evt-31");
+    let racer = Env::product("31").at(10).payload(json!({"price": "9.99"})).id("shopify-evt-31");
+    let entity = original.entity();
+    let gate = h.held.hold_first_write_of(&racer.event_id());
+    h.script.next(Step::Retryable("503 service unavailable"));
+    h.send_env(&racer).await;
+    let batch = h.receive(1).await;
+
+    let (_, ()) = tokio::join!(h.invoke(&batch), async {
+        gate.entered().await;
+        h.send_env(&original).await;
+        assert_eq!(h.deliver(1).await.only().status, Some(Status::Errored));
+        gate.release();
+    });
+    h.advance(Duration::minutes(10));
+    h.drain().await;
+
+    let record = h.record_of(&original).await;
+    assert_eq!(record.status, Status::Completed);
+    assert_eq!(
+        h.mirror_state(&entity).await,
+        Some(json!({"price": "1.00"})),
+        "shopify-evt-31 is recorded with the content hash of price 1.00, yet the destination holds the racer's price"
+    );
+    let row = h.mirror_row(&entity).await.expect("row");
+    assert_eq!(row.content_hash, record.content_hash.map(|c| c.to_hex()), "the destination's content matches the record");
+}
+
+// ---- §5 in_order ----
+
+#[tokio::test]
+async fn in_order_events_are_all_applied_one_at_a_time() {
+    let h = Harness::new();
+    let d1 = Env::adjustment("sku-1").at(10).delta(5).id("adj-1");
+    let d2 = Env::adjustment("sku-1").at(20).delta(-2).id("adj-2");
+    let d3 = Env::adjustment("sku-1").at(30).delta(10).id("adj-3");
+    let entity = d1.entity();
+    let gate = h.script.hold_next();
+    h.send_env(&d1).await;
+    let batch = h.receive(1).await;
+
+    let (first, ()) = tokio::join!(h.invoke(&batch), async {
+        gate.entered().await;
+        // They arrive newest first while the first one holds the entity.
+        for env in [&d3, &d2] {
+            h.send_env(env).await;
+            let d = h.deliver(1).await;
+            assert_eq!((d.only().status, &d.only().disposition), (Some(Status::Queued), &Disposition::Ack));
+        }
+        let head = h.head(&entity).await;
+        assert_eq!(head.inflight.as_ref().map(|i| &i.slot.event_id), Some(&d1.event_id()));
+        let backlog: Vec<_> = head.backlog.iter().map(|s| s.event_id.clone()).collect();
+        assert_eq!(backlog, ids(&[&d2, &d3]), "the backlog is in order-key order");
+        let processing = h.events_of(&entity).await.into_iter().filter(|r| r.status == Status::Processing).count();
+        assert_eq!(processing, 1, "one at a time");
+        gate.release();
+    });
+
+    assert_eq!(first.only().status, Some(Status::Completed));
+    h.drain().await;
+    for env in [&d1, &d2, &d3] {
+        let record = h.record_of(env).await;
+        assert_eq!((record.status, record.out_of_order), (Status::Completed, false), "{}", record.event_id);
+    }
+    assert_eq!(h.effects().await, ids(&[&d1, &d2, &d3]), "applied in order-key order");
+    assert_eq!(h.mirror_state(&entity).await, Some(json!({"quantity": 13})));
+    let head = h.head(&entity).await;
+    assert_eq!(head.applied.map(|a| a.event_id), Some(d3.event_id()));
+    assert!(head.inflight.is_none() && head.backlog.is_empty() && !head.needs_verification);
+}
+
+#[tokio::test]
+async fn in_order_event_older_than_applied_is_flagged_out_of_order_and_applied() {
+    let h = Harness::new();
+    let newer = Env::adjustment("sku-2").at(20).delta(3).id("adj-20");
+    let older = Env::adjustment("sku-2").at(10).delta(4).id("adj-10");
+    let entity = newer.entity();
+
+    let d = h.apply_in_turn(&[&newer, &older]).await;
+
+    assert_eq!(d[1].only().status, Some(Status::Completed), "nothing is dropped");
+    let late = h.record_of(&older).await;
+    assert_eq!((late.status, late.out_of_order), (Status::Completed, true));
+    assert!(!h.record_of(&newer).await.out_of_order);
+    let head = h.head(&entity).await;
+    assert!(head.needs_verification, "the entity is scheduled for verification");
+    assert_eq!(head.applied.map(|a| a.event_id), Some(newer.event_id()), "applied stays the newest");
+    assert_eq!(h.mirror_state(&entity).await, Some(json!({"quantity": 7})));
+    assert_eq!(h.effects().await, ids(&[&newer, &older]));
+}
+
+#[tokio::test]
+async fn in_order_event_older_than_applied_is_flagged_even_when_it_waited_in_the_backlog() {
+    let h = Harness::new();
+    let applied = Env::adjustment("sku-3").at(20).delta(1).id("adj-a");
+    let inflight = Env::adjustment("sku-3").at(30).delta(10).id("adj-c");
+    let older = Env::adjustment("sku-3").at(10).delta(100).id("adj-b");
+    let entity = applied.entity();
+    h.apply_in_turn(&[&applied]).await;
+    let gate = h.script.hold_next();
+    h.send_env(&inflight).await;
+    let batch = h.receive(1).await;
+
+    let (_, ()) = tokio::join!(h.invoke(&batch), async {
+        gate.entered().await;
+        // Arrives older than the last applied event (adj-a), while adj-c holds the entity.
+        h.send_env(&older).await;
+        assert_eq!(h.deliver(1).await.only().status, Some(Status::Queued));
+        gate.release();
+    });
+    h.drain().await;
+
+    assert_eq!(h.mirror_state(&entity).await, Some(json!({"quantity": 111})));
+    let late = h.record_of(&older).await;
+    assert_eq!(late.status, Status::Completed);
+    assert!(late.out_of_order, "adj-b arrived older than the applied adj-a and was applied after adj-c");
+    assert!(h.head(&entity).await.needs_verification, "the entity must be scheduled for verification");
+}
+
+#[tokio::test]
+async fn in_order_event_beyond_a_full_backlog_is_not_stranded_when_its_receives_run_out() {
+    let mut settings = settings();
+    settings.max_backlog = 1;
+    let h = Harness::with(Options { settings, max_receives: 2, ..Options::default() });
+    let d1 = Env::adjustment("sku-4").at(10).delta(1).id("adj-4-1");
+    let d2 = Env::adjustment("sku-4").at(20).delta(2).id("adj-4-2");
+    let d3 = Env::adjustment("sku-4").at(30).delta(4).id("adj-4-3");
+    let entity = d1.entity();
+    let gate = h.script.hold_next();
+    h.send_env(&d1).await;
+    let batch = h.receive(1).await;
+
+    let (_, ()) = tokio::join!(h.invoke(&batch), async {
+        gate.entered().await;
+        h.send_env(&d2).await;
+        assert_eq!(h.deliver(1).await.only().status, Some(Status::Queued));
+        h.send_env(&d3).await;
+        // The backlog is full: d3 is returned for later, until the queue's receives run out.
+        for _ in 0..2 {
+            let d = h.deliver(1).await;
+            assert_eq!(d.failures().len(), 1, "returned for later");
+            h.advance(d.retry_after(0));
+        }
+        assert!(h.receive(1).await.is_empty());
+        assert_eq!(h.dead_letters().await.len(), 1, "d3's message was dead-lettered by the queue");
+        gate.release();
+    });
+    h.drain().await;
+    h.advance(Duration::minutes(5));
+    h.sweep().await;
+    h.drain().await;
+
+    assert_eq!(h.status_of(&d2).await, Status::Completed);
+    let stranded = h.record_of(&d3).await;
+    assert!(
+        stranded.status == Status::Completed || stranded.status == Status::Failed,
+        "d3 must be applied, or failed with its message in the dead-letter queue (§2); it is {} with history {:?} \
+         and nothing left to drive it (head: {:?})",
+        stranded.status,
+        timeline(&stranded),
+        h.head(&entity).await
+    );
+}
+
+// ---- §2 the transition table ----
+
+#[test]
+fn every_transition_follows_the_table() {
+    use Status::*;
+    let table: &[(Status, &[Status])] = &[
+        (Received, &[Queued, Processing, Dropped, Duplicate, Disabled, Rejected, Failed]),
+        (Queued, &[Processing, Canceled, Dropped, Duplicate, Failed]),
+        (Processing, &[Processing, Completed, Errored, Failed, Dropped, Canceled, Waiting]),
+        (Errored, &[Processing, Canceled, Failed]),
+        (Waiting, &[Processing, Queued, Canceled, Failed]),
+        (Completed, &[Received]),
+        (Failed, &[Received]),
+        (Dropped, &[Received]),
+        (Duplicate, &[Received]),
+        (Canceled, &[Received]),
+        (Disabled, &[Received]),
+        (Rejected, &[]),
+    ];
+    assert_eq!(table.len(), Status::ALL.len());
+    for &(from, allowed) in table {
+        for to in Status::ALL {
+            let expected = allowed.contains(&to);
+            assert_eq!(from.can_become(to), expected, "{from} → {to}");
+            assert_eq!(from.check(to).is_ok(), expected, "{from} → {to}");
+        }
+    }
+    for status in Status::ALL {
+        // Terminal statuses leave only through a reprocess (back to `received`); `rejected` never leaves.
+        if status.is_terminal() {
+            let exits: Vec<Status> = Status::ALL.into_iter().filter(|&to| status.can_become(to)).collect();
+            let expected: &[Status] = if status == Rejected { &[] } else { &[Received] };
+            assert_eq!(exits, expected, "exits of {status}");
+        }
+        // Nothing enters `received` but a reprocess of a finished event, nor `rejected` but a fresh one.
+        assert_eq!(status.can_become(Received), status.is_terminal() && status != Rejected, "{status} → received");
+        assert_eq!(status.can_become(Rejected), status == Received, "{status} → rejected");
+        // Only an attempt completes an event.
+        assert_eq!(status.can_become(Completed), status == Processing, "{status} → completed");
+        // Statuses round-trip through their names.
+        assert_eq!(status.as_str().parse::<Status>(), Ok(status));
+    }
+    assert_eq!(
+        [Received, Queued, Processing, Errored, Waiting].map(Status::is_terminal),
+        [false; 5],
+        "the non-terminal statuses"
+    );
+    // An illegal transition is an error naming both ends, and the record is left as it was.
+    let error = Completed.check(Processing).expect_err("illegal");
+    assert_eq!((error.from, error.to), (Completed, Processing));
+    assert!(error.to_string().contains("completed → processing"));
+    let mut record: EventRecord = serde_json::from_value(json!({
+        "event_id": "x", "client_event_id": true, "entity": null, "order": null, "kind": null, "direction": null,
+        "content_hash": null, "payload": {"key": "payloads/00/x.zst", "sha256": "00", "size": 0},
+        "delivery_id": null, "conflicts_with": null, "caused_by": null, "status": "rejected", "dropped_for": null,
+        "duplicate_of": null, "canceled_by": null, "waiting_for": null, "attempt": 0, "attempt_base": 0,
+        "error": null, "tie": false, "out_of_order": false, "forced": false, "redelivered": 0, "external_at": null,
+        "received_at": "2026-05-01T12:00:00Z", "read_started_at": null, "write_started_at": null,
+        "completed_at": null, "updated_at": "2026-05-01T12:00:00Z", "lease_until": null, "last_message_id": null,
+        "expires_at": "2027-05-01T12:00:00Z", "history_folded": 0, "history": [], "version": 1
+    }))
+    .expect("a record");
+    let before = record.clone();
+    let entry = synctrail::model::HistoryEntry {
+        status: Received,
+        at: time(1),
+        attempt: 0,
+        function: None,
+        request_id: None,
+        trace_id: None,
+        note: None,
+    };
+    assert!(record.transition(entry).is_err(), "rejected is final");
+    assert_eq!(record, before);
+}
+
+// ---- §2 history ----
+
+#[tokio::test]
+async fn history_records_function_request_and_trace_for_every_attempt() {
+    let h = Harness::new();
+    let event = Env::issue("27").at(10).titled("v1");
+    h.script.next(Step::Retryable("throttled"));
+    h.send_env(&event).await;
+    let first = h.deliver(1).await;
+    h.advance(first.retry_after(0));
+    let second = h.deliver(1).await;
+    assert_eq!(second.only().status, Some(Status::Completed));
+
+    let record = h.record_of(&event).await;
+    let expected = [
+        (Status::Received, 0, &first),
+        (Status::Processing, 1, &first),
+        (Status::Errored, 1, &first),
+        (Status::Processing, 2, &second),
+        (Status::Completed, 2, &second),
+    ];
+    assert_eq!(record.history.len(), expected.len(), "{:?}", timeline(&record));
+    for (entry, (status, attempt, delivery)) in record.history.iter().zip(expected) {
+        assert_eq!((entry.status, entry.attempt), (status, attempt));
+        assert_eq!(entry.function.as_deref(), Some(FUNCTION), "{status}");
+        assert_eq!(entry.request_id.as_deref(), Some(delivery.request_id.as_str()), "{status}");
+        assert_eq!(entry.trace_id.as_deref(), Some(delivery.trace_id.as_str()), "{status}");
+    }
+    assert_ne!(first.request_id, second.request_id);
+    assert_eq!(record.history[0].at, t0());
+    assert_eq!(record.history[4].at, h.now());
+    assert_eq!(record.completed_at, Some(h.now()));
+    assert!(record.history[2].note.as_deref().is_some_and(|n| n.contains("throttled")));
+    assert_history_is_legal(&record);
+}
+
+// ---- The sweeper ----
+
+#[tokio::test]
+async fn sweeper_redrives_a_promoted_event_whose_message_was_lost() {
+    let h = Harness::new();
+    let first = Env::issue("28").at(10).titled("v1");
+    let second = Env::issue("28").at(20).titled("v2");
+    let entity = first.entity();
+    let gate = h.script.hold_next();
+    h.send_env(&first).await;
+    let batch = h.receive(1).await;
+    let (_, ()) = tokio::join!(h.invoke(&batch), async {
+        gate.entered().await;
+        h.send_env(&second).await;
+        assert_eq!(h.deliver(1).await.only().status, Some(Status::Queued));
+        gate.release();
+    });
+
+    // The promotion message is lost.
+    let lost = h.receive(10).await;
+    assert_eq!(lost.len(), 1);
+    h.ports().queue.delete(&[lost[0].receipt_handle.clone()]).await.expect("delete");
+    assert_eq!(h.status_of(&second).await, Status::Queued);
+
+    assert!(h.sweep().await.is_empty(), "the promoted event's lease is still live");
+    h.advance(h.options.settings.lease + h.options.settings.clock_margin + Duration::seconds(1));
+    assert_eq!(h.sweep().await, ids(&[&second]));
+    h.drain().await;
+
+    assert_eq!(h.status_of(&second).await, Status::Completed);
+    assert_eq!(h.mirror_state(&entity).await, Some(json!({"title": "v2"})));
+    assert_eq!(h.effects().await, ids(&[&first, &second]));
+    assert!(h.sweep().await.is_empty(), "nothing left to sweep");
+}
+
+#[tokio::test]
+async fn sweeper_redrives_a_crashed_event_whose_message_was_dead_lettered() {
+    let h = Harness::with(Options { max_receives: 1, ..Options::default() });
+    let event = Env::issue("29").at(10).titled("v1");
+    h.script.next(Step::Crash { write: false });
+    h.send_env(&event).await;
+    assert!(h.deliver(1).await.crashed());
+    h.advance(h.options.visibility_timeout);
+    assert!(h.receive(1).await.is_empty(), "the queue dead-letters the message instead of a second receive");
+    assert_eq!(h.dead_letters().await.len(), 1);
+    assert_eq!(h.status_of(&event).await, Status::Processing);
+
+    assert_eq!(h.sweep().await, ids(&[&event]));
+    h.drain().await;
+
+    let record = h.record_of(&event).await;
+    assert_eq!((record.status, record.attempt), (Status::Completed, 2));
+    assert_eq!(h.effects().await, ids(&[&event]));
+}
+
+// ---- The sample events of events/*.json ----
+
+#[tokio::test]
+async fn sample_envelopes_are_all_applied() {
+    let h = Harness::new();
+    let event = fixture("sqs-envelopes.json");
+    let bodies = fixture_bodies("sqs-envelopes.json");
+    let batch = h.handle(event, &h.next_context()).await.expect("a response");
+    assert!(batch.response.batch_item_failures.is_empty());
+    for body in &bodies {
+        let record = h.record(&event_id_of(body).expect("valid")).await;
+        assert_eq!(record.status, Status::Completed, "{body}");
+        assert_history_is_legal(&record);
+    }
+    let issue = entity_of(&bodies[1]).expect("entity");
+    let state = h.mirror_state(&issue).await.expect("issue applied");
+    assert_eq!(state["state"], "closed", "the update (12:03:17Z) wins over the create");
+    let deleted = h.mirror_row(&entity_of(&bodies[4]).expect("entity")).await.expect("row");
+    assert!(deleted.deleted);
+    assert_eq!(h.effects().await.len(), bodies.len());
+}
+
+#[tokio::test]
+async fn sample_out_of_order_events_keep_the_newest() {
+    let h = Harness::new();
+    let bodies = fixture_bodies("sqs-out-of-order.json");
+    let batch = h.handle(fixture("sqs-out-of-order.json"), &h.next_context()).await.expect("a response");
+    assert!(batch.response.batch_item_failures.is_empty());
+    let newest = event_id_of(&bodies[0]).expect("valid");
+    assert_eq!(h.record(&newest).await.status, Status::Completed);
+    for body in &bodies[1..] {
+        let record = h.record(&event_id_of(body).expect("valid")).await;
+        assert_eq!((record.status, record.dropped_for.as_deref()), (Status::Dropped, Some(newest.as_str())));
+    }
+    let state = h.mirror_state(&entity_of(&bodies[0]).expect("entity")).await.expect("applied");
+    assert_eq!(state["title"], "Third state");
+    assert_eq!(h.effects().await, [newest]);
+}
+
+#[tokio::test]
+async fn sample_inventory_deltas_add_up_and_the_late_one_is_flagged() {
+    let h = Harness::new();
+    let bodies = fixture_bodies("sqs-inventory-deltas.json");
+    let batch = h.handle(fixture("sqs-inventory-deltas.json"), &h.next_context()).await.expect("a response");
+    assert!(batch.response.batch_item_failures.is_empty());
+    let entity = entity_of(&bodies[0]).expect("entity");
+    for body in &bodies {
+        let record = h.record(&event_id_of(body).expect("valid")).await;
+        assert_eq!(record.status, Status::Completed);
+        assert_eq!(record.out_of_order, record.event_id.as_str() == "erp-adj-0002", "{}", record.event_id);
+    }
+    assert_eq!(h.mirror_state(&entity).await, Some(json!({"quantity": 13})));
+    assert!(h.head(&entity).await.needs_verification);
+}

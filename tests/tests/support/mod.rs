@@ -1,0 +1,743 @@
+//! The test harness: a fresh embedded backend in a temporary home on a [`ManualClock`], the processor Lambda's
+//! handler over it, a scriptable destination, envelope builders, and an event source played deterministically
+//! (receive a batch → `sqs_event` → `Processor::process_batch` → delete what succeeded, keep what failed, skip
+//! what was dead-lettered).
+
+#![allow(dead_code)]
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use chrono::{DateTime, Duration, Utc};
+use serde_json::{json, Map, Value};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use synctrail::engine::{Disposition, Engine, Invocation, Outcome, Ports};
+use synctrail::model::{EntityHead, EntityKey, EventId, EventRecord, Message, Status};
+use synctrail::store::sqlite::{EmbeddedOptions, Mirror, MirrorRecord};
+use synctrail::store::{
+    ApplyOutcome, Change, Destination, DestinationError, EventQuery, EventStore, Expect, OutgoingMessage, QueueDepth,
+    QueueMessage, StoreError, Write,
+};
+use synctrail::{Clock, ManualClock, Policy, Settings};
+use synctrail_cli::backend::Backend;
+use synctrail_processor::{sqs_event, BatchResult, InvocationContext, Processor, RecordResult};
+use tokio::sync::Notify;
+
+/// A fresh temporary home: on `/dev/shm` when there is one (a memory file system, so payload `fsync`s cost nothing
+/// and the simulation runs many more seeds a minute), else in the system's temporary directory.
+pub fn temp_home() -> tempfile::TempDir {
+    let shm = std::path::Path::new("/dev/shm");
+    let in_memory = shm.is_dir().then(|| tempfile::Builder::new().prefix("synctrail-test-").tempdir_in(shm).ok());
+    in_memory.flatten().unwrap_or_else(|| tempfile::tempdir().expect("temporary home"))
+}
+
+/// The entity type whose events are deltas (`in_order`).
+pub const INVENTORY: &str = "inventory_adjustment";
+
+/// The function name every history entry of the harness carries.
+pub const FUNCTION: &str = "synctrail-processor:42";
+
+/// 2026-05-01T12:00:00Z: where every harness clock starts, and the `updated_at` of [`at`]`(0)`.
+pub fn t0() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-05-01T12:00:00Z").expect("valid time").with_timezone(&Utc)
+}
+
+/// `t0 + seconds` as a time.
+pub fn time(seconds: i64) -> DateTime<Utc> {
+    t0() + Duration::seconds(seconds)
+}
+
+/// `t0 + seconds` as the RFC 3339 text of an `updated_at`.
+pub fn at(seconds: i64) -> String {
+    time(seconds).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
+/// The engine settings of the tests: defaults, with `inventory_adjustment` ordered `in_order`.
+pub fn settings() -> Settings {
+    Settings::default().with_policy(INVENTORY, Policy::InOrder)
+}
+
+/// A path under the workspace's `events/` directory.
+pub fn fixture_path(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("events").join(name)
+}
+
+/// An `events/*.json` fixture as the `SqsEvent` Lambda would deliver.
+pub fn fixture(name: &str) -> SqsEvent {
+    let path = fixture_path(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not an SqsEvent: {e}", path.display()))
+}
+
+/// The message bodies of a fixture, in order.
+pub fn fixture_bodies(name: &str) -> Vec<String> {
+    fixture(name).records.into_iter().map(|r| r.body.expect("fixture record has a body")).collect()
+}
+
+/// The id an envelope body is recorded under: its `event_id`, or the derived one; `None` for an invalid body.
+pub fn event_id_of(body: &str) -> Option<EventId> {
+    match Message::parse(body, usize::MAX) {
+        Ok(Message::Envelope(envelope)) => Some(envelope.event_id),
+        _ => None,
+    }
+}
+
+/// The entity an envelope body names; `None` for an invalid body.
+pub fn entity_of(body: &str) -> Option<EntityKey> {
+    match Message::parse(body, usize::MAX) {
+        Ok(Message::Envelope(envelope)) => Some(envelope.entity),
+        _ => None,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Envelopes
+// ---------------------------------------------------------------------------------------------------------------
+
+/// Builds an envelope (spec §1) as the JSON text of an SQS message body.
+#[derive(Debug, Clone)]
+pub struct Env {
+    fields: Map<String, Value>,
+}
+
+impl Env {
+    /// An envelope of `source/entity_type/external_id` with an empty payload and no `updated_at` yet.
+    pub fn new(source: &str, entity_type: &str, external_id: &str) -> Self {
+        let mut fields = Map::new();
+        fields.insert("source".into(), json!(source));
+        fields.insert("entity_type".into(), json!(entity_type));
+        fields.insert("external_id".into(), json!(external_id));
+        fields.insert("payload".into(), json!({}));
+        Self { fields }
+    }
+
+    /// A GitHub issue.
+    pub fn issue(number: &str) -> Self {
+        Self::new("github", "issue", &format!("octo-org/widgets#{number}"))
+    }
+
+    /// A Shopify product.
+    pub fn product(id: &str) -> Self {
+        Self::new("shopify", "product", id)
+    }
+
+    /// A stock adjustment (`in_order`).
+    pub fn adjustment(sku: &str) -> Self {
+        Self::new("erp", INVENTORY, sku)
+    }
+
+    /// `updated_at = t0 + seconds`.
+    pub fn at(self, seconds: i64) -> Self {
+        self.set("updated_at", json!(at(seconds)))
+    }
+
+    /// `version`.
+    pub fn version(self, version: i64) -> Self {
+        self.set("version", json!(version))
+    }
+
+    /// A client `event_id`.
+    pub fn id(self, event_id: &str) -> Self {
+        self.set("event_id", json!(event_id))
+    }
+
+    /// `kind`.
+    pub fn kind(self, kind: &str) -> Self {
+        self.set("kind", json!(kind))
+    }
+
+    /// The payload.
+    pub fn payload(self, payload: Value) -> Self {
+        self.set("payload", payload)
+    }
+
+    /// A `{"title": …}` payload.
+    pub fn titled(self, title: &str) -> Self {
+        self.payload(json!({ "title": title }))
+    }
+
+    /// A `{"delta": n}` payload.
+    pub fn delta(self, delta: i64) -> Self {
+        self.payload(json!({ "delta": delta }))
+    }
+
+    /// Sets any field to any JSON value.
+    pub fn set(mut self, field: &str, value: Value) -> Self {
+        self.fields.insert(field.to_owned(), value);
+        self
+    }
+
+    /// Removes a field.
+    pub fn without(mut self, field: &str) -> Self {
+        self.fields.remove(field);
+        self
+    }
+
+    /// The message body.
+    pub fn body(&self) -> String {
+        Value::Object(self.fields.clone()).to_string()
+    }
+
+    /// The id the event is recorded under (its `event_id` or the derived one).
+    pub fn event_id(&self) -> EventId {
+        event_id_of(&self.body()).expect("a valid envelope")
+    }
+
+    /// Its entity key.
+    pub fn entity(&self) -> EntityKey {
+        entity_of(&self.body()).expect("a valid envelope")
+    }
+
+    /// The payload as given.
+    pub fn payload_value(&self) -> Value {
+        self.fields.get("payload").cloned().unwrap_or(Value::Null)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The scripted destination
+// ---------------------------------------------------------------------------------------------------------------
+
+/// A one-shot rendezvous between a test and a held destination write.
+#[derive(Default)]
+pub struct Gate {
+    entered: Notify,
+    released: Notify,
+}
+
+impl Gate {
+    /// Waits until the held write has started.
+    pub async fn entered(&self) {
+        self.entered.notified().await;
+    }
+
+    /// Lets the held write go on.
+    pub fn release(&self) {
+        self.released.notify_one();
+    }
+}
+
+/// What the next destination write does.
+pub enum Step {
+    /// Writes to the mirror.
+    Pass,
+    /// Fails with a retryable error, writing nothing.
+    Retryable(&'static str),
+    /// Fails with a permanent error, writing nothing.
+    Permanent(&'static str),
+    /// Panics.
+    Panic(&'static str),
+    /// Waits at the gate, then does the inner step.
+    Hold(Arc<Gate>, Box<Step>),
+    /// Kills the invocation: writes first when `write`, then never returns, and the harness drops the invocation
+    /// without a response (as Lambda does with a timed-out or killed function).
+    Crash {
+        /// Whether the write lands before the crash.
+        write: bool,
+    },
+    /// Moves the clock forward (the write "takes" that long), then writes.
+    Slow(Duration),
+}
+
+tokio::task_local! {
+    /// The crash signal of the invocation the current task is running.
+    static CRASH: Arc<Notify>;
+}
+
+/// The mirror behind a script of steps: per entity first, then for any entity; [`Step::Pass`] when none is left.
+pub struct Scripted {
+    inner: Arc<dyn Destination>,
+    clock: Arc<ManualClock>,
+    any: Mutex<VecDeque<Step>>,
+    per_entity: Mutex<HashMap<String, VecDeque<Step>>>,
+    calls: AtomicU64,
+}
+
+impl Scripted {
+    fn new(inner: Arc<dyn Destination>, clock: Arc<ManualClock>) -> Self {
+        Self {
+            inner,
+            clock,
+            any: Mutex::new(VecDeque::new()),
+            per_entity: Mutex::new(HashMap::new()),
+            calls: AtomicU64::new(0),
+        }
+    }
+
+    /// The next write of any entity does `step`.
+    pub fn next(&self, step: Step) {
+        self.any.lock().unwrap().push_back(step);
+    }
+
+    /// The next write of `entity` does `step`.
+    pub fn on(&self, entity: &EntityKey, step: Step) {
+        self.per_entity.lock().unwrap().entry(entity.to_string()).or_default().push_back(step);
+    }
+
+    /// The next write of any entity waits at a gate until released, then writes.
+    pub fn hold_next(&self) -> Arc<Gate> {
+        let gate = Arc::new(Gate::default());
+        self.next(Step::Hold(Arc::clone(&gate), Box::new(Step::Pass)));
+        gate
+    }
+
+    /// How many writes were attempted.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    fn take(&self, entity: &EntityKey) -> Step {
+        let own = self.per_entity.lock().unwrap().get_mut(&entity.to_string()).and_then(VecDeque::pop_front);
+        own.or_else(|| self.any.lock().unwrap().pop_front()).unwrap_or(Step::Pass)
+    }
+
+    fn run<'a>(
+        &'a self,
+        step: Step,
+        change: &'a Change<'_>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<ApplyOutcome, DestinationError>> + Send + 'a>> {
+        Box::pin(async move {
+            match step {
+                Step::Pass => self.inner.apply(change).await,
+                Step::Retryable(text) => Err(DestinationError::Retryable(text.to_owned())),
+                Step::Permanent(text) => Err(DestinationError::Permanent(text.to_owned())),
+                Step::Panic(text) => panic!("{text}"),
+                Step::Hold(gate, then) => {
+                    gate.entered.notify_one();
+                    gate.released.notified().await;
+                    self.run(*then, change).await
+                }
+                Step::Crash { write } => {
+                    if write {
+                        let _ = self.inner.apply(change).await;
+                    }
+                    let signalled = CRASH.try_with(|signal| signal.notify_one()).is_ok();
+                    assert!(signalled, "a scripted crash outside Harness::invoke");
+                    std::future::pending::<Result<ApplyOutcome, DestinationError>>().await
+                }
+                Step::Slow(by) => {
+                    self.clock.advance(by);
+                    self.inner.apply(change).await
+                }
+            }
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Destination for Scripted {
+    async fn apply(&self, change: &Change<'_>) -> Result<ApplyOutcome, DestinationError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let step = self.take(change.entity);
+        self.run(step, change).await
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The store that can hold a commit
+// ---------------------------------------------------------------------------------------------------------------
+
+/// The event store with a way to hold the next commit that records `event` for the first time, so a test can
+/// line up a race between two deliveries exactly.
+pub struct HeldStore {
+    inner: Arc<dyn EventStore>,
+    gates: Mutex<VecDeque<(EventId, Arc<Gate>)>>,
+}
+
+impl HeldStore {
+    /// The next commit that inserts the record of `event` waits at the returned gate, then goes on.
+    pub fn hold_first_write_of(&self, event: &EventId) -> Arc<Gate> {
+        let gate = Arc::new(Gate::default());
+        self.gates.lock().unwrap().push_back((event.clone(), Arc::clone(&gate)));
+        gate
+    }
+
+    fn gate_for(&self, writes: &[Write]) -> Option<Arc<Gate>> {
+        let mut gates = self.gates.lock().unwrap();
+        let inserts = |id: &EventId| {
+            writes.iter().any(|w| matches!(w, Write::Event { record, expect: Expect::Absent } if &record.event_id == id))
+        };
+        let at = gates.iter().position(|(id, _)| inserts(id))?;
+        gates.remove(at).map(|(_, gate)| gate)
+    }
+}
+
+#[async_trait::async_trait]
+impl EventStore for HeldStore {
+    async fn get_event(&self, id: &EventId) -> Result<Option<EventRecord>, StoreError> {
+        self.inner.get_event(id).await
+    }
+
+    async fn get_head(&self, entity: &EntityKey) -> Result<Option<EntityHead>, StoreError> {
+        self.inner.get_head(entity).await
+    }
+
+    async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        if let Some(gate) = self.gate_for(&writes) {
+            gate.entered.notify_one();
+            gate.released.notified().await;
+        }
+        self.inner.commit(writes).await
+    }
+
+    async fn list_events(&self, query: &EventQuery) -> Result<Vec<EventRecord>, StoreError> {
+        self.inner.list_events(query).await
+    }
+
+    async fn count_by_status(&self) -> Result<BTreeMap<Status, u64>, StoreError> {
+        self.inner.count_by_status().await
+    }
+
+    async fn expired_leases(&self, before: DateTime<Utc>, limit: usize) -> Result<Vec<EntityHead>, StoreError> {
+        self.inner.expired_leases(before, limit).await
+    }
+
+    async fn count_inflight(&self) -> Result<u64, StoreError> {
+        self.inner.count_inflight().await
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The harness
+// ---------------------------------------------------------------------------------------------------------------
+
+/// How a harness is built.
+pub struct Options {
+    /// The engine's settings.
+    pub settings: Settings,
+    /// Receives before the queue dead-letters a message.
+    pub max_receives: u32,
+    /// How long each invocation may run: its deadline is this far from its start.
+    pub function_timeout: Duration,
+    /// How long a received message stays hidden.
+    pub visibility_timeout: Duration,
+    /// Records are not started this close to the deadline.
+    pub safety_margin: Duration,
+    /// Wraps the scripted destination (for example in one that panics).
+    pub destination: Option<Box<dyn FnOnce(Arc<dyn Destination>) -> Arc<dyn Destination>>>,
+    /// Puts a [`HeldStore`] in front of the event store (see [`Harness::held`]).
+    pub hold_commits: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            settings: settings(),
+            max_receives: 5,
+            function_timeout: Duration::seconds(10),
+            visibility_timeout: Duration::seconds(60),
+            safety_margin: Duration::seconds(1),
+            destination: None,
+            hold_commits: false,
+        }
+    }
+}
+
+/// One invocation of the handler over a received batch.
+pub struct Delivery {
+    /// The messages handed to the handler.
+    pub messages: Vec<QueueMessage>,
+    /// The handler's result; `None` when the invocation crashed (no response at all).
+    pub batch: Option<BatchResult>,
+    /// The invocation's request id.
+    pub request_id: String,
+    /// The invocation's trace id.
+    pub trace_id: String,
+}
+
+impl Delivery {
+    /// Whether the invocation died without a response.
+    pub fn crashed(&self) -> bool {
+        self.batch.is_none()
+    }
+
+    /// The batch result (panics when the invocation crashed).
+    pub fn batch(&self) -> &BatchResult {
+        self.batch.as_ref().expect("the invocation returned a response")
+    }
+
+    /// The message ids listed in the partial batch response.
+    pub fn failures(&self) -> Vec<String> {
+        self.batch().response.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect()
+    }
+
+    /// The engine's outcome for record `index`.
+    pub fn outcome(&self, index: usize) -> &Outcome {
+        match &self.batch().records[index] {
+            RecordResult::Processed(outcome) => outcome,
+            other => panic!("record {index} was not processed: {other:?}"),
+        }
+    }
+
+    /// The only record's outcome.
+    pub fn only(&self) -> &Outcome {
+        assert_eq!(self.messages.len(), 1, "expected a batch of one");
+        self.outcome(0)
+    }
+
+    /// The delay a `Retry` disposition asked for.
+    pub fn retry_after(&self, index: usize) -> Duration {
+        match self.outcome(index).disposition {
+            Disposition::Retry { after } => after,
+            ref other => panic!("record {index} is not retried: {other:?}"),
+        }
+    }
+}
+
+/// A fresh embedded backend on a manual clock, the engine and the processor over it.
+pub struct Harness {
+    /// The temporary home (removed on drop).
+    pub home: tempfile::TempDir,
+    /// The clock every adapter and the engine read.
+    pub clock: Arc<ManualClock>,
+    /// The embedded backend.
+    pub backend: Backend,
+    /// The scripted destination in front of the mirror.
+    pub script: Arc<Scripted>,
+    /// The event store that can hold a commit (in use with [`Options::hold_commits`]).
+    pub held: Arc<HeldStore>,
+    /// The engine.
+    pub engine: Arc<Engine>,
+    /// The handler.
+    pub processor: Processor,
+    /// How the harness was built (its destination hook taken).
+    pub options: Options,
+    invocations: AtomicU64,
+}
+
+impl Harness {
+    /// A harness with default options.
+    pub fn new() -> Self {
+        Self::with(Options::default())
+    }
+
+    /// A harness with `options`.
+    pub fn with(mut options: Options) -> Self {
+        let home = temp_home();
+        let clock = Arc::new(ManualClock::new(t0()));
+        let embedded = EmbeddedOptions { max_receives: options.max_receives, ..EmbeddedOptions::default() };
+        let backend = Backend::open_with_clock(home.path(), embedded, clock.clone()).expect("open the backend");
+        let script = Arc::new(Scripted::new(backend.ports.destination.clone(), clock.clone()));
+        let destination: Arc<dyn Destination> = match options.destination.take() {
+            Some(wrap) => wrap(script.clone()),
+            None => script.clone(),
+        };
+        let held = Arc::new(HeldStore { inner: backend.ports.store.clone(), gates: Mutex::new(VecDeque::new()) });
+        let store: Arc<dyn EventStore> = if options.hold_commits { held.clone() } else { backend.ports.store.clone() };
+        let ports = Ports { destination, store, ..backend.ports.clone() };
+        let engine = Arc::new(Engine::new(ports, options.settings.clone()).with_seed(7));
+        let processor = Processor::new(Arc::clone(&engine), options.safety_margin);
+        Self { home, clock, backend, script, held, engine, processor, options, invocations: AtomicU64::new(0) }
+    }
+
+    /// The engine's ports.
+    pub fn ports(&self) -> &Ports {
+        self.engine.ports()
+    }
+
+    /// The mirror destination.
+    pub fn mirror(&self) -> &Mirror {
+        &self.backend.embedded.mirror
+    }
+
+    /// Now, on the harness clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// Moves the clock forward.
+    pub fn advance(&self, by: Duration) {
+        self.clock.advance(by);
+    }
+
+    // ---- the queue ----
+
+    /// Sends one body to the ingest queue; returns the message id.
+    pub async fn send(&self, body: impl Into<String>) -> String {
+        let ids = self.ports().queue.send(vec![OutgoingMessage::new(body)]).await.expect("send");
+        ids.into_iter().next().expect("one id")
+    }
+
+    /// Sends an envelope; returns the message id.
+    pub async fn send_env(&self, env: &Env) -> String {
+        self.send(env.body()).await
+    }
+
+    /// Receives up to `max` visible messages, hidden for the visibility timeout.
+    pub async fn receive(&self, max: usize) -> Vec<QueueMessage> {
+        self.ports().queue.receive(max, self.options.visibility_timeout).await.expect("receive")
+    }
+
+    /// The queue's depth figures.
+    pub async fn depth(&self) -> QueueDepth {
+        self.ports().queue.depth().await.expect("depth")
+    }
+
+    /// The dead-letter queue's messages.
+    pub async fn dead_letters(&self) -> Vec<QueueMessage> {
+        self.backend.embedded.queue.dead_letter_messages(0).await.expect("dead letters")
+    }
+
+    // ---- the event source ----
+
+    /// The context of the next invocation: deadline `function_timeout` from now.
+    pub fn next_context(&self) -> InvocationContext {
+        let n = self.invocations.fetch_add(1, Ordering::SeqCst) + 1;
+        InvocationContext {
+            request_id: format!("req-{n:04}"),
+            deadline: self.now() + self.options.function_timeout,
+            function: Some(FUNCTION.to_owned()),
+            trace_id: Some(format!("Root=1-{:08x}-{:024x}", t0().timestamp() as u32, n)),
+        }
+    }
+
+    /// Runs the handler on an `SqsEvent` in `context`; `None` when the invocation crashed.
+    pub async fn handle(&self, event: SqsEvent, context: &InvocationContext) -> Option<BatchResult> {
+        let signal = Arc::new(Notify::new());
+        let run = CRASH.scope(Arc::clone(&signal), self.processor.process_batch(event, context));
+        tokio::select! {
+            biased;
+            batch = run => Some(batch),
+            () = signal.notified() => None,
+        }
+    }
+
+    /// One invocation over received messages, then what Lambda does with the partial batch response: delete
+    /// every message not listed (except those the handler dead-lettered); a crashed invocation deletes nothing.
+    pub async fn invoke(&self, messages: &[QueueMessage]) -> Delivery {
+        let context = self.next_context();
+        let event = sqs_event(messages).expect("build the SqsEvent");
+        let batch = self.handle(event, &context).await;
+        if let Some(batch) = &batch {
+            let failed: Vec<&str> = batch.response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+            let mut delete = Vec::new();
+            for (message, result) in messages.iter().zip(&batch.records) {
+                let dead = matches!(result, RecordResult::Processed(o) if o.disposition == Disposition::DeadLetter);
+                if !dead && !failed.contains(&message.message_id.as_str()) {
+                    delete.push(message.receipt_handle.clone());
+                }
+            }
+            self.ports().queue.delete(&delete).await.expect("delete");
+        }
+        Delivery {
+            messages: messages.to_vec(),
+            batch,
+            request_id: context.request_id,
+            trace_id: context.trace_id.unwrap_or_default(),
+        }
+    }
+
+    /// Receives up to `max` messages and invokes the handler on them (an empty batch is an error).
+    pub async fn deliver(&self, max: usize) -> Delivery {
+        let messages = self.receive(max).await;
+        assert!(!messages.is_empty(), "nothing to deliver: {:?}", self.depth().await);
+        self.invoke(&messages).await
+    }
+
+    /// Delivers batches of up to ten until no message is visible (at most `100` rounds).
+    pub async fn drain(&self) -> Vec<Delivery> {
+        let mut deliveries = Vec::new();
+        for _ in 0..100 {
+            let messages = self.receive(10).await;
+            if messages.is_empty() {
+                return deliveries;
+            }
+            deliveries.push(self.invoke(&messages).await);
+        }
+        panic!("the queue did not drain in 100 batches")
+    }
+
+    /// Sends envelopes one by one, delivering each before sending the next; returns the deliveries.
+    pub async fn apply_in_turn(&self, envs: &[&Env]) -> Vec<Delivery> {
+        let mut out = Vec::new();
+        for env in envs {
+            self.send_env(env).await;
+            out.push(self.deliver(1).await);
+        }
+        out
+    }
+
+    /// A sweep by the sweeper function.
+    pub async fn sweep(&self) -> Vec<EventId> {
+        let invocation = Invocation { function: Some("synctrail-sweeper:42".into()), ..Invocation::default() };
+        self.engine.sweep(100, &invocation).await.expect("sweep").redriven
+    }
+
+    // ---- reading ----
+
+    /// The event's record (panics when absent).
+    pub async fn record(&self, id: &EventId) -> EventRecord {
+        self.try_record(id).await.unwrap_or_else(|| panic!("event {id} is not recorded"))
+    }
+
+    /// The event's record, if any.
+    pub async fn try_record(&self, id: &EventId) -> Option<EventRecord> {
+        self.ports().store.get_event(id).await.expect("get_event")
+    }
+
+    /// The envelope's record.
+    pub async fn record_of(&self, env: &Env) -> EventRecord {
+        self.record(&env.event_id()).await
+    }
+
+    /// The status of the envelope's event.
+    pub async fn status_of(&self, env: &Env) -> Status {
+        self.record_of(env).await.status
+    }
+
+    /// The entity's head (panics when absent).
+    pub async fn head(&self, entity: &EntityKey) -> EntityHead {
+        self.ports().store.get_head(entity).await.expect("get_head").unwrap_or_else(|| panic!("no head for {entity}"))
+    }
+
+    /// The entity's row in the mirror.
+    pub async fn mirror_row(&self, entity: &EntityKey) -> Option<MirrorRecord> {
+        self.mirror().get(entity).await.expect("mirror get")
+    }
+
+    /// The entity's state in the mirror (`None` when never written).
+    pub async fn mirror_state(&self, entity: &EntityKey) -> Option<Value> {
+        self.mirror_row(entity).await.map(|r| r.state)
+    }
+
+    /// Every destination effect, in order: the event ids.
+    pub async fn effects(&self) -> Vec<EventId> {
+        self.mirror().effects().await.expect("effects").into_iter().map(|(id, _)| id).collect()
+    }
+
+    /// How many effects `id` had.
+    pub async fn effects_of(&self, id: &EventId) -> usize {
+        self.effects().await.iter().filter(|e| *e == id).count()
+    }
+
+    /// The events of one entity, in order-key order.
+    pub async fn events_of(&self, entity: &EntityKey) -> Vec<EventRecord> {
+        let query = EventQuery { entity: Some(entity.clone()), ..EventQuery::default() };
+        self.ports().store.list_events(&query).await.expect("list_events")
+    }
+
+    /// How many events are in each status.
+    pub async fn counts(&self) -> BTreeMap<Status, u64> {
+        self.ports().store.count_by_status().await.expect("count_by_status")
+    }
+
+    /// The archived bytes of a record's payload (the raw body for a rejected message).
+    pub async fn archived(&self, record: &EventRecord) -> Vec<u8> {
+        self.ports().payloads.get(&record.payload).await.expect("payload get")
+    }
+}
+
+/// The statuses of a record's history, oldest first.
+pub fn timeline(record: &EventRecord) -> Vec<Status> {
+    record.history.iter().map(|h| h.status).collect()
+}
+
+/// Checks the history of a record: it starts `received`, every step is legal, and it ends in the current status.
+pub fn assert_history_is_legal(record: &EventRecord) {
+    let statuses = timeline(record);
+    assert_eq!(statuses.first(), Some(&Status::Received), "{}: history starts {statuses:?}", record.event_id);
+    assert_eq!(statuses.last(), Some(&record.status), "{}: history ends {statuses:?}", record.event_id);
+    for pair in statuses.windows(2) {
+        assert!(pair[0].can_become(pair[1]), "{}: illegal {} → {} in {statuses:?}", record.event_id, pair[0], pair[1]);
+    }
+}
