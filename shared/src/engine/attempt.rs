@@ -2,7 +2,7 @@
 //! commit, and when the event claims its entity, apply it and settle the result.
 
 use super::decide::{decide, Candidate, Decision, DecisionContext};
-use super::intake::redelivered;
+use super::intake::{redelivered, reject_conflict};
 use super::settle::{settle, End};
 use super::{Engine, EngineError, Incoming, Invocation, Outcome};
 use crate::model::{EntityHead, Envelope, ErrorInfo, ErrorKind, EventId, EventRecord, Inflight, Status};
@@ -35,6 +35,10 @@ pub(super) async fn drive(
             // Someone else changed the record (a concurrent delivery, a takeover): continue from what they wrote.
             // Unchanged, our own copy stands (it may carry a restart not yet written).
             if let Some(stored) = store.get_event(&record.event_id).await?.filter(|s| s.version != record.version) {
+                // Another message recorded this client id first, with other content: ours is the conflict.
+                if stored.content_hash != Some(envelope.content_hash) {
+                    return reject_conflict(engine, envelope, message, invocation).await;
+                }
                 if stored.status.is_terminal() {
                     return redelivered(engine, stored).await;
                 }
@@ -153,6 +157,9 @@ async fn record_decision(
             writes.push(Write::head(head));
         }
         Decision::Claim { tie, out_of_order, cancel } => {
+            // A delta that waited in the backlog may be older than what was applied meanwhile.
+            let out_of_order = out_of_order
+                || (policy == Policy::InOrder && head.applied.as_ref().is_some_and(|a| candidate.order < a.order));
             head.fence += 1;
             let lease_until = engine.lease_until(invocation);
             head.inflight = Some(Inflight { slot: candidate.slot(), lease_until, fence: head.fence, errored: false });

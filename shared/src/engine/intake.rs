@@ -59,17 +59,7 @@ async fn reject(
 async fn arrive(engine: &Engine, envelope: Envelope, message: &Incoming, invocation: &Invocation) -> Result<Outcome, EngineError> {
     match engine.ports.store.get_event(&envelope.event_id).await? {
         Some(existing) if existing.content_hash != Some(envelope.content_hash) => {
-            let error = ErrorInfo {
-                kind: ErrorKind::IdempotencyConflict,
-                message: format!(
-                    "event_id {} was already used for different content; send a new event_id for a new change",
-                    envelope.event_id
-                ),
-                retryable: false,
-                causes: Vec::new(),
-                field: Some("event_id".to_owned()),
-            };
-            reject(engine, message, invocation, error, Some(&envelope)).await
+            reject_conflict(engine, &envelope, message, invocation).await
         }
         Some(existing) if existing.status == Status::Failed && existing.last_message_id.as_ref() != Some(&message.message_id) => {
             let record = restart(engine, existing, message, invocation, "client resubmission")?;
@@ -84,6 +74,26 @@ async fn arrive(engine: &Engine, envelope: Envelope, message: &Incoming, invocat
             attempt::drive(engine, &envelope, record, message, invocation, false).await
         }
     }
+}
+
+/// The same client `event_id` with other content: the new message is `rejected`, the original untouched (§3).
+pub(super) async fn reject_conflict(
+    engine: &Engine,
+    envelope: &Envelope,
+    message: &Incoming,
+    invocation: &Invocation,
+) -> Result<Outcome, EngineError> {
+    let error = ErrorInfo {
+        kind: ErrorKind::IdempotencyConflict,
+        message: format!(
+            "event_id {} was already used for different content; send a new event_id for a new change",
+            envelope.event_id
+        ),
+        retryable: false,
+        causes: Vec::new(),
+        field: Some("event_id".to_owned()),
+    };
+    reject(engine, message, invocation, error, Some(envelope)).await
 }
 
 /// The engine's own re-drive of a stored event: its payload is read back and checked.
