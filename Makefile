@@ -8,9 +8,11 @@ HOME_DIR ?= .synctrail
 demo:
 	$(CARGO) run --locked --release -p synctrail-cli -- --home $(HOME_DIR) demo
 
-## Every test: unit tests, the conformance suite, the protocol rules, bad input and the seeded simulation.
+## Every test: unit tests, the conformance suite on both backends (AWS through a private moto server that
+## scripts/with-moto.sh installs, starts on a free loopback port and stops), the protocol rules, bad input, the
+## AWS pipeline and the seeded simulation.
 test:
-	$(CARGO) test --locked --workspace
+	scripts/with-moto.sh $(CARGO) test --locked --workspace
 
 ## The benchmark on the embedded backend: events/s, latency percentiles, CPU time per event.
 bench:

@@ -1,7 +1,8 @@
 //! The command line: clap definitions only.
 
 use crate::duration::{parse_duration, parse_probability, parse_seconds};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Serialize;
 use std::path::PathBuf;
 use synctrail::model::Status;
 
@@ -12,9 +13,15 @@ const EXIT_CODES: &str = "Exit codes: 0 success; 1 a check did not pass (status:
 #[derive(Debug, Parser)]
 #[command(name = "synctrail", version, after_help = EXIT_CODES)]
 pub struct Cli {
+    /// The backend the command works on: the embedded one under --home, or DynamoDB + S3 + SQS.
+    #[arg(long, global = true, env = "SYNCTRAIL_BACKEND", value_enum, default_value_t = BackendKind::Embedded)]
+    pub backend: BackendKind,
     /// The embedded backend's home directory (database, queue, payloads, mirror).
     #[arg(long, global = true, env = "SYNCTRAIL_HOME", default_value = "./.synctrail")]
     pub home: PathBuf,
+    /// Where the AWS backend lives (with --backend aws).
+    #[command(flatten)]
+    pub aws: AwsArgs,
     /// Print JSON (stable snake_case fields) instead of text.
     #[arg(long, global = true)]
     pub json: bool,
@@ -23,12 +30,65 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The kinds of backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendKind {
+    /// One SQLite file and a payload directory under --home.
+    Embedded,
+    /// A DynamoDB table, an S3 bucket and an SQS queue with its dead-letter queue.
+    Aws,
+}
+
+impl BackendKind {
+    /// The name used on the command line and in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Embedded => "embedded",
+            Self::Aws => "aws",
+        }
+    }
+}
+
+impl std::fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The AWS backend's resources (`synctrail setup --backend aws` creates them and prints these settings).
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "AWS backend (with --backend aws)")]
+pub struct AwsArgs {
+    /// The DynamoDB table of events, entity heads and the mirror.
+    #[arg(long, global = true, env = "SYNCTRAIL_TABLE", value_name = "NAME")]
+    pub table: Option<String>,
+    /// The S3 bucket of payloads.
+    #[arg(long, global = true, env = "SYNCTRAIL_BUCKET", value_name = "NAME")]
+    pub bucket: Option<String>,
+    /// The ingest queue: its URL (or name).
+    #[arg(long, global = true, env = "SYNCTRAIL_QUEUE_URL", value_name = "URL")]
+    pub queue: Option<String>,
+    /// The dead-letter queue: its URL (or name).
+    #[arg(long, global = true, env = "SYNCTRAIL_DLQ_URL", value_name = "URL")]
+    pub dlq: Option<String>,
+    /// One endpoint for DynamoDB, S3 and SQS (moto, LocalStack); unset: AWS itself.
+    #[arg(long, global = true, env = "AWS_ENDPOINT_URL", value_name = "URL")]
+    pub endpoint_url: Option<String>,
+    /// Let one DynamoDB request at a time leave this process. Needed on moto, whose canceled transactions undo
+    /// concurrent writes to the same table; never on AWS.
+    #[arg(long, global = true, env = "SYNCTRAIL_SERIALIZE_DYNAMODB")]
+    pub serialize_dynamodb: bool,
+}
+
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Send envelopes (one JSON object per line) to the embedded queue, as they are.
+    /// Create the backend's resources: the embedded home, or (--backend aws) the table, bucket and queues.
+    Setup(SetupArgs),
+    /// Send envelopes (one JSON object per line) to the ingest queue, as they are.
     Send(SendArgs),
-    /// Process the queue with the local runtime until it is quiescent.
+    /// Process the queue with the local runtime (it plays Lambda's SQS event source) until it is quiescent.
     Run(RunArgs),
     /// Print one event's status; exit 0 only when it is completed.
     Status(EventArgs),
@@ -38,14 +98,27 @@ pub enum Command {
     List(ListArgs),
     /// List the mirror's records (the reference destination).
     Records(RecordsArgs),
-    /// Counts per status, queue depth, dead letters, events in flight.
+    /// Counts per status, queue depth, dead letters, events in flight (and AWS requests made).
     Stats,
     /// Re-drive events whose entity lease expired, once.
     Sweep(SweepArgs),
     /// Run a realistic workload with injected faults end to end and check that it converges.
     Demo(DemoArgs),
-    /// Measure throughput, latency and CPU per event on a happy-path workload.
+    /// Measure throughput, latency and CPU per event (and AWS requests per event) on a happy-path workload.
     Bench(BenchArgs),
+}
+
+/// `synctrail setup`.
+#[derive(Debug, Args)]
+pub struct SetupArgs {
+    /// With --backend aws: name the resources <PREFIX>-events, <PREFIX>-payloads, <PREFIX>-ingest and
+    /// <PREFIX>-ingest-dlq (lower-case letters, digits and hyphens).
+    #[arg(long, value_name = "NAME", default_value = crate::config::DEFAULT_PREFIX)]
+    pub prefix: String,
+    /// With --backend aws: receives after which SQS moves a message to the dead-letter queue.
+    #[arg(long, value_name = "N", default_value_t = crate::config::MAX_RECEIVES,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_receives: u32,
 }
 
 /// `synctrail send`.
@@ -155,6 +228,9 @@ pub struct DemoArgs {
     /// the engine's in_order backlog holds.
     #[arg(long)]
     pub hot_deltas: bool,
+    /// With --backend aws: create the fresh resources as <PREFIX>-… (default: synctrail-demo-<random>).
+    #[arg(long, value_name = "NAME")]
+    pub prefix: Option<String>,
 }
 
 /// `synctrail bench`.
@@ -172,6 +248,9 @@ pub struct BenchArgs {
     /// Seed of the workload.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
+    /// With --backend aws: create the fresh resources as <PREFIX>-… (default: synctrail-bench-<random>).
+    #[arg(long, value_name = "NAME")]
+    pub prefix: Option<String>,
 }
 
 #[cfg(test)]
@@ -182,6 +261,28 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_backend_and_its_resources_are_global_options() {
+        let args = [
+            "synctrail", "stats", "--backend", "aws", "--table", "t", "--bucket", "b", "--queue", "q", "--dlq", "d",
+            "--endpoint-url", "http://127.0.0.1:5000",
+        ];
+        let cli = Cli::try_parse_from(args).map_err(|e| e.to_string());
+        assert!(matches!(&cli, Ok(Cli { backend: BackendKind::Aws, command: Command::Stats, .. })), "{cli:?}");
+        let aws = cli.map(|c| c.aws).unwrap_or_default();
+        assert_eq!(
+            (aws.table.as_deref(), aws.bucket.as_deref(), aws.queue.as_deref(), aws.dlq.as_deref()),
+            (Some("t"), Some("b"), Some("q"), Some("d"))
+        );
+        assert_eq!(aws.endpoint_url.as_deref(), Some("http://127.0.0.1:5000"));
+        let setup = Cli::try_parse_from(["synctrail", "--backend", "aws", "setup", "--prefix", "dev", "--max-receives", "10"]);
+        assert!(
+            matches!(&setup, Ok(Cli { command: Command::Setup(SetupArgs { max_receives: 10, .. }), .. })),
+            "{setup:?}"
+        );
+        assert!(Cli::try_parse_from(["synctrail", "--backend", "gcp", "stats"]).is_err());
     }
 
     #[test]

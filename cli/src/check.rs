@@ -2,7 +2,7 @@
 //! in a terminal status (nothing lost, nothing stuck, nothing invented), bad input ended `rejected`, and no event
 //! had more than one destination effect.
 
-use crate::backend::Backend;
+use crate::backend::AnyBackend;
 use crate::error::CliError;
 use crate::output::shorten;
 use crate::workload::Workload;
@@ -44,7 +44,7 @@ impl Convergence {
 }
 
 /// Runs every check of `workload` against `backend`, after its run.
-pub async fn check(backend: &Backend, workload: &Workload) -> Result<Convergence, CliError> {
+pub async fn check(backend: &AnyBackend, workload: &Workload) -> Result<Convergence, CliError> {
     let mut c = Convergence { entities: workload.expectations.len(), ..Convergence::default() };
     check_mirror(backend, workload, &mut c).await?;
     let records = backend
@@ -59,8 +59,8 @@ pub async fn check(backend: &Backend, workload: &Workload) -> Result<Convergence
     Ok(c)
 }
 
-async fn check_mirror(backend: &Backend, workload: &Workload, c: &mut Convergence) -> Result<(), CliError> {
-    let rows = backend.embedded.mirror.list(None, 0).await.map_err(CliError::store("listing the mirror"))?;
+async fn check_mirror(backend: &AnyBackend, workload: &Workload, c: &mut Convergence) -> Result<(), CliError> {
+    let rows = backend.mirror.list(None, 0).await.map_err(CliError::store("listing the mirror"))?;
     let mut rows: BTreeMap<String, _> = rows.into_iter().map(|r| (r.entity_key.clone(), r)).collect();
     for (entity, expected) in &workload.expectations {
         let row = rows.remove(&entity.to_string());
@@ -133,12 +133,12 @@ fn missing_pointer(r: &EventRecord) -> Option<String> {
 }
 
 async fn check_effects(
-    backend: &Backend,
+    backend: &AnyBackend,
     records: &BTreeMap<EventId, EventRecord>,
     rejected: &BTreeSet<EventId>,
     c: &mut Convergence,
 ) -> Result<(), CliError> {
-    let effects = backend.embedded.mirror.effects().await.map_err(CliError::store("listing destination effects"))?;
+    let effects = backend.mirror.effects().await.map_err(CliError::store("listing destination effects"))?;
     c.effects = effects.len();
     let mut per_event: BTreeMap<&EventId, usize> = BTreeMap::new();
     for (id, _) in &effects {

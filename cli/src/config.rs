@@ -11,9 +11,19 @@ pub fn settings() -> Settings {
     Settings::default().with_policy(IN_ORDER_ENTITY_TYPE, Policy::InOrder)
 }
 
+/// Receives after which a message goes to the dead-letter queue, for everyday use (SQS `maxReceiveCount`).
+pub const MAX_RECEIVES: u32 = 5;
+
+/// Receives after which a message goes to the dead-letter queue in the demo and the benchmark (see
+/// [`drill_embedded_options`]).
+pub const DRILL_MAX_RECEIVES: u32 = 10;
+
+/// The name prefix `synctrail setup --backend aws` gives the resources unless told otherwise.
+pub const DEFAULT_PREFIX: &str = "synctrail-dev";
+
 /// The embedded backend's options for everyday commands (SQS-like `maxReceiveCount` 5).
 pub fn embedded_options() -> EmbeddedOptions {
-    EmbeddedOptions::default()
+    EmbeddedOptions { max_receives: MAX_RECEIVES, ..EmbeddedOptions::default() }
 }
 
 /// The embedded backend's options for the demo and the benchmark: `max_receives` 10 instead of 5.
@@ -24,8 +34,11 @@ pub fn embedded_options() -> EmbeddedOptions {
 /// event may see several such returns on top of its retries; with only 5 receives the queue could dead-letter a
 /// message whose event still has attempts left.
 pub fn drill_embedded_options() -> EmbeddedOptions {
-    EmbeddedOptions { max_receives: 10, ..EmbeddedOptions::default() }
+    EmbeddedOptions { max_receives: DRILL_MAX_RECEIVES, ..EmbeddedOptions::default() }
 }
+
+/// How long an SQS queue must look empty before the local runtime calls it drained (its counts are approximate).
+pub const SQS_QUIET_FOR: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How many expired leases one sweep looks at.
 pub const SWEEP_LIMIT: usize = 1000;

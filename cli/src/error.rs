@@ -24,6 +24,27 @@ pub enum CliError {
         /// What the backend said.
         source: StoreError,
     },
+    /// The AWS backend is selected but one of its settings is missing.
+    #[error("--backend aws needs {0}; create the resources with `synctrail --backend aws setup` and export the lines it prints")]
+    MissingAwsSetting(&'static str),
+    /// The AWS resources could not be reached or are not set up as the backend needs.
+    #[error("can't connect to the AWS backend (table {table}, queue {queue}): {source}; check --table, --bucket, --queue and --dlq (or SYNCTRAIL_TABLE, SYNCTRAIL_BUCKET, SYNCTRAIL_QUEUE_URL, SYNCTRAIL_DLQ_URL), the credentials and --endpoint-url (or AWS_ENDPOINT_URL), or create the resources with `synctrail --backend aws setup`")]
+    Connect {
+        /// The table named.
+        table: String,
+        /// The queue named.
+        queue: String,
+        /// What the backend said.
+        source: StoreError,
+    },
+    /// Creating the AWS resources failed.
+    #[error("creating the AWS resources {prefix}-… failed: {source}; check the endpoint (--endpoint-url or AWS_ENDPOINT_URL), the credentials and their permissions, then run the command again (it keeps what exists)")]
+    Setup {
+        /// The resources' name prefix.
+        prefix: String,
+        /// What the backend said.
+        source: StoreError,
+    },
     /// A storage call failed.
     #[error(
         "storage failed while {doing}: {source}; retry, and if it persists check the backend with `synctrail stats`"
@@ -70,20 +91,20 @@ pub enum CliError {
     #[error("no event {0} is recorded; list known ids with `synctrail list`, or process the queue with `synctrail run` first")]
     UnknownEvent(String),
     /// The demo's convergence checks failed.
-    #[error("the demo did not converge: {failures} check(s) failed (listed above); inspect events with `synctrail --home {home} show ID`")]
+    #[error("the demo did not converge: {failures} check(s) failed (listed above); inspect events with `synctrail {selector} show ID`")]
     NotConverged {
         /// How many checks failed.
         failures: usize,
-        /// The demo's home, for follow-up commands.
-        home: PathBuf,
+        /// The global options that select the demo's backend, for follow-up commands.
+        selector: String,
     },
     /// A run stopped before the queue drained.
-    #[error("the run stopped after {seconds:.0} s before the queue drained; check `synctrail --home {home} stats`, or use a smaller workload")]
+    #[error("the run stopped after {seconds:.0} s before the queue drained; check `synctrail {selector} stats`, or use a smaller workload")]
     NotDrained {
         /// How long it ran.
         seconds: f64,
-        /// The home it ran on.
-        home: PathBuf,
+        /// The global options that select the backend it ran on.
+        selector: String,
     },
     /// The async runtime could not start.
     #[error("can't start the async runtime: {0}; check the process's thread limits")]
@@ -112,7 +133,7 @@ impl CliError {
     /// The process exit code this error ends the command with.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::UnknownEvent(_) | Self::InvalidArgument(_) => EXIT_UNKNOWN,
+            Self::UnknownEvent(_) | Self::InvalidArgument(_) | Self::MissingAwsSetting(_) => EXIT_UNKNOWN,
             Self::NotConverged { .. } => EXIT_CHECK_FAILED,
             _ => EXIT_FAILED,
         }

@@ -12,6 +12,7 @@ pub mod duration;
 pub mod error;
 pub mod output;
 pub mod progress;
+pub mod requests;
 pub mod runtime;
 pub mod workload;
 

@@ -1,6 +1,7 @@
-//! The local runtime: plays Lambda's SQS event source over the embedded queue. It receives batches, builds
-//! real `SqsEvent` values, calls the same processor handler the Lambda runs, and deletes what succeeded —
-//! with `workers` invocations at once, until the queue is quiescent.
+//! The local runtime: plays Lambda's SQS event source over the backend's queue (the embedded one, or a real SQS
+//! queue). It receives batches, builds real `SqsEvent` values, calls the same processor handler the Lambda runs,
+//! and deletes what succeeded — with `workers` invocations at once, until the queue is quiescent. It needs only
+//! the engine's ports, so the whole pipeline runs locally against any backend.
 
 use chrono::Duration;
 use rand::rngs::SmallRng;
@@ -33,6 +34,9 @@ pub struct RunOptions {
     pub follow: bool,
     /// Stop after this long, drained or not.
     pub max_duration: std::time::Duration,
+    /// The queue must look empty this long (polled every 100 ms) before a sweep may declare it drained. Zero for
+    /// the embedded queue, whose counts are exact; a few seconds for SQS, whose counts are approximate.
+    pub quiet_for: std::time::Duration,
     /// Injected destination faults.
     pub drill: DrillPlan,
     /// Probability that an invocation dies mid-batch (no response, leases left behind).
@@ -51,6 +55,7 @@ impl Default for RunOptions {
             safety_margin: Duration::milliseconds(200),
             follow: false,
             max_duration: std::time::Duration::from_secs(600),
+            quiet_for: std::time::Duration::ZERO,
             drill: DrillPlan::default(),
             crash_rate: 0.0,
             seed: 1,
@@ -110,11 +115,16 @@ impl LocalRuntime {
         let started = std::time::Instant::now();
         let sweeper = Engine::new(self.ports.clone(), self.settings.clone());
         let mut drained = false;
+        let mut quiet_since: Option<std::time::Instant> = None;
         while started.elapsed() < options.max_duration {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             progress(&lock(&stats));
             let depth = self.ports.queue.depth().await?;
             if depth.visible + depth.in_flight + depth.delayed > 0 {
+                quiet_since = None;
+                continue;
+            }
+            if quiet_since.get_or_insert_with(std::time::Instant::now).elapsed() < options.quiet_for {
                 continue;
             }
             let report =
@@ -126,7 +136,10 @@ impl LocalRuntime {
                         break;
                     }
                 }
-                Ok(report) => lock(&stats).swept += report.redriven.len() as u64,
+                Ok(report) => {
+                    lock(&stats).swept += report.redriven.len() as u64;
+                    quiet_since = None;
+                }
                 Err(e) => tracing::warn!(error = %e, "sweep failed"),
             }
         }

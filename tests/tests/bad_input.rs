@@ -92,7 +92,7 @@ async fn a_body_that_is_not_an_object_is_rejected() {
     let bodies = ["[1, 2, 3]".to_owned(), "\"just a string\"".to_owned(), "42".to_owned(), "null".to_owned()];
     batch_around(&h, &bodies).await;
     for body in &bodies {
-        assert_rejected(&h, body, None, "expected an object").await;
+        assert_rejected(&h, body, None, "expected a JSON object").await;
     }
 }
 
@@ -217,7 +217,7 @@ async fn the_malformed_sample_batch_rejects_each_broken_record_and_completes_the
     let expected: [Option<(Option<&str>, &str)>; 8] = [
         None,
         Some((None, "not JSON")),
-        Some((None, "expected an object")),
+        Some((None, "expected a JSON object")),
         Some((Some("source"), "is missing")),
         Some((Some("updated_at"), "a number, expected a string")),
         Some((Some("updated_at"), "RFC 3339")),

@@ -1,7 +1,7 @@
 mod conformance;
 mod support;
 
+mod aws;
 mod bad_input;
 mod rules;
 mod simulation;
-mod aws;

@@ -35,8 +35,8 @@ use synctrail::model::{
 use synctrail::store::drill::{DrillDestination, DrillPlan};
 use synctrail::store::sqlite::EmbeddedOptions;
 use synctrail::store::{
-    ApplyOutcome, Change, Destination, DestinationError, EventQuery, EventStore, OutgoingMessage, PayloadStore,
-    Queue, QueueDepth, QueueMessage, StoreError, Write,
+    ApplyOutcome, Change, Destination, DestinationError, EventQuery, EventStore, OutgoingMessage, PayloadStore, Queue,
+    QueueDepth, QueueMessage, StoreError, Write,
 };
 use synctrail::{Clock, ManualClock, Policy, Settings};
 use synctrail_cli::backend::Backend;
@@ -44,7 +44,7 @@ use synctrail_processor::{sqs_event, InvocationContext, Processor, RecordResult}
 use tokio::sync::Notify;
 
 /// Seeds run when `SYNCTRAIL_SIM_SEEDS` is unset: about 1–2 minutes in a debug build on two cores.
-const DEFAULT_SEEDS: u64 = 120;
+const DEFAULT_SEEDS: u64 = 64;
 /// Driver ticks per phase before a run counts as stuck.
 const MAX_TICKS: u64 = 200_000;
 /// Receive calls per worker before it gives up (never reached in a healthy run).
@@ -591,7 +591,10 @@ impl Sim {
     /// that can still run.
     fn snapshot(&self) -> Result<(), String> {
         let processing = self.raw(
-            self.backend.ports.store.list_events(&EventQuery { status: Some(Status::Processing), ..Default::default() }),
+            self.backend
+                .ports
+                .store
+                .list_events(&EventQuery { status: Some(Status::Processing), ..Default::default() }),
         );
         let mut live: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for record in &processing {
@@ -652,10 +655,10 @@ impl Sim {
             if rng.random_bool(cfg.expiry_jump_rate) {
                 self.clock.advance(cfg.settings.lease + cfg.settings.clock_margin + Duration::seconds(1));
             }
-            if tick % cfg.sweep_every == 0 {
+            if tick.is_multiple_of(cfg.sweep_every) {
                 self.sweep().await?;
             }
-            if tick % cfg.snapshot_every == 0 {
+            if tick.is_multiple_of(cfg.snapshot_every) {
                 self.snapshot()?;
             }
             self.ticks.notify_waiters();
@@ -862,7 +865,11 @@ async fn simulate(cfg: Config) -> Result<Summary, String> {
     };
     let shared = Rc::new(Shared {
         stop: Cell::new(false),
-        tick: Cell::new(0), busy: Cell::new(0), invocations: Cell::new(0), crashes: Cell::new(0) });
+        tick: Cell::new(0),
+        busy: Cell::new(0),
+        invocations: Cell::new(0),
+        crashes: Cell::new(0),
+    });
     let ticks = Rc::new(Notify::new());
     let sweeper = Engine::new(ports.clone(), cfg.settings.clone()).with_seed(cfg.seed);
     let sim = Sim {
@@ -988,16 +995,20 @@ fn history(record: &EventRecord) -> Vec<String> {
     record
         .history
         .iter()
-        .map(|h| format!("{}#{}{}", h.status, h.attempt, h.note.as_ref().map(|n| format!(" ({n})")).unwrap_or_default()))
+        .map(|h| {
+            format!("{}#{}{}", h.status, h.attempt, h.note.as_ref().map(|n| format!(" ({n})")).unwrap_or_default())
+        })
         .collect()
 }
 
 /// Whether an attempt of the event was cut short (a crash, or a holder overtaken after its lease expired): only
 /// then may an event that is not `completed` have left an effect.
 fn was_interrupted(record: &EventRecord) -> bool {
-    record.history.windows(2).any(|w| {
-        w[0].status == Status::Processing && matches!(w[1].status, Status::Processing | Status::Canceled)
-    }) || record.history.last().is_some_and(|h| h.status == Status::Processing)
+    record
+        .history
+        .windows(2)
+        .any(|w| w[0].status == Status::Processing && matches!(w[1].status, Status::Processing | Status::Canceled))
+        || record.history.last().is_some_and(|h| h.status == Status::Processing)
 }
 
 struct Violations(Vec<String>);
@@ -1050,9 +1061,11 @@ fn check(sim: &Sim, plan: &[String]) -> Result<Summary, String> {
         match Message::parse(body, sim.cfg.settings.max_payload_bytes) {
             Err(_) => match records.get(&EventId::for_rejected(body.as_bytes())) {
                 Some(r) if r.status == Status::Rejected => {}
-                other => {
-                    v.push(format!("malformed {body:.80} is {:?}, not rejected; {}", other.map(|r| r.status), fate(body)))
-                }
+                other => v.push(format!(
+                    "malformed {body:.80} is {:?}, not rejected; {}",
+                    other.map(|r| r.status),
+                    fate(body)
+                )),
             },
             Ok(Message::Envelope(envelope)) => {
                 let Some(record) = records.get(&envelope.event_id) else {
@@ -1063,7 +1076,9 @@ fn check(sim: &Sim, plan: &[String]) -> Result<Summary, String> {
                     // An idempotency conflict: stored under its own derived id, rejected, pointing at the original.
                     let own = EventId::derived(&envelope.entity, &envelope.order, &envelope.content_hash);
                     match records.get(&own) {
-                        Some(r) if r.status == Status::Rejected && r.conflicts_with.as_ref() == Some(&envelope.event_id) => {}
+                        Some(r)
+                            if r.status == Status::Rejected
+                                && r.conflicts_with.as_ref() == Some(&envelope.event_id) => {}
                         other => v.push(format!(
                             "conflicting message for {} should be rejected as {own}, is {:?}; {}",
                             envelope.event_id,
@@ -1110,7 +1125,10 @@ fn check(sim: &Sim, plan: &[String]) -> Result<Summary, String> {
         let same_entity = |id: &EventId| records.get(id).is_some_and(|o| o.entity == record.entity);
         match record.status {
             Status::Duplicate => match &record.duplicate_of {
-                Some(of) if same_entity(of) && records[of].content_hash == record.content_hash && order_of(of) == record.order => {}
+                Some(of)
+                    if same_entity(of)
+                        && records[of].content_hash == record.content_hash
+                        && order_of(of) == record.order => {}
                 other => v.push(format!("{} is duplicate of {other:?}, not the same change", record.event_id)),
             },
             Status::Canceled => match &record.canceled_by {
@@ -1166,7 +1184,7 @@ fn check(sim: &Sim, plan: &[String]) -> Result<Summary, String> {
     for (entity, events) in &by_entity {
         let head = sim.raw(store.get_head(entity));
         if let Some(head) = &head {
-            if head.inflight.is_some() || head.next.is_some() || !head.backlog.is_empty() {
+            if head.inflight.is_some() || head.next.is_some() || !head.backlog.is_empty() || head.parked > 0 {
                 v.push(format!("head of {entity} is not released at the end: {head:?}"));
             }
         }
@@ -1181,7 +1199,8 @@ fn check(sim: &Sim, plan: &[String]) -> Result<Summary, String> {
                 }
                 summary.latest_wins_entities_checked += 1;
                 let ids: BTreeSet<String> = at_newest.iter().map(|r| r.event_id.to_string()).collect();
-                let hashes: BTreeSet<String> = at_newest.iter().filter_map(|r| r.content_hash.map(|h| h.to_hex())).collect();
+                let hashes: BTreeSet<String> =
+                    at_newest.iter().filter_map(|r| r.content_hash.map(|h| h.to_hex())).collect();
                 let Some(row) = row else {
                     v.push(format!("{entity}: the mirror holds nothing, newest is {ids:?}"));
                     continue;
@@ -1197,13 +1216,18 @@ fn check(sim: &Sim, plan: &[String]) -> Result<Summary, String> {
                         events.iter().map(|r| (r.event_id.to_string(), r.order.map(|o| o.to_string()), r.status)).collect::<Vec<_>>()
                     ));
                 }
-                let newest_is_delete = at_newest.iter().any(|r| r.kind == Some(Kind::Delete) && row.event_id.as_deref() == Some(r.event_id.as_str()));
+                let newest_is_delete = at_newest
+                    .iter()
+                    .any(|r| r.kind == Some(Kind::Delete) && row.event_id.as_deref() == Some(r.event_id.as_str()));
                 if newest_is_delete != row.deleted {
                     v.push(format!("{entity}: deleted = {} but the applied change is {:?}", row.deleted, row.event_id));
                 }
                 if let Some(applied) = head.as_ref().and_then(|h| h.applied.as_ref()) {
                     if applied.order != newest {
-                        v.push(format!("{entity}: head applied {} at {}, newest is {newest}", applied.event_id, applied.order));
+                        v.push(format!(
+                            "{entity}: head applied {} at {}, newest is {newest}",
+                            applied.event_id, applied.order
+                        ));
                     }
                 }
             }
@@ -1214,8 +1238,7 @@ fn check(sim: &Sim, plan: &[String]) -> Result<Summary, String> {
                     let payload: Value = serde_json::from_slice(&bytes).expect("archived payload is JSON");
                     payload["delta"].as_i64().expect("a delta")
                 };
-                let completed: i64 =
-                    events.iter().filter(|r| r.status == Status::Completed).map(|r| delta_of(r)).sum();
+                let completed: i64 = events.iter().filter(|r| r.status == Status::Completed).map(|r| delta_of(r)).sum();
                 let interrupted: i64 = events
                     .iter()
                     .filter(|r| r.status != Status::Completed && effect_count.contains_key(&r.event_id))
@@ -1239,6 +1262,6 @@ fn check(sim: &Sim, plan: &[String]) -> Result<Summary, String> {
     } else {
         let n = v.0.len();
         v.0.truncate(12);
-        Err(format!("{n} violations ({:?}):\n  {}", sim.cfg, v.0.join("\n  ")))
+        Err(format!("{n} violations in a {:?} run ({:?}):\n  {}", sim.cfg.mode, sim.cfg, v.0.join("\n  ")))
     }
 }

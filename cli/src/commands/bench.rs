@@ -4,12 +4,13 @@
 use super::run::run_with_progress;
 use super::send::send_lines;
 use super::stats::status_counts;
-use super::{fresh_home, open, Context};
-use crate::args::BenchArgs;
-use crate::config::{drill_embedded_options, settings};
+use super::Context;
+use crate::args::{BackendKind, BenchArgs};
+use crate::config::settings;
 use crate::cpu::process_cpu_time;
 use crate::error::CliError;
 use crate::output::{write_json, Table};
+use crate::requests::{figures, since, write_figures, RequestFigures};
 use crate::runtime::RunOptions;
 use crate::workload::{generate, WorkloadConfig};
 use serde::Serialize;
@@ -25,6 +26,10 @@ pub const TARGET_EVENTS_PER_SECOND: f64 = 5000.0;
 /// What `bench` measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
+    /// `embedded` or `aws`.
+    pub backend: BackendKind,
+    /// Where the backend is.
+    pub location: String,
     /// Events processed.
     pub events: usize,
     /// Entities they were spread over.
@@ -59,21 +64,21 @@ pub struct BenchReport {
     pub cpu_to_wall_per_event: Option<f64>,
     /// Events per final status.
     pub statuses: BTreeMap<&'static str, u64>,
+    /// AWS only: the requests this process made during the run, by service and operation, and per event.
+    pub requests: Option<RequestFigures>,
 }
 
 /// Runs `synctrail bench`.
 pub async fn execute(ctx: &Context, args: &BenchArgs, out: &mut dyn Write) -> Result<(), CliError> {
-    let home = ctx.home.join("bench");
-    fresh_home(&home)?;
     let workers = usize::from(args.workers);
     let config = WorkloadConfig::happy_path(count(args.events), count(args.entities), args.seed);
     let workload = generate(&config);
-    let backend = open(&home, drill_embedded_options())?;
+    let backend = ctx.open_fresh("bench", args.prefix.as_deref()).await?;
     if !ctx.json {
         writeln!(
             out,
-            "bench — fresh home {} (wiped first): {} events over {} entities, {workers} workers, no faults",
-            home.display(),
+            "bench — {}\n{} events over {} entities, {workers} workers, no faults",
+            super::demo::fresh_description(&backend),
             workload.summary.events,
             workload.summary.entities
         )?;
@@ -86,20 +91,29 @@ pub async fn execute(ctx: &Context, args: &BenchArgs, out: &mut dyn Write) -> Re
     bar.finish_and_clear();
     let send_seconds = send_started.elapsed().as_secs_f64();
 
+    let counters = backend.aws().map(|a| (a.requests.clone(), a.destination_requests.clone()));
+    let before = counters.as_ref().map(|(f, d)| (f.snapshot(), d.snapshot()));
     let cpu_before = process_cpu_time();
     let started = Instant::now();
     let options = RunOptions { workers, seed: args.seed, ..RunOptions::default() };
     let stats = run_with_progress(&backend, settings(), &options, ctx.json).await?;
     let wall = started.elapsed().as_secs_f64();
     let cpu = cpu_before.zip(process_cpu_time()).map(|(before, after)| (after - before).as_secs_f64());
+    let after = counters.as_ref().map(|(f, d)| (f.snapshot(), d.snapshot()));
     if !stats.drained {
-        return Err(CliError::NotDrained { seconds: wall, home });
+        return Err(CliError::NotDrained { seconds: wall, selector: backend.selector() });
     }
 
     let records =
         backend.ports.store.list_events(&EventQuery::default()).await.map_err(CliError::store("listing events"))?;
     let counts = status_counts(backend.ports.store.as_ref()).await?;
-    let report = measure(&records, wall, cpu, sent.sent as f64 / send_seconds.max(1e-9), &config, workers, counts);
+    let mut report = measure(&records, wall, cpu, sent.sent as f64 / send_seconds.max(1e-9), &config, workers, counts);
+    report.backend = backend.kind();
+    report.location = backend.describe();
+    report.requests = before.zip(after).map(|((f0, d0), (f1, d1))| {
+        let scope = "made by this process during the run: the handler's, and the local event source's SQS polling";
+        figures(scope, &since(&f0, &f1), &since(&d0, &d1), Some(records.len() as u64))
+    });
     if ctx.json {
         return write_json(out, &report);
     }
@@ -135,6 +149,9 @@ fn measure(
     let events = records.len();
     let rate = events as f64 / processing.max(1e-9);
     BenchReport {
+        backend: BackendKind::Embedded,
+        location: String::new(),
+        requests: None,
         events,
         entities: config.entities.min(config.events),
         workers,
@@ -187,7 +204,12 @@ fn write_report(out: &mut dyn Write, r: &BenchReport) -> std::io::Result<()> {
     }
     table.write(out)?;
     let statuses: Vec<String> = r.statuses.iter().map(|(s, n)| format!("{s} {n}")).collect();
-    writeln!(out, "final statuses: {}", statuses.join(", "))
+    writeln!(out, "final statuses: {}", statuses.join(", "))?;
+    if let Some(requests) = &r.requests {
+        writeln!(out)?;
+        write_figures(out, requests)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

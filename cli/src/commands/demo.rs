@@ -1,15 +1,16 @@
-//! `synctrail demo`: a realistic workload with injected faults, end to end on a fresh home, then the convergence
-//! check and the timeline of one dropped event.
+//! `synctrail demo`: a realistic workload with injected faults, end to end on a fresh backend (a wiped home, or new
+//! AWS resources), then the convergence check and the timeline of one dropped event.
 
 use super::run::{dead_letters, run_with_progress, write_stats};
 use super::send::send_lines;
 use super::show::write_record;
 use super::stats::{status_counts, write_status_table};
-use super::{fresh_home, open, Context};
+use super::Context;
 use crate::args::DemoArgs;
-use crate::backend::Backend;
+use crate::args::BackendKind;
+use crate::backend::AnyBackend;
 use crate::check::{check, Convergence};
-use crate::config::{drill_embedded_options, settings};
+use crate::config::settings;
 use crate::error::CliError;
 use crate::output::write_json;
 use crate::runtime::{RunOptions, RunStats};
@@ -34,7 +35,13 @@ const SHOWN_FAILURES: usize = 20;
 /// Everything `demo --json` prints.
 #[derive(Debug, Serialize)]
 struct DemoReport<'a> {
-    home: &'a Path,
+    backend: BackendKind,
+    /// The embedded home (`None` on AWS).
+    home: Option<&'a Path>,
+    /// Where the backend is.
+    location: String,
+    /// The global options that select it, for follow-up commands.
+    selector: String,
     workload: &'a Summary,
     run: &'a RunStats,
     statuses: std::collections::BTreeMap<&'static str, u64>,
@@ -59,10 +66,9 @@ pub fn run_options(workers: usize, seed: u64) -> RunOptions {
 /// Runs `synctrail demo`.
 pub async fn execute(ctx: &Context, args: &DemoArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let text = !ctx.json;
-    let home = ctx.home.join("demo");
-    fresh_home(&home)?;
+    let backend = ctx.open_fresh("demo", args.prefix.as_deref()).await?;
     if text {
-        writeln!(out, "synctrail demo — using a fresh home {} (wiped first)", home.display())?;
+        writeln!(out, "synctrail demo — {}", fresh_description(&backend))?;
     }
     let config = WorkloadConfig {
         hot_deltas: args.hot_deltas,
@@ -78,7 +84,6 @@ pub async fn execute(ctx: &Context, args: &DemoArgs, out: &mut dyn Write) -> Res
             )?;
         }
     }
-    let backend = open(&home, drill_embedded_options())?;
     prepare(&backend, &workload, ctx.json, out).await?;
 
     if text {
@@ -97,8 +102,16 @@ pub async fn execute(ctx: &Context, args: &DemoArgs, out: &mut dyn Write) -> Res
 
     if ctx.json {
         let statuses = counts.iter().map(|(s, n)| (s.as_str(), *n)).collect();
-        let report =
-            DemoReport { home: &home, workload: &workload.summary, run: &stats, statuses, convergence: &convergence };
+        let report = DemoReport {
+            backend: backend.kind(),
+            home: backend.embedded().map(|e| e.home.as_path()),
+            location: backend.describe(),
+            selector: backend.selector(),
+            workload: &workload.summary,
+            run: &stats,
+            statuses,
+            convergence: &convergence,
+        };
         write_json(out, &report)?;
     } else {
         write_stats(out, &stats, elapsed, dead_letters(&backend).await?)?;
@@ -109,8 +122,8 @@ pub async fn execute(ctx: &Context, args: &DemoArgs, out: &mut dyn Write) -> Res
         if let Some(record) = dropped_example(&backend).await? {
             writeln!(
                 out,
-                "\nwhat happened to a dropped event (`synctrail --home {} show {}`):\n",
-                home.display(),
+                "\nwhat happened to a dropped event (`synctrail {} show {}`):\n",
+                backend.selector(),
                 record.event_id
             )?;
             write_record(out, &record)?;
@@ -119,7 +132,20 @@ pub async fn execute(ctx: &Context, args: &DemoArgs, out: &mut dyn Write) -> Res
     if convergence.passed() {
         Ok(())
     } else {
-        Err(CliError::NotConverged { failures: convergence.failures.len(), home })
+        Err(CliError::NotConverged { failures: convergence.failures.len(), selector: backend.selector() })
+    }
+}
+
+/// "using a fresh home … (wiped first)", or the fresh AWS resources and how to select them later.
+pub fn fresh_description(backend: &AnyBackend) -> String {
+    match (backend.embedded(), backend.aws()) {
+        (Some(e), _) => format!("using a fresh home {} (wiped first)", e.home.display()),
+        (None, Some(a)) => format!(
+            "using fresh AWS resources (kept afterwards): {}\n  select them later with: {}",
+            backend.describe(),
+            crate::backend::env_lines(&a.config).join("; ")
+        ),
+        (None, None) => backend.describe(),
     }
 }
 
@@ -128,7 +154,7 @@ fn count(n: u64) -> usize {
 }
 
 /// Sends every line, then makes the local edits (before anything is processed, as an operator would have).
-async fn prepare(backend: &Backend, workload: &Workload, quiet: bool, out: &mut dyn Write) -> Result<(), CliError> {
+async fn prepare(backend: &AnyBackend, workload: &Workload, quiet: bool, out: &mut dyn Write) -> Result<(), CliError> {
     let started = Instant::now();
     let bar = crate::progress::bar(Some(workload.deliveries.len() as u64), "lines sent", quiet);
     let report = send_lines(backend.ports.queue.as_ref(), workload.lines(), |n| bar.set_position(n))
@@ -137,7 +163,6 @@ async fn prepare(backend: &Backend, workload: &Workload, quiet: bool, out: &mut 
     bar.finish_and_clear();
     for edit in &workload.local_edits {
         backend
-            .embedded
             .mirror
             .record_local_edit(&edit.entity, edit.state.clone(), edit.modified_at)
             .await
@@ -218,7 +243,7 @@ fn write_verdict(out: &mut dyn Write, c: &Convergence) -> std::io::Result<()> {
 }
 
 /// A dropped event to show: one dropped for a local edit when there is one, else any.
-async fn dropped_example(backend: &Backend) -> Result<Option<EventRecord>, CliError> {
+async fn dropped_example(backend: &AnyBackend) -> Result<Option<EventRecord>, CliError> {
     let query = EventQuery { status: Some(Status::Dropped), ..EventQuery::default() };
     let dropped = backend.ports.store.list_events(&query).await.map_err(CliError::store("listing dropped events"))?;
     let for_edit = dropped.iter().find(|r| r.dropped_for.as_deref().is_some_and(|f| f.contains("local-edit")));

@@ -64,7 +64,7 @@ pub fn query(args: &ListArgs, now: DateTime<Utc>) -> Result<EventQuery, CliError
 /// Runs `synctrail list`.
 pub async fn execute(ctx: &Context, args: &ListArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let query = query(args, Utc::now())?;
-    let backend = ctx.open()?;
+    let backend = ctx.open().await?;
     let records = backend.ports.store.list_events(&query).await.map_err(CliError::store("listing events"))?;
     let summaries: Vec<EventSummary> = records.iter().map(EventSummary::from).collect();
     if ctx.json {

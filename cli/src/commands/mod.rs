@@ -6,37 +6,118 @@ pub mod list;
 pub mod records;
 pub mod run;
 pub mod send;
+pub mod setup;
 pub mod show;
 pub mod stats;
 pub mod status;
 pub mod sweep;
 
-use crate::args::{Cli, Command};
-use crate::backend::Backend;
+use crate::args::{AwsArgs, BackendKind, Cli, Command};
+use crate::backend::{aws_config, AnyBackend};
+use crate::config::{drill_embedded_options, DRILL_MAX_RECEIVES};
 use crate::error::{CliError, EXIT_OK};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use synctrail::store::aws::setup::{create_all, Created, SetupConfig};
+use synctrail::store::aws::{AwsConfig, Clients};
 use synctrail::store::sqlite::EmbeddedOptions;
 
-/// What every command knows: where the backend lives and how to print.
+/// What every command knows: which backend, where it lives, and how to print.
 #[derive(Debug, Clone)]
 pub struct Context {
-    /// The home directory (`--home`).
+    /// The kind of backend (`--backend`).
+    pub backend: BackendKind,
+    /// The embedded backend's home directory (`--home`).
     pub home: PathBuf,
+    /// The AWS backend's resources (`--table`, `--bucket`, `--queue`, `--dlq`, `--endpoint-url`).
+    pub aws: AwsArgs,
     /// Print JSON instead of text (`--json`).
     pub json: bool,
 }
 
 impl Context {
-    /// Opens the backend under the home directory with the everyday options.
-    pub fn open(&self) -> Result<Backend, CliError> {
-        open(&self.home, crate::config::embedded_options())
+    /// The context of a parsed command line.
+    pub fn of(cli: &Cli) -> Self {
+        Self { backend: cli.backend, home: cli.home.clone(), aws: cli.aws.clone(), json: cli.json }
+    }
+
+    /// Opens the selected backend with the everyday options.
+    pub async fn open(&self) -> Result<AnyBackend, CliError> {
+        match self.backend {
+            BackendKind::Embedded => open(&self.home, crate::config::embedded_options()),
+            BackendKind::Aws => {
+                let config = aws_config(&self.aws).map_err(CliError::MissingAwsSetting)?;
+                connect(&config, self.aws.serialize_dynamodb).await
+            }
+        }
+    }
+
+    /// A fresh backend for the demo or the benchmark (`purpose`), with `max_receives` 10: the home's
+    /// `<purpose>` directory wiped first, or new AWS resources named `<prefix>-…` (default
+    /// `synctrail-<purpose>-<random>`; they are kept afterwards, for follow-up commands).
+    pub async fn open_fresh(&self, purpose: &str, prefix: Option<&str>) -> Result<AnyBackend, CliError> {
+        match self.backend {
+            BackendKind::Embedded => {
+                let home = self.home.join(purpose);
+                fresh_home(&home)?;
+                open(&home, drill_embedded_options())
+            }
+            BackendKind::Aws => {
+                let prefix = prefix.map_or_else(|| format!("synctrail-{purpose}-{}", random_suffix()), str::to_owned);
+                let created = create_aws(&self.aws, &prefix, DRILL_MAX_RECEIVES).await?;
+                connect(&created.config(self.aws.endpoint_url.clone(), None), self.aws.serialize_dynamodb).await
+            }
+        }
     }
 }
 
-/// Opens the backend under `home` with `options`.
-pub fn open(home: &Path, options: EmbeddedOptions) -> Result<Backend, CliError> {
-    Backend::open(home, options).map_err(|source| CliError::Open { home: home.to_owned(), source })
+/// Opens the embedded backend under `home` with `options`.
+pub fn open(home: &Path, options: EmbeddedOptions) -> Result<AnyBackend, CliError> {
+    AnyBackend::open_embedded(home, options).map_err(|source| CliError::Open { home: home.to_owned(), source })
+}
+
+/// Connects to the AWS resources `config` names.
+pub async fn connect(config: &AwsConfig, serialize_dynamodb: bool) -> Result<AnyBackend, CliError> {
+    AnyBackend::connect_aws(config, serialize_dynamodb).await.map_err(|source| CliError::Connect {
+        table: config.table.clone(),
+        queue: config.queue.clone(),
+        source,
+    })
+}
+
+/// Creates (or finds) the AWS resources `<prefix>-…` at the endpoint of `args`, the queue with `max_receives`.
+pub async fn create_aws(args: &AwsArgs, prefix: &str, max_receives: u32) -> Result<Created, CliError> {
+    check_prefix(prefix)?;
+    let clients = Clients::connect(args.endpoint_url.as_deref(), None).await;
+    let setup = SetupConfig { max_receive_count: max_receives, ..SetupConfig::named(prefix) };
+    create_all(&clients, &setup).await.map_err(|source| CliError::Setup { prefix: prefix.to_owned(), source })
+}
+
+/// The longest resource-name prefix: `<prefix>-payloads` must fit S3's 63 characters.
+pub const MAX_PREFIX_LEN: usize = 40;
+
+/// A prefix every service accepts in its resource names: lower-case letters, digits and inner hyphens (S3's
+/// rules are the strictest), at most [`MAX_PREFIX_LEN`] characters.
+pub fn check_prefix(prefix: &str) -> Result<(), CliError> {
+    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
+    let ok = !prefix.is_empty()
+        && prefix.len() <= MAX_PREFIX_LEN
+        && prefix.chars().all(allowed)
+        && !prefix.starts_with('-')
+        && !prefix.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(CliError::InvalidArgument(format!(
+            "--prefix {prefix:?}: use 1 to {MAX_PREFIX_LEN} lower-case letters, digits and inner hyphens, e.g. synctrail-dev"
+        )))
+    }
+}
+
+/// Six random hex digits, to name fresh resources.
+pub fn random_suffix() -> String {
+    let bytes: [u8; 3] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Runs the parsed command line on a multi-threaded async runtime; returns the exit code.
@@ -51,8 +132,9 @@ pub fn execute(cli: &Cli) -> Result<u8, CliError> {
 
 /// Runs one command, writing its result to `out`; returns the exit code.
 pub async fn dispatch(cli: &Cli, out: &mut dyn Write) -> Result<u8, CliError> {
-    let ctx = Context { home: cli.home.clone(), json: cli.json };
+    let ctx = Context::of(cli);
     match &cli.command {
+        Command::Setup(args) => setup::execute(&ctx, args, out).await.map(|()| EXIT_OK),
         Command::Send(args) => send::execute(&ctx, args, out).await.map(|()| EXIT_OK),
         Command::Run(args) => run::execute(&ctx, args, out).await.map(|()| EXIT_OK),
         Command::Status(args) => status::execute(&ctx, args, out).await,
@@ -86,4 +168,20 @@ pub fn fresh_home(path: &Path) -> Result<(), CliError> {
         std::fs::remove_dir_all(path).map_err(prepare)?;
     }
     std::fs::create_dir_all(path).map_err(prepare)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_follow_the_strictest_naming_rules() {
+        for good in ["synctrail-dev", "a", "st-0a1b2c", &"x".repeat(MAX_PREFIX_LEN)] {
+            assert!(check_prefix(good).is_ok(), "{good}");
+        }
+        for bad in ["", "-dev", "dev-", "Dev", "dev_1", "dev.1", &"x".repeat(MAX_PREFIX_LEN + 1)] {
+            assert!(matches!(check_prefix(bad), Err(CliError::InvalidArgument(_))), "{bad}");
+        }
+        assert_eq!(random_suffix().len(), 6);
+    }
 }

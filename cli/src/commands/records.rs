@@ -8,9 +8,8 @@ use std::io::Write;
 
 /// Runs `synctrail records`.
 pub async fn execute(ctx: &Context, args: &RecordsArgs, out: &mut dyn Write) -> Result<(), CliError> {
-    let backend = ctx.open()?;
+    let backend = ctx.open().await?;
     let records = backend
-        .embedded
         .mirror
         .list(args.entity.as_deref(), args.limit)
         .await

@@ -1,8 +1,10 @@
-//! `synctrail run`: the local runtime over the embedded queue until it is quiescent, with a progress display.
+//! `synctrail run`: the local runtime over the backend's queue (the embedded one, or SQS: it plays Lambda's event
+//! source) until it is quiescent, with a progress display.
 
 use super::Context;
 use crate::args::RunArgs;
-use crate::backend::Backend;
+use crate::args::BackendKind;
+use crate::backend::AnyBackend;
 use crate::duration::seconds;
 use crate::error::CliError;
 use crate::output::{write_json, Table};
@@ -31,21 +33,25 @@ pub fn options(args: &RunArgs) -> RunOptions {
 
 /// Runs the local runtime over `backend` with a progress display (hidden when `quiet`).
 pub async fn run_with_progress(
-    backend: &Backend,
+    backend: &AnyBackend,
     settings: Settings,
     options: &RunOptions,
     quiet: bool,
 ) -> Result<RunStats, CliError> {
     let depth = backend.ports.queue.depth().await.map_err(CliError::store("measuring the queue"))?;
     let progress = RunProgress::new(depth.visible + depth.in_flight + depth.delayed, quiet);
+    let mut options = options.clone();
+    if backend.kind() == BackendKind::Aws {
+        options.quiet_for = options.quiet_for.max(crate::config::SQS_QUIET_FOR);
+    }
     let runtime = LocalRuntime::new(backend.ports.clone(), settings);
-    let stats = runtime.run(options, &|stats| progress.update(stats)).await;
+    let stats = runtime.run(&options, &|stats| progress.update(stats)).await;
     progress.finish();
     stats.map_err(CliError::store("running the local runtime"))
 }
 
 /// How many messages the dead-letter queue holds (the queue also dead-letters on its own, past `max_receives`).
-pub async fn dead_letters(backend: &Backend) -> Result<u64, CliError> {
+pub async fn dead_letters(backend: &AnyBackend) -> Result<u64, CliError> {
     Ok(backend.ports.queue.depth().await.map_err(CliError::store("measuring the queue"))?.dead_letters)
 }
 
@@ -85,7 +91,7 @@ pub fn write_stats(
 
 /// Runs `synctrail run`.
 pub async fn execute(ctx: &Context, args: &RunArgs, out: &mut dyn Write) -> Result<(), CliError> {
-    let backend = ctx.open()?;
+    let backend = ctx.open().await?;
     let started = std::time::Instant::now();
     let stats = run_with_progress(&backend, crate::config::settings(), &options(args), ctx.json).await?;
     if ctx.json {

@@ -1,4 +1,4 @@
-//! `synctrail send FILE|-`: one envelope per line, sent as it is to the embedded queue in batches of 10.
+//! `synctrail send FILE|-`: one envelope per line, sent as it is to the ingest queue in batches of 10.
 
 use super::Context;
 use crate::args::SendArgs;
@@ -78,7 +78,7 @@ pub fn read_lines(reader: impl Read) -> impl Iterator<Item = std::io::Result<Str
 
 /// Runs `synctrail send`.
 pub async fn execute(ctx: &Context, args: &SendArgs, out: &mut dyn Write) -> Result<(), CliError> {
-    let backend = ctx.open()?;
+    let backend = ctx.open().await?;
     let reader: Box<dyn Read> = if args.file == "-" {
         Box::new(std::io::stdin())
     } else {
@@ -109,9 +109,9 @@ pub async fn execute(ctx: &Context, args: &SendArgs, out: &mut dyn Write) -> Res
     }
     writeln!(
         out,
-        "sent {} message(s) to the queue in {} (skipped {} blank line(s)); process them with `synctrail run`",
+        "sent {} message(s) to the queue of {} (skipped {} blank line(s)); process them with `synctrail run`",
         report.sent,
-        backend.home.display(),
+        backend.describe(),
         report.skipped_blank
     )?;
     Ok(())

@@ -1,7 +1,10 @@
-//! `synctrail stats`: counts per status, queue depth, dead letters, events in flight, oldest message age.
+//! `synctrail stats`: counts per status, queue depth, dead letters, events in flight, oldest message age; on AWS
+//! also the requests this command made, by service and operation.
 
 use super::Context;
-use crate::backend::Backend;
+use crate::args::BackendKind;
+use crate::backend::AnyBackend;
+use crate::requests::{figures, write_figures, RequestFigures};
 use crate::error::CliError;
 use crate::output::{write_json, Table};
 use chrono::Utc;
@@ -29,6 +32,10 @@ pub struct QueueFigures {
 /// Everything `stats` reports.
 #[derive(Debug, Clone, Serialize)]
 pub struct StatsReport {
+    /// `embedded` or `aws`.
+    pub backend: BackendKind,
+    /// Where the backend is.
+    pub location: String,
     /// Events per status (every status listed, zeros included).
     pub statuses: BTreeMap<String, u64>,
     /// Events recorded.
@@ -39,6 +46,9 @@ pub struct StatsReport {
     pub inflight: u64,
     /// The ingest queue.
     pub queue: QueueFigures,
+    /// AWS only: the requests this `stats` process made to gather the figures (a per-process count, not the
+    /// pipeline's), by service and operation.
+    pub requests: Option<RequestFigures>,
 }
 
 /// Counts events per status, every status included, in the spec's order of statuses.
@@ -48,12 +58,19 @@ pub async fn status_counts(store: &dyn EventStore) -> Result<Vec<(Status, u64)>,
 }
 
 /// Gathers the figures of `backend`.
-pub async fn collect(backend: &Backend) -> Result<StatsReport, CliError> {
+pub async fn collect(backend: &AnyBackend) -> Result<StatsReport, CliError> {
     let counts = status_counts(backend.ports.store.as_ref()).await?;
     let depth = backend.ports.queue.depth().await.map_err(CliError::store("measuring the queue"))?;
     let inflight = backend.ports.store.count_inflight().await.map_err(CliError::store("counting events in flight"))?;
     let now = Utc::now();
+    let requests = backend.aws().map(|aws| {
+        let scope = "made by this synctrail process only, to gather these figures; not the pipeline's";
+        figures(scope, &aws.requests.snapshot(), &aws.destination_requests.snapshot(), None)
+    });
     Ok(StatsReport {
+        backend: backend.kind(),
+        location: backend.describe(),
+        requests,
         total: counts.iter().map(|(_, n)| n).sum(),
         not_terminal: counts.iter().filter(|(s, _)| !s.is_terminal()).map(|(_, n)| n).sum(),
         statuses: counts.iter().map(|(s, n)| (s.as_str().to_owned(), *n)).collect(),
@@ -82,11 +99,12 @@ pub fn write_status_table(out: &mut dyn Write, counts: &[(Status, u64)]) -> std:
 
 /// Runs `synctrail stats`.
 pub async fn execute(ctx: &Context, out: &mut dyn Write) -> Result<(), CliError> {
-    let backend = ctx.open()?;
+    let backend = ctx.open().await?;
     let report = collect(&backend).await?;
     if ctx.json {
         return write_json(out, &report);
     }
+    writeln!(out, "{}:\n", report.location)?;
     let counts: Vec<(Status, u64)> =
         Status::ALL.iter().map(|s| (*s, report.statuses.get(s.as_str()).copied().unwrap_or(0))).collect();
     write_status_table(out, &counts)?;
@@ -105,5 +123,9 @@ pub async fn execute(ctx: &Context, out: &mut dyn Write) -> Result<(), CliError>
         table.row(vec![name.to_owned(), value]);
     }
     table.write(out)?;
+    if let Some(requests) = &report.requests {
+        writeln!(out)?;
+        write_figures(out, requests)?;
+    }
     Ok(())
 }

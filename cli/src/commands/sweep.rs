@@ -10,7 +10,7 @@ use synctrail::engine::{Engine, Invocation, SweepReport};
 
 /// Runs one sweep over the home's backend.
 pub async fn sweep(ctx: &Context, limit: usize) -> Result<SweepReport, CliError> {
-    let backend = ctx.open()?;
+    let backend = ctx.open().await?;
     let engine = Engine::new(backend.ports.clone(), settings());
     let invocation = Invocation { function: Some(SWEEPER_FUNCTION.to_owned()), ..Invocation::default() };
     engine.sweep(limit, &invocation).await.map_err(CliError::engine("sweeping expired leases"))

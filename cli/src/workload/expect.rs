@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use synctrail::model::{Kind, OrderKey};
-use synctrail::store::sqlite::MirrorRecord;
+use synctrail::store::guard::MirrorRecord;
 
 /// One acceptable final state of a snapshot entity.
 #[derive(Debug, Clone, PartialEq)]

@@ -60,6 +60,11 @@ pub(super) async fn drive(
             max_backlog: engine.settings.max_backlog,
         };
         let decision = if force { forced(&head, &candidate, &ctx) } else { decide(&head, &candidate, &ctx) };
+        if decision == Decision::AlreadyQueued && record.version == 0 {
+            // The head names our id but we never stored it: another message did. Re-read it (and reject ours if
+            // its content differs) before acknowledging anything.
+            continue;
+        }
         match record_decision(engine, decision, head, record.clone(), &candidate, policy, invocation, force).await {
             Ok(Recorded::Done(outcome)) => return Ok(outcome),
             Ok(Recorded::Claimed { head, record }) => {

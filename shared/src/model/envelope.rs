@@ -91,7 +91,7 @@ pub enum EnvelopeError {
     #[error("the message body is not JSON ({0}); send one JSON object per message")]
     NotJson(String),
     /// The body is JSON but not an object.
-    #[error("the message body is a JSON {0}, expected an object with source, entity_type, external_id, updated_at and payload")]
+    #[error("the message body is {0}, expected a JSON object with source, entity_type, external_id, updated_at and payload")]
     NotObject(&'static str),
     /// A required field is absent.
     #[error("field `{0}` is missing")]

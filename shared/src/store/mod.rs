@@ -8,6 +8,7 @@ pub mod drill;
 mod error;
 mod events;
 pub mod guard;
+mod mirror_view;
 mod payloads;
 mod queue;
 
@@ -20,5 +21,6 @@ pub mod aws;
 pub use destination::{ApplyOutcome, Change, Destination, DestinationError};
 pub use error::StoreError;
 pub use events::{EventQuery, EventStore, Expect, Write};
+pub use mirror_view::MirrorView;
 pub use payloads::PayloadStore;
 pub use queue::{OutgoingMessage, Queue, QueueDepth, QueueMessage};

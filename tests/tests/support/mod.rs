@@ -337,14 +337,22 @@ impl Destination for Scripted {
 // The store that can hold a commit
 // ---------------------------------------------------------------------------------------------------------------
 
-/// The event store with a way to hold the next commit that records `event` for the first time, so a test can
-/// line up a race between two deliveries exactly.
+/// The event store with a way to hold the next commit that records an event for the first time, or the next read
+/// of a head, so a test can line up a race between two deliveries exactly.
 pub struct HeldStore {
     inner: Arc<dyn EventStore>,
     gates: Mutex<VecDeque<(EventId, Arc<Gate>)>>,
+    head_read: Mutex<Option<Arc<Gate>>>,
 }
 
 impl HeldStore {
+    /// The next `get_head` (of any entity) waits at the returned gate, then goes on.
+    pub fn hold_next_head_read(&self) -> Arc<Gate> {
+        let gate = Arc::new(Gate::default());
+        *self.head_read.lock().unwrap() = Some(Arc::clone(&gate));
+        gate
+    }
+
     /// The next commit that inserts the record of `event` waits at the returned gate, then goes on.
     pub fn hold_first_write_of(&self, event: &EventId) -> Arc<Gate> {
         let gate = Arc::new(Gate::default());
@@ -355,7 +363,9 @@ impl HeldStore {
     fn gate_for(&self, writes: &[Write]) -> Option<Arc<Gate>> {
         let mut gates = self.gates.lock().unwrap();
         let inserts = |id: &EventId| {
-            writes.iter().any(|w| matches!(w, Write::Event { record, expect: Expect::Absent } if &record.event_id == id))
+            writes
+                .iter()
+                .any(|w| matches!(w, Write::Event { record, expect: Expect::Absent } if &record.event_id == id))
         };
         let at = gates.iter().position(|(id, _)| inserts(id))?;
         gates.remove(at).map(|(_, gate)| gate)
@@ -369,6 +379,11 @@ impl EventStore for HeldStore {
     }
 
     async fn get_head(&self, entity: &EntityKey) -> Result<Option<EntityHead>, StoreError> {
+        let held = self.head_read.lock().unwrap().take();
+        if let Some(gate) = held {
+            gate.entered.notify_one();
+            gate.released.notified().await;
+        }
         self.inner.get_head(entity).await
     }
 
@@ -401,6 +416,9 @@ impl EventStore for HeldStore {
 // The harness
 // ---------------------------------------------------------------------------------------------------------------
 
+/// Wraps the harness's destination in another.
+pub type WrapDestination = Box<dyn FnOnce(Arc<dyn Destination>) -> Arc<dyn Destination>>;
+
 /// How a harness is built.
 pub struct Options {
     /// The engine's settings.
@@ -414,9 +432,9 @@ pub struct Options {
     /// Records are not started this close to the deadline.
     pub safety_margin: Duration,
     /// Wraps the scripted destination (for example in one that panics).
-    pub destination: Option<Box<dyn FnOnce(Arc<dyn Destination>) -> Arc<dyn Destination>>>,
+    pub destination: Option<WrapDestination>,
     /// Puts a [`HeldStore`] in front of the event store (see [`Harness::held`]).
-    pub hold_commits: bool,
+    pub held_store: bool,
 }
 
 impl Default for Options {
@@ -428,7 +446,7 @@ impl Default for Options {
             visibility_timeout: Duration::seconds(60),
             safety_margin: Duration::seconds(1),
             destination: None,
-            hold_commits: false,
+            held_store: false,
         }
     }
 }
@@ -494,7 +512,7 @@ pub struct Harness {
     pub backend: Backend,
     /// The scripted destination in front of the mirror.
     pub script: Arc<Scripted>,
-    /// The event store that can hold a commit (in use with [`Options::hold_commits`]).
+    /// The event store that can hold a commit or a read (in use with [`Options::held_store`]).
     pub held: Arc<HeldStore>,
     /// The engine.
     pub engine: Arc<Engine>,
@@ -522,8 +540,12 @@ impl Harness {
             Some(wrap) => wrap(script.clone()),
             None => script.clone(),
         };
-        let held = Arc::new(HeldStore { inner: backend.ports.store.clone(), gates: Mutex::new(VecDeque::new()) });
-        let store: Arc<dyn EventStore> = if options.hold_commits { held.clone() } else { backend.ports.store.clone() };
+        let held = Arc::new(HeldStore {
+            inner: backend.ports.store.clone(),
+            gates: Mutex::new(VecDeque::new()),
+            head_read: Mutex::new(None),
+        });
+        let store: Arc<dyn EventStore> = if options.held_store { held.clone() } else { backend.ports.store.clone() };
         let ports = Ports { destination, store, ..backend.ports.clone() };
         let engine = Arc::new(Engine::new(ports, options.settings.clone()).with_seed(7));
         let processor = Processor::new(Arc::clone(&engine), options.safety_margin);
@@ -609,7 +631,8 @@ impl Harness {
         let event = sqs_event(messages).expect("build the SqsEvent");
         let batch = self.handle(event, &context).await;
         if let Some(batch) = &batch {
-            let failed: Vec<&str> = batch.response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+            let failed: Vec<&str> =
+                batch.response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
             let mut delete = Vec::new();
             for (message, result) in messages.iter().zip(&batch.records) {
                 let dead = matches!(result, RecordResult::Processed(o) if o.disposition == Disposition::DeadLetter);

@@ -152,3 +152,31 @@ impl Mirror {
             .await
     }
 }
+
+#[async_trait::async_trait]
+impl crate::store::MirrorView for Mirror {
+    async fn record_local_edit(
+        &self,
+        entity: &EntityKey,
+        state: Value,
+        modified_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        Mirror::record_local_edit(self, entity, state, modified_at).await
+    }
+
+    async fn get(&self, entity: &EntityKey) -> Result<Option<MirrorRecord>, StoreError> {
+        Mirror::get(self, entity).await
+    }
+
+    async fn list(&self, entity_prefix: Option<&str>, limit: usize) -> Result<Vec<MirrorRecord>, StoreError> {
+        Mirror::list(self, entity_prefix, limit).await
+    }
+
+    async fn effects(&self) -> Result<Vec<(EventId, String)>, StoreError> {
+        Mirror::effects(self).await
+    }
+
+    async fn count(&self) -> Result<u64, StoreError> {
+        Mirror::count(self).await
+    }
+}

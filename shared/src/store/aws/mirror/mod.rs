@@ -262,3 +262,31 @@ impl Destination for DynamoMirror {
         apply::apply(self, &PendingChange::of(change)?, &new_commit_id()).await
     }
 }
+
+#[async_trait]
+impl crate::store::MirrorView for DynamoMirror {
+    async fn record_local_edit(
+        &self,
+        entity: &EntityKey,
+        state: Value,
+        modified_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        DynamoMirror::record_local_edit(self, entity, state, modified_at).await
+    }
+
+    async fn get(&self, entity: &EntityKey) -> Result<Option<MirrorRecord>, StoreError> {
+        DynamoMirror::get(self, entity).await
+    }
+
+    async fn list(&self, entity_prefix: Option<&str>, limit: usize) -> Result<Vec<MirrorRecord>, StoreError> {
+        DynamoMirror::list(self, entity_prefix, limit).await
+    }
+
+    async fn effects(&self) -> Result<Vec<(EventId, String)>, StoreError> {
+        DynamoMirror::effects(self).await
+    }
+
+    async fn count(&self) -> Result<u64, StoreError> {
+        DynamoMirror::count(self).await
+    }
+}
