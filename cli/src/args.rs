@@ -266,8 +266,20 @@ mod tests {
     #[test]
     fn the_backend_and_its_resources_are_global_options() {
         let args = [
-            "synctrail", "stats", "--backend", "aws", "--table", "t", "--bucket", "b", "--queue", "q", "--dlq", "d",
-            "--endpoint-url", "http://127.0.0.1:5000",
+            "synctrail",
+            "stats",
+            "--backend",
+            "aws",
+            "--table",
+            "t",
+            "--bucket",
+            "b",
+            "--queue",
+            "q",
+            "--dlq",
+            "d",
+            "--endpoint-url",
+            "http://127.0.0.1:5000",
         ];
         let cli = Cli::try_parse_from(args).map_err(|e| e.to_string());
         assert!(matches!(&cli, Ok(Cli { backend: BackendKind::Aws, command: Command::Stats, .. })), "{cli:?}");
@@ -277,7 +289,8 @@ mod tests {
             (Some("t"), Some("b"), Some("q"), Some("d"))
         );
         assert_eq!(aws.endpoint_url.as_deref(), Some("http://127.0.0.1:5000"));
-        let setup = Cli::try_parse_from(["synctrail", "--backend", "aws", "setup", "--prefix", "dev", "--max-receives", "10"]);
+        let setup =
+            Cli::try_parse_from(["synctrail", "--backend", "aws", "setup", "--prefix", "dev", "--max-receives", "10"]);
         assert!(
             matches!(&setup, Ok(Cli { command: Command::Setup(SetupArgs { max_receives: 10, .. }), .. })),
             "{setup:?}"

@@ -180,8 +180,7 @@ impl AnyBackend {
         match &self.extras {
             Extras::Embedded(e) => format!("the embedded backend in {}", e.home.display()),
             Extras::Aws(a) => {
-                let endpoint =
-                    a.config.endpoint_url.as_deref().map_or_else(String::new, |url| format!(" at {url}"));
+                let endpoint = a.config.endpoint_url.as_deref().map_or_else(String::new, |url| format!(" at {url}"));
                 format!(
                     "the AWS backend{endpoint} (table {}, bucket {}, queue {})",
                     a.config.table, a.config.bucket, a.queue_url
@@ -226,7 +225,8 @@ pub fn env_lines(config: &AwsConfig) -> Vec<String> {
     lines
 }
 
-/// The [`AwsConfig`] the command-line options name; `None` with the option missing.
+/// The [`AwsConfig`] the command-line options (or their environment variables) name; a missing one is named in
+/// the error, e.g. `--table (or SYNCTRAIL_TABLE)`.
 pub fn aws_config(args: &AwsArgs) -> Result<AwsConfig, &'static str> {
     let need = |value: &Option<String>, flag: &'static str| {
         value.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned).ok_or(flag)

@@ -40,6 +40,9 @@ pub fn drill_embedded_options() -> EmbeddedOptions {
 /// How long an SQS queue must look empty before the local runtime calls it drained (its counts are approximate).
 pub const SQS_QUIET_FOR: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// How often the local runtime polls an SQS queue's depth (two `GetQueueAttributes` requests a poll).
+pub const SQS_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// How many expired leases one sweep looks at.
 pub const SWEEP_LIMIT: usize = 1000;
 

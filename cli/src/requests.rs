@@ -83,7 +83,12 @@ pub fn sum(counts: &Counts, service: &str, keep: impl Fn(&str) -> bool) -> u64 {
 }
 
 /// Figures over `framework` and `destination` counts, per event when `events` is given (and not zero).
-pub fn figures(scope: impl Into<String>, framework: &Counts, destination: &Counts, events: Option<u64>) -> RequestFigures {
+pub fn figures(
+    scope: impl Into<String>,
+    framework: &Counts,
+    destination: &Counts,
+    events: Option<u64>,
+) -> RequestFigures {
     let per = |n: u64| events.filter(|e| *e > 0).map(|e| n as f64 / e as f64);
     let list = |counts: &Counts| {
         counts
@@ -113,7 +118,13 @@ pub fn figures(scope: impl Into<String>, framework: &Counts, destination: &Count
             destination_total: total(destination),
         }
     });
-    RequestFigures { scope: scope.into(), events, framework: list(framework), destination: list(destination), per_event }
+    RequestFigures {
+        scope: scope.into(),
+        events,
+        framework: list(framework),
+        destination: list(destination),
+        per_event,
+    }
 }
 
 /// Writes the figures as text: one table of operations (framework, then destination), then the sums per event.
@@ -185,7 +196,10 @@ mod tests {
         let mut text = Vec::new();
         assert!(write_figures(&mut text, &f).is_ok());
         let text = String::from_utf8_lossy(&text);
-        assert!(text.contains("framework    DynamoDB  TransactWriteItems") && text.contains("3.00 DynamoDB writes"), "{text}");
+        assert!(
+            text.contains("framework    DynamoDB  TransactWriteItems") && text.contains("3.00 DynamoDB writes"),
+            "{text}"
+        );
         assert_eq!(figures("none", &Counts::new(), &Counts::new(), None).per_event, None);
     }
 }

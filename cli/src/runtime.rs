@@ -34,8 +34,10 @@ pub struct RunOptions {
     pub follow: bool,
     /// Stop after this long, drained or not.
     pub max_duration: std::time::Duration,
-    /// The queue must look empty this long (polled every 100 ms) before a sweep may declare it drained. Zero for
-    /// the embedded queue, whose counts are exact; a few seconds for SQS, whose counts are approximate.
+    /// How often the queue's depth is polled (and `progress` called).
+    pub poll_interval: std::time::Duration,
+    /// The queue must look empty this long before a sweep may declare it drained. Zero for the embedded queue,
+    /// whose counts are exact; a few seconds for SQS, whose counts are approximate.
     pub quiet_for: std::time::Duration,
     /// Injected destination faults.
     pub drill: DrillPlan,
@@ -55,6 +57,7 @@ impl Default for RunOptions {
             safety_margin: Duration::milliseconds(200),
             follow: false,
             max_duration: std::time::Duration::from_secs(600),
+            poll_interval: std::time::Duration::from_millis(100),
             quiet_for: std::time::Duration::ZERO,
             drill: DrillPlan::default(),
             crash_rate: 0.0,
@@ -98,7 +101,7 @@ impl LocalRuntime {
         Self { ports, settings }
     }
 
-    /// Runs until the queue is quiescent (or `max_duration`), calling `progress` about ten times a second.
+    /// Runs until the queue is quiescent (or `max_duration`), calling `progress` at every poll of the queue.
     pub async fn run(
         &self,
         options: &RunOptions,
@@ -117,7 +120,7 @@ impl LocalRuntime {
         let mut drained = false;
         let mut quiet_since: Option<std::time::Instant> = None;
         while started.elapsed() < options.max_duration {
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            tokio::time::sleep(options.poll_interval).await;
             progress(&lock(&stats));
             let depth = self.ports.queue.depth().await?;
             if depth.visible + depth.in_flight + depth.delayed > 0 {

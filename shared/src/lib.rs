@@ -12,7 +12,7 @@ pub mod model;
 pub mod settings;
 pub mod store;
 
-pub use engine::{Disposition, Engine, EngineError, Incoming, Invocation, Outcome, Ports};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use engine::{Disposition, Engine, EngineError, Incoming, Invocation, Outcome, Ports};
 
 pub use settings::{InvalidSetting, Policy, Settings};

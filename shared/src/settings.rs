@@ -111,10 +111,8 @@ impl Settings {
 fn number(name: &'static str) -> Result<Option<u64>, InvalidSetting> {
     match std::env::var(name) {
         Err(_) => Ok(None),
-        Ok(value) => value
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|_| InvalidSetting { name, value, expected: "a whole number" }),
+        Ok(value) => {
+            value.trim().parse().map(Some).map_err(|_| InvalidSetting { name, value, expected: "a whole number" })
+        }
     }
 }

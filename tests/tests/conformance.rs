@@ -562,7 +562,10 @@ pub mod suite {
             p.queue.change_visibility(&old.receipt_handle, Duration::zero()).await,
             Err(StoreError::NotFound(_))
         ));
-        assert!(matches!(p.queue.dead_letter(&old.receipt_handle, &old.body, None).await, Err(StoreError::NotFound(_))));
+        assert!(matches!(
+            p.queue.dead_letter(&old.receipt_handle, &old.body, None).await,
+            Err(StoreError::NotFound(_))
+        ));
         p.queue.delete(&[new.receipt_handle]).await.expect("delete");
         assert_eq!(p.queue.depth().await.expect("depth").in_flight, 0);
     }

@@ -9,11 +9,8 @@ use std::io::Write;
 /// Runs `synctrail records`.
 pub async fn execute(ctx: &Context, args: &RecordsArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let backend = ctx.open().await?;
-    let records = backend
-        .mirror
-        .list(args.entity.as_deref(), args.limit)
-        .await
-        .map_err(CliError::store("listing the mirror"))?;
+    let records =
+        backend.mirror.list(args.entity.as_deref(), args.limit).await.map_err(CliError::store("listing the mirror"))?;
     if ctx.json {
         return write_json(out, &records);
     }

@@ -2,8 +2,8 @@
 //! source) until it is quiescent, with a progress display.
 
 use super::Context;
-use crate::args::RunArgs;
 use crate::args::BackendKind;
+use crate::args::RunArgs;
 use crate::backend::AnyBackend;
 use crate::duration::seconds;
 use crate::error::CliError;
@@ -43,6 +43,7 @@ pub async fn run_with_progress(
     let mut options = options.clone();
     if backend.kind() == BackendKind::Aws {
         options.quiet_for = options.quiet_for.max(crate::config::SQS_QUIET_FOR);
+        options.poll_interval = options.poll_interval.max(crate::config::SQS_POLL_INTERVAL);
     }
     let runtime = LocalRuntime::new(backend.ports.clone(), settings);
     let stats = runtime.run(&options, &|stats| progress.update(stats)).await;

@@ -44,7 +44,10 @@ pub async fn execute(ctx: &Context, args: &SetupArgs, out: &mut dyn Write) -> Re
             let home = ctx.home.clone();
             SetupReport {
                 backend: BackendKind::Embedded,
-                env: vec!["export SYNCTRAIL_BACKEND=embedded".to_owned(), format!("export SYNCTRAIL_HOME={}", home.display())],
+                env: vec![
+                    "export SYNCTRAIL_BACKEND=embedded".to_owned(),
+                    format!("export SYNCTRAIL_HOME={}", home.display()),
+                ],
                 home: Some(home),
                 table: None,
                 bucket: None,
@@ -87,7 +90,11 @@ fn write_report(out: &mut dyn Write, r: &SetupReport) -> std::io::Result<()> {
             let at = r.endpoint_url.as_deref().map_or_else(|| "on AWS".to_owned(), |url| format!("at {url}"));
             writeln!(out, "AWS resources ready {at} (created, or found and brought in line):")?;
             let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_owned());
-            writeln!(out, "  table            {} (indexes by_status, by_entity, by_lease; TTL on ttl)", dash(&r.table))?;
+            writeln!(
+                out,
+                "  table            {} (indexes by_status, by_entity, by_lease; TTL on ttl)",
+                dash(&r.table)
+            )?;
             writeln!(out, "  bucket           {} (public access blocked; payload lifecycle)", dash(&r.bucket))?;
             writeln!(out, "  queue            {}", dash(&r.queue_url))?;
             writeln!(out, "  dead letters     {} (after {} receives)", dash(&r.dlq_url), r.max_receives)?;
@@ -96,6 +103,13 @@ fn write_report(out: &mut dyn Write, r: &SetupReport) -> std::io::Result<()> {
     writeln!(out, "\nselect it for later commands with:\n")?;
     for line in &r.env {
         writeln!(out, "{line}")?;
+    }
+    if r.endpoint_url.is_some() {
+        writeln!(
+            out,
+            "\non moto, also `export SYNCTRAIL_SERIALIZE_DYNAMODB=true` (or pass --serialize-dynamodb) before `run`, \
+             `demo` or `bench`: moto does not isolate concurrent DynamoDB transactions"
+        )?;
     }
     Ok(())
 }

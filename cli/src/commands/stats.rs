@@ -4,9 +4,9 @@
 use super::Context;
 use crate::args::BackendKind;
 use crate::backend::AnyBackend;
-use crate::requests::{figures, write_figures, RequestFigures};
 use crate::error::CliError;
 use crate::output::{write_json, Table};
+use crate::requests::{figures, write_figures, RequestFigures};
 use chrono::Utc;
 use serde::Serialize;
 use std::collections::BTreeMap;

@@ -77,8 +77,14 @@ pub(super) fn schedule(
             let later = key + rng.random_range(200.0..2000.0);
             placed.push((later, Delivery { line, role: Role::Resubmission, event_id: change.event_id(&spec.key) }));
         }
+        // A conflict goes after every other line; its original is one delivered in the first half, so that the
+        // original is recorded first even when the run delays its message (a crash, a retry) or two workers race
+        // for the last batches. Which message of the two arrives first decides which one is rejected (spec §3).
+        let half = emitted.len() as f64 / 2.0;
+        let early: Vec<(f64, usize)> = products.iter().copied().filter(|(key, _)| *key <= half).collect();
+        let originals = if early.is_empty() { &products } else { &early };
         for n in 0..config.conflicts {
-            let (_, i) = products[rng.random_range(0..products.len())];
+            let (_, i) = originals[rng.random_range(0..originals.len())];
             let (line, event_id, original) = conflict(&changes[i], &specs[changes[i].entity], n, rng);
             placed.push((end + 1.0 + n as f64, Delivery { line, role: Role::Conflict { original }, event_id }));
         }

@@ -333,6 +333,29 @@ mod tests {
     }
 
     #[test]
+    fn conflicts_come_after_every_original_and_reuse_an_early_one() {
+        for seed in 0..20 {
+            let w = generate(&WorkloadConfig::realistic(150, 30, seed));
+            let originals: Vec<(usize, &EventId)> = (w.deliveries.iter().enumerate())
+                .filter(|(_, d)| d.role == Role::Original)
+                .map(|(at, d)| (at, &d.event_id))
+                .collect();
+            let last = originals.iter().map(|(at, _)| *at).max().unwrap_or(0);
+            for (at, d) in w.deliveries.iter().enumerate() {
+                if let Role::Conflict { original } = &d.role {
+                    assert!(at > last, "seed {seed}: a conflict at {at}, before the last original at {last}");
+                    let first = originals.iter().find(|(_, id)| *id == original).map_or(usize::MAX, |(at, _)| *at);
+                    assert!(
+                        first * 5 < w.deliveries.len() * 3,
+                        "seed {seed}: original at {first} of {}",
+                        w.deliveries.len()
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn the_happy_path_has_nothing_but_originals() {
         let w = generate(&WorkloadConfig::happy_path(500, 50, 1));
         assert_eq!(w.deliveries.len(), 500);

@@ -81,7 +81,12 @@ impl Processor {
         BatchResult { response, records }
     }
 
-    async fn process_record(&self, message: &SqsMessage, message_id: Option<&str>, context: &InvocationContext) -> RecordResult {
+    async fn process_record(
+        &self,
+        message: &SqsMessage,
+        message_id: Option<&str>,
+        context: &InvocationContext,
+    ) -> RecordResult {
         let incoming = Incoming {
             message_id: message_id.unwrap_or_default().to_owned(),
             body: message.body.clone().unwrap_or_default(),

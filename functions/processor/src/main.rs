@@ -26,10 +26,7 @@ const DEFAULT_HOME: &str = "/tmp/synctrail";
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .init();
+    tracing_subscriber::fmt().json().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
     let settings = Settings::from_env().map_err(|e| format!("{e}; fix the function's environment variables"))?;
     let ports = ports().await?;
     let engine = Arc::new(Engine::new(ports, settings));
@@ -65,9 +62,11 @@ async fn ports() -> Result<Ports, Error> {
             clock,
         });
     }
-    let home = std::env::var("SYNCTRAIL_HOME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| DEFAULT_HOME.to_owned());
-    let embedded = Embedded::open(home.as_ref(), Arc::clone(&clock), EmbeddedOptions::default())
-        .map_err(|e| format!("opening the embedded backend under {home}: {e}; set SYNCTRAIL_HOME to a writable directory"))?;
+    let home =
+        std::env::var("SYNCTRAIL_HOME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| DEFAULT_HOME.to_owned());
+    let embedded = Embedded::open(home.as_ref(), Arc::clone(&clock), EmbeddedOptions::default()).map_err(|e| {
+        format!("opening the embedded backend under {home}: {e}; set SYNCTRAIL_HOME to a writable directory")
+    })?;
     tracing::info!(home = %home, "embedded backend");
     Ok(Ports {
         store: embedded.store,

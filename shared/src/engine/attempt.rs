@@ -46,7 +46,8 @@ pub(super) async fn drive(
             }
         }
         let now = engine.now();
-        let head = store.get_head(&envelope.entity).await?.unwrap_or_else(|| EntityHead::empty(envelope.entity.clone(), now));
+        let head =
+            store.get_head(&envelope.entity).await?.unwrap_or_else(|| EntityHead::empty(envelope.entity.clone(), now));
         let candidate = Candidate {
             event_id: record.event_id.clone(),
             order: envelope.order,
@@ -94,9 +95,7 @@ impl Decision {
             | Decision::Park
             | Decision::Enqueue { .. }
             | Decision::Duplicate { .. }
-            | Decision::Dropped { .. } => {
-                Decision::Claim { tie: false, out_of_order: false, cancel: Vec::new() }
-            }
+            | Decision::Dropped { .. } => Decision::Claim { tie: false, out_of_order: false, cancel: Vec::new() },
             claim @ Decision::Claim { .. } => claim,
         }
     }
@@ -254,7 +253,9 @@ async fn apply(
         Ok(Ok(ApplyOutcome::Applied | ApplyOutcome::AlreadyApplied)) => End::Completed,
         Ok(Ok(ApplyOutcome::Superseded { by })) => End::Dropped(by),
         Ok(Err(DestinationError::Permanent(message))) => End::Failed(error_info(ErrorKind::Permanent, message, false)),
-        Ok(Err(DestinationError::Retryable(text))) => engine.retry_or_fail(&record, message, ErrorKind::Retryable, text),
+        Ok(Err(DestinationError::Retryable(text))) => {
+            engine.retry_or_fail(&record, message, ErrorKind::Retryable, text)
+        }
         Err(panic) => engine.retry_or_fail(&record, message, ErrorKind::Panic, panic_text(panic.as_ref())),
     };
     settle(engine, record, fence, end, invocation).await
@@ -267,7 +268,11 @@ impl Engine {
         let by_count = record.attempts_this_drive() >= self.settings.max_attempts;
         let by_queue = message.receive_count >= self.ports.queue.max_receives();
         if by_count || by_queue {
-            let mut info = error_info(ErrorKind::AttemptsExhausted, format!("gave up after {} attempts", record.attempts_this_drive()), false);
+            let mut info = error_info(
+                ErrorKind::AttemptsExhausted,
+                format!("gave up after {} attempts", record.attempts_this_drive()),
+                false,
+            );
             info.causes.push(text);
             End::Exhausted(info)
         } else {

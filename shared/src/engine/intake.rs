@@ -7,7 +7,11 @@ use crate::model::{
 };
 use crate::store::{StoreError, Write};
 
-pub(super) async fn process(engine: &Engine, message: &Incoming, invocation: &Invocation) -> Result<Outcome, EngineError> {
+pub(super) async fn process(
+    engine: &Engine,
+    message: &Incoming,
+    invocation: &Invocation,
+) -> Result<Outcome, EngineError> {
     match Message::parse(&message.body, engine.settings.max_payload_bytes) {
         Err(error) => reject(engine, message, invocation, invalid_input(&error), None).await,
         Ok(Message::Envelope(envelope)) => arrive(engine, *envelope, message, invocation).await,
@@ -56,12 +60,19 @@ async fn reject(
 }
 
 /// A valid envelope: new events are archived and recorded; known ones continue where they are (spec §3).
-async fn arrive(engine: &Engine, envelope: Envelope, message: &Incoming, invocation: &Invocation) -> Result<Outcome, EngineError> {
+async fn arrive(
+    engine: &Engine,
+    envelope: Envelope,
+    message: &Incoming,
+    invocation: &Invocation,
+) -> Result<Outcome, EngineError> {
     match engine.ports.store.get_event(&envelope.event_id).await? {
         Some(existing) if existing.content_hash != Some(envelope.content_hash) => {
             reject_conflict(engine, &envelope, message, invocation).await
         }
-        Some(existing) if existing.status == Status::Failed && existing.last_message_id.as_ref() != Some(&message.message_id) => {
+        Some(existing)
+            if existing.status == Status::Failed && existing.last_message_id.as_ref() != Some(&message.message_id) =>
+        {
             let record = restart(engine, existing, message, invocation, "client resubmission")?;
             attempt::drive(engine, &envelope, record, message, invocation, false).await
         }

@@ -79,7 +79,12 @@ pub struct Outcome {
 
 impl Outcome {
     fn ack(event_id: &EventId, status: Status) -> Self {
-        Self { event_id: Some(event_id.clone()), status: Some(status), redelivered: false, disposition: Disposition::Ack }
+        Self {
+            event_id: Some(event_id.clone()),
+            status: Some(status),
+            redelivered: false,
+            disposition: Disposition::Ack,
+        }
     }
 
     fn retry(event_id: &EventId, status: Option<Status>, after: Duration) -> Self {

@@ -8,7 +8,13 @@ use chrono::{DateTime, Utc};
 
 impl Engine {
     /// A history entry for `status`, stamped with the invocation.
-    pub(crate) fn entry(&self, status: Status, attempt: u32, invocation: &Invocation, note: Option<String>) -> HistoryEntry {
+    pub(crate) fn entry(
+        &self,
+        status: Status,
+        attempt: u32,
+        invocation: &Invocation,
+        note: Option<String>,
+    ) -> HistoryEntry {
         HistoryEntry {
             status,
             at: self.now(),
@@ -76,7 +82,12 @@ pub(crate) fn invalid_input(error: &EnvelopeError) -> ErrorInfo {
     }
 }
 
-fn blank_record(event_id: EventId, payload: PayloadRef, now: DateTime<Utc>, retention: chrono::Duration) -> EventRecord {
+fn blank_record(
+    event_id: EventId,
+    payload: PayloadRef,
+    now: DateTime<Utc>,
+    retention: chrono::Duration,
+) -> EventRecord {
     EventRecord {
         event_id,
         client_event_id: false,

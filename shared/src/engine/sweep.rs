@@ -27,7 +27,9 @@ impl Engine {
                     self.send_redrive(&event_id, invocation).await;
                     report.redriven.push(event_id);
                 }
-                _ => tracing::warn!(event_id = %event_id, entity = %head.entity, "expired lease held by a finished event"),
+                _ => {
+                    tracing::warn!(event_id = %event_id, entity = %head.entity, "expired lease held by a finished event")
+                }
             }
         }
         Ok(report)

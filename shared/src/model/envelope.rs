@@ -91,7 +91,9 @@ pub enum EnvelopeError {
     #[error("the message body is not JSON ({0}); send one JSON object per message")]
     NotJson(String),
     /// The body is JSON but not an object.
-    #[error("the message body is {0}, expected a JSON object with source, entity_type, external_id, updated_at and payload")]
+    #[error(
+        "the message body is {0}, expected a JSON object with source, entity_type, external_id, updated_at and payload"
+    )]
     NotObject(&'static str),
     /// A required field is absent.
     #[error("field `{0}` is missing")]
@@ -243,7 +245,11 @@ impl Envelope {
                 n.as_i64().ok_or_else(|| invalid_value("version", &n.to_string(), "an integer"))?
             }
             Some(other) => {
-                return Err(EnvelopeError::WrongType { field: "version", found: json_type(other), expected: "an integer" })
+                return Err(EnvelopeError::WrongType {
+                    field: "version",
+                    found: json_type(other),
+                    expected: "an integer",
+                })
             }
         };
         let updated_at = match f.opt_str("updated_at")? {

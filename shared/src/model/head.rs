@@ -78,6 +78,7 @@ impl EntityHead {
 
     /// Whether `event_id` is queued here (as `next` or in the backlog).
     pub fn is_queued(&self, event_id: &EventId) -> bool {
-        self.next.as_ref().is_some_and(|n| &n.event_id == event_id) || self.backlog.iter().any(|s| &s.event_id == event_id)
+        self.next.as_ref().is_some_and(|n| &n.event_id == event_id)
+            || self.backlog.iter().any(|s| &s.event_id == event_id)
     }
 }

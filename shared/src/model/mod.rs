@@ -6,7 +6,8 @@ mod ids;
 mod record;
 mod status;
 
-pub use envelope::{canonical_json, content_hash, Direction, Envelope, EnvelopeError, Kind, Message, RedriveReason, REDRIVE_FIELD,
+pub use envelope::{
+    canonical_json, content_hash, Direction, Envelope, EnvelopeError, Kind, Message, RedriveReason, REDRIVE_FIELD,
 };
 pub use head::{EntityHead, Inflight, Slot};
 pub use ids::{ContentHash, EntityKey, EventId, InvalidId, OrderKey};

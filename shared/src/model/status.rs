@@ -102,7 +102,9 @@ impl Status {
 
 /// A status change the table does not allow: a bug, never silently applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("illegal status transition {from} → {to}; this is a bug in synctrail, please report it with the event's history")]
+#[error(
+    "illegal status transition {from} → {to}; this is a bug in synctrail, please report it with the event's history"
+)]
 pub struct IllegalTransition {
     /// The status the event has.
     pub from: Status,

@@ -74,7 +74,8 @@ pub trait Queue: Send + Sync {
 
     /// Moves a received message to the dead-letter queue now. SQS has no such call, so the caller hands over the
     /// message's body and trace header to resend there (a Lambda's records carry them).
-    async fn dead_letter(&self, receipt_handle: &str, body: &str, trace_header: Option<&str>) -> Result<(), StoreError>;
+    async fn dead_letter(&self, receipt_handle: &str, body: &str, trace_header: Option<&str>)
+        -> Result<(), StoreError>;
 
     /// Depth figures, dead letters included.
     async fn depth(&self) -> Result<QueueDepth, StoreError>;

@@ -91,11 +91,8 @@ impl Db {
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
         T: Send + 'static,
     {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|e| StoreError::Backend(format!("the SQLite pool is closed: {e}")))?;
+        let _permit =
+            self.permits.acquire().await.map_err(|e| StoreError::Backend(format!("the SQLite pool is closed: {e}")))?;
         let mut conn = self.check_out()?;
         let result = f(&mut conn);
         self.check_in(conn);

@@ -3,7 +3,7 @@
 //! Each row keeps the record or head whole as JSON plus the indexed columns queries need. `count_by_status`
 //! lists only statuses that have events; `expired_leases` with limit 0 returns them all.
 
-use super::codec::{Cached, from_json, int, nanos, to_json};
+use super::codec::{from_json, int, nanos, to_json, Cached};
 use super::db::Db;
 use super::error::SqlContext;
 use crate::model::{EntityHead, EntityKey, EventId, EventRecord, Status};

@@ -32,8 +32,7 @@ impl PayloadDir {
     /// A payload store under `home/payloads/` (the directory and its database are created if missing).
     pub(crate) fn open(home: &Path) -> Result<Self, StoreError> {
         let dir = home.join("payloads");
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| StoreError::Backend(format!("creating {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(&dir).map_err(|e| StoreError::Backend(format!("creating {}: {e}", dir.display())))?;
         Ok(Self { db: Db::open(&dir.join(PAYLOAD_DB_FILE), POOL_SIZE, migrate)? })
     }
 
@@ -105,7 +104,8 @@ impl PayloadStore for PayloadDir {
         let size = bytes.len() as u64;
         let compressed = compress(bytes, &key)?;
         let (row_key, row_sha) = (key.clone(), sha.clone());
-        let size_column = i64::try_from(size).map_err(|_| StoreError::Backend(format!("payload {key} is too large")))?;
+        let size_column =
+            i64::try_from(size).map_err(|_| StoreError::Backend(format!("payload {key} is too large")))?;
         // Content-addressed: a row that exists already holds these very bytes.
         self.db
             .write(move |tx| {
@@ -122,8 +122,7 @@ impl PayloadStore for PayloadDir {
 
     async fn get(&self, payload: &PayloadRef) -> Result<Vec<u8>, StoreError> {
         let key = &payload.key;
-        let compressed =
-            self.read_object(key).await?.ok_or_else(|| StoreError::NotFound(format!("payload {key}")))?;
+        let compressed = self.read_object(key).await?.ok_or_else(|| StoreError::NotFound(format!("payload {key}")))?;
         let bytes = zstd::decode_all(compressed.as_slice())
             .map_err(|e| StoreError::Corrupt(format!("payload {key}: not valid zstd: {e}")))?;
         let sha = hex::encode(Sha256::digest(&bytes));

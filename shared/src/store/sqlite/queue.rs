@@ -1,6 +1,6 @@
 //! [`SqliteQueue`]: an SQS-like queue with visibility timeouts, receive counts and a dead-letter queue.
 
-use super::codec::{Cached, after, nanos, random_id, time, uint};
+use super::codec::{after, nanos, random_id, time, uint, Cached};
 use super::db::Db;
 use super::error::SqlContext;
 use crate::clock::Clock;
@@ -125,9 +125,7 @@ impl SqliteQueue {
     /// Deletes every message not in the dead-letter queue (like SQS `PurgeQueue` on the source queue); returns
     /// how many.
     pub async fn purge(&self) -> Result<u64, StoreError> {
-        self.db
-            .write(|tx| Ok(tx.exec("DELETE FROM queue WHERE dead = 0", []).ctx("purging the queue")? as u64))
-            .await
+        self.db.write(|tx| Ok(tx.exec("DELETE FROM queue WHERE dead = 0", []).ctx("purging the queue")? as u64)).await
     }
 }
 

@@ -396,7 +396,12 @@ impl Queue for SqsQueue {
         Ok(())
     }
 
-    async fn dead_letter(&self, receipt_handle: &str, body: &str, trace_header: Option<&str>) -> Result<(), StoreError> {
+    async fn dead_letter(
+        &self,
+        receipt_handle: &str,
+        body: &str,
+        trace_header: Option<&str>,
+    ) -> Result<(), StoreError> {
         match self.held.look_up(receipt_handle) {
             Handle::Stale => Err(Self::not_current(receipt_handle)),
             Handle::Current(_) | Handle::Unknown => self.dead_letter_message(receipt_handle, body, trace_header).await,

@@ -1,0 +1,259 @@
+//! The demo's end-to-end workload on the AWS backend: DynamoDB, S3 and SQS on the moto server of
+//! `scripts/with-moto.sh`, driven by the CLI's `LocalRuntime` (it plays Lambda's SQS event source and calls the
+//! processor's handler), checked with the demo's convergence checker.
+//!
+//! Each test creates its own resources (`setup::create_all`, random prefix) on the shared server. DynamoDB
+//! requests go through the CLI's `DynamoGate` (`--serialize-dynamodb`): moto does not isolate concurrent
+//! transactions. SQS visibility has one-second granularity, so timeouts are whole seconds and short.
+//!
+//! Run: `scripts/with-moto.sh cargo test -p synctrail-tests --test main -- aws_pipeline --nocapture`.
+
+use chrono::Duration;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+use synctrail::store::aws::sdk::dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+};
+use synctrail::store::aws::setup::{create_all, SetupConfig};
+use synctrail::store::aws::{AwsBackend, Clients, DynamoMirror};
+use synctrail::store::drill::DrillPlan;
+use synctrail::Settings;
+use synctrail::SystemClock;
+use synctrail_cli::backend::{clients as clients_for, AnyBackend, DynamoGate};
+use synctrail_cli::check::{check, Convergence};
+use synctrail_cli::commands::send::send_lines;
+use synctrail_cli::requests::{figures, since, write_figures, Counts, RequestFigures};
+use synctrail_cli::runtime::{LocalRuntime, RunOptions, RunStats};
+use synctrail_cli::workload::{generate, Workload, WorkloadConfig};
+
+/// The variable naming the test endpoint.
+const ENDPOINT_VAR: &str = "SYNCTRAIL_TEST_AWS_ENDPOINT";
+
+/// Receives before SQS dead-letters a message (the demo's figure: a busy entity's returns cost receives too).
+const MAX_RECEIVES: u32 = 10;
+
+/// The endpoint of the test AWS API server; fails the test (never skips it) when there is none.
+fn endpoint() -> String {
+    match std::env::var(ENDPOINT_VAR) {
+        Ok(url) if !url.is_empty() => url,
+        _ => panic!(
+            "{ENDPOINT_VAR} is not set: the AWS pipeline tests need a moto server. Run them through `make test` or \
+             `scripts/with-moto.sh cargo test -p synctrail-tests --test main -- aws_pipeline`"
+        ),
+    }
+}
+
+/// Fresh resources named `stp-<name>-<random>-…` and the backend on them, DynamoDB serialized. The mirror (the
+/// destination) gets a table of its own, `<prefix>-mirror`: moto copies a whole table for every transaction
+/// item, so two smaller tables make the run markedly faster (about 45 s instead of 70 here).
+async fn backend(name: &str) -> AnyBackend {
+    let endpoint = endpoint();
+    let suffix: [u8; 4] = rand::random();
+    let prefix = format!("stp-{name}-{}", suffix.iter().map(|b| format!("{b:02x}")).collect::<String>());
+    let clients = Clients::connect(Some(&endpoint), Some("us-east-1")).await;
+    let setup = SetupConfig { max_receive_count: MAX_RECEIVES, ..SetupConfig::named(&prefix) };
+    let created = create_all(&clients, &setup).await.expect("create the AWS resources");
+    let mirror_table = format!("{prefix}-mirror");
+    create_mirror_table(&clients, &mirror_table).await;
+    let config = created.config(Some(endpoint), Some("us-east-1".into()));
+    let gate = DynamoGate::default();
+    let framework = clients_for(&config, Some(&gate)).await;
+    let destination = clients_for(&config, Some(&gate)).await;
+    let aws = AwsBackend::with_clients(&framework, &config).await.expect("connect to the AWS resources");
+    let mirror = Arc::new(DynamoMirror::new(destination.dynamodb.clone(), &mirror_table, Arc::new(SystemClock)));
+    AnyBackend::from_aws(aws, mirror, destination.requests.clone(), &config, true)
+}
+
+/// A table for the mirror alone: key `pk` + `sk`, no indexes (mirror items carry no index attributes).
+async fn create_mirror_table(clients: &Clients, table: &str) {
+    let attribute =
+        |name: &str| AttributeDefinition::builder().attribute_name(name).attribute_type(ScalarAttributeType::S).build();
+    let key = |name: &str, kind| KeySchemaElement::builder().attribute_name(name).key_type(kind).build();
+    clients
+        .dynamodb
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attribute("pk").expect("attribute pk"))
+        .attribute_definitions(attribute("sk").expect("attribute sk"))
+        .key_schema(key("pk", KeyType::Hash).expect("key pk"))
+        .key_schema(key("sk", KeyType::Range).expect("key sk"))
+        .send()
+        .await
+        .expect("create the mirror table");
+}
+
+/// The demo's settings with a short lease (longer than the function timeout): a crashed claim blocks its entity
+/// for seconds, not half a minute.
+fn settings() -> Settings {
+    let mut settings = synctrail_cli::config::settings();
+    settings.lease = Duration::seconds(6);
+    settings
+}
+
+/// The runtime's options for these tests: two workers, quiescence after a second (moto's counts are exact),
+/// depth polled twice a second.
+fn options(function_timeout: i64, visibility_timeout: i64) -> RunOptions {
+    RunOptions {
+        workers: 2,
+        function_timeout: Duration::seconds(function_timeout),
+        visibility_timeout: Duration::seconds(visibility_timeout),
+        poll_interval: std::time::Duration::from_millis(500),
+        quiet_for: std::time::Duration::from_secs(1),
+        max_duration: std::time::Duration::from_secs(150),
+        ..RunOptions::default()
+    }
+}
+
+/// Sends the workload's lines and makes its local edits (before anything is processed, as in the demo).
+async fn prepare(backend: &AnyBackend, workload: &Workload) {
+    send_lines(backend.ports.queue.as_ref(), workload.lines(), |_| {}).await.expect("send the workload");
+    for edit in &workload.local_edits {
+        backend.mirror.record_local_edit(&edit.entity, edit.state.clone(), edit.modified_at).await.expect("local edit");
+    }
+}
+
+/// Runs the pipeline until the queue is quiescent; returns what the run did and the requests it made (the
+/// framework's, the destination's).
+async fn run(backend: &AnyBackend, options: &RunOptions) -> (RunStats, Counts, Counts) {
+    let aws = backend.aws().expect("the AWS backend");
+    let before = (aws.requests.snapshot(), aws.destination_requests.snapshot());
+    let runtime = LocalRuntime::new(backend.ports.clone(), settings());
+    let stats = runtime.run(options, &|_| {}).await.expect("run the pipeline");
+    let framework = since(&before.0, &aws.requests.snapshot());
+    let destination = since(&before.1, &aws.destination_requests.snapshot());
+    (stats, framework, destination)
+}
+
+fn assert_converged(name: &str, c: &Convergence) {
+    println!(
+        "{name}: {}/{} entities match, {}/{} events recorded ({} terminal), {}/{} rejections, {} effects, {} events \
+         with several",
+        c.entities_matching,
+        c.entities,
+        c.events_recorded,
+        c.events_sent,
+        c.events_terminal,
+        c.rejections_ok,
+        c.rejections_expected,
+        c.effects,
+        c.events_with_several_effects
+    );
+    assert!(c.passed(), "{name} did not converge:\n  {}", c.failures.join("\n  "));
+    assert_eq!(c.entities_matching, c.entities);
+    assert_eq!((c.events_recorded, c.events_terminal), (c.events_sent, c.events_sent));
+    assert_eq!(c.rejections_ok, c.rejections_expected);
+    assert_eq!(c.events_with_several_effects, 0);
+}
+
+fn print_figures(name: &str, f: &RequestFigures) {
+    let mut text = Vec::new();
+    write_figures(&mut text, f).expect("format the figures");
+    println!("{name}:\n{}", String::from_utf8_lossy(&text));
+}
+
+fn print_run(name: &str, stats: &RunStats, seconds: f64) {
+    let statuses: BTreeMap<String, u64> = stats.statuses.iter().map(|(s, n)| (s.to_string(), *n)).collect();
+    println!(
+        "{name}: drained {} in {seconds:.1} s; {} invocations, {} records, {} returned for retry, {} crashes, \
+         {} redelivered, {} swept, {} dead-lettered; statuses after records {statuses:?}",
+        stats.drained,
+        stats.invocations,
+        stats.records,
+        stats.retried,
+        stats.crashes,
+        stats.redelivered,
+        stats.swept,
+        stats.dead_lettered
+    );
+}
+
+/// In-order snapshots and deltas, no faults: what the framework's own tracking costs per event on AWS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_pipeline_happy_path_converges_within_its_request_budget() {
+    let started = Instant::now();
+    let backend = backend("happy").await;
+    let workload = generate(&WorkloadConfig::happy_path(60, 30, 7));
+    prepare(&backend, &workload).await;
+    // A generous timeout: no batch runs out of time on moto, so no record is returned unstarted.
+    let run_started = Instant::now();
+    let (stats, framework, destination) = run(&backend, &options(10, 12)).await;
+    print_run("happy path", &stats, run_started.elapsed().as_secs_f64());
+    assert!(stats.drained, "the queue did not drain");
+    assert_eq!(stats.crashes, 0);
+
+    let events = workload.summary.events as u64;
+    let f = figures("happy path, during the run", &framework, &destination, Some(events));
+    print_figures("happy path requests", &f);
+    let per = f.per_event.clone().expect("per-event figures");
+    assert!(per.dynamodb_writes <= 4.0, "{:.2} DynamoDB write requests per event (at most 4)", per.dynamodb_writes);
+    assert!(per.s3_puts <= 1.0, "{:.2} S3 PUTs per event (at most 1)", per.s3_puts);
+    assert!(per.destination_writes <= 1.0, "{:.2} mirror writes per event (at most 1)", per.destination_writes);
+
+    let convergence = check(&backend, &workload).await.expect("run the convergence check");
+    assert_converged("happy path", &convergence);
+    println!("happy path: {:.1} s in all", started.elapsed().as_secs_f64());
+}
+
+/// The demo's messy workload — reordering, duplicates, client resubmissions, idempotency conflicts, ties,
+/// malformed and oversized lines, local edits — with the destination down at first, random retryable failures
+/// and crashed invocations.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_pipeline_messy_workload_with_faults_converges() {
+    let started = Instant::now();
+    let backend = backend("messy").await;
+    // The demo's rates, with more of the rare cases so that 150 events hold several of each.
+    let config = WorkloadConfig {
+        malformed_rate: 0.02,
+        tie_rate: 0.15,
+        delete_rate: 0.15,
+        ..WorkloadConfig::realistic(150, 30, 42)
+    };
+    let workload = generate(&config);
+    let s = &workload.summary;
+    println!(
+        "messy workload: {} events over {} entities, {} lines: {} duplicates, {} resubmissions, {} conflicts, \
+         {} malformed, {} ties, {} creates, {} deletes, {} local edits",
+        s.events,
+        s.entities,
+        s.lines,
+        s.duplicates,
+        s.resubmissions,
+        s.conflicts,
+        s.malformed,
+        s.ties,
+        s.creates,
+        s.deletes,
+        s.local_edits
+    );
+    assert!(s.duplicates > 0 && s.ties > 0 && s.malformed > 0 && s.conflicts > 0 && s.local_edits > 0, "{s:?}");
+    prepare(&backend, &workload).await;
+    // Batches of 5 within 5 s; a crashed batch is back after 6 s, when its claim's lease has about run out.
+    let options = RunOptions {
+        batch_size: 5,
+        drill: DrillPlan {
+            fail_rate: 0.03,
+            permanent_rate: 0.0,
+            down_until: Some(chrono::Utc::now() + Duration::seconds(2)),
+        },
+        crash_rate: 0.15,
+        seed: 42,
+        ..options(5, 6)
+    };
+    let run_started = Instant::now();
+    let (stats, framework, destination) = run(&backend, &options).await;
+    print_run("messy workload", &stats, run_started.elapsed().as_secs_f64());
+    assert!(stats.drained, "the queue did not drain");
+    assert!(stats.retried > 0 && stats.crashes > 0, "the injected faults caused no retry or no crash");
+
+    let f = figures("messy workload, during the run", &framework, &destination, Some(s.events as u64));
+    print_figures("messy workload requests", &f);
+
+    let convergence = check(&backend, &workload).await.expect("run the convergence check");
+    assert_converged("messy workload", &convergence);
+    let depth = backend.ports.queue.depth().await.expect("queue depth");
+    println!("messy workload: {} dead letters", depth.dead_letters);
+    assert_eq!((depth.visible, depth.in_flight, depth.delayed), (0, 0, 0), "{depth:?}");
+    println!("messy workload: {:.1} s in all", started.elapsed().as_secs_f64());
+}
