@@ -1,6 +1,6 @@
 //! The command line: clap definitions only.
 
-use crate::duration::{parse_duration, parse_probability, parse_seconds};
+use crate::duration::{parse_duration, parse_probability, parse_rate, parse_seconds};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -100,8 +100,12 @@ pub enum Command {
     Records(RecordsArgs),
     /// Counts per status, queue depth, dead letters, events in flight (and AWS requests made).
     Stats,
-    /// Re-drive events whose entity lease expired, once.
+    /// One sweeper pass: re-drive events whose entity lease expired, resume or fail dependency waits.
     Sweep(SweepArgs),
+    /// Re-drive stored events by id, or in bulk by query, through the ordering rules again (or --force).
+    Reprocess(ReprocessArgs),
+    /// Look at the dead-letter queue, and move its messages back after marking their events for retry.
+    DeadLetters(DeadLetterArgs),
     /// Run a realistic workload with injected faults end to end and check that it converges.
     Demo(DemoArgs),
     /// Measure throughput, latency and CPU per event (and AWS requests per event) on a happy-path workload.
@@ -206,6 +210,55 @@ pub struct RecordsArgs {
 pub struct SweepArgs {
     /// At most this many expired leases are looked at.
     #[arg(long, default_value_t = crate::config::SWEEP_LIMIT)]
+    pub limit: usize,
+}
+
+/// `synctrail reprocess`.
+#[derive(Debug, Args)]
+pub struct ReprocessArgs {
+    /// Event ids to re-drive (or select in bulk with --status and the other filters).
+    #[arg(value_name = "EVENT_ID", conflicts_with = "status", required_unless_present = "status")]
+    pub ids: Vec<String>,
+    /// Bulk: re-drive events in this status (failed, errored, disabled, waiting, …).
+    #[arg(long)]
+    pub status: Option<Status>,
+    /// Bulk: only events from this source.
+    #[arg(long, requires = "status")]
+    pub source: Option<String>,
+    /// Bulk: only events of this entity (tenant/source/entity_type/external_id, or source/entity_type/external_id).
+    #[arg(long, value_name = "KEY", requires = "status")]
+    pub entity: Option<String>,
+    /// Bulk: only events received within this long (e.g. 10m, 2h, 3d).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, requires = "status")]
+    pub since: Option<chrono::Duration>,
+    /// Bulk: only events received longer ago than this.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, requires = "status")]
+    pub until: Option<chrono::Duration>,
+    /// Bulk: at most this many events (0 = all).
+    #[arg(long, default_value_t = 0, requires = "status")]
+    pub limit: usize,
+    /// Skip the ordering rules: apply even if stale (recorded as forced in the history).
+    #[arg(long)]
+    pub force: bool,
+    /// Check and list what would be sent; send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// At most this many re-drives per second, so a bulk re-drive can't flood the destination.
+    #[arg(long, value_name = "N", value_parser = parse_rate)]
+    pub rate: Option<f64>,
+    /// Process the re-drives at once in this process (embedded backend) instead of leaving them on the queue.
+    #[arg(long)]
+    pub invoke: bool,
+}
+
+/// `synctrail dead-letters`.
+#[derive(Debug, Args)]
+pub struct DeadLetterArgs {
+    /// Move the dead letters back to the queue after marking their events for retry (default: only list them).
+    #[arg(long)]
+    pub redrive: bool,
+    /// At most this many messages are looked at.
+    #[arg(long, default_value_t = 1000)]
     pub limit: usize,
 }
 

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use synctrail::engine::Ports;
 use synctrail::store::aws::sdk::dynamodb;
 use synctrail::store::aws::{AwsBackend, AwsConfig, Clients, DynamoMirror, RequestCounter, SqsQueue};
+use synctrail::store::dependencies::{DependencyRule, RequireDependencies};
 use synctrail::store::sqlite::{Embedded, EmbeddedOptions};
 use synctrail::store::{MirrorView, StoreError};
 use synctrail::{Clock, SystemClock};
@@ -66,6 +67,17 @@ pub struct AnyBackend {
     pub mirror: Arc<dyn MirrorView>,
     /// What only this kind of backend has.
     pub extras: Extras,
+}
+
+impl AnyBackend {
+    /// Makes the destination answer "missing dependency" by `rules` (spec §6) before the mirror is written.
+    pub fn with_dependencies(mut self, rules: Vec<DependencyRule>) -> Self {
+        if !rules.is_empty() {
+            let inner = Arc::clone(&self.ports.destination);
+            self.ports.destination = Arc::new(RequireDependencies::new(inner, Arc::clone(&self.mirror), rules));
+        }
+        self
+    }
 }
 
 /// What only one kind of backend has.

@@ -1,14 +1,35 @@
 //! The one place the CLI's engine settings and backend options are defined (run, sweep, demo and bench use it).
 
+use crate::error::CliError;
+use synctrail::store::dependencies::DependencyRule;
 use synctrail::store::sqlite::EmbeddedOptions;
 use synctrail::{Policy, Settings};
 
 /// The entity type whose events are deltas, applied one at a time in order (spec §5).
 pub const IN_ORDER_ENTITY_TYPE: &str = "inventory_adjustment";
 
-/// The engine settings: the defaults, with policy `in_order` for [`IN_ORDER_ENTITY_TYPE`].
-pub fn settings() -> Settings {
+/// The demo domain's dependency (spec §6): an inventory level needs its product to exist.
+pub const DEMO_DEPENDENCY: &str = "inventory_level.product_id=product";
+
+/// The engine settings the workload generators assume: the defaults, with policy `in_order` for
+/// [`IN_ORDER_ENTITY_TYPE`].
+pub fn base_settings() -> Settings {
     Settings::default().with_policy(IN_ORDER_ENTITY_TYPE, Policy::InOrder)
+}
+
+/// The engine settings: [`base_settings`] overridden by the environment (`SYNCTRAIL_DISABLED_SOURCES`,
+/// `SYNCTRAIL_DISABLED_TENANTS`, `SYNCTRAIL_MAX_WAIT_SECONDS`, …; see `Settings::from_env`).
+pub fn settings() -> Result<Settings, CliError> {
+    base_settings().overridden_by_env().map_err(|e| CliError::InvalidArgument(e.to_string()))
+}
+
+/// The mirror's dependency rules: `SYNCTRAIL_DEPENDENCIES` when set (empty: none), else [`DEMO_DEPENDENCY`].
+pub fn dependency_rules() -> Result<Vec<DependencyRule>, CliError> {
+    let invalid = |e: synctrail::store::dependencies::InvalidRule| CliError::InvalidArgument(e.to_string());
+    if std::env::var_os("SYNCTRAIL_DEPENDENCIES").is_some() {
+        return DependencyRule::from_env().map_err(invalid);
+    }
+    Ok(vec![DependencyRule::parse(DEMO_DEPENDENCY).map_err(invalid)?])
 }
 
 /// Receives after which a message goes to the dead-letter queue, for everyday use (SQS `maxReceiveCount`).
@@ -48,3 +69,6 @@ pub const SWEEP_LIMIT: usize = 1000;
 
 /// The `function` recorded in history entries written by the CLI's sweeper.
 pub const SWEEPER_FUNCTION: &str = "sweeper:cli";
+
+/// The `function` recorded in history entries written by `synctrail reprocess` and `dead-letters`.
+pub const REPROCESS_FUNCTION: &str = "reprocess:cli";

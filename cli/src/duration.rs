@@ -52,6 +52,14 @@ pub fn parse_probability(text: &str) -> Result<f64, String> {
     }
 }
 
+/// Parses a positive rate per second (`50`, `50/s` or `0.5`).
+pub fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.trim().trim_end_matches("/s").parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!("invalid rate {text:?}: expected a positive number per second such as 50 or 50/s")),
+    }
+}
+
 /// Seconds as a chrono duration (millisecond precision).
 pub fn seconds(secs: f64) -> Duration {
     Duration::milliseconds((secs * 1000.0).round() as i64)
@@ -60,6 +68,15 @@ pub fn seconds(secs: f64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rates_are_positive_numbers_per_second() {
+        assert_eq!(parse_rate("50"), Ok(50.0));
+        assert_eq!(parse_rate("50/s"), Ok(50.0));
+        assert_eq!(parse_rate("0.5"), Ok(0.5));
+        assert!(parse_rate("0").is_err());
+        assert!(parse_rate("fast").is_err());
+    }
 
     #[test]
     fn parses_single_units() {

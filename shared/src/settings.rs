@@ -1,8 +1,9 @@
 //! Engine settings: leases, retries, limits and the ordering policy per entity type.
 
+use crate::model::EntityKey;
 use chrono::Duration;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// How the events of one entity type are ordered (spec §4, §5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -40,6 +41,12 @@ pub struct Settings {
     pub default_policy: Policy,
     /// Compare-and-set rounds before a contended decision gives up and retries later.
     pub max_rounds: u32,
+    /// Sources whose events end `disabled` on arrival (kept, not applied, re-drivable).
+    pub disabled_sources: BTreeSet<String>,
+    /// Tenants whose events end `disabled` on arrival.
+    pub disabled_tenants: BTreeSet<String>,
+    /// How long an event may wait for a missing dependency before it ends `failed` (spec §6).
+    pub max_wait: Duration,
 }
 
 impl Default for Settings {
@@ -56,6 +63,9 @@ impl Default for Settings {
             policies: BTreeMap::new(),
             default_policy: Policy::LatestWins,
             max_rounds: 32,
+            disabled_sources: BTreeSet::new(),
+            disabled_tenants: BTreeSet::new(),
+            max_wait: Duration::hours(1),
         }
     }
 }
@@ -64,6 +74,17 @@ impl Settings {
     /// The policy that orders events of `entity_type`.
     pub fn policy_for(&self, entity_type: &str) -> Policy {
         self.policies.get(entity_type).copied().unwrap_or(self.default_policy)
+    }
+
+    /// Why events of `entity` are disabled, if they are: its source or its tenant is.
+    pub fn disabled_reason(&self, entity: &EntityKey) -> Option<String> {
+        if self.disabled_sources.contains(&entity.source) {
+            Some(format!("source {} is disabled", entity.source))
+        } else if self.disabled_tenants.contains(&entity.tenant) {
+            Some(format!("tenant {} is disabled", entity.tenant))
+        } else {
+            None
+        }
     }
 
     /// Sets the policy of one entity type.
@@ -86,14 +107,24 @@ pub struct InvalidSetting {
 }
 
 impl Settings {
-    /// The defaults, overridden by `SYNCTRAIL_IN_ORDER_TYPES` (comma-separated entity types with policy
-    /// `in_order`), `SYNCTRAIL_MAX_ATTEMPTS`, `SYNCTRAIL_LEASE_SECONDS` and `SYNCTRAIL_MAX_PAYLOAD_BYTES`.
+    /// The defaults, overridden by the environment: `SYNCTRAIL_IN_ORDER_TYPES` (comma-separated entity types with
+    /// policy `in_order`), `SYNCTRAIL_DISABLED_SOURCES` and `SYNCTRAIL_DISABLED_TENANTS` (comma-separated),
+    /// `SYNCTRAIL_MAX_ATTEMPTS`, `SYNCTRAIL_LEASE_SECONDS`, `SYNCTRAIL_MAX_WAIT_SECONDS` and
+    /// `SYNCTRAIL_MAX_PAYLOAD_BYTES`.
     pub fn from_env() -> Result<Self, InvalidSetting> {
-        let mut settings = Settings::default();
-        if let Ok(types) = std::env::var("SYNCTRAIL_IN_ORDER_TYPES") {
-            for entity_type in types.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-                settings = settings.with_policy(entity_type, Policy::InOrder);
-            }
+        Settings::default().overridden_by_env()
+    }
+
+    /// These settings, overridden by the environment variables [`Settings::from_env`] reads.
+    pub fn overridden_by_env(self) -> Result<Self, InvalidSetting> {
+        let mut settings = self;
+        for entity_type in list("SYNCTRAIL_IN_ORDER_TYPES") {
+            settings = settings.with_policy(&entity_type, Policy::InOrder);
+        }
+        settings.disabled_sources.extend(list("SYNCTRAIL_DISABLED_SOURCES"));
+        settings.disabled_tenants.extend(list("SYNCTRAIL_DISABLED_TENANTS"));
+        if let Some(n) = number("SYNCTRAIL_MAX_WAIT_SECONDS")? {
+            settings.max_wait = Duration::seconds(i64::try_from(n).unwrap_or(i64::MAX / 1_000_000));
         }
         if let Some(n) = number("SYNCTRAIL_MAX_ATTEMPTS")? {
             settings.max_attempts = u32::try_from(n).unwrap_or(u32::MAX).max(1);
@@ -106,6 +137,13 @@ impl Settings {
         }
         Ok(settings)
     }
+}
+
+/// The comma-separated items of a variable (none when unset).
+fn list(name: &str) -> Vec<String> {
+    std::env::var(name)
+        .map(|v| v.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect())
+        .unwrap_or_default()
 }
 
 fn number(name: &'static str) -> Result<Option<u64>, InvalidSetting> {

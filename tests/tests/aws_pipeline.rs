@@ -47,7 +47,7 @@ fn endpoint() -> String {
 /// Fresh resources named `stp-<name>-<random>-…` and the backend on them, DynamoDB serialized. The mirror (the
 /// destination) gets a table of its own, `<prefix>-mirror`: moto copies a whole table for every transaction
 /// item, so two smaller tables make the run markedly faster (about 45 s instead of 70 here).
-async fn backend(name: &str) -> AnyBackend {
+pub(crate) async fn backend(name: &str) -> AnyBackend {
     let endpoint = endpoint();
     let suffix: [u8; 4] = rand::random();
     let prefix = format!("stp-{name}-{}", suffix.iter().map(|b| format!("{b:02x}")).collect::<String>());
@@ -87,7 +87,7 @@ async fn create_mirror_table(clients: &Clients, table: &str) {
 /// The demo's settings with a short lease (longer than the function timeout): a crashed claim blocks its entity
 /// for seconds, not half a minute.
 fn settings() -> Settings {
-    let mut settings = synctrail_cli::config::settings();
+    let mut settings = synctrail_cli::config::base_settings();
     settings.lease = Duration::seconds(6);
     settings
 }

@@ -4,5 +4,6 @@ mod support;
 mod aws;
 mod aws_pipeline;
 mod bad_input;
+mod operator;
 mod rules;
 mod simulation;

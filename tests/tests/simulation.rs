@@ -506,6 +506,14 @@ impl Queue for SimQueue {
         self.chaos.around(self.inner.dead_letter(receipt_handle, body, trace)).await
     }
 
+    async fn receive_dead_letters(&self, max: usize, visibility: Duration) -> Result<Vec<QueueMessage>, StoreError> {
+        self.chaos.around(self.inner.receive_dead_letters(max, visibility)).await
+    }
+
+    async fn return_dead_letters(&self, messages: &[QueueMessage]) -> Result<(), StoreError> {
+        self.chaos.around(self.inner.return_dead_letters(messages)).await
+    }
+
     async fn depth(&self) -> Result<QueueDepth, StoreError> {
         self.chaos.around(self.inner.depth()).await
     }

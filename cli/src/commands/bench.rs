@@ -6,7 +6,7 @@ use super::send::send_lines;
 use super::stats::status_counts;
 use super::Context;
 use crate::args::{BackendKind, BenchArgs};
-use crate::config::settings;
+use crate::config::base_settings;
 use crate::cpu::process_cpu_time;
 use crate::error::CliError;
 use crate::output::{write_json, Table};
@@ -96,7 +96,7 @@ pub async fn execute(ctx: &Context, args: &BenchArgs, out: &mut dyn Write) -> Re
     let cpu_before = process_cpu_time();
     let started = Instant::now();
     let options = RunOptions { workers, seed: args.seed, ..RunOptions::default() };
-    let stats = run_with_progress(&backend, settings(), &options, ctx.json).await?;
+    let stats = run_with_progress(&backend, base_settings(), &options, ctx.json).await?;
     let wall = started.elapsed().as_secs_f64();
     let cpu = cpu_before.zip(process_cpu_time()).map(|(before, after)| (after - before).as_secs_f64());
     let after = counters.as_ref().map(|(f, d)| (f.snapshot(), d.snapshot()));

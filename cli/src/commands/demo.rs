@@ -10,7 +10,7 @@ use crate::args::BackendKind;
 use crate::args::DemoArgs;
 use crate::backend::AnyBackend;
 use crate::check::{check, Convergence};
-use crate::config::settings;
+use crate::config::base_settings;
 use crate::error::CliError;
 use crate::output::write_json;
 use crate::runtime::{RunOptions, RunStats};
@@ -95,7 +95,7 @@ pub async fn execute(ctx: &Context, args: &DemoArgs, out: &mut dyn Write) -> Res
     }
     let started = Instant::now();
     let options = run_options(usize::from(args.workers), args.seed);
-    let stats = run_with_progress(&backend, settings(), &options, ctx.json).await?;
+    let stats = run_with_progress(&backend, base_settings(), &options, ctx.json).await?;
     let elapsed = started.elapsed();
     let counts = status_counts(backend.ports.store.as_ref()).await?;
     let convergence = check(&backend, &workload).await?;
@@ -123,6 +123,15 @@ pub async fn execute(ctx: &Context, args: &DemoArgs, out: &mut dyn Write) -> Res
             writeln!(
                 out,
                 "\nwhat happened to a dropped event (`synctrail {} show {}`):\n",
+                backend.selector(),
+                record.event_id
+            )?;
+            write_record(out, &record)?;
+        }
+        if let Some(record) = waited_example(&backend, &workload).await? {
+            writeln!(
+                out,
+                "\nan event that waited for its product to exist (`synctrail {} show {}`):\n",
                 backend.selector(),
                 record.event_id
             )?;
@@ -197,6 +206,11 @@ fn write_summary(out: &mut dyn Write, w: &Workload, seed: u64) -> std::io::Resul
         out,
         "  {} ties (same updated_at, other content), {} creates without updated_at, {} deletes",
         s.ties, s.creates, s.deletes
+    )?;
+    writeln!(
+        out,
+        "  {} shopify/inventory_level entities sent before their product exists (they wait for it)",
+        s.dependency_waits
     )
 }
 
@@ -240,6 +254,18 @@ fn write_verdict(out: &mut dyn Write, c: &Convergence) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// An inventory level event whose history shows a wait for its product: one that then completed if any.
+async fn waited_example(backend: &AnyBackend, workload: &Workload) -> Result<Option<EventRecord>, CliError> {
+    let mut waited = Vec::new();
+    for spec in workload.entities.iter().filter(|s| s.key.entity_type == crate::workload::INVENTORY_LEVEL) {
+        let query = EventQuery { entity: Some(spec.key.clone()), ..EventQuery::default() };
+        let events = backend.ports.store.list_events(&query).await.map_err(CliError::store("listing events"))?;
+        waited.extend(events.into_iter().filter(|r| r.history.iter().any(|h| h.status == Status::Waiting)));
+    }
+    let completed = waited.iter().position(|r| r.status == Status::Completed);
+    Ok(completed.map(|at| waited.swap_remove(at)).or_else(|| waited.into_iter().next()))
 }
 
 /// A dropped event to show: one dropped for a local edit when there is one, else any.

@@ -57,6 +57,7 @@ pub fn query(args: &ListArgs, now: DateTime<Utc>) -> Result<EventQuery, CliError
         entity,
         since: args.since.map(|d| now - d),
         until: None,
+        waiting_for: None,
         limit: args.limit,
     })
 }

@@ -1,9 +1,11 @@
 //! The subcommands, one file each, and the dispatch from parsed arguments to them.
 
 pub mod bench;
+pub mod dead_letters;
 pub mod demo;
 pub mod list;
 pub mod records;
+pub mod reprocess;
 pub mod run;
 pub mod send;
 pub mod setup;
@@ -43,31 +45,33 @@ impl Context {
 
     /// Opens the selected backend with the everyday options.
     pub async fn open(&self) -> Result<AnyBackend, CliError> {
-        match self.backend {
-            BackendKind::Embedded => open(&self.home, crate::config::embedded_options()),
+        let backend = match self.backend {
+            BackendKind::Embedded => open(&self.home, crate::config::embedded_options())?,
             BackendKind::Aws => {
                 let config = aws_config(&self.aws).map_err(CliError::MissingAwsSetting)?;
-                connect(&config, self.aws.serialize_dynamodb).await
+                connect(&config, self.aws.serialize_dynamodb).await?
             }
-        }
+        };
+        Ok(backend.with_dependencies(crate::config::dependency_rules()?))
     }
 
     /// A fresh backend for the demo or the benchmark (`purpose`), with `max_receives` 10: the home's
     /// `<purpose>` directory wiped first, or new AWS resources named `<prefix>-…` (default
     /// `synctrail-<purpose>-<random>`; they are kept afterwards, for follow-up commands).
     pub async fn open_fresh(&self, purpose: &str, prefix: Option<&str>) -> Result<AnyBackend, CliError> {
-        match self.backend {
+        let backend = match self.backend {
             BackendKind::Embedded => {
                 let home = self.home.join(purpose);
                 fresh_home(&home)?;
-                open(&home, drill_embedded_options())
+                open(&home, drill_embedded_options())?
             }
             BackendKind::Aws => {
                 let prefix = prefix.map_or_else(|| format!("synctrail-{purpose}-{}", random_suffix()), str::to_owned);
                 let created = create_aws(&self.aws, &prefix, DRILL_MAX_RECEIVES).await?;
-                connect(&created.config(self.aws.endpoint_url.clone(), None), self.aws.serialize_dynamodb).await
+                connect(&created.config(self.aws.endpoint_url.clone(), None), self.aws.serialize_dynamodb).await?
             }
-        }
+        };
+        Ok(backend.with_dependencies(crate::config::dependency_rules()?))
     }
 }
 
@@ -143,6 +147,8 @@ pub async fn dispatch(cli: &Cli, out: &mut dyn Write) -> Result<u8, CliError> {
         Command::Records(args) => records::execute(&ctx, args, out).await.map(|()| EXIT_OK),
         Command::Stats => stats::execute(&ctx, out).await.map(|()| EXIT_OK),
         Command::Sweep(args) => sweep::execute(&ctx, args, out).await.map(|()| EXIT_OK),
+        Command::Reprocess(args) => reprocess::execute(&ctx, args, out).await,
+        Command::DeadLetters(args) => dead_letters::execute(&ctx, args, out).await.map(|()| EXIT_OK),
         Command::Demo(args) => demo::execute(&ctx, args, out).await.map(|()| EXIT_OK),
         Command::Bench(args) => bench::execute(&ctx, args, out).await.map(|()| EXIT_OK),
     }

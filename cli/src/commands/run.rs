@@ -94,7 +94,7 @@ pub fn write_stats(
 pub async fn execute(ctx: &Context, args: &RunArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let backend = ctx.open().await?;
     let started = std::time::Instant::now();
-    let stats = run_with_progress(&backend, crate::config::settings(), &options(args), ctx.json).await?;
+    let stats = run_with_progress(&backend, crate::config::settings()?, &options(args), ctx.json).await?;
     if ctx.json {
         return write_json(out, &stats);
     }

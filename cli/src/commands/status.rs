@@ -4,62 +4,9 @@ use super::{parse_event_id, Context};
 use crate::args::EventArgs;
 use crate::error::{CliError, EXIT_CHECK_FAILED, EXIT_OK};
 use crate::output::{time, write_json};
-use chrono::{DateTime, Utc};
-use serde::Serialize;
 use std::io::Write;
-use synctrail::model::{ErrorInfo, EventId, EventRecord, Status};
+use synctrail::model::{EventRecord, Status, StatusReport};
 use synctrail::store::EventStore;
-
-/// One event's status, as `status --json` prints it.
-#[derive(Debug, Clone, Serialize)]
-pub struct StatusReport {
-    /// The event.
-    pub event_id: EventId,
-    /// Its status.
-    pub status: Status,
-    /// Whether the status is terminal.
-    pub terminal: bool,
-    /// The event or record its status points at (dropped_for, duplicate_of, canceled_by, waiting_for, conflicts_with).
-    pub pointer: Option<String>,
-    /// `dropped`: the newer event or record.
-    pub dropped_for: Option<String>,
-    /// `duplicate`: the original.
-    pub duplicate_of: Option<EventId>,
-    /// `canceled`: the newer event.
-    pub canceled_by: Option<EventId>,
-    /// `waiting`: the dependency.
-    pub waiting_for: Option<String>,
-    /// `rejected` resubmission: the event whose id it reused.
-    pub conflicts_with: Option<EventId>,
-    /// Attempts so far.
-    pub attempt: u32,
-    /// The last error.
-    pub error: Option<ErrorInfo>,
-    /// When it was applied.
-    pub completed_at: Option<DateTime<Utc>>,
-    /// When the record last changed.
-    pub updated_at: DateTime<Utc>,
-}
-
-impl From<&EventRecord> for StatusReport {
-    fn from(r: &EventRecord) -> Self {
-        Self {
-            event_id: r.event_id.clone(),
-            status: r.status,
-            terminal: r.status.is_terminal(),
-            pointer: r.pointer(),
-            dropped_for: r.dropped_for.clone(),
-            duplicate_of: r.duplicate_of.clone(),
-            canceled_by: r.canceled_by.clone(),
-            waiting_for: r.waiting_for.clone(),
-            conflicts_with: r.conflicts_with.clone(),
-            attempt: r.attempt,
-            error: r.error.clone(),
-            completed_at: r.completed_at,
-            updated_at: r.updated_at,
-        }
-    }
-}
 
 /// The exit code for an event in `status`: 0 only for `completed`.
 pub fn exit_code(status: Status) -> u8 {

@@ -11,7 +11,7 @@ use synctrail::engine::{Engine, Invocation, SweepReport};
 /// Runs one sweep over the home's backend.
 pub async fn sweep(ctx: &Context, limit: usize) -> Result<SweepReport, CliError> {
     let backend = ctx.open().await?;
-    let engine = Engine::new(backend.ports.clone(), settings());
+    let engine = Engine::new(backend.ports.clone(), settings()?);
     let invocation = Invocation { function: Some(SWEEPER_FUNCTION.to_owned()), ..Invocation::default() };
     engine.sweep(limit, &invocation).await.map_err(CliError::engine("sweeping expired leases"))
 }
@@ -26,7 +26,17 @@ pub async fn execute(ctx: &Context, args: &SweepArgs, out: &mut dyn Write) -> Re
     for id in &report.redriven {
         writeln!(out, "  {id}")?;
     }
-    if !report.redriven.is_empty() {
+    writeln!(
+        out,
+        "examined {} waiting event(s); resumed {} whose dependency appeared; failed {} that waited too long",
+        report.waits_examined,
+        report.waits_resumed.len(),
+        report.waits_failed.len()
+    )?;
+    for id in report.waits_resumed.iter().chain(&report.waits_failed) {
+        writeln!(out, "  {id}")?;
+    }
+    if !report.redriven.is_empty() || !report.waits_resumed.is_empty() {
         writeln!(out, "the re-drive messages are on the queue; process them with `synctrail run`")?;
     }
     Ok(())

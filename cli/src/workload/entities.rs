@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 use synctrail::model::{content_hash, EntityKey, EventId, Kind, OrderKey};
 
 /// 2026-03-02T09:00:00Z: workloads start here, so a seed always gives the same events.
-const BASE_EPOCH_SECS: i64 = 1_772_442_000;
+pub(super) const BASE_EPOCH_SECS: i64 = 1_772_442_000;
 
 /// The kinds of resources a workload syncs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -19,6 +19,8 @@ pub enum EntityKind {
     ShopifyProduct,
     /// `shopify/inventory_adjustment` deltas (`{"delta": n}`), policy `in_order`.
     InventoryAdjustment,
+    /// `shopify/inventory_level` snapshots that need their product to exist (the dependency scenario).
+    InventoryLevel,
 }
 
 impl EntityKind {
@@ -137,6 +139,9 @@ pub(super) fn entities(count: usize, rng: &mut SmallRng) -> Vec<EntitySpec> {
                     crate::config::IN_ORDER_ENTITY_TYPE,
                     format!("item-{number}@loc-{}", number % 7),
                 ),
+                EntityKind::InventoryLevel => {
+                    (tenant, "shopify", super::INVENTORY_LEVEL, format!("level-{number}@loc-{}", number % 7))
+                }
             };
             let key = EntityKey {
                 tenant: tenant.to_owned(),
@@ -242,7 +247,9 @@ fn step(kind: EntityKind, rng: &mut SmallRng) -> Duration {
     match kind {
         EntityKind::GithubIssue => Duration::seconds(rng.random_range(1..=900)),
         EntityKind::ShopifyProduct => Duration::milliseconds(rng.random_range(1..=600_000)),
-        EntityKind::InventoryAdjustment => Duration::milliseconds(rng.random_range(1..=120_000)),
+        EntityKind::InventoryAdjustment | EntityKind::InventoryLevel => {
+            Duration::milliseconds(rng.random_range(1..=120_000))
+        }
     }
 }
 
@@ -285,7 +292,7 @@ fn initial_state(spec: &EntitySpec, rng: &mut SmallRng) -> Value {
             "variants": [{ "sku": format!("TEE-{}-M", spec.number), "price": format!("{}.00", rng.random_range(15..60)) }],
             "body_html": "<p>Soft and light.</p><!-- rev 0 -->",
         }),
-        EntityKind::InventoryAdjustment => Value::Null,
+        EntityKind::InventoryAdjustment | EntityKind::InventoryLevel => Value::Null,
     }
 }
 
@@ -324,6 +331,6 @@ fn evolve(state: &mut Value, spec: &EntitySpec, seq: usize, rng: &mut SmallRng) 
             }
             map.insert("body_html".into(), json!(format!("<p>Soft and light.</p><!-- rev {seq} -->")));
         }
-        EntityKind::InventoryAdjustment => {}
+        EntityKind::InventoryAdjustment | EntityKind::InventoryLevel => {}
     }
 }

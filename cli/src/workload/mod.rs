@@ -7,11 +7,13 @@
 //! states of the destination.
 
 mod delivery;
+mod dependent;
 mod entities;
 mod expect;
 mod malformed;
 
 pub use delivery::{Delivery, Role};
+pub use dependent::INVENTORY_LEVEL;
 pub use entities::{Change, EntityKind, EntitySpec};
 pub use expect::{quantity, snapshot, Edit, Expected, Final, SnapshotChange};
 
@@ -54,6 +56,8 @@ pub struct WorkloadConfig {
     pub local_edits: usize,
     /// Share of the changes that go to the hottest 1 % of the entities.
     pub hot_share: f64,
+    /// Pairs of (new product, inventory level naming it) whose level arrives before the product exists (spec §6).
+    pub dependency_pairs: usize,
     /// Whether delta (`in_order`) entities may be hot too. A hot delta entity can hold more events waiting than
     /// the engine's `max_backlog`; see the report of `synctrail demo --hot-deltas`.
     pub hot_deltas: bool,
@@ -77,6 +81,7 @@ impl WorkloadConfig {
             tie_rate: 0.06,
             local_edits: (entities / 150).clamp(2, 12),
             hot_share: 0.1,
+            dependency_pairs: (events / 2000).clamp(2, 10),
             hot_deltas: false,
         }
     }
@@ -98,6 +103,7 @@ impl WorkloadConfig {
             tie_rate: 0.0,
             local_edits: 0,
             hot_share: 0.0,
+            dependency_pairs: 0,
             hot_deltas: false,
         }
     }
@@ -147,6 +153,8 @@ pub struct Summary {
     pub deletes: usize,
     /// Local edits.
     pub local_edits: usize,
+    /// Inventory levels sent before their product exists: they wait for it (spec §6).
+    pub dependency_waits: usize,
 }
 
 /// A generated workload and its expectations.
@@ -192,10 +200,16 @@ impl Workload {
 pub fn generate(config: &WorkloadConfig) -> Workload {
     let mut rng = SmallRng::seed_from_u64(config.seed);
     let entity_count = config.entities.clamp(1, config.events.max(1));
-    let specs = entities::entities(entity_count, &mut rng);
+    let mut specs = entities::entities(entity_count, &mut rng);
     let counts = entities::counts(config, &specs, &mut rng);
-    let per_entity: Vec<Vec<Change>> =
+    let mut per_entity: Vec<Vec<Change>> =
         specs.iter().enumerate().map(|(i, spec)| entities::changes(config, i, spec, counts[i], &mut rng)).collect();
+    let base = DateTime::<Utc>::from_timestamp(entities::BASE_EPOCH_SECS, 0).unwrap_or_default();
+    let last_emitted = per_entity.iter().flatten().map(|c| c.emitted_at).max().unwrap_or(base);
+    let (pair_specs, pair_changes) =
+        dependent::pairs(config.dependency_pairs, specs.len(), base, last_emitted, &mut rng);
+    specs.extend(pair_specs);
+    per_entity.extend(pair_changes);
     let local_edits = local_edits(config, &specs, &per_entity, &mut rng);
     let expectations = expectations(&specs, &per_entity, &local_edits);
     let changes: Vec<Change> = per_entity.into_iter().flatten().collect();
@@ -287,6 +301,7 @@ fn summarize(specs: &[EntitySpec], changes: &[Change], deliveries: &[Delivery], 
         creates: changes.iter().filter(|c| c.kind == Kind::Create).count(),
         deletes: changes.iter().filter(|c| c.kind == Kind::Delete).count(),
         local_edits: edits.len(),
+        dependency_waits: specs.iter().filter(|s| s.kind == EntityKind::InventoryLevel).count(),
     }
 }
 
@@ -306,9 +321,12 @@ mod tests {
 
     #[test]
     fn every_entity_has_an_expectation_and_every_change_a_distinct_id() {
-        let w = generate(&WorkloadConfig::realistic(2000, 100, 3));
-        assert_eq!(w.expectations.len(), 100);
-        assert_eq!(w.summary.events, 2000);
+        let config = WorkloadConfig::realistic(2000, 100, 3);
+        let w = generate(&config);
+        // The dependency pairs come on top: a product (one create) and its inventory level (two snapshots) each.
+        assert_eq!(w.expectations.len(), 100 + 2 * config.dependency_pairs);
+        assert_eq!(w.summary.events, 2000 + 3 * config.dependency_pairs);
+        assert_eq!(w.summary.dependency_waits, config.dependency_pairs);
         let originals: Vec<&Delivery> = w.deliveries.iter().filter(|d| d.role == Role::Original).collect();
         let ids: BTreeSet<&EventId> = originals.iter().map(|d| &d.event_id).collect();
         assert_eq!(ids.len(), originals.len(), "two changes share an event id");
@@ -319,7 +337,7 @@ mod tests {
         let w = generate(&WorkloadConfig::realistic(3000, 100, 11));
         assert!(w.summary.malformed >= 10 && w.summary.duplicates > 0 && w.summary.conflicts == 2);
         assert!(w.summary.ties > 0 && w.summary.creates > 0 && w.summary.local_edits > 0);
-        let limit = crate::config::settings().max_payload_bytes;
+        let limit = crate::config::base_settings().max_payload_bytes;
         for d in &w.deliveries {
             let parsed = Message::parse(&d.line, limit);
             match (&d.role, parsed) {

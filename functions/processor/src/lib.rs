@@ -3,18 +3,18 @@
 //! Each record is parsed, validated and processed on its own, with panics caught: one bad record never fails the
 //! batch. Records not started before the invocation's deadline minus a safety margin are returned for retry.
 
-mod context;
 mod event_source;
 
-pub use context::InvocationContext;
 pub use event_source::{sqs_event, LOCAL_QUEUE_ARN};
+/// The invocation's context; it lives in `synctrail-lambda`, shared by every function.
+pub use synctrail_lambda::InvocationContext;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::Duration;
 use futures_util::FutureExt;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use synctrail::engine::{Disposition, Engine, Incoming, Invocation, Outcome};
+use synctrail::engine::{Disposition, Engine, Incoming, Outcome};
 
 /// How one record of a batch ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,12 +93,7 @@ impl Processor {
             receive_count: message.attributes.get("ApproximateReceiveCount").and_then(|c| c.parse().ok()).unwrap_or(1),
             trace_header: message.attributes.get("AWSTraceHeader").cloned(),
         };
-        let invocation = Invocation {
-            function: context.function.clone(),
-            request_id: Some(context.request_id.clone()),
-            trace_id: context.trace_id.clone(),
-            deadline: Some(context.deadline),
-        };
+        let invocation = context.invocation();
         let span = tracing::info_span!("record", message_id = %incoming.message_id, request_id = %context.request_id);
         let _entered = span.enter();
         let processed = AssertUnwindSafe(self.engine.process(&incoming, &invocation)).catch_unwind().await;

@@ -30,6 +30,11 @@ pub(super) async fn drive(
 ) -> Result<Outcome, EngineError> {
     let store = &engine.ports.store;
     let policy = engine.settings.policy_for(&envelope.entity.entity_type);
+    if record.status == Status::Received {
+        if let Some(reason) = engine.settings.disabled_reason(&envelope.entity) {
+            return disable(engine, record, reason, invocation).await;
+        }
+    }
     for round in 0..engine.settings.max_rounds {
         if round > 0 {
             // Someone else changed the record (a concurrent delivery, a takeover): continue from what they wrote.
@@ -76,6 +81,26 @@ pub(super) async fn drive(
         }
     }
     Err(EngineError::Contended(envelope.entity.to_string(), engine.settings.max_rounds))
+}
+
+/// A new (or restarted) event of a disabled source or tenant: kept as `disabled`, not applied, re-drivable.
+async fn disable(
+    engine: &Engine,
+    mut record: EventRecord,
+    reason: String,
+    invocation: &Invocation,
+) -> Result<Outcome, EngineError> {
+    let event_id = record.event_id.clone();
+    record.transition(engine.entry(Status::Disabled, record.attempt, invocation, Some(reason)))?;
+    match engine.ports.store.commit(vec![Write::event(record)]).await {
+        Ok(()) => Ok(Outcome::ack(&event_id, Status::Disabled)),
+        // Another delivery recorded it first: whatever it decided stands.
+        Err(StoreError::Conflict(_)) => match engine.ports.store.get_event(&event_id).await? {
+            Some(stored) => redelivered(engine, stored).await,
+            None => Err(EngineError::Incomplete(event_id, "disabled record vanished after a conflict")),
+        },
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// `reprocess --force`: ordering is skipped, but still one event in flight per entity.
@@ -252,6 +277,12 @@ async fn apply(
     let end = match result {
         Ok(Ok(ApplyOutcome::Applied | ApplyOutcome::AlreadyApplied)) => End::Completed,
         Ok(Ok(ApplyOutcome::Superseded { by })) => End::Dropped(by),
+        Ok(Ok(ApplyOutcome::MissingDependency { key, .. })) if key == envelope.entity => End::Failed(error_info(
+            ErrorKind::Permanent,
+            format!("the handler said {key} depends on itself; fix the handler's dependency rule"),
+            false,
+        )),
+        Ok(Ok(ApplyOutcome::MissingDependency { key, request })) => End::Waiting { key, request },
         Ok(Err(DestinationError::Permanent(message))) => End::Failed(error_info(ErrorKind::Permanent, message, false)),
         Ok(Err(DestinationError::Retryable(text))) => {
             engine.retry_or_fail(&record, message, ErrorKind::Retryable, text)

@@ -23,7 +23,7 @@ pub(super) async fn process(
 
 /// Archives the raw body and records the message as `rejected`, under an id derived from the body (for an
 /// idempotency conflict: from its content, spec §3), so a redelivery of the same message lands on the same record.
-async fn reject(
+pub(super) async fn reject(
     engine: &Engine,
     message: &Incoming,
     invocation: &Invocation,
@@ -150,11 +150,23 @@ async fn redrive(
     attempt::drive(engine, &envelope, record, message, invocation, force).await
 }
 
-/// A terminal event driven again: back to `received`, with a fresh retry budget and no stale pointers.
+/// A terminal event driven again by `message`: back to `received`, with a fresh retry budget and no stale pointers.
 fn restart(
     engine: &Engine,
-    mut record: EventRecord,
+    record: EventRecord,
     message: &Incoming,
+    invocation: &Invocation,
+    note: &str,
+) -> Result<EventRecord, EngineError> {
+    let mut record = restarted(engine, record, invocation, note)?;
+    record.last_message_id = Some(message.message_id.clone());
+    Ok(record)
+}
+
+/// A terminal event back at `received`, with a fresh retry budget and no stale pointers.
+pub(super) fn restarted(
+    engine: &Engine,
+    mut record: EventRecord,
     invocation: &Invocation,
     note: &str,
 ) -> Result<EventRecord, EngineError> {
@@ -164,7 +176,8 @@ fn restart(
     record.duplicate_of = None;
     record.canceled_by = None;
     record.completed_at = None;
-    record.last_message_id = Some(message.message_id.clone());
+    record.waiting_for = None;
+    record.waiting_since = None;
     Ok(record)
 }
 

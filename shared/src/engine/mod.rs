@@ -5,14 +5,18 @@
 
 mod attempt;
 mod backoff;
+mod dead_letters;
 pub mod decide;
 mod error;
 mod intake;
 mod records;
+mod reprocess;
 mod settle;
 mod sweep;
 
+pub use dead_letters::{DeadLetter, DeadLetterReport};
 pub use error::EngineError;
+pub use reprocess::{Checked, Refusal, ReprocessError, ReprocessOptions, ReprocessReport};
 pub use sweep::SweepReport;
 
 use crate::clock::Clock;

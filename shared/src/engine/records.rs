@@ -105,6 +105,7 @@ fn blank_record(
         duplicate_of: None,
         canceled_by: None,
         waiting_for: None,
+        waiting_since: None,
         attempt: 0,
         attempt_base: 0,
         error: None,

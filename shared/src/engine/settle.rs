@@ -2,7 +2,9 @@
 //! (spec §4 rules 6 and 7).
 
 use super::{Disposition, Engine, EngineError, Invocation, Outcome};
-use crate::model::{EntityHead, ErrorInfo, EventRecord, Inflight, Message, RedriveReason, Slot, Status};
+use crate::model::{
+    EntityHead, EntityKey, ErrorInfo, EventId, EventRecord, Inflight, Message, RedriveReason, Slot, Status,
+};
 use crate::settings::Policy;
 use crate::store::{EventQuery, OutgoingMessage, StoreError, Write};
 use chrono::Duration;
@@ -20,6 +22,13 @@ pub(super) enum End {
     Errored(ErrorInfo, Duration),
     /// A retryable error with no attempts left.
     Exhausted(ErrorInfo),
+    /// The handler needs `key` to exist first (spec §6); `request` is an envelope to send to obtain it.
+    Waiting {
+        /// The missing entity.
+        key: EntityKey,
+        /// What to send to obtain it.
+        request: Option<String>,
+    },
 }
 
 /// Writes the end of an attempt, unless the claim was lost meanwhile (then the newer holder decides).
@@ -57,6 +66,8 @@ pub(super) async fn settle(
         let attempt = record.attempt;
         record.lease_until = None;
         head.updated_at = now;
+        let resume_waiters = matches!(end, End::Completed) && std::mem::take(&mut head.has_waiters);
+        let mut dependency_head = None;
         let (disposition, promote) = match &end {
             End::Completed => {
                 record.completed_at = Some(now);
@@ -80,6 +91,17 @@ pub(super) async fn settle(
                 record.transition(engine.entry(Status::Failed, attempt, invocation, Some(error.message.clone())))?;
                 (Disposition::DeadLetter, true)
             }
+            End::Waiting { key, .. } => {
+                record.waiting_for = Some(key.to_string());
+                record.waiting_since = Some(now);
+                let note = format!("waiting for {key}");
+                record.transition(engine.entry(Status::Waiting, attempt, invocation, Some(note)))?;
+                let mut dependency = store.get_head(key).await?.unwrap_or_else(|| EntityHead::empty(key.clone(), now));
+                let flag_needed = !dependency.has_waiters;
+                dependency.has_waiters = true;
+                dependency_head = Some((dependency, flag_needed));
+                (Disposition::Ack, true)
+            }
             End::Errored(error, delay) => {
                 record.error = Some(error.clone());
                 record.transition(engine.entry(Status::Errored, attempt, invocation, Some(error.message.clone())))?;
@@ -95,13 +117,23 @@ pub(super) async fn settle(
         }
         let promoted = if promote { promote_next(&mut head, engine, now) } else { None };
         let status = record.status;
-        match store.commit(vec![Write::head(head), Write::event(record.clone())]).await {
+        let mut writes = vec![Write::head(head.clone()), Write::event(record.clone())];
+        if let Some((dependency, true)) = &dependency_head {
+            writes.push(Write::head(dependency.clone()));
+        }
+        match store.commit(writes).await {
             Ok(()) => {}
             Err(StoreError::Conflict(_)) => continue,
             Err(e) => return Err(e.into()),
         }
         if let Some(next) = promoted {
             engine.send_redrive(&next.event_id, invocation).await;
+        }
+        if resume_waiters {
+            engine.resume_waiters(&entity, invocation).await;
+        }
+        if let (End::Waiting { request, .. }, Some((dependency, _))) = (&end, &dependency_head) {
+            engine.after_wait_began(&record, dependency, request.as_deref(), invocation).await;
         }
         return Ok(Outcome { event_id: Some(event_id), status: Some(status), redelivered: false, disposition });
     }
@@ -134,7 +166,7 @@ async fn unpark(engine: &Engine, head: &mut EntityHead) -> Result<(), EngineErro
         .filter(|r| Some(&r.event_id) != inflight.as_ref())
         .filter_map(|r| Some(Slot { order: r.order?, content_hash: r.content_hash?, event_id: r.event_id }))
         .collect();
-    parked.sort_by(|a, b| a.order.cmp(&b.order));
+    parked.sort_by_key(|s| s.order);
     parked.truncate(engine.settings.max_backlog.max(1));
     // Whatever the count said, what the store holds is the truth: none found means none parked.
     head.parked = if parked.is_empty() { 0 } else { head.parked.saturating_sub(parked.len() as u32) };
@@ -154,6 +186,45 @@ fn promote_next(head: &mut EntityHead, engine: &Engine, now: chrono::DateTime<ch
 }
 
 impl Engine {
+    /// Re-drives every event waiting for `dependency`, which just completed an event. A failed listing is only
+    /// logged: the sweeper finds waits whose dependency appeared.
+    pub(crate) async fn resume_waiters(&self, dependency: &EntityKey, invocation: &Invocation) {
+        let query = EventQuery { waiting_for: Some(dependency.to_string()), ..EventQuery::default() };
+        match self.ports.store.list_events(&query).await {
+            Ok(waiting) => {
+                for record in waiting.iter().filter(|r| r.status == Status::Waiting) {
+                    tracing::info!(event_id = %record.event_id, dependency = %dependency, "dependency completed; resuming");
+                    self.send_redrive(&record.event_id, invocation).await;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(dependency = %dependency, error = %e, "waiters not listed; the sweeper resumes them")
+            }
+        }
+    }
+
+    /// Once an event is recorded `waiting`: sends the handler's request for the dependency, and resumes the event
+    /// at once if the dependency completed an event while the handler was looking (the completion saw no waiter).
+    async fn after_wait_began(
+        &self,
+        record: &EventRecord,
+        dependency: &EntityHead,
+        request: Option<&str>,
+        invocation: &Invocation,
+    ) {
+        if let Some(request) = request {
+            let mut message = OutgoingMessage::new(with_cause(request, &record.event_id));
+            message.trace_header = invocation.trace_id.clone();
+            if let Err(e) = self.ports.queue.send(vec![message]).await {
+                tracing::warn!(event_id = %record.event_id, error = %e, "dependency request not sent");
+            }
+        }
+        let looked_at = record.write_started_at.unwrap_or(record.updated_at) - self.settings.clock_margin;
+        if dependency_appeared_since(dependency, looked_at) {
+            self.send_redrive(&record.event_id, invocation).await;
+        }
+    }
+
     /// Sends a re-drive message for a promoted or stranded event. A failed send is only logged: the event's
     /// lease runs out and the sweeper sends it again.
     pub(crate) async fn send_redrive(&self, event_id: &crate::model::EventId, invocation: &Invocation) {
@@ -162,5 +233,21 @@ impl Engine {
         if let Err(e) = self.ports.queue.send(vec![message]).await {
             tracing::warn!(event_id = %event_id, error = %e, "promotion not sent; the sweeper will re-drive it");
         }
+    }
+}
+
+/// Whether `dependency` completed an event at or after `since` (what a waiting event needs to try again).
+pub(super) fn dependency_appeared_since(dependency: &EntityHead, since: chrono::DateTime<chrono::Utc>) -> bool {
+    dependency.applied.is_some() && dependency.updated_at >= since
+}
+
+/// The handler's dependency request with `caused_by` naming the waiting event (when it is a JSON object without one).
+fn with_cause(request: &str, waiting: &EventId) -> String {
+    match serde_json::from_str::<serde_json::Value>(request) {
+        Ok(serde_json::Value::Object(mut map)) => {
+            map.entry("caused_by").or_insert_with(|| serde_json::Value::String(waiting.to_string()));
+            serde_json::Value::Object(map).to_string()
+        }
+        _ => request.to_owned(),
     }
 }

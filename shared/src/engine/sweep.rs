@@ -1,7 +1,11 @@
-//! The sweeper: re-drives events whose entity lease ran out (a crashed holder, a lost promotion message).
+//! The sweeper: re-drives events whose entity lease ran out (a crashed holder, a lost promotion message), resumes
+//! waits whose dependency appeared without resuming them, fails waits past the configured limit (spec §4, §6), and
+//! records what only the dead-letter queue knows about.
 
+use super::settle::dependency_appeared_since;
 use super::{Engine, EngineError, Invocation};
-use crate::model::EventId;
+use crate::model::{EntityKey, ErrorInfo, ErrorKind, EventId, EventRecord, Status};
+use crate::store::{EventQuery, StoreError, Write};
 use serde::Serialize;
 
 /// What one sweep found and did.
@@ -9,16 +13,26 @@ use serde::Serialize;
 pub struct SweepReport {
     /// Heads with an expired lease that were looked at.
     pub examined: usize,
-    /// Events a re-drive message was sent for.
+    /// Events a re-drive message was sent for because their lease expired.
     pub redriven: Vec<EventId>,
+    /// `waiting` events that were looked at.
+    pub waits_examined: usize,
+    /// Waiting events re-driven because their dependency completed an event since they began waiting.
+    pub waits_resumed: Vec<EventId>,
+    /// Waiting events that waited longer than the limit and are now `failed`.
+    pub waits_failed: Vec<EventId>,
+    /// Events found only in the dead-letter queue (never recorded, or never decided), now recorded `failed`.
+    pub dead_letters_recorded: Vec<EventId>,
 }
 
 impl Engine {
-    /// Finds up to `limit` heads whose in-flight lease expired and re-drives their event when it is not done.
+    /// Finds up to `limit` heads whose in-flight lease expired and re-drives their event when it is not done; then
+    /// looks at up to `limit` waiting events, resuming those whose dependency appeared and failing those that
+    /// waited too long.
     pub async fn sweep(&self, limit: usize, invocation: &Invocation) -> Result<SweepReport, EngineError> {
         let before = self.now() - self.settings.clock_margin;
         let heads = self.ports.store.expired_leases(before, limit).await?;
-        let mut report = SweepReport { examined: heads.len(), redriven: Vec::new() };
+        let mut report = SweepReport { examined: heads.len(), ..SweepReport::default() };
         for head in heads {
             let Some(inflight) = head.inflight else { continue };
             let event_id = inflight.slot.event_id;
@@ -32,6 +46,72 @@ impl Engine {
                 }
             }
         }
+        self.sweep_waits(limit, invocation, &mut report).await?;
+        report.dead_letters_recorded = self.record_dead_letters(limit, invocation).await?;
         Ok(report)
+    }
+
+    async fn sweep_waits(
+        &self,
+        limit: usize,
+        invocation: &Invocation,
+        report: &mut SweepReport,
+    ) -> Result<(), EngineError> {
+        let query = EventQuery { status: Some(Status::Waiting), limit, ..EventQuery::default() };
+        let waiting = self.ports.store.list_events(&query).await?;
+        report.waits_examined = waiting.len();
+        for record in waiting {
+            let Some(since) = record.waiting_since else { continue };
+            if self.now() - since > self.settings.max_wait {
+                if self.fail_wait(record.event_id.clone(), invocation).await? {
+                    report.waits_failed.push(record.event_id);
+                }
+                continue;
+            }
+            let Some(dependency) = record.waiting_for.as_deref().and_then(|k| EntityKey::parse(k).ok()) else {
+                continue;
+            };
+            let head = self.ports.store.get_head(&dependency).await?;
+            if head.is_some_and(|h| dependency_appeared_since(&h, since - self.settings.clock_margin)) {
+                self.send_redrive(&record.event_id, invocation).await;
+                report.waits_resumed.push(record.event_id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends a wait past the limit as `failed`; false when the event moved on meanwhile.
+    async fn fail_wait(&self, event_id: EventId, invocation: &Invocation) -> Result<bool, EngineError> {
+        for _ in 0..self.settings.max_rounds {
+            let Some(mut record) = self.ports.store.get_event(&event_id).await? else { return Ok(false) };
+            if record.status != Status::Waiting {
+                return Ok(false);
+            }
+            let error = wait_timeout(&record, self.settings.max_wait);
+            let note = Some(error.message.clone());
+            record.error = Some(error);
+            record.transition(self.entry(Status::Failed, record.attempt, invocation, note))?;
+            match self.ports.store.commit(vec![Write::event(record)]).await {
+                Ok(()) => return Ok(true),
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(EngineError::Contended(event_id.to_string(), self.settings.max_rounds))
+    }
+}
+
+fn wait_timeout(record: &EventRecord, max_wait: chrono::Duration) -> ErrorInfo {
+    let dependency = record.waiting_for.as_deref().unwrap_or("its dependency");
+    ErrorInfo {
+        kind: ErrorKind::DependencyTimeout,
+        message: format!(
+            "waited more than {}s for {dependency}; create it, then `synctrail reprocess {}`",
+            max_wait.num_seconds(),
+            record.event_id
+        ),
+        retryable: false,
+        causes: Vec::new(),
+        field: None,
     }
 }

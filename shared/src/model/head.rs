@@ -53,6 +53,9 @@ pub struct EntityHead {
     /// `in_order`: an event arrived older than the applied one; verification should look at this entity.
     #[serde(default)]
     pub needs_verification: bool,
+    /// Events of other entities wait for this one to exist (spec §6): the next completion here re-drives them.
+    #[serde(default)]
+    pub has_waiters: bool,
     /// When the head last changed.
     pub updated_at: DateTime<Utc>,
     /// Compare-and-set version (0 = not stored yet).
@@ -71,6 +74,7 @@ impl EntityHead {
             parked: 0,
             fence: 0,
             needs_verification: false,
+            has_waiters: false,
             updated_at: now,
             version: 0,
         }

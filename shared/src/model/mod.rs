@@ -5,6 +5,7 @@ mod head;
 mod ids;
 mod record;
 mod status;
+mod status_report;
 
 pub use envelope::{
     canonical_json, content_hash, Direction, Envelope, EnvelopeError, Kind, Message, RedriveReason, REDRIVE_FIELD,
@@ -13,3 +14,4 @@ pub use head::{EntityHead, Inflight, Slot};
 pub use ids::{ContentHash, EntityKey, EventId, InvalidId, OrderKey};
 pub use record::{ErrorInfo, ErrorKind, EventRecord, HistoryEntry, PayloadRef, HISTORY_LIMIT};
 pub use status::{IllegalTransition, Status};
+pub use status_report::StatusReport;

@@ -38,6 +38,11 @@ pub enum ErrorKind {
     Panic,
     /// Retries ran out.
     AttemptsExhausted,
+    /// A missing dependency did not appear within the configured wait.
+    DependencyTimeout,
+    /// The queue dead-lettered the message before the engine finished with it (e.g. throttled deliveries count
+    /// towards `maxReceiveCount`).
+    DeadLettered,
 }
 
 /// An error recorded on an event.
@@ -115,6 +120,9 @@ pub struct EventRecord {
     pub canceled_by: Option<EventId>,
     /// `waiting`: the dependency's key.
     pub waiting_for: Option<String>,
+    /// `waiting`: since when (a wait longer than the configured limit ends `failed`).
+    #[serde(default)]
+    pub waiting_since: Option<DateTime<Utc>>,
     /// Attempts so far (claims of the entity).
     pub attempt: u32,
     /// `attempt` when the event was last re-driven; the retry budget counts from here.

@@ -83,7 +83,8 @@ impl Status {
             // processing → processing: the same event re-claimed after a crash (attempt + 1).
             Processing => matches!(to, Processing | Completed | Errored | Failed | Dropped | Canceled | Waiting),
             Errored => matches!(to, Processing | Canceled | Failed),
-            Waiting => matches!(to, Processing | Queued | Canceled | Failed),
+            // Re-driven once its dependency exists: judged again like a new arrival.
+            Waiting => matches!(to, Processing | Queued | Canceled | Dropped | Duplicate | Failed),
             // Terminal statuses leave only through a reprocess, which starts over at `received`.
             Completed | Failed | Dropped | Duplicate | Canceled | Disabled => to == Received,
             Rejected => false,

@@ -43,6 +43,15 @@ pub enum ApplyOutcome {
         /// The newer event or record.
         by: String,
     },
+    /// The change needs another entity that does not exist yet (spec §6); nothing was written. The event waits
+    /// until an event of `key` completes.
+    MissingDependency {
+        /// The entity it needs.
+        key: EntityKey,
+        /// An envelope (JSON text) to send to obtain it, e.g. a fetch-and-create request; `None` when the
+        /// dependency will arrive by itself.
+        request: Option<String>,
+    },
 }
 
 /// A destination's failure.

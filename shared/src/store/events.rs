@@ -63,6 +63,8 @@ pub struct EventQuery {
     pub since: Option<DateTime<Utc>>,
     /// Only events received before this time.
     pub until: Option<DateTime<Utc>>,
+    /// Only `waiting` events waiting for this dependency (an entity key); implies status `waiting`.
+    pub waiting_for: Option<String>,
     /// At most this many (0 = no limit).
     pub limit: usize,
 }

@@ -3,6 +3,7 @@
 //! Every backend passes one conformance suite (`tests/tests/conformance.rs`). Errors are by meaning
 //! ([`StoreError`]); each adapter converts its own.
 
+pub mod dependencies;
 mod destination;
 pub mod drill;
 mod error;

@@ -77,6 +77,14 @@ pub trait Queue: Send + Sync {
     async fn dead_letter(&self, receipt_handle: &str, body: &str, trace_header: Option<&str>)
         -> Result<(), StoreError>;
 
+    /// Receives up to `max` messages from the dead-letter queue and hides them there for `visibility`, so an
+    /// operator can look at them and move them back.
+    async fn receive_dead_letters(&self, max: usize, visibility: Duration) -> Result<Vec<QueueMessage>, StoreError>;
+
+    /// Moves received dead letters back to the queue: each is sent again (body and trace header, visible at once,
+    /// a fresh receive count) and removed from the dead-letter queue.
+    async fn return_dead_letters(&self, messages: &[QueueMessage]) -> Result<(), StoreError>;
+
     /// Depth figures, dead letters included.
     async fn depth(&self) -> Result<QueueDepth, StoreError>;
 

@@ -1,7 +1,7 @@
 //! Creating the AWS resources, idempotently: for development endpoints (moto, LocalStack) and tests. Production
 //! deployments create them from the SAM template instead.
 
-use super::dynamodb::{BY_ENTITY, BY_LEASE, BY_STATUS};
+use super::dynamodb::{BY_ENTITY, BY_LEASE, BY_STATUS, BY_WAITING_FOR};
 use super::error::{build_error, from_sdk};
 use super::{apply_lifecycle, AwsConfig, Clients};
 use crate::store::StoreError;
@@ -127,6 +127,7 @@ async fn create_table(client: &aws_sdk_dynamodb::Client, table: &str) -> Result<
         ("gsi2pk", S),
         ("gsi2sk", S),
         ("gsi3pk", S),
+        ("gsi4pk", S),
         ("lease_until", N),
     ]
     .into_iter()
@@ -141,6 +142,7 @@ async fn create_table(client: &aws_sdk_dynamodb::Client, table: &str) -> Result<
         .global_secondary_indexes(index(BY_STATUS, "gsi1pk", "gsi1sk")?)
         .global_secondary_indexes(index(BY_ENTITY, "gsi2pk", "gsi2sk")?)
         .global_secondary_indexes(index(BY_LEASE, "gsi3pk", "lease_until")?)
+        .global_secondary_indexes(index(BY_WAITING_FOR, "gsi4pk", "gsi2sk")?)
         .send()
         .await;
     match created {

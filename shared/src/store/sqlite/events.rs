@@ -200,6 +200,10 @@ impl EventStore for SqliteStore {
             sql.push_str(" AND status = ?");
             args.push(SqlValue::Text(status.as_str().to_owned()));
         }
+        if let Some(dependency) = &query.waiting_for {
+            sql.push_str(" AND status = 'waiting' AND json_extract(body, '$.waiting_for') = ?");
+            args.push(SqlValue::Text(dependency.clone()));
+        }
         if let Some(source) = &query.source {
             sql.push_str(" AND source = ?");
             args.push(SqlValue::Text(source.clone()));

@@ -188,8 +188,11 @@ impl Queue for SqliteQueue {
                         }
                         if row.receive_count >= max_receives {
                             // Like an SQS redrive policy: delivered at most max_receives times.
-                            tx.exec("UPDATE queue SET dead = 1, dead_at = ?2 WHERE seq = ?1", params![row.seq, now])
-                                .ctx("dead-lettering a message")?;
+                            tx.exec(
+                                "UPDATE queue SET dead = 1, dead_at = ?2, visible_at = ?2 WHERE seq = ?1",
+                                params![row.seq, now],
+                            )
+                            .ctx("dead-lettering a message")?;
                             dead_lettered = true;
                             continue;
                         }
@@ -246,10 +249,64 @@ impl Queue for SqliteQueue {
     async fn dead_letter(&self, receipt_handle: &str, _body: &str, _trace: Option<&str>) -> Result<(), StoreError> {
         self.update_by_handle(
             receipt_handle,
-            "UPDATE queue SET dead = 1, dead_at = ?3 WHERE message_id = ?1 AND receipt_handle = ?2 AND dead = 0",
+            "UPDATE queue SET dead = 1, dead_at = ?3, visible_at = ?3
+             WHERE message_id = ?1 AND receipt_handle = ?2 AND dead = 0",
             Duration::zero(),
         )
         .await
+    }
+
+    async fn receive_dead_letters(&self, max: usize, visibility: Duration) -> Result<Vec<QueueMessage>, StoreError> {
+        let clock = Arc::clone(&self.clock);
+        let limit = i64::try_from(max).unwrap_or(i64::MAX);
+        self.db
+            .write(move |tx| {
+                let what = "receiving dead letters";
+                let now = nanos(clock.now())?;
+                let hidden_until = after(now, visibility);
+                let sql = format!(
+                    "SELECT {COLUMNS} FROM queue WHERE dead = 1 AND visible_at <= ?1 ORDER BY dead_at, seq LIMIT ?2"
+                );
+                let rows: Vec<Stored> = {
+                    let mut stmt = tx.prepare_cached(&sql).ctx(what)?;
+                    let rows = stmt.query_map(params![now, limit], Stored::from_row).ctx(what)?;
+                    rows.collect::<Result<_, _>>().ctx(what)?
+                };
+                let mut out = Vec::with_capacity(rows.len());
+                for mut row in rows {
+                    let handle = format!("{}:{}", row.message_id, random_id());
+                    tx.exec(
+                        "UPDATE queue SET receipt_handle = ?2, visible_at = ?3 WHERE seq = ?1",
+                        params![row.seq, handle, hidden_until],
+                    )
+                    .ctx(what)?;
+                    row.receipt_handle = Some(handle);
+                    out.push(row.into_message());
+                }
+                Ok(out)
+            })
+            .await
+    }
+
+    async fn return_dead_letters(&self, messages: &[QueueMessage]) -> Result<(), StoreError> {
+        let handles: Vec<String> = messages.iter().map(|m| m.receipt_handle.clone()).collect();
+        let clock = Arc::clone(&self.clock);
+        self.db
+            .write(move |tx| {
+                let now = nanos(clock.now())?;
+                let mut stmt = tx
+                    .prepare_cached(
+                        "UPDATE queue SET dead = 0, dead_at = NULL, receive_count = 0, first_received_at = NULL,
+                             receipt_handle = NULL, visible_at = ?3
+                         WHERE message_id = ?1 AND receipt_handle = ?2 AND dead = 1",
+                    )
+                    .ctx("returning dead letters")?;
+                for handle in &handles {
+                    stmt.execute(params![message_of(handle), handle, now]).ctx("returning a dead letter")?;
+                }
+                Ok(())
+            })
+            .await
     }
 
     async fn depth(&self) -> Result<QueueDepth, StoreError> {

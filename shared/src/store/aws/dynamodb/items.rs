@@ -1,6 +1,6 @@
 //! How records and heads become DynamoDB items: keys, index attributes, the JSON body, the size check.
 
-use crate::model::{EntityHead, EventRecord};
+use crate::model::{EntityHead, EventRecord, Status};
 use crate::store::StoreError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
@@ -33,6 +33,7 @@ pub(super) const GSI1SK: &str = "gsi1sk";
 pub(super) const GSI2PK: &str = "gsi2pk";
 pub(super) const GSI2SK: &str = "gsi2sk";
 pub(super) const GSI3PK: &str = "gsi3pk";
+pub(super) const GSI4PK: &str = "gsi4pk";
 pub(super) const LEASE_UNTIL: &str = "lease_until";
 
 /// The sort key of event items.
@@ -70,6 +71,10 @@ pub(super) fn status_pk(status: &str) -> String {
 
 pub(super) fn entity_pk(entity_key: &str) -> String {
     format!("ENTITY#{entity_key}")
+}
+
+pub(super) fn waiting_pk(dependency: &str) -> String {
+    format!("WAITING#{dependency}")
 }
 
 pub(super) fn lease_pk(shard: u32) -> String {
@@ -122,6 +127,10 @@ pub(super) fn event_item(record: &EventRecord, commit_id: &str) -> Result<Item, 
         item.insert(SOURCE.into(), s(entity.source.clone()));
         item.insert(GSI2SK.into(), s(format!("{order}#{}#{id}", sortable(received))));
         item.insert(GSI2PK.into(), s(entity_pk(&entity_key)));
+    }
+    // A sparse index: only waiting events are in it, under the key they wait for.
+    if let (Status::Waiting, Some(dependency)) = (record.status, &record.waiting_for) {
+        item.insert(GSI4PK.into(), s(waiting_pk(dependency)));
     }
     check_size(&item, &what)?;
     Ok(item)

@@ -62,6 +62,8 @@ pub const BY_STATUS: &str = "by_status";
 pub const BY_ENTITY: &str = "by_entity";
 /// The sharded index of heads by lease end.
 pub const BY_LEASE: &str = "by_lease";
+/// The sparse index of `waiting` events by the dependency they wait for, in order-key order.
+pub const BY_WAITING_FOR: &str = "by_waiting_for";
 
 /// The DynamoDB [`EventStore`].
 #[derive(Debug, Clone)]

@@ -1,10 +1,11 @@
 //! Reads: consistent point reads on the table for decisions; index queries (and one scan) for listings.
 
+use super::items::waiting_pk;
 use super::items::{
     decode, entity_pk, event_pk, head_pk, key, lease_pk, nanos, sortable, status_pk, Item, EVENT_SK, GSI1PK, GSI1SK,
-    GSI2PK, GSI3PK, HEAD_SK, ITEM_TYPE, LEASE_SHARDS, LEASE_UNTIL, RECEIVED_AT, SOURCE, STATUS,
+    GSI2PK, GSI3PK, GSI4PK, HEAD_SK, ITEM_TYPE, LEASE_SHARDS, LEASE_UNTIL, RECEIVED_AT, SOURCE, STATUS,
 };
-use super::{DynamoStore, BY_ENTITY, BY_LEASE, BY_STATUS};
+use super::{DynamoStore, BY_ENTITY, BY_LEASE, BY_STATUS, BY_WAITING_FOR};
 use crate::model::{EntityHead, EntityKey, EventId, EventRecord, Status};
 use crate::store::aws::error::from_sdk;
 use crate::store::{EventQuery, StoreError};
@@ -175,6 +176,12 @@ fn filters(query: &EventQuery, with_status: bool, with_window: bool) -> Result<E
 
 pub(super) async fn list_events(store: &DynamoStore, query: &EventQuery) -> Result<Vec<EventRecord>, StoreError> {
     let what = "listing events";
+    if let Some(dependency) = &query.waiting_for {
+        let mut key = Expr::key();
+        key.add(GSI4PK, "=", s(waiting_pk(dependency)));
+        let q = self::query(store, BY_WAITING_FOR, key, filters(query, false, true)?).scan_index_forward(true);
+        return decode_all(&items(q, query.limit, what).await?, what);
+    }
     if let Some(entity) = &query.entity {
         let mut key = Expr::key();
         key.add(GSI2PK, "=", s(entity_pk(&entity.to_string())));

@@ -272,6 +272,63 @@ impl SqsQueue {
             .collect()
     }
 
+    /// Receives up to `max` messages from `url`, hidden for `visibility`.
+    async fn receive_from(&self, url: &str, max: usize, visibility: Duration) -> Result<Vec<QueueMessage>, StoreError> {
+        let mut out: Vec<QueueMessage> = Vec::new();
+        let visibility = seconds(visibility, MAX_VISIBILITY);
+        while out.len() < max {
+            let want = (max - out.len()).min(BATCH);
+            let got = self
+                .client
+                .receive_message()
+                .queue_url(url)
+                .max_number_of_messages(i32::try_from(want).unwrap_or(10))
+                .visibility_timeout(visibility)
+                .wait_time_seconds(if out.is_empty() { self.wait_seconds } else { 0 })
+                .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+                .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+                .message_system_attribute_names(MessageSystemAttributeName::ApproximateFirstReceiveTimestamp)
+                .message_system_attribute_names(MessageSystemAttributeName::AwsTraceHeader)
+                .send()
+                .await
+                .map_err(|e| from_sdk(&format!("receiving from {url}"), e))?;
+            let messages: Vec<QueueMessage> =
+                got.messages.unwrap_or_default().into_iter().filter_map(Self::to_message).collect();
+            let short = messages.len() < want;
+            out.extend(messages);
+            if short {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes messages from `url` by receipt handle, in batches; a bad or expired handle deletes nothing.
+    async fn delete_from(&self, url: &str, handles: &[&str]) -> Result<(), StoreError> {
+        for chunk in handles.chunks(BATCH) {
+            let mut entries = Vec::with_capacity(chunk.len());
+            for (i, handle) in chunk.iter().enumerate() {
+                let entry = DeleteMessageBatchRequestEntry::builder().id(i.to_string()).receipt_handle(*handle).build();
+                entries.push(entry.map_err(|e| build_error("deleting messages", e))?);
+            }
+            let out = self
+                .client
+                .delete_message_batch()
+                .queue_url(url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(|e| from_sdk(&format!("deleting messages from {url}"), e))?;
+            if let Some(failed) = out.failed.iter().find(|f| !f.sender_fault) {
+                return Err(StoreError::Unavailable(format!(
+                    "deleting messages from {url}: {}",
+                    failed.message.as_deref().unwrap_or("a server fault")
+                )));
+            }
+        }
+        Ok(())
+    }
+
     fn to_message(message: Message) -> Option<QueueMessage> {
         let attributes = message.attributes.as_ref();
         let count = attributes
@@ -309,36 +366,31 @@ impl Queue for SqsQueue {
     }
 
     async fn receive(&self, max: usize, visibility: Duration) -> Result<Vec<QueueMessage>, StoreError> {
-        let mut out: Vec<QueueMessage> = Vec::new();
-        let visibility = seconds(visibility, MAX_VISIBILITY);
-        while out.len() < max {
-            let want = (max - out.len()).min(BATCH);
-            let got = self
-                .client
-                .receive_message()
-                .queue_url(&self.queue_url)
-                .max_number_of_messages(i32::try_from(want).unwrap_or(10))
-                .visibility_timeout(visibility)
-                .wait_time_seconds(if out.is_empty() { self.wait_seconds } else { 0 })
-                .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
-                .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
-                .message_system_attribute_names(MessageSystemAttributeName::ApproximateFirstReceiveTimestamp)
-                .message_system_attribute_names(MessageSystemAttributeName::AwsTraceHeader)
-                .send()
-                .await
-                .map_err(|e| from_sdk(&format!("receiving from {}", self.queue_url), e))?;
-            let messages: Vec<QueueMessage> =
-                got.messages.unwrap_or_default().into_iter().filter_map(Self::to_message).collect();
-            self.held.remember(messages.iter().map(|m| {
+        let messages = self.receive_from(&self.queue_url, max, visibility).await?;
+        self.held.remember(
+            messages.iter().map(|m| {
                 (m.receipt_handle.as_str(), m.message_id.as_str(), m.body.as_str(), m.trace_header.as_deref())
-            }));
-            let short = messages.len() < want;
-            out.extend(messages);
-            if short {
-                break;
-            }
-        }
-        Ok(out)
+            }),
+        );
+        Ok(messages)
+    }
+
+    async fn receive_dead_letters(&self, max: usize, visibility: Duration) -> Result<Vec<QueueMessage>, StoreError> {
+        self.receive_from(&self.dlq_url, max, visibility).await
+    }
+
+    async fn return_dead_letters(&self, messages: &[QueueMessage]) -> Result<(), StoreError> {
+        let resend = messages
+            .iter()
+            .map(|m| OutgoingMessage {
+                body: m.body.clone(),
+                delay: Duration::zero(),
+                trace_header: m.trace_header.clone(),
+            })
+            .collect();
+        self.send_to(&self.queue_url, resend).await?;
+        let handles: Vec<&str> = messages.iter().map(|m| m.receipt_handle.as_str()).collect();
+        self.delete_from(&self.dlq_url, &handles).await
     }
 
     async fn delete(&self, receipt_handles: &[String]) -> Result<(), StoreError> {

@@ -1,0 +1,146 @@
+//! `synctrail reprocess`: re-drive stored events by id, or in bulk by query, rate-limited, with `--dry-run`.
+//!
+//! Each event is checked first (recorded, payload intact, envelope rebuildable); a re-drive message is then sent to
+//! the ingest queue, and the processor runs it through the ordering rules again (or skips them with `--force`).
+//! `--invoke` processes the re-drives here and now with the same engine instead of leaving them on the queue.
+
+use super::{parse_event_id, Context};
+use crate::args::ReprocessArgs;
+use crate::config::{settings, REPROCESS_FUNCTION};
+use crate::error::{CliError, EXIT_FAILED, EXIT_OK};
+use crate::output::{write_json, Table};
+use crate::progress::bar;
+use serde::Serialize;
+use std::io::Write;
+use synctrail::engine::{Engine, Incoming, Invocation, ReprocessOptions, ReprocessReport};
+use synctrail::model::{EntityKey, EventId, Message, RedriveReason, Status};
+use synctrail::store::EventQuery;
+
+/// What `--invoke` made of one re-drive.
+#[derive(Debug, Clone, Serialize)]
+pub struct Invoked {
+    /// The event.
+    pub event_id: EventId,
+    /// Its status afterwards.
+    pub status: Option<Status>,
+    /// The engine's error, if it failed.
+    pub error: Option<String>,
+}
+
+/// `reprocess --json`: the report, plus what `--invoke` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReprocessOutput {
+    /// Checks and sends.
+    #[serde(flatten)]
+    pub report: ReprocessReport,
+    /// With `--invoke`: each re-drive's result.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub invoked: Vec<Invoked>,
+}
+
+/// The store query of a bulk re-drive.
+fn query(args: &ReprocessArgs, now: chrono::DateTime<chrono::Utc>) -> Result<EventQuery, CliError> {
+    let entity = args
+        .entity
+        .as_deref()
+        .map(EntityKey::parse)
+        .transpose()
+        .map_err(|e| CliError::InvalidArgument(format!("--entity: {e}")))?;
+    Ok(EventQuery {
+        status: args.status,
+        source: args.source.clone(),
+        entity,
+        since: args.since.map(|d| now - d),
+        until: args.until.map(|d| now - d),
+        limit: args.limit,
+        ..EventQuery::default()
+    })
+}
+
+/// Runs `synctrail reprocess`; exits 3 when any event could not be re-driven.
+pub async fn execute(ctx: &Context, args: &ReprocessArgs, out: &mut dyn Write) -> Result<u8, CliError> {
+    let backend = ctx.open().await?;
+    let engine = Engine::new(backend.ports.clone(), settings()?);
+    let ids: Vec<EventId> = if args.status.is_some() {
+        let query = query(args, engine.ports().clock.now())?;
+        engine.select_for_reprocess(&query).await.map_err(CliError::store("selecting events to re-drive"))?
+    } else {
+        args.ids.iter().map(|id| parse_event_id(id)).collect::<Result<_, _>>()?
+    };
+    // `--invoke` processes the re-drives itself, so nothing goes to the queue.
+    let options = ReprocessOptions {
+        force: args.force,
+        dry_run: args.dry_run || args.invoke,
+        rate_per_second: args.rate,
+        trace_header: None,
+    };
+    let progress = bar(Some(ids.len() as u64), "events", ctx.json || ids.len() < 2);
+    let mut report = engine.reprocess(&ids, &options, &mut |done| progress.set_position(done as u64)).await;
+    progress.finish_and_clear();
+    report.dry_run = args.dry_run;
+    let invoked = if args.invoke && !args.dry_run { invoke(&engine, &report, args.force).await } else { Vec::new() };
+    let failed = !report.refused.is_empty() || invoked.iter().any(|i| i.error.is_some());
+    let output = ReprocessOutput { report, invoked };
+    if ctx.json {
+        write_json(out, &output)?;
+    } else {
+        print(out, &output, args)?;
+    }
+    Ok(if failed { EXIT_FAILED } else { EXIT_OK })
+}
+
+/// Processes each checked event's re-drive now, as the processor would on receiving its message.
+async fn invoke(engine: &Engine, report: &ReprocessReport, force: bool) -> Vec<Invoked> {
+    let invocation = Invocation { function: Some(REPROCESS_FUNCTION.to_owned()), ..Invocation::default() };
+    let mut invoked = Vec::with_capacity(report.sent.len());
+    for checked in &report.sent {
+        let message = Incoming {
+            message_id: format!("invoke-{}", super::random_suffix()),
+            body: Message::redrive_body(&checked.event_id, RedriveReason::Reprocess, force),
+            receive_count: 1,
+            trace_header: None,
+        };
+        let (status, error) = match engine.process(&message, &invocation).await {
+            Ok(outcome) => (outcome.status, None),
+            Err(e) => (None, Some(e.to_string())),
+        };
+        invoked.push(Invoked { event_id: checked.event_id.clone(), status, error });
+    }
+    invoked
+}
+
+fn print(out: &mut dyn Write, output: &ReprocessOutput, args: &ReprocessArgs) -> Result<(), CliError> {
+    let report = &output.report;
+    let verb = match (args.dry_run, args.invoke) {
+        (true, _) => "would re-drive",
+        (false, true) => "re-drove (processed here)",
+        (false, false) => "re-drove",
+    };
+    let forced = if report.force { " with --force (ordering skipped)" } else { "" };
+    writeln!(out, "{verb} {} of {} event(s){forced}", report.sent.len(), report.selected)?;
+    if !report.sent.is_empty() {
+        let mut table = Table::new(&["EVENT", "STATUS BEFORE", "ENTITY", "NOW"]);
+        for checked in &report.sent {
+            let now =
+                output.invoked.iter().find(|i| i.event_id == checked.event_id).map(|i| match (&i.status, &i.error) {
+                    (_, Some(e)) => format!("error: {e}"),
+                    (Some(s), None) => s.to_string(),
+                    (None, None) => "-".to_owned(),
+                });
+            table.row(vec![
+                checked.event_id.to_string(),
+                checked.status.to_string(),
+                checked.entity_key.clone(),
+                now.unwrap_or_else(|| "-".to_owned()),
+            ]);
+        }
+        table.write(out)?;
+    }
+    for refusal in &report.refused {
+        writeln!(out, "not re-driven: {}", refusal.reason)?;
+    }
+    if !args.dry_run && !args.invoke && !report.sent.is_empty() {
+        writeln!(out, "the re-drive messages are on the queue; process them with `synctrail run`, then check `synctrail status ID`")?;
+    }
+    Ok(())
+}

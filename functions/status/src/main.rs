@@ -1,0 +1,22 @@
+//! The status Lambda: opens the event store the environment names once per cold start, then answers requests.
+//!
+//! The store comes from the environment (see `synctrail_lambda::event_store_from_env`: on AWS only the table, so
+//! the function needs `dynamodb:GetItem` and nothing else); logs are JSON lines, level from `RUST_LOG`.
+
+use aws_lambda_events::event::lambda_function_urls::{LambdaFunctionUrlRequest, LambdaFunctionUrlResponse};
+use lambda_runtime::{service_fn, Error, LambdaEvent};
+use std::sync::Arc;
+use synctrail_lambda::{event_store_from_env, init_tracing};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    init_tracing();
+    let store = event_store_from_env().await?;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<LambdaFunctionUrlRequest>| {
+        let store = Arc::clone(&store);
+        async move {
+            Ok::<LambdaFunctionUrlResponse, Error>(synctrail_status::respond(store.as_ref(), &event.payload).await)
+        }
+    }))
+    .await
+}

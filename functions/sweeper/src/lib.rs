@@ -1,0 +1,46 @@
+//! The sweeper function, run on a schedule (EventBridge): re-drives events whose entity lease expired — a crashed
+//! holder, a lost promotion message — and answers the [`SweepReport`] as JSON. Its input is ignored apart from
+//! logging.
+
+mod limit;
+
+pub use limit::{limit_from_env, parse_limit, InvalidLimit, DEFAULT_LIMIT, LIMIT_VAR};
+pub use synctrail::engine::SweepReport;
+
+use lambda_runtime::LambdaEvent;
+use serde_json::Value;
+use synctrail::{Engine, EngineError};
+use synctrail_lambda::InvocationContext;
+
+/// Handles one scheduled invocation: logs what triggered it, then sweeps up to `limit` expired leases.
+pub async fn handle(engine: &Engine, event: LambdaEvent<Value>, limit: usize) -> Result<SweepReport, EngineError> {
+    let context = InvocationContext::from_lambda(&event.context);
+    tracing::info!(request_id = %context.request_id, trigger = %event.payload, limit, "sweep triggered");
+    sweep(engine, &context, limit).await
+}
+
+/// Sweeps up to `limit` expired leases as the invocation `context` describes (its trace id rides on the re-drive
+/// messages) and logs the report.
+pub async fn sweep(engine: &Engine, context: &InvocationContext, limit: usize) -> Result<SweepReport, EngineError> {
+    match engine.sweep(limit, &context.invocation()).await {
+        Ok(report) => {
+            let json = serde_json::to_string(&report).unwrap_or_else(|e| format!("unserializable report: {e}"));
+            tracing::info!(
+                request_id = %context.request_id,
+                examined = report.examined,
+                redriven = report.redriven.len(),
+                report = %json,
+                "sweep done"
+            );
+            Ok(report)
+        }
+        Err(error) => {
+            let retryable = error.is_retryable();
+            tracing::error!(request_id = %context.request_id, error = %error, retryable, "sweep failed");
+            Err(error)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
