@@ -5,5 +5,6 @@ mod aws;
 mod aws_pipeline;
 mod bad_input;
 mod operator;
+mod operator_backends;
 mod rules;
 mod simulation;
