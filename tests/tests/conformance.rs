@@ -113,6 +113,9 @@ pub struct QueueTraits {
     pub ordered: bool,
     /// `depth().oldest_sent_at` is reported (SQS: a CloudWatch metric only).
     pub reports_oldest: bool,
+    /// Trace headers survive a batch send. AWS keeps `AWSTraceHeader` on `SendMessageBatch`; moto 5.2.1 drops the
+    /// `MessageSystemAttributes` of batch entries (it keeps them on `SendMessage`), so the test server can't show it.
+    pub batch_trace_headers: bool,
 }
 
 /// One backend's adapters, behind the ports.
@@ -617,6 +620,66 @@ pub mod suite {
         assert_eq!(p.queue.depth().await.expect("depth").dead_letters, 1);
     }
 
+    /// Dead letters can be received (hidden meanwhile) and returned to the queue, where they are delivered again
+    /// with a fresh receive count and their trace header; a returned dead letter is gone from the dead-letter queue.
+    pub async fn dead_letters_are_received_and_returned_to_the_queue(p: &Ports) {
+        let traced = OutgoingMessage {
+            trace_header: Some("Root=1-5759e988-bd862e3fe1be46a994272793".into()),
+            ..OutgoingMessage::new("traced")
+        };
+        p.queue.send(vec![traced, OutgoingMessage::new("plain")]).await.expect("send");
+        for message in p.queue.receive(10, Duration::seconds(1)).await.expect("receive") {
+            p.queue
+                .dead_letter(&message.receipt_handle, &message.body, message.trace_header.as_deref())
+                .await
+                .expect("dead letter");
+        }
+        let dead = p.queue.receive_dead_letters(10, Duration::seconds(2)).await.expect("receive dead letters");
+        let mut bodies: Vec<&str> = dead.iter().map(|m| m.body.as_str()).collect();
+        bodies.sort_unstable();
+        assert_eq!(bodies, ["plain", "traced"]);
+        assert!(p.queue.receive_dead_letters(10, Duration::seconds(2)).await.expect("again").is_empty(), "hidden");
+        assert!(p.queue.receive(10, Duration::seconds(1)).await.expect("receive").is_empty(), "not in the queue yet");
+
+        p.queue.return_dead_letters(&dead).await.expect("return");
+        let back = p.queue.receive(10, Duration::seconds(1)).await.expect("receive");
+        assert_eq!(back.len(), 2);
+        assert!(back.iter().all(|m| m.receive_count == 1), "a fresh receive count");
+        let traced = back.iter().find(|m| m.body == "traced").expect("traced is back");
+        if p.queue_traits.batch_trace_headers {
+            assert_eq!(traced.trace_header.as_deref(), Some("Root=1-5759e988-bd862e3fe1be46a994272793"));
+        }
+        assert_eq!(p.queue.depth().await.expect("depth").dead_letters, 0);
+        p.pass(Duration::seconds(3)).await;
+        assert!(p.queue.receive_dead_letters(10, Duration::seconds(1)).await.expect("receive").is_empty());
+    }
+
+    /// `waiting` events are listed by the dependency they wait for, and only while they wait.
+    pub async fn waiting_events_are_listed_by_their_dependency(p: &Ports) {
+        use synctrail::store::{EventQuery, Write};
+        let e = build::entity("level");
+        let mut waiting = build::record("ev-w1", Some(&e), Some(build::order(1)), build::t0());
+        waiting.status = Status::Waiting;
+        waiting.waiting_for = Some("default/shopify/product/P1".into());
+        waiting.waiting_since = Some(build::t0());
+        let mut other = build::record("ev-w2", Some(&e), Some(build::order(2)), build::t0());
+        other.status = Status::Waiting;
+        other.waiting_for = Some("default/shopify/product/P2".into());
+        let plain = build::record("ev-w3", Some(&e), Some(build::order(3)), build::t0());
+        p.store
+            .commit(vec![Write::event(waiting.clone()), Write::event(other), Write::event(plain)])
+            .await
+            .expect("commit");
+        let query = EventQuery { waiting_for: Some("default/shopify/product/P1".into()), ..EventQuery::default() };
+        let found = p.store.list_events(&query).await.expect("list");
+        assert_eq!(found.iter().map(|r| r.event_id.as_str()).collect::<Vec<_>>(), ["ev-w1"]);
+
+        let mut resumed = found.into_iter().next().expect("one");
+        resumed.status = Status::Processing;
+        p.store.commit(vec![Write::event(resumed)]).await.expect("resume");
+        assert!(p.store.list_events(&query).await.expect("list").is_empty(), "no longer waiting");
+    }
+
     /// Depth counts visible, in-flight, delayed and dead messages, and the oldest live one.
     pub async fn depth_counts_every_state(p: &Ports) {
         let t = p.now();
@@ -996,7 +1059,12 @@ impl Fixture {
             payloads: self.embedded.payloads.clone(),
             destination: Some(self.embedded.mirror.clone()),
             clock: self.clock.clone(),
-            queue_traits: QueueTraits { server_clock: false, ordered: true, reports_oldest: true },
+            queue_traits: QueueTraits {
+                server_clock: false,
+                ordered: true,
+                reports_oldest: true,
+                batch_trace_headers: true,
+            },
             tamper: Arc::new(ObjectTamper { payloads: Arc::clone(&self.embedded.payloads) }),
         }
     }
@@ -1047,6 +1115,8 @@ on_embedded!(
     changing_visibility_moves_the_next_delivery,
     a_message_received_max_receives_times_moves_to_the_dead_letter_queue,
     a_dead_lettered_message_is_not_delivered_again,
+    dead_letters_are_received_and_returned_to_the_queue,
+    waiting_events_are_listed_by_their_dependency,
     depth_counts_every_state,
     a_delayed_message_waits_for_its_delay,
     a_payload_reads_back_byte_for_byte,
@@ -1320,7 +1390,12 @@ pub mod aws {
                 payloads: self.backend.payloads.clone(),
                 destination: Some(self.backend.mirror.clone()),
                 clock: self.clock.clone(),
-                queue_traits: QueueTraits { server_clock: true, ordered: false, reports_oldest: false },
+                queue_traits: QueueTraits {
+                    server_clock: true,
+                    ordered: false,
+                    reports_oldest: false,
+                    batch_trace_headers: false,
+                },
                 tamper: Arc::new(S3Tamper { client: self.clients.s3.clone(), bucket: self.created.bucket.clone() }),
             }
         }
@@ -1355,6 +1430,8 @@ pub mod aws {
         changing_visibility_moves_the_next_delivery,
         a_message_received_max_receives_times_moves_to_the_dead_letter_queue,
         a_dead_lettered_message_is_not_delivered_again,
+        dead_letters_are_received_and_returned_to_the_queue,
+        waiting_events_are_listed_by_their_dependency,
         depth_counts_every_state,
         a_delayed_message_waits_for_its_delay,
         a_payload_reads_back_byte_for_byte,
