@@ -16,8 +16,11 @@
 #     the names read from the stack outputs, each of which must end completed.
 #
 # The tools come pinned from PyPI into a virtualenv under the cargo target directory (target/infra-venv, reused).
-# INFRA_TEST_EVENTS / INFRA_TEST_ENTITIES size the demo (default 200 events over 40 entities). Exits non-zero on
-# the first failure, naming it; the run's files stay in target/infra-test/run.* when it fails.
+# INFRA_TEST_EVENTS / INFRA_TEST_ENTITIES / INFRA_TEST_WORKERS size the demo (default 200 events over 80 entities,
+# 2 workers: behind --serialize-dynamodb more workers only wait longer for their turn, and on a loaded machine a
+# message that waits past its visibility timeout costs a receive, so 4 workers on 40 entities sometimes let SQS
+# dead-letter messages the engine never saw). Exits non-zero on the first failure, naming it; the run's files stay
+# in target/infra-test/run.* when it fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
@@ -25,7 +28,8 @@ ROOT="$PWD"
 CARGO="${CARGO:-cargo}"
 PYTHON="${PYTHON:-python3}"
 EVENTS="${INFRA_TEST_EVENTS:-200}"
-ENTITIES="${INFRA_TEST_ENTITIES:-40}"
+ENTITIES="${INFRA_TEST_ENTITIES:-80}"
+WORKERS="${INFRA_TEST_WORKERS:-2}"
 PINS="cfn-lint==1.58.0 checkov==3.3.30 aws-sam-translator==1.115.0"
 TEMPLATE="infra/template.yaml"
 HELPER="$ROOT/infra/moto_stack.py"
@@ -151,7 +155,7 @@ run_demo() {
     # The demo finds the stack's resources by their prefix (create_all keeps what exists); --serialize-dynamodb:
     # moto loses data under concurrent TransactWriteItems.
     timeout 1200 "$BIN" "${AWS_ARGS[@]}" --serialize-dynamodb --json demo --prefix "$PREFIX" \
-        --events "$EVENTS" --entities "$ENTITIES" --workers 4 >"$WORK/demo.json" 2>"$WORK/demo.log"
+        --events "$EVENTS" --entities "$ENTITIES" --workers "$WORKERS" >"$WORK/demo.json" 2>"$WORK/demo.log"
     local status=$?
     if [ "$status" -ne 0 ]; then
         echo "infra-test:   synctrail demo exited $status; the end of its log ($WORK/demo.log):" >&2
@@ -160,7 +164,7 @@ run_demo() {
     "$VPY" "$HELPER" check-demo "$WORK/demo.json" --outputs "$WORK/outputs.json" || return 1
     return "$status"
 }
-step "synctrail demo ($EVENTS events, $ENTITIES entities, faults on) on the stack's resources" run_demo
+step "synctrail demo ($EVENTS events, $ENTITIES entities, $WORKERS workers, faults on) on the stack's resources" run_demo
 step "describe the stack's resources after the demo" describe "$TABLE" "$BUCKET" "$QUEUE" "$DLQ" "$WORK/after.json"
 step "the demo changed none of the stack's settings" \
     "$VPY" "$HELPER" diff "$WORK/stack.json" "$WORK/after.json" --what "stack before vs after the demo"

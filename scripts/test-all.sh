@@ -8,3 +8,4 @@ CARGO="${CARGO:-cargo}"
 
 "$CARGO" test --locked --workspace
 CARGO="$CARGO" scripts/lambda-invoke-test.sh   # the processor under `cargo lambda watch`, every events/*.json invoked
+CARGO="$CARGO" scripts/infra-test.sh          # infra/template.yaml: cfn-lint, checkov, the stack in moto, the demo on it

@@ -98,8 +98,9 @@ pub enum Command {
     List(ListArgs),
     /// List the mirror's records (the reference destination).
     Records(RecordsArgs),
-    /// Counts per status, queue depth, dead letters, events in flight (and AWS requests made).
-    Stats,
+    /// Counts per status, queue depth, dead letters, events in flight, stalled leases, ties, retries, latency
+    /// (and AWS requests made); --watch refreshes the live figures.
+    Stats(StatsArgs),
     /// One sweeper pass: re-drive events whose entity lease expired, resume or fail dependency waits.
     Sweep(SweepArgs),
     /// Re-drive stored events by id, or in bulk by query, through the ordering rules again (or --force).
@@ -203,6 +204,18 @@ pub struct RecordsArgs {
     /// At most this many records (0 = all).
     #[arg(long, default_value_t = 50)]
     pub limit: usize,
+}
+
+/// `synctrail stats`.
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Refresh every SECS seconds (default 2) until Ctrl-C: queue depth, in flight, dead letters, oldest message
+    /// age, stalled leases and counts per status, redrawn in place on a terminal (one JSON line each with --json).
+    #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "2", value_parser = parse_seconds)]
+    pub watch: Option<f64>,
+    /// With --watch: stop after this many refreshes.
+    #[arg(long, value_name = "N", requires = "watch", value_parser = clap::value_parser!(u64).range(1..))]
+    pub watch_count: Option<u64>,
 }
 
 /// `synctrail sweep`.
@@ -335,7 +348,7 @@ mod tests {
             "http://127.0.0.1:5000",
         ];
         let cli = Cli::try_parse_from(args).map_err(|e| e.to_string());
-        assert!(matches!(&cli, Ok(Cli { backend: BackendKind::Aws, command: Command::Stats, .. })), "{cli:?}");
+        assert!(matches!(&cli, Ok(Cli { backend: BackendKind::Aws, command: Command::Stats(_), .. })), "{cli:?}");
         let aws = cli.map(|c| c.aws).unwrap_or_default();
         assert_eq!(
             (aws.table.as_deref(), aws.bucket.as_deref(), aws.queue.as_deref(), aws.dlq.as_deref()),
@@ -349,6 +362,19 @@ mod tests {
             "{setup:?}"
         );
         assert!(Cli::try_parse_from(["synctrail", "--backend", "gcp", "stats"]).is_err());
+    }
+
+    #[test]
+    fn stats_watch_defaults_to_two_seconds_and_takes_a_refresh_count() {
+        let watch = |args: &[&str]| match Cli::try_parse_from(args).map(|c| c.command) {
+            Ok(Command::Stats(StatsArgs { watch, watch_count })) => Ok((watch, watch_count)),
+            other => Err(format!("{other:?}")),
+        };
+        assert_eq!(watch(&["synctrail", "stats"]), Ok((None, None)));
+        assert_eq!(watch(&["synctrail", "stats", "--watch", "--watch-count", "2"]), Ok((Some(2.0), Some(2))));
+        assert_eq!(watch(&["synctrail", "stats", "--watch", "0.5", "--json"]), Ok((Some(0.5), None)));
+        assert!(watch(&["synctrail", "stats", "--watch-count", "2"]).is_err(), "a count needs --watch");
+        assert!(watch(&["synctrail", "stats", "--watch", "--watch-count", "0"]).is_err());
     }
 
     #[test]

@@ -58,7 +58,7 @@ impl Default for Settings {
             backoff_base: Duration::seconds(2),
             backoff_max: Duration::minutes(5),
             max_payload_bytes: 256 * 1024,
-            metadata_retention: Duration::days(400),
+            metadata_retention: Duration::days(430),
             max_backlog: 64,
             policies: BTreeMap::new(),
             default_policy: Policy::LatestWins,
@@ -109,7 +109,8 @@ pub struct InvalidSetting {
 impl Settings {
     /// The defaults, overridden by the environment: `SYNCTRAIL_IN_ORDER_TYPES` (comma-separated entity types with
     /// policy `in_order`), `SYNCTRAIL_DISABLED_SOURCES` and `SYNCTRAIL_DISABLED_TENANTS` (comma-separated),
-    /// `SYNCTRAIL_MAX_ATTEMPTS`, `SYNCTRAIL_LEASE_SECONDS`, `SYNCTRAIL_MAX_WAIT_SECONDS` and
+    /// `SYNCTRAIL_MAX_ATTEMPTS`, `SYNCTRAIL_LEASE_SECONDS`, `SYNCTRAIL_MAX_WAIT_SECONDS`,
+    /// `SYNCTRAIL_METADATA_RETENTION_DAYS` (the TTL: keep it longer than the payloads' expiry) and
     /// `SYNCTRAIL_MAX_PAYLOAD_BYTES`.
     pub fn from_env() -> Result<Self, InvalidSetting> {
         Settings::default().overridden_by_env()
@@ -123,6 +124,9 @@ impl Settings {
         }
         settings.disabled_sources.extend(list("SYNCTRAIL_DISABLED_SOURCES"));
         settings.disabled_tenants.extend(list("SYNCTRAIL_DISABLED_TENANTS"));
+        if let Some(n) = number("SYNCTRAIL_METADATA_RETENTION_DAYS")? {
+            settings.metadata_retention = Duration::days(i64::try_from(n).unwrap_or(i64::MAX / 86_400_000_000));
+        }
         if let Some(n) = number("SYNCTRAIL_MAX_WAIT_SECONDS")? {
             settings.max_wait = Duration::seconds(i64::try_from(n).unwrap_or(i64::MAX / 1_000_000));
         }

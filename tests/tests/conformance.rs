@@ -113,6 +113,10 @@ pub struct QueueTraits {
     pub ordered: bool,
     /// `depth().oldest_sent_at` is reported (SQS: a CloudWatch metric only).
     pub reports_oldest: bool,
+    /// Concurrent conditional writes to one item are isolated (DynamoDB, SQLite). moto 5.2.1 serves requests on
+    /// parallel threads without isolating them: two conditional puts of one version can both succeed (seen here
+    /// under load); there the writers of the contention check take turns instead.
+    pub isolated_writes: bool,
     /// Trace headers survive a batch send. AWS keeps `AWSTraceHeader` on `SendMessageBatch`; moto 5.2.1 drops the
     /// `MessageSystemAttributes` of batch entries (it keeps them on `SendMessage`), so the test server can't show it.
     pub batch_trace_headers: bool,
@@ -384,7 +388,13 @@ pub mod suite {
             let store = Arc::clone(&p.store);
             let mut mine = head.clone();
             mine.fence = writer;
-            tasks.spawn(async move { (writer, store.commit(vec![Write::head(mine)]).await) });
+            let write = async move { (writer, store.commit(vec![Write::head(mine)]).await) };
+            if p.queue_traits.isolated_writes {
+                tasks.spawn(write);
+            } else {
+                let done = write.await;
+                tasks.spawn(async move { done });
+            }
         }
         let mut winners = Vec::new();
         while let Some(joined) = tasks.join_next().await {
@@ -1063,6 +1073,7 @@ impl Fixture {
                 server_clock: false,
                 ordered: true,
                 reports_oldest: true,
+                isolated_writes: true,
                 batch_trace_headers: true,
             },
             tamper: Arc::new(ObjectTamper { payloads: Arc::clone(&self.embedded.payloads) }),
@@ -1394,6 +1405,7 @@ pub mod aws {
                     server_clock: true,
                     ordered: false,
                     reports_oldest: false,
+                    isolated_writes: false,
                     batch_trace_headers: false,
                 },
                 tamper: Arc::new(S3Tamper { client: self.clients.s3.clone(), bucket: self.created.bucket.clone() }),

@@ -91,7 +91,8 @@ impl Rig {
                 trace_id: None,
             };
             let batch = self.processor.process_batch(event, &context).await;
-            let failed: Vec<&str> = batch.response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+            let failed: Vec<&str> =
+                batch.response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
             let done: Vec<String> = messages
                 .iter()
                 .zip(&batch.records)
@@ -197,9 +198,7 @@ async fn bulk_redrive(aws: Option<&str>, count: usize, rounds: usize) {
         .collect();
     rig.switch.down.store(true, Ordering::SeqCst);
     let lines: Vec<String> = envs.iter().map(Env::body).collect();
-    synctrail_cli::commands::send::send_lines(rig.engine.ports().queue.as_ref(), lines.into_iter(), |_| {})
-        .await
-        .expect("send");
+    synctrail_cli::commands::send::send_lines(rig.engine.ports().queue.as_ref(), lines, |_| {}).await.expect("send");
     rig.drain(rounds).await;
     let failed_query = EventQuery { status: Some(Status::Failed), ..EventQuery::default() };
     let failed = rig.engine.select_for_reprocess(&failed_query).await.expect("select");

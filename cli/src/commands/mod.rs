@@ -145,7 +145,7 @@ pub async fn dispatch(cli: &Cli, out: &mut dyn Write) -> Result<u8, CliError> {
         Command::Show(args) => show::execute(&ctx, args, out).await.map(|()| EXIT_OK),
         Command::List(args) => list::execute(&ctx, args, out).await.map(|()| EXIT_OK),
         Command::Records(args) => records::execute(&ctx, args, out).await.map(|()| EXIT_OK),
-        Command::Stats => stats::execute(&ctx, out).await.map(|()| EXIT_OK),
+        Command::Stats(args) => stats::execute(&ctx, args, out).await.map(|()| EXIT_OK),
         Command::Sweep(args) => sweep::execute(&ctx, args, out).await.map(|()| EXIT_OK),
         Command::Reprocess(args) => reprocess::execute(&ctx, args, out).await,
         Command::DeadLetters(args) => dead_letters::execute(&ctx, args, out).await.map(|()| EXIT_OK),

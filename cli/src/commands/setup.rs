@@ -92,7 +92,7 @@ fn write_report(out: &mut dyn Write, r: &SetupReport) -> std::io::Result<()> {
             let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".to_owned());
             writeln!(
                 out,
-                "  table            {} (indexes by_status, by_entity, by_lease; TTL on ttl)",
+                "  table            {} (indexes by_status, by_entity, by_lease, by_waiting_for; TTL on ttl)",
                 dash(&r.table)
             )?;
             writeln!(out, "  bucket           {} (public access blocked; payload lifecycle)", dash(&r.bucket))?;

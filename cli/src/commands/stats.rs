@@ -1,18 +1,26 @@
-//! `synctrail stats`: counts per status, queue depth, dead letters, events in flight, oldest message age; on AWS
-//! also the requests this command made, by service and operation.
+//! `synctrail stats`: counts per status, queue depth, dead letters, events in flight, stalled leases, oldest message
+//! age, and the processor's metrics computed from the event records (ties, out-of-order, redelivered, rejected,
+//! retries, latency percentiles); on AWS also the requests this command made, by service and operation.
+//! `--watch [SECS]` redraws the live figures every SECS seconds until Ctrl-C (or `--watch-count` refreshes).
 
 use super::Context;
-use crate::args::BackendKind;
+use crate::args::{BackendKind, StatsArgs};
 use crate::backend::AnyBackend;
 use crate::error::CliError;
 use crate::output::{write_json, Table};
 use crate::requests::{figures, write_figures, RequestFigures};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::io::Write;
-use synctrail::model::Status;
-use synctrail::store::EventStore;
+use std::io::{IsTerminal, Write};
+use synctrail::model::{EventRecord, Status};
+use synctrail::store::{EventQuery, EventStore};
+
+/// On AWS the record-based figures come from at most this many events, the newest received first.
+pub const AWS_SAMPLE: usize = 10_000;
+
+/// Clears a terminal and moves the cursor home, so a watch redraws in place.
+const CLEAR_SCREEN: &str = "\x1b[H\x1b[2J";
 
 /// The queue's figures, as `stats --json` prints them.
 #[derive(Debug, Clone, Serialize)]
@@ -36,6 +44,8 @@ pub struct StatsReport {
     pub backend: BackendKind,
     /// Where the backend is.
     pub location: String,
+    /// When the figures were gathered.
+    pub at: DateTime<Utc>,
     /// Events per status (every status listed, zeros included).
     pub statuses: BTreeMap<String, u64>,
     /// Events recorded.
@@ -44,11 +54,105 @@ pub struct StatsReport {
     pub not_terminal: u64,
     /// Entities with an event in flight (holding a lease).
     pub inflight: u64,
+    /// Entities whose in-flight lease has expired (the sweeper re-drives them).
+    pub stalled_leases: u64,
     /// The ingest queue.
     pub queue: QueueFigures,
+    /// The processor's metrics computed from the event records (not with `--watch`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events: Option<EventFigures>,
     /// AWS only: the requests this `stats` process made to gather the figures (a per-process count, not the
     /// pipeline's), by service and operation.
     pub requests: Option<RequestFigures>,
+}
+
+/// What the event records say about processing: the figures the processor's EMF metrics carry.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct EventFigures {
+    /// How many event records these figures come from.
+    pub sampled: u64,
+    /// Set when only the newest events were read (AWS), saying how many.
+    pub sample_note: Option<String>,
+    /// Completed events flagged as ties (same order key as an earlier event, other content).
+    pub ties: u64,
+    /// Completed `in_order` events applied although older than the last applied one.
+    pub out_of_order: u64,
+    /// Messages that repeated an event already done.
+    pub redelivered: u64,
+    /// Rejected inputs.
+    pub rejected: u64,
+    /// Attempts beyond each event's first.
+    pub retries: u64,
+    /// Milliseconds from the first receipt to completion, per completed event.
+    pub latency_since_received_at: Option<Percentiles>,
+    /// Milliseconds from the external system's `updated_at` to completion, per completed event.
+    pub latency_since_updated_at: Option<Percentiles>,
+}
+
+/// Percentiles of a set of durations, in milliseconds (nearest rank).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Percentiles {
+    /// How many values.
+    pub count: u64,
+    /// Median.
+    pub p50_ms: f64,
+    /// 90th percentile.
+    pub p90_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// Largest.
+    pub max_ms: f64,
+}
+
+impl Percentiles {
+    /// The percentiles of `values` (milliseconds); `None` when there are none.
+    pub fn of(mut values: Vec<f64>) -> Option<Self> {
+        if values.is_empty() {
+            return None;
+        }
+        values.sort_by(f64::total_cmp);
+        let rank = |p: f64| values[((p / 100.0 * values.len() as f64).ceil() as usize).clamp(1, values.len()) - 1];
+        Some(Self {
+            count: values.len() as u64,
+            p50_ms: rank(50.0),
+            p90_ms: rank(90.0),
+            p99_ms: rank(99.0),
+            max_ms: values[values.len() - 1],
+        })
+    }
+}
+
+impl EventFigures {
+    /// The figures of `records` (`sample_note` left unset).
+    pub fn of(records: &[EventRecord]) -> Self {
+        let mut figures = Self { sampled: records.len() as u64, ..Self::default() };
+        let (mut since_received, mut since_updated) = (Vec::new(), Vec::new());
+        for record in records {
+            figures.redelivered += u64::from(record.redelivered);
+            figures.retries += u64::from(record.attempt.saturating_sub(1));
+            match record.status {
+                Status::Rejected => figures.rejected += 1,
+                Status::Completed => {
+                    figures.ties += u64::from(record.tie);
+                    figures.out_of_order += u64::from(record.out_of_order);
+                    if let Some(done) = record.completed_at {
+                        since_received.push(millis(done - record.received_at));
+                        since_updated.extend(record.external_at.map(|at| millis(done - at)));
+                    }
+                }
+                _ => {}
+            }
+        }
+        figures.latency_since_received_at = Percentiles::of(since_received);
+        figures.latency_since_updated_at = Percentiles::of(since_updated);
+        figures
+    }
+}
+
+/// A duration in milliseconds, negative ones (clock skew between systems) as zero, as the EMF metrics count them.
+fn millis(duration: chrono::Duration) -> f64 {
+    let ms = duration.num_microseconds().map_or(duration.num_milliseconds() as f64, |us| us as f64 / 1000.0);
+    ms.max(0.0)
 }
 
 /// Counts events per status, every status included, in the spec's order of statuses.
@@ -57,12 +161,14 @@ pub async fn status_counts(store: &dyn EventStore) -> Result<Vec<(Status, u64)>,
     Ok(Status::ALL.iter().map(|s| (*s, counts.get(s).copied().unwrap_or(0))).collect())
 }
 
-/// Gathers the figures of `backend`.
+/// Gathers the live figures of `backend` (everything but the record-based [`EventFigures`]).
 pub async fn collect(backend: &AnyBackend) -> Result<StatsReport, CliError> {
-    let counts = status_counts(backend.ports.store.as_ref()).await?;
+    let store = backend.ports.store.as_ref();
+    let counts = status_counts(store).await?;
     let depth = backend.ports.queue.depth().await.map_err(CliError::store("measuring the queue"))?;
-    let inflight = backend.ports.store.count_inflight().await.map_err(CliError::store("counting events in flight"))?;
-    let now = Utc::now();
+    let inflight = store.count_inflight().await.map_err(CliError::store("counting events in flight"))?;
+    let now = backend.ports.clock.now();
+    let stalled = store.expired_leases(now, 0).await.map_err(CliError::store("listing expired leases"))?;
     let requests = backend.aws().map(|aws| {
         let scope = "made by this synctrail process only, to gather these figures; not the pipeline's";
         figures(scope, &aws.requests.snapshot(), &aws.destination_requests.snapshot(), None)
@@ -70,11 +176,13 @@ pub async fn collect(backend: &AnyBackend) -> Result<StatsReport, CliError> {
     Ok(StatsReport {
         backend: backend.kind(),
         location: backend.describe(),
+        at: now,
         requests,
         total: counts.iter().map(|(_, n)| n).sum(),
         not_terminal: counts.iter().filter(|(s, _)| !s.is_terminal()).map(|(_, n)| n).sum(),
         statuses: counts.iter().map(|(s, n)| (s.as_str().to_owned(), *n)).collect(),
         inflight,
+        stalled_leases: stalled.len() as u64,
         queue: QueueFigures {
             visible: depth.visible,
             in_flight: depth.in_flight,
@@ -84,7 +192,31 @@ pub async fn collect(backend: &AnyBackend) -> Result<StatsReport, CliError> {
                 .oldest_sent_at
                 .map(|at| (now - at).num_milliseconds().max(0) as f64 / 1000.0),
         },
+        events: None,
     })
+}
+
+/// The record-based figures: every event on the embedded backend; on AWS the newest [`AWS_SAMPLE`] (one query
+/// per status on the status index, newest first, so the table is never scanned).
+pub async fn event_figures(backend: &AnyBackend) -> Result<EventFigures, CliError> {
+    let store = backend.ports.store.as_ref();
+    let list = |query: EventQuery| async move {
+        store.list_events(&query).await.map_err(CliError::store("listing events for the figures"))
+    };
+    if backend.kind() == BackendKind::Embedded {
+        return Ok(EventFigures::of(&list(EventQuery::default()).await?));
+    }
+    let mut records = Vec::new();
+    for status in Status::ALL {
+        records.extend(list(EventQuery { status: Some(status), limit: AWS_SAMPLE, ..EventQuery::default() }).await?);
+    }
+    let capped = records.len() > AWS_SAMPLE;
+    records.sort_by_key(|r| std::cmp::Reverse(r.received_at));
+    records.truncate(AWS_SAMPLE);
+    let mut figures = EventFigures::of(&records);
+    let scope = if capped { "the newest" } else { "all" };
+    figures.sample_note = Some(format!("from {scope} {} events (at most {AWS_SAMPLE} are read on AWS)", records.len()));
+    Ok(figures)
 }
 
 /// Writes the per-status table (statuses with no events left out, the total last).
@@ -97,13 +229,8 @@ pub fn write_status_table(out: &mut dyn Write, counts: &[(Status, u64)]) -> std:
     table.write(out)
 }
 
-/// Runs `synctrail stats`.
-pub async fn execute(ctx: &Context, out: &mut dyn Write) -> Result<(), CliError> {
-    let backend = ctx.open().await?;
-    let report = collect(&backend).await?;
-    if ctx.json {
-        return write_json(out, &report);
-    }
+/// Writes a report as text: the status table, the live figures, the event figures and the requests when present.
+pub fn write_report(out: &mut dyn Write, report: &StatsReport) -> std::io::Result<()> {
     writeln!(out, "{}:\n", report.location)?;
     let counts: Vec<(Status, u64)> =
         Status::ALL.iter().map(|s| (*s, report.statuses.get(s.as_str()).copied().unwrap_or(0))).collect();
@@ -119,13 +246,222 @@ pub async fn execute(ctx: &Context, out: &mut dyn Write) -> Result<(), CliError>
         ("dead letters", q.dead_letters.to_string()),
         ("oldest message age", age),
         ("entities in flight", report.inflight.to_string()),
+        ("stalled leases", report.stalled_leases.to_string()),
     ] {
         table.row(vec![name.to_owned(), value]);
     }
     table.write(out)?;
+    if let Some(events) = &report.events {
+        writeln!(out)?;
+        write_event_figures(out, events)?;
+    }
     if let Some(requests) = &report.requests {
         writeln!(out)?;
         write_figures(out, requests)?;
     }
     Ok(())
+}
+
+/// Writes the record-based figures: counts, then the latency percentiles.
+fn write_event_figures(out: &mut dyn Write, events: &EventFigures) -> std::io::Result<()> {
+    let mut table = Table::new(&["metric", "value"]).align_right(1);
+    for (name, value) in [
+        ("ties (completed)", events.ties),
+        ("out of order (completed)", events.out_of_order),
+        ("redelivered", events.redelivered),
+        ("rejected", events.rejected),
+        ("retries (attempts beyond the first)", events.retries),
+    ] {
+        table.row(vec![name.to_owned(), value.to_string()]);
+    }
+    table.write(out)?;
+    writeln!(out)?;
+    let mut latency = Table::new(&["latency to completion", "events", "p50", "p90", "p99", "max"]);
+    for index in 1..=5 {
+        latency = latency.align_right(index);
+    }
+    for (name, figures) in [
+        ("since received_at", &events.latency_since_received_at),
+        ("since updated_at", &events.latency_since_updated_at),
+    ] {
+        let cells = figures.as_ref().map_or_else(
+            || vec!["0".to_owned(), "-".to_owned(), "-".to_owned(), "-".to_owned(), "-".to_owned()],
+            |p| vec![p.count.to_string(), ms(p.p50_ms), ms(p.p90_ms), ms(p.p99_ms), ms(p.max_ms)],
+        );
+        latency.row(std::iter::once(name.to_owned()).chain(cells).collect());
+    }
+    latency.write(out)?;
+    if let Some(note) = &events.sample_note {
+        writeln!(out, "\n(computed {note})")?;
+    }
+    Ok(())
+}
+
+/// Milliseconds, readable.
+fn ms(value: f64) -> String {
+    if value < 1000.0 {
+        format!("{value:.1} ms")
+    } else {
+        format!("{:.2} s", value / 1000.0)
+    }
+}
+
+/// Runs `synctrail stats`, or its `--watch` loop.
+pub async fn execute(ctx: &Context, args: &StatsArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    let backend = ctx.open().await?;
+    let Some(every) = args.watch else {
+        let mut report = collect(&backend).await?;
+        report.events = Some(event_figures(&backend).await?);
+        return if ctx.json { write_json(out, &report) } else { Ok(write_report(out, &report)?) };
+    };
+    let watch = Watch { every, count: args.watch_count, json: ctx.json, terminal: std::io::stdout().is_terminal() };
+    watch.run(&backend, out).await
+}
+
+/// The `--watch` loop.
+#[derive(Debug, Clone, Copy)]
+pub struct Watch {
+    /// Seconds between refreshes.
+    pub every: f64,
+    /// Stop after this many refreshes (`None`: until Ctrl-C).
+    pub count: Option<u64>,
+    /// One compact JSON object per line and refresh instead of text.
+    pub json: bool,
+    /// Redraw in place (the output is a terminal).
+    pub terminal: bool,
+}
+
+impl Watch {
+    /// Refreshes the live figures of `backend` until the count is reached (or forever).
+    pub async fn run(&self, backend: &AnyBackend, out: &mut dyn Write) -> Result<(), CliError> {
+        let mut refreshes = 0u64;
+        loop {
+            let report = collect(backend).await?;
+            self.draw(out, &report, refreshes)?;
+            refreshes += 1;
+            if self.count.is_some_and(|count| refreshes >= count) {
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_secs_f64(self.every)).await;
+        }
+    }
+
+    fn draw(&self, out: &mut dyn Write, report: &StatsReport, refreshes: u64) -> Result<(), CliError> {
+        if self.json {
+            serde_json::to_writer(&mut *out, report).map_err(|e| {
+                if e.is_io() {
+                    CliError::Output(std::io::Error::from(e))
+                } else {
+                    CliError::Json(e)
+                }
+            })?;
+            writeln!(out)?;
+        } else {
+            if self.terminal {
+                write!(out, "{CLEAR_SCREEN}")?;
+            } else if refreshes > 0 {
+                writeln!(out)?;
+            }
+            let time = report.at.format("%H:%M:%S");
+            writeln!(out, "every {} s, at {time} UTC; Ctrl-C to stop", self.every)?;
+            write_report(out, report)?;
+        }
+        out.flush()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use synctrail::model::PayloadRef;
+
+    fn at(seconds: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_777_636_800 + seconds, 0).unwrap_or_default()
+    }
+
+    fn record(id: &str, status: Status) -> EventRecord {
+        let json = serde_json::json!({
+            "event_id": id, "client_event_id": true, "entity": null, "order": null, "kind": null,
+            "direction": null, "content_hash": null,
+            "payload": PayloadRef { key: "k".into(), sha256: "0".repeat(64), size: 2 },
+            "delivery_id": null, "conflicts_with": null, "caused_by": null, "status": status,
+            "dropped_for": null, "duplicate_of": null, "canceled_by": null, "waiting_for": null,
+            "attempt": 1, "attempt_base": 0, "error": null, "tie": false, "out_of_order": false, "forced": false,
+            "redelivered": 0, "external_at": null, "received_at": at(0), "read_started_at": null,
+            "write_started_at": null, "completed_at": null, "updated_at": at(0), "lease_until": null,
+            "last_message_id": null, "expires_at": at(86_400), "history_folded": 0, "history": [], "version": 1,
+        });
+        serde_json::from_value(json).expect("a valid record")
+    }
+
+    fn completed(id: &str, updated: i64, received: i64, done: i64) -> EventRecord {
+        let mut r = record(id, Status::Completed);
+        (r.external_at, r.received_at, r.completed_at) = (Some(at(updated)), at(received), Some(at(done)));
+        r
+    }
+
+    #[test]
+    fn percentiles_use_the_nearest_rank() {
+        let p = Percentiles::of((1..=100).map(f64::from).collect()).expect("values");
+        assert_eq!((p.count, p.p50_ms, p.p90_ms, p.p99_ms, p.max_ms), (100, 50.0, 90.0, 99.0, 100.0));
+        let one = Percentiles::of(vec![7.0]).expect("a value");
+        assert_eq!((one.p50_ms, one.p99_ms, one.max_ms), (7.0, 7.0, 7.0));
+        assert_eq!(Percentiles::of(Vec::new()), None);
+    }
+
+    #[test]
+    fn event_figures_count_ties_retries_redeliveries_and_rejections_and_measure_latency() {
+        let mut tie = completed("a", 0, 10, 12);
+        tie.tie = true;
+        tie.attempt = 3;
+        tie.redelivered = 2;
+        let plain = completed("b", 5, 10, 11);
+        let mut queued_tie = record("c", Status::Queued);
+        queued_tie.tie = true;
+        let rejected = record("d", Status::Rejected);
+        let figures = EventFigures::of(&[tie, plain, queued_tie, rejected]);
+        assert_eq!(figures.sampled, 4);
+        assert_eq!(figures.ties, 1, "only completed ties count, as in the metrics");
+        assert_eq!((figures.retries, figures.redelivered, figures.rejected), (2, 2, 1));
+        let received = figures.latency_since_received_at.expect("two completed");
+        assert_eq!((received.count, received.p50_ms, received.max_ms), (2, 1000.0, 2000.0));
+        let updated = figures.latency_since_updated_at.expect("two completed");
+        assert_eq!((updated.p50_ms, updated.max_ms), (6000.0, 12_000.0));
+    }
+
+    #[test]
+    fn the_text_report_shows_live_and_event_figures_and_the_sample_note() {
+        let report = StatsReport {
+            backend: BackendKind::Aws,
+            location: "table t".into(),
+            at: at(0),
+            statuses: [("completed".to_owned(), 3)].into_iter().collect(),
+            total: 3,
+            not_terminal: 0,
+            inflight: 1,
+            stalled_leases: 1,
+            queue: QueueFigures {
+                visible: 4,
+                in_flight: 0,
+                delayed: 0,
+                dead_letters: 2,
+                oldest_message_age_seconds: None,
+            },
+            events: Some(EventFigures {
+                sample_note: Some("from the newest 10000 events".into()),
+                ..EventFigures::of(&[completed("a", 0, 1, 2)])
+            }),
+            requests: None,
+        };
+        let mut out = Vec::new();
+        assert!(write_report(&mut out, &report).is_ok());
+        let text = String::from_utf8_lossy(&out);
+        for expected in
+            ["completed", "stalled leases", "dead letters", "ties (completed)", "since received_at", "1.00 s"]
+        {
+            assert!(text.contains(expected), "{expected:?} missing from:\n{text}");
+        }
+        assert!(text.contains("(computed from the newest 10000 events)"), "{text}");
+    }
 }

@@ -13,8 +13,9 @@ use std::path::Path;
 use std::sync::Arc;
 use synctrail::engine::{Engine, Ports};
 use synctrail::store::aws::{AwsBackend, AwsConfig, Clients, DynamoStore};
+use synctrail::store::dependencies::{DependencyRule, InvalidRule, RequireDependencies};
 use synctrail::store::sqlite::{Embedded, EmbeddedOptions};
-use synctrail::store::{EventStore, StoreError};
+use synctrail::store::{Destination, EventStore, MirrorView, StoreError};
 use synctrail::{Clock, InvalidSetting, Settings, SystemClock};
 
 /// Where the embedded backend lives when no `SYNCTRAIL_HOME` is given (Lambda's only writable directory).
@@ -45,6 +46,9 @@ pub enum WiringError {
         #[source]
         source: StoreError,
     },
+    /// `SYNCTRAIL_DEPENDENCIES` can't be parsed.
+    #[error("{0}; fix SYNCTRAIL_DEPENDENCIES in the function's environment")]
+    Dependencies(#[source] InvalidRule),
     /// The embedded backend could not be opened.
     #[error("opening the embedded backend under {home}: {source}; set SYNCTRAIL_HOME to a writable directory")]
     Embedded {
@@ -92,13 +96,19 @@ pub async fn engine_from_env(clock: Arc<dyn Clock>) -> Result<Engine, WiringErro
 pub fn embedded_ports(home: &Path, clock: Arc<dyn Clock>) -> Result<Ports, WiringError> {
     let embedded = Embedded::open(home, Arc::clone(&clock), EmbeddedOptions::default())
         .map_err(|source| WiringError::Embedded { home: home.display().to_string(), source })?;
-    Ok(Ports {
-        store: embedded.store,
-        payloads: embedded.payloads,
-        queue: embedded.queue,
-        destination: embedded.mirror,
-        clock,
-    })
+    let destination = with_dependencies(embedded.mirror)?;
+    Ok(Ports { store: embedded.store, payloads: embedded.payloads, queue: embedded.queue, destination, clock })
+}
+
+/// The mirror as the destination, answering "missing dependency" by the rules in `SYNCTRAIL_DEPENDENCIES`
+/// (`TYPE.FIELD=NEEDED_TYPE`, comma-separated; none when unset).
+fn with_dependencies<M: MirrorView + 'static>(mirror: Arc<M>) -> Result<Arc<dyn Destination>, WiringError> {
+    let rules = DependencyRule::from_env().map_err(WiringError::Dependencies)?;
+    if rules.is_empty() {
+        return Ok(mirror);
+    }
+    let view: Arc<dyn MirrorView> = mirror.clone();
+    Ok(Arc::new(RequireDependencies::new(mirror, view, rules)))
 }
 
 /// Whether the environment names the AWS backend (`SYNCTRAIL_TABLE` set).
@@ -120,13 +130,8 @@ async fn aws_ports(clock: Arc<dyn Clock>) -> Result<Ports, WiringError> {
         source,
     })?;
     tracing::info!(table = %config.table, bucket = %config.bucket, queue = %config.queue, "AWS backend");
-    Ok(Ports {
-        store: backend.store,
-        payloads: backend.payloads,
-        queue: backend.queue,
-        destination: backend.mirror,
-        clock,
-    })
+    let destination = with_dependencies(backend.mirror)?;
+    Ok(Ports { store: backend.store, payloads: backend.payloads, queue: backend.queue, destination, clock })
 }
 
 #[cfg(test)]

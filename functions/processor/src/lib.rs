@@ -2,19 +2,29 @@
 //!
 //! Each record is parsed, validated and processed on its own, with panics caught: one bad record never fails the
 //! batch. Records not started before the invocation's deadline minus a safety margin are returned for retry.
+//!
+//! Each record is handled in its own `record` span (message, request and trace ids, then the event id, entity,
+//! status transition and attempt once known; never the payload). Each invocation's figures become CloudWatch
+//! Embedded Metric Format lines ([`metrics`]), returned in the [`BatchResult`] and printed by [`Processor::handle`].
 
 mod event_source;
+pub mod metrics;
 
 pub use event_source::{sqs_event, LOCAL_QUEUE_ARN};
+pub use metrics::MetricsConfig;
 /// The invocation's context; it lives in `synctrail-lambda`, shared by every function.
 pub use synctrail_lambda::InvocationContext;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::Duration;
 use futures_util::FutureExt;
+use metrics::Observed;
+use std::io::Write;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use synctrail::engine::{Disposition, Engine, Incoming, Outcome};
+use synctrail::engine::{Disposition, Engine, Incoming, Outcome, OutcomeFacts};
+use tracing::field::Empty;
+use tracing::{Instrument, Span};
 
 /// How one record of a batch ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,18 +44,28 @@ pub struct BatchResult {
     pub response: SqsBatchResponse,
     /// One result per record.
     pub records: Vec<RecordResult>,
+    /// The invocation's figures as CloudWatch EMF lines (JSON), one per source of the batch.
+    pub metrics: Vec<String>,
 }
 
 /// The handler, shared by every invocation of a warm sandbox.
 pub struct Processor {
     engine: Arc<Engine>,
     safety_margin: Duration,
+    metrics: MetricsConfig,
 }
 
 impl Processor {
-    /// A processor over `engine`; records are not started within `safety_margin` of the deadline.
+    /// A processor over `engine`; records are not started within `safety_margin` of the deadline. The metrics'
+    /// namespace comes from `SYNCTRAIL_METRICS_NAMESPACE` (see [`MetricsConfig::from_env`]).
     pub fn new(engine: Arc<Engine>, safety_margin: Duration) -> Self {
-        Self { engine, safety_margin }
+        Self { engine, safety_margin, metrics: MetricsConfig::from_env() }
+    }
+
+    /// The same processor with metrics configured by `metrics`.
+    pub fn with_metrics(mut self, metrics: MetricsConfig) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The engine behind the handler.
@@ -53,39 +73,76 @@ impl Processor {
         &self.engine
     }
 
-    /// Handles one invocation and returns only the partial batch response.
+    /// Handles one invocation (the Lambda path): processes the batch, prints its EMF lines to standard output and
+    /// returns the partial batch response.
     pub async fn handle(&self, event: SqsEvent, context: &InvocationContext) -> SqsBatchResponse {
-        self.process_batch(event, context).await.response
+        let batch = self.process_batch(event, context).await;
+        print_metrics(&batch.metrics);
+        batch.response
     }
 
-    /// Handles one invocation: every record on its own, in order.
+    /// Handles one invocation: every record on its own, in order; the metrics are returned, not printed.
     pub async fn process_batch(&self, event: SqsEvent, context: &InvocationContext) -> BatchResult {
         let mut response = SqsBatchResponse::default();
         let mut records = Vec::with_capacity(event.records.len());
+        let mut timings = Vec::with_capacity(event.records.len());
         let clock = &self.engine.ports().clock;
         for message in &event.records {
             let message_id = message.message_id.clone().filter(|id| !id.is_empty());
-            let result = if clock.now() + self.safety_margin >= context.deadline {
+            let started = clock.now();
+            let result = if started + self.safety_margin >= context.deadline {
                 RecordResult::NotStarted
             } else {
                 self.process_record(message, message_id.as_deref(), context).await
             };
-            if needs_retry(&result) {
+            let retried = needs_retry(&result);
+            if retried {
                 match &message_id {
                     Some(id) => response.add_failure(id.clone()),
                     None => tracing::error!("a record without messageId can't be retried: SQS will delete it"),
                 }
             }
+            timings.push((retried, clock.now() - started));
             records.push(result);
         }
-        BatchResult { response, records }
+        let observed: Vec<Observed<'_>> = records
+            .iter()
+            .zip(&timings)
+            .map(|(result, (retried, duration))| Observed { result, retried: *retried, duration: *duration })
+            .collect();
+        let function = metrics::function_dimension(context.function.as_deref());
+        let metrics = metrics::emf_lines(&self.metrics, &function, clock.now(), &observed);
+        BatchResult { response, records, metrics }
     }
 
+    /// Processes one record inside its own span.
     async fn process_record(
         &self,
         message: &SqsMessage,
         message_id: Option<&str>,
         context: &InvocationContext,
+    ) -> RecordResult {
+        let span = tracing::info_span!(
+            "record",
+            message_id = message_id.unwrap_or_default(),
+            request_id = %context.request_id,
+            trace_id = context.trace_id.as_deref().unwrap_or_default(),
+            body_bytes = message.body.as_deref().map_or(0, str::len),
+            event_id = Empty,
+            entity = Empty,
+            from = Empty,
+            to = Empty,
+            attempt = Empty,
+        );
+        self.process_in_span(message, message_id, context, &span).instrument(span.clone()).await
+    }
+
+    async fn process_in_span(
+        &self,
+        message: &SqsMessage,
+        message_id: Option<&str>,
+        context: &InvocationContext,
+        span: &Span,
     ) -> RecordResult {
         let incoming = Incoming {
             message_id: message_id.unwrap_or_default().to_owned(),
@@ -94,13 +151,12 @@ impl Processor {
             trace_header: message.attributes.get("AWSTraceHeader").cloned(),
         };
         let invocation = context.invocation();
-        let span = tracing::info_span!("record", message_id = %incoming.message_id, request_id = %context.request_id);
-        let _entered = span.enter();
         let processed = AssertUnwindSafe(self.engine.process(&incoming, &invocation)).catch_unwind().await;
         let receipt = message.receipt_handle.as_deref();
         match processed {
             Ok(Ok(outcome)) => {
-                tracing::info!(event_id = ?outcome.event_id, status = ?outcome.status, disposition = ?outcome.disposition, "record processed");
+                record_outcome(span, &outcome);
+                tracing::info!(disposition = ?outcome.disposition, redelivered = outcome.redelivered, "record processed");
                 match (&outcome.disposition, receipt) {
                     (Disposition::Retry { after }, _) => self.delay(receipt, *after).await,
                     (Disposition::DeadLetter, _) if !self.dead_letter(receipt, &incoming).await => {
@@ -117,6 +173,7 @@ impl Processor {
                     status: None,
                     redelivered: false,
                     disposition: Disposition::DeadLetter,
+                    facts: OutcomeFacts::default(),
                 })
             }
             Ok(Err(error)) => {
@@ -152,10 +209,145 @@ impl Processor {
     }
 }
 
+/// Fills the record span's fields the outcome made known.
+fn record_outcome(span: &Span, outcome: &Outcome) {
+    let facts = &outcome.facts;
+    if let Some(event_id) = &outcome.event_id {
+        span.record("event_id", tracing::field::display(event_id));
+    }
+    if let Some(entity) = &facts.entity {
+        span.record("entity", tracing::field::display(entity));
+    }
+    span.record("from", facts.from.map_or("new", |s| s.as_str()));
+    if let Some(status) = outcome.status {
+        span.record("to", status.as_str());
+    }
+    span.record("attempt", facts.attempt);
+}
+
+/// Prints EMF lines to standard output, where Lambda's log capture hands them to CloudWatch. A failed write is
+/// only logged: metrics never fail an invocation.
+pub fn print_metrics(lines: &[String]) {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    for line in lines {
+        if let Err(e) = writeln!(out, "{line}") {
+            tracing::warn!(error = %e, "metrics not printed");
+            return;
+        }
+    }
+    if let Err(e) = out.flush() {
+        tracing::warn!(error = %e, "metrics not printed");
+    }
+}
+
 /// Whether the record must be reported as a batch item failure (returned to the queue).
 fn needs_retry(result: &RecordResult) -> bool {
     match result {
         RecordResult::Processed(outcome) => matches!(outcome.disposition, Disposition::Retry { .. }),
         RecordResult::NotStarted | RecordResult::Failed(_) => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{DateTime, Utc};
+    use std::sync::Mutex;
+    use synctrail::store::OutgoingMessage;
+    use synctrail::{ManualClock, Settings};
+
+    /// Every log line written while the test runs, as text.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn t0() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-05-01T12:00:00Z").map(|t| t.with_timezone(&Utc)).expect("valid time")
+    }
+
+    /// Processes `bodies` as one batch on a fresh embedded backend; returns the batch and the JSON log lines.
+    async fn run_logged(bodies: &[&str]) -> (BatchResult, Vec<serde_json::Value>) {
+        let home = tempfile::tempdir().expect("temporary home");
+        let clock = Arc::new(ManualClock::new(t0()));
+        let ports = synctrail_lambda::embedded_ports(home.path(), clock).expect("embedded backend");
+        let queue = Arc::clone(&ports.queue);
+        let processor = Processor::new(Arc::new(Engine::new(ports, Settings::default())), Duration::seconds(1));
+        queue.send(bodies.iter().map(|b| OutgoingMessage::new(*b)).collect()).await.expect("send");
+        let messages = queue.receive(10, Duration::seconds(30)).await.expect("receive");
+        let context = InvocationContext {
+            request_id: "req-7".to_owned(),
+            deadline: t0() + Duration::seconds(30),
+            function: Some("synctrail-processor:3".to_owned()),
+            trace_id: Some("Root=1-6814e3c0-0123456789abcdef01234567;Parent=53995c3f42cd8ad8;Sampled=1".to_owned()),
+        };
+        let logs = Captured::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _default = tracing::subscriber::set_default(subscriber);
+        let batch = processor.process_batch(sqs_event(&messages).expect("SqsEvent"), &context).await;
+        let text = String::from_utf8(logs.0.lock().unwrap_or_else(|p| p.into_inner()).clone()).expect("UTF-8 logs");
+        let lines = text.lines().map(|l| serde_json::from_str(l).expect("every log line is JSON")).collect();
+        (batch, lines)
+    }
+
+    #[tokio::test]
+    async fn each_record_logs_in_a_span_naming_event_entity_transition_attempt_request_and_trace() {
+        let body = r#"{"source":"github","entity_type":"issue","external_id":"7","updated_at":"2026-05-01T11:00:00Z",
+            "event_id":"gh-1","payload":{"title":"s3cr3t title"}}"#;
+        let (batch, logs) = run_logged(&[body]).await;
+        assert!(
+            matches!(&batch.records[..], [RecordResult::Processed(o)] if o.status == Some(synctrail::model::Status::Completed))
+        );
+        let line = logs.iter().find(|l| l["message"] == "record processed").expect("a line per record");
+        let span = &line["span"];
+        assert_eq!(span["name"], "record");
+        assert_eq!(span["event_id"], "gh-1");
+        assert_eq!(span["entity"], "default/github/issue/7");
+        assert_eq!((span["from"].as_str(), span["to"].as_str()), (Some("new"), Some("completed")));
+        assert_eq!(span["attempt"], 1);
+        assert_eq!(span["request_id"], "req-7");
+        assert!(span["trace_id"].as_str().is_some_and(|t| t.starts_with("Root=1-6814e3c0")), "{span}");
+        assert!(logs.iter().all(|l| !l.to_string().contains("s3cr3t")), "the payload is never logged: {logs:?}");
+    }
+
+    #[tokio::test]
+    async fn a_rejected_message_logs_its_field_size_and_hash_but_not_its_content() {
+        let body = r#"{"source":"github","entity_type":"issue","external_id":"7","updated_at":"s3cr3t","payload":{}}"#;
+        let (_, logs) = run_logged(&[body]).await;
+        let line = logs.iter().find(|l| l["message"] == "message rejected").expect("the rejection is logged");
+        assert_eq!(line["field"], "updated_at");
+        assert_eq!(line["body_bytes"], body.len());
+        assert!(line["body_sha256"].as_str().is_some_and(|h| h.len() == 64), "{line}");
+        assert!(logs.iter().all(|l| !l.to_string().contains("s3cr3t")), "the body is never logged: {logs:?}");
+    }
+
+    #[tokio::test]
+    async fn the_batch_returns_its_emf_lines_instead_of_printing_them() {
+        let body = r#"{"source":"shopify","entity_type":"product","external_id":"9","updated_at":"2026-05-01T11:00:00Z",
+            "payload":{}}"#;
+        let (batch, _) = run_logged(&[body, "not json"]).await;
+        let sources: Vec<String> = batch
+            .metrics
+            .iter()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON")["source"].to_string())
+            .collect();
+        assert_eq!(sources, [r#""shopify""#, r#""unknown""#]);
     }
 }

@@ -14,9 +14,9 @@ use std::panic::AssertUnwindSafe;
 /// What recording a decision led to.
 enum Recorded {
     /// The message is done with (or must come back later).
-    Done(Outcome),
-    /// The event holds its entity now: apply it.
-    Claimed { head: Box<EntityHead>, record: Box<EventRecord> },
+    Done(Box<Outcome>),
+    /// The event holds its entity now: apply it (`canceled`: how many superseded events the claim canceled).
+    Claimed { head: Box<EntityHead>, record: Box<EventRecord>, canceled: u32 },
 }
 
 /// Decides and records the event's fate, retrying lost compare-and-set races, then applies it if it claimed.
@@ -72,9 +72,11 @@ pub(super) async fn drive(
             continue;
         }
         match record_decision(engine, decision, head, record.clone(), &candidate, policy, invocation, force).await {
-            Ok(Recorded::Done(outcome)) => return Ok(outcome),
-            Ok(Recorded::Claimed { head, record }) => {
-                return apply(engine, envelope, *head, *record, message, invocation, force).await
+            Ok(Recorded::Done(outcome)) => return Ok(*outcome),
+            Ok(Recorded::Claimed { head, record, canceled }) => {
+                let mut outcome = apply(engine, envelope, *head, *record, message, invocation, force).await?;
+                outcome.facts.canceled += canceled;
+                return Ok(outcome);
             }
             Err(EngineError::Store(StoreError::Conflict(_))) => continue,
             Err(e) => return Err(e),
@@ -92,8 +94,9 @@ async fn disable(
 ) -> Result<Outcome, EngineError> {
     let event_id = record.event_id.clone();
     record.transition(engine.entry(Status::Disabled, record.attempt, invocation, Some(reason)))?;
+    let outcome = Outcome::ack(&event_id, Status::Disabled).about(&record).transitioned();
     match engine.ports.store.commit(vec![Write::event(record)]).await {
-        Ok(()) => Ok(Outcome::ack(&event_id, Status::Disabled)),
+        Ok(()) => Ok(outcome),
         // Another delivery recorded it first: whatever it decided stands.
         Err(StoreError::Conflict(_)) => match engine.ports.store.get_event(&event_id).await? {
             Some(stored) => redelivered(engine, stored).await,
@@ -140,7 +143,9 @@ async fn record_decision(
     let now = engine.now();
     let attempt = record.attempt;
     let event_id = record.event_id.clone();
+    let before = record.status;
     let mut writes = Vec::new();
+    let mut canceled = 0;
     match decision {
         Decision::Duplicate { of } => {
             let note = format!("duplicate of {of}");
@@ -152,7 +157,9 @@ async fn record_decision(
             record.dropped_for = Some(newer.to_string());
             record.transition(engine.entry(Status::Dropped, attempt, invocation, Some(note)))?;
         }
-        Decision::AlreadyQueued => return Ok(Recorded::Done(Outcome::ack(&event_id, record.status))),
+        Decision::AlreadyQueued => {
+            return Ok(Recorded::Done(Box::new(Outcome::ack(&event_id, record.status).about(&record))))
+        }
         Decision::Park => {
             head.parked += 1;
             head.updated_at = now;
@@ -161,12 +168,12 @@ async fn record_decision(
             writes.push(Write::head(head));
         }
         Decision::Busy { until } => {
-            let status = record.status;
+            let outcome = Outcome::retry(&event_id, Some(record.status), until - now).about(&record);
             if record.version == 0 {
                 // Recorded now, so the event is known even if the queue gives up on its message.
                 engine.ports.store.commit(vec![Write::event(record)]).await?;
             }
-            return Ok(Recorded::Done(Outcome::retry(&event_id, Some(status), until - now)));
+            return Ok(Recorded::Done(Box::new(outcome)));
         }
         Decision::Enqueue { tie, cancel } => {
             match policy {
@@ -182,7 +189,9 @@ async fn record_decision(
             if record.status != Status::Queued {
                 record.transition(engine.entry(Status::Queued, attempt, invocation, behind))?;
             }
-            writes.extend(cancel_writes(engine, cancel.iter(), &event_id, invocation).await?);
+            let cancels = cancel_writes(engine, cancel.iter(), &event_id, invocation).await?;
+            canceled = cancels.len() as u32;
+            writes.extend(cancels);
             writes.push(Write::head(head));
         }
         Decision::Claim { tie, out_of_order, cancel } => {
@@ -206,7 +215,9 @@ async fn record_decision(
             record.read_started_at = Some(now);
             let note = force.then(|| "forced: ordering skipped".to_owned());
             record.transition(engine.entry(Status::Processing, record.attempt, invocation, note))?;
-            writes.extend(cancel_writes(engine, cancel.iter(), &event_id, invocation).await?);
+            let cancels = cancel_writes(engine, cancel.iter(), &event_id, invocation).await?;
+            let canceled = cancels.len() as u32;
+            writes.extend(cancels);
             let head_write = Write::head(head.clone());
             let record_write = Write::event(record.clone());
             writes.push(head_write);
@@ -214,13 +225,15 @@ async fn record_decision(
             engine.ports.store.commit(writes).await?;
             head.version += 1;
             record.version += 1;
-            return Ok(Recorded::Claimed { head: Box::new(head), record: Box::new(record) });
+            return Ok(Recorded::Claimed { head: Box::new(head), record: Box::new(record), canceled });
         }
     }
-    let status = record.status;
+    let mut outcome = Outcome::ack(&event_id, record.status).about(&record);
+    outcome.facts.transitioned = record.status != before;
+    outcome.facts.canceled = canceled;
     writes.push(Write::event(record));
     engine.ports.store.commit(writes).await?;
-    Ok(Recorded::Done(Outcome::ack(&event_id, status)))
+    Ok(Recorded::Done(Box::new(outcome)))
 }
 
 /// Marks superseded events `canceled` by `by` (only those not already done).

@@ -48,9 +48,19 @@ pub(super) async fn reject(
         record.external_at = envelope.updated_at;
         record.delivery_id = envelope.delivery_id.clone();
     }
-    tracing::warn!(event_id = %event_id, reason = ?record.error.as_ref().map(|e| &e.message), "message rejected");
+    // The reason may quote a field's value: it stays in the record (`synctrail show`), never in the logs.
+    let error = record.error.as_ref();
+    tracing::warn!(
+        event_id = %event_id,
+        kind = ?error.map(|e| e.kind),
+        field = error.and_then(|e| e.field.as_deref()),
+        body_bytes = record.payload.size,
+        body_sha256 = %record.payload.sha256,
+        "message rejected"
+    );
+    let outcome = Outcome::ack(&event_id, Status::Rejected).about(&record).transitioned();
     match engine.ports.store.commit(vec![Write::event(record)]).await {
-        Ok(()) => Ok(Outcome::ack(&event_id, Status::Rejected)),
+        Ok(()) => Ok(outcome),
         Err(StoreError::Conflict(_)) => match engine.ports.store.get_event(&event_id).await? {
             Some(existing) => redelivered(engine, existing).await,
             None => Err(EngineError::Incomplete(event_id, "rejected record vanished after a conflict")),
@@ -66,7 +76,9 @@ async fn arrive(
     message: &Incoming,
     invocation: &Invocation,
 ) -> Result<Outcome, EngineError> {
-    match engine.ports.store.get_event(&envelope.event_id).await? {
+    let existing = engine.ports.store.get_event(&envelope.event_id).await?;
+    let from = existing.as_ref().map(|e| e.status);
+    let outcome = match existing {
         Some(existing) if existing.content_hash != Some(envelope.content_hash) => {
             reject_conflict(engine, &envelope, message, invocation).await
         }
@@ -84,7 +96,10 @@ async fn arrive(
             let record = engine.new_record(&envelope, payload, message, invocation);
             attempt::drive(engine, &envelope, record, message, invocation, false).await
         }
-    }
+    }?;
+    // A conflicting message is recorded under its own id: `from` is not its status.
+    let same_event = outcome.event_id.as_ref() == Some(&envelope.event_id);
+    Ok(if same_event { outcome.arrived_from(from) } else { outcome })
 }
 
 /// The same client `event_id` with other content: the new message is `rejected`, the original untouched (§3).
@@ -133,7 +148,10 @@ async fn redrive(
             let note = if force { "reprocess --force" } else { "reprocess" };
             restart(engine, record, message, invocation, note)?
         }
-        _ => return Ok(Outcome { redelivered: true, ..Outcome::ack(event_id, status) }),
+        _ => {
+            let outcome = Outcome { redelivered: true, ..Outcome::ack(event_id, status) }.about(&record);
+            return Ok(outcome.arrived_from(Some(status)));
+        }
     };
     let bytes = engine
         .ports
@@ -147,7 +165,7 @@ async fn redrive(
     })?;
     let envelope = Envelope::rebuild(&record, payload)
         .ok_or_else(|| EngineError::Incomplete(event_id.clone(), "no entity, order key, kind or content hash"))?;
-    attempt::drive(engine, &envelope, record, message, invocation, force).await
+    Ok(attempt::drive(engine, &envelope, record, message, invocation, force).await?.arrived_from(Some(status)))
 }
 
 /// A terminal event driven again by `message`: back to `received`, with a fresh retry budget and no stale pointers.
@@ -186,9 +204,10 @@ pub(super) async fn redelivered(engine: &Engine, mut record: EventRecord) -> Res
     let event_id = record.event_id.clone();
     let status = record.status;
     record.redelivered += 1;
+    let outcome = Outcome { redelivered: true, ..Outcome::ack(&event_id, status) }.about(&record);
     match engine.ports.store.commit(vec![Write::event(record)]).await {
         Ok(()) | Err(StoreError::Conflict(_)) => {}
         Err(e) => return Err(e.into()),
     }
-    Ok(Outcome { redelivered: true, ..Outcome::ack(&event_id, status) })
+    Ok(outcome)
 }

@@ -20,7 +20,7 @@ pub use reprocess::{Checked, Refusal, ReprocessError, ReprocessOptions, Reproces
 pub use sweep::SweepReport;
 
 use crate::clock::Clock;
-use crate::model::{EventId, Status};
+use crate::model::{EntityKey, EventId, EventRecord, Status};
 use crate::settings::Settings;
 use crate::store::{Destination, EventStore, PayloadStore, Queue};
 use chrono::{DateTime, Duration, Utc};
@@ -79,6 +79,58 @@ pub struct Outcome {
     pub redelivered: bool,
     /// What to do with the message.
     pub disposition: Disposition,
+    /// What logs and metrics need to know about the event, gathered on the way (no extra store reads).
+    pub facts: OutcomeFacts,
+}
+
+/// Facts about the event behind an [`Outcome`], filled where the outcome is built; empty when the message named no
+/// stored event.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutcomeFacts {
+    /// The event's entity (its `source` is the metrics' dimension).
+    pub entity: Option<EntityKey>,
+    /// The event's status when the message arrived; `None` for a new event.
+    pub from: Option<Status>,
+    /// This message moved the event to the outcome's status (false when it found it there, or when another
+    /// invocation moved it meanwhile).
+    pub transitioned: bool,
+    /// Attempts (claims of the entity) so far.
+    pub attempt: u32,
+    /// Flagged as a tie (same order key as an earlier event, other content).
+    pub tie: bool,
+    /// `in_order`: applied although older than the last applied event.
+    pub out_of_order: bool,
+    /// Superseded events this message marked `canceled`.
+    pub canceled: u32,
+    /// `updated_at` from the external system.
+    pub external_at: Option<DateTime<Utc>>,
+    /// When the event's first message arrived.
+    pub received_at: Option<DateTime<Utc>>,
+    /// When it was applied.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// How long this attempt's destination write took, until it was settled.
+    pub write_duration: Option<Duration>,
+}
+
+impl OutcomeFacts {
+    /// The facts a record holds (`from`, `transitioned`, `canceled` and `write_duration` left unset).
+    fn of(record: &EventRecord) -> Self {
+        Self {
+            entity: record.entity.clone(),
+            attempt: record.attempt,
+            tie: record.tie,
+            out_of_order: record.out_of_order,
+            external_at: record.external_at,
+            received_at: Some(record.received_at),
+            completed_at: record.completed_at,
+            ..Self::default()
+        }
+    }
+
+    /// The source of the event's entity, when known.
+    pub fn source(&self) -> Option<&str> {
+        self.entity.as_ref().map(|e| e.source.as_str())
+    }
 }
 
 impl Outcome {
@@ -88,6 +140,7 @@ impl Outcome {
             status: Some(status),
             redelivered: false,
             disposition: Disposition::Ack,
+            facts: OutcomeFacts::default(),
         }
     }
 
@@ -97,7 +150,26 @@ impl Outcome {
             status,
             redelivered: false,
             disposition: Disposition::Retry { after: after.max(Duration::seconds(1)) },
+            facts: OutcomeFacts::default(),
         }
+    }
+
+    /// With the facts `record` holds.
+    fn about(mut self, record: &EventRecord) -> Self {
+        self.facts = OutcomeFacts::of(record);
+        self
+    }
+
+    /// Marks the outcome's status as this message's doing.
+    fn transitioned(mut self) -> Self {
+        self.facts.transitioned = true;
+        self
+    }
+
+    /// Records the status the event had when the message arrived (`None`: it was new).
+    fn arrived_from(mut self, from: Option<Status>) -> Self {
+        self.facts.from = from;
+        self
     }
 }
 

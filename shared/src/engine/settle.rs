@@ -58,11 +58,14 @@ pub(super) async fn settle(
             .as_ref()
             .and_then(|h| h.inflight.as_ref())
             .is_some_and(|i| i.slot.event_id == event_id && i.fence == fence);
+        let now = engine.now();
+        let write_duration = write_started_at.map(|at| now - at);
         let (Some(mut head), true, Status::Processing) = (head, holds, record.status) else {
             tracing::info!(event_id = %event_id, status = %record.status, "claim lost while applying; the newer holder decides");
-            return Ok(Outcome::ack(&event_id, record.status));
+            let mut outcome = Outcome::ack(&event_id, record.status).about(&record);
+            outcome.facts.write_duration = write_duration;
+            return Ok(outcome);
         };
-        let now = engine.now();
         let attempt = record.attempt;
         record.lease_until = None;
         head.updated_at = now;
@@ -135,7 +138,9 @@ pub(super) async fn settle(
         if let (End::Waiting { request, .. }, Some((dependency, _))) = (&end, &dependency_head) {
             engine.after_wait_began(&record, dependency, request.as_deref(), invocation).await;
         }
-        return Ok(Outcome { event_id: Some(event_id), status: Some(status), redelivered: false, disposition });
+        let mut outcome = Outcome { disposition, ..Outcome::ack(&event_id, status) }.about(&record).transitioned();
+        outcome.facts.write_duration = write_duration;
+        return Ok(outcome);
     }
     Err(EngineError::Contended(entity.to_string(), engine.settings.max_rounds))
 }
