@@ -80,7 +80,7 @@ fn assert_emf_shape(line: &Value) {
     assert_eq!(directives.len(), 1, "{line}");
     let d = &directives[0];
     assert!(d["Namespace"].as_str().is_some_and(|n| !n.is_empty()), "Namespace: {line}");
-    assert_eq!(d["Dimensions"], json!([["function", "source"]]), "{line}");
+    assert_eq!(d["Dimensions"], json!([["function", "source"], ["function"]]), "{line}");
     assert_eq!(line["function"], json!("synctrail-processor"), "the version is not a dimension: {line}");
     assert!(SOURCES.contains(&line["source"].as_str().unwrap_or("")), "source: {line}");
     let metrics = d["Metrics"].as_array().expect("Metrics is an array");

@@ -227,7 +227,8 @@ impl Line<'_> {
                 "Timestamp": self.at.timestamp_millis(),
                 "CloudWatchMetrics": [{
                     "Namespace": self.config.namespace,
-                    "Dimensions": [[FUNCTION_DIMENSION, SOURCE_DIMENSION]],
+                    // Per source, and per function across sources (what the alarms watch).
+                    "Dimensions": [[FUNCTION_DIMENSION, SOURCE_DIMENSION], [FUNCTION_DIMENSION]],
                     "Metrics": declared,
                 }],
             }),
@@ -280,7 +281,7 @@ mod tests {
         let metrics = directive["CloudWatchMetrics"].as_array().expect("CloudWatchMetrics is an array");
         assert_eq!(metrics.len(), 1, "{line}");
         assert_eq!(metrics[0]["Namespace"], json!(DEFAULT_NAMESPACE));
-        assert_eq!(metrics[0]["Dimensions"], json!([["function", "source"]]));
+        assert_eq!(metrics[0]["Dimensions"], json!([["function", "source"], ["function"]]));
         for dimension in ["function", "source"] {
             assert!(line[dimension].is_string(), "dimension {dimension} has a member: {line}");
         }

@@ -3,8 +3,10 @@
 //! logging.
 
 mod limit;
+mod metrics;
 
 pub use limit::{limit_from_env, parse_limit, InvalidLimit, DEFAULT_LIMIT, LIMIT_VAR};
+pub use metrics::emf_line;
 pub use synctrail::engine::SweepReport;
 
 use lambda_runtime::LambdaEvent;
@@ -16,7 +18,12 @@ use synctrail_lambda::InvocationContext;
 pub async fn handle(engine: &Engine, event: LambdaEvent<Value>, limit: usize) -> Result<SweepReport, EngineError> {
     let context = InvocationContext::from_lambda(&event.context);
     tracing::info!(request_id = %context.request_id, trigger = %event.payload, limit, "sweep triggered");
-    sweep(engine, &context, limit).await
+    let report = sweep(engine, &context, limit).await?;
+    let namespace = std::env::var("SYNCTRAIL_METRICS_NAMESPACE").unwrap_or_else(|_| "synctrail".to_owned());
+    let function = event.context.env_config.function_name.clone();
+    // Lambda sends stdout to CloudWatch Logs, which turns EMF lines into metrics.
+    println!("{}", emf_line(&report, &function, &namespace, engine.ports().clock.now()));
+    Ok(report)
 }
 
 /// Sweeps up to `limit` expired leases as the invocation `context` describes (its trace id rides on the re-drive
