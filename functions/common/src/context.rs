@@ -3,6 +3,9 @@
 use chrono::{DateTime, Utc};
 use synctrail::Invocation;
 
+/// Deadlines below this many milliseconds (2001-09-09 as a Unix time) are durations, not times.
+pub const DURATION_BELOW_MS: i64 = 1_000_000_000_000;
+
 /// What the handler needs to know about its invocation.
 #[derive(Debug, Clone)]
 pub struct InvocationContext {
@@ -20,10 +23,18 @@ impl InvocationContext {
     /// The context of a Lambda invocation. A deadline that can't be read counts as already passed, so nothing
     /// starts that could outlive the invocation.
     pub fn from_lambda(context: &lambda_runtime::Context) -> Self {
-        let deadline = i64::try_from(context.deadline)
-            .ok()
-            .and_then(DateTime::from_timestamp_millis)
-            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        Self::from_lambda_at(context, Utc::now())
+    }
+
+    /// [`InvocationContext::from_lambda`] with the time read at `now`. Lambda gives the deadline as Unix
+    /// milliseconds; an emulator may give a duration instead (`cargo lambda watch` 1.9 sends 600000, ten minutes):
+    /// a value before 2001 ([`DURATION_BELOW_MS`]) is read as milliseconds from now.
+    pub fn from_lambda_at(context: &lambda_runtime::Context, now: DateTime<Utc>) -> Self {
+        let deadline = match i64::try_from(context.deadline) {
+            Ok(ms) if ms < DURATION_BELOW_MS => now + chrono::Duration::milliseconds(ms),
+            Ok(ms) => DateTime::from_timestamp_millis(ms).unwrap_or(DateTime::<Utc>::MIN_UTC),
+            Err(_) => DateTime::<Utc>::MIN_UTC,
+        };
         let function = (!context.env_config.function_name.is_empty())
             .then(|| format!("{}:{}", context.env_config.function_name, context.env_config.version));
         Self {
@@ -71,6 +82,13 @@ mod tests {
         assert_eq!(context.function.as_deref(), Some("synctrail-sweeper:7"));
         assert_eq!(context.trace_id.as_deref(), Some("Root=1-abc"));
         assert_eq!(context.deadline.timestamp_millis(), 1_777_636_800_000);
+    }
+
+    #[test]
+    fn an_emulator_deadline_given_as_a_duration_counts_from_now() {
+        let now = DateTime::from_timestamp_millis(1_777_636_800_000).expect("time");
+        let context = InvocationContext::from_lambda_at(&lambda_context(600_000), now);
+        assert_eq!(context.deadline, now + chrono::Duration::minutes(10));
     }
 
     #[test]
