@@ -43,14 +43,16 @@ impl From<&EventRecord> for EventSummary {
     }
 }
 
+/// The entity an `--entity KEY` flag names, if given.
+pub fn parse_entity(flag: Option<&str>) -> Result<Option<EntityKey>, CliError> {
+    flag.map(EntityKey::parse)
+        .transpose()
+        .map_err(|e| CliError::InvalidArgument(format!("--entity: {e}; e.g. default/github/issue/widgets#12")))
+}
+
 /// The store query `args` ask for, relative to `now`.
 pub fn query(args: &ListArgs, now: DateTime<Utc>) -> Result<EventQuery, CliError> {
-    let entity = args
-        .entity
-        .as_deref()
-        .map(EntityKey::parse)
-        .transpose()
-        .map_err(|e| CliError::InvalidArgument(format!("--entity: {e}; e.g. default/github/issue/widgets#12")))?;
+    let entity = parse_entity(args.entity.as_deref())?;
     Ok(EventQuery {
         status: args.status,
         source: args.source.clone(),

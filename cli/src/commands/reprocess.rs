@@ -13,7 +13,7 @@ use crate::progress::bar;
 use serde::Serialize;
 use std::io::Write;
 use synctrail::engine::{Engine, Incoming, Invocation, ReprocessOptions, ReprocessReport};
-use synctrail::model::{EntityKey, EventId, Message, RedriveReason, Status};
+use synctrail::model::{EventId, Message, RedriveReason, Status};
 use synctrail::store::EventQuery;
 
 /// What `--invoke` made of one re-drive.
@@ -40,12 +40,7 @@ pub struct ReprocessOutput {
 
 /// The store query of a bulk re-drive.
 fn query(args: &ReprocessArgs, now: chrono::DateTime<chrono::Utc>) -> Result<EventQuery, CliError> {
-    let entity = args
-        .entity
-        .as_deref()
-        .map(EntityKey::parse)
-        .transpose()
-        .map_err(|e| CliError::InvalidArgument(format!("--entity: {e}")))?;
+    let entity = super::list::parse_entity(args.entity.as_deref())?;
     Ok(EventQuery {
         status: args.status,
         source: args.source.clone(),
