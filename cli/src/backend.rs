@@ -10,12 +10,13 @@ use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use synctrail::destination::dependencies::{DependencyRule, RequireDependencies};
+use synctrail::destination::MirrorView;
 use synctrail::engine::Ports;
 use synctrail::store::aws::sdk::dynamodb;
 use synctrail::store::aws::{AwsBackend, AwsConfig, Clients, DynamoMirror, RequestCounter, SqsQueue};
-use synctrail::store::dependencies::{DependencyRule, RequireDependencies};
 use synctrail::store::sqlite::{Embedded, EmbeddedOptions};
-use synctrail::store::{MirrorView, StoreError};
+use synctrail::store::StoreError;
 use synctrail::{Clock, SystemClock};
 
 /// The embedded backend under a home directory, with the engine's ports over it. The test harnesses open this

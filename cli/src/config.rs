@@ -1,7 +1,7 @@
 //! The one place the CLI's engine settings and backend options are defined (run, sweep, demo and bench use it).
 
 use crate::error::CliError;
-use synctrail::store::dependencies::DependencyRule;
+use synctrail::destination::dependencies::DependencyRule;
 use synctrail::store::sqlite::EmbeddedOptions;
 use synctrail::{Policy, Settings};
 
@@ -25,7 +25,7 @@ pub fn settings() -> Result<Settings, CliError> {
 
 /// The mirror's dependency rules: `SYNCTRAIL_DEPENDENCIES` when set (empty: none), else [`DEMO_DEPENDENCY`].
 pub fn dependency_rules() -> Result<Vec<DependencyRule>, CliError> {
-    let invalid = |e: synctrail::store::dependencies::InvalidRule| CliError::InvalidArgument(e.to_string());
+    let invalid = |e: synctrail::destination::dependencies::InvalidRule| CliError::InvalidArgument(e.to_string());
     if std::env::var_os("SYNCTRAIL_DEPENDENCIES").is_some() {
         return DependencyRule::from_env().map_err(invalid);
     }

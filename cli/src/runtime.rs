@@ -10,10 +10,11 @@ use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use synctrail::destination::drill::{DrillDestination, DrillPlan};
+use synctrail::destination::Destination;
 use synctrail::engine::{Disposition, Engine, Invocation, Ports};
 use synctrail::model::Status;
-use synctrail::store::drill::{DrillDestination, DrillPlan};
-use synctrail::store::{Destination, Queue, QueueMessage, StoreError};
+use synctrail::store::{Queue, QueueMessage, StoreError};
 use synctrail::Settings;
 use synctrail_processor::{sqs_event, InvocationContext, Processor, RecordResult};
 
@@ -151,7 +152,7 @@ impl LocalRuntime {
             match worker.await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => return Err(e),
-                Err(e) => return Err(StoreError::Backend(format!("a worker died: {e}"))),
+                Err(e) => return Err(StoreError::Backend(format!("a worker died: {e}").into())),
             }
         }
         let mut stats = lock(&stats).clone();
@@ -215,7 +216,8 @@ impl Worker {
         stats: &Mutex<RunStats>,
     ) -> Result<(), StoreError> {
         self.invocations += 1;
-        let event = sqs_event(&messages).map_err(|e| StoreError::Backend(format!("building the SqsEvent: {e}")))?;
+        let event =
+            sqs_event(&messages).map_err(|e| StoreError::Backend(format!("building the SqsEvent: {e}").into()))?;
         let request_id = format!("{}-{}", self.name, self.invocations);
         let context = InvocationContext {
             deadline: self.processor.engine().ports().clock.now() + options.function_timeout,

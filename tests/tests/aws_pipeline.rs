@@ -12,12 +12,12 @@ use chrono::Duration;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
+use synctrail::destination::drill::DrillPlan;
 use synctrail::store::aws::sdk::dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
 };
 use synctrail::store::aws::setup::{create_all, SetupConfig};
 use synctrail::store::aws::{AwsBackend, Clients, DynamoMirror};
-use synctrail::store::drill::DrillPlan;
 use synctrail::Settings;
 use synctrail::SystemClock;
 use synctrail_cli::backend::{clients as clients_for, AnyBackend, DynamoGate};

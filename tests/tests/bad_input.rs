@@ -10,9 +10,9 @@ use chrono::Duration;
 use serde_json::json;
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use synctrail::destination::{ApplyOutcome, Change, Destination, DestinationError};
 use synctrail::engine::Disposition;
 use synctrail::model::{ErrorKind, EventId, Status};
-use synctrail::store::{ApplyOutcome, Change, Destination, DestinationError};
 use synctrail_processor::RecordResult;
 
 /// A valid envelope of a distinct entity per `n`.

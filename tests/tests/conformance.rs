@@ -12,16 +12,15 @@ use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{json, Value};
 use std::sync::Arc;
+use synctrail::destination::guard::MirrorRecord;
+use synctrail::destination::{ApplyOutcome, Change, Destination, DestinationError};
 use synctrail::model::{
     content_hash, ContentHash, EntityHead, EntityKey, EventId, EventRecord, Inflight, Kind, OrderKey, PayloadRef, Slot,
     Status,
 };
 use synctrail::store::aws::DynamoMirror;
-use synctrail::store::guard::MirrorRecord;
 use synctrail::store::sqlite::{Embedded, EmbeddedOptions, Mirror};
-use synctrail::store::{
-    ApplyOutcome, Change, Destination, DestinationError, EventStore, PayloadStore, Queue, StoreError,
-};
+use synctrail::store::{EventStore, PayloadStore, Queue, StoreError};
 use synctrail::{Clock, ManualClock, Policy};
 
 /// What the destination checks need beyond [`Destination`]: a way to edit locally and to look inside.
@@ -239,6 +238,7 @@ pub mod build {
             received_at,
             read_started_at: None,
             write_started_at: None,
+            write_outcome_unknown: false,
             completed_at: None,
             updated_at: received_at,
             lease_until: None,
@@ -288,6 +288,8 @@ pub mod build {
             fence,
             policy: Policy::LatestWins,
             forced: false,
+            attempt: 1,
+            previous_attempt_unknown: false,
         }
     }
 

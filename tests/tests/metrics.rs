@@ -8,8 +8,9 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use synctrail::destination::{ApplyOutcome, Change, Destination, DestinationError};
 use synctrail::model::{EntityKey, Message, RedriveReason, Status};
-use synctrail::store::{ApplyOutcome, Change, Destination, DestinationError, EventQuery};
+use synctrail::store::EventQuery;
 use synctrail_cli::args::{AwsArgs, BackendKind, Cli, Command, StatsArgs};
 use synctrail_cli::commands::stats::EventFigures;
 

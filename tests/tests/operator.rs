@@ -6,10 +6,11 @@ use crate::support::{Env, Harness, Options, Step};
 use chrono::Duration;
 use serde_json::json;
 use std::sync::Arc;
+use synctrail::destination::dependencies::{DependencyRule, RequireDependencies};
+use synctrail::destination::{ApplyOutcome, Change, Destination, DestinationError, MirrorView};
 use synctrail::engine::{Engine, Incoming, Invocation, ReprocessOptions, ReprocessReport};
 use synctrail::model::{EntityKey, ErrorKind, EventId, Status};
-use synctrail::store::dependencies::{DependencyRule, RequireDependencies};
-use synctrail::store::{ApplyOutcome, Change, Destination, DestinationError, EventQuery, MirrorView};
+use synctrail::store::EventQuery;
 
 const RULE: &str = "inventory_level.product_id=product";
 

@@ -1,4 +1,4 @@
-//! One test per rule of `shared/spec/semantics.md` §2–§5, played end to end: envelopes are sent to the embedded
+//! One test per rule of `docs/semantics.md` §2–§5, played end to end: envelopes are sent to the embedded
 //! queue, delivered to the processor Lambda's handler as real `SqsEvent`s, and the partial batch response is
 //! honoured as Lambda would. Each test checks statuses, pointers, the entity's head, the mirror and its effects.
 
@@ -682,6 +682,41 @@ async fn concurrent_duplicate_delivery_of_an_inflight_event_is_returned_for_late
 }
 
 // ---- §3 idempotency ----
+
+#[tokio::test]
+async fn destination_is_told_the_attempt_and_whether_an_earlier_attempts_outcome_is_unknown() {
+    let h = Harness::new();
+    let retried = Env::issue("40").at(10).titled("503 once");
+    let crashed = Env::issue("41").at(10).titled("crashed after the write");
+    let refused = Env::issue("42").at(10).titled("refused, then resubmitted");
+    h.script.on(&retried.entity(), Step::Retryable("503 after storing it, maybe"));
+    h.script.on(&crashed.entity(), Step::Crash { write: true });
+    h.script.on(&refused.entity(), Step::Permanent("422 invalid"));
+
+    for env in [&retried, &crashed] {
+        h.send_env(env).await;
+        h.deliver(1).await;
+        h.advance(h.options.visibility_timeout + h.options.settings.backoff_max);
+        assert_eq!(h.deliver(1).await.only().status, Some(Status::Completed));
+    }
+    h.apply_in_turn(&[&refused]).await;
+    h.apply_in_turn(&[&refused]).await;
+    assert_eq!(h.status_of(&refused).await, Status::Completed);
+
+    let seen = |env: &Env| -> Vec<(u32, bool)> {
+        h.script
+            .seen()
+            .iter()
+            .filter(|c| c.event_id == env.event_id())
+            .map(|c| (c.attempt, c.previous_attempt_unknown))
+            .collect()
+    };
+    assert_eq!(seen(&retried), [(1, false), (2, true)], "a retryable error does not prove nothing was written");
+    assert_eq!(seen(&crashed), [(1, false), (2, true)], "a crash after the call leaves its outcome unknown");
+    assert_eq!(seen(&refused), [(1, false), (2, false)], "a permanent refusal says nothing was written");
+    assert!(!h.record_of(&retried).await.write_outcome_unknown, "known again once applied");
+    assert_eq!(h.effects().await.len(), 3, "one effect per event");
+}
 
 #[tokio::test]
 async fn redelivered_completed_event_is_acknowledged_without_effect() {

@@ -28,15 +28,15 @@ use std::pin::pin;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
+use synctrail::destination::drill::{DrillDestination, DrillPlan};
+use synctrail::destination::{ApplyOutcome, Change, Destination, DestinationError};
 use synctrail::engine::{Disposition, Engine, Invocation, Ports};
 use synctrail::model::{
     ContentHash, EntityHead, EntityKey, Envelope, EventId, EventRecord, Kind, Message, OrderKey, PayloadRef, Status,
 };
-use synctrail::store::drill::{DrillDestination, DrillPlan};
 use synctrail::store::sqlite::EmbeddedOptions;
 use synctrail::store::{
-    ApplyOutcome, Change, Destination, DestinationError, EventQuery, EventStore, OutgoingMessage, PayloadStore, Queue,
-    QueueDepth, QueueMessage, StoreError, Write,
+    EventQuery, EventStore, OutgoingMessage, PayloadStore, Queue, QueueDepth, QueueMessage, StoreError, Write,
 };
 use synctrail::{Clock, ManualClock, Policy, Settings};
 use synctrail_cli::backend::Backend;

@@ -19,8 +19,8 @@ use serde::Serialize;
 use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
+use synctrail::destination::drill::DrillPlan;
 use synctrail::model::{EventRecord, Status};
-use synctrail::store::drill::DrillPlan;
 use synctrail::store::EventQuery;
 
 /// Probability that one destination write fails with a retryable error.

@@ -11,7 +11,7 @@ use crate::output::{write_json, Table};
 use crate::progress::RunProgress;
 use crate::runtime::{LocalRuntime, RunOptions, RunStats};
 use std::io::Write;
-use synctrail::store::drill::DrillPlan;
+use synctrail::destination::drill::DrillPlan;
 use synctrail::Settings;
 
 /// The runtime options `args` ask for.

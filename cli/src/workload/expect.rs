@@ -2,8 +2,8 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
+use synctrail::destination::guard::MirrorRecord;
 use synctrail::model::{Kind, OrderKey};
-use synctrail::store::guard::MirrorRecord;
 
 /// One acceptable final state of a snapshot entity.
 #[derive(Debug, Clone, PartialEq)]

@@ -11,11 +11,12 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use synctrail::destination::dependencies::{DependencyRule, InvalidRule, RequireDependencies};
+use synctrail::destination::{Destination, MirrorView};
 use synctrail::engine::{Engine, Ports};
 use synctrail::store::aws::{AwsBackend, AwsConfig, Clients, DynamoStore};
-use synctrail::store::dependencies::{DependencyRule, InvalidRule, RequireDependencies};
 use synctrail::store::sqlite::{Embedded, EmbeddedOptions};
-use synctrail::store::{Destination, EventStore, MirrorView, StoreError};
+use synctrail::store::{EventStore, StoreError};
 use synctrail::{Clock, InvalidSetting, Settings, SystemClock};
 
 /// Where the embedded backend lives when no `SYNCTRAIL_HOME` is given (Lambda's only writable directory).

@@ -5,8 +5,8 @@ use super::{handle, sweep};
 use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
 use std::sync::Arc;
+use synctrail::destination::{ApplyOutcome, Change, Destination, DestinationError};
 use synctrail::model::{EventId, Status};
-use synctrail::store::{ApplyOutcome, Change, Destination, DestinationError};
 use synctrail::{Clock, Disposition, Engine, Incoming, Invocation, ManualClock, Settings};
 use synctrail_lambda::InvocationContext;
 

@@ -5,9 +5,10 @@ use super::decide::{decide, Candidate, Decision, DecisionContext};
 use super::intake::{redelivered, reject_conflict};
 use super::settle::{settle, End};
 use super::{Engine, EngineError, Incoming, Invocation, Outcome};
+use crate::destination::{ApplyOutcome, Change, DestinationError};
 use crate::model::{EntityHead, Envelope, ErrorInfo, ErrorKind, EventId, EventRecord, Inflight, Status};
 use crate::settings::Policy;
-use crate::store::{ApplyOutcome, Change, DestinationError, StoreError, Write};
+use crate::store::{StoreError, Write};
 use futures_util::FutureExt;
 use std::panic::AssertUnwindSafe;
 
@@ -15,8 +16,9 @@ use std::panic::AssertUnwindSafe;
 enum Recorded {
     /// The message is done with (or must come back later).
     Done(Box<Outcome>),
-    /// The event holds its entity now: apply it (`canceled`: how many superseded events the claim canceled).
-    Claimed { head: Box<EntityHead>, record: Box<EventRecord>, canceled: u32 },
+    /// The event holds its entity now: apply it (`canceled`: how many superseded events the claim canceled;
+    /// `previous_unknown`: an earlier attempt's outcome at the destination is unknown).
+    Claimed { head: Box<EntityHead>, record: Box<EventRecord>, canceled: u32, previous_unknown: bool },
 }
 
 /// Decides and records the event's fate, retrying lost compare-and-set races, then applies it if it claimed.
@@ -73,8 +75,9 @@ pub(super) async fn drive(
         }
         match record_decision(engine, decision, head, record.clone(), &candidate, policy, invocation, force).await {
             Ok(Recorded::Done(outcome)) => return Ok(*outcome),
-            Ok(Recorded::Claimed { head, record, canceled }) => {
-                let mut outcome = apply(engine, envelope, *head, *record, message, invocation, force).await?;
+            Ok(Recorded::Claimed { head, record, canceled, previous_unknown }) => {
+                let claim = Claim { head: *head, record: *record, previous_unknown, force };
+                let mut outcome = apply(engine, envelope, claim, message, invocation).await?;
                 outcome.facts.canceled += canceled;
                 return Ok(outcome);
             }
@@ -208,6 +211,7 @@ async fn record_decision(
             head.needs_verification |= out_of_order;
             head.updated_at = now;
             record.attempt += 1;
+            let previous_unknown = std::mem::replace(&mut record.write_outcome_unknown, true);
             record.tie |= tie;
             record.out_of_order |= out_of_order;
             record.forced = force;
@@ -225,7 +229,12 @@ async fn record_decision(
             engine.ports.store.commit(writes).await?;
             head.version += 1;
             record.version += 1;
-            return Ok(Recorded::Claimed { head: Box::new(head), record: Box::new(record), canceled });
+            return Ok(Recorded::Claimed {
+                head: Box::new(head),
+                record: Box::new(record),
+                canceled,
+                previous_unknown,
+            });
         }
     }
     let mut outcome = Outcome::ack(&event_id, record.status).about(&record);
@@ -260,16 +269,25 @@ async fn cancel_writes(
     Ok(writes)
 }
 
+/// An event that holds its entity, ready to apply.
+struct Claim {
+    head: EntityHead,
+    record: EventRecord,
+    /// An earlier attempt's outcome at the destination is unknown.
+    previous_unknown: bool,
+    /// Ordering skipped (`reprocess --force`).
+    force: bool,
+}
+
 /// Applies a claimed event at the destination, panics caught, and settles the result.
 async fn apply(
     engine: &Engine,
     envelope: &Envelope,
-    head: EntityHead,
-    mut record: EventRecord,
+    claim: Claim,
     message: &Incoming,
     invocation: &Invocation,
-    force: bool,
 ) -> Result<Outcome, EngineError> {
+    let Claim { head, mut record, previous_unknown, force } = claim;
     let Some(fence) = head.inflight.as_ref().map(|i| i.fence) else {
         return Err(EngineError::Incomplete(record.event_id.clone(), "claimed head has nothing in flight"));
     };
@@ -284,6 +302,8 @@ async fn apply(
         fence,
         policy: engine.settings.policy_for(&envelope.entity.entity_type),
         forced: force,
+        attempt: record.attempt,
+        previous_attempt_unknown: previous_unknown,
     };
     record.write_started_at = Some(engine.now());
     let result = AssertUnwindSafe(engine.ports.destination.apply(&change)).catch_unwind().await;

@@ -161,7 +161,7 @@ async fn redrive(
         .map_err(|source| EngineError::Payload { event_id: event_id.clone(), source })?;
     let payload = serde_json::from_slice(&bytes).map_err(|e| EngineError::Payload {
         event_id: event_id.clone(),
-        source: StoreError::Corrupt(format!("archived payload is not JSON: {e}")),
+        source: StoreError::Corrupt(format!("archived payload is not JSON: {e}").into()),
     })?;
     let envelope = Envelope::rebuild(&record, payload)
         .ok_or_else(|| EngineError::Incomplete(event_id.clone(), "no entity, order key, kind or content hash"))?;

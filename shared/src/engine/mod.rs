@@ -20,9 +20,10 @@ pub use reprocess::{Checked, Refusal, ReprocessError, ReprocessOptions, Reproces
 pub use sweep::SweepReport;
 
 use crate::clock::Clock;
+use crate::destination::Destination;
 use crate::model::{EntityKey, EventId, EventRecord, Status};
 use crate::settings::Settings;
-use crate::store::{Destination, EventStore, PayloadStore, Queue};
+use crate::store::{EventStore, PayloadStore, Queue};
 use chrono::{DateTime, Duration, Utc};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;

@@ -117,6 +117,7 @@ fn blank_record(
         received_at: now,
         read_started_at: None,
         write_started_at: None,
+        write_outcome_unknown: false,
         completed_at: None,
         updated_at: now,
         lease_until: None,

@@ -107,7 +107,7 @@ impl Engine {
         let payload_error = |source| ReprocessError::Payload { event_id: event_id.clone(), source };
         let bytes = self.ports.payloads.get(&record.payload).await.map_err(payload_error)?;
         let payload = serde_json::from_slice(&bytes)
-            .map_err(|e| payload_error(StoreError::Corrupt(format!("the archived payload is not JSON: {e}"))))?;
+            .map_err(|e| payload_error(StoreError::Corrupt(format!("the archived payload is not JSON: {e}").into())))?;
         let envelope = Envelope::rebuild(&record, payload)
             .ok_or_else(|| ReprocessError::Incomplete(event_id.clone(), "entity, order key, kind or content hash"))?;
         Ok((record, envelope))
@@ -158,13 +158,16 @@ impl Engine {
             if !options.dry_run && !batch.is_empty() {
                 let messages = batch.iter().map(|c| self.reprocess_message(&c.event_id, options)).collect();
                 if let Err(e) = self.ports.queue.send(messages).await {
-                    report.refused.extend(
-                        batch.drain(..).map(|c| Refusal {
-                            reason: ReprocessError::Send(c.event_id.clone(), StoreError::Unavailable(e.to_string()))
-                                .to_string(),
+                    report.refused.extend(batch.drain(..).map(|c| {
+                        Refusal {
+                            reason: ReprocessError::Send(
+                                c.event_id.clone(),
+                                StoreError::Unavailable(e.to_string().into()),
+                            )
+                            .to_string(),
                             event_id: c.event_id,
-                        }),
-                    );
+                        }
+                    }));
                 }
             }
             report.sent.extend(batch);

@@ -68,6 +68,8 @@ pub(super) async fn settle(
         };
         let attempt = record.attempt;
         record.lease_until = None;
+        // A retryable error or a panic does not prove that nothing was written; every other end does.
+        record.write_outcome_unknown = matches!(end, End::Errored(..) | End::Exhausted(_));
         head.updated_at = now;
         let resume_waiters = matches!(end, End::Completed) && std::mem::take(&mut head.has_waiters);
         let mut dependency_head = None;

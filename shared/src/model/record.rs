@@ -145,6 +145,11 @@ pub struct EventRecord {
     pub read_started_at: Option<DateTime<Utc>>,
     /// When the last attempt started writing to the destination.
     pub write_started_at: Option<DateTime<Utc>>,
+    /// An attempt claimed the entity and the destination's answer is not known to be definite: set at every claim,
+    /// cleared by an answer that says what was written (applied, already applied, superseded, missing dependency,
+    /// permanent refusal). The next attempt passes it on as `Change::previous_attempt_unknown`.
+    #[serde(default)]
+    pub write_outcome_unknown: bool,
     /// When it was applied.
     pub completed_at: Option<DateTime<Utc>>,
     /// When the record last changed.

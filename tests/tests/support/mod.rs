@@ -11,13 +11,11 @@ use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use synctrail::destination::{ApplyOutcome, Change, Destination, DestinationError};
 use synctrail::engine::{Disposition, Engine, Invocation, Outcome, Ports};
 use synctrail::model::{EntityHead, EntityKey, EventId, EventRecord, Message, Status};
 use synctrail::store::sqlite::{EmbeddedOptions, Mirror, MirrorRecord};
-use synctrail::store::{
-    ApplyOutcome, Change, Destination, DestinationError, EventQuery, EventStore, Expect, OutgoingMessage, QueueDepth,
-    QueueMessage, StoreError, Write,
-};
+use synctrail::store::{EventQuery, EventStore, Expect, OutgoingMessage, QueueDepth, QueueMessage, StoreError, Write};
 use synctrail::{Clock, ManualClock, Policy, Settings};
 use synctrail_cli::backend::Backend;
 use synctrail_processor::{sqs_event, BatchResult, InvocationContext, Processor, RecordResult};
@@ -251,6 +249,18 @@ pub struct Scripted {
     any: Mutex<VecDeque<Step>>,
     per_entity: Mutex<HashMap<String, VecDeque<Step>>>,
     calls: AtomicU64,
+    seen: Mutex<Vec<SeenChange>>,
+}
+
+/// What a destination call was told about its attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenChange {
+    /// The event.
+    pub event_id: EventId,
+    /// [`Change::attempt`].
+    pub attempt: u32,
+    /// [`Change::previous_attempt_unknown`].
+    pub previous_attempt_unknown: bool,
 }
 
 impl Scripted {
@@ -261,6 +271,7 @@ impl Scripted {
             any: Mutex::new(VecDeque::new()),
             per_entity: Mutex::new(HashMap::new()),
             calls: AtomicU64::new(0),
+            seen: Mutex::new(Vec::new()),
         }
     }
 
@@ -284,6 +295,11 @@ impl Scripted {
     /// How many writes were attempted.
     pub fn calls(&self) -> u64 {
         self.calls.load(Ordering::SeqCst)
+    }
+
+    /// Every call's attempt facts, in call order.
+    pub fn seen(&self) -> Vec<SeenChange> {
+        self.seen.lock().unwrap().clone()
     }
 
     fn take(&self, entity: &EntityKey) -> Step {
@@ -328,6 +344,11 @@ impl Scripted {
 impl Destination for Scripted {
     async fn apply(&self, change: &Change<'_>) -> Result<ApplyOutcome, DestinationError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        self.seen.lock().unwrap().push(SeenChange {
+            event_id: change.event_id.clone(),
+            attempt: change.attempt,
+            previous_attempt_unknown: change.previous_attempt_unknown,
+        });
         let step = self.take(change.entity);
         self.run(step, change).await
     }

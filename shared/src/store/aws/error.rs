@@ -1,6 +1,6 @@
 //! Converting AWS SDK errors into [`StoreError`]s by meaning, for all three services.
 
-use crate::store::StoreError;
+use crate::store::{Detail, StoreError};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::display::DisplayErrorContext;
@@ -76,15 +76,15 @@ pub(crate) fn classify(code: Option<&str>, status: Option<u16>) -> Meaning {
     }
 }
 
-/// The [`StoreError`] of `meaning`, with `message`.
-pub(crate) fn store_error(meaning: Meaning, message: String) -> StoreError {
+/// The [`StoreError`] of `meaning`, with `detail`.
+pub(crate) fn store_error(meaning: Meaning, detail: Detail) -> StoreError {
     match meaning {
-        Meaning::Conflict => StoreError::Conflict(message),
-        Meaning::Throttled => StoreError::Throttled(message),
-        Meaning::Unavailable => StoreError::Unavailable(message),
-        Meaning::NotFound => StoreError::NotFound(message),
-        Meaning::Archived => StoreError::Archived(message),
-        Meaning::Backend => StoreError::Backend(message),
+        Meaning::Conflict => StoreError::Conflict(detail),
+        Meaning::Throttled => StoreError::Throttled(detail),
+        Meaning::Unavailable => StoreError::Unavailable(detail),
+        Meaning::NotFound => StoreError::NotFound(detail),
+        Meaning::Archived => StoreError::Archived(detail),
+        Meaning::Backend => StoreError::Backend(detail),
     }
 }
 
@@ -105,13 +105,14 @@ where
 /// Converts an SDK error met while doing `what` into a [`StoreError`] by meaning.
 pub(crate) fn from_sdk<E>(what: &str, e: SdkError<E, HttpResponse>) -> StoreError
 where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
     let meaning = meaning_of(&e);
-    store_error(meaning, format!("{what}: {}", DisplayErrorContext(&e)))
+    let message = format!("{what}: {}", DisplayErrorContext(&e));
+    store_error(meaning, Detail::caused_by(message, e))
 }
 
 /// A request the SDK refused to build: a bug or a bad name.
 pub(crate) fn build_error(what: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(format!("{what}: building the request failed: {e}"))
+    StoreError::Backend(format!("{what}: building the request failed: {e}").into())
 }

@@ -16,7 +16,7 @@ mod s3;
 pub mod setup;
 mod sqs;
 
-pub use crate::store::guard::MirrorRecord;
+pub use crate::destination::guard::MirrorRecord;
 pub use counter::RequestCounter;
 pub use dynamodb::{DynamoStore, ITEM_SIZE_LIMIT, LEASE_SHARDS};
 pub use mirror::{DynamoMirror, MAX_ROUNDS};
@@ -61,7 +61,7 @@ impl AwsConfig {
     pub fn from_env() -> Result<Self, StoreError> {
         let var = |name: &str| {
             std::env::var(name).ok().filter(|v| !v.is_empty()).ok_or_else(|| {
-                StoreError::Backend(format!("environment variable {name} is not set; the AWS backend needs it"))
+                StoreError::Backend(format!("environment variable {name} is not set; the AWS backend needs it").into())
             })
         };
         Ok(Self {

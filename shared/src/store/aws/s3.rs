@@ -56,7 +56,7 @@ impl S3Payloads {
 /// Refuses keys that are not payload keys.
 fn check_key(key: &str) -> Result<(), StoreError> {
     if !key.starts_with(PREFIX) || key.split('/').any(|part| part.is_empty() || part == "." || part == "..") {
-        return Err(StoreError::Backend(format!("payload key {key:?} is not under {PREFIX}")));
+        return Err(StoreError::Backend(format!("payload key {key:?} is not under {PREFIX}").into()));
     }
     Ok(())
 }
@@ -67,7 +67,7 @@ impl PayloadStore for S3Payloads {
         let sha = hex::encode(Sha256::digest(bytes));
         let key = Self::key_for(&sha, received_at);
         let compressed = zstd::bulk::compress(bytes, LEVEL)
-            .map_err(|e| StoreError::Backend(format!("compressing payload {key}: {e}")))?;
+            .map_err(|e| StoreError::Backend(format!("compressing payload {key}: {e}").into()))?;
         let sent = self
             .client
             .put_object()
@@ -98,15 +98,18 @@ impl PayloadStore for S3Payloads {
             Err(e) => {
                 let code = e.as_service_error().and_then(|s| s.code().map(str::to_owned));
                 return Err(match e.as_service_error() {
-                    Some(GetObjectError::NoSuchKey(_)) => StoreError::NotFound(format!("payload {location}")),
-                    Some(GetObjectError::InvalidObjectState(state)) => StoreError::Archived(format!(
-                        "payload {location} is in storage class {}; restore it first (S3 RestoreObject, e.g. \
+                    Some(GetObjectError::NoSuchKey(_)) => StoreError::NotFound(format!("payload {location}").into()),
+                    Some(GetObjectError::InvalidObjectState(state)) => StoreError::Archived(
+                        format!(
+                            "payload {location} is in storage class {}; restore it first (S3 RestoreObject, e.g. \
                          `aws s3api restore-object --bucket {} --key {key} --restore-request Days=7`)",
-                        state.storage_class().map_or("GLACIER", |c| c.as_str()),
-                        self.bucket
-                    )),
+                            state.storage_class().map_or("GLACIER", |c| c.as_str()),
+                            self.bucket
+                        )
+                        .into(),
+                    ),
                     _ if classify(code.as_deref(), None) == Meaning::NotFound => {
-                        StoreError::NotFound(format!("payload {location}"))
+                        StoreError::NotFound(format!("payload {location}").into())
                     }
                     _ => from_sdk(&format!("reading payload {location}"), e),
                 });
@@ -116,16 +119,15 @@ impl PayloadStore for S3Payloads {
             .body
             .collect()
             .await
-            .map_err(|e| StoreError::Unavailable(format!("reading payload {location}: {e}")))?
+            .map_err(|e| StoreError::Unavailable(format!("reading payload {location}: {e}").into()))?
             .into_bytes();
         let bytes = zstd::stream::decode_all(compressed.as_ref())
-            .map_err(|e| StoreError::Corrupt(format!("payload {location}: not valid zstd: {e}")))?;
+            .map_err(|e| StoreError::Corrupt(format!("payload {location}: not valid zstd: {e}").into()))?;
         let sha = hex::encode(Sha256::digest(&bytes));
         if !sha.eq_ignore_ascii_case(&payload.sha256) {
-            return Err(StoreError::Corrupt(format!(
-                "payload {location}: SHA-256 is {sha}, expected {}",
-                payload.sha256
-            )));
+            return Err(StoreError::Corrupt(
+                format!("payload {location}: SHA-256 is {sha}, expected {}", payload.sha256).into(),
+            ));
         }
         Ok(bytes)
     }
@@ -140,10 +142,13 @@ pub async fn apply_lifecycle(
     expire_after_days: i32,
 ) -> Result<(), StoreError> {
     if archive_after_days < 0 || expire_after_days <= archive_after_days {
-        return Err(StoreError::Backend(format!(
-            "payload lifecycle: expiry after {expire_after_days} days must come after archiving after \
+        return Err(StoreError::Backend(
+            format!(
+                "payload lifecycle: expiry after {expire_after_days} days must come after archiving after \
              {archive_after_days} days"
-        )));
+            )
+            .into(),
+        ));
     }
     let what = format!("putting the lifecycle of bucket {bucket}");
     let rule = LifecycleRule::builder()

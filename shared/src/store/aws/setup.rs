@@ -158,7 +158,7 @@ async fn create_table(client: &aws_sdk_dynamodb::Client, table: &str) -> Result<
         }
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
-    Err(StoreError::Unavailable(format!("{what}: the table did not become ACTIVE within 2 minutes")))
+    Err(StoreError::Unavailable(format!("{what}: the table did not become ACTIVE within 2 minutes").into()))
 }
 
 async fn enable_ttl(client: &aws_sdk_dynamodb::Client, table: &str) -> Result<(), StoreError> {
@@ -222,7 +222,7 @@ async fn create_queue(
     let what = format!("creating queue {name}");
     let created = client.create_queue().queue_name(name).set_attributes(Some(attributes.clone())).send().await;
     match created {
-        Ok(out) => out.queue_url.ok_or_else(|| StoreError::Backend(format!("{what}: SQS returned no URL"))),
+        Ok(out) => out.queue_url.ok_or_else(|| StoreError::Backend(format!("{what}: SQS returned no URL").into())),
         Err(e) if matches!(e.as_service_error(), Some(CreateQueueError::QueueNameExists(_))) => {
             let url = client
                 .get_queue_url()
@@ -231,7 +231,7 @@ async fn create_queue(
                 .await
                 .map_err(|e| from_sdk(&what, e))?
                 .queue_url
-                .ok_or_else(|| StoreError::Backend(format!("{what}: SQS returned no URL")))?;
+                .ok_or_else(|| StoreError::Backend(format!("{what}: SQS returned no URL").into()))?;
             client
                 .set_queue_attributes()
                 .queue_url(&url)
@@ -259,7 +259,7 @@ async fn create_queues(client: &aws_sdk_sqs::Client, config: &SetupConfig) -> Re
     let dlq_arn = out
         .attributes
         .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
-        .ok_or_else(|| StoreError::Backend(format!("SQS returned no ARN for {dlq_url}")))?;
+        .ok_or_else(|| StoreError::Backend(format!("SQS returned no ARN for {dlq_url}").into()))?;
     let policy = serde_json::json!({ "deadLetterTargetArn": dlq_arn, "maxReceiveCount": config.max_receive_count });
     let attributes = HashMap::from([
         retention,

@@ -8,7 +8,7 @@ use serde::Serialize;
 /// A time as UTC nanoseconds since the Unix epoch (representable from 1677 to 2262).
 pub(crate) fn nanos(at: DateTime<Utc>) -> Result<i64, StoreError> {
     at.timestamp_nanos_opt()
-        .ok_or_else(|| StoreError::Backend(format!("time {at} is outside 1677..2262 and cannot be stored")))
+        .ok_or_else(|| StoreError::Backend(format!("time {at} is outside 1677..2262 and cannot be stored").into()))
 }
 
 /// The time stored as `n` UTC nanoseconds.
@@ -24,22 +24,24 @@ pub(crate) fn after(now: i64, by: Duration) -> i64 {
 
 /// A version, fence or count as an SQLite integer.
 pub(crate) fn int(value: u64, what: &str) -> Result<i64, StoreError> {
-    i64::try_from(value).map_err(|_| StoreError::Backend(format!("{what} {value} is too large to store")))
+    i64::try_from(value).map_err(|_| StoreError::Backend(format!("{what} {value} is too large to store").into()))
 }
 
 /// A stored integer as u64 (negative values are corrupt).
 pub(crate) fn uint(value: i64, what: &str) -> Result<u64, StoreError> {
-    u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{what} is {value}, expected a non-negative number")))
+    u64::try_from(value)
+        .map_err(|_| StoreError::Corrupt(format!("{what} is {value}, expected a non-negative number").into()))
 }
 
 /// `value` as JSON text.
 pub(crate) fn to_json<T: Serialize>(value: &T, what: &str) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(|e| StoreError::Backend(format!("encoding {what} as JSON: {e}")))
+    serde_json::to_string(value).map_err(|e| StoreError::Backend(format!("encoding {what} as JSON: {e}").into()))
 }
 
 /// Decodes stored JSON text: a failure means the row is corrupt.
 pub(crate) fn from_json<T: DeserializeOwned>(text: &str, what: &str) -> Result<T, StoreError> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: stored JSON does not decode: {e}")))
+    serde_json::from_str(text)
+        .map_err(|e| StoreError::Corrupt(format!("{what}: stored JSON does not decode: {e}").into()))
 }
 
 /// 128 random bits as 32 hex digits: message ids and receipt handles.

@@ -91,8 +91,11 @@ impl Db {
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
         T: Send + 'static,
     {
-        let _permit =
-            self.permits.acquire().await.map_err(|e| StoreError::Backend(format!("the SQLite pool is closed: {e}")))?;
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|e| StoreError::Backend(format!("the SQLite pool is closed: {e}").into()))?;
         let mut conn = self.check_out()?;
         let result = f(&mut conn);
         self.check_in(conn);
@@ -112,13 +115,13 @@ impl Db {
             .writer
             .acquire()
             .await
-            .map_err(|e| StoreError::Backend(format!("the SQLite writer queue is closed: {e}")))?;
+            .map_err(|e| StoreError::Backend(format!("the SQLite writer queue is closed: {e}").into()))?;
         // Run what is queued, ours included unless an earlier holder of the slot already ran it.
         loop {
             match result.try_recv() {
                 Ok(outcome) => return outcome,
                 Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
-                    return Err(StoreError::Backend("a grouped write was dropped before it ran".to_owned()))
+                    return Err(StoreError::Backend("a grouped write was dropped before it ran".to_owned().into()))
                 }
                 Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
             }
@@ -126,7 +129,7 @@ impl Db {
                 .permits
                 .acquire()
                 .await
-                .map_err(|e| StoreError::Backend(format!("the SQLite pool is closed: {e}")))?;
+                .map_err(|e| StoreError::Backend(format!("the SQLite pool is closed: {e}").into()))?;
             // From here to the end of the group nothing awaits: a caller that stops waiting can't strand the
             // jobs it took.
             let jobs: Vec<Job> = {
@@ -135,7 +138,7 @@ impl Db {
                 pending.drain(..take).collect()
             };
             if jobs.is_empty() {
-                return Err(StoreError::Backend("a grouped write was lost before it ran".to_owned()));
+                return Err(StoreError::Backend("a grouped write was lost before it ran".to_owned().into()));
             }
             let mut conn = self.check_out()?;
             group_commit::run(&mut conn, jobs);
@@ -164,5 +167,5 @@ fn start_checkpointer(db: &Arc<Db>) -> Result<(), StoreError> {
             }
         })
         .map(drop)
-        .map_err(|e| StoreError::Backend(format!("starting the checkpoint thread: {e}")))
+        .map_err(|e| StoreError::Backend(format!("starting the checkpoint thread: {e}").into()))
 }

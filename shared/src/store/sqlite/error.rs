@@ -1,6 +1,6 @@
 //! Converting SQLite's errors into [`StoreError`]s by meaning.
 
-use crate::store::StoreError;
+use crate::store::{Detail, StoreError};
 use rusqlite::{ffi, ErrorCode};
 
 /// Whether `e` is a primary-key or unique violation: an insert of a key that exists.
@@ -16,17 +16,18 @@ fn is_duplicate_key(e: &rusqlite::Error) -> bool {
 /// → `Conflict`, an undecodable column → `Corrupt`, anything else (other constraints included) → `Backend`.
 pub(crate) fn from_sqlite(what: &str, e: rusqlite::Error) -> StoreError {
     if is_duplicate_key(&e) {
-        return StoreError::Conflict(format!("{what}: {e}"));
+        return StoreError::Conflict(Detail::caused_by(format!("{what}: {e}"), e));
     }
     match e.sqlite_error_code() {
-        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Unavailable(format!(
-            "{what}: the SQLite database is busy ({e}); another writer held it past the busy timeout"
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Unavailable(Detail::caused_by(
+            format!("{what}: the SQLite database is busy ({e}); another writer held it past the busy timeout"),
+            e,
         )),
         _ => match e {
             rusqlite::Error::FromSqlConversionFailure(..) | rusqlite::Error::InvalidColumnType(..) => {
-                StoreError::Corrupt(format!("{what}: {e}"))
+                StoreError::Corrupt(Detail::caused_by(format!("{what}: {e}"), e))
             }
-            other => StoreError::Backend(format!("{what}: {other}")),
+            other => StoreError::Backend(Detail::caused_by(format!("{what}: {other}"), other)),
         },
     }
 }
@@ -40,5 +41,19 @@ pub(crate) trait SqlContext<T> {
 impl<T> SqlContext<T> for rusqlite::Result<T> {
     fn ctx(self, what: &str) -> Result<T, StoreError> {
         self.map_err(|e| from_sqlite(what, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error;
+
+    #[test]
+    fn the_sqlite_error_stays_the_source() {
+        let error = from_sqlite("reading event e-1", rusqlite::Error::QueryReturnedNoRows);
+        assert!(matches!(error, StoreError::Backend(_)), "{error:?}");
+        let source = error.detail().source().expect("a source");
+        assert!(matches!(source.downcast_ref::<rusqlite::Error>(), Some(rusqlite::Error::QueryReturnedNoRows)));
     }
 }

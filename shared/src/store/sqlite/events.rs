@@ -87,7 +87,7 @@ fn put_event(conn: &Connection, record: &EventRecord, expect: Expect) -> Result<
     };
     if changed == 0 {
         let found = found_version(conn, "events", "event_id", id)?;
-        return Err(StoreError::Conflict(format!("event {id}: expected {}, {found}", describe(expect))));
+        return Err(StoreError::Conflict(format!("event {id}: expected {}, {found}", describe(expect)).into()));
     }
     Ok(())
 }
@@ -114,7 +114,7 @@ fn put_head(conn: &Connection, head: &EntityHead, expect: Expect) -> Result<(), 
     };
     if changed == 0 {
         let found = found_version(conn, "heads", "entity_key", &key)?;
-        return Err(StoreError::Conflict(format!("head of {key}: expected {}, {found}", describe(expect))));
+        return Err(StoreError::Conflict(format!("head of {key}: expected {}, {found}", describe(expect)).into()));
     }
     Ok(())
 }
@@ -242,7 +242,8 @@ impl EventStore for SqliteStore {
                     .ctx(what)?;
                 let mut counts = BTreeMap::new();
                 for (status, count) in rows {
-                    let status: Status = status.parse().map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))?;
+                    let status: Status =
+                        status.parse().map_err(|e| StoreError::Corrupt(format!("{what}: {e}").into()))?;
                     counts.insert(status, u64::try_from(count).unwrap_or(0));
                 }
                 Ok(counts)

@@ -31,7 +31,7 @@ where
         let finish: Finish = Box::new(move |commit| {
             let outcome = match (result, commit) {
                 (Err(e), _) => Err(e),
-                (Ok(_), Err(e)) => Err(copy_of(e)),
+                (Ok(_), Err(e)) => Err(e.clone()),
                 (Ok(value), Ok(())) => Ok(value),
             };
             // The caller may have stopped waiting (a dropped future): nothing to report to.
@@ -60,18 +60,5 @@ pub(crate) fn run(conn: &mut Connection, jobs: Vec<Job>) {
     })();
     for finish in finishes {
         finish(committed.as_ref().map(|_| ()));
-    }
-}
-
-/// Each waiting caller gets its own copy of a failed commit's error, with the same meaning.
-fn copy_of(e: &StoreError) -> StoreError {
-    match e {
-        StoreError::Conflict(m) => StoreError::Conflict(m.clone()),
-        StoreError::NotFound(m) => StoreError::NotFound(m.clone()),
-        StoreError::Throttled(m) => StoreError::Throttled(m.clone()),
-        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
-        StoreError::Corrupt(m) => StoreError::Corrupt(m.clone()),
-        StoreError::Archived(m) => StoreError::Archived(m.clone()),
-        StoreError::Backend(m) => StoreError::Backend(m.clone()),
     }
 }

@@ -1,13 +1,14 @@
 //! The mirror's [`Destination`] implementation: every write is conditional (spec §4 step 5).
 //!
 //! The rules (refuse a stale, fenced-off or already applied write; add `in_order` deltas) are the shared ones of
-//! [`crate::store::guard`]; this file keeps the SQL. Each event has at most one effect.
+//! [`crate::destination::guard`]; this file keeps the SQL. Each event has at most one effect.
 
 use super::codec::{nanos, to_json};
 use super::error::SqlContext;
 use super::mirror::{read_row, Mirror};
-use crate::store::guard::{decide, destination_error, Decision, MirrorRecord, PendingChange};
-use crate::store::{ApplyOutcome, Change, Destination, DestinationError, StoreError};
+use crate::destination::guard::{decide, destination_error, Decision, MirrorRecord, PendingChange};
+use crate::destination::{ApplyOutcome, Change, Destination, DestinationError};
+use crate::store::StoreError;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension, Transaction};

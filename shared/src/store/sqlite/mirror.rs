@@ -7,8 +7,8 @@ use super::codec::{from_json, nanos, time, to_json, uint};
 use super::db::Db;
 use super::error::SqlContext;
 use crate::clock::Clock;
+use crate::destination::guard::{MirrorRecord, LOCAL_EDIT};
 use crate::model::{EntityKey, EventId, OrderKey};
-use crate::store::guard::{MirrorRecord, LOCAL_EDIT};
 use crate::store::StoreError;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -133,7 +133,7 @@ impl Mirror {
                     .ctx(what)?;
                 rows.into_iter()
                     .map(|(id, key)| {
-                        let id = EventId::parse(&id).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))?;
+                        let id = EventId::parse(&id).map_err(|e| StoreError::Corrupt(format!("{what}: {e}").into()))?;
                         Ok((id, key))
                     })
                     .collect()
@@ -154,7 +154,7 @@ impl Mirror {
 }
 
 #[async_trait::async_trait]
-impl crate::store::MirrorView for Mirror {
+impl crate::destination::MirrorView for Mirror {
     async fn record_local_edit(
         &self,
         entity: &EntityKey,

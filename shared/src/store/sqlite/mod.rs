@@ -16,7 +16,7 @@ mod payloads;
 mod queue;
 mod schema;
 
-pub use crate::store::guard::MirrorRecord;
+pub use crate::destination::guard::MirrorRecord;
 pub use events::SqliteStore;
 pub use mirror::Mirror;
 pub use payloads::PayloadDir;
@@ -62,7 +62,7 @@ impl Embedded {
     /// the schema; call it at start-up.
     pub fn open(home: &Path, clock: Arc<dyn Clock>, options: EmbeddedOptions) -> Result<Self, StoreError> {
         std::fs::create_dir_all(home)
-            .map_err(|e| StoreError::Backend(format!("creating home directory {}: {e}", home.display())))?;
+            .map_err(|e| StoreError::Backend(format!("creating home directory {}: {e}", home.display()).into()))?;
         let db = db::Db::open(&home.join(DB_FILE), options.pool_size, schema::migrate)?;
         Ok(Self {
             store: Arc::new(SqliteStore::new(Arc::clone(&db))),

@@ -32,7 +32,8 @@ impl PayloadDir {
     /// A payload store under `home/payloads/` (the directory and its database are created if missing).
     pub(crate) fn open(home: &Path) -> Result<Self, StoreError> {
         let dir = home.join("payloads");
-        std::fs::create_dir_all(&dir).map_err(|e| StoreError::Backend(format!("creating {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| StoreError::Backend(format!("creating {}: {e}", dir.display()).into()))?;
         Ok(Self { db: Db::open(&dir.join(PAYLOAD_DB_FILE), POOL_SIZE, migrate)? })
     }
 
@@ -81,7 +82,7 @@ thread_local! {
 }
 
 fn compress(bytes: &[u8], key: &str) -> Result<Vec<u8>, StoreError> {
-    let failed = |e: std::io::Error| StoreError::Backend(format!("compressing payload {key}: {e}"));
+    let failed = |e: std::io::Error| StoreError::Backend(format!("compressing payload {key}: {e}").into());
     COMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         let compressor = match slot.as_mut() {
@@ -105,7 +106,7 @@ impl PayloadStore for PayloadDir {
         let compressed = compress(bytes, &key)?;
         let (row_key, row_sha) = (key.clone(), sha.clone());
         let size_column =
-            i64::try_from(size).map_err(|_| StoreError::Backend(format!("payload {key} is too large")))?;
+            i64::try_from(size).map_err(|_| StoreError::Backend(format!("payload {key} is too large").into()))?;
         // Content-addressed: a row that exists already holds these very bytes.
         self.db
             .write(move |tx| {
@@ -122,12 +123,15 @@ impl PayloadStore for PayloadDir {
 
     async fn get(&self, payload: &PayloadRef) -> Result<Vec<u8>, StoreError> {
         let key = &payload.key;
-        let compressed = self.read_object(key).await?.ok_or_else(|| StoreError::NotFound(format!("payload {key}")))?;
+        let compressed =
+            self.read_object(key).await?.ok_or_else(|| StoreError::NotFound(format!("payload {key}").into()))?;
         let bytes = zstd::decode_all(compressed.as_slice())
-            .map_err(|e| StoreError::Corrupt(format!("payload {key}: not valid zstd: {e}")))?;
+            .map_err(|e| StoreError::Corrupt(format!("payload {key}: not valid zstd: {e}").into()))?;
         let sha = hex::encode(Sha256::digest(&bytes));
         if !sha.eq_ignore_ascii_case(&payload.sha256) {
-            return Err(StoreError::Corrupt(format!("payload {key}: SHA-256 is {sha}, expected {}", payload.sha256)));
+            return Err(StoreError::Corrupt(
+                format!("payload {key}: SHA-256 is {sha}, expected {}", payload.sha256).into(),
+            ));
         }
         Ok(bytes)
     }

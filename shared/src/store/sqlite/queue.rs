@@ -78,9 +78,12 @@ impl SqliteQueue {
                 let at = after(nanos(clock.now())?, by);
                 let changed = tx.exec(sql, params![message_of(&handle), handle, at]).ctx("updating a message")?;
                 if changed == 0 {
-                    return Err(StoreError::NotFound(format!(
-                        "receipt handle {handle}: the message was deleted, dead-lettered or received again since"
-                    )));
+                    return Err(StoreError::NotFound(
+                        format!(
+                            "receipt handle {handle}: the message was deleted, dead-lettered or received again since"
+                        )
+                        .into(),
+                    ));
                 }
                 Ok(())
             })

@@ -73,10 +73,13 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).ctx("starting the schema transaction")?;
     let found: i64 = tx.query_row("PRAGMA user_version", [], |row| row.get(0)).ctx("reading the schema version")?;
     if found > SCHEMA_VERSION {
-        return Err(StoreError::Backend(format!(
-            "synctrail.db has schema version {found}, newer than this synctrail understands ({SCHEMA_VERSION}); \
+        return Err(StoreError::Backend(
+            format!(
+                "synctrail.db has schema version {found}, newer than this synctrail understands ({SCHEMA_VERSION}); \
              upgrade synctrail"
-        )));
+            )
+            .into(),
+        ));
     }
     tx.execute_batch(TABLES).ctx("creating the tables")?;
     if found < SCHEMA_VERSION {

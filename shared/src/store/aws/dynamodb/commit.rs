@@ -59,10 +59,13 @@ pub(super) async fn commit(store: &DynamoStore, commit_id: &str, writes: Vec<Wri
         return Ok(());
     }
     if writes.len() > MAX_TRANSACTION_ITEMS {
-        return Err(StoreError::Backend(format!(
-            "one commit of {} writes is over DynamoDB's limit of {MAX_TRANSACTION_ITEMS} items per transaction",
-            writes.len()
-        )));
+        return Err(StoreError::Backend(
+            format!(
+                "one commit of {} writes is over DynamoDB's limit of {MAX_TRANSACTION_ITEMS} items per transaction",
+                writes.len()
+            )
+            .into(),
+        ));
     }
     let prepared = collapse(writes.iter().map(|w| Prepared::of(w, commit_id)).collect::<Result<Vec<_>, _>>()?)?;
     match prepared.as_slice() {
@@ -87,11 +90,14 @@ fn collapse(writes: Vec<Prepared>) -> Result<Vec<Prepared>, StoreError> {
                 Expect::Absent => "it absent".to_owned(),
                 Expect::Version(v) => format!("version {v}"),
             };
-            return Err(StoreError::Conflict(format!(
-                "{}: expected {expected}, found version {} (written earlier in the same commit)",
-                write.what,
-                written.unwrap_or(0)
-            )));
+            return Err(StoreError::Conflict(
+                format!(
+                    "{}: expected {expected}, found version {} (written earlier in the same commit)",
+                    write.what,
+                    written.unwrap_or(0)
+                )
+                .into(),
+            ));
         }
         earlier.item = write.item;
     }

@@ -27,7 +27,7 @@ fn describe(expect: Expect) -> String {
 fn conflict(write: &Prepared, old: Option<&Item>) -> StoreError {
     let found =
         old.and_then(|o| number(o, VERSION)).map_or_else(|| "found none".to_owned(), |v| format!("found version {v}"));
-    StoreError::Conflict(format!("{}: expected {}, {found}", write.what, describe(write.expect)))
+    StoreError::Conflict(format!("{}: expected {}, {found}", write.what, describe(write.expect)).into())
 }
 
 /// A single `PutItem` failed its condition: Ok when the stored item is the one we wrote, else a conflict.
@@ -80,8 +80,8 @@ pub(super) fn judge_cancellation(
         }
     }
     Err(match worst {
-        Some((meaning, message)) => store_error(meaning, message),
-        None => StoreError::Backend(format!("transaction canceled without a reason: {reasons:?}")),
+        Some((meaning, message)) => store_error(meaning, message.into()),
+        None => StoreError::Backend(format!("transaction canceled without a reason: {reasons:?}").into()),
     })
 }
 
@@ -134,6 +134,15 @@ mod tests {
         let io: SdkError<PutItemError, HttpResponse> =
             SdkError::dispatch_failure(ConnectorError::io("connection reset".into()));
         assert!(matches!(from_sdk("put", io), StoreError::Unavailable(_)));
+    }
+
+    #[test]
+    fn the_sdk_error_is_kept_as_the_source() {
+        use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+        use std::error::Error;
+        let error = from_sdk("put", generic("ThrottlingException", 400));
+        let sdk = error.detail().source().and_then(|e| e.downcast_ref::<SdkError<PutItemError, HttpResponse>>());
+        assert_eq!(sdk.and_then(|e| e.as_service_error()).and_then(|e| e.code()), Some("ThrottlingException"));
     }
 
     #[test]

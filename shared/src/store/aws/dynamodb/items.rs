@@ -54,7 +54,7 @@ pub(super) fn sortable(n: i64) -> String {
 /// A time as UTC nanoseconds since the epoch.
 pub(super) fn nanos(at: DateTime<Utc>) -> Result<i64, StoreError> {
     at.timestamp_nanos_opt()
-        .ok_or_else(|| StoreError::Backend(format!("time {at} is outside 1677..2262 and cannot be stored")))
+        .ok_or_else(|| StoreError::Backend(format!("time {at} is outside 1677..2262 and cannot be stored").into()))
 }
 
 pub(super) fn event_pk(event_id: &str) -> String {
@@ -101,7 +101,7 @@ fn n(value: impl ToString) -> AttributeValue {
 }
 
 fn to_json<T: Serialize>(value: &T, what: &str) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(|e| StoreError::Backend(format!("encoding {what} as JSON: {e}")))
+    serde_json::to_string(value).map_err(|e| StoreError::Backend(format!("encoding {what} as JSON: {e}").into()))
 }
 
 /// The item of an event record, stamped with `commit_id`.
@@ -169,10 +169,13 @@ pub(super) fn item_size(item: &Item) -> usize {
 fn check_size(item: &Item, what: &str) -> Result<(), StoreError> {
     let size = item_size(item);
     if size > ITEM_SIZE_LIMIT {
-        return Err(StoreError::Backend(format!(
-            "{what} would be a {size}-byte DynamoDB item, over this store's limit of {ITEM_SIZE_LIMIT} bytes \
+        return Err(StoreError::Backend(
+            format!(
+                "{what} would be a {size}-byte DynamoDB item, over this store's limit of {ITEM_SIZE_LIMIT} bytes \
              (DynamoDB refuses items over 400 KB); shorten its error messages or history"
-        )));
+            )
+            .into(),
+        ));
     }
     Ok(())
 }
@@ -195,8 +198,10 @@ pub(super) fn number(item: &Item, name: &str) -> Option<u64> {
 
 /// The record or head an item holds: a body that does not decode means the item is corrupt.
 pub(super) fn decode<T: DeserializeOwned>(item: &Item, what: &str) -> Result<T, StoreError> {
-    let body = string(item, BODY).ok_or_else(|| StoreError::Corrupt(format!("{what}: the item has no `body`")))?;
-    serde_json::from_str(body).map_err(|e| StoreError::Corrupt(format!("{what}: stored JSON does not decode: {e}")))
+    let body =
+        string(item, BODY).ok_or_else(|| StoreError::Corrupt(format!("{what}: the item has no `body`").into()))?;
+    serde_json::from_str(body)
+        .map_err(|e| StoreError::Corrupt(format!("{what}: stored JSON does not decode: {e}").into()))
 }
 
 #[cfg(test)]

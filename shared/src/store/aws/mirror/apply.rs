@@ -6,10 +6,11 @@ use super::items::{
     COMMIT_ID, EFFECT, MIRROR, PK,
 };
 use super::DynamoMirror;
+use crate::destination::guard::{decide, destination_error, Decision, MirrorRecord, PendingChange};
+use crate::destination::{ApplyOutcome, DestinationError};
 use crate::store::aws::error::{build_error, classify, from_sdk, store_error, Meaning};
 use crate::store::aws::ITEM_SIZE_LIMIT;
-use crate::store::guard::{decide, destination_error, Decision, MirrorRecord, PendingChange};
-use crate::store::{ApplyOutcome, DestinationError, StoreError};
+use crate::store::StoreError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, CancellationReason, KeysAndAttributes, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
@@ -124,7 +125,7 @@ async fn read(mirror: &DynamoMirror, change: &PendingChange) -> Result<(Option<I
             return Ok((row, effect));
         }
     }
-    Err(StoreError::Throttled(format!("{what}: DynamoDB left keys unprocessed {MAX_READ_CALLS} times")))
+    Err(StoreError::Throttled(format!("{what}: DynamoDB left keys unprocessed {MAX_READ_CALLS} times").into()))
 }
 
 /// A conditional put inside the transaction.
@@ -224,7 +225,7 @@ fn judge(reasons: &[CancellationReason], commit_id: &str, what: &str) -> Result<
         }
     }
     Err(match worst {
-        Some((meaning, message)) => destination_error(store_error(meaning, message)),
+        Some((meaning, message)) => destination_error(store_error(meaning, message.into())),
         None => DestinationError::Retryable(format!("{what}: transaction canceled without a reason: {reasons:?}")),
     })
 }

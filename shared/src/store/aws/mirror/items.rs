@@ -1,8 +1,8 @@
 //! How mirror rows and effects become DynamoDB items, and back.
 
+use crate::destination::guard::MirrorRecord;
 use crate::model::OrderKey;
 use crate::store::aws::ITEM_SIZE_LIMIT;
-use crate::store::guard::MirrorRecord;
 use crate::store::StoreError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
@@ -67,13 +67,13 @@ pub(super) fn n(value: impl ToString) -> AttributeValue {
 /// A time as UTC nanoseconds since the epoch.
 pub(super) fn nanos(at: DateTime<Utc>) -> Result<i64, StoreError> {
     at.timestamp_nanos_opt()
-        .ok_or_else(|| StoreError::Backend(format!("time {at} is outside 1677..2262 and cannot be stored")))
+        .ok_or_else(|| StoreError::Backend(format!("time {at} is outside 1677..2262 and cannot be stored").into()))
 }
 
 /// The item of a mirror row at `version`, stamped with `commit_id`.
 pub(super) fn mirror_item(record: &MirrorRecord, version: u64, commit_id: &str) -> Result<Item, StoreError> {
     let body = serde_json::to_string(&record.state)
-        .map_err(|e| StoreError::Backend(format!("encoding the state of {} as JSON: {e}", record.entity_key)))?;
+        .map_err(|e| StoreError::Backend(format!("encoding the state of {} as JSON: {e}", record.entity_key).into()))?;
     let mut item = key(mirror_pk(&record.entity_key), MIRROR);
     item.insert(ITEM_TYPE.into(), s(MIRROR_TYPE));
     item.insert(VERSION.into(), n(version));
@@ -136,7 +136,7 @@ pub(super) fn fits(item: &Item) -> bool {
 }
 
 fn corrupt(what: &str, name: &str, problem: &str) -> StoreError {
-    StoreError::Corrupt(format!("{what}: attribute `{name}` {problem}"))
+    StoreError::Corrupt(format!("{what}: attribute `{name}` {problem}").into())
 }
 
 /// A string attribute; present with another type is corrupt.

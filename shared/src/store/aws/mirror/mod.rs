@@ -1,6 +1,6 @@
 //! [`DynamoMirror`]: the reference destination on DynamoDB, with the semantics of the embedded
 //! `Mirror` (`store::sqlite`): the latest state per entity, local edits, one effect per applied
-//! event, and every write guarded by the shared rules of [`crate::store::guard`].
+//! event, and every write guarded by the shared rules of [`crate::destination::guard`].
 //!
 //! # Items (in the event store's table, beside its events and heads)
 //!
@@ -41,11 +41,12 @@ use self::items::{
     VERSION,
 };
 use crate::clock::Clock;
+use crate::destination::guard::{MirrorRecord, PendingChange, LOCAL_EDIT};
+use crate::destination::{ApplyOutcome, Change, Destination, DestinationError};
 use crate::model::{EntityKey, EventId};
 use crate::store::aws::error::from_sdk;
 use crate::store::aws::ITEM_SIZE_LIMIT;
-use crate::store::guard::{MirrorRecord, PendingChange, LOCAL_EDIT};
-use crate::store::{ApplyOutcome, Change, Destination, DestinationError, StoreError};
+use crate::store::StoreError;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, Select};
 use chrono::{DateTime, Utc};
@@ -118,12 +119,15 @@ impl DynamoMirror {
     ) -> Result<(), StoreError> {
         let entity_key = entity.to_string();
         let what = format!("recording a local edit of {entity_key}");
-        let body = serde_json::to_string(&state).map_err(|e| StoreError::Backend(format!("{what}: {e}")))?;
+        let body = serde_json::to_string(&state).map_err(|e| StoreError::Backend(format!("{what}: {e}").into()))?;
         if body.len() + entity_key.len() * 2 + 512 > ITEM_SIZE_LIMIT {
-            return Err(StoreError::Backend(format!(
-                "{what}: a {}-byte state is over this mirror's item limit of {ITEM_SIZE_LIMIT} bytes",
-                body.len()
-            )));
+            return Err(StoreError::Backend(
+                format!(
+                    "{what}: a {}-byte state is over this mirror's item limit of {ITEM_SIZE_LIMIT} bytes",
+                    body.len()
+                )
+                .into(),
+            ));
         }
         let names = [
             ("#type", ITEM_TYPE),
@@ -206,7 +210,7 @@ impl DynamoMirror {
         effects
             .into_iter()
             .map(|(_, _, id, entity_key)| {
-                let id = EventId::parse(&id).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))?;
+                let id = EventId::parse(&id).map_err(|e| StoreError::Corrupt(format!("{what}: {e}").into()))?;
                 Ok((id, entity_key))
             })
             .collect()
@@ -264,7 +268,7 @@ impl Destination for DynamoMirror {
 }
 
 #[async_trait]
-impl crate::store::MirrorView for DynamoMirror {
+impl crate::destination::MirrorView for DynamoMirror {
     async fn record_local_edit(
         &self,
         entity: &EntityKey,

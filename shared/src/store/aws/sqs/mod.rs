@@ -64,7 +64,7 @@ async fn resolve(client: &aws_sdk_sqs::Client, queue: &str) -> Result<String, St
         .send()
         .await
         .map_err(|e| from_sdk(&format!("looking up the URL of queue {queue}"), e))?;
-    out.queue_url.ok_or_else(|| StoreError::Backend(format!("SQS returned no URL for queue {queue}")))
+    out.queue_url.ok_or_else(|| StoreError::Backend(format!("SQS returned no URL for queue {queue}").into()))
 }
 
 /// Reads some attributes of a queue.
@@ -85,7 +85,7 @@ async fn attributes(
 
 /// `maxReceiveCount` and `deadLetterTargetArn` of a redrive policy (numbers may come as strings).
 fn parse_redrive(policy: &str, url: &str) -> Result<(u32, String), StoreError> {
-    let bad = || StoreError::Backend(format!("queue {url} has an unreadable RedrivePolicy: {policy}"));
+    let bad = || StoreError::Backend(format!("queue {url} has an unreadable RedrivePolicy: {policy}").into());
     let value: serde_json::Value = serde_json::from_str(policy).map_err(|_| bad())?;
     let max = match &value["maxReceiveCount"] {
         serde_json::Value::Number(n) => n.as_u64(),
@@ -114,16 +114,20 @@ impl SqsQueue {
         let dlq_url = resolve(&client, dlq).await?;
         let queue_attributes = attributes(&client, &queue_url, &[QueueAttributeName::RedrivePolicy]).await?;
         let policy = queue_attributes.get(&QueueAttributeName::RedrivePolicy).ok_or_else(|| {
-            StoreError::Backend(format!(
-                "queue {queue_url} has no RedrivePolicy; give it one that targets {dlq_url} (maxReceiveCount ≥ 5)"
-            ))
+            StoreError::Backend(
+                format!(
+                    "queue {queue_url} has no RedrivePolicy; give it one that targets {dlq_url} (maxReceiveCount ≥ 5)"
+                )
+                .into(),
+            )
         })?;
         let (max_receives, target) = parse_redrive(policy, &queue_url)?;
         let dlq_attributes = attributes(&client, &dlq_url, &[QueueAttributeName::QueueArn]).await?;
         if dlq_attributes.get(&QueueAttributeName::QueueArn) != Some(&target) {
-            return Err(StoreError::Backend(format!(
-                "queue {queue_url} sends dead letters to {target}, not to {dlq_url}; fix the configuration"
-            )));
+            return Err(StoreError::Backend(
+                format!("queue {queue_url} sends dead letters to {target}, not to {dlq_url}; fix the configuration")
+                    .into(),
+            ));
         }
         Ok(Self { client, queue_url, dlq_url, max_receives, wait_seconds: 1, held: Held::default() })
     }
@@ -259,9 +263,9 @@ impl SqsQueue {
                     first.message.as_deref().unwrap_or_default()
                 );
                 return Err(if first.sender_fault {
-                    StoreError::Backend(message)
+                    StoreError::Backend(message.into())
                 } else {
-                    StoreError::Unavailable(message)
+                    StoreError::Unavailable(message.into())
                 });
             }
             let failed: Vec<&str> = out.failed.iter().map(|f| f.id.as_str()).collect();
@@ -320,10 +324,10 @@ impl SqsQueue {
                 .await
                 .map_err(|e| from_sdk(&format!("deleting messages from {url}"), e))?;
             if let Some(failed) = out.failed.iter().find(|f| !f.sender_fault) {
-                return Err(StoreError::Unavailable(format!(
-                    "deleting messages from {url}: {}",
-                    failed.message.as_deref().unwrap_or("a server fault")
-                )));
+                return Err(StoreError::Unavailable(
+                    format!("deleting messages from {url}: {}", failed.message.as_deref().unwrap_or("a server fault"))
+                        .into(),
+                ));
             }
         }
         Ok(())
@@ -352,10 +356,13 @@ impl SqsQueue {
     }
 
     fn not_current(handle: &str) -> StoreError {
-        StoreError::NotFound(format!(
-            "receipt handle {}…: the message was received again since; use the newer handle",
-            handle.chars().take(16).collect::<String>()
-        ))
+        StoreError::NotFound(
+            format!(
+                "receipt handle {}…: the message was received again since; use the newer handle",
+                handle.chars().take(16).collect::<String>()
+            )
+            .into(),
+        )
     }
 }
 
@@ -418,11 +425,9 @@ impl Queue for SqsQueue {
                     break;
                 }
                 if round == 1 {
-                    return Err(StoreError::Unavailable(format!(
-                        "deleting {} messages from {} failed twice",
-                        retry.len(),
-                        self.queue_url
-                    )));
+                    return Err(StoreError::Unavailable(
+                        format!("deleting {} messages from {} failed twice", retry.len(), self.queue_url).into(),
+                    ));
                 }
                 pending.retain(|entry| retry.contains(&entry.id()));
             }

@@ -6,9 +6,10 @@
 //! added (`{"delta": n}` → `{"quantity": sum}`). Whether the event had an effect before is the backend's to look
 //! up (each keeps one effect per event) before it asks [`decide`]. Backends keep only their storage code.
 
+use crate::destination::{ApplyOutcome, Change, DestinationError};
 use crate::model::{Kind, OrderKey};
 use crate::settings::Policy;
-use crate::store::{ApplyOutcome, Change, DestinationError, StoreError};
+use crate::store::StoreError;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -213,6 +214,8 @@ mod tests {
             fence,
             policy,
             forced: false,
+            attempt: 1,
+            previous_attempt_unknown: false,
         };
         PendingChange::of(&change).expect("valid change")
     }
@@ -281,6 +284,8 @@ mod tests {
                 fence: 1,
                 policy: Policy::InOrder,
                 forced: false,
+                attempt: 1,
+                previous_attempt_unknown: false,
             };
             assert!(matches!(PendingChange::of(&change), Err(DestinationError::Permanent(_))), "{payload}");
         }

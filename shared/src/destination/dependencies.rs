@@ -4,8 +4,8 @@
 //! A rule `inventory_level.product_id=product` says: an event of type `inventory_level` whose payload has
 //! `product_id = P` needs the entity `<tenant>/<source>/product/P` to exist (applied, not deleted) first.
 
+use crate::destination::{ApplyOutcome, Change, Destination, DestinationError, MirrorView};
 use crate::model::EntityKey;
-use crate::store::{ApplyOutcome, Change, Destination, DestinationError, MirrorView};
 use async_trait::async_trait;
 use serde_json::Value;
 use std::sync::Arc;

@@ -2,9 +2,10 @@
 //! keeps the mirror in. Tools that inspect or prepare the mirror (the CLI, the demo's convergence check, tests)
 //! work through it, so they run unchanged on the embedded `Mirror` and on the DynamoDB `DynamoMirror`.
 
+use crate::destination::guard::MirrorRecord;
+use crate::destination::Destination;
 use crate::model::{EntityKey, EventId};
-use crate::store::guard::MirrorRecord;
-use crate::store::{Destination, StoreError};
+use crate::store::StoreError;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;

@@ -1,0 +1,113 @@
+//! The destination port: where changes are applied — the one trait a team implements to put synctrail in front of
+//! its own database, ERP or API — and what surrounds it: the reference mirror's rules ([`guard`]), the mirror's
+//! operator view ([`MirrorView`]), destinations answering "missing dependency" by rule ([`dependencies`]) and fault
+//! drills ([`drill`]).
+//!
+//! # The contract
+//!
+//! The engine calls [`Destination::apply`] once per attempt of an event that holds its entity's lease (spec §4):
+//! never two events of one entity at the same time, and never an event older than one already applied
+//! (`latest_wins`). What the destination must do:
+//!
+//! - **Idempotency key**: [`Change::event_id`]. An event may be applied more than once (a crash after the write and
+//!   before the engine recorded it, a timeout whose write landed): the second time must have no second effect —
+//!   answer [`ApplyOutcome::AlreadyApplied`]. When [`Change::previous_attempt_unknown`] is set, an earlier attempt
+//!   of this very event may have written: look before writing (e.g. by the event id stored with the row).
+//! - **Order guard**: when the destination stores the order key ([`Change::order`]) with each row, write only
+//!   `... WHERE stored_order < new_order` and answer [`ApplyOutcome::Superseded`] otherwise; this keeps a stale
+//!   write out even if two writers race (spec §4.5). [`Change::fence`] grows with every claim of the entity: a
+//!   destination that stores it can refuse a paused writer's late write too.
+//! - **Outcomes**: [`ApplyOutcome::Applied`] (written now), [`ApplyOutcome::AlreadyApplied`] (this event was
+//!   written before), [`ApplyOutcome::Superseded`] (something newer is there: the event ends `dropped`, pointing
+//!   at `by`), [`ApplyOutcome::MissingDependency`] (another entity must exist first: the event waits, spec §6).
+//! - **Errors**: [`DestinationError::Retryable`] when a later attempt may succeed (down, throttled, timed out: the
+//!   event is retried with backoff, then ends `failed` once its attempts are used up);
+//!   [`DestinationError::Permanent`] when it never will (the change is invalid for this destination: the event
+//!   ends `failed` at once). A panic counts as retryable.
+//! - Nothing else: the engine records statuses, history and metrics. Keep `apply` free of side effects on other
+//!   entities; a change that needs another entity says so with `MissingDependency`.
+
+pub mod dependencies;
+pub mod drill;
+pub mod guard;
+mod mirror_view;
+
+pub use mirror_view::MirrorView;
+
+use crate::model::{ContentHash, EntityKey, EventId, Kind, OrderKey};
+use crate::settings::Policy;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+/// One change to apply, with what the destination needs to refuse stale or fenced-off writes.
+#[derive(Debug, Clone, Copy)]
+pub struct Change<'a> {
+    /// The event.
+    pub event_id: &'a EventId,
+    /// The entity.
+    pub entity: &'a EntityKey,
+    /// The event's order key: a `latest_wins` write is refused when the destination holds a newer one.
+    pub order: OrderKey,
+    /// `updated_at`: a `latest_wins` write is refused when a local edit is newer.
+    pub updated_at: Option<DateTime<Utc>>,
+    /// The content hash.
+    pub content_hash: ContentHash,
+    /// `upsert`, `delete` or `create`.
+    pub kind: Kind,
+    /// The resource's state (or, for `in_order` types, the delta).
+    pub payload: &'a Value,
+    /// The claim's fencing token: a write is refused when the destination saw a newer one.
+    pub fence: u64,
+    /// Snapshot or delta semantics.
+    pub policy: Policy,
+    /// Whether ordering was skipped on purpose (`reprocess --force`).
+    pub forced: bool,
+    /// This attempt's number for the event (1 for the first).
+    pub attempt: u32,
+    /// An earlier attempt of this event reached the destination and its outcome is unknown (the invocation died
+    /// after the call, or the call failed in a way that does not prove nothing was written: a timeout, a 5xx).
+    /// Check whether the event was already applied before writing it again.
+    pub previous_attempt_unknown: bool,
+}
+
+/// What the destination did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApplyOutcome {
+    /// Written now.
+    Applied,
+    /// This very event was written before (a retry after a crash): no second effect.
+    AlreadyApplied,
+    /// The destination holds something newer; nothing was written. `by` names it (an event id or record ref).
+    Superseded {
+        /// The newer event or record.
+        by: String,
+    },
+    /// The change needs another entity that does not exist yet (spec §6); nothing was written. The event waits
+    /// until an event of `key` completes.
+    MissingDependency {
+        /// The entity it needs.
+        key: EntityKey,
+        /// An envelope (JSON text) to send to obtain it, e.g. a fetch-and-create request; `None` when the
+        /// dependency will arrive by itself.
+        request: Option<String>,
+    },
+}
+
+/// A destination's failure.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DestinationError {
+    /// A retry may succeed (the destination is down, throttling, timing out).
+    #[error("destination failed, will retry: {0}")]
+    Retryable(String),
+    /// The destination refused the change for good.
+    #[error("destination refused the change: {0}")]
+    Permanent(String),
+}
+
+/// Where changes are applied.
+#[async_trait]
+pub trait Destination: Send + Sync {
+    /// Applies one change, conditionally on its order key and fencing token.
+    async fn apply(&self, change: &Change<'_>) -> Result<ApplyOutcome, DestinationError>;
+}
