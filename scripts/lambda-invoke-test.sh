@@ -340,7 +340,8 @@ for i, (r, want, event_id) in enumerate(zip(records, expect["records"], ids)):
 
 # The mirror (the reference destination).
 for entity, want in expect["mirror"].items():
-    rows = [m for m in cli_json("records", "--entity", entity, "--limit", "0") if m.get("entity_key") == entity]
+    listing = cli_json("records", "--entity", entity, "--limit", "0")["records"]
+    rows = [m for m in listing if m.get("entity_key") == entity]
     if len(rows) != 1:
         fail(f"the mirror has {len(rows)} records for {entity}, expected 1")
     row = rows[0]

@@ -23,13 +23,20 @@ pub fn settings() -> Result<Settings, CliError> {
     base_settings().overridden_by_env().map_err(|e| CliError::InvalidArgument(e.to_string()))
 }
 
-/// The mirror's dependency rules: `SYNCTRAIL_DEPENDENCIES` when set (empty: none), else [`DEMO_DEPENDENCY`].
+/// The mirror's dependency rules: `SYNCTRAIL_DEPENDENCIES` (comma-separated `TYPE.FIELD=NEEDED_TYPE`; unset or empty:
+/// none). Only `synctrail demo` adds [`DEMO_DEPENDENCY`], for its own workload.
 pub fn dependency_rules() -> Result<Vec<DependencyRule>, CliError> {
-    let invalid = |e: synctrail::destination::dependencies::InvalidRule| CliError::InvalidArgument(e.to_string());
-    if std::env::var_os("SYNCTRAIL_DEPENDENCIES").is_some() {
-        return DependencyRule::from_env().map_err(invalid);
+    DependencyRule::from_env().map_err(|e| CliError::InvalidArgument(e.to_string()))
+}
+
+/// The demo's dependency rules: [`DEMO_DEPENDENCY`] plus whatever `SYNCTRAIL_DEPENDENCIES` adds.
+pub fn demo_dependency_rules() -> Result<Vec<DependencyRule>, CliError> {
+    let demo = DependencyRule::parse(DEMO_DEPENDENCY).map_err(|e| CliError::InvalidArgument(e.to_string()))?;
+    let mut rules = dependency_rules()?;
+    if !rules.contains(&demo) {
+        rules.push(demo);
     }
-    Ok(vec![DependencyRule::parse(DEMO_DEPENDENCY).map_err(invalid)?])
+    Ok(rules)
 }
 
 /// Receives after which a message goes to the dead-letter queue, for everyday use (SQS `maxReceiveCount`).

@@ -4,6 +4,48 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use std::io::Write;
 
+/// A listing cut at `--limit`: the rows shown and, when more exist, how many there are in all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    /// The rows shown.
+    pub rows: Vec<T>,
+    /// How many rows match in all (equal to the rows shown unless `truncated`).
+    pub total: u64,
+    /// More rows match than are shown.
+    pub truncated: bool,
+}
+
+impl<T> Page<T> {
+    /// `rows` read with a limit of `limit + 1` (0 = no limit): the extra row, if any, only says that more exist,
+    /// and then `count` tells how many.
+    pub async fn cut<F, E>(mut rows: Vec<T>, limit: usize, count: F) -> Result<Self, E>
+    where
+        F: std::future::Future<Output = Result<u64, E>>,
+    {
+        if limit == 0 || rows.len() <= limit {
+            return Ok(Self { total: rows.len() as u64, rows, truncated: false });
+        }
+        rows.truncate(limit);
+        Ok(Self { rows, total: count.await?, truncated: true })
+    }
+
+    /// What to tell the user on standard error when rows were left out.
+    pub fn note(&self) -> Option<String> {
+        self.truncated.then(|| format!("showing {} of {}; --limit 0 for all", self.rows.len(), self.total))
+    }
+}
+
+impl<T: Serialize> Page<T> {
+    /// Writes the page as one JSON document: `{"<key>": [...], "total": N, "truncated": bool}`.
+    pub fn write_json(&self, out: &mut dyn Write, key: &str) -> Result<(), crate::CliError> {
+        let mut document = serde_json::Map::new();
+        document.insert(key.to_owned(), serde_json::to_value(&self.rows)?);
+        document.insert("total".to_owned(), self.total.into());
+        document.insert("truncated".to_owned(), self.truncated.into());
+        write_json(out, &document)
+    }
+}
+
 /// A text table with a header row; columns are padded to their widest cell.
 #[derive(Debug, Clone, Default)]
 pub struct Table {

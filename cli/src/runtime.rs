@@ -252,8 +252,12 @@ impl Worker {
             s.crashes += 1;
             return Vec::new();
         };
-        let failed: HashSet<&str> =
-            batch.response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+        let Ok(response) = batch.lambda_response() else {
+            // The invocation failed as a whole: every message of the batch comes back.
+            s.retried += messages.len() as u64;
+            return Vec::new();
+        };
+        let failed: HashSet<&str> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
         let mut delete = Vec::new();
         for (message, result) in messages.iter().zip(&batch.records) {
             if let RecordResult::Processed(outcome) = result {

@@ -254,7 +254,7 @@ fn raw_event(records: serde_json::Value) -> SqsEvent {
 }
 
 #[tokio::test]
-async fn the_partial_batch_response_never_names_an_empty_item_identifier() {
+async fn a_record_to_retry_without_a_message_id_fails_the_whole_invocation() {
     let h = Harness::new();
     let body = valid(2).body();
     let event = raw_event(json!([
@@ -270,10 +270,25 @@ async fn the_partial_batch_response_never_names_an_empty_item_identifier() {
 
     assert!(batch.records.iter().all(|r| *r == RecordResult::NotStarted));
     let items: Vec<&str> = batch.response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
-    assert_eq!(items, ["m-3"]);
-    assert!(items.iter().all(|id| !id.is_empty()));
-    let wire = serde_json::to_value(&batch.response).expect("serialises");
-    assert_eq!(wire, json!({"batchItemFailures": [{"itemIdentifier": "m-3"}]}));
+    assert_eq!(items, ["m-3"], "an empty item identifier is never sent (it would fail the batch by accident)");
+    assert_eq!(batch.unidentified_retries, 2);
+    // Lambda would count the two unnamed records as successes and SQS would delete them: fail the invocation.
+    let error = batch.lambda_response().expect_err("the whole batch must come back");
+    let diagnostic = lambda_runtime::Diagnostic::from(error);
+    assert_eq!(diagnostic.error_type, "UnidentifiedRetry");
+    assert!(diagnostic.error_message.contains("2 record(s)"), "{}", diagnostic.error_message);
+}
+
+#[tokio::test]
+async fn a_batch_whose_unnamed_records_all_succeed_is_answered_normally() {
+    let h = Harness::new();
+    let event = raw_event(json!([
+        { "receiptHandle": "rh-1", "body": valid(30).body(), "attributes": {}, "messageAttributes": {} },
+    ]));
+    let batch = h.handle(event, &h.next_context()).await.expect("a response");
+    assert_eq!(batch.unidentified_retries, 0);
+    let response = batch.lambda_response().expect("nothing to retry: a normal response");
+    assert!(response.batch_item_failures.is_empty());
 }
 
 #[tokio::test]

@@ -449,6 +449,11 @@ pub mod suite {
         assert_eq!(ids(p.store.list_events(&by_source).await.expect("list")), ["ev-2"]);
         let window = EventQuery { since: Some(at(2)), until: Some(at(4)), ..Default::default() };
         assert_eq!(ids(p.store.list_events(&window).await.expect("list")), ["ev-3", "ev-2"]);
+        let count = |query: EventQuery| async move { p.store.count_events(&query).await.expect("count") };
+        assert_eq!(count(EventQuery { limit: 2, ..Default::default() }).await, 4, "counted past the limit");
+        assert_eq!(count(by_status).await, 1);
+        assert_eq!(count(by_source).await, 1);
+        assert_eq!(count(window).await, 2);
     }
 
     /// Events are counted per status.

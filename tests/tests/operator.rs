@@ -378,5 +378,52 @@ async fn the_reprocess_function_redrives_by_id_and_by_query_and_refuses_bad_requ
     for bad in [json!({}), json!({ "event_ids": ["a"], "query": { "status": "failed" } }), json!({ "ids": [] })] {
         let error = synctrail_reprocess::handle(&h.engine, bad.clone(), &operator()).await.expect_err("refused");
         assert!(error.to_string().contains("invalid reprocess request"), "{bad}: {error}");
+        assert_eq!(lambda_runtime::Diagnostic::from(error).error_type, "InvalidRequest", "a stable errorType");
+    }
+}
+
+/// Every reprocess request written in the docs (README, infra/README.md, the template's alarm texts, the function's
+/// own doc comment), found by scanning for `{"event_ids"`, `{"query"` and `{"dead_letters"`; placeholders such as
+/// `[...]` and `{...}` are filled with an example.
+fn documented_reprocess_requests() -> Vec<(String, String)> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let files =
+        ["README.md", "infra/README.md", "infra/template.yaml", "functions/reprocess/src/lib.rs", "docs/semantics.md"];
+    let mut found = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(root.join(file)).unwrap_or_else(|e| panic!("reading {file}: {e}"));
+        for start in ["{\"event_ids\"", "{\"query\"", "{\"dead_letters\""].iter().flat_map(|k| text.match_indices(k)) {
+            let rest = &text[start.0..];
+            let mut depth = 0;
+            let end = rest
+                .char_indices()
+                .find(|&(_, c)| {
+                    depth += match c {
+                        '{' => 1,
+                        '}' => -1,
+                        _ => 0,
+                    };
+                    depth == 0
+                })
+                .map(|(i, _)| i + 1)
+                .unwrap_or_else(|| panic!("{file}: unbalanced request at {}", start.0));
+            found.push((file.to_owned(), rest[..end].to_owned()));
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn every_reprocess_request_shown_in_the_docs_is_accepted() {
+    let h = Harness::new();
+    let requests = documented_reprocess_requests();
+    assert!(requests.len() >= 8, "the scan found too few requests: {requests:?}");
+    for (file, shown) in requests {
+        let filled =
+            shown.replace("[...]", "[\"evt-1\"]").replace("{...}", "{\"status\": \"failed\"}").replace("d-…", "d-1");
+        let request: serde_json::Value =
+            serde_json::from_str(&filled).unwrap_or_else(|e| panic!("{file}: `{shown}` is not JSON: {e}"));
+        let answer = synctrail_reprocess::handle(&h.engine, request, &operator()).await;
+        assert!(answer.is_ok(), "{file}: `{shown}` is refused: {answer:?}");
     }
 }

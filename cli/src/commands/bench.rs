@@ -73,7 +73,7 @@ pub async fn execute(ctx: &Context, args: &BenchArgs, out: &mut dyn Write) -> Re
     let workers = usize::from(args.workers);
     let config = WorkloadConfig::happy_path(count(args.events), count(args.entities), args.seed);
     let workload = generate(&config);
-    let backend = ctx.open_fresh("bench", args.prefix.as_deref()).await?;
+    let backend = ctx.open_fresh("bench", args.prefix.as_deref(), crate::config::dependency_rules()?).await?;
     if !ctx.json {
         writeln!(
             out,

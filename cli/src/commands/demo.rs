@@ -66,7 +66,7 @@ pub fn run_options(workers: usize, seed: u64) -> RunOptions {
 /// Runs `synctrail demo`.
 pub async fn execute(ctx: &Context, args: &DemoArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let text = !ctx.json;
-    let backend = ctx.open_fresh("demo", args.prefix.as_deref()).await?;
+    let backend = ctx.open_fresh("demo", args.prefix.as_deref(), crate::config::demo_dependency_rules()?).await?;
     if text {
         writeln!(out, "synctrail demo — {}", fresh_description(&backend))?;
     }

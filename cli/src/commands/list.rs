@@ -3,7 +3,7 @@
 use super::Context;
 use crate::args::ListArgs;
 use crate::error::CliError;
-use crate::output::{opt, time, write_json, Table};
+use crate::output::{opt, time, Page, Table};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::io::Write;
@@ -64,21 +64,31 @@ pub fn query(args: &ListArgs, now: DateTime<Utc>) -> Result<EventQuery, CliError
     })
 }
 
-/// Runs `synctrail list`.
+/// Runs `synctrail list`. When more events match than `--limit` shows, standard error says so and the JSON
+/// document carries `total` and `truncated`.
 pub async fn execute(ctx: &Context, args: &ListArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let query = query(args, Utc::now())?;
     let backend = ctx.open().await?;
-    let records = backend.ports.store.list_events(&query).await.map_err(CliError::store("listing events"))?;
+    let store = &backend.ports.store;
+    // One row more than shown tells whether more exist.
+    let peek = EventQuery { limit: if args.limit == 0 { 0 } else { args.limit.saturating_add(1) }, ..query.clone() };
+    let records = store.list_events(&peek).await.map_err(CliError::store("listing events"))?;
     let summaries: Vec<EventSummary> = records.iter().map(EventSummary::from).collect();
-    if ctx.json {
-        return write_json(out, &summaries);
+    let page = Page::cut(summaries, args.limit, store.count_events(&query))
+        .await
+        .map_err(CliError::store("counting events"))?;
+    if let Some(note) = page.note() {
+        eprintln!("{note}");
     }
-    if summaries.is_empty() {
+    if ctx.json {
+        return page.write_json(out, "events");
+    }
+    if page.rows.is_empty() {
         writeln!(out, "no events match")?;
         return Ok(());
     }
     let mut table = Table::new(&["event_id", "status", "entity", "updated_at", "attempt", "pointer"]).align_right(4);
-    for s in &summaries {
+    for s in &page.rows {
         table.row(vec![
             s.event_id.to_string(),
             s.status.to_string(),
@@ -89,8 +99,5 @@ pub async fn execute(ctx: &Context, args: &ListArgs, out: &mut dyn Write) -> Res
         ]);
     }
     table.write(out)?;
-    if args.limit != 0 && summaries.len() == args.limit {
-        writeln!(out, "(first {} shown; pass --limit 0 for all)", args.limit)?;
-    }
     Ok(())
 }

@@ -55,10 +55,15 @@ impl Context {
         Ok(backend.with_dependencies(crate::config::dependency_rules()?))
     }
 
-    /// A fresh backend for the demo or the benchmark (`purpose`), with `max_receives` 10: the home's
-    /// `<purpose>` directory wiped first, or new AWS resources named `<prefix>-…` (default
+    /// A fresh backend for the demo or the benchmark (`purpose`), with `max_receives` 10 and the dependency `rules`:
+    /// the home's `<purpose>` directory wiped first, or new AWS resources named `<prefix>-…` (default
     /// `synctrail-<purpose>-<random>`; they are kept afterwards, for follow-up commands).
-    pub async fn open_fresh(&self, purpose: &str, prefix: Option<&str>) -> Result<AnyBackend, CliError> {
+    pub async fn open_fresh(
+        &self,
+        purpose: &str,
+        prefix: Option<&str>,
+        rules: Vec<synctrail::destination::dependencies::DependencyRule>,
+    ) -> Result<AnyBackend, CliError> {
         let backend = match self.backend {
             BackendKind::Embedded => {
                 let home = self.home.join(purpose);
@@ -71,7 +76,7 @@ impl Context {
                 connect(&created.config(self.aws.endpoint_url.clone(), None), self.aws.serialize_dynamodb).await?
             }
         };
-        Ok(backend.with_dependencies(crate::config::dependency_rules()?))
+        Ok(backend.with_dependencies(rules))
     }
 }
 

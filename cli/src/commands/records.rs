@@ -3,23 +3,32 @@
 use super::Context;
 use crate::args::RecordsArgs;
 use crate::error::CliError;
-use crate::output::{opt, shorten, time, write_json, Table};
+use crate::output::{opt, shorten, time, Page, Table};
 use std::io::Write;
 
-/// Runs `synctrail records`.
+/// Runs `synctrail records`. When more records match than `--limit` shows, standard error says so and the JSON
+/// document carries `total` and `truncated`.
 pub async fn execute(ctx: &Context, args: &RecordsArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let backend = ctx.open().await?;
-    let records =
-        backend.mirror.list(args.entity.as_deref(), args.limit).await.map_err(CliError::store("listing the mirror"))?;
-    if ctx.json {
-        return write_json(out, &records);
+    let mirror = &backend.mirror;
+    let prefix = args.entity.as_deref();
+    // One row more than shown tells whether more exist.
+    let peek = if args.limit == 0 { 0 } else { args.limit.saturating_add(1) };
+    let records = mirror.list(prefix, peek).await.map_err(CliError::store("listing the mirror"))?;
+    let count = async { mirror.list(prefix, 0).await.map(|all| all.len() as u64) };
+    let page = Page::cut(records, args.limit, count).await.map_err(CliError::store("counting the mirror"))?;
+    if let Some(note) = page.note() {
+        eprintln!("{note}");
     }
-    if records.is_empty() {
+    if ctx.json {
+        return page.write_json(out, "records");
+    }
+    if page.rows.is_empty() {
         writeln!(out, "no mirror records match")?;
         return Ok(());
     }
     let mut table = Table::new(&["entity", "event_id", "order", "fence", "applied_at", "state"]).align_right(3);
-    for r in &records {
+    for r in &page.rows {
         let state = if r.deleted { "(deleted)".to_owned() } else { shorten(&r.state.to_string(), 60) };
         let event = match (r.event_id.as_deref(), r.modified_at) {
             (Some(id), Some(at)) => format!("{id} (edited {})", time(at)),
@@ -35,8 +44,5 @@ pub async fn execute(ctx: &Context, args: &RecordsArgs, out: &mut dyn Write) -> 
         ]);
     }
     table.write(out)?;
-    if args.limit != 0 && records.len() == args.limit {
-        writeln!(out, "(first {} shown; pass --limit 0 for all)", args.limit)?;
-    }
     Ok(())
 }

@@ -46,6 +46,43 @@ pub struct BatchResult {
     pub records: Vec<RecordResult>,
     /// The invocation's figures as CloudWatch EMF lines (JSON), one per source of the batch.
     pub metrics: Vec<String>,
+    /// Records that must be retried but carry no usable `messageId`, so the partial batch response can't name them.
+    pub unidentified_retries: usize,
+}
+
+impl BatchResult {
+    /// What the invocation answers Lambda: the partial batch response, or — when a record that must be retried has
+    /// no usable `messageId` — an error, so that Lambda returns the whole batch instead of counting that record as
+    /// a success and letting SQS delete it. Records already done come back too and are recognised as repeats.
+    pub fn lambda_response(&self) -> Result<SqsBatchResponse, ProcessorError> {
+        match self.unidentified_retries {
+            0 => Ok(self.response.clone()),
+            count => Err(ProcessorError::UnidentifiedRetry { count }),
+        }
+    }
+}
+
+/// Why an invocation fails as a whole (every other problem fails only its own record).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProcessorError {
+    /// Records to retry can't be named in the partial batch response.
+    #[error(
+        "{count} record(s) must be retried but have no messageId, so the partial batch response can't name them; \
+         failing the invocation so that SQS redelivers the whole batch (records already done are recognised)"
+    )]
+    UnidentifiedRetry {
+        /// How many.
+        count: usize,
+    },
+}
+
+impl From<ProcessorError> for lambda_runtime::Diagnostic {
+    fn from(error: ProcessorError) -> Self {
+        let error_type = match error {
+            ProcessorError::UnidentifiedRetry { .. } => "UnidentifiedRetry",
+        };
+        Self { error_type: error_type.to_owned(), error_message: error.to_string() }
+    }
 }
 
 /// The handler, shared by every invocation of a warm sandbox.
@@ -74,16 +111,22 @@ impl Processor {
     }
 
     /// Handles one invocation (the Lambda path): processes the batch, prints its EMF lines to standard output and
-    /// returns the partial batch response.
-    pub async fn handle(&self, event: SqsEvent, context: &InvocationContext) -> SqsBatchResponse {
+    /// returns the partial batch response (or an error that returns the whole batch, see
+    /// [`BatchResult::lambda_response`]).
+    pub async fn handle(
+        &self,
+        event: SqsEvent,
+        context: &InvocationContext,
+    ) -> Result<SqsBatchResponse, ProcessorError> {
         let batch = self.process_batch(event, context).await;
         print_metrics(&batch.metrics);
-        batch.response
+        batch.lambda_response()
     }
 
     /// Handles one invocation: every record on its own, in order; the metrics are returned, not printed.
     pub async fn process_batch(&self, event: SqsEvent, context: &InvocationContext) -> BatchResult {
         let mut response = SqsBatchResponse::default();
+        let mut unidentified_retries = 0;
         let mut records = Vec::with_capacity(event.records.len());
         let mut timings = Vec::with_capacity(event.records.len());
         let clock = &self.engine.ports().clock;
@@ -99,7 +142,10 @@ impl Processor {
             if retried {
                 match &message_id {
                     Some(id) => response.add_failure(id.clone()),
-                    None => tracing::error!("a record without messageId can't be retried: SQS will delete it"),
+                    None => {
+                        tracing::error!("a record to retry has no messageId: the whole invocation will fail");
+                        unidentified_retries += 1;
+                    }
                 }
             }
             timings.push((retried, clock.now() - started));
@@ -112,7 +158,7 @@ impl Processor {
             .collect();
         let function = metrics::function_dimension(context.function.as_deref());
         let metrics = metrics::emf_lines(&self.metrics, &function, clock.now(), &observed);
-        BatchResult { response, records, metrics }
+        BatchResult { response, records, metrics, unidentified_retries }
     }
 
     /// Processes one record inside its own span.

@@ -3,7 +3,7 @@
 //! The backend and the engine settings come from the environment (see `synctrail_lambda::ports_from_env`);
 //! logs are JSON lines, level from `RUST_LOG`.
 
-use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
+use aws_lambda_events::event::sqs::SqsEvent;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use std::sync::Arc;
 use synctrail::SystemClock;
@@ -22,7 +22,7 @@ async fn main() -> Result<(), Error> {
         let processor = Arc::clone(&processor);
         async move {
             let context = InvocationContext::from_lambda(&event.context);
-            Ok::<SqsBatchResponse, Error>(processor.handle(event.payload, &context).await)
+            processor.handle(event.payload, &context).await
         }
     }))
     .await

@@ -4,10 +4,12 @@
 //! ```json
 //! {"event_ids": ["evt-1", "d-…"], "force": false, "dry_run": false, "rate": 50}
 //! {"query": {"status": "failed", "source": "shopify", "since": "2026-12-01T00:00:00Z", "limit": 1000}}
-//! {"dead_letters": {"limit": 1000}}
+//! {"dead_letters": {}}
+//! {"dead_letters": {"limit": 1000}, "dry_run": true}
 //! ```
 //!
-//! and answers with the report as JSON.
+//! (`dead_letters.limit` defaults to [`DEFAULT_DEAD_LETTER_LIMIT`]) and answers with the report as JSON. A refused
+//! request fails the invocation with a stable `errorType` ([`ReprocessLambdaError::code`]).
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -60,15 +62,23 @@ pub struct QueryInput {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeadLetterInput {
-    /// At most this many messages.
+    /// At most this many messages (default [`DEFAULT_DEAD_LETTER_LIMIT`]).
+    #[serde(default = "default_dead_letter_limit")]
     pub limit: usize,
+}
+
+/// How many dead letters one request looks at when it does not say.
+pub const DEFAULT_DEAD_LETTER_LIMIT: usize = 1000;
+
+fn default_dead_letter_limit() -> usize {
+    DEFAULT_DEAD_LETTER_LIMIT
 }
 
 /// Why a request could not be carried out.
 #[derive(Debug, thiserror::Error)]
 pub enum ReprocessLambdaError {
     /// The input is not a valid request.
-    #[error("invalid reprocess request: {0}; send {{\"event_ids\": [...]}}, {{\"query\": {{\"status\": ...}}}} or {{\"dead_letters\": {{\"limit\": N}}}}")]
+    #[error("invalid reprocess request: {0}; send {{\"event_ids\": [...]}}, {{\"query\": {{\"status\": ...}}}} or {{\"dead_letters\": {{}}}}")]
     Invalid(String),
     /// The store could not be read.
     #[error("selecting events: {0}")]
@@ -79,6 +89,25 @@ pub enum ReprocessLambdaError {
     /// The report could not be encoded.
     #[error("encoding the report: {0}")]
     Json(#[from] serde_json::Error),
+}
+
+impl ReprocessLambdaError {
+    /// The stable `errorType` Lambda reports: `InvalidRequest`, `ReportEncoding`, or the store's or engine's code
+    /// (`StoreUnavailable`, `StoreThrottled`, `EntityContended`, …).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Invalid(_) => "InvalidRequest",
+            Self::Store(e) => e.code(),
+            Self::Engine(e) => e.code(),
+            Self::Json(_) => "ReportEncoding",
+        }
+    }
+}
+
+impl From<ReprocessLambdaError> for lambda_runtime::Diagnostic {
+    fn from(error: ReprocessLambdaError) -> Self {
+        Self { error_type: error.code().to_owned(), error_message: error.to_string() }
+    }
 }
 
 /// Carries out one request with `engine` and returns its report.

@@ -21,7 +21,7 @@ async fn main() -> Result<(), Error> {
                 trace_id: context.trace_id.clone(),
                 deadline: Some(context.deadline),
             };
-            Ok::<Value, Error>(synctrail_reprocess::handle(&engine, event.payload, &invocation).await?)
+            synctrail_reprocess::handle(&engine, event.payload, &invocation).await
         }
     }))
     .await

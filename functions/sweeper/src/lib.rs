@@ -14,11 +14,22 @@ use serde_json::Value;
 use synctrail::{Engine, EngineError};
 use synctrail_lambda::InvocationContext;
 
+/// Why a sweep failed; Lambda reports it with a stable `errorType` (the engine's [`EngineError::code`]).
+#[derive(Debug, thiserror::Error)]
+#[error("sweep failed: {0}")]
+pub struct SweepError(#[from] pub EngineError);
+
+impl From<SweepError> for lambda_runtime::Diagnostic {
+    fn from(error: SweepError) -> Self {
+        Self { error_type: error.0.code().to_owned(), error_message: error.to_string() }
+    }
+}
+
 /// Handles one scheduled invocation: logs what triggered it, then sweeps up to `limit` expired leases.
-pub async fn handle(engine: &Engine, event: LambdaEvent<Value>, limit: usize) -> Result<SweepReport, EngineError> {
+pub async fn handle(engine: &Engine, event: LambdaEvent<Value>, limit: usize) -> Result<SweepReport, SweepError> {
     let context = InvocationContext::from_lambda(&event.context);
     tracing::info!(request_id = %context.request_id, trigger = %event.payload, limit, "sweep triggered");
-    let report = sweep(engine, &context, limit).await?;
+    let report = sweep(engine, &context, limit).await.map_err(SweepError)?;
     let namespace = std::env::var("SYNCTRAIL_METRICS_NAMESPACE").unwrap_or_else(|_| "synctrail".to_owned());
     let function = event.context.env_config.function_name.clone();
     // Lambda sends stdout to CloudWatch Logs, which turns EMF lines into metrics.

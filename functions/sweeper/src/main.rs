@@ -18,7 +18,7 @@ async fn main() -> Result<(), Error> {
     let engine = Arc::new(engine_from_env(Arc::new(SystemClock)).await?);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let engine = Arc::clone(&engine);
-        async move { handle(&engine, event, limit).await.map_err(Error::from) }
+        async move { handle(&engine, event, limit).await }
     }))
     .await
 }

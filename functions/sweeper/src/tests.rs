@@ -119,3 +119,12 @@ async fn a_scheduled_event_of_any_shape_triggers_a_sweep() {
 
     assert_eq!(report.redriven, vec![event_id]);
 }
+
+#[test]
+fn a_failed_sweep_reports_a_stable_error_type() {
+    use synctrail::store::StoreError;
+    let error = super::SweepError(synctrail::EngineError::Store(StoreError::Unavailable("table unreachable".into())));
+    let diagnostic = lambda_runtime::Diagnostic::from(error);
+    assert_eq!(diagnostic.error_type, "StoreUnavailable");
+    assert!(diagnostic.error_message.contains("table unreachable"), "{}", diagnostic.error_message);
+}

@@ -30,6 +30,18 @@ pub enum EngineError {
 }
 
 impl EngineError {
+    /// A stable name of the error, for machines (a Lambda's `errorType`): the store's [`StoreError::code`], or
+    /// `IllegalTransition`, `PayloadUnusable`, `IncompleteRecord`, `EntityContended`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Store(e) => e.code(),
+            Self::IllegalTransition(_) => "IllegalTransition",
+            Self::Payload { .. } => "PayloadUnusable",
+            Self::Incomplete(..) => "IncompleteRecord",
+            Self::Contended(..) => "EntityContended",
+        }
+    }
+
     /// Whether a later retry may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {

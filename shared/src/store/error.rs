@@ -37,6 +37,20 @@ impl StoreError {
         matches!(self, Self::Conflict(_) | Self::Throttled(_) | Self::Unavailable(_))
     }
 
+    /// A stable name of the error's meaning, for machines (a Lambda's `errorType`, metrics): `StoreConflict`,
+    /// `StoreNotFound`, `StoreThrottled`, `StoreUnavailable`, `StoreCorrupt`, `PayloadArchived`, `StoreBackend`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Conflict(_) => "StoreConflict",
+            Self::NotFound(_) => "StoreNotFound",
+            Self::Throttled(_) => "StoreThrottled",
+            Self::Unavailable(_) => "StoreUnavailable",
+            Self::Corrupt(_) => "StoreCorrupt",
+            Self::Archived(_) => "PayloadArchived",
+            Self::Backend(_) => "StoreBackend",
+        }
+    }
+
     /// What happened, without the meaning's prefix.
     pub fn detail(&self) -> &Detail {
         match self {

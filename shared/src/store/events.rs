@@ -84,6 +84,13 @@ pub trait EventStore: Send + Sync {
     /// Lists events: for one entity in order-key order, otherwise newest received first.
     async fn list_events(&self, query: &EventQuery) -> Result<Vec<EventRecord>, StoreError>;
 
+    /// How many events `query` selects, its limit aside. The default lists them all; a backend that can count
+    /// without reading the records overrides it.
+    async fn count_events(&self, query: &EventQuery) -> Result<u64, StoreError> {
+        let all = EventQuery { limit: 0, ..query.clone() };
+        Ok(self.list_events(&all).await?.len() as u64)
+    }
+
     /// How many events are in each status.
     async fn count_by_status(&self) -> Result<BTreeMap<Status, u64>, StoreError>;
 

@@ -651,9 +651,10 @@ impl Harness {
         let context = self.next_context();
         let event = sqs_event(messages).expect("build the SqsEvent");
         let batch = self.handle(event, &context).await;
-        if let Some(batch) = &batch {
-            let failed: Vec<&str> =
-                batch.response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+        // A crashed invocation, or one that failed as a whole, deletes nothing.
+        if let Some(response) = batch.as_ref().and_then(|b| b.lambda_response().ok()) {
+            let batch = batch.as_ref().expect("a batch behind the response");
+            let failed: Vec<&str> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
             let mut delete = Vec::new();
             for (message, result) in messages.iter().zip(&batch.records) {
                 let dead = matches!(result, RecordResult::Processed(o) if o.disposition == Disposition::DeadLetter);

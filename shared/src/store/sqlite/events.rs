@@ -3,7 +3,7 @@
 //! Each row keeps the record or head whole as JSON plus the indexed columns queries need. `count_by_status`
 //! lists only statuses that have events; `expired_leases` with limit 0 returns them all.
 
-use super::codec::{from_json, int, nanos, to_json, Cached};
+use super::codec::{from_json, int, nanos, to_json, uint, Cached};
 use super::db::Db;
 use super::error::SqlContext;
 use crate::model::{EntityHead, EntityKey, EventId, EventRecord, Status};
@@ -194,40 +194,31 @@ impl EventStore for SqliteStore {
     }
 
     async fn list_events(&self, query: &EventQuery) -> Result<Vec<EventRecord>, StoreError> {
-        let mut sql = String::from("SELECT body FROM events WHERE 1 = 1");
-        let mut args = Vec::new();
-        if let Some(status) = query.status {
-            sql.push_str(" AND status = ?");
-            args.push(SqlValue::Text(status.as_str().to_owned()));
-        }
-        if let Some(dependency) = &query.waiting_for {
-            sql.push_str(" AND status = 'waiting' AND json_extract(body, '$.waiting_for') = ?");
-            args.push(SqlValue::Text(dependency.clone()));
-        }
-        if let Some(source) = &query.source {
-            sql.push_str(" AND source = ?");
-            args.push(SqlValue::Text(source.clone()));
-        }
-        if let Some(entity) = &query.entity {
-            sql.push_str(" AND entity_key = ?");
-            args.push(SqlValue::Text(entity.to_string()));
-        }
-        if let Some(since) = query.since {
-            sql.push_str(" AND received_at >= ?");
-            args.push(SqlValue::Integer(nanos(since)?));
-        }
-        if let Some(until) = query.until {
-            sql.push_str(" AND received_at < ?");
-            args.push(SqlValue::Integer(nanos(until)?));
-        }
-        sql.push_str(if query.entity.is_some() {
+        let (filter, mut args) = filter(query)?;
+        let order = if query.entity.is_some() {
             " ORDER BY order_nanos, order_version, received_at, event_id"
         } else {
             " ORDER BY received_at DESC, event_id DESC"
-        });
-        sql.push_str(" LIMIT ?");
+        };
+        let sql = format!("SELECT body FROM events WHERE 1 = 1{filter}{order} LIMIT ?");
         args.push(limit_value(query.limit));
         self.db.run(move |conn| read_bodies(conn, &sql, args, "listing events")).await
+    }
+
+    async fn count_events(&self, query: &EventQuery) -> Result<u64, StoreError> {
+        let (filter, args) = filter(query)?;
+        let sql = format!("SELECT COUNT(*) FROM events WHERE 1 = 1{filter}");
+        self.db
+            .run(move |conn| {
+                let what = "counting events";
+                let count: i64 = conn
+                    .prepare_cached(&sql)
+                    .ctx(what)?
+                    .query_row(rusqlite::params_from_iter(args), |row| row.get(0))
+                    .ctx(what)?;
+                uint(count, what)
+            })
+            .await
     }
 
     async fn count_by_status(&self) -> Result<BTreeMap<Status, u64>, StoreError> {
@@ -276,4 +267,35 @@ impl EventStore for SqliteStore {
             })
             .await
     }
+}
+
+/// The `AND …` conditions of `query` (its limit aside) and their arguments.
+fn filter(query: &EventQuery) -> Result<(String, Vec<SqlValue>), StoreError> {
+    let mut sql = String::new();
+    let mut args = Vec::new();
+    if let Some(status) = query.status {
+        sql.push_str(" AND status = ?");
+        args.push(SqlValue::Text(status.as_str().to_owned()));
+    }
+    if let Some(dependency) = &query.waiting_for {
+        sql.push_str(" AND status = 'waiting' AND json_extract(body, '$.waiting_for') = ?");
+        args.push(SqlValue::Text(dependency.clone()));
+    }
+    if let Some(source) = &query.source {
+        sql.push_str(" AND source = ?");
+        args.push(SqlValue::Text(source.clone()));
+    }
+    if let Some(entity) = &query.entity {
+        sql.push_str(" AND entity_key = ?");
+        args.push(SqlValue::Text(entity.to_string()));
+    }
+    if let Some(since) = query.since {
+        sql.push_str(" AND received_at >= ?");
+        args.push(SqlValue::Integer(nanos(since)?));
+    }
+    if let Some(until) = query.until {
+        sql.push_str(" AND received_at < ?");
+        args.push(SqlValue::Integer(nanos(until)?));
+    }
+    Ok((sql, args))
 }

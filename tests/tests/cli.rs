@@ -1,0 +1,76 @@
+//! The `synctrail` command as a user runs it (parsed arguments, dispatched on a temporary embedded home): listings
+//! that say when they are cut, and the everyday commands' defaults.
+
+use crate::support::{at, temp_home};
+use clap::Parser;
+use serde_json::{json, Value};
+use std::path::Path;
+use synctrail_cli::args::Cli;
+
+/// Runs `synctrail --home HOME ARGS…`; returns the exit code and what it printed on standard output.
+async fn synctrail(home: &Path, args: &[&str]) -> (u8, String) {
+    let home = home.to_str().expect("a UTF-8 home");
+    let cli = Cli::try_parse_from(["synctrail", "--home", home].iter().chain(args)).expect("valid arguments");
+    let mut out = Vec::new();
+    let code = synctrail_cli::commands::dispatch(&cli, &mut out).await.expect("the command runs");
+    (code, String::from_utf8(out).expect("UTF-8 output"))
+}
+
+/// Writes `envelopes` as an NDJSON file in `home` and sends it, then runs the queue dry.
+async fn send_and_run(home: &Path, envelopes: &[Value]) {
+    let file = home.join("envelopes.ndjson");
+    let lines: Vec<String> = envelopes.iter().map(Value::to_string).collect();
+    std::fs::write(&file, lines.join("\n")).expect("write the envelopes");
+    let file = file.to_str().expect("UTF-8 path");
+    assert_eq!(synctrail(home, &["send", file]).await.0, 0);
+    assert_eq!(synctrail(home, &["run", "--workers", "1", "--max-duration", "60"]).await.0, 0);
+}
+
+fn issue(number: u32) -> Value {
+    json!({"source": "github", "entity_type": "issue", "external_id": format!("o/r#{number}"),
+           "updated_at": at(i64::from(number)), "payload": {"n": number}})
+}
+
+#[tokio::test]
+async fn a_listing_cut_by_its_limit_says_how_many_exist_and_its_json_stays_one_document() {
+    let home = temp_home();
+    send_and_run(home.path(), &(1..=5).map(issue).collect::<Vec<_>>()).await;
+
+    let (_, text) = synctrail(home.path(), &["list", "--limit", "2", "--json"]).await;
+    let page: Value = serde_json::from_str(&text).expect("one JSON document");
+    assert_eq!(page["events"].as_array().map(Vec::len), Some(2));
+    assert_eq!((page["total"].as_u64(), page["truncated"].as_bool()), (Some(5), Some(true)));
+
+    let (_, text) = synctrail(home.path(), &["list", "--limit", "5", "--json"]).await;
+    let page: Value = serde_json::from_str(&text).expect("one JSON document");
+    assert_eq!((page["total"].as_u64(), page["truncated"].as_bool()), (Some(5), Some(false)), "exactly the limit");
+
+    let (_, text) = synctrail(home.path(), &["records", "--limit", "3", "--json"]).await;
+    let page: Value = serde_json::from_str(&text).expect("one JSON document");
+    assert_eq!(page["records"].as_array().map(Vec::len), Some(3));
+    assert_eq!((page["total"].as_u64(), page["truncated"].as_bool()), (Some(5), Some(true)));
+
+    let (_, text) = synctrail(home.path(), &["records", "--limit", "0", "--json"]).await;
+    let page: Value = serde_json::from_str(&text).expect("one JSON document");
+    assert_eq!((page["records"].as_array().map(Vec::len), page["truncated"].as_bool()), (Some(5), Some(false)));
+}
+
+#[test]
+fn the_note_on_standard_error_names_what_is_shown_and_how_to_see_all() {
+    use synctrail_cli::output::Page;
+    let cut = Page { rows: vec![1, 2], total: 7, truncated: true };
+    assert_eq!(cut.note().as_deref(), Some("showing 2 of 7; --limit 0 for all"));
+    assert_eq!(Page { rows: vec![1], total: 1, truncated: false }.note(), None);
+}
+
+#[tokio::test]
+async fn everyday_commands_apply_no_dependency_rule_unless_one_is_configured() {
+    // The demo's rule (an inventory level waits for its product) belongs to the demo only.
+    let home = temp_home();
+    let level = json!({"source": "shopify", "entity_type": "inventory_level", "external_id": "808950810@655441491",
+                       "updated_at": at(1), "payload": {"product_id": "632910392", "available": 7}});
+    send_and_run(home.path(), &[level]).await;
+    let (_, text) = synctrail(home.path(), &["list", "--json"]).await;
+    let page: Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(page["events"][0]["status"], "completed", "applied at once, not waiting for a product: {page}");
+}
