@@ -3,6 +3,7 @@
 //! had more than one destination effect.
 
 use crate::backend::AnyBackend;
+use crate::backend::BackendExt;
 use crate::error::CliError;
 use crate::output::shorten;
 use crate::workload::Workload;
@@ -60,7 +61,7 @@ pub async fn check(backend: &AnyBackend, workload: &Workload) -> Result<Converge
 }
 
 async fn check_mirror(backend: &AnyBackend, workload: &Workload, c: &mut Convergence) -> Result<(), CliError> {
-    let rows = backend.mirror.list(None, 0).await.map_err(CliError::store("listing the mirror"))?;
+    let rows = backend.mirror_view("demo")?.list(None, 0).await.map_err(CliError::store("listing the mirror"))?;
     let mut rows: BTreeMap<String, _> = rows.into_iter().map(|r| (r.entity_key.clone(), r)).collect();
     for (entity, expected) in &workload.expectations {
         let row = rows.remove(&entity.to_string());
@@ -138,7 +139,8 @@ async fn check_effects(
     rejected: &BTreeSet<EventId>,
     c: &mut Convergence,
 ) -> Result<(), CliError> {
-    let effects = backend.mirror.effects().await.map_err(CliError::store("listing destination effects"))?;
+    let effects =
+        backend.mirror_view("demo")?.effects().await.map_err(CliError::store("listing destination effects"))?;
     c.effects = effects.len();
     let mut per_event: BTreeMap<&EventId, usize> = BTreeMap::new();
     for (id, _) in &effects {

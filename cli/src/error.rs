@@ -16,27 +16,15 @@ pub const EXIT_FAILED: u8 = 3;
 /// What went wrong in a `synctrail` command.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
-    /// The backend under the home directory could not be opened.
-    #[error("can't open the synctrail home {home}: {source}; check the path and its permissions, or pass another --home (or SYNCTRAIL_HOME)")]
-    Open {
-        /// The home directory.
-        home: PathBuf,
-        /// What the backend said.
-        source: StoreError,
-    },
     /// The AWS backend is selected but one of its settings is missing.
     #[error("--backend aws needs {0}; create the resources with `synctrail --backend aws setup` and export the lines it prints")]
     MissingAwsSetting(&'static str),
-    /// The AWS resources could not be reached or are not set up as the backend needs.
-    #[error("can't connect to the AWS backend (table {table}, queue {queue}): {source}; check --table, --bucket, --queue and --dlq (or SYNCTRAIL_TABLE, SYNCTRAIL_BUCKET, SYNCTRAIL_QUEUE_URL, SYNCTRAIL_DLQ_URL), the credentials and --endpoint-url (or AWS_ENDPOINT_URL), or create the resources with `synctrail --backend aws setup`")]
-    Connect {
-        /// The table named.
-        table: String,
-        /// The queue named.
-        queue: String,
-        /// What the backend said.
-        source: StoreError,
-    },
+    /// A setting (flag or environment variable) can't be used.
+    #[error("{0}")]
+    Config(#[from] synctrail::config::ConfigError),
+    /// The configured backend or destination could not be opened.
+    #[error("{0}")]
+    Compose(#[from] synctrail::compose::ComposeError),
     /// Creating the AWS resources failed.
     #[error("creating the AWS resources {prefix}-… failed: {source}; check the endpoint (--endpoint-url or AWS_ENDPOINT_URL), the credentials and their permissions, then run the command again (it keeps what exists)")]
     Setup {
@@ -133,7 +121,9 @@ impl CliError {
     /// The process exit code this error ends the command with.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::UnknownEvent(_) | Self::InvalidArgument(_) | Self::MissingAwsSetting(_) => EXIT_UNKNOWN,
+            Self::UnknownEvent(_) | Self::InvalidArgument(_) | Self::MissingAwsSetting(_) | Self::Config(_) => {
+                EXIT_UNKNOWN
+            }
             Self::NotConverged { .. } => EXIT_CHECK_FAILED,
             _ => EXIT_FAILED,
         }

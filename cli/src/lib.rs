@@ -9,6 +9,7 @@ pub mod commands;
 pub mod config;
 pub mod cpu;
 pub mod duration;
+mod entry;
 pub mod error;
 pub mod output;
 pub mod progress;
@@ -16,4 +17,5 @@ pub mod requests;
 pub mod runtime;
 pub mod workload;
 
+pub use entry::{main, run_with_destination};
 pub use error::CliError;

@@ -6,9 +6,13 @@
 //! - [`destination`]: where changes are applied — the port a team implements, the reference mirror's rules,
 //!   dependency rules and fault drills.
 //! - [`store`]: the storage ports the engine needs (event store, payload store, queue) and their adapters.
+//! - [`config`] and [`compose`]: configuration read once into one typed value, and the one builder that turns it
+//!   into the engine's ports for every function and the CLI.
 //! - [`clock`]: the injected clock.
 
 pub mod clock;
+pub mod compose;
+pub mod config;
 pub mod destination;
 pub mod engine;
 pub mod model;

@@ -107,36 +107,36 @@ pub struct InvalidSetting {
 }
 
 impl Settings {
-    /// The defaults, overridden by the environment: `SYNCTRAIL_IN_ORDER_TYPES` (comma-separated entity types with
-    /// policy `in_order`), `SYNCTRAIL_DISABLED_SOURCES` and `SYNCTRAIL_DISABLED_TENANTS` (comma-separated),
-    /// `SYNCTRAIL_MAX_ATTEMPTS`, `SYNCTRAIL_LEASE_SECONDS`, `SYNCTRAIL_MAX_WAIT_SECONDS`,
-    /// `SYNCTRAIL_METADATA_RETENTION_DAYS` (the TTL: keep it longer than the payloads' expiry) and
-    /// `SYNCTRAIL_MAX_PAYLOAD_BYTES`.
-    pub fn from_env() -> Result<Self, InvalidSetting> {
-        Settings::default().overridden_by_env()
+    /// The defaults, overridden by the variables `vars` looks up (the process environment, or flags over it):
+    /// `SYNCTRAIL_IN_ORDER_TYPES` (comma-separated entity types with policy `in_order`), `SYNCTRAIL_DISABLED_SOURCES`
+    /// and `SYNCTRAIL_DISABLED_TENANTS` (comma-separated), `SYNCTRAIL_MAX_ATTEMPTS`, `SYNCTRAIL_LEASE_SECONDS`,
+    /// `SYNCTRAIL_MAX_WAIT_SECONDS`, `SYNCTRAIL_METADATA_RETENTION_DAYS` (the TTL: keep it longer than the payloads'
+    /// expiry) and `SYNCTRAIL_MAX_PAYLOAD_BYTES`.
+    pub fn from_vars(vars: &dyn Fn(&str) -> Option<String>) -> Result<Self, InvalidSetting> {
+        Settings::default().overridden_by(vars)
     }
 
-    /// These settings, overridden by the environment variables [`Settings::from_env`] reads.
-    pub fn overridden_by_env(self) -> Result<Self, InvalidSetting> {
+    /// These settings, overridden by the variables [`Settings::from_vars`] reads.
+    pub fn overridden_by(self, vars: &dyn Fn(&str) -> Option<String>) -> Result<Self, InvalidSetting> {
         let mut settings = self;
-        for entity_type in list("SYNCTRAIL_IN_ORDER_TYPES") {
+        for entity_type in list(vars, "SYNCTRAIL_IN_ORDER_TYPES") {
             settings = settings.with_policy(&entity_type, Policy::InOrder);
         }
-        settings.disabled_sources.extend(list("SYNCTRAIL_DISABLED_SOURCES"));
-        settings.disabled_tenants.extend(list("SYNCTRAIL_DISABLED_TENANTS"));
-        if let Some(n) = number("SYNCTRAIL_METADATA_RETENTION_DAYS")? {
+        settings.disabled_sources.extend(list(vars, "SYNCTRAIL_DISABLED_SOURCES"));
+        settings.disabled_tenants.extend(list(vars, "SYNCTRAIL_DISABLED_TENANTS"));
+        if let Some(n) = number(vars, "SYNCTRAIL_METADATA_RETENTION_DAYS")? {
             settings.metadata_retention = Duration::days(i64::try_from(n).unwrap_or(i64::MAX / 86_400_000_000));
         }
-        if let Some(n) = number("SYNCTRAIL_MAX_WAIT_SECONDS")? {
+        if let Some(n) = number(vars, "SYNCTRAIL_MAX_WAIT_SECONDS")? {
             settings.max_wait = Duration::seconds(i64::try_from(n).unwrap_or(i64::MAX / 1_000_000));
         }
-        if let Some(n) = number("SYNCTRAIL_MAX_ATTEMPTS")? {
+        if let Some(n) = number(vars, "SYNCTRAIL_MAX_ATTEMPTS")? {
             settings.max_attempts = u32::try_from(n).unwrap_or(u32::MAX).max(1);
         }
-        if let Some(n) = number("SYNCTRAIL_LEASE_SECONDS")? {
+        if let Some(n) = number(vars, "SYNCTRAIL_LEASE_SECONDS")? {
             settings.lease = Duration::seconds(i64::try_from(n).unwrap_or(i64::MAX / 1_000_000));
         }
-        if let Some(n) = number("SYNCTRAIL_MAX_PAYLOAD_BYTES")? {
+        if let Some(n) = number(vars, "SYNCTRAIL_MAX_PAYLOAD_BYTES")? {
             settings.max_payload_bytes = usize::try_from(n).unwrap_or(usize::MAX);
         }
         Ok(settings)
@@ -144,17 +144,40 @@ impl Settings {
 }
 
 /// The comma-separated items of a variable (none when unset).
-fn list(name: &str) -> Vec<String> {
-    std::env::var(name)
+fn list(vars: &dyn Fn(&str) -> Option<String>, name: &str) -> Vec<String> {
+    vars(name)
         .map(|v| v.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect())
         .unwrap_or_default()
 }
 
-fn number(name: &'static str) -> Result<Option<u64>, InvalidSetting> {
-    match std::env::var(name) {
-        Err(_) => Ok(None),
-        Ok(value) => {
+fn number(vars: &dyn Fn(&str) -> Option<String>, name: &'static str) -> Result<Option<u64>, InvalidSetting> {
+    match vars(name) {
+        None => Ok(None),
+        Some(value) => {
             value.trim().parse().map(Some).map_err(|_| InvalidSetting { name, value, expected: "a whole number" })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variables_override_the_defaults_and_a_bad_number_names_its_variable() {
+        let vars = |name: &str| match name {
+            "SYNCTRAIL_IN_ORDER_TYPES" => Some("stock, ledger".to_owned()),
+            "SYNCTRAIL_MAX_ATTEMPTS" => Some("9".to_owned()),
+            _ => None,
+        };
+        let settings = Settings::from_vars(&vars).expect("valid");
+        assert_eq!(
+            (settings.policy_for("ledger"), settings.policy_for("issue")),
+            (Policy::InOrder, Policy::LatestWins)
+        );
+        assert_eq!(settings.max_attempts, 9);
+        let bad = |name: &str| (name == "SYNCTRAIL_LEASE_SECONDS").then(|| "soon".to_owned());
+        let error = Settings::from_vars(&bad).expect_err("not a number");
+        assert!(error.to_string().contains("SYNCTRAIL_LEASE_SECONDS"), "{error}");
     }
 }

@@ -12,15 +12,17 @@ use chrono::Duration;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
+use synctrail::compose::{AwsParts, Composed, ComposedBackend};
 use synctrail::destination::drill::DrillPlan;
 use synctrail::store::aws::sdk::dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
 };
 use synctrail::store::aws::setup::{create_all, SetupConfig};
+use synctrail::store::aws::DynamoGate;
 use synctrail::store::aws::{AwsBackend, Clients, DynamoMirror};
 use synctrail::Settings;
 use synctrail::SystemClock;
-use synctrail_cli::backend::{clients as clients_for, AnyBackend, DynamoGate};
+use synctrail_cli::backend::AnyBackend;
 use synctrail_cli::check::{check, Convergence};
 use synctrail_cli::commands::send::send_lines;
 use synctrail_cli::requests::{figures, since, write_figures, Counts, RequestFigures};
@@ -56,13 +58,22 @@ pub(crate) async fn backend(name: &str) -> AnyBackend {
     let created = create_all(&clients, &setup).await.expect("create the AWS resources");
     let mirror_table = format!("{prefix}-mirror");
     create_mirror_table(&clients, &mirror_table).await;
-    let config = created.config(Some(endpoint), Some("us-east-1".into()));
+    let mut config = created.config(Some(endpoint), Some("us-east-1".into()));
+    config.serialize_dynamodb = true;
     let gate = DynamoGate::default();
-    let framework = clients_for(&config, Some(&gate)).await;
-    let destination = clients_for(&config, Some(&gate)).await;
+    let framework = Clients::for_config(&config, Some(&gate)).await;
+    let destination = Clients::for_config(&config, Some(&gate)).await;
     let aws = AwsBackend::with_clients(&framework, &config).await.expect("connect to the AWS resources");
     let mirror = Arc::new(DynamoMirror::new(destination.dynamodb.clone(), &mirror_table, Arc::new(SystemClock)));
-    AnyBackend::from_aws(aws, mirror, destination.requests.clone(), &config, true)
+    let ports = synctrail::engine::Ports {
+        store: aws.store.clone(),
+        payloads: aws.payloads.clone(),
+        queue: aws.queue.clone(),
+        destination: mirror.clone(),
+        clock: Arc::new(SystemClock),
+    };
+    let parts = AwsParts { config, backend: aws, destination_requests: destination.requests.clone() };
+    Composed { ports, mirror: Some(mirror), backend: ComposedBackend::Aws(parts) }
 }
 
 /// A table for the mirror alone: key `pk` + `sk`, no indexes (mirror items carry no index attributes).
@@ -110,7 +121,13 @@ fn options(function_timeout: i64, visibility_timeout: i64) -> RunOptions {
 async fn prepare(backend: &AnyBackend, workload: &Workload) {
     send_lines(backend.ports.queue.as_ref(), workload.lines(), |_| {}).await.expect("send the workload");
     for edit in &workload.local_edits {
-        backend.mirror.record_local_edit(&edit.entity, edit.state.clone(), edit.modified_at).await.expect("local edit");
+        backend
+            .mirror
+            .as_ref()
+            .expect("the mirror")
+            .record_local_edit(&edit.entity, edit.state.clone(), edit.modified_at)
+            .await
+            .expect("local edit");
     }
 }
 
@@ -118,10 +135,10 @@ async fn prepare(backend: &AnyBackend, workload: &Workload) {
 /// framework's, the destination's).
 async fn run(backend: &AnyBackend, options: &RunOptions) -> (RunStats, Counts, Counts) {
     let aws = backend.aws().expect("the AWS backend");
-    let before = (aws.requests.snapshot(), aws.destination_requests.snapshot());
+    let before = (aws.backend.requests.snapshot(), aws.destination_requests.snapshot());
     let runtime = LocalRuntime::new(backend.ports.clone(), settings());
     let stats = runtime.run(options, &|_| {}).await.expect("run the pipeline");
-    let framework = since(&before.0, &aws.requests.snapshot());
+    let framework = since(&before.0, &aws.backend.requests.snapshot());
     let destination = since(&before.1, &aws.destination_requests.snapshot());
     (stats, framework, destination)
 }

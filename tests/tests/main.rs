@@ -5,6 +5,7 @@ mod aws;
 mod aws_pipeline;
 mod bad_input;
 mod cli;
+mod example_destination;
 mod metrics;
 mod operator;
 mod operator_backends;

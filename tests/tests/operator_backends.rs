@@ -9,7 +9,8 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use chrono::{Duration, Utc};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use synctrail::destination::{ApplyOutcome, Change, Destination, DestinationError};
+use synctrail::compose::compose;
+use synctrail::destination::{ApplyOutcome, Change, Destination, DestinationError, MirrorView};
 use synctrail::engine::{Disposition, Engine, ReprocessOptions};
 use synctrail::model::{EventId, EventRecord, Status};
 use synctrail::store::{EventQuery, EventStore};
@@ -53,8 +54,8 @@ impl Rig {
             Some(name) => (None, crate::aws_pipeline::backend(name).await),
             None => {
                 let home = temp_home();
-                let options = synctrail_cli::config::embedded_options();
-                let backend = AnyBackend::open_embedded(home.path(), options).expect("open");
+                let config = synctrail::config::Config::embedded(home.path());
+                let backend = compose(&config, Arc::new(synctrail::SystemClock), None).await.expect("open");
                 (Some(home), backend)
             }
         };
@@ -112,8 +113,12 @@ impl Rig {
         self.engine.ports().store.get_event(id).await.expect("get").unwrap_or_else(|| panic!("{id} not recorded"))
     }
 
+    fn mirror(&self) -> &Arc<dyn MirrorView> {
+        self.backend.mirror.as_ref().expect("the mirror is the destination")
+    }
+
     async fn effects_of(&self, id: &EventId) -> usize {
-        self.backend.mirror.effects().await.expect("effects").iter().filter(|(e, _)| e == id).count()
+        self.mirror().effects().await.expect("effects").iter().filter(|(e, _)| e == id).count()
     }
 }
 
@@ -154,7 +159,7 @@ async fn the_field_drill(aws: Option<&str>) {
     let query = EventQuery { entity: Some(env.entity()), ..EventQuery::default() };
     assert_eq!(rig.engine.ports().store.list_events(&query).await.expect("list").len(), 1, "one event record");
     assert_eq!(rig.effects_of(&env.event_id()).await, 1, "one destination effect");
-    let row = rig.backend.mirror.get(&env.entity()).await.expect("mirror").expect("one destination record");
+    let row = rig.mirror().get(&env.entity()).await.expect("mirror").expect("one destination record");
     assert_eq!(row.state, env.payload_value());
     assert_eq!(*rig.switch.seen_at_write.lock().unwrap(), [Status::Processing], "not completed before the write");
 }
@@ -176,7 +181,7 @@ async fn reprocess_stale_then_forced(aws: Option<&str>) {
     let dropped = rig.record(&older.event_id()).await;
     assert_eq!(dropped.status, Status::Dropped);
     assert_eq!(dropped.dropped_for.as_deref(), Some(newer.event_id().as_str()));
-    assert_eq!(rig.backend.mirror.get(&newer.entity()).await.expect("get").expect("row").state, newer.payload_value());
+    assert_eq!(rig.mirror().get(&newer.entity()).await.expect("get").expect("row").state, newer.payload_value());
 
     let forced = ReprocessOptions { force: true, ..ReprocessOptions::default() };
     rig.engine.reprocess(&[older.event_id()], &forced, &mut |_| {}).await;
@@ -185,7 +190,7 @@ async fn reprocess_stale_then_forced(aws: Option<&str>) {
     assert_eq!(applied.status, Status::Completed);
     assert!(applied.forced);
     assert!(applied.history.iter().any(|h| h.note.as_deref() == Some("forced: ordering skipped")));
-    assert_eq!(rig.backend.mirror.get(&older.entity()).await.expect("get").expect("row").state, older.payload_value());
+    assert_eq!(rig.mirror().get(&older.entity()).await.expect("get").expect("row").state, older.payload_value());
     let query = EventQuery { entity: Some(older.entity()), ..EventQuery::default() };
     assert_eq!(rig.engine.ports().store.list_events(&query).await.expect("list").len(), 2, "no new records");
 }
@@ -214,7 +219,7 @@ async fn bulk_redrive(aws: Option<&str>, count: usize, rounds: usize) {
     let report = rig.engine.reprocess(&failed, &ReprocessOptions::default(), &mut |_| {}).await;
     assert_eq!((report.sent.len(), report.refused.len()), (failed.len(), 0));
     rig.drain(rounds).await;
-    let effects = rig.backend.mirror.effects().await.expect("effects");
+    let effects = rig.mirror().effects().await.expect("effects");
     for env in &envs {
         let record = rig.record(&env.event_id()).await;
         assert!(matches!(record.status, Status::Completed | Status::Dropped | Status::Canceled), "{:?}", record.status);
@@ -225,7 +230,7 @@ async fn bulk_redrive(aws: Option<&str>, count: usize, rounds: usize) {
         newest.insert(env.entity().to_string(), env);
     }
     for (entity, env) in newest {
-        let row = rig.backend.mirror.get(&env.entity()).await.expect("get").expect("row");
+        let row = rig.mirror().get(&env.entity()).await.expect("get").expect("row");
         assert_eq!(row.state, env.payload_value(), "{entity} ends with its newest change");
     }
 }

@@ -15,6 +15,7 @@
 //! `SYNCTRAIL_SIM_SEED=<n>` replays one seed; `SYNCTRAIL_SIM_SEEDS=<n>` runs seeds `0..n` (default
 //! [`DEFAULT_SEEDS`]); seeds with `seed % 4 == 3` run with permanent failures and outages.
 
+use crate::support::Backend;
 use crate::support::{self, Env};
 use chrono::{DateTime, Duration, Utc};
 use rand::rngs::SmallRng;
@@ -39,7 +40,6 @@ use synctrail::store::{
     EventQuery, EventStore, OutgoingMessage, PayloadStore, Queue, QueueDepth, QueueMessage, StoreError, Write,
 };
 use synctrail::{Clock, ManualClock, Policy, Settings};
-use synctrail_cli::backend::Backend;
 use synctrail_processor::{sqs_event, InvocationContext, Processor, RecordResult};
 use tokio::sync::Notify;
 

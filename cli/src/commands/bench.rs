@@ -6,6 +6,7 @@ use super::send::send_lines;
 use super::stats::status_counts;
 use super::Context;
 use crate::args::{BackendKind, BenchArgs};
+use crate::backend::BackendExt;
 use crate::config::base_settings;
 use crate::cpu::process_cpu_time;
 use crate::error::CliError;
@@ -73,7 +74,7 @@ pub async fn execute(ctx: &Context, args: &BenchArgs, out: &mut dyn Write) -> Re
     let workers = usize::from(args.workers);
     let config = WorkloadConfig::happy_path(count(args.events), count(args.entities), args.seed);
     let workload = generate(&config);
-    let backend = ctx.open_fresh("bench", args.prefix.as_deref(), crate::config::dependency_rules()?).await?;
+    let backend = ctx.open_fresh("bench", args.prefix.as_deref(), None).await?;
     if !ctx.json {
         writeln!(
             out,
@@ -91,7 +92,7 @@ pub async fn execute(ctx: &Context, args: &BenchArgs, out: &mut dyn Write) -> Re
     bar.finish_and_clear();
     let send_seconds = send_started.elapsed().as_secs_f64();
 
-    let counters = backend.aws().map(|a| (a.requests.clone(), a.destination_requests.clone()));
+    let counters = backend.aws().map(|a| (a.backend.requests.clone(), a.destination_requests.clone()));
     let before = counters.as_ref().map(|(f, d)| (f.snapshot(), d.snapshot()));
     let cpu_before = process_cpu_time();
     let started = Instant::now();

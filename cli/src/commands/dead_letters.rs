@@ -3,16 +3,16 @@
 
 use super::Context;
 use crate::args::DeadLetterArgs;
-use crate::config::{settings, REPROCESS_FUNCTION};
+use crate::config::REPROCESS_FUNCTION;
 use crate::error::CliError;
 use crate::output::{opt, write_json, Table};
 use std::io::Write;
-use synctrail::engine::{Engine, Invocation};
+use synctrail::engine::Invocation;
 
 /// Runs `synctrail dead-letters`.
 pub async fn execute(ctx: &Context, args: &DeadLetterArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let backend = ctx.open().await?;
-    let engine = Engine::new(backend.ports.clone(), settings()?);
+    let engine = ctx.engine(&backend)?;
     let invocation = Invocation { function: Some(REPROCESS_FUNCTION.to_owned()), ..Invocation::default() };
     let report = engine
         .redrive_dead_letters(args.limit, !args.redrive, &invocation)

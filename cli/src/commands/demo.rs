@@ -9,6 +9,7 @@ use super::Context;
 use crate::args::BackendKind;
 use crate::args::DemoArgs;
 use crate::backend::AnyBackend;
+use crate::backend::BackendExt;
 use crate::check::{check, Convergence};
 use crate::config::base_settings;
 use crate::error::CliError;
@@ -66,7 +67,7 @@ pub fn run_options(workers: usize, seed: u64) -> RunOptions {
 /// Runs `synctrail demo`.
 pub async fn execute(ctx: &Context, args: &DemoArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let text = !ctx.json;
-    let backend = ctx.open_fresh("demo", args.prefix.as_deref(), crate::config::demo_dependency_rules()?).await?;
+    let backend = ctx.open_fresh("demo", args.prefix.as_deref(), Some(crate::config::demo_dependency()?)).await?;
     if text {
         writeln!(out, "synctrail demo — {}", fresh_description(&backend))?;
     }
@@ -104,7 +105,7 @@ pub async fn execute(ctx: &Context, args: &DemoArgs, out: &mut dyn Write) -> Res
         let statuses = counts.iter().map(|(s, n)| (s.as_str(), *n)).collect();
         let report = DemoReport {
             backend: backend.kind(),
-            home: backend.embedded().map(|e| e.home.as_path()),
+            home: backend.embedded().map(|(home, _)| home.as_path()),
             location: backend.describe(),
             selector: backend.selector(),
             workload: &workload.summary,
@@ -148,7 +149,7 @@ pub async fn execute(ctx: &Context, args: &DemoArgs, out: &mut dyn Write) -> Res
 /// "using a fresh home … (wiped first)", or the fresh AWS resources and how to select them later.
 pub fn fresh_description(backend: &AnyBackend) -> String {
     match (backend.embedded(), backend.aws()) {
-        (Some(e), _) => format!("using a fresh home {} (wiped first)", e.home.display()),
+        (Some((home, _)), _) => format!("using a fresh home {} (wiped first)", home.display()),
         (None, Some(a)) => format!(
             "using fresh AWS resources (kept afterwards): {}\n  select them later with: {}",
             backend.describe(),
@@ -172,7 +173,7 @@ async fn prepare(backend: &AnyBackend, workload: &Workload, quiet: bool, out: &m
     bar.finish_and_clear();
     for edit in &workload.local_edits {
         backend
-            .mirror
+            .mirror_view("demo")?
             .record_local_edit(&edit.entity, edit.state.clone(), edit.modified_at)
             .await
             .map_err(CliError::store(format!("recording a local edit of {}", edit.entity)))?;

@@ -15,17 +15,23 @@ pub mod status;
 pub mod sweep;
 
 use crate::args::{AwsArgs, BackendKind, Cli, Command};
-use crate::backend::{aws_config, AnyBackend};
-use crate::config::{drill_embedded_options, DRILL_MAX_RECEIVES};
+use crate::backend::AnyBackend;
+use crate::config::{base_settings, DRILL_MAX_RECEIVES};
 use crate::error::{CliError, EXIT_OK};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use synctrail::compose::compose;
+use synctrail::config::{env_var, BackendConfig, Config, ConfigError, EmbeddedConfig};
+use synctrail::destination::dependencies::DependencyRule;
+use synctrail::destination::Destination;
+use synctrail::engine::Engine;
 use synctrail::store::aws::setup::{create_all, Created, SetupConfig};
-use synctrail::store::aws::{AwsConfig, Clients};
-use synctrail::store::sqlite::EmbeddedOptions;
+use synctrail::store::aws::Clients;
+use synctrail::SystemClock;
 
-/// What every command knows: which backend, where it lives, and how to print.
-#[derive(Debug, Clone)]
+/// What every command knows: which backend, where it lives, how to print, and the destination.
+#[derive(Clone)]
 pub struct Context {
     /// The kind of backend (`--backend`).
     pub backend: BackendKind,
@@ -35,63 +41,96 @@ pub struct Context {
     pub aws: AwsArgs,
     /// Print JSON instead of text (`--json`).
     pub json: bool,
+    /// A team's own destination (see [`crate::run_with_destination`]) instead of the configured one.
+    pub destination: Option<Arc<dyn Destination>>,
 }
 
 impl Context {
-    /// The context of a parsed command line.
+    /// The context of a parsed command line, with the configured destination.
     pub fn of(cli: &Cli) -> Self {
-        Self { backend: cli.backend, home: cli.home.clone(), aws: cli.aws.clone(), json: cli.json }
+        Self { backend: cli.backend, home: cli.home.clone(), aws: cli.aws.clone(), json: cli.json, destination: None }
     }
 
-    /// Opens the selected backend with the everyday options.
+    /// A variable as the command line gives it: a flag's value (clap already fell back to the variable), else the
+    /// environment. The CLI is never "on Lambda".
+    fn var(&self, name: &str) -> Option<String> {
+        let flag =
+            |value: &Option<String>| value.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned);
+        match name {
+            "SYNCTRAIL_BACKEND" => Some(self.backend.as_str().to_owned()),
+            "SYNCTRAIL_HOME" => Some(self.home.display().to_string()),
+            "SYNCTRAIL_TABLE" => flag(&self.aws.table),
+            "SYNCTRAIL_BUCKET" => flag(&self.aws.bucket),
+            "SYNCTRAIL_QUEUE_URL" => flag(&self.aws.queue),
+            "SYNCTRAIL_DLQ_URL" => flag(&self.aws.dlq),
+            "AWS_ENDPOINT_URL" => flag(&self.aws.endpoint_url),
+            "SYNCTRAIL_SERIALIZE_DYNAMODB" => Some(self.aws.serialize_dynamodb.to_string()),
+            "AWS_LAMBDA_FUNCTION_NAME" => None,
+            other => env_var(other),
+        }
+    }
+
+    /// The configuration the command line gives: flags over the environment, the engine settings starting from
+    /// [`base_settings`]. A missing AWS resource is named by its flag.
+    pub fn config(&self) -> Result<Config, CliError> {
+        Config::from_vars_with(&|name| self.var(name), base_settings()).map_err(|e| match e {
+            ConfigError::Missing { name, .. } => CliError::MissingAwsSetting(flag_of(name)),
+            other => CliError::Config(other),
+        })
+    }
+
+    /// An engine over `backend` with the configured settings.
+    pub fn engine(&self, backend: &AnyBackend) -> Result<Engine, CliError> {
+        Ok(Engine::new(backend.ports.clone(), self.config()?.settings))
+    }
+
+    /// Opens the configured backend.
     pub async fn open(&self) -> Result<AnyBackend, CliError> {
-        let backend = match self.backend {
-            BackendKind::Embedded => open(&self.home, crate::config::embedded_options())?,
-            BackendKind::Aws => {
-                let config = aws_config(&self.aws).map_err(CliError::MissingAwsSetting)?;
-                connect(&config, self.aws.serialize_dynamodb).await?
-            }
-        };
-        Ok(backend.with_dependencies(crate::config::dependency_rules()?))
+        let config = self.config()?;
+        Ok(compose(&config, Arc::new(SystemClock), self.destination.clone()).await?)
     }
 
-    /// A fresh backend for the demo or the benchmark (`purpose`), with `max_receives` 10 and the dependency `rules`:
+    /// A fresh backend for the demo or the benchmark (`purpose`), with `max_receives` 10 and the configured dependency
+    /// rules plus `extra_rule`:
     /// the home's `<purpose>` directory wiped first, or new AWS resources named `<prefix>-…` (default
     /// `synctrail-<purpose>-<random>`; they are kept afterwards, for follow-up commands).
     pub async fn open_fresh(
         &self,
         purpose: &str,
         prefix: Option<&str>,
-        rules: Vec<synctrail::destination::dependencies::DependencyRule>,
+        extra_rule: Option<DependencyRule>,
     ) -> Result<AnyBackend, CliError> {
-        let backend = match self.backend {
+        // The backend is replaced below: read the rest as if embedded, so unset AWS flags don't matter.
+        let vars = |name: &str| if name == "SYNCTRAIL_BACKEND" { Some("embedded".to_owned()) } else { self.var(name) };
+        let mut config = Config::from_vars_with(&vars, base_settings()).map_err(CliError::Config)?;
+        config.backend = match self.backend {
             BackendKind::Embedded => {
                 let home = self.home.join(purpose);
                 fresh_home(&home)?;
-                open(&home, drill_embedded_options())?
+                BackendConfig::Embedded(EmbeddedConfig { home, max_receives: DRILL_MAX_RECEIVES })
             }
             BackendKind::Aws => {
                 let prefix = prefix.map_or_else(|| format!("synctrail-{purpose}-{}", random_suffix()), str::to_owned);
                 let created = create_aws(&self.aws, &prefix, DRILL_MAX_RECEIVES).await?;
-                connect(&created.config(self.aws.endpoint_url.clone(), None), self.aws.serialize_dynamodb).await?
+                let mut aws = created.config(self.aws.endpoint_url.clone(), None);
+                aws.serialize_dynamodb = self.aws.serialize_dynamodb;
+                BackendConfig::Aws(aws)
             }
         };
-        Ok(backend.with_dependencies(rules))
+        config.dependencies.extend(extra_rule.filter(|rule| !config.dependencies.contains(rule)));
+        Ok(compose(&config, Arc::new(SystemClock), self.destination.clone()).await?)
     }
 }
 
-/// Opens the embedded backend under `home` with `options`.
-pub fn open(home: &Path, options: EmbeddedOptions) -> Result<AnyBackend, CliError> {
-    AnyBackend::open_embedded(home, options).map_err(|source| CliError::Open { home: home.to_owned(), source })
-}
-
-/// Connects to the AWS resources `config` names.
-pub async fn connect(config: &AwsConfig, serialize_dynamodb: bool) -> Result<AnyBackend, CliError> {
-    AnyBackend::connect_aws(config, serialize_dynamodb).await.map_err(|source| CliError::Connect {
-        table: config.table.clone(),
-        queue: config.queue.clone(),
-        source,
-    })
+/// The flag that sets a variable, for messages.
+fn flag_of(variable: &str) -> &'static str {
+    match variable {
+        "SYNCTRAIL_TABLE" => "--table (or SYNCTRAIL_TABLE)",
+        "SYNCTRAIL_BUCKET" => "--bucket (or SYNCTRAIL_BUCKET)",
+        "SYNCTRAIL_QUEUE_URL" => "--queue (or SYNCTRAIL_QUEUE_URL)",
+        "SYNCTRAIL_DLQ_URL" => "--dlq (or SYNCTRAIL_DLQ_URL)",
+        _ => "a setting that is not set",
+    }
 }
 
 /// Creates (or finds) the AWS resources `<prefix>-…` at the endpoint of `args`, the queue with `max_receives`.
@@ -129,33 +168,27 @@ pub fn random_suffix() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Runs the parsed command line on a multi-threaded async runtime; returns the exit code.
-pub fn execute(cli: &Cli) -> Result<u8, CliError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(CliError::Runtime)?;
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    let code = runtime.block_on(dispatch(cli, &mut out))?;
-    out.flush()?;
-    Ok(code)
-}
-
 /// Runs one command, writing its result to `out`; returns the exit code.
 pub async fn dispatch(cli: &Cli, out: &mut dyn Write) -> Result<u8, CliError> {
-    let ctx = Context::of(cli);
-    match &cli.command {
-        Command::Setup(args) => setup::execute(&ctx, args, out).await.map(|()| EXIT_OK),
-        Command::Send(args) => send::execute(&ctx, args, out).await.map(|()| EXIT_OK),
-        Command::Run(args) => run::execute(&ctx, args, out).await.map(|()| EXIT_OK),
-        Command::Status(args) => status::execute(&ctx, args, out).await,
-        Command::Show(args) => show::execute(&ctx, args, out).await.map(|()| EXIT_OK),
-        Command::List(args) => list::execute(&ctx, args, out).await.map(|()| EXIT_OK),
-        Command::Records(args) => records::execute(&ctx, args, out).await.map(|()| EXIT_OK),
-        Command::Stats(args) => stats::execute(&ctx, args, out).await.map(|()| EXIT_OK),
-        Command::Sweep(args) => sweep::execute(&ctx, args, out).await.map(|()| EXIT_OK),
-        Command::Reprocess(args) => reprocess::execute(&ctx, args, out).await,
-        Command::DeadLetters(args) => dead_letters::execute(&ctx, args, out).await.map(|()| EXIT_OK),
-        Command::Demo(args) => demo::execute(&ctx, args, out).await.map(|()| EXIT_OK),
-        Command::Bench(args) => bench::execute(&ctx, args, out).await.map(|()| EXIT_OK),
+    run_command(&Context::of(cli), &cli.command, out).await
+}
+
+/// Runs `command` in `ctx`, writing its result to `out`; returns the exit code.
+pub async fn run_command(ctx: &Context, command: &Command, out: &mut dyn Write) -> Result<u8, CliError> {
+    match command {
+        Command::Setup(args) => setup::execute(ctx, args, out).await.map(|()| EXIT_OK),
+        Command::Send(args) => send::execute(ctx, args, out).await.map(|()| EXIT_OK),
+        Command::Run(args) => run::execute(ctx, args, out).await.map(|()| EXIT_OK),
+        Command::Status(args) => status::execute(ctx, args, out).await,
+        Command::Show(args) => show::execute(ctx, args, out).await.map(|()| EXIT_OK),
+        Command::List(args) => list::execute(ctx, args, out).await.map(|()| EXIT_OK),
+        Command::Records(args) => records::execute(ctx, args, out).await.map(|()| EXIT_OK),
+        Command::Stats(args) => stats::execute(ctx, args, out).await.map(|()| EXIT_OK),
+        Command::Sweep(args) => sweep::execute(ctx, args, out).await.map(|()| EXIT_OK),
+        Command::Reprocess(args) => reprocess::execute(ctx, args, out).await,
+        Command::DeadLetters(args) => dead_letters::execute(ctx, args, out).await.map(|()| EXIT_OK),
+        Command::Demo(args) => demo::execute(ctx, args, out).await.map(|()| EXIT_OK),
+        Command::Bench(args) => bench::execute(ctx, args, out).await.map(|()| EXIT_OK),
     }
 }
 

@@ -2,6 +2,7 @@
 
 use super::Context;
 use crate::args::RecordsArgs;
+use crate::backend::BackendExt;
 use crate::error::CliError;
 use crate::output::{opt, shorten, time, Page, Table};
 use std::io::Write;
@@ -10,7 +11,7 @@ use std::io::Write;
 /// document carries `total` and `truncated`.
 pub async fn execute(ctx: &Context, args: &RecordsArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let backend = ctx.open().await?;
-    let mirror = &backend.mirror;
+    let mirror = backend.mirror_view("records")?;
     let prefix = args.entity.as_deref();
     // One row more than shown tells whether more exist.
     let peek = if args.limit == 0 { 0 } else { args.limit.saturating_add(1) };

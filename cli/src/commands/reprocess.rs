@@ -6,7 +6,7 @@
 
 use super::{parse_event_id, Context};
 use crate::args::ReprocessArgs;
-use crate::config::{settings, REPROCESS_FUNCTION};
+use crate::config::REPROCESS_FUNCTION;
 use crate::error::{CliError, EXIT_FAILED, EXIT_OK};
 use crate::output::{write_json, Table};
 use crate::progress::bar;
@@ -55,7 +55,7 @@ fn query(args: &ReprocessArgs, now: chrono::DateTime<chrono::Utc>) -> Result<Eve
 /// Runs `synctrail reprocess`; exits 3 when any event could not be re-driven.
 pub async fn execute(ctx: &Context, args: &ReprocessArgs, out: &mut dyn Write) -> Result<u8, CliError> {
     let backend = ctx.open().await?;
-    let engine = Engine::new(backend.ports.clone(), settings()?);
+    let engine = ctx.engine(&backend)?;
     let ids: Vec<EventId> = if args.status.is_some() {
         let query = query(args, engine.ports().clock.now())?;
         engine.select_for_reprocess(&query).await.map_err(CliError::store("selecting events to re-drive"))?

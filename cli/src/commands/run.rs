@@ -5,6 +5,7 @@ use super::Context;
 use crate::args::BackendKind;
 use crate::args::RunArgs;
 use crate::backend::AnyBackend;
+use crate::backend::BackendExt;
 use crate::duration::seconds;
 use crate::error::CliError;
 use crate::output::{write_json, Table};
@@ -94,7 +95,7 @@ pub fn write_stats(
 pub async fn execute(ctx: &Context, args: &RunArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let backend = ctx.open().await?;
     let started = std::time::Instant::now();
-    let stats = run_with_progress(&backend, crate::config::settings()?, &options(args), ctx.json).await?;
+    let stats = run_with_progress(&backend, ctx.config()?.settings, &options(args), ctx.json).await?;
     if ctx.json {
         return write_json(out, &stats);
     }

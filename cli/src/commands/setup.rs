@@ -3,7 +3,7 @@
 //! indexes and TTL, the payload bucket with its lifecycle, the ingest queue and its dead-letter queue with the
 //! redrive policy. What exists already is kept, so running it twice is harmless.
 
-use super::{create_aws, open, Context};
+use super::{create_aws, Context};
 use crate::args::{BackendKind, SetupArgs};
 use crate::backend::env_lines;
 use crate::error::CliError;
@@ -39,8 +39,7 @@ pub struct SetupReport {
 pub async fn execute(ctx: &Context, args: &SetupArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let report = match ctx.backend {
         BackendKind::Embedded => {
-            let backend = open(&ctx.home, crate::config::embedded_options())?;
-            drop(backend);
+            drop(ctx.open().await?);
             let home = ctx.home.clone();
             SetupReport {
                 backend: BackendKind::Embedded,

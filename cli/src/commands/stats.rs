@@ -6,6 +6,7 @@
 use super::Context;
 use crate::args::{BackendKind, StatsArgs};
 use crate::backend::AnyBackend;
+use crate::backend::BackendExt;
 use crate::error::CliError;
 use crate::output::{write_json, Table};
 use crate::requests::{figures, write_figures, RequestFigures};
@@ -171,7 +172,7 @@ pub async fn collect(backend: &AnyBackend) -> Result<StatsReport, CliError> {
     let stalled = store.expired_leases(now, 0).await.map_err(CliError::store("listing expired leases"))?;
     let requests = backend.aws().map(|aws| {
         let scope = "made by this synctrail process only, to gather these figures; not the pipeline's";
-        figures(scope, &aws.requests.snapshot(), &aws.destination_requests.snapshot(), None)
+        figures(scope, &aws.backend.requests.snapshot(), &aws.destination_requests.snapshot(), None)
     });
     Ok(StatsReport {
         backend: backend.kind(),

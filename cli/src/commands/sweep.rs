@@ -2,16 +2,16 @@
 
 use super::Context;
 use crate::args::SweepArgs;
-use crate::config::{settings, SWEEPER_FUNCTION};
+use crate::config::SWEEPER_FUNCTION;
 use crate::error::CliError;
 use crate::output::write_json;
 use std::io::Write;
-use synctrail::engine::{Engine, Invocation, SweepReport};
+use synctrail::engine::{Invocation, SweepReport};
 
 /// Runs one sweep over the home's backend.
 pub async fn sweep(ctx: &Context, limit: usize) -> Result<SweepReport, CliError> {
     let backend = ctx.open().await?;
-    let engine = Engine::new(backend.ports.clone(), settings()?);
+    let engine = ctx.engine(&backend)?;
     let invocation = Invocation { function: Some(SWEEPER_FUNCTION.to_owned()), ..Invocation::default() };
     engine.sweep(limit, &invocation).await.map_err(CliError::engine("sweeping expired leases"))
 }

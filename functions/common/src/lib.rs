@@ -1,11 +1,11 @@
-//! What every synctrail Lambda shares, so each function's `main.rs` only wires: the backend and the engine from
-//! the environment ([`ports_from_env`], [`engine_from_env`], [`event_store_from_env`]), JSON logs
-//! ([`init_tracing`]) and the invocation's context ([`InvocationContext`]).
+//! What every synctrail Lambda shares, so each function's `main.rs` only wires: the cold start ([`Function::init`]:
+//! configuration read once, the engine built by the same builder as the CLI's), JSON logs ([`init_tracing`]) and
+//! the invocation's context ([`InvocationContext`]).
 
 mod context;
+mod init;
 mod logging;
-mod wiring;
 
 pub use context::InvocationContext;
+pub use init::{event_store_from_env, Function, InitError};
 pub use logging::init_tracing;
-pub use wiring::{embedded_ports, engine_from_env, event_store_from_env, ports_from_env, WiringError, DEFAULT_HOME};

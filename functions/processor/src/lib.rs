@@ -9,9 +9,11 @@
 
 mod event_source;
 pub mod metrics;
+mod run;
 
 pub use event_source::{sqs_event, LOCAL_QUEUE_ARN};
 pub use metrics::MetricsConfig;
+pub use run::{run, run_processor, SAFETY_MARGIN};
 /// The invocation's context; it lives in `synctrail-lambda`, shared by every function.
 pub use synctrail_lambda::InvocationContext;
 
@@ -93,10 +95,10 @@ pub struct Processor {
 }
 
 impl Processor {
-    /// A processor over `engine`; records are not started within `safety_margin` of the deadline. The metrics'
-    /// namespace comes from `SYNCTRAIL_METRICS_NAMESPACE` (see [`MetricsConfig::from_env`]).
+    /// A processor over `engine`; records are not started within `safety_margin` of the deadline. Metrics go to
+    /// the default namespace unless [`Processor::with_metrics`] says otherwise.
     pub fn new(engine: Arc<Engine>, safety_margin: Duration) -> Self {
-        Self { engine, safety_margin, metrics: MetricsConfig::from_env() }
+        Self { engine, safety_margin, metrics: MetricsConfig::default() }
     }
 
     /// The same processor with metrics configured by `metrics`.
@@ -326,7 +328,8 @@ mod tests {
     async fn run_logged(bodies: &[&str]) -> (BatchResult, Vec<serde_json::Value>) {
         let home = tempfile::tempdir().expect("temporary home");
         let clock = Arc::new(ManualClock::new(t0()));
-        let ports = synctrail_lambda::embedded_ports(home.path(), clock).expect("embedded backend");
+        let config = synctrail::config::Config::embedded(home.path());
+        let ports = synctrail::compose::compose(&config, clock, None).await.expect("embedded backend").ports;
         let queue = Arc::clone(&ports.queue);
         let processor = Processor::new(Arc::new(Engine::new(ports, Settings::default())), Duration::seconds(1));
         queue.send(bodies.iter().map(|b| OutgoingMessage::new(*b)).collect()).await.expect("send");

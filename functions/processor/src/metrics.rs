@@ -13,10 +13,8 @@ use std::collections::BTreeMap;
 use synctrail::engine::{Disposition, Outcome};
 use synctrail::model::Status;
 
-/// The environment variable naming the metrics' namespace.
-pub const NAMESPACE_VARIABLE: &str = "SYNCTRAIL_METRICS_NAMESPACE";
-/// The namespace when none is configured.
-pub const DEFAULT_NAMESPACE: &str = "synctrail";
+/// The namespace when none is configured (`SYNCTRAIL_METRICS_NAMESPACE`).
+pub const DEFAULT_NAMESPACE: &str = synctrail::config::DEFAULT_METRICS_NAMESPACE;
 /// The dimension value of a function or a source that is not known.
 pub const UNKNOWN: &str = "unknown";
 /// The dimension naming the function (its name, without the version).
@@ -76,16 +74,6 @@ pub struct MetricsConfig {
 impl Default for MetricsConfig {
     fn default() -> Self {
         Self { namespace: DEFAULT_NAMESPACE.to_owned() }
-    }
-}
-
-impl MetricsConfig {
-    /// The namespace from `SYNCTRAIL_METRICS_NAMESPACE`, else [`DEFAULT_NAMESPACE`].
-    pub fn from_env() -> Self {
-        match std::env::var(NAMESPACE_VARIABLE) {
-            Ok(namespace) if !namespace.trim().is_empty() => Self { namespace: namespace.trim().to_owned() },
-            _ => Self::default(),
-        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! The status Lambda: opens the event store the environment names once per cold start, then answers requests.
 //!
-//! The store comes from the environment (see `synctrail_lambda::event_store_from_env`: on AWS only the table, so
-//! the function needs `dynamodb:GetItem` and nothing else); logs are JSON lines, level from `RUST_LOG`.
+//! On AWS only the table is opened, with no request at start-up, so the function needs `dynamodb:GetItem` and
+//! nothing else (see `synctrail_lambda::event_store_from_env`); logs are JSON lines, level from `RUST_LOG`.
 
 use aws_lambda_events::event::lambda_function_urls::{LambdaFunctionUrlRequest, LambdaFunctionUrlResponse};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
@@ -11,7 +11,7 @@ use synctrail_lambda::{event_store_from_env, init_tracing};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     init_tracing();
-    let store = event_store_from_env().await?;
+    let (_, store) = event_store_from_env().await?;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<LambdaFunctionUrlRequest>| {
         let store = Arc::clone(&store);
         async move {

@@ -13,9 +13,11 @@ use synctrail::{Engine, Incoming, Invocation, Settings, SystemClock};
 const EVENT_ID: &str = "gh-delivery-72d3162e";
 
 /// A fresh embedded backend (removed with the returned directory) and the engine over it.
-fn engine() -> (tempfile::TempDir, Engine) {
+async fn engine() -> (tempfile::TempDir, Engine) {
     let home = tempfile::tempdir().expect("temporary home");
-    let ports = synctrail_lambda::embedded_ports(home.path(), Arc::new(SystemClock)).expect("open the backend");
+    let config = synctrail::config::Config::embedded(home.path());
+    let ports =
+        synctrail::compose::compose(&config, Arc::new(SystemClock), None).await.expect("open the backend").ports;
     (home, Engine::new(ports, Settings::default()))
 }
 
@@ -62,7 +64,7 @@ fn body(response: &LambdaFunctionUrlResponse) -> Value {
 
 #[tokio::test]
 async fn a_known_completed_event_answers_200_with_its_status_report() {
-    let (_home, engine) = engine();
+    let (_home, engine) = engine().await;
     record_completed_event(&engine).await;
     let store = engine.ports().store.as_ref();
 
@@ -82,7 +84,7 @@ async fn a_known_completed_event_answers_200_with_its_status_report() {
 
 #[tokio::test]
 async fn an_unknown_event_answers_404_naming_the_id() {
-    let (_home, engine) = engine();
+    let (_home, engine) = engine().await;
     record_completed_event(&engine).await;
 
     let response = respond(engine.ports().store.as_ref(), &request("GET", "/events/never-sent")).await;
@@ -95,7 +97,7 @@ async fn an_unknown_event_answers_404_naming_the_id() {
 
 #[tokio::test]
 async fn an_invalid_id_answers_400_with_the_reason() {
-    let (_home, engine) = engine();
+    let (_home, engine) = engine().await;
 
     let response = respond(engine.ports().store.as_ref(), &request("GET", "/events/bad%20id!")).await;
 
@@ -107,7 +109,7 @@ async fn an_invalid_id_answers_400_with_the_reason() {
 
 #[tokio::test]
 async fn a_post_answers_405_allowing_only_get() {
-    let (_home, engine) = engine();
+    let (_home, engine) = engine().await;
     record_completed_event(&engine).await;
 
     let response = respond(engine.ports().store.as_ref(), &request("POST", &format!("/events/{EVENT_ID}"))).await;
@@ -119,7 +121,7 @@ async fn a_post_answers_405_allowing_only_get() {
 
 #[tokio::test]
 async fn other_paths_answer_404() {
-    let (_home, engine) = engine();
+    let (_home, engine) = engine().await;
 
     for path in ["/", "/events", &format!("/events/{EVENT_ID}/history")] {
         let response = respond(engine.ports().store.as_ref(), &request("GET", path)).await;

@@ -2,10 +2,8 @@
 //! holder, a lost promotion message — and answers the [`SweepReport`] as JSON. Its input is ignored apart from
 //! logging.
 
-mod limit;
 mod metrics;
 
-pub use limit::{limit_from_env, parse_limit, InvalidLimit, DEFAULT_LIMIT, LIMIT_VAR};
 pub use metrics::emf_line;
 pub use synctrail::engine::SweepReport;
 
@@ -25,15 +23,20 @@ impl From<SweepError> for lambda_runtime::Diagnostic {
     }
 }
 
-/// Handles one scheduled invocation: logs what triggered it, then sweeps up to `limit` expired leases.
-pub async fn handle(engine: &Engine, event: LambdaEvent<Value>, limit: usize) -> Result<SweepReport, SweepError> {
+/// Handles one scheduled invocation: logs what triggered it, sweeps up to `limit` expired leases and prints the
+/// sweep's EMF line in `namespace`.
+pub async fn handle(
+    engine: &Engine,
+    event: LambdaEvent<Value>,
+    limit: usize,
+    namespace: &str,
+) -> Result<SweepReport, SweepError> {
     let context = InvocationContext::from_lambda(&event.context);
     tracing::info!(request_id = %context.request_id, trigger = %event.payload, limit, "sweep triggered");
     let report = sweep(engine, &context, limit).await.map_err(SweepError)?;
-    let namespace = std::env::var("SYNCTRAIL_METRICS_NAMESPACE").unwrap_or_else(|_| "synctrail".to_owned());
     let function = event.context.env_config.function_name.clone();
     // Lambda sends stdout to CloudWatch Logs, which turns EMF lines into metrics.
-    println!("{}", emf_line(&report, &function, &namespace, engine.ports().clock.now()));
+    println!("{}", emf_line(&report, &function, namespace, engine.ports().clock.now()));
     Ok(report)
 }
 

@@ -1,24 +1,21 @@
-//! The sweeper Lambda: builds the engine the environment names once per cold start, then sweeps on every
-//! scheduled invocation.
-//!
-//! The backend and the engine settings come from the environment (see `synctrail_lambda::engine_from_env`), the
-//! limit from `SYNCTRAIL_SWEEP_LIMIT`; logs are JSON lines, level from `RUST_LOG`.
+//! The sweeper Lambda: builds the engine the environment names once per cold start (see `synctrail::config`; the
+//! limit is `SYNCTRAIL_SWEEP_LIMIT`), then sweeps on every scheduled invocation; logs are JSON lines.
 
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::Value;
 use std::sync::Arc;
-use synctrail::SystemClock;
-use synctrail_lambda::{engine_from_env, init_tracing};
-use synctrail_sweeper::{handle, limit_from_env};
+use synctrail_lambda::{init_tracing, Function};
+use synctrail_sweeper::handle;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     init_tracing();
-    let limit = limit_from_env()?;
-    let engine = Arc::new(engine_from_env(Arc::new(SystemClock)).await?);
+    let function = Function::init(None).await?;
+    let (limit, namespace) = (function.config.sweep_limit, Arc::new(function.config.metrics_namespace.clone()));
+    let engine = function.engine;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
-        let engine = Arc::clone(&engine);
-        async move { handle(&engine, event, limit).await }
+        let (engine, namespace) = (Arc::clone(&engine), Arc::clone(&namespace));
+        async move { handle(&engine, event, limit, &namespace).await }
     }))
     .await
 }

@@ -27,10 +27,11 @@ fn t0() -> DateTime<Utc> {
 }
 
 /// A fresh embedded backend (removed with the returned directory) whose destination is down, on a manual clock.
-fn engine() -> (tempfile::TempDir, Arc<ManualClock>, Engine) {
+async fn engine() -> (tempfile::TempDir, Arc<ManualClock>, Engine) {
     let home = tempfile::tempdir().expect("temporary home");
     let clock = Arc::new(ManualClock::new(t0()));
-    let ports = synctrail_lambda::embedded_ports(home.path(), clock.clone()).expect("open the backend");
+    let config = synctrail::config::Config::embedded(home.path());
+    let ports = synctrail::compose::compose(&config, clock.clone(), None).await.expect("open the backend").ports;
     let ports = synctrail::Ports { destination: Arc::new(Down), ..ports };
     (home, clock, Engine::new(ports, Settings::default()))
 }
@@ -65,7 +66,7 @@ fn context(now: DateTime<Utc>) -> InvocationContext {
 
 #[tokio::test]
 async fn a_live_lease_is_left_alone() {
-    let (_home, clock, engine) = engine();
+    let (_home, clock, engine) = engine().await;
     leave_an_errored_holder(&engine).await;
 
     let report = sweep(&engine, &context(clock.now()), 100).await.expect("sweep");
@@ -76,7 +77,7 @@ async fn a_live_lease_is_left_alone() {
 
 #[tokio::test]
 async fn an_expired_lease_is_redriven_in_the_invocations_name() {
-    let (_home, clock, engine) = engine();
+    let (_home, clock, engine) = engine().await;
     let event_id = leave_an_errored_holder(&engine).await;
     let settings = engine.settings();
     clock.advance(settings.backoff_max + settings.lease + settings.clock_margin + Duration::seconds(1));
@@ -96,7 +97,7 @@ async fn an_expired_lease_is_redriven_in_the_invocations_name() {
 
 #[tokio::test]
 async fn the_limit_bounds_the_heads_examined_oldest_lease_first() {
-    let (_home, clock, engine) = engine();
+    let (_home, clock, engine) = engine().await;
     let first = errored_holder_of(&engine, "e-first", "1").await;
     clock.advance(Duration::minutes(10)); // past the first's retry delay, however jittered
     errored_holder_of(&engine, "e-second", "2").await;
@@ -109,13 +110,13 @@ async fn the_limit_bounds_the_heads_examined_oldest_lease_first() {
 
 #[tokio::test]
 async fn a_scheduled_event_of_any_shape_triggers_a_sweep() {
-    let (_home, clock, engine) = engine();
+    let (_home, clock, engine) = engine().await;
     let event_id = leave_an_errored_holder(&engine).await;
     clock.advance(Duration::hours(1));
     let trigger = json!({"version": "0", "id": "e-1", "detail-type": "Scheduled Event", "source": "aws.events"});
     let event = lambda_runtime::LambdaEvent::new(trigger, lambda_runtime::Context::default());
 
-    let report = handle(&engine, event, 100).await.expect("sweep");
+    let report = handle(&engine, event, 100, "synctrail").await.expect("sweep");
 
     assert_eq!(report.redriven, vec![event_id]);
 }

@@ -47,14 +47,9 @@ impl DependencyRule {
         })
     }
 
-    /// The rules in `SYNCTRAIL_DEPENDENCIES` (comma-separated; none when unset).
-    pub fn from_env() -> Result<Vec<Self>, InvalidRule> {
-        std::env::var("SYNCTRAIL_DEPENDENCIES")
-            .unwrap_or_default()
-            .split(',')
-            .filter(|r| !r.trim().is_empty())
-            .map(Self::parse)
-            .collect()
+    /// Comma-separated rules, as `SYNCTRAIL_DEPENDENCIES` holds them (none when blank).
+    pub fn parse_list(text: &str) -> Result<Vec<Self>, InvalidRule> {
+        text.split(',').filter(|r| !r.trim().is_empty()).map(Self::parse).collect()
     }
 
     /// The entity `change` needs under this rule, if the rule covers it.

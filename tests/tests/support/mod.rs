@@ -17,7 +17,6 @@ use synctrail::model::{EntityHead, EntityKey, EventId, EventRecord, Message, Sta
 use synctrail::store::sqlite::{EmbeddedOptions, Mirror, MirrorRecord};
 use synctrail::store::{EventQuery, EventStore, Expect, OutgoingMessage, QueueDepth, QueueMessage, StoreError, Write};
 use synctrail::{Clock, ManualClock, Policy, Settings};
-use synctrail_cli::backend::Backend;
 use synctrail_processor::{sqs_event, BatchResult, InvocationContext, Processor, RecordResult};
 use tokio::sync::Notify;
 
@@ -85,6 +84,37 @@ pub fn entity_of(body: &str) -> Option<EntityKey> {
     match Message::parse(body, usize::MAX) {
         Ok(Message::Envelope(envelope)) => Some(envelope.entity),
         _ => None,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The backend
+// ---------------------------------------------------------------------------------------------------------------
+
+/// A test's embedded backend: its adapters, and the engine's ports over them with the mirror as the destination.
+pub struct Backend {
+    /// The adapters (the queue's extra operations, the concrete mirror).
+    pub embedded: synctrail::store::sqlite::Embedded,
+    /// The engine's ports.
+    pub ports: Ports,
+}
+
+impl Backend {
+    /// Opens (creating) the embedded backend under `home` on `clock`.
+    pub fn open_with_clock(
+        home: &std::path::Path,
+        options: EmbeddedOptions,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, StoreError> {
+        let embedded = synctrail::store::sqlite::Embedded::open(home, Arc::clone(&clock), options)?;
+        let ports = Ports {
+            store: embedded.store.clone(),
+            payloads: embedded.payloads.clone(),
+            queue: embedded.queue.clone(),
+            destination: embedded.mirror.clone(),
+            clock,
+        };
+        Ok(Self { embedded, ports })
     }
 }
 
@@ -454,6 +484,8 @@ pub struct Options {
     pub safety_margin: Duration,
     /// Wraps the scripted destination (for example in one that panics).
     pub destination: Option<WrapDestination>,
+    /// The destination the script drives (default: the embedded mirror), e.g. a team's own store.
+    pub scripted_over: Option<Arc<dyn Destination>>,
     /// Puts a [`HeldStore`] in front of the event store (see [`Harness::held`]).
     pub held_store: bool,
 }
@@ -467,6 +499,7 @@ impl Default for Options {
             visibility_timeout: Duration::seconds(60),
             safety_margin: Duration::seconds(1),
             destination: None,
+            scripted_over: None,
             held_store: false,
         }
     }
@@ -556,7 +589,8 @@ impl Harness {
         let clock = Arc::new(ManualClock::new(t0()));
         let embedded = EmbeddedOptions { max_receives: options.max_receives, ..EmbeddedOptions::default() };
         let backend = Backend::open_with_clock(home.path(), embedded, clock.clone()).expect("open the backend");
-        let script = Arc::new(Scripted::new(backend.ports.destination.clone(), clock.clone()));
+        let inner = options.scripted_over.take().unwrap_or_else(|| backend.ports.destination.clone());
+        let script = Arc::new(Scripted::new(inner, clock.clone()));
         let destination: Arc<dyn Destination> = match options.destination.take() {
             Some(wrap) => wrap(script.clone()),
             None => script.clone(),

@@ -11,14 +11,17 @@
 mod counter;
 mod dynamodb;
 mod error;
+mod gate;
 mod mirror;
 mod s3;
 pub mod setup;
 mod sqs;
 
+pub use crate::config::AwsConfig;
 pub use crate::destination::guard::MirrorRecord;
 pub use counter::RequestCounter;
 pub use dynamodb::{DynamoStore, ITEM_SIZE_LIMIT, LEASE_SHARDS};
+pub use gate::DynamoGate;
 pub use mirror::{DynamoMirror, MAX_ROUNDS};
 pub use s3::{apply_lifecycle, S3Payloads};
 pub use sqs::SqsQueue;
@@ -37,43 +40,6 @@ use aws_config::{BehaviorVersion, Region};
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Where the AWS backend lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AwsConfig {
-    /// The DynamoDB table of event records and heads.
-    pub table: String,
-    /// The S3 bucket of payloads.
-    pub bucket: String,
-    /// The ingest queue: its URL, or its name (then looked up with `GetQueueUrl`).
-    pub queue: String,
-    /// The dead-letter queue: its URL or name.
-    pub dlq: String,
-    /// An endpoint for every service (moto, LocalStack); `None`: AWS, or `AWS_ENDPOINT_URL` when set.
-    pub endpoint_url: Option<String>,
-    /// The region; `None`: from the environment or profile (`us-east-1` with an `endpoint_url`).
-    pub region: Option<String>,
-}
-
-impl AwsConfig {
-    /// Reads `SYNCTRAIL_TABLE`, `SYNCTRAIL_BUCKET`, `SYNCTRAIL_QUEUE_URL` and `SYNCTRAIL_DLQ_URL` (all required),
-    /// plus `AWS_ENDPOINT_URL` and `AWS_REGION` when set.
-    pub fn from_env() -> Result<Self, StoreError> {
-        let var = |name: &str| {
-            std::env::var(name).ok().filter(|v| !v.is_empty()).ok_or_else(|| {
-                StoreError::Backend(format!("environment variable {name} is not set; the AWS backend needs it").into())
-            })
-        };
-        Ok(Self {
-            table: var("SYNCTRAIL_TABLE")?,
-            bucket: var("SYNCTRAIL_BUCKET")?,
-            queue: var("SYNCTRAIL_QUEUE_URL")?,
-            dlq: var("SYNCTRAIL_DLQ_URL")?,
-            endpoint_url: std::env::var("AWS_ENDPOINT_URL").ok().filter(|v| !v.is_empty()),
-            region: std::env::var("AWS_REGION").ok().filter(|v| !v.is_empty()),
-        })
-    }
-}
 
 /// One attempt may take this long before the SDK gives up on it (and retries).
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -94,6 +60,16 @@ pub struct Clients {
 }
 
 impl Clients {
+    /// Clients for `config`'s endpoint and region, with a request counter of their own; DynamoDB behind `gate` when
+    /// given (see [`DynamoGate`]).
+    pub async fn for_config(config: &AwsConfig, gate: Option<&DynamoGate>) -> Self {
+        let mut clients = Self::connect(config.endpoint_url.as_deref(), config.region.as_deref()).await;
+        if let Some(gate) = gate {
+            clients.dynamodb = gate.wrap(&clients.dynamodb);
+        }
+        clients
+    }
+
     /// Loads the SDK configuration (`aws_config::defaults(BehaviorVersion::latest())`: credentials, region and
     /// `AWS_ENDPOINT_URL*` from the environment), with `endpoint_url` and `region` overriding it.
     pub async fn connect(endpoint_url: Option<&str>, region: Option<&str>) -> Self {

@@ -77,6 +77,7 @@ impl Created {
             dlq: self.dlq_url.clone(),
             endpoint_url,
             region,
+            serialize_dynamodb: false,
         }
     }
 }

@@ -1,0 +1,80 @@
+//! A function's cold start: the configuration read once from the environment ([`Config::from_env`]), then the one
+//! builder ([`synctrail::compose`]) turns it into the engine — the same builder the CLI uses.
+
+use std::sync::Arc;
+use synctrail::compose::{compose_engine, compose_event_store, ComposeError, Composed};
+use synctrail::config::{Config, ConfigError};
+use synctrail::destination::Destination;
+use synctrail::engine::Engine;
+use synctrail::store::EventStore;
+use synctrail::SystemClock;
+
+/// Why a function could not start; Lambda reports it as an init error, and the message says what to set.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    /// The environment does not describe a usable configuration.
+    #[error("{0}; fix the function's environment variables")]
+    Config(#[from] ConfigError),
+    /// The configured backend or destination could not be built.
+    #[error(transparent)]
+    Compose(#[from] ComposeError),
+}
+
+/// What a function runs on, built once per cold start.
+pub struct Function {
+    /// The configuration, as read from the environment.
+    pub config: Config,
+    /// The engine over the configured backend and destination.
+    pub engine: Arc<Engine>,
+    /// The backend's handles and the mirror (when it is the destination).
+    pub composed: Composed,
+}
+
+impl Function {
+    /// Reads the environment and builds the engine; `destination` replaces the configured destination (a team's
+    /// own, see `synctrail_processor::run_processor`).
+    pub async fn init(destination: Option<Arc<dyn Destination>>) -> Result<Self, InitError> {
+        Self::with_config(Config::from_env()?, destination).await
+    }
+
+    /// Builds the engine `config` describes on the system clock.
+    pub async fn with_config(config: Config, destination: Option<Arc<dyn Destination>>) -> Result<Self, InitError> {
+        let (engine, composed) = compose_engine(&config, Arc::new(SystemClock), destination).await?;
+        tracing::info!(backend = %composed.describe(), "configured");
+        Ok(Self { config, engine: Arc::new(engine), composed })
+    }
+}
+
+/// Only the event store the environment names (on AWS the table alone, no request at start-up), with the
+/// configuration: what a function that only reads records needs.
+pub async fn event_store_from_env() -> Result<(Config, Arc<dyn EventStore>), InitError> {
+    let config = Config::from_env()?;
+    let store = compose_event_store(&config, Arc::new(SystemClock)).await?;
+    Ok((config, store))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn embedded(home: &std::path::Path) -> Config {
+        Config::embedded(home)
+    }
+
+    #[tokio::test]
+    async fn a_function_starts_on_a_fresh_embedded_home() {
+        let home = tempfile::tempdir().expect("temporary home");
+        let function = Function::with_config(embedded(&home.path().join("synctrail")), None).await;
+        assert!(function.is_ok(), "{:?}", function.err().map(|e| e.to_string()));
+    }
+
+    #[tokio::test]
+    async fn an_unusable_home_is_named_in_the_error() {
+        let file = tempfile::NamedTempFile::new().expect("temporary file");
+        let home = file.path().join("home");
+        let error = Function::with_config(embedded(&home), None).await.err().expect("a file can't hold a home");
+        assert!(matches!(error, InitError::Compose(ComposeError::Open { .. })), "{error:?}");
+        assert!(error.to_string().contains(&home.display().to_string()), "{error}");
+        assert!(error.to_string().contains("SYNCTRAIL_HOME"), "{error}");
+    }
+}

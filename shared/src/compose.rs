@@ -1,0 +1,266 @@
+//! The composition root: one [`Config`] in, the engine's ports out — for every function and for the CLI, so
+//! what runs locally is what runs on Lambda.
+//!
+//! The destination is the configured one ([`DestinationConfig`]), or a team's own [`Destination`] handed in
+//! ([`compose`]'s `given`). Dependency rules (spec §6) wrap the reference mirror, which can tell whether an entity
+//! exists; a team's own destination answers `MissingDependency` itself.
+
+use crate::clock::Clock;
+use crate::config::{BackendConfig, Config, DestinationConfig};
+use crate::destination::dependencies::RequireDependencies;
+use crate::destination::{Destination, MirrorView};
+use crate::engine::{Engine, Ports};
+use crate::store::{EventStore, StoreError};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[cfg(feature = "aws")]
+use crate::store::aws::{AwsBackend, AwsConfig, Clients, DynamoGate, DynamoMirror, DynamoStore, RequestCounter};
+#[cfg(feature = "sqlite")]
+use crate::store::sqlite::{Embedded, EmbeddedOptions};
+
+/// The ports over the configured backend, and what operator tools need besides.
+pub struct Composed {
+    /// The engine's ports: store, payloads, queue, destination, clock.
+    pub ports: Ports,
+    /// The reference mirror, when it is the destination (with its operator methods: reads, local edits, effects).
+    pub mirror: Option<Arc<dyn MirrorView>>,
+    /// The backend's own handles.
+    pub backend: ComposedBackend,
+}
+
+/// The backend's own handles, for what only one kind of backend can do.
+pub enum ComposedBackend {
+    /// The embedded backend.
+    #[cfg(feature = "sqlite")]
+    Embedded {
+        /// Its directory.
+        home: PathBuf,
+        /// Its adapters (the queue's extra operations, the mirror).
+        embedded: Embedded,
+    },
+    /// The AWS backend.
+    #[cfg(feature = "aws")]
+    Aws(AwsParts),
+}
+
+/// The AWS backend's handles.
+#[cfg(feature = "aws")]
+pub struct AwsParts {
+    /// Where the resources are (the queue URLs as given, possibly names).
+    pub config: AwsConfig,
+    /// The adapters; their request counter counts the framework's own requests.
+    pub backend: AwsBackend,
+    /// Request attempts of the reference mirror, counted apart from the framework's (none for other destinations).
+    pub destination_requests: RequestCounter,
+}
+
+/// Why the configured backend or destination could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ComposeError {
+    /// The embedded backend could not be opened.
+    #[error("opening the embedded backend in {home}: {source}; set SYNCTRAIL_HOME (--home) to a writable directory")]
+    Open {
+        /// Its directory.
+        home: PathBuf,
+        /// What the store said.
+        #[source]
+        source: StoreError,
+    },
+    /// The AWS resources could not be reached.
+    #[error(
+        "connecting to table {table}, bucket {bucket}, queue {queue}: {source}; check the names, the credentials \
+         and IAM permissions, and that the resources exist (`synctrail setup --backend aws` creates them)"
+    )]
+    Connect {
+        /// The DynamoDB table.
+        table: String,
+        /// The S3 bucket.
+        bucket: String,
+        /// The ingest queue.
+        queue: String,
+        /// What the SDK said.
+        #[source]
+        source: StoreError,
+    },
+    /// This build lacks the configured backend.
+    #[error("this build has no {0} backend (cargo feature `{1}` of synctrail); choose another with SYNCTRAIL_BACKEND")]
+    NotBuilt(&'static str, &'static str),
+    /// Dependency rules need the reference mirror to look entities up.
+    #[error(
+        "SYNCTRAIL_DEPENDENCIES needs the reference mirror as the destination (it looks the needed entity up there); \
+         a destination of your own answers MissingDependency itself: unset SYNCTRAIL_DEPENDENCIES"
+    )]
+    DependenciesNeedTheMirror,
+}
+
+/// Builds the ports `config` describes, on `clock`; `given` replaces the configured destination.
+pub async fn compose(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+    given: Option<Arc<dyn Destination>>,
+) -> Result<Composed, ComposeError> {
+    if given.is_some() && !config.dependencies.is_empty() {
+        return Err(ComposeError::DependenciesNeedTheMirror);
+    }
+    let composed = match &config.backend {
+        BackendConfig::Embedded(embedded) => compose_embedded(embedded, clock, &config.destination, given)?,
+        BackendConfig::Aws(aws) => compose_aws(aws, clock, &config.destination, given).await?,
+    };
+    Ok(composed.with_dependencies(config))
+}
+
+/// An engine over the ports `config` describes, with its settings.
+pub async fn compose_engine(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+    given: Option<Arc<dyn Destination>>,
+) -> Result<(Engine, Composed), ComposeError> {
+    let composed = compose(config, clock, given).await?;
+    Ok((Engine::new(composed.ports.clone(), config.settings.clone()), composed))
+}
+
+/// Only the event store `config` describes: on AWS the DynamoDB table alone, with no request made until the first
+/// read (what a function that only reads records needs).
+pub async fn compose_event_store(config: &Config, clock: Arc<dyn Clock>) -> Result<Arc<dyn EventStore>, ComposeError> {
+    match &config.backend {
+        #[cfg(feature = "aws")]
+        BackendConfig::Aws(aws) => {
+            let clients = Clients::for_config(aws, None).await;
+            Ok(Arc::new(DynamoStore::new(clients.dynamodb, &aws.table)))
+        }
+        #[cfg(not(feature = "aws"))]
+        BackendConfig::Aws(_) => Err(ComposeError::NotBuilt("AWS", "aws")),
+        BackendConfig::Embedded(embedded) => {
+            Ok(compose_embedded(embedded, clock, &DestinationConfig::Mirror, None)?.ports.store)
+        }
+    }
+}
+
+impl Composed {
+    /// The destination wrapped so that it answers "missing dependency" by `config`'s rules, looked up in the mirror.
+    fn with_dependencies(mut self, config: &Config) -> Self {
+        if let (Some(mirror), false) = (&self.mirror, config.dependencies.is_empty()) {
+            let inner = Arc::clone(&self.ports.destination);
+            let rules = config.dependencies.clone();
+            self.ports.destination = Arc::new(RequireDependencies::new(inner, Arc::clone(mirror), rules));
+        }
+        self
+    }
+
+    /// The embedded backend's handles, when it is one.
+    #[cfg(feature = "sqlite")]
+    pub fn embedded(&self) -> Option<(&PathBuf, &Embedded)> {
+        match &self.backend {
+            ComposedBackend::Embedded { home, embedded } => Some((home, embedded)),
+            #[cfg(feature = "aws")]
+            ComposedBackend::Aws(_) => None,
+        }
+    }
+
+    /// The AWS backend's handles, when it is one.
+    #[cfg(feature = "aws")]
+    pub fn aws(&self) -> Option<&AwsParts> {
+        match &self.backend {
+            ComposedBackend::Aws(parts) => Some(parts),
+            #[cfg(feature = "sqlite")]
+            ComposedBackend::Embedded { .. } => None,
+        }
+    }
+
+    /// Where the backend is, for messages: `the embedded backend in ./.synctrail`, or
+    /// `the AWS backend at <endpoint> (table …, bucket …, queue …)`.
+    pub fn describe(&self) -> String {
+        match &self.backend {
+            #[cfg(feature = "sqlite")]
+            ComposedBackend::Embedded { home, .. } => format!("the embedded backend in {}", home.display()),
+            #[cfg(feature = "aws")]
+            ComposedBackend::Aws(parts) => {
+                let c = &parts.config;
+                let endpoint = c.endpoint_url.as_deref().map_or_else(String::new, |url| format!(" at {url}"));
+                let queue = parts.backend.queue.queue_url();
+                format!("the AWS backend{endpoint} (table {}, bucket {}, queue {queue})", c.table, c.bucket)
+            }
+        }
+    }
+}
+
+#[cfg(feature = "sqlite")]
+fn compose_embedded(
+    config: &crate::config::EmbeddedConfig,
+    clock: Arc<dyn Clock>,
+    destination: &DestinationConfig,
+    given: Option<Arc<dyn Destination>>,
+) -> Result<Composed, ComposeError> {
+    let options = EmbeddedOptions { max_receives: config.max_receives, ..EmbeddedOptions::default() };
+    let embedded = Embedded::open(&config.home, Arc::clone(&clock), options)
+        .map_err(|source| ComposeError::Open { home: config.home.clone(), source })?;
+    let (destination, mirror): (Arc<dyn Destination>, Option<Arc<dyn MirrorView>>) = match (given, destination) {
+        (Some(given), _) => (given, None),
+        (None, DestinationConfig::Mirror) => (embedded.mirror.clone(), Some(embedded.mirror.clone())),
+    };
+    let ports = Ports {
+        store: embedded.store.clone(),
+        payloads: embedded.payloads.clone(),
+        queue: embedded.queue.clone(),
+        destination,
+        clock,
+    };
+    Ok(Composed { ports, mirror, backend: ComposedBackend::Embedded { home: config.home.clone(), embedded } })
+}
+
+#[cfg(not(feature = "sqlite"))]
+fn compose_embedded(
+    _: &crate::config::EmbeddedConfig,
+    _: Arc<dyn Clock>,
+    _: &DestinationConfig,
+    _: Option<Arc<dyn Destination>>,
+) -> Result<Composed, ComposeError> {
+    Err(ComposeError::NotBuilt("embedded", "sqlite"))
+}
+
+#[cfg(feature = "aws")]
+async fn compose_aws(
+    config: &AwsConfig,
+    clock: Arc<dyn Clock>,
+    destination: &DestinationConfig,
+    given: Option<Arc<dyn Destination>>,
+) -> Result<Composed, ComposeError> {
+    let gate = config.serialize_dynamodb.then(DynamoGate::default);
+    let framework = Clients::for_config(config, gate.as_ref()).await;
+    let backend = AwsBackend::with_clients(&framework, config).await.map_err(|source| ComposeError::Connect {
+        table: config.table.clone(),
+        bucket: config.bucket.clone(),
+        queue: config.queue.clone(),
+        source,
+    })?;
+    let (destination, mirror, destination_requests): (Arc<dyn Destination>, Option<Arc<dyn MirrorView>>, _) =
+        match (given, destination) {
+            (Some(given), _) => (given, None, RequestCounter::new()),
+            (None, DestinationConfig::Mirror) => {
+                // Clients of its own, so the mirror's requests are counted apart from the framework's.
+                let clients = Clients::for_config(config, gate.as_ref()).await;
+                let mirror = Arc::new(DynamoMirror::new(clients.dynamodb, &config.table, Arc::clone(&clock)));
+                (mirror.clone(), Some(mirror), clients.requests)
+            }
+        };
+    let ports = Ports {
+        store: backend.store.clone(),
+        payloads: backend.payloads.clone(),
+        queue: backend.queue.clone(),
+        destination,
+        clock,
+    };
+    let parts = AwsParts { config: config.clone(), backend, destination_requests };
+    Ok(Composed { ports, mirror, backend: ComposedBackend::Aws(parts) })
+}
+
+#[cfg(not(feature = "aws"))]
+async fn compose_aws(
+    _: &crate::config::AwsConfig,
+    _: Arc<dyn Clock>,
+    _: &DestinationConfig,
+    _: Option<Arc<dyn Destination>>,
+) -> Result<Composed, ComposeError> {
+    Err(ComposeError::NotBuilt("AWS", "aws"))
+}
