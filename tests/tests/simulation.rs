@@ -514,6 +514,14 @@ impl Queue for SimQueue {
         self.chaos.around(self.inner.return_dead_letters(messages)).await
     }
 
+    async fn release_dead_letters(&self, receipt_handles: &[String]) -> Result<(), StoreError> {
+        self.chaos.around(self.inner.release_dead_letters(receipt_handles)).await
+    }
+
+    async fn delete_dead_letters(&self, receipt_handles: &[String]) -> Result<(), StoreError> {
+        self.chaos.around(self.inner.delete_dead_letters(receipt_handles)).await
+    }
+
     async fn depth(&self) -> Result<QueueDepth, StoreError> {
         self.chaos.around(self.inner.depth()).await
     }
