@@ -1121,7 +1121,7 @@ fn check(sim: &Sim, plan: &[String]) -> Result<Summary, String> {
         }
     }
 
-    // Every history starts `received`, ends in the current status, and every step is in the table.
+    // Every history starts `received`, ends in the current status, and every step is in the table (or a note).
     for record in records.values() {
         let statuses: Vec<Status> = record.history.iter().map(|h| h.status).collect();
         if statuses.first() != Some(&Status::Received) || statuses.last() != Some(&record.status) {
@@ -1129,7 +1129,7 @@ fn check(sim: &Sim, plan: &[String]) -> Result<Summary, String> {
         }
         for (i, pair) in statuses.windows(2).enumerate() {
             let across_fold = record.history_folded > 0 && i + 1 == 8;
-            if !across_fold && !pair[0].can_become(pair[1]) {
+            if !across_fold && !support::is_history_step(pair[0], pair[1]) {
                 v.push(format!("{}: illegal {} → {} in {:?}", record.event_id, pair[0], pair[1], history(record)));
             }
         }
