@@ -267,7 +267,9 @@ pub struct ReprocessArgs {
 /// `synctrail dead-letters`.
 #[derive(Debug, Args)]
 pub struct DeadLetterArgs {
-    /// Move the dead letters back to the queue after marking their events for retry (default: only list them).
+    /// Move the dead letters back to the queue after marking their events for retry (default: only list them,
+    /// leaving them visible). Either way, dead letters of events already done are discarded, noted in the event's
+    /// history.
     #[arg(long)]
     pub redrive: bool,
     /// At most this many messages are looked at.

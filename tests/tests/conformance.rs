@@ -671,6 +671,54 @@ pub mod suite {
         assert!(p.queue.receive_dead_letters(10, Duration::seconds(1)).await.expect("receive").is_empty());
     }
 
+    /// Sends `bodies` and moves each to the dead-letter queue; returns the dead letters received (hidden for a
+    /// minute), in the order of `bodies`.
+    async fn dead_letters_of(p: &Ports, bodies: &[&str]) -> Vec<synctrail::store::QueueMessage> {
+        p.queue.send(bodies.iter().map(|b| OutgoingMessage::new(*b)).collect()).await.expect("send");
+        for message in p.queue.receive(10, Duration::seconds(1)).await.expect("receive") {
+            p.queue.dead_letter(&message.receipt_handle, &message.body, None).await.expect("dead letter");
+        }
+        let mut dead = p.queue.receive_dead_letters(10, Duration::seconds(60)).await.expect("receive dead letters");
+        assert_eq!(dead.len(), bodies.len());
+        dead.sort_by_key(|m| bodies.iter().position(|b| *b == m.body));
+        dead
+    }
+
+    /// Released dead letters are visible in the dead-letter queue again at once, under the same ids; a handle whose
+    /// message is gone is not an error.
+    pub async fn a_released_dead_letter_is_visible_again_at_once(p: &Ports) {
+        let dead = dead_letters_of(p, &["one", "two"]).await;
+        assert!(p.queue.receive_dead_letters(10, Duration::seconds(60)).await.expect("again").is_empty(), "hidden");
+
+        let mut handles: Vec<String> = dead.iter().map(|m| m.receipt_handle.clone()).collect();
+        handles.push("no-such:handle".into());
+        p.queue.release_dead_letters(&handles).await.expect("release");
+        let again = p.queue.receive_dead_letters(10, Duration::seconds(60)).await.expect("receive dead letters");
+        let mut ids: Vec<&str> = again.iter().map(|m| m.message_id.as_str()).collect();
+        ids.sort_unstable();
+        let mut expected: Vec<&str> = dead.iter().map(|m| m.message_id.as_str()).collect();
+        expected.sort_unstable();
+        assert_eq!(ids, expected, "the same dead letters, visible again");
+        assert_eq!(p.queue.depth().await.expect("depth").dead_letters, 2, "still dead letters");
+        assert!(p.queue.receive(10, Duration::seconds(1)).await.expect("receive").is_empty(), "not in the queue");
+    }
+
+    /// Deleted dead letters are gone from the dead-letter queue for good; the others stay; a handle whose message is
+    /// gone is not an error.
+    pub async fn a_deleted_dead_letter_is_gone_for_good(p: &Ports) {
+        let dead = dead_letters_of(p, &["stale", "live"]).await;
+        let handles = [dead[0].receipt_handle.clone(), "no-such:handle".into()];
+        p.queue.delete_dead_letters(&handles).await.expect("delete");
+        assert_eq!(p.queue.depth().await.expect("depth").dead_letters, 1);
+        p.queue.release_dead_letters(&[dead[1].receipt_handle.clone()]).await.expect("release");
+        let rest = p.queue.receive_dead_letters(10, Duration::seconds(60)).await.expect("receive dead letters");
+        assert_eq!(rest.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(), ["live"]);
+        p.queue.delete_dead_letters(&[dead[0].receipt_handle.clone()]).await.expect("deleting again is no error");
+        p.queue.delete_dead_letters(&[rest[0].receipt_handle.clone()]).await.expect("delete");
+        let depth = p.queue.depth().await.expect("depth");
+        assert_eq!((depth.visible, depth.in_flight, depth.dead_letters), (0, 0, 0));
+    }
+
     /// `waiting` events are listed by the dependency they wait for, and only while they wait.
     pub async fn waiting_events_are_listed_by_their_dependency(p: &Ports) {
         use synctrail::store::{EventQuery, Write};
@@ -1134,6 +1182,8 @@ on_embedded!(
     a_message_received_max_receives_times_moves_to_the_dead_letter_queue,
     a_dead_lettered_message_is_not_delivered_again,
     dead_letters_are_received_and_returned_to_the_queue,
+    a_released_dead_letter_is_visible_again_at_once,
+    a_deleted_dead_letter_is_gone_for_good,
     waiting_events_are_listed_by_their_dependency,
     depth_counts_every_state,
     a_delayed_message_waits_for_its_delay,
@@ -1450,6 +1500,8 @@ pub mod aws {
         a_message_received_max_receives_times_moves_to_the_dead_letter_queue,
         a_dead_lettered_message_is_not_delivered_again,
         dead_letters_are_received_and_returned_to_the_queue,
+        a_released_dead_letter_is_visible_again_at_once,
+        a_deleted_dead_letter_is_gone_for_good,
         waiting_events_are_listed_by_their_dependency,
         depth_counts_every_state,
         a_delayed_message_waits_for_its_delay,

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use synctrail::destination::dependencies::{DependencyRule, RequireDependencies};
 use synctrail::destination::{ApplyOutcome, Change, Destination, DestinationError, MirrorView};
 use synctrail::engine::{Engine, Incoming, Invocation, ReprocessOptions, ReprocessReport};
-use synctrail::model::{EntityKey, ErrorKind, EventId, Status};
-use synctrail::store::EventQuery;
+use synctrail::model::{EntityKey, ErrorKind, EventId, EventRecord, Message, RedriveReason, Status};
+use synctrail::store::{EventQuery, Write};
 
 const RULE: &str = "inventory_level.product_id=product";
 
@@ -341,7 +341,6 @@ async fn dead_letters_move_back_after_their_events_are_marked_for_retry() {
     assert_eq!(h.status_of(&env).await, Status::Failed, "a dry run changes nothing");
     assert_eq!(h.dead_letters().await.len(), 1);
 
-    h.advance(Duration::minutes(2));
     let moved = h.engine.redrive_dead_letters(100, false, &operator()).await.expect("move");
     assert_eq!(moved.moved, 1);
     assert_eq!(h.status_of(&env).await, Status::Received, "marked for retry");
@@ -349,6 +348,123 @@ async fn dead_letters_move_back_after_their_events_are_marked_for_retry() {
     h.drain().await;
     assert_eq!(h.status_of(&env).await, Status::Completed);
     assert_eq!(h.effects_of(&env.event_id()).await, 1);
+}
+
+/// Puts a message with `body` in the dead-letter queue, as the queue does after too many receives.
+async fn dead_letter_copy(h: &Harness, body: String) {
+    h.send(body).await;
+    let message = h.receive(1).await.pop().expect("the message");
+    h.ports().queue.dead_letter(&message.receipt_handle, &message.body, None).await.expect("dead letter");
+}
+
+/// The history notes of `record` that say dead letters were discarded.
+fn discard_notes(record: &EventRecord) -> Vec<&str> {
+    record.history.iter().filter_map(|h| h.note.as_deref()).filter(|n| n.contains("discarded")).collect()
+}
+
+#[tokio::test]
+async fn a_dead_letter_is_discarded_only_when_its_event_is_done_and_not_failed() {
+    use Status::*;
+    let h = Harness::new();
+    let statuses =
+        [Completed, Dropped, Duplicate, Canceled, Disabled, Rejected, Failed, Received, Queued, Errored, Waiting];
+    let done = [Completed, Dropped, Duplicate, Canceled, Disabled, Rejected];
+    let mut envs = Vec::new();
+    for (n, status) in statuses.into_iter().enumerate() {
+        let env = Env::issue(&format!("s{n}")).at(10).titled("applied once");
+        h.send_env(&env).await;
+        h.drain().await;
+        dead_letter_copy(&h, env.body()).await;
+        // The rule looks at the status alone: set it as if the event had ended there.
+        let mut record = h.record_of(&env).await;
+        record.status = status;
+        h.ports().store.commit(vec![Write::event(record)]).await.expect("set the status");
+        envs.push((env, status));
+    }
+
+    let listing = h.engine.redrive_dead_letters(100, true, &operator()).await.expect("list");
+
+    let mut discarded: Vec<(EventId, Status, usize)> =
+        listing.discarded.iter().map(|d| (d.event_id.clone(), d.status, d.messages)).collect();
+    discarded.sort();
+    let mut expected: Vec<(EventId, Status, usize)> =
+        envs.iter().filter(|(_, s)| done.contains(s)).map(|(e, s)| (e.event_id(), *s, 1)).collect();
+    expected.sort();
+    assert_eq!(discarded, expected);
+    assert_eq!((listing.letters.len(), listing.moved), (statuses.len(), statuses.len() - done.len()));
+    assert_eq!(h.dead_letters().await.len(), statuses.len() - done.len(), "the others stay");
+    for (env, status) in &envs {
+        let record = h.record_of(env).await;
+        assert_eq!(record.status, *status, "a note changes no status");
+        let expected =
+            if done.contains(status) { vec![format!("dead letter discarded: event already {status}")] } else { vec![] };
+        assert_eq!(discard_notes(&record), expected, "{status}");
+    }
+}
+
+#[tokio::test]
+async fn a_dead_letter_with_other_content_under_a_completed_events_id_stays() {
+    let h = Harness::new();
+    let env = Env::issue("cf").at(10).id("client-7").titled("first");
+    h.send_env(&env).await;
+    h.drain().await;
+    dead_letter_copy(&h, Env::issue("cf").at(20).id("client-7").titled("other content").body()).await;
+
+    let listing = h.engine.redrive_dead_letters(100, true, &operator()).await.expect("list");
+
+    assert!(listing.discarded.is_empty(), "an idempotency conflict is no stale copy");
+    assert!(listing.letters[0].action.contains("conflict"), "{}", listing.letters[0].action);
+    assert_eq!(h.dead_letters().await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_dead_lettered_reprocess_request_stays_until_its_event_started_over_after_it_was_sent() {
+    let h = Harness::new();
+    let env = Env::issue("rq").at(10).titled("done");
+    h.send_env(&env).await;
+    h.drain().await;
+    h.advance(Duration::minutes(1));
+    dead_letter_copy(&h, Message::redrive_body(&env.event_id(), RedriveReason::Reprocess, false)).await;
+    dead_letter_copy(&h, Message::redrive_body(&env.event_id(), RedriveReason::Promotion, false)).await;
+
+    let first = h.engine.redrive_dead_letters(100, true, &operator()).await.expect("list");
+    let discarded: Vec<(EventId, usize)> = first.discarded.iter().map(|d| (d.event_id.clone(), d.messages)).collect();
+    assert_eq!(discarded, [(env.event_id(), 1)], "the promotion of a completed event is stale");
+    let kept: Vec<&str> =
+        first.letters.iter().map(|l| l.action.as_str()).filter(|a| !a.contains("discarded")).collect();
+    assert_eq!(kept, ["reprocess not carried out yet: runs when it arrives"]);
+
+    h.advance(Duration::minutes(1));
+    reprocess(&h.engine, &[env.event_id()], ReprocessOptions::default()).await;
+    h.drain().await;
+    assert_eq!(h.status_of(&env).await, Status::Completed);
+    let second = h.engine.redrive_dead_letters(100, true, &operator()).await.expect("list");
+    assert_eq!(second.discarded.len(), 1, "the event started over after the request: it is stale now");
+    assert!(h.dead_letters().await.is_empty());
+    let notes = ["dead letter discarded: event already completed"; 2];
+    assert_eq!(discard_notes(&h.record_of(&env).await), notes, "one note per pass");
+}
+
+#[tokio::test]
+async fn a_sweep_records_a_dead_letter_the_engine_never_saw_and_discards_one_of_a_completed_event() {
+    let h = Harness::new();
+    let done = Env::issue("sw1").at(10).titled("done");
+    h.send_env(&done).await;
+    h.drain().await;
+    dead_letter_copy(&h, done.body()).await;
+    let unseen = Env::issue("sw2").at(10).titled("throttled away");
+    dead_letter_copy(&h, unseen.body()).await;
+
+    let report = h.engine.sweep(100, &operator()).await.expect("sweep");
+
+    assert_eq!(report.dead_letters_recorded, [unseen.event_id()]);
+    let discarded: Vec<(EventId, usize)> =
+        report.dead_letters_discarded.iter().map(|d| (d.event_id.clone(), d.messages)).collect();
+    assert_eq!(discarded, [(done.event_id(), 1)]);
+    assert_eq!(h.status_of(&unseen).await, Status::Failed);
+    let left = h.engine.redrive_dead_letters(100, true, &operator()).await.expect("list right after");
+    assert_eq!(left.letters.len(), 1, "the sweep leaves the dead letter it kept visible");
+    assert_eq!(left.letters[0].event_id, unseen.event_id());
 }
 
 // ---- the reprocess Lambda ----

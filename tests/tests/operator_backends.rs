@@ -1,5 +1,6 @@
 //! The operator's drills on both backends: the field drill (a client resending one event while the destination
-//! is down), reprocess of a stale event with and without `--force`, and a bulk re-drive of failed events. The
+//! is down, then a sweep), reprocess of a stale event with and without `--force`, a bulk re-drive of failed
+//! events, and dead letters listed then moved back at once. The
 //! embedded backend runs in a temporary home; the AWS one on the moto server of `scripts/with-moto.sh` (fresh
 //! resources per test, DynamoDB serialized as in `aws_pipeline`). Both run on the system clock: SQS keeps time on
 //! the server.
@@ -11,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use synctrail::compose::compose;
 use synctrail::destination::{ApplyOutcome, Change, Destination, DestinationError, MirrorView};
-use synctrail::engine::{Disposition, Engine, ReprocessOptions};
+use synctrail::engine::{Discarded, Disposition, Engine, Invocation, ReprocessOptions};
 use synctrail::model::{EventId, EventRecord, Status};
 use synctrail::store::{EventQuery, EventStore};
 use synctrail::Settings;
@@ -122,6 +123,15 @@ impl Rig {
     }
 }
 
+fn operator() -> Invocation {
+    Invocation { function: Some("synctrail-reprocess:1".into()), ..Invocation::default() }
+}
+
+/// The history notes of `record` that say dead letters were discarded.
+fn discard_notes(record: &EventRecord) -> Vec<&str> {
+    record.history.iter().filter_map(|h| h.note.as_deref()).filter(|n| n.contains("discarded")).collect()
+}
+
 fn one_attempt() -> Settings {
     let mut settings = synctrail_cli::config::base_settings();
     settings.max_attempts = 1;
@@ -130,7 +140,8 @@ fn one_attempt() -> Settings {
 
 /// Destination down; the same client event sent 10 times fails each time; the destination back; sent once more
 /// it completes; sent 5 more times nothing happens. One event record, one destination record, every attempt in
-/// the history, and `completed` only after the destination write.
+/// the history, and `completed` only after the destination write. The 10 failed sends left their messages in
+/// the dead-letter queue: a sweep removes them (the DLQ alarm clears) and notes it once in the event's history.
 async fn the_field_drill(aws: Option<&str>) {
     let rig = Rig::new(aws, one_attempt()).await;
     let env = Env::product("drill-1").at(10).id("order-77:v1").titled("paid");
@@ -162,6 +173,63 @@ async fn the_field_drill(aws: Option<&str>) {
     let row = rig.mirror().get(&env.entity()).await.expect("mirror").expect("one destination record");
     assert_eq!(row.state, env.payload_value());
     assert_eq!(*rig.switch.seen_at_write.lock().unwrap(), [Status::Processing], "not completed before the write");
+
+    let queue = &rig.engine.ports().queue;
+    assert_eq!(queue.depth().await.expect("depth").dead_letters, 10, "one dead letter per failed send");
+    let sweeper = Invocation { function: Some("synctrail-sweeper:1".into()), ..Invocation::default() };
+    let report = rig.engine.sweep(100, &sweeper).await.expect("sweep");
+    let discarded = Discarded { event_id: env.event_id(), status: Status::Completed, messages: 10 };
+    assert_eq!(report.dead_letters_discarded, [discarded]);
+    assert_eq!(queue.depth().await.expect("depth").dead_letters, 0, "no stale dead letter stays");
+    let record = rig.record(&env.event_id()).await;
+    assert_eq!(record.status, Status::Completed, "a note leaves the status as it is");
+    assert_eq!(discard_notes(&record), ["10 dead letters discarded: event already completed"]);
+    let listing = rig.engine.redrive_dead_letters(100, true, &operator()).await.expect("list");
+    assert!(listing.letters.is_empty() && listing.discarded.is_empty(), "`dead-letters` agrees with `stats`");
+}
+
+/// 11 events fail while the destination is down (11 dead letters, more than one round); the destination back,
+/// the client resends the first and it completes. Listing the dead-letter queue discards the first's stale copy
+/// (noted in its history) and lists the other 10; a re-drive right after moves every one listed, and they
+/// complete.
+async fn list_then_redrive(aws: Option<&str>) {
+    let rig = Rig::new(aws, one_attempt()).await;
+    let envs: Vec<Env> = (0..11).map(|n| Env::issue(&format!("dl{n}")).at(10).titled("fails first")).collect();
+    rig.switch.down.store(true, Ordering::SeqCst);
+    for env in &envs {
+        rig.send(env.body()).await;
+    }
+    rig.drain(20).await;
+    let queue = &rig.engine.ports().queue;
+    assert_eq!(queue.depth().await.expect("depth").dead_letters, 11);
+    rig.switch.down.store(false, Ordering::SeqCst);
+    rig.send(envs[0].body()).await;
+    rig.drain(5).await;
+    assert_eq!(rig.record(&envs[0].event_id()).await.status, Status::Completed);
+
+    let listing = rig.engine.redrive_dead_letters(100, true, &operator()).await.expect("list");
+    assert_eq!(listing.letters.len(), 11);
+    let discarded = Discarded { event_id: envs[0].event_id(), status: Status::Completed, messages: 1 };
+    assert_eq!(listing.discarded, [discarded]);
+    assert_eq!(listing.moved, 10, "the others would move");
+    assert_eq!(
+        discard_notes(&rig.record(&envs[0].event_id()).await),
+        ["dead letter discarded: event already completed"]
+    );
+    assert_eq!(queue.depth().await.expect("depth").dead_letters, 10);
+    for env in &envs[1..] {
+        assert_eq!(rig.record(&env.event_id()).await.status, Status::Failed, "a listing marks nothing");
+    }
+
+    let redrive = rig.engine.redrive_dead_letters(100, false, &operator()).await.expect("re-drive");
+    assert_eq!(redrive.moved, listing.moved, "a re-drive right after a listing moves every one listed");
+    assert!(redrive.discarded.is_empty());
+    assert_eq!(queue.depth().await.expect("depth").dead_letters, 0);
+    rig.drain(20).await;
+    for env in &envs {
+        assert_eq!(rig.record(&env.event_id()).await.status, Status::Completed);
+        assert_eq!(rig.effects_of(&env.event_id()).await, 1);
+    }
 }
 
 /// A stale event re-driven ends `dropped` for the newer one; with `--force` it applies and says so.
@@ -236,13 +304,24 @@ async fn bulk_redrive(aws: Option<&str>, count: usize, rounds: usize) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_field_drill_ends_with_one_record_one_effect_and_every_attempt_on_the_embedded_backend() {
+async fn the_field_drill_ends_with_one_record_one_effect_every_attempt_and_no_stale_dead_letter_on_the_embedded_backend(
+) {
     the_field_drill(None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_field_drill_ends_with_one_record_one_effect_and_every_attempt_on_aws() {
+async fn the_field_drill_ends_with_one_record_one_effect_every_attempt_and_no_stale_dead_letter_on_aws() {
     the_field_drill(Some("drill")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redrive_right_after_listing_the_dead_letters_moves_every_one_listed_on_the_embedded_backend() {
+    list_then_redrive(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redrive_right_after_listing_the_dead_letters_moves_every_one_listed_on_aws() {
+    list_then_redrive(Some("dlq")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

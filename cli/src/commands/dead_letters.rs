@@ -1,5 +1,5 @@
 //! `synctrail dead-letters`: list the dead-letter queue, or (`--redrive`) move it back after marking each message's
-//! event for retry.
+//! event for retry. Either way, dead letters of events already done are discarded (noted in each event's history).
 
 use super::Context;
 use crate::args::DeadLetterArgs;
@@ -31,17 +31,20 @@ pub async fn execute(ctx: &Context, args: &DeadLetterArgs, out: &mut dyn Write) 
             letter.message_id.clone(),
             letter.event_id.to_string(),
             opt(letter.status),
-            letter.action.to_owned(),
+            letter.action.clone(),
         ]);
     }
     table.write(out)?;
-    if report.dry_run {
+    let discarded: usize = report.discarded.iter().map(|d| d.messages).sum();
+    if discarded > 0 {
         writeln!(
             out,
-            "{} dead letter(s); move them back with `synctrail dead-letters --redrive` (those listed stay hidden \
-             in the dead-letter queue for a minute)",
-            report.letters.len()
+            "discarded {discarded} dead letter(s) of {} event(s) already done (noted in each event's history)",
+            report.discarded.len()
         )?;
+    }
+    if report.dry_run {
+        writeln!(out, "{} dead letter(s) to move back with `synctrail dead-letters --redrive`", report.moved)?;
     } else {
         writeln!(out, "moved {} message(s) back to the queue; process them with `synctrail run`", report.moved)?;
     }

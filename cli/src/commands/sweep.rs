@@ -1,4 +1,5 @@
-//! `synctrail sweep`: one sweeper pass, re-driving events whose entity lease expired.
+//! `synctrail sweep`: one sweeper pass, re-driving events whose entity lease expired, resuming or failing waits,
+//! and recording or discarding dead letters.
 
 use super::Context;
 use crate::args::SweepArgs;
@@ -34,6 +35,16 @@ pub async fn execute(ctx: &Context, args: &SweepArgs, out: &mut dyn Write) -> Re
         report.waits_failed.len()
     )?;
     for id in report.waits_resumed.iter().chain(&report.waits_failed) {
+        writeln!(out, "  {id}")?;
+    }
+    let discarded: usize = report.dead_letters_discarded.iter().map(|d| d.messages).sum();
+    writeln!(
+        out,
+        "recorded {} event(s) found only in the dead-letter queue; discarded {discarded} dead letter(s) of events \
+         already done",
+        report.dead_letters_recorded.len()
+    )?;
+    for id in report.dead_letters_recorded.iter().chain(report.dead_letters_discarded.iter().map(|d| &d.event_id)) {
         writeln!(out, "  {id}")?;
     }
     if !report.redriven.is_empty() || !report.waits_resumed.is_empty() {

@@ -14,7 +14,7 @@ mod reprocess;
 mod settle;
 mod sweep;
 
-pub use dead_letters::{DeadLetter, DeadLetterReport};
+pub use dead_letters::{DeadLetter, DeadLetterReport, DeadLettersSwept, Discarded};
 pub use error::EngineError;
 pub use reprocess::{Checked, Refusal, ReprocessError, ReprocessOptions, ReprocessReport};
 pub use sweep::SweepReport;

@@ -1,9 +1,9 @@
 //! The sweeper: re-drives events whose entity lease ran out (a crashed holder, a lost promotion message), resumes
-//! waits whose dependency appeared without resuming them, fails waits past the configured limit (spec §4, §6), and
-//! records what only the dead-letter queue knows about.
+//! waits whose dependency appeared without resuming them, fails waits past the configured limit (spec §4, §6),
+//! records what only the dead-letter queue knows about and removes dead letters of events already done.
 
 use super::settle::dependency_appeared_since;
-use super::{Engine, EngineError, Invocation};
+use super::{Discarded, Engine, EngineError, Invocation};
 use crate::model::{EntityKey, ErrorInfo, ErrorKind, EventId, EventRecord, Status};
 use crate::store::{EventQuery, StoreError, Write};
 use serde::Serialize;
@@ -23,12 +23,15 @@ pub struct SweepReport {
     pub waits_failed: Vec<EventId>,
     /// Events found only in the dead-letter queue (never recorded, or never decided), now recorded `failed`.
     pub dead_letters_recorded: Vec<EventId>,
+    /// Dead letters removed because their event is already done, by event (each event's history notes it).
+    pub dead_letters_discarded: Vec<Discarded>,
 }
 
 impl Engine {
     /// Finds up to `limit` heads whose in-flight lease expired and re-drives their event when it is not done; then
     /// looks at up to `limit` waiting events, resuming those whose dependency appeared and failing those that
-    /// waited too long.
+    /// waited too long; then looks at up to `limit` dead letters, recording those the engine does not know and
+    /// removing those whose event is already done.
     pub async fn sweep(&self, limit: usize, invocation: &Invocation) -> Result<SweepReport, EngineError> {
         let before = self.now() - self.settings.clock_margin;
         let heads = self.ports.store.expired_leases(before, limit).await?;
@@ -47,7 +50,9 @@ impl Engine {
             }
         }
         self.sweep_waits(limit, invocation, &mut report).await?;
-        report.dead_letters_recorded = self.record_dead_letters(limit, invocation).await?;
+        let dead_letters = self.record_dead_letters(limit, invocation).await?;
+        report.dead_letters_recorded = dead_letters.recorded;
+        report.dead_letters_discarded = dead_letters.discarded;
         Ok(report)
     }
 

@@ -81,6 +81,14 @@ pub trait Queue: Send + Sync {
     /// operator can look at them and move them back.
     async fn receive_dead_letters(&self, max: usize, visibility: Duration) -> Result<Vec<QueueMessage>, StoreError>;
 
+    /// Makes received dead letters visible in the dead-letter queue again at once (whoever looks next, a re-drive,
+    /// takes them), by receipt handle; a handle whose message is gone or received again since is not an error.
+    async fn release_dead_letters(&self, receipt_handles: &[String]) -> Result<(), StoreError>;
+
+    /// Removes received dead letters from the dead-letter queue for good, by receipt handle; a handle whose
+    /// message is gone is not an error.
+    async fn delete_dead_letters(&self, receipt_handles: &[String]) -> Result<(), StoreError>;
+
     /// Moves received dead letters back to the queue: each is sent again (body and trace header, visible at once,
     /// a fresh receive count) and removed from the dead-letter queue.
     async fn return_dead_letters(&self, messages: &[QueueMessage]) -> Result<(), StoreError>;

@@ -90,6 +90,29 @@ impl SqliteQueue {
             .await
     }
 
+    /// Runs `sql` (`?1` message id, `?2` receipt handle) once per dead letter's receipt handle, in one
+    /// transaction; a handle that matches no dead letter changes nothing.
+    async fn by_dead_letter_handles(
+        &self,
+        receipt_handles: &[String],
+        sql: &'static str,
+        what: &'static str,
+    ) -> Result<(), StoreError> {
+        if receipt_handles.is_empty() {
+            return Ok(());
+        }
+        let handles = receipt_handles.to_vec();
+        self.db
+            .write(move |tx| {
+                let mut stmt = tx.prepare_cached(sql).ctx(what)?;
+                for handle in &handles {
+                    stmt.execute(params![message_of(handle), handle]).ctx(what)?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
     /// Lists the dead-letter queue, oldest dead letter first (0 = no limit).
     pub async fn dead_letter_messages(&self, limit: usize) -> Result<Vec<QueueMessage>, StoreError> {
         let limit = if limit == 0 { -1 } else { i64::try_from(limit).unwrap_or(i64::MAX) };
@@ -289,6 +312,25 @@ impl Queue for SqliteQueue {
                 Ok(out)
             })
             .await
+    }
+
+    async fn release_dead_letters(&self, receipt_handles: &[String]) -> Result<(), StoreError> {
+        self.by_dead_letter_handles(
+            receipt_handles,
+            // Visible again since it was dead-lettered, so at once.
+            "UPDATE queue SET visible_at = dead_at WHERE message_id = ?1 AND receipt_handle = ?2 AND dead = 1",
+            "releasing dead letters",
+        )
+        .await
+    }
+
+    async fn delete_dead_letters(&self, receipt_handles: &[String]) -> Result<(), StoreError> {
+        self.by_dead_letter_handles(
+            receipt_handles,
+            "DELETE FROM queue WHERE message_id = ?1 AND receipt_handle = ?2 AND dead = 1",
+            "deleting dead letters",
+        )
+        .await
     }
 
     async fn return_dead_letters(&self, messages: &[QueueMessage]) -> Result<(), StoreError> {

@@ -12,6 +12,9 @@
 //!   deletes nothing and can't change visibility, as the port promises; across processes it is SQS's rule.
 //! - `depth().oldest_sent_at` is `None`: the age of the oldest message (`ApproximateAgeOfOldestMessage`) is a
 //!   CloudWatch metric, not a queue attribute.
+//! - Dead letters are received from the DLQ like any message, made visible again with
+//!   `ChangeMessageVisibilityBatch` (timeout 0) and removed with `DeleteMessageBatch`; a sender fault there (a
+//!   handle whose message is gone) is no error.
 //! - One message is sent with `SendMessage`, several with `SendMessageBatch` (moto 5.2.1 drops the
 //!   `AWSTraceHeader` of batch entries; AWS keeps it).
 
@@ -22,8 +25,9 @@ use super::error::{build_error, from_sdk};
 use crate::store::{OutgoingMessage, Queue, QueueDepth, QueueMessage, StoreError};
 use async_trait::async_trait;
 use aws_sdk_sqs::types::{
-    DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName, MessageSystemAttributeNameForSends,
-    MessageSystemAttributeValue, QueueAttributeName, SendMessageBatchRequestEntry,
+    BatchResultErrorEntry, ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message,
+    MessageSystemAttributeName, MessageSystemAttributeNameForSends, MessageSystemAttributeValue, QueueAttributeName,
+    SendMessageBatchRequestEntry,
 };
 use chrono::{DateTime, Duration, Utc};
 use std::collections::HashMap;
@@ -99,6 +103,17 @@ fn parse_redrive(policy: &str, url: &str) -> Result<(u32, String), StoreError> {
 
 fn number(attributes: &HashMap<QueueAttributeName, String>, name: &QueueAttributeName) -> u64 {
     attributes.get(name).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// The first failed entry of a batch call that is the server's fault, as an error to retry later (a sender
+/// fault — a bad or expired receipt handle — concerns a message that is gone: nothing to do).
+fn server_fault(what: &str, failed: &[BatchResultErrorEntry]) -> Result<(), StoreError> {
+    match failed.iter().find(|f| !f.sender_fault) {
+        Some(failed) => Err(StoreError::Unavailable(
+            format!("{what}: {}", failed.message.as_deref().unwrap_or("a server fault")).into(),
+        )),
+        None => Ok(()),
+    }
 }
 
 fn millis_attribute(message: &Message, name: &MessageSystemAttributeName) -> Option<DateTime<Utc>> {
@@ -323,12 +338,33 @@ impl SqsQueue {
                 .send()
                 .await
                 .map_err(|e| from_sdk(&format!("deleting messages from {url}"), e))?;
-            if let Some(failed) = out.failed.iter().find(|f| !f.sender_fault) {
-                return Err(StoreError::Unavailable(
-                    format!("deleting messages from {url}: {}", failed.message.as_deref().unwrap_or("a server fault"))
-                        .into(),
-                ));
+            server_fault(&format!("deleting messages from {url}"), &out.failed)?;
+        }
+        Ok(())
+    }
+
+    /// Makes messages of `url` visible at once by receipt handle, in batches; a bad or expired handle (the message
+    /// is gone, or not hidden any more) changes nothing.
+    async fn release_in(&self, url: &str, handles: &[String]) -> Result<(), StoreError> {
+        for chunk in handles.chunks(BATCH) {
+            let mut entries = Vec::with_capacity(chunk.len());
+            for (i, handle) in chunk.iter().enumerate() {
+                let entry = ChangeMessageVisibilityBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(handle)
+                    .visibility_timeout(0)
+                    .build();
+                entries.push(entry.map_err(|e| build_error("releasing messages", e))?);
             }
+            let out = self
+                .client
+                .change_message_visibility_batch()
+                .queue_url(url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(|e| from_sdk(&format!("releasing messages of {url}"), e))?;
+            server_fault(&format!("releasing messages of {url}"), &out.failed)?;
         }
         Ok(())
     }
@@ -384,6 +420,15 @@ impl Queue for SqsQueue {
 
     async fn receive_dead_letters(&self, max: usize, visibility: Duration) -> Result<Vec<QueueMessage>, StoreError> {
         self.receive_from(&self.dlq_url, max, visibility).await
+    }
+
+    async fn release_dead_letters(&self, receipt_handles: &[String]) -> Result<(), StoreError> {
+        self.release_in(&self.dlq_url, receipt_handles).await
+    }
+
+    async fn delete_dead_letters(&self, receipt_handles: &[String]) -> Result<(), StoreError> {
+        let handles: Vec<&str> = receipt_handles.iter().map(String::as_str).collect();
+        self.delete_from(&self.dlq_url, &handles).await
     }
 
     async fn return_dead_letters(&self, messages: &[QueueMessage]) -> Result<(), StoreError> {

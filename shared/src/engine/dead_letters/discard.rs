@@ -1,0 +1,91 @@
+//! Dead letters of events already done: moved back they would change nothing, so a pass removes them from the
+//! dead-letter queue (which the DLQ alarm watches) and notes it in the event's history, once per event and pass.
+
+use super::{Carried, Engine, EngineError, Invocation, Letter, Pass};
+use crate::model::{EventId, EventRecord, RedriveReason, Status};
+use crate::store::{StoreError, Write};
+use chrono::{DateTime, Duration, Utc};
+use serde::Serialize;
+
+/// The dead letters of one event removed in one pass.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Discarded {
+    /// The event.
+    pub event_id: EventId,
+    /// Its status, which made them redundant.
+    pub status: Status,
+    /// How many messages were removed.
+    pub messages: usize,
+}
+
+/// The status that makes `letter` redundant, if it is: its event is done (terminal, and not `failed`, which a
+/// re-drive retries) and the message, moved back, would be acknowledged with no effect (spec §3). Not redundant:
+/// other content under a recorded client event id (it would be recorded as a conflict), and an operator's
+/// reprocess request the event has not started over for since it was sent (it would run it again).
+pub(super) fn redundant(letter: &Letter, clock_margin: Duration) -> Option<Status> {
+    let record = letter.record.as_ref()?;
+    let status = record.status;
+    if !status.is_terminal() || status == Status::Failed {
+        return None;
+    }
+    let redundant = match &letter.carried {
+        Carried::Envelope(envelope) => record.content_hash == Some(envelope.content_hash),
+        Carried::Redrive(RedriveReason::Promotion) | Carried::NoEnvelope(_) => true,
+        Carried::Redrive(RedriveReason::Reprocess) => {
+            status == Status::Rejected || started_over_since(record, letter.message.sent_at - clock_margin)
+        }
+    };
+    redundant.then_some(status)
+}
+
+/// The event went back to `received` (a reprocess ran) at or after `since`.
+fn started_over_since(record: &EventRecord, since: DateTime<Utc>) -> bool {
+    record.history.iter().skip(1).any(|entry| entry.status == Status::Received && entry.at >= since)
+}
+
+/// The history note for `messages` dead letters discarded because the event was `status`.
+pub(super) fn note(status: Status, messages: usize) -> String {
+    match messages {
+        1 => format!("dead letter discarded: event already {status}"),
+        n => format!("{n} dead letters discarded: event already {status}"),
+    }
+}
+
+impl Engine {
+    /// Notes each event whose dead letters the pass found redundant, then removes those dead letters.
+    pub(super) async fn discard_redundant(&self, pass: &mut Pass, invocation: &Invocation) -> Result<(), EngineError> {
+        let mut message_ids = Vec::new();
+        for (event_id, (status, ids)) in std::mem::take(&mut pass.redundant) {
+            self.note_in_history(&event_id, &note(status, ids.len()), invocation).await?;
+            pass.discarded.push(Discarded { event_id, status, messages: ids.len() });
+            message_ids.extend(ids);
+        }
+        let handles: Vec<String> = message_ids.iter().filter_map(|id| pass.held.get(id).cloned()).collect();
+        self.ports.queue.delete_dead_letters(&handles).await?;
+        for id in &message_ids {
+            pass.held.remove(id);
+        }
+        Ok(())
+    }
+
+    /// Appends `note` to the event's history, its status unchanged (an event no longer recorded: nothing to do).
+    async fn note_in_history(
+        &self,
+        event_id: &EventId,
+        note: &str,
+        invocation: &Invocation,
+    ) -> Result<(), EngineError> {
+        for _ in 0..self.settings.max_rounds {
+            let Some(mut record) = self.ports.store.get_event(event_id).await? else { return Ok(()) };
+            let entry = self.entry(record.status, record.attempt, invocation, Some(note.to_owned()));
+            record.updated_at = entry.at;
+            record.push_history(entry);
+            match self.ports.store.commit(vec![Write::event(record)]).await {
+                Ok(()) => return Ok(()),
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(EngineError::Contended(event_id.to_string(), self.settings.max_rounds))
+    }
+}
