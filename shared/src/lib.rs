@@ -6,11 +6,13 @@
 //! - [`destination`]: where changes are applied — the port a team implements, the reference mirror's rules,
 //!   dependency rules and fault drills.
 //! - [`store`]: the storage ports the engine needs (event store, payload store, queue) and their adapters.
+//! - [`ingress`]: webhook signatures and the mapping of GitHub, Shopify and configured deliveries to envelopes.
 //! - [`clock`]: the injected clock.
 
 pub mod clock;
 pub mod destination;
 pub mod engine;
+pub mod ingress;
 pub mod model;
 pub mod settings;
 pub mod store;
