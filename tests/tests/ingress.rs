@@ -282,6 +282,8 @@ fn headers_match_whatever_their_case() {
     let lower = headers(&[("x-github-event", "issues"), ("x-hub-signature-256", &signature)]);
     let upper = headers(&[("X-GITHUB-EVENT", "issues"), ("X-HUB-SIGNATURE-256", &signature)]);
     assert_eq!(mapped(ingress.handle("github", &lower, &body)), mapped(ingress.handle("github", &upper, &body)));
+    let repeated = headers(&[("X-GitHub-Event", "issues"), ("x-github-event", "push")]);
+    assert_eq!(repeated.get("X-GITHUB-EVENT"), Some("issues"), "a repeated name keeps its first value");
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -299,7 +301,8 @@ fn a_forged_signature_is_unauthenticated() {
     let verdict = ingress.handle("github", &github_headers("issues", &body, SECRET), &forged);
     assert_eq!(unauthenticated(verdict), AuthFailure::Mismatch);
     let verdict = ingress.handle("github", &github_headers("issues", b"{}", SECRET), &body);
-    assert_eq!(unauthenticated(verdict), AuthFailure::Mismatch);
+    assert_eq!(verdict.label(), "unauthenticated");
+    assert_eq!(unauthenticated(verdict).label(), "mismatch", "the reason is kept for metrics");
 }
 
 #[test]
@@ -394,6 +397,7 @@ fn a_ping_is_answered_200_and_not_queued() {
     let verdict = ingress.handle("github", &github_headers("ping", &body, SECRET), &body);
     assert_eq!((verdict.status(), verdict.label()), (200, "ignored"));
     assert_eq!(verdict, Verdict::Ignored(Ignored::Ping));
+    assert_eq!(Ignored::Ping.label(), "ping");
     // Only after its signature is checked.
     let verdict = ingress.handle("github", &github_headers("ping", &body, "not the secret"), &body);
     assert_eq!(unauthenticated(verdict), AuthFailure::Mismatch);
