@@ -8,6 +8,7 @@
 //! - [`store`]: the storage ports the engine needs (event store, payload store, queue) and their adapters.
 //! - [`config`] and [`compose`]: configuration read once into one typed value, and the one builder that turns it
 //!   into the engine's ports for every function and the CLI.
+//! - [`ingress`]: webhook signatures and the mapping of GitHub, Shopify and configured deliveries to envelopes.
 //! - [`clock`]: the injected clock.
 
 pub mod clock;
@@ -15,6 +16,7 @@ pub mod compose;
 pub mod config;
 pub mod destination;
 pub mod engine;
+pub mod ingress;
 pub mod model;
 pub mod settings;
 pub mod store;

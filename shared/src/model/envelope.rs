@@ -216,7 +216,7 @@ fn parse_redrive(value: &Value) -> Result<Message, EnvelopeError> {
 }
 
 impl Envelope {
-    fn from_object(map: Map<String, Value>, max_payload_bytes: usize) -> Result<Self, EnvelopeError> {
+    pub(crate) fn from_object(map: Map<String, Value>, max_payload_bytes: usize) -> Result<Self, EnvelopeError> {
         let f = Fields(&map);
         let source = f.str("source")?;
         let entity_type = f.str("entity_type")?;
