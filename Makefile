@@ -19,7 +19,9 @@ bench:
 	$(CARGO) run --locked --release -p synctrail-cli -- --home $(HOME_DIR) bench
 
 ## Deployable Lambda zips: every binary of every function crate under functions/ (found with `cargo metadata`, so a
-## new function is picked up), built with `cargo lambda build --release` into target/lambda/<bin>/bootstrap.zip.
+## new function is picked up), built with LAMBDA_BUILD below into target/lambda/<bin>/bootstrap.zip. LAMBDA_BUILD is
+## the one build command: the docs point here (scripts/lambda-deploy-test.sh fails on a doc that shows
+## `cargo lambda build` with options but without --disable-optimizations).
 ##   make build              x86_64: the fallback, builds on any machine of ours
 ##   make build ARCH=arm64   what deploy uses (the SAM template runs the functions on arm64); needs the rustup target
 ##                           aarch64-unknown-linux-gnu, which cannot be counted on everywhere

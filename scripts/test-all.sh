@@ -11,4 +11,5 @@ CARGO="${CARGO:-cargo}"
 "$CARGO" clippy --locked --workspace --all-targets --no-deps -- -D warnings
 "$CARGO" test --locked --workspace
 CARGO="$CARGO" scripts/lambda-invoke-test.sh   # the processor under `cargo lambda watch`, every events/*.json invoked
+CARGO="$CARGO" scripts/lambda-deploy-test.sh   # `cargo lambda deploy` of every function to moto, as infra/README.md says
 CARGO="$CARGO" scripts/infra-test.sh          # infra/template.yaml: cfn-lint, checkov, the stack in moto, the demo on it
