@@ -31,6 +31,8 @@ pub struct RunOptions {
     pub visibility_timeout: Duration,
     /// Records are not started this close to the deadline.
     pub safety_margin: Duration,
+    /// Entities of one batch processed side by side (see `Processor::with_concurrency`).
+    pub lanes: usize,
     /// Keep polling after the queue is quiescent (until `max_duration`).
     pub follow: bool,
     /// Stop after this long, drained or not.
@@ -56,6 +58,7 @@ impl Default for RunOptions {
             function_timeout: Duration::seconds(2),
             visibility_timeout: Duration::seconds(3),
             safety_margin: Duration::milliseconds(200),
+            lanes: 1,
             follow: false,
             max_duration: std::time::Duration::from_secs(600),
             poll_interval: std::time::Duration::from_millis(100),
@@ -172,7 +175,7 @@ impl LocalRuntime {
         let ports = Ports { destination: Arc::clone(&drill) as Arc<dyn Destination>, ..self.ports.clone() };
         let engine = Arc::new(Engine::new(ports, self.settings.clone()).with_seed(seed));
         Worker {
-            processor: Processor::new(engine, options.safety_margin),
+            processor: Processor::new(engine, options.safety_margin).with_concurrency(options.lanes),
             queue: Arc::clone(&self.ports.queue),
             drill,
             rng: SmallRng::seed_from_u64(seed ^ 0x00C0_FFEE),

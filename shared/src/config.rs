@@ -12,6 +12,7 @@
 //! | `SYNCTRAIL_DEPENDENCIES` | dependency rules `TYPE.FIELD=NEEDED_TYPE`, comma-separated (spec §6) |
 //! | `SYNCTRAIL_METRICS_NAMESPACE` | CloudWatch namespace of the EMF lines (default `synctrail`) |
 //! | `SYNCTRAIL_SWEEP_LIMIT` | expired leases one sweep looks at (default 1000) |
+//! | `SYNCTRAIL_RECORD_CONCURRENCY` | entities of one batch processed side by side (default 4; one entity's records always one after another) |
 //! | engine settings | see [`Settings::from_vars`] |
 
 use crate::destination::dependencies::{DependencyRule, InvalidRule};
@@ -34,6 +35,8 @@ pub const LAMBDA_HOME: &str = "/tmp/synctrail";
 pub const DEFAULT_METRICS_NAMESPACE: &str = "synctrail";
 /// Expired leases one sweep looks at when `SYNCTRAIL_SWEEP_LIMIT` is unset.
 pub const DEFAULT_SWEEP_LIMIT: usize = 1000;
+/// Entities of one batch processed side by side when `SYNCTRAIL_RECORD_CONCURRENCY` is unset.
+pub const DEFAULT_RECORD_CONCURRENCY: usize = 4;
 /// Receives after which the embedded queue dead-letters a message (SQS `maxReceiveCount`).
 pub const DEFAULT_MAX_RECEIVES: u32 = 5;
 
@@ -52,6 +55,8 @@ pub struct Config {
     pub metrics_namespace: String,
     /// Expired leases one sweep looks at.
     pub sweep_limit: usize,
+    /// Entities of one batch the processor handles side by side.
+    pub record_concurrency: usize,
 }
 
 /// Which backend, and where.
@@ -152,6 +157,7 @@ impl Config {
             settings: Settings::default(),
             metrics_namespace: DEFAULT_METRICS_NAMESPACE.to_owned(),
             sweep_limit: DEFAULT_SWEEP_LIMIT,
+            record_concurrency: DEFAULT_RECORD_CONCURRENCY,
         }
     }
 
@@ -176,6 +182,7 @@ impl Config {
                 .map(|n| n.trim().to_owned())
                 .unwrap_or_else(|| DEFAULT_METRICS_NAMESPACE.to_owned()),
             sweep_limit: positive(vars, "SYNCTRAIL_SWEEP_LIMIT")?.unwrap_or(DEFAULT_SWEEP_LIMIT),
+            record_concurrency: positive(vars, "SYNCTRAIL_RECORD_CONCURRENCY")?.unwrap_or(DEFAULT_RECORD_CONCURRENCY),
         })
     }
 }
@@ -314,6 +321,7 @@ mod tests {
             ("SYNCTRAIL_BACKEND", "gcp"),
             ("SYNCTRAIL_DESTINATION", "ftp"),
             ("SYNCTRAIL_SWEEP_LIMIT", "0"),
+            ("SYNCTRAIL_RECORD_CONCURRENCY", "none"),
             ("SYNCTRAIL_DEPENDENCIES", "level.product_id"),
             ("SYNCTRAIL_MAX_ATTEMPTS", "many"),
         ] {

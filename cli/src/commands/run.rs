@@ -16,7 +16,7 @@ use synctrail::destination::drill::DrillPlan;
 use synctrail::Settings;
 
 /// The runtime options `args` ask for.
-pub fn options(args: &RunArgs) -> RunOptions {
+pub fn options(args: &RunArgs, lanes: usize) -> RunOptions {
     let down_until = args.destination_down.map(|secs| chrono::Utc::now() + seconds(secs));
     RunOptions {
         workers: usize::from(args.workers),
@@ -28,6 +28,7 @@ pub fn options(args: &RunArgs) -> RunOptions {
         drill: DrillPlan { fail_rate: args.fail_rate, permanent_rate: 0.0, down_until },
         crash_rate: args.crash_rate,
         seed: args.seed,
+        lanes,
         ..RunOptions::default()
     }
 }
@@ -95,7 +96,9 @@ pub fn write_stats(
 pub async fn execute(ctx: &Context, args: &RunArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let backend = ctx.open().await?;
     let started = std::time::Instant::now();
-    let stats = run_with_progress(&backend, ctx.config()?.settings, &options(args), ctx.json).await?;
+    let config = ctx.config()?;
+    let options = options(args, config.record_concurrency);
+    let stats = run_with_progress(&backend, config.settings, &options, ctx.json).await?;
     if ctx.json {
         return write_json(out, &stats);
     }

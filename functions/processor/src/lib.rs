@@ -8,6 +8,7 @@
 //! Embedded Metric Format lines ([`metrics`]), returned in the [`BatchResult`] and printed by [`Processor::handle`].
 
 mod event_source;
+mod lanes;
 pub mod metrics;
 mod run;
 
@@ -19,7 +20,7 @@ pub use synctrail_lambda::InvocationContext;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use chrono::Duration;
-use futures_util::FutureExt;
+use futures_util::{FutureExt, StreamExt};
 use metrics::Observed;
 use std::io::Write;
 use std::panic::AssertUnwindSafe;
@@ -92,13 +93,21 @@ pub struct Processor {
     engine: Arc<Engine>,
     safety_margin: Duration,
     metrics: MetricsConfig,
+    concurrency: usize,
 }
 
 impl Processor {
     /// A processor over `engine`; records are not started within `safety_margin` of the deadline. Metrics go to
     /// the default namespace unless [`Processor::with_metrics`] says otherwise.
     pub fn new(engine: Arc<Engine>, safety_margin: Duration) -> Self {
-        Self { engine, safety_margin, metrics: MetricsConfig::default() }
+        Self { engine, safety_margin, metrics: MetricsConfig::default(), concurrency: 1 }
+    }
+
+    /// The same processor running up to `lanes` entities of a batch side by side (at least 1; 1 is one record
+    /// after another). Records of one entity always run one after another, in arrival order.
+    pub fn with_concurrency(mut self, lanes: usize) -> Self {
+        self.concurrency = lanes.max(1);
+        self
     }
 
     /// The same processor with metrics configured by `metrics`.
@@ -125,32 +134,52 @@ impl Processor {
         batch.lambda_response()
     }
 
-    /// Handles one invocation: every record on its own, in order; the metrics are returned, not printed.
+    /// Handles one invocation: every record on its own; records of one entity one after another in arrival order,
+    /// different entities side by side (at most [`Processor::with_concurrency`] at once). The metrics are returned,
+    /// not printed.
     pub async fn process_batch(&self, event: SqsEvent, context: &InvocationContext) -> BatchResult {
+        let clock = &self.engine.ports().clock;
+        let messages = &event.records;
+        let lanes = lanes::lanes(messages.iter().map(|m| m.body.as_deref()));
+        let run_lane = |lane: Vec<usize>| async move {
+            let mut done = Vec::with_capacity(lane.len());
+            for index in lane {
+                let message = &messages[index];
+                let message_id = message.message_id.as_deref().filter(|id| !id.is_empty());
+                let started = clock.now();
+                let result = if started + self.safety_margin >= context.deadline {
+                    RecordResult::NotStarted
+                } else {
+                    self.process_record(message, message_id, context).await
+                };
+                done.push((index, result, clock.now() - started));
+            }
+            done
+        };
+        let mut finished: Vec<(usize, RecordResult, Duration)> = futures_util::stream::iter(lanes)
+            .map(run_lane)
+            .buffer_unordered(self.concurrency)
+            .flat_map(futures_util::stream::iter)
+            .collect()
+            .await;
+        finished.sort_by_key(|(index, ..)| *index);
+
         let mut response = SqsBatchResponse::default();
         let mut unidentified_retries = 0;
-        let mut records = Vec::with_capacity(event.records.len());
-        let mut timings = Vec::with_capacity(event.records.len());
-        let clock = &self.engine.ports().clock;
-        for message in &event.records {
-            let message_id = message.message_id.clone().filter(|id| !id.is_empty());
-            let started = clock.now();
-            let result = if started + self.safety_margin >= context.deadline {
-                RecordResult::NotStarted
-            } else {
-                self.process_record(message, message_id.as_deref(), context).await
-            };
+        let mut records = Vec::with_capacity(finished.len());
+        let mut timings = Vec::with_capacity(finished.len());
+        for (index, result, duration) in finished {
             let retried = needs_retry(&result);
             if retried {
-                match &message_id {
-                    Some(id) => response.add_failure(id.clone()),
+                match messages[index].message_id.as_deref().filter(|id| !id.is_empty()) {
+                    Some(id) => response.add_failure(id.to_owned()),
                     None => {
                         tracing::error!("a record to retry has no messageId: the whole invocation will fail");
                         unidentified_retries += 1;
                     }
                 }
             }
-            timings.push((retried, clock.now() - started));
+            timings.push((retried, duration));
             records.push(result);
         }
         let observed: Vec<Observed<'_>> = records

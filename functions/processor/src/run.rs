@@ -35,7 +35,10 @@ pub async fn run_processor<D: Destination + 'static>(destination: D) -> Result<(
 /// Runs the processor Lambda loop on `function`: one [`Processor::handle`] per invocation.
 pub async fn run(function: Function) -> Result<(), Error> {
     let metrics = crate::MetricsConfig { namespace: function.config.metrics_namespace.clone() };
-    let processor = Arc::new(Processor::new(function.engine, SAFETY_MARGIN).with_metrics(metrics));
+    let processor = Processor::new(function.engine, SAFETY_MARGIN)
+        .with_metrics(metrics)
+        .with_concurrency(function.config.record_concurrency);
+    let processor = Arc::new(processor);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
         let processor = Arc::clone(&processor);
         async move {
