@@ -218,6 +218,7 @@ EXPECT = {
             {"status": "rejected", "field": "updated_at", "reason": "a number, expected a string"},
             {"status": "rejected", "field": "updated_at", "reason": "RFC 3339"},
             {"status": "rejected", "field": "event_id", "reason": "is invalid"},
+            {"status": "rejected", "field": "external_id", "reason": "appears twice"},
             COMPLETED,
         ],
         "mirror": {
