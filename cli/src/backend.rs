@@ -127,7 +127,12 @@ impl AnyBackend {
         let framework = clients(config, gate.as_ref()).await;
         let destination = clients(config, gate.as_ref()).await;
         let backend = AwsBackend::with_clients(&framework, config).await?;
-        let mirror = Arc::new(DynamoMirror::new(destination.dynamodb.clone(), &config.table, Arc::new(SystemClock)));
+        let mirror = Arc::new(DynamoMirror::new(
+            destination.dynamodb.clone(),
+            &config.table,
+            Arc::new(SystemClock),
+            config.delta_fields.clone(),
+        ));
         Ok(Self::from_aws(backend, mirror, destination.requests, config, serialize))
     }
 
@@ -251,6 +256,7 @@ pub fn aws_config(args: &AwsArgs) -> Result<AwsConfig, &'static str> {
         dlq: need(&args.dlq, "--dlq (or SYNCTRAIL_DLQ_URL)")?,
         endpoint_url: args.endpoint_url.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_owned),
         region: None,
+        delta_fields: Default::default(),
     })
 }
 

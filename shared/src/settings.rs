@@ -102,8 +102,8 @@ pub struct InvalidSetting {
     pub name: &'static str,
     /// Its value.
     pub value: String,
-    /// What it should be.
-    pub expected: &'static str,
+    /// What it should be (with an example where that helps).
+    pub expected: String,
 }
 
 impl Settings {
@@ -153,8 +153,10 @@ fn list(name: &str) -> Vec<String> {
 fn number(name: &'static str) -> Result<Option<u64>, InvalidSetting> {
     match std::env::var(name) {
         Err(_) => Ok(None),
-        Ok(value) => {
-            value.trim().parse().map(Some).map_err(|_| InvalidSetting { name, value, expected: "a whole number" })
-        }
+        Ok(value) => value.trim().parse().map(Some).map_err(|_| InvalidSetting {
+            name,
+            value,
+            expected: "a whole number".into(),
+        }),
     }
 }

@@ -61,7 +61,12 @@ pub(crate) async fn backend(name: &str) -> AnyBackend {
     let framework = clients_for(&config, Some(&gate)).await;
     let destination = clients_for(&config, Some(&gate)).await;
     let aws = AwsBackend::with_clients(&framework, &config).await.expect("connect to the AWS resources");
-    let mirror = Arc::new(DynamoMirror::new(destination.dynamodb.clone(), &mirror_table, Arc::new(SystemClock)));
+    let mirror = Arc::new(DynamoMirror::new(
+        destination.dynamodb.clone(),
+        &mirror_table,
+        Arc::new(SystemClock),
+        config.delta_fields.clone(),
+    ));
     AnyBackend::from_aws(aws, mirror, destination.requests.clone(), &config, true)
 }
 

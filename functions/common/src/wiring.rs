@@ -11,6 +11,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use synctrail::destination::delta_fields::DeltaFields;
 use synctrail::destination::dependencies::{DependencyRule, InvalidRule, RequireDependencies};
 use synctrail::destination::{Destination, MirrorView};
 use synctrail::engine::{Engine, Ports};
@@ -95,7 +96,8 @@ pub async fn engine_from_env(clock: Arc<dyn Clock>) -> Result<Engine, WiringErro
 
 /// The engine's ports over the embedded backend under `home` (created when missing); the mirror is the destination.
 pub fn embedded_ports(home: &Path, clock: Arc<dyn Clock>) -> Result<Ports, WiringError> {
-    let embedded = Embedded::open(home, Arc::clone(&clock), EmbeddedOptions::default())
+    let options = EmbeddedOptions { delta_fields: DeltaFields::from_env()?, ..EmbeddedOptions::default() };
+    let embedded = Embedded::open(home, Arc::clone(&clock), options)
         .map_err(|source| WiringError::Embedded { home: home.display().to_string(), source })?;
     let destination = with_dependencies(embedded.mirror)?;
     Ok(Ports { store: embedded.store, payloads: embedded.payloads, queue: embedded.queue, destination, clock })

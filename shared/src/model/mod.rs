@@ -12,6 +12,7 @@ pub use envelope::{
     canonical_json, content_hash, Direction, Envelope, EnvelopeError, Kind, Message, RedriveReason, REDRIVE_FIELD,
 };
 pub use head::{EntityHead, Inflight, Slot};
+pub(crate) use ids::check_name;
 pub use ids::{ContentHash, EntityKey, EventId, InvalidId, OrderKey};
 pub use record::{ErrorInfo, ErrorKind, EventRecord, HistoryEntry, PayloadRef, HISTORY_LIMIT};
 pub use status::{IllegalTransition, Status};

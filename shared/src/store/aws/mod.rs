@@ -31,7 +31,8 @@ pub mod sdk {
 }
 
 use crate::clock::SystemClock;
-use crate::store::StoreError;
+use crate::destination::delta_fields::DeltaFields;
+use crate::store::{Detail, StoreError};
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
 use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
@@ -53,11 +54,14 @@ pub struct AwsConfig {
     pub endpoint_url: Option<String>,
     /// The region; `None`: from the environment or profile (`us-east-1` with an `endpoint_url`).
     pub region: Option<String>,
+    /// How the reference mirror adds `in_order` deltas (`SYNCTRAIL_DELTA_FIELDS`; default: `delta` into
+    /// `quantity`).
+    pub delta_fields: DeltaFields,
 }
 
 impl AwsConfig {
     /// Reads `SYNCTRAIL_TABLE`, `SYNCTRAIL_BUCKET`, `SYNCTRAIL_QUEUE_URL` and `SYNCTRAIL_DLQ_URL` (all required),
-    /// plus `AWS_ENDPOINT_URL` and `AWS_REGION` when set.
+    /// plus `AWS_ENDPOINT_URL`, `AWS_REGION` and `SYNCTRAIL_DELTA_FIELDS` when set.
     pub fn from_env() -> Result<Self, StoreError> {
         let var = |name: &str| {
             std::env::var(name).ok().filter(|v| !v.is_empty()).ok_or_else(|| {
@@ -71,6 +75,8 @@ impl AwsConfig {
             dlq: var("SYNCTRAIL_DLQ_URL")?,
             endpoint_url: std::env::var("AWS_ENDPOINT_URL").ok().filter(|v| !v.is_empty()),
             region: std::env::var("AWS_REGION").ok().filter(|v| !v.is_empty()),
+            delta_fields: DeltaFields::from_env()
+                .map_err(|e| StoreError::Backend(Detail::caused_by(e.to_string(), e)))?,
         })
     }
 }
@@ -161,7 +167,12 @@ impl AwsBackend {
             store: Arc::new(DynamoStore::new(clients.dynamodb.clone(), &config.table)),
             payloads: Arc::new(S3Payloads::new(clients.s3.clone(), &config.bucket)),
             queue: Arc::new(queue),
-            mirror: Arc::new(DynamoMirror::new(clients.dynamodb.clone(), &config.table, Arc::new(SystemClock))),
+            mirror: Arc::new(DynamoMirror::new(
+                clients.dynamodb.clone(),
+                &config.table,
+                Arc::new(SystemClock),
+                config.delta_fields.clone(),
+            )),
             requests: clients.requests.clone(),
         })
     }

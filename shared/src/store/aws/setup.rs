@@ -4,6 +4,7 @@
 use super::dynamodb::{BY_ENTITY, BY_LEASE, BY_STATUS, BY_WAITING_FOR};
 use super::error::{build_error, from_sdk};
 use super::{apply_lifecycle, AwsConfig, Clients};
+use crate::destination::delta_fields::DeltaFields;
 use crate::store::StoreError;
 use aws_sdk_dynamodb::operation::create_table::CreateTableError;
 use aws_sdk_dynamodb::types::{
@@ -77,6 +78,7 @@ impl Created {
             dlq: self.dlq_url.clone(),
             endpoint_url,
             region,
+            delta_fields: DeltaFields::default(),
         }
     }
 }
