@@ -206,7 +206,8 @@ EXPECT = {
             {"status": "completed", "out_of_order": True},  # 12:00:02 arrives after 12:00:05
             {"status": "completed", "out_of_order": False},
         ],
-        "mirror": {"default/erp/inventory_adjustment/sku-4411@wh-1": {"state": {"quantity": 13}}},
+        # The sum of the deltas, and the other fields of the latest event by order key (12:00:09, "damage").
+        "mirror": {"default/erp/inventory_adjustment/sku-4411@wh-1": {"state": {"quantity": 13, "reason": "damage"}}},
     },
     "sqs-malformed.json": {
         "failures": [],
@@ -218,6 +219,7 @@ EXPECT = {
             {"status": "rejected", "field": "updated_at", "reason": "a number, expected a string"},
             {"status": "rejected", "field": "updated_at", "reason": "RFC 3339"},
             {"status": "rejected", "field": "event_id", "reason": "is invalid"},
+            {"status": "rejected", "field": "external_id", "reason": "appears twice"},
             COMPLETED,
         ],
         "mirror": {

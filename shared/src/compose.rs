@@ -104,8 +104,8 @@ pub async fn compose(
         return Err(ComposeError::DependenciesNeedTheMirror);
     }
     let composed = match &config.backend {
-        BackendConfig::Embedded(embedded) => compose_embedded(embedded, clock, &config.destination, given)?,
-        BackendConfig::Aws(aws) => compose_aws(aws, clock, &config.destination, given).await?,
+        BackendConfig::Embedded(embedded) => compose_embedded(embedded, config, clock, given)?,
+        BackendConfig::Aws(aws) => compose_aws(aws, config, clock, given).await?,
     };
     Ok(composed.with_dependencies(config))
 }
@@ -131,9 +131,7 @@ pub async fn compose_event_store(config: &Config, clock: Arc<dyn Clock>) -> Resu
         }
         #[cfg(not(feature = "aws"))]
         BackendConfig::Aws(_) => Err(ComposeError::NotBuilt("AWS", "aws")),
-        BackendConfig::Embedded(embedded) => {
-            Ok(compose_embedded(embedded, clock, &DestinationConfig::Mirror, None)?.ports.store)
-        }
+        BackendConfig::Embedded(embedded) => Ok(compose_embedded(embedded, config, clock, None)?.ports.store),
     }
 }
 
@@ -187,15 +185,21 @@ impl Composed {
 
 #[cfg(feature = "sqlite")]
 fn compose_embedded(
-    config: &crate::config::EmbeddedConfig,
+    embedded: &crate::config::EmbeddedConfig,
+    config: &Config,
     clock: Arc<dyn Clock>,
-    destination: &DestinationConfig,
     given: Option<Arc<dyn Destination>>,
 ) -> Result<Composed, ComposeError> {
-    let options = EmbeddedOptions { max_receives: config.max_receives, ..EmbeddedOptions::default() };
-    let embedded = Embedded::open(&config.home, Arc::clone(&clock), options)
-        .map_err(|source| ComposeError::Open { home: config.home.clone(), source })?;
-    let (destination, mirror): (Arc<dyn Destination>, Option<Arc<dyn MirrorView>>) = match (given, destination) {
+    let options = EmbeddedOptions {
+        max_receives: embedded.max_receives,
+        delta_fields: config.delta_fields.clone(),
+        ..EmbeddedOptions::default()
+    };
+    let home = embedded.home.clone();
+    let embedded = Embedded::open(&home, Arc::clone(&clock), options)
+        .map_err(|source| ComposeError::Open { home: home.clone(), source })?;
+    let (destination, mirror): (Arc<dyn Destination>, Option<Arc<dyn MirrorView>>) = match (given, &config.destination)
+    {
         (Some(given), _) => (given, None),
         (None, DestinationConfig::Mirror) => (embedded.mirror.clone(), Some(embedded.mirror.clone())),
     };
@@ -206,14 +210,14 @@ fn compose_embedded(
         destination,
         clock,
     };
-    Ok(Composed { ports, mirror, backend: ComposedBackend::Embedded { home: config.home.clone(), embedded } })
+    Ok(Composed { ports, mirror, backend: ComposedBackend::Embedded { home, embedded } })
 }
 
 #[cfg(not(feature = "sqlite"))]
 fn compose_embedded(
     _: &crate::config::EmbeddedConfig,
+    _: &Config,
     _: Arc<dyn Clock>,
-    _: &DestinationConfig,
     _: Option<Arc<dyn Destination>>,
 ) -> Result<Composed, ComposeError> {
     Err(ComposeError::NotBuilt("embedded", "sqlite"))
@@ -221,11 +225,12 @@ fn compose_embedded(
 
 #[cfg(feature = "aws")]
 async fn compose_aws(
-    config: &AwsConfig,
+    aws: &AwsConfig,
+    whole: &Config,
     clock: Arc<dyn Clock>,
-    destination: &DestinationConfig,
     given: Option<Arc<dyn Destination>>,
 ) -> Result<Composed, ComposeError> {
+    let config = aws;
     let gate = config.serialize_dynamodb.then(DynamoGate::default);
     let framework = Clients::for_config(config, gate.as_ref()).await;
     let backend = AwsBackend::with_clients(&framework, config).await.map_err(|source| ComposeError::Connect {
@@ -235,12 +240,13 @@ async fn compose_aws(
         source,
     })?;
     let (destination, mirror, destination_requests): (Arc<dyn Destination>, Option<Arc<dyn MirrorView>>, _) =
-        match (given, destination) {
+        match (given, &whole.destination) {
             (Some(given), _) => (given, None, RequestCounter::new()),
             (None, DestinationConfig::Mirror) => {
                 // Clients of its own, so the mirror's requests are counted apart from the framework's.
                 let clients = Clients::for_config(config, gate.as_ref()).await;
-                let mirror = Arc::new(DynamoMirror::new(clients.dynamodb, &config.table, Arc::clone(&clock)));
+                let deltas = whole.delta_fields.clone();
+                let mirror = Arc::new(DynamoMirror::new(clients.dynamodb, &config.table, Arc::clone(&clock), deltas));
                 (mirror.clone(), Some(mirror), clients.requests)
             }
         };
@@ -258,8 +264,8 @@ async fn compose_aws(
 #[cfg(not(feature = "aws"))]
 async fn compose_aws(
     _: &crate::config::AwsConfig,
+    _: &Config,
     _: Arc<dyn Clock>,
-    _: &DestinationConfig,
     _: Option<Arc<dyn Destination>>,
 ) -> Result<Composed, ComposeError> {
     Err(ComposeError::NotBuilt("AWS", "aws"))

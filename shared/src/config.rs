@@ -10,11 +10,13 @@
 //! | `SYNCTRAIL_HOME` | the embedded backend's directory (default `./.synctrail`, on Lambda `/tmp/synctrail`) |
 //! | `SYNCTRAIL_DESTINATION` | `mirror` (the default: the reference mirror in the backend) |
 //! | `SYNCTRAIL_DEPENDENCIES` | dependency rules `TYPE.FIELD=NEEDED_TYPE`, comma-separated (spec §6) |
+//! | `SYNCTRAIL_DELTA_FIELDS` | what the mirror adds for `in_order` types, `TYPE.DELTA_FIELD=TOTAL_FIELD` comma-separated (default `delta` into `quantity`) |
 //! | `SYNCTRAIL_METRICS_NAMESPACE` | CloudWatch namespace of the EMF lines (default `synctrail`) |
 //! | `SYNCTRAIL_SWEEP_LIMIT` | expired leases one sweep looks at (default 1000) |
 //! | `SYNCTRAIL_RECORD_CONCURRENCY` | entities of one batch processed side by side (default 4; one entity's records always one after another) |
 //! | engine settings | see [`Settings::from_vars`] |
 
+use crate::destination::delta_fields::{DeltaFields, DELTA_FIELDS_VARIABLE};
 use crate::destination::dependencies::{DependencyRule, InvalidRule};
 use crate::settings::{InvalidSetting, Settings};
 use std::path::PathBuf;
@@ -49,6 +51,8 @@ pub struct Config {
     pub destination: DestinationConfig,
     /// Rules that make an event wait for another entity (spec §6), applied in front of the destination.
     pub dependencies: Vec<DependencyRule>,
+    /// How the reference mirror adds `in_order` deltas.
+    pub delta_fields: DeltaFields,
     /// The engine's settings.
     pub settings: Settings,
     /// The CloudWatch namespace of the metrics.
@@ -154,6 +158,7 @@ impl Config {
             backend: BackendConfig::Embedded(EmbeddedConfig::at(home)),
             destination: DestinationConfig::Mirror,
             dependencies: Vec::new(),
+            delta_fields: DeltaFields::default(),
             settings: Settings::default(),
             metrics_namespace: DEFAULT_METRICS_NAMESPACE.to_owned(),
             sweep_limit: DEFAULT_SWEEP_LIMIT,
@@ -177,6 +182,7 @@ impl Config {
             backend: BackendConfig::from_vars(vars)?,
             destination: DestinationConfig::from_vars(vars)?,
             dependencies: DependencyRule::parse_list(&vars("SYNCTRAIL_DEPENDENCIES").unwrap_or_default())?,
+            delta_fields: DeltaFields::parse(&vars(DELTA_FIELDS_VARIABLE).unwrap_or_default())?,
             settings: settings.overridden_by(vars)?,
             metrics_namespace: vars("SYNCTRAIL_METRICS_NAMESPACE")
                 .map(|n| n.trim().to_owned())
@@ -323,6 +329,7 @@ mod tests {
             ("SYNCTRAIL_SWEEP_LIMIT", "0"),
             ("SYNCTRAIL_RECORD_CONCURRENCY", "none"),
             ("SYNCTRAIL_DEPENDENCIES", "level.product_id"),
+            ("SYNCTRAIL_DELTA_FIELDS", "stock=quantity"),
             ("SYNCTRAIL_MAX_ATTEMPTS", "many"),
         ] {
             let error = config(&[(name, value)]).expect_err(name);

@@ -102,8 +102,8 @@ pub struct InvalidSetting {
     pub name: &'static str,
     /// Its value.
     pub value: String,
-    /// What it should be.
-    pub expected: &'static str,
+    /// What it should be (with an example where that helps).
+    pub expected: String,
 }
 
 impl Settings {
@@ -153,9 +153,11 @@ fn list(vars: &dyn Fn(&str) -> Option<String>, name: &str) -> Vec<String> {
 fn number(vars: &dyn Fn(&str) -> Option<String>, name: &'static str) -> Result<Option<u64>, InvalidSetting> {
     match vars(name) {
         None => Ok(None),
-        Some(value) => {
-            value.trim().parse().map(Some).map_err(|_| InvalidSetting { name, value, expected: "a whole number" })
-        }
+        Some(value) => value.trim().parse().map(Some).map_err(|_| InvalidSetting {
+            name,
+            value,
+            expected: "a whole number".into(),
+        }),
     }
 }
 

@@ -190,6 +190,46 @@ async fn an_id_with_forbidden_characters_is_rejected_naming_the_field() {
 }
 
 #[tokio::test]
+async fn a_key_named_twice_is_rejected_as_ambiguous_naming_its_path() {
+    let h = Harness::new();
+    let target = Env::issue("107").at(1).titled("untouched");
+    h.apply_in_turn(&[&target]).await;
+    let envelope = |external_ids: &str, payload: &str| {
+        format!(
+            r#"{{"source":"github","entity_type":"issue",{external_ids},"updated_at":"{}","payload":{payload}}}"#,
+            at(5)
+        )
+    };
+    let cases = [
+        // One parser would change issue 108, another issue 107.
+        (
+            envelope(
+                r#""external_id":"octo-org/widgets#108","external_id":"octo-org/widgets#107""#,
+                r#"{"title":"which?"}"#,
+            ),
+            "external_id",
+        ),
+        (
+            envelope(r#""external_id":"octo-org/widgets#109""#, r#"{"title":"a","state":"open","title":"b"}"#),
+            "payload.title",
+        ),
+        (
+            envelope(r#""external_id":"octo-org/widgets#110""#, r#"{"labels":[{"name":"x"},{"name":"y","name":"z"}]}"#),
+            "payload.labels[1].name",
+        ),
+    ];
+    let bodies: Vec<String> = cases.iter().map(|(b, _)| b.clone()).collect();
+    batch_around(&h, &bodies).await;
+    for (body, path) in &cases {
+        assert_rejected(&h, body, Some(path), "appears twice").await;
+    }
+    assert_eq!(h.mirror_state(&target.entity()).await, Some(json!({"title": "untouched"})));
+    for id in ["108", "109", "110"] {
+        assert_eq!(h.mirror_state(&Env::issue(id).at(1).entity()).await, None, "issue {id} never changed");
+    }
+}
+
+#[tokio::test]
 async fn a_conflicting_resubmission_is_rejected_and_the_batch_around_it_completes() {
     let h = Harness::new();
     let original = Env::product("106").at(1).payload(json!({"price": "1.00"})).id("shopify-evt-106");
@@ -214,7 +254,7 @@ async fn the_malformed_sample_batch_rejects_each_broken_record_and_completes_the
     let h = Harness::new();
     let event = fixture("sqs-malformed.json");
     let bodies = fixture_bodies("sqs-malformed.json");
-    let expected: [Option<(Option<&str>, &str)>; 8] = [
+    let expected: [Option<(Option<&str>, &str)>; 9] = [
         None,
         Some((None, "not JSON")),
         Some((None, "expected a JSON object")),
@@ -222,6 +262,7 @@ async fn the_malformed_sample_batch_rejects_each_broken_record_and_completes_the
         Some((Some("updated_at"), "a number, expected a string")),
         Some((Some("updated_at"), "RFC 3339")),
         Some((Some("event_id"), "is invalid")),
+        Some((Some("external_id"), "appears twice")),
         None,
     ];
     assert_eq!(bodies.len(), expected.len());

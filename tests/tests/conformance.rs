@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{json, Value};
 use std::sync::Arc;
+use synctrail::destination::delta_fields::DeltaFields;
 use synctrail::destination::guard::MirrorRecord;
 use synctrail::destination::{ApplyOutcome, Change, Destination, DestinationError};
 use synctrail::model::{
@@ -291,6 +292,13 @@ pub mod build {
             attempt: 1,
             previous_attempt_unknown: false,
         }
+    }
+
+    /// The delta fields both mirrors are built with: `inventory_adjustment` adds `delta` into `quantity` and
+    /// `reserved_delta` into `reserved`; every other `in_order` type has the default (`delta` into `quantity`).
+    pub fn delta_fields() -> DeltaFields {
+        DeltaFields::parse("inventory_adjustment.delta=quantity,inventory_adjustment.reserved_delta=reserved")
+            .expect("valid delta fields")
     }
 
     /// An `in_order` delta change.
@@ -977,6 +985,107 @@ pub mod suite {
         assert_eq!(p.destination().state(&stock).await, None);
     }
 
+    /// A delta keeps its payload's other fields in the state; the latest event by order key sets them, an older
+    /// one (arriving late) only adds its amount; each event has one effect.
+    pub async fn a_delta_keeps_its_other_fields_and_the_latest_by_order_key_wins(p: &Ports) {
+        let stock = entity_of("inventory_level", "s1");
+        let (one, two, three) = (id("ev-1"), id("ev-2"), id("ev-3"));
+        let newer = json!({"delta": 5, "location": "A", "reason": "restock"});
+        let older = json!({"delta": -2, "location": "B", "note": "late"});
+        let latest = json!({"delta": 1, "reason": "sale"});
+        assert_eq!(p.destination().apply(&delta(&two, &stock, 20, &newer)).await, Ok(ApplyOutcome::Applied));
+        assert_eq!(
+            p.destination().state(&stock).await,
+            Some(json!({"quantity": 5, "location": "A", "reason": "restock"}))
+        );
+        assert_eq!(p.destination().apply(&delta(&one, &stock, 10, &older)).await, Ok(ApplyOutcome::Applied));
+        let kept = json!({"quantity": 3, "location": "A", "reason": "restock"});
+        assert_eq!(p.destination().state(&stock).await, Some(kept.clone()), "the older event only adds");
+        assert_eq!(p.destination().apply(&delta(&one, &stock, 10, &older)).await, Ok(ApplyOutcome::AlreadyApplied));
+        assert_eq!(p.destination().state(&stock).await, Some(kept));
+        assert_eq!(p.destination().apply(&delta(&three, &stock, 30, &latest)).await, Ok(ApplyOutcome::Applied));
+        assert_eq!(
+            p.destination().state(&stock).await,
+            Some(json!({"quantity": 4, "location": "A", "reason": "sale"}))
+        );
+        for event in [&one, &two, &three] {
+            assert_eq!(p.destination().effects_of(event).await, 1, "{event}");
+        }
+    }
+
+    /// The configured delta fields of a type add into their totals (a payload field named like a total is not
+    /// copied over the sum); a payload without an integer in one of them is refused and changes nothing.
+    pub async fn configured_delta_fields_add_into_their_totals(p: &Ports) {
+        let stock = entity_of("inventory_adjustment", "s1");
+        let (a, b, c, d) = (id("ev-a"), id("ev-b"), id("ev-c"), id("ev-d"));
+        let first = json!({"delta": 10, "reserved_delta": 2, "quantity": 999, "bin": "7"});
+        assert_eq!(p.destination().apply(&delta(&a, &stock, 10, &first)).await, Ok(ApplyOutcome::Applied));
+        assert_eq!(p.destination().state(&stock).await, Some(json!({"quantity": 10, "reserved": 2, "bin": "7"})));
+        let release = json!({"reserved_delta": -1});
+        assert_eq!(p.destination().apply(&delta(&b, &stock, 5, &release)).await, Ok(ApplyOutcome::Applied));
+        let after = json!({"quantity": 10, "reserved": 1, "bin": "7"});
+        assert_eq!(p.destination().state(&stock).await, Some(after.clone()));
+        let text = json!({"delta": "3"});
+        let refused = p.destination().apply(&delta(&c, &stock, 20, &text)).await;
+        assert!(matches!(refused, Err(DestinationError::Permanent(_))), "{refused:?}");
+        assert_eq!(p.destination().state(&stock).await, Some(after));
+        assert_eq!(p.destination().effects_of(&c).await, 0);
+        let sale = json!({"delta": -4, "bin": "8"});
+        assert_eq!(p.destination().apply(&delta(&d, &stock, 20, &sale)).await, Ok(ApplyOutcome::Applied));
+        assert_eq!(p.destination().apply(&delta(&a, &stock, 10, &first)).await, Ok(ApplyOutcome::AlreadyApplied));
+        assert_eq!(p.destination().state(&stock).await, Some(json!({"quantity": 6, "reserved": 1, "bin": "8"})));
+        let unconfigured = entity_of("inventory_level", "s1");
+        let refused = p.destination().apply(&delta(&id("ev-e"), &unconfigured, 1, &release)).await;
+        assert!(matches!(refused, Err(DestinationError::Permanent(ref m)) if m.contains("`delta`")), "{refused:?}");
+    }
+
+    /// A delta that would take a total past 64 bits is refused for good, whether it is the latest event or an
+    /// older one, and changes nothing; the totals stay usable.
+    pub async fn an_overflowing_delta_is_refused_for_good_and_changes_nothing(p: &Ports) {
+        for (name, start, over, back) in [("up", i64::MAX - 1, 2, -1), ("down", i64::MIN + 1, -2, 1)] {
+            let stock = entity_of("inventory_level", name);
+            let near = json!({ "delta": start });
+            let first = id(&format!("ev-{name}-first"));
+            assert_eq!(p.destination().apply(&delta(&first, &stock, 20, &near)).await, Ok(ApplyOutcome::Applied));
+            let too_far = json!({ "delta": over });
+            for (event, seconds) in [(format!("ev-{name}-older"), 10), (format!("ev-{name}-newer"), 30)] {
+                let event = id(&event);
+                let outcome = p.destination().apply(&delta(&event, &stock, seconds, &too_far)).await;
+                assert!(
+                    matches!(outcome, Err(DestinationError::Permanent(ref m)) if m.contains("overflow")),
+                    "{outcome:?}"
+                );
+                assert_eq!(p.destination().effects_of(&event).await, 0);
+            }
+            assert_eq!(p.destination().state(&stock).await, Some(json!({ "quantity": start })), "{name}");
+            let fine = json!({ "delta": back });
+            assert_eq!(
+                p.destination().apply(&delta(&id(&format!("ev-{name}-back")), &stock, 40, &fine)).await,
+                Ok(ApplyOutcome::Applied)
+            );
+            assert_eq!(p.destination().state(&stock).await, Some(json!({ "quantity": start + back })), "{name}");
+        }
+    }
+
+    /// A local edit sets the totals: later deltas, newer or older, add to the edited values.
+    pub async fn deltas_after_a_local_edit_add_to_the_edited_totals(p: &Ports) {
+        let stock = entity_of("inventory_level", "s1");
+        let counted = json!({"delta": 5, "location": "A"});
+        assert_eq!(p.destination().apply(&delta(&id("ev-1"), &stock, 10, &counted)).await, Ok(ApplyOutcome::Applied));
+        p.destination().record_local_edit(&stock, json!({"quantity": 100, "location": "B"}), at(15)).await;
+        assert_eq!(p.destination().state(&stock).await, Some(json!({"quantity": 100, "location": "B"})));
+        let plus = json!({"delta": 1});
+        assert_eq!(p.destination().apply(&delta(&id("ev-2"), &stock, 20, &plus)).await, Ok(ApplyOutcome::Applied));
+        assert_eq!(p.destination().state(&stock).await, Some(json!({"quantity": 101, "location": "B"})));
+        let minus = json!({"delta": -1});
+        assert_eq!(p.destination().apply(&delta(&id("ev-3"), &stock, 12, &minus)).await, Ok(ApplyOutcome::Applied));
+        assert_eq!(p.destination().state(&stock).await, Some(json!({"quantity": 100, "location": "B"})));
+        p.destination().record_local_edit(&stock, json!({"quantity": 7}), at(25)).await;
+        let late = json!({"delta": 2, "location": "C"});
+        assert_eq!(p.destination().apply(&delta(&id("ev-4"), &stock, 11, &late)).await, Ok(ApplyOutcome::Applied));
+        assert_eq!(p.destination().state(&stock).await, Some(json!({"quantity": 9})), "an older event only adds");
+    }
+
     /// Two writers of two events of one entity, each event delivered twice, all at once (rounds of it): the newer
     /// event wins, every call succeeds, and each event has at most one effect (the newer exactly one).
     pub async fn concurrent_writers_of_one_entity_let_the_newer_win(p: &Ports) {
@@ -1106,7 +1215,7 @@ struct Fixture {
 }
 
 fn options() -> EmbeddedOptions {
-    EmbeddedOptions { max_receives: MAX_RECEIVES, ..EmbeddedOptions::default() }
+    EmbeddedOptions { max_receives: MAX_RECEIVES, delta_fields: build::delta_fields(), ..EmbeddedOptions::default() }
 }
 
 impl Fixture {
@@ -1202,6 +1311,10 @@ on_embedded!(
     a_forced_write_skips_the_guard,
     in_order_deltas_add_up_out_of_order,
     a_delta_without_an_integer_delta_is_refused_for_good,
+    a_delta_keeps_its_other_fields_and_the_latest_by_order_key_wins,
+    configured_delta_fields_add_into_their_totals,
+    an_overflowing_delta_is_refused_for_good_and_changes_nothing,
+    deltas_after_a_local_edit_add_to_the_edited_totals,
     concurrent_writers_of_one_entity_let_the_newer_win,
 );
 
@@ -1345,6 +1458,8 @@ pub mod aws {
         pub created: Created,
         /// The adapters.
         pub backend: AwsBackend,
+        /// The reference mirror in the same table, one request at a time.
+        pub mirror: Arc<DynamoMirror>,
         /// The clock records are built with, and the mirror's (the other AWS adapters read none).
         pub clock: Arc<ManualClock>,
     }
@@ -1367,8 +1482,8 @@ pub mod aws {
         let clock = Arc::new(ManualClock::new(build::t0()));
         let atomic = clients.dynamodb.config().to_builder().interceptor(OneAtATime::default()).build();
         let atomic = synctrail::store::aws::sdk::dynamodb::Client::from_conf(atomic);
-        backend.mirror = Arc::new(DynamoMirror::new(atomic, &created.table, clock.clone()));
-        AwsFixture { clients, created, backend, clock }
+        let mirror = Arc::new(DynamoMirror::new(atomic, &created.table, clock.clone(), build::delta_fields()));
+        AwsFixture { clients, created, backend, mirror, clock }
     }
 
     /// Lets one request attempt at a time through to moto: the mirror's client carries it.
@@ -1456,7 +1571,7 @@ pub mod aws {
                 store: self.backend.store.clone(),
                 queue: self.backend.queue.clone(),
                 payloads: self.backend.payloads.clone(),
-                destination: Some(self.backend.mirror.clone()),
+                destination: Some(self.mirror.clone()),
                 clock: self.clock.clone(),
                 queue_traits: QueueTraits {
                     server_clock: true,
@@ -1520,19 +1635,23 @@ pub mod aws {
         a_forced_write_skips_the_guard,
         in_order_deltas_add_up_out_of_order,
         a_delta_without_an_integer_delta_is_refused_for_good,
+        a_delta_keeps_its_other_fields_and_the_latest_by_order_key_wins,
+        configured_delta_fields_add_into_their_totals,
+        an_overflowing_delta_is_refused_for_good_and_changes_nothing,
+        deltas_after_a_local_edit_add_to_the_edited_totals,
         concurrent_writers_of_one_entity_let_the_newer_win,
     );
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_mirror_lists_records_and_marks_deletes() {
         let fixture = fixture().await;
-        mirror_checks::the_mirror_lists_records_and_marks_deletes(fixture.backend.mirror.as_ref()).await;
+        mirror_checks::the_mirror_lists_records_and_marks_deletes(fixture.mirror.as_ref()).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_local_edit_keeps_the_order_key_and_fence() {
         let fixture = fixture().await;
-        mirror_checks::a_local_edit_keeps_the_order_key_and_fence(fixture.backend.mirror.as_ref()).await;
+        mirror_checks::a_local_edit_keeps_the_order_key_and_fence(fixture.mirror.as_ref()).await;
     }
 
     /// The SDK retrying a mirror transaction that had committed sees its own effect: `Applied`, one effect; another
@@ -1540,7 +1659,7 @@ pub mod aws {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_retried_mirror_write_that_committed_counts_once() {
         let fixture = fixture().await;
-        let mirror = &fixture.backend.mirror;
+        let mirror = &fixture.mirror;
         let (e, ev, v) = (build::entity("a"), build::id("ev-1"), json!({"n": 1}));
         let change = build::snapshot(&ev, &e, 1, &v, 1);
         assert_eq!(mirror.apply_as("commit-1", &change).await, Ok(ApplyOutcome::Applied));
@@ -1550,13 +1669,75 @@ pub mod aws {
         assert_eq!(mirror.state(&e).await, Some(v));
     }
 
+    /// The same for deltas, on both shapes of the write (the latest event's rewrite, an older event's add only):
+    /// the SDK retrying a committed transaction adds nothing more, and each event has one effect.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_retried_delta_that_committed_adds_once() {
+        let fixture = fixture().await;
+        let mirror = &fixture.mirror;
+        let stock = build::entity_of("inventory_level", "s1");
+        let (newer, older) = (build::id("ev-newer"), build::id("ev-older"));
+        let (plus, minus) = (json!({"delta": 10, "bin": "7"}), json!({"delta": -3, "bin": "old"}));
+        for (event, seconds, payload) in [(&newer, 20, &plus), (&older, 10, &minus)] {
+            let change = build::delta(event, &stock, seconds, payload);
+            assert_eq!(mirror.apply_as(&format!("c-{event}"), &change).await, Ok(ApplyOutcome::Applied));
+            assert_eq!(
+                mirror.apply_as(&format!("c-{event}"), &change).await,
+                Ok(ApplyOutcome::Applied),
+                "our own retry"
+            );
+            assert_eq!(mirror.apply_as("someone-else", &change).await, Ok(ApplyOutcome::AlreadyApplied));
+            assert_eq!(mirror.effects_of(event).await, 1);
+        }
+        assert_eq!(mirror.state(&stock).await, Some(json!({"quantity": 7, "bin": "7"})));
+    }
+
+    /// A delta costs one `BatchGetItem` and one `TransactWriteItems`, newer or older; its total is a number
+    /// attribute that DynamoDB adds to (`total#quantity`), outside the JSON body.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_delta_costs_one_read_and_one_transaction_and_adds_to_a_number_attribute() {
+        use synctrail::store::aws::sdk::dynamodb::types::AttributeValue;
+        let fixture = fixture().await;
+        let (mirror, requests) = (&fixture.mirror, &fixture.clients.requests);
+        let stock = build::entity_of("inventory_level", "s1");
+        for (event, seconds, amount) in [("ev-1", 20, 5), ("ev-2", 10, 2), ("ev-3", 30, -1)] {
+            let payload = json!({ "delta": amount, "by": event });
+            requests.reset();
+            let event_id = build::id(event);
+            let change = build::delta(&event_id, &stock, seconds, &payload);
+            assert_eq!(mirror.apply(&change).await, Ok(ApplyOutcome::Applied));
+            assert_eq!(
+                (requests.get("DynamoDB", "BatchGetItem"), requests.get("DynamoDB", "TransactWriteItems")),
+                (1, 1),
+                "{event}: {:?}",
+                requests.snapshot()
+            );
+            assert_eq!(requests.total(), 2, "{event}");
+        }
+        let item = fixture
+            .clients
+            .dynamodb
+            .get_item()
+            .table_name(&fixture.created.table)
+            .key("pk", AttributeValue::S(format!("MIRROR#{stock}")))
+            .key("sk", AttributeValue::S("MIRROR".into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("get the row")
+            .item
+            .expect("the row");
+        assert_eq!(item.get("total#quantity"), Some(&AttributeValue::N("6".into())));
+        assert_eq!(item.get("body"), Some(&AttributeValue::S(r#"{"by":"ev-3"}"#.into())));
+    }
+
     /// DynamoDB requests per change: applied = one `BatchGetItem` + one `TransactWriteItems`; refused or
     /// repeated = the `BatchGetItem` only. Mirror items stay out of the event store's listings.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_mirror_change_costs_one_read_and_at_most_one_transaction() {
         use synctrail::store::EventQuery;
         let fixture = fixture().await;
-        let (mirror, requests) = (&fixture.backend.mirror, &fixture.clients.requests);
+        let (mirror, requests) = (&fixture.mirror, &fixture.clients.requests);
         let e = build::entity("a");
         let (new, old) = (build::id("ev-new"), build::id("ev-old"));
         let (v_new, v_old) = (json!({"n": 2}), json!({"n": 1}));
@@ -1599,8 +1780,8 @@ pub mod aws {
         let put = item.into_iter().fold(put, |put, (name, value)| put.item(name, value));
         put.send().await.expect("put a corrupt row");
         let (ev, v) = (build::id("ev-1"), json!({"n": 1}));
-        let outcome = fixture.backend.mirror.apply(&build::snapshot(&ev, &e, 1, &v, 1)).await;
+        let outcome = fixture.mirror.apply(&build::snapshot(&ev, &e, 1, &v, 1)).await;
         assert!(matches!(outcome, Err(DestinationError::Permanent(_))), "{outcome:?}");
-        assert!(matches!(fixture.backend.mirror.get(&e).await, Err(StoreError::Corrupt(_))));
+        assert!(matches!(fixture.mirror.get(&e).await, Err(StoreError::Corrupt(_))));
     }
 }

@@ -238,6 +238,8 @@ async fn newer_event_takes_over_an_errored_inflight_one_and_cancels_it() {
     assert_eq!((canceled.status, canceled.canceled_by.clone()), (Status::Canceled, Some(newer.event_id())));
     assert_eq!(canceled.lease_until, None);
     assert_eq!(timeline(&canceled), [Status::Received, Status::Processing, Status::Errored, Status::Canceled]);
+    assert_eq!(canceled.error, None, "canceled points at the newer event; the error stays in the history");
+    assert_eq!(canceled.history[2].note.as_deref(), Some("503 from the destination"));
 
     // The errored event's retry comes back: acknowledged, no effect.
     h.advance(Duration::minutes(10));
@@ -765,6 +767,48 @@ async fn failed_event_resent_by_the_client_is_driven_again() {
     assert_eq!(record.history[3].note.as_deref(), Some("client resubmission"));
     assert_eq!(h.effects().await, ids(&[&event]));
     assert_eq!(h.mirror_state(&event.entity()).await, Some(json!({"title": "v1"})));
+}
+
+/// The field drill's shape: retryable errors until the attempts run out, then the client resends and it succeeds.
+/// `completed` carries no error (spec §2: `error` belongs to `errored`, `failed`, `rejected`); the history keeps
+/// every earlier error as a note.
+#[tokio::test]
+async fn completed_event_carries_no_error_of_an_earlier_attempt_and_its_history_keeps_them() {
+    let h = Harness::with(Options { max_receives: 3, ..Options::default() });
+    let event = Env::product("drill-4").at(10).id("order-4:v1").titled("paid");
+    for _ in 0..3 {
+        h.script.next(Step::Retryable("502 bad gateway"));
+    }
+    h.send_env(&event).await;
+    for _ in 0..2 {
+        let d = h.deliver(1).await;
+        assert_eq!(d.only().status, Some(Status::Errored));
+        let errored = h.record_of(&event).await;
+        assert_eq!(errored.error.map(|e| e.kind), Some(ErrorKind::Retryable), "errored keeps its error");
+        h.advance(d.retry_after(0));
+    }
+    assert_eq!(h.deliver(1).await.only().status, Some(Status::Failed));
+    let failed = h.record_of(&event).await;
+    assert_eq!(failed.error.map(|e| e.kind), Some(ErrorKind::AttemptsExhausted), "failed keeps its error");
+
+    let resent = h.apply_in_turn(&[&event]).await.remove(0);
+
+    assert_eq!(resent.only().status, Some(Status::Completed));
+    let done = h.record_of(&event).await;
+    assert_eq!((done.status, done.attempt), (Status::Completed, 4));
+    assert_eq!(done.error, None, "a completed event has no current error");
+    let report = synctrail::model::StatusReport::from(&done);
+    assert_eq!((report.status, report.error), (Status::Completed, None), "status --json shows none either");
+    use Status::*;
+    assert_eq!(
+        timeline(&done),
+        [Received, Processing, Errored, Processing, Errored, Processing, Failed, Received, Processing, Completed]
+    );
+    let notes: Vec<&str> = done.history.iter().filter_map(|e| e.note.as_deref()).collect();
+    assert_eq!(notes.iter().filter(|n| n.contains("502 bad gateway")).count(), 2, "{notes:?}");
+    assert!(notes.iter().any(|n| n.contains("gave up after 3 attempts")), "{notes:?}");
+    assert!(notes.contains(&"client resubmission"), "{notes:?}");
+    assert_eq!(h.effects().await, ids(&[&event]));
 }
 
 #[tokio::test]
@@ -1304,6 +1348,8 @@ async fn sample_inventory_deltas_add_up_and_the_late_one_is_flagged() {
         assert_eq!(record.status, Status::Completed);
         assert_eq!(record.out_of_order, record.event_id.as_str() == "erp-adj-0002", "{}", record.event_id);
     }
-    assert_eq!(h.mirror_state(&entity).await, Some(json!({"quantity": 13})));
+    // 10 - 3 + 7 - 1, and the other fields of the latest event by order key (12:00:09, "damage"); the late
+    // 12:00:02 "return" only added its 7.
+    assert_eq!(h.mirror_state(&entity).await, Some(json!({"quantity": 13, "reason": "damage"})));
     assert!(h.head(&entity).await.needs_verification);
 }

@@ -1,7 +1,7 @@
 //! The destination port: where changes are applied — the one trait a team implements to put synctrail in front of
-//! its own database, ERP or API — and what surrounds it: the reference mirror's rules ([`guard`]), the mirror's
-//! operator view ([`MirrorView`]), destinations answering "missing dependency" by rule ([`dependencies`]) and fault
-//! drills ([`drill`]).
+//! its own database, ERP or API — and what surrounds it: the reference mirror's rules ([`guard`]) and which fields
+//! its `in_order` deltas add ([`delta_fields`]), the mirror's operator view ([`MirrorView`]), destinations
+//! answering "missing dependency" by rule ([`dependencies`]) and fault drills ([`drill`]).
 //!
 //! # The contract
 //!
@@ -27,6 +27,7 @@
 //! - Nothing else: the engine records statuses, history and metrics. Keep `apply` free of side effects on other
 //!   entities; a change that needs another entity says so with `MissingDependency`.
 
+pub mod delta_fields;
 pub mod dependencies;
 pub mod drill;
 pub mod guard;

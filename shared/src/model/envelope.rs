@@ -2,6 +2,7 @@
 //! field, the value and what was expected.
 
 use super::ids::{check_name, ContentHash, EntityKey, EventId, InvalidId, OrderKey, DEFAULT_TENANT};
+use super::unique_keys::{self, UniqueKeysError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -118,6 +119,13 @@ pub enum EnvelopeError {
         /// What was expected.
         expected: String,
     },
+    /// An object in the body names a key twice (at the top or anywhere inside `payload`): which value counts would
+    /// depend on the parser, and so would the entity, the order and the content hash.
+    #[error("field `{path}` appears twice in one object, so its value is ambiguous; send each key once")]
+    DuplicateKey {
+        /// The repeated key's path from the top of the body, e.g. `external_id` or `payload.items[2].sku`.
+        path: String,
+    },
     /// The payload is larger than the configured limit.
     #[error("field `payload` is {size} bytes, over the limit of {limit} bytes; split the resource or raise max_payload_bytes")]
     PayloadTooLarge {
@@ -130,10 +138,11 @@ pub enum EnvelopeError {
 
 impl EnvelopeError {
     /// The field the error is about, when there is one.
-    pub fn field(&self) -> Option<&'static str> {
+    pub fn field(&self) -> Option<&str> {
         match self {
             Self::Missing(f) => Some(f),
             Self::WrongType { field, .. } | Self::Invalid { field, .. } => Some(field),
+            Self::DuplicateKey { path } => Some(path),
             Self::PayloadTooLarge { .. } => Some("payload"),
             Self::NotJson(_) | Self::NotObject(_) => None,
         }
@@ -176,9 +185,12 @@ impl<'a> Fields<'a> {
 pub const REDRIVE_FIELD: &str = "synctrail_redrive";
 
 impl Message {
-    /// Parses one SQS message body; payloads over `max_payload_bytes` are refused.
+    /// Parses one SQS message body; payloads over `max_payload_bytes` and objects naming a key twice are refused.
     pub fn parse(body: &str, max_payload_bytes: usize) -> Result<Self, EnvelopeError> {
-        let value: Value = serde_json::from_str(body).map_err(|e| EnvelopeError::NotJson(e.to_string()))?;
+        let value = unique_keys::parse(body).map_err(|e| match e {
+            UniqueKeysError::Syntax(e) => EnvelopeError::NotJson(e.to_string()),
+            UniqueKeysError::DuplicateKey { path } => EnvelopeError::DuplicateKey { path },
+        })?;
         let Value::Object(map) = value else {
             return Err(EnvelopeError::NotObject(json_type(&value)));
         };
@@ -406,5 +418,67 @@ impl fmt::Display for Kind {
             Kind::Delete => "delete",
             Kind::Create => "create",
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMIT: usize = 256 * 1024;
+
+    fn body(payload: &str) -> String {
+        format!(
+            r#"{{"source":"github","entity_type":"issue","external_id":"1","updated_at":"2026-05-01T12:00:00Z","payload":{payload}}}"#
+        )
+    }
+
+    fn rejected(body: &str) -> EnvelopeError {
+        match Message::parse(body, LIMIT) {
+            Err(e) => e,
+            Ok(message) => panic!("{body}: expected a rejection, got {message:?}"),
+        }
+    }
+
+    #[test]
+    fn a_repeated_top_level_field_is_ambiguous_and_named() {
+        let twice = r#"{"source":"github","entity_type":"issue","external_id":"a","external_id":"b","updated_at":"2026-05-01T12:00:00Z","payload":{}}"#;
+        let error = rejected(twice);
+        assert_eq!(error, EnvelopeError::DuplicateKey { path: "external_id".into() });
+        assert_eq!(error.field(), Some("external_id"));
+        assert!(error.to_string().contains("`external_id` appears twice"), "{error}");
+        let twice_the_same = r#"{"source":"github","source":"github","entity_type":"issue","external_id":"a","updated_at":"2026-05-01T12:00:00Z","payload":{}}"#;
+        assert_eq!(rejected(twice_the_same).field(), Some("source"), "even with equal values");
+    }
+
+    #[test]
+    fn a_repeated_key_inside_the_payload_is_ambiguous_and_named() {
+        assert_eq!(rejected(&body(r#"{"title":"a","title":"b"}"#)).field(), Some("payload.title"));
+        let nested = body(r#"{"lines":[{"sku":"x"},{"sku":"y","qty":1,"sku":"z"}]}"#);
+        assert_eq!(rejected(&nested).field(), Some("payload.lines[1].sku"));
+    }
+
+    #[test]
+    fn a_repeated_key_in_a_redrive_message_is_refused_too() {
+        let redrive = r#"{"synctrail_redrive":{"event_id":"a","event_id":"b"}}"#;
+        assert_eq!(rejected(redrive).field(), Some("synctrail_redrive.event_id"));
+    }
+
+    #[test]
+    fn equal_keys_in_different_objects_are_a_valid_envelope() {
+        let text = body(r#"{"source":"payload's own","title":"t","author":{"title":"a"},"tags":[{"title":1}]}"#);
+        match Message::parse(&text, LIMIT) {
+            Ok(Message::Envelope(envelope)) => {
+                assert_eq!(envelope.entity.source, "github");
+                assert_eq!(envelope.payload["source"], "payload's own");
+            }
+            other => panic!("expected an envelope, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn broken_json_is_still_not_json() {
+        assert!(matches!(rejected(r#"{"source":"github","#), EnvelopeError::NotJson(_)));
+        assert!(matches!(rejected("[1,2]"), EnvelopeError::NotObject("an array")));
     }
 }

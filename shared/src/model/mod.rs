@@ -6,6 +6,7 @@ mod ids;
 mod record;
 mod status;
 mod status_report;
+mod unique_keys;
 
 pub use envelope::{
     canonical_json, content_hash, Direction, Envelope, EnvelopeError, Kind, Message, RedriveReason, REDRIVE_FIELD,

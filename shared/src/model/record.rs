@@ -127,7 +127,7 @@ pub struct EventRecord {
     pub attempt: u32,
     /// `attempt` when the event was last re-driven; the retry budget counts from here.
     pub attempt_base: u32,
-    /// The last error.
+    /// The error of the current status (`errored`, `failed`, `rejected`); cleared on entering any other status.
     pub error: Option<ErrorInfo>,
     /// Applied after an event with the same order key and other content.
     pub tie: bool,
@@ -169,9 +169,13 @@ pub struct EventRecord {
 }
 
 impl EventRecord {
-    /// Moves to `entry.status`, checked against the transition table, and appends `entry` to the history.
+    /// Moves to `entry.status`, checked against the transition table, and appends `entry` to the history. A status
+    /// that carries no error ([`Status::carries_error`]) clears `error`; earlier errors stay in the history's notes.
     pub fn transition(&mut self, entry: HistoryEntry) -> Result<(), IllegalTransition> {
         self.status.check(entry.status)?;
+        if !entry.status.carries_error() {
+            self.error = None;
+        }
         self.status = entry.status;
         self.updated_at = entry.at;
         self.push_history(entry);

@@ -56,6 +56,13 @@ impl Status {
         !matches!(self, Status::Received | Status::Queued | Status::Processing | Status::Errored | Status::Waiting)
     }
 
+    /// Whether a record in this status carries an `error` (spec §2: the pointer field of `errored`, `failed` and
+    /// `rejected`). Entering any other status clears it: the error described an attempt that is over, and the
+    /// history keeps its note.
+    pub fn carries_error(self) -> bool {
+        matches!(self, Status::Errored | Status::Failed | Status::Rejected)
+    }
+
     /// The name used in JSON, the CLI and storage.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -29,7 +29,7 @@ pub struct StatusReport {
     pub conflicts_with: Option<EventId>,
     /// Attempts so far.
     pub attempt: u32,
-    /// The last error.
+    /// The error of the current status (`errored`, `failed`, `rejected`); none for any other status.
     pub error: Option<ErrorInfo>,
     /// When it was applied.
     pub completed_at: Option<DateTime<Utc>>,

@@ -2,7 +2,8 @@
 //! ([`S3Payloads`]), the ingest queue and its dead-letter queue in SQS ([`SqsQueue`]), and the reference
 //! destination ([`DynamoMirror`]) in the same table.
 //!
-//! [`AwsBackend::connect`] builds all four from an [`AwsConfig`]; [`setup::create_all`] creates the resources
+//! [`AwsBackend::connect`] builds the first three from an [`AwsConfig`] (`crate::compose` adds the mirror, with its
+//! own clients); [`setup::create_all`] creates the resources
 //! for development endpoints and tests. Every client counts its request attempts into one [`RequestCounter`].
 //!
 //! Time: DynamoDB and S3 keep what they are given; SQS visibility and delays run on the *server's* wall clock,
@@ -33,7 +34,6 @@ pub mod sdk {
     pub use aws_sdk_sqs as sqs;
 }
 
-use crate::clock::SystemClock;
 use crate::store::StoreError;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
@@ -116,9 +116,7 @@ pub struct AwsBackend {
     pub payloads: Arc<S3Payloads>,
     /// The ingest queue and its dead-letter queue (SQS).
     pub queue: Arc<SqsQueue>,
-    /// The reference destination (DynamoDB, the store's table; `applied_at` from the system clock).
-    pub mirror: Arc<DynamoMirror>,
-    /// Request attempts of all four.
+    /// Request attempts of all three.
     pub requests: RequestCounter,
 }
 
@@ -137,7 +135,6 @@ impl AwsBackend {
             store: Arc::new(DynamoStore::new(clients.dynamodb.clone(), &config.table)),
             payloads: Arc::new(S3Payloads::new(clients.s3.clone(), &config.bucket)),
             queue: Arc::new(queue),
-            mirror: Arc::new(DynamoMirror::new(clients.dynamodb.clone(), &config.table, Arc::new(SystemClock))),
             requests: clients.requests.clone(),
         })
     }

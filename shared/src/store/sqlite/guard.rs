@@ -1,12 +1,13 @@
 //! The mirror's [`Destination`] implementation: every write is conditional (spec §4 step 5).
 //!
 //! The rules (refuse a stale, fenced-off or already applied write; add `in_order` deltas) are the shared ones of
-//! [`crate::destination::guard`]; this file keeps the SQL. Each event has at most one effect.
+//! [`crate::destination::guard`]; this file keeps the SQL. The row is read, decided on and rewritten whole in one
+//! transaction (SQLite runs one writer at a time). Each event has at most one effect.
 
 use super::codec::{nanos, to_json};
 use super::error::SqlContext;
 use super::mirror::{read_row, Mirror};
-use crate::destination::guard::{decide, destination_error, Decision, MirrorRecord, PendingChange};
+use crate::destination::guard::{decide, destination_error, Addition, Decision, MirrorRecord, PendingChange};
 use crate::destination::{ApplyOutcome, Change, Destination, DestinationError};
 use crate::store::StoreError;
 use async_trait::async_trait;
@@ -64,7 +65,7 @@ fn apply_in(
     }
     let row = read_row(tx, &change.entity_key)?;
     let record = match decide(row.as_ref(), change, now) {
-        Ok(Decision::Write(record)) => record,
+        Ok(Decision::Write(record) | Decision::Add(Addition { record, .. })) => record,
         Ok(Decision::Skip(outcome)) => return Ok(Ok(outcome)),
         Err(refused) => return Ok(Err(refused)),
     };
@@ -75,7 +76,7 @@ fn apply_in(
 #[async_trait]
 impl Destination for Mirror {
     async fn apply(&self, change: &Change<'_>) -> Result<ApplyOutcome, DestinationError> {
-        let pending = PendingChange::of(change)?;
+        let pending = PendingChange::of(change, &self.delta_fields)?;
         let clock = Arc::clone(&self.clock);
         self.db.write(move |tx| apply_in(tx, &pending, clock.now())).await.map_err(destination_error)?
     }

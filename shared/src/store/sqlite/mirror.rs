@@ -1,5 +1,6 @@
 //! [`Mirror`]: the reference destination, the latest state per entity in `synctrail.db`, with local edits and
-//! one effect row per applied event (so tests can count effects).
+//! one effect row per applied event (so tests can count effects). `in_order` deltas add up in the state's total
+//! fields, as its [`DeltaFields`] say.
 //!
 //! Applying changes, with the fencing guard, is in `guard.rs`.
 
@@ -7,6 +8,7 @@ use super::codec::{from_json, nanos, time, to_json, uint};
 use super::db::Db;
 use super::error::SqlContext;
 use crate::clock::Clock;
+use crate::destination::delta_fields::DeltaFields;
 use crate::destination::guard::{MirrorRecord, LOCAL_EDIT};
 use crate::model::{EntityKey, EventId, OrderKey};
 use crate::store::StoreError;
@@ -19,6 +21,7 @@ use std::sync::Arc;
 pub struct Mirror {
     pub(super) db: Arc<Db>,
     pub(super) clock: Arc<dyn Clock>,
+    pub(super) delta_fields: DeltaFields,
 }
 
 /// The columns [`MirrorRecord::from_row`] reads, in order.
@@ -58,8 +61,8 @@ pub(super) fn read_row(conn: &Connection, entity_key: &str) -> Result<Option<Mir
 }
 
 impl Mirror {
-    pub(crate) fn new(db: Arc<Db>, clock: Arc<dyn Clock>) -> Self {
-        Self { db, clock }
+    pub(crate) fn new(db: Arc<Db>, clock: Arc<dyn Clock>, delta_fields: DeltaFields) -> Self {
+        Self { db, clock, delta_fields }
     }
 
     /// Records a local edit of `entity` (someone changed the destination directly): an event whose `updated_at`

@@ -23,6 +23,7 @@ pub use payloads::PayloadDir;
 pub use queue::SqliteQueue;
 
 use crate::clock::Clock;
+use crate::destination::delta_fields::DeltaFields;
 use crate::store::StoreError;
 use std::path::Path;
 use std::sync::Arc;
@@ -31,17 +32,20 @@ use std::sync::Arc;
 pub const DB_FILE: &str = "synctrail.db";
 
 /// Tuning of the embedded backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EmbeddedOptions {
     /// Receives after which a message moves to the dead-letter queue (SQS `maxReceiveCount`).
     pub max_receives: u32,
     /// The most SQLite connections open at once in this process.
     pub pool_size: usize,
+    /// Which payload fields of `in_order` events the mirror adds into which state fields (default: `delta` into
+    /// `quantity`; `DeltaFields::from_env` reads `SYNCTRAIL_DELTA_FIELDS`).
+    pub delta_fields: DeltaFields,
 }
 
 impl Default for EmbeddedOptions {
     fn default() -> Self {
-        Self { max_receives: 5, pool_size: 8 }
+        Self { max_receives: 5, pool_size: 8, delta_fields: DeltaFields::default() }
     }
 }
 
@@ -68,7 +72,7 @@ impl Embedded {
             store: Arc::new(SqliteStore::new(Arc::clone(&db))),
             queue: Arc::new(SqliteQueue::new(Arc::clone(&db), Arc::clone(&clock), options.max_receives)),
             payloads: Arc::new(PayloadDir::open(home)?),
-            mirror: Arc::new(Mirror::new(db, clock)),
+            mirror: Arc::new(Mirror::new(db, clock, options.delta_fields)),
         })
     }
 }

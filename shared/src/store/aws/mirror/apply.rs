@@ -1,11 +1,12 @@
 //! Applying one change: read the row and the effect consistently, decide with the shared guard, write both in one
-//! conditional transaction; a lost race reads and decides again.
+//! conditional transaction (the row put whole, or an `in_order` addition updated in place: `totals.rs`); a lost
+//! race reads and decides again.
 
 use super::items::{
     decode_mirror, effect_item, effect_pk, fits, item_size, key, mirror_item, mirror_pk, opt_string, version, Item,
     COMMIT_ID, EFFECT, MIRROR, PK,
 };
-use super::DynamoMirror;
+use super::{totals, DynamoMirror};
 use crate::destination::guard::{decide, destination_error, Decision, MirrorRecord, PendingChange};
 use crate::destination::{ApplyOutcome, DestinationError};
 use crate::store::aws::error::{build_error, classify, from_sdk, store_error, Meaning};
@@ -55,21 +56,26 @@ pub(super) async fn apply(
         if let Some(effect) = effect {
             return Ok(if is_ours(&effect, commit_id) { ApplyOutcome::Applied } else { ApplyOutcome::AlreadyApplied });
         }
-        let (row, stored_version) = match row {
+        let (record, stored_version) = match &row {
             Some(item) => {
                 let what = format!("mirror row of {}", change.entity_key);
                 (
-                    Some(decode_mirror(&item).map_err(destination_error)?),
-                    Some(version(&item, &what).map_err(destination_error)?),
+                    Some(decode_mirror(item).map_err(destination_error)?),
+                    Some(version(item, &what).map_err(destination_error)?),
                 )
             }
             None => (None, None),
         };
-        let record = match decide(row.as_ref(), change, mirror.clock.now())? {
+        let what = format!("writing {} to the mirror row of {}", change.event_id, change.entity_key);
+        let (row_write, applied_at) = match decide(record.as_ref(), change, mirror.clock.now())? {
             Decision::Skip(outcome) => return Ok(outcome),
-            Decision::Write(record) => record,
+            Decision::Write(record) => (put_row(mirror, &record, stored_version, commit_id, &what)?, record.applied_at),
+            Decision::Add(addition) => {
+                let update = totals::update(mirror, &addition, row.as_ref(), stored_version, commit_id, &what)?;
+                (update, addition.record.applied_at)
+            }
         };
-        match write(mirror, change, &record, stored_version, commit_id).await? {
+        match write(mirror, change, row_write, applied_at, commit_id, &what).await? {
             Written::Committed => return Ok(ApplyOutcome::Applied),
             Written::EffectExists { ours: true } => return Ok(ApplyOutcome::Applied),
             Written::EffectExists { ours: false } => return Ok(ApplyOutcome::AlreadyApplied),
@@ -147,16 +153,14 @@ fn put(
     Ok(TransactWriteItem::builder().put(put).build())
 }
 
-/// Writes `record` (expecting the row at `stored_version`, or absent) and the event's effect (expecting it
-/// absent) in one `TransactWriteItems`.
-async fn write(
+/// The row's part of the transaction that stores `record` whole, expecting the row at `stored_version` (or absent).
+fn put_row(
     mirror: &DynamoMirror,
-    change: &PendingChange,
     record: &MirrorRecord,
     stored_version: Option<u64>,
     commit_id: &str,
-) -> Result<Written, DestinationError> {
-    let what = format!("writing {} to the mirror row of {}", change.event_id, change.entity_key);
+    what: &str,
+) -> Result<TransactWriteItem, DestinationError> {
     let next = stored_version.map_or(1, |v| v.saturating_add(1));
     let row = mirror_item(record, next, commit_id).map_err(destination_error)?;
     if !fits(&row) {
@@ -165,29 +169,40 @@ async fn write(
             item_size(&row)
         )));
     }
-    let effect =
-        effect_item(&change.event_id, &change.entity_key, record.applied_at, commit_id).map_err(destination_error)?;
-    let row_put = match stored_version {
-        None => put(mirror, row, "attribute_not_exists(pk)", None, &what),
+    match stored_version {
+        None => put(mirror, row, "attribute_not_exists(pk)", None, what),
         Some(v) => put(
             mirror,
             row,
             "version = :expected",
             Some(HashMap::from([(":expected".to_owned(), AttributeValue::N(v.to_string()))])),
-            &what,
+            what,
         ),
     }
-    .map_err(destination_error)?;
-    let effect_put = put(mirror, effect, "attribute_not_exists(pk)", None, &what).map_err(destination_error)?;
+    .map_err(destination_error)
+}
+
+/// Writes the row (`row_write`: a conditional put or update) and the event's effect (expecting it absent) in one
+/// `TransactWriteItems`.
+async fn write(
+    mirror: &DynamoMirror,
+    change: &PendingChange,
+    row_write: TransactWriteItem,
+    applied_at: chrono::DateTime<chrono::Utc>,
+    commit_id: &str,
+    what: &str,
+) -> Result<Written, DestinationError> {
+    let effect = effect_item(&change.event_id, &change.entity_key, applied_at, commit_id).map_err(destination_error)?;
+    let effect_put = put(mirror, effect, "attribute_not_exists(pk)", None, what).map_err(destination_error)?;
     // The SDK sets one `ClientRequestToken` per call, so its own retries of this request are idempotent.
-    let sent = mirror.client.transact_write_items().transact_items(row_put).transact_items(effect_put).send().await;
+    let sent = mirror.client.transact_write_items().transact_items(row_write).transact_items(effect_put).send().await;
     match sent {
         Ok(_) => Ok(Written::Committed),
         Err(e) => match e.as_service_error() {
             Some(TransactWriteItemsError::TransactionCanceledException(canceled)) => {
-                judge(canceled.cancellation_reasons(), commit_id, &what)
+                judge(canceled.cancellation_reasons(), commit_id, what)
             }
-            _ => match from_sdk(&what, e) {
+            _ => match from_sdk(what, e) {
                 StoreError::Conflict(_) => Ok(Written::Raced),
                 other => Err(destination_error(other)),
             },

@@ -1,4 +1,5 @@
-//! How mirror rows and effects become DynamoDB items, and back.
+//! How mirror rows and effects become DynamoDB items, and back. A row's state is its `body` (JSON) with the
+//! `total#<field>` number attributes of `in_order` totals laid over it.
 
 use crate::destination::guard::MirrorRecord;
 use crate::model::OrderKey;
@@ -6,6 +7,7 @@ use crate::store::aws::ITEM_SIZE_LIMIT;
 use crate::store::StoreError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
+use serde_json::Value;
 use std::collections::HashMap;
 use std::str::FromStr;
 
@@ -28,6 +30,9 @@ pub(super) const DELETED: &str = "deleted";
 pub(super) const MODIFIED_AT: &str = "modified_at";
 pub(super) const APPLIED_AT: &str = "applied_at";
 pub(super) const RECORDED_AT: &str = "recorded_at";
+/// Prefix of the number attributes `in_order` totals live in (`total#quantity`), outside `body`, so that DynamoDB
+/// adds to them natively (`ADD`).
+pub(super) const TOTAL_PREFIX: &str = "total#";
 
 /// `type` and sort key of mirror rows.
 pub(super) const MIRROR: &str = "MIRROR";
@@ -70,7 +75,18 @@ pub(super) fn nanos(at: DateTime<Utc>) -> Result<i64, StoreError> {
         .ok_or_else(|| StoreError::Backend(format!("time {at} is outside 1677..2262 and cannot be stored").into()))
 }
 
-/// The item of a mirror row at `version`, stamped with `commit_id`.
+/// The attribute holding the total of state field `field`.
+pub(super) fn total_attribute(field: &str) -> String {
+    format!("{TOTAL_PREFIX}{field}")
+}
+
+/// The state fields whose totals a stored row holds as number attributes.
+pub(super) fn total_fields(item: &Item) -> impl Iterator<Item = &str> {
+    item.keys().filter_map(|name| name.strip_prefix(TOTAL_PREFIX))
+}
+
+/// The item of a mirror row at `version`, stamped with `commit_id`: the whole state in `body`, no total
+/// attributes (a put of it replaces the row, totals included).
 pub(super) fn mirror_item(record: &MirrorRecord, version: u64, commit_id: &str) -> Result<Item, StoreError> {
     let body = serde_json::to_string(&record.state)
         .map_err(|e| StoreError::Backend(format!("encoding the state of {} as JSON: {e}", record.entity_key).into()))?;
@@ -175,7 +191,17 @@ pub(super) fn decode_mirror(item: &Item) -> Result<MirrorRecord, StoreError> {
     let what = what.as_str();
     let entity_key = required(opt_string(item, ENTITY_KEY, what)?, ENTITY_KEY, what)?.to_owned();
     let body = required(opt_string(item, BODY, what)?, BODY, what)?;
-    let state = serde_json::from_str(body).map_err(|e| corrupt(what, BODY, &format!("does not decode: {e}")))?;
+    let mut state = serde_json::from_str(body).map_err(|e| corrupt(what, BODY, &format!("does not decode: {e}")))?;
+    for field in total_fields(item) {
+        let name = total_attribute(field);
+        let total: i64 = required(opt_number(item, &name, what)?, &name, what)?;
+        match &mut state {
+            Value::Object(fields) => {
+                fields.insert(field.to_owned(), Value::from(total));
+            }
+            _ => return Err(corrupt(what, BODY, "is not an object, yet the row holds totals")),
+        }
+    }
     let order = match opt_number::<i64>(item, ORDER_NANOS, what)? {
         Some(nanos) => Some(OrderKey { nanos, version: opt_number(item, ORDER_VERSION, what)?.unwrap_or(0) }),
         None => None,
@@ -240,6 +266,23 @@ mod tests {
         assert!(matches!(version(&unversioned, "x"), Err(StoreError::Corrupt(_))));
         let bare = MirrorRecord { order: None, content_hash: None, event_id: None, modified_at: None, ..record() };
         assert_eq!(decode_mirror(&mirror_item(&bare, 1, "c1").expect("encode")).expect("decode"), bare);
+    }
+
+    #[test]
+    fn totals_are_laid_over_the_body() {
+        let mut item = mirror_item(&MirrorRecord { state: json!({"bin": "7"}), ..record() }, 1, "c1").expect("encode");
+        item.insert(total_attribute("quantity"), n(-12));
+        item.insert(total_attribute("reserved"), n(3));
+        let state = decode_mirror(&item).expect("decode").state;
+        assert_eq!(state, json!({"bin": "7", "quantity": -12, "reserved": 3}));
+        let mut fields: Vec<&str> = total_fields(&item).collect();
+        fields.sort_unstable();
+        assert_eq!(fields, ["quantity", "reserved"]);
+        item.insert(total_attribute("quantity"), n("1e40"));
+        assert!(matches!(decode_mirror(&item), Err(StoreError::Corrupt(_))), "out of i64 range");
+        item.insert(total_attribute("quantity"), n(1));
+        item.insert(BODY.into(), s("null"));
+        assert!(matches!(decode_mirror(&item), Err(StoreError::Corrupt(_))), "totals need an object");
     }
 
     #[test]

@@ -6,7 +6,10 @@
 //!
 //! - A row per entity: `pk` = `MIRROR#<entity key>`, `sk` = `MIRROR`; `type` = `mirror`, `version` N (the
 //!   compare-and-set version), `commit_id`, `entity_key`, `body` (the state as JSON), `order_nanos` N and
-//!   `order_version` N, `content_hash`, `event_id`, `fence` N, `deleted` BOOL, `modified_at` N, `applied_at` N.
+//!   `order_version` N, `content_hash`, `event_id`, `fence` N, `deleted` BOOL, `modified_at` N, `applied_at` N,
+//!   and for `in_order` entities one `total#<field>` N per total (`total#quantity`): the state is `body` with the
+//!   totals laid over it. Totals are numbers DynamoDB adds to itself (`ADD`); a put of the whole row (a snapshot, a
+//!   local edit) writes every field into `body` and so removes them.
 //! - An effect per applied event: `pk` = `EFFECT#<event id>`, `sk` = `EFFECT`; `type` = `effect`, `event_id`,
 //!   `entity_key`, `applied_at` N, `recorded_at` N (the writer's wall clock), `commit_id`.
 //!
@@ -16,9 +19,13 @@
 //!
 //! One `BatchGetItem` (`ConsistentRead`) reads the row and the effect. An existing effect means the event was
 //! applied before: `AlreadyApplied` (or `Applied` when it carries this call's commit id: an earlier attempt of
-//! this very call committed). Otherwise the shared guard decides; a write is one `TransactWriteItems` putting the
-//! row conditional on the `version` read (or on its absence) and the effect conditional on its absence, both
-//! stamped with the call's commit id. A condition failure re-reads and decides again, at most
+//! this very call committed). Otherwise the shared guard decides; a write is one `TransactWriteItems` of the row
+//! and the effect (conditional on its absence), both stamped with the call's commit id. The row is put whole,
+//! conditional on the `version` read (or on its absence); an `in_order` delta instead updates it in place, its
+//! amounts `ADD`ed to the totals, conditional on the totals staying within 64 bits and, unless the event is older
+//! than the row's latest and only adds, on the `version` read (`totals.rs` has both shapes). Since the effect
+//! shares the transaction, an event still has at most one effect, and its amounts are added at most once. A
+//! condition failure re-reads and decides again, at most
 //! [`MAX_ROUNDS`] times; when the effect's condition failed, the returned old item tells at once whether it is
 //! ours (the SDK retried a transaction that had committed) or another writer's. So an applied change costs one
 //! `BatchGetItem` (2 strongly consistent reads) and one `TransactWriteItems` (2 transactional writes); a refused
@@ -32,16 +39,17 @@
 
 mod apply;
 mod items;
+mod totals;
 
 pub use apply::MAX_ROUNDS;
 
 use self::items::{
-    decode_effect, decode_mirror, key, mirror_pk, n, nanos, new_commit_id, s, Item, APPLIED_AT, BODY, COMMIT_ID,
-    CONTENT_HASH, DELETED, EFFECT_TYPE, ENTITY_KEY, EVENT_ID, FENCE, ITEM_TYPE, MIRROR, MIRROR_TYPE, MODIFIED_AT, PK,
-    VERSION,
+    decode_effect, decode_mirror, fits, item_size, key, mirror_item, mirror_pk, n, new_commit_id, s, version, Item,
+    EFFECT_TYPE, ITEM_TYPE, MIRROR, MIRROR_TYPE, PK,
 };
 use crate::clock::Clock;
-use crate::destination::guard::{MirrorRecord, PendingChange, LOCAL_EDIT};
+use crate::destination::delta_fields::DeltaFields;
+use crate::destination::guard::{local_edit, MirrorRecord, PendingChange};
 use crate::destination::{ApplyOutcome, Change, Destination, DestinationError};
 use crate::model::{EntityKey, EventId};
 use crate::store::aws::error::from_sdk;
@@ -60,6 +68,7 @@ pub struct DynamoMirror {
     client: aws_sdk_dynamodb::Client,
     table: String,
     clock: Arc<dyn Clock>,
+    delta_fields: DeltaFields,
 }
 
 impl std::fmt::Debug for DynamoMirror {
@@ -91,9 +100,14 @@ impl Filter {
 
 impl DynamoMirror {
     /// The mirror in `table` (the event store's table; see [`super::setup::create_all`]), stamping `applied_at`
-    /// from `clock`.
-    pub fn new(client: aws_sdk_dynamodb::Client, table: &str, clock: Arc<dyn Clock>) -> Self {
-        Self { client, table: table.to_owned(), clock }
+    /// from `clock` and adding `in_order` deltas as `delta_fields` say.
+    pub fn new(
+        client: aws_sdk_dynamodb::Client,
+        table: &str,
+        clock: Arc<dyn Clock>,
+        delta_fields: DeltaFields,
+    ) -> Self {
+        Self { client, table: table.to_owned(), clock, delta_fields }
     }
 
     /// The table's name.
@@ -105,12 +119,14 @@ impl DynamoMirror {
     /// change again with the same id reports `Applied` when the stored effect is the one that id wrote: this is
     /// what an SDK retry of a committed-but-timed-out transaction looks like, and how tests simulate one.
     pub async fn apply_as(&self, commit_id: &str, change: &Change<'_>) -> Result<ApplyOutcome, DestinationError> {
-        apply::apply(self, &PendingChange::of(change)?, commit_id).await
+        apply::apply(self, &PendingChange::of(change, &self.delta_fields)?, commit_id).await
     }
 
     /// Records a local edit of `entity` (someone changed the destination directly): an event whose `updated_at`
-    /// is older than `modified_at` will then be refused. One `UpdateItem`; it keeps the row's order key and fence
-    /// and bumps its version, so a concurrent `apply` that read the row before re-decides.
+    /// is older than `modified_at` will then be refused. Reads the row (`ConsistentRead`) and puts it back whole
+    /// with the edited state (keeping its order key and fence, clearing its content hash and any `in_order`
+    /// totals: the edited state holds the values), conditional on the version read; a lost race reads again, at
+    /// most [`MAX_ROUNDS`] times. A concurrent `apply` that read the row before re-decides.
     pub async fn record_local_edit(
         &self,
         entity: &EntityKey,
@@ -119,74 +135,56 @@ impl DynamoMirror {
     ) -> Result<(), StoreError> {
         let entity_key = entity.to_string();
         let what = format!("recording a local edit of {entity_key}");
-        let body = serde_json::to_string(&state).map_err(|e| StoreError::Backend(format!("{what}: {e}").into()))?;
-        if body.len() + entity_key.len() * 2 + 512 > ITEM_SIZE_LIMIT {
-            return Err(StoreError::Backend(
-                format!(
-                    "{what}: a {}-byte state is over this mirror's item limit of {ITEM_SIZE_LIMIT} bytes",
-                    body.len()
-                )
-                .into(),
-            ));
+        for _ in 0..MAX_ROUNDS {
+            let stored = self.read_row(&entity_key).await?;
+            let (row, stored_version) = match &stored {
+                Some(item) => (Some(decode_mirror(item)?), Some(version(item, &what)?)),
+                None => (None, None),
+            };
+            let record = local_edit(row.as_ref(), &entity_key, state.clone(), modified_at, self.clock.now());
+            let item = mirror_item(&record, stored_version.map_or(1, |v| v.saturating_add(1)), &new_commit_id())?;
+            if !fits(&item) {
+                return Err(StoreError::Backend(
+                    format!(
+                        "{what}: a {}-byte item is over this mirror's limit of {ITEM_SIZE_LIMIT} bytes",
+                        item_size(&item)
+                    )
+                    .into(),
+                ));
+            }
+            let put = self.client.put_item().table_name(&self.table).set_item(Some(item));
+            let put = match stored_version {
+                Some(v) => {
+                    put.condition_expression("version = :expected").expression_attribute_values(":expected", n(v))
+                }
+                None => put.condition_expression("attribute_not_exists(pk)"),
+            };
+            match put.send().await.map_err(|e| from_sdk(&what, e)) {
+                Ok(_) => return Ok(()),
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e),
+            }
         }
-        let names = [
-            ("#type", ITEM_TYPE),
-            ("#key", ENTITY_KEY),
-            ("#body", BODY),
-            ("#event", EVENT_ID),
-            ("#deleted", DELETED),
-            ("#modified", MODIFIED_AT),
-            ("#applied", APPLIED_AT),
-            ("#commit", COMMIT_ID),
-            ("#fence", FENCE),
-            ("#version", VERSION),
-            ("#hash", CONTENT_HASH),
-        ];
-        let values = [
-            (":type", s(MIRROR_TYPE)),
-            (":key", s(entity_key.clone())),
-            (":body", s(body)),
-            (":event", s(LOCAL_EDIT)),
-            (":false", AttributeValue::Bool(false)),
-            (":modified", n(nanos(modified_at)?)),
-            (":applied", n(nanos(self.clock.now())?)),
-            (":commit", s(new_commit_id())),
-            (":zero", n(0)),
-            (":one", n(1)),
-        ];
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key(mirror_pk(&entity_key), MIRROR)))
-            .update_expression(
-                "SET #type = :type, #key = :key, #body = :body, #event = :event, #deleted = :false, \
-                 #modified = :modified, #applied = :applied, #commit = :commit, \
-                 #fence = if_not_exists(#fence, :zero), #version = if_not_exists(#version, :zero) + :one \
-                 REMOVE #hash",
-            )
-            .set_expression_attribute_names(Some(
-                names.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
-            ))
-            .set_expression_attribute_values(Some(values.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()))
-            .send()
-            .await
-            .map_err(|e| from_sdk(&what, e))?;
-        Ok(())
+        Err(StoreError::Conflict(format!("{what}: the row kept changing ({MAX_ROUNDS} rounds); try again").into()))
     }
 
-    /// The state of one entity (a strongly consistent read).
-    pub async fn get(&self, entity: &EntityKey) -> Result<Option<MirrorRecord>, StoreError> {
-        let entity_key = entity.to_string();
+    /// The raw item of one mirror row (a strongly consistent read).
+    async fn read_row(&self, entity_key: &str) -> Result<Option<Item>, StoreError> {
         let out = self
             .client
             .get_item()
             .table_name(&self.table)
-            .set_key(Some(key(mirror_pk(&entity_key), MIRROR)))
+            .set_key(Some(key(mirror_pk(entity_key), MIRROR)))
             .consistent_read(true)
             .send()
             .await
             .map_err(|e| from_sdk(&format!("reading the mirror row of {entity_key}"), e))?;
-        out.item.as_ref().map(decode_mirror).transpose()
+        Ok(out.item)
+    }
+
+    /// The state of one entity (a strongly consistent read).
+    pub async fn get(&self, entity: &EntityKey) -> Result<Option<MirrorRecord>, StoreError> {
+        self.read_row(&entity.to_string()).await?.as_ref().map(decode_mirror).transpose()
     }
 
     /// Entities whose key starts with `entity_prefix`, by key, at most `limit` (0 = all). Scans the table.
@@ -263,7 +261,7 @@ impl DynamoMirror {
 #[async_trait]
 impl Destination for DynamoMirror {
     async fn apply(&self, change: &Change<'_>) -> Result<ApplyOutcome, DestinationError> {
-        apply::apply(self, &PendingChange::of(change)?, &new_commit_id()).await
+        apply::apply(self, &PendingChange::of(change, &self.delta_fields)?, &new_commit_id()).await
     }
 }
 
