@@ -13,6 +13,7 @@
 //! | `SYNCTRAIL_DELTA_FIELDS` | what the mirror adds for `in_order` types, `TYPE.DELTA_FIELD=TOTAL_FIELD` comma-separated (default `delta` into `quantity`) |
 //! | `SYNCTRAIL_METRICS_NAMESPACE` | CloudWatch namespace of the EMF lines (default `synctrail`) |
 //! | `SYNCTRAIL_SWEEP_LIMIT` | expired leases one sweep looks at (default 1000) |
+//! | `SYNCTRAIL_REDRIVE_QUEUES` | `FUNCTION=QUEUE_URL`, comma-separated: with several processors (one per destination), a reprocess goes to the queue of the processor recorded on the event (AWS only) |
 //! | `SYNCTRAIL_RECORD_CONCURRENCY` | entities of one batch processed side by side (default 4; one entity's records always one after another) |
 //! | engine settings | see [`Settings::from_vars`] |
 
@@ -178,12 +179,21 @@ impl Config {
 
     /// The configuration `vars` describe, engine settings starting from `settings`.
     pub fn from_vars_with(vars: Vars<'_>, settings: Settings) -> Result<Self, ConfigError> {
+        let backend = BackendConfig::from_vars(vars)?;
+        let settings = settings.overridden_by(vars)?;
+        if matches!(backend, BackendConfig::Embedded(_)) && !settings.redrive_queues.is_empty() {
+            return Err(ConfigError::Invalid {
+                name: "SYNCTRAIL_REDRIVE_QUEUES",
+                value: vars("SYNCTRAIL_REDRIVE_QUEUES").unwrap_or_default(),
+                expected: "nothing with the embedded backend: it has one queue (routing needs the AWS backend)",
+            });
+        }
         Ok(Self {
-            backend: BackendConfig::from_vars(vars)?,
+            backend,
             destination: DestinationConfig::from_vars(vars)?,
             dependencies: DependencyRule::parse_list(&vars("SYNCTRAIL_DEPENDENCIES").unwrap_or_default())?,
             delta_fields: DeltaFields::parse(&vars(DELTA_FIELDS_VARIABLE).unwrap_or_default())?,
-            settings: settings.overridden_by(vars)?,
+            settings,
             metrics_namespace: vars("SYNCTRAIL_METRICS_NAMESPACE")
                 .map(|n| n.trim().to_owned())
                 .unwrap_or_else(|| DEFAULT_METRICS_NAMESPACE.to_owned()),
@@ -328,6 +338,8 @@ mod tests {
             ("SYNCTRAIL_DESTINATION", "ftp"),
             ("SYNCTRAIL_SWEEP_LIMIT", "0"),
             ("SYNCTRAIL_RECORD_CONCURRENCY", "none"),
+            ("SYNCTRAIL_REDRIVE_QUEUES", "processor-b"),
+            ("SYNCTRAIL_REDRIVE_QUEUES", "processor-b=http://127.0.0.1:1/q"),
             ("SYNCTRAIL_DEPENDENCIES", "level.product_id"),
             ("SYNCTRAIL_DELTA_FIELDS", "stock=quantity"),
             ("SYNCTRAIL_MAX_ATTEMPTS", "many"),

@@ -47,6 +47,10 @@ pub struct Settings {
     pub disabled_tenants: BTreeSet<String>,
     /// How long an event may wait for a missing dependency before it ends `failed` (spec §6).
     pub max_wait: Duration,
+    /// The queue of each processor function (its name, without version) when several are deployed, one per
+    /// destination: a reprocess sends an event's re-drive to the queue of the processor recorded on the event;
+    /// an event no listed processor handled goes to the one queue.
+    pub redrive_queues: BTreeMap<String, String>,
 }
 
 impl Default for Settings {
@@ -66,6 +70,7 @@ impl Default for Settings {
             disabled_sources: BTreeSet::new(),
             disabled_tenants: BTreeSet::new(),
             max_wait: Duration::hours(1),
+            redrive_queues: BTreeMap::new(),
         }
     }
 }
@@ -85,6 +90,23 @@ impl Settings {
         } else {
             None
         }
+    }
+
+    /// The queue a re-drive of `record` goes to: the queue of the last processor function that claimed it, when
+    /// [`Settings::redrive_queues`] names one; `None`: the one queue.
+    pub fn redrive_queue_for(&self, record: &crate::model::EventRecord) -> Option<&str> {
+        if self.redrive_queues.is_empty() {
+            return None;
+        }
+        record
+            .history
+            .iter()
+            .rev()
+            .filter(|entry| entry.status == crate::model::Status::Processing)
+            .filter_map(|entry| entry.function.as_deref())
+            .map(|function| function.split_once(':').map_or(function, |(name, _)| name))
+            .find_map(|name| self.redrive_queues.get(name))
+            .map(String::as_str)
     }
 
     /// Sets the policy of one entity type.
@@ -110,7 +132,8 @@ impl Settings {
     /// The defaults, overridden by the variables `vars` looks up (the process environment, or flags over it):
     /// `SYNCTRAIL_IN_ORDER_TYPES` (comma-separated entity types with policy `in_order`), `SYNCTRAIL_DISABLED_SOURCES`
     /// and `SYNCTRAIL_DISABLED_TENANTS` (comma-separated), `SYNCTRAIL_MAX_ATTEMPTS`, `SYNCTRAIL_LEASE_SECONDS`,
-    /// `SYNCTRAIL_MAX_WAIT_SECONDS`, `SYNCTRAIL_METADATA_RETENTION_DAYS` (the TTL: keep it longer than the payloads'
+    /// `SYNCTRAIL_MAX_WAIT_SECONDS`, `SYNCTRAIL_REDRIVE_QUEUES` (`FUNCTION=QUEUE_URL`, comma-separated),
+    /// `SYNCTRAIL_METADATA_RETENTION_DAYS` (the TTL: keep it longer than the payloads'
     /// expiry) and `SYNCTRAIL_MAX_PAYLOAD_BYTES`.
     pub fn from_vars(vars: &dyn Fn(&str) -> Option<String>) -> Result<Self, InvalidSetting> {
         Settings::default().overridden_by(vars)
@@ -135,6 +158,14 @@ impl Settings {
         }
         if let Some(n) = number(vars, "SYNCTRAIL_LEASE_SECONDS")? {
             settings.lease = Duration::seconds(i64::try_from(n).unwrap_or(i64::MAX / 1_000_000));
+        }
+        for item in list(vars, "SYNCTRAIL_REDRIVE_QUEUES") {
+            let (function, queue) = item.split_once('=').ok_or_else(|| InvalidSetting {
+                name: "SYNCTRAIL_REDRIVE_QUEUES",
+                value: item.clone(),
+                expected: "FUNCTION=QUEUE_URL items separated by commas, e.g. synctrail-erp-processor=https://sqs.…/erp-ingest".into(),
+            })?;
+            settings.redrive_queues.insert(function.trim().to_owned(), queue.trim().to_owned());
         }
         if let Some(n) = number(vars, "SYNCTRAIL_MAX_PAYLOAD_BYTES")? {
             settings.max_payload_bytes = usize::try_from(n).unwrap_or(usize::MAX);

@@ -296,3 +296,49 @@ async fn aws_one_happy_path_event_costs_few_requests() {
     assert!(first.values().sum::<u64>() <= 10, "{first:?}");
     assert!(writes(&redelivery) <= 1, "{redelivery:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_a_reprocess_goes_to_the_queue_of_the_processor_that_handled_the_event() {
+    let f = fixture().await;
+    let other = f.clients.sqs.create_queue().queue_name(format!("{}-erp", f.created.table)).send().await;
+    let other_url = other.expect("a second processor's queue").queue_url.expect("its URL");
+    let mut settings = Settings::default();
+    settings.redrive_queues.insert("synctrail-erp-processor".into(), other_url.clone());
+    let home = tempfile::tempdir().expect("temp dir");
+    let embedded = synctrail::store::sqlite::Embedded::open(home.path(), Arc::new(SystemClock), Default::default())
+        .expect("embedded mirror as the destination");
+    let ports = synctrail::Ports {
+        store: f.backend.store.clone(),
+        payloads: f.backend.payloads.clone(),
+        queue: f.backend.queue.clone(),
+        destination: embedded.mirror.clone(),
+        clock: Arc::new(SystemClock),
+    };
+    let engine = Engine::new(ports, settings);
+    let handled_by = |id: &str, function: &str| {
+        let body = serde_json::json!({"event_id": id, "source": "erp", "entity_type": "order", "external_id": id,
+                                      "updated_at": "2026-05-01T12:00:00Z", "payload": {}});
+        let incoming =
+            Incoming { message_id: format!("m-{id}"), body: body.to_string(), receive_count: 1, trace_header: None };
+        let invocation = Invocation { function: Some(function.to_owned()), ..Invocation::default() };
+        (incoming, invocation)
+    };
+    for (id, function) in [("ev-erp", "synctrail-erp-processor:4"), ("ev-main", "synctrail-processor:9")] {
+        let (incoming, invocation) = handled_by(id, function);
+        let outcome = engine.process(&incoming, &invocation).await.expect("process");
+        assert_eq!(outcome.status, Some(Status::Completed));
+    }
+
+    let ids = ["ev-erp", "ev-main"].map(|id| synctrail::model::EventId::parse(id).expect("id"));
+    let report = engine.reprocess(&ids, &synctrail::engine::ReprocessOptions::default(), &mut |_| {}).await;
+
+    assert_eq!(report.sent.len(), 2, "{report:?}");
+    assert_eq!(report.sent[0].queue.as_deref(), Some(other_url.as_str()));
+    assert_eq!(report.sent[1].queue, None, "an unlisted processor's event goes to the one queue");
+    let received = f.clients.sqs.receive_message().queue_url(&other_url).max_number_of_messages(10).send().await;
+    let bodies: Vec<String> =
+        received.expect("receive").messages.unwrap_or_default().into_iter().filter_map(|m| m.body).collect();
+    assert!(matches!(bodies.as_slice(), [body] if body.contains("ev-erp")), "{bodies:?}");
+    let main = f.backend.queue.receive(10, Duration::seconds(30)).await.expect("receive");
+    assert!(matches!(main.as_slice(), [m] if m.body.contains("ev-main")), "{main:?}");
+}

@@ -576,6 +576,14 @@ pub mod suite {
         assert_eq!(depth.oldest_sent_at, None);
     }
 
+    /// Sending to a queue the backend does not have is an error, and nothing reaches the queue.
+    pub async fn sending_to_a_queue_the_backend_lacks_is_refused(p: &Ports) {
+        let missing = "http://127.0.0.1:1/000000000000/no-such-queue";
+        let sent = p.queue.send_to(missing, vec![OutgoingMessage::new("lost?")]).await;
+        assert!(sent.is_err(), "{sent:?}");
+        assert!(p.queue.receive(10, Duration::seconds(30)).await.expect("receive").is_empty());
+    }
+
     /// A handle from an earlier receive deletes nothing and cannot change visibility.
     pub async fn a_stale_receipt_handle_deletes_nothing(p: &Ports) {
         p.queue.send(vec![OutgoingMessage::new("x")]).await.expect("send");
@@ -1287,6 +1295,7 @@ on_embedded!(
     receive_returns_at_most_max_messages_oldest_first,
     a_deleted_message_is_gone,
     a_stale_receipt_handle_deletes_nothing,
+    sending_to_a_queue_the_backend_lacks_is_refused,
     changing_visibility_moves_the_next_delivery,
     a_message_received_max_receives_times_moves_to_the_dead_letter_queue,
     a_dead_lettered_message_is_not_delivered_again,
@@ -1611,6 +1620,7 @@ pub mod aws {
         receive_returns_at_most_max_messages_oldest_first,
         a_deleted_message_is_gone,
         a_stale_receipt_handle_deletes_nothing,
+        sending_to_a_queue_the_backend_lacks_is_refused,
         changing_visibility_moves_the_next_delivery,
         a_message_received_max_receives_times_moves_to_the_dead_letter_queue,
         a_dead_lettered_message_is_not_delivered_again,

@@ -490,6 +490,10 @@ impl Queue for SimQueue {
         self.chaos.around(self.inner.send(messages)).await
     }
 
+    async fn send_to(&self, queue: &str, messages: Vec<OutgoingMessage>) -> Result<Vec<String>, StoreError> {
+        self.chaos.around(self.inner.send_to(queue, messages)).await
+    }
+
     async fn receive(&self, max: usize, visibility: Duration) -> Result<Vec<QueueMessage>, StoreError> {
         self.chaos.around(self.inner.receive(max, visibility)).await
     }

@@ -64,6 +64,10 @@ pub struct Checked {
     pub status: Status,
     /// Its entity.
     pub entity_key: String,
+    /// The queue its re-drive goes to, when not the one queue: the queue of the processor recorded on the event
+    /// (`Settings::redrive_queues`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
 }
 
 /// An event that was not re-driven, and why.
@@ -148,6 +152,7 @@ impl Engine {
             for id in chunk {
                 match self.check_reprocess(id).await {
                     Ok((record, envelope)) => batch.push(Checked {
+                        queue: self.settings.redrive_queue_for(&record).map(str::to_owned),
                         event_id: record.event_id,
                         status: record.status,
                         entity_key: envelope.entity.to_string(),
@@ -155,20 +160,8 @@ impl Engine {
                     Err(e) => report.refused.push(Refusal { event_id: (*id).clone(), reason: e.to_string() }),
                 }
             }
-            if !options.dry_run && !batch.is_empty() {
-                let messages = batch.iter().map(|c| self.reprocess_message(&c.event_id, options)).collect();
-                if let Err(e) = self.ports.queue.send(messages).await {
-                    report.refused.extend(batch.drain(..).map(|c| {
-                        Refusal {
-                            reason: ReprocessError::Send(
-                                c.event_id.clone(),
-                                StoreError::Unavailable(e.to_string().into()),
-                            )
-                            .to_string(),
-                            event_id: c.event_id,
-                        }
-                    }));
-                }
+            if !options.dry_run {
+                batch = self.send_redrives(batch, options, &mut report.refused).await;
             }
             report.sent.extend(batch);
             done += chunk.len();
@@ -181,6 +174,38 @@ impl Engine {
             }
         }
         report
+    }
+
+    /// Sends the re-drives of `batch`, each to its queue; returns those sent and adds the others to `refused`.
+    async fn send_redrives(
+        &self,
+        batch: Vec<Checked>,
+        options: &ReprocessOptions,
+        refused: &mut Vec<Refusal>,
+    ) -> Vec<Checked> {
+        let mut by_queue: Vec<(Option<String>, Vec<Checked>)> = Vec::new();
+        for checked in batch {
+            match by_queue.iter_mut().find(|(queue, _)| *queue == checked.queue) {
+                Some((_, group)) => group.push(checked),
+                None => by_queue.push((checked.queue.clone(), vec![checked])),
+            }
+        }
+        let mut sent = Vec::new();
+        for (queue, group) in by_queue {
+            let messages = group.iter().map(|c| self.reprocess_message(&c.event_id, options)).collect();
+            let result = match &queue {
+                Some(url) => self.ports.queue.send_to(url, messages).await,
+                None => self.ports.queue.send(messages).await,
+            };
+            match result {
+                Ok(_) => sent.extend(group),
+                Err(e) => refused.extend(group.into_iter().map(|c| Refusal {
+                    reason: ReprocessError::Send(c.event_id.clone(), e.clone()).to_string(),
+                    event_id: c.event_id,
+                })),
+            }
+        }
+        sent
     }
 
     fn reprocess_message(&self, event_id: &EventId, options: &ReprocessOptions) -> OutgoingMessage {

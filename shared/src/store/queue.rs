@@ -62,6 +62,10 @@ pub trait Queue: Send + Sync {
     /// Sends messages; returns their ids.
     async fn send(&self, messages: Vec<OutgoingMessage>) -> Result<Vec<String>, StoreError>;
 
+    /// Sends messages to another queue of this backend, named by its URL (the queue of another processor, for
+    /// re-drives routed to the function that owns an event); returns their ids. A backend with one queue refuses.
+    async fn send_to(&self, queue: &str, messages: Vec<OutgoingMessage>) -> Result<Vec<String>, StoreError>;
+
     /// Receives up to `max` visible messages and hides them for `visibility`. A message received more than
     /// [`Queue::max_receives`] times moves to the dead-letter queue instead of being delivered.
     async fn receive(&self, max: usize, visibility: Duration) -> Result<Vec<QueueMessage>, StoreError>;

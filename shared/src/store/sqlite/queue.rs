@@ -157,6 +157,16 @@ impl SqliteQueue {
 
 #[async_trait]
 impl Queue for SqliteQueue {
+    async fn send_to(&self, queue: &str, _: Vec<OutgoingMessage>) -> Result<Vec<String>, StoreError> {
+        Err(StoreError::Backend(
+            format!(
+                "the embedded backend has one queue, so nothing can be sent to {queue}; routing re-drives to other \
+                 processors' queues (SYNCTRAIL_REDRIVE_QUEUES) needs the AWS backend"
+            )
+            .into(),
+        ))
+    }
+
     async fn send(&self, messages: Vec<OutgoingMessage>) -> Result<Vec<String>, StoreError> {
         if messages.is_empty() {
             return Ok(Vec::new());

@@ -408,6 +408,10 @@ impl Queue for SqsQueue {
         self.send_to(&self.queue_url, messages).await
     }
 
+    async fn send_to(&self, queue: &str, messages: Vec<OutgoingMessage>) -> Result<Vec<String>, StoreError> {
+        SqsQueue::send_to(self, queue, messages).await
+    }
+
     async fn receive(&self, max: usize, visibility: Duration) -> Result<Vec<QueueMessage>, StoreError> {
         let messages = self.receive_from(&self.queue_url, max, visibility).await?;
         self.held.remember(
