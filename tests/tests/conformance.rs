@@ -290,6 +290,8 @@ pub mod build {
             forced: false,
             attempt: 1,
             previous_attempt_unknown: false,
+            deadline: None,
+            trace_id: None,
         }
     }
 

@@ -599,6 +599,81 @@ async fn permanent_error_fails_at_once_and_releases_the_head() {
     assert!(head.inflight.is_none());
 }
 
+#[tokio::test]
+async fn a_delay_the_destination_asks_for_replaces_the_backoff_up_to_backoff_max() {
+    let h = Harness::new();
+    let event = Env::issue("24").at(10).titled("v1");
+    h.script.next(Step::RetryAfter("503, retry after 7 s", std::time::Duration::from_secs(7)));
+    h.script.next(Step::RetryAfter("503, retry after a day", std::time::Duration::from_secs(86_400)));
+    h.send_env(&event).await;
+
+    let d = h.deliver(1).await;
+    assert_eq!((d.only().status, d.retry_after(0)), (Some(Status::Errored), Duration::seconds(7)));
+    h.advance(Duration::seconds(7));
+    let d = h.deliver(1).await;
+    assert_eq!(d.retry_after(0), h.options.settings.backoff_max, "capped at backoff_max");
+    let error = h.record_of(&event).await.error.expect("error recorded");
+    assert_eq!((error.kind, error.retryable), (ErrorKind::Retryable, true));
+    h.advance(h.options.settings.backoff_max);
+    assert_eq!(h.deliver(1).await.only().status, Some(Status::Completed));
+}
+
+#[tokio::test]
+async fn a_throttled_attempt_waits_as_asked_and_does_not_use_up_the_events_attempts() {
+    let mut settings = settings();
+    settings.max_attempts = 2;
+    let h = Harness::with(Options { settings, max_receives: 10, ..Options::default() });
+    let event = Env::issue("25").at(10).titled("v1");
+    for _ in 0..3 {
+        h.script.next(Step::Throttled("429 Too Many Requests", Some(std::time::Duration::from_secs(30))));
+    }
+    h.script.next(Step::Retryable("503 once"));
+    h.send_env(&event).await;
+
+    for attempt in 1..=3u32 {
+        let d = h.deliver(1).await;
+        assert_eq!(d.only().status, Some(Status::Errored), "attempt {attempt}");
+        assert!(d.only().facts.throttled, "attempt {attempt}: counted as throttled");
+        assert_eq!(d.retry_after(0), Duration::seconds(30), "attempt {attempt}: the delay asked for");
+        let record = h.record_of(&event).await;
+        assert_eq!((record.attempt, record.attempts_this_drive()), (attempt, 0), "throttled attempts do not count");
+        let error = record.error.expect("error recorded");
+        assert_eq!((error.kind, error.retryable), (ErrorKind::Throttled, true));
+        let note = record.history.last().and_then(|e| e.note.clone()).unwrap_or_default();
+        assert!(note.starts_with("throttled") && note.contains("429"), "{note}");
+        h.advance(Duration::seconds(30));
+    }
+    // Two attempts allowed: the first that counts errs, the second applies (three throttles did not use them up).
+    let d = h.deliver(1).await;
+    assert_eq!((d.only().status, d.only().facts.throttled), (Some(Status::Errored), false));
+    h.advance(d.retry_after(0));
+    assert_eq!(h.deliver(1).await.only().status, Some(Status::Completed));
+    let record = h.record_of(&event).await;
+    assert_eq!((record.attempt, record.attempts_this_drive()), (5, 2));
+    assert_eq!(h.effects().await, ids(&[&event]));
+}
+
+#[tokio::test]
+async fn a_forever_throttled_event_is_still_bounded_by_the_queues_receive_count() {
+    let h = Harness::with(Options { max_receives: 3, ..Options::default() });
+    let event = Env::issue("26").at(10).titled("v1");
+    for _ in 0..3 {
+        h.script.next(Step::Throttled("429 Too Many Requests", None));
+    }
+    let message_id = h.send_env(&event).await;
+    for _ in 0..2 {
+        let d = h.deliver(1).await;
+        assert_eq!(d.only().status, Some(Status::Errored));
+        h.advance(d.retry_after(0));
+    }
+    let d = h.deliver(1).await;
+    assert_eq!((d.only().status, &d.only().disposition), (Some(Status::Failed), &Disposition::DeadLetter));
+    let error = h.record_of(&event).await.error.expect("error");
+    assert_eq!(error.kind, ErrorKind::AttemptsExhausted);
+    assert!(error.causes.iter().any(|c| c.contains("429")), "{error:?}");
+    assert_eq!(h.dead_letters().await.iter().map(|m| m.message_id.clone()).collect::<Vec<_>>(), [message_id]);
+}
+
 // ---- Crashes and redeliveries ----
 
 #[tokio::test]
@@ -716,6 +791,20 @@ async fn destination_is_told_the_attempt_and_whether_an_earlier_attempts_outcome
     assert_eq!(seen(&refused), [(1, false), (2, false)], "a permanent refusal says nothing was written");
     assert!(!h.record_of(&retried).await.write_outcome_unknown, "known again once applied");
     assert_eq!(h.effects().await.len(), 3, "one effect per event");
+}
+
+#[tokio::test]
+async fn destination_is_told_the_invocations_deadline_and_trace() {
+    let h = Harness::new();
+    let event = Env::issue("43").at(10).titled("v1");
+    h.send_env(&event).await;
+    let started = h.now();
+    let d = h.deliver(1).await;
+    assert_eq!(d.only().status, Some(Status::Completed));
+    let seen = h.script.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].deadline, Some(started + h.options.function_timeout));
+    assert_eq!(seen[0].trace_id.as_deref(), Some(d.trace_id.as_str()));
 }
 
 #[tokio::test]

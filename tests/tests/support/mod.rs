@@ -221,6 +221,10 @@ pub enum Step {
     Pass,
     /// Fails with a retryable error, writing nothing.
     Retryable(&'static str),
+    /// Fails with a retryable error that asks for a delay (`Retry-After`), writing nothing.
+    RetryAfter(&'static str, std::time::Duration),
+    /// Answers "throttled", with the delay asked for if any, writing nothing.
+    Throttled(&'static str, Option<std::time::Duration>),
     /// Fails with a permanent error, writing nothing.
     Permanent(&'static str),
     /// Panics.
@@ -261,6 +265,10 @@ pub struct SeenChange {
     pub attempt: u32,
     /// [`Change::previous_attempt_unknown`].
     pub previous_attempt_unknown: bool,
+    /// [`Change::deadline`].
+    pub deadline: Option<DateTime<Utc>>,
+    /// [`Change::trace_id`].
+    pub trace_id: Option<String>,
 }
 
 impl Scripted {
@@ -315,7 +323,11 @@ impl Scripted {
         Box::pin(async move {
             match step {
                 Step::Pass => self.inner.apply(change).await,
-                Step::Retryable(text) => Err(DestinationError::Retryable(text.to_owned())),
+                Step::Retryable(text) => Err(DestinationError::retryable(text)),
+                Step::RetryAfter(text, after) => {
+                    Err(DestinationError::Retryable { message: text.to_owned(), retry_after: Some(after) })
+                }
+                Step::Throttled(text, after) => Err(DestinationError::throttled(text, after)),
                 Step::Permanent(text) => Err(DestinationError::Permanent(text.to_owned())),
                 Step::Panic(text) => panic!("{text}"),
                 Step::Hold(gate, then) => {
@@ -348,6 +360,8 @@ impl Destination for Scripted {
             event_id: change.event_id.clone(),
             attempt: change.attempt,
             previous_attempt_unknown: change.previous_attempt_unknown,
+            deadline: change.deadline,
+            trace_id: change.trace_id.map(str::to_owned),
         });
         let step = self.take(change.entity);
         self.run(step, change).await
