@@ -175,8 +175,8 @@ mod tests {
 
     #[test]
     fn only_the_url_is_required_and_the_rest_has_defaults() {
-        let config = HttpDestinationConfig::from_lookup(lookup(&[(URL_VARIABLE, "https://erp.example.com/in")]))
-            .expect("valid");
+        let config =
+            HttpDestinationConfig::from_lookup(lookup(&[(URL_VARIABLE, "https://erp.example.com/in")])).expect("valid");
         assert_eq!(config.url.to_string(), "https://erp.example.com/in");
         assert_eq!((config.connect_timeout, config.timeout), (DEFAULT_CONNECT_TIMEOUT, DEFAULT_TIMEOUT));
         assert_eq!(config.concurrency, DEFAULT_CONCURRENCY);

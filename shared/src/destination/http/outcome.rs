@@ -46,9 +46,10 @@ pub fn outcome(
             }
         }
         429 => Err(DestinationError::throttled(described(status, body), retry_after(headers, now))),
-        408 | 425 | 500..=599 => {
-            Err(DestinationError::Retryable { message: described(status, body), retry_after: retry_after(headers, now) })
-        }
+        408 | 425 | 500..=599 => Err(DestinationError::Retryable {
+            message: described(status, body),
+            retry_after: retry_after(headers, now),
+        }),
         _ => Err(DestinationError::Permanent(described(status, body))),
     }
 }
@@ -140,7 +141,10 @@ mod tests {
     #[test]
     fn overload_and_server_errors_are_retried_and_429_is_throttled() {
         for status in [408, 425, 500, 502, 503, 504] {
-            assert!(matches!(answer(status, ""), Err(DestinationError::Retryable { retry_after: None, .. })), "{status}");
+            assert!(
+                matches!(answer(status, ""), Err(DestinationError::Retryable { retry_after: None, .. })),
+                "{status}"
+            );
         }
         let throttled = answer(429, "slow down");
         assert_eq!(throttled, Err(DestinationError::throttled("HTTP 429 Too Many Requests: slow down", None)));

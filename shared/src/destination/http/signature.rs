@@ -120,7 +120,11 @@ mod tests {
         let refused = verify(&secret, &header, b"{}", now(), Duration::minutes(5));
         assert_eq!(refused, Err(SignatureError::OutsideWindow { seconds: 301 }));
         for bad in ["", "t=1", "v1=00", "t=x,v1=00", "t=1,v1=zz"] {
-            assert_eq!(verify(&secret, bad, b"{}", now(), Duration::minutes(5)), Err(SignatureError::Malformed), "{bad}");
+            assert_eq!(
+                verify(&secret, bad, b"{}", now(), Duration::minutes(5)),
+                Err(SignatureError::Malformed),
+                "{bad}"
+            );
         }
     }
 }

@@ -259,7 +259,9 @@ mod tests {
         assert!(matches!(judge(&conflict, "c1", "w"), Ok(Written::Raced)));
         let throttled = [reason("ValidationError", None), reason("ThrottlingError", None)];
         match judge(&throttled, "c1", "w") {
-            Err(DestinationError::Throttled { message, .. }) => assert!(message.contains("ThrottlingError"), "{message}"),
+            Err(DestinationError::Throttled { message, .. }) => {
+                assert!(message.contains("ThrottlingError"), "{message}")
+            }
             other => panic!("expected Throttled, got {:?}", other.map(|_| ())),
         }
         assert!(matches!(judge(&[], "c1", "w"), Err(DestinationError::Retryable { .. })));
