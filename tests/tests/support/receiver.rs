@@ -34,6 +34,8 @@ pub enum Fault {
     },
     /// Stores the change, then answers with this status anyway (a 500 after the write landed).
     StoreThen(u16),
+    /// Waits this long (real time), then stores and answers as usual.
+    Slow(std::time::Duration),
     /// Never answers: holds the connection (at most a minute).
     Hang,
     /// Resets the connection (TCP RST) without answering.
@@ -66,6 +68,8 @@ struct State {
     secret: Option<Secret>,
     faults: Mutex<VecDeque<Fault>>,
     seen: Mutex<Vec<Seen>>,
+    /// Requests being handled now, and the most at once so far.
+    active: Mutex<(usize, usize)>,
 }
 
 /// The running receiver; stops accepting when dropped.
@@ -96,6 +100,7 @@ impl Receiver {
             secret: secret.map(Secret::new),
             faults: Mutex::new(VecDeque::new()),
             seen: Mutex::new(Vec::new()),
+            active: Mutex::new((0, 0)),
         });
         let serving = Arc::clone(&state);
         let accept = tokio::spawn(async move {
@@ -109,6 +114,11 @@ impl Receiver {
     /// The next request meets `fault`.
     pub fn fault(&self, fault: Fault) {
         self.state.faults.lock().unwrap().push_back(fault);
+    }
+
+    /// The most requests it handled at once so far.
+    pub fn most_at_once(&self) -> usize {
+        self.state.active.lock().unwrap().1
     }
 
     /// Every request so far, in arrival order.
@@ -133,24 +143,9 @@ async fn serve(stream: TcpStream, state: Arc<State>) {
     while let Some(seen) = read_request(&mut stream).await {
         state.seen.lock().unwrap().push(seen.clone());
         let fault = state.faults.lock().unwrap().pop_front();
-        let (status, headers, body) = match fault {
-            Some(Fault::Hang) => {
-                tokio::time::sleep(HANG).await;
-                return;
-            }
-            Some(Fault::Reset) => {
-                let _ = stream.get_ref().set_zero_linger();
-                return;
-            }
-            Some(Fault::Answer { status, headers, body }) => (status, headers, body),
-            Some(Fault::StoreThen(status)) => {
-                let _ = state.handle(&seen).await;
-                (status, Vec::new(), "stored, then failed".to_owned())
-            }
-            None => {
-                let (status, body) = state.handle(&seen).await;
-                (status, Vec::new(), body)
-            }
+        let answer = state.answer(fault, &seen, &mut stream).await;
+        let Some((status, headers, body)) = answer else {
+            return;
         };
         let mut head = format!("HTTP/1.1 {status} {}\r\ncontent-length: {}\r\n", reason(status), body.len());
         for (name, value) in headers {
@@ -161,6 +156,55 @@ async fn serve(stream: TcpStream, state: Arc<State>) {
         if stream.write_all(head.as_bytes()).await.is_err() || stream.write_all(body.as_bytes()).await.is_err() {
             return;
         }
+    }
+}
+
+/// An answer: status, extra headers, body.
+type Answer = (u16, Vec<(&'static str, String)>, String);
+
+impl State {
+    /// What to answer to `seen` meeting `fault` (counted as one request in flight); `None`: close the connection.
+    async fn answer(&self, fault: Option<Fault>, seen: &Seen, stream: &mut BufReader<TcpStream>) -> Option<Answer> {
+        {
+            let mut active = self.active.lock().unwrap();
+            active.0 += 1;
+            active.1 = active.1.max(active.0);
+        }
+        let answer = self.answer_inner(fault, seen, stream).await;
+        self.active.lock().unwrap().0 -= 1;
+        answer
+    }
+
+    async fn answer_inner(
+        &self,
+        fault: Option<Fault>,
+        seen: &Seen,
+        stream: &mut BufReader<TcpStream>,
+    ) -> Option<Answer> {
+        Some(match fault {
+            Some(Fault::Hang) => {
+                tokio::time::sleep(HANG).await;
+                return None;
+            }
+            Some(Fault::Reset) => {
+                let _ = stream.get_ref().set_zero_linger();
+                return None;
+            }
+            Some(Fault::Answer { status, headers, body }) => (status, headers, body),
+            Some(Fault::StoreThen(status)) => {
+                let _ = self.handle(seen).await;
+                (status, Vec::new(), "stored, then failed".to_owned())
+            }
+            Some(Fault::Slow(wait)) => {
+                tokio::time::sleep(wait).await;
+                let (status, body) = self.handle(seen).await;
+                (status, Vec::new(), body)
+            }
+            None => {
+                let (status, body) = self.handle(seen).await;
+                (status, Vec::new(), body)
+            }
+        })
     }
 }
 

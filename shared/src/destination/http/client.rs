@@ -155,27 +155,27 @@ struct Answer {
 #[async_trait]
 impl Destination for HttpDestination {
     async fn apply(&self, change: &Change<'_>) -> Result<ApplyOutcome, DestinationError> {
-        let limit = self.time_limit(change.deadline)?;
+        let total = self.time_limit(change.deadline)?;
         let body = serde_json::to_vec(&WireChange::of(change))
             .map_err(|e| DestinationError::Permanent(format!("the change can't be encoded as JSON: {e}")))?;
         let started = tokio::time::Instant::now();
-        let _slot = match tokio::time::timeout(limit, self.slots.acquire()).await {
+        let _slot = match tokio::time::timeout(total, self.slots.acquire()).await {
             Ok(Ok(slot)) => slot,
             Ok(Err(_)) | Err(_) => {
                 return Err(DestinationError::retryable(format!(
                     "not sent: no request slot came free within {} ms",
-                    limit.as_millis()
+                    total.as_millis()
                 )))
             }
         };
-        let limit = limit.saturating_sub(started.elapsed());
+        let left = total.saturating_sub(started.elapsed());
         let request = self.request(change, body)?;
-        let answer = match tokio::time::timeout(limit, self.exchange(request)).await {
+        let answer = match tokio::time::timeout(left, self.exchange(request)).await {
             Ok(answer) => answer?,
             Err(_) => {
                 return Err(DestinationError::retryable(format!(
                     "no answer within {} ms (the receiver may have stored the change; the retry says so)",
-                    limit.as_millis()
+                    total.as_millis()
                 )))
             }
         };
