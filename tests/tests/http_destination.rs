@@ -302,3 +302,87 @@ async fn requests_in_flight_never_exceed_the_configured_concurrency() {
     assert_eq!(receiver(&h).most_at_once(), 2, "two at a time, in parallel");
     assert_eq!(h.effects().await.len(), 8);
 }
+
+/// The example receiver of `docs/destination-protocol.md`, started with `python3` on a free loopback port.
+struct ExampleReceiver {
+    child: std::process::Child,
+    url: String,
+    db: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl ExampleReceiver {
+    fn start(secret: &str) -> Self {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = dir.path().join("receiver.db");
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/http-receiver/receiver.py");
+        let mut child = std::process::Command::new("python3")
+            .arg(script)
+            .args(["--host", "127.0.0.1", "--port", "0", "--db"])
+            .arg(&db)
+            .env("SYNCTRAIL_DESTINATION_SECRET", secret)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 runs the example receiver");
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("stdout");
+        std::io::BufReader::new(stdout).read_line(&mut line).expect("the receiver says where it listens");
+        let url = line.trim().strip_prefix("listening on ").expect("a listening line").to_owned();
+        Self { child, url, db, _dir: dir }
+    }
+
+    fn state(&self, key: &str) -> Option<Value> {
+        let db = rusqlite::Connection::open(&self.db).expect("open the receiver's database");
+        let state: Option<String> = db
+            .query_row("SELECT state FROM entities WHERE key = ?1", [key], |row| row.get(0))
+            .unwrap_or_else(|e| panic!("no row for {key}: {e}"));
+        state.map(|s| serde_json::from_str(&s).expect("JSON state"))
+    }
+}
+
+impl Drop for ExampleReceiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_example_receiver_verifies_signatures_applies_once_and_keeps_the_newest_state() {
+    let secret = "example-secret-0123456789abcdef";
+    let receiver = ExampleReceiver::start(secret);
+    let clock: Arc<dyn synctrail::Clock> = Arc::new(synctrail::SystemClock);
+    let config = HttpDestinationConfig::new(&receiver.url).expect("url").with_secret(Secret::new(secret.as_bytes()));
+    let http = HttpDestination::new(config, clock.clone()).expect("destination");
+
+    let newer = Owned::new("ev-newer", "9", json!({"title": "newer"}));
+    let older = Owned::new("ev-older", "9", json!({"title": "older"}));
+    assert_eq!(http.apply(&newer.change(20)).await, Ok(ApplyOutcome::Applied));
+    let retry = Change { attempt: 2, previous_attempt_unknown: true, ..newer.change(20) };
+    assert_eq!(http.apply(&retry).await, Ok(ApplyOutcome::AlreadyApplied));
+    assert_eq!(http.apply(&older.change(10)).await, Ok(ApplyOutcome::Superseded { by: "ev-newer".into() }));
+    assert_eq!(receiver.state("default/shop/product/9"), Some(json!({"title": "newer"})));
+
+    let stock = EntityKey::new("default", "erp", "inventory_adjustment", "sku-1").expect("key");
+    for (event, delta) in [("ev-d1", 5), ("ev-d2", -2), ("ev-d1", 5)] {
+        let owned = Owned {
+            event_id: EventId::parse(event).expect("id"),
+            entity: stock.clone(),
+            payload: json!({"delta": delta}),
+        };
+        let change = Change { policy: Policy::InOrder, ..owned.change(1) };
+        assert!(http.apply(&change).await.is_ok(), "{event}");
+    }
+    assert_eq!(receiver.state("default/erp/inventory_adjustment/sku-1"), Some(json!({"quantity": 3})));
+
+    let forged =
+        HttpDestinationConfig::new(&receiver.url).expect("url").with_secret(Secret::new(b"a-forger-0123456789"));
+    let forger = HttpDestination::new(forged, clock).expect("destination");
+    match forger.apply(&Owned::new("ev-forged", "9", json!({"title": "forged"})).change(30)).await {
+        Err(DestinationError::Permanent(message)) => assert!(message.starts_with("HTTP 401 Unauthorized"), "{message}"),
+        other => panic!("expected the forged request refused, got {other:?}"),
+    }
+    assert_eq!(receiver.state("default/shop/product/9"), Some(json!({"title": "newer"})));
+}
