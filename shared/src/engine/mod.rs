@@ -111,13 +111,10 @@ pub struct OutcomeFacts {
     pub completed_at: Option<DateTime<Utc>>,
     /// How long this attempt's destination write took, until it was settled.
     pub write_duration: Option<Duration>,
-    /// The destination throttled this attempt (it is retried after the requested delay, not counted toward
-    /// `failed`).
-    pub throttled: bool,
 }
 
 impl OutcomeFacts {
-    /// The facts a record holds (`from`, `transitioned`, `canceled`, `write_duration` and `throttled` left unset).
+    /// The facts a record holds (`from`, `transitioned`, `canceled` and `write_duration` left unset).
     fn of(record: &EventRecord) -> Self {
         Self {
             entity: record.entity.clone(),

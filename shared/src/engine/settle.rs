@@ -149,7 +149,6 @@ pub(super) async fn settle(
         }
         let mut outcome = Outcome { disposition, ..Outcome::ack(&event_id, status) }.about(&record).transitioned();
         outcome.facts.write_duration = write_duration;
-        outcome.facts.throttled = matches!(&end, End::Errored(error, _) if error.kind == ErrorKind::Throttled);
         return Ok(outcome);
     }
     Err(EngineError::Contended(entity.to_string(), engine.settings.max_rounds))
