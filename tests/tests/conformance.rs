@@ -5,16 +5,19 @@
 //! (DynamoDB, S3 and SQS on the moto server that `scripts/with-moto.sh` starts; fresh, uniquely named resources
 //! each). Time passes through [`Ports::pass`]: the manual clock moves, and where the queue runs on the server's
 //! wall clock (SQS) the check really waits, so queue checks use second-scale timeouts. The destination checks
-//! run on both reference mirrors: the embedded [`Mirror`] and the [`DynamoMirror`](synctrail::store::aws::DynamoMirror)
-//! (through [`MirrorLike`], the methods both offer beyond the port).
+//! run on every built-in destination: the embedded [`Mirror`], the [`DynamoMirror`](synctrail::store::aws::DynamoMirror)
+//! and, in [`http`], the HTTP destination delivering to a loopback receiver that stores through the embedded
+//! mirror's rules; each behind the dependency rule [`DEPENDENCY_RULE`] (through [`Probed`]: the destination under
+//! test, and its mirror to look inside).
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{json, Value};
 use std::sync::Arc;
 use synctrail::destination::delta_fields::DeltaFields;
+use synctrail::destination::dependencies::{DependencyRule, RequireDependencies};
 use synctrail::destination::guard::MirrorRecord;
-use synctrail::destination::{ApplyOutcome, Change, Destination, DestinationError};
+use synctrail::destination::{ApplyOutcome, Change, Destination, DestinationError, MirrorView};
 use synctrail::model::{
     content_hash, ContentHash, EntityHead, EntityKey, EventId, EventRecord, Inflight, Kind, OrderKey, PayloadRef, Slot,
     Status,
@@ -92,6 +95,53 @@ impl<M: MirrorLike> DestinationProbe for M {
 
     async fn effects_of(&self, event: &EventId) -> usize {
         self.all_effects().await.expect("effects").iter().filter(|(id, _)| id == event).count()
+    }
+}
+
+/// The dependency rule every destination of the suite applies: an `inventory_level` needs its `product_id`'s
+/// product first.
+pub const DEPENDENCY_RULE: &str = "inventory_level.product_id=product";
+
+/// `mirror` behind [`DEPENDENCY_RULE`].
+pub fn with_dependency_rule(mirror: Arc<dyn MirrorView>) -> Arc<dyn Destination> {
+    let rule = DependencyRule::parse(DEPENDENCY_RULE).expect("a valid rule");
+    Arc::new(RequireDependencies::new(mirror.clone(), mirror, vec![rule]))
+}
+
+/// A destination under test (`apply`) and the mirror its changes end up in (to edit locally and look inside).
+pub struct Probed {
+    /// What the checks apply changes through.
+    pub apply: Arc<dyn Destination>,
+    /// Where they land.
+    pub mirror: Arc<dyn MirrorView>,
+}
+
+impl Probed {
+    /// `mirror` behind the dependency rule, as the destination under test.
+    pub fn mirror(mirror: Arc<dyn MirrorView>) -> Arc<Self> {
+        Arc::new(Self { apply: with_dependency_rule(mirror.clone()), mirror })
+    }
+}
+
+#[async_trait]
+impl Destination for Probed {
+    async fn apply(&self, change: &Change<'_>) -> Result<ApplyOutcome, DestinationError> {
+        self.apply.apply(change).await
+    }
+}
+
+#[async_trait]
+impl DestinationProbe for Probed {
+    async fn record_local_edit(&self, entity: &EntityKey, state: Value, modified_at: DateTime<Utc>) {
+        self.mirror.record_local_edit(entity, state, modified_at).await.expect("local edit");
+    }
+
+    async fn state(&self, entity: &EntityKey) -> Option<Value> {
+        self.mirror.get(entity).await.expect("mirror read").map(|r| r.state)
+    }
+
+    async fn effects_of(&self, event: &EventId) -> usize {
+        self.mirror.effects().await.expect("effects").iter().filter(|(id, _)| id == event).count()
     }
 }
 
@@ -291,6 +341,8 @@ pub mod build {
             forced: false,
             attempt: 1,
             previous_attempt_unknown: false,
+            deadline: None,
+            trace_id: None,
         }
     }
 
@@ -1094,6 +1146,23 @@ pub mod suite {
         assert_eq!(p.destination().state(&stock).await, Some(json!({"quantity": 9})), "an older event only adds");
     }
 
+    /// A change whose dependency does not exist yet is refused as a missing dependency and writes nothing; once
+    /// the dependency is applied, the change is.
+    pub async fn a_change_whose_dependency_is_missing_is_refused_until_it_exists(p: &Ports) {
+        let (level, product) = (entity_of("inventory_level", "l1"), entity("p1"));
+        let (ev_level, ev_product) = (id("ev-level"), id("ev-product"));
+        let (v_level, v_product) = (json!({"product_id": "p1", "available": 3}), json!({"title": "P1"}));
+        let needs = ApplyOutcome::MissingDependency { key: product.clone(), request: None };
+        assert_eq!(p.destination().apply(&snapshot(&ev_level, &level, 1, &v_level, 1)).await, Ok(needs));
+        assert_eq!(p.destination().state(&level).await, None);
+        assert_eq!(p.destination().effects_of(&ev_level).await, 0);
+        let applied = p.destination().apply(&snapshot(&ev_product, &product, 1, &v_product, 1)).await;
+        assert_eq!(applied, Ok(ApplyOutcome::Applied));
+        let retried = Change { attempt: 2, ..snapshot(&ev_level, &level, 1, &v_level, 2) };
+        assert_eq!(p.destination().apply(&retried).await, Ok(ApplyOutcome::Applied));
+        assert_eq!(p.destination().state(&level).await, Some(v_level));
+    }
+
     /// Two writers of two events of one entity, each event delivered twice, all at once (rounds of it): the newer
     /// event wins, every call succeeds, and each event has at most one effect (the newer exactly one).
     pub async fn concurrent_writers_of_one_entity_let_the_newer_win(p: &Ports) {
@@ -1210,6 +1279,50 @@ pub mod mirror_checks {
     }
 }
 
+// ---- The HTTP destination ----
+
+/// The destination checks over the HTTP destination: signed requests to a loopback receiver that verifies them and
+/// stores through the embedded mirror behind the dependency rule, answering as the protocol says.
+pub mod http {
+    use super::*;
+    use crate::support::receiver::Receiver;
+    use synctrail::destination::http::Secret;
+
+    const SECRET: &[u8] = b"conformance-secret-0123456789";
+
+    /// One `#[tokio::test]` per destination check, over HTTP to a fresh receiver on a fresh embedded backend.
+    macro_rules! on_http {
+        ($($check:ident),* $(,)?) => {$(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                let fixture = Fixture::new();
+                let mirror: Arc<dyn MirrorView> = fixture.embedded.mirror.clone();
+                let receiver = Receiver::start(with_dependency_rule(mirror.clone()), fixture.clock.clone(), Some(SECRET));
+                let config = receiver.config().with_secret(Secret::new(SECRET));
+                let http = Arc::new(receiver.destination(config, fixture.clock.clone()));
+                let ports = Ports { destination: Some(Arc::new(Probed { apply: http, mirror })), ..fixture.ports() };
+                suite::$check(&ports).await;
+                assert!(!receiver.seen().is_empty(), "the changes went over HTTP");
+            }
+        )*};
+    }
+
+    on_http!(
+        the_mirror_applies_a_newer_snapshot,
+        the_mirror_refuses_an_older_write,
+        the_mirror_refuses_a_write_older_than_a_local_edit,
+        the_mirror_refuses_a_fenced_off_writer,
+        the_mirror_applies_each_event_at_most_once,
+        an_equal_snapshot_is_already_applied,
+        a_tie_with_other_content_is_applied,
+        a_forced_write_skips_the_guard,
+        in_order_deltas_add_up_out_of_order,
+        a_delta_without_an_integer_delta_is_refused_for_good,
+        a_change_whose_dependency_is_missing_is_refused_until_it_exists,
+        concurrent_writers_of_one_entity_let_the_newer_win,
+    );
+}
+
 // ---- The embedded backend ----
 
 use synctrail::store::OutgoingMessage;
@@ -1239,7 +1352,7 @@ impl Fixture {
             store: self.embedded.store.clone(),
             queue: self.embedded.queue.clone(),
             payloads: self.embedded.payloads.clone(),
-            destination: Some(self.embedded.mirror.clone()),
+            destination: Some(Probed::mirror(self.embedded.mirror.clone())),
             clock: self.clock.clone(),
             queue_traits: QueueTraits {
                 server_clock: false,
@@ -1324,6 +1437,7 @@ on_embedded!(
     configured_delta_fields_add_into_their_totals,
     an_overflowing_delta_is_refused_for_good_and_changes_nothing,
     deltas_after_a_local_edit_add_to_the_edited_totals,
+    a_change_whose_dependency_is_missing_is_refused_until_it_exists,
     concurrent_writers_of_one_entity_let_the_newer_win,
 );
 
@@ -1580,7 +1694,7 @@ pub mod aws {
                 store: self.backend.store.clone(),
                 queue: self.backend.queue.clone(),
                 payloads: self.backend.payloads.clone(),
-                destination: Some(self.mirror.clone()),
+                destination: Some(Probed::mirror(self.mirror.clone())),
                 clock: self.clock.clone(),
                 queue_traits: QueueTraits {
                     server_clock: true,
@@ -1649,6 +1763,7 @@ pub mod aws {
         configured_delta_fields_add_into_their_totals,
         an_overflowing_delta_is_refused_for_good_and_changes_nothing,
         deltas_after_a_local_edit_add_to_the_edited_totals,
+        a_change_whose_dependency_is_missing_is_refused_until_it_exists,
         concurrent_writers_of_one_entity_let_the_newer_win,
     );
 

@@ -6,6 +6,7 @@ mod aws_pipeline;
 mod bad_input;
 mod cli;
 mod example_destination;
+mod http_destination;
 mod ingress;
 mod metrics;
 mod operator;

@@ -32,7 +32,7 @@ struct Switch {
 impl Destination for Switch {
     async fn apply(&self, change: &Change<'_>) -> Result<ApplyOutcome, DestinationError> {
         if self.down.load(Ordering::SeqCst) {
-            return Err(DestinationError::Retryable("the destination is down (drill)".into()));
+            return Err(DestinationError::retryable("the destination is down (drill)"));
         }
         let status = self.store.get_event(change.event_id).await.ok().flatten().map(|r| r.status);
         self.seen_at_write.lock().unwrap().extend(status);

@@ -14,9 +14,8 @@ fn ids(records: &[&Env]) -> Vec<synctrail::model::EventId> {
 
 // ---- §4 rule 1: against the applied event ----
 
-#[tokio::test]
-async fn stale_event_is_dropped_for_the_applied_one() {
-    let h = Harness::new();
+async fn stale_event_is_dropped_for_the_applied_one(via: Via) {
+    let h = Harness::over(via);
     let newer = Env::issue("1").at(20).titled("newer");
     let older = Env::issue("1").at(10).titled("older");
 
@@ -39,9 +38,8 @@ async fn stale_event_is_dropped_for_the_applied_one() {
     assert_eq!(depth.visible + depth.in_flight + depth.delayed, 0, "both messages deleted");
 }
 
-#[tokio::test]
-async fn same_change_with_another_id_is_a_duplicate_of_the_applied_one() {
-    let h = Harness::new();
+async fn same_change_with_another_id_is_a_duplicate_of_the_applied_one(via: Via) {
+    let h = Harness::over(via);
     let price = json!({"id": 9, "price": "10.00"});
     let original = Env::product("9").at(5).payload(price.clone()).id("shopify-evt-1");
     let again = Env::product("9").at(5).payload(price.clone()).id("shopify-evt-2");
@@ -61,9 +59,8 @@ async fn same_change_with_another_id_is_a_duplicate_of_the_applied_one() {
 
 // ---- §4 rule 2: against a live in-flight event, then against `next` ----
 
-#[tokio::test]
-async fn newer_event_waits_as_next_behind_the_inflight_one_and_its_message_is_acknowledged() {
-    let h = Harness::new();
+async fn newer_event_waits_as_next_behind_the_inflight_one_and_its_message_is_acknowledged(via: Via) {
+    let h = Harness::over(via);
     let first = Env::issue("2").at(10).titled("v1");
     let second = Env::issue("2").at(20).titled("v2");
     let entity = first.entity();
@@ -101,9 +98,8 @@ async fn newer_event_waits_as_next_behind_the_inflight_one_and_its_message_is_ac
     assert!(head.inflight.is_none() && head.next.is_none());
 }
 
-#[tokio::test]
-async fn newer_event_cancels_the_queued_next() {
-    let h = Harness::new();
+async fn newer_event_cancels_the_queued_next(via: Via) {
+    let h = Harness::over(via);
     let first = Env::issue("3").at(10).titled("v1");
     let second = Env::issue("3").at(20).titled("v2");
     let third = Env::issue("3").at(30).titled("v3");
@@ -138,9 +134,8 @@ async fn newer_event_cancels_the_queued_next() {
     assert_eq!(h.effects().await, ids(&[&first, &third]), "the canceled event never reached the destination");
 }
 
-#[tokio::test]
-async fn event_between_the_inflight_and_the_next_one_is_dropped_for_the_next() {
-    let h = Harness::new();
+async fn event_between_the_inflight_and_the_next_one_is_dropped_for_the_next(via: Via) {
+    let h = Harness::over(via);
     let first = Env::issue("4").at(10).titled("v1");
     let next = Env::issue("4").at(30).titled("v3");
     let between = Env::issue("4").at(20).titled("v2");
@@ -165,9 +160,8 @@ async fn event_between_the_inflight_and_the_next_one_is_dropped_for_the_next() {
     assert_eq!(h.effects().await, ids(&[&first, &next]));
 }
 
-#[tokio::test]
-async fn event_older_than_the_inflight_one_is_dropped_for_it() {
-    let h = Harness::new();
+async fn event_older_than_the_inflight_one_is_dropped_for_it(via: Via) {
+    let h = Harness::over(via);
     let inflight = Env::issue("5").at(20).titled("v2");
     let older = Env::issue("5").at(10).titled("v1");
     let gate = h.script.hold_next();
@@ -192,9 +186,8 @@ async fn event_older_than_the_inflight_one_is_dropped_for_it() {
     assert_eq!(h.effects().await, ids(&[&inflight]));
 }
 
-#[tokio::test]
-async fn same_change_as_the_inflight_one_is_its_duplicate() {
-    let h = Harness::new();
+async fn same_change_as_the_inflight_one_is_its_duplicate(via: Via) {
+    let h = Harness::over(via);
     let inflight = Env::issue("6").at(20).titled("v2").id("gh-delivery-1");
     let copy = Env::issue("6").at(20).titled("v2").id("gh-delivery-2");
     let gate = h.script.hold_next();
@@ -216,9 +209,8 @@ async fn same_change_as_the_inflight_one_is_its_duplicate() {
 
 // ---- §4 rule 3: taking over an errored or expired in-flight event ----
 
-#[tokio::test]
-async fn newer_event_takes_over_an_errored_inflight_one_and_cancels_it() {
-    let h = Harness::new();
+async fn newer_event_takes_over_an_errored_inflight_one_and_cancels_it(via: Via) {
+    let h = Harness::over(via);
     let failing = Env::issue("7").at(10).titled("v1");
     let newer = Env::issue("7").at(20).titled("v2");
     let entity = failing.entity();
@@ -254,9 +246,8 @@ async fn newer_event_takes_over_an_errored_inflight_one_and_cancels_it() {
     assert!(head.inflight.is_none());
 }
 
-#[tokio::test]
-async fn newer_event_takes_over_after_the_lease_expires() {
-    let h = Harness::new();
+async fn newer_event_takes_over_after_the_lease_expires(via: Via) {
+    let h = Harness::over(via);
     let crashed = Env::issue("8").at(10).titled("v1");
     let early = Env::issue("8").at(20).titled("v2");
     let late = Env::issue("8").at(30).titled("v3");
@@ -294,9 +285,8 @@ async fn newer_event_takes_over_after_the_lease_expires() {
 
 // ---- §4 rule 6: completion and promotion ----
 
-#[tokio::test]
-async fn completed_event_promotes_next_and_sends_a_message_naming_it() {
-    let h = Harness::new();
+async fn completed_event_promotes_next_and_sends_a_message_naming_it(via: Via) {
+    let h = Harness::over(via);
     let first = Env::product("10").at(10).titled("v1");
     let second = Env::product("10").at(20).titled("v2");
     let entity = first.entity();
@@ -342,9 +332,8 @@ async fn completed_event_promotes_next_and_sends_a_message_naming_it() {
 
 // ---- Ties ----
 
-#[tokio::test]
-async fn tie_is_applied_in_arrival_order_and_flagged() {
-    let h = Harness::new();
+async fn tie_is_applied_in_arrival_order_and_flagged(via: Via) {
+    let h = Harness::over(via);
     // One after the other.
     let a = Env::issue("11").at(30).titled("first");
     let b = Env::issue("11").at(30).titled("second");
@@ -375,9 +364,8 @@ async fn tie_is_applied_in_arrival_order_and_flagged() {
     assert_eq!(h.effects().await, ids(&[&a, &b, &c, &e]));
 }
 
-#[tokio::test]
-async fn tie_is_never_dropped_as_duplicate() {
-    let h = Harness::new();
+async fn tie_is_never_dropped_as_duplicate(via: Via) {
+    let h = Harness::over(via);
     let a = Env::product("13").at(30).payload(json!({"stock": 1}));
     let b = Env::product("13").at(30).payload(json!({"stock": 2}));
     let d = h.apply_in_turn(&[&a, &b]).await;
@@ -401,9 +389,8 @@ async fn tie_is_never_dropped_as_duplicate() {
 
 // ---- `create` without `updated_at` ----
 
-#[tokio::test]
-async fn create_without_updated_at_is_ordered_before_any_timestamped_event() {
-    let h = Harness::new();
+async fn create_without_updated_at_is_ordered_before_any_timestamped_event(via: Via) {
+    let h = Harness::over(via);
     // Shopify sends `update` before `create`: the create is stale at once.
     let update = Env::product("14").at(10).titled("updated");
     let create = Env::product("14").kind("create").titled("created");
@@ -426,9 +413,8 @@ async fn create_without_updated_at_is_ordered_before_any_timestamped_event() {
 
 // ---- §4 rule 5: the destination's guard ----
 
-#[tokio::test]
-async fn destination_holding_a_newer_local_edit_drops_the_event_for_that_record() {
-    let h = Harness::new();
+async fn destination_holding_a_newer_local_edit_drops_the_event_for_that_record(via: Via) {
+    let h = Harness::over(via);
     let old = Env::product("16").at(10).titled("from shopify");
     let entity = old.entity();
     h.mirror().record_local_edit(&entity, json!({"title": "edited by hand"}), time(20)).await.expect("local edit");
@@ -453,9 +439,8 @@ async fn destination_holding_a_newer_local_edit_drops_the_event_for_that_record(
     assert_eq!(h.effects().await, ids(&[&newer]));
 }
 
-#[tokio::test]
-async fn create_without_updated_at_is_dropped_for_a_local_edit() {
-    let h = Harness::new();
+async fn create_without_updated_at_is_dropped_for_a_local_edit(via: Via) {
+    let h = Harness::over(via);
     let create = Env::product("17").kind("create").titled("created upstream");
     let entity = create.entity();
     h.mirror().record_local_edit(&entity, json!({"title": "edited by hand"}), time(20)).await.expect("local edit");
@@ -472,9 +457,8 @@ async fn create_without_updated_at_is_dropped_for_a_local_edit() {
 
 // ---- §4 rule 7: errors ----
 
-#[tokio::test]
-async fn retryable_error_marks_errored_and_returns_the_message_with_backoff() {
-    let h = Harness::new();
+async fn retryable_error_marks_errored_and_returns_the_message_with_backoff(via: Via) {
+    let h = Harness::over(via);
     let event = Env::issue("18").at(10).titled("v1");
     let entity = event.entity();
     for _ in 0..3 {
@@ -522,9 +506,8 @@ async fn retryable_error_marks_errored_and_returns_the_message_with_backoff() {
     assert_eq!(h.mirror_state(&entity).await, Some(json!({"title": "v1"})));
 }
 
-#[tokio::test]
-async fn last_allowed_attempt_fails_the_event_and_dead_letters_its_message_and_releases_the_head() {
-    let h = Harness::with(Options { max_receives: 3, ..Options::default() });
+async fn last_allowed_attempt_fails_the_event_and_dead_letters_its_message_and_releases_the_head(via: Via) {
+    let h = Harness::with(Options { via, max_receives: 3, ..Options::default() });
     let doomed = Env::issue("19").at(10).titled("v1");
     let newer = Env::issue("19").at(20).titled("v2");
     let entity = doomed.entity();
@@ -567,9 +550,8 @@ async fn last_allowed_attempt_fails_the_event_and_dead_letters_its_message_and_r
     assert_eq!(h.effects().await, ids(&[&newer]));
 }
 
-#[tokio::test]
-async fn permanent_error_fails_at_once_and_releases_the_head() {
-    let h = Harness::new();
+async fn permanent_error_fails_at_once_and_releases_the_head(via: Via) {
+    let h = Harness::over(via);
     let refused = Env::issue("20").at(10).titled("v1");
     let newer = Env::issue("20").at(20).titled("v2");
     let entity = refused.entity();
@@ -601,11 +583,82 @@ async fn permanent_error_fails_at_once_and_releases_the_head() {
     assert!(head.inflight.is_none());
 }
 
+async fn a_delay_the_destination_asks_for_replaces_the_backoff_up_to_backoff_max(via: Via) {
+    let h = Harness::over(via);
+    let event = Env::issue("24").at(10).titled("v1");
+    h.script.next(Step::RetryAfter("503, retry after 7 s", std::time::Duration::from_secs(7)));
+    h.script.next(Step::RetryAfter("503, retry after a day", std::time::Duration::from_secs(86_400)));
+    h.send_env(&event).await;
+
+    let d = h.deliver(1).await;
+    assert_eq!((d.only().status, d.retry_after(0)), (Some(Status::Errored), Duration::seconds(7)));
+    h.advance(Duration::seconds(7));
+    let d = h.deliver(1).await;
+    assert_eq!(d.retry_after(0), h.options.settings.backoff_max, "capped at backoff_max");
+    let error = h.record_of(&event).await.error.expect("error recorded");
+    assert_eq!((error.kind, error.retryable), (ErrorKind::Retryable, true));
+    h.advance(h.options.settings.backoff_max);
+    assert_eq!(h.deliver(1).await.only().status, Some(Status::Completed));
+}
+
+async fn a_throttled_attempt_waits_as_asked_and_does_not_use_up_the_events_attempts(via: Via) {
+    let mut settings = settings();
+    settings.max_attempts = 2;
+    let h = Harness::with(Options { via, settings, max_receives: 10, ..Options::default() });
+    let event = Env::issue("25").at(10).titled("v1");
+    for _ in 0..3 {
+        h.script.next(Step::Throttled("429 Too Many Requests", Some(std::time::Duration::from_secs(30))));
+    }
+    h.script.next(Step::Retryable("503 once"));
+    h.send_env(&event).await;
+
+    for attempt in 1..=3u32 {
+        let d = h.deliver(1).await;
+        assert_eq!(d.only().status, Some(Status::Errored), "attempt {attempt}");
+        assert_eq!(d.retry_after(0), Duration::seconds(30), "attempt {attempt}: the delay asked for");
+        let record = h.record_of(&event).await;
+        assert_eq!((record.attempt, record.attempts_this_drive()), (attempt, 0), "throttled attempts do not count");
+        let error = record.error.expect("error recorded");
+        assert_eq!((error.kind, error.retryable), (ErrorKind::Throttled, true));
+        let note = record.history.last().and_then(|e| e.note.clone()).unwrap_or_default();
+        assert!(note.starts_with("throttled") && note.contains("429"), "{note}");
+        h.advance(Duration::seconds(30));
+    }
+    // Two attempts allowed: the first that counts errs, the second applies (three throttles did not use them up).
+    let d = h.deliver(1).await;
+    assert_eq!(d.only().status, Some(Status::Errored));
+    assert_eq!(h.record_of(&event).await.error.map(|e| e.kind), Some(ErrorKind::Retryable));
+    h.advance(d.retry_after(0));
+    assert_eq!(h.deliver(1).await.only().status, Some(Status::Completed));
+    let record = h.record_of(&event).await;
+    assert_eq!((record.attempt, record.attempts_this_drive()), (5, 2));
+    assert_eq!(h.effects().await, ids(&[&event]));
+}
+
+async fn a_forever_throttled_event_is_still_bounded_by_the_queues_receive_count(via: Via) {
+    let h = Harness::with(Options { via, max_receives: 3, ..Options::default() });
+    let event = Env::issue("26").at(10).titled("v1");
+    for _ in 0..3 {
+        h.script.next(Step::Throttled("429 Too Many Requests", None));
+    }
+    let message_id = h.send_env(&event).await;
+    for _ in 0..2 {
+        let d = h.deliver(1).await;
+        assert_eq!(d.only().status, Some(Status::Errored));
+        h.advance(d.retry_after(0));
+    }
+    let d = h.deliver(1).await;
+    assert_eq!((d.only().status, &d.only().disposition), (Some(Status::Failed), &Disposition::DeadLetter));
+    let error = h.record_of(&event).await.error.expect("error");
+    assert_eq!(error.kind, ErrorKind::AttemptsExhausted);
+    assert!(error.causes.iter().any(|c| c.contains("429")), "{error:?}");
+    assert_eq!(h.dead_letters().await.iter().map(|m| m.message_id.clone()).collect::<Vec<_>>(), [message_id]);
+}
+
 // ---- Crashes and redeliveries ----
 
-#[tokio::test]
-async fn crashed_invocation_leaves_a_lease_and_the_redelivery_reclaims_with_attempt_plus_one() {
-    let h = Harness::new();
+async fn crashed_invocation_leaves_a_lease_and_the_redelivery_reclaims_with_attempt_plus_one(via: Via) {
+    let h = Harness::over(via);
     let before_write = Env::issue("21").at(10).titled("died before writing");
     let after_write = Env::issue("22").at(10).titled("died after writing");
     h.script.on(&before_write.entity(), Step::Crash { write: false });
@@ -639,9 +692,8 @@ async fn crashed_invocation_leaves_a_lease_and_the_redelivery_reclaims_with_atte
     }
 }
 
-#[tokio::test]
-async fn concurrent_duplicate_delivery_of_an_inflight_event_is_returned_for_later() {
-    let h = Harness::new();
+async fn concurrent_duplicate_delivery_of_an_inflight_event_is_returned_for_later(via: Via) {
+    let h = Harness::over(via);
     let event = Env::issue("23").at(10).titled("v1");
     let gate = h.script.hold_next();
     let message_id = h.send_env(&event).await;
@@ -685,9 +737,8 @@ async fn concurrent_duplicate_delivery_of_an_inflight_event_is_returned_for_late
 
 // ---- §3 idempotency ----
 
-#[tokio::test]
-async fn destination_is_told_the_attempt_and_whether_an_earlier_attempts_outcome_is_unknown() {
-    let h = Harness::new();
+async fn destination_is_told_the_attempt_and_whether_an_earlier_attempts_outcome_is_unknown(via: Via) {
+    let h = Harness::over(via);
     let retried = Env::issue("40").at(10).titled("503 once");
     let crashed = Env::issue("41").at(10).titled("crashed after the write");
     let refused = Env::issue("42").at(10).titled("refused, then resubmitted");
@@ -720,9 +771,21 @@ async fn destination_is_told_the_attempt_and_whether_an_earlier_attempts_outcome
     assert_eq!(h.effects().await.len(), 3, "one effect per event");
 }
 
-#[tokio::test]
-async fn redelivered_completed_event_is_acknowledged_without_effect() {
-    let h = Harness::new();
+async fn destination_is_told_the_invocations_deadline_and_trace(via: Via) {
+    let h = Harness::over(via);
+    let event = Env::issue("43").at(10).titled("v1");
+    h.send_env(&event).await;
+    let started = h.now();
+    let d = h.deliver(1).await;
+    assert_eq!(d.only().status, Some(Status::Completed));
+    let seen = h.script.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].deadline, Some(started + h.options.function_timeout));
+    assert_eq!(seen[0].trace_id.as_deref(), Some(d.trace_id.as_str()));
+}
+
+async fn redelivered_completed_event_is_acknowledged_without_effect(via: Via) {
+    let h = Harness::over(via);
     let event = Env::issue("24").at(10).titled("v1");
     h.apply_in_turn(&[&event]).await;
     let before = h.record_of(&event).await;
@@ -739,9 +802,8 @@ async fn redelivered_completed_event_is_acknowledged_without_effect() {
     assert_eq!(h.effects().await, ids(&[&event]));
 }
 
-#[tokio::test]
-async fn failed_event_resent_by_the_client_is_driven_again() {
-    let h = Harness::new();
+async fn failed_event_resent_by_the_client_is_driven_again(via: Via) {
+    let h = Harness::over(via);
     let event = Env::issue("25").at(10).titled("v1");
     for _ in 0..3 {
         h.script.next(Step::Permanent("destination is down"));
@@ -772,9 +834,8 @@ async fn failed_event_resent_by_the_client_is_driven_again() {
 /// The field drill's shape: retryable errors until the attempts run out, then the client resends and it succeeds.
 /// `completed` carries no error (spec §2: `error` belongs to `errored`, `failed`, `rejected`); the history keeps
 /// every earlier error as a note.
-#[tokio::test]
-async fn completed_event_carries_no_error_of_an_earlier_attempt_and_its_history_keeps_them() {
-    let h = Harness::with(Options { max_receives: 3, ..Options::default() });
+async fn completed_event_carries_no_error_of_an_earlier_attempt_and_its_history_keeps_them(via: Via) {
+    let h = Harness::with(Options { max_receives: 3, via, ..Options::default() });
     let event = Env::product("drill-4").at(10).id("order-4:v1").titled("paid");
     for _ in 0..3 {
         h.script.next(Step::Retryable("502 bad gateway"));
@@ -811,9 +872,8 @@ async fn completed_event_carries_no_error_of_an_earlier_attempt_and_its_history_
     assert_eq!(h.effects().await, ids(&[&event]));
 }
 
-#[tokio::test]
-async fn same_client_event_id_with_other_content_is_rejected_with_conflicts_with() {
-    let h = Harness::new();
+async fn same_client_event_id_with_other_content_is_rejected_with_conflicts_with(via: Via) {
+    let h = Harness::over(via);
     let original = Env::product("26").at(10).payload(json!({"price": "5.00"})).id("shopify-evt-77");
     let conflicting = Env::product("26").at(10).payload(json!({"price": "6.00"})).id("shopify-evt-77");
     h.apply_in_turn(&[&original]).await;
@@ -843,9 +903,8 @@ async fn same_client_event_id_with_other_content_is_rejected_with_conflicts_with
     assert_eq!(h.counts().await.get(&Status::Rejected), Some(&1));
 }
 
-#[tokio::test]
-async fn conflicting_message_racing_the_original_is_rejected_not_acknowledged_as_a_redelivery() {
-    let h = Harness::with(Options { held_store: true, ..Options::default() });
+async fn conflicting_message_racing_the_original_is_rejected_not_acknowledged_as_a_redelivery(via: Via) {
+    let h = Harness::with(Options { via, held_store: true, ..Options::default() });
     let original = Env::product("30").at(10).payload(json!({"price": "1.00"})).id("shopify-evt-30");
     let racer = Env::product("30").at(10).payload(json!({"price": "9.99"})).id("shopify-evt-30");
     // The racer has looked the id up (not recorded yet) and is about to record itself when the original overtakes it.
@@ -873,9 +932,8 @@ async fn conflicting_message_racing_the_original_is_rejected_not_acknowledged_as
     assert_eq!(h.mirror_state(&original.entity()).await, Some(json!({"price": "1.00"})));
 }
 
-#[tokio::test]
-async fn conflicting_message_racing_an_errored_original_never_applies_its_own_content() {
-    let h = Harness::with(Options { held_store: true, ..Options::default() });
+async fn conflicting_message_racing_an_errored_original_never_applies_its_own_content(via: Via) {
+    let h = Harness::with(Options { via, held_store: true, ..Options::default() });
     let original = Env::product("31").at(10).payload(json!({"price": "1.00"})).id("shopify-evt-31");
     let racer = Env::product("31").at(10).payload(json!({"price": "9.99"})).id("shopify-evt-31");
     let entity = original.entity();
@@ -908,9 +966,8 @@ async fn conflicting_message_racing_an_errored_original_never_applies_its_own_co
     );
 }
 
-#[tokio::test]
-async fn conflicting_message_racing_a_queued_original_is_rejected_not_acknowledged_as_queued() {
-    let h = Harness::with(Options { held_store: true, ..Options::default() });
+async fn conflicting_message_racing_a_queued_original_is_rejected_not_acknowledged_as_queued(via: Via) {
+    let h = Harness::with(Options { via, held_store: true, ..Options::default() });
     let inflight = Env::product("34").at(5).titled("in flight");
     let original = Env::product("34").at(10).payload(json!({"price": "1.00"})).id("shopify-evt-34");
     let racer = Env::product("34").at(10).payload(json!({"price": "9.99"})).id("shopify-evt-34");
@@ -952,9 +1009,8 @@ async fn conflicting_message_racing_a_queued_original_is_rejected_not_acknowledg
 
 // ---- §5 in_order ----
 
-#[tokio::test]
-async fn in_order_events_are_all_applied_one_at_a_time() {
-    let h = Harness::new();
+async fn in_order_events_are_all_applied_one_at_a_time(via: Via) {
+    let h = Harness::over(via);
     let d1 = Env::adjustment("sku-1").at(10).delta(5).id("adj-1");
     let d2 = Env::adjustment("sku-1").at(20).delta(-2).id("adj-2");
     let d3 = Env::adjustment("sku-1").at(30).delta(10).id("adj-3");
@@ -993,9 +1049,8 @@ async fn in_order_events_are_all_applied_one_at_a_time() {
     assert!(head.inflight.is_none() && head.backlog.is_empty() && !head.needs_verification);
 }
 
-#[tokio::test]
-async fn in_order_event_older_than_applied_is_flagged_out_of_order_and_applied() {
-    let h = Harness::new();
+async fn in_order_event_older_than_applied_is_flagged_out_of_order_and_applied(via: Via) {
+    let h = Harness::over(via);
     let newer = Env::adjustment("sku-2").at(20).delta(3).id("adj-20");
     let older = Env::adjustment("sku-2").at(10).delta(4).id("adj-10");
     let entity = newer.entity();
@@ -1013,9 +1068,8 @@ async fn in_order_event_older_than_applied_is_flagged_out_of_order_and_applied()
     assert_eq!(h.effects().await, ids(&[&newer, &older]));
 }
 
-#[tokio::test]
-async fn in_order_event_older_than_applied_is_flagged_even_when_it_waited_in_the_backlog() {
-    let h = Harness::new();
+async fn in_order_event_older_than_applied_is_flagged_even_when_it_waited_in_the_backlog(via: Via) {
+    let h = Harness::over(via);
     let applied = Env::adjustment("sku-3").at(20).delta(1).id("adj-a");
     let inflight = Env::adjustment("sku-3").at(30).delta(10).id("adj-c");
     let older = Env::adjustment("sku-3").at(10).delta(100).id("adj-b");
@@ -1041,11 +1095,10 @@ async fn in_order_event_older_than_applied_is_flagged_even_when_it_waited_in_the
     assert!(h.head(&entity).await.needs_verification, "the entity must be scheduled for verification");
 }
 
-#[tokio::test]
-async fn in_order_event_beyond_a_full_backlog_is_not_stranded_when_its_receives_run_out() {
+async fn in_order_event_beyond_a_full_backlog_is_not_stranded_when_its_receives_run_out(via: Via) {
     let mut settings = settings();
     settings.max_backlog = 1;
-    let h = Harness::with(Options { settings, max_receives: 2, ..Options::default() });
+    let h = Harness::with(Options { via, settings, max_receives: 2, ..Options::default() });
     let d1 = Env::adjustment("sku-4").at(10).delta(1).id("adj-4-1");
     let d2 = Env::adjustment("sku-4").at(20).delta(2).id("adj-4-2");
     let d3 = Env::adjustment("sku-4").at(30).delta(4).id("adj-4-3");
@@ -1095,9 +1148,8 @@ async fn in_order_event_beyond_a_full_backlog_is_not_stranded_when_its_receives_
     assert!(head.inflight.is_none() && head.backlog.is_empty());
 }
 
-#[tokio::test]
-async fn message_dead_lettered_before_the_engine_ever_saw_it_is_not_lost() {
-    let h = Harness::with(Options { max_receives: 2, ..Options::default() });
+async fn message_dead_lettered_before_the_engine_ever_saw_it_is_not_lost(via: Via) {
+    let h = Harness::with(Options { via, max_receives: 2, ..Options::default() });
     let poison = Env::issue("32").at(10).titled("kills the function");
     let bystander = Env::issue("33").at(10).titled("batched with it");
     h.script.on(&poison.entity(), Step::Crash { write: false });
@@ -1208,9 +1260,8 @@ fn every_transition_follows_the_table() {
 
 // ---- §2 history ----
 
-#[tokio::test]
-async fn history_records_function_request_and_trace_for_every_attempt() {
-    let h = Harness::new();
+async fn history_records_function_request_and_trace_for_every_attempt(via: Via) {
+    let h = Harness::over(via);
     let event = Env::issue("27").at(10).titled("v1");
     h.script.next(Step::Retryable("throttled"));
     h.send_env(&event).await;
@@ -1244,9 +1295,8 @@ async fn history_records_function_request_and_trace_for_every_attempt() {
 
 // ---- The sweeper ----
 
-#[tokio::test]
-async fn sweeper_redrives_a_promoted_event_whose_message_was_lost() {
-    let h = Harness::new();
+async fn sweeper_redrives_a_promoted_event_whose_message_was_lost(via: Via) {
+    let h = Harness::over(via);
     let first = Env::issue("28").at(10).titled("v1");
     let second = Env::issue("28").at(20).titled("v2");
     let entity = first.entity();
@@ -1277,9 +1327,8 @@ async fn sweeper_redrives_a_promoted_event_whose_message_was_lost() {
     assert!(h.sweep().await.is_empty(), "nothing left to sweep");
 }
 
-#[tokio::test]
-async fn sweeper_redrives_a_crashed_event_whose_message_was_dead_lettered() {
-    let h = Harness::with(Options { max_receives: 1, ..Options::default() });
+async fn sweeper_redrives_a_crashed_event_whose_message_was_dead_lettered(via: Via) {
+    let h = Harness::with(Options { via, max_receives: 1, ..Options::default() });
     let event = Env::issue("29").at(10).titled("v1");
     h.script.next(Step::Crash { write: false });
     h.send_env(&event).await;
@@ -1299,9 +1348,8 @@ async fn sweeper_redrives_a_crashed_event_whose_message_was_dead_lettered() {
 
 // ---- The sample events of events/*.json ----
 
-#[tokio::test]
-async fn sample_envelopes_are_all_applied() {
-    let h = Harness::new();
+async fn sample_envelopes_are_all_applied(via: Via) {
+    let h = Harness::over(via);
     let event = fixture("sqs-envelopes.json");
     let bodies = fixture_bodies("sqs-envelopes.json");
     let batch = h.handle(event, &h.next_context()).await.expect("a response");
@@ -1319,9 +1367,8 @@ async fn sample_envelopes_are_all_applied() {
     assert_eq!(h.effects().await.len(), bodies.len());
 }
 
-#[tokio::test]
-async fn sample_out_of_order_events_keep_the_newest() {
-    let h = Harness::new();
+async fn sample_out_of_order_events_keep_the_newest(via: Via) {
+    let h = Harness::over(via);
     let bodies = fixture_bodies("sqs-out-of-order.json");
     let batch = h.handle(fixture("sqs-out-of-order.json"), &h.next_context()).await.expect("a response");
     assert!(batch.response.batch_item_failures.is_empty());
@@ -1336,9 +1383,8 @@ async fn sample_out_of_order_events_keep_the_newest() {
     assert_eq!(h.effects().await, [newest]);
 }
 
-#[tokio::test]
-async fn sample_inventory_deltas_add_up_and_the_late_one_is_flagged() {
-    let h = Harness::new();
+async fn sample_inventory_deltas_add_up_and_the_late_one_is_flagged(via: Via) {
+    let h = Harness::over(via);
     let bodies = fixture_bodies("sqs-inventory-deltas.json");
     let batch = h.handle(fixture("sqs-inventory-deltas.json"), &h.next_context()).await.expect("a response");
     assert!(batch.response.batch_item_failures.is_empty());
@@ -1353,3 +1399,74 @@ async fn sample_inventory_deltas_add_up_and_the_late_one_is_flagged() {
     assert_eq!(h.mirror_state(&entity).await, Some(json!({"quantity": 13, "reason": "damage"})));
     assert!(h.head(&entity).await.needs_verification);
 }
+
+/// Every rule above runs twice: writing through the embedded mirror, and through the HTTP destination to a
+/// loopback receiver that stores into the same mirror (signed requests, real HTTP/1.1).
+macro_rules! over_every_destination {
+    ($($rule:ident),* $(,)?) => {
+        mod mirror {
+            use crate::support::Via;
+            $(
+                #[tokio::test]
+                async fn $rule() {
+                    super::$rule(Via::Mirror).await
+                }
+            )*
+        }
+        mod http {
+            use crate::support::Via;
+            $(
+                #[tokio::test]
+                async fn $rule() {
+                    super::$rule(Via::Http).await
+                }
+            )*
+        }
+    };
+}
+
+over_every_destination!(
+    stale_event_is_dropped_for_the_applied_one,
+    same_change_with_another_id_is_a_duplicate_of_the_applied_one,
+    newer_event_waits_as_next_behind_the_inflight_one_and_its_message_is_acknowledged,
+    newer_event_cancels_the_queued_next,
+    event_between_the_inflight_and_the_next_one_is_dropped_for_the_next,
+    event_older_than_the_inflight_one_is_dropped_for_it,
+    same_change_as_the_inflight_one_is_its_duplicate,
+    newer_event_takes_over_an_errored_inflight_one_and_cancels_it,
+    newer_event_takes_over_after_the_lease_expires,
+    completed_event_promotes_next_and_sends_a_message_naming_it,
+    tie_is_applied_in_arrival_order_and_flagged,
+    tie_is_never_dropped_as_duplicate,
+    create_without_updated_at_is_ordered_before_any_timestamped_event,
+    destination_holding_a_newer_local_edit_drops_the_event_for_that_record,
+    create_without_updated_at_is_dropped_for_a_local_edit,
+    retryable_error_marks_errored_and_returns_the_message_with_backoff,
+    last_allowed_attempt_fails_the_event_and_dead_letters_its_message_and_releases_the_head,
+    permanent_error_fails_at_once_and_releases_the_head,
+    a_delay_the_destination_asks_for_replaces_the_backoff_up_to_backoff_max,
+    a_throttled_attempt_waits_as_asked_and_does_not_use_up_the_events_attempts,
+    a_forever_throttled_event_is_still_bounded_by_the_queues_receive_count,
+    crashed_invocation_leaves_a_lease_and_the_redelivery_reclaims_with_attempt_plus_one,
+    concurrent_duplicate_delivery_of_an_inflight_event_is_returned_for_later,
+    destination_is_told_the_attempt_and_whether_an_earlier_attempts_outcome_is_unknown,
+    destination_is_told_the_invocations_deadline_and_trace,
+    redelivered_completed_event_is_acknowledged_without_effect,
+    failed_event_resent_by_the_client_is_driven_again,
+    completed_event_carries_no_error_of_an_earlier_attempt_and_its_history_keeps_them,
+    same_client_event_id_with_other_content_is_rejected_with_conflicts_with,
+    conflicting_message_racing_the_original_is_rejected_not_acknowledged_as_a_redelivery,
+    conflicting_message_racing_an_errored_original_never_applies_its_own_content,
+    conflicting_message_racing_a_queued_original_is_rejected_not_acknowledged_as_queued,
+    in_order_events_are_all_applied_one_at_a_time,
+    in_order_event_older_than_applied_is_flagged_out_of_order_and_applied,
+    in_order_event_older_than_applied_is_flagged_even_when_it_waited_in_the_backlog,
+    in_order_event_beyond_a_full_backlog_is_not_stranded_when_its_receives_run_out,
+    message_dead_lettered_before_the_engine_ever_saw_it_is_not_lost,
+    history_records_function_request_and_trace_for_every_attempt,
+    sweeper_redrives_a_promoted_event_whose_message_was_lost,
+    sweeper_redrives_a_crashed_event_whose_message_was_dead_lettered,
+    sample_envelopes_are_all_applied,
+    sample_out_of_order_events_keep_the_newest,
+    sample_inventory_deltas_add_up_and_the_late_one_is_flagged,
+);

@@ -14,9 +14,14 @@
 //!
 //! `SYNCTRAIL_SIM_SEED=<n>` replays one seed; `SYNCTRAIL_SIM_SEEDS=<n>` runs seeds `0..n` (default
 //! [`DEFAULT_SEEDS`]); seeds with `seed % 4 == 3` run with permanent failures and outages.
+//!
+//! The same workloads also run over the HTTP destination ([`Via::Http`]): each apply is a signed request to a
+//! loopback receiver that stores into the same embedded mirror, so the end-state checks are unchanged.
+//! `SYNCTRAIL_SIM_HTTP_SEEDS=<n>` runs seeds `0..n` that way (default [`DEFAULT_HTTP_SEEDS`]; a request costs far
+//! more than an in-process write); `SYNCTRAIL_SIM_SEED` replays one of them too.
 
-use crate::support::Backend;
-use crate::support::{self, Env};
+use crate::support::receiver::Receiver;
+use crate::support::{self, Backend, Env, Via, HTTP_SECRET};
 use chrono::{DateTime, Duration, Utc};
 use rand::rngs::SmallRng;
 use rand::seq::IndexedRandom;
@@ -30,6 +35,7 @@ use std::rc::Rc;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use synctrail::destination::drill::{DrillDestination, DrillPlan};
+use synctrail::destination::http::{HttpDestination, Secret};
 use synctrail::destination::{ApplyOutcome, Change, Destination, DestinationError};
 use synctrail::engine::{Disposition, Engine, Invocation, Ports};
 use synctrail::model::{
@@ -45,6 +51,8 @@ use tokio::sync::Notify;
 
 /// Seeds run when `SYNCTRAIL_SIM_SEEDS` is unset: about 1–2 minutes in a debug build on two cores.
 const DEFAULT_SEEDS: u64 = 64;
+/// Seeds run over the HTTP destination when `SYNCTRAIL_SIM_HTTP_SEEDS` is unset: two of them with outages.
+const DEFAULT_HTTP_SEEDS: u64 = 8;
 /// Driver ticks per phase before a run counts as stuck.
 const MAX_TICKS: u64 = 200_000;
 /// Receive calls per worker before it gives up (never reached in a healthy run).
@@ -89,14 +97,25 @@ fn seeds(mode: Mode) -> Vec<u64> {
     }
 }
 
+/// The seeds to run over HTTP: the one of `SYNCTRAIL_SIM_SEED`, or those below `SYNCTRAIL_SIM_HTTP_SEEDS`.
+fn http_seeds() -> Vec<u64> {
+    match env_u64("SYNCTRAIL_SIM_SEED") {
+        Some(seed) => vec![seed],
+        None => (0..env_u64("SYNCTRAIL_SIM_HTTP_SEEDS").unwrap_or(DEFAULT_HTTP_SEEDS)).collect(),
+    }
+}
+
 fn run_seeds(mode: Mode) {
+    run_these(&format!("{mode:?}"), &seeds(mode), Via::Mirror)
+}
+
+fn run_these(label: &str, seeds: &[u64], via: Via) {
     let started = std::time::Instant::now();
     let mut total = Summary::default();
-    let seeds = seeds(mode);
     let mut failures: Vec<(u64, String)> = Vec::new();
-    for &seed in &seeds {
+    for &seed in seeds {
         let one = std::time::Instant::now();
-        let result = std::panic::catch_unwind(|| run_seed(seed)).unwrap_or_else(|panic| {
+        let result = std::panic::catch_unwind(|| run_seed(seed, via)).unwrap_or_else(|panic| {
             let text = panic
                 .downcast_ref::<String>()
                 .cloned()
@@ -127,12 +146,12 @@ fn run_seeds(mode: Mode) {
             }
         }
     }
-    println!("{mode:?}: {} seeds in {:.1?}: {total:?}", seeds.len(), started.elapsed());
+    println!("{label} over {via:?}: {} seeds in {:.1?}: {total:?}", seeds.len(), started.elapsed());
     if let Some((seed, failure)) = failures.first() {
         let all: Vec<u64> = failures.iter().map(|(s, _)| *s).collect();
         panic!(
-            "seed {seed} failed: {failure}\n{} of {} seeds failed: {all:?}\nreplay one with SYNCTRAIL_SIM_SEED={seed} \
-             cargo test -p synctrail-tests --test main simulation -- --nocapture",
+            "seed {seed} failed over {via:?}: {failure}\n{} of {} seeds failed: {all:?}\nreplay one with \
+             SYNCTRAIL_SIM_SEED={seed} cargo test -p synctrail-tests --test main simulation -- --nocapture",
             failures.len(),
             seeds.len()
         );
@@ -150,21 +169,27 @@ fn simulated_workloads_under_permanent_failures_and_outages_keep_every_invariant
 }
 
 #[test]
+fn simulated_workloads_over_the_http_destination_keep_every_invariant() {
+    run_these("Flaky and Outage", &http_seeds(), Via::Http);
+}
+
+#[test]
 fn a_simulation_seed_replays_identically() {
     for seed in [5, 7] {
-        let first = run_seed(seed).unwrap_or_else(|e| panic!("seed {seed} failed: {e}"));
-        let second = run_seed(seed).unwrap_or_else(|e| panic!("seed {seed} failed: {e}"));
+        let first = run_seed(seed, Via::Mirror).unwrap_or_else(|e| panic!("seed {seed} failed: {e}"));
+        let second = run_seed(seed, Via::Mirror).unwrap_or_else(|e| panic!("seed {seed} failed: {e}"));
         assert_eq!(first, second, "seed {seed} is not reproducible");
     }
 }
 
-/// Runs one seed on its own current-thread runtime.
-fn run_seed(seed: u64) -> Result<Summary, String> {
+/// Runs one seed on its own current-thread runtime, writing through `via`.
+fn run_seed(seed: u64, via: Via) -> Result<Summary, String> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let local = tokio::task::LocalSet::new();
     // A watchdog against a hang (every task waiting on something that never comes): the run fails instead.
     let watchdog = std::time::Duration::from_secs(WATCHDOG_SECONDS);
-    match local.block_on(&runtime, async { tokio::time::timeout(watchdog, simulate(Config::of(seed))).await }) {
+    let cfg = Config { via, ..Config::of(seed) };
+    match local.block_on(&runtime, async { tokio::time::timeout(watchdog, simulate(cfg)).await }) {
         Ok(result) => result,
         Err(_) => Err(format!("hung: no result after {WATCHDOG_SECONDS} s of real time")),
     }
@@ -178,6 +203,8 @@ fn run_seed(seed: u64) -> Result<Summary, String> {
 struct Config {
     seed: u64,
     mode: Mode,
+    /// The destination the workers write through.
+    via: Via,
     entities: usize,
     events: usize,
     in_order_share: f64,
@@ -245,6 +272,7 @@ impl Config {
         Self {
             seed,
             mode,
+            via: Via::Mirror,
             entities: r.random_range(1..=20),
             events: r.random_range(20..=300),
             in_order_share: if r.random_bool(0.25) { 0.0 } else { r.random_range(0.1..0.6) },
@@ -544,6 +572,119 @@ struct SimDestination {
 impl Destination for SimDestination {
     async fn apply(&self, change: &Change<'_>) -> Result<ApplyOutcome, DestinationError> {
         self.chaos.around(self.inner.apply(change)).await
+    }
+}
+
+/// The HTTP side of a run over [`Via::Http`]: a runtime of its own (the run's current-thread runtime blocks in
+/// place during every port call, so it could not drive sockets), the loopback receiver storing into the run's
+/// mirror, and the destination whose requests run there.
+struct HttpSide {
+    runtime: Option<tokio::runtime::Runtime>,
+    destination: Arc<HttpDestination>,
+    _receiver: Receiver,
+}
+
+impl HttpSide {
+    fn start(mirror: Arc<dyn Destination>, clock: Arc<ManualClock>) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("the HTTP side's runtime");
+        let _inside = runtime.enter();
+        let receiver = Receiver::start(mirror, clock.clone(), Some(HTTP_SECRET));
+        let config = receiver.config().with_secret(Secret::new(HTTP_SECRET));
+        let destination = Arc::new(receiver.destination(config, clock));
+        drop(_inside);
+        Self { runtime: Some(runtime), destination, _receiver: receiver }
+    }
+
+    /// The destination, its requests run on the HTTP side's runtime.
+    fn destination(&self) -> Arc<dyn Destination> {
+        let handle = self.runtime.as_ref().expect("running").handle().clone();
+        Arc::new(OnRuntime { handle, inner: Arc::clone(&self.destination) })
+    }
+}
+
+impl Drop for HttpSide {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// A destination whose calls run on another runtime.
+struct OnRuntime {
+    handle: tokio::runtime::Handle,
+    inner: Arc<HttpDestination>,
+}
+
+#[async_trait::async_trait]
+impl Destination for OnRuntime {
+    async fn apply(&self, change: &Change<'_>) -> Result<ApplyOutcome, DestinationError> {
+        let owned = OwnedChange::of(change);
+        let inner = Arc::clone(&self.inner);
+        let call = self.handle.spawn(async move { inner.apply(&owned.change()).await });
+        call.await.unwrap_or_else(|e| Err(DestinationError::retryable(format!("the request task failed: {e}"))))
+    }
+}
+
+/// A [`Change`] owned, to cross to another runtime.
+struct OwnedChange {
+    event_id: EventId,
+    entity: EntityKey,
+    payload: Value,
+    trace_id: Option<String>,
+    order: OrderKey,
+    updated_at: Option<DateTime<Utc>>,
+    content_hash: ContentHash,
+    kind: Kind,
+    fence: u64,
+    policy: Policy,
+    forced: bool,
+    attempt: u32,
+    previous_attempt_unknown: bool,
+    deadline: Option<DateTime<Utc>>,
+}
+
+impl OwnedChange {
+    fn of(change: &Change<'_>) -> Self {
+        Self {
+            event_id: change.event_id.clone(),
+            entity: change.entity.clone(),
+            payload: change.payload.clone(),
+            trace_id: change.trace_id.map(str::to_owned),
+            order: change.order,
+            updated_at: change.updated_at,
+            content_hash: change.content_hash,
+            kind: change.kind,
+            fence: change.fence,
+            policy: change.policy,
+            forced: change.forced,
+            attempt: change.attempt,
+            previous_attempt_unknown: change.previous_attempt_unknown,
+            deadline: change.deadline,
+        }
+    }
+
+    fn change(&self) -> Change<'_> {
+        Change {
+            event_id: &self.event_id,
+            entity: &self.entity,
+            order: self.order,
+            updated_at: self.updated_at,
+            content_hash: self.content_hash,
+            kind: self.kind,
+            payload: &self.payload,
+            fence: self.fence,
+            policy: self.policy,
+            forced: self.forced,
+            attempt: self.attempt,
+            previous_attempt_unknown: self.previous_attempt_unknown,
+            deadline: self.deadline,
+            trace_id: self.trace_id.as_deref(),
+        }
     }
 }
 
@@ -876,11 +1017,13 @@ async fn simulate(cfg: Config) -> Result<Summary, String> {
     let backend = Backend::open_with_clock(home.path(), options, clock.clone()).map_err(|e| e.to_string())?;
     let chaos =
         Arc::new(Chaos { rng: Mutex::new(SmallRng::seed_from_u64(cfg.seed ^ 0xC4A05)), max_yields: cfg.port_yields });
+    let http = (cfg.via == Via::Http).then(|| HttpSide::start(backend.ports.destination.clone(), clock.clone()));
+    let destination = http.as_ref().map_or_else(|| backend.ports.destination.clone(), HttpSide::destination);
     let ports = Ports {
         store: Arc::new(SimStore { inner: backend.ports.store.clone(), chaos: chaos.clone() }),
         payloads: Arc::new(SimPayloads { inner: backend.ports.payloads.clone(), chaos: chaos.clone() }),
         queue: Arc::new(SimQueue { inner: backend.ports.queue.clone(), chaos: chaos.clone() }),
-        destination: Arc::new(SimDestination { inner: backend.ports.destination.clone(), chaos: chaos.clone() }),
+        destination: Arc::new(SimDestination { inner: destination, chaos: chaos.clone() }),
         clock: clock.clone(),
     };
     let shared = Rc::new(Shared {

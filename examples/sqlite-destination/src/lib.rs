@@ -168,7 +168,7 @@ impl Destination for SqliteDestination {
         }
         self.write(change).map_err(|e| match e.sqlite_error_code() {
             Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
-                DestinationError::Retryable(format!("the records database is busy: {e}"))
+                DestinationError::retryable(format!("the records database is busy: {e}"))
             }
             _ => DestinationError::Permanent(format!("writing the record failed: {e}")),
         })
@@ -203,6 +203,8 @@ mod tests {
             forced: false,
             attempt: 1,
             previous_attempt_unknown: false,
+            deadline: None,
+            trace_id: None,
         };
         store.apply(&change).await.expect("apply")
     }

@@ -18,7 +18,7 @@ struct Down;
 #[async_trait::async_trait]
 impl Destination for Down {
     async fn apply(&self, _: &Change<'_>) -> Result<ApplyOutcome, DestinationError> {
-        Err(DestinationError::Retryable("destination is down".into()))
+        Err(DestinationError::retryable("destination is down"))
     }
 }
 

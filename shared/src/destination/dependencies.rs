@@ -88,7 +88,7 @@ impl Destination for RequireDependencies {
                 .mirror
                 .get(&key)
                 .await
-                .map_err(|e| DestinationError::Retryable(format!("checking that dependency {key} exists: {e}")))?;
+                .map_err(|e| DestinationError::retryable(format!("checking that dependency {key} exists: {e}")))?;
             if found.is_none_or(|record| record.deleted) {
                 return Ok(ApplyOutcome::MissingDependency { key, request: None });
             }

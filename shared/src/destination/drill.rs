@@ -70,7 +70,7 @@ impl DrillDestination {
 impl Destination for DrillDestination {
     async fn apply(&self, change: &Change<'_>) -> Result<ApplyOutcome, DestinationError> {
         if self.plan.down_until.is_some_and(|until| self.clock.now() < until) {
-            return Err(DestinationError::Retryable("destination is down (drill)".to_owned()));
+            return Err(DestinationError::retryable("destination is down (drill)"));
         }
         if self.crash_armed.swap(false, Ordering::SeqCst) {
             if self.roll() < 0.5 {
@@ -82,7 +82,7 @@ impl Destination for DrillDestination {
         }
         let roll = self.roll();
         if roll < self.plan.fail_rate {
-            return Err(DestinationError::Retryable("injected failure (drill)".to_owned()));
+            return Err(DestinationError::retryable("injected failure (drill)"));
         }
         if roll < self.plan.fail_rate + self.plan.permanent_rate {
             return Err(DestinationError::Permanent("injected permanent failure (drill)".to_owned()));

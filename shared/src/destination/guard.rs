@@ -279,11 +279,13 @@ pub fn snapshot(change: &PendingChange, now: DateTime<Utc>) -> MirrorRecord {
     }
 }
 
-/// A storage failure as a destination failure: corrupt data is permanent, anything else may pass.
+/// A storage failure as a destination failure: corrupt data is permanent, throttling is throttled (it does not use up
+/// the event's attempts), anything else may pass.
 pub fn destination_error(e: StoreError) -> DestinationError {
     match e {
         StoreError::Corrupt(_) => DestinationError::Permanent(e.to_string()),
-        other => DestinationError::Retryable(other.to_string()),
+        StoreError::Throttled(_) => DestinationError::throttled(e.to_string(), None),
+        other => DestinationError::retryable(other.to_string()),
     }
 }
 
@@ -320,6 +322,8 @@ mod tests {
             forced: false,
             attempt: 1,
             previous_attempt_unknown: false,
+            deadline: None,
+            trace_id: None,
         }
     }
 

@@ -1,7 +1,8 @@
 //! The destination port: where changes are applied — the one trait a team implements to put synctrail in front of
 //! its own database, ERP or API — and what surrounds it: the reference mirror's rules ([`guard`]) and which fields
 //! its `in_order` deltas add ([`delta_fields`]), the mirror's operator view ([`MirrorView`]), destinations
-//! answering "missing dependency" by rule ([`dependencies`]) and fault drills ([`drill`]).
+//! answering "missing dependency" by rule ([`dependencies`]), fault drills ([`drill`]), and the built-in HTTP
+//! destination ([`http`], feature `http`).
 //!
 //! # The contract
 //!
@@ -20,10 +21,16 @@
 //! - **Outcomes**: [`ApplyOutcome::Applied`] (written now), [`ApplyOutcome::AlreadyApplied`] (this event was
 //!   written before), [`ApplyOutcome::Superseded`] (something newer is there: the event ends `dropped`, pointing
 //!   at `by`), [`ApplyOutcome::MissingDependency`] (another entity must exist first: the event waits, spec §6).
-//! - **Errors**: [`DestinationError::Retryable`] when a later attempt may succeed (down, throttled, timed out: the
+//! - **Errors**: [`DestinationError::Retryable`] when a later attempt may succeed (down, timed out, a 5xx: the
 //!   event is retried with backoff, then ends `failed` once its attempts are used up);
-//!   [`DestinationError::Permanent`] when it never will (the change is invalid for this destination: the event
-//!   ends `failed` at once). A panic counts as retryable.
+//!   [`DestinationError::Throttled`] when the destination asks to slow down (a 429, a rate limit): the event is
+//!   retried after the requested delay and the attempt does not count toward `failed` (the queue's receive count
+//!   still bounds it); [`DestinationError::Permanent`] when it never will succeed (the change is invalid for this
+//!   destination: the event ends `failed` at once). Both retryable variants may carry the delay the destination
+//!   asked for (`Retry-After`): the engine waits that long (at most `backoff_max`) instead of its backoff. A panic
+//!   counts as retryable.
+//! - **Time**: [`Change::deadline`] is when the invocation will be stopped: a call that is still running then is
+//!   cut off with an unknown outcome, so a destination that waits on a network should give up before it.
 //! - Nothing else: the engine records statuses, history and metrics. Keep `apply` free of side effects on other
 //!   entities; a change that needs another entity says so with `MissingDependency`.
 
@@ -31,6 +38,8 @@ pub mod delta_fields;
 pub mod dependencies;
 pub mod drill;
 pub mod guard;
+#[cfg(feature = "http")]
+pub mod http;
 mod mirror_view;
 
 pub use mirror_view::MirrorView;
@@ -40,6 +49,7 @@ use crate::settings::Policy;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use std::time::Duration;
 
 /// One change to apply, with what the destination needs to refuse stale or fenced-off writes.
 #[derive(Debug, Clone, Copy)]
@@ -70,6 +80,10 @@ pub struct Change<'a> {
     /// after the call, or the call failed in a way that does not prove nothing was written: a timeout, a 5xx).
     /// Check whether the event was already applied before writing it again.
     pub previous_attempt_unknown: bool,
+    /// When the invocation applying the change will be stopped (`None` when unknown): give up waiting before it.
+    pub deadline: Option<DateTime<Utc>>,
+    /// The invocation's trace header (X-Ray `Root=…;Parent=…;Sampled=…`), to pass on to a destination that traces.
+    pub trace_id: Option<&'a str>,
 }
 
 /// What the destination did.
@@ -98,12 +112,47 @@ pub enum ApplyOutcome {
 /// A destination's failure.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DestinationError {
-    /// A retry may succeed (the destination is down, throttling, timing out).
-    #[error("destination failed, will retry: {0}")]
-    Retryable(String),
+    /// A retry may succeed (the destination is down, timing out, failing with a 5xx). The attempt counts toward
+    /// the event's `failed`.
+    #[error("destination failed, will retry: {message}")]
+    Retryable {
+        /// What happened.
+        message: String,
+        /// The delay the destination asked for (`Retry-After`), used instead of the engine's backoff.
+        retry_after: Option<Duration>,
+    },
+    /// The destination asked to slow down (HTTP 429, a rate limit): retried after `retry_after` (or the backoff),
+    /// and the attempt does not count toward the event's `failed`.
+    #[error("destination throttled the change, will retry: {message}")]
+    Throttled {
+        /// What happened.
+        message: String,
+        /// The delay the destination asked for (`Retry-After`), used instead of the engine's backoff.
+        retry_after: Option<Duration>,
+    },
     /// The destination refused the change for good.
     #[error("destination refused the change: {0}")]
     Permanent(String),
+}
+
+impl DestinationError {
+    /// A retryable failure without a requested delay.
+    pub fn retryable(message: impl Into<String>) -> Self {
+        Self::Retryable { message: message.into(), retry_after: None }
+    }
+
+    /// A throttled answer, retried after `retry_after` when given.
+    pub fn throttled(message: impl Into<String>, retry_after: Option<Duration>) -> Self {
+        Self::Throttled { message: message.into(), retry_after }
+    }
+
+    /// The delay the destination asked for, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Retryable { retry_after, .. } | Self::Throttled { retry_after, .. } => *retry_after,
+            Self::Permanent(_) => None,
+        }
+    }
 }
 
 /// Where changes are applied.

@@ -304,6 +304,8 @@ async fn apply(
         forced: force,
         attempt: record.attempt,
         previous_attempt_unknown: previous_unknown,
+        deadline: invocation.deadline,
+        trace_id: invocation.trace_id.as_deref(),
     };
     record.write_started_at = Some(engine.now());
     let result = AssertUnwindSafe(engine.ports.destination.apply(&change)).catch_unwind().await;
@@ -317,19 +319,37 @@ async fn apply(
         )),
         Ok(Ok(ApplyOutcome::MissingDependency { key, request })) => End::Waiting { key, request },
         Ok(Err(DestinationError::Permanent(message))) => End::Failed(error_info(ErrorKind::Permanent, message, false)),
-        Ok(Err(DestinationError::Retryable(text))) => {
-            engine.retry_or_fail(&record, message, ErrorKind::Retryable, text)
+        Ok(Err(DestinationError::Retryable { message: text, retry_after })) => {
+            engine.retry_or_fail(&record, message, Failure { kind: ErrorKind::Retryable, text, retry_after })
         }
-        Err(panic) => engine.retry_or_fail(&record, message, ErrorKind::Panic, panic_text(panic.as_ref())),
+        Ok(Err(DestinationError::Throttled { message: text, retry_after })) => {
+            engine.retry_or_fail(&record, message, Failure { kind: ErrorKind::Throttled, text, retry_after })
+        }
+        Err(panic) => {
+            let failure = Failure { kind: ErrorKind::Panic, text: panic_text(panic.as_ref()), retry_after: None };
+            engine.retry_or_fail(&record, message, failure)
+        }
     };
     settle(engine, record, fence, end, invocation).await
 }
 
+/// An attempt that may succeed later: a retryable or throttled answer, or a panic.
+struct Failure {
+    /// `Retryable`, `Throttled` or `Panic`.
+    kind: ErrorKind,
+    /// What happened.
+    text: String,
+    /// The delay the destination asked for.
+    retry_after: Option<std::time::Duration>,
+}
+
 impl Engine {
-    /// A retryable failure: `errored` with a backoff, or `failed` once attempts are exhausted (by our own count or
+    /// A failure that may pass: `errored` with the requested delay (at most `backoff_max`) or a backoff, or
+    /// `failed` once attempts are exhausted (by our own count, which a throttled attempt does not use up, or
     /// because the queue will dead-letter the message after this receive).
-    fn retry_or_fail(&self, record: &EventRecord, message: &Incoming, kind: ErrorKind, text: String) -> End {
-        let by_count = record.attempts_this_drive() >= self.settings.max_attempts;
+    fn retry_or_fail(&self, record: &EventRecord, message: &Incoming, failure: Failure) -> End {
+        let throttled = failure.kind == ErrorKind::Throttled;
+        let by_count = !throttled && record.attempts_this_drive() >= self.settings.max_attempts;
         let by_queue = message.receive_count >= self.ports.queue.max_receives();
         if by_count || by_queue {
             let mut info = error_info(
@@ -337,10 +357,16 @@ impl Engine {
                 format!("gave up after {} attempts", record.attempts_this_drive()),
                 false,
             );
-            info.causes.push(text);
+            info.causes.push(failure.text);
             End::Exhausted(info)
         } else {
-            End::Errored(error_info(kind, text, true), self.backoff(record.attempt))
+            let delay = match failure.retry_after {
+                Some(asked) => chrono::Duration::from_std(asked)
+                    .unwrap_or(self.settings.backoff_max)
+                    .min(self.settings.backoff_max),
+                None => self.backoff(record.attempt),
+            };
+            End::Errored(error_info(failure.kind, failure.text, true), delay)
         }
     }
 

@@ -3,7 +3,7 @@
 
 use super::{Disposition, Engine, EngineError, Invocation, Outcome};
 use crate::model::{
-    EntityHead, EntityKey, ErrorInfo, EventId, EventRecord, Inflight, Message, RedriveReason, Slot, Status,
+    EntityHead, EntityKey, ErrorInfo, ErrorKind, EventId, EventRecord, Inflight, Message, RedriveReason, Slot, Status,
 };
 use crate::settings::Policy;
 use crate::store::{EventQuery, OutgoingMessage, StoreError, Write};
@@ -18,7 +18,7 @@ pub(super) enum End {
     Dropped(String),
     /// A permanent error.
     Failed(ErrorInfo),
-    /// A retryable error with attempts left: retry after the delay.
+    /// A retryable (or throttled) error with attempts left: retry after the delay.
     Errored(ErrorInfo, Duration),
     /// A retryable error with no attempts left.
     Exhausted(ErrorInfo),
@@ -109,7 +109,14 @@ pub(super) async fn settle(
             }
             End::Errored(error, delay) => {
                 record.error = Some(error.clone());
-                record.transition(engine.entry(Status::Errored, attempt, invocation, Some(error.message.clone())))?;
+                let note = if error.kind == ErrorKind::Throttled {
+                    // Throttled attempts do not use up the retry budget: it counts from one attempt later.
+                    record.attempt_base = (record.attempt_base + 1).min(record.attempt);
+                    format!("throttled, not counted toward failed: {}", error.message)
+                } else {
+                    error.message.clone()
+                };
+                record.transition(engine.entry(Status::Errored, attempt, invocation, Some(note)))?;
                 if let Some(inflight) = head.inflight.as_mut() {
                     inflight.errored = true;
                     inflight.lease_until = now + *delay + engine.settings.lease;

@@ -32,6 +32,8 @@ pub enum ErrorKind {
     IdempotencyConflict,
     /// The destination failed; a retry may succeed.
     Retryable,
+    /// The destination asked to slow down (a 429, a rate limit); the attempt does not count toward `failed`.
+    Throttled,
     /// The destination refused the change for good.
     Permanent,
     /// The handler panicked.
@@ -125,7 +127,8 @@ pub struct EventRecord {
     pub waiting_since: Option<DateTime<Utc>>,
     /// Attempts so far (claims of the entity).
     pub attempt: u32,
-    /// `attempt` when the event was last re-driven; the retry budget counts from here.
+    /// Where the retry budget counts from: `attempt` when the event was last re-driven, moved on by one for every
+    /// throttled attempt since (a throttled attempt does not use up the budget).
     pub attempt_base: u32,
     /// The error of the current status (`errored`, `failed`, `rejected`); cleared on entering any other status.
     pub error: Option<ErrorInfo>,
@@ -191,7 +194,8 @@ impl EventRecord {
         }
     }
 
-    /// Attempts made since the event was last (re-)driven.
+    /// Attempts that count toward the retry budget: made since the event was last (re-)driven, throttled ones not
+    /// counted.
     pub fn attempts_this_drive(&self) -> u32 {
         self.attempt.saturating_sub(self.attempt_base)
     }

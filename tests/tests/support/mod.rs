@@ -5,12 +5,16 @@
 
 #![allow(dead_code)]
 
+pub mod receiver;
+
 use aws_lambda_events::event::sqs::SqsEvent;
 use chrono::{DateTime, Duration, Utc};
+use receiver::Receiver;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use synctrail::destination::http::Secret;
 use synctrail::destination::{ApplyOutcome, Change, Destination, DestinationError};
 use synctrail::engine::{Disposition, Engine, Invocation, Outcome, Ports};
 use synctrail::model::{EntityHead, EntityKey, EventId, EventRecord, Message, Status};
@@ -251,6 +255,10 @@ pub enum Step {
     Pass,
     /// Fails with a retryable error, writing nothing.
     Retryable(&'static str),
+    /// Fails with a retryable error that asks for a delay (`Retry-After`), writing nothing.
+    RetryAfter(&'static str, std::time::Duration),
+    /// Answers "throttled", with the delay asked for if any, writing nothing.
+    Throttled(&'static str, Option<std::time::Duration>),
     /// Fails with a permanent error, writing nothing.
     Permanent(&'static str),
     /// Panics.
@@ -291,6 +299,10 @@ pub struct SeenChange {
     pub attempt: u32,
     /// [`Change::previous_attempt_unknown`].
     pub previous_attempt_unknown: bool,
+    /// [`Change::deadline`].
+    pub deadline: Option<DateTime<Utc>>,
+    /// [`Change::trace_id`].
+    pub trace_id: Option<String>,
 }
 
 impl Scripted {
@@ -345,7 +357,11 @@ impl Scripted {
         Box::pin(async move {
             match step {
                 Step::Pass => self.inner.apply(change).await,
-                Step::Retryable(text) => Err(DestinationError::Retryable(text.to_owned())),
+                Step::Retryable(text) => Err(DestinationError::retryable(text)),
+                Step::RetryAfter(text, after) => {
+                    Err(DestinationError::Retryable { message: text.to_owned(), retry_after: Some(after) })
+                }
+                Step::Throttled(text, after) => Err(DestinationError::throttled(text, after)),
                 Step::Permanent(text) => Err(DestinationError::Permanent(text.to_owned())),
                 Step::Panic(text) => panic!("{text}"),
                 Step::Hold(gate, then) => {
@@ -378,6 +394,8 @@ impl Destination for Scripted {
             event_id: change.event_id.clone(),
             attempt: change.attempt,
             previous_attempt_unknown: change.previous_attempt_unknown,
+            deadline: change.deadline,
+            trace_id: change.trace_id.map(str::to_owned),
         });
         let step = self.take(change.entity);
         self.run(step, change).await
@@ -467,6 +485,20 @@ impl EventStore for HeldStore {
 // The harness
 // ---------------------------------------------------------------------------------------------------------------
 
+/// Which destination the harness's engine writes through; the tests read the same embedded mirror either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Via {
+    /// The embedded mirror itself.
+    #[default]
+    Mirror,
+    /// The HTTP destination (signed requests), delivering to a loopback [`Receiver`] that verifies the signature
+    /// and stores into the embedded mirror.
+    Http,
+}
+
+/// The secret the harness signs HTTP deliveries with.
+pub const HTTP_SECRET: &[u8] = b"harness-secret-0123456789abcdef";
+
 /// Wraps the harness's destination in another.
 pub type WrapDestination = Box<dyn FnOnce(Arc<dyn Destination>) -> Arc<dyn Destination>>;
 
@@ -488,6 +520,8 @@ pub struct Options {
     pub scripted_over: Option<Arc<dyn Destination>>,
     /// Puts a [`HeldStore`] in front of the event store (see [`Harness::held`]).
     pub held_store: bool,
+    /// The destination under the script.
+    pub via: Via,
 }
 
 impl Default for Options {
@@ -501,6 +535,7 @@ impl Default for Options {
             destination: None,
             scripted_over: None,
             held_store: false,
+            via: Via::Mirror,
         }
     }
 }
@@ -564,8 +599,10 @@ pub struct Harness {
     pub clock: Arc<ManualClock>,
     /// The embedded backend.
     pub backend: Backend,
-    /// The scripted destination in front of the mirror.
+    /// The scripted destination in front of the mirror (or of the HTTP destination).
     pub script: Arc<Scripted>,
+    /// The loopback receiver, when the harness delivers over HTTP.
+    pub receiver: Option<Receiver>,
     /// The event store that can hold a commit or a read (in use with [`Options::held_store`]).
     pub held: Arc<HeldStore>,
     /// The engine.
@@ -583,13 +620,26 @@ impl Harness {
         Self::with(Options::default())
     }
 
-    /// A harness with `options`.
+    /// A harness with default options, writing through `via`.
+    pub fn over(via: Via) -> Self {
+        Self::with(Options { via, ..Options::default() })
+    }
+
+    /// A harness with `options` (inside a Tokio runtime).
     pub fn with(mut options: Options) -> Self {
         let home = temp_home();
         let clock = Arc::new(ManualClock::new(t0()));
         let embedded = EmbeddedOptions { max_receives: options.max_receives, ..EmbeddedOptions::default() };
         let backend = Backend::open_with_clock(home.path(), embedded, clock.clone()).expect("open the backend");
-        let inner = options.scripted_over.take().unwrap_or_else(|| backend.ports.destination.clone());
+        let (inner, receiver): (Arc<dyn Destination>, _) = match (options.scripted_over.take(), options.via) {
+            (Some(given), _) => (given, None),
+            (None, Via::Mirror) => (backend.ports.destination.clone(), None),
+            (None, Via::Http) => {
+                let receiver = Receiver::start(backend.ports.destination.clone(), clock.clone(), Some(HTTP_SECRET));
+                let config = receiver.config().with_secret(Secret::new(HTTP_SECRET));
+                (Arc::new(receiver.destination(config, clock.clone())), Some(receiver))
+            }
+        };
         let script = Arc::new(Scripted::new(inner, clock.clone()));
         let destination: Arc<dyn Destination> = match options.destination.take() {
             Some(wrap) => wrap(script.clone()),
@@ -604,7 +654,18 @@ impl Harness {
         let ports = Ports { destination, store, ..backend.ports.clone() };
         let engine = Arc::new(Engine::new(ports, options.settings.clone()).with_seed(7));
         let processor = Processor::new(Arc::clone(&engine), options.safety_margin);
-        Self { home, clock, backend, script, held, engine, processor, options, invocations: AtomicU64::new(0) }
+        Self {
+            home,
+            clock,
+            backend,
+            script,
+            receiver,
+            held,
+            engine,
+            processor,
+            options,
+            invocations: AtomicU64::new(0),
+        }
     }
 
     /// The engine's ports.

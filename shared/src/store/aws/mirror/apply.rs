@@ -84,7 +84,7 @@ pub(super) async fn apply(
             }
         }
     }
-    Err(DestinationError::Retryable(format!(
+    Err(DestinationError::retryable(format!(
         "writing {} to the mirror lost {MAX_ROUNDS} races in a row for {}; retry later",
         change.event_id, change.entity_key
     )))
@@ -241,7 +241,7 @@ fn judge(reasons: &[CancellationReason], commit_id: &str, what: &str) -> Result<
     }
     Err(match worst {
         Some((meaning, message)) => destination_error(store_error(meaning, message.into())),
-        None => DestinationError::Retryable(format!("{what}: transaction canceled without a reason: {reasons:?}")),
+        None => DestinationError::retryable(format!("{what}: transaction canceled without a reason: {reasons:?}")),
     })
 }
 
@@ -274,9 +274,11 @@ mod tests {
         assert!(matches!(judge(&conflict, "c1", "w"), Ok(Written::Raced)));
         let throttled = [reason("ValidationError", None), reason("ThrottlingError", None)];
         match judge(&throttled, "c1", "w") {
-            Err(DestinationError::Retryable(message)) => assert!(message.contains("ThrottlingError"), "{message}"),
-            other => panic!("expected Retryable, got {:?}", other.map(|_| ())),
+            Err(DestinationError::Throttled { message, .. }) => {
+                assert!(message.contains("ThrottlingError"), "{message}")
+            }
+            other => panic!("expected Throttled, got {:?}", other.map(|_| ())),
         }
-        assert!(matches!(judge(&[], "c1", "w"), Err(DestinationError::Retryable(_))));
+        assert!(matches!(judge(&[], "c1", "w"), Err(DestinationError::Retryable { .. })));
     }
 }

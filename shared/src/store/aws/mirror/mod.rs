@@ -31,7 +31,8 @@
 //! `BatchGetItem` (2 strongly consistent reads) and one `TransactWriteItems` (2 transactional writes); a refused
 //! or repeated one only the read.
 //!
-//! Throttling, timeouts and unavailability are [`DestinationError::Retryable`](crate::store::DestinationError);
+//! Throttling is [`DestinationError::Throttled`](crate::destination::DestinationError), timeouts and
+//! unavailability are [`DestinationError::Retryable`](crate::destination::DestinationError);
 //! a corrupt item or a row over [`ITEM_SIZE_LIMIT`](super::ITEM_SIZE_LIMIT) is permanent.
 //!
 //! `list`, `effects` and `count` scan the table: for development and tests, not for large tables. Effects are
