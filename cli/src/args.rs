@@ -22,6 +22,9 @@ pub struct Cli {
     /// Where the AWS backend lives (with --backend aws).
     #[command(flatten)]
     pub aws: AwsArgs,
+    /// Where changes are applied.
+    #[command(flatten)]
+    pub destination: DestinationArgs,
     /// Print JSON (stable snake_case fields) instead of text.
     #[arg(long, global = true)]
     pub json: bool,
@@ -79,6 +82,19 @@ pub struct AwsArgs {
     /// concurrent writes to the same table; never on AWS.
     #[arg(long, global = true, env = "SYNCTRAIL_SERIALIZE_DYNAMODB")]
     pub serialize_dynamodb: bool,
+}
+
+/// The destination changes are applied to (`SYNCTRAIL_DESTINATION*` variables; docs/destination-protocol.md).
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Destination")]
+pub struct DestinationArgs {
+    /// `mirror` (the reference mirror in the backend, the default) or `http` (POST each change to --destination-url).
+    #[arg(long, global = true, env = "SYNCTRAIL_DESTINATION", value_name = "KIND")]
+    pub destination: Option<String>,
+    /// The receiver's URL, with --destination http (signing secret, timeouts and concurrency: the
+    /// SYNCTRAIL_DESTINATION_* variables).
+    #[arg(long, global = true, env = "SYNCTRAIL_DESTINATION_URL", value_name = "URL")]
+    pub destination_url: Option<String>,
 }
 
 /// The subcommands.

@@ -86,6 +86,10 @@ pub enum ComposeError {
     /// This build lacks the configured backend.
     #[error("this build has no {0} backend (cargo feature `{1}` of synctrail); choose another with SYNCTRAIL_BACKEND")]
     NotBuilt(&'static str, &'static str),
+    /// The HTTP destination could not be built.
+    #[cfg(feature = "http")]
+    #[error(transparent)]
+    Http(#[from] crate::destination::http::HttpConfigError),
     /// Dependency rules need the reference mirror to look entities up.
     #[error(
         "SYNCTRAIL_DEPENDENCIES needs the reference mirror as the destination (it looks the needed entity up there); \
@@ -100,7 +104,7 @@ pub async fn compose(
     clock: Arc<dyn Clock>,
     given: Option<Arc<dyn Destination>>,
 ) -> Result<Composed, ComposeError> {
-    if given.is_some() && !config.dependencies.is_empty() {
+    if (given.is_some() || !config.destination.is_mirror()) && !config.dependencies.is_empty() {
         return Err(ComposeError::DependenciesNeedTheMirror);
     }
     let composed = match &config.backend {
@@ -202,6 +206,8 @@ fn compose_embedded(
     {
         (Some(given), _) => (given, None),
         (None, DestinationConfig::Mirror) => (embedded.mirror.clone(), Some(embedded.mirror.clone())),
+        #[cfg(feature = "http")]
+        (None, DestinationConfig::Http(http)) => (http_destination(http, &clock)?, None),
     };
     let ports = Ports {
         store: embedded.store.clone(),
@@ -249,6 +255,8 @@ async fn compose_aws(
                 let mirror = Arc::new(DynamoMirror::new(clients.dynamodb, &config.table, Arc::clone(&clock), deltas));
                 (mirror.clone(), Some(mirror), clients.requests)
             }
+            #[cfg(feature = "http")]
+            (None, DestinationConfig::Http(http)) => (http_destination(http, &clock)?, None, RequestCounter::new()),
         };
     let ports = Ports {
         store: backend.store.clone(),
@@ -269,4 +277,14 @@ async fn compose_aws(
     _: Option<Arc<dyn Destination>>,
 ) -> Result<Composed, ComposeError> {
     Err(ComposeError::NotBuilt("AWS", "aws"))
+}
+
+/// The HTTP destination `config` describes: one pooled client per cold start.
+#[cfg(feature = "http")]
+fn http_destination(
+    config: &crate::destination::http::HttpDestinationConfig,
+    clock: &Arc<dyn Clock>,
+) -> Result<Arc<dyn Destination>, ComposeError> {
+    let destination = crate::destination::http::HttpDestination::new(config.clone(), Arc::clone(clock))?;
+    Ok(Arc::new(destination))
 }

@@ -8,7 +8,7 @@
 //! | `SYNCTRAIL_TABLE`, `SYNCTRAIL_BUCKET`, `SYNCTRAIL_QUEUE_URL`, `SYNCTRAIL_DLQ_URL` | the AWS backend's resources (all required for it) |
 //! | `AWS_ENDPOINT_URL`, `AWS_REGION` | a development endpoint (moto) and the region |
 //! | `SYNCTRAIL_HOME` | the embedded backend's directory (default `./.synctrail`, on Lambda `/tmp/synctrail`) |
-//! | `SYNCTRAIL_DESTINATION` | `mirror` (the default: the reference mirror in the backend) |
+//! | `SYNCTRAIL_DESTINATION` | `mirror` (the default: the reference mirror in the backend) or `http` (a team's endpoint: `SYNCTRAIL_DESTINATION_URL`, `_SECRET`, `_TIMEOUT_MS`, `_CONNECT_TIMEOUT_MS`, `_CONCURRENCY`; docs/destination-protocol.md) |
 //! | `SYNCTRAIL_DEPENDENCIES` | dependency rules `TYPE.FIELD=NEEDED_TYPE`, comma-separated (spec §6) |
 //! | `SYNCTRAIL_DELTA_FIELDS` | what the mirror adds for `in_order` types, `TYPE.DELTA_FIELD=TOTAL_FIELD` comma-separated (default `delta` into `quantity`) |
 //! | `SYNCTRAIL_METRICS_NAMESPACE` | CloudWatch namespace of the EMF lines (default `synctrail`) |
@@ -109,11 +109,14 @@ pub struct AwsConfig {
 }
 
 /// Where changes are applied.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Default)]
 pub enum DestinationConfig {
     /// The reference mirror, kept in the backend (`SYNCTRAIL_DESTINATION=mirror`, the default).
     #[default]
     Mirror,
+    /// A team's endpoint over HTTP (`SYNCTRAIL_DESTINATION=http`).
+    #[cfg(feature = "http")]
+    Http(crate::destination::http::HttpDestinationConfig),
 }
 
 /// A configuration that can't be used; each names the variable and what to set.
@@ -150,6 +153,10 @@ pub enum ConfigError {
     /// `SYNCTRAIL_DEPENDENCIES` can't be parsed.
     #[error("SYNCTRAIL_DEPENDENCIES: {0}")]
     Dependencies(#[from] InvalidRule),
+    /// The HTTP destination's settings can't be used.
+    #[cfg(feature = "http")]
+    #[error(transparent)]
+    HttpDestination(#[from] crate::destination::http::HttpConfigError),
 }
 
 impl Config {
@@ -251,14 +258,24 @@ impl AwsConfig {
 }
 
 impl DestinationConfig {
-    /// `SYNCTRAIL_DESTINATION` (default `mirror`).
+    /// `SYNCTRAIL_DESTINATION` (default `mirror`), and for `http` the variables of
+    /// [`crate::destination::http::HttpDestinationConfig::from_lookup`].
     pub fn from_vars(vars: Vars<'_>) -> Result<Self, ConfigError> {
         match vars("SYNCTRAIL_DESTINATION").as_deref().map(str::trim) {
             None | Some("mirror") => Ok(Self::Mirror),
-            Some(other) => {
-                Err(ConfigError::Invalid { name: "SYNCTRAIL_DESTINATION", value: other.to_owned(), expected: "mirror" })
-            }
+            #[cfg(feature = "http")]
+            Some("http") => Ok(Self::Http(crate::destination::http::HttpDestinationConfig::from_lookup(vars)?)),
+            Some(other) => Err(ConfigError::Invalid {
+                name: "SYNCTRAIL_DESTINATION",
+                value: other.to_owned(),
+                expected: if cfg!(feature = "http") { "mirror or http" } else { "mirror (this build has no http)" },
+            }),
         }
+    }
+
+    /// The reference mirror is the destination.
+    pub fn is_mirror(&self) -> bool {
+        matches!(self, Self::Mirror)
     }
 }
 
@@ -327,8 +344,26 @@ mod tests {
     fn off_lambda_the_embedded_backend_is_the_default() {
         let local = config(&[]).expect("valid");
         assert_eq!(local.backend, BackendConfig::Embedded(EmbeddedConfig::at(DEFAULT_HOME)));
-        assert_eq!((local.destination, local.dependencies.len()), (DestinationConfig::Mirror, 0));
+        assert!(local.destination.is_mirror());
+        assert!(local.dependencies.is_empty());
         assert_eq!((local.metrics_namespace.as_str(), local.sweep_limit), ("synctrail", DEFAULT_SWEEP_LIMIT));
+    }
+
+    #[cfg(feature = "http")]
+    #[test]
+    fn the_http_destination_needs_its_url_and_refuses_a_short_secret_naming_the_variable() {
+        let missing = config(&[("SYNCTRAIL_DESTINATION", "http")]).expect_err("no URL");
+        assert!(missing.to_string().contains("SYNCTRAIL_DESTINATION_URL"), "{missing}");
+        let short = config(&[
+            ("SYNCTRAIL_DESTINATION", "http"),
+            ("SYNCTRAIL_DESTINATION_URL", "http://127.0.0.1:9/changes"),
+            ("SYNCTRAIL_DESTINATION_SECRET", "short"),
+        ])
+        .expect_err("a 5-byte secret");
+        assert!(short.to_string().contains("SYNCTRAIL_DESTINATION_SECRET"), "{short}");
+        assert!(!short.to_string().contains("short\""), "the secret itself is never shown: {short}");
+        let http = config(&[("SYNCTRAIL_DESTINATION", "http"), ("SYNCTRAIL_DESTINATION_URL", "http://127.0.0.1:9/c")]);
+        assert!(matches!(http.expect("valid").destination, DestinationConfig::Http(_)));
     }
 
     #[test]

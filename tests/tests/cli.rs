@@ -74,3 +74,38 @@ async fn everyday_commands_apply_no_dependency_rule_unless_one_is_configured() {
     let page: Value = serde_json::from_str(&text).expect("JSON");
     assert_eq!(page["events"][0]["status"], "completed", "applied at once, not waiting for a product: {page}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_delivers_to_an_http_destination_named_by_its_flags() {
+    use crate::support::receiver::Receiver;
+    use std::sync::Arc;
+    // The receiver stores into a mirror of its own (another home): the team's side.
+    let theirs = temp_home();
+    let store =
+        synctrail::store::sqlite::Embedded::open(theirs.path(), Arc::new(synctrail::SystemClock), Default::default())
+            .expect("the receiver's store");
+    let receiver = Receiver::start(store.mirror.clone(), Arc::new(synctrail::SystemClock), None);
+    let home = temp_home();
+    let file = home.path().join("in.ndjson");
+    std::fs::write(&file, issue(7).to_string()).expect("write");
+    let url = receiver.url.clone();
+    let http = ["--destination", "http", "--destination-url", url.as_str()];
+    assert_eq!(synctrail(home.path(), &["send", file.to_str().expect("UTF-8")]).await.0, 0);
+    let run: Vec<&str> = ["run", "--workers", "1", "--max-duration", "60"].into_iter().chain(http).collect();
+    assert_eq!(synctrail(home.path(), &run).await.0, 0);
+
+    let (_, text) = synctrail(home.path(), &["list", "--json"]).await;
+    let page: Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(page["events"][0]["status"], "completed", "{page}");
+    let seen = receiver.seen();
+    assert_eq!(seen.len(), 1, "one POST");
+    assert_eq!(seen[0].body["entity"]["key"], "default/github/issue/o/r#7", "{}", seen[0].body);
+    let entity = synctrail::model::EntityKey::parse("default/github/issue/o/r#7").expect("key");
+    use synctrail::destination::MirrorView;
+    assert_eq!(store.mirror.get(&entity).await.expect("read").map(|r| r.state), Some(json!({"n": 7})));
+    let records: Vec<&str> = ["records"].into_iter().chain(http).collect();
+    let home_str = home.path().to_str().expect("UTF-8");
+    let cli = Cli::try_parse_from(["synctrail", "--home", home_str].iter().chain(records.iter())).expect("args");
+    let refused = synctrail_cli::commands::dispatch(&cli, &mut Vec::new()).await.expect_err("no mirror here");
+    assert!(refused.to_string().contains("reference mirror"), "{refused}");
+}

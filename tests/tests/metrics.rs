@@ -181,8 +181,14 @@ fn stats(watch: Option<(f64, u64)>) -> Command {
 
 /// Runs a `synctrail` command on `h`'s home; returns what it printed.
 async fn synctrail(h: &Harness, command: Command, json: bool) -> String {
-    let cli =
-        Cli { backend: BackendKind::Embedded, home: h.home.path().to_owned(), aws: AwsArgs::default(), json, command };
+    let cli = Cli {
+        backend: BackendKind::Embedded,
+        home: h.home.path().to_owned(),
+        aws: AwsArgs::default(),
+        destination: Default::default(),
+        json,
+        command,
+    };
     let mut out = Vec::new();
     synctrail_cli::commands::dispatch(&cli, &mut out).await.expect("the command runs");
     String::from_utf8(out).expect("UTF-8 output")

@@ -14,7 +14,7 @@ pub mod stats;
 pub mod status;
 pub mod sweep;
 
-use crate::args::{AwsArgs, BackendKind, Cli, Command};
+use crate::args::{AwsArgs, BackendKind, Cli, Command, DestinationArgs};
 use crate::backend::AnyBackend;
 use crate::config::{base_settings, DRILL_MAX_RECEIVES};
 use crate::error::{CliError, EXIT_OK};
@@ -39,6 +39,8 @@ pub struct Context {
     pub home: PathBuf,
     /// The AWS backend's resources (`--table`, `--bucket`, `--queue`, `--dlq`, `--endpoint-url`).
     pub aws: AwsArgs,
+    /// The destination (`--destination`, `--destination-url`).
+    pub destination_args: DestinationArgs,
     /// Print JSON instead of text (`--json`).
     pub json: bool,
     /// A team's own destination (see [`crate::run_with_destination`]) instead of the configured one.
@@ -48,7 +50,14 @@ pub struct Context {
 impl Context {
     /// The context of a parsed command line, with the configured destination.
     pub fn of(cli: &Cli) -> Self {
-        Self { backend: cli.backend, home: cli.home.clone(), aws: cli.aws.clone(), json: cli.json, destination: None }
+        Self {
+            backend: cli.backend,
+            home: cli.home.clone(),
+            aws: cli.aws.clone(),
+            destination_args: cli.destination.clone(),
+            json: cli.json,
+            destination: None,
+        }
     }
 
     /// A variable as the command line gives it: a flag's value (clap already fell back to the variable), else the
@@ -65,6 +74,8 @@ impl Context {
             "SYNCTRAIL_DLQ_URL" => flag(&self.aws.dlq),
             "AWS_ENDPOINT_URL" => flag(&self.aws.endpoint_url),
             "SYNCTRAIL_SERIALIZE_DYNAMODB" => Some(self.aws.serialize_dynamodb.to_string()),
+            "SYNCTRAIL_DESTINATION" => flag(&self.destination_args.destination),
+            "SYNCTRAIL_DESTINATION_URL" => flag(&self.destination_args.destination_url),
             "AWS_LAMBDA_FUNCTION_NAME" => None,
             other => env_var(other),
         }
