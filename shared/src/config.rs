@@ -116,7 +116,7 @@ pub enum DestinationConfig {
     Mirror,
     /// A team's endpoint over HTTP (`SYNCTRAIL_DESTINATION=http`).
     #[cfg(feature = "http")]
-    Http(crate::destination::http::HttpDestinationConfig),
+    Http(Box<crate::destination::http::HttpDestinationConfig>),
 }
 
 /// A configuration that can't be used; each names the variable and what to set.
@@ -264,7 +264,9 @@ impl DestinationConfig {
         match vars("SYNCTRAIL_DESTINATION").as_deref().map(str::trim) {
             None | Some("mirror") => Ok(Self::Mirror),
             #[cfg(feature = "http")]
-            Some("http") => Ok(Self::Http(crate::destination::http::HttpDestinationConfig::from_lookup(vars)?)),
+            Some("http") => {
+                Ok(Self::Http(Box::new(crate::destination::http::HttpDestinationConfig::from_lookup(vars)?)))
+            }
             Some(other) => Err(ConfigError::Invalid {
                 name: "SYNCTRAIL_DESTINATION",
                 value: other.to_owned(),
