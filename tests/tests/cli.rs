@@ -101,7 +101,6 @@ async fn the_cli_delivers_to_an_http_destination_named_by_its_flags() {
     assert_eq!(seen.len(), 1, "one POST");
     assert_eq!(seen[0].body["entity"]["key"], "default/github/issue/o/r#7", "{}", seen[0].body);
     let entity = synctrail::model::EntityKey::parse("default/github/issue/o/r#7").expect("key");
-    use synctrail::destination::MirrorView;
     assert_eq!(store.mirror.get(&entity).await.expect("read").map(|r| r.state), Some(json!({"n": 7})));
     let records: Vec<&str> = ["records"].into_iter().chain(http).collect();
     let home_str = home.path().to_str().expect("UTF-8");
