@@ -3,7 +3,9 @@
 //!
 //! The destination is the configured one ([`DestinationConfig`]), or a team's own [`Destination`] handed in
 //! ([`compose`]'s `given`). Dependency rules (spec §6) wrap the reference mirror, which can tell whether an entity
-//! exists; a team's own destination answers `MissingDependency` itself.
+//! exists; a team's own destination answers `MissingDependency` itself. With an outbound connector configured
+//! (`SYNCTRAIL_OUTBOUND`), [`ByDirection`](crate::destination::ByDirection) sends `outbound` events to it and
+//! `inbound` ones to that destination.
 
 use crate::clock::Clock;
 use crate::config::{BackendConfig, Config, DestinationConfig};
@@ -86,7 +88,7 @@ pub enum ComposeError {
     /// This build lacks the configured backend.
     #[error("this build has no {0} backend (cargo feature `{1}` of synctrail); choose another with SYNCTRAIL_BACKEND")]
     NotBuilt(&'static str, &'static str),
-    /// The HTTP destination could not be built.
+    /// The HTTP destination or the outbound connector could not be built.
     #[cfg(feature = "http")]
     #[error(transparent)]
     Http(#[from] crate::destination::http::HttpConfigError),
@@ -111,7 +113,7 @@ pub async fn compose(
         BackendConfig::Embedded(embedded) => compose_embedded(embedded, config, clock, given)?,
         BackendConfig::Aws(aws) => compose_aws(aws, config, clock, given).await?,
     };
-    Ok(composed.with_dependencies(config))
+    composed.with_dependencies(config).with_outbound(config)
 }
 
 /// An engine over the ports `config` describes, with its settings.
@@ -148,6 +150,23 @@ impl Composed {
             self.ports.destination = Arc::new(RequireDependencies::new(inner, Arc::clone(mirror), rules));
         }
         self
+    }
+
+    /// With an outbound connector configured: `outbound` events to it, `inbound` ones to the destination.
+    #[cfg(feature = "http")]
+    fn with_outbound(mut self, config: &Config) -> Result<Self, ComposeError> {
+        if let Some(outbound) = &config.outbound {
+            let connector = crate::destination::connectors::connector(outbound, Arc::clone(&self.ports.clock))?;
+            let inbound = Arc::clone(&self.ports.destination);
+            self.ports.destination = Arc::new(crate::destination::ByDirection::new(inbound, connector));
+        }
+        Ok(self)
+    }
+
+    /// Without connectors in this build, every event goes to the destination.
+    #[cfg(not(feature = "http"))]
+    fn with_outbound(self, _: &Config) -> Result<Self, ComposeError> {
+        Ok(self)
     }
 
     /// The embedded backend's handles, when it is one.

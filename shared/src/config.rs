@@ -9,6 +9,7 @@
 //! | `AWS_ENDPOINT_URL`, `AWS_REGION` | a development endpoint (moto) and the region |
 //! | `SYNCTRAIL_HOME` | the embedded backend's directory (default `./.synctrail`, on Lambda `/tmp/synctrail`) |
 //! | `SYNCTRAIL_DESTINATION` | `mirror` (the default: the reference mirror in the backend) or `http` (a team's endpoint: `SYNCTRAIL_DESTINATION_URL`, `_SECRET`, `_TIMEOUT_MS`, `_CONNECT_TIMEOUT_MS`, `_CONCURRENCY`; docs/destination-protocol.md) |
+//! | `SYNCTRAIL_OUTBOUND` | `github` or `shopify`: the connector that writes `outbound` events into that system (`SYNCTRAIL_GITHUB_TOKEN`, `_API_URL`; `SYNCTRAIL_SHOPIFY_SHOP`, `_TOKEN`, `_API_URL`, `_API_VERSION`; `SYNCTRAIL_OUTBOUND_TIMEOUT_MS`, `_CONNECT_TIMEOUT_MS`, `_CONCURRENCY`; docs/connectors.md); unset: every event goes to the destination |
 //! | `SYNCTRAIL_DEPENDENCIES` | dependency rules `TYPE.FIELD=NEEDED_TYPE`, comma-separated (spec §6) |
 //! | `SYNCTRAIL_DELTA_FIELDS` | what the mirror adds for `in_order` types, `TYPE.DELTA_FIELD=TOTAL_FIELD` comma-separated (default `delta` into `quantity`) |
 //! | `SYNCTRAIL_METRICS_NAMESPACE` | CloudWatch namespace of the EMF lines (default `synctrail`) |
@@ -50,6 +51,9 @@ pub struct Config {
     pub backend: BackendConfig,
     /// Where changes are applied.
     pub destination: DestinationConfig,
+    /// The connector that writes `outbound` events into an external system; `None`: they go to the destination.
+    #[cfg(feature = "http")]
+    pub outbound: Option<crate::destination::connectors::OutboundConfig>,
     /// Rules that make an event wait for another entity (spec §6), applied in front of the destination.
     pub dependencies: Vec<DependencyRule>,
     /// How the reference mirror adds `in_order` deltas.
@@ -153,7 +157,7 @@ pub enum ConfigError {
     /// `SYNCTRAIL_DEPENDENCIES` can't be parsed.
     #[error("SYNCTRAIL_DEPENDENCIES: {0}")]
     Dependencies(#[from] InvalidRule),
-    /// The HTTP destination's settings can't be used.
+    /// The HTTP destination's or the outbound connector's settings can't be used.
     #[cfg(feature = "http")]
     #[error(transparent)]
     HttpDestination(#[from] crate::destination::http::HttpConfigError),
@@ -165,6 +169,8 @@ impl Config {
         Self {
             backend: BackendConfig::Embedded(EmbeddedConfig::at(home)),
             destination: DestinationConfig::Mirror,
+            #[cfg(feature = "http")]
+            outbound: None,
             dependencies: Vec::new(),
             delta_fields: DeltaFields::default(),
             settings: Settings::default(),
@@ -195,9 +201,19 @@ impl Config {
                 expected: "nothing with the embedded backend: it has one queue (routing needs the AWS backend)",
             });
         }
+        #[cfg(not(feature = "http"))]
+        if let Some(value) = vars("SYNCTRAIL_OUTBOUND") {
+            return Err(ConfigError::Invalid {
+                name: "SYNCTRAIL_OUTBOUND",
+                value,
+                expected: "nothing: this build has no outbound connectors (cargo feature `http` of synctrail)",
+            });
+        }
         Ok(Self {
             backend,
             destination: DestinationConfig::from_vars(vars)?,
+            #[cfg(feature = "http")]
+            outbound: crate::destination::connectors::OutboundConfig::from_lookup(vars)?,
             dependencies: DependencyRule::parse_list(&vars("SYNCTRAIL_DEPENDENCIES").unwrap_or_default())?,
             delta_fields: DeltaFields::parse(&vars(DELTA_FIELDS_VARIABLE).unwrap_or_default())?,
             settings,
@@ -368,11 +384,22 @@ mod tests {
         assert!(matches!(http.expect("valid").destination, DestinationConfig::Http(_)));
     }
 
+    #[cfg(feature = "http")]
+    #[test]
+    fn an_outbound_connector_is_read_into_the_config_and_its_token_is_required() {
+        assert!(config(&[]).expect("valid").outbound.is_none());
+        let missing = config(&[("SYNCTRAIL_OUTBOUND", "github")]).expect_err("no token");
+        assert!(missing.to_string().contains("SYNCTRAIL_GITHUB_TOKEN"), "{missing}");
+        let github = config(&[("SYNCTRAIL_OUTBOUND", "github"), ("SYNCTRAIL_GITHUB_TOKEN", "ghp_x")]).expect("valid");
+        assert!(matches!(github.outbound, Some(crate::destination::connectors::OutboundConfig::GitHub(_))));
+    }
+
     #[test]
     fn bad_values_are_refused_naming_their_variable() {
         for (name, value) in [
             ("SYNCTRAIL_BACKEND", "gcp"),
             ("SYNCTRAIL_DESTINATION", "ftp"),
+            ("SYNCTRAIL_OUTBOUND", "gitlab"),
             ("SYNCTRAIL_SWEEP_LIMIT", "0"),
             ("SYNCTRAIL_RECORD_CONCURRENCY", "none"),
             ("SYNCTRAIL_REDRIVE_QUEUES", "processor-b"),

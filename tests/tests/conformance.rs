@@ -19,8 +19,8 @@ use synctrail::destination::dependencies::{DependencyRule, RequireDependencies};
 use synctrail::destination::guard::MirrorRecord;
 use synctrail::destination::{ApplyOutcome, Change, Destination, DestinationError, MirrorView};
 use synctrail::model::{
-    content_hash, ContentHash, EntityHead, EntityKey, EventId, EventRecord, Inflight, Kind, OrderKey, PayloadRef, Slot,
-    Status,
+    content_hash, ContentHash, Direction, EntityHead, EntityKey, EventId, EventRecord, Inflight, Kind, OrderKey,
+    PayloadRef, Slot, Status,
 };
 use synctrail::store::aws::DynamoMirror;
 use synctrail::store::sqlite::{Embedded, EmbeddedOptions, Mirror};
@@ -291,6 +291,7 @@ pub mod build {
             write_started_at: None,
             write_outcome_unknown: false,
             completed_at: None,
+            written: None,
             updated_at: received_at,
             lease_until: None,
             last_message_id: None,
@@ -335,6 +336,7 @@ pub mod build {
             updated_at: Some(at(seconds)),
             content_hash: content_hash(Kind::Upsert, payload),
             kind: Kind::Upsert,
+            direction: Direction::Inbound,
             payload,
             fence,
             policy: Policy::LatestWins,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use synctrail::destination::http::signature::{verify, SIGNATURE_HEADER};
 use synctrail::destination::http::{HttpDestination, HttpDestinationConfig, Secret};
 use synctrail::destination::{ApplyOutcome, Change, Destination, DestinationError};
-use synctrail::model::{content_hash, EntityKey, ErrorKind, EventId, Kind, OrderKey, Status};
+use synctrail::model::{content_hash, Direction, EntityKey, ErrorKind, EventId, Kind, OrderKey, Status};
 use synctrail::Policy;
 
 fn receiver(h: &Harness) -> &Receiver {
@@ -46,6 +46,7 @@ impl Owned {
             updated_at: Some(time(seconds)),
             content_hash: content_hash(Kind::Upsert, &self.payload),
             kind: Kind::Upsert,
+            direction: Direction::Inbound,
             payload: &self.payload,
             fence: 1,
             policy: Policy::LatestWins,

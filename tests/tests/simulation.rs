@@ -39,7 +39,8 @@ use synctrail::destination::http::{HttpDestination, Secret};
 use synctrail::destination::{ApplyOutcome, Change, Destination, DestinationError};
 use synctrail::engine::{Disposition, Engine, Invocation, Ports};
 use synctrail::model::{
-    ContentHash, EntityHead, EntityKey, Envelope, EventId, EventRecord, Kind, Message, OrderKey, PayloadRef, Status,
+    ContentHash, Direction, EntityHead, EntityKey, Envelope, EventId, EventRecord, Kind, Message, OrderKey, PayloadRef,
+    Status,
 };
 use synctrail::store::sqlite::EmbeddedOptions;
 use synctrail::store::{
@@ -640,6 +641,7 @@ struct OwnedChange {
     updated_at: Option<DateTime<Utc>>,
     content_hash: ContentHash,
     kind: Kind,
+    direction: Direction,
     fence: u64,
     policy: Policy,
     forced: bool,
@@ -659,6 +661,7 @@ impl OwnedChange {
             updated_at: change.updated_at,
             content_hash: change.content_hash,
             kind: change.kind,
+            direction: change.direction,
             fence: change.fence,
             policy: change.policy,
             forced: change.forced,
@@ -676,6 +679,7 @@ impl OwnedChange {
             updated_at: self.updated_at,
             content_hash: self.content_hash,
             kind: self.kind,
+            direction: self.direction,
             payload: &self.payload,
             fence: self.fence,
             policy: self.policy,

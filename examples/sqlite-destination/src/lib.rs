@@ -197,6 +197,7 @@ mod tests {
             updated_at: None,
             content_hash: ContentHash::of(payload.to_string().as_bytes()),
             kind: Kind::Upsert,
+            direction: synctrail::model::Direction::Inbound,
             payload: &payload,
             fence: 1,
             policy: Policy::LatestWins,

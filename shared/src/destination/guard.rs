@@ -316,6 +316,7 @@ mod tests {
             updated_at: Some(t(seconds)),
             content_hash: ContentHash::of(payload.to_string().as_bytes()),
             kind: Kind::Upsert,
+            direction: crate::model::Direction::Inbound,
             payload,
             fence: 1,
             policy: Policy::InOrder,

@@ -1,8 +1,9 @@
 //! The destination port: where changes are applied — the one trait a team implements to put synctrail in front of
 //! its own database, ERP or API — and what surrounds it: the reference mirror's rules ([`guard`]) and which fields
 //! its `in_order` deltas add ([`delta_fields`]), the mirror's operator view ([`MirrorView`]), destinations
-//! answering "missing dependency" by rule ([`dependencies`]), fault drills ([`drill`]), and the built-in HTTP
-//! destination ([`http`], feature `http`).
+//! answering "missing dependency" by rule ([`dependencies`]), fault drills ([`drill`]), the built-in HTTP
+//! destination ([`http`], feature `http`), routing by direction ([`ByDirection`]) and the outbound connectors that
+//! write our changes to GitHub and Shopify ([`connectors`], feature `http`; docs/connectors.md).
 //!
 //! # The contract
 //!
@@ -20,7 +21,9 @@
 //!   destination that stores it can refuse a paused writer's late write too.
 //! - **Outcomes**: [`ApplyOutcome::Applied`] (written now), [`ApplyOutcome::AlreadyApplied`] (this event was
 //!   written before), [`ApplyOutcome::Superseded`] (something newer is there: the event ends `dropped`, pointing
-//!   at `by`), [`ApplyOutcome::MissingDependency`] (another entity must exist first: the event waits, spec §6).
+//!   at `by`), [`ApplyOutcome::MissingDependency`] (another entity must exist first: the event waits, spec §6),
+//!   [`ApplyOutcome::Written`] (written now, or found written by an earlier attempt, to an external system that
+//!   will echo the change back in a webhook: what it holds now, so the engine recognises the echo, spec §10).
 //! - **Errors**: [`DestinationError::Retryable`] when a later attempt may succeed (down, timed out, a 5xx: the
 //!   event is retried with backoff, then ends `failed` once its attempts are used up);
 //!   [`DestinationError::Throttled`] when the destination asks to slow down (a 429, a rate limit): the event is
@@ -31,9 +34,15 @@
 //!   counts as retryable.
 //! - **Time**: [`Change::deadline`] is when the invocation will be stopped: a call that is still running then is
 //!   cut off with an unknown outcome, so a destination that waits on a network should give up before it.
+//! - **Direction**: [`Change::direction`] says whether the change came from an external system (`inbound`: store
+//!   it on our side) or is our own change to write into one (`outbound`). [`ByDirection`] sends each to its own
+//!   destination; a destination that serves both may look at it itself.
 //! - Nothing else: the engine records statuses, history and metrics. Keep `apply` free of side effects on other
 //!   entities; a change that needs another entity says so with `MissingDependency`.
 
+mod by_direction;
+#[cfg(feature = "http")]
+pub mod connectors;
 pub mod delta_fields;
 pub mod dependencies;
 pub mod drill;
@@ -42,9 +51,10 @@ pub mod guard;
 pub mod http;
 mod mirror_view;
 
+pub use by_direction::ByDirection;
 pub use mirror_view::MirrorView;
 
-use crate::model::{ContentHash, EntityKey, EventId, Kind, OrderKey};
+use crate::model::{ContentHash, Direction, EntityKey, EventId, ExternalWrite, Kind, OrderKey};
 use crate::settings::Policy;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -66,6 +76,8 @@ pub struct Change<'a> {
     pub content_hash: ContentHash,
     /// `upsert`, `delete` or `create`.
     pub kind: Kind,
+    /// `inbound` (from an external system, to store on our side) or `outbound` (ours, to write into one).
+    pub direction: Direction,
     /// The resource's state (or, for `in_order` types, the delta).
     pub payload: &'a Value,
     /// The claim's fencing token: a write is refused when the destination saw a newer one.
@@ -107,6 +119,10 @@ pub enum ApplyOutcome {
         /// dependency will arrive by itself.
         request: Option<String>,
     },
+    /// Written to an external system that sends its changes back (a webhook) — now, or by an earlier attempt of
+    /// this event that the destination found. What the system holds now: the engine records it on the event and
+    /// keeps it on the entity's head to recognise the echo (spec §10).
+    Written(ExternalWrite),
 }
 
 /// A destination's failure.

@@ -3,10 +3,10 @@
 
 use super::decide::{decide, Candidate, Decision, DecisionContext};
 use super::intake::{redelivered, reject_conflict};
-use super::settle::{settle, End};
+use super::settle::{promote_next, settle, End};
 use super::{Engine, EngineError, Incoming, Invocation, Outcome};
 use crate::destination::{ApplyOutcome, Change, DestinationError};
-use crate::model::{EntityHead, Envelope, ErrorInfo, ErrorKind, EventId, EventRecord, Inflight, Status};
+use crate::model::{EntityHead, Envelope, ErrorInfo, ErrorKind, EventId, EventRecord, Inflight, Slot, Status};
 use crate::settings::Policy;
 use crate::store::{StoreError, Write};
 use futures_util::FutureExt;
@@ -60,6 +60,8 @@ pub(super) async fn drive(
             order: envelope.order,
             content_hash: envelope.content_hash,
             status: record.status,
+            direction: envelope.direction,
+            shows_echo: head.echo.as_ref().is_some_and(|guard| guard.fingerprint.matches(&envelope.payload)),
         };
         let ctx = DecisionContext {
             now,
@@ -149,16 +151,19 @@ async fn record_decision(
     let before = record.status;
     let mut writes = Vec::new();
     let mut canceled = 0;
+    let mut promoted = None;
     match decision {
         Decision::Duplicate { of } => {
             let note = format!("duplicate of {of}");
             record.duplicate_of = Some(of);
             record.transition(engine.entry(Status::Duplicate, attempt, invocation, Some(note)))?;
+            promoted = release(engine, &mut head, &event_id, &mut writes);
         }
         Decision::Dropped { newer } => {
             let note = format!("stale: {newer} is newer");
             record.dropped_for = Some(newer.to_string());
             record.transition(engine.entry(Status::Dropped, attempt, invocation, Some(note)))?;
+            promoted = release(engine, &mut head, &event_id, &mut writes);
         }
         Decision::AlreadyQueued => {
             return Ok(Recorded::Done(Box::new(Outcome::ack(&event_id, record.status).about(&record))))
@@ -242,7 +247,31 @@ async fn record_decision(
     outcome.facts.canceled = canceled;
     writes.push(Write::event(record));
     engine.ports.store.commit(writes).await?;
+    if let Some(next) = promoted {
+        engine.send_redrive(&next.event_id, invocation).await;
+    }
     Ok(Recorded::Done(Box::new(outcome)))
+}
+
+/// An event judged against an echo guard (spec §10) may hold its entity (promoted while the outbound write was in
+/// flight) or wait as its `next`: ending it releases that place, and promotes what waits as a settle would.
+fn release(engine: &Engine, head: &mut EntityHead, event_id: &EventId, writes: &mut Vec<Write>) -> Option<Slot> {
+    let holds = head.inflight.as_ref().is_some_and(|i| &i.slot.event_id == event_id);
+    let waits = head.next.as_ref().is_some_and(|n| &n.event_id == event_id);
+    if !holds && !waits {
+        return None;
+    }
+    let now = engine.now();
+    head.updated_at = now;
+    let promoted = if holds {
+        head.inflight = None;
+        promote_next(head, engine, now)
+    } else {
+        head.next = None;
+        None
+    };
+    writes.push(Write::head(head.clone()));
+    promoted
 }
 
 /// Marks superseded events `canceled` by `by` (only those not already done).
@@ -298,6 +327,7 @@ async fn apply(
         updated_at: envelope.updated_at,
         content_hash: envelope.content_hash,
         kind: envelope.kind,
+        direction: envelope.direction,
         payload: &envelope.payload,
         fence,
         policy: engine.settings.policy_for(&envelope.entity.entity_type),
@@ -310,7 +340,8 @@ async fn apply(
     record.write_started_at = Some(engine.now());
     let result = AssertUnwindSafe(engine.ports.destination.apply(&change)).catch_unwind().await;
     let end = match result {
-        Ok(Ok(ApplyOutcome::Applied | ApplyOutcome::AlreadyApplied)) => End::Completed,
+        Ok(Ok(ApplyOutcome::Applied | ApplyOutcome::AlreadyApplied)) => End::Completed(None),
+        Ok(Ok(ApplyOutcome::Written(write))) => End::Completed(Some(write)),
         Ok(Ok(ApplyOutcome::Superseded { by })) => End::Dropped(by),
         Ok(Ok(ApplyOutcome::MissingDependency { key, .. })) if key == envelope.entity => End::Failed(error_info(
             ErrorKind::Permanent,

@@ -1,7 +1,8 @@
-//! The ordering decision of spec §4 (`latest_wins`) and §5 (`in_order`), as a pure function of the entity's
-//! head and the arriving event. Writing the decision down is the engine's job; this file only decides.
+//! The ordering decision of spec §4 (`latest_wins`) and §5 (`in_order`), and the echo of an outbound write
+//! (§10), as a pure function of the entity's head and the arriving event. Writing the decision down is the
+//! engine's job; this file only decides.
 
-use crate::model::{ContentHash, EntityHead, EventId, Inflight, OrderKey, Slot, Status};
+use crate::model::{ContentHash, Direction, EchoGuard, EntityHead, EventId, Inflight, OrderKey, Slot, Status};
 use crate::settings::Policy;
 use chrono::{DateTime, Duration, Utc};
 
@@ -16,6 +17,11 @@ pub struct Candidate {
     pub content_hash: ContentHash,
     /// Its stored status (`received` when new).
     pub status: Status,
+    /// `inbound` or `outbound`.
+    pub direction: Direction,
+    /// Its payload shows the fingerprint of the head's echo guard: the fields the last outbound write set hold what
+    /// it wrote (false when the head has no guard).
+    pub shows_echo: bool,
 }
 
 impl Candidate {
@@ -108,8 +114,11 @@ impl DecisionContext {
     }
 }
 
-/// Decides the fate of `event` given its entity's `head` (spec §4 rules 1–4, §5).
+/// Decides the fate of `event` given its entity's `head` (spec §4 rules 1–4, §5, §10).
 pub fn decide(head: &EntityHead, event: &Candidate, ctx: &DecisionContext) -> Decision {
+    if let Some(decision) = against_echo(head, event, ctx) {
+        return decision;
+    }
     if let Some(inflight) = head.inflight.as_ref().filter(|i| i.slot.event_id == event.event_id) {
         return reenter(inflight, event, ctx);
     }
@@ -129,6 +138,24 @@ fn reenter(inflight: &Inflight, event: &Candidate, ctx: &DecisionContext) -> Dec
     }
 }
 
+/// The guard against which an inbound `latest_wins` event is judged first (spec §10), if any.
+fn echo_guard<'h>(head: &'h EntityHead, event: &Candidate, ctx: &DecisionContext) -> Option<&'h EchoGuard> {
+    let judged = event.direction == Direction::Inbound && ctx.policy == Policy::LatestWins;
+    head.echo.as_ref().filter(|_| judged)
+}
+
+/// Spec §10: an inbound event with the guard's order key that shows its fingerprint is the outbound write's echo
+/// (`duplicate` of the outbound event); one with an older order key is stale (`dropped` for it). Judged before
+/// anything else, also when the event was promoted to hold its entity while the outbound write was in flight.
+fn against_echo(head: &EntityHead, event: &Candidate, ctx: &DecisionContext) -> Option<Decision> {
+    let guard = echo_guard(head, event, ctx)?;
+    match event.order.cmp(&guard.order) {
+        std::cmp::Ordering::Less => Some(Decision::Dropped { newer: guard.event_id.clone() }),
+        std::cmp::Ordering::Equal if event.shows_echo => Some(Decision::Duplicate { of: guard.event_id.clone() }),
+        _ => None,
+    }
+}
+
 fn against(slot: &Slot, comparison: Comparison) -> Option<Decision> {
     match comparison {
         Comparison::Same => Some(Decision::Duplicate { of: slot.event_id.clone() }),
@@ -138,7 +165,7 @@ fn against(slot: &Slot, comparison: Comparison) -> Option<Decision> {
 }
 
 fn latest_wins(head: &EntityHead, event: &Candidate, ctx: &DecisionContext) -> Decision {
-    let mut tie = false;
+    let mut tie = echo_guard(head, event, ctx).is_some_and(|g| g.order == event.order);
     let inflight = head.inflight.as_ref();
     let is_next = head.next.as_ref().is_some_and(|n| n.event_id == event.event_id);
     // Promoted by the sweeper or a lost race: it was `next` and the holder is gone.
@@ -149,8 +176,11 @@ fn latest_wins(head: &EntityHead, event: &Candidate, ctx: &DecisionContext) -> D
             None => Decision::Claim { tie: false, out_of_order: false, cancel: Vec::new() },
         };
     }
-    // Rule 1: against the applied event (unless it is this very event, re-driven on purpose).
-    if let Some(applied) = head.applied.as_ref().filter(|a| a.event_id != event.event_id) {
+    // Rule 1: against the applied event (unless it is this very event, re-driven on purpose). An outbound event
+    // applied with an echo guard was judged as the guard, in the external system's own order (spec §10).
+    let judged_as_echo = echo_guard(head, event, ctx).map(|g| &g.event_id);
+    let applied = head.applied.as_ref().filter(|a| a.event_id != event.event_id && Some(&a.event_id) != judged_as_echo);
+    if let Some(applied) = applied {
         let c = compare(event, applied);
         if let Some(d) = against(applied, c) {
             return d;

@@ -119,6 +119,7 @@ fn blank_record(
         write_started_at: None,
         write_outcome_unknown: false,
         completed_at: None,
+        written: None,
         updated_at: now,
         lease_until: None,
         last_message_id: None,

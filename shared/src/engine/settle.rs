@@ -3,7 +3,8 @@
 
 use super::{Disposition, Engine, EngineError, Invocation, Outcome};
 use crate::model::{
-    EntityHead, EntityKey, ErrorInfo, ErrorKind, EventId, EventRecord, Inflight, Message, RedriveReason, Slot, Status,
+    EchoGuard, EntityHead, EntityKey, ErrorInfo, ErrorKind, EventId, EventRecord, ExternalWrite, Inflight, Message,
+    RedriveReason, Slot, Status,
 };
 use crate::settings::Policy;
 use crate::store::{EventQuery, OutgoingMessage, StoreError, Write};
@@ -12,8 +13,8 @@ use chrono::Duration;
 /// How an attempt ended.
 #[derive(Debug)]
 pub(super) enum End {
-    /// Applied (or applied before this retry).
-    Completed,
+    /// Applied (or applied before this retry); with what an outbound write left in the external system.
+    Completed(Option<ExternalWrite>),
     /// The destination holds something newer.
     Dropped(String),
     /// A permanent error.
@@ -71,13 +72,18 @@ pub(super) async fn settle(
         // A retryable error or a panic does not prove that nothing was written; every other end does.
         record.write_outcome_unknown = matches!(end, End::Errored(..) | End::Exhausted(_));
         head.updated_at = now;
-        let resume_waiters = matches!(end, End::Completed) && std::mem::take(&mut head.has_waiters);
+        let resume_waiters = matches!(end, End::Completed(_)) && std::mem::take(&mut head.has_waiters);
         let mut dependency_head = None;
+        let mut created_head = None;
         let (disposition, promote) = match &end {
-            End::Completed => {
+            End::Completed(written) => {
                 record.completed_at = Some(now);
+                record.written = written.clone();
                 record.transition(engine.entry(Status::Completed, attempt, invocation, None))?;
                 record_applied(&mut head, &record, engine.settings.policy_for(&entity.entity_type));
+                if let Some(write) = written {
+                    created_head = guard_echo(engine, &mut head, &event_id, write).await?;
+                }
                 (Disposition::Ack, true)
             }
             End::Dropped(by) => {
@@ -133,6 +139,9 @@ pub(super) async fn settle(
         if let Some((dependency, true)) = &dependency_head {
             writes.push(Write::head(dependency.clone()));
         }
+        if let Some(created) = created_head {
+            writes.push(Write::head(created));
+        }
         match store.commit(writes).await {
             Ok(()) => {}
             Err(StoreError::Conflict(_)) => continue,
@@ -166,6 +175,42 @@ fn record_applied(head: &mut EntityHead, record: &EventRecord, policy: Policy) {
     }
 }
 
+/// Spec §10: keeps `write` as the echo guard of the resource it wrote — `head` itself for an update, the head of
+/// the created resource's entity (returned, to be written in the same commit) for a create, whose webhooks name
+/// the resource by the id the external system gave it.
+async fn guard_echo(
+    engine: &Engine,
+    head: &mut EntityHead,
+    event_id: &EventId,
+    write: &ExternalWrite,
+) -> Result<Option<EntityHead>, EngineError> {
+    let Some(guard) = EchoGuard::of(event_id, write) else {
+        tracing::warn!(event_id = %event_id, updated_at = %write.updated_at, "written time out of range; no echo guard");
+        return Ok(None);
+    };
+    let entity = &head.entity;
+    let created = match write.created.as_deref().filter(|id| *id != entity.external_id) {
+        None => {
+            head.echo = Some(guard);
+            return Ok(None);
+        }
+        Some(id) => EntityKey::new(&entity.tenant, &entity.source, &entity.entity_type, id),
+    };
+    let created = match created {
+        Ok(key) => key,
+        Err(e) => {
+            tracing::warn!(event_id = %event_id, error = %e, "the created resource's id is not an external id; no echo guard");
+            return Ok(None);
+        }
+    };
+    let now = engine.now();
+    let mut created_head =
+        engine.ports.store.get_head(&created).await?.unwrap_or_else(|| EntityHead::empty(created.clone(), now));
+    created_head.echo = Some(guard);
+    created_head.updated_at = now;
+    Ok(Some(created_head))
+}
+
 /// `in_order`: moves parked events (recorded `queued`, not in the head) into the empty backlog, oldest order key
 /// first, as many as fit.
 async fn unpark(engine: &Engine, head: &mut EntityHead) -> Result<(), EngineError> {
@@ -190,7 +235,7 @@ async fn unpark(engine: &Engine, head: &mut EntityHead) -> Result<(), EngineErro
 
 /// Releases the head and hands it to the waiting event, if any: it holds the entity under a fresh lease and
 /// fencing token until its re-drive message claims it.
-fn promote_next(head: &mut EntityHead, engine: &Engine, now: chrono::DateTime<chrono::Utc>) -> Option<Slot> {
+pub(super) fn promote_next(head: &mut EntityHead, engine: &Engine, now: chrono::DateTime<chrono::Utc>) -> Option<Slot> {
     let next = head.next.take().or_else(|| (!head.backlog.is_empty()).then(|| head.backlog.remove(0)));
     head.inflight = next.clone().map(|slot| {
         head.fence += 1;

@@ -1,5 +1,6 @@
 //! The per-entity head of spec §4: what is applied, what is in flight, what is next.
 
+use super::echo::EchoGuard;
 use super::ids::{ContentHash, EntityKey, EventId, OrderKey};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -56,6 +57,9 @@ pub struct EntityHead {
     /// Events of other entities wait for this one to exist (spec §6): the next completion here re-drives them.
     #[serde(default)]
     pub has_waiters: bool,
+    /// The last write an outbound event made to the external resource, to recognise its echo (spec §10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub echo: Option<EchoGuard>,
     /// When the head last changed.
     pub updated_at: DateTime<Utc>,
     /// Compare-and-set version (0 = not stored yet).
@@ -75,6 +79,7 @@ impl EntityHead {
             fence: 0,
             needs_verification: false,
             has_waiters: false,
+            echo: None,
             updated_at: now,
             version: 0,
         }

@@ -1,5 +1,6 @@
 //! The data model of spec §1, §2 and §8: envelopes, ids, statuses, event records and entity heads.
 
+mod echo;
 mod envelope;
 mod head;
 mod ids;
@@ -8,6 +9,7 @@ mod status;
 mod status_report;
 mod unique_keys;
 
+pub use echo::{EchoGuard, ExternalWrite, Fingerprint};
 pub use envelope::{
     canonical_json, content_hash, Direction, Envelope, EnvelopeError, Kind, Message, RedriveReason, REDRIVE_FIELD,
 };

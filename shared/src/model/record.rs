@@ -1,5 +1,6 @@
 //! The event record of spec §8: everything known about one event, and its history.
 
+use super::echo::ExternalWrite;
 use super::envelope::{Direction, Kind};
 use super::ids::{ContentHash, EntityKey, EventId, OrderKey};
 use super::status::{IllegalTransition, Status};
@@ -155,6 +156,9 @@ pub struct EventRecord {
     pub write_outcome_unknown: bool,
     /// When it was applied.
     pub completed_at: Option<DateTime<Utc>>,
+    /// An outbound event: what its connector wrote to the external system (spec §10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written: Option<ExternalWrite>,
     /// When the record last changed.
     pub updated_at: DateTime<Utc>,
     /// `processing`: until when its claim holds.

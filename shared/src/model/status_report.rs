@@ -1,5 +1,6 @@
 //! One event's status as readers see it: the CLI's `status --json`, the status function's HTTP response.
 
+use super::echo::ExternalWrite;
 use super::ids::EventId;
 use super::record::{ErrorInfo, EventRecord};
 use super::status::Status;
@@ -33,6 +34,9 @@ pub struct StatusReport {
     pub error: Option<ErrorInfo>,
     /// When it was applied.
     pub completed_at: Option<DateTime<Utc>>,
+    /// An outbound event: what its connector wrote (for a create, the external id the system gave).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written: Option<ExternalWrite>,
     /// When the record last changed.
     pub updated_at: DateTime<Utc>,
 }
@@ -52,6 +56,7 @@ impl From<&EventRecord> for StatusReport {
             attempt: r.attempt,
             error: r.error.clone(),
             completed_at: r.completed_at,
+            written: r.written.clone(),
             updated_at: r.updated_at,
         }
     }

@@ -266,6 +266,7 @@ impl State {
             updated_at: wire.order.updated_at,
             content_hash,
             kind: wire.kind,
+            direction: wire.direction,
             payload: &wire.payload,
             fence: wire.fence,
             policy: wire.policy,
@@ -278,6 +279,7 @@ impl State {
         match self.store.apply(&change).await {
             Ok(ApplyOutcome::Applied) => (200, json!({ "result": "applied" }).to_string()),
             Ok(ApplyOutcome::AlreadyApplied) => (200, json!({ "result": "already_applied" }).to_string()),
+            Ok(ApplyOutcome::Written(_)) => (200, json!({ "result": "applied" }).to_string()),
             Ok(ApplyOutcome::Superseded { by }) => (409, json!({ "superseded_by": by }).to_string()),
             Ok(ApplyOutcome::MissingDependency { key, request }) => {
                 let request = request.and_then(|r| serde_json::from_str::<Value>(&r).ok());

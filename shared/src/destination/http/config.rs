@@ -65,10 +65,12 @@ pub enum HttpConfigError {
     },
     /// An `https://` URL, but the platform's TLS root certificates could not be loaded.
     #[error(
-        "{URL_VARIABLE} is https, but no TLS root certificates could be loaded from the platform ({source}); \
+        "{variable} is https, but no TLS root certificates could be loaded from the platform ({source}); \
          install the CA certificates or point SSL_CERT_FILE at a PEM bundle"
     )]
     TlsRoots {
+        /// The URL's variable.
+        variable: &'static str,
         /// What loading them said.
         source: std::io::Error,
     },
@@ -78,7 +80,7 @@ impl HttpDestinationConfig {
     /// `url` with the default timeouts and concurrency, unsigned.
     pub fn new(url: &str) -> Result<Self, HttpConfigError> {
         Ok(Self {
-            url: parse_url(url)?,
+            url: parse_url(URL_VARIABLE, url)?,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             timeout: DEFAULT_TIMEOUT,
             concurrency: DEFAULT_CONCURRENCY,
@@ -95,25 +97,14 @@ impl HttpDestinationConfig {
             expected: "the receiver's http:// or https:// URL, e.g. https://erp.example.com/synctrail",
         })?;
         let mut config = Self::new(&url)?;
-        let number = |variable: &'static str, min: u64, max: u64, expected: &'static str| {
-            let Some(text) = lookup(variable).filter(|v| !v.trim().is_empty()) else {
-                return Ok(None);
-            };
-            match text.trim().parse::<u64>() {
-                Ok(n) if (min..=max).contains(&n) => Ok(Some(n)),
-                _ => Err(HttpConfigError::Invalid { variable, value: text, expected }),
-            }
-        };
-        let millis = "a whole number of milliseconds from 1 to 600000";
-        if let Some(ms) = number(CONNECT_TIMEOUT_VARIABLE, 1, 600_000, millis)? {
-            config.connect_timeout = Duration::from_millis(ms);
+        if let Some(timeout) = millis(&lookup, CONNECT_TIMEOUT_VARIABLE)? {
+            config.connect_timeout = timeout;
         }
-        if let Some(ms) = number(TIMEOUT_VARIABLE, 1, 600_000, millis)? {
-            config.timeout = Duration::from_millis(ms);
+        if let Some(timeout) = millis(&lookup, TIMEOUT_VARIABLE)? {
+            config.timeout = timeout;
         }
-        let requests = "a whole number of requests from 1 to 1024";
-        if let Some(n) = number(CONCURRENCY_VARIABLE, 1, MAX_CONCURRENCY as u64, requests)? {
-            config.concurrency = n as usize;
+        if let Some(n) = requests(&lookup, CONCURRENCY_VARIABLE)? {
+            config.concurrency = n;
         }
         if let Some(value) = lookup(SECRET_VARIABLE) {
             config.secret = Some(secret(value)?);
@@ -128,9 +119,44 @@ impl HttpDestinationConfig {
     }
 }
 
-/// An absolute `http://` or `https://` URL with a host, no credentials and no fragment.
-fn parse_url(text: &str) -> Result<Uri, HttpConfigError> {
-    let invalid = |expected| HttpConfigError::Invalid { variable: URL_VARIABLE, value: text.to_owned(), expected };
+/// A timeout in milliseconds (1 to 600000) in `variable`, when set.
+pub(crate) fn millis(
+    lookup: &impl Fn(&str) -> Option<String>,
+    variable: &'static str,
+) -> Result<Option<Duration>, HttpConfigError> {
+    let expected = "a whole number of milliseconds from 1 to 600000";
+    Ok(whole_number(lookup, variable, 1, 600_000, expected)?.map(Duration::from_millis))
+}
+
+/// A number of requests in flight (1 to [`MAX_CONCURRENCY`]) in `variable`, when set.
+pub(crate) fn requests(
+    lookup: &impl Fn(&str) -> Option<String>,
+    variable: &'static str,
+) -> Result<Option<usize>, HttpConfigError> {
+    let expected = "a whole number of requests from 1 to 1024";
+    Ok(whole_number(lookup, variable, 1, MAX_CONCURRENCY as u64, expected)?.map(|n| n as usize))
+}
+
+/// A whole number from `min` to `max` in `variable`, when set (blank counts as unset).
+fn whole_number(
+    lookup: &impl Fn(&str) -> Option<String>,
+    variable: &'static str,
+    min: u64,
+    max: u64,
+    expected: &'static str,
+) -> Result<Option<u64>, HttpConfigError> {
+    let Some(text) = lookup(variable).filter(|v| !v.trim().is_empty()) else {
+        return Ok(None);
+    };
+    match text.trim().parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(Some(n)),
+        _ => Err(HttpConfigError::Invalid { variable, value: text, expected }),
+    }
+}
+
+/// An absolute `http://` or `https://` URL with a host, no credentials and no fragment, from `variable`.
+pub(crate) fn parse_url(variable: &'static str, text: &str) -> Result<Uri, HttpConfigError> {
+    let invalid = |expected| HttpConfigError::Invalid { variable, value: text.to_owned(), expected };
     let url: Uri = text.trim().parse().map_err(|_| invalid("an absolute http:// or https:// URL"))?;
     if !matches!(url.scheme_str(), Some("http" | "https")) {
         return Err(invalid("an absolute http:// or https:// URL"));
@@ -141,7 +167,7 @@ fn parse_url(text: &str) -> Result<Uri, HttpConfigError> {
             Err(invalid("a URL with a host, e.g. https://erp.example.com/synctrail"))
         }
         Some(authority) if authority.as_str().contains('@') => {
-            Err(invalid("a URL without credentials (sign requests with SYNCTRAIL_DESTINATION_SECRET instead)"))
+            Err(invalid("a URL without credentials (secrets and tokens have variables of their own)"))
         }
         Some(_) => Ok(url),
     }

@@ -6,13 +6,15 @@
 //! - [`signature`]: `Synctrail-Signature` (HMAC-SHA256), signing and verifying.
 //! - [`outcome`]: an answer (status, `Retry-After`, body) as an [`ApplyOutcome`](crate::destination::ApplyOutcome) or a
 //!   [`DestinationError`](crate::destination::DestinationError).
-//! - [`client`]: the pooled HTTP/1.1 client (hyper, rustls on ring, the platform's TLS roots), the timeouts and the
-//!   limit of requests in flight.
+//! - [`client`]: [`HttpDestination`], one signed `POST` per change.
+//! - [`transport`]: the pooled HTTP/1.1 client (hyper, rustls on ring, the platform's TLS roots), the timeouts and
+//!   the limit of requests in flight — shared with the outbound connectors.
 
 pub mod client;
 pub mod config;
 pub mod outcome;
 pub mod signature;
+pub mod transport;
 pub mod wire;
 
 pub use client::HttpDestination;

@@ -66,12 +66,16 @@ pub fn described(status: StatusCode, body: &[u8]) -> String {
     }
 }
 
-/// `Retry-After` as a delay from `now`: whole seconds, or an HTTP date (IMF-fixdate, or the obsolete RFC 850 and
-/// asctime forms); a date in the past is no delay. `None` when absent or unreadable.
+/// `Retry-After` as a delay from `now`: seconds (whole, or with a fraction as Shopify sends them: `2.0`), or an
+/// HTTP date (IMF-fixdate, or the obsolete RFC 850 and asctime forms); a date in the past is no delay. `None` when
+/// absent or unreadable.
 pub fn retry_after(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
     let text = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?.trim();
     if let Ok(seconds) = text.parse::<u64>() {
         return Some(Duration::from_secs(seconds));
+    }
+    if let Some(seconds) = text.parse::<f64>().ok().filter(|s| s.is_finite() && *s >= 0.0 && *s < 1e9) {
+        return Some(Duration::from_secs_f64(seconds));
     }
     let at = DateTime::parse_from_rfc2822(text).map(|at| at.with_timezone(&Utc)).ok().or_else(|| {
         ["%A, %d-%b-%y %H:%M:%S GMT", "%a %b %e %H:%M:%S %Y"]
@@ -177,6 +181,9 @@ mod tests {
     #[test]
     fn retry_after_reads_seconds_and_http_dates() {
         assert_eq!(retry_after(&with_retry_after("120"), now()), Some(Duration::from_secs(120)));
+        assert_eq!(retry_after(&with_retry_after("2.0"), now()), Some(Duration::from_secs(2)));
+        assert_eq!(retry_after(&with_retry_after("0.5"), now()), Some(Duration::from_millis(500)));
+        assert_eq!(retry_after(&with_retry_after("-1.5"), now()), None);
         let imf = with_retry_after("Fri, 01 May 2026 12:00:30 GMT");
         assert_eq!(retry_after(&imf, now()), Some(Duration::from_secs(30)));
         let rfc850 = with_retry_after("Friday, 01-May-26 12:01:00 GMT");

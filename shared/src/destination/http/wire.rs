@@ -1,7 +1,7 @@
 //! The wire format: the JSON body of a delivery, and the JSON a receiver may answer with.
 
 use crate::destination::Change;
-use crate::model::{Kind, OrderKey};
+use crate::model::{Direction, Kind, OrderKey};
 use crate::settings::Policy;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
@@ -17,6 +17,9 @@ pub struct WireChange<'a> {
     pub entity: WireEntity<'a>,
     /// `upsert`, `delete` or `create`.
     pub kind: Kind,
+    /// `inbound` (from an external system) or `outbound` (ours, to write into one); absent means inbound.
+    #[serde(default)]
+    pub direction: Direction,
     /// `latest_wins` (the payload is the state) or `in_order` (the payload is a delta).
     pub policy: Policy,
     /// The order key: write only when it is newer than the stored one.
@@ -76,6 +79,7 @@ impl<'a> WireChange<'a> {
                 external_id: Cow::Borrowed(&entity.external_id),
             },
             kind: change.kind,
+            direction: change.direction,
             policy: change.policy,
             order: WireOrder::of(change.order),
             content_hash: Cow::Owned(change.content_hash.to_hex()),
@@ -158,6 +162,7 @@ mod tests {
             updated_at: Some(at),
             content_hash: content_hash(Kind::Upsert, &payload),
             kind: Kind::Upsert,
+            direction: Direction::Inbound,
             payload: &payload,
             fence: 7,
             policy: Policy::LatestWins,
@@ -175,6 +180,7 @@ mod tests {
                 "entity": {"key": "acme/shop/product/9", "tenant": "acme", "source": "shop",
                            "entity_type": "product", "external_id": "9"},
                 "kind": "upsert",
+                "direction": "inbound",
                 "policy": "latest_wins",
                 "order": {"updated_at": "2026-05-01T12:00:00.500000000Z", "version": 3},
                 "content_hash": change.content_hash.to_hex(),

@@ -1,0 +1,30 @@
+//! [`ByDirection`]: one processor serving both directions — inbound changes to the team's destination (the mirror,
+//! HTTP, its own), outbound ones to a connector that writes them into the external system.
+
+use super::{ApplyOutcome, Change, Destination, DestinationError};
+use crate::model::Direction;
+use async_trait::async_trait;
+use std::sync::Arc;
+
+/// Sends each change to the destination of its [`Change::direction`].
+pub struct ByDirection {
+    inbound: Arc<dyn Destination>,
+    outbound: Arc<dyn Destination>,
+}
+
+impl ByDirection {
+    /// `inbound` changes to `inbound`, `outbound` ones to `outbound`.
+    pub fn new(inbound: Arc<dyn Destination>, outbound: Arc<dyn Destination>) -> Self {
+        Self { inbound, outbound }
+    }
+}
+
+#[async_trait]
+impl Destination for ByDirection {
+    async fn apply(&self, change: &Change<'_>) -> Result<ApplyOutcome, DestinationError> {
+        match change.direction {
+            Direction::Inbound => self.inbound.apply(change).await,
+            Direction::Outbound => self.outbound.apply(change).await,
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! What both connectors share: [`Rest`], JSON requests to one API over the shared [`Transport`], paced by the
+//! API's rate limits; and the pieces of a write — the fields of a payload a connector writes, and the
+//! [`ExternalWrite`] an answer describes.
+
+use super::pace::Pace;
+use crate::destination::http::outcome::described;
+use crate::destination::http::transport::{Answer, Budget, Transport};
+use crate::destination::{Change, DestinationError};
+use crate::model::{ExternalWrite, Fingerprint, Kind};
+use crate::settings::Policy;
+use chrono::{DateTime, Utc};
+use http::header::{HeaderName, ACCEPT, CONTENT_TYPE, USER_AGENT};
+use http::{HeaderValue, Method, Request, Uri};
+use http_body_util::Full;
+use hyper::body::Bytes;
+use serde_json::{Map, Value};
+use std::sync::Arc;
+
+/// The `User-Agent` of every request (GitHub refuses requests without one).
+const AGENT: &str = concat!("synctrail/", env!("CARGO_PKG_VERSION"));
+
+/// JSON requests to one API.
+pub(super) struct Rest {
+    transport: Transport,
+    base: String,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    /// The pause the API's rate limits call for.
+    pub(super) pace: Pace,
+}
+
+impl Rest {
+    /// Requests to the API at `base` over `transport`, each with `headers` (the token's value marked sensitive by
+    /// the caller) besides `Accept`, `Content-Type` and `User-Agent`.
+    pub(super) fn new(transport: Transport, base: &Uri, headers: Vec<(HeaderName, HeaderValue)>) -> Self {
+        let pace = Pace::new(Arc::clone(transport.clock()));
+        let base = base.to_string().trim_end_matches('/').to_owned();
+        Self { transport, base, headers, pace }
+    }
+
+    /// The time one change may take.
+    pub(super) fn budget(&self, change: &Change<'_>) -> Result<Budget, DestinationError> {
+        self.transport.budget(change.deadline)
+    }
+
+    /// `method path` (path and query, from the API's base) with `body` as JSON, once the pace allows it.
+    pub(super) async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        budget: &Budget,
+    ) -> Result<Answer, DestinationError> {
+        self.pace.ready(budget).await?;
+        let uri = format!("{}{path}", self.base);
+        let mut request = Request::builder()
+            .method(method)
+            .uri(&uri)
+            .header(ACCEPT, HeaderValue::from_static("application/json"))
+            .header(USER_AGENT, HeaderValue::from_static(AGENT));
+        for (name, value) in &self.headers {
+            request = request.header(name, value.clone());
+        }
+        let bytes = match body {
+            Some(body) => {
+                request = request.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                Bytes::from(body.to_string())
+            }
+            None => Bytes::new(),
+        };
+        let request = request
+            .body(Full::new(bytes))
+            .map_err(|e| DestinationError::Permanent(format!("{uri} can't be requested: {e}")))?;
+        let answer = self.transport.send(request, budget).await?;
+        tracing::debug!(uri = %uri, status = answer.status.as_u16(), "API answered");
+        Ok(answer)
+    }
+}
+
+/// The JSON of a successful answer. A body that is not JSON is retryable: the write may have happened, and the
+/// retry looks before it writes again.
+pub(super) fn json_of(answer: &Answer) -> Result<Value, DestinationError> {
+    serde_json::from_slice(&answer.body).map_err(|e| {
+        DestinationError::retryable(format!(
+            "{} is not JSON ({e}); the change may have been written, the retry looks first",
+            described(answer.status, &answer.body)
+        ))
+    })
+}
+
+/// Connectors write snapshots (`latest_wins`) that create or update a resource: an `in_order` delta or a delete is
+/// refused for good, naming the connector.
+pub(super) fn snapshot_only(change: &Change<'_>, connector: &str) -> Result<(), DestinationError> {
+    if change.policy == Policy::InOrder {
+        return Err(DestinationError::Permanent(format!(
+            "{} is in_order (deltas); the {connector} connector writes snapshots: make the type latest_wins",
+            change.entity.entity_type
+        )));
+    }
+    if change.kind == Kind::Delete {
+        return Err(DestinationError::Permanent(format!(
+            "the {connector} connector does not delete ({}); delete it in {connector} itself",
+            change.entity
+        )));
+    }
+    Ok(())
+}
+
+/// The fields of `payload` among `writable`, in that order; a permanent error when it has none.
+pub(super) fn fields_to_write(
+    payload: &Value,
+    writable: &[&str],
+    entity_type: &str,
+) -> Result<Map<String, Value>, DestinationError> {
+    let fields: Map<String, Value> = writable
+        .iter()
+        .filter_map(|field| payload.get(*field).map(|value| ((*field).to_owned(), value.clone())))
+        .collect();
+    if fields.is_empty() {
+        return Err(DestinationError::Permanent(format!(
+            "nothing to write: the {entity_type} payload has none of the fields written ({})",
+            writable.join(", ")
+        )));
+    }
+    Ok(fields)
+}
+
+/// What a write left: `resource` as the API answered it (its `updated_at`, the `fingerprinted` fields as JSON
+/// pointers), and the id the API gave it when it was `created`.
+pub(super) fn written(
+    resource: &Value,
+    fingerprinted: Vec<String>,
+    created: Option<String>,
+) -> Result<ExternalWrite, DestinationError> {
+    let updated_at = resource
+        .get("updated_at")
+        .and_then(Value::as_str)
+        .and_then(|text| DateTime::parse_from_rfc3339(text).ok())
+        .map(|at| at.with_timezone(&Utc))
+        .ok_or_else(|| {
+            DestinationError::retryable(
+                "the answer has no RFC 3339 updated_at; the change may have been written, the retry looks first",
+            )
+        })?;
+    Ok(ExternalWrite { created, updated_at, fingerprint: Fingerprint::of(resource, fingerprinted) })
+}
+
+/// Whether `value` holds the same set of names as `wanted` — a comma-separated text (`"a, b"`) or an array of
+/// names or of objects with `key` (`[{"name": "bug"}]`); order, repeats and surrounding spaces do not count.
+pub(super) fn same_names(value: &Value, wanted: &Value, key: &str) -> bool {
+    names(value, key) == names(wanted, key)
+}
+
+fn names(value: &Value, key: &str) -> Option<std::collections::BTreeSet<String>> {
+    let name = |item: &Value| match item {
+        Value::String(text) => Some(text.trim().to_owned()),
+        Value::Object(map) => map.get(key).and_then(Value::as_str).map(|text| text.trim().to_owned()),
+        _ => None,
+    };
+    match value {
+        Value::Null => Some(std::collections::BTreeSet::new()),
+        Value::String(text) => {
+            Some(text.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::to_owned).collect())
+        }
+        Value::Array(items) => items.iter().map(name).collect(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn names_compare_as_sets_whatever_their_form() {
+        assert!(same_names(&json!([{"name": "bug", "id": 1}, {"name": "ui"}]), &json!(["ui", "bug"]), "name"));
+        assert!(same_names(&json!("summer, sale"), &json!("sale,summer"), "name"));
+        assert!(!same_names(&json!([{"name": "bug"}]), &json!(["bug", "ui"]), "name"));
+        assert!(same_names(&Value::Null, &json!([]), "login"));
+    }
+
+    #[test]
+    fn only_writable_fields_are_written_and_none_is_an_error() {
+        let payload = json!({"title": "T", "id": 9, "created_at": "x", "body": null});
+        let fields = fields_to_write(&payload, &["title", "body", "state"], "issue").expect("fields");
+        assert_eq!(Value::Object(fields), json!({"title": "T", "body": null}));
+        let none = fields_to_write(&json!({"id": 9}), &["title"], "issue").expect_err("nothing to write");
+        assert!(matches!(none, DestinationError::Permanent(m) if m.contains("title")));
+    }
+
+    #[test]
+    fn a_write_is_described_by_the_answers_updated_at_and_fields() {
+        let answer = json!({"updated_at": "2026-05-01T08:00:03-04:00", "title": "T", "body": "b"});
+        let write = written(&answer, vec!["/title".into()], Some("o/r#3".into())).expect("a write");
+        assert_eq!(write.updated_at.to_rfc3339(), "2026-05-01T12:00:03+00:00");
+        assert!(write.fingerprint.matches(&json!({"title": "T"})));
+        assert_eq!(write.created.as_deref(), Some("o/r#3"));
+        assert!(matches!(written(&json!({"title": "T"}), vec![], None), Err(DestinationError::Retryable { .. })));
+    }
+}
