@@ -5,6 +5,7 @@ mod aws;
 mod aws_pipeline;
 mod bad_input;
 mod cli;
+mod connectors;
 mod example_destination;
 mod http_destination;
 mod ingress;

@@ -5,6 +5,8 @@
 use crate::support::*;
 use chrono::Duration;
 use serde_json::json;
+use std::sync::Arc;
+use synctrail::destination::Destination;
 use synctrail::engine::Disposition;
 use synctrail::model::{ErrorKind, EventRecord, Message, OrderKey, RedriveReason, Status};
 
@@ -1346,6 +1348,122 @@ async fn sweeper_redrives_a_crashed_event_whose_message_was_dead_lettered(via: V
     assert_eq!(h.effects().await, ids(&[&event]));
 }
 
+// ---- §10 outbound writes and their echoes ----
+
+/// A harness whose outbound events go to an [`EchoingConnector`]; inbound ones to `via` as in every rule.
+fn with_connector(via: Via) -> (Harness, Arc<EchoingConnector>) {
+    let connector = Arc::new(EchoingConnector::default());
+    let outbound: Arc<dyn Destination> = connector.clone();
+    let h = Harness::with(Options { via, outbound: Some(Box::new(move |_| outbound)), ..Options::default() });
+    (h, connector)
+}
+
+async fn the_echo_of_an_outbound_write_is_a_duplicate_of_the_outbound_event(via: Via) {
+    let (h, connector) = with_connector(via);
+    let ours = Env::issue("40").at(10).titled("Ours").outbound();
+    connector.stamp(12, None);
+
+    let d = h.apply_in_turn(&[&ours]).await;
+    assert_eq!(d[0].only().status, Some(Status::Completed));
+    let written = h.record_of(&ours).await.written.expect("what the connector wrote is recorded");
+    assert_eq!(written, EchoingConnector::write_of("Ours", 12, None));
+    // The webhook sends the issue back as the external system holds it: the written title, fields the write did
+    // not set, and the system's own updated_at.
+    let echo = Env::issue("40").at(12).payload(json!({"title": "Ours", "number": 40, "closed_by": null}));
+    let d = h.apply_in_turn(&[&echo]).await;
+
+    assert_eq!((d[0].only().status, &d[0].only().disposition), (Some(Status::Duplicate), &Disposition::Ack));
+    let duplicate = h.record_of(&echo).await;
+    assert_eq!(duplicate.duplicate_of, Some(ours.event_id()));
+    assert_eq!((duplicate.attempt, timeline(&duplicate)), (0, vec![Status::Received, Status::Duplicate]));
+    assert_eq!(connector.written(), [ours.event_id()], "one external write");
+    assert!(h.effects().await.is_empty(), "nothing applied on our side: the outbound change went out, its echo not in");
+    let head = h.head(&ours.entity()).await;
+    assert_eq!(head.applied.map(|a| a.event_id), Some(ours.event_id()));
+    assert_eq!(head.echo.map(|g| g.event_id), Some(ours.event_id()));
+}
+
+async fn a_change_made_on_the_other_side_after_the_write_is_applied_even_in_the_same_second(via: Via) {
+    let (h, connector) = with_connector(via);
+    let ours = Env::issue("41").at(10).titled("Ours").outbound();
+    connector.stamp(12, None);
+    let same_second = Env::issue("41").at(12).titled("Theirs, within the same second");
+    let later = Env::issue("41").at(20).titled("Theirs, later");
+
+    let d = h.apply_in_turn(&[&ours, &same_second]).await;
+    assert_eq!(d[1].only().status, Some(Status::Completed), "other content under the written updated_at is no echo");
+    assert!(h.record_of(&same_second).await.tie, "a tie with the write, flagged");
+    assert_eq!(h.mirror_state(&ours.entity()).await, Some(json!({"title": "Theirs, within the same second"})));
+    let d = h.apply_in_turn(&[&later]).await;
+    assert_eq!(d[0].only().status, Some(Status::Completed));
+    assert!(!h.record_of(&later).await.tie);
+    assert_eq!(h.mirror_state(&ours.entity()).await, Some(json!({"title": "Theirs, later"})));
+    assert_eq!(h.effects().await, ids(&[&same_second, &later]));
+}
+
+async fn an_inbound_state_older_than_the_outbound_write_is_dropped_for_it(via: Via) {
+    let (h, connector) = with_connector(via);
+    let ours = Env::issue("42").at(10).titled("Ours").outbound();
+    connector.stamp(15, None);
+    // Changed on the other side at 12: after our change was made (10), before our write landed (15), which
+    // replaced it there.
+    let overwritten = Env::issue("42").at(12).titled("Theirs, overwritten by ours");
+
+    let d = h.apply_in_turn(&[&ours, &overwritten]).await;
+
+    assert_eq!(d[1].only().status, Some(Status::Dropped));
+    assert_eq!(h.record_of(&overwritten).await.dropped_for.as_deref(), Some(ours.event_id().as_str()));
+    assert!(h.effects().await.is_empty());
+}
+
+async fn the_echo_of_a_create_is_recognised_under_the_id_the_external_system_gave(via: Via) {
+    let (h, connector) = with_connector(via);
+    let create = Env::issue("draft-7").kind("create").titled("Filed by us").outbound();
+    connector.stamp(30, Some("octo-org/widgets#77"));
+
+    assert_eq!(h.apply_in_turn(&[&create]).await[0].only().status, Some(Status::Completed));
+    let written = h.record_of(&create).await.written.expect("written");
+    assert_eq!(written.created.as_deref(), Some("octo-org/widgets#77"));
+    let echo = Env::issue("77").kind("create").at(30).payload(json!({"title": "Filed by us", "number": 77}));
+    let edited = Env::issue("77").at(31).titled("Edited over there");
+    let d = h.apply_in_turn(&[&echo, &edited]).await;
+
+    assert_eq!(d[0].only().status, Some(Status::Duplicate));
+    assert_eq!(h.record_of(&echo).await.duplicate_of, Some(create.event_id()));
+    assert_eq!(d[1].only().status, Some(Status::Completed));
+    let head = h.head(&echo.entity()).await;
+    assert_eq!(head.echo.map(|g| g.event_id), Some(create.event_id()), "the guard is on the created issue's head");
+    assert_eq!(head.applied.map(|a| a.event_id), Some(edited.event_id()));
+    assert_eq!(h.effects().await, ids(&[&edited]));
+}
+
+async fn an_echo_that_arrives_while_the_write_is_in_flight_waits_and_ends_a_duplicate(via: Via) {
+    let (h, connector) = with_connector(via);
+    let ours = Env::issue("43").at(10).titled("Ours").outbound();
+    let echo = Env::issue("43").at(12).payload(json!({"title": "Ours", "number": 43}));
+    connector.stamp(12, None);
+    let gate = connector.hold_next();
+    h.send_env(&ours).await;
+    let batch = h.receive(1).await;
+
+    let (d1, ()) = tokio::join!(h.invoke(&batch), async {
+        gate.entered().await;
+        h.send_env(&echo).await;
+        assert_eq!(h.deliver(1).await.only().status, Some(Status::Queued), "waits behind the write");
+        gate.release();
+    });
+    assert_eq!(d1.only().status, Some(Status::Completed));
+    h.drain().await;
+
+    let duplicate = h.record_of(&echo).await;
+    assert_eq!(duplicate.duplicate_of, Some(ours.event_id()));
+    assert_eq!(timeline(&duplicate), [Status::Received, Status::Queued, Status::Duplicate]);
+    let head = h.head(&ours.entity()).await;
+    assert!(head.inflight.is_none() && head.next.is_none(), "the promoted echo released the entity");
+    assert_eq!(head.applied.map(|a| a.event_id), Some(ours.event_id()));
+    assert!(h.effects().await.is_empty());
+}
+
 // ---- The sample events of events/*.json ----
 
 async fn sample_envelopes_are_all_applied(via: Via) {
@@ -1466,6 +1584,11 @@ over_every_destination!(
     history_records_function_request_and_trace_for_every_attempt,
     sweeper_redrives_a_promoted_event_whose_message_was_lost,
     sweeper_redrives_a_crashed_event_whose_message_was_dead_lettered,
+    the_echo_of_an_outbound_write_is_a_duplicate_of_the_outbound_event,
+    a_change_made_on_the_other_side_after_the_write_is_applied_even_in_the_same_second,
+    an_inbound_state_older_than_the_outbound_write_is_dropped_for_it,
+    the_echo_of_a_create_is_recognised_under_the_id_the_external_system_gave,
+    an_echo_that_arrives_while_the_write_is_in_flight_waits_and_ends_a_duplicate,
     sample_envelopes_are_all_applied,
     sample_out_of_order_events_keep_the_newest,
     sample_inventory_deltas_add_up_and_the_late_one_is_flagged,

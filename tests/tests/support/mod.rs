@@ -5,7 +5,10 @@
 
 #![allow(dead_code)]
 
+pub mod github_api;
 pub mod receiver;
+pub mod shopify_api;
+pub mod standin;
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use chrono::{DateTime, Duration, Utc};
@@ -15,9 +18,11 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use synctrail::destination::http::Secret;
-use synctrail::destination::{ApplyOutcome, Change, Destination, DestinationError};
+use synctrail::destination::{ApplyOutcome, ByDirection, Change, Destination, DestinationError};
 use synctrail::engine::{Disposition, Engine, Invocation, Outcome, Ports};
-use synctrail::model::{EntityHead, EntityKey, EventId, EventRecord, Message, Status};
+use synctrail::model::{
+    Direction, EntityHead, EntityKey, EventId, EventRecord, ExternalWrite, Fingerprint, Kind, Message, Status,
+};
 use synctrail::store::sqlite::{EmbeddedOptions, Mirror, MirrorRecord};
 use synctrail::store::{EventQuery, EventStore, Expect, OutgoingMessage, QueueDepth, QueueMessage, StoreError, Write};
 use synctrail::{Clock, ManualClock, Policy, Settings};
@@ -166,6 +171,16 @@ impl Env {
     /// `version`.
     pub fn version(self, version: i64) -> Self {
         self.set("version", json!(version))
+    }
+
+    /// `direction: outbound`: our own change, to write into the external system.
+    pub fn outbound(self) -> Self {
+        self.set("direction", json!("outbound"))
+    }
+
+    /// The `tenant`.
+    pub fn tenant(self, tenant: &str) -> Self {
+        self.set("tenant", json!(tenant))
     }
 
     /// A client `event_id`.
@@ -403,6 +418,65 @@ impl Destination for Scripted {
 }
 
 // ---------------------------------------------------------------------------------------------------------------
+// A stand-in connector for the engine's rules
+// ---------------------------------------------------------------------------------------------------------------
+
+/// An outbound connector reduced to what the engine sees (spec §10): every outbound change is "written", the
+/// external system stamping it with the next `updated_at` queued by the test (`t0 + seconds`) and holding the
+/// payload's `title`; a create is given the external id queued with its stamp.
+#[derive(Default)]
+pub struct EchoingConnector {
+    stamps: Mutex<VecDeque<(i64, Option<String>)>>,
+    written: Mutex<Vec<EventId>>,
+    gate: Mutex<Option<Arc<Gate>>>,
+}
+
+impl EchoingConnector {
+    /// The next write waits at a gate until released, then writes.
+    pub fn hold_next(&self) -> Arc<Gate> {
+        let gate = Arc::new(Gate::default());
+        *self.gate.lock().unwrap() = Some(Arc::clone(&gate));
+        gate
+    }
+
+    /// The next write is stamped `t0 + seconds` (and, for a create, named `created`).
+    pub fn stamp(&self, seconds: i64, created: Option<&str>) {
+        self.stamps.lock().unwrap().push_back((seconds, created.map(str::to_owned)));
+    }
+
+    /// The outbound events written, in order.
+    pub fn written(&self) -> Vec<EventId> {
+        self.written.lock().unwrap().clone()
+    }
+
+    /// What the external system holds after a write of `title` stamped `t0 + seconds`.
+    pub fn write_of(title: &str, seconds: i64, created: Option<String>) -> ExternalWrite {
+        ExternalWrite {
+            created,
+            updated_at: time(seconds),
+            fingerprint: Fingerprint::of(&json!({ "title": title }), vec!["/title".to_owned()]),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Destination for EchoingConnector {
+    async fn apply(&self, change: &Change<'_>) -> Result<ApplyOutcome, DestinationError> {
+        assert_eq!(change.direction, Direction::Outbound, "only outbound changes reach the connector");
+        let held = self.gate.lock().unwrap().take();
+        if let Some(gate) = held {
+            gate.entered.notify_one();
+            gate.released.notified().await;
+        }
+        let (seconds, created) = self.stamps.lock().unwrap().pop_front().expect("a stamp queued for the write");
+        assert_eq!(created.is_some(), change.kind == Kind::Create, "a create, and only a create, is named anew");
+        self.written.lock().unwrap().push(change.event_id.clone());
+        let title = change.payload["title"].as_str().unwrap_or_default();
+        Ok(ApplyOutcome::Written(Self::write_of(title, seconds, created)))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
 // The store that can hold a commit
 // ---------------------------------------------------------------------------------------------------------------
 
@@ -502,6 +576,9 @@ pub const HTTP_SECRET: &[u8] = b"harness-secret-0123456789abcdef";
 /// Wraps the harness's destination in another.
 pub type WrapDestination = Box<dyn FnOnce(Arc<dyn Destination>) -> Arc<dyn Destination>>;
 
+/// Builds, on the harness clock, the connector `outbound` events go to.
+pub type BuildOutbound = Box<dyn FnOnce(Arc<ManualClock>) -> Arc<dyn Destination>>;
+
 /// How a harness is built.
 pub struct Options {
     /// The engine's settings.
@@ -522,6 +599,8 @@ pub struct Options {
     pub held_store: bool,
     /// The destination under the script.
     pub via: Via,
+    /// Where `outbound` events go (a connector); `None`: to the scripted destination like every other event.
+    pub outbound: Option<BuildOutbound>,
 }
 
 impl Default for Options {
@@ -536,6 +615,7 @@ impl Default for Options {
             scripted_over: None,
             held_store: false,
             via: Via::Mirror,
+            outbound: None,
         }
     }
 }
@@ -641,10 +721,13 @@ impl Harness {
             }
         };
         let script = Arc::new(Scripted::new(inner, clock.clone()));
-        let destination: Arc<dyn Destination> = match options.destination.take() {
+        let mut destination: Arc<dyn Destination> = match options.destination.take() {
             Some(wrap) => wrap(script.clone()),
             None => script.clone(),
         };
+        if let Some(build) = options.outbound.take() {
+            destination = Arc::new(ByDirection::new(destination, build(clock.clone())));
+        }
         let held = Arc::new(HeldStore {
             inner: backend.ports.store.clone(),
             gates: Mutex::new(VecDeque::new()),

@@ -209,7 +209,7 @@ impl State {
 }
 
 /// Reads one request (request line, headers, `Content-Length` body); `None` at the end of the connection.
-async fn read_request(stream: &mut BufReader<TcpStream>) -> Option<Seen> {
+pub async fn read_request(stream: &mut BufReader<TcpStream>) -> Option<Seen> {
     let mut request_line = String::new();
     if stream.read_line(&mut request_line).await.ok()? == 0 {
         return None;
@@ -291,17 +291,22 @@ impl State {
     }
 }
 
-fn reason(status: u16) -> &'static str {
+/// The reason phrase of `status`.
+pub fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        201 => "Created",
         208 => "Already Reported",
         400 => "Bad Request",
         401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
         409 => "Conflict",
         422 => "Unprocessable Entity",
         424 => "Failed Dependency",
         429 => "Too Many Requests",
         500 => "Internal Server Error",
+        502 => "Bad Gateway",
         503 => "Service Unavailable",
         _ => "Status",
     }
