@@ -15,7 +15,7 @@ use synctrail::destination::connectors::github::marker;
 use synctrail::destination::connectors::{GitHubConnector, ShopifyConnector};
 use synctrail::destination::Destination;
 use synctrail::ingress::{Ingress, IngressConfig, Provider, Secret, Verdict};
-use synctrail::model::{ErrorKind, EventId, EventRecord, Status, StatusReport};
+use synctrail::model::{ErrorKind, EventId, EventRecord, Message, RedriveReason, Status, StatusReport};
 use synctrail::{Clock, Incoming, Invocation};
 
 // ---- Harnesses ----
@@ -133,6 +133,7 @@ async fn an_outbound_issue_update_patches_the_issue_and_records_what_github_hold
     assert_eq!(request.body, json!({"title": "Fix the README", "state": "closed", "labels": ["docs", "bug"]}));
     assert_eq!(request.headers["authorization"], format!("Bearer {}", github_api::TOKEN));
     assert_eq!(request.headers["x-github-api-version"], "2022-11-28");
+    assert_eq!(request.headers["accept"], "application/vnd.github+json");
     assert!(request.headers["user-agent"].starts_with("synctrail/"));
     let written = record.written.expect("what GitHub holds is recorded");
     assert_eq!((written.created, written.updated_at), (None, time(1)), "GitHub's own updated_at after the write");
@@ -252,6 +253,21 @@ async fn a_5xx_that_wrote_nothing_is_retried_and_then_written_once() {
     assert_eq!(api.issue(1)["body"], "After an outage");
 }
 
+#[tokio::test]
+async fn a_reprocessed_create_finds_its_issue_and_creates_no_second_one() {
+    let api = GitHubApi::start(t0());
+    let h = over_github(&api);
+    let create = github("issue", &format!("{REPO}#draft-4")).kind("create").payload(json!({"title": "Reprocessed"}));
+    h.apply_in_turn(&[&create]).await;
+
+    h.send(Message::redrive_body(&create.event_id(), RedriveReason::Reprocess, false)).await;
+    let done = deliver_one(&h, &create).await;
+
+    assert_eq!((done.status, done.attempt), (Status::Completed, 2));
+    assert_eq!(done.written.and_then(|w| w.created), Some(format!("{REPO}#2")), "the issue the first run created");
+    assert_eq!((api.issue_count(), api.writes().len()), (2, 1), "one issue, one write");
+}
+
 // ---- GitHub: refusals ----
 
 #[tokio::test]
@@ -296,7 +312,7 @@ async fn a_used_up_primary_limit_throttles_later_changes_until_the_reset_without
     let delay = assert_throttled(&h.record_of(&second).await, &d, "x-ratelimit-remaining: 0");
 
     assert_eq!(api.requests().len(), requests, "nothing sent while the limit is used up");
-    assert_eq!(delay, h.options.settings.backoff_max, "until the reset (600 s), at most backoff_max");
+    assert_eq!(delay, Duration::seconds(600), "until the reset");
     api.rate(github_api::RATE_LIMIT, time(4200));
     h.advance(Duration::seconds(600));
     assert_eq!(deliver_one(&h, &second).await.status, Status::Completed);

@@ -87,6 +87,7 @@ async fn a_delivery_is_a_signed_post_with_the_protocols_headers_and_body() {
             "entity": {"key": "default/shopify/product/7", "tenant": "default", "source": "shopify",
                        "entity_type": "product", "external_id": "7"},
             "kind": "upsert",
+            "direction": "inbound",
             "policy": "latest_wins",
             "order": {"updated_at": "2026-05-01T12:00:10.000000000Z", "version": 2},
             "content_hash": h.record_of(&event).await.content_hash.expect("hash").to_hex(),

@@ -637,6 +637,21 @@ async fn a_throttled_attempt_waits_as_asked_and_does_not_use_up_the_events_attem
     assert_eq!(h.effects().await, ids(&[&event]));
 }
 
+async fn a_throttled_attempt_waits_as_long_as_asked_even_beyond_backoff_max(via: Via) {
+    let h = Harness::over(via);
+    let event = Env::issue("27").at(10).titled("after the rate limit's reset");
+    let hour = std::time::Duration::from_secs(3600);
+    h.script.next(Step::Throttled("403 rate limit used up until the reset", Some(hour)));
+    h.send_env(&event).await;
+
+    let d = h.deliver(1).await;
+
+    assert!(h.options.settings.backoff_max < Duration::hours(1));
+    assert_eq!(d.retry_after(0), Duration::hours(1), "until the limit lifts, not backoff_max");
+    h.advance(Duration::hours(1));
+    assert_eq!(h.deliver(1).await.only().status, Some(Status::Completed), "one receive spent waiting, not twelve");
+}
+
 async fn a_forever_throttled_event_is_still_bounded_by_the_queues_receive_count(via: Via) {
     let h = Harness::with(Options { via, max_receives: 3, ..Options::default() });
     let event = Env::issue("26").at(10).titled("v1");
@@ -1348,6 +1363,19 @@ async fn sweeper_redrives_a_crashed_event_whose_message_was_dead_lettered(via: V
     assert_eq!(h.effects().await, ids(&[&event]));
 }
 
+async fn a_reprocess_of_a_completed_event_tells_the_destination_to_look_before_writing(via: Via) {
+    let h = Harness::over(via);
+    let event = Env::issue("44").at(10).titled("applied, then reprocessed");
+    h.apply_in_turn(&[&event]).await;
+
+    h.send(Message::redrive_body(&event.event_id(), RedriveReason::Reprocess, false)).await;
+    assert_eq!(h.deliver(1).await.only().status, Some(Status::Completed));
+
+    let seen: Vec<(u32, bool)> = h.script.seen().iter().map(|c| (c.attempt, c.previous_attempt_unknown)).collect();
+    assert_eq!(seen, [(1, false), (2, true)], "it was written: a destination without event ids must look first");
+    assert_eq!(h.effects_of(&event.event_id()).await, 1, "no second effect");
+}
+
 // ---- §10 outbound writes and their echoes ----
 
 /// A harness whose outbound events go to an [`EchoingConnector`]; inbound ones to `via` as in every rule.
@@ -1564,6 +1592,7 @@ over_every_destination!(
     permanent_error_fails_at_once_and_releases_the_head,
     a_delay_the_destination_asks_for_replaces_the_backoff_up_to_backoff_max,
     a_throttled_attempt_waits_as_asked_and_does_not_use_up_the_events_attempts,
+    a_throttled_attempt_waits_as_long_as_asked_even_beyond_backoff_max,
     a_forever_throttled_event_is_still_bounded_by_the_queues_receive_count,
     crashed_invocation_leaves_a_lease_and_the_redelivery_reclaims_with_attempt_plus_one,
     concurrent_duplicate_delivery_of_an_inflight_event_is_returned_for_later,
@@ -1584,6 +1613,7 @@ over_every_destination!(
     history_records_function_request_and_trace_for_every_attempt,
     sweeper_redrives_a_promoted_event_whose_message_was_lost,
     sweeper_redrives_a_crashed_event_whose_message_was_dead_lettered,
+    a_reprocess_of_a_completed_event_tells_the_destination_to_look_before_writing,
     the_echo_of_an_outbound_write_is_a_duplicate_of_the_outbound_event,
     a_change_made_on_the_other_side_after_the_write_is_applied_even_in_the_same_second,
     an_inbound_state_older_than_the_outbound_write_is_dropped_for_it,

@@ -30,8 +30,9 @@
 //!   retried after the requested delay and the attempt does not count toward `failed` (the queue's receive count
 //!   still bounds it); [`DestinationError::Permanent`] when it never will succeed (the change is invalid for this
 //!   destination: the event ends `failed` at once). Both retryable variants may carry the delay the destination
-//!   asked for (`Retry-After`): the engine waits that long (at most `backoff_max`) instead of its backoff. A panic
-//!   counts as retryable.
+//!   asked for (`Retry-After`, a rate limit's reset): the engine waits that long instead of its backoff — a
+//!   retryable error at most `backoff_max`, a throttled one at most 12 hours (the longest SQS hides a message). A
+//!   panic counts as retryable.
 //! - **Time**: [`Change::deadline`] is when the invocation will be stopped: a call that is still running then is
 //!   cut off with an unknown outcome, so a destination that waits on a network should give up before it.
 //! - **Direction**: [`Change::direction`] says whether the change came from an external system (`inbound`: store

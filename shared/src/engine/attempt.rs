@@ -364,6 +364,9 @@ async fn apply(
     settle(engine, record, fence, end, invocation).await
 }
 
+/// The longest a throttled change waits as asked: 12 hours, the longest SQS keeps a message hidden.
+const THROTTLED_DELAY_MAX: chrono::Duration = chrono::Duration::hours(12);
+
 /// An attempt that may succeed later: a retryable or throttled answer, or a panic.
 struct Failure {
     /// `Retryable`, `Throttled` or `Panic`.
@@ -375,7 +378,8 @@ struct Failure {
 }
 
 impl Engine {
-    /// A failure that may pass: `errored` with the requested delay (at most `backoff_max`) or a backoff, or
+    /// A failure that may pass: `errored` with the requested delay (at most `backoff_max`; a throttled one at most
+    /// [`THROTTLED_DELAY_MAX`]) or a backoff, or
     /// `failed` once attempts are exhausted (by our own count, which a throttled attempt does not use up, or
     /// because the queue will dead-letter the message after this receive).
     fn retry_or_fail(&self, record: &EventRecord, message: &Incoming, failure: Failure) -> End {
@@ -391,10 +395,11 @@ impl Engine {
             info.causes.push(failure.text);
             End::Exhausted(info)
         } else {
+            // A rate limit says when it lifts (GitHub's reset can be an hour away): a throttled change waits that
+            // long, not `backoff_max`, so its receives are not used up by retries bound to be throttled again.
+            let longest = if throttled { THROTTLED_DELAY_MAX } else { self.settings.backoff_max };
             let delay = match failure.retry_after {
-                Some(asked) => chrono::Duration::from_std(asked)
-                    .unwrap_or(self.settings.backoff_max)
-                    .min(self.settings.backoff_max),
+                Some(asked) => chrono::Duration::from_std(asked).unwrap_or(longest).min(longest),
                 None => self.backoff(record.attempt),
             };
             End::Errored(error_info(failure.kind, failure.text, true), delay)

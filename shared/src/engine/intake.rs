@@ -181,19 +181,23 @@ fn restart(
     Ok(record)
 }
 
-/// A terminal event back at `received`, with a fresh retry budget and no stale pointers.
+/// A terminal event back at `received`, with a fresh retry budget and no stale pointers. A completed event was
+/// written: its next attempt is told to look before writing again (`previous_attempt_unknown`), so a destination
+/// without a record of event ids (an external API) does not write it twice.
 pub(super) fn restarted(
     engine: &Engine,
     mut record: EventRecord,
     invocation: &Invocation,
     note: &str,
 ) -> Result<EventRecord, EngineError> {
+    record.write_outcome_unknown |= record.status == Status::Completed;
     record.transition(engine.entry(Status::Received, record.attempt, invocation, Some(note.to_owned())))?;
     record.attempt_base = record.attempt;
     record.dropped_for = None;
     record.duplicate_of = None;
     record.canceled_by = None;
     record.completed_at = None;
+    record.written = None;
     record.waiting_for = None;
     record.waiting_since = None;
     Ok(record)

@@ -69,7 +69,7 @@ impl GitHubConnector {
             (AUTHORIZATION, token),
             (HeaderName::from_static("x-github-api-version"), HeaderValue::from_static(API_VERSION)),
         ];
-        Ok(Self { rest: Rest::new(transport, &config.api_url, headers) })
+        Ok(Self { rest: Rest::new(transport, &config.api_url, "application/vnd.github+json", headers) })
     }
 
     /// The resource a request answers with, after reading its rate-limit headers.

@@ -23,18 +23,24 @@ const AGENT: &str = concat!("synctrail/", env!("CARGO_PKG_VERSION"));
 pub(super) struct Rest {
     transport: Transport,
     base: String,
+    accept: HeaderValue,
     headers: Vec<(HeaderName, HeaderValue)>,
     /// The pause the API's rate limits call for.
     pub(super) pace: Pace,
 }
 
 impl Rest {
-    /// Requests to the API at `base` over `transport`, each with `headers` (the token's value marked sensitive by
-    /// the caller) besides `Accept`, `Content-Type` and `User-Agent`.
-    pub(super) fn new(transport: Transport, base: &Uri, headers: Vec<(HeaderName, HeaderValue)>) -> Self {
+    /// Requests to the API at `base` over `transport`, accepting the media type `accept`, each with `headers` (the
+    /// token's value marked sensitive by the caller) besides `Content-Type` and `User-Agent`.
+    pub(super) fn new(
+        transport: Transport,
+        base: &Uri,
+        accept: &'static str,
+        headers: Vec<(HeaderName, HeaderValue)>,
+    ) -> Self {
         let pace = Pace::new(Arc::clone(transport.clock()));
         let base = base.to_string().trim_end_matches('/').to_owned();
-        Self { transport, base, headers, pace }
+        Self { transport, base, accept: HeaderValue::from_static(accept), headers, pace }
     }
 
     /// The time one change may take.
@@ -55,7 +61,7 @@ impl Rest {
         let mut request = Request::builder()
             .method(method)
             .uri(&uri)
-            .header(ACCEPT, HeaderValue::from_static("application/json"))
+            .header(ACCEPT, self.accept.clone())
             .header(USER_AGENT, HeaderValue::from_static(AGENT));
         for (name, value) in &self.headers {
             request = request.header(name, value.clone());

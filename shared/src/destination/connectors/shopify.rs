@@ -60,7 +60,7 @@ impl ShopifyConnector {
         token.set_sensitive(true);
         let headers = vec![(HeaderName::from_static("x-shopify-access-token"), token)];
         Ok(Self {
-            rest: Rest::new(transport, &config.api_url, headers),
+            rest: Rest::new(transport, &config.api_url, "application/json", headers),
             shop: config.shop,
             api_version: config.api_version,
         })
