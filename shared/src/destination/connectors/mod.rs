@@ -5,17 +5,18 @@
 //! configuration, what each writes, idempotency and rate limits.
 //!
 //! - [`config`]: [`OutboundConfig`], read once from `SYNCTRAIL_OUTBOUND` and the chosen connector's variables.
-//! - [`pace`]: keeping to the API's rate limits between requests.
+//! - `pace`: keeping to the API's rate limits between requests (a pause up to [`INLINE_WAIT`] is waited out).
 //! - `rest`: JSON requests over the HTTP destination's [`Transport`](crate::destination::http::transport::Transport).
 
 pub mod config;
 pub mod github;
-pub mod pace;
+mod pace;
 mod rest;
 pub mod shopify;
 
 pub use config::{GitHubConfig, Limits, OutboundConfig, ShopifyConfig, Token};
 pub use github::GitHubConnector;
+pub use pace::INLINE_WAIT;
 pub use shopify::ShopifyConnector;
 
 use crate::clock::Clock;

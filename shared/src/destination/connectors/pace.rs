@@ -1,4 +1,4 @@
-//! [`Pace`]: how a connector keeps to its API's rate limits between requests. An answer that says to slow down
+//! `Pace`: how a connector keeps to its API's rate limits between requests. An answer that says to slow down
 //! (a limit used up until a reset, a `Retry-After`, a nearly full bucket) pauses every later request of the
 //! process until a time; a request due in a short pause waits it out, one due in a longer pause is not sent and
 //! its change goes back to the queue as throttled, with the time left as its delay.
