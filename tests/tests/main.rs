@@ -12,3 +12,4 @@ mod operator;
 mod operator_backends;
 mod rules;
 mod simulation;
+mod webhooks;

@@ -24,7 +24,7 @@ pub(super) enum BodyError {
 }
 
 /// The whole body, if it is at most `limit` bytes and arrives within `timeout`.
-pub(super) async fn read_body(mut body: Incoming, limit: usize, timeout: Duration) -> Result<Bytes, BodyError> {
+pub(super) async fn read_body(body: &mut Incoming, limit: usize, timeout: Duration) -> Result<Bytes, BodyError> {
     let mut buffer = BytesMut::new();
     let read = async {
         while let Some(frame) = body.frame().await {

@@ -1,8 +1,9 @@
 //! `synctrail serve`'s HTTP/1.1 server: the ingest function's handler ([`synctrail_ingest::Ingest`]) on a TCP
 //! listener, so webhooks can be tried locally with `curl` on the same routes as the Lambda. Bodies are read
-//! within a size limit (a larger one is refused with 413 before it is read, by its `Content-Length`, or as soon as
-//! it passes the limit) and a time limit (headers and body each within `read_timeout`: a client that sends slowly
-//! is cut off with 408, or its connection closed). [`Server::stop`] stops it within a bounded time.
+//! within a size limit (a larger one is refused with 413 by its `Content-Length` before it is read, or as soon as
+//! it passes the limit; never buffered beyond it) and a time limit (headers and body each within `read_timeout`:
+//! a client that sends slowly is cut off with 408, or its connection closed). [`Server::stop`] stops it within a
+//! bounded time.
 
 mod body;
 pub mod client;
@@ -133,7 +134,7 @@ async fn connection(stream: TcpStream, shared: Arc<Shared>, mut stopped: watch::
 /// Answers one request through the handler, reading its body within the limits first.
 async fn respond(shared: &Shared, request: hyper::Request<Incoming>) -> hyper::Response<Full<Bytes>> {
     let ingest = &shared.ingest;
-    let (parts, body) = request.into_parts();
+    let (parts, mut body) = request.into_parts();
     let (method, path) = (parts.method.as_str(), parts.uri.path());
     let source = match ingest.screen(method, path) {
         Ok(source) => source,
@@ -142,10 +143,11 @@ async fn respond(shared: &Shared, request: hyper::Request<Incoming>) -> hyper::R
     let limit = ingest.max_body_bytes();
     let declared = parts.headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
     if declared.is_some_and(|length| length > limit as u64) {
+        // Unread: a client that asked `Expect: 100-continue` is not even asked for the body.
         return refused(&ingest.too_large(source), 0);
     }
-    let body = match read_body(body, limit, shared.options.read_timeout).await {
-        Ok(body) => body,
+    let body = match read_body(&mut body, limit, shared.options.read_timeout).await {
+        Ok(bytes) => bytes,
         Err(BodyError::TooLarge) => return refused(&ingest.too_large(source), limit),
         Err(BodyError::TimedOut { received }) => return refused(&Answer::timed_out(), received),
         Err(BodyError::Broken { received }) => return refused(&Answer::bad_request(), received),
@@ -161,8 +163,7 @@ async fn respond(shared: &Shared, request: hyper::Request<Incoming>) -> hyper::R
     response(&ingest.handle(&request, &invocation).await)
 }
 
-/// An answer given before the body was read whole, logged; the connection closes after it (what is left of the
-/// body is never read).
+/// An answer given before the body was read whole, logged; the connection closes after it.
 fn refused(answer: &Answer, body_bytes: usize) -> hyper::Response<Full<Bytes>> {
     answer.log(body_bytes);
     let mut response = response(answer);

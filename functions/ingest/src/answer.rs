@@ -90,7 +90,7 @@ impl Answer {
     }
 
     /// This answer, about a configured source.
-    pub(crate) fn from_source(mut self, source: &str) -> Self {
+    pub(crate) fn about_source(mut self, source: &str) -> Self {
         self.source = Some(source.to_owned());
         self
     }

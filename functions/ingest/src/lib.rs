@@ -81,25 +81,26 @@ impl Ingest {
 
     /// What the request line alone decides, before any body is read: the configured source a webhook route names,
     /// or the answer (404 for any other path or an unknown source, 405 for another method).
-    pub fn screen<'p>(&self, method: &str, path: &'p str) -> Result<&'p str, Answer> {
-        match route(method, path) {
-            Route::Webhook(source) if self.ingress.config().sources.contains_key(source) => Ok(source),
-            Route::Webhook(_) => Err(Answer::not_found(Handled::UnknownSource)),
-            Route::MethodNotAllowed => Err(Answer::method_not_allowed()),
-            Route::NotFound => Err(Answer::not_found(Handled::NoRoute)),
-        }
+    pub fn screen<'p>(&self, method: &str, path: &'p str) -> Result<&'p str, Box<Answer>> {
+        let refused = match route(method, path) {
+            Route::Webhook(source) if self.ingress.config().sources.contains_key(source) => return Ok(source),
+            Route::Webhook(_) => Answer::not_found(Handled::UnknownSource),
+            Route::MethodNotAllowed => Answer::method_not_allowed(),
+            Route::NotFound => Answer::not_found(Handled::NoRoute),
+        };
+        Err(Box::new(refused))
     }
 
     /// The answer to a body refused before it was read whole, because it is over [`Ingest::max_body_bytes`].
     pub fn too_large(&self, source: &str) -> Answer {
-        Answer::too_large(self.max_body_bytes()).from_source(source)
+        Answer::too_large(self.max_body_bytes()).about_source(source)
     }
 
     /// Answers one request, logged in one line.
     pub async fn handle(&self, request: &Request<'_>, invocation: &Invocation) -> Answer {
         let answer = match self.screen(request.method, request.path) {
             Ok(source) => self.delivery(source, request, invocation).await,
-            Err(answer) => answer,
+            Err(answer) => *answer,
         };
         answer.log(request.body.len());
         answer
@@ -114,7 +115,7 @@ impl Ingest {
             Verdict::Mapped(event) => self.queue(*event, invocation).await,
             Verdict::Unmappable(error) => self.reject(source, request.body, &error, invocation).await,
         };
-        answer.from_source(source)
+        answer.about_source(source)
     }
 
     /// Sends the envelope (one queue message): 202 only once the queue has it.
