@@ -56,11 +56,6 @@ impl Handled {
             Self::TimedOut => "timed_out",
         }
     }
-
-    /// Whether something was kept: a queue message or a `rejected` record.
-    pub fn stored(self) -> bool {
-        matches!(self, Self::Queued | Self::Rejected)
-    }
 }
 
 /// One answer.

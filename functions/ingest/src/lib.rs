@@ -22,7 +22,7 @@ mod route;
 
 pub use answer::{Answer, Handled};
 pub use init::{ingress_from_env, ingress_from_vars, IngestInitError};
-pub use route::{route, Route, WEBHOOK_METHOD};
+use route::{route, Route, WEBHOOK_METHOD};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,11 +67,6 @@ impl Ingest {
     pub fn with_deadline(mut self, deadline: Duration) -> Self {
         self.deadline = deadline;
         self
-    }
-
-    /// The sources and limits in use.
-    pub fn ingress(&self) -> &Ingress {
-        &self.ingress
     }
 
     /// The largest body accepted, in bytes.
