@@ -13,3 +13,4 @@ mod operator;
 mod operator_backends;
 mod rules;
 mod simulation;
+mod webhooks;
