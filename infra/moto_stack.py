@@ -313,7 +313,8 @@ REQUIRED_ENV = [
     "SYNCTRAIL_DISABLED_TENANTS", "SYNCTRAIL_MAX_WAIT_SECONDS", "SYNCTRAIL_METRICS_NAMESPACE", "RUST_LOG",
     "SYNCTRAIL_METADATA_RETENTION_DAYS", "SYNCTRAIL_DEPENDENCIES", "SYNCTRAIL_DELTA_FIELDS",
 ]
-FUNCTIONS = {"Processor": "processor", "Sweeper": "sweeper", "Status": "status", "Reprocess": "reprocess"}
+FUNCTIONS = {"Ingest": "ingest", "Processor": "processor", "Sweeper": "sweeper", "Status": "status",
+             "Reprocess": "reprocess"}
 # Read by the code but meant for other places than the deployed functions.
 NOT_FOR_FUNCTIONS = {"SYNCTRAIL_HOME", "SYNCTRAIL_BACKEND", "SYNCTRAIL_SERIALIZE_DYNAMODB",
                      "SYNCTRAIL_TEST_AWS_ENDPOINT"}
@@ -340,7 +341,7 @@ def cmd_verify(args: argparse.Namespace) -> None:
             problems.append(f"{what}: {actual!r}, expected {wanted!r}")
 
     prefix = parameters["NamePrefix"]
-    for key in ("TableName", "BucketName", "QueueUrl", "DlqUrl", "QueueArn", "DataKeyArn", "StatusUrl",
+    for key in ("TableName", "BucketName", "QueueUrl", "DlqUrl", "QueueArn", "DataKeyArn", "StatusUrl", "WebhookUrl",
                 *(f"{f}Function{s}" for f in FUNCTIONS for s in ("Name", "Arn"))):
         if not outputs.get(key):
             problems.append(f"output {key} is missing")
@@ -427,9 +428,9 @@ def cmd_verify(args: argparse.Namespace) -> None:
 
     if problems:
         raise Failure(f"the stack does not match the template's promises ({len(problems)}): " + "; ".join(problems))
-    print(f"stack {args.stack}: names, 4 functions (arm64, provided.al2023, X-Ray, environment), the event source "
-          f"mapping, the sweeper schedule and the queue timing (visibility {visibility} s >= 6 x {timeout} s + "
-          f"{window} s) check out")
+    print(f"stack {args.stack}: names, {len(FUNCTIONS)} functions (arm64, provided.al2023, X-Ray, environment), "
+          f"the event source mapping, the sweeper schedule and the queue timing (visibility {visibility} s >= "
+          f"6 x {timeout} s + {window} s) check out")
 
 
 # ----------------------------------------------------------------------------------------------- describe / diff
@@ -551,8 +552,12 @@ def cmd_check_demo(args: argparse.Namespace) -> None:
         raise Failure(f"the demo did not converge ({len(failures)} failure(s)): {failures[:5]}; {summary}")
     if not convergence:
         raise Failure(f"the demo's report has no convergence section: {list(report)}")
+    webhooks = report.get("webhooks", {})
+    if webhooks.get("failures") or not webhooks.get("signed") or webhooks.get("completed") != webhooks.get("signed"):
+        raise Failure(f"the demo's webhook leg did not pass: {webhooks}")
     statuses = report.get("statuses", {})
-    print(f"demo converged on the stack's resources: {summary}; statuses {json.dumps(statuses, sort_keys=True)}")
+    print(f"demo converged on the stack's resources: {summary}; webhooks {webhooks['completed']}/{webhooks['signed']} "
+          f"completed, the forged one {webhooks.get('forged_status')}; statuses {json.dumps(statuses, sort_keys=True)}")
 
 
 # ----------------------------------------------------------------------------------------------- main

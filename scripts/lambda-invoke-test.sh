@@ -277,8 +277,8 @@ if failures != sorted(expect["failures"]):
     fail(f"batchItemFailures is {failures}, expected {sorted(expect['failures'])}")
 
 # Which event each record became: the event whose last_message_id is the record's messageId.
-before = {e["event_id"]: e for e in json.load(open(before_path))}
-after = {e["event_id"]: e for e in json.load(open(after_path))}
+before = {e["event_id"]: e for e in json.load(open(before_path))["events"]}
+after = {e["event_id"]: e for e in json.load(open(after_path))["events"]}
 new = sorted(set(after) - set(before))
 if mode == "first":
     shown = {i: cli_json("show", i) for i in new}

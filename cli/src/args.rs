@@ -123,6 +123,8 @@ pub enum Command {
     Reprocess(ReprocessArgs),
     /// Look at the dead-letter queue, and move its messages back after marking their events for retry.
     DeadLetters(DeadLetterArgs),
+    /// Serve the webhook ingress over HTTP (POST /webhooks/{source}), as the ingest Lambda does, over the backend.
+    Serve(ServeArgs),
     /// Run a realistic workload with injected faults end to end and check that it converges.
     Demo(DemoArgs),
     /// Measure throughput, latency and CPU per event (and AWS requests per event) on a happy-path workload.
@@ -140,6 +142,23 @@ pub struct SetupArgs {
     #[arg(long, value_name = "N", default_value_t = crate::config::MAX_RECEIVES,
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub max_receives: u32,
+}
+
+/// `synctrail serve`: webhook sources and secrets come from `SYNCTRAIL_WEBHOOK_SECRET_<SOURCE>` (docs/webhooks.md).
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The port to listen on (0: a free one, printed at start).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// The address to listen on; the default lets only this machine in.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: std::net::IpAddr,
+    /// Seconds a client may take to send its headers, and then its body (a slower one is cut off).
+    #[arg(long, default_value_t = 10.0, value_parser = parse_seconds)]
+    pub read_timeout: f64,
+    /// Stop after this many seconds (default: serve until interrupted).
+    #[arg(long, value_parser = parse_seconds)]
+    pub max_duration: Option<f64>,
 }
 
 /// `synctrail send`.

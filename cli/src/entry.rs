@@ -60,10 +60,11 @@ fn execute(ctx: &Context, command: &Command) -> Result<u8, CliError> {
 }
 
 /// Human-readable logs on standard error, level from `RUST_LOG` (default `warn`). The demo sends malformed
-/// messages on purpose, so by default it does not log each rejection.
+/// messages on purpose, so by default it does not log each rejection; `serve` logs one line per request.
 fn init_tracing(command: &Command) {
     let default = match command {
         Command::Demo(_) => "warn,synctrail::engine::intake=error",
+        Command::Serve(_) => "warn,synctrail_ingest=info",
         _ => "warn",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));

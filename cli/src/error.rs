@@ -94,6 +94,20 @@ pub enum CliError {
         /// The global options that select the backend it ran on.
         selector: String,
     },
+    /// The webhook configuration can't be used.
+    #[error("{0}")]
+    Webhooks(#[from] synctrail_ingest::IngestInitError),
+    /// The server could not listen.
+    #[error("can't listen on {addr}: {source}; choose another --port (0 picks a free one) or --bind")]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// A webhook delivery of the demo got no answer.
+    #[error("delivering a webhook to the local server failed: {0}")]
+    Deliver(#[from] crate::serve::client::ClientError),
     /// The async runtime could not start.
     #[error("can't start the async runtime: {0}; check the process's thread limits")]
     Runtime(std::io::Error),
@@ -121,9 +135,11 @@ impl CliError {
     /// The process exit code this error ends the command with.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::UnknownEvent(_) | Self::InvalidArgument(_) | Self::MissingAwsSetting(_) | Self::Config(_) => {
-                EXIT_UNKNOWN
-            }
+            Self::UnknownEvent(_)
+            | Self::InvalidArgument(_)
+            | Self::MissingAwsSetting(_)
+            | Self::Config(_)
+            | Self::Webhooks(_) => EXIT_UNKNOWN,
             Self::NotConverged { .. } => EXIT_CHECK_FAILED,
             _ => EXIT_FAILED,
         }

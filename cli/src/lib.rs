@@ -15,6 +15,7 @@ pub mod output;
 pub mod progress;
 pub mod requests;
 pub mod runtime;
+pub mod serve;
 pub mod workload;
 
 pub use entry::{main, run_with_destination};

@@ -9,6 +9,7 @@
 //! - [`config`] and [`compose`]: configuration read once into one typed value, and the one builder that turns it
 //!   into the engine's ports for every function and the CLI.
 //! - [`ingress`]: webhook signatures and the mapping of GitHub, Shopify and configured deliveries to envelopes.
+//! - [`secrets`]: secrets named by reference (`…_ARN`), read from Secrets Manager once at a cold start.
 //! - [`clock`]: the injected clock.
 
 pub mod clock;
@@ -18,6 +19,7 @@ pub mod destination;
 pub mod engine;
 pub mod ingress;
 pub mod model;
+pub mod secrets;
 pub mod settings;
 pub mod store;
 

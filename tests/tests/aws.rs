@@ -19,6 +19,22 @@ async fn raw_object(f: &AwsFixture, key: &str) -> Vec<u8> {
     out.body.collect().await.expect("object body").into_bytes().to_vec()
 }
 
+/// The AWS store, payloads and queue of `f` with an embedded mirror (in the returned directory) as the destination:
+/// the framework's own requests, counted without the mirror's.
+fn ports_over_an_embedded_mirror(f: &AwsFixture) -> (tempfile::TempDir, synctrail::Ports) {
+    let home = tempfile::tempdir().expect("temp dir");
+    let embedded = synctrail::store::sqlite::Embedded::open(home.path(), Arc::new(SystemClock), Default::default())
+        .expect("embedded mirror as the destination");
+    let ports = synctrail::Ports {
+        store: f.backend.store.clone(),
+        payloads: f.backend.payloads.clone(),
+        queue: f.backend.queue.clone(),
+        destination: embedded.mirror.clone(),
+        clock: Arc::new(SystemClock),
+    };
+    (home, ports)
+}
+
 fn count(f: &AwsFixture, service: &str, operation: &str) -> u64 {
     f.clients.requests.get(service, operation)
 }
@@ -258,17 +274,7 @@ async fn aws_the_request_counter_counts_operations() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aws_one_happy_path_event_costs_few_requests() {
     let f = fixture().await;
-    let home = tempfile::tempdir().expect("temp dir");
-    let clock = Arc::new(SystemClock);
-    let embedded = synctrail::store::sqlite::Embedded::open(home.path(), clock.clone(), Default::default())
-        .expect("embedded mirror as the destination");
-    let ports = synctrail::Ports {
-        store: f.backend.store.clone(),
-        payloads: f.backend.payloads.clone(),
-        queue: f.backend.queue.clone(),
-        destination: embedded.mirror.clone(),
-        clock,
-    };
+    let (_home, ports) = ports_over_an_embedded_mirror(&f);
     let engine = Engine::new(ports, Settings::default());
     let body = serde_json::json!({
         "event_id": "ev-happy", "source": "shop", "entity_type": "product", "external_id": "p1",
@@ -304,16 +310,7 @@ async fn aws_a_reprocess_goes_to_the_queue_of_the_processor_that_handled_the_eve
     let other_url = other.expect("a second processor's queue").queue_url.expect("its URL");
     let mut settings = Settings::default();
     settings.redrive_queues.insert("synctrail-erp-processor".into(), other_url.clone());
-    let home = tempfile::tempdir().expect("temp dir");
-    let embedded = synctrail::store::sqlite::Embedded::open(home.path(), Arc::new(SystemClock), Default::default())
-        .expect("embedded mirror as the destination");
-    let ports = synctrail::Ports {
-        store: f.backend.store.clone(),
-        payloads: f.backend.payloads.clone(),
-        queue: f.backend.queue.clone(),
-        destination: embedded.mirror.clone(),
-        clock: Arc::new(SystemClock),
-    };
+    let (_home, ports) = ports_over_an_embedded_mirror(&f);
     let engine = Engine::new(ports, settings);
     let handled_by = |id: &str, function: &str| {
         let body = serde_json::json!({"event_id": id, "source": "erp", "entity_type": "order", "external_id": id,

@@ -108,3 +108,38 @@ async fn the_cli_delivers_to_an_http_destination_named_by_its_flags() {
     let refused = synctrail_cli::commands::dispatch(&cli, &mut Vec::new()).await.expect_err("no mirror here");
     assert!(refused.to_string().contains("reference mirror"), "{refused}");
 }
+
+#[test]
+fn every_variable_the_code_reads_is_documented_in_the_configuration_guide() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let guide = std::fs::read_to_string(root.join("docs/configuration.md")).expect("docs/configuration.md");
+    let mut sources = Vec::new();
+    let mut dirs = vec![root.join("shared/src"), root.join("functions"), root.join("cli/src")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("a source directory").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                sources.push(path);
+            }
+        }
+    }
+    let mut undocumented = std::collections::BTreeSet::new();
+    for path in &sources {
+        let whole = std::fs::read_to_string(path).expect("a source file");
+        // Test modules (at the end of a file, by convention) may name variables only to test them.
+        let text = whole.split("#[cfg(test)]").next().unwrap_or_default();
+        for (at, _) in text.match_indices("\"SYNCTRAIL_") {
+            let name: String = text[at + 1..]
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            if !guide.contains(&name) {
+                undocumented.insert(format!("{name} ({})", path.strip_prefix(&root).unwrap_or(path).display()));
+            }
+        }
+    }
+    assert!(sources.len() > 50, "the scan found too few files: {}", sources.len());
+    assert!(undocumented.is_empty(), "read by the code, missing from docs/configuration.md: {undocumented:?}");
+}

@@ -388,3 +388,34 @@ async fn the_example_receiver_verifies_signatures_applies_once_and_keeps_the_new
     }
     assert_eq!(receiver.state("default/shop/product/9"), Some(json!({"title": "newer"})));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_the_destination_secret_named_by_its_arn_is_read_from_secrets_manager_at_init() {
+    use synctrail::config::DestinationConfig;
+    use synctrail::secrets::SecretsManager;
+    let endpoint = crate::conformance::aws::endpoint();
+    let manager = SecretsManager::connect(Some(&endpoint), Some("us-east-1")).await;
+    let name = format!("synctrail-test/destination-{}", synctrail_cli::commands::random_suffix());
+    let created = manager.client().create_secret().name(&name).secret_string("a-long-enough-signing-secret");
+    let arn = created.send().await.expect("create the secret").arn.expect("an ARN");
+    let vars = |reference: &str| {
+        [
+            ("SYNCTRAIL_DESTINATION", "http"),
+            ("SYNCTRAIL_DESTINATION_URL", "http://127.0.0.1:9/changes"),
+            ("SYNCTRAIL_DESTINATION_SECRET_ARN", reference),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .to_vec()
+    };
+
+    let config = synctrail_lambda::config_from_vars(vars(&arn), Some(&endpoint), Some("us-east-1")).await;
+
+    match config.map(|c| c.destination) {
+        Ok(DestinationConfig::Http(http)) => assert!(http.secret.is_some(), "the requests are signed"),
+        other => panic!("expected the HTTP destination with its secret, got {other:?}"),
+    }
+    let missing = format!("{arn}-gone");
+    let error = synctrail_lambda::config_from_vars(vars(&missing), Some(&endpoint), Some("us-east-1")).await;
+    let text = error.expect_err("no such secret").to_string();
+    assert!(text.contains("SYNCTRAIL_DESTINATION_SECRET") && text.contains(&missing), "{text}");
+}

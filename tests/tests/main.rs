@@ -14,3 +14,4 @@ mod operator;
 mod operator_backends;
 mod rules;
 mod simulation;
+mod webhooks;

@@ -1,6 +1,7 @@
 //! `synctrail demo`: a realistic workload with injected faults, end to end on a fresh backend (a wiped home, or new
 //! AWS resources), then the convergence check and the timeline of one dropped event.
 
+use super::demo_webhooks::{self, WebhookReport};
 use super::run::{dead_letters, run_with_progress, write_stats};
 use super::send::send_lines;
 use super::show::write_record;
@@ -47,6 +48,8 @@ struct DemoReport<'a> {
     run: &'a RunStats,
     statuses: std::collections::BTreeMap<&'static str, u64>,
     convergence: &'a Convergence,
+    /// The webhook leg: signed deliveries through `serve`'s handler, and a forged one.
+    webhooks: &'a WebhookReport,
 }
 
 /// The runtime options of the demo: `workers`, with injected faults.
@@ -75,7 +78,7 @@ pub async fn execute(ctx: &Context, args: &DemoArgs, out: &mut dyn Write) -> Res
         hot_deltas: args.hot_deltas,
         ..WorkloadConfig::realistic(count(args.events), count(args.entities), args.seed)
     };
-    let workload = generate(&config);
+    let mut workload = generate(&config);
     if text {
         write_summary(out, &workload, args.seed)?;
         if args.hot_deltas {
@@ -86,6 +89,14 @@ pub async fn execute(ctx: &Context, args: &DemoArgs, out: &mut dyn Write) -> Res
         }
     }
     prepare(&backend, &workload, ctx.json, out).await?;
+    let leg = demo_webhooks::deliver(&backend, base_settings(), &mut workload).await?;
+    if text {
+        writeln!(
+            out,
+            "delivered {} signed GitHub and Shopify webhooks and a forged one over HTTP to the ingest handler on 127.0.0.1",
+            demo_webhooks::SIGNED_COUNT
+        )?;
+    }
 
     if text {
         writeln!(
@@ -100,6 +111,7 @@ pub async fn execute(ctx: &Context, args: &DemoArgs, out: &mut dyn Write) -> Res
     let elapsed = started.elapsed();
     let counts = status_counts(backend.ports.store.as_ref()).await?;
     let convergence = check(&backend, &workload).await?;
+    let webhooks = leg.check(&backend).await?;
 
     if ctx.json {
         let statuses = counts.iter().map(|(s, n)| (s.as_str(), *n)).collect();
@@ -112,6 +124,7 @@ pub async fn execute(ctx: &Context, args: &DemoArgs, out: &mut dyn Write) -> Res
             run: &stats,
             statuses,
             convergence: &convergence,
+            webhooks: &webhooks,
         };
         write_json(out, &report)?;
     } else {
@@ -119,7 +132,7 @@ pub async fn execute(ctx: &Context, args: &DemoArgs, out: &mut dyn Write) -> Res
         writeln!(out, "\nevents per status:")?;
         write_status_table(out, &counts)?;
         writeln!(out)?;
-        write_verdict(out, &convergence)?;
+        write_verdict(out, &convergence, &webhooks)?;
         if let Some(record) = dropped_example(&backend).await? {
             writeln!(
                 out,
@@ -139,10 +152,11 @@ pub async fn execute(ctx: &Context, args: &DemoArgs, out: &mut dyn Write) -> Res
             write_record(out, &record)?;
         }
     }
-    if convergence.passed() {
+    if convergence.passed() && webhooks.passed() {
         Ok(())
     } else {
-        Err(CliError::NotConverged { failures: convergence.failures.len(), selector: backend.selector() })
+        let failures = convergence.failures.len() + webhooks.failures.len();
+        Err(CliError::NotConverged { failures, selector: backend.selector() })
     }
 }
 
@@ -215,7 +229,7 @@ fn write_summary(out: &mut dyn Write, w: &Workload, seed: u64) -> std::io::Resul
     )
 }
 
-fn write_verdict(out: &mut dyn Write, c: &Convergence) -> std::io::Result<()> {
+fn write_verdict(out: &mut dyn Write, c: &Convergence, w: &WebhookReport) -> std::io::Result<()> {
     let mark = |ok: bool| if ok { "ok  " } else { "FAIL" };
     writeln!(
         out,
@@ -246,11 +260,21 @@ fn write_verdict(out: &mut dyn Write, c: &Convergence) -> std::io::Result<()> {
         c.effects,
         c.events_with_several_effects
     )?;
-    if c.passed() {
+    writeln!(
+        out,
+        "{} webhooks: {}/{} signed deliveries accepted (202) and completed; a forged one answered {}, {}",
+        mark(w.accepted == w.signed && w.completed == w.signed && w.forged_status == 401 && !w.forged_stored),
+        w.completed,
+        w.signed,
+        w.forged_status,
+        if w.forged_stored { "but something of it was stored" } else { "nothing of it stored" }
+    )?;
+    if c.passed() && w.passed() {
         writeln!(out, "verdict: converged — all checks passed")?;
     } else {
-        writeln!(out, "verdict: NOT converged — {} check(s) failed; the first {SHOWN_FAILURES}:", c.failures.len())?;
-        for failure in c.failures.iter().take(SHOWN_FAILURES) {
+        let failures: Vec<&String> = c.failures.iter().chain(&w.failures).collect();
+        writeln!(out, "verdict: NOT converged — {} check(s) failed; the first {SHOWN_FAILURES}:", failures.len())?;
+        for failure in failures.into_iter().take(SHOWN_FAILURES) {
             writeln!(out, "  - {failure}")?;
         }
     }

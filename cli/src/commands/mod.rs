@@ -3,11 +3,13 @@
 pub mod bench;
 pub mod dead_letters;
 pub mod demo;
+pub mod demo_webhooks;
 pub mod list;
 pub mod records;
 pub mod reprocess;
 pub mod run;
 pub mod send;
+pub mod serve;
 pub mod setup;
 pub mod show;
 pub mod stats;
@@ -198,6 +200,7 @@ pub async fn run_command(ctx: &Context, command: &Command, out: &mut dyn Write) 
         Command::Sweep(args) => sweep::execute(ctx, args, out).await.map(|()| EXIT_OK),
         Command::Reprocess(args) => reprocess::execute(ctx, args, out).await,
         Command::DeadLetters(args) => dead_letters::execute(ctx, args, out).await.map(|()| EXIT_OK),
+        Command::Serve(args) => serve::execute(ctx, args, out).await.map(|()| EXIT_OK),
         Command::Demo(args) => demo::execute(ctx, args, out).await.map(|()| EXIT_OK),
         Command::Bench(args) => bench::execute(ctx, args, out).await.map(|()| EXIT_OK),
     }

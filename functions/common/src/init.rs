@@ -6,6 +6,7 @@ use synctrail::compose::{compose_engine, compose_event_store, ComposeError, Comp
 use synctrail::config::{Config, ConfigError};
 use synctrail::destination::Destination;
 use synctrail::engine::Engine;
+use synctrail::secrets::{has_references, resolve_references, SecretError, SecretsManager};
 use synctrail::store::EventStore;
 use synctrail::SystemClock;
 
@@ -18,6 +19,9 @@ pub enum InitError {
     /// The configured backend or destination could not be built.
     #[error(transparent)]
     Compose(#[from] ComposeError),
+    /// A secret named by reference (`…SECRET…_ARN`) could not be read.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
 }
 
 /// What a function runs on, built once per cold start.
@@ -31,10 +35,11 @@ pub struct Function {
 }
 
 impl Function {
-    /// Reads the environment and builds the engine; `destination` replaces the configured destination (a team's
-    /// own, see `synctrail_processor::run_processor`).
+    /// Reads the environment — secrets named by reference (`SYNCTRAIL_DESTINATION_SECRET_ARN`, …) read from Secrets
+    /// Manager once — and builds the engine; `destination` replaces the configured destination (a team's own, see
+    /// `synctrail_processor::run_processor`).
     pub async fn init(destination: Option<Arc<dyn Destination>>) -> Result<Self, InitError> {
-        Self::with_config(Config::from_env()?, destination).await
+        Self::with_config(config_from_env().await?, destination).await
     }
 
     /// Builds the engine `config` describes on the system clock.
@@ -43,6 +48,34 @@ impl Function {
         tracing::info!(backend = %composed.describe(), "configured");
         Ok(Self { config, engine: Arc::new(engine), composed })
     }
+}
+
+/// The configuration the process environment describes, secrets named by reference read from Secrets Manager.
+pub async fn config_from_env() -> Result<Config, InitError> {
+    let vars = std::env::vars().filter(|(name, _)| name.starts_with("SYNCTRAIL_")).collect();
+    let (endpoint, region) = (synctrail::config::env_var("AWS_ENDPOINT_URL"), synctrail::config::env_var("AWS_REGION"));
+    config_from_vars(vars, endpoint.as_deref(), region.as_deref()).await
+}
+
+/// The configuration the `SYNCTRAIL_*` variables `vars` describe (other variables from the environment), every
+/// `…SECRET…_ARN` reference replaced by the secret it names, read from Secrets Manager at `endpoint_url` in
+/// `region` (no client is made when nothing is referenced).
+pub async fn config_from_vars(
+    vars: Vec<(String, String)>,
+    endpoint_url: Option<&str>,
+    region: Option<&str>,
+) -> Result<Config, InitError> {
+    let vars = if has_references(&vars) {
+        resolve_references(vars, &SecretsManager::connect(endpoint_url, region).await).await?
+    } else {
+        vars
+    };
+    let resolved: std::collections::HashMap<String, String> = vars.into_iter().collect();
+    let lookup = |name: &str| {
+        let value = if name.starts_with("SYNCTRAIL_") { resolved.get(name).cloned() } else { std::env::var(name).ok() };
+        value.filter(|v| !v.trim().is_empty())
+    };
+    Ok(Config::from_vars(&lookup)?)
 }
 
 /// Only the event store the environment names (on AWS the table alone, no request at start-up), with the

@@ -7,5 +7,5 @@ mod init;
 mod logging;
 
 pub use context::InvocationContext;
-pub use init::{event_store_from_env, Function, InitError};
+pub use init::{config_from_env, config_from_vars, event_store_from_env, Function, InitError};
 pub use logging::init_tracing;

@@ -30,15 +30,35 @@ pub(super) async fn reject(
     error: ErrorInfo,
     conflicting: Option<&Envelope>,
 ) -> Result<Outcome, EngineError> {
+    let body = Raw { bytes: message.body.as_bytes(), received_as: &message.message_id };
+    reject_raw(engine, body, invocation, error, conflicting).await
+}
+
+/// Raw bytes to reject, and what they arrived as (a queue message id, or a webhook delivery).
+pub(super) struct Raw<'a> {
+    /// The body as it arrived.
+    pub bytes: &'a [u8],
+    /// Kept as the record's `last_message_id`.
+    pub received_as: &'a str,
+}
+
+/// [`reject`] for any raw bytes: the same id derivation, archive and record.
+pub(super) async fn reject_raw(
+    engine: &Engine,
+    body: Raw<'_>,
+    invocation: &Invocation,
+    error: ErrorInfo,
+    conflicting: Option<&Envelope>,
+) -> Result<Outcome, EngineError> {
     let event_id = match conflicting {
         Some(e) => EventId::derived(&e.entity, &e.order, &e.content_hash),
-        None => EventId::for_rejected(message.body.as_bytes()),
+        None => EventId::for_rejected(body.bytes),
     };
     if let Some(existing) = engine.ports.store.get_event(&event_id).await? {
         return redelivered(engine, existing).await;
     }
-    let raw = engine.ports.payloads.put(message.body.as_bytes(), engine.now()).await?;
-    let mut record = engine.rejected_record(event_id.clone(), raw, error, message, invocation);
+    let raw = engine.ports.payloads.put(body.bytes, engine.now()).await?;
+    let mut record = engine.rejected_record(event_id.clone(), raw, error, body.received_as, invocation);
     if let Some(envelope) = conflicting {
         record.conflicts_with = Some(envelope.event_id.clone());
         record.entity = Some(envelope.entity.clone());

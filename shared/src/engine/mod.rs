@@ -21,7 +21,7 @@ pub use sweep::SweepReport;
 
 use crate::clock::Clock;
 use crate::destination::Destination;
-use crate::model::{EntityKey, EventId, EventRecord, Status};
+use crate::model::{EntityKey, ErrorInfo, EventId, EventRecord, Status};
 use crate::settings::Settings;
 use crate::store::{EventStore, PayloadStore, Queue};
 use chrono::{DateTime, Duration, Utc};
@@ -221,6 +221,20 @@ impl Engine {
     /// Processes one message: parses it, records it, decides its fate and, when it claims its entity, applies it.
     pub async fn process(&self, message: &Incoming, invocation: &Invocation) -> Result<Outcome, EngineError> {
         intake::process(self, message, invocation).await
+    }
+
+    /// Records an authenticated body that is not an envelope (a signed webhook that could not be mapped) as
+    /// `rejected` with `error`, its raw bytes archived, exactly as a queue message with that body would be: under
+    /// [`EventId::for_rejected`] of the bytes, so a redelivery of the same body lands on the same record (counted
+    /// as redelivered, nothing archived twice). `received_as` names the delivery (kept as the last message id).
+    pub async fn reject_body(
+        &self,
+        body: &[u8],
+        error: ErrorInfo,
+        received_as: &str,
+        invocation: &Invocation,
+    ) -> Result<Outcome, EngineError> {
+        intake::reject_raw(self, intake::Raw { bytes: body, received_as }, invocation, error, None).await
     }
 
     fn now(&self) -> DateTime<Utc> {

@@ -50,18 +50,19 @@ impl Engine {
         record
     }
 
-    /// The record of a message that is not a valid envelope: `rejected` with the reason.
+    /// The record of a message (or webhook body) that is not a valid envelope: `rejected` with the reason;
+    /// `received_as` is its queue message id, or what else it arrived as.
     pub(crate) fn rejected_record(
         &self,
         event_id: EventId,
         raw_body: PayloadRef,
         error: ErrorInfo,
-        message: &Incoming,
+        received_as: &str,
         invocation: &Invocation,
     ) -> EventRecord {
         let now = self.now();
         let mut record = blank_record(event_id, raw_body, now, self.settings.metadata_retention);
-        record.last_message_id = Some(message.message_id.clone());
+        record.last_message_id = Some(received_as.to_owned());
         let note = Some(error.message.clone());
         record.error = Some(error);
         record.push_history(self.entry(Status::Received, 0, invocation, None));

@@ -80,13 +80,7 @@ impl IngressConfig {
 
     /// The configuration the process environment describes; see [`IngressConfig::from_vars`].
     pub fn from_env() -> Result<Self, ConfigError> {
-        let mut vars = Vec::new();
-        for (name, value) in std::env::vars_os() {
-            let Some(name) = name.to_str().filter(|n| n.starts_with("SYNCTRAIL_")) else { continue };
-            let value = value.into_string().map_err(|_| ConfigError::NotUnicode { variable: name.to_owned() })?;
-            vars.push((name.to_owned(), value));
-        }
-        Self::from_vars(vars)
+        Self::from_vars(synctrail_vars()?)
     }
 
     /// The configuration these variables describe (other names are ignored):
@@ -135,6 +129,18 @@ impl IngressConfig {
         }
         Ok(config)
     }
+}
+
+/// The process environment's `SYNCTRAIL_*` variables, as (name, value) pairs for [`IngressConfig::from_vars`]
+/// (after [`crate::secrets::resolve_references`] on AWS).
+pub fn synctrail_vars() -> Result<Vec<(String, String)>, ConfigError> {
+    let mut vars = Vec::new();
+    for (name, value) in std::env::vars_os() {
+        let Some(name) = name.to_str().filter(|n| n.starts_with("SYNCTRAIL_")) else { continue };
+        let value = value.into_string().map_err(|_| ConfigError::NotUnicode { variable: name.to_owned() })?;
+        vars.push((name.to_owned(), value));
+    }
+    Ok(vars)
 }
 
 /// `<SOURCE>` lower-cased, checked against the source name rule.

@@ -15,8 +15,8 @@ mod shopify;
 mod signature;
 
 pub use config::{
-    ConfigError, IngressConfig, Provider, SourceConfig, MAPPING_PREFIX, MAX_BODY_VARIABLE, MAX_PAYLOAD_VARIABLE,
-    SECRET_PREFIX,
+    synctrail_vars, ConfigError, IngressConfig, Provider, SourceConfig, MAPPING_PREFIX, MAX_BODY_VARIABLE,
+    MAX_PAYLOAD_VARIABLE, SECRET_PREFIX,
 };
 pub use draft::{Ignored, MappedEvent, MappingError};
 pub use generic::{EntityTypeAt, GenericMapping};

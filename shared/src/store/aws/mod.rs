@@ -31,6 +31,7 @@ pub use sqs::SqsQueue;
 pub mod sdk {
     pub use aws_sdk_dynamodb as dynamodb;
     pub use aws_sdk_s3 as s3;
+    pub use aws_sdk_secretsmanager as secretsmanager;
     pub use aws_sdk_sqs as sqs;
 }
 
@@ -70,27 +71,9 @@ impl Clients {
         clients
     }
 
-    /// Loads the SDK configuration (`aws_config::defaults(BehaviorVersion::latest())`: credentials, region and
-    /// `AWS_ENDPOINT_URL*` from the environment), with `endpoint_url` and `region` overriding it.
+    /// Clients on [`sdk_config`]`(endpoint_url, region)`, with a request counter of their own.
     pub async fn connect(endpoint_url: Option<&str>, region: Option<&str>) -> Self {
-        let http =
-            aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(CryptoMode::Ring)).build_https();
-        let timeouts = TimeoutConfig::builder()
-            .operation_attempt_timeout(ATTEMPT_TIMEOUT)
-            .operation_timeout(OPERATION_TIMEOUT)
-            .build();
-        let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http).timeout_config(timeouts);
-        if let Some(url) = endpoint_url {
-            loader = loader.endpoint_url(url);
-        }
-        match (region, endpoint_url) {
-            (Some(region), _) => loader = loader.region(Region::new(region.to_owned())),
-            (None, Some(_)) if std::env::var_os("AWS_REGION").is_none() => {
-                loader = loader.region(Region::from_static("us-east-1"));
-            }
-            _ => {}
-        }
-        let shared = loader.load().await;
+        let shared = sdk_config(endpoint_url, region).await;
         let requests = RequestCounter::new();
         let dynamodb = aws_sdk_dynamodb::config::Builder::from(&shared).interceptor(requests.clone()).build();
         let mut s3 = aws_sdk_s3::config::Builder::from(&shared).interceptor(requests.clone());
@@ -105,6 +88,30 @@ impl Clients {
             requests,
         }
     }
+}
+
+/// The SDK configuration every client here is built from: credentials, region and `AWS_ENDPOINT_URL*` from the
+/// environment (`aws_config::defaults(BehaviorVersion::latest())`), `endpoint_url` and `region` overriding them
+/// (`us-east-1` with an endpoint and no region), the hyper 1 + rustls (ring) HTTPS client, and the timeouts.
+pub async fn sdk_config(endpoint_url: Option<&str>, region: Option<&str>) -> aws_config::SdkConfig {
+    let http =
+        aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(CryptoMode::Ring)).build_https();
+    let timeouts = TimeoutConfig::builder()
+        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+        .operation_timeout(OPERATION_TIMEOUT)
+        .build();
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http).timeout_config(timeouts);
+    if let Some(url) = endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    match (region, endpoint_url) {
+        (Some(region), _) => loader = loader.region(Region::new(region.to_owned())),
+        (None, Some(_)) if std::env::var_os("AWS_REGION").is_none() => {
+            loader = loader.region(Region::from_static("us-east-1"));
+        }
+        _ => {}
+    }
+    loader.load().await
 }
 
 /// The AWS adapters.
