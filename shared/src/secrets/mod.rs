@@ -1,5 +1,6 @@
 //! Secrets given by reference. On AWS a function's environment names a secret instead of holding it: for a
-//! variable `<NAME>` whose name holds `SECRET` (`SYNCTRAIL_WEBHOOK_SECRET_GITHUB`, `SYNCTRAIL_DESTINATION_SECRET`),
+//! variable `<NAME>` whose name holds `SECRET` (`SYNCTRAIL_WEBHOOK_SECRET_GITHUB`, `SYNCTRAIL_DESTINATION_SECRET`)
+//! or ends in `_TOKEN` (`SYNCTRAIL_GITHUB_TOKEN`),
 //! `<NAME>_ARN` holds the ARN (or name) of a Secrets Manager secret, and [`resolve_references`] replaces it with
 //! `<NAME>` = the secret's string, read once (at a cold start). Locally and in tests the variables hold the
 //! secrets themselves and nothing is fetched.
@@ -89,10 +90,11 @@ pub enum SecretError {
     },
 }
 
-/// The variable a reference variable resolves: `SYNCTRAIL_…SECRET…_ARN` → `SYNCTRAIL_…SECRET…`; `None` for any
-/// other name.
+/// The variable a reference variable resolves: `SYNCTRAIL_…SECRET…_ARN` → `SYNCTRAIL_…SECRET…`, and an API token's
+/// `SYNCTRAIL_…_TOKEN_ARN` → `SYNCTRAIL_…_TOKEN` (the outbound connectors'); `None` for any other name.
 pub fn referenced_variable(name: &str) -> Option<&str> {
-    name.strip_suffix(REFERENCE_SUFFIX).filter(|target| target.starts_with("SYNCTRAIL_") && target.contains("SECRET"))
+    name.strip_suffix(REFERENCE_SUFFIX)
+        .filter(|target| target.starts_with("SYNCTRAIL_") && (target.contains("SECRET") || target.ends_with("_TOKEN")))
 }
 
 /// Whether `vars` hold any reference to resolve (a blank one is no reference).
@@ -195,7 +197,11 @@ mod tests {
     fn only_synctrail_secret_variables_have_references() {
         assert_eq!(referenced_variable("SYNCTRAIL_DESTINATION_SECRET_ARN"), Some("SYNCTRAIL_DESTINATION_SECRET"));
         assert_eq!(referenced_variable("SYNCTRAIL_WEBHOOK_SECRET_GITHUB_ARN"), Some("SYNCTRAIL_WEBHOOK_SECRET_GITHUB"));
-        for other in ["SYNCTRAIL_QUEUE_ARN", "AWS_SECRET_ARN", "SYNCTRAIL_WEBHOOK_SECRET_GITHUB"] {
+        assert_eq!(referenced_variable("SYNCTRAIL_GITHUB_TOKEN_ARN"), Some("SYNCTRAIL_GITHUB_TOKEN"));
+        assert_eq!(referenced_variable("SYNCTRAIL_SHOPIFY_TOKEN_ARN"), Some("SYNCTRAIL_SHOPIFY_TOKEN"));
+        for other in
+            ["SYNCTRAIL_QUEUE_ARN", "AWS_SECRET_ARN", "SYNCTRAIL_WEBHOOK_SECRET_GITHUB", "SYNCTRAIL_TOKEN_X_ARN"]
+        {
             assert_eq!(referenced_variable(other), None, "{other}");
         }
         assert!(!has_references(&vars(&[("SYNCTRAIL_WEBHOOK_SECRET_GITHUB_ARN", ""), ("SYNCTRAIL_TABLE", "t")])));
