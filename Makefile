@@ -14,9 +14,10 @@ demo:
 test:
 	CARGO=$(CARGO) scripts/with-moto.sh scripts/test-all.sh
 
-## The benchmark on the embedded backend: events/s, latency percentiles, CPU time per event.
+## The benchmark on the embedded backend: events/s, latency percentiles, CPU time per event — with the reference
+## mirror, then with the HTTP destination delivering to the example receiver (scripts/bench.sh).
 bench:
-	$(CARGO) run --locked --release -p synctrail-cli -- --home $(HOME_DIR) bench
+	CARGO=$(CARGO) HOME_DIR=$(HOME_DIR) scripts/bench.sh
 
 ## Deployable Lambda zips: every binary of every function crate under functions/ (found with `cargo metadata`, so a
 ## new function is picked up), built with LAMBDA_BUILD below into target/lambda/<bin>/bootstrap.zip. LAMBDA_BUILD is

@@ -354,6 +354,13 @@ pub struct BenchArgs {
     /// With --backend aws: create the fresh resources as <PREFIX>-… (default: synctrail-bench-<random>).
     #[arg(long, value_name = "NAME")]
     pub prefix: Option<String>,
+    /// Measure the configured destination alone, without the engine: --events changes applied directly, CPU of
+    /// this process per apply (with --destination http the receiver's work is another process's).
+    #[arg(long)]
+    pub destination_only: bool,
+    /// With --destination-only: calls in flight at once (as one invocation's lanes would make them).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub in_flight: u16,
 }
 
 #[cfg(test)]

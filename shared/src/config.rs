@@ -7,6 +7,7 @@
 //! | `SYNCTRAIL_BACKEND` | `aws` or `embedded`; unset: `aws` when `SYNCTRAIL_TABLE` is set, else `embedded` — except on Lambda (`AWS_LAMBDA_FUNCTION_NAME` set), where one of the two must be chosen explicitly |
 //! | `SYNCTRAIL_TABLE`, `SYNCTRAIL_BUCKET`, `SYNCTRAIL_QUEUE_URL`, `SYNCTRAIL_DLQ_URL` | the AWS backend's resources (all required for it) |
 //! | `AWS_ENDPOINT_URL`, `AWS_REGION` | a development endpoint (moto) and the region |
+//! | `SYNCTRAIL_MAX_RECEIVES` | the queue's `maxReceiveCount` (the template sets it; unset: read from the redrive policy at start-up) |
 //! | `SYNCTRAIL_HOME` | the embedded backend's directory (default `./.synctrail`, on Lambda `/tmp/synctrail`) |
 //! | `SYNCTRAIL_DESTINATION` | `mirror` (the default: the reference mirror in the backend) or `http` (a team's endpoint: `SYNCTRAIL_DESTINATION_URL`, `_SECRET`, `_TIMEOUT_MS`, `_CONNECT_TIMEOUT_MS`, `_CONCURRENCY`; docs/destination-protocol.md) |
 //! | `SYNCTRAIL_OUTBOUND` | `github` or `shopify`: the connector that writes `outbound` events into that system (`SYNCTRAIL_GITHUB_TOKEN`, `_API_URL`; `SYNCTRAIL_SHOPIFY_SHOP`, `_TOKEN`, `_API_URL`, `_API_VERSION`; `SYNCTRAIL_OUTBOUND_TIMEOUT_MS`, `_CONNECT_TIMEOUT_MS`, `_CONCURRENCY`; docs/connectors.md); unset: every event goes to the destination |
@@ -110,6 +111,9 @@ pub struct AwsConfig {
     pub region: Option<String>,
     /// Let one DynamoDB request at a time leave this process (moto needs it; AWS never does).
     pub serialize_dynamodb: bool,
+    /// The queue's `maxReceiveCount`, when the configuration knows it (`SYNCTRAIL_MAX_RECEIVES`, set by the
+    /// template): then a cold start reads nothing from SQS; unset: the redrive policy is read and checked.
+    pub max_receives: Option<u32>,
 }
 
 /// Where changes are applied.
@@ -269,6 +273,7 @@ impl AwsConfig {
             endpoint_url: vars("AWS_ENDPOINT_URL").map(|v| v.trim().to_owned()),
             region: vars("AWS_REGION").map(|v| v.trim().to_owned()),
             serialize_dynamodb: flag(vars, "SYNCTRAIL_SERIALIZE_DYNAMODB")?,
+            max_receives: positive(vars, "SYNCTRAIL_MAX_RECEIVES")?.map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
         })
     }
 }

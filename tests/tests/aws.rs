@@ -339,3 +339,19 @@ async fn aws_a_reprocess_goes_to_the_queue_of_the_processor_that_handled_the_eve
     let main = f.backend.queue.receive(10, Duration::seconds(30)).await.expect("receive");
     assert!(matches!(main.as_slice(), [m] if m.body.contains("ev-main")), "{main:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_a_cold_start_that_knows_the_receive_limit_makes_no_request() {
+    let f = fixture().await;
+    let mut config = f.created.config(Some(crate::conformance::aws::endpoint()), Some("us-east-1".into()));
+    config.max_receives = Some(7);
+    f.clients.requests.reset();
+
+    let backend = synctrail::store::aws::AwsBackend::with_clients(&f.clients, &config).await.expect("connect");
+
+    assert_eq!(f.clients.requests.total(), 0, "{:?}", f.clients.requests.snapshot());
+    assert_eq!(backend.queue.max_receives(), 7);
+    config.max_receives = None;
+    synctrail::store::aws::AwsBackend::with_clients(&f.clients, &config).await.expect("connect");
+    assert!(count(&f, "SQS", "GetQueueAttributes") >= 1, "without it, the redrive policy is read and checked");
+}

@@ -71,6 +71,9 @@ pub struct BenchReport {
 
 /// Runs `synctrail bench`.
 pub async fn execute(ctx: &Context, args: &BenchArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    if args.destination_only {
+        return super::bench_destination::execute(ctx, args, out).await;
+    }
     let workers = usize::from(args.workers);
     let config = WorkloadConfig::happy_path(count(args.events), count(args.entities), args.seed);
     let workload = generate(&config);
@@ -96,7 +99,8 @@ pub async fn execute(ctx: &Context, args: &BenchArgs, out: &mut dyn Write) -> Re
     let before = counters.as_ref().map(|(f, d)| (f.snapshot(), d.snapshot()));
     let cpu_before = process_cpu_time();
     let started = Instant::now();
-    let options = RunOptions { workers, seed: args.seed, ..RunOptions::default() };
+    let lanes = ctx.config()?.record_concurrency;
+    let options = RunOptions { workers, lanes, seed: args.seed, ..RunOptions::default() };
     let stats = run_with_progress(&backend, base_settings(), &options, ctx.json).await?;
     let wall = started.elapsed().as_secs_f64();
     let cpu = cpu_before.zip(process_cpu_time()).map(|(before, after)| (after - before).as_secs_f64());

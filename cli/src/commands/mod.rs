@@ -1,6 +1,7 @@
 //! The subcommands, one file each, and the dispatch from parsed arguments to them.
 
 pub mod bench;
+pub mod bench_destination;
 pub mod dead_letters;
 pub mod demo;
 pub mod demo_webhooks;

@@ -137,7 +137,12 @@ impl AwsBackend {
 
     /// Like [`AwsBackend::connect`], reusing `clients` (and their request counter).
     pub async fn with_clients(clients: &Clients, config: &AwsConfig) -> Result<Self, StoreError> {
-        let queue = SqsQueue::open(clients.sqs.clone(), &config.queue, &config.dlq).await?;
+        let (sqs, queue, dlq) = (clients.sqs.clone(), &config.queue, &config.dlq);
+        let queue = match config.max_receives {
+            // Known from the configuration: a cold start makes no request.
+            Some(max_receives) => SqsQueue::known(sqs, queue, dlq, max_receives).await?,
+            None => SqsQueue::open(sqs, queue, dlq).await?,
+        };
         Ok(Self {
             store: Arc::new(DynamoStore::new(clients.dynamodb.clone(), &config.table)),
             payloads: Arc::new(S3Payloads::new(clients.s3.clone(), &config.bucket)),

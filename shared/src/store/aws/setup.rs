@@ -78,6 +78,7 @@ impl Created {
             endpoint_url,
             region,
             serialize_dynamodb: false,
+            max_receives: None,
         }
     }
 }

@@ -147,6 +147,20 @@ impl SqsQueue {
         Ok(Self { client, queue_url, dlq_url, max_receives, wait_seconds: 1, held: Held::default() })
     }
 
+    /// The queue and its dead-letter queue when their receive limit is known (the deployment template sets it):
+    /// no request is made, except to look up a queue given by name instead of URL. [`SqsQueue::open`] reads and
+    /// checks the redrive policy instead.
+    pub async fn known(
+        client: aws_sdk_sqs::Client,
+        queue: &str,
+        dlq: &str,
+        max_receives: u32,
+    ) -> Result<Self, StoreError> {
+        let queue_url = resolve(&client, queue).await?;
+        let dlq_url = resolve(&client, dlq).await?;
+        Ok(Self { client, queue_url, dlq_url, max_receives, wait_seconds: 1, held: Held::default() })
+    }
+
     /// How long `receive` waits for a first message (long polling, 0 to 20 s; default 1 s). Zero is short
     /// polling, which on AWS samples only some servers and may miss messages.
     pub fn with_receive_wait(mut self, wait: std::time::Duration) -> Self {

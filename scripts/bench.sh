@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# `make bench`, release build, on the embedded backend:
+#  1. `synctrail bench`: the whole pipeline (a happy-path workload sent first, then processed by the local runtime with
+#     4 workers) with the reference mirror as the destination: events/s, latency, CPU per event;
+#  2. `synctrail bench --destination-only`: the destination alone, without the engine, 16 calls in flight (as one
+#     invocation's lanes make them) — the reference mirror (in this process), then the built-in HTTP destination
+#     delivering to the example receiver (examples/http-receiver/receiver.py: another process on 127.0.0.1, signed
+#     requests): the CPU this process spends per apply, and what the HTTP destination adds over the mirror.
+#
+#   scripts/bench.sh
+#   BENCH_ARGS="--events 5000" APPLIES=2000 scripts/bench.sh
+#
+# Prints a summary; the JSON reports stay in $HOME_DIR/bench-*.json.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CARGO="${CARGO:-cargo}"
+PYTHON="${PYTHON:-python3}"
+HOME_DIR="${HOME_DIR:-.synctrail}"
+APPLIES="${APPLIES:-5000}"
+# shellcheck disable=SC2206 # BENCH_ARGS is a list of flags
+ARGS=(${BENCH_ARGS:-})
+SECRET="bench-secret-$(date +%s)-0123456789"
+
+"$CARGO" build --locked --release -p synctrail-cli
+BIN="${CARGO_TARGET_DIR:-target}/release/synctrail"
+mkdir -p "$HOME_DIR"
+echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+
+echo "== synctrail bench (the whole pipeline, the reference mirror)"
+"$BIN" --home "$HOME_DIR" --json bench "${ARGS[@]}" >"$HOME_DIR/bench-pipeline.json"
+echo "== synctrail bench --destination-only (the reference mirror, in this process)"
+"$BIN" --home "$HOME_DIR" --json bench --destination-only --events "$APPLIES" >"$HOME_DIR/bench-mirror.json"
+
+RECEIVER_LOG="$HOME_DIR/receiver.log"
+rm -f "$HOME_DIR/receiver.db" "$RECEIVER_LOG"
+SYNCTRAIL_DESTINATION_SECRET="$SECRET" "$PYTHON" examples/http-receiver/receiver.py --db "$HOME_DIR/receiver.db" \
+    --port 0 >"$RECEIVER_LOG" 2>&1 &
+RECEIVER=$!
+trap 'kill "$RECEIVER" 2>/dev/null || true' EXIT
+URL=""
+for _ in $(seq 1 100); do
+    URL="$(sed -n 's/^listening on \(http:[^ ]*\).*/\1/p' "$RECEIVER_LOG" | head -n 1)"
+    [ -n "$URL" ] && break
+    kill -0 "$RECEIVER" 2>/dev/null || { cat "$RECEIVER_LOG" >&2; exit 1; }
+    sleep 0.1
+done
+[ -n "$URL" ] || { echo "bench: the example receiver did not start" >&2; exit 1; }
+
+echo "== synctrail bench --destination-only --destination http (the example receiver at $URL, another process)"
+SYNCTRAIL_DESTINATION_SECRET="$SECRET" "$BIN" --home "$HOME_DIR" --destination http --destination-url "$URL" --json \
+    bench --destination-only --events "$APPLIES" >"$HOME_DIR/bench-http.json"
+"$PYTHON" - "$HOME_DIR/bench-pipeline.json" "$HOME_DIR/bench-mirror.json" "$HOME_DIR/bench-http.json" <<'EOF'
+import json, sys
+pipeline, mirror, http = (json.load(open(p)) for p in sys.argv[1:4])
+p = pipeline
+print(f"pipeline  {p['events']} events, {p['workers']} workers: {p['events_per_second']:.0f} events/s, "
+      f"{p['cpu_per_event_us']:.0f} µs CPU per event, latency p50 {p['latency_p50_ms']:.1f} ms, "
+      f"p99 {p['latency_p99_ms']:.1f} ms")
+for r in (mirror, http):
+    print(f"{r['destination']:9} {r['applies']} applies, {r['in_flight']} in flight: {r['applies_per_second']:.0f}/s, "
+          f"{r['cpu_per_apply_us']:.1f} µs CPU per apply in this process; outcomes {r['outcomes']}")
+print(f"the HTTP destination over the mirror: {http['cpu_per_apply_us'] - mirror['cpu_per_apply_us']:+.1f} µs CPU "
+      "per apply in this process (the receiver's work is in its own process)")
+EOF
