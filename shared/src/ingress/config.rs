@@ -15,7 +15,7 @@ pub const SECRET_PREFIX: &str = "SYNCTRAIL_WEBHOOK_SECRET_";
 pub const MAPPING_PREFIX: &str = "SYNCTRAIL_WEBHOOK_SOURCE_";
 /// The largest webhook body accepted, in bytes; larger ones are answered 413 unread.
 pub const MAX_BODY_VARIABLE: &str = "SYNCTRAIL_WEBHOOK_MAX_BODY_BYTES";
-/// The engine's payload limit (the same variable [`Settings::from_env`] reads): a mapped payload over it is
+/// The engine's payload limit (the same variable [`Settings::from_vars`](crate::Settings::from_vars) reads): a mapped payload over it is
 /// unmappable.
 pub const MAX_PAYLOAD_VARIABLE: &str = "SYNCTRAIL_MAX_PAYLOAD_BYTES";
 

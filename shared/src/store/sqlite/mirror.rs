@@ -17,7 +17,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde_json::Value;
 use std::sync::Arc;
 
-/// The embedded [`Destination`](crate::store::Destination): tables `mirror` and `mirror_effects`.
+/// The embedded [`Destination`](crate::destination::Destination): tables `mirror` and `mirror_effects`.
 pub struct Mirror {
     pub(super) db: Arc<Db>,
     pub(super) clock: Arc<dyn Clock>,
