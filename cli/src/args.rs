@@ -358,6 +358,10 @@ pub struct BenchArgs {
     /// this process per apply (with --destination http the receiver's work is another process's).
     #[arg(long)]
     pub destination_only: bool,
+    /// Measure the webhook ingest handler alone: --events signed deliveries through it, CPU per webhook and queue
+    /// sends per webhook.
+    #[arg(long, conflicts_with = "destination_only")]
+    pub webhooks: bool,
     /// With --destination-only: calls in flight at once (as one invocation's lanes would make them).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub in_flight: u16,

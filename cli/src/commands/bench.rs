@@ -74,6 +74,9 @@ pub async fn execute(ctx: &Context, args: &BenchArgs, out: &mut dyn Write) -> Re
     if args.destination_only {
         return super::bench_destination::execute(ctx, args, out).await;
     }
+    if args.webhooks {
+        return super::bench_webhooks::execute(ctx, args, out).await;
+    }
     let workers = usize::from(args.workers);
     let config = WorkloadConfig::happy_path(count(args.events), count(args.entities), args.seed);
     let workload = generate(&config);

@@ -23,10 +23,10 @@ use synctrail_ingest::Ingest;
 const DEMO_SECRET: &[u8] = b"synctrail-demo-webhook-secret";
 
 /// One delivery: source, the provider's headers (without the signature), the body.
-struct Fixture {
-    source: &'static str,
-    headers: &'static [(&'static str, &'static str)],
-    body: &'static [u8],
+pub(crate) struct Fixture {
+    pub(crate) source: &'static str,
+    pub(crate) headers: &'static [(&'static str, &'static str)],
+    pub(crate) body: &'static [u8],
 }
 
 const SHOPIFY_HEADERS: &[(&str, &str)] = &[
@@ -42,7 +42,7 @@ const SHOPIFY_HEADERS: &[(&str, &str)] = &[
 pub const SIGNED_COUNT: usize = 3;
 
 /// The signed deliveries: two GitHub event types and one Shopify topic, on entities of their own.
-const SIGNED: [Fixture; SIGNED_COUNT] = [
+pub(crate) const SIGNED: [Fixture; SIGNED_COUNT] = [
     Fixture {
         source: "github",
         headers: &[("X-GitHub-Event", "issues"), ("X-GitHub-Delivery", "demo-issues-opened")],
@@ -192,7 +192,7 @@ impl WebhookLeg {
 }
 
 /// `github` and `shopify` under the demo secret.
-fn demo_ingress() -> Result<Ingress, CliError> {
+pub(crate) fn demo_ingress() -> Result<Ingress, CliError> {
     let secret = Secret::new(DEMO_SECRET).ok_or_else(|| CliError::InvalidArgument("empty demo secret".into()))?;
     let config = IngressConfig::default().with_source("github", secret.clone(), Provider::GitHub).with_source(
         "shopify",
@@ -203,7 +203,7 @@ fn demo_ingress() -> Result<Ingress, CliError> {
 }
 
 /// The fixture's headers with its source's signature of `body` under the demo secret.
-fn signed_headers(fixture: &Fixture, body: &[u8]) -> Vec<(String, String)> {
+pub(crate) fn signed_headers(fixture: &Fixture, body: &[u8]) -> Vec<(String, String)> {
     let scheme = match fixture.source {
         "shopify" => SignatureScheme::shopify(),
         _ => SignatureScheme::github(),
@@ -235,6 +235,6 @@ async fn recorded(backend: &AnyBackend, event_id: &EventId) -> Result<bool, CliE
     Ok(record.is_some())
 }
 
-fn as_headers(pairs: &[(String, String)]) -> Headers {
+pub(crate) fn as_headers(pairs: &[(String, String)]) -> Headers {
     pairs.iter().map(|(name, value)| (name, value)).collect()
 }

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod bench_destination;
+pub mod bench_webhooks;
 pub mod dead_letters;
 pub mod demo;
 pub mod demo_webhooks;
