@@ -94,6 +94,12 @@ pub enum CliError {
         /// The global options that select the backend it ran on.
         selector: String,
     },
+    /// Verification could not go on.
+    #[error("{0}")]
+    Verify(#[from] synctrail::engine::verify::VerifyError),
+    /// A reconcile run could not be done.
+    #[error("{0}")]
+    Reconcile(#[from] synctrail::engine::reconcile::ReconcileError),
     /// The async runtime could not start.
     #[error("can't start the async runtime: {0}; check the process's thread limits")]
     Runtime(std::io::Error),
@@ -124,6 +130,10 @@ impl CliError {
             Self::UnknownEvent(_) | Self::InvalidArgument(_) | Self::MissingAwsSetting(_) | Self::Config(_) => {
                 EXIT_UNKNOWN
             }
+            Self::Reconcile(
+                synctrail::engine::reconcile::ReconcileError::RunId(_)
+                | synctrail::engine::reconcile::ReconcileError::OtherRun { .. },
+            ) => EXIT_UNKNOWN,
             Self::NotConverged { .. } => EXIT_CHECK_FAILED,
             _ => EXIT_FAILED,
         }

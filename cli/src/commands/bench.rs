@@ -69,8 +69,11 @@ pub struct BenchReport {
     pub requests: Option<RequestFigures>,
 }
 
-/// Runs `synctrail bench`.
+/// Runs `synctrail bench` (or `bench verify`).
 pub async fn execute(ctx: &Context, args: &BenchArgs, out: &mut dyn Write) -> Result<(), CliError> {
+    if let Some(crate::args::BenchWhat::Verify(verify)) = &args.what {
+        return super::bench_verify::execute(ctx, verify, out).await;
+    }
     let workers = usize::from(args.workers);
     let config = WorkloadConfig::happy_path(count(args.events), count(args.entities), args.seed);
     let workload = generate(&config);

@@ -33,6 +33,9 @@
 //!   cut off with an unknown outcome, so a destination that waits on a network should give up before it.
 //! - Nothing else: the engine records statuses, history and metrics. Keep `apply` free of side effects on other
 //!   entities; a change that needs another entity says so with `MissingDependency`.
+//!
+//! [`Destination::read`] is optional: it returns what the destination holds for one entity, for `reconcile` and
+//! `verify` ([`read`]). Its default answers [`ReadError::Unsupported`], and both refuse with that reason.
 
 pub mod delta_fields;
 pub mod dependencies;
@@ -41,8 +44,10 @@ pub mod guard;
 #[cfg(feature = "http")]
 pub mod http;
 mod mirror_view;
+pub mod read;
 
 pub use mirror_view::MirrorView;
+pub use read::{DestinationRecord, ReadError};
 
 use crate::model::{ContentHash, EntityKey, EventId, Kind, OrderKey};
 use crate::settings::Policy;
@@ -160,4 +165,11 @@ impl DestinationError {
 pub trait Destination: Send + Sync {
     /// Applies one change, conditionally on its order key and fencing token.
     async fn apply(&self, change: &Change<'_>) -> Result<ApplyOutcome, DestinationError>;
+
+    /// What the destination holds for `entity` (`None`: nothing, never written). The default says this destination
+    /// can't read ([`ReadError::unsupported`]).
+    async fn read(&self, entity: &EntityKey) -> Result<Option<DestinationRecord>, ReadError> {
+        let _ = entity;
+        Err(ReadError::unsupported())
+    }
 }

@@ -30,6 +30,32 @@ pub struct Inflight {
     pub errored: bool,
 }
 
+/// What a verification of an entity found (spec §7: its events replayed, compared with the destination).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// The destination holds what the replay gives.
+    Equal,
+    /// It does not; the difference was reported.
+    Differs,
+    /// It did not; the newest event was re-driven, forced, to put it back.
+    Repaired,
+    /// It could not be told (the detail says why: the destination can't read, a local edit, an unusable payload).
+    Unverified,
+}
+
+/// A verification recorded on the head.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verified {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// What it found.
+    pub verdict: Verdict,
+    /// The differing fields, or the event re-driven, in a few words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
 /// The ordering state of one entity; every change is a compare-and-set on `version`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EntityHead {
@@ -56,6 +82,9 @@ pub struct EntityHead {
     /// Events of other entities wait for this one to exist (spec §6): the next completion here re-drives them.
     #[serde(default)]
     pub has_waiters: bool,
+    /// The sweeper's last verification of the entity (spec §7), when it verified one flagged `needs_verification`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified: Option<Verified>,
     /// When the head last changed.
     pub updated_at: DateTime<Utc>,
     /// Compare-and-set version (0 = not stored yet).
@@ -75,6 +104,7 @@ impl EntityHead {
             fence: 0,
             needs_verification: false,
             has_waiters: false,
+            verified: None,
             updated_at: now,
             version: 0,
         }

@@ -11,7 +11,7 @@ mod unique_keys;
 pub use envelope::{
     canonical_json, content_hash, Direction, Envelope, EnvelopeError, Kind, Message, RedriveReason, REDRIVE_FIELD,
 };
-pub use head::{EntityHead, Inflight, Slot};
+pub use head::{EntityHead, Inflight, Slot, Verdict, Verified};
 pub(crate) use ids::check_name;
 pub use ids::{ContentHash, EntityKey, EventId, InvalidId, OrderKey};
 pub use record::{ErrorInfo, ErrorKind, EventRecord, HistoryEntry, PayloadRef, HISTORY_LIMIT};

@@ -3,10 +3,12 @@
 
 use super::config::{HttpConfigError, HttpDestinationConfig};
 use super::outcome::outcome;
+use super::read::{read_outcome, read_uri};
 use super::signature::{sign, Secret, SIGNATURE_HEADER};
 use super::wire::WireChange;
 use crate::clock::Clock;
-use crate::destination::{ApplyOutcome, Change, Destination, DestinationError};
+use crate::destination::{ApplyOutcome, Change, Destination, DestinationError, DestinationRecord, ReadError};
+use crate::model::EntityKey;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use http::header::{CONTENT_TYPE, USER_AGENT};
@@ -181,6 +183,29 @@ impl Destination for HttpDestination {
         };
         tracing::debug!(event_id = %change.event_id, status = answer.status.as_u16(), "receiver answered");
         outcome(answer.status, &answer.headers, &answer.body, change.entity, self.clock.now())
+    }
+
+    /// `GET <url>?entity=<key>`, signed over the entity key, within the request timeout.
+    async fn read(&self, entity: &EntityKey) -> Result<Option<DestinationRecord>, ReadError> {
+        let key = entity.to_string();
+        let mut request = Request::builder()
+            .method(Method::GET)
+            .uri(read_uri(&self.url, &key)?)
+            .header(USER_AGENT, self.user_agent.clone());
+        if let Some(secret) = &self.secret {
+            let signature = sign(secret, self.clock.now().timestamp(), key.as_bytes());
+            let value = HeaderValue::from_str(&signature).map_err(|e| ReadError::Failed(e.to_string()))?;
+            request = request.header(SIGNATURE_HEADER, value);
+        }
+        let request = request.body(Full::new(Bytes::new())).map_err(|e| ReadError::Failed(e.to_string()))?;
+        let _slot = self.slots.acquire().await.map_err(|e| ReadError::Failed(e.to_string()))?;
+        let answer = match tokio::time::timeout(self.timeout, self.exchange(request)).await {
+            Ok(answer) => answer.map_err(|e| ReadError::Failed(e.to_string()))?,
+            Err(_) => {
+                return Err(ReadError::Failed(format!("no answer within {} ms", self.timeout.as_millis())));
+            }
+        };
+        read_outcome(answer.status, &answer.body)
     }
 }
 

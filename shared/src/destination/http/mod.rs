@@ -6,12 +6,14 @@
 //! - [`signature`]: `Synctrail-Signature` (HMAC-SHA256), signing and verifying.
 //! - [`outcome`]: an answer (status, `Retry-After`, body) as an [`ApplyOutcome`](crate::destination::ApplyOutcome) or a
 //!   [`DestinationError`](crate::destination::DestinationError).
+//! - [`read`]: reading back (`GET ?entity=<key>`), for `reconcile` and `verify`.
 //! - [`client`]: the pooled HTTP/1.1 client (hyper, rustls on ring, the platform's TLS roots), the timeouts and the
 //!   limit of requests in flight.
 
 pub mod client;
 pub mod config;
 pub mod outcome;
+pub mod read;
 pub mod signature;
 pub mod wire;
 
