@@ -11,5 +11,7 @@ mod ingress;
 mod metrics;
 mod operator;
 mod operator_backends;
+mod reconcile;
 mod rules;
 mod simulation;
+mod verify;
