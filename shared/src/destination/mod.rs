@@ -13,7 +13,10 @@
 //! - **Idempotency key**: [`Change::event_id`]. An event may be applied more than once (a crash after the write and
 //!   before the engine recorded it, a timeout whose write landed): the second time must have no second effect —
 //!   answer [`ApplyOutcome::AlreadyApplied`]. When [`Change::previous_attempt_unknown`] is set, an earlier attempt
-//!   of this very event may have written: look before writing (e.g. by the event id stored with the row).
+//!   of this very event may have written: look before writing (e.g. by the event id stored with the row). A
+//!   [`Change::forced`] snapshot is the exception: an operator asks for it to be written again (`reprocess --force`,
+//!   `verify --repair` putting back a lost or altered state), so write it even if it was applied before, keeping one
+//!   effect; a forced `in_order` delta is still added only once.
 //! - **Order guard**: when the destination stores the order key ([`Change::order`]) with each row, write only
 //!   `... WHERE stored_order < new_order` and answer [`ApplyOutcome::Superseded`] otherwise; this keeps a stale
 //!   write out even if two writers race (spec §4.5). [`Change::fence`] grows with every claim of the entity: a
@@ -77,7 +80,8 @@ pub struct Change<'a> {
     pub fence: u64,
     /// Snapshot or delta semantics.
     pub policy: Policy,
-    /// Whether ordering was skipped on purpose (`reprocess --force`).
+    /// Whether ordering was skipped on purpose (`reprocess --force`, `verify --repair`): write even if older, and a
+    /// snapshot even if this event was applied before.
     pub forced: bool,
     /// This attempt's number for the event (1 for the first).
     pub attempt: u32,
