@@ -158,8 +158,12 @@ async fn reconcile_and_verify_run_as_a_user_runs_them_and_their_exit_codes_say_w
     let (code, text) = synctrail(home.path(), &reconcile).await;
     let report: Value = serde_json::from_str(&text).expect("one JSON document");
     assert_eq!(code, 1, "a dry run that finds differences exits 1");
-    assert_eq!(report["counts"], json!({"same": 1, "missing": 1, "extra": 1, "stale": 0, "different": 1, "ignored": 0, "invalid": 0}));
-    let (code, text) = synctrail(home.path(), &[&reconcile[..], &["--apply", "--run-id", "cli-1", "--rate", "100/s"]].concat()).await;
+    assert_eq!(
+        report["counts"],
+        json!({"same": 1, "missing": 1, "extra": 1, "stale": 0, "different": 1, "ignored": 0, "invalid": 0})
+    );
+    let (code, text) =
+        synctrail(home.path(), &[&reconcile[..], &["--apply", "--run-id", "cli-1", "--rate", "100/s"]].concat()).await;
     assert_eq!(code, 0, "{text}");
     assert!(home.path().join("export.ndjson.reconcile-cli-1.json").exists(), "the run's state beside the snapshot");
     assert_eq!(synctrail(home.path(), &["run", "--workers", "1", "--max-duration", "60"]).await.0, 0);
