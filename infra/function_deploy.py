@@ -8,7 +8,7 @@
 writes the function's environment to --env-file (the template's Globals plus the function's own variables; the
 table, bucket and queues from `synctrail setup --json`, every parameter at its default unless --param NAME=VALUE
 says otherwise) and prints the `cargo lambda deploy` command with the template's runtime, memory, timeout, tracing
-and log retention. FUNCTION is the binary name (ingest, processor, sweeper, status, reprocess): the template
+and log retention. FUNCTION is the binary name (ingest, processor, sweeper, status, reprocess, reconcile): the template
 function whose CodeUri is target/lambda/FUNCTION/bootstrap.zip. --json prints the command as a list plus what it
 sets (what scripts/lambda-deploy-test.sh checks in moto).
 
@@ -171,7 +171,7 @@ def command(function: dict[str, Any], role: str, env_file: str) -> list[str]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("binary", metavar="FUNCTION", help="ingest, processor, sweeper, status or reprocess")
+    parser.add_argument("binary", metavar="FUNCTION", help="ingest, processor, sweeper, status, reprocess or reconcile")
     parser.add_argument("--prefix", required=True, help="the NamePrefix: the function is named <prefix>-FUNCTION")
     parser.add_argument("--setup", required=True, help="what `synctrail --backend aws --json setup --prefix PREFIX` printed")
     parser.add_argument("--role", required=True, help="the function's execution role (ARN)")

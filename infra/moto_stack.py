@@ -9,7 +9,7 @@ Subcommands (each exits non-zero with a one-line reason on failure):
                                        function's CodeUri pointing at s3://B/<function>.zip
   deploy --template OUT ...            upload placeholder code zips, create the stack, wait, write its outputs
   apply-ignored --template OUT ...     put on the resources what moto's CloudFormation ignores (TTL, point-in-time
-                                       recovery, S3 lifecycle, public access block)
+                                       recovery, S3 lifecycle, public access block, EventBridge Scheduler schedules)
   verify --template OUT ...            the stack's names, functions, event source mapping, schedule and queue
                                        timing are what the template promises
   describe ... --out FILE              the settings the code relies on of one table/bucket/queue/DLQ (queues by
@@ -226,21 +226,73 @@ def physical_ids(cfn: Any, stack: str) -> dict[str, str]:
     return {r["LogicalResourceId"]: r.get("PhysicalResourceId") for r in resources if r.get("LogicalResourceId")}
 
 
-def resolve(value: Any, parameters: dict[str, str], ids: dict[str, str]) -> Any:
-    """The few intrinsics the settings applied here use: Ref to a parameter or a resource."""
-    if isinstance(value, dict) and list(value) == ["Ref"]:
-        name = value["Ref"]
-        if name in parameters:
-            return parameters[name]
-        if name in ids:
-            return ids[name]
+PSEUDO = {"AWS::Region": "us-east-1", "AWS::AccountId": "123456789012", "AWS::Partition": "aws"}
+
+
+class Context:
+    """What intrinsics resolve against: parameters, physical ids, the template's conditions, known attributes."""
+
+    def __init__(self, parameters: dict[str, str], ids: dict[str, str], conditions: dict[str, Any] | None = None,
+                 attributes: dict[tuple[str, str], str] | None = None) -> None:
+        self.parameters, self.ids = parameters, ids
+        self.conditions, self.attributes = conditions or {}, attributes or {}
+
+    def ref(self, name: str) -> str:
+        for table in (self.parameters, self.ids, PSEUDO):
+            if name in table:
+                return table[name]
         raise Failure(f"cannot resolve Ref {name}")
+
+    def attribute(self, logical: str, name: str) -> str:
+        if (logical, name) not in self.attributes:
+            raise Failure(f"cannot resolve {logical}.{name}; extend the attributes apply-ignored looks up")
+        return self.attributes[(logical, name)]
+
+    def condition(self, value: Any) -> bool:
+        if isinstance(value, dict) and "Condition" in value:
+            return self.condition(self.conditions[value["Condition"]])
+        if isinstance(value, dict) and "Fn::Equals" in value:
+            left, right = (resolve(v, self) for v in value["Fn::Equals"])
+            return str(left) == str(right)
+        if isinstance(value, dict) and "Fn::Not" in value:
+            return not self.condition(value["Fn::Not"][0])
+        if isinstance(value, dict) and "Fn::And" in value:
+            return all(self.condition(v) for v in value["Fn::And"])
+        if isinstance(value, dict) and "Fn::Or" in value:
+            return any(self.condition(v) for v in value["Fn::Or"])
+        raise Failure(f"cannot evaluate condition {json.dumps(value)}")
+
+    def sub(self, text: str, names: dict[str, Any]) -> str:
+        def one(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name in names:
+                return str(resolve(names[name], self))
+            if "." in name and not name.startswith("AWS::"):
+                return self.attribute(*name.split(".", 1))
+            return self.ref(name)
+        return re.sub(r"\$\{([^}!]+)\}", one, text)
+
+
+def resolve(value: Any, ctx: Context) -> Any:
+    """The intrinsics the settings applied here use: Ref, Fn::Sub, Fn::If (the template's conditions) and
+    Fn::GetAtt of the attributes looked up beforehand."""
+    if isinstance(value, dict) and list(value) == ["Ref"]:
+        return ctx.ref(value["Ref"])
+    if isinstance(value, dict) and list(value) == ["Fn::Sub"]:
+        spec = value["Fn::Sub"]
+        text, names = (spec, {}) if isinstance(spec, str) else (spec[0], spec[1])
+        return ctx.sub(text, names)
+    if isinstance(value, dict) and list(value) == ["Fn::If"]:
+        name, yes, no = value["Fn::If"]
+        return resolve(yes if ctx.condition(ctx.conditions[name]) else no, ctx)
+    if isinstance(value, dict) and list(value) == ["Fn::GetAtt"]:
+        return ctx.attribute(*value["Fn::GetAtt"])
     if isinstance(value, dict):
         if any(k.startswith("Fn::") for k in value):
             raise Failure(f"cannot resolve {json.dumps(value)} offline; extend resolve() in infra/moto_stack.py")
-        return {k: resolve(v, parameters, ids) for k, v in value.items()}
+        return {k: resolve(v, ctx) for k, v in value.items() if v != {"Ref": "AWS::NoValue"}}
     if isinstance(value, list):
-        return [resolve(v, parameters, ids) for v in value]
+        return [resolve(v, ctx) for v in value]
     return value
 
 
@@ -269,16 +321,28 @@ def lifecycle_rule_to_api(rule: dict[str, Any]) -> dict[str, Any]:
     return api
 
 
+def arn_attributes(template: dict[str, Any], ids: dict[str, str], lam: Any, iam: Any) -> dict[tuple[str, str], str]:
+    """The `Arn` of every function and role of the stack, read back from moto (what Fn::GetAtt X.Arn gives)."""
+    found = {}
+    for name in resources_of_type(template, "AWS::Lambda::Function"):
+        found[(name, "Arn")] = lam.get_function(FunctionName=ids[name])["Configuration"]["FunctionArn"]
+    for name in resources_of_type(template, "AWS::IAM::Role"):
+        found[(name, "Arn")] = iam.get_role(RoleName=ids[name])["Role"]["Arn"]
+    return found
+
+
 def cmd_apply_ignored(args: argparse.Namespace) -> None:
-    cfn, dynamodb, s3 = clients(args.endpoint, "cloudformation", "dynamodb", "s3")
+    cfn, dynamodb, s3, lam, iam, scheduler = clients(
+        args.endpoint, "cloudformation", "dynamodb", "s3", "lambda", "iam", "scheduler")
     template = load_json(args.template)
     ids = physical_ids(cfn, args.stack)
     parameters = stack_parameters(cfn, args.stack, template)
+    ctx = Context(parameters, ids, template.get("Conditions"), arn_attributes(template, ids, lam, iam))
     applied = []
     for name, table in resources_of_type(template, "AWS::DynamoDB::Table").items():
         props = resolve(
             {k: v for k, v in table["Properties"].items()
-             if k in ("TimeToLiveSpecification", "PointInTimeRecoverySpecification")}, parameters, ids)
+             if k in ("TimeToLiveSpecification", "PointInTimeRecoverySpecification")}, ctx)
         physical = ids[name]
         if "TimeToLiveSpecification" in props:
             spec = props["TimeToLiveSpecification"]
@@ -292,7 +356,7 @@ def cmd_apply_ignored(args: argparse.Namespace) -> None:
             applied.append(f"point-in-time recovery {'on' if enabled else 'off'} for {physical}")
     for name, bucket in resources_of_type(template, "AWS::S3::Bucket").items():
         props = resolve({k: v for k, v in bucket["Properties"].items()
-                         if k in ("LifecycleConfiguration", "PublicAccessBlockConfiguration")}, parameters, ids)
+                         if k in ("LifecycleConfiguration", "PublicAccessBlockConfiguration")}, ctx)
         physical = ids[name]
         if "LifecycleConfiguration" in props:
             rules = [lifecycle_rule_to_api(r) for r in props["LifecycleConfiguration"]["Rules"]]
@@ -302,6 +366,13 @@ def cmd_apply_ignored(args: argparse.Namespace) -> None:
             block = {k: v in (True, "true") for k, v in props["PublicAccessBlockConfiguration"].items()}
             s3.put_public_access_block(Bucket=physical, PublicAccessBlockConfiguration=block)
             applied.append(f"public access block on {physical}")
+    for name, schedule in resources_of_type(template, "AWS::Scheduler::Schedule").items():
+        props = resolve(schedule["Properties"], ctx)
+        known = {"Name", "Description", "ScheduleExpression", "FlexibleTimeWindow", "State", "Target", "GroupName"}
+        if set(props) - known:
+            raise Failure(f"{name}: no API mapping for {sorted(set(props) - known)} in infra/moto_stack.py")
+        scheduler.create_schedule(**props)
+        applied.append(f"schedule {props['Name']} ({props['ScheduleExpression']}, {props.get('State', 'ENABLED')})")
     print("applied what moto's CloudFormation ignores: " + "; ".join(applied))
 
 
@@ -314,7 +385,7 @@ REQUIRED_ENV = [
     "SYNCTRAIL_METADATA_RETENTION_DAYS", "SYNCTRAIL_DEPENDENCIES", "SYNCTRAIL_DELTA_FIELDS",
 ]
 FUNCTIONS = {"Ingest": "ingest", "Processor": "processor", "Sweeper": "sweeper", "Status": "status",
-             "Reprocess": "reprocess"}
+             "Reprocess": "reprocess", "Reconcile": "reconcile"}
 # Read by the code but meant for other places than the deployed functions.
 NOT_FOR_FUNCTIONS = {"SYNCTRAIL_HOME", "SYNCTRAIL_BACKEND", "SYNCTRAIL_SERIALIZE_DYNAMODB",
                      "SYNCTRAIL_TEST_AWS_ENDPOINT"}
@@ -330,7 +401,7 @@ def env_names_in_code(root: Path) -> set[str]:
 
 
 def cmd_verify(args: argparse.Namespace) -> None:
-    cfn, lam, sqs, events = clients(args.endpoint, "cloudformation", "lambda", "sqs", "events")
+    cfn, lam, sqs, events, scheduler = clients(args.endpoint, "cloudformation", "lambda", "sqs", "events", "scheduler")
     template = load_json(args.template)
     parameters = stack_parameters(cfn, args.stack, template)
     outputs = load_json(args.outputs)["outputs"]
@@ -412,6 +483,22 @@ def cmd_verify(args: argparse.Namespace) -> None:
         targets = events.list_targets_by_rule(Rule=rules[0]["Name"]).get("Targets", [])
         expect("sweeper schedule targets", [t.get("Arn") for t in targets], [outputs.get("SweeperFunctionArn")])
 
+    try:
+        reconcile = scheduler.get_schedule(Name=f"{prefix}-reconcile")
+    except Exception as error:  # noqa: BLE001 - reported as a finding
+        problems.append(f"the reconcile schedule {prefix}-reconcile: {error}")
+    else:
+        expect("reconcile schedule", reconcile.get("ScheduleExpression"), parameters["ReconcileSchedule"])
+        expect("reconcile schedule state", reconcile.get("State"),
+               "ENABLED" if parameters["ReconcileEnabled"] == "true" else "DISABLED")
+        target = reconcile.get("Target", {})
+        expect("reconcile schedule target", target.get("Arn"), outputs.get("ReconcileFunctionArn"))
+        request = json.loads(target.get("Input") or "{}")
+        snapshot = f"s3://{outputs.get('BucketName')}/{parameters['ReconcileSnapshotKey']}"
+        expect("reconcile request snapshot", request.get("snapshot"), snapshot)
+        expect("reconcile request run id", request.get("run_id"), "<aws.scheduler.scheduled-time>")
+        expect("reconcile request apply", request.get("apply"), parameters["ReconcileApply"] == "true")
+
     # The environment the template sets and the variables the code reads (warnings: code may land later).
     root = Path(args.repo)
     in_code = env_names_in_code(root)
@@ -428,9 +515,9 @@ def cmd_verify(args: argparse.Namespace) -> None:
 
     if problems:
         raise Failure(f"the stack does not match the template's promises ({len(problems)}): " + "; ".join(problems))
-    print(f"stack {args.stack}: names, {len(FUNCTIONS)} functions (arm64, provided.al2023, X-Ray, environment), "
-          f"the event source mapping, the sweeper schedule and the queue timing (visibility {visibility} s >= "
-          f"6 x {timeout} s + {window} s) check out")
+    print(f"stack {args.stack}: names, {len(FUNCTIONS)} functions (arm64, provided.al2023, X-Ray, environment), the "
+          f"event source mapping, the sweeper and reconcile schedules and the queue timing (visibility {visibility} s "
+          f">= 6 x {timeout} s + {window} s) check out")
 
 
 # ----------------------------------------------------------------------------------------------- describe / diff

@@ -2,7 +2,7 @@
 # `make bench`, release build, on the embedded backend:
 #  1. `synctrail bench`: the whole pipeline (a happy-path workload sent first, then processed by the local runtime with
 #     4 workers) with the reference mirror as the destination: events/s, latency, CPU per event;
-#  2. `synctrail bench --destination-only`: the destination alone, without the engine, 16 calls in flight (as one
+#  2. `synctrail bench destination`: the destination alone, without the engine, 16 calls in flight (as one
 #     invocation's lanes make them) — the reference mirror (in this process), then the built-in HTTP destination
 #     delivering to the example receiver (examples/http-receiver/receiver.py: another process on 127.0.0.1, signed
 #     requests): the CPU this process spends per apply, and what the HTTP destination adds over the mirror.
@@ -28,8 +28,8 @@ echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 
 echo "== synctrail bench (the whole pipeline, the reference mirror)"
 "$BIN" --home "$HOME_DIR" --json bench "${ARGS[@]}" >"$HOME_DIR/bench-pipeline.json"
-echo "== synctrail bench --destination-only (the reference mirror, in this process)"
-"$BIN" --home "$HOME_DIR" --json bench --destination-only --events "$APPLIES" >"$HOME_DIR/bench-mirror.json"
+echo "== synctrail bench destination (the reference mirror, in this process)"
+"$BIN" --home "$HOME_DIR" --json bench destination --applies "$APPLIES" >"$HOME_DIR/bench-mirror.json"
 
 RECEIVER_LOG="$HOME_DIR/receiver.log"
 rm -f "$HOME_DIR/receiver.db" "$RECEIVER_LOG"
@@ -46,9 +46,9 @@ for _ in $(seq 1 100); do
 done
 [ -n "$URL" ] || { echo "bench: the example receiver did not start" >&2; exit 1; }
 
-echo "== synctrail bench --destination-only --destination http (the example receiver at $URL, another process)"
+echo "== synctrail --destination http … bench destination (the example receiver at $URL, another process)"
 SYNCTRAIL_DESTINATION_SECRET="$SECRET" "$BIN" --home "$HOME_DIR" --destination http --destination-url "$URL" --json \
-    bench --destination-only --events "$APPLIES" >"$HOME_DIR/bench-http.json"
+    bench destination --applies "$APPLIES" >"$HOME_DIR/bench-http.json"
 "$PYTHON" - "$HOME_DIR/bench-pipeline.json" "$HOME_DIR/bench-mirror.json" "$HOME_DIR/bench-http.json" <<'EOF'
 import json, sys
 pipeline, mirror, http = (json.load(open(p)) for p in sys.argv[1:4])

@@ -1,6 +1,6 @@
 //! The command line: clap definitions only.
 
-use crate::duration::{parse_duration, parse_probability, parse_rate, parse_seconds};
+use crate::duration::{parse_duration, parse_probability, parse_rate, parse_seconds, parse_time};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -121,6 +121,10 @@ pub enum Command {
     Sweep(SweepArgs),
     /// Re-drive stored events by id, or in bulk by query, through the ordering rules again (or --force).
     Reprocess(ReprocessArgs),
+    /// Compare another system's records (an NDJSON snapshot) with the destination; --apply sends corrections.
+    Reconcile(ReconcileArgs),
+    /// Replay an entity's events (or every entity's) and compare with the destination; --repair re-drives.
+    Verify(VerifyArgs),
     /// Look at the dead-letter queue, and move its messages back after marking their events for retry.
     DeadLetters(DeadLetterArgs),
     /// Serve the webhook ingress over HTTP (POST /webhooks/{source}), as the ingest Lambda does, over the backend.
@@ -299,6 +303,67 @@ pub struct ReprocessArgs {
     pub invoke: bool,
 }
 
+/// `synctrail reconcile`.
+#[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    /// The snapshot's source (e.g. shopify): its rows of other sources are ignored, and every entity of this source
+    /// synctrail knows is compared.
+    #[arg(long)]
+    pub source: String,
+    /// Only this entity type.
+    #[arg(long, value_name = "TYPE")]
+    pub entity_type: Option<String>,
+    /// The other system's current records: an NDJSON file of envelopes (e.g. an export), or s3://bucket/key with
+    /// --backend aws.
+    #[arg(long, value_name = "SNAPSHOT")]
+    pub against: String,
+    /// Send the corrective events to the ingest queue (default: a dry run that sends and stores nothing).
+    #[arg(long)]
+    pub apply: bool,
+    /// At most this many corrective events per second (`50` or `50/s`).
+    #[arg(long, value_name = "N/s", value_parser = parse_rate)]
+    pub rate: Option<f64>,
+    /// Resume the run with this id (an interrupted --apply prints it), or name a new one.
+    #[arg(long, value_name = "ID")]
+    pub run_id: Option<String>,
+    /// The snapshot's time, RFC 3339 (the order key of corrective deletes); default: when the snapshot was last
+    /// modified.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub as_of: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// `synctrail verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The entity (tenant/source/entity_type/external_id, or source/entity_type/external_id).
+    #[arg(value_name = "ENTITY", required_unless_present = "all", conflicts_with = "all")]
+    pub entity: Option<String>,
+    /// Every entity, comparing content hashes first and reading payloads only where they differ.
+    #[arg(long)]
+    pub all: bool,
+    /// With --all: only entities of this source.
+    #[arg(long, requires = "all")]
+    pub source: Option<String>,
+    /// With --all: only entities that changed within this long (e.g. 10m, 2h, 3d).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration, requires = "all")]
+    pub since: Option<chrono::Duration>,
+    /// Re-drive the newest applied event of each entity that differs (forced, recorded as a repair).
+    #[arg(long)]
+    pub repair: bool,
+    /// With --all: resume the pass with this id (its progress is kept in --state), or name a new one.
+    #[arg(long, value_name = "ID", requires = "all")]
+    pub run_id: Option<String>,
+    /// With --all: the file that keeps the pass's progress (default: synctrail-verify-<run id>.json here).
+    #[arg(long, value_name = "FILE", requires = "all")]
+    pub state: Option<PathBuf>,
+    /// With --all: stop after this many pages of heads (resume with --run-id).
+    #[arg(long, value_name = "N", requires = "all")]
+    pub pages: Option<usize>,
+    /// With --all: heads read per page.
+    #[arg(long, value_name = "N", default_value_t = synctrail::engine::verify::PAGE_SIZE, requires = "all")]
+    pub page_size: usize,
+}
+
 /// `synctrail dead-letters`.
 #[derive(Debug, Args)]
 pub struct DeadLetterArgs {
@@ -338,7 +403,11 @@ pub struct DemoArgs {
 
 /// `synctrail bench`.
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
+    /// What to measure instead of the happy-path pipeline.
+    #[command(subcommand)]
+    pub what: Option<BenchWhat>,
     /// Events to process.
     #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub events: u64,
@@ -354,17 +423,63 @@ pub struct BenchArgs {
     /// With --backend aws: create the fresh resources as <PREFIX>-… (default: synctrail-bench-<random>).
     #[arg(long, value_name = "NAME")]
     pub prefix: Option<String>,
-    /// Measure the configured destination alone, without the engine: --events changes applied directly, CPU of
-    /// this process per apply (with --destination http the receiver's work is another process's).
-    #[arg(long)]
-    pub destination_only: bool,
-    /// Measure the webhook ingest handler alone: --events signed deliveries through it, CPU per webhook and queue
-    /// sends per webhook.
-    #[arg(long, conflicts_with = "destination_only")]
-    pub webhooks: bool,
-    /// With --destination-only: calls in flight at once (as one invocation's lanes would make them).
+}
+
+/// What `synctrail bench` measures besides the pipeline.
+#[derive(Debug, Subcommand)]
+pub enum BenchWhat {
+    /// `verify --all` over entities that all match: entities per second, payloads read (none expected).
+    Verify(BenchVerifyArgs),
+    /// The configured destination alone, without the engine: changes applied directly, CPU of this process per apply
+    /// (with --destination http the receiver's work is another process's).
+    Destination(BenchDestinationArgs),
+    /// The webhook ingest handler alone: signed deliveries through it, CPU and queue sends per webhook.
+    Webhooks(BenchWebhookArgs),
+}
+
+/// `synctrail bench destination`.
+#[derive(Debug, Args)]
+pub struct BenchDestinationArgs {
+    /// Changes to apply (each a new event).
+    #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub applies: u64,
+    /// Entities they are spread over.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub entities: u64,
+    /// Calls in flight at once (as one invocation's lanes make them).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub in_flight: u16,
+    /// With --backend aws: create the fresh resources as <PREFIX>-… (default: synctrail-bench-<random>).
+    #[arg(long, value_name = "NAME")]
+    pub prefix: Option<String>,
+}
+
+/// `synctrail bench webhooks`.
+#[derive(Debug, Args)]
+pub struct BenchWebhookArgs {
+    /// Signed deliveries to handle.
+    #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub webhooks: u64,
+    /// With --backend aws: create the fresh resources as <PREFIX>-… (default: synctrail-bench-<random>).
+    #[arg(long, value_name = "NAME")]
+    pub prefix: Option<String>,
+}
+
+/// `synctrail bench verify`.
+#[derive(Debug, Args)]
+pub struct BenchVerifyArgs {
+    /// Entities to load through the pipeline (one snapshot event each), then verify.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub entities: u64,
+    /// Concurrent invocations while loading.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub workers: u16,
+    /// Heads read per page of the pass.
+    #[arg(long, default_value_t = synctrail::engine::verify::PAGE_SIZE)]
+    pub page_size: usize,
+    /// With --backend aws: create the fresh resources as <PREFIX>-… (default: synctrail-bench-verify-<random>).
+    #[arg(long, value_name = "NAME")]
+    pub prefix: Option<String>,
 }
 
 #[cfg(test)]

@@ -52,6 +52,13 @@ pub fn parse_probability(text: &str) -> Result<f64, String> {
     }
 }
 
+/// Parses an RFC 3339 time (`2026-05-01T12:00:00Z`).
+pub fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(text.trim())
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|_| format!("invalid time {text:?}: expected RFC 3339 such as 2026-05-01T12:00:00Z"))
+}
+
 /// Parses a positive rate per second (`50`, `50/s` or `0.5`).
 pub fn parse_rate(text: &str) -> Result<f64, String> {
     match text.trim().trim_end_matches("/s").parse::<f64>() {

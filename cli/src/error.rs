@@ -108,6 +108,12 @@ pub enum CliError {
     /// A webhook delivery of the demo got no answer.
     #[error("delivering a webhook to the local server failed: {0}")]
     Deliver(#[from] crate::serve::client::ClientError),
+    /// Verification could not go on.
+    #[error("{0}")]
+    Verify(#[from] synctrail::engine::verify::VerifyError),
+    /// A reconcile run could not be done.
+    #[error("{0}")]
+    Reconcile(#[from] synctrail::engine::reconcile::ReconcileError),
     /// The async runtime could not start.
     #[error("can't start the async runtime: {0}; check the process's thread limits")]
     Runtime(std::io::Error),
@@ -140,6 +146,10 @@ impl CliError {
             | Self::MissingAwsSetting(_)
             | Self::Config(_)
             | Self::Webhooks(_) => EXIT_UNKNOWN,
+            Self::Reconcile(
+                synctrail::engine::reconcile::ReconcileError::RunId(_)
+                | synctrail::engine::reconcile::ReconcileError::OtherRun { .. },
+            ) => EXIT_UNKNOWN,
             Self::NotConverged { .. } => EXIT_CHECK_FAILED,
             _ => EXIT_FAILED,
         }

@@ -4,7 +4,8 @@
 It verifies `Synctrail-Signature`, stores each entity's newest state in SQLite with an order guard
 (`... WHERE stored order < new order`), applies each event at most once (an `effects` table keyed by event id),
 adds up `in_order` deltas, and answers as the protocol says: 200 applied / already applied, 409 superseded,
-400 bad request, 401 bad signature.
+400 bad request, 401 bad signature. `GET /?entity=<key>` reads an entity back (for `synctrail reconcile` and
+`synctrail verify`): 200 with `{state, deleted, order, event_id}`, 404 when it holds nothing.
 
     SYNCTRAIL_DESTINATION_SECRET=... python3 receiver.py --db receiver.db --port 8080
 
@@ -14,6 +15,7 @@ Without the secret in the environment it accepts unsigned requests (for a first 
 
 import argparse
 import hashlib
+import urllib.parse
 import hmac
 import json
 import os
@@ -64,6 +66,12 @@ def order_text(order):
     return f"{order.get('updated_at') or ''}#{int(order.get('version', 0)) + 2**63:020d}"
 
 
+def order_of(text):
+    """The order object `order_text` made `text` from."""
+    updated_at, _, version = text.rpartition("#")
+    return {"updated_at": updated_at or None, "version": int(version) - 2**63}
+
+
 class Store:
     def __init__(self, path):
         self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -82,9 +90,20 @@ class Store:
                 self.db.execute("ROLLBACK")
                 raise
 
+    def read(self, key):
+        """The entity's record as the protocol's read answers it, or None."""
+        with self.lock:
+            row = self.db.execute("SELECT state, ord, event_id FROM entities WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        state = json.loads(row[0]) if row[0] is not None else None
+        return {"state": state, "deleted": row[0] is None, "order": order_of(row[1]), "event_id": row[2]}
+
     def _apply(self, change):
         event_id, key = change["event_id"], change["entity"]["key"]
-        if self.db.execute("SELECT 1 FROM effects WHERE event_id = ?", (event_id,)).fetchone():
+        # A forced snapshot is written even if this event was stored before (an operator's repair); a delta never twice.
+        rewrite = change["forced"] and change["policy"] != "in_order"
+        if not rewrite and self.db.execute("SELECT 1 FROM effects WHERE event_id = ?", (event_id,)).fetchone():
             return 200, {"result": "already_applied"}
         row = self.db.execute("SELECT state, ord, fence, event_id, hash FROM entities WHERE key = ?", (key,)).fetchone()
         order, fence = order_text(change["order"]), int(change["fence"])
@@ -116,7 +135,7 @@ class Store:
             ).rowcount
             if not written:
                 return 409, {"superseded_by": row[3] if row else f"receiver:{key}"}
-        self.db.execute("INSERT INTO effects (event_id, key) VALUES (?, ?)", (event_id, key))
+        self.db.execute("INSERT OR IGNORE INTO effects (event_id, key) VALUES (?, ?)", (event_id, key))
         return 200, {"result": "applied"}
 
 
@@ -137,6 +156,19 @@ def handler(store, secret):
             except (ValueError, KeyError, TypeError, AttributeError) as e:
                 return self.answer(400, {"error": f"not a change: {e}"})
             self.answer(status, answer)
+
+        def do_GET(self):
+            query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+            key = (query.get("entity") or [None])[0]
+            if not key:
+                return self.answer(400, {"error": "GET needs ?entity=<entity key>"})
+            # A read is signed like a change, over the entity key instead of a body.
+            if secret is not None and not valid_signature(secret, self.headers.get("Synctrail-Signature"), key.encode()):
+                return self.answer(401, {"error": "bad or stale signature"})
+            record = store.read(key)
+            if record is None:
+                return self.answer(404, {"error": "no such entity"})
+            self.answer(200, record)
 
         def answer(self, status, body):
             data = json.dumps(body).encode()

@@ -12,7 +12,7 @@ use crate::config::{BackendConfig, Config, DestinationConfig};
 use crate::destination::dependencies::RequireDependencies;
 use crate::destination::{Destination, MirrorView};
 use crate::engine::{Engine, Ports};
-use crate::store::{EventStore, StoreError};
+use crate::store::{EventStore, FileSnapshot, SnapshotStore, StoreError};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -98,6 +98,37 @@ pub enum ComposeError {
          a destination of your own answers MissingDependency itself: unset SYNCTRAIL_DEPENDENCIES"
     )]
     DependenciesNeedTheMirror,
+    /// An `s3://` snapshot needs the AWS backend (its endpoint and credentials).
+    #[error("snapshot {0}: s3:// snapshots are read with the AWS backend's endpoint and credentials; use --backend aws, or a local file")]
+    SnapshotNeedsAws(String),
+    /// The snapshot location can't be used.
+    #[error("snapshot {location}: {source}")]
+    Snapshot {
+        /// The location given.
+        location: String,
+        /// What is wrong with it.
+        #[source]
+        source: StoreError,
+    },
+}
+
+/// The `reconcile` snapshot at `location`: `s3://bucket/key` (on the AWS backend of `composed`, with its endpoint and
+/// credentials), or a local file.
+pub async fn compose_snapshot(location: &str, composed: &Composed) -> Result<Arc<dyn SnapshotStore>, ComposeError> {
+    if !location.starts_with("s3://") {
+        return Ok(Arc::new(FileSnapshot::new(location)));
+    }
+    match &composed.backend {
+        #[cfg(feature = "aws")]
+        ComposedBackend::Aws(parts) => {
+            let clients = Clients::for_config(&parts.config, None).await;
+            let snapshot = crate::store::aws::S3Snapshot::new(clients.s3, location)
+                .map_err(|source| ComposeError::Snapshot { location: location.to_owned(), source })?;
+            Ok(Arc::new(snapshot))
+        }
+        #[cfg(feature = "sqlite")]
+        ComposedBackend::Embedded { .. } => Err(ComposeError::SnapshotNeedsAws(location.to_owned())),
+    }
 }
 
 /// Builds the ports `config` describes, on `clock`; `given` replaces the configured destination.
@@ -123,7 +154,9 @@ pub async fn compose_engine(
     given: Option<Arc<dyn Destination>>,
 ) -> Result<(Engine, Composed), ComposeError> {
     let composed = compose(config, clock, given).await?;
-    Ok((Engine::new(composed.ports.clone(), config.settings.clone()), composed))
+    let engine =
+        Engine::new(composed.ports.clone(), config.settings.clone()).with_delta_fields(config.delta_fields.clone());
+    Ok((engine, composed))
 }
 
 /// Only the event store `config` describes: on AWS the DynamoDB table alone, with no request made until the first

@@ -51,6 +51,9 @@ pub struct Settings {
     /// destination: a reprocess sends an event's re-drive to the queue of the processor recorded on the event;
     /// an event no listed processor handled goes to the one queue.
     pub redrive_queues: BTreeMap<String, String>,
+    /// What the sweeper does when an entity it verifies (one flagged `needs_verification`) differs from the replay
+    /// of its events: re-drive the newest applied event to repair it (`true`), or only report it.
+    pub verify_repair: bool,
 }
 
 impl Default for Settings {
@@ -71,6 +74,7 @@ impl Default for Settings {
             disabled_tenants: BTreeSet::new(),
             max_wait: Duration::hours(1),
             redrive_queues: BTreeMap::new(),
+            verify_repair: false,
         }
     }
 }
@@ -169,6 +173,18 @@ impl Settings {
         }
         if let Some(n) = number(vars, "SYNCTRAIL_MAX_PAYLOAD_BYTES")? {
             settings.max_payload_bytes = usize::try_from(n).unwrap_or(usize::MAX);
+        }
+        match vars("SYNCTRAIL_VERIFY_REPAIR").as_deref().map(str::trim) {
+            None => {}
+            Some("true" | "1") => settings.verify_repair = true,
+            Some("false" | "0") => settings.verify_repair = false,
+            Some(other) => {
+                return Err(InvalidSetting {
+                    name: "SYNCTRAIL_VERIFY_REPAIR",
+                    value: other.to_owned(),
+                    expected: "true (the sweeper repairs differences it finds) or false (it reports them)".into(),
+                })
+            }
         }
         Ok(settings)
     }

@@ -46,6 +46,11 @@ fn endpoint() -> String {
     }
 }
 
+/// The table [`backend`] keeps the mirror in: `<prefix>-mirror` beside `<prefix>-events`.
+pub(crate) fn mirror_table(config: &synctrail::store::aws::AwsConfig) -> String {
+    format!("{}-mirror", config.table.strip_suffix("-events").unwrap_or(&config.table))
+}
+
 /// Fresh resources named `stp-<name>-<random>-…` and the backend on them, DynamoDB serialized. The mirror (the
 /// destination) gets a table of its own, `<prefix>-mirror`: moto copies a whole table for every transaction
 /// item, so two smaller tables make the run markedly faster (about 45 s instead of 70 here).
@@ -56,9 +61,9 @@ pub(crate) async fn backend(name: &str) -> AnyBackend {
     let clients = Clients::connect(Some(&endpoint), Some("us-east-1")).await;
     let setup = SetupConfig { max_receive_count: MAX_RECEIVES, ..SetupConfig::named(&prefix) };
     let created = create_all(&clients, &setup).await.expect("create the AWS resources");
-    let mirror_table = format!("{prefix}-mirror");
-    create_mirror_table(&clients, &mirror_table).await;
     let mut config = created.config(Some(endpoint), Some("us-east-1".into()));
+    let mirror_table = mirror_table(&config);
+    create_mirror_table(&clients, &mirror_table).await;
     config.serialize_dynamodb = true;
     let gate = DynamoGate::default();
     let framework = Clients::for_config(&config, Some(&gate)).await;

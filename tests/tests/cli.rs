@@ -143,3 +143,42 @@ fn every_variable_the_code_reads_is_documented_in_the_configuration_guide() {
     assert!(sources.len() > 50, "the scan found too few files: {}", sources.len());
     assert!(undocumented.is_empty(), "read by the code, missing from docs/configuration.md: {undocumented:?}");
 }
+
+#[tokio::test]
+async fn reconcile_and_verify_run_as_a_user_runs_them_and_their_exit_codes_say_whether_anything_differs() {
+    let home = temp_home();
+    send_and_run(home.path(), &(1..=3).map(issue).collect::<Vec<_>>()).await;
+    let snapshot = home.path().join("export.ndjson");
+    let mut newer = issue(2);
+    newer["updated_at"] = json!(at(20));
+    newer["payload"] = json!({"n": 22});
+    let rows = [issue(1), newer, issue(4)];
+    std::fs::write(&snapshot, rows.iter().map(|r| r.to_string() + "\n").collect::<String>()).expect("write");
+    let against = snapshot.to_str().expect("UTF-8 path");
+
+    let reconcile = ["reconcile", "--source", "github", "--against", against, "--as-of", &at(30), "--json"];
+    let (code, text) = synctrail(home.path(), &reconcile).await;
+    let report: Value = serde_json::from_str(&text).expect("one JSON document");
+    assert_eq!(code, 1, "a dry run that finds differences exits 1");
+    assert_eq!(
+        report["counts"],
+        json!({"same": 1, "missing": 1, "extra": 1, "stale": 0, "different": 1, "ignored": 0, "invalid": 0})
+    );
+    let (code, text) =
+        synctrail(home.path(), &[&reconcile[..], &["--apply", "--run-id", "cli-1", "--rate", "100/s"]].concat()).await;
+    assert_eq!(code, 0, "{text}");
+    assert!(home.path().join("export.ndjson.reconcile-cli-1.json").exists(), "the run's state beside the snapshot");
+    assert_eq!(synctrail(home.path(), &["run", "--workers", "1", "--max-duration", "60"]).await.0, 0);
+    assert_eq!(synctrail(home.path(), &reconcile).await.0, 0, "nothing left to correct");
+
+    let state = home.path().join("pass.json");
+    let verify_all = ["verify", "--all", "--run-id", "v-1", "--state", state.to_str().expect("UTF-8"), "--json"];
+    let (code, text) = synctrail(home.path(), &verify_all).await;
+    let pass: Value = serde_json::from_str(&text).expect("one JSON document");
+    assert_eq!(code, 0, "{pass}");
+    assert_eq!((pass["totals"]["examined"].as_u64(), pass["totals"]["equal"].as_u64()), (Some(4), Some(4)));
+    assert_eq!((pass["totals"]["payloads_read"].as_u64(), pass["finished"].as_bool()), (Some(0), Some(true)));
+    let (code, text) = synctrail(home.path(), &["verify", "github/issue/o/r#2"]).await;
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("equal"), "{text}");
+}

@@ -17,7 +17,9 @@ use std::sync::Arc;
 use synctrail::destination::delta_fields::DeltaFields;
 use synctrail::destination::dependencies::{DependencyRule, RequireDependencies};
 use synctrail::destination::guard::MirrorRecord;
-use synctrail::destination::{ApplyOutcome, Change, Destination, DestinationError, MirrorView};
+use synctrail::destination::{
+    ApplyOutcome, Change, Destination, DestinationError, DestinationRecord, MirrorView, ReadError,
+};
 use synctrail::model::{
     content_hash, ContentHash, Direction, EntityHead, EntityKey, EventId, EventRecord, Inflight, Kind, OrderKey,
     PayloadRef, Slot, Status,
@@ -127,6 +129,10 @@ impl Probed {
 impl Destination for Probed {
     async fn apply(&self, change: &Change<'_>) -> Result<ApplyOutcome, DestinationError> {
         self.apply.apply(change).await
+    }
+
+    async fn read(&self, entity: &EntityKey) -> Result<Option<DestinationRecord>, ReadError> {
+        self.apply.read(entity).await
     }
 }
 
@@ -557,6 +563,50 @@ pub mod suite {
         p.store.commit(vec![Write::head(released)]).await.expect("release");
         assert_eq!(keys(p.store.expired_leases(at(50), 10).await.expect("leases")), ["late"]);
         assert_eq!(p.store.count_inflight().await.expect("count"), 2);
+    }
+
+    /// Every head is listed, page by page, each once; the pages' cursors lead to the end.
+    pub async fn heads_are_listed_page_by_page(p: &Ports) {
+        let names = ["a", "b", "c", "d", "e"];
+        let writes = names.iter().map(|n| Write::head(EntityHead::empty(entity(n), p.clock.now()))).collect();
+        p.store.commit(writes).await.expect("commit");
+        let (mut seen, mut after, mut pages) = (Vec::new(), None, 0);
+        loop {
+            let page = p.store.list_heads(after.as_deref(), 2).await.expect("list heads");
+            assert!(page.heads.len() <= 2, "at most about the limit per page");
+            seen.extend(page.heads.into_iter().map(|h| h.entity.external_id));
+            pages += 1;
+            assert!(pages <= 10, "the cursors lead to the end");
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
+            }
+        }
+        seen.sort();
+        assert_eq!(seen, names);
+    }
+
+    /// Heads flagged `needs_verification` are found; clearing the flag takes a head out.
+    pub async fn heads_to_verify_are_those_flagged(p: &Ports) {
+        let flagged =
+            |name: &str| EntityHead { needs_verification: true, ..EntityHead::empty(entity(name), p.clock.now()) };
+        let writes = vec![
+            Write::head(flagged("x")),
+            Write::head(flagged("y")),
+            Write::head(EntityHead::empty(entity("z"), p.clock.now())),
+        ];
+        p.store.commit(writes).await.expect("commit");
+        let keys = |heads: Vec<EntityHead>| {
+            let mut keys: Vec<String> = heads.into_iter().map(|h| h.entity.external_id).collect();
+            keys.sort();
+            keys
+        };
+        assert_eq!(keys(p.store.heads_to_verify(10).await.expect("to verify")), ["x", "y"]);
+        assert_eq!(p.store.heads_to_verify(1).await.expect("to verify").len(), 1);
+        let mut cleared = p.store.get_head(&entity("x")).await.expect("get").expect("stored");
+        cleared.needs_verification = false;
+        p.store.commit(vec![Write::head(cleared)]).await.expect("clear");
+        assert_eq!(keys(p.store.heads_to_verify(10).await.expect("to verify")), ["y"]);
     }
 
     // ---- Queue ----
@@ -1021,6 +1071,42 @@ pub mod suite {
         assert_eq!(p.destination().state(&e).await, Some(v_old));
     }
 
+    /// What the destination holds reads back: state, order key, event; a delete as deleted; nothing as `None`.
+    pub async fn a_destination_reads_back_what_it_holds(p: &Ports) {
+        let e = entity("a");
+        let (first, gone) = (id("ev-1"), id("ev-2"));
+        let v = json!({"n": 1});
+        assert_eq!(p.destination().read(&e).await, Ok(None));
+        p.destination().apply(&snapshot(&first, &e, 10, &v, 1)).await.expect("apply");
+        let held = p.destination().read(&e).await.expect("read").expect("held");
+        assert_eq!((held.state, held.deleted, held.order), (v, false, Some(order(10))));
+        assert_eq!(held.event_id.as_deref(), Some("ev-1"));
+        let delete = Change { kind: Kind::Delete, ..snapshot(&gone, &e, 20, &Value::Null, 2) };
+        p.destination().apply(&delete).await.expect("delete");
+        let held = p.destination().read(&e).await.expect("read").expect("held");
+        assert_eq!((held.state, held.deleted, held.order), (Value::Null, true, Some(order(20))));
+    }
+
+    /// A forced snapshot is written again even though this very event had its effect (an operator's repair: the
+    /// state it put there was changed or lost since), keeping one effect; a forced delta is still added only once.
+    pub async fn a_forced_snapshot_is_written_again_over_its_own_effect(p: &Ports) {
+        let e = entity("a");
+        let event = id("ev-1");
+        let v = json!({"n": 1});
+        p.destination().apply(&snapshot(&event, &e, 10, &v, 1)).await.expect("apply");
+        p.destination().record_local_edit(&e, json!({"n": 99}), at(5)).await;
+        let repair = Change { forced: true, ..snapshot(&event, &e, 10, &v, 2) };
+        assert_eq!(p.destination().apply(&repair).await, Ok(ApplyOutcome::Applied));
+        assert_eq!(p.destination().state(&e).await, Some(v));
+        assert_eq!(p.destination().effects_of(&event).await, 1);
+        let stock = entity_of("inventory_level", "s1");
+        let (added, amount) = (id("ev-d"), json!({"delta": 4}));
+        p.destination().apply(&delta(&added, &stock, 1, &amount)).await.expect("apply");
+        let again = Change { forced: true, ..delta(&added, &stock, 1, &amount) };
+        assert_eq!(p.destination().apply(&again).await, Ok(ApplyOutcome::AlreadyApplied));
+        assert_eq!(p.destination().state(&stock).await, Some(json!({"quantity": 4})));
+    }
+
     /// Deltas all count, whatever order they arrive in, and each only once.
     pub async fn in_order_deltas_add_up_out_of_order(p: &Ports) {
         let stock = entity_of("inventory_level", "s1");
@@ -1318,6 +1404,8 @@ pub mod http {
         an_equal_snapshot_is_already_applied,
         a_tie_with_other_content_is_applied,
         a_forced_write_skips_the_guard,
+        a_destination_reads_back_what_it_holds,
+        a_forced_snapshot_is_written_again_over_its_own_effect,
         in_order_deltas_add_up_out_of_order,
         a_delta_without_an_integer_delta_is_refused_for_good,
         a_change_whose_dependency_is_missing_is_refused_until_it_exists,
@@ -1406,6 +1494,8 @@ on_embedded!(
     events_list_newest_first_with_filters,
     events_are_counted_by_status,
     expired_leases_are_found_oldest_first,
+    heads_are_listed_page_by_page,
+    heads_to_verify_are_those_flagged,
     a_received_message_is_hidden_until_its_visibility_ends,
     receive_returns_at_most_max_messages_oldest_first,
     a_deleted_message_is_gone,
@@ -1433,6 +1523,8 @@ on_embedded!(
     an_equal_snapshot_is_already_applied,
     a_tie_with_other_content_is_applied,
     a_forced_write_skips_the_guard,
+    a_destination_reads_back_what_it_holds,
+    a_forced_snapshot_is_written_again_over_its_own_effect,
     in_order_deltas_add_up_out_of_order,
     a_delta_without_an_integer_delta_is_refused_for_good,
     a_delta_keeps_its_other_fields_and_the_latest_by_order_key_wins,
@@ -1732,6 +1824,8 @@ pub mod aws {
         events_list_newest_first_with_filters,
         events_are_counted_by_status,
         expired_leases_are_found_oldest_first,
+        heads_are_listed_page_by_page,
+        heads_to_verify_are_those_flagged,
         a_received_message_is_hidden_until_its_visibility_ends,
         receive_returns_at_most_max_messages_oldest_first,
         a_deleted_message_is_gone,
@@ -1759,6 +1853,8 @@ pub mod aws {
         an_equal_snapshot_is_already_applied,
         a_tie_with_other_content_is_applied,
         a_forced_write_skips_the_guard,
+        a_destination_reads_back_what_it_holds,
+        a_forced_snapshot_is_written_again_over_its_own_effect,
         in_order_deltas_add_up_out_of_order,
         a_delta_without_an_integer_delta_is_refused_for_good,
         a_delta_keeps_its_other_fields_and_the_latest_by_order_key_wins,

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use synctrail::destination::http::signature::{verify, SIGNATURE_HEADER};
 use synctrail::destination::http::{HttpDestination, HttpDestinationConfig, Secret};
-use synctrail::destination::{ApplyOutcome, Change, Destination, DestinationError};
+use synctrail::destination::{ApplyOutcome, Change, Destination, DestinationError, ReadError};
 use synctrail::model::{content_hash, Direction, EntityKey, ErrorKind, EventId, Kind, OrderKey, Status};
 use synctrail::Policy;
 
@@ -335,6 +335,14 @@ impl ExampleReceiver {
         Self { child, url, db, _dir: dir }
     }
 
+    /// Changes an entity's state in the receiver's database directly.
+    fn edit(&self, key: &str, state: Value) {
+        let db = rusqlite::Connection::open(&self.db).expect("open the receiver's database");
+        let changed =
+            db.execute("UPDATE entities SET state = ?1 WHERE key = ?2", (state.to_string(), key)).expect("edit");
+        assert_eq!(changed, 1, "{key} has a row");
+    }
+
     fn state(&self, key: &str) -> Option<Value> {
         let db = rusqlite::Connection::open(&self.db).expect("open the receiver's database");
         let state: Option<String> = db
@@ -367,6 +375,17 @@ async fn the_example_receiver_verifies_signatures_applies_once_and_keeps_the_new
     assert_eq!(http.apply(&older.change(10)).await, Ok(ApplyOutcome::Superseded { by: "ev-newer".into() }));
     assert_eq!(receiver.state("default/shop/product/9"), Some(json!({"title": "newer"})));
 
+    // Reading back (GET ?entity=, signed over the key), and a forced snapshot rewritten over its own effect.
+    let held = http.read(&newer.entity).await.expect("read").expect("held");
+    assert_eq!((held.state, held.deleted), (json!({"title": "newer"}), false));
+    assert_eq!((held.order, held.event_id.as_deref()), (Some(newer.change(20).order), Some("ev-newer")));
+    let nothing = EntityKey::new("default", "shop", "product", "none/such").expect("key");
+    assert_eq!(http.read(&nothing).await, Ok(None));
+    receiver.edit("default/shop/product/9", json!({"title": "edited behind its back"}));
+    assert_eq!(http.apply(&newer.change(20)).await, Ok(ApplyOutcome::AlreadyApplied));
+    assert_eq!(http.apply(&Change { forced: true, ..newer.change(20) }).await, Ok(ApplyOutcome::Applied));
+    assert_eq!(receiver.state("default/shop/product/9"), Some(json!({"title": "newer"})));
+
     let stock = EntityKey::new("default", "erp", "inventory_adjustment", "sku-1").expect("key");
     for (event, delta) in [("ev-d1", 5), ("ev-d2", -2), ("ev-d1", 5)] {
         let owned = Owned {
@@ -385,6 +404,10 @@ async fn the_example_receiver_verifies_signatures_applies_once_and_keeps_the_new
     match forger.apply(&Owned::new("ev-forged", "9", json!({"title": "forged"})).change(30)).await {
         Err(DestinationError::Permanent(message)) => assert!(message.starts_with("HTTP 401 Unauthorized"), "{message}"),
         other => panic!("expected the forged request refused, got {other:?}"),
+    }
+    match forger.read(&newer.entity).await {
+        Err(ReadError::Failed(message)) => assert!(message.starts_with("HTTP 401 Unauthorized"), "{message}"),
+        other => panic!("expected the forged read refused, got {other:?}"),
     }
     assert_eq!(receiver.state("default/shop/product/9"), Some(json!({"title": "newer"})));
 }

@@ -12,6 +12,8 @@ mod ingress;
 mod metrics;
 mod operator;
 mod operator_backends;
+mod reconcile;
 mod rules;
 mod simulation;
+mod verify;
 mod webhooks;

@@ -44,7 +44,7 @@ use synctrail::model::{
 };
 use synctrail::store::sqlite::EmbeddedOptions;
 use synctrail::store::{
-    EventQuery, EventStore, OutgoingMessage, PayloadStore, Queue, QueueDepth, QueueMessage, StoreError, Write,
+    EventQuery, EventStore, HeadPage, OutgoingMessage, PayloadStore, Queue, QueueDepth, QueueMessage, StoreError, Write,
 };
 use synctrail::{Clock, ManualClock, Policy, Settings};
 use synctrail_processor::{sqs_event, InvocationContext, Processor, RecordResult};
@@ -489,6 +489,14 @@ impl EventStore for SimStore {
 
     async fn count_inflight(&self) -> Result<u64, StoreError> {
         self.chaos.around(self.inner.count_inflight()).await
+    }
+
+    async fn list_heads(&self, after: Option<&str>, limit: usize) -> Result<HeadPage, StoreError> {
+        self.chaos.around(self.inner.list_heads(after, limit)).await
+    }
+
+    async fn heads_to_verify(&self, limit: usize) -> Result<Vec<EntityHead>, StoreError> {
+        self.chaos.around(self.inner.heads_to_verify(limit)).await
     }
 }
 

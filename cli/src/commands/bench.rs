@@ -69,13 +69,17 @@ pub struct BenchReport {
     pub requests: Option<RequestFigures>,
 }
 
-/// Runs `synctrail bench`.
+/// Runs `synctrail bench` (or `bench verify`).
 pub async fn execute(ctx: &Context, args: &BenchArgs, out: &mut dyn Write) -> Result<(), CliError> {
-    if args.destination_only {
-        return super::bench_destination::execute(ctx, args, out).await;
-    }
-    if args.webhooks {
-        return super::bench_webhooks::execute(ctx, args, out).await;
+    match &args.what {
+        Some(crate::args::BenchWhat::Verify(verify)) => return super::bench_verify::execute(ctx, verify, out).await,
+        Some(crate::args::BenchWhat::Destination(destination)) => {
+            return super::bench_destination::execute(ctx, destination, out).await
+        }
+        Some(crate::args::BenchWhat::Webhooks(webhooks)) => {
+            return super::bench_webhooks::execute(ctx, webhooks, out).await
+        }
+        None => {}
     }
     let workers = usize::from(args.workers);
     let config = WorkloadConfig::happy_path(count(args.events), count(args.entities), args.seed);

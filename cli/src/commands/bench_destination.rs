@@ -1,10 +1,10 @@
-//! `synctrail bench --destination-only`: the configured destination alone, without the engine — each of
-//! `--events` changes a new event of one of `--entities` entities, order keys rising, applied with `--in-flight`
+//! `synctrail bench destination`: the configured destination alone, without the engine — each of
+//! `--applies` changes a new event of one of `--entities` entities, order keys rising, applied with `--in-flight`
 //! calls at once — so the CPU this process spends per apply can be compared between destinations (with
 //! `--destination http` the receiver is another process: its work is not counted here).
 
 use super::Context;
-use crate::args::BenchArgs;
+use crate::args::BenchDestinationArgs;
 use crate::cpu::process_cpu_time;
 use crate::error::CliError;
 use crate::output::{write_json, Table};
@@ -18,7 +18,7 @@ use synctrail::destination::{ApplyOutcome, Change};
 use synctrail::model::{ContentHash, Direction, EntityKey, EventId, Kind, OrderKey};
 use synctrail::Policy;
 
-/// What `bench --destination-only` measured.
+/// What `bench destination` measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct DestinationReport {
     /// `mirror`, `http` or `custom`.
@@ -49,8 +49,8 @@ struct Prepared {
     fence: u64,
 }
 
-/// Runs `synctrail bench --destination-only`.
-pub async fn execute(ctx: &Context, args: &BenchArgs, out: &mut dyn Write) -> Result<(), CliError> {
+/// Runs `synctrail bench destination`.
+pub async fn execute(ctx: &Context, args: &BenchDestinationArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let config = ctx.config()?;
     let destination = match () {
         () if ctx.destination.is_some() => "custom",
@@ -58,7 +58,7 @@ pub async fn execute(ctx: &Context, args: &BenchArgs, out: &mut dyn Write) -> Re
         () => "http",
     };
     let backend = ctx.open_fresh("bench", args.prefix.as_deref(), None).await?;
-    let (applies, entities) = (count(args.events), count(args.entities).max(1));
+    let (applies, entities) = (count(args.applies), count(args.entities).max(1));
     let in_flight = usize::from(args.in_flight).max(1);
     let changes = prepare(applies, entities)?;
     let target = &backend.ports.destination;

@@ -1,10 +1,10 @@
-//! `synctrail bench --webhooks`: the ingest function's handler alone, in this process, over the backend's queue —
-//! `--events` signed deliveries of the demo's real GitHub and Shopify payloads (each with its own delivery id) —
+//! `synctrail bench webhooks`: the ingest function's handler alone, in this process, over the backend's queue —
+//! `--webhooks` signed deliveries of the demo's real GitHub and Shopify payloads (each with its own delivery id) —
 //! so the CPU per webhook and the queue sends per webhook can be read (the budget: ≤ 1 ms, one send).
 
 use super::demo_webhooks::{as_headers, demo_ingress, signed_headers, SIGNED};
 use super::Context;
-use crate::args::BenchArgs;
+use crate::args::BenchWebhookArgs;
 use crate::cpu::process_cpu_time;
 use crate::error::CliError;
 use crate::output::{write_json, Table};
@@ -16,7 +16,7 @@ use std::time::Instant;
 use synctrail::Invocation;
 use synctrail_ingest::{Ingest, Request};
 
-/// What `bench --webhooks` measured.
+/// What `bench webhooks` measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct WebhookBenchReport {
     /// Deliveries handled.
@@ -33,12 +33,19 @@ pub struct WebhookBenchReport {
     pub answers: BTreeMap<u16, u64>,
 }
 
-/// Runs `synctrail bench --webhooks`.
-pub async fn execute(ctx: &Context, args: &BenchArgs, out: &mut dyn Write) -> Result<(), CliError> {
+/// One signed delivery.
+struct Signed {
+    source: &'static str,
+    headers: Vec<(String, String)>,
+    body: &'static [u8],
+}
+
+/// Runs `synctrail bench webhooks`.
+pub async fn execute(ctx: &Context, args: &BenchWebhookArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let backend = ctx.open_fresh("bench", args.prefix.as_deref(), None).await?;
     let ingress = demo_ingress()?;
-    let webhooks = usize::try_from(args.events).unwrap_or(usize::MAX);
-    let deliveries: Vec<(&str, Vec<(String, String)>, &[u8])> = (0..webhooks)
+    let webhooks = usize::try_from(args.webhooks).unwrap_or(usize::MAX);
+    let deliveries: Vec<Signed> = (0..webhooks)
         .map(|i| {
             let fixture = &SIGNED[i % SIGNED.len()];
             let mut headers = signed_headers(fixture, fixture.body);
@@ -47,13 +54,13 @@ pub async fn execute(ctx: &Context, args: &BenchArgs, out: &mut dyn Write) -> Re
                     *value = format!("bench-{i}");
                 }
             }
-            (fixture.source, headers, fixture.body)
+            Signed { source: fixture.source, headers, body: fixture.body }
         })
         .collect();
 
     let cpu_before = process_cpu_time();
-    for (source, headers, body) in &deliveries {
-        std::hint::black_box(ingress.handle(source, &as_headers(headers), body));
+    for d in &deliveries {
+        std::hint::black_box(ingress.handle(d.source, &as_headers(&d.headers), d.body));
     }
     let verdicts_cpu = cpu_before.zip(process_cpu_time()).map(|(a, b)| (b - a).as_secs_f64());
 
@@ -64,10 +71,10 @@ pub async fn execute(ctx: &Context, args: &BenchArgs, out: &mut dyn Write) -> Re
     let mut answers = BTreeMap::new();
     let cpu_before = process_cpu_time();
     let started = Instant::now();
-    for (source, headers, body) in &deliveries {
-        let headers = as_headers(headers);
-        let path = format!("/webhooks/{source}");
-        let request = Request { method: "POST", path: &path, headers: &headers, body };
+    for d in &deliveries {
+        let headers = as_headers(&d.headers);
+        let path = format!("/webhooks/{}", d.source);
+        let request = Request { method: "POST", path: &path, headers: &headers, body: d.body };
         *answers.entry(ingest.handle(&request, &invocation).await.status).or_default() += 1;
     }
     let wall = started.elapsed().as_secs_f64();

@@ -2,11 +2,13 @@
 
 pub mod bench;
 pub mod bench_destination;
+pub mod bench_verify;
 pub mod bench_webhooks;
 pub mod dead_letters;
 pub mod demo;
 pub mod demo_webhooks;
 pub mod list;
+pub mod reconcile;
 pub mod records;
 pub mod reprocess;
 pub mod run;
@@ -17,6 +19,7 @@ pub mod show;
 pub mod stats;
 pub mod status;
 pub mod sweep;
+pub mod verify;
 
 use crate::args::{AwsArgs, BackendKind, Cli, Command, DestinationArgs};
 use crate::backend::AnyBackend;
@@ -94,9 +97,11 @@ impl Context {
         })
     }
 
-    /// An engine over `backend` with the configured settings.
+    /// An engine over `backend` with the configured settings (and the mirror's delta fields, which verification
+    /// replays with).
     pub fn engine(&self, backend: &AnyBackend) -> Result<Engine, CliError> {
-        Ok(Engine::new(backend.ports.clone(), self.config()?.settings))
+        let config = self.config()?;
+        Ok(Engine::new(backend.ports.clone(), config.settings).with_delta_fields(config.delta_fields))
     }
 
     /// Opens the configured backend.
@@ -201,6 +206,8 @@ pub async fn run_command(ctx: &Context, command: &Command, out: &mut dyn Write) 
         Command::Stats(args) => stats::execute(ctx, args, out).await.map(|()| EXIT_OK),
         Command::Sweep(args) => sweep::execute(ctx, args, out).await.map(|()| EXIT_OK),
         Command::Reprocess(args) => reprocess::execute(ctx, args, out).await,
+        Command::Reconcile(args) => reconcile::execute(ctx, args, out).await,
+        Command::Verify(args) => verify::execute(ctx, args, out).await,
         Command::DeadLetters(args) => dead_letters::execute(ctx, args, out).await.map(|()| EXIT_OK),
         Command::Serve(args) => serve::execute(ctx, args, out).await.map(|()| EXIT_OK),
         Command::Demo(args) => demo::execute(ctx, args, out).await.map(|()| EXIT_OK),

@@ -1,8 +1,8 @@
 //! [`ByDirection`]: one processor serving both directions — inbound changes to the team's destination (the mirror,
 //! HTTP, its own), outbound ones to a connector that writes them into the external system.
 
-use super::{ApplyOutcome, Change, Destination, DestinationError};
-use crate::model::Direction;
+use super::{ApplyOutcome, Change, Destination, DestinationError, DestinationRecord, ReadError};
+use crate::model::{Direction, EntityKey};
 use async_trait::async_trait;
 use std::sync::Arc;
 
@@ -26,5 +26,10 @@ impl Destination for ByDirection {
             Direction::Inbound => self.inbound.apply(change).await,
             Direction::Outbound => self.outbound.apply(change).await,
         }
+    }
+
+    /// Our side of the entity: what the inbound destination holds (reconcile and verify compare with it).
+    async fn read(&self, entity: &EntityKey) -> Result<Option<DestinationRecord>, ReadError> {
+        self.inbound.read(entity).await
     }
 }

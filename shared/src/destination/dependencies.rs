@@ -4,7 +4,9 @@
 //! A rule `inventory_level.product_id=product` says: an event of type `inventory_level` whose payload has
 //! `product_id = P` needs the entity `<tenant>/<source>/product/P` to exist (applied, not deleted) first.
 
-use crate::destination::{ApplyOutcome, Change, Destination, DestinationError, MirrorView};
+use crate::destination::{
+    ApplyOutcome, Change, Destination, DestinationError, DestinationRecord, MirrorView, ReadError,
+};
 use crate::model::EntityKey;
 use async_trait::async_trait;
 use serde_json::Value;
@@ -94,6 +96,10 @@ impl Destination for RequireDependencies {
             }
         }
         self.inner.apply(change).await
+    }
+
+    async fn read(&self, entity: &EntityKey) -> Result<Option<DestinationRecord>, ReadError> {
+        self.inner.read(entity).await
     }
 }
 

@@ -1,7 +1,8 @@
 //! Fault drills: a destination wrapper that fails, goes down, or makes its invocation die mid-write.
 
-use super::{ApplyOutcome, Change, Destination, DestinationError};
+use super::{ApplyOutcome, Change, Destination, DestinationError, DestinationRecord, ReadError};
 use crate::clock::Clock;
+use crate::model::EntityKey;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rand::rngs::SmallRng;
@@ -88,5 +89,10 @@ impl Destination for DrillDestination {
             return Err(DestinationError::Permanent("injected permanent failure (drill)".to_owned()));
         }
         self.inner.apply(change).await
+    }
+
+    /// Reads are not drilled: they pass through.
+    async fn read(&self, entity: &EntityKey) -> Result<Option<DestinationRecord>, ReadError> {
+        self.inner.read(entity).await
     }
 }

@@ -7,7 +7,8 @@
 //! total field of the state (by default `quantity`), and the payload's other fields are kept in the state, the
 //! latest by order key winning: an event at or after the row's order key sets them (and becomes the row's event),
 //! an older one (`out_of_order`) only adds its amounts. Whether the event had an effect before is the backend's to
-//! look up (each keeps one effect per event) before it asks [`decide`]. Backends keep only their storage code.
+//! look up (each keeps one effect per event) before it asks [`decide`], except for a change that [`rewrites`]: a
+//! forced snapshot is written even over its own earlier effect. Backends keep only their storage code.
 
 use crate::destination::delta_fields::DeltaFields;
 use crate::destination::{ApplyOutcome, Change, DestinationError};
@@ -158,8 +159,15 @@ pub struct Addition {
     pub latest: bool,
 }
 
+/// Whether `change` is written even if this very event had its effect before: a forced `latest_wins` snapshot (an
+/// operator's `reprocess --force`, or `verify --repair` putting back a state the destination lost or that was
+/// changed behind synctrail's back). Writing a snapshot again leaves the state it had; a delta is never added twice.
+pub fn rewrites(change: &PendingChange) -> bool {
+    change.forced && change.delta.is_none()
+}
+
 /// Decides what `change` does to `row` (the entity's stored row, if any), the event not having had an effect
-/// yet. Only an overflowing delta is an error.
+/// yet (or [`rewrites`] being true). Only an overflowing delta is an error.
 pub fn decide(
     row: Option<&MirrorRecord>,
     change: &PendingChange,

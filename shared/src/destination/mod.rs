@@ -14,7 +14,10 @@
 //! - **Idempotency key**: [`Change::event_id`]. An event may be applied more than once (a crash after the write and
 //!   before the engine recorded it, a timeout whose write landed): the second time must have no second effect —
 //!   answer [`ApplyOutcome::AlreadyApplied`]. When [`Change::previous_attempt_unknown`] is set, an earlier attempt
-//!   of this very event may have written: look before writing (e.g. by the event id stored with the row).
+//!   of this very event may have written: look before writing (e.g. by the event id stored with the row). A
+//!   [`Change::forced`] snapshot is the exception: an operator asks for it to be written again (`reprocess --force`,
+//!   `verify --repair` putting back a lost or altered state), so write it even if it was applied before, keeping one
+//!   effect; a forced `in_order` delta is still added only once.
 //! - **Order guard**: when the destination stores the order key ([`Change::order`]) with each row, write only
 //!   `... WHERE stored_order < new_order` and answer [`ApplyOutcome::Superseded`] otherwise; this keeps a stale
 //!   write out even if two writers race (spec §4.5). [`Change::fence`] grows with every claim of the entity: a
@@ -40,6 +43,9 @@
 //!   destination; a destination that serves both may look at it itself.
 //! - Nothing else: the engine records statuses, history and metrics. Keep `apply` free of side effects on other
 //!   entities; a change that needs another entity says so with `MissingDependency`.
+//!
+//! [`Destination::read`] is optional: it returns what the destination holds for one entity, for `reconcile` and
+//! `verify` ([`read`]). Its default answers [`ReadError::Unsupported`], and both refuse with that reason.
 
 mod by_direction;
 #[cfg(feature = "http")]
@@ -51,9 +57,11 @@ pub mod guard;
 #[cfg(feature = "http")]
 pub mod http;
 mod mirror_view;
+pub mod read;
 
 pub use by_direction::ByDirection;
 pub use mirror_view::MirrorView;
+pub use read::{DestinationRecord, ReadError};
 
 use crate::model::{ContentHash, Direction, EntityKey, EventId, ExternalWrite, Kind, OrderKey};
 use crate::settings::Policy;
@@ -85,7 +93,8 @@ pub struct Change<'a> {
     pub fence: u64,
     /// Snapshot or delta semantics.
     pub policy: Policy,
-    /// Whether ordering was skipped on purpose (`reprocess --force`).
+    /// Whether ordering was skipped on purpose (`reprocess --force`, `verify --repair`): write even if older, and a
+    /// snapshot even if this event was applied before.
     pub forced: bool,
     /// This attempt's number for the event (1 for the first).
     pub attempt: u32,
@@ -177,4 +186,11 @@ impl DestinationError {
 pub trait Destination: Send + Sync {
     /// Applies one change, conditionally on its order key and fencing token.
     async fn apply(&self, change: &Change<'_>) -> Result<ApplyOutcome, DestinationError>;
+
+    /// What the destination holds for `entity` (`None`: nothing, never written). The default says this destination
+    /// can't read ([`ReadError::unsupported`]).
+    async fn read(&self, entity: &EntityKey) -> Result<Option<DestinationRecord>, ReadError> {
+        let _ = entity;
+        Err(ReadError::unsupported())
+    }
 }

@@ -168,6 +168,9 @@ async fn redrive(
             let note = if force { "reprocess --force" } else { "reprocess" };
             restart(engine, record, message, invocation, note)?
         }
+        RedriveReason::Repair if status != Status::Rejected => {
+            restart(engine, record, message, invocation, "repair: verify found the destination differing")?
+        }
         _ => {
             let outcome = Outcome { redelivered: true, ..Outcome::ack(event_id, status) }.about(&record);
             return Ok(outcome.arrived_from(Some(status)));

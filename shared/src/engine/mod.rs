@@ -9,10 +9,12 @@ mod dead_letters;
 pub mod decide;
 mod error;
 mod intake;
+pub mod reconcile;
 mod records;
 mod reprocess;
 mod settle;
 mod sweep;
+pub mod verify;
 
 pub use dead_letters::{DeadLetter, DeadLetterReport, DeadLettersSwept, Discarded};
 pub use error::EngineError;
@@ -20,6 +22,7 @@ pub use reprocess::{Checked, Refusal, ReprocessError, ReprocessOptions, Reproces
 pub use sweep::SweepReport;
 
 use crate::clock::Clock;
+use crate::destination::delta_fields::DeltaFields;
 use crate::destination::Destination;
 use crate::model::{EntityKey, ErrorInfo, EventId, EventRecord, Status};
 use crate::settings::Settings;
@@ -194,12 +197,21 @@ pub struct Engine {
     ports: Ports,
     settings: Settings,
     rng: Mutex<SmallRng>,
+    /// How the reference mirror adds `in_order` deltas: the rules verification replays events with.
+    delta_fields: DeltaFields,
 }
 
 impl Engine {
     /// An engine over `ports` with `settings`; retry jitter is seeded from the OS.
     pub fn new(ports: Ports, settings: Settings) -> Self {
-        Self { ports, settings, rng: Mutex::new(SmallRng::from_os_rng()) }
+        Self { ports, settings, rng: Mutex::new(SmallRng::from_os_rng()), delta_fields: DeltaFields::default() }
+    }
+
+    /// Replays `in_order` events with `delta_fields` when verifying (the mirror's configuration; default: `delta`
+    /// into `quantity`).
+    pub fn with_delta_fields(mut self, delta_fields: DeltaFields) -> Self {
+        self.delta_fields = delta_fields;
+        self
     }
 
     /// Seeds the retry jitter, for reproducible simulations.

@@ -1,8 +1,10 @@
 //! The sweeper: re-drives events whose entity lease ran out (a crashed holder, a lost promotion message), resumes
 //! waits whose dependency appeared without resuming them, fails waits past the configured limit (spec §4, §6),
-//! records what only the dead-letter queue knows about and removes dead letters of events already done.
+//! records what only the dead-letter queue knows about and removes dead letters of events already done, and verifies
+//! entities flagged `needs_verification` (spec §5, §7; `verify/flagged.rs`).
 
 use super::settle::dependency_appeared_since;
+use super::verify::VerifiedEntity;
 use super::{Discarded, Engine, EngineError, Invocation};
 use crate::model::{EntityKey, ErrorInfo, ErrorKind, EventId, EventRecord, Status};
 use crate::store::{EventQuery, StoreError, Write};
@@ -25,13 +27,16 @@ pub struct SweepReport {
     pub dead_letters_recorded: Vec<EventId>,
     /// Dead letters removed because their event is already done, by event (each event's history notes it).
     pub dead_letters_discarded: Vec<Discarded>,
+    /// Entities flagged `needs_verification` that were verified, with what was found (recorded on their heads).
+    pub verified: Vec<VerifiedEntity>,
 }
 
 impl Engine {
     /// Finds up to `limit` heads whose in-flight lease expired and re-drives their event when it is not done; then
     /// looks at up to `limit` waiting events, resuming those whose dependency appeared and failing those that
     /// waited too long; then looks at up to `limit` dead letters, recording those the engine does not know and
-    /// removing those whose event is already done.
+    /// removing those whose event is already done; then verifies up to `limit` entities flagged
+    /// `needs_verification`.
     pub async fn sweep(&self, limit: usize, invocation: &Invocation) -> Result<SweepReport, EngineError> {
         let before = self.now() - self.settings.clock_margin;
         let heads = self.ports.store.expired_leases(before, limit).await?;
@@ -53,6 +58,7 @@ impl Engine {
         let dead_letters = self.record_dead_letters(limit, invocation).await?;
         report.dead_letters_recorded = dead_letters.recorded;
         report.dead_letters_discarded = dead_letters.discarded;
+        report.verified = self.verify_flagged(limit).await?;
         Ok(report)
     }
 

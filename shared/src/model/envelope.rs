@@ -83,6 +83,9 @@ pub enum RedriveReason {
     Promotion,
     /// An operator asked to run it again: a terminal event starts over at `received`.
     Reprocess,
+    /// Verification found the destination differing from the replay of the entity's events (spec §7): the newest
+    /// event starts over like a reprocess, forced, and its history says it was a repair.
+    Repair,
 }
 
 /// Why a message body is not a valid envelope.
@@ -215,7 +218,8 @@ fn parse_redrive(value: &Value) -> Result<Message, EnvelopeError> {
     let reason = match fields.opt_str("reason")? {
         None | Some("promotion") => RedriveReason::Promotion,
         Some("reprocess") => RedriveReason::Reprocess,
-        Some(other) => return Err(invalid_value("reason", other, "promotion or reprocess")),
+        Some("repair") => RedriveReason::Repair,
+        Some(other) => return Err(invalid_value("reason", other, "promotion, reprocess or repair")),
     };
     let force = match map.get("force") {
         None | Some(Value::Null) => false,

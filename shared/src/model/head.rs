@@ -31,6 +31,32 @@ pub struct Inflight {
     pub errored: bool,
 }
 
+/// What a verification of an entity found (spec §7: its events replayed, compared with the destination).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// The destination holds what the replay gives.
+    Equal,
+    /// It does not; the difference was reported.
+    Differs,
+    /// It did not; the newest event was re-driven, forced, to put it back.
+    Repaired,
+    /// It could not be told (the detail says why: the destination can't read, a local edit, an unusable payload).
+    Unverified,
+}
+
+/// A verification recorded on the head.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verified {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// What it found.
+    pub verdict: Verdict,
+    /// The differing fields, or the event re-driven, in a few words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
 /// The ordering state of one entity; every change is a compare-and-set on `version`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EntityHead {
@@ -60,6 +86,9 @@ pub struct EntityHead {
     /// The last write an outbound event made to the external resource, to recognise its echo (spec §10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub echo: Option<EchoGuard>,
+    /// The sweeper's last verification of the entity (spec §7), when it verified one flagged `needs_verification`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verified: Option<Verified>,
     /// When the head last changed.
     pub updated_at: DateTime<Utc>,
     /// Compare-and-set version (0 = not stored yet).
@@ -80,6 +109,7 @@ impl EntityHead {
             needs_verification: false,
             has_waiters: false,
             echo: None,
+            verified: None,
             updated_at: now,
             version: 0,
         }

@@ -13,7 +13,7 @@ pub use echo::{EchoGuard, ExternalWrite, Fingerprint};
 pub use envelope::{
     canonical_json, content_hash, Direction, Envelope, EnvelopeError, Kind, Message, RedriveReason, REDRIVE_FIELD,
 };
-pub use head::{EntityHead, Inflight, Slot};
+pub use head::{EntityHead, Inflight, Slot, Verdict, Verified};
 pub(crate) use ids::check_name;
 pub use ids::{ContentHash, EntityKey, EventId, InvalidId, OrderKey};
 pub use record::{ErrorInfo, ErrorKind, EventRecord, HistoryEntry, PayloadRef, HISTORY_LIMIT};

@@ -69,6 +69,15 @@ pub struct EventQuery {
     pub limit: usize,
 }
 
+/// One page of entity heads, and where the next one starts.
+#[derive(Debug, Clone, Default)]
+pub struct HeadPage {
+    /// The heads of this page.
+    pub heads: Vec<EntityHead>,
+    /// Where the next page starts, to pass back as `after` (opaque; `None`: this page was the last).
+    pub next: Option<String>,
+}
+
 /// Event records and entity heads.
 #[async_trait]
 pub trait EventStore: Send + Sync {
@@ -99,4 +108,32 @@ pub trait EventStore: Send + Sync {
 
     /// How many heads have an event in flight.
     async fn count_inflight(&self) -> Result<u64, StoreError>;
+
+    /// Every entity's head, one page of at most about `limit` at a time, starting `after` a page's
+    /// [`HeadPage::next`] (`None`: from the start): what `verify --all` and `reconcile` walk. The default says this
+    /// store can't list heads.
+    async fn list_heads(&self, after: Option<&str>, limit: usize) -> Result<HeadPage, StoreError> {
+        let _ = (after, limit);
+        Err(StoreError::Backend("this event store can't list entity heads (it does not implement list_heads)".into()))
+    }
+
+    /// Up to `limit` (0 = all) heads flagged `needs_verification` (an `in_order` event applied out of order, spec
+    /// §5): what the sweeper verifies. The default walks [`EventStore::list_heads`]; a backend with an index
+    /// overrides it.
+    async fn heads_to_verify(&self, limit: usize) -> Result<Vec<EntityHead>, StoreError> {
+        let mut found = Vec::new();
+        let mut after = None;
+        loop {
+            let page = self.list_heads(after.as_deref(), 500).await?;
+            found.extend(page.heads.into_iter().filter(|h| h.needs_verification));
+            let full = limit > 0 && found.len() >= limit;
+            if full || page.next.is_none() {
+                if limit > 0 {
+                    found.truncate(limit);
+                }
+                return Ok(found);
+            }
+            after = page.next;
+        }
+    }
 }

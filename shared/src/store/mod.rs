@@ -7,6 +7,7 @@ mod error;
 mod events;
 mod payloads;
 mod queue;
+pub mod snapshots;
 
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
@@ -15,6 +16,7 @@ pub mod sqlite;
 pub mod aws;
 
 pub use error::{Detail, StoreError};
-pub use events::{EventQuery, EventStore, Expect, Write};
+pub use events::{EventQuery, EventStore, Expect, HeadPage, Write};
 pub use payloads::PayloadStore;
 pub use queue::{OutgoingMessage, Queue, QueueDepth, QueueMessage};
+pub use snapshots::{FileSnapshot, Snapshot, SnapshotStore};

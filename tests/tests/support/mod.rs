@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod backends;
 pub mod github_api;
 pub mod receiver;
 pub mod shopify_api;
@@ -18,13 +19,17 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use synctrail::destination::http::Secret;
-use synctrail::destination::{ApplyOutcome, ByDirection, Change, Destination, DestinationError};
+use synctrail::destination::{
+    ApplyOutcome, ByDirection, Change, Destination, DestinationError, DestinationRecord, ReadError,
+};
 use synctrail::engine::{Disposition, Engine, Invocation, Outcome, Ports};
 use synctrail::model::{
     Direction, EntityHead, EntityKey, EventId, EventRecord, ExternalWrite, Fingerprint, Kind, Message, Status,
 };
 use synctrail::store::sqlite::{EmbeddedOptions, Mirror, MirrorRecord};
-use synctrail::store::{EventQuery, EventStore, Expect, OutgoingMessage, QueueDepth, QueueMessage, StoreError, Write};
+use synctrail::store::{
+    EventQuery, EventStore, Expect, HeadPage, OutgoingMessage, QueueDepth, QueueMessage, StoreError, Write,
+};
 use synctrail::{Clock, ManualClock, Policy, Settings};
 use synctrail_processor::{sqs_event, BatchResult, InvocationContext, Processor, RecordResult};
 use tokio::sync::Notify;
@@ -415,6 +420,10 @@ impl Destination for Scripted {
         let step = self.take(change.entity);
         self.run(step, change).await
     }
+
+    async fn read(&self, entity: &EntityKey) -> Result<Option<DestinationRecord>, ReadError> {
+        self.inner.read(entity).await
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -552,6 +561,14 @@ impl EventStore for HeldStore {
 
     async fn count_inflight(&self) -> Result<u64, StoreError> {
         self.inner.count_inflight().await
+    }
+
+    async fn list_heads(&self, after: Option<&str>, limit: usize) -> Result<HeadPage, StoreError> {
+        self.inner.list_heads(after, limit).await
+    }
+
+    async fn heads_to_verify(&self, limit: usize) -> Result<Vec<EntityHead>, StoreError> {
+        self.inner.heads_to_verify(limit).await
     }
 }
 

@@ -1,12 +1,14 @@
 //! A receiver of the HTTP destination for the tests: a small HTTP/1.1 server on 127.0.0.1 (keep-alive,
 //! `Content-Length` bodies) that checks the signature, stores each change through a destination (the embedded
-//! mirror, with its rules) and answers as `docs/destination-protocol.md` says. Faults are scripted per request:
+//! mirror, with its rules) and answers as `docs/destination-protocol.md` says; a `GET ?entity=<key>` reads the
+//! entity back through the same destination. Faults are scripted per request:
 //! a fixed answer, a 500 after storing, a hang, a reset connection.
 
 use chrono::Duration;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use synctrail::destination::http::read::{WireRecord, ENTITY_PARAMETER};
 use synctrail::destination::http::signature::{verify, SIGNATURE_HEADER};
 use synctrail::destination::http::{HttpDestination, HttpDestinationConfig, Secret, WireChange};
 use synctrail::destination::{ApplyOutcome, Change, Destination, DestinationError};
@@ -235,6 +237,9 @@ pub async fn read_request(stream: &mut BufReader<TcpStream>) -> Option<Seen> {
 impl State {
     /// Checks the signature, stores the change through the rules and answers as the protocol says.
     async fn handle(&self, seen: &Seen) -> (u16, String) {
+        if seen.request_line.starts_with("GET ") {
+            return self.read(seen).await;
+        }
         if let Some(secret) = &self.secret {
             let header = seen.headers.get(SIGNATURE_HEADER).map(String::as_str).unwrap_or_default();
             let tolerance = Duration::seconds(TOLERANCE_SECONDS);
@@ -289,6 +294,57 @@ impl State {
             Err(other) => (503, json!({ "error": other.to_string() }).to_string()),
         }
     }
+}
+
+impl State {
+    /// A read: the entity named by the `entity` parameter, signed over its key; 200 with the record, 404 without.
+    async fn read(&self, seen: &Seen) -> (u16, String) {
+        let target = seen.request_line.split(' ').nth(1).unwrap_or_default();
+        let query = target.split_once('?').map(|(_, q)| q).unwrap_or_default();
+        let Some(key) = query
+            .split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .find(|(name, _)| *name == ENTITY_PARAMETER)
+            .map(|(_, value)| percent_decode(value))
+        else {
+            return (400, json!({ "error": "no entity parameter" }).to_string());
+        };
+        if let Some(secret) = &self.secret {
+            let header = seen.headers.get(SIGNATURE_HEADER).map(String::as_str).unwrap_or_default();
+            let tolerance = Duration::seconds(TOLERANCE_SECONDS);
+            if let Err(e) = verify(secret, header, key.as_bytes(), self.clock.now(), tolerance) {
+                return (401, json!({ "error": e.to_string() }).to_string());
+            }
+        }
+        let Ok(entity) = EntityKey::parse(&key) else {
+            return (400, json!({ "error": format!("bad entity key {key}") }).to_string());
+        };
+        match self.store.read(&entity).await {
+            Ok(Some(record)) => (200, serde_json::to_string(&WireRecord::of(&record)).expect("a record as JSON")),
+            Ok(None) => (404, json!({ "error": "no such entity" }).to_string()),
+            Err(e) => (503, json!({ "error": e.to_string() }).to_string()),
+        }
+    }
+}
+
+/// `%XX` sequences decoded (the query's encoding).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i], bytes.get(i + 1..i + 3)) {
+            (b'%', Some(hex)) => {
+                out.push(u8::from_str_radix(std::str::from_utf8(hex).unwrap_or("00"), 16).unwrap_or(0));
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The reason phrase of `status`.

@@ -3,11 +3,13 @@
 
 use super::config::{HttpConfigError, HttpDestinationConfig, URL_VARIABLE};
 use super::outcome::outcome;
+use super::read::{read_outcome, read_uri};
 use super::signature::{sign, Secret, SIGNATURE_HEADER};
 use super::transport::{Transport, TransportSettings};
 use super::wire::WireChange;
 use crate::clock::Clock;
-use crate::destination::{ApplyOutcome, Change, Destination, DestinationError};
+use crate::destination::{ApplyOutcome, Change, Destination, DestinationError, DestinationRecord, ReadError};
+use crate::model::EntityKey;
 use async_trait::async_trait;
 use http::header::{CONTENT_TYPE, USER_AGENT};
 use http::{HeaderValue, Method, Request, Uri};
@@ -90,5 +92,23 @@ impl Destination for HttpDestination {
         let answer = self.transport.send(request, &budget).await?;
         tracing::debug!(event_id = %change.event_id, status = answer.status.as_u16(), "receiver answered");
         outcome(answer.status, &answer.headers, &answer.body, change.entity, self.transport.clock().now())
+    }
+
+    /// `GET <url>?entity=<key>`, signed over the entity key, within the request timeout.
+    async fn read(&self, entity: &EntityKey) -> Result<Option<DestinationRecord>, ReadError> {
+        let key = entity.to_string();
+        let mut request = Request::builder()
+            .method(Method::GET)
+            .uri(read_uri(&self.url, &key)?)
+            .header(USER_AGENT, self.user_agent.clone());
+        if let Some(secret) = &self.secret {
+            let signature = sign(secret, self.transport.clock().now().timestamp(), key.as_bytes());
+            let value = HeaderValue::from_str(&signature).map_err(|e| ReadError::Failed(e.to_string()))?;
+            request = request.header(SIGNATURE_HEADER, value);
+        }
+        let request = request.body(Full::new(Bytes::new())).map_err(|e| ReadError::Failed(e.to_string()))?;
+        let budget = self.transport.budget(None).map_err(|e| ReadError::Failed(e.to_string()))?;
+        let answer = self.transport.send(request, &budget).await.map_err(|e| ReadError::Failed(e.to_string()))?;
+        read_outcome(answer.status, &answer.body)
     }
 }

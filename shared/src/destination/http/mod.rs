@@ -7,12 +7,14 @@
 //! - [`outcome`]: an answer (status, `Retry-After`, body) as an [`ApplyOutcome`](crate::destination::ApplyOutcome) or a
 //!   [`DestinationError`](crate::destination::DestinationError).
 //! - [`client`]: [`HttpDestination`], one signed `POST` per change.
+//! - [`read`]: reading back (`GET ?entity=<key>`), for `reconcile` and `verify`.
 //! - [`transport`]: the pooled HTTP/1.1 client (hyper, rustls on ring, the platform's TLS roots), the timeouts and
 //!   the limit of requests in flight — shared with the outbound connectors.
 
 pub mod client;
 pub mod config;
 pub mod outcome;
+pub mod read;
 pub mod signature;
 pub mod transport;
 pub mod wire;

@@ -31,7 +31,7 @@ pub(super) fn redundant(letter: &Letter, clock_margin: Duration) -> Option<Statu
     let redundant = match &letter.carried {
         Carried::Envelope(envelope) => record.content_hash == Some(envelope.content_hash),
         Carried::Redrive(RedriveReason::Promotion) | Carried::NoEnvelope(_) => true,
-        Carried::Redrive(RedriveReason::Reprocess) => {
+        Carried::Redrive(RedriveReason::Reprocess | RedriveReason::Repair) => {
             status == Status::Rejected || started_over_since(record, letter.message.sent_at - clock_margin)
         }
     };

@@ -50,7 +50,9 @@ impl DeadLetter {
             Some(Status::Failed) => "failed: marked for retry, processed again when it arrives",
             Some(s) if s.is_terminal() => match letter.carried {
                 Carried::Envelope(_) => "other content under this event id: rejected as a conflict when it arrives",
-                Carried::Redrive(RedriveReason::Reprocess) => "reprocess not carried out yet: runs when it arrives",
+                Carried::Redrive(RedriveReason::Reprocess | RedriveReason::Repair) => {
+                    "reprocess not carried out yet: runs when it arrives"
+                }
                 _ => "already done: acknowledged with no effect when it arrives",
             },
             Some(_) => "in progress: continues when it arrives",

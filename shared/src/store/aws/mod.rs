@@ -16,6 +16,7 @@ mod gate;
 mod mirror;
 mod s3;
 pub mod setup;
+mod snapshot;
 mod sqs;
 
 pub use crate::config::AwsConfig;
@@ -25,6 +26,7 @@ pub use dynamodb::{DynamoStore, ITEM_SIZE_LIMIT, LEASE_SHARDS};
 pub use gate::DynamoGate;
 pub use mirror::{DynamoMirror, MAX_ROUNDS};
 pub use s3::{apply_lifecycle, S3Payloads};
+pub use snapshot::S3Snapshot;
 pub use sqs::SqsQueue;
 
 /// The SDK crates the adapters are built on, re-exported so callers (and tests) use the same versions.

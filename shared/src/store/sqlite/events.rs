@@ -7,7 +7,7 @@ use super::codec::{from_json, int, nanos, to_json, uint, Cached};
 use super::db::Db;
 use super::error::SqlContext;
 use crate::model::{EntityHead, EntityKey, EventId, EventRecord, Status};
-use crate::store::{EventQuery, EventStore, Expect, StoreError, Write};
+use crate::store::{EventQuery, EventStore, Expect, HeadPage, StoreError, Write};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::types::Value as SqlValue;
@@ -264,6 +264,40 @@ impl EventStore for SqliteStore {
                     .one("SELECT COUNT(*) FROM heads WHERE lease_until IS NOT NULL", [], |row| row.get(0))
                     .ctx("counting heads in flight")?;
                 Ok(u64::try_from(count).unwrap_or(0))
+            })
+            .await
+    }
+
+    /// By entity key; a page's `next` is its last key.
+    async fn list_heads(&self, after: Option<&str>, limit: usize) -> Result<HeadPage, StoreError> {
+        let args = vec![SqlValue::Text(after.unwrap_or_default().to_owned()), limit_value(limit)];
+        let heads: Vec<EntityHead> = self
+            .db
+            .run(move |conn| {
+                read_bodies(
+                    conn,
+                    "SELECT body FROM heads WHERE entity_key > ? ORDER BY entity_key LIMIT ?",
+                    args,
+                    "listing heads",
+                )
+            })
+            .await?;
+        let next = (limit > 0 && heads.len() >= limit).then(|| heads.last().map(|h| h.entity.to_string())).flatten();
+        Ok(HeadPage { heads, next })
+    }
+
+    /// By entity key, through the partial index `heads_to_verify`.
+    async fn heads_to_verify(&self, limit: usize) -> Result<Vec<EntityHead>, StoreError> {
+        let args = vec![limit_value(limit)];
+        self.db
+            .run(move |conn| {
+                read_bodies(
+                    conn,
+                    "SELECT body FROM heads WHERE json_extract(body, '$.needs_verification') = 1
+                     ORDER BY entity_key LIMIT ?",
+                    args,
+                    "listing heads to verify",
+                )
             })
             .await
     }

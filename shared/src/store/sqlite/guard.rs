@@ -2,13 +2,15 @@
 //!
 //! The rules (refuse a stale, fenced-off or already applied write; add `in_order` deltas) are the shared ones of
 //! [`crate::destination::guard`]; this file keeps the SQL. The row is read, decided on and rewritten whole in one
-//! transaction (SQLite runs one writer at a time). Each event has at most one effect.
+//! transaction (SQLite runs one writer at a time). Each event has at most one effect row (a forced snapshot that
+//! [`rewrites`] keeps its first one).
 
 use super::codec::{nanos, to_json};
 use super::error::SqlContext;
 use super::mirror::{read_row, Mirror};
-use crate::destination::guard::{decide, destination_error, Addition, Decision, MirrorRecord, PendingChange};
-use crate::destination::{ApplyOutcome, Change, Destination, DestinationError};
+use crate::destination::guard::{decide, destination_error, rewrites, Addition, Decision, MirrorRecord, PendingChange};
+use crate::destination::{ApplyOutcome, Change, Destination, DestinationError, DestinationRecord, ReadError};
+use crate::model::EntityKey;
 use crate::store::StoreError;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -43,7 +45,8 @@ fn store(tx: &Transaction<'_>, record: &MirrorRecord, event_id: &str) -> Result<
     )
     .ctx("writing the mirror")?;
     tx.execute(
-        "INSERT INTO mirror_effects (event_id, entity_key, applied_at) VALUES (?1, ?2, ?3)",
+        "INSERT INTO mirror_effects (event_id, entity_key, applied_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (event_id) DO NOTHING",
         params![event_id, record.entity_key, now],
     )
     .ctx("recording a mirror effect")?;
@@ -60,7 +63,7 @@ fn apply_in(
         .query_row("SELECT 1 FROM mirror_effects WHERE event_id = ?1", [&change.event_id], |row| row.get(0))
         .optional()
         .ctx("looking up a mirror effect")?;
-    if seen.is_some() {
+    if seen.is_some() && !rewrites(change) {
         return Ok(Ok(ApplyOutcome::AlreadyApplied));
     }
     let row = read_row(tx, &change.entity_key)?;
@@ -79,5 +82,10 @@ impl Destination for Mirror {
         let pending = PendingChange::of(change, &self.delta_fields)?;
         let clock = Arc::clone(&self.clock);
         self.db.write(move |tx| apply_in(tx, &pending, clock.now())).await.map_err(destination_error)?
+    }
+
+    async fn read(&self, entity: &EntityKey) -> Result<Option<DestinationRecord>, ReadError> {
+        let row = self.get(entity).await.map_err(|e| ReadError::Failed(e.to_string()))?;
+        Ok(row.map(DestinationRecord::from))
     }
 }

@@ -32,6 +32,8 @@ CREATE TABLE IF NOT EXISTS heads (
     body TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS heads_lease ON heads (lease_until);
+CREATE INDEX IF NOT EXISTS heads_to_verify ON heads (entity_key)
+    WHERE json_extract(body, '$.needs_verification') = 1;
 
 CREATE TABLE IF NOT EXISTS queue (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -77,6 +77,11 @@ pub(super) fn waiting_pk(dependency: &str) -> String {
     format!("WAITING#{dependency}")
 }
 
+/// The partition of heads flagged `needs_verification` in the sparse `by_waiting_for` index, sharded like leases.
+pub(super) fn verify_pk(shard: u32) -> String {
+    format!("VERIFY#{shard}")
+}
+
 pub(super) fn lease_pk(shard: u32) -> String {
     format!("LEASE#{shard}")
 }
@@ -136,7 +141,9 @@ pub(super) fn event_item(record: &EventRecord, commit_id: &str) -> Result<Item, 
     Ok(item)
 }
 
-/// The item of an entity head, stamped with `commit_id`; in the lease index while an event is in flight.
+/// The item of an entity head, stamped with `commit_id`; in the lease index while an event is in flight, and in the
+/// sparse `by_waiting_for` index (under `VERIFY#<shard>`, by when it changed) while it is flagged
+/// `needs_verification`.
 pub(super) fn head_item(head: &EntityHead, commit_id: &str) -> Result<Item, StoreError> {
     let entity_key = head.entity.to_string();
     let what = format!("head of {entity_key}");
@@ -148,6 +155,10 @@ pub(super) fn head_item(head: &EntityHead, commit_id: &str) -> Result<Item, Stor
     if let Some(inflight) = &head.inflight {
         item.insert(GSI3PK.into(), s(lease_pk(lease_shard(&entity_key))));
         item.insert(LEASE_UNTIL.into(), n(nanos(inflight.lease_until)?));
+    }
+    if head.needs_verification {
+        item.insert(GSI4PK.into(), s(verify_pk(lease_shard(&entity_key))));
+        item.insert(GSI2SK.into(), s(format!("{}#{entity_key}", sortable(nanos(head.updated_at)?))));
     }
     check_size(&item, &what)?;
     Ok(item)

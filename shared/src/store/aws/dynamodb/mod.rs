@@ -24,12 +24,18 @@
 //! - `by_lease`: `gsi3pk` = `LEASE#<0..15>`, sort `lease_until` N (ns); only heads with an event in flight
 //!   (sparse). Serves `expired_leases` (the sweeper re-reads the event consistently before acting) and
 //!   `count_inflight`.
+//! - `by_waiting_for`: `gsi4pk`, sort `gsi2sk`; sparse. `waiting` events under `WAITING#<dependency>` (in order-key
+//!   order), and heads flagged `needs_verification` under `VERIFY#<0..15>` (sharded like leases, sort
+//!   `<updated_at>#<entity key>`). Serves `list_events` by dependency and `heads_to_verify`.
+//!
+//! `list_heads` scans the table (heads only, page by page, the cursor being the scan's last evaluated key): for
+//! `verify --all` and `reconcile`, which walk every entity anyway.
 //!
 //! Numbers inside string sort keys are fixed-width hex of the value with its sign bit flipped, so they sort like
 //! the numbers. The lease index is sharded over [`LEASE_SHARDS`] partitions by a hash of the entity key, so a
 //! burst of claims never lands on one hot partition; readers query every shard and merge. The status index is not
 //! sharded: one status takes about 1,000 writes/s before its index partition throttles the table (shard it like
-//! the lease index if a deployment needs more). Events waiting for a dependency need no index yet.
+//! the lease index if a deployment needs more).
 //!
 //! Every read that feeds a decision (`get_event`, `get_head`) is `ConsistentRead` on the table. `commit` is one
 //! conditional `PutItem` for one write and `TransactWriteItems` for several; each item carries the `commit_id`
@@ -51,7 +57,7 @@ mod queries;
 pub use items::{ITEM_SIZE_LIMIT, LEASE_SHARDS};
 
 use crate::model::{EntityHead, EntityKey, EventId, EventRecord, Status};
-use crate::store::{EventQuery, EventStore, StoreError, Write};
+use crate::store::{EventQuery, EventStore, HeadPage, StoreError, Write};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
@@ -119,5 +125,13 @@ impl EventStore for DynamoStore {
 
     async fn count_inflight(&self) -> Result<u64, StoreError> {
         queries::count_inflight(self).await
+    }
+
+    async fn list_heads(&self, after: Option<&str>, limit: usize) -> Result<HeadPage, StoreError> {
+        queries::list_heads(self, after, limit).await
+    }
+
+    async fn heads_to_verify(&self, limit: usize) -> Result<Vec<EntityHead>, StoreError> {
+        queries::heads_to_verify(self, limit).await
     }
 }

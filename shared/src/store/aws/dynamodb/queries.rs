@@ -1,14 +1,14 @@
 //! Reads: consistent point reads on the table for decisions; index queries (and one scan) for listings.
 
-use super::items::waiting_pk;
 use super::items::{
     decode, entity_pk, event_pk, head_pk, key, lease_pk, nanos, sortable, status_pk, Item, EVENT_SK, GSI1PK, GSI1SK,
     GSI2PK, GSI3PK, GSI4PK, HEAD_SK, ITEM_TYPE, LEASE_SHARDS, LEASE_UNTIL, RECEIVED_AT, SOURCE, STATUS,
 };
+use super::items::{verify_pk, waiting_pk, PK, SK};
 use super::{DynamoStore, BY_ENTITY, BY_LEASE, BY_STATUS, BY_WAITING_FOR};
 use crate::model::{EntityHead, EntityKey, EventId, EventRecord, Status};
 use crate::store::aws::error::from_sdk;
-use crate::store::{EventQuery, StoreError};
+use crate::store::{EventQuery, HeadPage, StoreError};
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::types::{AttributeValue, Select};
 use chrono::{DateTime, Utc};
@@ -285,4 +285,70 @@ pub(super) async fn count_inflight(store: &DynamoStore) -> Result<u64, StoreErro
     }))
     .await?;
     Ok(counts.into_iter().sum())
+}
+
+/// Heads flagged `needs_verification`: every `VERIFY#` shard of the sparse `by_waiting_for` index, oldest change first.
+pub(super) async fn heads_to_verify(store: &DynamoStore, limit: usize) -> Result<Vec<EntityHead>, StoreError> {
+    let what = "listing heads to verify";
+    let shards = try_join_all((0..LEASE_SHARDS).map(|shard| async move {
+        let mut key = Expr::key();
+        key.add(GSI4PK, "=", s(verify_pk(shard)));
+        let mut q = query(store, BY_WAITING_FOR, key, Expr::filter()).scan_index_forward(true);
+        if limit > 0 {
+            q = q.limit(i32::try_from(limit).unwrap_or(i32::MAX));
+        }
+        items(q, limit, what).await
+    }))
+    .await?;
+    let mut heads: Vec<EntityHead> = decode_all(&shards.concat(), what)?;
+    heads.sort_by_cached_key(|h| (h.updated_at, h.entity.to_string()));
+    if limit > 0 {
+        heads.truncate(limit);
+    }
+    Ok(heads)
+}
+
+/// One page of a scan of the heads (unordered); the cursor is the scan's last evaluated key, as JSON.
+pub(super) async fn list_heads(store: &DynamoStore, after: Option<&str>, limit: usize) -> Result<HeadPage, StoreError> {
+    let what = "listing heads";
+    let mut start = match after {
+        Some(cursor) => Some(decode_cursor(cursor)?),
+        None => None,
+    };
+    let mut filter = Expr::filter();
+    filter.add(ITEM_TYPE, "=", s("head"));
+    let mut scan = store
+        .client
+        .scan()
+        .table_name(&store.table)
+        .set_filter_expression(filter.text())
+        .set_expression_attribute_names(Some(filter.names))
+        .set_expression_attribute_values(Some(filter.values));
+    if limit > 0 {
+        scan = scan.limit(i32::try_from(limit).unwrap_or(i32::MAX));
+    }
+    loop {
+        let page = scan.clone().set_exclusive_start_key(start).send().await.map_err(|e| from_sdk(what, e))?;
+        let heads: Vec<EntityHead> = decode_all(&page.items.unwrap_or_default(), what)?;
+        start = page.last_evaluated_key;
+        if !heads.is_empty() || start.is_none() {
+            let next = start.as_ref().map(encode_cursor).transpose()?;
+            return Ok(HeadPage { heads, next });
+        }
+    }
+}
+
+fn encode_cursor(key: &Item) -> Result<String, StoreError> {
+    let text = |name: &str| match key.get(name) {
+        Some(AttributeValue::S(value)) => Ok(value.clone()),
+        _ => Err(StoreError::Corrupt(format!("a scan's last evaluated key has no string {name}").into())),
+    };
+    Ok(serde_json::json!({ PK: text(PK)?, SK: text(SK)? }).to_string())
+}
+
+fn decode_cursor(cursor: &str) -> Result<Item, StoreError> {
+    let bad = || StoreError::Backend(format!("{cursor:?} is not a cursor of this table's heads; start over").into());
+    let value: serde_json::Value = serde_json::from_str(cursor).map_err(|_| bad())?;
+    let part = |name: &str| value.get(name).and_then(|v| v.as_str()).map(|v| AttributeValue::S(v.to_owned()));
+    Ok(HashMap::from([(PK.to_owned(), part(PK).ok_or_else(bad)?), (SK.to_owned(), part(SK).ok_or_else(bad)?)]))
 }

@@ -7,7 +7,7 @@ use super::items::{
     COMMIT_ID, EFFECT, MIRROR, PK,
 };
 use super::{totals, DynamoMirror};
-use crate::destination::guard::{decide, destination_error, Decision, MirrorRecord, PendingChange};
+use crate::destination::guard::{decide, destination_error, rewrites, Decision, MirrorRecord, PendingChange};
 use crate::destination::{ApplyOutcome, DestinationError};
 use crate::store::aws::error::{build_error, classify, from_sdk, store_error, Meaning};
 use crate::store::aws::ITEM_SIZE_LIMIT;
@@ -53,7 +53,8 @@ pub(super) async fn apply(
             backoff(round).await;
         }
         let (row, effect) = read(mirror, change).await.map_err(destination_error)?;
-        if let Some(effect) = effect {
+        let rewrite = rewrites(change) && effect.is_some();
+        if let Some(effect) = effect.filter(|_| !rewrite) {
             return Ok(if is_ours(&effect, commit_id) { ApplyOutcome::Applied } else { ApplyOutcome::AlreadyApplied });
         }
         let (record, stored_version) = match &row {
@@ -75,7 +76,7 @@ pub(super) async fn apply(
                 (update, addition.record.applied_at)
             }
         };
-        match write(mirror, change, row_write, applied_at, commit_id, &what).await? {
+        match write(mirror, change, row_write, applied_at, commit_id, rewrite, &what).await? {
             Written::Committed => return Ok(ApplyOutcome::Applied),
             Written::EffectExists { ours: true } => return Ok(ApplyOutcome::Applied),
             Written::EffectExists { ours: false } => return Ok(ApplyOutcome::AlreadyApplied),
@@ -182,18 +183,20 @@ fn put_row(
     .map_err(destination_error)
 }
 
-/// Writes the row (`row_write`: a conditional put or update) and the event's effect (expecting it absent) in one
-/// `TransactWriteItems`.
+/// Writes the row (`row_write`: a conditional put or update) and the event's effect (expecting it absent, or, for a
+/// `rewrite` of a forced snapshot, present: the event keeps one effect) in one `TransactWriteItems`.
 async fn write(
     mirror: &DynamoMirror,
     change: &PendingChange,
     row_write: TransactWriteItem,
     applied_at: chrono::DateTime<chrono::Utc>,
     commit_id: &str,
+    rewrite: bool,
     what: &str,
 ) -> Result<Written, DestinationError> {
     let effect = effect_item(&change.event_id, &change.entity_key, applied_at, commit_id).map_err(destination_error)?;
-    let effect_put = put(mirror, effect, "attribute_not_exists(pk)", None, what).map_err(destination_error)?;
+    let condition = if rewrite { "attribute_exists(pk)" } else { "attribute_not_exists(pk)" };
+    let effect_put = put(mirror, effect, condition, None, what).map_err(destination_error)?;
     // The SDK sets one `ClientRequestToken` per call, so its own retries of this request are idempotent.
     let sent = mirror.client.transact_write_items().transact_items(row_write).transact_items(effect_put).send().await;
     match sent {

@@ -51,7 +51,7 @@ use self::items::{
 use crate::clock::Clock;
 use crate::destination::delta_fields::DeltaFields;
 use crate::destination::guard::{local_edit, MirrorRecord, PendingChange};
-use crate::destination::{ApplyOutcome, Change, Destination, DestinationError};
+use crate::destination::{ApplyOutcome, Change, Destination, DestinationError, DestinationRecord, ReadError};
 use crate::model::{EntityKey, EventId};
 use crate::store::aws::error::from_sdk;
 use crate::store::aws::ITEM_SIZE_LIMIT;
@@ -263,6 +263,11 @@ impl DynamoMirror {
 impl Destination for DynamoMirror {
     async fn apply(&self, change: &Change<'_>) -> Result<ApplyOutcome, DestinationError> {
         apply::apply(self, &PendingChange::of(change, &self.delta_fields)?, &new_commit_id()).await
+    }
+
+    async fn read(&self, entity: &EntityKey) -> Result<Option<DestinationRecord>, ReadError> {
+        let row = self.get(entity).await.map_err(|e| ReadError::Failed(e.to_string()))?;
+        Ok(row.map(DestinationRecord::from))
     }
 }
 

@@ -1,0 +1,238 @@
+//! Reconcile (spec §7) on both backends — the snapshot a local file on the embedded backend, an `s3://` object on
+//! AWS (moto): each kind of difference is found (missing, extra, stale, different, same), `--apply` corrects them
+//! through the pipeline (`caused_by: reconcile:<run id>`), a stale snapshot row never rolls back newer data, and a
+//! run interrupted halfway resumes by its id without sending anything twice; a destination that can't read is
+//! refused, and the HTTP destination is read over `GET`.
+
+use crate::support::backends::BackendRig;
+use crate::support::{time, Env, Harness, Via};
+use serde_json::json;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use synctrail::compose::compose_snapshot;
+use synctrail::destination::{ApplyOutcome, Change, Destination, DestinationError, DestinationRecord, ReadError};
+use synctrail::engine::reconcile::{DiffKind, ReconcileError, ReconcileOptions, ReconcileReport};
+use synctrail::engine::{Engine, Incoming, Invocation};
+use synctrail::model::{EntityKey, Status};
+use synctrail::store::{EventQuery, FileSnapshot, SnapshotStore};
+
+fn product(id: &str, seconds: i64, title: &str) -> Env {
+    Env::product(id).at(seconds).titled(title)
+}
+
+/// The snapshot of `rows` (plus `extra` raw lines): a file on the embedded backend, an object in the backend's
+/// bucket on AWS.
+async fn snapshot(rig: &BackendRig, name: &str, rows: &[Env], extra: &[&str]) -> Arc<dyn SnapshotStore> {
+    let mut text: String = rows.iter().map(|r| r.body() + "\n").collect();
+    text.extend(extra.iter().map(|line| format!("{line}\n")));
+    let location = match (rig.home(), rig.backend.aws()) {
+        (Some(home), _) => {
+            let path = home.join(format!("{name}.ndjson"));
+            std::fs::write(&path, &text).expect("write the snapshot");
+            path.display().to_string()
+        }
+        (None, Some(parts)) => {
+            let clients = synctrail::store::aws::Clients::for_config(&parts.config, None).await;
+            let key = format!("reconcile/{name}.ndjson");
+            let body = synctrail::store::aws::sdk::s3::primitives::ByteStream::from(text.into_bytes());
+            clients.s3.put_object().bucket(&parts.config.bucket).key(&key).body(body).send().await.expect("put");
+            format!("s3://{}/{key}", parts.config.bucket)
+        }
+        (None, None) => unreachable!("a backend is embedded or AWS"),
+    };
+    compose_snapshot(&location, &rig.backend).await.expect("the snapshot")
+}
+
+fn options(apply: bool, run_id: Option<&str>) -> ReconcileOptions {
+    ReconcileOptions {
+        source: "shopify".into(),
+        apply,
+        run_id: run_id.map(str::to_owned),
+        as_of: Some(time(40)),
+        ..ReconcileOptions::default()
+    }
+}
+
+async fn reconcile(engine: &Engine, snapshot: &dyn SnapshotStore, options: &ReconcileOptions) -> ReconcileReport {
+    engine.reconcile(snapshot, options, &mut |_, _| {}).await.expect("reconcile")
+}
+
+fn kind_of(report: &ReconcileReport, entity: &EntityKey) -> Option<DiffKind> {
+    report.entities.iter().find(|e| e.entity_key == entity.to_string()).map(|e| e.kind)
+}
+
+async fn each_kind_is_found_and_corrected(aws: Option<&str>) {
+    let rig = BackendRig::new(aws).await;
+    let (diff, same, stale, extra) = (
+        product("p-diff", 10, "a"),
+        product("p-same", 10, "s"),
+        product("p-stale", 30, "newer"),
+        product("p-extra", 10, "x"),
+    );
+    rig.apply(&[diff.clone(), same.clone(), stale.clone(), extra.clone()]).await;
+    let missing = product("p-missing", 20, "m");
+    let rows =
+        [product("p-diff", 20, "b"), product("p-same", 10, "s"), product("p-stale", 20, "older"), missing.clone()];
+    let other_source = Env::issue("7").at(5).titled("not compared").body();
+    let snapshot = snapshot(&rig, "export", &rows, &[&other_source, "not json"]).await;
+
+    let dry = reconcile(&rig.engine, snapshot.as_ref(), &options(false, None)).await;
+    let c = &dry.counts;
+    assert_eq!((c.same, c.missing, c.extra, c.stale, c.different), (1, 1, 1, 1, 1), "{c:?}");
+    assert_eq!((c.ignored, c.invalid, dry.sent, dry.dry_run), (1, 1, 3, true));
+    assert_eq!(kind_of(&dry, &diff.entity()), Some(DiffKind::Different));
+    assert_eq!(kind_of(&dry, &stale.entity()), Some(DiffKind::Stale));
+    assert_eq!(kind_of(&dry, &extra.entity()), Some(DiffKind::Extra));
+    assert_eq!(kind_of(&dry, &missing.entity()), Some(DiffKind::Missing));
+    assert_eq!(rig.engine.ports().queue.depth().await.expect("depth").visible, 0, "a dry run sends nothing");
+    assert_eq!(snapshot.read_state(&dry.run_id).await.expect("state"), None, "and stores nothing");
+
+    let applied = reconcile(&rig.engine, snapshot.as_ref(), &options(true, Some("r1"))).await;
+    assert_eq!((applied.sent, applied.finished), (3, true));
+    rig.drain().await;
+    assert_eq!(rig.state(&diff.entity()).await, Some(json!({"title": "b"})));
+    assert_eq!(rig.state(&missing.entity()).await, Some(json!({"title": "m"})));
+    assert_eq!(rig.state(&extra.entity()).await, None, "deleted");
+    assert_eq!(rig.state(&stale.entity()).await, Some(json!({"title": "newer"})), "the stale row was not sent");
+    for entity in &applied.entities {
+        let Some(id) = &entity.event_id else { continue };
+        let record = rig.record(id).await;
+        assert_eq!((record.status, record.caused_by.as_deref()), (Status::Completed, Some("reconcile:r1")), "{id}");
+    }
+    let again = reconcile(&rig.engine, snapshot.as_ref(), &options(true, Some("r1"))).await;
+    assert!(again.finished && again.entities.is_empty(), "a finished run does nothing more");
+    assert_eq!(rig.engine.ports().queue.depth().await.expect("depth").visible, 0);
+    let after = reconcile(&rig.engine, snapshot.as_ref(), &options(false, None)).await;
+    assert_eq!((after.counts.differences(), after.counts.stale), (0, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_finds_missing_extra_stale_and_different_and_apply_corrects_them_on_the_embedded_backend() {
+    each_kind_is_found_and_corrected(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_reconcile_finds_missing_extra_stale_and_different_and_apply_corrects_them_from_an_s3_snapshot() {
+    each_kind_is_found_and_corrected(Some("reconcile")).await;
+}
+
+async fn a_stale_row_does_not_roll_back(aws: Option<&str>) {
+    let rig = BackendRig::new(aws).await;
+    rig.apply(&[product("p-1", 10, "old")]).await;
+    let snapshot = snapshot(&rig, "stale", &[product("p-1", 20, "snapshot")], &[]).await;
+    let report = reconcile(&rig.engine, snapshot.as_ref(), &options(true, Some("r2"))).await;
+    assert_eq!(report.counts.different, 1);
+    let correction = report.entities[0].event_id.clone().expect("a correction");
+    // Newer data reaches the destination after the comparison, before the correction is processed.
+    let newest = product("p-1", 30, "newest");
+    let message = Incoming { message_id: "m-newest".into(), body: newest.body(), receive_count: 1, trace_header: None };
+    rig.engine.process(&message, &Invocation::default()).await.expect("process");
+    rig.drain().await;
+    assert_eq!(rig.state(&newest.entity()).await, Some(json!({"title": "newest"})), "not rolled back");
+    let record = rig.record(&correction).await;
+    assert_eq!((record.status, record.dropped_for), (Status::Dropped, Some(newest.event_id().to_string())));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_snapshot_row_does_not_roll_back_newer_data_on_the_embedded_backend() {
+    a_stale_row_does_not_roll_back(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_a_stale_snapshot_row_does_not_roll_back_newer_data() {
+    a_stale_row_does_not_roll_back(Some("stalerow")).await;
+}
+
+/// The rig's destination, whose reads fail after the first `reads_left`.
+struct FailingReads {
+    inner: Arc<dyn Destination>,
+    reads_left: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl Destination for FailingReads {
+    async fn apply(&self, change: &Change<'_>) -> Result<ApplyOutcome, DestinationError> {
+        self.inner.apply(change).await
+    }
+
+    async fn read(&self, entity: &EntityKey) -> Result<Option<DestinationRecord>, ReadError> {
+        match self.reads_left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)) {
+            Ok(_) => self.inner.read(entity).await,
+            Err(_) => Err(ReadError::Failed("the connection dropped (drill)".into())),
+        }
+    }
+}
+
+async fn an_interrupted_run_resumes(aws: Option<&str>) {
+    let rig = BackendRig::new(aws).await;
+    let rows: Vec<Env> = (0..25).map(|i| product(&format!("p-{i:02}"), 10, "snapshot")).collect();
+    let snapshot = snapshot(&rig, "big", &rows, &[]).await;
+    let failing = FailingReads { inner: rig.backend.ports.destination.clone(), reads_left: AtomicUsize::new(15) };
+    let ports = synctrail::engine::Ports { destination: Arc::new(failing), ..rig.backend.ports.clone() };
+    let interrupted = Engine::new(ports, crate::support::settings());
+    match interrupted.reconcile(snapshot.as_ref(), &options(true, Some("r3")), &mut |_, _| {}).await {
+        Err(ReconcileError::Destination { run_id, .. }) => assert_eq!(run_id, "r3"),
+        other => panic!("expected the run to stop at the failing read, got {other:?}"),
+    }
+    let queue = &rig.engine.ports().queue;
+    assert_eq!(queue.depth().await.expect("depth").visible, 10, "the first batch went out before the failure");
+
+    let resumed = reconcile(&rig.engine, snapshot.as_ref(), &options(true, Some("r3"))).await;
+    assert_eq!(resumed.resumed_after.as_deref(), Some("default/shopify/product/p-09"));
+    assert_eq!(resumed.entities.len(), 15, "only what was not done before");
+    assert_eq!((resumed.counts.missing, resumed.sent, resumed.finished), (25, 25, true));
+    assert_eq!(queue.depth().await.expect("depth").visible, 25, "nothing sent twice");
+    rig.drain().await;
+    let query = EventQuery { source: Some("shopify".into()), ..EventQuery::default() };
+    let records = rig.engine.ports().store.list_events(&query).await.expect("list");
+    assert_eq!(records.len(), 25);
+    assert!(records.iter().all(|r| r.status == Status::Completed && r.caused_by.as_deref() == Some("reconcile:r3")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconcile_run_interrupted_halfway_resumes_without_double_work_on_the_embedded_backend() {
+    an_interrupted_run_resumes(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_a_reconcile_run_interrupted_halfway_resumes_without_double_work() {
+    an_interrupted_run_resumes(Some("resume")).await;
+}
+
+/// A destination of a team's own that applies and does not read.
+struct WriteOnly;
+
+#[async_trait::async_trait]
+impl Destination for WriteOnly {
+    async fn apply(&self, _: &Change<'_>) -> Result<ApplyOutcome, DestinationError> {
+        Ok(ApplyOutcome::Applied)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_refuses_a_destination_that_cannot_read_with_its_reason() {
+    let rig = BackendRig::new(None).await;
+    let snapshot = snapshot(&rig, "any", &[product("p-1", 10, "a")], &[]).await;
+    let ports = synctrail::engine::Ports { destination: Arc::new(WriteOnly), ..rig.backend.ports.clone() };
+    let engine = Engine::new(ports, crate::support::settings());
+    match engine.reconcile(snapshot.as_ref(), &options(true, Some("r4")), &mut |_, _| {}).await {
+        Err(error @ ReconcileError::Unreadable(_)) => assert!(error.to_string().contains("can't read"), "{error}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(rig.engine.ports().queue.depth().await.expect("depth").visible, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_reads_the_http_destination_back_over_get() {
+    let h = Harness::over(Via::Http);
+    h.send_env(&product("p-1", 10, "a")).await;
+    h.deliver(10).await;
+    let path = h.home.path().join("export.ndjson");
+    std::fs::write(&path, product("p-1", 20, "b").body() + "\n").expect("write");
+    let snapshot = FileSnapshot::new(&path);
+    let report = h.engine.reconcile(&snapshot, &options(false, None), &mut |_, _| {}).await.expect("reconcile");
+    assert_eq!(report.counts.different, 1);
+    let gets =
+        h.receiver.as_ref().expect("receiver").seen().iter().filter(|s| s.request_line.starts_with("GET ")).count();
+    assert_eq!(gets, 1);
+}

@@ -1,0 +1,192 @@
+//! Verify by replay (spec §7) on both backends: divergences planted in the mirror behind synctrail's back — a row
+//! edited, a row deleted, an effect lost — are found by `verify` (one entity, and the full pass by hash, which reads
+//! no payload for entities that match) and put back by `verify --repair`; the sweeper verifies heads flagged
+//! `needs_verification`, records the result on the head and clears the flag; a destination that can't read is
+//! refused with its reason; the HTTP destination is read over `GET`.
+
+use crate::support::backends::BackendRig;
+use crate::support::{Env, Harness, Via};
+use serde_json::json;
+use std::sync::Arc;
+use synctrail::destination::{ApplyOutcome, Change, Destination, DestinationError, ReadError};
+use synctrail::engine::verify::{Finding, VerifyAllOptions, VerifyError, VerifyOptions, VerifyReport};
+use synctrail::engine::{Engine, Invocation};
+use synctrail::model::{Status, Verdict};
+
+fn product(id: &str, seconds: i64, title: &str) -> Env {
+    Env::product(id).at(seconds).id(&format!("{id}-at-{seconds}")).titled(title)
+}
+
+async fn pass(engine: &Engine, repair: bool) -> VerifyReport {
+    let options =
+        VerifyAllOptions { verify: VerifyOptions { repair, trace_header: None }, ..VerifyAllOptions::default() };
+    engine.verify_all(&options, None, &mut |_| {}).await.expect("verify --all")
+}
+
+async fn planted_divergences_are_found_and_repaired(aws: Option<&str>) {
+    let rig = BackendRig::new(aws).await;
+    let (edited, deleted, lost, intact) =
+        (product("p-edit", 10, "a"), product("p-del", 10, "b"), product("p-lost", 10, "c"), product("p-ok", 10, "d"));
+    let newer = product("p-lost", 20, "c2");
+    rig.apply(&[edited.clone(), deleted.clone(), lost.clone(), intact.clone()]).await;
+    let before_loss = rig.take_row(&lost.entity()).await;
+    rig.apply(std::slice::from_ref(&newer)).await;
+    assert!(pass(&rig.engine, false).await.entities.is_empty(), "everything matches before the planting");
+
+    rig.edit_row(&edited.entity(), json!({"title": "changed behind our back"})).await;
+    rig.delete_row(&deleted.entity()).await;
+    rig.put_row(before_loss).await;
+    rig.delete_effect(&newer.event_id()).await;
+
+    let options = VerifyOptions::default();
+    let report = rig.engine.verify(&edited.entity(), &options).await.expect("verify");
+    assert_eq!(report.finding, Finding::Differs);
+    assert_eq!(report.diff.len(), 1);
+    assert_eq!((report.diff[0].path.as_str(), report.diff[0].expected.clone()), ("title", Some(json!("a"))));
+    let report = rig.engine.verify(&deleted.entity(), &options).await.expect("verify");
+    assert_eq!((report.finding, report.reason.as_deref()), (Finding::Differs, Some("missing at the destination")));
+    let report = rig.engine.verify(&lost.entity(), &options).await.expect("verify");
+    assert_eq!(report.finding, Finding::Differs);
+    assert_eq!(report.diff[0].expected, Some(json!("c2")), "the replay holds the lost effect");
+    assert_eq!(report.newest_event, Some(newer.event_id()));
+    assert_eq!(rig.engine.verify(&intact.entity(), &options).await.expect("verify").finding, Finding::Equal);
+
+    let found = pass(&rig.engine, false).await;
+    assert_eq!((found.totals.examined, found.totals.equal, found.totals.differs), (4, 1, 3));
+    assert_eq!(found.totals.payloads_read, 4, "only the three that differ are replayed (p-lost has two events)");
+
+    let repaired = pass(&rig.engine, true).await;
+    assert_eq!(repaired.totals.repaired, 3);
+    rig.drain().await;
+    let after = pass(&rig.engine, false).await;
+    assert_eq!((after.totals.equal, after.totals.differs, after.totals.payloads_read), (4, 0, 0));
+    assert_eq!(rig.state(&edited.entity()).await, Some(edited.payload_value()));
+    assert_eq!(rig.state(&deleted.entity()).await, Some(deleted.payload_value()));
+    assert_eq!(rig.state(&lost.entity()).await, Some(newer.payload_value()));
+    let record = rig.record(&newer.event_id()).await;
+    assert_eq!((record.status, record.forced), (Status::Completed, true));
+    assert!(
+        record.history.iter().any(|h| h.note.as_deref().is_some_and(|n| n.starts_with("repair"))),
+        "recorded as a repair"
+    );
+    let effects = rig.mirror().effects().await.expect("effects");
+    assert_eq!(effects.iter().filter(|(id, _)| *id == edited.event_id()).count(), 1, "one effect per event");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planted_divergences_are_found_by_verify_and_put_back_by_verify_repair_on_the_embedded_backend() {
+    planted_divergences_are_found_and_repaired(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_planted_divergences_are_found_by_verify_and_put_back_by_verify_repair() {
+    planted_divergences_are_found_and_repaired(Some("verify")).await;
+}
+
+async fn the_sweeper_verifies_flagged_heads(aws: Option<&str>) {
+    let rig = BackendRig::new(aws).await;
+    let sweep = || async { rig.engine.sweep(100, &Invocation::default()).await.expect("sweep") };
+    let late = Env::adjustment("sku-1").at(10).id("adj-10").delta(-2);
+    rig.apply(&[Env::adjustment("sku-1").at(20).id("adj-20").delta(5)]).await;
+    rig.apply(std::slice::from_ref(&late)).await;
+    let entity = late.entity();
+    assert!(rig.record(&late.event_id()).await.out_of_order);
+    let head = rig.engine.ports().store.get_head(&entity).await.expect("head").expect("stored");
+    assert!(head.needs_verification, "an out-of-order delta flags its entity");
+
+    let report = sweep().await;
+    assert_eq!(report.verified.len(), 1);
+    assert_eq!(report.verified[0].verdict, Verdict::Equal);
+    let head = rig.engine.ports().store.get_head(&entity).await.expect("head").expect("stored");
+    assert!(!head.needs_verification, "the flag is cleared");
+    assert_eq!(head.verified.map(|v| v.verdict), Some(Verdict::Equal), "the result is on the head");
+    assert!(rig.engine.ports().store.heads_to_verify(10).await.expect("to verify").is_empty());
+    assert!(sweep().await.verified.is_empty(), "verified once");
+
+    // The destination's total changed behind synctrail's back; the next out-of-order delta flags the entity again.
+    rig.edit_row(&entity, json!({"quantity": 100})).await;
+    rig.apply(&[Env::adjustment("sku-1").at(5).id("adj-5").delta(1)]).await;
+    let report = sweep().await;
+    assert_eq!(report.verified.len(), 1);
+    assert_eq!(report.verified[0].verdict, Verdict::Differs);
+    let detail = report.verified[0].detail.clone().unwrap_or_default();
+    assert!(detail.contains("fields differ: quantity"), "reported, not repaired: {detail}");
+    let head = rig.engine.ports().store.get_head(&entity).await.expect("head").expect("stored");
+    assert_eq!(head.verified.map(|v| v.verdict), Some(Verdict::Differs));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweeper_verifies_heads_flagged_needs_verification_records_the_result_and_clears_the_flag() {
+    the_sweeper_verifies_flagged_heads(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_the_sweeper_verifies_heads_flagged_needs_verification_records_the_result_and_clears_the_flag() {
+    the_sweeper_verifies_flagged_heads(Some("sweepverify")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweeper_repairs_a_difference_when_configured_to() {
+    let settings = synctrail::Settings { verify_repair: true, ..crate::support::settings() };
+    let rig = BackendRig::with_settings(None, settings).await;
+    let first = product("p-1", 10, "first");
+    rig.apply(std::slice::from_ref(&first)).await;
+    rig.edit_row(&first.entity(), json!({"title": "edited"})).await;
+    // Flag the entity as an out-of-order delta would (verification is what the sweeper does with the flag).
+    let store = &rig.engine.ports().store;
+    let mut head = store.get_head(&first.entity()).await.expect("head").expect("stored");
+    head.needs_verification = true;
+    store.commit(vec![synctrail::store::Write::head(head)]).await.expect("flag");
+    let report = rig.engine.sweep(100, &Invocation::default()).await.expect("sweep");
+    assert_eq!(report.verified[0].verdict, Verdict::Repaired);
+    rig.drain().await;
+    assert_eq!(rig.state(&first.entity()).await, Some(first.payload_value()));
+}
+
+/// A destination of a team's own that applies and does not read.
+struct WriteOnly(Arc<dyn Destination>);
+
+#[async_trait::async_trait]
+impl Destination for WriteOnly {
+    async fn apply(&self, change: &Change<'_>) -> Result<ApplyOutcome, DestinationError> {
+        self.0.apply(change).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_refuses_a_destination_that_cannot_read_with_its_reason() {
+    let rig = BackendRig::new(None).await;
+    let first = product("p-1", 10, "first");
+    rig.apply(std::slice::from_ref(&first)).await;
+    let ports = synctrail::engine::Ports {
+        destination: Arc::new(WriteOnly(rig.backend.ports.destination.clone())),
+        ..rig.backend.ports.clone()
+    };
+    let engine = Engine::new(ports, crate::support::settings());
+    match engine.verify(&first.entity(), &VerifyOptions::default()).await {
+        Err(VerifyError::Destination(ReadError::Unsupported(why))) => assert!(why.contains("can't read"), "{why}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_reads_the_http_destination_back_over_get() {
+    let h = Harness::over(Via::Http);
+    let first = product("p-1", 10, "first");
+    h.send_env(&first).await;
+    h.deliver(10).await;
+    let report = h.engine.verify(&first.entity(), &VerifyOptions::default()).await.expect("verify over HTTP");
+    assert_eq!(report.finding, Finding::Equal);
+    h.mirror().record_local_edit(&first.entity(), json!({"title": "local"}), h.now()).await.expect("edit");
+    let report = h.engine.verify(&first.entity(), &VerifyOptions::default()).await.expect("verify over HTTP");
+    assert_eq!(report.finding, Finding::Skipped, "a local edit is not a divergence of the replay");
+    let reads = h
+        .receiver
+        .as_ref()
+        .expect("receiver")
+        .seen()
+        .into_iter()
+        .filter(|s| s.request_line.starts_with("GET "))
+        .count();
+    assert_eq!(reads, 2);
+}
