@@ -5,7 +5,8 @@
 #  2. `synctrail bench destination`: the destination alone, without the engine, 16 calls in flight (as one
 #     invocation's lanes make them) — the reference mirror (in this process), then the built-in HTTP destination
 #     delivering to the example receiver (examples/http-receiver/receiver.py: another process on 127.0.0.1, signed
-#     requests): the CPU this process spends per apply, and what the HTTP destination adds over the mirror.
+#     requests): the CPU this process spends per apply, and what the HTTP destination adds over the mirror;
+#  3. `synctrail bench webhooks`: the webhook ingest handler alone (signature, mapping, one queue send per webhook).
 #
 #   scripts/bench.sh
 #   BENCH_ARGS="--events 5000" APPLIES=2000 scripts/bench.sh
@@ -28,6 +29,8 @@ echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 
 echo "== synctrail bench (the whole pipeline, the reference mirror)"
 "$BIN" --home "$HOME_DIR" --json bench "${ARGS[@]}" >"$HOME_DIR/bench-pipeline.json"
+echo "== synctrail bench webhooks (the ingest handler, in this process)"
+"$BIN" --home "$HOME_DIR" --json bench webhooks --webhooks "$APPLIES" >"$HOME_DIR/bench-webhooks.json"
 echo "== synctrail bench destination (the reference mirror, in this process)"
 "$BIN" --home "$HOME_DIR" --json bench destination --applies "$APPLIES" >"$HOME_DIR/bench-mirror.json"
 
@@ -49,9 +52,13 @@ done
 echo "== synctrail --destination http … bench destination (the example receiver at $URL, another process)"
 SYNCTRAIL_DESTINATION_SECRET="$SECRET" "$BIN" --home "$HOME_DIR" --destination http --destination-url "$URL" --json \
     bench destination --applies "$APPLIES" >"$HOME_DIR/bench-http.json"
-"$PYTHON" - "$HOME_DIR/bench-pipeline.json" "$HOME_DIR/bench-mirror.json" "$HOME_DIR/bench-http.json" <<'EOF'
+"$PYTHON" - "$HOME_DIR/bench-pipeline.json" "$HOME_DIR/bench-mirror.json" "$HOME_DIR/bench-http.json" \
+    "$HOME_DIR/bench-webhooks.json" <<'EOF'
 import json, sys
-pipeline, mirror, http = (json.load(open(p)) for p in sys.argv[1:4])
+pipeline, mirror, http, webhooks = (json.load(open(p)) for p in sys.argv[1:5])
+w = webhooks
+print(f"webhooks  {w['webhooks']} signed deliveries: {w['cpu_per_webhook_us']:.0f} µs CPU per webhook "
+      f"({w['cpu_per_verdict_us']:.0f} µs verify and map), {w['sends_per_webhook']:.2f} queue messages per webhook")
 p = pipeline
 print(f"pipeline  {p['events']} events, {p['workers']} workers: {p['events_per_second']:.0f} events/s, "
       f"{p['cpu_per_event_us']:.0f} µs CPU per event, latency p50 {p['latency_p50_ms']:.1f} ms, "
