@@ -7,6 +7,8 @@
 //! - every applied event id is kept (the idempotency key), in the same transaction as the row, so a retry of an
 //!   event that was written — the engine says so with `previous_attempt_unknown` — has no second effect.
 //!
+//! It also reads a record back ([`Destination::read`]), so `synctrail reconcile` and `synctrail verify` can compare it.
+//!
 //! `src/bin/processor.rs` runs it as the processor Lambda and `src/bin/synctrail.rs` as the whole `synctrail` CLI:
 //! each `main` is a few lines.
 
@@ -14,8 +16,8 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use synctrail::destination::{ApplyOutcome, Change, Destination, DestinationError};
-use synctrail::model::Kind;
+use synctrail::destination::{ApplyOutcome, Change, Destination, DestinationError, DestinationRecord, ReadError};
+use synctrail::model::{EntityKey, Kind, OrderKey};
 use synctrail::Policy;
 
 /// The variable naming the database file.
@@ -118,6 +120,21 @@ impl SqliteDestination {
         conn.query_row("SELECT COUNT(*) FROM applied_events", [], |row| row.get(0))
     }
 
+    fn record(&self, entity: &EntityKey) -> Result<Option<DestinationRecord>, rusqlite::Error> {
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let sql = "SELECT state, deleted, order_nanos, order_version, event_id FROM records WHERE entity_key = ?1";
+        conn.query_row(sql, [entity.to_string()], |row| {
+            let state: Option<String> = row.get(0)?;
+            Ok(DestinationRecord {
+                state: state.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or(serde_json::Value::Null),
+                deleted: row.get(1)?,
+                order: Some(OrderKey { nanos: row.get(2)?, version: row.get(3)? }),
+                event_id: Some(row.get(4)?),
+            })
+        })
+        .optional()
+    }
+
     fn write(&self, change: &Change<'_>) -> Result<ApplyOutcome, rusqlite::Error> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         let tx = conn.transaction()?;
@@ -173,6 +190,10 @@ impl Destination for SqliteDestination {
             _ => DestinationError::Permanent(format!("writing the record failed: {e}")),
         })
     }
+
+    async fn read(&self, entity: &EntityKey) -> Result<Option<DestinationRecord>, ReadError> {
+        self.record(entity).map_err(|e| ReadError::Failed(format!("reading the record failed: {e}")))
+    }
 }
 
 #[cfg(test)]
@@ -226,6 +247,19 @@ mod tests {
         assert_eq!(apply(&store, "e-1", 10, json!({"v": 1})).await, ApplyOutcome::AlreadyApplied);
         assert_eq!(apply(&store, "e-other-id", 10, json!({"v": 1})).await, ApplyOutcome::AlreadyApplied);
         assert_eq!(store.applied_count().expect("count"), 1);
+    }
+
+    #[tokio::test]
+    async fn a_record_reads_back_with_its_order_key_and_event() {
+        let (_dir, store) = store();
+        apply(&store, "e-1", 10, json!({"v": 1})).await;
+        let entity = EntityKey::new("t", "s", "issue", "1").expect("key");
+        let record = store.read(&entity).await.expect("read").expect("a record");
+        assert_eq!((record.state, record.deleted), (json!({"v": 1}), false));
+        assert_eq!(record.order, Some(OrderKey { nanos: 10_000_000_000, version: 0 }));
+        assert_eq!(record.event_id.as_deref(), Some("e-1"));
+        let other = EntityKey::new("t", "s", "issue", "2").expect("key");
+        assert_eq!(store.read(&other).await, Ok(None));
     }
 
     #[tokio::test]
