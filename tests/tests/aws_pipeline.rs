@@ -61,8 +61,8 @@ pub(crate) async fn backend(name: &str) -> AnyBackend {
     let mut config = created.config(Some(endpoint), Some("us-east-1".into()));
     config.serialize_dynamodb = true;
     let gate = DynamoGate::default();
-    let framework = Clients::for_config(&config, Some(&gate)).await;
-    let destination = Clients::for_config(&config, Some(&gate)).await;
+    let framework = Clients::for_config(&config, Some(&gate), None).await;
+    let destination = Clients::for_config(&config, Some(&gate), None).await;
     let aws = AwsBackend::with_clients(&framework, &config).await.expect("connect to the AWS resources");
     let mirror = Arc::new(DynamoMirror::new(
         destination.dynamodb.clone(),
