@@ -165,3 +165,33 @@ async fn aws_meter_reads_bill_per_started_4_kb_and_storage_counts_overheads() {
     assert_eq!((stored.items, stored.table_bytes), (1, 5014 + 100));
     assert_eq!(stored.index_bytes, (5014 + 100) + (10 + 100), "the ALL entry and the KEYS_ONLY one");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_the_cost_benchmark_prices_every_scenario_with_framework_and_destination_apart() {
+    use clap::Parser;
+    let home = crate::support::temp_home();
+    let endpoint = endpoint();
+    let args =
+        ["synctrail", "--home", home.path().to_str().expect("UTF-8"), "--backend", "aws", "--endpoint-url", &endpoint];
+    let args = args.iter().chain(&["--json", "bench", "--events", "12", "--entities", "4"]);
+    let cli = synctrail_cli::args::Cli::try_parse_from(args).expect("valid arguments");
+    let mut out = Vec::new();
+    let code = synctrail_cli::commands::dispatch(&cli, &mut out).await.expect("the benchmark runs");
+    assert_eq!(code, 0);
+    let report: serde_json::Value = serde_json::from_slice(&out).expect("one JSON report");
+    let scenarios = report["scenarios"].as_array().expect("scenarios");
+    let names: Vec<&str> = scenarios.iter().filter_map(|s| s["scenario"].as_str()).collect();
+    assert_eq!(names, ["happy_path", "delivered_twice", "ten_percent_failing", "hot_entity"]);
+    for s in scenarios {
+        let (framework, destination) = (&s["framework"], &s["destination"]);
+        assert_eq!((framework["unmetered"].as_u64(), destination["unmetered"].as_u64()), (Some(0), Some(0)), "{s}");
+        let wru = |p: &serde_json::Value| p["wru"].as_f64().unwrap_or(0.0);
+        assert!(wru(framework) >= 1.0 && wru(destination) >= 1.0, "both parties write: {s}");
+        assert!(framework["s3_puts"].as_f64().unwrap_or(0.0) > 0.0 && destination["s3_puts"].as_f64() == Some(0.0));
+        let dollars = &framework["dollars_per_million"];
+        let parts = ["dynamodb_writes", "dynamodb_reads", "s3_requests", "sqs", "dynamodb_storage", "s3_storage"];
+        let sum: f64 = parts.iter().map(|p| dollars[p].as_f64().unwrap_or(0.0)).sum();
+        assert!((sum - dollars["total"].as_f64().unwrap_or(0.0)).abs() < 1e-9 && sum > 0.0, "{dollars}");
+    }
+    assert_eq!(scenarios[1]["deliveries"].as_u64(), Some(24), "every event sent twice");
+}

@@ -58,7 +58,10 @@ pub async fn execute(ctx: &Context, args: &BenchArgs, out: &mut dyn Write) -> Re
         () => "http",
     };
     let backend = ctx.open_fresh("bench", args.prefix.as_deref(), None).await?;
-    let (applies, entities) = (count(args.events), count(args.entities).max(1));
+    let (applies, entities) = (
+        count(args.events.unwrap_or(super::bench::DEFAULT_EVENTS)),
+        count(args.entities.unwrap_or(super::bench::DEFAULT_ENTITIES)).max(1),
+    );
     let in_flight = usize::from(args.in_flight).max(1);
     let changes = prepare(applies, entities)?;
     let target = &backend.ports.destination;
