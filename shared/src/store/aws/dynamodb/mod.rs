@@ -64,6 +64,10 @@ pub const BY_ENTITY: &str = "by_entity";
 pub const BY_LEASE: &str = "by_lease";
 /// The sparse index of `waiting` events by the dependency they wait for, in order-key order.
 pub const BY_WAITING_FOR: &str = "by_waiting_for";
+/// The attributes the event indexes project besides the keys (`INCLUDE`): what listings filter on. Listings read
+/// the whole records from the table afterwards (`BatchGetItem`), so an index entry stays a few dozen bytes (one
+/// write unit) however large the record. `by_lease` projects keys only.
+pub const INDEX_ATTRIBUTES: [&str; 3] = ["status", "source", "received_at"];
 
 /// The DynamoDB [`EventStore`].
 #[derive(Debug, Clone)]
