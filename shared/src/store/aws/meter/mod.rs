@@ -313,7 +313,7 @@ impl CapacityMeter {
                 let count = response.get("Count").and_then(Value::as_u64).unwrap_or(0);
                 let scanned = response.get("ScannedCount").and_then(Value::as_u64).unwrap_or(count);
                 let bytes: u64 = found.iter().map(item_size).sum();
-                let bytes = if count > 0 { bytes * scanned / count } else { 0 };
+                let bytes = (bytes * scanned).checked_div(count).unwrap_or(0);
                 bill_read(bytes, consistent, false)
             }
             _ => 0.0,
