@@ -342,7 +342,7 @@ pub struct BenchArgs {
     /// Events to process (default: 20,000; with --backend aws, the cost benchmark: 200 per scenario).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub events: Option<u64>,
-    /// Entities the events are spread over (default: 2,000; with --backend aws: 50 per scenario).
+    /// Entities the events are spread over (default: 2,000; with --backend aws: one per event).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub entities: Option<u64>,
     /// Concurrent invocations.
