@@ -534,7 +534,8 @@ def cmd_describe(args: argparse.Namespace) -> None:
             "attributes": sorted([a["AttributeName"], a["AttributeType"]] for a in table["AttributeDefinitions"]),
             "indexes": {
                 g["IndexName"]: {"key_schema": [[k["AttributeName"], k["KeyType"]] for k in g["KeySchema"]],
-                                 "projection": g["Projection"].get("ProjectionType")}
+                                 "projection": g["Projection"].get("ProjectionType"),
+                                 "projected": sorted(g["Projection"].get("NonKeyAttributes", []))}
                 for g in table.get("GlobalSecondaryIndexes", [])
             },
             "local_indexes": sorted(i["IndexName"] for i in table.get("LocalSecondaryIndexes", [])),

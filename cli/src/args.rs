@@ -408,12 +408,12 @@ pub struct BenchArgs {
     /// What to measure instead of the happy-path pipeline.
     #[command(subcommand)]
     pub what: Option<BenchWhat>,
-    /// Events to process.
-    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
-    pub events: u64,
-    /// Entities the events are spread over.
-    #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
-    pub entities: u64,
+    /// Events to process (default: 20,000; with --backend aws, the cost benchmark: 200 per scenario).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub events: Option<u64>,
+    /// Entities the events are spread over (default: 2,000; with --backend aws: one per event).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub entities: Option<u64>,
     /// Concurrent invocations.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub workers: u16,

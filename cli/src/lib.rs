@@ -12,6 +12,7 @@ pub mod duration;
 mod entry;
 pub mod error;
 pub mod output;
+pub mod prices;
 pub mod progress;
 pub mod requests;
 pub mod runtime;

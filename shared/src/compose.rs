@@ -17,7 +17,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 #[cfg(feature = "aws")]
-use crate::store::aws::{AwsBackend, AwsConfig, Clients, DynamoGate, DynamoMirror, DynamoStore, RequestCounter};
+use crate::store::aws::{
+    AwsBackend, AwsConfig, CapacityMeter, Clients, DynamoGate, DynamoMirror, DynamoStore, Party, RequestCounter,
+};
 #[cfg(feature = "sqlite")]
 use crate::store::sqlite::{Embedded, EmbeddedOptions};
 
@@ -121,7 +123,7 @@ pub async fn compose_snapshot(location: &str, composed: &Composed) -> Result<Arc
     match &composed.backend {
         #[cfg(feature = "aws")]
         ComposedBackend::Aws(parts) => {
-            let clients = Clients::for_config(&parts.config, None).await;
+            let clients = Clients::for_config(&parts.config, None, None).await;
             let snapshot = crate::store::aws::S3Snapshot::new(clients.s3, location)
                 .map_err(|source| ComposeError::Snapshot { location: location.to_owned(), source })?;
             Ok(Arc::new(snapshot))
@@ -142,7 +144,26 @@ pub async fn compose(
     }
     let composed = match &config.backend {
         BackendConfig::Embedded(embedded) => compose_embedded(embedded, config, clock, given)?,
-        BackendConfig::Aws(aws) => compose_aws(aws, config, clock, given).await?,
+        BackendConfig::Aws(aws) => compose_aws(aws, config, clock, given, None).await?,
+    };
+    composed.with_dependencies(config).with_outbound(config)
+}
+
+/// [`compose`] on the AWS backend with every DynamoDB client metered by `meter` (the framework's and the
+/// reference mirror's apart, see [`Party`]): for cost benchmarks, never for a deployment.
+#[cfg(feature = "aws")]
+pub async fn compose_metered(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+    given: Option<Arc<dyn Destination>>,
+    meter: &CapacityMeter,
+) -> Result<Composed, ComposeError> {
+    if (given.is_some() || !config.destination.is_mirror()) && !config.dependencies.is_empty() {
+        return Err(ComposeError::DependenciesNeedTheMirror);
+    }
+    let composed = match &config.backend {
+        BackendConfig::Aws(aws) => compose_aws(aws, config, clock, given, Some(meter)).await?,
+        BackendConfig::Embedded(_) => return Err(ComposeError::NotBuilt("metered embedded", "aws")),
     };
     composed.with_dependencies(config).with_outbound(config)
 }
@@ -165,7 +186,7 @@ pub async fn compose_event_store(config: &Config, clock: Arc<dyn Clock>) -> Resu
     match &config.backend {
         #[cfg(feature = "aws")]
         BackendConfig::Aws(aws) => {
-            let clients = Clients::for_config(aws, None).await;
+            let clients = Clients::for_config(aws, None, None).await;
             Ok(Arc::new(DynamoStore::new(clients.dynamodb, &aws.table)))
         }
         #[cfg(not(feature = "aws"))]
@@ -287,10 +308,11 @@ async fn compose_aws(
     whole: &Config,
     clock: Arc<dyn Clock>,
     given: Option<Arc<dyn Destination>>,
+    meter: Option<&CapacityMeter>,
 ) -> Result<Composed, ComposeError> {
     let config = aws;
     let gate = config.serialize_dynamodb.then(DynamoGate::default);
-    let framework = Clients::for_config(config, gate.as_ref()).await;
+    let framework = Clients::for_config(config, gate.as_ref(), meter).await;
     let backend = AwsBackend::with_clients(&framework, config).await.map_err(|source| ComposeError::Connect {
         table: config.table.clone(),
         bucket: config.bucket.clone(),
@@ -302,7 +324,8 @@ async fn compose_aws(
             (Some(given), _) => (given, None, RequestCounter::new()),
             (None, DestinationConfig::Mirror) => {
                 // Clients of its own, so the mirror's requests are counted apart from the framework's.
-                let clients = Clients::for_config(config, gate.as_ref()).await;
+                let meter = meter.map(|m| m.for_party(Party::Destination));
+                let clients = Clients::for_config(config, gate.as_ref(), meter.as_ref()).await;
                 let deltas = whole.delta_fields.clone();
                 let mirror = Arc::new(DynamoMirror::new(clients.dynamodb, &config.table, Arc::clone(&clock), deltas));
                 (mirror.clone(), Some(mirror), clients.requests)
@@ -327,6 +350,7 @@ async fn compose_aws(
     _: &Config,
     _: Arc<dyn Clock>,
     _: Option<Arc<dyn Destination>>,
+    _: Option<&()>,
 ) -> Result<Composed, ComposeError> {
     Err(ComposeError::NotBuilt("AWS", "aws"))
 }

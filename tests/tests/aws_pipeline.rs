@@ -66,8 +66,8 @@ pub(crate) async fn backend(name: &str) -> AnyBackend {
     create_mirror_table(&clients, &mirror_table).await;
     config.serialize_dynamodb = true;
     let gate = DynamoGate::default();
-    let framework = Clients::for_config(&config, Some(&gate)).await;
-    let destination = Clients::for_config(&config, Some(&gate)).await;
+    let framework = Clients::for_config(&config, Some(&gate), None).await;
+    let destination = Clients::for_config(&config, Some(&gate), None).await;
     let aws = AwsBackend::with_clients(&framework, &config).await.expect("connect to the AWS resources");
     let mirror = Arc::new(DynamoMirror::new(
         destination.dynamodb.clone(),

@@ -2,6 +2,7 @@ mod conformance;
 mod support;
 
 mod aws;
+mod aws_meter;
 mod aws_pipeline;
 mod bad_input;
 mod cli;

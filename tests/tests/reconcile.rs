@@ -32,7 +32,7 @@ async fn snapshot(rig: &BackendRig, name: &str, rows: &[Env], extra: &[&str]) ->
             path.display().to_string()
         }
         (None, Some(parts)) => {
-            let clients = synctrail::store::aws::Clients::for_config(&parts.config, None).await;
+            let clients = synctrail::store::aws::Clients::for_config(&parts.config, None, None).await;
             let key = format!("reconcile/{name}.ndjson");
             let body = synctrail::store::aws::sdk::s3::primitives::ByteStream::from(text.into_bytes());
             clients.s3.put_object().bucket(&parts.config.bucket).key(&key).body(body).send().await.expect("put");

@@ -1,5 +1,6 @@
 //! `synctrail bench`: a happy-path workload sent first, then processed with no faults; throughput end to end,
-//! latency received → completed, and CPU time per event.
+//! latency received → completed, and CPU time per event. With `--backend aws`: the cost benchmark
+//! ([`super::bench_cost`]).
 
 use super::run::run_with_progress;
 use super::send::send_lines;
@@ -20,6 +21,11 @@ use std::io::Write;
 use std::time::Instant;
 use synctrail::model::{EventRecord, Status};
 use synctrail::store::EventQuery;
+
+/// Events of the throughput benchmark when `--events` is not given.
+pub const DEFAULT_EVENTS: u64 = 20_000;
+/// Entities of the throughput benchmark when `--entities` is not given.
+pub const DEFAULT_ENTITIES: u64 = 2_000;
 
 /// The throughput the framework aims at with 4 workers.
 pub const TARGET_EVENTS_PER_SECOND: f64 = 5000.0;
@@ -81,8 +87,12 @@ pub async fn execute(ctx: &Context, args: &BenchArgs, out: &mut dyn Write) -> Re
         }
         None => {}
     }
+    if ctx.backend == BackendKind::Aws {
+        return super::bench_cost::execute(ctx, args, out).await;
+    }
     let workers = usize::from(args.workers);
-    let config = WorkloadConfig::happy_path(count(args.events), count(args.entities), args.seed);
+    let (events, entities) = (args.events.unwrap_or(DEFAULT_EVENTS), args.entities.unwrap_or(DEFAULT_ENTITIES));
+    let config = WorkloadConfig::happy_path(count(events), count(entities), args.seed);
     let workload = generate(&config);
     let backend = ctx.open_fresh("bench", args.prefix.as_deref(), None).await?;
     if !ctx.json {

@@ -1,6 +1,7 @@
 //! The subcommands, one file each, and the dispatch from parsed arguments to them.
 
 pub mod bench;
+pub mod bench_cost;
 pub mod bench_destination;
 pub mod bench_verify;
 pub mod bench_webhooks;
@@ -28,12 +29,13 @@ use crate::error::{CliError, EXIT_OK};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use synctrail::compose::compose;
+use synctrail::compose::{compose, compose_metered};
 use synctrail::config::{env_var, BackendConfig, Config, ConfigError, EmbeddedConfig};
 use synctrail::destination::dependencies::DependencyRule;
 use synctrail::destination::Destination;
 use synctrail::engine::Engine;
 use synctrail::store::aws::setup::{create_all, Created, SetupConfig};
+use synctrail::store::aws::CapacityMeter;
 use synctrail::store::aws::Clients;
 use synctrail::SystemClock;
 
@@ -120,9 +122,35 @@ impl Context {
         prefix: Option<&str>,
         extra_rule: Option<DependencyRule>,
     ) -> Result<AnyBackend, CliError> {
-        // The backend is replaced below: read the rest as if embedded, so unset AWS flags don't matter.
+        let config = self.fresh_config(purpose, prefix, extra_rule).await?;
+        Ok(compose(&config, Arc::new(SystemClock), self.destination.clone()).await?)
+    }
+
+    /// [`Context::open_fresh`] on new AWS resources, every DynamoDB client metered by `meter` (the cost benchmark).
+    pub async fn open_fresh_metered(
+        &self,
+        purpose: &str,
+        prefix: Option<&str>,
+        meter: &CapacityMeter,
+    ) -> Result<AnyBackend, CliError> {
+        let config = self.fresh_config(purpose, prefix, None).await?;
+        Ok(compose_metered(&config, Arc::new(SystemClock), self.destination.clone(), meter).await?)
+    }
+
+    /// The configuration apart from the backend, which a fresh backend replaces: read as if embedded, so unset AWS
+    /// flags don't matter.
+    pub fn config_but_backend(&self) -> Result<Config, CliError> {
         let vars = |name: &str| if name == "SYNCTRAIL_BACKEND" { Some("embedded".to_owned()) } else { self.var(name) };
-        let mut config = Config::from_vars_with(&vars, base_settings()).map_err(CliError::Config)?;
+        Config::from_vars_with(&vars, base_settings()).map_err(CliError::Config)
+    }
+
+    async fn fresh_config(
+        &self,
+        purpose: &str,
+        prefix: Option<&str>,
+        extra_rule: Option<DependencyRule>,
+    ) -> Result<Config, CliError> {
+        let mut config = self.config_but_backend()?;
         config.backend = match self.backend {
             BackendKind::Embedded => {
                 let home = self.home.join(purpose);
@@ -138,7 +166,7 @@ impl Context {
             }
         };
         config.dependencies.extend(extra_rule.filter(|rule| !config.dependencies.contains(rule)));
-        Ok(compose(&config, Arc::new(SystemClock), self.destination.clone()).await?)
+        Ok(config)
     }
 }
 

@@ -119,8 +119,8 @@ fn timestamp_text(at: DateTime<Utc>, spec: &EntitySpec) -> String {
 }
 
 /// The workload's entities: 40 % GitHub issues, 40 % Shopify products, 20 % inventory adjustments; Shopify
-/// entities belong to one of two shops (tenants).
-pub(super) fn entities(count: usize, rng: &mut SmallRng) -> Vec<EntitySpec> {
+/// entities belong to one of two shops (tenants). `only`: every entity of that kind.
+pub(super) fn entities(count: usize, only: Option<EntityKind>, rng: &mut SmallRng) -> Vec<EntitySpec> {
     (0..count)
         .map(|i| {
             let number = 1000 + i as u64;
@@ -129,6 +129,7 @@ pub(super) fn entities(count: usize, rng: &mut SmallRng) -> Vec<EntitySpec> {
                 4..=7 => EntityKind::ShopifyProduct,
                 _ => EntityKind::InventoryAdjustment,
             };
+            let kind = only.unwrap_or(kind);
             let (tenant, offset_secs) = if rng.random_bool(0.5) { ("acme", -4 * 3600) } else { ("globex", 2 * 3600) };
             let (tenant, source, entity_type, external_id) = match kind {
                 EntityKind::GithubIssue => ("default", "github", "issue", format!("widgets#{number}")),

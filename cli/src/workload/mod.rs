@@ -61,6 +61,8 @@ pub struct WorkloadConfig {
     /// Whether delta (`in_order`) entities may be hot too. A hot delta entity can hold more events waiting than
     /// the engine's `max_backlog`; see the report of `synctrail demo --hot-deltas`.
     pub hot_deltas: bool,
+    /// Every entity of this kind (the kinds are drawn all the same, so the rest of the workload stays as seeded).
+    pub only: Option<EntityKind>,
 }
 
 impl WorkloadConfig {
@@ -83,6 +85,7 @@ impl WorkloadConfig {
             hot_share: 0.1,
             dependency_pairs: (events / 2000).clamp(2, 10),
             hot_deltas: false,
+            only: None,
         }
     }
 
@@ -105,6 +108,7 @@ impl WorkloadConfig {
             hot_share: 0.0,
             dependency_pairs: 0,
             hot_deltas: false,
+            only: None,
         }
     }
 }
@@ -200,7 +204,7 @@ impl Workload {
 pub fn generate(config: &WorkloadConfig) -> Workload {
     let mut rng = SmallRng::seed_from_u64(config.seed);
     let entity_count = config.entities.clamp(1, config.events.max(1));
-    let mut specs = entities::entities(entity_count, &mut rng);
+    let mut specs = entities::entities(entity_count, config.only, &mut rng);
     let counts = entities::counts(config, &specs, &mut rng);
     let mut per_entity: Vec<Vec<Change>> =
         specs.iter().enumerate().map(|(i, spec)| entities::changes(config, i, spec, counts[i], &mut rng)).collect();

@@ -132,7 +132,7 @@ impl BackendRig {
 
     async fn dynamodb(&self) -> (synctrail::store::aws::sdk::dynamodb::Client, String) {
         let parts = self.backend.aws().expect("the AWS backend");
-        let clients = Clients::for_config(&parts.config, None).await;
+        let clients = Clients::for_config(&parts.config, None, None).await;
         (clients.dynamodb, crate::aws_pipeline::mirror_table(&parts.config))
     }
 

@@ -13,6 +13,7 @@ mod counter;
 mod dynamodb;
 mod error;
 mod gate;
+pub mod meter;
 mod mirror;
 mod s3;
 pub mod setup;
@@ -24,6 +25,7 @@ pub use crate::destination::guard::MirrorRecord;
 pub use counter::RequestCounter;
 pub use dynamodb::{DynamoStore, ITEM_SIZE_LIMIT, LEASE_SHARDS};
 pub use gate::DynamoGate;
+pub use meter::{CapacityMeter, Party};
 pub use mirror::{DynamoMirror, MAX_ROUNDS};
 pub use s3::{apply_lifecycle, S3Payloads};
 pub use snapshot::S3Snapshot;
@@ -64,11 +66,14 @@ pub struct Clients {
 
 impl Clients {
     /// Clients for `config`'s endpoint and region, with a request counter of their own; DynamoDB behind `gate` when
-    /// given (see [`DynamoGate`]).
-    pub async fn for_config(config: &AwsConfig, gate: Option<&DynamoGate>) -> Self {
+    /// given (see [`DynamoGate`]), and metered by `meter` when given (see [`CapacityMeter`]).
+    pub async fn for_config(config: &AwsConfig, gate: Option<&DynamoGate>, meter: Option<&CapacityMeter>) -> Self {
         let mut clients = Self::connect(config.endpoint_url.as_deref(), config.region.as_deref()).await;
         if let Some(gate) = gate {
             clients.dynamodb = gate.wrap(&clients.dynamodb);
+        }
+        if let Some(meter) = meter {
+            clients.dynamodb = meter.wrap(&clients.dynamodb);
         }
         clients
     }

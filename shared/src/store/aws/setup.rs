@@ -1,7 +1,7 @@
 //! Creating the AWS resources, idempotently: for development endpoints (moto, LocalStack) and tests. Production
 //! deployments create them from the SAM template instead.
 
-use super::dynamodb::{BY_ENTITY, BY_LEASE, BY_STATUS, BY_WAITING_FOR};
+use super::dynamodb::{BY_ENTITY, BY_LEASE, BY_STATUS, BY_WAITING_FOR, INDEX_ATTRIBUTES};
 use super::error::{build_error, from_sdk};
 use super::{apply_lifecycle, AwsConfig, Clients};
 use crate::store::StoreError;
@@ -109,11 +109,20 @@ fn key_schema(partition: &str, sort: &str) -> Result<Vec<KeySchemaElement>, Stor
     Ok(vec![element(partition, KeyType::Hash)?, element(sort, KeyType::Range)?])
 }
 
-fn index(name: &str, partition: &str, sort: &str) -> Result<GlobalSecondaryIndex, StoreError> {
+/// An index projecting its keys and `include` (none: KEYS_ONLY).
+fn index(name: &str, partition: &str, sort: &str, include: &[&str]) -> Result<GlobalSecondaryIndex, StoreError> {
+    let projection = if include.is_empty() {
+        Projection::builder().projection_type(ProjectionType::KeysOnly).build()
+    } else {
+        Projection::builder()
+            .projection_type(ProjectionType::Include)
+            .set_non_key_attributes(Some(include.iter().map(|a| (*a).to_owned()).collect()))
+            .build()
+    };
     GlobalSecondaryIndex::builder()
         .index_name(name)
         .set_key_schema(Some(key_schema(partition, sort)?))
-        .projection(Projection::builder().projection_type(ProjectionType::All).build())
+        .projection(projection)
         .build()
         .map_err(|e| build_error("table index", e))
 }
@@ -141,10 +150,10 @@ async fn create_table(client: &aws_sdk_dynamodb::Client, table: &str) -> Result<
         .billing_mode(BillingMode::PayPerRequest)
         .set_attribute_definitions(Some(attributes))
         .set_key_schema(Some(key_schema("pk", "sk")?))
-        .global_secondary_indexes(index(BY_STATUS, "gsi1pk", "gsi1sk")?)
-        .global_secondary_indexes(index(BY_ENTITY, "gsi2pk", "gsi2sk")?)
-        .global_secondary_indexes(index(BY_LEASE, "gsi3pk", "lease_until")?)
-        .global_secondary_indexes(index(BY_WAITING_FOR, "gsi4pk", "gsi2sk")?)
+        .global_secondary_indexes(index(BY_STATUS, "gsi1pk", "gsi1sk", &INDEX_ATTRIBUTES)?)
+        .global_secondary_indexes(index(BY_ENTITY, "gsi2pk", "gsi2sk", &INDEX_ATTRIBUTES)?)
+        .global_secondary_indexes(index(BY_LEASE, "gsi3pk", "lease_until", &[])?)
+        .global_secondary_indexes(index(BY_WAITING_FOR, "gsi4pk", "gsi2sk", &INDEX_ATTRIBUTES)?)
         .send()
         .await;
     match created {

@@ -9,12 +9,17 @@
 //! | event | `EVENT#<event_id>`  | `EVENT` |
 //! | head  | `HEAD#<entity key>` | `HEAD`  |
 //!
-//! Both carry `type` (`event`/`head`), `version` N (the compare-and-set version), `body` S (the whole
-//! [`EventRecord`] or [`EntityHead`] as JSON: what reads return) and `commit_id` S (the commit that wrote it).
+//! Both carry `type` (`event`/`head`), `version` N (the compare-and-set version), `body` B (the whole
+//! [`EventRecord`] or [`EntityHead`] as zstd-compressed JSON: what reads return; a `body` S of plain JSON, as
+//! written before, still reads) and `commit_id` S (the commit that wrote it).
 //! Events add `ttl` N (epoch seconds of `expires_at`), `status` S, `received_at` N (ns), `source` S and the keys
 //! of the status and entity indexes; heads add the lease index keys while an event is in flight.
 //!
-//! Global secondary indexes (projection ALL, eventually consistent — listings and sweeps only, never decisions):
+//! Global secondary indexes (eventually consistent — listings and sweeps only, never decisions). Their entries
+//! hold the keys plus [`INDEX_ATTRIBUTES`] (what listings filter on; `by_lease` keys only), so an entry costs one
+//! write unit however large the record; a listing reads the whole items from the table with `BatchGetItem`
+//! (strongly consistent) in the index's order. The table design and its per-event write budget, measured, are in
+//! `docs/aws-table.md`.
 //!
 //! - `by_status`: `gsi1pk` = `STATUS#<status>`, sort `gsi1sk` = `<received_at>#<event_id>`; every event.
 //!   Serves `list_events` by status (newest first) and `count_by_status` (`Select=COUNT` per status).
@@ -70,6 +75,10 @@ pub const BY_ENTITY: &str = "by_entity";
 pub const BY_LEASE: &str = "by_lease";
 /// The sparse index of `waiting` events by the dependency they wait for, in order-key order.
 pub const BY_WAITING_FOR: &str = "by_waiting_for";
+/// The attributes the event indexes project besides the keys (`INCLUDE`): what listings filter on. Listings read
+/// the whole records from the table afterwards (`BatchGetItem`), so an index entry stays a few dozen bytes (one
+/// write unit) however large the record. `by_lease` projects keys only.
+pub const INDEX_ATTRIBUTES: [&str; 3] = ["status", "source", "received_at"];
 
 /// The DynamoDB [`EventStore`].
 #[derive(Debug, Clone)]

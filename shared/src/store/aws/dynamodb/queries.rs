@@ -2,15 +2,15 @@
 
 use super::items::{
     decode, entity_pk, event_pk, head_pk, key, lease_pk, nanos, sortable, status_pk, Item, EVENT_SK, GSI1PK, GSI1SK,
-    GSI2PK, GSI3PK, GSI4PK, HEAD_SK, ITEM_TYPE, LEASE_SHARDS, LEASE_UNTIL, RECEIVED_AT, SOURCE, STATUS,
+    GSI2PK, GSI3PK, GSI4PK, HEAD_SK, ITEM_TYPE, LEASE_SHARDS, LEASE_UNTIL, PK, RECEIVED_AT, SK, SOURCE, STATUS,
 };
-use super::items::{verify_pk, waiting_pk, PK, SK};
+use super::items::{string, verify_pk, waiting_pk};
 use super::{DynamoStore, BY_ENTITY, BY_LEASE, BY_STATUS, BY_WAITING_FOR};
 use crate::model::{EntityHead, EntityKey, EventId, EventRecord, Status};
-use crate::store::aws::error::from_sdk;
+use crate::store::aws::error::{build_error, from_sdk};
 use crate::store::{EventQuery, HeadPage, StoreError};
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
-use aws_sdk_dynamodb::types::{AttributeValue, Select};
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Select};
 use chrono::{DateTime, Utc};
 use futures_util::future::try_join_all;
 use std::collections::{BTreeMap, HashMap};
@@ -150,6 +150,55 @@ async fn count(query: QueryFluentBuilder, what: &str) -> Result<u64, StoreError>
     }
 }
 
+/// Keys one `BatchGetItem` may ask for.
+const BATCH_GET_KEYS: usize = 100;
+/// `BatchGetItem` calls per chunk before keys DynamoDB keeps leaving unprocessed count as unavailable.
+const BATCH_GET_ROUNDS: usize = 10;
+
+/// The whole items of index entries (the indexes project keys and the filtered attributes only; see
+/// [`super::INDEX_ATTRIBUTES`]), read strongly consistently, in the entries' order; an item deleted since (by TTL)
+/// is left out.
+async fn hydrate(store: &DynamoStore, entries: Vec<Item>, what: &str) -> Result<Vec<Item>, StoreError> {
+    let keys: Vec<Item> = entries.iter().filter_map(|e| Some(key(string(e, PK)?.to_owned(), string(e, SK)?))).collect();
+    let mut found: HashMap<String, Item> = HashMap::with_capacity(keys.len());
+    for chunk in keys.chunks(BATCH_GET_KEYS) {
+        let mut pending = chunk.to_vec();
+        for _ in 0..BATCH_GET_ROUNDS {
+            if pending.is_empty() {
+                break;
+            }
+            let asked = KeysAndAttributes::builder()
+                .set_keys(Some(pending))
+                .consistent_read(true)
+                .build()
+                .map_err(|e| build_error(what, e))?;
+            let out = store
+                .client
+                .batch_get_item()
+                .request_items(&store.table, asked)
+                .send()
+                .await
+                .map_err(|e| from_sdk(what, e))?;
+            for item in out.responses.and_then(|mut r| r.remove(&store.table)).unwrap_or_default() {
+                if let Some(pk) = string(&item, PK) {
+                    found.insert(pk.to_owned(), item);
+                }
+            }
+            pending = out.unprocessed_keys.and_then(|mut u| u.remove(&store.table)).map(|k| k.keys).unwrap_or_default();
+        }
+        if !pending.is_empty() {
+            return Err(StoreError::Unavailable(
+                format!(
+                    "{what}: DynamoDB left {} keys unprocessed {BATCH_GET_ROUNDS} times; retry later",
+                    pending.len()
+                )
+                .into(),
+            ));
+        }
+    }
+    Ok(entries.iter().filter_map(|e| string(e, PK).and_then(|pk| found.remove(pk))).collect())
+}
+
 fn decode_all<T: serde::de::DeserializeOwned>(items: &[Item], what: &str) -> Result<Vec<T>, StoreError> {
     items.iter().map(|item| decode(item, what)).collect()
 }
@@ -180,13 +229,13 @@ pub(super) async fn list_events(store: &DynamoStore, query: &EventQuery) -> Resu
         let mut key = Expr::key();
         key.add(GSI4PK, "=", s(waiting_pk(dependency)));
         let q = self::query(store, BY_WAITING_FOR, key, filters(query, false, true)?).scan_index_forward(true);
-        return decode_all(&items(q, query.limit, what).await?, what);
+        return decode_all(&hydrate(store, items(q, query.limit, what).await?, what).await?, what);
     }
     if let Some(entity) = &query.entity {
         let mut key = Expr::key();
         key.add(GSI2PK, "=", s(entity_pk(&entity.to_string())));
         let q = self::query(store, BY_ENTITY, key, filters(query, true, true)?).scan_index_forward(true);
-        return decode_all(&items(q, query.limit, what).await?, what);
+        return decode_all(&hydrate(store, items(q, query.limit, what).await?, what).await?, what);
     }
     if let Some(status) = query.status {
         let mut key = Expr::key();
@@ -206,7 +255,7 @@ pub(super) async fn list_events(store: &DynamoStore, query: &EventQuery) -> Resu
         if query.source.is_none() && query.limit > 0 {
             q = q.limit(i32::try_from(query.limit).unwrap_or(i32::MAX));
         }
-        return decode_all(&items(q, query.limit, what).await?, what);
+        return decode_all(&hydrate(store, items(q, query.limit, what).await?, what).await?, what);
     }
     scan_events(store, query).await
 }
@@ -269,7 +318,7 @@ pub(super) async fn expired_leases(
         items(q, limit, what).await
     }))
     .await?;
-    let mut heads: Vec<EntityHead> = decode_all(&shards.concat(), what)?;
+    let mut heads: Vec<EntityHead> = decode_all(&hydrate(store, shards.concat(), what).await?, what)?;
     heads.sort_by_cached_key(|h| (h.inflight.as_ref().map(|i| i.lease_until), h.entity.to_string()));
     if limit > 0 {
         heads.truncate(limit);
@@ -300,7 +349,7 @@ pub(super) async fn heads_to_verify(store: &DynamoStore, limit: usize) -> Result
         items(q, limit, what).await
     }))
     .await?;
-    let mut heads: Vec<EntityHead> = decode_all(&shards.concat(), what)?;
+    let mut heads: Vec<EntityHead> = decode_all(&hydrate(store, shards.concat(), what).await?, what)?;
     heads.sort_by_cached_key(|h| (h.updated_at, h.entity.to_string()));
     if limit > 0 {
         heads.truncate(limit);

@@ -116,6 +116,17 @@ impl DynamoMirror {
         &self.table
     }
 
+    /// Whether `item` of the shared table is the mirror's (a row or an effect), not the event store's.
+    pub fn owns(item: &std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>) -> bool {
+        let prefix = |p: &str| format!("{p}#");
+        match item.get(items::PK) {
+            Some(aws_sdk_dynamodb::types::AttributeValue::S(pk)) => {
+                pk.starts_with(&prefix(items::MIRROR)) || pk.starts_with(&prefix(items::EFFECT))
+            }
+            _ => false,
+        }
+    }
+
     /// [`Destination::apply`] with a caller-chosen commit id instead of a fresh random one. Applying the same
     /// change again with the same id reports `Applied` when the stored effect is the one that id wrote: this is
     /// what an SDK retry of a committed-but-timed-out transaction looks like, and how tests simulate one.

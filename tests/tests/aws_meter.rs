@@ -1,0 +1,197 @@
+//! The capacity meter (`synctrail::store::aws::meter`) against moto: the write and read units it bills for known
+//! items, indexes included, match DynamoDB's published rules. `synctrail bench --backend aws` reports with it.
+
+use crate::conformance::aws::endpoint;
+use std::collections::HashMap;
+use synctrail::store::aws::meter::size::Item;
+use synctrail::store::aws::sdk::dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, Put, ScalarAttributeType, TransactWriteItem,
+};
+use synctrail::store::aws::sdk::dynamodb::Client;
+use synctrail::store::aws::{CapacityMeter, Clients, Party};
+
+fn s(value: &str) -> AttributeValue {
+    AttributeValue::S(value.to_owned())
+}
+
+fn key(name: &str, kind: KeyType) -> KeySchemaElement {
+    KeySchemaElement::builder().attribute_name(name).key_type(kind).build().expect("key")
+}
+
+fn index(name: &str, projection: ProjectionType) -> GlobalSecondaryIndex {
+    GlobalSecondaryIndex::builder()
+        .index_name(name)
+        .key_schema(key("g", KeyType::Hash))
+        .projection(Projection::builder().projection_type(projection).build())
+        .build()
+        .expect("index")
+}
+
+/// A table keyed `pk`/`sk` with two indexes on `g`: `whole` (projection ALL) and `keys` (KEYS_ONLY).
+async fn table(client: &Client) -> String {
+    let name = format!("meter-{}", hex::encode(rand::random::<[u8; 5]>()));
+    let attribute = |n: &str| {
+        AttributeDefinition::builder().attribute_name(n).attribute_type(ScalarAttributeType::S).build().expect("attr")
+    };
+    client
+        .create_table()
+        .table_name(&name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .set_attribute_definitions(Some(vec![attribute("pk"), attribute("sk"), attribute("g")]))
+        .key_schema(key("pk", KeyType::Hash))
+        .key_schema(key("sk", KeyType::Range))
+        .global_secondary_indexes(index("whole", ProjectionType::All))
+        .global_secondary_indexes(index("keys", ProjectionType::KeysOnly))
+        .send()
+        .await
+        .expect("create the table");
+    name
+}
+
+/// `pk`=p1 (2+2 bytes), `sk`=s (2+1), `g`=G1 (1+2), `body` = `body_len` × "x" (4 + body_len).
+fn item(body_len: usize) -> Item {
+    HashMap::from([
+        ("pk".to_owned(), s("p1")),
+        ("sk".to_owned(), s("s")),
+        ("g".to_owned(), s("G1")),
+        ("body".to_owned(), s(&"x".repeat(body_len))),
+    ])
+}
+
+struct Metered {
+    meter: CapacityMeter,
+    client: Client,
+    table: String,
+}
+
+async fn metered() -> Metered {
+    let endpoint = endpoint();
+    let clients = Clients::connect(Some(&endpoint), Some("us-east-1")).await;
+    let table = table(&clients.dynamodb).await;
+    let meter = CapacityMeter::connect(Some(&endpoint), Some("us-east-1"), None).await;
+    let client = meter.wrap(&clients.dynamodb);
+    Metered { meter, client, table }
+}
+
+impl Metered {
+    /// (table WRU, `whole` WRU, `keys` WRU, RRU) billed since the last call.
+    fn take(&self) -> (u64, u64, u64, f64) {
+        let consumed = self.meter.consumed().remove(&Party::Framework).unwrap_or_default();
+        self.meter.reset();
+        assert_eq!(consumed.unmetered, 0, "every request was metered");
+        let index = |name: &str| consumed.index_wru.get(name).copied().unwrap_or(0);
+        (consumed.table_wru, index("whole"), index("keys"), consumed.rru)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_meter_a_put_bills_its_size_in_the_table_and_each_index_by_its_projection() {
+    let m = metered().await;
+    // 4 + 3 + 3 + (4 + 1500) = 1514 bytes: 2 units; the KEYS_ONLY entry (pk, sk, g) is 10 bytes: 1 unit.
+    m.client.put_item().table_name(&m.table).set_item(Some(item(1500))).send().await.expect("put");
+    assert_eq!(m.take(), (2, 2, 1, 0.0));
+    // Replaced by a 3,000-byte body: the larger of before (1514) and after (3014) is billed: 3 units; the ALL
+    // entry changed (3 units), the KEYS_ONLY entry did not (nothing).
+    m.client.put_item().table_name(&m.table).set_item(Some(item(3000))).send().await.expect("replace");
+    assert_eq!(m.take(), (3, 3, 0, 0.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_meter_an_index_key_change_is_two_index_writes_and_leaving_an_index_one() {
+    let m = metered().await;
+    m.client.put_item().table_name(&m.table).set_item(Some(item(100))).send().await.expect("put");
+    m.take();
+    let key = HashMap::from([("pk".to_owned(), s("p1")), ("sk".to_owned(), s("s"))]);
+    m.client
+        .update_item()
+        .table_name(&m.table)
+        .set_key(Some(key.clone()))
+        .update_expression("SET g = :g")
+        .expression_attribute_values(":g", s("G2"))
+        .send()
+        .await
+        .expect("move in the index");
+    // The item (114 bytes) in 1 unit; each index deletes the old entry and puts the new one.
+    assert_eq!(m.take(), (1, 2, 2, 0.0));
+    m.client
+        .update_item()
+        .table_name(&m.table)
+        .set_key(Some(key))
+        .update_expression("REMOVE g")
+        .send()
+        .await
+        .expect("leave");
+    assert_eq!(m.take(), (1, 1, 1, 0.0), "out of both indexes: one delete each");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_meter_transactions_double_the_table_units_and_refused_writes_still_cost() {
+    let m = metered().await;
+    let put = Put::builder().table_name(&m.table).set_item(Some(item(1500))).build().expect("put");
+    m.client
+        .transact_write_items()
+        .transact_items(TransactWriteItem::builder().put(put).build())
+        .send()
+        .await
+        .expect("tx");
+    assert_eq!(m.take(), (4, 2, 1, 0.0), "table units doubled, index units not");
+    let refused = m
+        .client
+        .put_item()
+        .table_name(&m.table)
+        .set_item(Some(item(10)))
+        .condition_expression("attribute_not_exists(pk)")
+        .send()
+        .await;
+    assert!(refused.is_err(), "the condition fails");
+    assert_eq!(m.take(), (2, 0, 0, 0.0), "the stored 1514-byte item is billed, no index is written");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_meter_reads_bill_per_started_4_kb_and_storage_counts_overheads() {
+    let m = metered().await;
+    m.client.put_item().table_name(&m.table).set_item(Some(item(5000))).send().await.expect("put");
+    m.take();
+    let key = HashMap::from([("pk".to_owned(), s("p1")), ("sk".to_owned(), s("s"))]);
+    let get =
+        |consistent| m.client.get_item().table_name(&m.table).set_key(Some(key.clone())).consistent_read(consistent);
+    get(true).send().await.expect("consistent read");
+    assert_eq!(m.take().3, 2.0, "5014 bytes read strongly consistently: 2 units");
+    get(false).send().await.expect("eventual read");
+    assert_eq!(m.take().3, 1.0, "eventually consistent: half");
+    let stored = m.meter.stored(&m.table, |_| Party::Framework).await.expect("scan");
+    let stored = stored.get(&Party::Framework).cloned().unwrap_or_default();
+    assert_eq!((stored.items, stored.table_bytes), (1, 5014 + 100));
+    assert_eq!(stored.index_bytes, (5014 + 100) + (10 + 100), "the ALL entry and the KEYS_ONLY one");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_the_cost_benchmark_prices_every_scenario_with_framework_and_destination_apart() {
+    use clap::Parser;
+    let home = crate::support::temp_home();
+    let endpoint = endpoint();
+    let args =
+        ["synctrail", "--home", home.path().to_str().expect("UTF-8"), "--backend", "aws", "--endpoint-url", &endpoint];
+    let args = args.iter().chain(&["--json", "bench", "--events", "12", "--entities", "4"]);
+    let cli = synctrail_cli::args::Cli::try_parse_from(args).expect("valid arguments");
+    let mut out = Vec::new();
+    let code = synctrail_cli::commands::dispatch(&cli, &mut out).await.expect("the benchmark runs");
+    assert_eq!(code, 0);
+    let report: serde_json::Value = serde_json::from_slice(&out).expect("one JSON report");
+    let scenarios = report["scenarios"].as_array().expect("scenarios");
+    let names: Vec<&str> = scenarios.iter().filter_map(|s| s["scenario"].as_str()).collect();
+    assert_eq!(names, ["happy_path", "delivered_twice", "ten_percent_failing", "hot_entity"]);
+    for s in scenarios {
+        let (framework, destination) = (&s["framework"], &s["destination"]);
+        assert_eq!((framework["unmetered"].as_u64(), destination["unmetered"].as_u64()), (Some(0), Some(0)), "{s}");
+        let wru = |p: &serde_json::Value| p["wru"].as_f64().unwrap_or(0.0);
+        assert!(wru(framework) >= 1.0 && wru(destination) >= 1.0, "both parties write: {s}");
+        assert!(framework["s3_puts"].as_f64().unwrap_or(0.0) > 0.0 && destination["s3_puts"].as_f64() == Some(0.0));
+        let dollars = &framework["dollars_per_million"];
+        let parts = ["dynamodb_writes", "dynamodb_reads", "s3_requests", "sqs", "dynamodb_storage", "s3_storage"];
+        let sum: f64 = parts.iter().map(|p| dollars[p].as_f64().unwrap_or(0.0)).sum();
+        assert!((sum - dollars["total"].as_f64().unwrap_or(0.0)).abs() < 1e-9 && sum > 0.0, "{dollars}");
+    }
+    assert_eq!(scenarios[1]["deliveries"].as_u64(), Some(24), "every event sent twice");
+}
