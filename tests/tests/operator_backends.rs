@@ -5,19 +5,18 @@
 //! resources per test, DynamoDB serialized as in `aws_pipeline`). Both run on the system clock: SQS keeps time on
 //! the server.
 
-use crate::support::{temp_home, Env};
-use aws_lambda_events::event::sqs::SqsEvent;
-use chrono::{Duration, Utc};
+use crate::support::backends::{drain, open_backend};
+use crate::support::Env;
+use chrono::Duration;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use synctrail::compose::compose;
 use synctrail::destination::{ApplyOutcome, Change, Destination, DestinationError, MirrorView};
-use synctrail::engine::{Discarded, Disposition, Engine, Invocation, ReprocessOptions};
+use synctrail::engine::{Discarded, Engine, Invocation, ReprocessOptions};
 use synctrail::model::{EventId, EventRecord, Status};
 use synctrail::store::{EventQuery, EventStore};
 use synctrail::Settings;
 use synctrail_cli::backend::AnyBackend;
-use synctrail_processor::{sqs_event, InvocationContext, Processor, RecordResult};
+use synctrail_processor::Processor;
 
 /// The destination of the drills: the backend's mirror, which can be switched off, and which notes the event's
 /// recorded status at the moment of each write.
@@ -51,15 +50,7 @@ struct Rig {
 
 impl Rig {
     async fn new(aws: Option<&str>, settings: Settings) -> Self {
-        let (home, backend) = match aws {
-            Some(name) => (None, crate::aws_pipeline::backend(name).await),
-            None => {
-                let home = temp_home();
-                let config = synctrail::config::Config::embedded(home.path());
-                let backend = compose(&config, Arc::new(synctrail::SystemClock), None).await.expect("open");
-                (Some(home), backend)
-            }
-        };
+        let (home, backend) = open_backend(aws).await;
         let switch = Arc::new(Switch {
             inner: Arc::clone(&backend.ports.destination),
             store: Arc::clone(&backend.ports.store),
@@ -77,37 +68,9 @@ impl Rig {
         self.engine.ports().queue.send(vec![message]).await.expect("send");
     }
 
-    /// Plays the event source until nothing is visible (at most `rounds` batches): receive, handle, delete what
-    /// succeeded and was not dead-lettered.
+    /// Plays the event source until nothing is visible (at most `rounds` batches).
     async fn drain(&self, rounds: usize) {
-        let queue = &self.engine.ports().queue;
-        for n in 0..rounds {
-            let messages = queue.receive(10, Duration::seconds(30)).await.expect("receive");
-            if messages.is_empty() {
-                return;
-            }
-            let event: SqsEvent = sqs_event(&messages).expect("event");
-            let context = InvocationContext {
-                request_id: format!("req-{n}"),
-                deadline: Utc::now() + Duration::seconds(20),
-                function: Some("synctrail-processor:1".into()),
-                trace_id: None,
-            };
-            let batch = self.processor.process_batch(event, &context).await;
-            let failed: Vec<&str> =
-                batch.response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
-            let done: Vec<String> = messages
-                .iter()
-                .zip(&batch.records)
-                .filter(|(m, r)| {
-                    let dead = matches!(r, RecordResult::Processed(o) if o.disposition == Disposition::DeadLetter);
-                    !dead && !failed.contains(&m.message_id.as_str())
-                })
-                .map(|(m, _)| m.receipt_handle.clone())
-                .collect();
-            queue.delete(&done).await.expect("delete");
-        }
-        panic!("the queue did not drain in {rounds} batches");
+        drain(&self.engine, &self.processor, rounds).await;
     }
 
     async fn record(&self, id: &EventId) -> EventRecord {

@@ -45,14 +45,7 @@ impl BackendRig {
 
     /// With `settings` for the engine.
     pub async fn with_settings(aws: Option<&str>, settings: Settings) -> Self {
-        let (home, backend) = match aws {
-            Some(name) => (None, crate::aws_pipeline::backend(name).await),
-            None => {
-                let home = temp_home();
-                let config = synctrail::config::Config::embedded(home.path());
-                (Some(home), compose(&config, Arc::new(synctrail::SystemClock), None).await.expect("open"))
-            }
-        };
+        let (home, backend) = open_backend(aws).await;
         let engine = Arc::new(Engine::new(backend.ports.clone(), settings));
         let processor = Processor::new(Arc::clone(&engine), Duration::seconds(1));
         Self { home, backend, engine, processor }
@@ -75,37 +68,9 @@ impl BackendRig {
         self.drain().await;
     }
 
-    /// Plays the event source until nothing is visible (at most 50 batches): receive, handle, delete what
-    /// succeeded and was not dead-lettered.
+    /// Plays the event source until nothing is visible (at most 50 batches).
     pub async fn drain(&self) {
-        let queue = &self.engine.ports().queue;
-        for n in 0..50 {
-            let messages = queue.receive(10, Duration::seconds(30)).await.expect("receive");
-            if messages.is_empty() {
-                return;
-            }
-            let event: SqsEvent = sqs_event(&messages).expect("event");
-            let context = InvocationContext {
-                request_id: format!("req-{n}"),
-                deadline: Utc::now() + Duration::seconds(20),
-                function: Some("synctrail-processor:1".into()),
-                trace_id: None,
-            };
-            let batch = self.processor.process_batch(event, &context).await;
-            let failed: Vec<&str> =
-                batch.response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
-            let done: Vec<String> = messages
-                .iter()
-                .zip(&batch.records)
-                .filter(|(m, r)| {
-                    let dead = matches!(r, RecordResult::Processed(o) if o.disposition == Disposition::DeadLetter);
-                    !dead && !failed.contains(&m.message_id.as_str())
-                })
-                .map(|(m, _)| m.receipt_handle.clone())
-                .collect();
-            queue.delete(&done).await.expect("delete");
-        }
-        panic!("the queue did not drain in 50 batches");
+        drain(&self.engine, &self.processor, 50).await;
     }
 
     /// The event's record.
@@ -235,4 +200,49 @@ impl BackendRig {
         ]);
         client.delete_item().table_name(table).set_key(Some(key)).send().await.expect("delete the effect");
     }
+}
+
+/// The embedded backend in a fresh temporary home (`aws` = `None`, the home is returned to keep it alive), or
+/// fresh AWS resources named after `aws` on the moto server.
+pub async fn open_backend(aws: Option<&str>) -> (Option<tempfile::TempDir>, AnyBackend) {
+    match aws {
+        Some(name) => (None, crate::aws_pipeline::backend(name).await),
+        None => {
+            let home = temp_home();
+            let config = synctrail::config::Config::embedded(home.path());
+            (Some(home), compose(&config, Arc::new(synctrail::SystemClock), None).await.expect("open"))
+        }
+    }
+}
+
+/// Plays the event source until nothing is visible (at most `rounds` batches): receive, let `processor` handle
+/// the batch, delete what succeeded and was not dead-lettered.
+pub async fn drain(engine: &Engine, processor: &Processor, rounds: usize) {
+    let queue = &engine.ports().queue;
+    for n in 0..rounds {
+        let messages = queue.receive(10, Duration::seconds(30)).await.expect("receive");
+        if messages.is_empty() {
+            return;
+        }
+        let event: SqsEvent = sqs_event(&messages).expect("event");
+        let context = InvocationContext {
+            request_id: format!("req-{n}"),
+            deadline: Utc::now() + Duration::seconds(20),
+            function: Some("synctrail-processor:1".into()),
+            trace_id: None,
+        };
+        let batch = processor.process_batch(event, &context).await;
+        let failed: Vec<&str> = batch.response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+        let done: Vec<String> = messages
+            .iter()
+            .zip(&batch.records)
+            .filter(|(m, r)| {
+                let dead = matches!(r, RecordResult::Processed(o) if o.disposition == Disposition::DeadLetter);
+                !dead && !failed.contains(&m.message_id.as_str())
+            })
+            .map(|(m, _)| m.receipt_handle.clone())
+            .collect();
+        queue.delete(&done).await.expect("delete");
+    }
+    panic!("the queue did not drain in {rounds} batches");
 }

@@ -300,25 +300,40 @@ pub(super) async fn count_by_status(store: &DynamoStore) -> Result<BTreeMap<Stat
     Ok(counts.into_iter().filter(|(_, c)| *c > 0).collect())
 }
 
-pub(super) async fn expired_leases(
+/// The heads found in every shard of a sharded head index (at most `limit` per shard, in index order; 0: all),
+/// read whole from the table; the caller orders and truncates them.
+async fn sharded_heads(
     store: &DynamoStore,
-    before: DateTime<Utc>,
+    index: &str,
     limit: usize,
+    what: &str,
+    key: impl Fn(u32) -> Expr,
 ) -> Result<Vec<EntityHead>, StoreError> {
-    let before = nanos(before)?;
-    let what = "listing expired leases";
+    let key = &key;
     let shards = try_join_all((0..LEASE_SHARDS).map(|shard| async move {
-        let mut key = Expr::key();
-        key.add(GSI3PK, "=", s(lease_pk(shard)));
-        key.add(LEASE_UNTIL, "<", n(before));
-        let mut q = query(store, BY_LEASE, key, Expr::filter()).scan_index_forward(true);
+        let mut q = query(store, index, key(shard), Expr::filter()).scan_index_forward(true);
         if limit > 0 {
             q = q.limit(i32::try_from(limit).unwrap_or(i32::MAX));
         }
         items(q, limit, what).await
     }))
     .await?;
-    let mut heads: Vec<EntityHead> = decode_all(&hydrate(store, shards.concat(), what).await?, what)?;
+    decode_all(&hydrate(store, shards.concat(), what).await?, what)
+}
+
+pub(super) async fn expired_leases(
+    store: &DynamoStore,
+    before: DateTime<Utc>,
+    limit: usize,
+) -> Result<Vec<EntityHead>, StoreError> {
+    let before = nanos(before)?;
+    let mut heads = sharded_heads(store, BY_LEASE, limit, "listing expired leases", |shard| {
+        let mut key = Expr::key();
+        key.add(GSI3PK, "=", s(lease_pk(shard)));
+        key.add(LEASE_UNTIL, "<", n(before));
+        key
+    })
+    .await?;
     heads.sort_by_cached_key(|h| (h.inflight.as_ref().map(|i| i.lease_until), h.entity.to_string()));
     if limit > 0 {
         heads.truncate(limit);
@@ -338,18 +353,12 @@ pub(super) async fn count_inflight(store: &DynamoStore) -> Result<u64, StoreErro
 
 /// Heads flagged `needs_verification`: every `VERIFY#` shard of the sparse `by_waiting_for` index, oldest change first.
 pub(super) async fn heads_to_verify(store: &DynamoStore, limit: usize) -> Result<Vec<EntityHead>, StoreError> {
-    let what = "listing heads to verify";
-    let shards = try_join_all((0..LEASE_SHARDS).map(|shard| async move {
+    let mut heads = sharded_heads(store, BY_WAITING_FOR, limit, "listing heads to verify", |shard| {
         let mut key = Expr::key();
         key.add(GSI4PK, "=", s(verify_pk(shard)));
-        let mut q = query(store, BY_WAITING_FOR, key, Expr::filter()).scan_index_forward(true);
-        if limit > 0 {
-            q = q.limit(i32::try_from(limit).unwrap_or(i32::MAX));
-        }
-        items(q, limit, what).await
-    }))
+        key
+    })
     .await?;
-    let mut heads: Vec<EntityHead> = decode_all(&hydrate(store, shards.concat(), what).await?, what)?;
     heads.sort_by_cached_key(|h| (h.updated_at, h.entity.to_string()));
     if limit > 0 {
         heads.truncate(limit);
