@@ -70,6 +70,10 @@ impl Default for RunOptions {
     }
 }
 
+/// Failed sweeps in a row, with the queue empty, after which a run stops with the sweep's error instead of
+/// polling until `max_duration` (a sweep that always fails would otherwise look like a queue that never drains).
+pub const SWEEP_FAILURES_TO_GIVE_UP: u32 = 3;
+
 /// What a run did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RunStats {
@@ -105,7 +109,8 @@ impl LocalRuntime {
         Self { ports, settings }
     }
 
-    /// Runs until the queue is quiescent (or `max_duration`), calling `progress` at every poll of the queue.
+    /// Runs until the queue is quiescent (or `max_duration`), calling `progress` at every poll of the queue; stops
+    /// with the sweep's error when the queue is empty but [`SWEEP_FAILURES_TO_GIVE_UP`] sweeps in a row fail.
     pub async fn run(
         &self,
         options: &RunOptions,
@@ -123,6 +128,7 @@ impl LocalRuntime {
         let sweeper = Engine::new(self.ports.clone(), self.settings.clone());
         let mut drained = false;
         let mut quiet_since: Option<std::time::Instant> = None;
+        let (mut failed_sweeps, mut gave_up) = (0, None);
         while started.elapsed() < options.max_duration {
             tokio::time::sleep(options.poll_interval).await;
             progress(&lock(&stats));
@@ -136,6 +142,9 @@ impl LocalRuntime {
             }
             let report =
                 sweeper.sweep(1000, &Invocation { function: Some("sweeper:local".into()), ..Default::default() }).await;
+            if report.is_ok() {
+                failed_sweeps = 0;
+            }
             match report {
                 Ok(report) if report.redriven.is_empty() => {
                     drained = true;
@@ -147,7 +156,20 @@ impl LocalRuntime {
                     lock(&stats).swept += report.redriven.len() as u64;
                     quiet_since = None;
                 }
-                Err(e) => tracing::warn!(error = %e, "sweep failed"),
+                Err(e) => {
+                    failed_sweeps += 1;
+                    if failed_sweeps >= SWEEP_FAILURES_TO_GIVE_UP {
+                        gave_up = Some(StoreError::Unavailable(
+                            format!(
+                                "the queue is empty but the sweep failed {failed_sweeps} times in a row, so the run \
+                                 cannot tell whether it is done: {e}; fix the store and run again"
+                            )
+                            .into(),
+                        ));
+                        break;
+                    }
+                    tracing::warn!(error = %e, "sweep failed");
+                }
             }
         }
         stop.store(true, Ordering::SeqCst);
@@ -157,6 +179,9 @@ impl LocalRuntime {
                 Ok(Err(e)) => return Err(e),
                 Err(e) => return Err(StoreError::Backend(format!("a worker died: {e}").into())),
             }
+        }
+        if let Some(error) = gave_up {
+            return Err(error);
         }
         let mut stats = lock(&stats).clone();
         stats.drained = drained;

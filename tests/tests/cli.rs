@@ -182,3 +182,21 @@ async fn reconcile_and_verify_run_as_a_user_runs_them_and_their_exit_codes_say_w
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("equal"), "{text}");
 }
+
+#[tokio::test]
+async fn a_run_whose_sweeps_keep_failing_stops_with_the_sweeps_error_instead_of_polling_until_its_time_is_up() {
+    use synctrail_cli::runtime::{LocalRuntime, RunOptions, SWEEP_FAILURES_TO_GIVE_UP};
+    let h = crate::support::Harness::with(crate::support::Options { held_store: true, ..Default::default() });
+    h.held.fail_sweeps();
+    let runtime = LocalRuntime::new(h.ports().clone(), h.options.settings.clone());
+    let options = RunOptions {
+        max_duration: std::time::Duration::from_secs(300),
+        poll_interval: std::time::Duration::from_millis(5),
+        ..RunOptions::default()
+    };
+    let error = runtime.run(&options, &|_| {}).await.expect_err("the run gives up with the sweep's error");
+    assert!(matches!(error, synctrail::store::StoreError::Unavailable(_)), "{error:?}");
+    let said = error.to_string();
+    let expected = format!("the sweep failed {SWEEP_FAILURES_TO_GIVE_UP} times in a row");
+    assert!(said.contains(&expected) && said.contains("the store is down (drill)"), "{said}");
+}

@@ -16,7 +16,7 @@ use chrono::{DateTime, Duration, Utc};
 use receiver::Receiver;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use synctrail::destination::http::Secret;
 use synctrail::destination::{
@@ -495,9 +495,15 @@ pub struct HeldStore {
     inner: Arc<dyn EventStore>,
     gates: Mutex<VecDeque<(EventId, Arc<Gate>)>>,
     head_read: Mutex<Option<Arc<Gate>>>,
+    sweeps_fail: AtomicBool,
 }
 
 impl HeldStore {
+    /// From now on, listing expired leases (the first read of every sweep) fails as unavailable.
+    pub fn fail_sweeps(&self) {
+        self.sweeps_fail.store(true, Ordering::SeqCst);
+    }
+
     /// The next `get_head` (of any entity) waits at the returned gate, then goes on.
     pub fn hold_next_head_read(&self) -> Arc<Gate> {
         let gate = Arc::new(Gate::default());
@@ -556,6 +562,9 @@ impl EventStore for HeldStore {
     }
 
     async fn expired_leases(&self, before: DateTime<Utc>, limit: usize) -> Result<Vec<EntityHead>, StoreError> {
+        if self.sweeps_fail.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("the store is down (drill)".into()));
+        }
         self.inner.expired_leases(before, limit).await
     }
 
@@ -749,6 +758,7 @@ impl Harness {
             inner: backend.ports.store.clone(),
             gates: Mutex::new(VecDeque::new()),
             head_read: Mutex::new(None),
+            sweeps_fail: AtomicBool::new(false),
         });
         let store: Arc<dyn EventStore> = if options.held_store { held.clone() } else { backend.ports.store.clone() };
         let ports = Ports { destination, store, ..backend.ports.clone() };
