@@ -24,8 +24,8 @@ const PREFIX: &str = "payloads/";
 /// The S3 [`PayloadStore`]: `payloads/YYYY/MM/DD/<sha256>.zst` (date of `received_at`, UTC), metadata `sha256`,
 /// for one payload; `payloads/YYYY/MM/DD/batch-<sha256 of the object>.zst`, metadata `bodies`, for a batch
 /// ([`PayloadStore::put_batch`]): the bodies' zstd frames one after another, each reference naming its frame's
-/// byte range, read back with a ranged `GetObject` (one PUT per batch instead of one per body; objects large
-/// enough for the lifecycle to move).
+/// byte range, read back with a ranged `GetObject` (one PUT per batch instead of one per body; objects the
+/// lifecycle moves once a batch reaches 128 KB, see [`apply_lifecycle`]).
 ///
 /// Objects are written with `If-None-Match: *`: a payload is never overwritten, and writing the same bytes again
 /// (a 412) is a success. A failure between this write and the metadata commit leaves an orphan object that the
@@ -207,6 +207,10 @@ fn compress(bytes: &[u8], what: &str) -> Result<Vec<u8>, StoreError> {
 
 /// Puts the payload lifecycle on `bucket`: objects under `payloads/` move to GLACIER after `archive_after_days`
 /// and expire after `expire_after_days`. Replaces the bucket's whole lifecycle configuration.
+///
+/// S3 transitions only objects of at least 128 KB unless told otherwise (the bucket default
+/// `all_storage_classes_128K`): batch objects move once a batch holds that much, smaller objects stay in Standard
+/// (where they cost less than Glacier's 40 KB per-object overhead would); every object expires.
 pub async fn apply_lifecycle(
     client: &aws_sdk_s3::Client,
     bucket: &str,
