@@ -20,11 +20,6 @@ impl Prepared {
     pub fn nothing() -> Self {
         Self::default()
     }
-
-    /// The reference archived ahead for this message, if any.
-    pub fn archived(&self) -> Option<&PayloadRef> {
-        self.archived.as_ref()
-    }
 }
 
 impl Engine {
