@@ -21,7 +21,7 @@ async fn raw_object(f: &AwsFixture, key: &str) -> Vec<u8> {
 
 /// The AWS store, payloads and queue of `f` with an embedded mirror (in the returned directory) as the destination:
 /// the framework's own requests, counted without the mirror's.
-fn ports_over_an_embedded_mirror(f: &AwsFixture) -> (tempfile::TempDir, synctrail::Ports) {
+pub(crate) fn ports_over_an_embedded_mirror(f: &AwsFixture) -> (tempfile::TempDir, synctrail::Ports) {
     let home = tempfile::tempdir().expect("temp dir");
     let embedded = synctrail::store::sqlite::Embedded::open(home.path(), Arc::new(SystemClock), Default::default())
         .expect("embedded mirror as the destination");

@@ -21,8 +21,8 @@ use synctrail::destination::{
     ApplyOutcome, Change, Destination, DestinationError, DestinationRecord, MirrorView, ReadError,
 };
 use synctrail::model::{
-    content_hash, ContentHash, Direction, EntityHead, EntityKey, EventId, EventRecord, Inflight, Kind, OrderKey,
-    PayloadRef, Slot, Status,
+    content_hash, ByteRange, ContentHash, Direction, EntityHead, EntityKey, EventId, EventRecord, Inflight, Kind,
+    OrderKey, PayloadRef, Slot, Status,
 };
 use synctrail::store::aws::DynamoMirror;
 use synctrail::store::sqlite::{Embedded, EmbeddedOptions, Mirror};
@@ -274,7 +274,12 @@ pub mod build {
             kind: Some(Kind::Upsert),
             direction: None,
             content_hash: Some(ContentHash::of(event_id.as_bytes())),
-            payload: PayloadRef { key: format!("payloads/00/{event_id}.zst"), sha256: "00".repeat(32), size: 2 },
+            payload: PayloadRef {
+                key: format!("payloads/00/{event_id}.zst"),
+                sha256: "00".repeat(32),
+                size: 2,
+                range: None,
+            },
             delivery_id: None,
             conflicts_with: None,
             caused_by: None,
@@ -932,7 +937,7 @@ pub mod suite {
     pub async fn a_missing_payload_is_not_found(p: &Ports) {
         let stored = p.payloads.put(b"x", p.clock.now()).await.expect("put");
         let sha = "cd".repeat(32);
-        let missing = PayloadRef { key: stored.key.replace(&stored.sha256, &sha), sha256: sha, size: 1 };
+        let missing = PayloadRef { key: stored.key.replace(&stored.sha256, &sha), sha256: sha, size: 1, range: None };
         assert!(matches!(p.payloads.get(&missing).await, Err(StoreError::NotFound(_))), "{missing:?}");
     }
 
@@ -961,6 +966,54 @@ pub mod suite {
         // Keys outside payloads/ are refused.
         let escape = PayloadRef { key: "../synctrail.db".into(), ..payload };
         assert!(p.payloads.get(&escape).await.is_err());
+    }
+
+    /// A batch stored in one call reads back body by body, each reference with its own SHA-256 and size; an empty
+    /// batch stores nothing.
+    pub async fn a_batch_of_payloads_reads_back_body_by_body(p: &Ports) {
+        let large: Vec<u8> = (0..10_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
+        let bodies: [&[u8]; 4] = [b"{\"a\":1}", b"", &large, b"not an envelope"];
+        let stored = p.payloads.put_batch(&bodies, p.clock.now()).await.expect("put batch");
+        assert_eq!(stored.len(), bodies.len());
+        for (reference, body) in stored.iter().zip(bodies) {
+            assert_eq!(reference.size, body.len() as u64);
+            assert_eq!(reference.sha256, ContentHash::of(body).to_hex());
+            assert_eq!(p.payloads.get(reference).await.expect("get"), body, "{reference:?}");
+        }
+        assert_eq!(p.payloads.put_batch(&[], p.clock.now()).await.expect("empty batch"), Vec::<PayloadRef>::new());
+    }
+
+    /// Storing the same batch twice gives the same references (a retried batch write adds nothing).
+    pub async fn storing_the_same_batch_twice_gives_the_same_references(p: &Ports) {
+        let bodies: [&[u8]; 2] = [b"{\"a\":1}", b"{\"a\":2}"];
+        let first = p.payloads.put_batch(&bodies, p.clock.now()).await.expect("put batch");
+        let again = p.payloads.put_batch(&bodies, p.clock.now()).await.expect("put batch again");
+        assert_eq!(first, again);
+    }
+
+    /// A byte changed inside one body's stored bytes makes that body corrupt, naming its key; the batch's other
+    /// bodies still read back. A range the object does not hold is corrupt too.
+    pub async fn a_corrupted_byte_in_one_batched_body_is_corrupt_for_that_body_only(p: &Ports) {
+        let bodies: [&[u8]; 3] = [
+            b"{\"name\": \"first\", \"price\": 10}",
+            b"{\"name\": \"second\", \"price\": 20}",
+            b"{\"name\": \"third\", \"price\": 30}",
+        ];
+        let stored = p.payloads.put_batch(&bodies, p.clock.now()).await.expect("put batch");
+        let target = &stored[1];
+        let mut object = p.tamper.read_raw(&target.key).await;
+        let frame = target.range.map_or(0..object.len(), |r| r.offset as usize..(r.offset + r.length) as usize);
+        object[frame.start + frame.len() / 2] ^= 0x5a;
+        p.tamper.write_raw(&target.key, object.clone()).await;
+        match p.payloads.get(target).await {
+            Err(StoreError::Corrupt(message)) => assert!(message.contains(&target.key), "names the key: {message}"),
+            got => panic!("expected Corrupt, got {got:?}"),
+        }
+        assert_eq!(p.payloads.get(&stored[0]).await.expect("first body"), bodies[0]);
+        assert_eq!(p.payloads.get(&stored[2]).await.expect("third body"), bodies[2]);
+        let beyond = ByteRange { offset: object.len() as u64 + 10, length: 10 };
+        let outside = PayloadRef { range: Some(beyond), ..stored[0].clone() };
+        assert!(matches!(p.payloads.get(&outside).await, Err(StoreError::Corrupt(_))), "{outside:?}");
     }
 
     // ---- Destination ----
@@ -1515,6 +1568,9 @@ on_embedded!(
     a_corrupt_payload_is_reported_as_corrupt,
     a_missing_payload_is_not_found,
     a_tampered_payload_file_is_reported_as_corrupt,
+    a_batch_of_payloads_reads_back_body_by_body,
+    storing_the_same_batch_twice_gives_the_same_references,
+    a_corrupted_byte_in_one_batched_body_is_corrupt_for_that_body_only,
     the_mirror_applies_a_newer_snapshot,
     the_mirror_refuses_an_older_write,
     the_mirror_refuses_a_write_older_than_a_local_edit,
@@ -1845,6 +1901,9 @@ pub mod aws {
         a_corrupt_payload_is_reported_as_corrupt,
         a_missing_payload_is_not_found,
         a_tampered_payload_file_is_reported_as_corrupt,
+        a_batch_of_payloads_reads_back_body_by_body,
+        storing_the_same_batch_twice_gives_the_same_references,
+        a_corrupted_byte_in_one_batched_body_is_corrupt_for_that_body_only,
         the_mirror_applies_a_newer_snapshot,
         the_mirror_refuses_an_older_write,
         the_mirror_refuses_a_write_older_than_a_local_edit,

@@ -5,6 +5,7 @@ mod aws;
 mod aws_meter;
 mod aws_pipeline;
 mod bad_input;
+mod batch_archive;
 mod cli;
 mod connectors;
 mod example_destination;

@@ -132,6 +132,8 @@ pub struct ScenarioCost {
     pub events: u64,
     /// Lines sent to the queue.
     pub deliveries: u64,
+    /// Processor invocations (batches handed to the processor; each archives its bodies in at most one S3 PUT).
+    pub invocations: u64,
     /// Records returned for retry.
     pub retried: u64,
     /// Final statuses.
@@ -253,6 +255,7 @@ async fn run(
         scenario,
         events: workload.summary.events as u64,
         deliveries: sent.sent,
+        invocations: stats.invocations,
         retried: stats.retried,
         statuses: stats.statuses.iter().map(|(s, n)| (s.as_str(), *n)).collect(),
         framework,
@@ -372,13 +375,14 @@ fn write_report(out: &mut dyn Write, r: &CostReport) -> std::io::Result<()> {
         writeln!(
             out,
             "{}: framework WRU by index: {}; {:.0} B in DynamoDB, {:.2} objects of {:.0} B in S3 per event; {} \
-             deliveries, {} retried{}",
+             deliveries in {} invocations, {} retried{}",
             s.scenario.name(),
             if indexes.is_empty() { "none".to_owned() } else { indexes.join(", ") },
             f.dynamodb_bytes,
             f.s3_objects,
             f.s3_bytes / f.s3_objects.max(1e-9),
             s.deliveries,
+            s.invocations,
             s.retried,
             if f.unmetered + s.destination.unmetered > 0 {
                 format!("; {} requests not metered", f.unmetered + s.destination.unmetered)

@@ -7,7 +7,7 @@ use crate::args::EventArgs;
 use crate::error::CliError;
 use crate::output::{opt, opt_time, time, write_json, Table};
 use std::io::Write;
-use synctrail::model::EventRecord;
+use synctrail::model::{EventRecord, PayloadRef};
 
 /// Writes the record's metadata, then its history, one line per entry.
 pub fn write_record(out: &mut dyn Write, r: &EventRecord) -> std::io::Result<()> {
@@ -19,7 +19,7 @@ pub fn write_record(out: &mut dyn Write, r: &EventRecord) -> std::io::Result<()>
         ("kind", opt(r.kind)),
         ("direction", opt(r.direction.map(|d| format!("{d:?}").to_lowercase()))),
         ("content_hash", opt(r.content_hash.as_ref())),
-        ("payload", format!("{} ({} bytes, sha256 {})", r.payload.key, r.payload.size, r.payload.sha256)),
+        ("payload", payload_line(&r.payload)),
         ("delivery_id", opt(r.delivery_id.as_ref())),
         ("dropped_for", opt(r.dropped_for.as_ref())),
         ("duplicate_of", opt(r.duplicate_of.as_ref())),
@@ -62,6 +62,12 @@ pub fn write_record(out: &mut dyn Write, r: &EventRecord) -> std::io::Result<()>
         ]);
     }
     table.write(out)
+}
+
+/// Where the payload is: its key (and byte range inside a batch object), size and SHA-256.
+fn payload_line(p: &PayloadRef) -> String {
+    let range = p.range.map(|r| format!(" bytes {}+{}", r.offset, r.length)).unwrap_or_default();
+    format!("{}{range} ({} bytes, sha256 {})", p.key, p.size, p.sha256)
 }
 
 fn error_text(e: &synctrail::model::ErrorInfo) -> String {

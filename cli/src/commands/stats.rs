@@ -385,7 +385,7 @@ mod tests {
         let json = serde_json::json!({
             "event_id": id, "client_event_id": true, "entity": null, "order": null, "kind": null,
             "direction": null, "content_hash": null,
-            "payload": PayloadRef { key: "k".into(), sha256: "0".repeat(64), size: 2 },
+            "payload": PayloadRef { key: "k".into(), sha256: "0".repeat(64), size: 2, range: None },
             "delivery_id": null, "conflicts_with": null, "caused_by": null, "status": status,
             "dropped_for": null, "duplicate_of": null, "canceled_by": null, "waiting_for": null,
             "attempt": 1, "attempt_base": 0, "error": null, "tie": false, "out_of_order": false, "forced": false,

@@ -2,6 +2,8 @@
 //!
 //! Each record is parsed, validated and processed on its own, with panics caught: one bad record never fails the
 //! batch. Records not started before the invocation's deadline minus a safety margin are returned for retry.
+//! Before any record starts, the bodies the batch's new events would archive are archived in one write
+//! ([`Engine::prepare_batch`]: one S3 object per batch); if that write fails each record archives its own.
 //!
 //! Each record is handled in its own `record` span (message, request and trace ids, then the event id, entity,
 //! status transition and attempt once known; never the payload). Each invocation's figures become CloudWatch
@@ -25,7 +27,7 @@ use metrics::Observed;
 use std::io::Write;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use synctrail::engine::{Disposition, Engine, Incoming, Outcome, OutcomeFacts};
+use synctrail::engine::{Disposition, Engine, Incoming, Outcome, OutcomeFacts, Prepared};
 use tracing::field::Empty;
 use tracing::{Instrument, Span};
 
@@ -140,17 +142,22 @@ impl Processor {
     pub async fn process_batch(&self, event: SqsEvent, context: &InvocationContext) -> BatchResult {
         let clock = &self.engine.ports().clock;
         let messages = &event.records;
-        let lanes = lanes::lanes(messages.iter().map(|m| m.body.as_deref()));
-        let run_lane = |lane: Vec<usize>| async move {
+        let incomings: Vec<Incoming> = messages.iter().map(incoming).collect();
+        let mut prepared = self.prepare(&incomings).await.into_iter().map(Some).collect::<Vec<_>>();
+        let lanes: Vec<Vec<(usize, Prepared)>> = lanes::lanes(messages.iter().map(|m| m.body.as_deref()))
+            .into_iter()
+            .map(|lane| lane.into_iter().map(|i| (i, prepared[i].take().unwrap_or_default())).collect())
+            .collect();
+        let incomings = &incomings;
+        let run_lane = |lane: Vec<(usize, Prepared)>| async move {
             let mut done = Vec::with_capacity(lane.len());
-            for index in lane {
+            for (index, prepared) in lane {
                 let message = &messages[index];
-                let message_id = message.message_id.as_deref().filter(|id| !id.is_empty());
                 let started = clock.now();
                 let result = if started + self.safety_margin >= context.deadline {
                     RecordResult::NotStarted
                 } else {
-                    self.process_record(message, message_id, context).await
+                    self.process_record(message, &incomings[index], prepared, context).await
                 };
                 done.push((index, result, clock.now() - started));
             }
@@ -192,16 +199,30 @@ impl Processor {
         BatchResult { response, records, metrics, unidentified_retries }
     }
 
+    /// The batch's bodies archived in one write (see [`Engine::prepare_batch`]), one [`Prepared`] per message;
+    /// should that panic, nothing is prepared and every record is processed as if alone (its own panic, if any,
+    /// then fails only that record).
+    async fn prepare(&self, incomings: &[Incoming]) -> Vec<Prepared> {
+        match AssertUnwindSafe(self.engine.prepare_batch(incomings)).catch_unwind().await {
+            Ok(prepared) => prepared,
+            Err(_) => {
+                tracing::error!("preparing the batch panicked; each record is processed on its own");
+                incomings.iter().map(|_| Prepared::nothing()).collect()
+            }
+        }
+    }
+
     /// Processes one record inside its own span.
     async fn process_record(
         &self,
         message: &SqsMessage,
-        message_id: Option<&str>,
+        incoming: &Incoming,
+        prepared: Prepared,
         context: &InvocationContext,
     ) -> RecordResult {
         let span = tracing::info_span!(
             "record",
-            message_id = message_id.unwrap_or_default(),
+            message_id = incoming.message_id.as_str(),
             request_id = %context.request_id,
             trace_id = context.trace_id.as_deref().unwrap_or_default(),
             body_bytes = message.body.as_deref().map_or(0, str::len),
@@ -211,24 +232,20 @@ impl Processor {
             to = Empty,
             attempt = Empty,
         );
-        self.process_in_span(message, message_id, context, &span).instrument(span.clone()).await
+        self.process_in_span(message, incoming, prepared, context, &span).instrument(span.clone()).await
     }
 
     async fn process_in_span(
         &self,
         message: &SqsMessage,
-        message_id: Option<&str>,
+        incoming: &Incoming,
+        prepared: Prepared,
         context: &InvocationContext,
         span: &Span,
     ) -> RecordResult {
-        let incoming = Incoming {
-            message_id: message_id.unwrap_or_default().to_owned(),
-            body: message.body.clone().unwrap_or_default(),
-            receive_count: message.attributes.get("ApproximateReceiveCount").and_then(|c| c.parse().ok()).unwrap_or(1),
-            trace_header: message.attributes.get("AWSTraceHeader").cloned(),
-        };
         let invocation = context.invocation();
-        let processed = AssertUnwindSafe(self.engine.process(&incoming, &invocation)).catch_unwind().await;
+        let processed =
+            AssertUnwindSafe(self.engine.process_prepared(incoming, prepared, &invocation)).catch_unwind().await;
         let receipt = message.receipt_handle.as_deref();
         match processed {
             Ok(Ok(outcome)) => {
@@ -236,14 +253,14 @@ impl Processor {
                 tracing::info!(disposition = ?outcome.disposition, redelivered = outcome.redelivered, "record processed");
                 match (&outcome.disposition, receipt) {
                     (Disposition::Retry { after }, _) => self.delay(receipt, *after).await,
-                    (Disposition::DeadLetter, _) if !self.dead_letter(receipt, &incoming).await => {
+                    (Disposition::DeadLetter, _) if !self.dead_letter(receipt, incoming).await => {
                         return RecordResult::Failed("could not move the message to the dead-letter queue".to_owned())
                     }
                     _ => {}
                 }
                 RecordResult::Processed(outcome)
             }
-            Ok(Err(error)) if !error.is_retryable() && self.dead_letter(receipt, &incoming).await => {
+            Ok(Err(error)) if !error.is_retryable() && self.dead_letter(receipt, incoming).await => {
                 tracing::error!(error = %error, "record can't be processed; moved to the dead-letter queue");
                 RecordResult::Processed(Outcome {
                     event_id: None,
@@ -283,6 +300,16 @@ impl Processor {
                 false
             }
         }
+    }
+}
+
+/// The engine's view of an SQS record (an empty `messageId` is none).
+fn incoming(message: &SqsMessage) -> Incoming {
+    Incoming {
+        message_id: message.message_id.as_deref().filter(|id| !id.is_empty()).unwrap_or_default().to_owned(),
+        body: message.body.clone().unwrap_or_default(),
+        receive_count: message.attributes.get("ApproximateReceiveCount").and_then(|c| c.parse().ok()).unwrap_or(1),
+        trace_header: message.attributes.get("AWSTraceHeader").cloned(),
     }
 }
 

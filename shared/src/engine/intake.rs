@@ -1,20 +1,27 @@
 //! Intake: parsing, rejection and idempotency (spec §1, §3), before the ordering protocol.
 
 use super::records::invalid_input;
-use super::{attempt, Engine, EngineError, Incoming, Invocation, Outcome};
+use super::{attempt, Engine, EngineError, Incoming, Invocation, Outcome, Prepared};
 use crate::model::{
-    canonical_json, Envelope, ErrorInfo, ErrorKind, EventId, EventRecord, Message, RedriveReason, Status,
+    canonical_json, Envelope, ErrorInfo, ErrorKind, EventId, EventRecord, Message, PayloadRef, RedriveReason, Status,
 };
 use crate::store::{StoreError, Write};
 
+/// Processes `message`, with what was done ahead for it as part of a batch (see [`Prepared`]).
 pub(super) async fn process(
     engine: &Engine,
     message: &Incoming,
+    prepared: Prepared,
     invocation: &Invocation,
 ) -> Result<Outcome, EngineError> {
-    match Message::parse(&message.body, engine.settings.max_payload_bytes) {
-        Err(error) => reject(engine, message, invocation, invalid_input(&error), None).await,
-        Ok(Message::Envelope(envelope)) => arrive(engine, *envelope, message, invocation).await,
+    let archived = prepared.archived;
+    let parsed = prepared.parsed.unwrap_or_else(|| Message::parse(&message.body, engine.settings.max_payload_bytes));
+    match parsed {
+        Err(error) => {
+            let body = Raw { bytes: message.body.as_bytes(), received_as: &message.message_id, archived };
+            reject_raw(engine, body, invocation, invalid_input(&error), None).await
+        }
+        Ok(Message::Envelope(envelope)) => arrive(engine, *envelope, message, archived, invocation).await,
         Ok(Message::Redrive { event_id, reason, force }) => {
             redrive(engine, &event_id, reason, force, message, invocation).await
         }
@@ -30,7 +37,7 @@ pub(super) async fn reject(
     error: ErrorInfo,
     conflicting: Option<&Envelope>,
 ) -> Result<Outcome, EngineError> {
-    let body = Raw { bytes: message.body.as_bytes(), received_as: &message.message_id };
+    let body = Raw { bytes: message.body.as_bytes(), received_as: &message.message_id, archived: None };
     reject_raw(engine, body, invocation, error, conflicting).await
 }
 
@@ -40,6 +47,8 @@ pub(super) struct Raw<'a> {
     pub bytes: &'a [u8],
     /// Kept as the record's `last_message_id`.
     pub received_as: &'a str,
+    /// These bytes, archived ahead with their batch; `None`: archived here.
+    pub archived: Option<PayloadRef>,
 }
 
 /// [`reject`] for any raw bytes: the same id derivation, archive and record.
@@ -57,7 +66,10 @@ pub(super) async fn reject_raw(
     if let Some(existing) = engine.ports.store.get_event(&event_id).await? {
         return redelivered(engine, existing).await;
     }
-    let raw = engine.ports.payloads.put(body.bytes, engine.now()).await?;
+    let raw = match body.archived {
+        Some(archived) => archived,
+        None => engine.ports.payloads.put(body.bytes, engine.now()).await?,
+    };
     let mut record = engine.rejected_record(event_id.clone(), raw, error, body.received_as, invocation);
     if let Some(envelope) = conflicting {
         record.conflicts_with = Some(envelope.event_id.clone());
@@ -90,10 +102,12 @@ pub(super) async fn reject_raw(
 }
 
 /// A valid envelope: new events are archived and recorded; known ones continue where they are (spec §3).
+/// `archived`: the canonical payload, archived ahead with its batch (`None`: archived here if the event is new).
 async fn arrive(
     engine: &Engine,
     envelope: Envelope,
     message: &Incoming,
+    archived: Option<PayloadRef>,
     invocation: &Invocation,
 ) -> Result<Outcome, EngineError> {
     let existing = engine.ports.store.get_event(&envelope.event_id).await?;
@@ -111,8 +125,10 @@ async fn arrive(
         Some(existing) if existing.status.is_terminal() => redelivered(engine, existing).await,
         Some(existing) => attempt::drive(engine, &envelope, existing, message, invocation, false).await,
         None => {
-            let bytes = canonical_json(&envelope.payload);
-            let payload = engine.ports.payloads.put(bytes.as_bytes(), engine.now()).await?;
+            let payload = match archived {
+                Some(archived) => archived,
+                None => engine.ports.payloads.put(canonical_json(&envelope.payload).as_bytes(), engine.now()).await?,
+            };
             let record = engine.new_record(&envelope, payload, message, invocation);
             attempt::drive(engine, &envelope, record, message, invocation, false).await
         }

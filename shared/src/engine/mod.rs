@@ -3,6 +3,7 @@
 //! [`Engine::process`] takes one queue message and returns what to do with it (ack, retry later, dead-letter).
 //! Doors onto it (the Lambda processor, the local runtime, tests) stay thin.
 
+mod archive;
 mod attempt;
 mod backoff;
 mod dead_letters;
@@ -16,6 +17,7 @@ mod settle;
 mod sweep;
 pub mod verify;
 
+pub use archive::Prepared;
 pub use dead_letters::{DeadLetter, DeadLetterReport, DeadLettersSwept, Discarded};
 pub use error::EngineError;
 pub use reprocess::{Checked, Refusal, ReprocessError, ReprocessOptions, ReprocessReport};
@@ -232,7 +234,7 @@ impl Engine {
 
     /// Processes one message: parses it, records it, decides its fate and, when it claims its entity, applies it.
     pub async fn process(&self, message: &Incoming, invocation: &Invocation) -> Result<Outcome, EngineError> {
-        intake::process(self, message, invocation).await
+        intake::process(self, message, Prepared::nothing(), invocation).await
     }
 
     /// Records an authenticated body that is not an envelope (a signed webhook that could not be mapped) as
@@ -246,7 +248,8 @@ impl Engine {
         received_as: &str,
         invocation: &Invocation,
     ) -> Result<Outcome, EngineError> {
-        intake::reject_raw(self, intake::Raw { bytes: body, received_as }, invocation, error, None).await
+        let raw = intake::Raw { bytes: body, received_as, archived: None };
+        intake::reject_raw(self, raw, invocation, error, None).await
     }
 
     fn now(&self) -> DateTime<Utc> {

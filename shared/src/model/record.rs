@@ -21,6 +21,26 @@ pub struct PayloadRef {
     pub sha256: String,
     /// Uncompressed size in bytes.
     pub size: u64,
+    /// Where the payload's own compressed frame lies inside the object, when the object holds a batch of payloads
+    /// (one S3 object per SQS batch); `None`: the object is this payload alone (records written before batches).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<ByteRange>,
+}
+
+/// A byte range inside a stored object: `length` bytes from `offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ByteRange {
+    /// The first byte's offset.
+    pub offset: u64,
+    /// How many bytes (at least 1 for a stored frame).
+    pub length: u64,
+}
+
+impl ByteRange {
+    /// The last byte's offset (inclusive, as in an HTTP `Range` header); `None` for an empty range.
+    pub fn last(&self) -> Option<u64> {
+        self.length.checked_sub(1).and_then(|n| self.offset.checked_add(n))
+    }
 }
 
 /// What kind of error an attempt met.

@@ -104,7 +104,7 @@ mod tests {
             kind: Some(kind),
             direction: None,
             content_hash: Some(content_hash(kind, payload)),
-            payload: PayloadRef { key: String::new(), sha256: String::new(), size: 0 },
+            payload: PayloadRef { key: String::new(), sha256: String::new(), size: 0, range: None },
             delivery_id: None,
             conflicts_with: None,
             caused_by: None,

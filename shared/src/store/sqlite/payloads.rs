@@ -1,12 +1,13 @@
 //! [`PayloadDir`]: payloads compressed with zstd and named by their SHA-256, in the payload directory's own
 //! SQLite file (`home/payloads/payloads.db`) — one row per object, like keys in a bucket. A file per payload
 //! cost an inode allocation, a directory entry and a rename per event; a row costs one insert, and the
-//! payload store keeps its own writer, apart from the metadata database.
+//! payload store keeps its own writer, apart from the metadata database. A batch ([`PayloadStore::put_batch`]) is
+//! one transaction of such rows: rows cost no request here, and content addressing keeps duplicates out.
 
 use super::codec::Cached;
 use super::db::Db;
 use super::error::SqlContext;
-use crate::model::PayloadRef;
+use crate::model::{ByteRange, PayloadRef};
 use crate::store::{PayloadStore, StoreError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -97,34 +98,77 @@ fn key_of(sha: &str) -> String {
     format!("payloads/{}/{sha}.zst", &sha[..2])
 }
 
+/// One payload ready to store: its row and its reference.
+struct Row {
+    reference: PayloadRef,
+    size: i64,
+    compressed: Vec<u8>,
+}
+
+fn row_of(bytes: &[u8]) -> Result<Row, StoreError> {
+    let sha = hex::encode(Sha256::digest(bytes));
+    let key = key_of(&sha);
+    let compressed = compress(bytes, &key)?;
+    let size =
+        i64::try_from(bytes.len()).map_err(|_| StoreError::Backend(format!("payload {key} is too large").into()))?;
+    Ok(Row { reference: PayloadRef { key, sha256: sha, size: bytes.len() as u64, range: None }, size, compressed })
+}
+
+impl PayloadDir {
+    /// Stores `rows` in one transaction. Content-addressed: a row that exists already holds these very bytes.
+    async fn insert(&self, rows: Vec<Row>) -> Result<Vec<PayloadRef>, StoreError> {
+        self.db
+            .write(move |tx| {
+                let mut references = Vec::with_capacity(rows.len());
+                for row in rows {
+                    let reference = &row.reference;
+                    tx.exec(
+                        "INSERT INTO payloads (key, sha256, size, data) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (key) DO NOTHING",
+                        params![reference.key, reference.sha256, row.size, row.compressed],
+                    )
+                    .ctx("storing a payload")?;
+                    references.push(row.reference);
+                }
+                Ok(references)
+            })
+            .await
+    }
+}
+
+/// The bytes of `range` inside `object`, or [`StoreError::Corrupt`] when the object is shorter.
+fn slice(object: &[u8], range: ByteRange, key: &str) -> Result<Vec<u8>, StoreError> {
+    let start = usize::try_from(range.offset).ok();
+    let end = start.zip(usize::try_from(range.length).ok()).and_then(|(start, length)| start.checked_add(length));
+    start
+        .zip(end)
+        .and_then(|(start, end)| object.get(start..end))
+        .map(<[u8]>::to_vec)
+        .ok_or_else(|| StoreError::Corrupt(format!("payload {key}: the range lies outside the object").into()))
+}
+
 #[async_trait]
 impl PayloadStore for PayloadDir {
     async fn put(&self, bytes: &[u8], _received_at: DateTime<Utc>) -> Result<PayloadRef, StoreError> {
-        let sha = hex::encode(Sha256::digest(bytes));
-        let key = key_of(&sha);
-        let size = bytes.len() as u64;
-        let compressed = compress(bytes, &key)?;
-        let (row_key, row_sha) = (key.clone(), sha.clone());
-        let size_column =
-            i64::try_from(size).map_err(|_| StoreError::Backend(format!("payload {key} is too large").into()))?;
-        // Content-addressed: a row that exists already holds these very bytes.
-        self.db
-            .write(move |tx| {
-                tx.exec(
-                    "INSERT INTO payloads (key, sha256, size, data) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (key) DO NOTHING",
-                    params![row_key, row_sha, size_column, compressed],
-                )
-                .ctx("storing a payload")
-                .map(drop)
-            })
-            .await?;
-        Ok(PayloadRef { key, sha256: sha, size })
+        let mut stored = self.insert(vec![row_of(bytes)?]).await?;
+        stored.pop().ok_or_else(|| StoreError::Backend("storing a payload returned no reference".into()))
+    }
+
+    async fn put_batch(&self, bodies: &[&[u8]], _received_at: DateTime<Utc>) -> Result<Vec<PayloadRef>, StoreError> {
+        if bodies.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = bodies.iter().map(|bytes| row_of(bytes)).collect::<Result<Vec<_>, _>>()?;
+        self.insert(rows).await
     }
 
     async fn get(&self, payload: &PayloadRef) -> Result<Vec<u8>, StoreError> {
         let key = &payload.key;
-        let compressed =
+        let object =
             self.read_object(key).await?.ok_or_else(|| StoreError::NotFound(format!("payload {key}").into()))?;
+        let compressed = match payload.range {
+            Some(range) => slice(&object, range, key)?,
+            None => object,
+        };
         let bytes = zstd::decode_all(compressed.as_slice())
             .map_err(|e| StoreError::Corrupt(format!("payload {key}: not valid zstd: {e}").into()))?;
         let sha = hex::encode(Sha256::digest(&bytes));
