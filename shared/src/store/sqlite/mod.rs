@@ -5,6 +5,7 @@
 //! the same home at once (WAL, `BEGIN IMMEDIATE`, a busy timeout). Committed data survives a killed process;
 //! surviving power loss needs `synchronous=FULL` (see `db.rs`). Limits of 0 mean "no limit" throughout.
 
+pub mod baseline;
 mod codec;
 mod db;
 mod error;
@@ -25,11 +26,20 @@ pub use queue::SqliteQueue;
 use crate::clock::Clock;
 use crate::destination::delta_fields::DeltaFields;
 use crate::store::StoreError;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// The database file's name inside the home directory.
 pub const DB_FILE: &str = "synctrail.db";
+
+/// The write-ahead logs of the embedded home `home` (the metadata database's and the payload database's), which
+/// exist while a process has the databases open.
+pub fn wal_files(home: &Path) -> [PathBuf; 2] {
+    [
+        baseline::wal_path(&home.join(DB_FILE)),
+        baseline::wal_path(&home.join("payloads").join(payloads::PAYLOAD_DB_FILE)),
+    ]
+}
 
 /// Tuning of the embedded backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
