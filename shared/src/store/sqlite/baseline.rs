@@ -260,8 +260,8 @@ mod tests {
 
     #[test]
     fn the_baseline_writes_the_rows_of_the_run_again_one_commit_per_chunk() {
-        let dir = std::env::temp_dir().join(format!("synctrail-baseline-{}", random_suffix()));
-        let (run_home, target) = (dir.join("run"), dir.join("baseline"));
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (run_home, target) = (dir.path().join("run"), dir.path().join("baseline"));
         std::fs::create_dir_all(&run_home).expect("dir");
         let mut conn = Connection::open(run_home.join(DB_FILE)).expect("open");
         schema::migrate(&mut conn).expect("schema");
@@ -295,10 +295,5 @@ mod tests {
             assert_eq!(count(&target, table), expected, "{table}");
         }
         assert!(rows.write(&target, 10).is_err(), "an existing database is not written over");
-        std::fs::remove_dir_all(&dir).expect("clean up");
-    }
-
-    fn random_suffix() -> String {
-        super::super::codec::random_id()
     }
 }

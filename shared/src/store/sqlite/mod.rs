@@ -51,11 +51,19 @@ pub struct EmbeddedOptions {
     /// Which payload fields of `in_order` events the mirror adds into which state fields (default: `delta` into
     /// `quantity`; `DeltaFields::from_env` reads `SYNCTRAIL_DELTA_FIELDS`).
     pub delta_fields: DeltaFields,
+    /// The most bytes the metadata database's write-ahead log holds before the writer starts it over (it may
+    /// overshoot by the commits made while a reader keeps it from restarting).
+    pub wal_budget_bytes: u64,
 }
 
 impl Default for EmbeddedOptions {
     fn default() -> Self {
-        Self { max_receives: 5, pool_size: 8, delta_fields: DeltaFields::default() }
+        Self {
+            max_receives: 5,
+            pool_size: 8,
+            delta_fields: DeltaFields::default(),
+            wal_budget_bytes: db::DEFAULT_WAL_BUDGET,
+        }
     }
 }
 
@@ -77,7 +85,8 @@ impl Embedded {
     pub fn open(home: &Path, clock: Arc<dyn Clock>, options: EmbeddedOptions) -> Result<Self, StoreError> {
         std::fs::create_dir_all(home)
             .map_err(|e| StoreError::Backend(format!("creating home directory {}: {e}", home.display()).into()))?;
-        let db = db::Db::open(&home.join(DB_FILE), options.pool_size, schema::migrate)?;
+        let db =
+            db::Db::open_bounded(&home.join(DB_FILE), options.pool_size, schema::migrate, options.wal_budget_bytes)?;
         Ok(Self {
             store: Arc::new(SqliteStore::new(Arc::clone(&db))),
             queue: Arc::new(SqliteQueue::new(Arc::clone(&db), Arc::clone(&clock), options.max_receives)),
