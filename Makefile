@@ -14,8 +14,9 @@ demo:
 test:
 	CARGO=$(CARGO) scripts/with-moto.sh scripts/test-all.sh
 
-## The benchmark on the embedded backend: events/s, latency percentiles, CPU time per event — with the reference
-## mirror, then with the HTTP destination delivering to the example receiver (scripts/bench.sh).
+## The benchmark on the embedded backend: events/s, latency percentiles, CPU time, bytes written per event, the WAL's
+## peak and the ratio to a baseline SQLite loop measured in the same run — with the reference mirror; then the webhook
+## leg and the destination alone, mirror and HTTP to the example receiver (scripts/bench.sh).
 bench:
 	CARGO=$(CARGO) HOME_DIR=$(HOME_DIR) scripts/bench.sh
 

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # `make bench`, release build, on the embedded backend:
 #  1. `synctrail bench`: the whole pipeline (a happy-path workload sent first, then processed by the local runtime with
-#     4 workers) with the reference mirror as the destination: events/s, latency, CPU per event;
+#     4 workers) with the reference mirror as the destination: events/s, latency, CPU and bytes written per event, the
+#     write-ahead log's peak size; then, in the same process on the same disk, the baseline: a plain SQLite loop
+#     writing the rows the run left (events, heads, mirror) into a fresh database, one commit per 10 events — and
+#     the pipeline's events/s divided by the loop's;
 #  2. `synctrail bench destination`: the destination alone, without the engine, 16 calls in flight (as one
 #     invocation's lanes make them) — the reference mirror (in this process), then the built-in HTTP destination
 #     delivering to the example receiver (examples/http-receiver/receiver.py: another process on 127.0.0.1, signed
@@ -60,9 +63,18 @@ w = webhooks
 print(f"webhooks  {w['webhooks']} signed deliveries: {w['cpu_per_webhook_us']:.0f} µs CPU per webhook "
       f"({w['cpu_per_verdict_us']:.0f} µs verify and map), {w['sends_per_webhook']:.2f} queue messages per webhook")
 p = pipeline
+fmt = lambda v, f: "n/a" if v is None else f.format(v)
 print(f"pipeline  {p['events']} events, {p['workers']} workers: {p['events_per_second']:.0f} events/s, "
-      f"{p['cpu_per_event_us']:.0f} µs CPU per event, latency p50 {p['latency_p50_ms']:.1f} ms, "
+      f"{fmt(p['cpu_per_event_us'], '{:.0f}')} µs CPU per event, "
+      f"{fmt(p['bytes_written_per_event'] and p['bytes_written_per_event'] / 1024, '{:.1f}')} KiB written per event, "
+      f"WAL peak {p['wal_peak_bytes'] / 2**20:.1f} MiB, latency p50 {p['latency_p50_ms']:.1f} ms, "
       f"p99 {p['latency_p99_ms']:.1f} ms")
+b = p['baseline']
+print(f"baseline  SQLite loop, same rows, same disk, 1 commit per {b['commit_every']} events: "
+      f"{b['events_per_second']:.0f} events/s, {fmt(b['cpu_per_event_us'], '{:.0f}')} µs CPU per event, "
+      f"{fmt(b['bytes_written_per_event'] and b['bytes_written_per_event'] / 1024, '{:.1f}')} KiB written per event, "
+      f"WAL peak {b['wal_peak_bytes'] / 2**20:.1f} MiB")
+print(f"pipeline ÷ baseline: {p['ratio_to_baseline']:.2f}× (the aim: ≥ 1.5×)")
 for r in (mirror, http):
     print(f"{r['destination']:9} {r['applies']} applies, {r['in_flight']} in flight: {r['applies_per_second']:.0f}/s, "
           f"{r['cpu_per_apply_us']:.1f} µs CPU per apply in this process; outcomes {r['outcomes']}")

@@ -8,6 +8,7 @@ pub mod check;
 pub mod commands;
 pub mod config;
 pub mod cpu;
+pub mod disk;
 pub mod duration;
 mod entry;
 pub mod error;

@@ -200,3 +200,23 @@ async fn a_run_whose_sweeps_keep_failing_stops_with_the_sweeps_error_instead_of_
     let expected = format!("the sweep failed {SWEEP_FAILURES_TO_GIVE_UP} times in a row");
     assert!(said.contains(&expected) && said.contains("the store is down (drill)"), "{said}");
 }
+
+#[tokio::test]
+async fn the_embedded_bench_measures_bytes_the_wal_and_its_baseline_loop_in_the_same_run() {
+    let home = temp_home();
+    let (code, text) = synctrail(home.path(), &["--json", "bench", "--events", "60", "--entities", "6"]).await;
+    assert_eq!(code, 0);
+    let report: Value = serde_json::from_str(&text).expect("one JSON document");
+    assert_eq!(report["events"].as_u64(), Some(60));
+    let baseline = &report["baseline"];
+    assert_eq!(baseline["events"].as_u64(), Some(60), "the loop writes the rows of the same events");
+    assert_eq!(baseline["commit_every"].as_u64(), Some(10));
+    assert!(baseline["wal_peak_bytes"].as_u64() > Some(0), "{baseline}");
+    assert!(report["wal_peak_bytes"].as_u64() > Some(0), "the run's WAL was watched: {report}");
+    let (rate, base) = (report["events_per_second"].as_f64(), baseline["events_per_second"].as_f64());
+    let ratio = report["ratio_to_baseline"].as_f64().expect("a ratio");
+    let expected = rate.expect("a rate") / base.expect("a baseline rate");
+    assert!((ratio - expected).abs() <= 1e-9 * expected.abs(), "{ratio} is the quotient of the two measured rates");
+    let baseline_db = home.path().join("bench-baseline").join("synctrail.db");
+    assert!(baseline_db.exists(), "the loop wrote a database of its own on the same disk");
+}

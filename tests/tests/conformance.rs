@@ -438,6 +438,29 @@ pub mod suite {
         assert_eq!(p.store.get_event(&id("ev-ghost")).await.expect("get"), None);
     }
 
+    /// An update may give an event the entity and order it lacked (and later ones change only its status): it is
+    /// listed under that entity, and by status, with each update.
+    pub async fn an_update_that_gives_an_event_its_entity_lists_it_under_that_entity(p: &Ports) {
+        let e = entity("a");
+        p.store.commit(vec![Write::event(record("ev-1", None, None, p.clock.now()))]).await.expect("insert");
+        let by_entity = EventQuery { entity: Some(e.clone()), ..EventQuery::default() };
+        assert!(p.store.list_events(&by_entity).await.expect("list").is_empty());
+        let mut placed = p.store.get_event(&id("ev-1")).await.expect("get").expect("stored");
+        (placed.entity, placed.order, placed.status) = (Some(e.clone()), Some(order(1)), Status::Processing);
+        p.store.commit(vec![Write::event(placed)]).await.expect("update v1 → v2");
+        let listed = p.store.list_events(&by_entity).await.expect("list");
+        assert_eq!(listed.iter().map(|r| (r.event_id.as_str(), r.version)).collect::<Vec<_>>(), [("ev-1", 2)]);
+        let mut completed = listed[0].clone();
+        completed.status = Status::Completed;
+        p.store.commit(vec![Write::event(completed)]).await.expect("update v2 → v3");
+        let listed = p.store.list_events(&by_entity).await.expect("list");
+        assert_eq!(listed.iter().map(|r| (r.status, r.version)).collect::<Vec<_>>(), [(Status::Completed, 3)]);
+        let completed = EventQuery { status: Some(Status::Completed), ..EventQuery::default() };
+        assert_eq!(p.store.list_events(&completed).await.expect("list").len(), 1);
+        let processing = EventQuery { status: Some(Status::Processing), ..EventQuery::default() };
+        assert!(p.store.list_events(&processing).await.expect("list").is_empty());
+    }
+
     /// When one expectation fails, none of the commit's writes happen.
     pub async fn a_failed_expectation_rolls_back_the_whole_commit(p: &Ports) {
         let e = entity("a");
@@ -1541,6 +1564,7 @@ on_embedded!(
     inserting_an_existing_event_is_a_conflict,
     inserting_an_existing_head_is_a_conflict,
     an_update_of_a_stale_version_is_a_conflict,
+    an_update_that_gives_an_event_its_entity_lists_it_under_that_entity,
     a_failed_expectation_rolls_back_the_whole_commit,
     concurrent_commits_on_one_head_let_exactly_one_win,
     events_of_one_entity_list_in_order_key_order,
@@ -1874,6 +1898,7 @@ pub mod aws {
         inserting_an_existing_event_is_a_conflict,
         inserting_an_existing_head_is_a_conflict,
         an_update_of_a_stale_version_is_a_conflict,
+        an_update_that_gives_an_event_its_entity_lists_it_under_that_entity,
         a_failed_expectation_rolls_back_the_whole_commit,
         concurrent_commits_on_one_head_let_exactly_one_win,
         events_of_one_entity_list_in_order_key_order,

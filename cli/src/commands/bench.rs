@@ -1,6 +1,9 @@
 //! `synctrail bench`: a happy-path workload sent first, then processed with no faults; throughput end to end,
-//! latency received → completed, and CPU time per event. With `--backend aws`: the cost benchmark
-//! ([`super::bench_cost`]).
+//! latency received → completed, CPU time and bytes written per event, and the write-ahead logs' peak size. On
+//! the embedded backend it then measures its yardstick in the same invocation: a plain SQLite loop writing the
+//! rows the run left into a fresh database on the same disk, committing once per 10 events
+//! ([`synctrail::store::sqlite::baseline`]), and divides the pipeline's throughput by the loop's. With
+//! `--backend aws`: the cost benchmark ([`super::bench_cost`]).
 
 use super::run::run_with_progress;
 use super::send::send_lines;
@@ -10,6 +13,7 @@ use crate::args::{BackendKind, BenchArgs};
 use crate::backend::BackendExt;
 use crate::config::base_settings;
 use crate::cpu::process_cpu_time;
+use crate::disk::{bytes_written, PeakSize};
 use crate::error::CliError;
 use crate::output::{write_json, Table};
 use crate::requests::{figures, since, write_figures, RequestFigures};
@@ -19,7 +23,10 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::Instant;
+use synctrail::compose::ComposedBackend;
 use synctrail::model::{EventRecord, Status};
+use synctrail::store::sqlite::baseline::BaselineRows;
+use synctrail::store::sqlite::wal_files;
 use synctrail::store::EventQuery;
 
 /// Events of the throughput benchmark when `--events` is not given.
@@ -29,6 +36,28 @@ pub const DEFAULT_ENTITIES: u64 = 2_000;
 
 /// The throughput the framework aims at with 4 workers.
 pub const TARGET_EVENTS_PER_SECOND: f64 = 5000.0;
+
+/// Events per commit of the baseline loop.
+pub const BASELINE_COMMIT_EVERY: usize = 10;
+
+/// What the baseline loop measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct BaselineReport {
+    /// Events whose rows it wrote.
+    pub events: usize,
+    /// Events per commit.
+    pub commit_every: usize,
+    /// Its wall time, s.
+    pub seconds: f64,
+    /// Events per second.
+    pub events_per_second: f64,
+    /// CPU time per event, µs.
+    pub cpu_per_event_us: Option<f64>,
+    /// Bytes written to storage per event.
+    pub bytes_written_per_event: Option<f64>,
+    /// The largest size its write-ahead log reached, bytes.
+    pub wal_peak_bytes: u64,
+}
 
 /// What `bench` measured.
 #[derive(Debug, Clone, Serialize)]
@@ -69,6 +98,16 @@ pub struct BenchReport {
     pub cores_busy: Option<f64>,
     /// CPU time per event / wall time per event: the CPU cost of one event relative to the rate achieved.
     pub cpu_to_wall_per_event: Option<f64>,
+    /// Bytes this process had written to storage during the run (WAL, checkpoints, payloads), per event.
+    pub bytes_written_per_event: Option<f64>,
+    /// Embedded only: the largest size a write-ahead log of the home reached during the run, bytes.
+    pub wal_peak_bytes: Option<u64>,
+    /// Embedded only: the plain SQLite loop writing the same rows on the same disk, measured after the run.
+    pub baseline: Option<BaselineReport>,
+    /// `events_per_second` / the baseline loop's events per second.
+    pub ratio_to_baseline: Option<f64>,
+    /// `/proc/loadavg`'s 1-minute load when the run started (other work on the machine).
+    pub load_average: Option<f64>,
     /// Events per final status.
     pub statuses: BTreeMap<&'static str, u64>,
     /// AWS only: the requests this process made during the run, by service and operation, and per event.
@@ -114,6 +153,13 @@ pub async fn execute(ctx: &Context, args: &BenchArgs, out: &mut dyn Write) -> Re
 
     let counters = backend.aws().map(|a| (a.backend.requests.clone(), a.destination_requests.clone()));
     let before = counters.as_ref().map(|(f, d)| (f.snapshot(), d.snapshot()));
+    let home = match &backend.backend {
+        ComposedBackend::Embedded { home, .. } => Some(home.clone()),
+        ComposedBackend::Aws(_) => None,
+    };
+    let wal_watch = home.as_deref().map(|home| PeakSize::watch(wal_files(home).to_vec())).transpose()?;
+    let load_average = load_average();
+    let written_before = bytes_written();
     let cpu_before = process_cpu_time();
     let started = Instant::now();
     let lanes = ctx.config()?.record_concurrency;
@@ -121,6 +167,8 @@ pub async fn execute(ctx: &Context, args: &BenchArgs, out: &mut dyn Write) -> Re
     let stats = run_with_progress(&backend, base_settings(), &options, ctx.json).await?;
     let wall = started.elapsed().as_secs_f64();
     let cpu = cpu_before.zip(process_cpu_time()).map(|(before, after)| (after - before).as_secs_f64());
+    let written = written_before.zip(bytes_written()).map(|(before, after)| after.saturating_sub(before));
+    let wal_peak_bytes = wal_watch.map(PeakSize::stop);
     let after = counters.as_ref().map(|(f, d)| (f.snapshot(), d.snapshot()));
     if !stats.drained {
         return Err(CliError::NotDrained { seconds: wall, selector: backend.selector() });
@@ -132,6 +180,14 @@ pub async fn execute(ctx: &Context, args: &BenchArgs, out: &mut dyn Write) -> Re
     let mut report = measure(&records, wall, cpu, sent.sent as f64 / send_seconds.max(1e-9), &config, workers, counts);
     report.backend = backend.kind();
     report.location = backend.describe();
+    report.bytes_written_per_event = written.map(|w| w as f64 / records.len().max(1) as f64);
+    report.wal_peak_bytes = wal_peak_bytes;
+    report.load_average = load_average;
+    if let Some(home) = &home {
+        let baseline = baseline(home, &ctx.home.join("bench-baseline"))?;
+        report.ratio_to_baseline = Some(report.events_per_second / baseline.events_per_second.max(1e-9));
+        report.baseline = Some(baseline);
+    }
     report.requests = before.zip(after).map(|((f0, d0), (f1, d1))| {
         let scope = "made by this process during the run: the handler's, and the local event source's SQS polling";
         figures(scope, &since(&f0, &f1), &since(&d0, &d1), Some(records.len() as u64))
@@ -141,6 +197,35 @@ pub async fn execute(ctx: &Context, args: &BenchArgs, out: &mut dyn Write) -> Re
     }
     write_report(out, &report)?;
     Ok(())
+}
+
+/// Runs the baseline loop over the rows the run left in `home`, writing into a fresh database in `dir`.
+fn baseline(home: &std::path::Path, dir: &std::path::Path) -> Result<BaselineReport, CliError> {
+    let rows = BaselineRows::read(home).map_err(CliError::store("reading the run's rows for the baseline"))?;
+    super::fresh_home(dir)?;
+    std::fs::remove_dir(dir).map_err(|source| CliError::Prepare { path: dir.to_owned(), source })?;
+    let written_before = bytes_written();
+    let cpu_before = process_cpu_time();
+    let started = Instant::now();
+    let run = rows.write(dir, BASELINE_COMMIT_EVERY).map_err(CliError::store("running the baseline loop"))?;
+    let seconds = started.elapsed().as_secs_f64();
+    let cpu = cpu_before.zip(process_cpu_time()).map(|(before, after)| (after - before).as_secs_f64());
+    let written = written_before.zip(bytes_written()).map(|(before, after)| after.saturating_sub(before));
+    let events = run.events.max(1) as f64;
+    Ok(BaselineReport {
+        events: run.events,
+        commit_every: BASELINE_COMMIT_EVERY,
+        seconds,
+        events_per_second: run.events as f64 / seconds.max(1e-9),
+        cpu_per_event_us: cpu.map(|c| c * 1e6 / events),
+        bytes_written_per_event: written.map(|w| w as f64 / events),
+        wal_peak_bytes: run.wal_peak_bytes,
+    })
+}
+
+/// The machine's 1-minute load average.
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()
 }
 
 fn count(n: u64) -> usize {
@@ -190,6 +275,11 @@ fn measure(
         cpu_per_event_us: cpu.map(|c| c * 1e6 / events.max(1) as f64),
         cores_busy: cpu.map(|c| c / wall.max(1e-9)),
         cpu_to_wall_per_event: cpu.map(|c| c / processing.max(1e-9)),
+        bytes_written_per_event: None,
+        wal_peak_bytes: None,
+        baseline: None,
+        ratio_to_baseline: None,
+        load_average: None,
         statuses: counts.into_iter().filter(|(_, n)| *n > 0).map(|(s, n)| (s.as_str(), n)).collect(),
     }
 }
@@ -202,6 +292,8 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     let rank = (p * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
+
+const MIB: f64 = 1024.0 * 1024.0;
 
 fn write_report(out: &mut dyn Write, r: &BenchReport) -> std::io::Result<()> {
     let opt = |v: Option<f64>, unit: &str| v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.2}{unit}"));
@@ -220,9 +312,27 @@ fn write_report(out: &mut dyn Write, r: &BenchReport) -> std::io::Result<()> {
         ("CPU (user+sys) during the run", opt(r.cpu_seconds, " s")),
         ("CPU per event", opt(r.cpu_per_event_us, " µs")),
         ("cores busy (CPU / wall)", opt(r.cores_busy, "")),
+        ("written to storage per event", opt(r.bytes_written_per_event.map(|b| b / 1024.0), " KiB")),
+        ("write-ahead log peak", opt(r.wal_peak_bytes.map(|b| b as f64 / MIB), " MiB")),
+        ("load average (1 min) at the start", opt(r.load_average, "")),
     ];
     for (name, value) in rows {
         table.row(vec![name.to_owned(), value]);
+    }
+    if let Some(b) = &r.baseline {
+        let baseline_rows = [
+            (
+                format!("baseline: SQLite loop, 1 commit / {} events", b.commit_every),
+                format!("{:.0} events/s", b.events_per_second),
+            ),
+            ("baseline CPU per event".to_owned(), opt(b.cpu_per_event_us, " µs")),
+            ("baseline written per event".to_owned(), opt(b.bytes_written_per_event.map(|b| b / 1024.0), " KiB")),
+            ("baseline write-ahead log peak".to_owned(), format!("{:.2} MiB", b.wal_peak_bytes as f64 / MIB)),
+            ("throughput ÷ baseline".to_owned(), opt(r.ratio_to_baseline, "×")),
+        ];
+        for (name, value) in baseline_rows {
+            table.row(vec![name, value]);
+        }
     }
     table.write(out)?;
     let statuses: Vec<String> = r.statuses.iter().map(|(s, n)| format!("{s} {n}")).collect();

@@ -29,6 +29,12 @@ use synctrail::store::StoreError;
 /// Events per scenario when `--events` is not given: enough for stable figures, small enough for moto.
 pub const DEFAULT_EVENTS: u64 = 200;
 
+/// Each invocation's deadline, as the template's default `ProcessorTimeoutSeconds`: the deployment being priced.
+/// (The local runtime's 2 s default hands many records back unstarted against moto, which a deployment would not.)
+const PROCESSOR_TIMEOUT_SECONDS: i64 = 30;
+/// The queue's visibility timeout, as the template's default `QueueVisibilityTimeoutSeconds` (6 × the timeout).
+const QUEUE_VISIBILITY_TIMEOUT_SECONDS: i64 = 180;
+
 /// One workload the benchmark prices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -217,6 +223,8 @@ async fn run(
         lanes,
         seed: args.seed,
         drill: scenario.drill(),
+        function_timeout: chrono::Duration::seconds(PROCESSOR_TIMEOUT_SECONDS),
+        visibility_timeout: chrono::Duration::seconds(QUEUE_VISIBILITY_TIMEOUT_SECONDS),
         ..RunOptions::default()
     };
     let stats = run_with_progress(&backend, base_settings(), &options, ctx.json).await?;

@@ -5,18 +5,113 @@
 //! Writes use `BEGIN IMMEDIATE` and a 10 s busy timeout, so several processes may share one database file.
 //! Within one process writers queue on an async semaphore instead: SQLite admits one writer at a time anyway, and
 //! its busy handler waits by sleeping (1, 2, 5, 10 … ms), which would cost far more than the write itself.
+//!
+//! The write-ahead log stays within a budget (see [`WalBounds`]). SQLite starts the WAL over only when a writer
+//! begins after a checkpoint copied every frame back; under steady writes a passive checkpoint never catches up
+//! with the last commit (a reader's snapshot or the next commit is always ahead of it), so the WAL used to grow for
+//! the whole run (1.4 GB per 20,000 events), every new block zeroed by the kernel. Now commits report the WAL's
+//! length (a WAL hook); each quarter of the budget wakes the checkpointer thread, which copies frames back off the
+//! write path (a passive checkpoint). At the full budget the writer, keeping the writer slot, has the checkpointer
+//! run a `RESTART` checkpoint and awaits it: only the frames since the last passive checkpoint are left to copy,
+//! readers are waited for on the checkpointer's thread (never on the runtime's), and this process's writers queue
+//! meanwhile (their next group commit is the larger for it). The next transaction starts the WAL over, and
+//! `journal_size_limit` trims a file that outgrew the budget.
 
 use super::error::SqlContext;
 use super::group_commit::{self, Job};
 use crate::store::StoreError;
 use rusqlite::{Connection, Transaction};
+use std::cell::Cell;
+use std::os::raw::c_int;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Semaphore;
 
 /// How long a statement waits for another connection's lock before failing with `Unavailable`.
 const BUSY_TIMEOUT: Duration = Duration::from_millis(10_000);
+
+/// The WAL budget of a database unless its opener says otherwise.
+pub(crate) const DEFAULT_WAL_BUDGET: u64 = 32 << 20;
+
+/// How long a `RESTART` checkpoint waits for readers (and other processes' writers) before giving up until the WAL
+/// has grown by another quarter of its budget.
+const RESTART_WAIT: Duration = Duration::from_millis(500);
+
+thread_local! {
+    /// The WAL's length in frames after the last commit on this thread (set by [`note_wal_frames`]).
+    static WAL_FRAMES: Cell<c_int> = const { Cell::new(0) };
+}
+
+/// The WAL hook: SQLite calls it on the committing thread, right after a commit, with the WAL's length.
+fn note_wal_frames(_: &rusqlite::hooks::Wal, frames: c_int) -> rusqlite::Result<()> {
+    WAL_FRAMES.set(frames);
+    Ok(())
+}
+
+/// When to wake the checkpointer and when the writer restarts the WAL, in frames (pages).
+struct WalBounds {
+    /// A quarter of the budget: how far the WAL grows between two passive checkpoints.
+    step: c_int,
+    /// The budget: the length at which the writer checkpoints with `RESTART`.
+    budget: c_int,
+    /// The next length that wakes the checkpointer.
+    checkpoint_at: c_int,
+    /// The next length at which the writer restarts the WAL.
+    restart_at: c_int,
+    /// The length after the previous commit (a shorter one means the WAL started over).
+    last: c_int,
+}
+
+impl WalBounds {
+    fn new(budget_bytes: u64, page_size: u64) -> Self {
+        let budget = c_int::try_from(budget_bytes / page_size.max(512)).unwrap_or(c_int::MAX).max(4);
+        let step = budget / 4;
+        Self { step, budget, checkpoint_at: step, restart_at: budget, last: 0 }
+    }
+
+    fn start_over(&mut self) {
+        self.checkpoint_at = self.step;
+        self.restart_at = self.budget;
+    }
+}
+
+/// What a commit's WAL length asks for.
+#[derive(Debug, PartialEq, Eq)]
+enum WalAction {
+    Nothing,
+    WakeCheckpointer,
+    Restart,
+}
+
+impl WalBounds {
+    /// A restart at `frames` could not finish (a reader stayed in the WAL): tried again a quarter later.
+    fn restart_refused(&mut self, frames: c_int) {
+        self.restart_at = frames.saturating_add(self.step);
+        self.checkpoint_at = self.restart_at;
+    }
+
+    /// Decides on the WAL's length after a commit (0: no commit happened).
+    fn after_commit(&mut self, frames: c_int) -> WalAction {
+        if frames <= 0 {
+            return WalAction::Nothing;
+        }
+        if frames < self.last {
+            self.start_over();
+        }
+        self.last = frames;
+        if frames >= self.restart_at {
+            return WalAction::Restart;
+        }
+        if frames >= self.checkpoint_at {
+            self.checkpoint_at = frames.saturating_add(self.step);
+            return WalAction::WakeCheckpointer;
+        }
+        WalAction::Nothing
+    }
+}
 
 /// Up to `pool_size` connections to one SQLite file, opened lazily and reused.
 pub(crate) struct Db {
@@ -25,29 +120,50 @@ pub(crate) struct Db {
     permits: Arc<Semaphore>,
     writer: Arc<Semaphore>,
     pending: Mutex<Vec<Job>>,
+    wal_budget: u64,
+    wal: Mutex<WalBounds>,
+    checkpointer: Sender<Checkpoint>,
+    /// Whether a passive checkpoint is asked for and not yet started (wake-ups coalesce).
+    passive_asked: Arc<AtomicBool>,
 }
 
 impl Db {
-    /// Opens the pool on `path` (created if missing), brings the schema up to date with `migrate`, and starts
-    /// the background checkpointer.
+    /// Opens the pool on `path` (created if missing) with the default WAL budget; see [`Db::open_bounded`].
     pub(crate) fn open(
         path: &Path,
         pool_size: usize,
         migrate: fn(&mut Connection) -> Result<(), StoreError>,
     ) -> Result<Arc<Self>, StoreError> {
-        let db = Self {
+        Self::open_bounded(path, pool_size, migrate, DEFAULT_WAL_BUDGET)
+    }
+
+    /// Opens the pool on `path` (created if missing), brings the schema up to date with `migrate`, and starts
+    /// the checkpointer thread; the WAL is started over whenever it reaches `wal_budget` bytes.
+    pub(crate) fn open_bounded(
+        path: &Path,
+        pool_size: usize,
+        migrate: fn(&mut Connection) -> Result<(), StoreError>,
+        wal_budget: u64,
+    ) -> Result<Arc<Self>, StoreError> {
+        let (wake, woken) = channel();
+        let mut db = Self {
             path: path.to_owned(),
             idle: Mutex::new(Vec::new()),
             permits: Arc::new(Semaphore::new(pool_size.max(1))),
             writer: Arc::new(Semaphore::new(1)),
             pending: Mutex::new(Vec::new()),
+            wal_budget,
+            wal: Mutex::new(WalBounds::new(wal_budget, 4096)),
+            checkpointer: wake,
+            passive_asked: Arc::new(AtomicBool::new(false)),
         };
         let mut conn = db.connect()?;
         migrate(&mut conn)?;
+        let page_size: i64 = conn.query_row("PRAGMA page_size", [], |row| row.get(0)).ctx("reading the page size")?;
+        db.wal = Mutex::new(WalBounds::new(wal_budget, u64::try_from(page_size).unwrap_or(4096)));
         db.check_in(conn);
-        let db = Arc::new(db);
-        start_checkpointer(&db)?;
-        Ok(db)
+        start_checkpointer(db.connect()?, woken, Arc::clone(&db.passive_asked), path)?;
+        Ok(Arc::new(db))
     }
 
     fn connect(&self) -> Result<Connection, StoreError> {
@@ -60,8 +176,12 @@ impl Db {
         }
         conn.pragma_update(None, "synchronous", "NORMAL").ctx(&what)?;
         conn.pragma_update(None, "foreign_keys", "ON").ctx(&what)?;
-        // Commits never checkpoint (the checkpointer thread does, off the write path).
+        // Commits never checkpoint on their own: see the module docs. (This pragma clears the WAL hook, so it
+        // comes first.)
         conn.pragma_update(None, "wal_autocheckpoint", 0).ctx(&what)?;
+        conn.wal_hook(Some(note_wal_frames));
+        conn.pragma_update(None, "journal_size_limit", i64::try_from(self.wal_budget).unwrap_or(i64::MAX))
+            .ctx(&what)?;
         conn.pragma_update(None, "cache_size", -16_384).ctx(&what)?;
         // Reads through a memory map instead of a pread per page.
         conn.pragma_update(None, "mmap_size", 1i64 << 30).ctx(&what)?;
@@ -141,31 +261,158 @@ impl Db {
                 return Err(StoreError::Backend("a grouped write was lost before it ran".to_owned().into()));
             }
             let mut conn = self.check_out()?;
+            WAL_FRAMES.set(0);
             group_commit::run(&mut conn, jobs);
+            let frames = WAL_FRAMES.get();
             self.check_in(conn);
+            drop(_permit);
+            // Still in the writer slot: a restart runs before this process's next write.
+            self.keep_wal_bounded(frames).await;
+        }
+    }
+
+    /// After a commit that left the WAL `frames` long: asks the checkpointer for a passive checkpoint, or for a
+    /// restart and awaits it (see the module docs). Called in the writer slot.
+    async fn keep_wal_bounded(&self, frames: c_int) {
+        let action = self.wal.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).after_commit(frames);
+        match action {
+            WalAction::Nothing => {}
+            WalAction::WakeCheckpointer => {
+                if !self.passive_asked.swap(true, Ordering::SeqCst) {
+                    // A send fails only once the thread ended (it logged why).
+                    drop(self.checkpointer.send(Checkpoint::Passive));
+                }
+            }
+            WalAction::Restart => {
+                let (done, outcome) = tokio::sync::oneshot::channel();
+                let restarted = match self.checkpointer.send(Checkpoint::Restart(done)) {
+                    Ok(()) => {
+                        outcome.await.unwrap_or_else(|_| Err(StoreError::Backend("the checkpointer ended".into())))
+                    }
+                    Err(_) => Err(StoreError::Backend("the checkpointer ended".into())),
+                };
+                if let Err(e) = restarted {
+                    tracing::debug!(path = %self.path.display(), error = %e, "WAL restart put off");
+                    self.wal.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).restart_refused(frames);
+                }
+            }
         }
     }
 }
 
-/// How often the checkpointer copies the write-ahead log back into the database.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+/// What the checkpointer thread is asked to do.
+enum Checkpoint {
+    /// Copy what it can back into the database, waiting for no one.
+    Passive,
+    /// Copy everything back and wait for readers to leave the WAL, so the next write starts it over; report when
+    /// done.
+    Restart(tokio::sync::oneshot::Sender<Result<(), StoreError>>),
+}
 
-/// Checkpoints the WAL on its own thread and connection, so no commit pays for it; the thread ends soon after
-/// the pool is dropped.
-fn start_checkpointer(db: &Arc<Db>) -> Result<(), StoreError> {
-    let conn = db.connect()?;
-    let pool = Arc::downgrade(db);
+/// Checkpoints every frame and waits (up to [`RESTART_WAIT`]) for readers to leave the WAL.
+fn restart_wal(conn: &Connection) -> Result<(), StoreError> {
+    let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |row| row.get(0)).ctx("restarting the WAL")?;
+    match busy {
+        0 => Ok(()),
+        _ => Err(StoreError::Unavailable("a reader or another process's writer held the WAL".to_owned().into())),
+    }
+}
+
+/// Runs the checkpoints writers ask for on its own thread and connection, so no commit copies pages back and no
+/// runtime thread waits for a reader; the thread ends when the pool is dropped.
+fn start_checkpointer(
+    conn: Connection,
+    asked: Receiver<Checkpoint>,
+    passive_asked: Arc<AtomicBool>,
+    path: &Path,
+) -> Result<(), StoreError> {
+    let path = path.to_owned();
+    conn.busy_timeout(RESTART_WAIT).ctx("setting the checkpointer's busy timeout")?;
     std::thread::Builder::new()
         .name("synctrail-checkpoint".to_owned())
-        .spawn(move || loop {
-            std::thread::sleep(CHECKPOINT_EVERY);
-            if pool.upgrade().is_none() {
-                break;
-            }
-            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                tracing::debug!(error = %e, "checkpoint skipped");
+        .spawn(move || {
+            while let Ok(checkpoint) = asked.recv() {
+                match checkpoint {
+                    Checkpoint::Passive => {
+                        passive_asked.store(false, Ordering::SeqCst);
+                        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                            tracing::debug!(path = %path.display(), error = %e, "checkpoint skipped");
+                        }
+                    }
+                    // The writer may have stopped waiting (a dropped future): nothing to report to.
+                    Checkpoint::Restart(done) => drop(done.send(restart_wal(&conn))),
+                }
             }
         })
         .map(drop)
         .map_err(|e| StoreError::Backend(format!("starting the checkpoint thread: {e}").into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::baseline::wal_path;
+
+    #[test]
+    fn each_quarter_of_the_budget_wakes_the_checkpointer_and_the_full_budget_restarts_the_wal() {
+        let mut bounds = WalBounds::new(400 * 4096, 4096);
+        let actions: Vec<WalAction> = [50, 99, 100, 150, 210, 399, 400].map(|f| bounds.after_commit(f)).into();
+        use WalAction::{Nothing, Restart, WakeCheckpointer};
+        assert_eq!(actions, [Nothing, Nothing, WakeCheckpointer, Nothing, WakeCheckpointer, WakeCheckpointer, Restart]);
+        // Until it is done, the restart is due at every commit…
+        assert_eq!(bounds.after_commit(401), Restart);
+        // …but one that readers kept from finishing is tried again a quarter later.
+        bounds.restart_refused(401);
+        assert_eq!([420, 500, 501].map(|f| bounds.after_commit(f)), [Nothing, Nothing, Restart]);
+        // The WAL started over: the marks start over with it.
+        assert_eq!([3, 99, 100].map(|f| bounds.after_commit(f)), [Nothing, Nothing, WakeCheckpointer]);
+        assert_eq!(bounds.after_commit(0), Nothing, "no commit, nothing to decide");
+    }
+
+    fn table(conn: &mut Connection) -> Result<(), StoreError> {
+        conn.execute_batch("CREATE TABLE IF NOT EXISTS t (k INTEGER PRIMARY KEY, v BLOB NOT NULL)").ctx("table")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn the_wal_stays_within_its_budget_while_writers_and_readers_keep_it_busy() {
+        const BUDGET: u64 = 128 << 10;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("bounded.db");
+        let db = Db::open_bounded(&path, 8, table, BUDGET).expect("open");
+        let wal = wal_path(&path);
+        let mut tasks = Vec::new();
+        for _ in 0..4 {
+            let (db, wal) = (Arc::clone(&db), wal.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut peak = 0;
+                for _ in 0..400 {
+                    db.write(|tx| tx.execute("INSERT INTO t (v) VALUES (randomblob(3000))", []).ctx("insert"))
+                        .await
+                        .expect("write");
+                    peak = peak.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
+                }
+                peak
+            }));
+        }
+        let reader = {
+            let db = Arc::clone(&db);
+            tokio::spawn(async move {
+                for _ in 0..2_000 {
+                    let count = |c: &mut Connection| c.query_row("SELECT COUNT(*) FROM t", [], |r| r.get::<_, i64>(0));
+                    db.run(move |c| count(c).ctx("count")).await.expect("read");
+                    tokio::task::yield_now().await;
+                }
+            })
+        };
+        let mut peak = 0;
+        for task in tasks {
+            peak = peak.max(task.await.expect("writer"));
+        }
+        reader.await.expect("reader");
+        let stored = |c: &mut Connection| c.query_row("SELECT SUM(length(v)) FROM t", [], |r| r.get::<_, i64>(0));
+        let stored = db.run(move |c| stored(c).ctx("sum")).await.expect("sum");
+        // Every byte stored went through the WAL: without restarts the WAL would be at least this long.
+        assert!(stored > 16 * BUDGET as i64, "the test stored {stored} bytes, too few to mean anything");
+        assert!(peak <= 4 * BUDGET, "the WAL reached {peak} bytes with a budget of {BUDGET}");
+    }
 }

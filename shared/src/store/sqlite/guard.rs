@@ -5,7 +5,7 @@
 //! transaction (SQLite runs one writer at a time). Each event has at most one effect row (a forced snapshot that
 //! [`rewrites`] keeps its first one).
 
-use super::codec::{nanos, to_json};
+use super::codec::{nanos, to_json, Cached};
 use super::error::SqlContext;
 use super::mirror::{read_row, Mirror};
 use crate::destination::guard::{decide, destination_error, rewrites, Addition, Decision, MirrorRecord, PendingChange};
@@ -22,7 +22,7 @@ fn store(tx: &Transaction<'_>, record: &MirrorRecord, event_id: &str) -> Result<
     let body = to_json(&record.state, "mirror state")?;
     let fence = i64::try_from(record.fence).unwrap_or(i64::MAX);
     let modified_at = record.modified_at.map(nanos).transpose()?;
-    tx.execute(
+    tx.exec(
         "INSERT INTO mirror (entity_key, body, order_nanos, order_version, content_hash, event_id, fence, deleted,
              modified_at, applied_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
@@ -44,7 +44,7 @@ fn store(tx: &Transaction<'_>, record: &MirrorRecord, event_id: &str) -> Result<
         ],
     )
     .ctx("writing the mirror")?;
-    tx.execute(
+    tx.exec(
         "INSERT INTO mirror_effects (event_id, entity_key, applied_at) VALUES (?1, ?2, ?3)
          ON CONFLICT (event_id) DO NOTHING",
         params![event_id, record.entity_key, now],
@@ -60,7 +60,7 @@ fn apply_in(
     now: DateTime<Utc>,
 ) -> Result<Result<ApplyOutcome, DestinationError>, StoreError> {
     let seen: Option<i64> = tx
-        .query_row("SELECT 1 FROM mirror_effects WHERE event_id = ?1", [&change.event_id], |row| row.get(0))
+        .one("SELECT 1 FROM mirror_effects WHERE event_id = ?1", [&change.event_id], |row| row.get(0))
         .optional()
         .ctx("looking up a mirror effect")?;
     if seen.is_some() && !rewrites(change) {

@@ -4,7 +4,7 @@
 //!
 //! Applying changes, with the fencing guard, is in `guard.rs`.
 
-use super::codec::{from_json, nanos, time, to_json, uint};
+use super::codec::{from_json, nanos, time, to_json, uint, Cached};
 use super::db::Db;
 use super::error::SqlContext;
 use crate::clock::Clock;
@@ -56,7 +56,7 @@ impl MirrorRecord {
 /// Reads one mirror row inside a transaction or on a plain connection.
 pub(super) fn read_row(conn: &Connection, entity_key: &str) -> Result<Option<MirrorRecord>, StoreError> {
     let sql = format!("SELECT {COLUMNS} FROM mirror WHERE entity_key = ?1");
-    let row = conn.query_row(&sql, [entity_key], MirrorRecord::from_row).optional().ctx("reading a mirror row")?;
+    let row = conn.one(&sql, [entity_key], MirrorRecord::from_row).optional().ctx("reading a mirror row")?;
     row.map(MirrorRecord::with_body).transpose()
 }
 

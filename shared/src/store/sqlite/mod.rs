@@ -5,6 +5,7 @@
 //! the same home at once (WAL, `BEGIN IMMEDIATE`, a busy timeout). Committed data survives a killed process;
 //! surviving power loss needs `synchronous=FULL` (see `db.rs`). Limits of 0 mean "no limit" throughout.
 
+pub mod baseline;
 mod codec;
 mod db;
 mod error;
@@ -25,11 +26,20 @@ pub use queue::SqliteQueue;
 use crate::clock::Clock;
 use crate::destination::delta_fields::DeltaFields;
 use crate::store::StoreError;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// The database file's name inside the home directory.
 pub const DB_FILE: &str = "synctrail.db";
+
+/// The write-ahead logs of the embedded home `home` (the metadata database's and the payload database's), which
+/// exist while a process has the databases open.
+pub fn wal_files(home: &Path) -> [PathBuf; 2] {
+    [
+        baseline::wal_path(&home.join(DB_FILE)),
+        baseline::wal_path(&home.join("payloads").join(payloads::PAYLOAD_DB_FILE)),
+    ]
+}
 
 /// Tuning of the embedded backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,11 +51,19 @@ pub struct EmbeddedOptions {
     /// Which payload fields of `in_order` events the mirror adds into which state fields (default: `delta` into
     /// `quantity`; `DeltaFields::from_env` reads `SYNCTRAIL_DELTA_FIELDS`).
     pub delta_fields: DeltaFields,
+    /// The most bytes the metadata database's write-ahead log holds before the writer starts it over (it may
+    /// overshoot by the commits made while a reader keeps it from restarting).
+    pub wal_budget_bytes: u64,
 }
 
 impl Default for EmbeddedOptions {
     fn default() -> Self {
-        Self { max_receives: 5, pool_size: 8, delta_fields: DeltaFields::default() }
+        Self {
+            max_receives: 5,
+            pool_size: 8,
+            delta_fields: DeltaFields::default(),
+            wal_budget_bytes: db::DEFAULT_WAL_BUDGET,
+        }
     }
 }
 
@@ -67,7 +85,8 @@ impl Embedded {
     pub fn open(home: &Path, clock: Arc<dyn Clock>, options: EmbeddedOptions) -> Result<Self, StoreError> {
         std::fs::create_dir_all(home)
             .map_err(|e| StoreError::Backend(format!("creating home directory {}: {e}", home.display()).into()))?;
-        let db = db::Db::open(&home.join(DB_FILE), options.pool_size, schema::migrate)?;
+        let db =
+            db::Db::open_bounded(&home.join(DB_FILE), options.pool_size, schema::migrate, options.wal_budget_bytes)?;
         Ok(Self {
             store: Arc::new(SqliteStore::new(Arc::clone(&db))),
             queue: Arc::new(SqliteQueue::new(Arc::clone(&db), Arc::clone(&clock), options.max_receives)),
