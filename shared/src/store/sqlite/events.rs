@@ -66,6 +66,19 @@ fn put_event(conn: &Connection, record: &EventRecord, expect: Expect) -> Result<
             .ctx("inserting an event")?,
         Expect::Version(expected) => {
             let expected = int(expected, "expected version")?;
+            let row = params![
+                id,
+                status,
+                source,
+                entity_key,
+                order_nanos,
+                order_version,
+                received_at,
+                updated_at,
+                version,
+                body,
+                expected
+            ];
             // Usually only the status, the times and the body change: an UPDATE that sets only those leaves the
             // source, entity and received-time indexes untouched (SQLite rewrites an index entry whenever a
             // column of it is set, even to its own value), which halves the pages an event's update writes.
@@ -74,19 +87,7 @@ fn put_event(conn: &Connection, record: &EventRecord, expect: Expect) -> Result<
                     "UPDATE events SET status = ?2, updated_at = ?8, version = ?9, body = ?10
                      WHERE event_id = ?1 AND version = ?11 AND source IS ?3 AND entity_key IS ?4
                          AND order_nanos IS ?5 AND order_version IS ?6 AND received_at = ?7",
-                    params![
-                        id,
-                        status,
-                        source,
-                        entity_key,
-                        order_nanos,
-                        order_version,
-                        received_at,
-                        updated_at,
-                        version,
-                        body,
-                        expected
-                    ],
+                    row,
                 )
                 .ctx("updating an event")?;
             if changed > 0 {
@@ -96,19 +97,7 @@ fn put_event(conn: &Connection, record: &EventRecord, expect: Expect) -> Result<
                     "UPDATE events SET status = ?2, source = ?3, entity_key = ?4, order_nanos = ?5,
                          order_version = ?6, received_at = ?7, updated_at = ?8, version = ?9, body = ?10
                      WHERE event_id = ?1 AND version = ?11",
-                    params![
-                        id,
-                        status,
-                        source,
-                        entity_key,
-                        order_nanos,
-                        order_version,
-                        received_at,
-                        updated_at,
-                        version,
-                        body,
-                        expected
-                    ],
+                    row,
                 )
                 .ctx("updating an event")?
             }
