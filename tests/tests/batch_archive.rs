@@ -4,7 +4,7 @@
 //! `scripts/with-moto.sh`; the port's batch contract is in `conformance.rs`.
 
 use crate::aws::ports_over_an_embedded_mirror;
-use crate::conformance::aws::fixture;
+use crate::conformance::aws::{fixture, AwsFixture};
 use crate::support::{self, Env};
 use async_trait::async_trait;
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
@@ -93,15 +93,21 @@ async fn aws_a_batch_of_ten_messages_costs_one_payload_put_with_a_rejected_body_
     assert!(shown.contains(&format!("{key} bytes {}+{}", end, raw.range.map_or(0, |r| r.length))), "{shown}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn aws_reprocess_of_an_event_archived_in_a_batch_reads_its_byte_range_and_resends_the_same_payload() {
-    let f = fixture().await;
-    let (_home, ports) = ports_over_an_embedded_mirror(&f);
+/// An engine and processor over `f`'s AWS backend (the mirror embedded), after one batch of three new products.
+async fn three_products_processed(f: &AwsFixture) -> (tempfile::TempDir, Arc<Engine>, Processor, Vec<Env>) {
+    let (home, ports) = ports_over_an_embedded_mirror(f);
     let engine = Arc::new(Engine::new(ports, Settings::default()));
     let processor = Processor::new(Arc::clone(&engine), Duration::seconds(1));
     let envelopes = products(3);
     let bodies: Vec<String> = envelopes.iter().map(Env::body).collect();
     processor.process_batch(batch_of(&bodies), &context()).await;
+    (home, engine, processor, envelopes)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_reprocess_of_an_event_archived_in_a_batch_reads_its_byte_range_and_resends_the_same_payload() {
+    let f = fixture().await;
+    let (_home, engine, processor, envelopes) = three_products_processed(&f).await;
     let middle = envelopes[1].event_id();
 
     f.clients.requests.reset();
@@ -123,12 +129,7 @@ async fn aws_reprocess_of_an_event_archived_in_a_batch_reads_its_byte_range_and_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aws_a_corrupted_byte_in_one_events_range_makes_that_event_alone_corrupt() {
     let f = fixture().await;
-    let (_home, ports) = ports_over_an_embedded_mirror(&f);
-    let engine = Arc::new(Engine::new(ports, Settings::default()));
-    let processor = Processor::new(Arc::clone(&engine), Duration::seconds(1));
-    let envelopes = products(3);
-    let bodies: Vec<String> = envelopes.iter().map(Env::body).collect();
-    processor.process_batch(batch_of(&bodies), &context()).await;
+    let (_home, engine, _, envelopes) = three_products_processed(&f).await;
     let ids: Vec<EventId> = envelopes.iter().map(Env::event_id).collect();
     let record = f.backend.store.get_event(&ids[1]).await.expect("read").expect("recorded");
     let (key, range) = (&record.payload.key, record.payload.range.expect("a byte range"));
