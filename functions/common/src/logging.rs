@@ -5,7 +5,9 @@
 //! the span it happened in under `span`: for the processor, the `record` span (message, request and trace ids, the
 //! event id, entity, status transition and attempt), so CloudWatch Logs Insights can filter on `span.event_id`.
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// The level when neither `RUST_LOG` nor `AWS_LAMBDA_LOG_LEVEL` says otherwise: one line per record processed.
 const DEFAULT_LOG_LEVEL: &str = "info";
@@ -17,22 +19,25 @@ pub fn init_tracing() {
         .flatten_event(true)
         .with_current_span(true)
         .with_span_list(false)
-        .with_env_filter(filter(std::env::var("RUST_LOG").ok(), std::env::var("AWS_LAMBDA_LOG_LEVEL").ok()))
+        .finish()
+        .with(filter(std::env::var("RUST_LOG").ok(), std::env::var("AWS_LAMBDA_LOG_LEVEL").ok()))
         .try_init();
     if installed.is_err() {
         tracing::debug!("a tracing subscriber was already installed; keeping it");
     }
 }
 
-/// The filter from `RUST_LOG` (directives), else Lambda's log level (`TRACE` … `FATAL`), else [`DEFAULT_LOG_LEVEL`].
-fn filter(rust_log: Option<String>, lambda_level: Option<String>) -> EnvFilter {
+/// The filter from `RUST_LOG` (`target=level` directives, comma-separated, e.g. `synctrail=debug,info`; span and
+/// field filters are not supported: a Lambda zip carries no regex engine), else Lambda's log level (`TRACE` …
+/// `FATAL`), else [`DEFAULT_LOG_LEVEL`].
+fn filter(rust_log: Option<String>, lambda_level: Option<String>) -> Targets {
     let directives = rust_log
         .filter(|d| !d.trim().is_empty())
         .or_else(|| lambda_level.as_deref().and_then(lambda_directive).map(str::to_owned))
         .unwrap_or_else(|| DEFAULT_LOG_LEVEL.to_owned());
-    EnvFilter::try_new(&directives).unwrap_or_else(|e| {
+    directives.parse().unwrap_or_else(|e| {
         eprintln!("RUST_LOG={directives:?} is not a valid filter ({e}); logging at {DEFAULT_LOG_LEVEL}");
-        EnvFilter::new(DEFAULT_LOG_LEVEL)
+        Targets::new().with_default(tracing::Level::INFO)
     })
 }
 

@@ -1,12 +1,11 @@
 //! How records and heads become DynamoDB items: keys, index attributes, the JSON body, the size check.
 
+use super::body;
 use crate::model::{EntityHead, EventRecord, Status};
 use crate::store::StoreError;
-use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 
@@ -106,19 +105,6 @@ fn n(value: impl ToString) -> AttributeValue {
     AttributeValue::N(value.to_string())
 }
 
-/// zstd level of stored bodies: small JSON documents compress about threefold at level 3 in microseconds.
-const BODY_LEVEL: i32 = 3;
-
-/// `value` as the `body` attribute: its JSON, zstd-compressed (binary). Write units are billed per started KB of
-/// the item, so a 2 KB record stored in 700 bytes costs a third.
-fn to_body<T: Serialize>(value: &T, what: &str) -> Result<AttributeValue, StoreError> {
-    let json =
-        serde_json::to_vec(value).map_err(|e| StoreError::Backend(format!("encoding {what} as JSON: {e}").into()))?;
-    let compressed = zstd::bulk::compress(&json, BODY_LEVEL)
-        .map_err(|e| StoreError::Backend(format!("compressing {what}: {e}").into()))?;
-    Ok(AttributeValue::B(Blob::new(compressed)))
-}
-
 /// The item of an event record, stamped with `commit_id`.
 pub(super) fn event_item(record: &EventRecord, commit_id: &str) -> Result<Item, StoreError> {
     let id = record.event_id.as_str();
@@ -127,7 +113,7 @@ pub(super) fn event_item(record: &EventRecord, commit_id: &str) -> Result<Item, 
     let mut item = key(event_pk(id), EVENT_SK);
     item.insert(ITEM_TYPE.into(), s("event"));
     item.insert(VERSION.into(), n(record.version));
-    item.insert(BODY.into(), to_body(record, &what)?);
+    item.insert(BODY.into(), body::encode(record, &what)?);
     item.insert(COMMIT_ID.into(), s(commit_id));
     item.insert(TTL.into(), n(record.expires_at.timestamp()));
     item.insert(STATUS.into(), s(record.status.as_str()));
@@ -160,7 +146,7 @@ pub(super) fn head_item(head: &EntityHead, commit_id: &str) -> Result<Item, Stor
     let mut item = key(head_pk(&entity_key), HEAD_SK);
     item.insert(ITEM_TYPE.into(), s("head"));
     item.insert(VERSION.into(), n(head.version));
-    item.insert(BODY.into(), to_body(head, &what)?);
+    item.insert(BODY.into(), body::encode(head, &what)?);
     item.insert(COMMIT_ID.into(), s(commit_id));
     if let Some(inflight) = &head.inflight {
         item.insert(GSI3PK.into(), s(lease_pk(lease_shard(&entity_key))));
@@ -218,21 +204,10 @@ pub(super) fn number(item: &Item, name: &str) -> Option<u64> {
     }
 }
 
-/// The record or head an item holds: its `body`, zstd-compressed JSON (or, as written before compression, JSON
-/// text). A body that does not decode means the item is corrupt.
+/// The record or head an item holds (see [`body`] for the formats); a body that does not decode means the item is
+/// corrupt.
 pub(super) fn decode<T: DeserializeOwned>(item: &Item, what: &str) -> Result<T, StoreError> {
-    let corrupt = |why: String| StoreError::Corrupt(format!("{what}: {why}").into());
-    match item.get(BODY) {
-        Some(AttributeValue::B(compressed)) => {
-            let json = zstd::stream::decode_all(compressed.as_ref())
-                .map_err(|e| corrupt(format!("stored body does not decompress: {e}")))?;
-            serde_json::from_slice(&json).map_err(|e| corrupt(format!("stored JSON does not decode: {e}")))
-        }
-        Some(AttributeValue::S(json)) => {
-            serde_json::from_str(json).map_err(|e| corrupt(format!("stored JSON does not decode: {e}")))
-        }
-        _ => Err(corrupt("the item has no `body`".to_owned())),
-    }
+    body::decode(item.get(BODY), what)
 }
 
 #[cfg(test)]
@@ -247,24 +222,6 @@ mod tests {
         sorted.sort();
         assert_eq!(encoded, sorted);
         assert!("!" < sortable(i64::MIN).as_str(), "no order key sorts first");
-    }
-
-    #[test]
-    fn bodies_are_stored_compressed_and_text_bodies_still_decode() {
-        let entity = crate::model::EntityKey::new("t", "shop", "product", "1").unwrap_or_else(|e| panic!("{e}"));
-        let mut head = EntityHead::empty(entity, Utc::now());
-        head.needs_verification = true;
-        let item = head_item(&head, "c1").unwrap_or_else(|e| panic!("{e}"));
-        let json = serde_json::to_string(&head).unwrap_or_default();
-        match item.get(BODY) {
-            Some(AttributeValue::B(bytes)) => assert!(bytes.as_ref().len() < json.len(), "compressed"),
-            other => panic!("expected a binary body, got {other:?}"),
-        }
-        assert_eq!(decode::<EntityHead>(&item, "head").ok(), Some(head.clone()));
-        let legacy = Item::from([(BODY.to_owned(), AttributeValue::S(json))]);
-        assert_eq!(decode::<EntityHead>(&legacy, "head").ok(), Some(head));
-        let garbage = Item::from([(BODY.to_owned(), AttributeValue::B(Blob::new(vec![1, 2, 3])))]);
-        assert!(matches!(decode::<EntityHead>(&garbage, "head"), Err(StoreError::Corrupt(_))));
     }
 
     #[test]

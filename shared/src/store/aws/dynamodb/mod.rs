@@ -54,6 +54,7 @@
 //! [`EventRecord`]: crate::model::EventRecord
 //! [`EntityHead`]: crate::model::EntityHead
 
+mod body;
 mod commit;
 mod errors;
 mod items;
