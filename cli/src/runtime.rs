@@ -200,7 +200,8 @@ impl LocalRuntime {
         let ports = Ports { destination: Arc::clone(&drill) as Arc<dyn Destination>, ..self.ports.clone() };
         let engine = Arc::new(Engine::new(ports, self.settings.clone()).with_seed(seed));
         Worker {
-            processor: Processor::new(engine, options.safety_margin).with_concurrency(options.lanes),
+            // The runtime prints no EMF lines, so none are made.
+            processor: Processor::new(engine, options.safety_margin).with_concurrency(options.lanes).without_metrics(),
             queue: Arc::clone(&self.ports.queue),
             drill,
             rng: SmallRng::seed_from_u64(seed ^ 0x00C0_FFEE),

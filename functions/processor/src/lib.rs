@@ -49,7 +49,8 @@ pub struct BatchResult {
     pub response: SqsBatchResponse,
     /// One result per record.
     pub records: Vec<RecordResult>,
-    /// The invocation's figures as CloudWatch EMF lines (JSON), one per source of the batch.
+    /// The invocation's figures as CloudWatch EMF lines (JSON), one per source of the batch (none from a processor made
+    /// [`Processor::without_metrics`]).
     pub metrics: Vec<String>,
     /// Records that must be retried but carry no usable `messageId`, so the partial batch response can't name them.
     pub unidentified_retries: usize,
@@ -94,7 +95,8 @@ impl From<ProcessorError> for lambda_runtime::Diagnostic {
 pub struct Processor {
     engine: Arc<Engine>,
     safety_margin: Duration,
-    metrics: MetricsConfig,
+    /// Where the metrics go; `None`: no metrics are made (a caller that never prints them).
+    metrics: Option<MetricsConfig>,
     concurrency: usize,
 }
 
@@ -102,7 +104,7 @@ impl Processor {
     /// A processor over `engine`; records are not started within `safety_margin` of the deadline. Metrics go to
     /// the default namespace unless [`Processor::with_metrics`] says otherwise.
     pub fn new(engine: Arc<Engine>, safety_margin: Duration) -> Self {
-        Self { engine, safety_margin, metrics: MetricsConfig::default(), concurrency: 1 }
+        Self { engine, safety_margin, metrics: Some(MetricsConfig::default()), concurrency: 1 }
     }
 
     /// The same processor running up to `lanes` entities of a batch side by side (at least 1; 1 is one record
@@ -114,7 +116,14 @@ impl Processor {
 
     /// The same processor with metrics configured by `metrics`.
     pub fn with_metrics(mut self, metrics: MetricsConfig) -> Self {
-        self.metrics = metrics;
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// The same processor making no metrics: [`BatchResult::metrics`] stays empty. For a caller that never prints
+    /// them (the local runtime), which would otherwise pay for their JSON on every invocation.
+    pub fn without_metrics(mut self) -> Self {
+        self.metrics = None;
         self
     }
 
@@ -189,13 +198,18 @@ impl Processor {
             timings.push((retried, duration));
             records.push(result);
         }
-        let observed: Vec<Observed<'_>> = records
-            .iter()
-            .zip(&timings)
-            .map(|(result, (retried, duration))| Observed { result, retried: *retried, duration: *duration })
-            .collect();
-        let function = metrics::function_dimension(context.function.as_deref());
-        let metrics = metrics::emf_lines(&self.metrics, &function, clock.now(), &observed);
+        let metrics = match &self.metrics {
+            Some(config) => {
+                let observed: Vec<Observed<'_>> = records
+                    .iter()
+                    .zip(&timings)
+                    .map(|(result, (retried, duration))| Observed { result, retried: *retried, duration: *duration })
+                    .collect();
+                let function = metrics::function_dimension(context.function.as_deref());
+                metrics::emf_lines(config, &function, clock.now(), &observed)
+            }
+            None => Vec::new(),
+        };
         BatchResult { response, records, metrics, unidentified_retries }
     }
 
@@ -358,6 +372,7 @@ mod tests {
     use super::*;
     use chrono::{DateTime, Utc};
     use std::sync::Mutex;
+    use synctrail::model::Status;
     use synctrail::store::OutgoingMessage;
     use synctrail::{ManualClock, Settings};
 
@@ -382,12 +397,21 @@ mod tests {
 
     /// Processes `bodies` as one batch on a fresh embedded backend; returns the batch and the JSON log lines.
     async fn run_logged(bodies: &[&str]) -> (BatchResult, Vec<serde_json::Value>) {
+        run_logged_by(bodies, |processor| processor).await
+    }
+
+    /// [`run_logged`] with the processor as `configure` makes it.
+    async fn run_logged_by(
+        bodies: &[&str],
+        configure: fn(Processor) -> Processor,
+    ) -> (BatchResult, Vec<serde_json::Value>) {
         let home = tempfile::tempdir().expect("temporary home");
         let clock = Arc::new(ManualClock::new(t0()));
         let config = synctrail::config::Config::embedded(home.path());
         let ports = synctrail::compose::compose(&config, clock, None).await.expect("embedded backend").ports;
         let queue = Arc::clone(&ports.queue);
-        let processor = Processor::new(Arc::new(Engine::new(ports, Settings::default())), Duration::seconds(1));
+        let processor =
+            configure(Processor::new(Arc::new(Engine::new(ports, Settings::default())), Duration::seconds(1)));
         queue.send(bodies.iter().map(|b| OutgoingMessage::new(*b)).collect()).await.expect("send");
         let messages = queue.receive(10, Duration::seconds(30)).await.expect("receive");
         let context = InvocationContext {
@@ -454,5 +478,22 @@ mod tests {
             .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("JSON")["source"].to_string())
             .collect();
         assert_eq!(sources, [r#""shopify""#, r#""unknown""#]);
+    }
+
+    #[tokio::test]
+    async fn a_processor_without_metrics_processes_the_batch_alike_and_makes_no_emf_lines() {
+        let body = r#"{"source":"shopify","entity_type":"product","external_id":"9","updated_at":"2026-05-01T11:00:00Z",
+            "payload":{}}"#;
+        let (batch, _) = run_logged_by(&[body, "not json"], Processor::without_metrics).await;
+        assert!(batch.metrics.is_empty(), "{:?}", batch.metrics);
+        let statuses: Vec<Option<Status>> = batch
+            .records
+            .iter()
+            .map(|r| match r {
+                RecordResult::Processed(outcome) => outcome.status,
+                other => panic!("not processed: {other:?}"),
+            })
+            .collect();
+        assert_eq!(statuses, [Some(Status::Completed), Some(Status::Rejected)]);
     }
 }

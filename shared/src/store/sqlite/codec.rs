@@ -44,9 +44,16 @@ pub(crate) fn from_json<T: DeserializeOwned>(text: &str, what: &str) -> Result<T
         .map_err(|e| StoreError::Corrupt(format!("{what}: stored JSON does not decode: {e}").into()))
 }
 
-/// 128 random bits as 32 hex digits: message ids and receipt handles.
+/// 128 random bits as 32 hex digits: receipt handles.
 pub(crate) fn random_id() -> String {
     hex::encode(rand::random::<[u8; 16]>())
+}
+
+/// 16 hex digits of `now` (UTC nanoseconds) then 64 random bits: message ids. Ids that sort by the time they
+/// were made keep the queue's unique index on them growing at its end: a send or a delete touches its newest
+/// pages, shared by the whole batch, instead of a random page per message.
+pub(crate) fn time_ordered_id(now: i64) -> String {
+    format!("{:016x}{}", now.max(0), hex::encode(rand::random::<[u8; 8]>()))
 }
 
 /// Statements through the connection's statement cache: parsed once per connection, not once per call.

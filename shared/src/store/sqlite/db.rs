@@ -119,7 +119,7 @@ pub(crate) struct Db {
     idle: Mutex<Vec<Connection>>,
     permits: Arc<Semaphore>,
     writer: Arc<Semaphore>,
-    pending: Mutex<Vec<Job>>,
+    pending: Mutex<Vec<Box<dyn Job>>>,
     wal_budget: u64,
     wal: Mutex<WalBounds>,
     checkpointer: Sender<Checkpoint>,
@@ -223,10 +223,11 @@ impl Db {
     }
 
     /// Runs `f` as one all-or-nothing write: committed when `f` succeeds, rolled back otherwise, durable when this
-    /// returns. Concurrent writes of this process share commits (see [`group_commit`]).
+    /// returns. Concurrent writes of this process share commits (see [`group_commit`]), so `f` may run more than
+    /// once: only its last run counts, every earlier one having been rolled back.
     pub(crate) async fn write<T, F>(self: &Arc<Self>, f: F) -> Result<T, StoreError>
     where
-        F: FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+        F: FnMut(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
         T: Send + 'static,
     {
         let (job, mut result) = group_commit::job(f);
@@ -252,7 +253,7 @@ impl Db {
                 .map_err(|e| StoreError::Backend(format!("the SQLite pool is closed: {e}").into()))?;
             // From here to the end of the group nothing awaits: a caller that stops waiting can't strand the
             // jobs it took.
-            let jobs: Vec<Job> = {
+            let jobs: Vec<Box<dyn Job>> = {
                 let mut pending = self.pending.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
                 let take = pending.len().min(group_commit::MAX_GROUP);
                 pending.drain(..take).collect()

@@ -2,7 +2,7 @@
 //! SQLite file (`home/payloads/payloads.db`) — one row per object, like keys in a bucket. A file per payload
 //! cost an inode allocation, a directory entry and a rename per event; a row costs one insert, and the
 //! payload store keeps its own writer, apart from the metadata database. A batch ([`PayloadStore::put_batch`]) is
-//! one transaction of such rows: rows cost no request here, and content addressing keeps duplicates out.
+//! one object, as on S3: one row whose zstd frames the references name by byte range.
 
 use super::codec::Cached;
 use super::db::Db;
@@ -24,7 +24,8 @@ pub const PAYLOAD_DB_FILE: &str = "payloads.db";
 /// Connections of the payload database's pool.
 const POOL_SIZE: usize = 4;
 
-/// The embedded [`PayloadStore`]: objects keyed `payloads/<first 2 hex>/<sha256 hex>.zst`.
+/// The embedded [`PayloadStore`]: objects keyed `payloads/<first 2 hex>/<sha256 hex>.zst` (one payload) or
+/// `payloads/<first 2 hex>/batch-<sha256 hex of the object>.zst` (a batch, read by byte range).
 pub struct PayloadDir {
     db: Arc<Db>,
 }
@@ -114,20 +115,43 @@ fn row_of(bytes: &[u8]) -> Result<Row, StoreError> {
     Ok(Row { reference: PayloadRef { key, sha256: sha, size: bytes.len() as u64, range: None }, size, compressed })
 }
 
+/// A batch's object as one row (its `sha256` and `size` are the stored object's), and each body's reference: its
+/// SHA-256, size and frame in the object.
+fn batch_row_of(bodies: &[&[u8]]) -> Result<(Row, Vec<PayloadRef>), StoreError> {
+    let mut object = Vec::new();
+    let mut frames = Vec::with_capacity(bodies.len());
+    for bytes in bodies {
+        let frame = compress(bytes, "of a batch")?;
+        let range = ByteRange { offset: object.len() as u64, length: frame.len() as u64 };
+        object.extend_from_slice(&frame);
+        frames.push((hex::encode(Sha256::digest(bytes)), bytes.len() as u64, range));
+    }
+    let sha = hex::encode(Sha256::digest(&object));
+    let key = format!("payloads/{}/batch-{sha}.zst", &sha[..2]);
+    let size = i64::try_from(object.len())
+        .map_err(|_| StoreError::Backend(format!("batch object {key} is too large").into()))?;
+    let references = frames
+        .into_iter()
+        .map(|(sha256, size, range)| PayloadRef { key: key.clone(), sha256, size, range: Some(range) })
+        .collect();
+    let reference = PayloadRef { key, sha256: sha, size: object.len() as u64, range: None };
+    Ok((Row { reference, size, compressed: object }, references))
+}
+
 impl PayloadDir {
     /// Stores `rows` in one transaction. Content-addressed: a row that exists already holds these very bytes.
     async fn insert(&self, rows: Vec<Row>) -> Result<Vec<PayloadRef>, StoreError> {
         self.db
             .write(move |tx| {
                 let mut references = Vec::with_capacity(rows.len());
-                for row in rows {
+                for row in &rows {
                     let reference = &row.reference;
                     tx.exec(
                         "INSERT INTO payloads (key, sha256, size, data) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (key) DO NOTHING",
                         params![reference.key, reference.sha256, row.size, row.compressed],
                     )
                     .ctx("storing a payload")?;
-                    references.push(row.reference);
+                    references.push(row.reference.clone());
                 }
                 Ok(references)
             })
@@ -153,12 +177,16 @@ impl PayloadStore for PayloadDir {
         stored.pop().ok_or_else(|| StoreError::Backend("storing a payload returned no reference".into()))
     }
 
+    /// One object for the whole batch, as on S3: the bodies' zstd frames one after another, each reference naming
+    /// its frame's byte range. One row per batch instead of one per body: the rows' keys are hashes, so each row
+    /// lands on a page of its own in the table, and a batch of ten wrote ten pages.
     async fn put_batch(&self, bodies: &[&[u8]], _received_at: DateTime<Utc>) -> Result<Vec<PayloadRef>, StoreError> {
         if bodies.is_empty() {
             return Ok(Vec::new());
         }
-        let rows = bodies.iter().map(|bytes| row_of(bytes)).collect::<Result<Vec<_>, _>>()?;
-        self.insert(rows).await
+        let (row, references) = batch_row_of(bodies)?;
+        self.insert(vec![row]).await?;
+        Ok(references)
     }
 
     async fn get(&self, payload: &PayloadRef) -> Result<Vec<u8>, StoreError> {
@@ -178,5 +206,33 @@ impl PayloadStore for PayloadDir {
             ));
         }
         Ok(bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_batch_is_one_stored_object_whose_frames_read_back_body_by_body() {
+        let home = tempfile::tempdir().expect("temporary home");
+        let payloads = PayloadDir::open(home.path()).expect("payload store");
+        let bodies: [&[u8]; 3] = [b"{\"a\":1}", b"", b"{\"c\":[1,2,3]}"];
+        let stored = payloads.put_batch(&bodies, Utc::now()).await.expect("put batch");
+
+        let count = |conn: &mut Connection| conn.query_row("SELECT COUNT(*) FROM payloads", [], |row| row.get(0));
+        let objects: i64 = payloads.db.run(move |conn| count(conn).ctx("counting objects")).await.expect("count");
+        assert_eq!(objects, 1, "one row for the whole batch");
+        let key = &stored[0].key;
+        assert!(key.starts_with("payloads/") && key.contains("/batch-"), "{key}");
+        let mut end = 0;
+        for (reference, body) in stored.iter().zip(bodies) {
+            let range = reference.range.expect("a byte range in the batch object");
+            assert_eq!((&reference.key, range.offset), (key, end), "frames follow each other in order");
+            end = range.offset + range.length;
+            assert_eq!(payloads.get(reference).await.expect("ranged read"), body, "{reference:?}");
+        }
+        let object = payloads.read_object(key).await.expect("read").expect("the object exists");
+        assert_eq!(object.len() as u64, end, "the object is its frames and nothing else");
     }
 }

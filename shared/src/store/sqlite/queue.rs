@@ -1,6 +1,6 @@
 //! [`SqliteQueue`]: an SQS-like queue with visibility timeouts, receive counts and a dead-letter queue.
 
-use super::codec::{after, nanos, random_id, time, uint, Cached};
+use super::codec::{after, nanos, random_id, time, time_ordered_id, uint, Cached};
 use super::db::Db;
 use super::error::SqlContext;
 use crate::clock::Clock;
@@ -183,7 +183,7 @@ impl Queue for SqliteQueue {
                     .ctx("sending messages")?;
                 let mut ids = Vec::with_capacity(messages.len());
                 for message in &messages {
-                    let id = random_id();
+                    let id = time_ordered_id(now);
                     let visible_at = after(now, message.delay);
                     stmt.execute(params![id, message.body, message.trace_header, now, visible_at])
                         .ctx("sending a message")?;

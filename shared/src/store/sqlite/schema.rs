@@ -31,7 +31,10 @@ CREATE TABLE IF NOT EXISTS heads (
     version INTEGER NOT NULL,
     body TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS heads_lease ON heads (lease_until);
+-- Only heads with an event in flight: releasing or claiming a head touches the index's newest entries, not a page
+-- among thousands of idle heads' entries (the full index `heads_lease` it replaces did).
+DROP INDEX IF EXISTS heads_lease;
+CREATE INDEX IF NOT EXISTS heads_leased ON heads (lease_until) WHERE lease_until IS NOT NULL;
 CREATE INDEX IF NOT EXISTS heads_to_verify ON heads (entity_key)
     WHERE json_extract(body, '$.needs_verification') = 1;
 
