@@ -1,9 +1,10 @@
 //! The payload port: compressed, checked on read; one payload at a time or a whole batch in one write.
 
 use super::StoreError;
-use crate::model::PayloadRef;
+use crate::model::{ByteRange, PayloadRef};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
 
 /// Archived payloads and raw bodies.
 #[async_trait]
@@ -28,4 +29,49 @@ pub trait PayloadStore: Send + Sync {
     /// Reads the bytes back (only the reference's byte range, when it has one) and checks their SHA-256:
     /// [`StoreError::Corrupt`] when it differs, [`StoreError::NotFound`] when absent.
     async fn get(&self, payload: &PayloadRef) -> Result<Vec<u8>, StoreError>;
+}
+
+/// A batch of bodies as one stored object: each body compressed as its own frame, the frames back to back — what a
+/// store's `put_batch` writes when it writes one object per batch.
+pub(crate) struct FramedBatch {
+    /// The object's bytes.
+    pub(crate) object: Vec<u8>,
+    /// Per body, in order: its SHA-256 (hex), its uncompressed size and its frame's range in the object.
+    frames: Vec<(String, u64, ByteRange)>,
+}
+
+impl FramedBatch {
+    /// Frames `bodies`, each compressed by `compress`.
+    pub(crate) fn new(
+        bodies: &[&[u8]],
+        compress: impl Fn(&[u8]) -> Result<Vec<u8>, StoreError>,
+    ) -> Result<Self, StoreError> {
+        let mut object = Vec::new();
+        let mut frames = Vec::with_capacity(bodies.len());
+        for bytes in bodies {
+            let frame = compress(bytes)?;
+            let range = ByteRange { offset: object.len() as u64, length: frame.len() as u64 };
+            object.extend_from_slice(&frame);
+            frames.push((hex::encode(Sha256::digest(bytes)), bytes.len() as u64, range));
+        }
+        Ok(Self { object, frames })
+    }
+
+    /// The SHA-256 (hex) of the whole object: batch objects are named by it.
+    pub(crate) fn sha256(&self) -> String {
+        hex::encode(Sha256::digest(&self.object))
+    }
+
+    /// Each body's reference once the object is stored under `key`, in order.
+    pub(crate) fn references(&self, key: &str) -> Vec<PayloadRef> {
+        self.frames
+            .iter()
+            .map(|(sha256, size, range)| PayloadRef {
+                key: key.to_owned(),
+                sha256: sha256.clone(),
+                size: *size,
+                range: Some(*range),
+            })
+            .collect()
+    }
 }

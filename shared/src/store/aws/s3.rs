@@ -3,6 +3,7 @@
 
 use super::error::{build_error, classify, from_sdk, Meaning};
 use crate::model::{ByteRange, PayloadRef};
+use crate::store::payloads::FramedBatch;
 use crate::store::{PayloadStore, StoreError};
 use async_trait::async_trait;
 use aws_sdk_s3::operation::get_object::GetObjectError;
@@ -166,20 +167,11 @@ impl PayloadStore for S3Payloads {
         if bodies.is_empty() {
             return Ok(Vec::new());
         }
-        let mut object = Vec::new();
-        let mut frames = Vec::with_capacity(bodies.len());
-        for bytes in bodies {
-            let frame = compress(bytes, "of a batch")?;
-            let range = ByteRange { offset: object.len() as u64, length: frame.len() as u64 };
-            object.extend_from_slice(&frame);
-            frames.push((hex::encode(Sha256::digest(bytes)), bytes.len() as u64, range));
-        }
-        let key = Self::batch_key_for(&hex::encode(Sha256::digest(&object)), received_at);
-        self.put_new(&key, object, &[("bodies", bodies.len().to_string())]).await?;
-        Ok(frames
-            .into_iter()
-            .map(|(sha256, size, range)| PayloadRef { key: key.clone(), sha256, size, range: Some(range) })
-            .collect())
+        let batch = FramedBatch::new(bodies, |bytes| compress(bytes, "of a batch"))?;
+        let key = Self::batch_key_for(&batch.sha256(), received_at);
+        let references = batch.references(&key);
+        self.put_new(&key, batch.object, &[("bodies", bodies.len().to_string())]).await?;
+        Ok(references)
     }
 
     async fn get(&self, payload: &PayloadRef) -> Result<Vec<u8>, StoreError> {

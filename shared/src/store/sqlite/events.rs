@@ -11,7 +11,7 @@ use crate::store::{EventQuery, EventStore, Expect, HeadPage, StoreError, Write};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::types::Value as SqlValue;
-use rusqlite::{params, params_from_iter, Connection, OptionalExtension};
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, ToSql};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -112,42 +112,32 @@ impl Row {
 
 fn put_event(conn: &Connection, row: &EventRow) -> Result<(), StoreError> {
     let id = row.id.as_str();
-    let values = params![
-        id,
-        row.status,
-        row.source,
-        row.entity_key,
-        row.order_nanos,
-        row.order_version,
-        row.received_at,
-        row.updated_at,
-        row.version,
-        row.body
+    // ?1 … ?10: the row's columns; the updates add ?11, the version they expect.
+    let mut values: Vec<&dyn ToSql> = vec![
+        &id,
+        &row.status,
+        &row.source,
+        &row.entity_key,
+        &row.order_nanos,
+        &row.order_version,
+        &row.received_at,
+        &row.updated_at,
+        &row.version,
+        &row.body,
     ];
+    let expected;
     let changed = match row.expect {
         Expect::Absent => conn
             .exec(
                 "INSERT INTO events (event_id, status, source, entity_key, order_nanos, order_version, received_at,
                      updated_at, version, body)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (event_id) DO NOTHING",
-                values,
+                params_from_iter(&values),
             )
             .ctx("inserting an event")?,
-        Expect::Version(expected) => {
-            let expected = int(expected, "expected version")?;
-            let values = params![
-                id,
-                row.status,
-                row.source,
-                row.entity_key,
-                row.order_nanos,
-                row.order_version,
-                row.received_at,
-                row.updated_at,
-                row.version,
-                row.body,
-                expected
-            ];
+        Expect::Version(version) => {
+            expected = int(version, "expected version")?;
+            values.push(&expected);
             // Usually only the status, the times and the body change: an UPDATE that sets only those leaves the
             // source, entity and received-time indexes untouched (SQLite rewrites an index entry whenever a
             // column of it is set, even to its own value), which halves the pages an event's update writes.
@@ -156,7 +146,7 @@ fn put_event(conn: &Connection, row: &EventRow) -> Result<(), StoreError> {
                     "UPDATE events SET status = ?2, updated_at = ?8, version = ?9, body = ?10
                      WHERE event_id = ?1 AND version = ?11 AND source IS ?3 AND entity_key IS ?4
                          AND order_nanos IS ?5 AND order_version IS ?6 AND received_at = ?7",
-                    values,
+                    params_from_iter(&values),
                 )
                 .ctx("updating an event")?;
             if changed > 0 {
@@ -166,7 +156,7 @@ fn put_event(conn: &Connection, row: &EventRow) -> Result<(), StoreError> {
                     "UPDATE events SET status = ?2, source = ?3, entity_key = ?4, order_nanos = ?5,
                          order_version = ?6, received_at = ?7, updated_at = ?8, version = ?9, body = ?10
                      WHERE event_id = ?1 AND version = ?11",
-                    values,
+                    params_from_iter(&values),
                 )
                 .ctx("updating an event")?
             }

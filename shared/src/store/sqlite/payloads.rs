@@ -8,6 +8,7 @@ use super::codec::Cached;
 use super::db::Db;
 use super::error::SqlContext;
 use crate::model::{ByteRange, PayloadRef};
+use crate::store::payloads::FramedBatch;
 use crate::store::{PayloadStore, StoreError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -118,24 +119,14 @@ fn row_of(bytes: &[u8]) -> Result<Row, StoreError> {
 /// A batch's object as one row (its `sha256` and `size` are the stored object's), and each body's reference: its
 /// SHA-256, size and frame in the object.
 fn batch_row_of(bodies: &[&[u8]]) -> Result<(Row, Vec<PayloadRef>), StoreError> {
-    let mut object = Vec::new();
-    let mut frames = Vec::with_capacity(bodies.len());
-    for bytes in bodies {
-        let frame = compress(bytes, "of a batch")?;
-        let range = ByteRange { offset: object.len() as u64, length: frame.len() as u64 };
-        object.extend_from_slice(&frame);
-        frames.push((hex::encode(Sha256::digest(bytes)), bytes.len() as u64, range));
-    }
-    let sha = hex::encode(Sha256::digest(&object));
+    let batch = FramedBatch::new(bodies, |bytes| compress(bytes, "of a batch"))?;
+    let sha = batch.sha256();
     let key = format!("payloads/{}/batch-{sha}.zst", &sha[..2]);
-    let size = i64::try_from(object.len())
+    let size = i64::try_from(batch.object.len())
         .map_err(|_| StoreError::Backend(format!("batch object {key} is too large").into()))?;
-    let references = frames
-        .into_iter()
-        .map(|(sha256, size, range)| PayloadRef { key: key.clone(), sha256, size, range: Some(range) })
-        .collect();
-    let reference = PayloadRef { key, sha256: sha, size: object.len() as u64, range: None };
-    Ok((Row { reference, size, compressed: object }, references))
+    let references = batch.references(&key);
+    let reference = PayloadRef { key, sha256: sha, size: batch.object.len() as u64, range: None };
+    Ok((Row { reference, size, compressed: batch.object }, references))
 }
 
 impl PayloadDir {
