@@ -261,6 +261,8 @@ async fn aws_the_request_counter_counts_operations() {
     assert_eq!(count(&f, "DynamoDB", "PutItem"), 1);
     store.get_event(&build::id("ev-1")).await.expect("get");
     assert_eq!(count(&f, "DynamoDB", "GetItem"), 1);
+    store.get_event_and_head(&build::id("ev-1"), &e).await.expect("get both");
+    assert_eq!((count(&f, "DynamoDB", "BatchGetItem"), count(&f, "DynamoDB", "GetItem")), (1, 1), "one request");
     store.count_inflight().await.expect("count");
     assert_eq!(count(&f, "DynamoDB", "Query"), u64::from(synctrail::store::aws::LEASE_SHARDS));
     f.backend.queue.send(vec![OutgoingMessage::new("a")]).await.expect("send one");

@@ -570,6 +570,67 @@ pub mod suite {
         assert_eq!(counts.values().sum::<u64>(), 4);
     }
 
+    /// An event and an entity's head read together are what each read alone returns, either of them absent.
+    pub async fn an_event_and_its_head_read_together_as_alone(p: &Ports) {
+        let (a, b) = (entity("a"), entity("b"));
+        assert_eq!(p.store.get_event_and_head(&id("ev-1"), &a).await.expect("read"), (None, None));
+        let head = head_in_flight(&a, "ev-1", at(60), 1);
+        let mut running = record("ev-1", Some(&a), Some(order(1)), at(1));
+        running.status = Status::Processing;
+        p.store.commit(vec![Write::head(head), Write::event(running)]).await.expect("claim");
+        let (record, head) = p.store.get_event_and_head(&id("ev-1"), &a).await.expect("read");
+        assert_eq!(record, p.store.get_event(&id("ev-1")).await.expect("get"));
+        assert_eq!(head, p.store.get_head(&a).await.expect("get"));
+        assert_eq!((record.map(|r| r.status), head.map(|h| h.version)), (Some(Status::Processing), Some(1)));
+        let (record, head) = p.store.get_event_and_head(&id("ev-2"), &a).await.expect("read");
+        assert_eq!((record, head.is_some()), (None, true));
+        let (record, head) = p.store.get_event_and_head(&id("ev-1"), &b).await.expect("read");
+        assert_eq!((record.is_some(), head), (true, None));
+    }
+
+    /// A `processing` event, committed with the head that names it in flight, is listed and counted as
+    /// `processing` (by status and under its entity) until a later commit moves both on; an `errored` event
+    /// holding its head is not.
+    pub async fn a_processing_event_is_listed_and_counted_until_it_settles(p: &Ports) {
+        let (a, b) = (entity("a"), entity("b"));
+        let mut running = record("ev-run", Some(&a), Some(order(1)), at(1));
+        running.status = Status::Processing;
+        let mut failing = record("ev-err", Some(&b), Some(order(1)), at(2));
+        failing.status = Status::Errored;
+        let mut errored_head = head_in_flight(&b, "ev-err", at(60), 1);
+        errored_head.inflight.as_mut().expect("in flight").errored = true;
+        p.store
+            .commit(vec![
+                Write::head(head_in_flight(&a, "ev-run", at(60), 1)),
+                Write::event(running),
+                Write::head(errored_head),
+                Write::event(failing),
+            ])
+            .await
+            .expect("claim");
+        let ids = |records: Vec<EventRecord>| records.into_iter().map(|r| r.event_id.to_string()).collect::<Vec<_>>();
+        let processing = EventQuery { status: Some(Status::Processing), ..EventQuery::default() };
+        assert_eq!(ids(p.store.list_events(&processing).await.expect("list")), ["ev-run"]);
+        let of_a = EventQuery { entity: Some(a.clone()), ..processing.clone() };
+        assert_eq!(ids(p.store.list_events(&of_a).await.expect("list")), ["ev-run"]);
+        let other_source = EventQuery { source: Some("elsewhere".into()), ..processing.clone() };
+        assert!(p.store.list_events(&other_source).await.expect("list").is_empty());
+        let counts = p.store.count_by_status().await.expect("count");
+        assert_eq!((counts.get(&Status::Processing), counts.get(&Status::Errored)), (Some(&1), Some(&1)));
+
+        let mut head = p.store.get_head(&a).await.expect("get").expect("stored");
+        head.inflight = None;
+        let mut done = p.store.get_event(&id("ev-run")).await.expect("get").expect("stored");
+        done.status = Status::Completed;
+        p.store.commit(vec![Write::head(head), Write::event(done)]).await.expect("settle");
+        assert!(p.store.list_events(&processing).await.expect("list").is_empty());
+        assert!(p.store.list_events(&of_a).await.expect("list").is_empty());
+        let completed = EventQuery { status: Some(Status::Completed), entity: Some(a), ..EventQuery::default() };
+        assert_eq!(ids(p.store.list_events(&completed).await.expect("list")), ["ev-run"]);
+        let counts = p.store.count_by_status().await.expect("count");
+        assert_eq!((counts.get(&Status::Processing), counts.get(&Status::Completed)), (None, Some(&1)));
+    }
+
     /// Heads whose lease ended are found oldest first; every head with an event in flight is counted.
     pub async fn expired_leases_are_found_oldest_first(p: &Ports) {
         let writes = vec![
@@ -1570,6 +1631,8 @@ on_embedded!(
     events_of_one_entity_list_in_order_key_order,
     events_list_newest_first_with_filters,
     events_are_counted_by_status,
+    a_processing_event_is_listed_and_counted_until_it_settles,
+    an_event_and_its_head_read_together_as_alone,
     expired_leases_are_found_oldest_first,
     heads_are_listed_page_by_page,
     heads_to_verify_are_those_flagged,
@@ -1904,6 +1967,8 @@ pub mod aws {
         events_of_one_entity_list_in_order_key_order,
         events_list_newest_first_with_filters,
         events_are_counted_by_status,
+        a_processing_event_is_listed_and_counted_until_it_settles,
+        an_event_and_its_head_read_together_as_alone,
         expired_leases_are_found_oldest_first,
         heads_are_listed_page_by_page,
         heads_to_verify_are_those_flagged,

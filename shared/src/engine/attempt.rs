@@ -21,11 +21,21 @@ enum Recorded {
     Claimed { head: Box<EntityHead>, record: Box<EventRecord>, canceled: u32, previous_unknown: bool },
 }
 
+/// The entity's head, as far as the caller read it.
+pub(super) enum KnownHead {
+    /// Not read yet: the first round reads it.
+    Unread,
+    /// Read together with the event's record (`None`: the entity has no head yet); the first round decides on it
+    /// (a head changed since makes the commit a conflict, and the next round reads again).
+    Read(Box<Option<EntityHead>>),
+}
+
 /// Decides and records the event's fate, retrying lost compare-and-set races, then applies it if it claimed.
 pub(super) async fn drive(
     engine: &Engine,
     envelope: &Envelope,
     mut record: EventRecord,
+    known: KnownHead,
     message: &Incoming,
     invocation: &Invocation,
     force: bool,
@@ -37,6 +47,7 @@ pub(super) async fn drive(
             return disable(engine, record, reason, invocation).await;
         }
     }
+    let mut known = Some(known);
     for round in 0..engine.settings.max_rounds {
         if round > 0 {
             // Someone else changed the record (a concurrent delivery, a takeover): continue from what they wrote.
@@ -53,8 +64,11 @@ pub(super) async fn drive(
             }
         }
         let now = engine.now();
-        let head =
-            store.get_head(&envelope.entity).await?.unwrap_or_else(|| EntityHead::empty(envelope.entity.clone(), now));
+        let head = match known.take() {
+            Some(KnownHead::Read(head)) => *head,
+            Some(KnownHead::Unread) | None => store.get_head(&envelope.entity).await?,
+        };
+        let head = head.unwrap_or_else(|| EntityHead::empty(envelope.entity.clone(), now));
         let candidate = Candidate {
             event_id: record.event_id.clone(),
             order: envelope.order,

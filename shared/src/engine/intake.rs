@@ -1,5 +1,6 @@
 //! Intake: parsing, rejection and idempotency (spec §1, §3), before the ordering protocol.
 
+use super::attempt::KnownHead;
 use super::records::invalid_input;
 use super::{attempt, Engine, EngineError, Incoming, Invocation, Outcome, Prepared};
 use crate::model::{
@@ -110,7 +111,8 @@ async fn arrive(
     archived: Option<PayloadRef>,
     invocation: &Invocation,
 ) -> Result<Outcome, EngineError> {
-    let existing = engine.ports.store.get_event(&envelope.event_id).await?;
+    let (existing, head) = engine.ports.store.get_event_and_head(&envelope.event_id, &envelope.entity).await?;
+    let known = KnownHead::Read(Box::new(head));
     let from = existing.as_ref().map(|e| e.status);
     let outcome = match existing {
         Some(existing) if existing.content_hash != Some(envelope.content_hash) => {
@@ -120,17 +122,17 @@ async fn arrive(
             if existing.status == Status::Failed && existing.last_message_id.as_ref() != Some(&message.message_id) =>
         {
             let record = restart(engine, existing, message, invocation, "client resubmission")?;
-            attempt::drive(engine, &envelope, record, message, invocation, false).await
+            attempt::drive(engine, &envelope, record, known, message, invocation, false).await
         }
         Some(existing) if existing.status.is_terminal() => redelivered(engine, existing).await,
-        Some(existing) => attempt::drive(engine, &envelope, existing, message, invocation, false).await,
+        Some(existing) => attempt::drive(engine, &envelope, existing, known, message, invocation, false).await,
         None => {
             let payload = match archived {
                 Some(archived) => archived,
                 None => engine.ports.payloads.put(canonical_json(&envelope.payload).as_bytes(), engine.now()).await?,
             };
             let record = engine.new_record(&envelope, payload, message, invocation);
-            attempt::drive(engine, &envelope, record, message, invocation, false).await
+            attempt::drive(engine, &envelope, record, known, message, invocation, false).await
         }
     }?;
     // A conflicting message is recorded under its own id: `from` is not its status.
@@ -204,7 +206,8 @@ async fn redrive(
     })?;
     let envelope = Envelope::rebuild(&record, payload)
         .ok_or_else(|| EngineError::Incomplete(event_id.clone(), "no entity, order key, kind or content hash"))?;
-    Ok(attempt::drive(engine, &envelope, record, message, invocation, force).await?.arrived_from(Some(status)))
+    let outcome = attempt::drive(engine, &envelope, record, KnownHead::Unread, message, invocation, force).await?;
+    Ok(outcome.arrived_from(Some(status)))
 }
 
 /// A terminal event driven again by `message`: back to `received`, with a fresh retry budget and no stale pointers.

@@ -87,10 +87,24 @@ pub trait EventStore: Send + Sync {
     /// Reads one entity head (strongly consistent).
     async fn get_head(&self, entity: &EntityKey) -> Result<Option<EntityHead>, StoreError>;
 
+    /// Reads an event record and an entity head (both strongly consistent): what an arriving event needs first.
+    /// The default reads one after the other; a backend that can read both in one request overrides it.
+    async fn get_event_and_head(
+        &self,
+        id: &EventId,
+        entity: &EntityKey,
+    ) -> Result<(Option<EventRecord>, Option<EntityHead>), StoreError> {
+        Ok((self.get_event(id).await?, self.get_head(entity).await?))
+    }
+
     /// Applies every write, or none: [`StoreError::Conflict`] when any expectation fails.
     async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError>;
 
     /// Lists events: for one entity in order-key order, otherwise newest received first.
+    ///
+    /// A `processing` record is always committed together with the head that names it in flight (spec §4, step
+    /// 4), and leaves `processing` in a commit that moves the head on: a backend may find `processing` events
+    /// through the heads in flight (the DynamoDB store does).
     async fn list_events(&self, query: &EventQuery) -> Result<Vec<EventRecord>, StoreError>;
 
     /// How many events `query` selects, its limit aside. The default lists them all; a backend that can count

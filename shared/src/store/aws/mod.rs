@@ -23,7 +23,7 @@ mod sqs;
 pub use crate::config::AwsConfig;
 pub use crate::destination::guard::MirrorRecord;
 pub use counter::RequestCounter;
-pub use dynamodb::{DynamoStore, ITEM_SIZE_LIMIT, LEASE_SHARDS};
+pub use dynamodb::{DynamoStore, ITEM_SIZE_LIMIT, LEASE_SHARDS, STATUS_SHARDS};
 pub use gate::DynamoGate;
 pub use meter::{CapacityMeter, Party};
 pub use mirror::{DynamoMirror, MAX_ROUNDS};

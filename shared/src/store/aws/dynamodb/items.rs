@@ -15,6 +15,9 @@ pub(super) type Item = HashMap<String, AttributeValue>;
 /// Partitions of the `by_lease` index.
 pub const LEASE_SHARDS: u32 = 16;
 
+/// Partitions of each status in the `by_status` index.
+pub const STATUS_SHARDS: u32 = 16;
+
 /// The largest item this store writes (DynamoDB refuses items over 400 KB).
 pub const ITEM_SIZE_LIMIT: usize = 350 * 1024;
 
@@ -23,7 +26,6 @@ pub(super) const SK: &str = "sk";
 pub(super) const VERSION: &str = "version";
 pub(super) const BODY: &str = "body";
 pub(super) const COMMIT_ID: &str = "commit_id";
-pub(super) const STATUS: &str = "status";
 pub(super) const SOURCE: &str = "source";
 pub(super) const RECEIVED_AT: &str = "received_at";
 pub(super) const ITEM_TYPE: &str = "type";
@@ -65,8 +67,19 @@ pub(super) fn head_pk(entity_key: &str) -> String {
     format!("HEAD#{entity_key}")
 }
 
-pub(super) fn status_pk(status: &str) -> String {
+/// The `by_status` partition of an event: its status and a shard from a hash of its id.
+pub(super) fn status_pk(status: &str, shard: u32) -> String {
+    format!("STATUS#{status}#{shard}")
+}
+
+/// The one `by_status` partition a status had before the index was sharded: read, never written.
+pub(super) fn legacy_status_pk(status: &str) -> String {
     format!("STATUS#{status}")
+}
+
+/// Every `by_status` partition of `status`: its shards, then the legacy one.
+pub(super) fn status_partitions(status: &str) -> impl Iterator<Item = String> + '_ {
+    (0..STATUS_SHARDS).map(move |shard| status_pk(status, shard)).chain(std::iter::once(legacy_status_pk(status)))
 }
 
 pub(super) fn entity_pk(entity_key: &str) -> String {
@@ -86,10 +99,15 @@ pub(super) fn lease_pk(shard: u32) -> String {
     format!("LEASE#{shard}")
 }
 
+/// A stable hash of `text` into `0..shards`.
+fn shard_of(text: &str, shards: u32) -> u32 {
+    let digest = Sha256::digest(text.as_bytes());
+    u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]) % shards
+}
+
 /// The lease shard of an entity: a stable hash of its key.
 pub(super) fn lease_shard(entity_key: &str) -> u32 {
-    let digest = Sha256::digest(entity_key.as_bytes());
-    u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]) % LEASE_SHARDS
+    shard_of(entity_key, LEASE_SHARDS)
 }
 
 /// The key of an item.
@@ -116,10 +134,14 @@ pub(super) fn event_item(record: &EventRecord, commit_id: &str) -> Result<Item, 
     item.insert(BODY.into(), body::encode(record, &what)?);
     item.insert(COMMIT_ID.into(), s(commit_id));
     item.insert(TTL.into(), n(record.expires_at.timestamp()));
-    item.insert(STATUS.into(), s(record.status.as_str()));
     item.insert(RECEIVED_AT.into(), n(received));
-    item.insert(GSI1PK.into(), s(status_pk(record.status.as_str())));
-    item.insert(GSI1SK.into(), s(format!("{}#{id}", sortable(received))));
+    // A `processing` event is its entity's head's in-flight event, found through the head in `by_lease`
+    // (`listing.rs`): out of `by_status`, a happy-path event is written there once, when it settles.
+    if record.status != Status::Processing {
+        let partition = status_pk(record.status.as_str(), shard_of(id, STATUS_SHARDS));
+        item.insert(GSI1PK.into(), s(partition));
+        item.insert(GSI1SK.into(), s(format!("{}#{id}", sortable(received))));
+    }
     if let Some(entity) = &record.entity {
         let entity_key = entity.to_string();
         // An event without an order key sorts before every event with one (like NULL in the embedded store).
@@ -231,5 +253,13 @@ mod tests {
         assert!(shards.iter().all(|s| *s < LEASE_SHARDS));
         assert!(shards.len() > LEASE_SHARDS as usize / 2, "{shards:?}");
         assert_eq!(lease_shard("a/b/c/d"), lease_shard("a/b/c/d"));
+    }
+
+    #[test]
+    fn a_status_has_its_shards_and_its_legacy_partition() {
+        let partitions: Vec<String> = status_partitions("completed").collect();
+        assert_eq!(partitions.len(), STATUS_SHARDS as usize + 1);
+        assert_eq!(partitions.first().map(String::as_str), Some("STATUS#completed#0"));
+        assert_eq!(partitions.last().map(String::as_str), Some("STATUS#completed"));
     }
 }

@@ -12,8 +12,8 @@
 //! Both carry `type` (`event`/`head`), `version` N (the compare-and-set version), `body` B (the whole
 //! [`EventRecord`] or [`EntityHead`] as zstd-compressed JSON: what reads return; a `body` S of plain JSON, as
 //! written before, still reads) and `commit_id` S (the commit that wrote it).
-//! Events add `ttl` N (epoch seconds of `expires_at`), `status` S, `received_at` N (ns), `source` S and the keys
-//! of the status and entity indexes; heads add the lease index keys while an event is in flight.
+//! Events add `ttl` N (epoch seconds of `expires_at`), `received_at` N (ns), `source` S and the keys of the
+//! status and entity indexes (no `status` attribute since issue 12: see [`INDEX_ATTRIBUTES`]); heads add the lease index keys while an event is in flight.
 //!
 //! Global secondary indexes (eventually consistent — listings and sweeps only, never decisions). Their entries
 //! hold the keys plus [`INDEX_ATTRIBUTES`] (what listings filter on; `by_lease` keys only), so an entry costs one
@@ -21,11 +21,15 @@
 //! (strongly consistent) in the index's order. The table design and its per-event write budget, measured, are in
 //! `docs/aws-table.md`.
 //!
-//! - `by_status`: `gsi1pk` = `STATUS#<status>`, sort `gsi1sk` = `<received_at>#<event_id>`; every event.
-//!   Serves `list_events` by status (newest first) and `count_by_status` (`Select=COUNT` per status).
+//! - `by_status`: `gsi1pk` = `STATUS#<status>#<0..15>` (a hash of the event id), sort `gsi1sk` =
+//!   `<received_at>#<event_id>`; every event but the `processing` ones (each is its entity's head's in-flight
+//!   event and found through `by_lease`). Serves `list_events` by status (newest first: every shard, merged) and
+//!   `count_by_status` (`Select=COUNT` per partition). The unsharded `STATUS#<status>` partitions of tables
+//!   written before are read too, never written.
 //! - `by_entity`: `gsi2pk` = `ENTITY#<entity key>`, sort `gsi2sk` =
 //!   `<order nanos>#<order version>#<received_at>#<event_id>`; events that name an entity. Serves
-//!   `list_events` of one entity in order-key order.
+//!   `list_events` of one entity in order-key order (a status is filtered on the records read: the entries do not
+//!   carry it, so they are written once per event).
 //! - `by_lease`: `gsi3pk` = `LEASE#<0..15>`, sort `lease_until` N (ns); only heads with an event in flight
 //!   (sparse). Serves `expired_leases` (the sweeper re-reads the event consistently before acting) and
 //!   `count_inflight`.
@@ -38,9 +42,9 @@
 //!
 //! Numbers inside string sort keys are fixed-width hex of the value with its sign bit flipped, so they sort like
 //! the numbers. The lease index is sharded over [`LEASE_SHARDS`] partitions by a hash of the entity key, so a
-//! burst of claims never lands on one hot partition; readers query every shard and merge. The status index is not
-//! sharded: one status takes about 1,000 writes/s before its index partition throttles the table (shard it like
-//! the lease index if a deployment needs more).
+//! burst of claims never lands on one hot partition; readers query every shard and merge. The status index is
+//! sharded the same way over [`STATUS_SHARDS`] partitions per status by a hash of the event id, so no index
+//! partition takes every completion (one partition takes about 1,000 writes/s).
 //!
 //! Every read that feeds a decision (`get_event`, `get_head`) is `ConsistentRead` on the table. `commit` is one
 //! conditional `PutItem` for one write and `TransactWriteItems` for several; each item carries the `commit_id`
@@ -58,9 +62,10 @@ mod body;
 mod commit;
 mod errors;
 mod items;
+mod listing;
 mod queries;
 
-pub use items::{ITEM_SIZE_LIMIT, LEASE_SHARDS};
+pub use items::{ITEM_SIZE_LIMIT, LEASE_SHARDS, STATUS_SHARDS};
 
 use crate::model::{EntityHead, EntityKey, EventId, EventRecord, Status};
 use crate::store::{EventQuery, EventStore, HeadPage, StoreError, Write};
@@ -79,6 +84,11 @@ pub const BY_WAITING_FOR: &str = "by_waiting_for";
 /// The attributes the event indexes project besides the keys (`INCLUDE`): what listings filter on. Listings read
 /// the whole records from the table afterwards (`BatchGetItem`), so an index entry stays a few dozen bytes (one
 /// write unit) however large the record. `by_lease` projects keys only.
+///
+/// `status` stays in the list for tables made before event items stopped carrying it (a deployed GSI's projection
+/// can't change: CloudFormation refuses the update): items written now have no `status` attribute (the body and
+/// `by_status`'s key have it), so their entries in `by_entity` and `by_waiting_for` stay as they are when the
+/// status changes — no index write.
 pub const INDEX_ATTRIBUTES: [&str; 3] = ["status", "source", "received_at"];
 
 /// The DynamoDB [`EventStore`].
@@ -117,16 +127,24 @@ impl EventStore for DynamoStore {
         queries::get_head(self, entity).await
     }
 
+    async fn get_event_and_head(
+        &self,
+        id: &EventId,
+        entity: &EntityKey,
+    ) -> Result<(Option<EventRecord>, Option<EntityHead>), StoreError> {
+        queries::get_event_and_head(self, id, entity).await
+    }
+
     async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
         commit::commit(self, &items::new_commit_id(), writes).await
     }
 
     async fn list_events(&self, query: &EventQuery) -> Result<Vec<EventRecord>, StoreError> {
-        queries::list_events(self, query).await
+        listing::list_events(self, query).await
     }
 
     async fn count_by_status(&self) -> Result<BTreeMap<Status, u64>, StoreError> {
-        queries::count_by_status(self).await
+        listing::count_by_status(self).await
     }
 
     async fn expired_leases(&self, before: DateTime<Utc>, limit: usize) -> Result<Vec<EntityHead>, StoreError> {

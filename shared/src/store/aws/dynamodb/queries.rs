@@ -1,19 +1,18 @@
 //! Reads: consistent point reads on the table for decisions; index queries (and one scan) for listings.
 
 use super::items::{
-    decode, entity_pk, event_pk, head_pk, key, lease_pk, nanos, sortable, status_pk, Item, EVENT_SK, GSI1PK, GSI1SK,
-    GSI2PK, GSI3PK, GSI4PK, HEAD_SK, ITEM_TYPE, LEASE_SHARDS, LEASE_UNTIL, PK, RECEIVED_AT, SK, SOURCE, STATUS,
+    decode, event_pk, head_pk, key, lease_pk, nanos, string, verify_pk, Item, EVENT_SK, GSI3PK, GSI4PK, HEAD_SK,
+    ITEM_TYPE, LEASE_SHARDS, LEASE_UNTIL, PK, SK,
 };
-use super::items::{string, verify_pk, waiting_pk};
-use super::{DynamoStore, BY_ENTITY, BY_LEASE, BY_STATUS, BY_WAITING_FOR};
-use crate::model::{EntityHead, EntityKey, EventId, EventRecord, Status};
+use super::{DynamoStore, BY_LEASE, BY_WAITING_FOR};
+use crate::model::{EntityHead, EntityKey, EventId, EventRecord};
 use crate::store::aws::error::{build_error, from_sdk};
-use crate::store::{EventQuery, HeadPage, StoreError};
+use crate::store::{HeadPage, StoreError};
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Select};
 use chrono::{DateTime, Utc};
 use futures_util::future::try_join_all;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 /// Reads one item strongly consistently.
 async fn get(store: &DynamoStore, pk: String, sk: &str, what: &str) -> Result<Option<Item>, StoreError> {
@@ -40,21 +39,40 @@ pub(super) async fn get_head(store: &DynamoStore, entity: &EntityKey) -> Result<
     get(store, head_pk(&key), HEAD_SK, &what).await?.map(|item| decode(&item, &what)).transpose()
 }
 
+/// The record of `id` and the head of `entity`, read strongly consistently in one `BatchGetItem`.
+pub(super) async fn get_event_and_head(
+    store: &DynamoStore,
+    id: &EventId,
+    entity: &EntityKey,
+) -> Result<(Option<EventRecord>, Option<EntityHead>), StoreError> {
+    let entity_key = entity.to_string();
+    let wanted = vec![key(event_pk(id.as_str()), EVENT_SK), key(head_pk(&entity_key), HEAD_SK)];
+    let (mut record, mut head) = (None, None);
+    for item in hydrate(store, wanted, &format!("reading event {id} and the head of {entity_key}")).await? {
+        match string(&item, SK) {
+            Some(EVENT_SK) => record = Some(decode(&item, &format!("event {id}"))?),
+            Some(HEAD_SK) => head = Some(decode(&item, &format!("head of {entity_key}"))?),
+            _ => {}
+        }
+    }
+    Ok((record, head))
+}
+
 /// A filter or key-condition expression under construction, with its names and values.
-struct Expr {
+pub(super) struct Expr {
     /// Placeholders are `#<prefix>N` and `:<prefix>N`, so a key condition and a filter never collide.
     prefix: &'static str,
     parts: Vec<String>,
-    names: HashMap<String, String>,
-    values: HashMap<String, AttributeValue>,
+    pub(super) names: HashMap<String, String>,
+    pub(super) values: HashMap<String, AttributeValue>,
 }
 
 impl Expr {
-    fn key() -> Self {
+    pub(super) fn key() -> Self {
         Self::with_prefix("k")
     }
 
-    fn filter() -> Self {
+    pub(super) fn filter() -> Self {
         Self::with_prefix("f")
     }
 
@@ -75,32 +93,32 @@ impl Expr {
     }
 
     /// Adds `#name <op> :value`.
-    fn add(&mut self, attribute: &str, op: &str, value: AttributeValue) {
+    pub(super) fn add(&mut self, attribute: &str, op: &str, value: AttributeValue) {
         let (name, value) = (self.name(attribute), self.value(value));
         self.parts.push(format!("{name} {op} {value}"));
     }
 
     /// Adds `#name BETWEEN :low AND :high`.
-    fn between(&mut self, attribute: &str, low: AttributeValue, high: AttributeValue) {
+    pub(super) fn between(&mut self, attribute: &str, low: AttributeValue, high: AttributeValue) {
         let (name, low, high) = (self.name(attribute), self.value(low), self.value(high));
         self.parts.push(format!("{name} BETWEEN {low} AND {high}"));
     }
 
-    fn text(&self) -> Option<String> {
+    pub(super) fn text(&self) -> Option<String> {
         (!self.parts.is_empty()).then(|| self.parts.join(" AND "))
     }
 }
 
-fn s(value: impl Into<String>) -> AttributeValue {
+pub(super) fn s(value: impl Into<String>) -> AttributeValue {
     AttributeValue::S(value.into())
 }
 
-fn n(value: impl ToString) -> AttributeValue {
+pub(super) fn n(value: impl ToString) -> AttributeValue {
     AttributeValue::N(value.to_string())
 }
 
 /// A query on `index` with `key` as key condition and `filter` as filter.
-fn query(store: &DynamoStore, index: &str, key: Expr, filter: Expr) -> QueryFluentBuilder {
+pub(super) fn query(store: &DynamoStore, index: &str, key: Expr, filter: Expr) -> QueryFluentBuilder {
     let (key_text, filter_text) = (key.text(), filter.text());
     let mut names = key.names;
     names.extend(filter.names);
@@ -118,7 +136,7 @@ fn query(store: &DynamoStore, index: &str, key: Expr, filter: Expr) -> QueryFlue
 }
 
 /// Runs `query` page after page until `want` items came back (0: all).
-async fn items(query: QueryFluentBuilder, want: usize, what: &str) -> Result<Vec<Item>, StoreError> {
+pub(super) async fn items(query: QueryFluentBuilder, want: usize, what: &str) -> Result<Vec<Item>, StoreError> {
     let mut out = Vec::new();
     let mut start = None;
     loop {
@@ -136,7 +154,7 @@ async fn items(query: QueryFluentBuilder, want: usize, what: &str) -> Result<Vec
 }
 
 /// Counts what `query` matches, page after page.
-async fn count(query: QueryFluentBuilder, what: &str) -> Result<u64, StoreError> {
+pub(super) async fn count(query: QueryFluentBuilder, what: &str) -> Result<u64, StoreError> {
     let query = query.select(Select::Count);
     let mut total = 0u64;
     let mut start = None;
@@ -158,7 +176,7 @@ const BATCH_GET_ROUNDS: usize = 10;
 /// The whole items of index entries (the indexes project keys and the filtered attributes only; see
 /// [`super::INDEX_ATTRIBUTES`]), read strongly consistently, in the entries' order; an item deleted since (by TTL)
 /// is left out.
-async fn hydrate(store: &DynamoStore, entries: Vec<Item>, what: &str) -> Result<Vec<Item>, StoreError> {
+pub(super) async fn hydrate(store: &DynamoStore, entries: Vec<Item>, what: &str) -> Result<Vec<Item>, StoreError> {
     let keys: Vec<Item> = entries.iter().filter_map(|e| Some(key(string(e, PK)?.to_owned(), string(e, SK)?))).collect();
     let mut found: HashMap<String, Item> = HashMap::with_capacity(keys.len());
     for chunk in keys.chunks(BATCH_GET_KEYS) {
@@ -199,110 +217,13 @@ async fn hydrate(store: &DynamoStore, entries: Vec<Item>, what: &str) -> Result<
     Ok(entries.iter().filter_map(|e| string(e, PK).and_then(|pk| found.remove(pk))).collect())
 }
 
-fn decode_all<T: serde::de::DeserializeOwned>(items: &[Item], what: &str) -> Result<Vec<T>, StoreError> {
+pub(super) fn decode_all<T: serde::de::DeserializeOwned>(items: &[Item], what: &str) -> Result<Vec<T>, StoreError> {
     items.iter().map(|item| decode(item, what)).collect()
-}
-
-/// The filters of `query` other than the one the index serves.
-fn filters(query: &EventQuery, with_status: bool, with_window: bool) -> Result<Expr, StoreError> {
-    let mut filter = Expr::filter();
-    if let (true, Some(status)) = (with_status, query.status) {
-        filter.add(STATUS, "=", s(status.as_str()));
-    }
-    if let Some(source) = &query.source {
-        filter.add(SOURCE, "=", s(source.clone()));
-    }
-    if with_window {
-        if let Some(since) = query.since {
-            filter.add(RECEIVED_AT, ">=", n(nanos(since)?));
-        }
-        if let Some(until) = query.until {
-            filter.add(RECEIVED_AT, "<", n(nanos(until)?));
-        }
-    }
-    Ok(filter)
-}
-
-pub(super) async fn list_events(store: &DynamoStore, query: &EventQuery) -> Result<Vec<EventRecord>, StoreError> {
-    let what = "listing events";
-    if let Some(dependency) = &query.waiting_for {
-        let mut key = Expr::key();
-        key.add(GSI4PK, "=", s(waiting_pk(dependency)));
-        let q = self::query(store, BY_WAITING_FOR, key, filters(query, false, true)?).scan_index_forward(true);
-        return decode_all(&hydrate(store, items(q, query.limit, what).await?, what).await?, what);
-    }
-    if let Some(entity) = &query.entity {
-        let mut key = Expr::key();
-        key.add(GSI2PK, "=", s(entity_pk(&entity.to_string())));
-        let q = self::query(store, BY_ENTITY, key, filters(query, true, true)?).scan_index_forward(true);
-        return decode_all(&hydrate(store, items(q, query.limit, what).await?, what).await?, what);
-    }
-    if let Some(status) = query.status {
-        let mut key = Expr::key();
-        key.add(GSI1PK, "=", s(status_pk(status.as_str())));
-        // `<received>#<id>` keys: `since` is a lower bound as is; `until` (exclusive) bounds with the last
-        // nanosecond before it, followed by `~`, which sorts after every event id character.
-        let low = query.since.map(nanos).transpose()?.map(sortable);
-        let high = query.until.map(nanos).transpose()?.map(|u| format!("{}~", sortable(u.saturating_sub(1))));
-        match (low, high) {
-            (Some(low), Some(high)) => key.between(GSI1SK, s(low), s(high)),
-            (Some(low), None) => key.add(GSI1SK, ">=", s(low)),
-            (None, Some(high)) => key.add(GSI1SK, "<=", s(high)),
-            (None, None) => {}
-        }
-        let filter = filters(query, false, false)?;
-        let mut q = self::query(store, BY_STATUS, key, filter).scan_index_forward(false);
-        if query.source.is_none() && query.limit > 0 {
-            q = q.limit(i32::try_from(query.limit).unwrap_or(i32::MAX));
-        }
-        return decode_all(&hydrate(store, items(q, query.limit, what).await?, what).await?, what);
-    }
-    scan_events(store, query).await
-}
-
-/// Every event, filtered, newest received first: a scan of the whole table (development convenience).
-async fn scan_events(store: &DynamoStore, query: &EventQuery) -> Result<Vec<EventRecord>, StoreError> {
-    let what = "scanning events";
-    let mut filter = filters(query, true, true)?;
-    filter.add(ITEM_TYPE, "=", s("event"));
-    let scan = store
-        .client
-        .scan()
-        .table_name(&store.table)
-        .set_filter_expression(filter.text())
-        .set_expression_attribute_names(Some(filter.names))
-        .set_expression_attribute_values(Some(filter.values));
-    let mut records: Vec<EventRecord> = Vec::new();
-    let mut start = None;
-    loop {
-        let page = scan.clone().set_exclusive_start_key(start).send().await.map_err(|e| from_sdk(what, e))?;
-        records.extend(decode_all::<EventRecord>(&page.items.unwrap_or_default(), what)?);
-        start = page.last_evaluated_key;
-        if start.is_none() {
-            break;
-        }
-    }
-    records.sort_by(|a, b| (b.received_at, &b.event_id).cmp(&(a.received_at, &a.event_id)));
-    if query.limit > 0 {
-        records.truncate(query.limit);
-    }
-    Ok(records)
-}
-
-pub(super) async fn count_by_status(store: &DynamoStore) -> Result<BTreeMap<Status, u64>, StoreError> {
-    let counts = try_join_all(Status::ALL.into_iter().map(|status| async move {
-        let mut key = Expr::key();
-        key.add(GSI1PK, "=", s(status_pk(status.as_str())));
-        let q = query(store, BY_STATUS, key, Expr::filter());
-        Ok::<_, StoreError>((status, count(q, "counting events by status").await?))
-    }))
-    .await?;
-    Ok(counts.into_iter().filter(|(_, c)| *c > 0).collect())
 }
 
 /// The heads found in every shard of a sharded head index (at most `limit` per shard, in index order; 0: all),
 /// read whole from the table; the caller orders and truncates them.
-async fn sharded_heads(
+pub(super) async fn sharded_heads(
     store: &DynamoStore,
     index: &str,
     limit: usize,

@@ -1,0 +1,210 @@
+//! Listings and counts of events: by dependency, entity or status through the indexes, otherwise a scan.
+//!
+//! Two choices shape this file (`docs/aws-table.md`): event items carry no `status` attribute, so a status change
+//! never rewrites an event's `by_entity` entry and listings filter statuses on the records they read; and
+//! `processing` events are not in `by_status` at all — each is the in-flight event of its entity's head (spec §4:
+//! they are written in one commit), so they are found through the heads in the sparse `by_lease` index.
+
+use super::items::{
+    entity_pk, event_pk, key, lease_pk, nanos, sortable, status_partitions, string, waiting_pk, Item, EVENT_SK, GSI1PK,
+    GSI1SK, GSI2PK, GSI3PK, GSI4PK, ITEM_TYPE, RECEIVED_AT, SOURCE,
+};
+use super::queries::{count, decode_all, hydrate, items, n, query, s, sharded_heads, Expr};
+use super::{DynamoStore, BY_ENTITY, BY_LEASE, BY_STATUS, BY_WAITING_FOR};
+use crate::model::{EventRecord, Status};
+use crate::store::aws::error::from_sdk;
+use crate::store::{EventQuery, StoreError};
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
+use futures_util::future::try_join_all;
+use futures_util::{StreamExt, TryStreamExt};
+use std::collections::BTreeMap;
+
+/// Count queries in flight at once while counting by status (one per partition of every status).
+const COUNT_CONCURRENCY: usize = 16;
+
+/// The filters of `query` other than the one the index serves, the status aside (items don't carry it; see
+/// [`super::INDEX_ATTRIBUTES`]).
+fn filters(query: &EventQuery, with_window: bool) -> Result<Expr, StoreError> {
+    let mut filter = Expr::filter();
+    if let Some(source) = &query.source {
+        filter.add(SOURCE, "=", s(source.clone()));
+    }
+    if with_window {
+        if let Some(since) = query.since {
+            filter.add(RECEIVED_AT, ">=", n(nanos(since)?));
+        }
+        if let Some(until) = query.until {
+            filter.add(RECEIVED_AT, "<", n(nanos(until)?));
+        }
+    }
+    Ok(filter)
+}
+
+/// Whether `record` passes `query`'s status, source and time window (what a filter expression would check).
+fn selects(query: &EventQuery, record: &EventRecord) -> bool {
+    query.status.is_none_or(|status| record.status == status)
+        && query.source.as_ref().is_none_or(|source| record.entity.as_ref().is_some_and(|e| &e.source == source))
+        && query.since.is_none_or(|since| record.received_at >= since)
+        && query.until.is_none_or(|until| record.received_at < until)
+}
+
+pub(super) async fn list_events(store: &DynamoStore, query: &EventQuery) -> Result<Vec<EventRecord>, StoreError> {
+    let what = "listing events";
+    if let Some(dependency) = &query.waiting_for {
+        let mut key = Expr::key();
+        key.add(GSI4PK, "=", s(waiting_pk(dependency)));
+        let q = self::query(store, BY_WAITING_FOR, key, filters(query, true)?).scan_index_forward(true);
+        return decode_all(&hydrate(store, items(q, query.limit, what).await?, what).await?, what);
+    }
+    if let Some(entity) = &query.entity {
+        let mut key = Expr::key();
+        key.add(GSI2PK, "=", s(entity_pk(&entity.to_string())));
+        let q = self::query(store, BY_ENTITY, key, filters(query, true)?).scan_index_forward(true);
+        return records_where(store, q, query.limit, what, |r| selects(query, r)).await;
+    }
+    match query.status {
+        Some(Status::Processing) => processing(store, query).await,
+        Some(status) => by_status(store, query, status).await,
+        None => scan_events(store, query).await,
+    }
+}
+
+/// The records `q` finds that `keep` keeps, page after page until `want` are kept (0: all), in the index's order.
+async fn records_where(
+    store: &DynamoStore,
+    q: QueryFluentBuilder,
+    want: usize,
+    what: &str,
+    keep: impl Fn(&EventRecord) -> bool,
+) -> Result<Vec<EventRecord>, StoreError> {
+    let mut out = Vec::new();
+    let mut start = None;
+    loop {
+        let page = q.clone().set_exclusive_start_key(start).send().await.map_err(|e| from_sdk(what, e))?;
+        let records: Vec<EventRecord> = decode_all(&hydrate(store, page.items.unwrap_or_default(), what).await?, what)?;
+        out.extend(records.into_iter().filter(|r| keep(r)));
+        start = page.last_evaluated_key;
+        if start.is_none() || (want > 0 && out.len() >= want) {
+            break;
+        }
+    }
+    if want > 0 {
+        out.truncate(want);
+    }
+    Ok(out)
+}
+
+/// Events in `status` (not `processing`), newest received first: every shard of the status and its legacy
+/// partition, each read up to the limit, merged by sort key.
+async fn by_status(store: &DynamoStore, query: &EventQuery, status: Status) -> Result<Vec<EventRecord>, StoreError> {
+    let what = "listing events by status";
+    // `<received>#<id>` keys: `since` is a lower bound as is; `until` (exclusive) bounds with the last
+    // nanosecond before it, followed by `~`, which sorts after every event id character.
+    let low = query.since.map(nanos).transpose()?.map(sortable);
+    let high = query.until.map(nanos).transpose()?.map(|u| format!("{}~", sortable(u.saturating_sub(1))));
+    let partitions = status_partitions(status.as_str()).map(|partition| {
+        let mut key = Expr::key();
+        key.add(GSI1PK, "=", s(partition));
+        match (&low, &high) {
+            (Some(low), Some(high)) => key.between(GSI1SK, s(low), s(high)),
+            (Some(low), None) => key.add(GSI1SK, ">=", s(low)),
+            (None, Some(high)) => key.add(GSI1SK, "<=", s(high)),
+            (None, None) => {}
+        }
+        let mut q = self::query(store, BY_STATUS, key, filters(query, false)?).scan_index_forward(false);
+        if query.source.is_none() && query.limit > 0 {
+            q = q.limit(i32::try_from(query.limit).unwrap_or(i32::MAX));
+        }
+        Ok::<_, StoreError>(items(q, query.limit, what))
+    });
+    let mut entries: Vec<Item> = try_join_all(partitions.collect::<Result<Vec<_>, _>>()?).await?.concat();
+    entries.sort_by(|a, b| string(b, GSI1SK).cmp(&string(a, GSI1SK)));
+    if query.limit > 0 {
+        entries.truncate(query.limit);
+    }
+    decode_all(&hydrate(store, entries, what).await?, what)
+}
+
+/// `processing` events, newest received first: the in-flight events of the heads in `by_lease`, read whole and
+/// kept while they are still `processing` (an `errored` event keeps its entity's head too).
+async fn processing(store: &DynamoStore, query: &EventQuery) -> Result<Vec<EventRecord>, StoreError> {
+    let what = "listing processing events through the heads in flight";
+    let heads = sharded_heads(store, BY_LEASE, 0, what, |shard| {
+        let mut key = Expr::key();
+        key.add(GSI3PK, "=", s(lease_pk(shard)));
+        key
+    })
+    .await?;
+    let inflight: Vec<Item> = heads
+        .iter()
+        .filter_map(|head| head.inflight.as_ref())
+        .map(|inflight| key(event_pk(inflight.slot.event_id.as_str()), EVENT_SK))
+        .collect();
+    let query = EventQuery { status: Some(Status::Processing), ..query.clone() };
+    let mut records: Vec<EventRecord> = decode_all::<EventRecord>(&hydrate(store, inflight, what).await?, what)?
+        .into_iter()
+        .filter(|r| selects(&query, r))
+        .collect();
+    records.sort_by(|a, b| (b.received_at, &b.event_id).cmp(&(a.received_at, &a.event_id)));
+    if query.limit > 0 {
+        records.truncate(query.limit);
+    }
+    Ok(records)
+}
+
+/// Every event, filtered, newest received first: a scan of the whole table (development convenience).
+async fn scan_events(store: &DynamoStore, query: &EventQuery) -> Result<Vec<EventRecord>, StoreError> {
+    let what = "scanning events";
+    let mut filter = filters(query, true)?;
+    filter.add(ITEM_TYPE, "=", s("event"));
+    let scan = store
+        .client
+        .scan()
+        .table_name(&store.table)
+        .set_filter_expression(filter.text())
+        .set_expression_attribute_names(Some(filter.names))
+        .set_expression_attribute_values(Some(filter.values));
+    let mut records: Vec<EventRecord> = Vec::new();
+    let mut start = None;
+    loop {
+        let page = scan.clone().set_exclusive_start_key(start).send().await.map_err(|e| from_sdk(what, e))?;
+        records.extend(
+            decode_all::<EventRecord>(&page.items.unwrap_or_default(), what)?.into_iter().filter(|r| selects(query, r)),
+        );
+        start = page.last_evaluated_key;
+        if start.is_none() {
+            break;
+        }
+    }
+    records.sort_by(|a, b| (b.received_at, &b.event_id).cmp(&(a.received_at, &a.event_id)));
+    if query.limit > 0 {
+        records.truncate(query.limit);
+    }
+    Ok(records)
+}
+
+/// Events per status: a `Select=COUNT` query on every partition of every status but `processing`, which counts the
+/// in-flight events still `processing`.
+pub(super) async fn count_by_status(store: &DynamoStore) -> Result<BTreeMap<Status, u64>, StoreError> {
+    let what = "counting events by status";
+    let mut partitions: Vec<(Status, String)> = Vec::new();
+    for status in Status::ALL.into_iter().filter(|status| *status != Status::Processing) {
+        partitions.extend(status_partitions(status.as_str()).map(|partition| (status, partition)));
+    }
+    let counted: Vec<(Status, u64)> = futures_util::stream::iter(partitions)
+        .map(|(status, partition)| async move {
+            let mut key = Expr::key();
+            key.add(GSI1PK, "=", s(partition));
+            Ok::<_, StoreError>((status, count(query(store, BY_STATUS, key, Expr::filter()), what).await?))
+        })
+        .buffer_unordered(COUNT_CONCURRENCY)
+        .try_collect()
+        .await?;
+    let mut counts = BTreeMap::new();
+    for (status, n) in counted {
+        *counts.entry(status).or_insert(0) += n;
+    }
+    counts.insert(Status::Processing, processing(store, &EventQuery::default()).await?.len() as u64);
+    counts.retain(|_, n| *n > 0);
+    Ok(counts)
+}
