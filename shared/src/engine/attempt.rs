@@ -21,12 +21,12 @@ enum Recorded {
     Claimed { head: Box<EntityHead>, record: Box<EventRecord>, canceled: u32, previous_unknown: bool },
 }
 
-/// The entity's head, as far as the caller read it.
+/// The entity's head, as far as the caller knows it.
 pub(super) enum KnownHead {
     /// Not read yet: the first round reads it.
     Unread,
-    /// Read together with the event's record (`None`: the entity has no head yet); the first round decides on it
-    /// (a head changed since makes the commit a conflict, and the next round reads again).
+    /// Read with the event's record, or as the claim wrote it (`None`: the entity has no head yet); the first round
+    /// decides on it (a head changed since makes the commit a conflict, and the next round reads again).
     Read(Box<Option<EntityHead>>),
 }
 
@@ -375,7 +375,14 @@ async fn apply(
             engine.retry_or_fail(&record, message, failure)
         }
     };
-    settle(engine, record, fence, end, invocation).await
+    // A `latest_wins` head rarely changes while its event applies (only a newer event arriving makes it `next`):
+    // the settle decides on the head as claimed, and reads it again only if its commit conflicts. An `in_order`
+    // head changes with every event queued behind, so it is read again first.
+    let known = match change.policy {
+        Policy::LatestWins => KnownHead::Read(Box::new(Some(head))),
+        Policy::InOrder => KnownHead::Unread,
+    };
+    settle(engine, record, fence, end, known, invocation).await
 }
 
 /// The longest a throttled change waits as asked: 12 hours, the longest SQS keeps a message hidden.

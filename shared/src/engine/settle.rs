@@ -1,6 +1,7 @@
 //! Settling an attempt: one compare-and-set on the head and the record, then the promotion of what waited
 //! (spec §4 rules 6 and 7).
 
+use super::attempt::KnownHead;
 use super::{Disposition, Engine, EngineError, Invocation, Outcome};
 use crate::model::{
     EchoGuard, EntityHead, EntityKey, ErrorInfo, ErrorKind, EventId, EventRecord, ExternalWrite, Inflight, Message,
@@ -33,11 +34,14 @@ pub(super) enum End {
 }
 
 /// Writes the end of an attempt, unless the claim was lost meanwhile (then the newer holder decides).
+/// `known`: the head as the claim wrote it, when the first round may decide on it (a head changed since makes the
+/// commit a conflict, and the next round reads again).
 pub(super) async fn settle(
     engine: &Engine,
     mut record: EventRecord,
     fence: u64,
     end: End,
+    known: KnownHead,
     invocation: &Invocation,
 ) -> Result<Outcome, EngineError> {
     let store = &engine.ports.store;
@@ -46,6 +50,7 @@ pub(super) async fn settle(
     let Some(entity) = record.entity.clone() else {
         return Err(EngineError::Incomplete(event_id, "claimed event has no entity"));
     };
+    let mut known = Some(known);
     for round in 0..engine.settings.max_rounds {
         if round > 0 {
             record = store
@@ -54,7 +59,10 @@ pub(super) async fn settle(
                 .ok_or_else(|| EngineError::Incomplete(event_id.clone(), "record vanished while settling"))?;
             record.write_started_at = write_started_at;
         }
-        let head = store.get_head(&entity).await?;
+        let head = match known.take() {
+            Some(KnownHead::Read(head)) => *head,
+            Some(KnownHead::Unread) | None => store.get_head(&entity).await?,
+        };
         let holds = head
             .as_ref()
             .and_then(|h| h.inflight.as_ref())
