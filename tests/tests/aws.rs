@@ -358,3 +358,42 @@ async fn aws_a_cold_start_that_knows_the_receive_limit_makes_no_request() {
     synctrail::store::aws::AwsBackend::with_clients(&f.clients, &config).await.expect("connect");
     assert!(count(&f, "SQS", "GetQueueAttributes") >= 1, "without it, the redrive policy is read and checked");
 }
+
+/// Items written before `by_status` was sharded (partition `STATUS#<status>`, a `status` attribute) are still listed
+/// and counted; items written now carry no `status` attribute and sit in one of the status's shards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_events_written_before_the_status_index_was_sharded_are_still_listed_and_counted() {
+    use synctrail::store::aws::sdk::dynamodb::types::AttributeValue;
+    use synctrail::store::EventQuery;
+    let f = fixture().await;
+    let store = &f.backend.store;
+    let e = build::entity("a");
+    for (id, seconds) in [("ev-old", 1), ("ev-new", 2)] {
+        let mut record = build::record(id, Some(&e), Some(build::order(seconds)), build::at(seconds));
+        record.status = Status::Completed;
+        store.commit(vec![Write::event(record)]).await.expect("insert");
+    }
+    let key = |id: &str| {
+        [("pk", AttributeValue::S(format!("EVENT#{id}"))), ("sk", AttributeValue::S("EVENT".into()))]
+            .into_iter()
+            .fold(f.clients.dynamodb.get_item().table_name(&f.created.table), |get, (k, v)| get.key(k, v))
+    };
+    let new = key("ev-new").send().await.expect("get").item.expect("stored");
+    let partition = new.get("gsi1pk").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+    assert!(partition.starts_with("STATUS#completed#"), "{partition}");
+    assert!(!new.contains_key("status"), "no status attribute: {new:?}");
+    let mut old = key("ev-old").send().await.expect("get").item.expect("stored");
+    old.insert("gsi1pk".into(), AttributeValue::S("STATUS#completed".into()));
+    old.insert("status".into(), AttributeValue::S("completed".into()));
+    f.clients.dynamodb.put_item().table_name(&f.created.table).set_item(Some(old)).send().await.expect("as before");
+
+    let completed = EventQuery { status: Some(Status::Completed), ..EventQuery::default() };
+    let listed: Vec<String> =
+        store.list_events(&completed).await.expect("list").into_iter().map(|r| r.event_id.to_string()).collect();
+    assert_eq!(listed, ["ev-new", "ev-old"], "newest first across the shards and the legacy partition");
+    let newest = EventQuery { limit: 1, ..completed.clone() };
+    assert_eq!(store.list_events(&newest).await.expect("list").len(), 1);
+    assert_eq!(store.count_by_status().await.expect("count").get(&Status::Completed), Some(&2));
+    let failed = EventQuery { status: Some(Status::Failed), entity: Some(e), ..EventQuery::default() };
+    assert!(store.list_events(&failed).await.expect("list").is_empty(), "the old status attribute is not trusted");
+}

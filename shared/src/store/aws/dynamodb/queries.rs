@@ -1,4 +1,5 @@
-//! Reads: consistent point reads on the table for decisions; index queries (and one scan) for listings.
+//! Reads: consistent point reads on the table for decisions, the query and hydration helpers every listing uses, and
+//! the head listings (expired leases, heads to verify, every head). Event listings are in `listing.rs`.
 
 use super::items::{
     decode, event_pk, head_pk, key, lease_pk, nanos, string, verify_pk, Item, EVENT_SK, GSI3PK, GSI4PK, HEAD_SK,
