@@ -220,34 +220,41 @@ fn limit_value(limit: usize) -> SqlValue {
     SqlValue::Integer(if limit == 0 { -1 } else { i64::try_from(limit).unwrap_or(i64::MAX) })
 }
 
+/// The record of event `id`, if stored.
+fn read_event(conn: &Connection, id: &str) -> Result<Option<EventRecord>, StoreError> {
+    let what = format!("event {id}");
+    let body: Option<String> =
+        conn.one("SELECT body FROM events WHERE event_id = ?1", [id], |row| row.get(0)).optional().ctx(&what)?;
+    body.map(|b| from_json(&b, &what)).transpose()
+}
+
+/// The head of the entity keyed `key`, if stored.
+fn read_head(conn: &Connection, key: &str) -> Result<Option<EntityHead>, StoreError> {
+    let what = format!("head of {key}");
+    let body: Option<String> =
+        conn.one("SELECT body FROM heads WHERE entity_key = ?1", [key], |row| row.get(0)).optional().ctx(&what)?;
+    body.map(|b| from_json(&b, &what)).transpose()
+}
+
 #[async_trait]
 impl EventStore for SqliteStore {
     async fn get_event(&self, id: &EventId) -> Result<Option<EventRecord>, StoreError> {
         let id = id.to_string();
-        self.db
-            .run(move |conn| {
-                let what = format!("event {id}");
-                let body: Option<String> = conn
-                    .one("SELECT body FROM events WHERE event_id = ?1", [&id], |row| row.get(0))
-                    .optional()
-                    .ctx(&what)?;
-                body.map(|b| from_json(&b, &what)).transpose()
-            })
-            .await
+        self.db.run(move |conn| read_event(conn, &id)).await
     }
 
     async fn get_head(&self, entity: &EntityKey) -> Result<Option<EntityHead>, StoreError> {
         let key = entity.to_string();
-        self.db
-            .run(move |conn| {
-                let what = format!("head of {key}");
-                let body: Option<String> = conn
-                    .one("SELECT body FROM heads WHERE entity_key = ?1", [&key], |row| row.get(0))
-                    .optional()
-                    .ctx(&what)?;
-                body.map(|b| from_json(&b, &what)).transpose()
-            })
-            .await
+        self.db.run(move |conn| read_head(conn, &key)).await
+    }
+
+    async fn get_event_and_head(
+        &self,
+        id: &EventId,
+        entity: &EntityKey,
+    ) -> Result<(Option<EventRecord>, Option<EntityHead>), StoreError> {
+        let (id, key) = (id.to_string(), entity.to_string());
+        self.db.run(move |conn| Ok((read_event(conn, &id)?, read_head(conn, &key)?))).await
     }
 
     async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {

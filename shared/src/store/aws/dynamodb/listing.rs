@@ -9,7 +9,7 @@ use super::items::{
     entity_pk, event_pk, key, lease_pk, nanos, sortable, status_partitions, string, waiting_pk, Item, EVENT_SK, GSI1PK,
     GSI1SK, GSI2PK, GSI3PK, GSI4PK, ITEM_TYPE, RECEIVED_AT, SOURCE,
 };
-use super::queries::{count, decode_all, hydrate, items, n, query, s, sharded_heads, Expr};
+use super::queries::{count, decode_all, hydrate, items, n, pages, query, s, sharded_heads, Expr};
 use super::{DynamoStore, BY_ENTITY, BY_LEASE, BY_STATUS, BY_WAITING_FOR};
 use crate::model::{EventRecord, Status};
 use crate::store::aws::error::from_sdk;
@@ -77,21 +77,12 @@ async fn records_where(
     what: &str,
     keep: impl Fn(&EventRecord) -> bool,
 ) -> Result<Vec<EventRecord>, StoreError> {
-    let mut out = Vec::new();
-    let mut start = None;
-    loop {
-        let page = q.clone().set_exclusive_start_key(start).send().await.map_err(|e| from_sdk(what, e))?;
-        let records: Vec<EventRecord> = decode_all(&hydrate(store, page.items.unwrap_or_default(), what).await?, what)?;
-        out.extend(records.into_iter().filter(|r| keep(r)));
-        start = page.last_evaluated_key;
-        if start.is_none() || (want > 0 && out.len() >= want) {
-            break;
-        }
-    }
-    if want > 0 {
-        out.truncate(want);
-    }
-    Ok(out)
+    let keep = &keep;
+    pages(q, want, what, |entries| async move {
+        let records: Vec<EventRecord> = decode_all(&hydrate(store, entries, what).await?, what)?;
+        Ok(records.into_iter().filter(|r| keep(r)).collect())
+    })
+    .await
 }
 
 /// Events in `status` (not `processing`), newest received first: every shard of the status and its legacy

@@ -138,11 +138,26 @@ pub(super) fn query(store: &DynamoStore, index: &str, key: Expr, filter: Expr) -
 
 /// Runs `query` page after page until `want` items came back (0: all).
 pub(super) async fn items(query: QueryFluentBuilder, want: usize, what: &str) -> Result<Vec<Item>, StoreError> {
+    pages(query, want, what, |items| async move { Ok(items) }).await
+}
+
+/// Runs `query` page after page, turning each page's items into results with `take`, until `want` results came back
+/// (0: all).
+pub(super) async fn pages<T, F, Fut>(
+    query: QueryFluentBuilder,
+    want: usize,
+    what: &str,
+    mut take: F,
+) -> Result<Vec<T>, StoreError>
+where
+    F: FnMut(Vec<Item>) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<T>, StoreError>>,
+{
     let mut out = Vec::new();
     let mut start = None;
     loop {
         let page = query.clone().set_exclusive_start_key(start).send().await.map_err(|e| from_sdk(what, e))?;
-        out.extend(page.items.unwrap_or_default());
+        out.extend(take(page.items.unwrap_or_default()).await?);
         start = page.last_evaluated_key;
         if start.is_none() || (want > 0 && out.len() >= want) {
             break;
