@@ -9,7 +9,7 @@ use super::items::{
     entity_pk, event_pk, key, lease_pk, nanos, sortable, status_partitions, string, waiting_pk, Item, EVENT_SK, GSI1PK,
     GSI1SK, GSI2PK, GSI3PK, GSI4PK, ITEM_TYPE, RECEIVED_AT, SOURCE,
 };
-use super::queries::{count, decode_all, hydrate, items, n, pages, query, s, sharded_heads, Expr};
+use super::queries::{count, decode_all, hydrate, items, n, pages, query, s, scan, sharded_heads, Expr};
 use super::{DynamoStore, BY_ENTITY, BY_LEASE, BY_STATUS, BY_WAITING_FOR};
 use crate::model::{EventRecord, Status};
 use crate::store::aws::error::from_sdk;
@@ -148,13 +148,7 @@ async fn scan_events(store: &DynamoStore, query: &EventQuery) -> Result<Vec<Even
     let what = "scanning events";
     let mut filter = filters(query, true)?;
     filter.add(ITEM_TYPE, "=", s("event"));
-    let scan = store
-        .client
-        .scan()
-        .table_name(&store.table)
-        .set_filter_expression(filter.text())
-        .set_expression_attribute_names(Some(filter.names))
-        .set_expression_attribute_values(Some(filter.values));
+    let scan = scan(store, filter);
     let mut records: Vec<EventRecord> = Vec::new();
     let mut start = None;
     loop {

@@ -10,6 +10,7 @@ use crate::model::{EntityHead, EntityKey, EventId, EventRecord};
 use crate::store::aws::error::{build_error, from_sdk};
 use crate::store::{HeadPage, StoreError};
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
+use aws_sdk_dynamodb::operation::scan::builders::ScanFluentBuilder;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Select};
 use chrono::{DateTime, Utc};
 use futures_util::future::try_join_all;
@@ -64,8 +65,8 @@ pub(super) struct Expr {
     /// Placeholders are `#<prefix>N` and `:<prefix>N`, so a key condition and a filter never collide.
     prefix: &'static str,
     parts: Vec<String>,
-    pub(super) names: HashMap<String, String>,
-    pub(super) values: HashMap<String, AttributeValue>,
+    names: HashMap<String, String>,
+    values: HashMap<String, AttributeValue>,
 }
 
 impl Expr {
@@ -134,6 +135,17 @@ pub(super) fn query(store: &DynamoStore, index: &str, key: Expr, filter: Expr) -
         .set_filter_expression(filter_text)
         .set_expression_attribute_names(Some(names))
         .set_expression_attribute_values((!values.is_empty()).then_some(values))
+}
+
+/// A scan of the whole table with `filter`.
+pub(super) fn scan(store: &DynamoStore, filter: Expr) -> ScanFluentBuilder {
+    store
+        .client
+        .scan()
+        .table_name(&store.table)
+        .set_filter_expression(filter.text())
+        .set_expression_attribute_names(Some(filter.names))
+        .set_expression_attribute_values(Some(filter.values))
 }
 
 /// Runs `query` page after page until `want` items came back (0: all).
@@ -312,13 +324,7 @@ pub(super) async fn list_heads(store: &DynamoStore, after: Option<&str>, limit: 
     };
     let mut filter = Expr::filter();
     filter.add(ITEM_TYPE, "=", s("head"));
-    let mut scan = store
-        .client
-        .scan()
-        .table_name(&store.table)
-        .set_filter_expression(filter.text())
-        .set_expression_attribute_names(Some(filter.names))
-        .set_expression_attribute_values(Some(filter.values));
+    let mut scan = scan(store, filter);
     if limit > 0 {
         scan = scan.limit(i32::try_from(limit).unwrap_or(i32::MAX));
     }
