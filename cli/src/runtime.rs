@@ -146,14 +146,14 @@ impl LocalRuntime {
                 failed_sweeps = 0;
             }
             match report {
-                Ok(report) if report.redriven.is_empty() => {
+                Ok(report) if report.redriven.is_empty() && report.settles_finished.is_empty() => {
                     drained = true;
                     if !options.follow {
                         break;
                     }
                 }
                 Ok(report) => {
-                    lock(&stats).swept += report.redriven.len() as u64;
+                    lock(&stats).swept += (report.redriven.len() + report.settles_finished.len()) as u64;
                     quiet_since = None;
                 }
                 Err(e) => {

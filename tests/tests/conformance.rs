@@ -476,6 +476,30 @@ pub mod suite {
         assert_eq!(p.store.get_head(&e).await.expect("get"), Some(head), "the head update was rolled back");
     }
 
+    /// `commit_each` applies its writes in order and stops at the first whose condition fails: the writes it
+    /// reports applied are stored, that one and those after it are not (a backend that commits all or none
+    /// reports none applied).
+    pub async fn writes_committed_each_in_turn_stop_at_the_first_that_fails(p: &Ports) {
+        let (a, b) = (entity("a"), entity("b"));
+        let first = record("ev-1", Some(&a), Some(order(1)), at(1));
+        let both = vec![Write::event(first), Write::head(EntityHead::empty(a.clone(), at(1)))];
+        p.store.commit_each(both).await.expect("every condition holds");
+        let mut done = p.store.get_event(&id("ev-1")).await.expect("get").expect("stored");
+        assert_eq!(p.store.get_head(&a).await.expect("get").map(|h| h.version), Some(1));
+        done.status = Status::Completed;
+        let stale_head =
+            Write::Head { head: Box::new(EntityHead::empty(a.clone(), at(2))), expect: Expect::Version(5) };
+        let after = Write::head(EntityHead::empty(b.clone(), at(2)));
+        let stopped = p.store.commit_each(vec![Write::event(done), stale_head, after]).await.expect_err("a stale head");
+        assert!(matches!(stopped.error, StoreError::Conflict(_)), "{stopped:?}");
+        assert!(stopped.applied <= 1, "{stopped:?}");
+        let stored = p.store.get_event(&id("ev-1")).await.expect("get").expect("stored");
+        assert_eq!(stored.status == Status::Completed, stopped.applied == 1, "stored exactly when reported applied");
+        assert_eq!(stored.version, 1 + stopped.applied as u64);
+        assert_eq!(p.store.get_head(&a).await.expect("get").map(|h| h.version), Some(1), "the failing write");
+        assert_eq!(p.store.get_head(&b).await.expect("get"), None, "nothing after it");
+    }
+
     /// Eight writers compare-and-set the same head version at once: exactly one wins.
     pub async fn concurrent_commits_on_one_head_let_exactly_one_win(p: &Ports) {
         let e = entity("contended");
@@ -1627,6 +1651,7 @@ on_embedded!(
     an_update_of_a_stale_version_is_a_conflict,
     an_update_that_gives_an_event_its_entity_lists_it_under_that_entity,
     a_failed_expectation_rolls_back_the_whole_commit,
+    writes_committed_each_in_turn_stop_at_the_first_that_fails,
     concurrent_commits_on_one_head_let_exactly_one_win,
     events_of_one_entity_list_in_order_key_order,
     events_list_newest_first_with_filters,
@@ -1963,6 +1988,7 @@ pub mod aws {
         an_update_of_a_stale_version_is_a_conflict,
         an_update_that_gives_an_event_its_entity_lists_it_under_that_entity,
         a_failed_expectation_rolls_back_the_whole_commit,
+        writes_committed_each_in_turn_stop_at_the_first_that_fails,
         concurrent_commits_on_one_head_let_exactly_one_win,
         events_of_one_entity_list_in_order_key_order,
         events_list_newest_first_with_filters,

@@ -7,7 +7,7 @@ use chrono::Duration;
 use serde_json::json;
 use std::sync::Arc;
 use synctrail::destination::Destination;
-use synctrail::engine::Disposition;
+use synctrail::engine::{Disposition, Invocation};
 use synctrail::model::{ErrorKind, EventRecord, Message, OrderKey, RedriveReason, Status};
 
 fn ids(records: &[&Env]) -> Vec<synctrail::model::EventId> {
@@ -1363,6 +1363,79 @@ async fn sweeper_redrives_a_crashed_event_whose_message_was_dead_lettered(via: V
     assert_eq!(h.effects().await, ids(&[&event]));
 }
 
+async fn a_settle_cut_short_before_the_head_write_is_finished_by_the_events_redelivery(via: Via) {
+    let h = Harness::with(Options { via, held_store: true, ..Options::default() });
+    let first = Env::issue("41").at(10).titled("v1");
+    let second = Env::issue("41").at(20).titled("v2");
+    let entity = first.entity();
+    let gate = h.script.hold_next();
+    h.send_env(&first).await;
+    let batch = h.receive(1).await;
+    let (cut, ()) = tokio::join!(h.invoke(&batch), async {
+        gate.entered().await;
+        h.send_env(&second).await;
+        assert_eq!(h.deliver(1).await.only().status, Some(Status::Queued));
+        // The settle writes the record, then dies before the head.
+        h.held.cut_next_settle();
+        gate.release();
+    });
+
+    assert_eq!(cut.failures(), vec![batch[0].message_id.clone()], "the message goes back to the queue");
+    assert_eq!(h.status_of(&first).await, Status::Completed);
+    let head = h.head(&entity).await;
+    assert_eq!(head.inflight.map(|i| i.slot.event_id), Some(first.event_id()), "the head still names it");
+    assert_eq!(head.next.map(|n| n.event_id), Some(second.event_id()));
+
+    h.advance(h.options.visibility_timeout);
+    let again = h.deliver(1).await;
+    assert_eq!(again.only().status, Some(Status::Completed));
+    let head = h.head(&entity).await;
+    assert_eq!(head.applied.map(|a| a.event_id), Some(first.event_id()), "the redelivery finished the settle");
+    assert_eq!(head.inflight.map(|i| i.slot.event_id), Some(second.event_id()), "and promoted what waited");
+    h.drain().await;
+
+    assert_eq!(h.status_of(&second).await, Status::Completed);
+    assert_eq!(h.effects().await, ids(&[&first, &second]), "one effect each");
+    assert_eq!(h.mirror_state(&entity).await, Some(json!({"title": "v2"})));
+    assert!(h.head(&entity).await.inflight.is_none());
+}
+
+async fn a_settle_cut_short_whose_message_is_gone_is_finished_by_the_sweeper(via: Via) {
+    let h = Harness::with(Options { via, held_store: true, ..Options::default() });
+    let first = Env::adjustment("SKU-42").at(10).delta(5);
+    let second = Env::adjustment("SKU-42").at(20).delta(-2);
+    let entity = first.entity();
+    let gate = h.script.hold_next();
+    h.send_env(&first).await;
+    let batch = h.receive(1).await;
+    let (_, ()) = tokio::join!(h.invoke(&batch), async {
+        gate.entered().await;
+        h.send_env(&second).await;
+        assert_eq!(h.deliver(1).await.only().status, Some(Status::Queued));
+        h.held.cut_next_settle();
+        gate.release();
+    });
+    assert_eq!(h.status_of(&first).await, Status::Completed);
+    // Its message is lost for good (deleted, as if dead-lettered and discarded).
+    h.advance(h.options.visibility_timeout);
+    let lost = h.receive(10).await;
+    assert_eq!(lost.len(), 1);
+    h.ports().queue.delete(&[lost[0].receipt_handle.clone()]).await.expect("delete");
+    assert_eq!(h.head(&entity).await.backlog.len(), 1, "the second event waits behind a finished one");
+
+    let invocation = Invocation { function: Some("synctrail-sweeper:42".into()), ..Invocation::default() };
+    let report = h.engine.sweep(100, &invocation).await.expect("sweep");
+    assert_eq!((report.settles_finished, report.redriven), (vec![first.event_id()], vec![]));
+    let head = h.head(&entity).await;
+    assert_eq!(head.applied.map(|a| a.event_id), Some(first.event_id()));
+    assert_eq!(head.inflight.map(|i| i.slot.event_id), Some(second.event_id()), "promoted");
+    h.drain().await;
+
+    assert_eq!(h.status_of(&second).await, Status::Completed);
+    assert_eq!(h.effects().await, ids(&[&first, &second]));
+    assert_eq!(h.engine.sweep(100, &invocation).await.expect("sweep").settles_finished, vec![], "nothing left");
+}
+
 async fn a_reprocess_of_a_completed_event_tells_the_destination_to_look_before_writing(via: Via) {
     let h = Harness::over(via);
     let event = Env::issue("44").at(10).titled("applied, then reprocessed");
@@ -1613,6 +1686,8 @@ over_every_destination!(
     history_records_function_request_and_trace_for_every_attempt,
     sweeper_redrives_a_promoted_event_whose_message_was_lost,
     sweeper_redrives_a_crashed_event_whose_message_was_dead_lettered,
+    a_settle_cut_short_before_the_head_write_is_finished_by_the_events_redelivery,
+    a_settle_cut_short_whose_message_is_gone_is_finished_by_the_sweeper,
     a_reprocess_of_a_completed_event_tells_the_destination_to_look_before_writing,
     the_echo_of_an_outbound_write_is_a_duplicate_of_the_outbound_event,
     a_change_made_on_the_other_side_after_the_write_is_applied_even_in_the_same_second,

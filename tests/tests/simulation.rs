@@ -44,7 +44,8 @@ use synctrail::model::{
 };
 use synctrail::store::sqlite::EmbeddedOptions;
 use synctrail::store::{
-    EventQuery, EventStore, HeadPage, OutgoingMessage, PayloadStore, Queue, QueueDepth, QueueMessage, StoreError, Write,
+    EventQuery, EventStore, HeadPage, OutgoingMessage, PartialCommit, PayloadStore, Queue, QueueDepth, QueueMessage,
+    StoreError, Write,
 };
 use synctrail::{Clock, ManualClock, Policy, Settings};
 use synctrail_processor::{sqs_event, InvocationContext, Processor, RecordResult};
@@ -127,14 +128,15 @@ fn run_these(label: &str, seeds: &[u64], via: Via) {
         match result {
             Ok(summary) => {
                 println!(
-                    "seed {seed}: {:.1?}, {} messages, {} events, {} ticks, {} invocations, {} crashes, {} resubmitted, \
-                     {} stranded dead letters, {:?}",
+                    "seed {seed}: {:.1?}, {} messages, {} events, {} ticks, {} invocations, {} crashes, {} settles cut \
+                     short, {} resubmitted, {} stranded dead letters, {:?}",
                     one.elapsed(),
                     summary.messages,
                     summary.events,
                     summary.ticks,
                     summary.invocations,
                     summary.crashes,
+                    summary.settles_cut_short,
                     summary.resubmitted,
                     summary.stranded_dead_letters,
                     summary.statuses
@@ -233,6 +235,9 @@ struct Config {
     malformed_rate: f64,
     create_rate: f64,
     delete_rate: f64,
+    /// How often a [`EventStore::commit_each`] stops after a write with the answer lost (a Lambda dying between a
+    /// settle's record and head writes).
+    cut_short_rate: f64,
 }
 
 impl Config {
@@ -301,6 +306,7 @@ impl Config {
             malformed_rate: r.random_range(0.0..0.04),
             create_rate: r.random_range(0.0..0.05),
             delete_rate: r.random_range(0.0..0.08),
+            cut_short_rate: if r.random_bool(0.3) { 0.0 } else { r.random_range(0.0..0.1) },
         }
     }
 }
@@ -431,13 +437,24 @@ fn in_place<F: Future>(future: F) -> F::Output {
     panic!("a port call did not finish after {MAX_POLLS} polls")
 }
 
-/// The seeded yields around every port call.
+/// The seeded yields around every port call, and the writes of a `commit_each` cut short.
 struct Chaos {
     rng: Mutex<SmallRng>,
     max_yields: u32,
+    cut_short_rate: f64,
+    /// How many `commit_each` calls were cut short.
+    cut: std::sync::atomic::AtomicU64,
 }
 
 impl Chaos {
+    fn cut_short(&self) -> bool {
+        let cut = self.cut_short_rate > 0.0 && self.rng.lock().unwrap().random_bool(self.cut_short_rate);
+        if cut {
+            self.cut.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        cut
+    }
+
     async fn pause(&self) {
         let n = {
             let mut rng = self.rng.lock().unwrap();
@@ -473,6 +490,23 @@ impl EventStore for SimStore {
 
     async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
         self.chaos.around(self.inner.commit(writes)).await
+    }
+
+    /// As DynamoDB does it: one conditional write after another, other tasks moving in between, and now and then
+    /// the answer lost after a write was applied (what a Lambda dying between a settle's two writes leaves).
+    async fn commit_each(&self, writes: Vec<Write>) -> Result<(), PartialCommit> {
+        let count = writes.len();
+        for (applied, write) in writes.into_iter().enumerate() {
+            self.chaos
+                .around(self.inner.commit(vec![write]))
+                .await
+                .map_err(|error| PartialCommit { applied, error })?;
+            if applied + 1 < count && self.chaos.cut_short() {
+                let error = StoreError::Unavailable("simulated: the answer was lost after this write".into());
+                return Err(PartialCommit { applied: applied + 1, error });
+            }
+        }
+        Ok(())
     }
 
     async fn list_events(&self, query: &EventQuery) -> Result<Vec<EventRecord>, StoreError> {
@@ -720,6 +754,8 @@ struct Sim {
     backend: Backend,
     /// The seeded ports (destination: the mirror).
     ports: Ports,
+    /// The seeded yields and cuts behind every port.
+    chaos: Arc<Chaos>,
     sweeper: Engine,
     shared: Rc<Shared>,
     /// Wakes idle workers after each tick (`Notify` wakes waiters in a fixed order; `watch` would not).
@@ -757,11 +793,11 @@ impl Sim {
     async fn sweep(&self) -> Result<usize, String> {
         let invocation = Invocation { function: Some("synctrail-sweeper:sim".into()), ..Invocation::default() };
         let report = self.sweeper.sweep(1_000, &invocation).await.map_err(|e| format!("sweep failed: {e}"))?;
-        Ok(report.redriven.len())
+        Ok(report.redriven.len() + report.settles_finished.len())
     }
 
-    /// Checks what must hold at every moment: at most one live attempt per entity, and heads naming only events
-    /// that can still run.
+    /// Checks what must hold at every moment: at most one live attempt per entity, heads naming only events that
+    /// held them, and only `queued` events waiting in a head.
     fn snapshot(&self) -> Result<(), String> {
         let processing = self.raw(
             self.backend
@@ -784,9 +820,14 @@ impl Sim {
             let Some(record) = self.record(&inflight.slot.event_id) else {
                 return Err(format!("head of {} names unrecorded {}", head.entity, inflight.slot.event_id));
             };
-            if record.status.is_terminal() && self.is_live(inflight.lease_until) {
+            // A head may name a settled event between the settle's two writes, or after a settle cut short there
+            // (until the event's next delivery or the sweeper finishes it; the end state checks every head is
+            // idle). What it names must at least have held it.
+            if !matches!(record.status, Status::Queued | Status::Processing | Status::Errored)
+                && !record.status.releases_entity()
+            {
                 return Err(format!(
-                    "tick {}: head of {} holds {} live, but it is {} ({:?})",
+                    "tick {}: head of {} holds {}, but it is {} ({:?})",
                     self.tick.get(),
                     head.entity,
                     record.event_id,
@@ -986,6 +1027,8 @@ struct Summary {
     ticks: u64,
     invocations: u64,
     crashes: u64,
+    /// Settles cut short between the record and the head (each finished later, or the end state fails).
+    settles_cut_short: u64,
     effects: u64,
     dead_letters: u64,
     resubmitted: u64,
@@ -1007,6 +1050,7 @@ impl Summary {
         self.ticks += other.ticks;
         self.invocations += other.invocations;
         self.crashes += other.crashes;
+        self.settles_cut_short += other.settles_cut_short;
         self.effects += other.effects;
         self.dead_letters += other.dead_letters;
         self.resubmitted += other.resubmitted;
@@ -1027,8 +1071,12 @@ async fn simulate(cfg: Config) -> Result<Summary, String> {
     let clock = Arc::new(ManualClock::new(support::t0()));
     let options = EmbeddedOptions { max_receives: cfg.max_receives, ..EmbeddedOptions::default() };
     let backend = Backend::open_with_clock(home.path(), options, clock.clone()).map_err(|e| e.to_string())?;
-    let chaos =
-        Arc::new(Chaos { rng: Mutex::new(SmallRng::seed_from_u64(cfg.seed ^ 0xC4A05)), max_yields: cfg.port_yields });
+    let chaos = Arc::new(Chaos {
+        rng: Mutex::new(SmallRng::seed_from_u64(cfg.seed ^ 0xC4A05)),
+        max_yields: cfg.port_yields,
+        cut_short_rate: cfg.cut_short_rate,
+        cut: std::sync::atomic::AtomicU64::new(0),
+    });
     let http = (cfg.via == Via::Http).then(|| HttpSide::start(backend.ports.destination.clone(), clock.clone()));
     let destination = http.as_ref().map_or_else(|| backend.ports.destination.clone(), HttpSide::destination);
     let ports = Ports {
@@ -1053,6 +1101,7 @@ async fn simulate(cfg: Config) -> Result<Summary, String> {
         clock: clock.clone(),
         backend,
         ports: ports.clone(),
+        chaos,
         sweeper,
         shared: shared.clone(),
         ticks,
@@ -1219,6 +1268,7 @@ fn check(sim: &Sim, plan: &[String]) -> Result<Summary, String> {
         ticks: sim.tick.get(),
         invocations: sim.shared.invocations.get(),
         crashes: sim.shared.crashes.get(),
+        settles_cut_short: sim.chaos.cut.load(std::sync::atomic::Ordering::Relaxed),
         effects: effects.len() as u64,
         dead_letters: depth.dead_letters,
         ..Summary::default()

@@ -27,6 +27,16 @@ pub async fn execute(ctx: &Context, args: &SweepArgs, out: &mut dyn Write) -> Re
     for id in &report.redriven {
         writeln!(out, "  {id}")?;
     }
+    if !report.settles_finished.is_empty() {
+        writeln!(
+            out,
+            "finished {} settle(s) cut short (the head moved on, what waited promoted)",
+            report.settles_finished.len()
+        )?;
+        for id in &report.settles_finished {
+            writeln!(out, "  {id}")?;
+        }
+    }
     writeln!(
         out,
         "examined {} waiting event(s); resumed {} whose dependency appeared; failed {} that waited too long",
@@ -47,7 +57,7 @@ pub async fn execute(ctx: &Context, args: &SweepArgs, out: &mut dyn Write) -> Re
     for id in report.dead_letters_recorded.iter().chain(report.dead_letters_discarded.iter().map(|d| &d.event_id)) {
         writeln!(out, "  {id}")?;
     }
-    if !report.redriven.is_empty() || !report.waits_resumed.is_empty() {
+    if !report.redriven.is_empty() || !report.settles_finished.is_empty() || !report.waits_resumed.is_empty() {
         writeln!(out, "the re-drive messages are on the queue; process them with `synctrail run`")?;
     }
     Ok(())

@@ -50,6 +50,7 @@ pub async fn sweep(engine: &Engine, context: &InvocationContext, limit: usize) -
                 request_id = %context.request_id,
                 examined = report.examined,
                 redriven = report.redriven.len(),
+                settles_finished = report.settles_finished.len(),
                 dead_letters_discarded = report.dead_letters_discarded.iter().map(|d| d.messages).sum::<usize>(),
                 report = %json,
                 "sweep done"

@@ -1,5 +1,6 @@
 //! The sweeper's CloudWatch Embedded Metric Format line: what one sweep found, per function (the stalled-leases
-//! alarm watches `stalled_leases`). `dead_letters_discarded` counts messages, not events. `verified` counts the
+//! alarm watches `stalled_leases`). `settles_finished` counts settles cut short between the record and the head that
+//! the sweep finished. `dead_letters_discarded` counts messages, not events. `verified` counts the
 //! entities flagged `needs_verification` that were verified, `verify_differences` those that differed (repaired or
 //! only reported), `verify_repaired` those repaired.
 
@@ -13,6 +14,7 @@ pub fn emf_line(report: &SweepReport, function: &str, namespace: &str, at: DateT
     let figures = [
         ("stalled_leases", report.examined),
         ("redriven", report.redriven.len()),
+        ("settles_finished", report.settles_finished.len()),
         ("waits_examined", report.waits_examined),
         ("waits_resumed", report.waits_resumed.len()),
         ("waits_failed", report.waits_failed.len()),
@@ -63,7 +65,7 @@ mod tests {
         };
         let line = emf_line(&report, "synctrail-sweeper", "synctrail", DateTime::UNIX_EPOCH);
         let declared = line["_aws"]["CloudWatchMetrics"][0]["Metrics"].as_array().expect("metrics").clone();
-        assert_eq!(declared.len(), 10);
+        assert_eq!(declared.len(), 11);
         for metric in declared {
             let name = metric["Name"].as_str().expect("name");
             assert!(line[name].is_number(), "{name} has a member");

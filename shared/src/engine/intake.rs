@@ -112,8 +112,15 @@ async fn arrive(
     invocation: &Invocation,
 ) -> Result<Outcome, EngineError> {
     let (existing, head) = engine.ports.store.get_event_and_head(&envelope.event_id, &envelope.entity).await?;
-    let known = KnownHead::Read(Box::new(head));
     let from = existing.as_ref().map(|e| e.status);
+    if let Some(done) = existing.as_ref().filter(|e| e.status.is_terminal()) {
+        // Done, yet its head still names it: its settle was cut short before the head's write.
+        let holder = head.as_ref().filter(|h| h.inflight.as_ref().is_some_and(|i| i.slot.event_id == done.event_id));
+        if let Some(holder) = holder {
+            engine.finish_settle(done, Some(holder.clone()), invocation).await?;
+        }
+    }
+    let known = KnownHead::Read(Box::new(head));
     let outcome = match existing {
         Some(existing) if existing.content_hash != Some(envelope.content_hash) => {
             reject_conflict(engine, &envelope, message, invocation).await
@@ -190,6 +197,8 @@ async fn redrive(
             restart(engine, record, message, invocation, "repair: verify found the destination differing")?
         }
         _ => {
+            // Done, yet its head may still name it: its settle was cut short before the head's write.
+            engine.finish_settle(&record, None, invocation).await?;
             let outcome = Outcome { redelivered: true, ..Outcome::ack(event_id, status) }.about(&record);
             return Ok(outcome.arrived_from(Some(status)));
         }

@@ -1,5 +1,6 @@
-//! Settling an attempt: one compare-and-set on the head and the record, then the promotion of what waited
-//! (spec §4 rules 6 and 7).
+//! Settling an attempt: the record's end, then its head moved on, one conditional write each (spec §4 rules 6 and
+//! 7, §9 "One write per item"), then the promotion of what waited; and finishing a settle cut short between the
+//! two.
 
 use super::attempt::KnownHead;
 use super::{Disposition, Engine, EngineError, Invocation, Outcome};
@@ -8,7 +9,7 @@ use crate::model::{
     RedriveReason, Slot, Status,
 };
 use crate::settings::Policy;
-use crate::store::{EventQuery, OutgoingMessage, StoreError, Write};
+use crate::store::{EventQuery, OutgoingMessage, PartialCommit, StoreError, Write};
 use chrono::Duration;
 
 /// How an attempt ended.
@@ -33,7 +34,42 @@ pub(super) enum End {
     },
 }
 
-/// Writes the end of an attempt, unless the claim was lost meanwhile (then the newer holder decides).
+/// How the head moves on once the record is written.
+#[derive(Debug, Clone, Copy)]
+enum HeadMove {
+    /// The event let go of its entity (done, or `waiting`): record what it applied, promote what waits.
+    Release,
+    /// The event keeps its entity until its retry, which may claim it again after `lease_until`.
+    Errored {
+        /// Until when the errored event keeps it.
+        lease_until: chrono::DateTime<chrono::Utc>,
+    },
+}
+
+/// What moving a head on leaves to do once it is written.
+#[derive(Debug, Default)]
+struct MovedOn {
+    /// The event promoted to hold the entity: send its re-drive.
+    promoted: Option<Slot>,
+    /// The entity completed an event while others waited for it: resume them.
+    resume_waiters: bool,
+}
+
+impl MovedOn {
+    async fn follow_up(self, engine: &Engine, entity: &EntityKey, invocation: &Invocation) {
+        if let Some(next) = self.promoted {
+            engine.send_redrive(&next.event_id, invocation).await;
+        }
+        if self.resume_waiters {
+            engine.resume_waiters(entity, invocation).await;
+        }
+    }
+}
+
+/// Writes the end of an attempt, unless the claim was lost meanwhile (then the newer holder decides): the record
+/// first, then the head moved on, one conditional write each (spec §9 "One write per item"). A settle cut short
+/// between the two leaves a settled record its head still names; the event's next delivery or the sweeper finishes
+/// it ([`Engine::finish_settle`]).
 /// `known`: the head as the claim wrote it, when the first round may decide on it (a head changed since makes the
 /// commit a conflict, and the next round reads again).
 pub(super) async fn settle(
@@ -79,36 +115,34 @@ pub(super) async fn settle(
         record.lease_until = None;
         // A retryable error or a panic does not prove that nothing was written; every other end does.
         record.write_outcome_unknown = matches!(end, End::Errored(..) | End::Exhausted(_));
-        head.updated_at = now;
-        let resume_waiters = matches!(end, End::Completed(_)) && std::mem::take(&mut head.has_waiters);
+        // Other entities' heads, written before the record: each is true whether or not the rest follows.
+        let mut other_heads = Vec::new();
         let mut dependency_head = None;
-        let mut created_head = None;
-        let (disposition, promote) = match &end {
+        let (disposition, head_move) = match &end {
             End::Completed(written) => {
                 record.completed_at = Some(now);
                 record.written = written.clone();
                 record.transition(engine.entry(Status::Completed, attempt, invocation, None))?;
-                record_applied(&mut head, &record, engine.settings.policy_for(&entity.entity_type));
-                if let Some(write) = written {
-                    created_head = guard_echo(engine, &mut head, &event_id, write).await?;
+                if let Some(created) = guard_created(engine, &entity, &event_id, written.as_ref()).await? {
+                    other_heads.push(Write::head(created));
                 }
-                (Disposition::Ack, true)
+                (Disposition::Ack, HeadMove::Release)
             }
             End::Dropped(by) => {
                 record.dropped_for = Some(by.clone());
                 let note = format!("destination holds newer {by}");
                 record.transition(engine.entry(Status::Dropped, attempt, invocation, Some(note)))?;
-                (Disposition::Ack, true)
+                (Disposition::Ack, HeadMove::Release)
             }
             End::Failed(error) => {
                 record.error = Some(error.clone());
                 record.transition(engine.entry(Status::Failed, attempt, invocation, Some(error.message.clone())))?;
-                (Disposition::Ack, true)
+                (Disposition::Ack, HeadMove::Release)
             }
             End::Exhausted(error) => {
                 record.error = Some(error.clone());
                 record.transition(engine.entry(Status::Failed, attempt, invocation, Some(error.message.clone())))?;
-                (Disposition::DeadLetter, true)
+                (Disposition::DeadLetter, HeadMove::Release)
             }
             End::Waiting { key, .. } => {
                 record.waiting_for = Some(key.to_string());
@@ -116,10 +150,12 @@ pub(super) async fn settle(
                 let note = format!("waiting for {key}");
                 record.transition(engine.entry(Status::Waiting, attempt, invocation, Some(note)))?;
                 let mut dependency = store.get_head(key).await?.unwrap_or_else(|| EntityHead::empty(key.clone(), now));
-                let flag_needed = !dependency.has_waiters;
-                dependency.has_waiters = true;
-                dependency_head = Some((dependency, flag_needed));
-                (Disposition::Ack, true)
+                if !dependency.has_waiters {
+                    dependency.has_waiters = true;
+                    other_heads.push(Write::head(dependency.clone()));
+                }
+                dependency_head = Some(dependency);
+                (Disposition::Ack, HeadMove::Release)
             }
             End::Errored(error, delay) => {
                 record.error = Some(error.clone());
@@ -131,42 +167,125 @@ pub(super) async fn settle(
                     error.message.clone()
                 };
                 record.transition(engine.entry(Status::Errored, attempt, invocation, Some(note)))?;
-                if let Some(inflight) = head.inflight.as_mut() {
-                    inflight.errored = true;
-                    inflight.lease_until = now + *delay + engine.settings.lease;
-                }
-                (Disposition::Retry { after: *delay }, false)
+                let lease_until = now + *delay + engine.settings.lease;
+                (Disposition::Retry { after: *delay }, HeadMove::Errored { lease_until })
             }
         };
-        if promote && head.next.is_none() && head.backlog.is_empty() && head.parked > 0 {
-            unpark(engine, &mut head).await?;
-        }
-        let promoted = if promote { promote_next(&mut head, engine, now) } else { None };
+        let moved = move_head(engine, &mut head, &record, head_move, now).await?;
         let status = record.status;
-        let mut writes = vec![Write::head(head.clone()), Write::event(record.clone())];
-        if let Some((dependency, true)) = &dependency_head {
-            writes.push(Write::head(dependency.clone()));
+        let record_at = other_heads.len();
+        let mut writes = other_heads;
+        writes.push(Write::event(record.clone()));
+        writes.push(Write::head(head));
+        let moved = match store.commit_each(writes).await {
+            Ok(()) => Some(moved),
+            Err(PartialCommit { applied, error: StoreError::Conflict(_) }) if applied <= record_at => continue,
+            Err(PartialCommit { error, applied }) if applied <= record_at => return Err(error.into()),
+            Err(PartialCommit { error: StoreError::Conflict(_), .. }) => {
+                // The record is stored; the head changed since it was read: move on what it is now.
+                record.version += 1;
+                move_on(engine, &entity, Ended::Written(&record, fence), head_move, KnownHead::Unread).await?
+            }
+            // The record is stored, the head's write unknown: this delivery comes back and finishes it.
+            Err(PartialCommit { error, .. }) => return Err(error.into()),
+        };
+        if let Some(moved) = moved {
+            moved.follow_up(engine, &entity, invocation).await;
         }
-        if let Some(created) = created_head {
-            writes.push(Write::head(created));
-        }
-        match store.commit(writes).await {
-            Ok(()) => {}
-            Err(StoreError::Conflict(_)) => continue,
-            Err(e) => return Err(e.into()),
-        }
-        if let Some(next) = promoted {
-            engine.send_redrive(&next.event_id, invocation).await;
-        }
-        if resume_waiters {
-            engine.resume_waiters(&entity, invocation).await;
-        }
-        if let (End::Waiting { request, .. }, Some((dependency, _))) = (&end, &dependency_head) {
+        if let (End::Waiting { request, .. }, Some(dependency)) = (&end, &dependency_head) {
             engine.after_wait_began(&record, dependency, request.as_deref(), invocation).await;
         }
         let mut outcome = Outcome { disposition, ..Outcome::ack(&event_id, status) }.about(&record).transitioned();
         outcome.facts.write_duration = write_duration;
         return Ok(outcome);
+    }
+    Err(EngineError::Contended(entity.to_string(), engine.settings.max_rounds))
+}
+
+/// Moves `head`, which names `record`'s event in flight, on after the attempt `record` now ends.
+async fn move_head(
+    engine: &Engine,
+    head: &mut EntityHead,
+    record: &EventRecord,
+    how: HeadMove,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<MovedOn, EngineError> {
+    head.updated_at = now;
+    if let HeadMove::Errored { lease_until } = how {
+        if let Some(inflight) = head.inflight.as_mut() {
+            inflight.errored = true;
+            inflight.lease_until = lease_until;
+        }
+        return Ok(MovedOn::default());
+    }
+    let completed = record.status == Status::Completed;
+    let resume_waiters = completed && std::mem::take(&mut head.has_waiters);
+    if completed {
+        let policy = engine.settings.policy_for(&head.entity.entity_type);
+        record_applied(head, record, policy);
+        let guard = record.written.as_ref().and_then(|w| echo_guard(&head.entity, &record.event_id, w).ok());
+        if let Some((guard, None)) = guard {
+            head.echo = Some(guard);
+        }
+    }
+    if head.next.is_none() && head.backlog.is_empty() && head.parked > 0 {
+        unpark(engine, head).await?;
+    }
+    let promoted = promote_next(head, engine, now);
+    Ok(MovedOn { promoted, resume_waiters })
+}
+
+/// Whose end the head moves on after.
+enum Ended<'a> {
+    /// The settle's own record, as it wrote it, of the attempt holding `fence`.
+    Written(&'a EventRecord, u64),
+    /// The event's record as stored, read after each read of the head (a repair by someone else).
+    Stored(&'a EventId),
+}
+
+/// The head write of a settle alone: moves on the head of the event's entity if it still names the event in flight
+/// (with the attempt's fence, for [`Ended::Written`]), reading it again after each lost race. `None`: it names
+/// another event (whoever moved it on did the rest), or the stored record still holds its entity.
+async fn move_on(
+    engine: &Engine,
+    entity: &EntityKey,
+    ended: Ended<'_>,
+    how: HeadMove,
+    known: KnownHead,
+) -> Result<Option<MovedOn>, EngineError> {
+    let (event_id, fence) = match &ended {
+        Ended::Written(record, fence) => (&record.event_id, Some(*fence)),
+        Ended::Stored(event_id) => (*event_id, None),
+    };
+    let names_event = |h: &EntityHead| {
+        h.inflight.as_ref().is_some_and(|i| &i.slot.event_id == event_id && fence.is_none_or(|f| i.fence == f))
+    };
+    let mut known = Some(known);
+    for _ in 0..engine.settings.max_rounds {
+        let head = match known.take() {
+            Some(KnownHead::Read(head)) => *head,
+            Some(KnownHead::Unread) | None => engine.ports.store.get_head(entity).await?,
+        };
+        let Some(mut head) = head.filter(names_event) else { return Ok(None) };
+        // Read after the head: a record read before it may be an earlier end of the event, and the head a newer
+        // claim of it (a claim writes both at once), whose attempt is still running.
+        let stored;
+        let record = match ended {
+            Ended::Written(record, _) => record,
+            Ended::Stored(_) => {
+                stored = engine.ports.store.get_event(event_id).await?;
+                match stored.as_ref().filter(|r| r.status.releases_entity()) {
+                    Some(record) => record,
+                    None => return Ok(None),
+                }
+            }
+        };
+        let moved = move_head(engine, &mut head, record, how, engine.now()).await?;
+        match engine.ports.store.commit(vec![Write::head(head)]).await {
+            Ok(()) => return Ok(Some(moved)),
+            Err(StoreError::Conflict(_)) => continue,
+            Err(e) => return Err(e.into()),
+        }
     }
     Err(EngineError::Contended(entity.to_string(), engine.settings.max_rounds))
 }
@@ -183,31 +302,39 @@ fn record_applied(head: &mut EntityHead, record: &EventRecord, policy: Policy) {
     }
 }
 
-/// Spec §10: keeps `write` as the echo guard of the resource it wrote — `head` itself for an update, the head of
-/// the created resource's entity (returned, to be written in the same commit) for a create, whose webhooks name
-/// the resource by the id the external system gave it.
-async fn guard_echo(
-    engine: &Engine,
-    head: &mut EntityHead,
+/// Spec §10: the echo guard `write` leaves, and the entity it guards: `None` for `entity` itself (an update), the
+/// created resource's for a create, whose webhooks name the resource by the id the external system gave it.
+/// `Err`: why there is none.
+fn echo_guard(
+    entity: &EntityKey,
     event_id: &EventId,
     write: &ExternalWrite,
-) -> Result<Option<EntityHead>, EngineError> {
+) -> Result<(EchoGuard, Option<EntityKey>), String> {
     let Some(guard) = EchoGuard::of(event_id, write) else {
-        tracing::warn!(event_id = %event_id, updated_at = %write.updated_at, "written time out of range; no echo guard");
-        return Ok(None);
+        return Err(format!("written time {} out of range; no echo guard", write.updated_at));
     };
-    let entity = &head.entity;
-    let created = match write.created.as_deref().filter(|id| *id != entity.external_id) {
-        None => {
-            head.echo = Some(guard);
-            return Ok(None);
-        }
-        Some(id) => EntityKey::new(&entity.tenant, &entity.source, &entity.entity_type, id),
-    };
-    let created = match created {
-        Ok(key) => key,
-        Err(e) => {
-            tracing::warn!(event_id = %event_id, error = %e, "the created resource's id is not an external id; no echo guard");
+    match write.created.as_deref().filter(|id| *id != entity.external_id) {
+        None => Ok((guard, None)),
+        Some(id) => match EntityKey::new(&entity.tenant, &entity.source, &entity.entity_type, id) {
+            Ok(created) => Ok((guard, Some(created))),
+            Err(e) => Err(format!("the created resource's id is not an external id ({e}); no echo guard")),
+        },
+    }
+}
+
+/// The head of the resource a completed create made, carrying its echo guard (written before the record).
+async fn guard_created(
+    engine: &Engine,
+    entity: &EntityKey,
+    event_id: &EventId,
+    written: Option<&ExternalWrite>,
+) -> Result<Option<EntityHead>, EngineError> {
+    let Some(write) = written else { return Ok(None) };
+    let (guard, created) = match echo_guard(entity, event_id, write) {
+        Ok((guard, Some(created))) => (guard, created),
+        Ok((_, None)) => return Ok(None),
+        Err(why) => {
+            tracing::warn!(event_id = %event_id, "{why}");
             return Ok(None);
         }
     };
@@ -253,6 +380,29 @@ pub(super) fn promote_next(head: &mut EntityHead, engine: &Engine, now: chrono::
 }
 
 impl Engine {
+    /// Finishes a settle cut short between its two writes (spec §4 "Crashes"): `record` let go of its entity (done,
+    /// or `waiting`) but `head` — its entity's, as read; `None`: read it — still names it in flight. Moves the head
+    /// on as the settle would have and promotes what waits, deciding on the record as read again after the head.
+    /// Whether this call moved it (false: the head names another event, or the record still holds its entity).
+    pub(crate) async fn finish_settle(
+        &self,
+        record: &EventRecord,
+        head: Option<EntityHead>,
+        invocation: &Invocation,
+    ) -> Result<bool, EngineError> {
+        let Some(entity) = record.entity.as_ref().filter(|_| record.status.releases_entity()) else {
+            return Ok(false);
+        };
+        let known = head.map_or(KnownHead::Unread, |h| KnownHead::Read(Box::new(Some(h))));
+        let ended = Ended::Stored(&record.event_id);
+        let Some(moved) = move_on(self, entity, ended, HeadMove::Release, known).await? else {
+            return Ok(false);
+        };
+        tracing::info!(event_id = %record.event_id, entity = %entity, "finished a settle cut short: the head moved on");
+        moved.follow_up(self, entity, invocation).await;
+        Ok(true)
+    }
+
     /// Re-drives every event waiting for `dependency`, which just completed an event. A failed listing is only
     /// logged: the sweeper finds waits whose dependency appeared.
     pub(crate) async fn resume_waiters(&self, dependency: &EntityKey, invocation: &Invocation) {

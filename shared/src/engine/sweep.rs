@@ -1,4 +1,5 @@
-//! The sweeper: re-drives events whose entity lease ran out (a crashed holder, a lost promotion message), resumes
+//! The sweeper: re-drives events whose entity lease ran out (a crashed holder, a lost promotion message), finishes
+//! settles cut short between the record and the head, resumes
 //! waits whose dependency appeared without resuming them, fails waits past the configured limit (spec §4, §6),
 //! records what only the dead-letter queue knows about and removes dead letters of events already done, and verifies
 //! entities flagged `needs_verification` (spec §5, §7; `verify/flagged.rs`).
@@ -17,6 +18,9 @@ pub struct SweepReport {
     pub examined: usize,
     /// Events a re-drive message was sent for because their lease expired.
     pub redriven: Vec<EventId>,
+    /// Events whose settle was cut short between the record and the head (the head still named them in flight
+    /// after they were done or `waiting`): their heads were moved on and what waited promoted.
+    pub settles_finished: Vec<EventId>,
     /// `waiting` events that were looked at.
     pub waits_examined: usize,
     /// Waiting events re-driven because their dependency completed an event since they began waiting.
@@ -32,7 +36,8 @@ pub struct SweepReport {
 }
 
 impl Engine {
-    /// Finds up to `limit` heads whose in-flight lease expired and re-drives their event when it is not done; then
+    /// Finds up to `limit` heads whose in-flight lease expired and re-drives their event when it is not done (or
+    /// moves the head on when it is: a settle cut short); then
     /// looks at up to `limit` waiting events, resuming those whose dependency appeared and failing those that
     /// waited too long; then looks at up to `limit` dead letters, recording those the engine does not know and
     /// removing those whose event is already done; then verifies up to `limit` entities flagged
@@ -42,15 +47,20 @@ impl Engine {
         let heads = self.ports.store.expired_leases(before, limit).await?;
         let mut report = SweepReport { examined: heads.len(), ..SweepReport::default() };
         for head in heads {
-            let Some(inflight) = head.inflight else { continue };
-            let event_id = inflight.slot.event_id;
+            let Some(event_id) = head.inflight.as_ref().map(|i| i.slot.event_id.clone()) else { continue };
             match self.ports.store.get_event(&event_id).await? {
-                Some(record) if !record.status.is_terminal() => {
+                // A settle cut short between the record and the head: finish it.
+                Some(record) if record.status.releases_entity() => {
+                    if self.finish_settle(&record, Some(head), invocation).await? {
+                        report.settles_finished.push(event_id);
+                    }
+                }
+                Some(_) => {
                     self.send_redrive(&event_id, invocation).await;
                     report.redriven.push(event_id);
                 }
-                _ => {
-                    tracing::warn!(event_id = %event_id, entity = %head.entity, "expired lease held by a finished event")
+                None => {
+                    tracing::warn!(event_id = %event_id, entity = %head.entity, "expired lease held by an unrecorded event")
                 }
             }
         }

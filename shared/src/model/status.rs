@@ -56,6 +56,12 @@ impl Status {
         !matches!(self, Status::Received | Status::Queued | Status::Processing | Status::Errored | Status::Waiting)
     }
 
+    /// Whether an event in this status holds no entity: done, or `waiting` (its settle released the head). A head
+    /// that still names such an event in flight is a settle cut short between its two writes (spec §4 "Crashes").
+    pub fn releases_entity(self) -> bool {
+        self.is_terminal() || self == Status::Waiting
+    }
+
     /// Whether a record in this status carries an `error` (spec §2: the pointer field of `errored`, `failed` and
     /// `rejected`). Entering any other status clears it: the error described an attempt that is over, and the
     /// history keeps its note.

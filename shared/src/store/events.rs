@@ -1,4 +1,5 @@
-//! The event metadata and entity head port: reads plus one all-or-nothing conditional commit.
+//! The event metadata and entity head port: reads, one all-or-nothing conditional commit, and writes applied one
+//! after another where all-or-nothing is not needed.
 
 use super::StoreError;
 use crate::model::{EntityHead, EntityKey, EventId, EventRecord, Status};
@@ -48,6 +49,17 @@ impl Write {
         head.version += 1;
         Write::Head { head: Box::new(head), expect }
     }
+}
+
+/// A [`EventStore::commit_each`] that stopped at a write: the `applied` writes before it, from the first, are
+/// stored; the one that failed is not when `error` is [`StoreError::Conflict`], and may be otherwise (a timeout);
+/// the rest are not.
+#[derive(Debug)]
+pub struct PartialCommit {
+    /// How many writes, from the first, are known stored.
+    pub applied: usize,
+    /// Why the next one failed.
+    pub error: StoreError,
 }
 
 /// Which events to list.
@@ -100,10 +112,19 @@ pub trait EventStore: Send + Sync {
     /// Applies every write, or none: [`StoreError::Conflict`] when any expectation fails.
     async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError>;
 
+    /// Applies the writes one after another, each under its own condition, stopping at the first that fails:
+    /// what the caller needs when each write is safe to keep without the ones after it (a settle writes the
+    /// record, then the head; spec §9 "One write per item"). Cheaper than [`EventStore::commit`] where a
+    /// backend bills a transaction extra (DynamoDB bills every item of one twice). The default commits them all
+    /// or none, which meets this contract (a failure then reports none applied).
+    async fn commit_each(&self, writes: Vec<Write>) -> Result<(), PartialCommit> {
+        self.commit(writes).await.map_err(|error| PartialCommit { applied: 0, error })
+    }
+
     /// Lists events: for one entity in order-key order, otherwise newest received first.
     ///
     /// A `processing` record is always committed together with the head that names it in flight (spec §4, step
-    /// 4), and leaves `processing` in a commit that moves the head on: a backend may find `processing` events
+    /// 4), and leaves `processing` before (or with) the head moving on: a backend may find `processing` events
     /// through the heads in flight (the DynamoDB store does).
     async fn list_events(&self, query: &EventQuery) -> Result<Vec<EventRecord>, StoreError>;
 

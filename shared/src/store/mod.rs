@@ -16,7 +16,7 @@ pub mod sqlite;
 pub mod aws;
 
 pub use error::{Detail, StoreError};
-pub use events::{EventQuery, EventStore, Expect, HeadPage, Write};
+pub use events::{EventQuery, EventStore, Expect, HeadPage, PartialCommit, Write};
 pub use payloads::PayloadStore;
 pub use queue::{OutgoingMessage, Queue, QueueDepth, QueueMessage};
 pub use snapshots::{FileSnapshot, Snapshot, SnapshotStore};

@@ -28,7 +28,8 @@ use synctrail::model::{
 };
 use synctrail::store::sqlite::{EmbeddedOptions, Mirror, MirrorRecord};
 use synctrail::store::{
-    EventQuery, EventStore, Expect, HeadPage, OutgoingMessage, QueueDepth, QueueMessage, StoreError, Write,
+    EventQuery, EventStore, Expect, HeadPage, OutgoingMessage, PartialCommit, QueueDepth, QueueMessage, StoreError,
+    Write,
 };
 use synctrail::{Clock, ManualClock, Policy, Settings};
 use synctrail_processor::{sqs_event, BatchResult, InvocationContext, Processor, RecordResult};
@@ -496,12 +497,19 @@ pub struct HeldStore {
     gates: Mutex<VecDeque<(EventId, Arc<Gate>)>>,
     head_read: Mutex<Option<Arc<Gate>>>,
     sweeps_fail: AtomicBool,
+    cut_next: AtomicBool,
 }
 
 impl HeldStore {
     /// From now on, listing expired leases (the first read of every sweep) fails as unavailable.
     pub fn fail_sweeps(&self) {
         self.sweeps_fail.store(true, Ordering::SeqCst);
+    }
+
+    /// The next `commit_each` of several writes (a settle: the record, then the head) applies all but its last and
+    /// answers as if the connection dropped: what a Lambda dying between a settle's two writes leaves behind.
+    pub fn cut_next_settle(&self) {
+        self.cut_next.store(true, Ordering::SeqCst);
     }
 
     /// The next `get_head` (of any entity) waits at the returned gate, then goes on.
@@ -551,6 +559,16 @@ impl EventStore for HeldStore {
             gate.released.notified().await;
         }
         self.inner.commit(writes).await
+    }
+
+    async fn commit_each(&self, mut writes: Vec<Write>) -> Result<(), PartialCommit> {
+        if writes.len() < 2 || !self.cut_next.swap(false, Ordering::SeqCst) {
+            return self.inner.commit_each(writes).await;
+        }
+        writes.pop();
+        let applied = writes.len();
+        self.inner.commit_each(writes).await?;
+        Err(PartialCommit { applied, error: StoreError::Unavailable("the connection dropped (drill)".into()) })
     }
 
     async fn list_events(&self, query: &EventQuery) -> Result<Vec<EventRecord>, StoreError> {
@@ -759,6 +777,7 @@ impl Harness {
             gates: Mutex::new(VecDeque::new()),
             head_read: Mutex::new(None),
             sweeps_fail: AtomicBool::new(false),
+            cut_next: AtomicBool::new(false),
         });
         let store: Arc<dyn EventStore> = if options.held_store { held.clone() } else { backend.ports.store.clone() };
         let ports = Ports { destination, store, ..backend.ports.clone() };

@@ -1,10 +1,11 @@
-//! `commit`: one conditional `PutItem`, or one `TransactWriteItems` for several writes.
+//! `commit`: one conditional `PutItem`, or one `TransactWriteItems` for several writes; `commit_each`: one
+//! conditional `PutItem` per write, in order (a transaction bills every item twice).
 
 use super::errors::{judge_cancellation, judge_condition_failure};
 use super::items::{event_item, head_item, number, string, Item, PK, VERSION};
 use super::DynamoStore;
 use crate::store::aws::error::{build_error, from_sdk};
-use crate::store::{Expect, StoreError, Write};
+use crate::store::{Expect, PartialCommit, StoreError, Write};
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem};
@@ -72,6 +73,17 @@ pub(super) async fn commit(store: &DynamoStore, commit_id: &str, writes: Vec<Wri
         [one] => put_one(store, one, commit_id).await,
         _ => transact(store, &prepared, commit_id).await,
     }
+}
+
+/// Applies the writes one conditional `PutItem` after another, stopping at the first that fails.
+pub(super) async fn commit_each(store: &DynamoStore, commit_id: &str, writes: Vec<Write>) -> Result<(), PartialCommit> {
+    let stopped = |error| PartialCommit { applied: 0, error };
+    let prepared = writes.iter().map(|w| Prepared::of(w, commit_id)).collect::<Result<Vec<_>, _>>().map_err(stopped)?;
+    let prepared = collapse(prepared).map_err(stopped)?;
+    for (applied, write) in prepared.iter().enumerate() {
+        put_one(store, write, commit_id).await.map_err(|error| PartialCommit { applied, error })?;
+    }
+    Ok(())
 }
 
 /// Folds several writes of one item into one, as if applied in order: a later write must expect the version the

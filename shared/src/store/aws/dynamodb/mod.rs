@@ -47,7 +47,8 @@
 //! partition takes every completion (one partition takes about 1,000 writes/s).
 //!
 //! Every read that feeds a decision (`get_event`, `get_head`) is `ConsistentRead` on the table. `commit` is one
-//! conditional `PutItem` for one write and `TransactWriteItems` for several; each item carries the `commit_id`
+//! conditional `PutItem` for one write and `TransactWriteItems` for several, `commit_each` one conditional `PutItem`
+//! per write (half the units of a transaction); each item carries the `commit_id`
 //! of the call that wrote it, so a condition failure caused by the SDK retrying our own committed write is
 //! recognised and reported as success (see `commit.rs`). Items over [`ITEM_SIZE_LIMIT`] are refused before
 //! they are sent (DynamoDB's hard limit is 400 KB; records keep at most 64 history entries).
@@ -68,7 +69,7 @@ mod queries;
 pub use items::{ITEM_SIZE_LIMIT, LEASE_SHARDS, STATUS_SHARDS};
 
 use crate::model::{EntityHead, EntityKey, EventId, EventRecord, Status};
-use crate::store::{EventQuery, EventStore, HeadPage, StoreError, Write};
+use crate::store::{EventQuery, EventStore, HeadPage, PartialCommit, StoreError, Write};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
@@ -137,6 +138,10 @@ impl EventStore for DynamoStore {
 
     async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
         commit::commit(self, &items::new_commit_id(), writes).await
+    }
+
+    async fn commit_each(&self, writes: Vec<Write>) -> Result<(), PartialCommit> {
+        commit::commit_each(self, &items::new_commit_id(), writes).await
     }
 
     async fn list_events(&self, query: &EventQuery) -> Result<Vec<EventRecord>, StoreError> {
