@@ -1363,24 +1363,30 @@ async fn sweeper_redrives_a_crashed_event_whose_message_was_dead_lettered(via: V
     assert_eq!(h.effects().await, ids(&[&event]));
 }
 
+/// Delivers `first` and, while it applies, queues `second` behind it; `first`'s settle then writes its record and
+/// dies before the head's write. The delivery of `first`.
+async fn settle_cut_short_with_one_waiting(h: &Harness, first: &Env, second: &Env) -> Delivery {
+    let gate = h.script.hold_next();
+    h.send_env(first).await;
+    let batch = h.receive(1).await;
+    let (cut, ()) = tokio::join!(h.invoke(&batch), async {
+        gate.entered().await;
+        h.send_env(second).await;
+        assert_eq!(h.deliver(1).await.only().status, Some(Status::Queued));
+        h.held.cut_next_settle();
+        gate.release();
+    });
+    cut
+}
+
 async fn a_settle_cut_short_before_the_head_write_is_finished_by_the_events_redelivery(via: Via) {
     let h = Harness::with(Options { via, held_store: true, ..Options::default() });
     let first = Env::issue("41").at(10).titled("v1");
     let second = Env::issue("41").at(20).titled("v2");
     let entity = first.entity();
-    let gate = h.script.hold_next();
-    h.send_env(&first).await;
-    let batch = h.receive(1).await;
-    let (cut, ()) = tokio::join!(h.invoke(&batch), async {
-        gate.entered().await;
-        h.send_env(&second).await;
-        assert_eq!(h.deliver(1).await.only().status, Some(Status::Queued));
-        // The settle writes the record, then dies before the head.
-        h.held.cut_next_settle();
-        gate.release();
-    });
+    let cut = settle_cut_short_with_one_waiting(&h, &first, &second).await;
 
-    assert_eq!(cut.failures(), vec![batch[0].message_id.clone()], "the message goes back to the queue");
+    assert_eq!(cut.failures(), vec![cut.messages[0].message_id.clone()], "the message goes back to the queue");
     assert_eq!(h.status_of(&first).await, Status::Completed);
     let head = h.head(&entity).await;
     assert_eq!(head.inflight.map(|i| i.slot.event_id), Some(first.event_id()), "the head still names it");
@@ -1405,16 +1411,7 @@ async fn a_settle_cut_short_whose_message_is_gone_is_finished_by_the_sweeper(via
     let first = Env::adjustment("SKU-42").at(10).delta(5);
     let second = Env::adjustment("SKU-42").at(20).delta(-2);
     let entity = first.entity();
-    let gate = h.script.hold_next();
-    h.send_env(&first).await;
-    let batch = h.receive(1).await;
-    let (_, ()) = tokio::join!(h.invoke(&batch), async {
-        gate.entered().await;
-        h.send_env(&second).await;
-        assert_eq!(h.deliver(1).await.only().status, Some(Status::Queued));
-        h.held.cut_next_settle();
-        gate.release();
-    });
+    settle_cut_short_with_one_waiting(&h, &first, &second).await;
     assert_eq!(h.status_of(&first).await, Status::Completed);
     // Its message is lost for good (deleted, as if dead-lettered and discarded).
     h.advance(h.options.visibility_timeout);
@@ -1434,6 +1431,46 @@ async fn a_settle_cut_short_whose_message_is_gone_is_finished_by_the_sweeper(via
     assert_eq!(h.status_of(&second).await, Status::Completed);
     assert_eq!(h.effects().await, ids(&[&first, &second]));
     assert_eq!(h.engine.sweep(100, &invocation).await.expect("sweep").settles_finished, vec![], "nothing left");
+}
+
+async fn a_delivery_that_read_the_record_before_a_newer_claim_of_it_leaves_that_claim_running(via: Via) {
+    let h = Harness::with(Options { via, held_store: true, ..Options::default() });
+    let event = Env::issue("43").at(10).titled("v1");
+    h.script.next(Step::Permanent("422 unprocessable"));
+    h.send_env(&event).await;
+    assert_eq!(h.deliver(1).await.only().status, Some(Status::Failed));
+    // The client resends it twice. One delivery reads the record (`failed`) and is held before the head; the other
+    // claims the event meanwhile and applies it; then the first reads the head, which names the event in flight.
+    h.send_env(&event).await;
+    h.send_env(&event).await;
+    let batch = h.receive(2).await;
+    let head_read = h.held.hold_next_head_read();
+    let apply = h.script.hold_next();
+    let late_done = tokio::sync::Notify::new();
+    let (late, claimed, ()) = tokio::join!(
+        async {
+            let delivery = h.invoke(&batch[1..]).await;
+            late_done.notify_one();
+            delivery
+        },
+        async {
+            head_read.entered().await;
+            h.invoke(&batch[..1]).await
+        },
+        async {
+            apply.entered().await;
+            head_read.release();
+            late_done.notified().await;
+            apply.release();
+        },
+    );
+
+    assert_eq!(late.failures(), vec![batch[1].message_id.clone()], "it comes back later");
+    assert_eq!(claimed.only().status, Some(Status::Completed), "the claim settled: nobody finished it early");
+    let head = h.head(&event.entity()).await;
+    assert_eq!(head.applied.map(|a| a.event_id), Some(event.event_id()));
+    assert!(head.inflight.is_none());
+    assert_eq!(h.effects_of(&event.event_id()).await, 1);
 }
 
 async fn a_reprocess_of_a_completed_event_tells_the_destination_to_look_before_writing(via: Via) {
@@ -1688,6 +1725,7 @@ over_every_destination!(
     sweeper_redrives_a_crashed_event_whose_message_was_dead_lettered,
     a_settle_cut_short_before_the_head_write_is_finished_by_the_events_redelivery,
     a_settle_cut_short_whose_message_is_gone_is_finished_by_the_sweeper,
+    a_delivery_that_read_the_record_before_a_newer_claim_of_it_leaves_that_claim_running,
     a_reprocess_of_a_completed_event_tells_the_destination_to_look_before_writing,
     the_echo_of_an_outbound_write_is_a_duplicate_of_the_outbound_event,
     a_change_made_on_the_other_side_after_the_write_is_applied_even_in_the_same_second,
