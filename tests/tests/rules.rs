@@ -9,6 +9,7 @@ use std::sync::Arc;
 use synctrail::destination::Destination;
 use synctrail::engine::{Disposition, Invocation};
 use synctrail::model::{ErrorKind, EventRecord, Message, OrderKey, RedriveReason, Status};
+use synctrail::store::Write;
 
 fn ids(records: &[&Env]) -> Vec<synctrail::model::EventId> {
     records.iter().map(|e| e.event_id()).collect()
@@ -1165,6 +1166,45 @@ async fn in_order_event_beyond_a_full_backlog_is_not_stranded_when_its_receives_
     assert!(head.inflight.is_none() && head.backlog.is_empty());
 }
 
+async fn in_order_event_parked_where_the_unpark_listing_missed_it_is_redriven_by_the_sweeper(via: Via) {
+    let mut settings = settings();
+    settings.max_backlog = 1;
+    let h = Harness::with(Options { via, settings, ..Options::default() });
+    let d1 = Env::adjustment("sku-5").at(10).delta(1).id("adj-5-1");
+    let d2 = Env::adjustment("sku-5").at(20).delta(2).id("adj-5-2");
+    let d3 = Env::adjustment("sku-5").at(30).delta(4).id("adj-5-3");
+    let entity = d1.entity();
+    let gate = h.script.hold_next();
+    h.send_env(&d1).await;
+    let batch = h.receive(1).await;
+    let (_, ()) = tokio::join!(h.invoke(&batch), async {
+        gate.entered().await;
+        h.send_env(&d2).await;
+        assert_eq!(h.deliver(1).await.only().status, Some(Status::Queued));
+        h.send_env(&d3).await;
+        assert_eq!(h.deliver(1).await.only().status, Some(Status::Queued), "parked outside the full backlog");
+        // What an unpark leaves when its listing (an eventually consistent index on DynamoDB) missed d3: none parked.
+        let mut head = h.head(&entity).await;
+        assert_eq!(head.parked, 1);
+        head.parked = 0;
+        h.ports().store.commit(vec![Write::head(head)]).await.expect("the head as a lagging listing leaves it");
+        gate.release();
+    });
+    h.drain().await;
+    assert_eq!(h.status_of(&d3).await, Status::Queued, "nothing promotes it");
+    assert!(h.head(&entity).await.inflight.is_none());
+
+    assert!(h.sweep().await.is_empty(), "not before it was queued for longer than a lease");
+    h.advance(h.options.settings.lease + h.options.settings.clock_margin + Duration::seconds(1));
+    assert_eq!(h.sweep().await, ids(&[&d3]));
+    h.drain().await;
+
+    assert_eq!(h.status_of(&d3).await, Status::Completed);
+    assert_eq!(h.effects().await, ids(&[&d1, &d2, &d3]));
+    assert_eq!(h.mirror_state(&entity).await, Some(json!({"quantity": 7})));
+    assert!(h.sweep().await.is_empty(), "nothing left to sweep");
+}
+
 async fn message_dead_lettered_before_the_engine_ever_saw_it_is_not_lost(via: Via) {
     let h = Harness::with(Options { via, max_receives: 2, ..Options::default() });
     let poison = Env::issue("32").at(10).titled("kills the function");
@@ -1719,6 +1759,7 @@ over_every_destination!(
     in_order_event_older_than_applied_is_flagged_out_of_order_and_applied,
     in_order_event_older_than_applied_is_flagged_even_when_it_waited_in_the_backlog,
     in_order_event_beyond_a_full_backlog_is_not_stranded_when_its_receives_run_out,
+    in_order_event_parked_where_the_unpark_listing_missed_it_is_redriven_by_the_sweeper,
     message_dead_lettered_before_the_engine_ever_saw_it_is_not_lost,
     history_records_function_request_and_trace_for_every_attempt,
     sweeper_redrives_a_promoted_event_whose_message_was_lost,

@@ -23,7 +23,12 @@ pub async fn execute(ctx: &Context, args: &SweepArgs, out: &mut dyn Write) -> Re
     if ctx.json {
         return write_json(out, &report);
     }
-    writeln!(out, "examined {} expired lease(s); re-drove {} event(s)", report.examined, report.redriven.len())?;
+    writeln!(
+        out,
+        "examined {} expired lease(s); re-drove {} event(s) (their lease expired, or queued with nothing to promote them)",
+        report.examined,
+        report.redriven.len()
+    )?;
     for id in &report.redriven {
         writeln!(out, "  {id}")?;
     }

@@ -1,5 +1,5 @@
-//! The sweeper: re-drives events whose entity lease ran out (a crashed holder, a lost promotion message), finishes
-//! settles cut short between the record and the head, resumes
+//! The sweeper: re-drives events whose entity lease ran out (a crashed holder, a lost promotion message) and queued
+//! events nothing will promote, finishes settles cut short between the record and the head, resumes
 //! waits whose dependency appeared without resuming them, fails waits past the configured limit (spec §4, §6),
 //! records what only the dead-letter queue knows about and removes dead letters of events already done, and verifies
 //! entities flagged `needs_verification` (spec §5, §7; `verify/flagged.rs`).
@@ -7,7 +7,7 @@
 use super::settle::dependency_appeared_since;
 use super::verify::VerifiedEntity;
 use super::{Discarded, Engine, EngineError, Invocation};
-use crate::model::{EntityKey, ErrorInfo, ErrorKind, EventId, EventRecord, Status};
+use crate::model::{EntityHead, EntityKey, ErrorInfo, ErrorKind, EventId, EventRecord, Status};
 use crate::store::{EventQuery, StoreError, Write};
 use serde::Serialize;
 
@@ -16,7 +16,8 @@ use serde::Serialize;
 pub struct SweepReport {
     /// Heads with an expired lease that were looked at.
     pub examined: usize,
-    /// Events a re-drive message was sent for because their lease expired.
+    /// Events a re-drive message was sent for: their lease expired, or they were `queued` for longer than a lease
+    /// with nothing to promote them (their entity idle, its head not holding them).
     pub redriven: Vec<EventId>,
     /// Events whose settle was cut short between the record and the head (the head still named them in flight
     /// after they were done or `waiting`): their heads were moved on and what waited promoted.
@@ -37,7 +38,8 @@ pub struct SweepReport {
 
 impl Engine {
     /// Finds up to `limit` heads whose in-flight lease expired and re-drives their event when it is not done (or
-    /// moves the head on when it is: a settle cut short); then
+    /// moves the head on when it is: a settle cut short); then re-drives up to `limit` `queued` events nothing will
+    /// promote; then
     /// looks at up to `limit` waiting events, resuming those whose dependency appeared and failing those that
     /// waited too long; then looks at up to `limit` dead letters, recording those the engine does not know and
     /// removing those whose event is already done; then verifies up to `limit` entities flagged
@@ -64,12 +66,44 @@ impl Engine {
                 }
             }
         }
+        self.sweep_stranded(limit, invocation, &mut report).await?;
         self.sweep_waits(limit, invocation, &mut report).await?;
         let dead_letters = self.record_dead_letters(limit, invocation).await?;
         report.dead_letters_recorded = dead_letters.recorded;
         report.dead_letters_discarded = dead_letters.discarded;
         report.verified = self.verify_flagged(limit).await?;
         Ok(report)
+    }
+
+    /// Re-drives `queued` events nothing will promote: queued for longer than a lease, and their entity's head has
+    /// no event in flight and does not hold them as `next` or in its backlog. An `in_order` event parked outside a
+    /// full backlog is found again by a listing when the backlog empties (`settle.rs`, `unpark`); on DynamoDB that
+    /// listing reads an eventually consistent index and may miss an event parked just before.
+    async fn sweep_stranded(
+        &self,
+        limit: usize,
+        invocation: &Invocation,
+        report: &mut SweepReport,
+    ) -> Result<(), EngineError> {
+        let queued_before = self.now() - self.settings.lease - self.settings.clock_margin;
+        // Received before then too (the listing's time is the arrival): the newest of those first, up to `limit`.
+        let query =
+            EventQuery { status: Some(Status::Queued), until: Some(queued_before), limit, ..EventQuery::default() };
+        for record in self.ports.store.list_events(&query).await? {
+            let Some(entity) = record.entity.as_ref().filter(|_| record.updated_at < queued_before) else { continue };
+            let head = self.ports.store.get_head(entity).await?;
+            let holds = |h: &EntityHead| {
+                h.inflight.is_some()
+                    || h.next.as_ref().is_some_and(|n| n.event_id == record.event_id)
+                    || h.backlog.iter().any(|s| s.event_id == record.event_id)
+            };
+            if !head.as_ref().is_some_and(holds) {
+                tracing::warn!(event_id = %record.event_id, entity = %entity, "queued with nothing to promote it; re-driving");
+                self.send_redrive(&record.event_id, invocation).await;
+                report.redriven.push(record.event_id);
+            }
+        }
+        Ok(())
     }
 
     async fn sweep_waits(
