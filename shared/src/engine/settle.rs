@@ -1,5 +1,5 @@
 //! Settling an attempt: the record's end, then its head moved on, one conditional write each (spec §4 rules 6 and
-//! 7, §9 "One write per item"), then the promotion of what waited; and finishing a settle cut short between the
+//! 7, §9 "One write per item in a settle"), then the promotion of what waited; and finishing a settle cut short between the
 //! two.
 
 use super::attempt::KnownHead;
@@ -67,7 +67,7 @@ impl MovedOn {
 }
 
 /// Writes the end of an attempt, unless the claim was lost meanwhile (then the newer holder decides): the record
-/// first, then the head moved on, one conditional write each (spec §9 "One write per item"). A settle cut short
+/// first, then the head moved on, one conditional write each (spec §9 "One write per item in a settle"). A settle cut short
 /// between the two leaves a settled record its head still names; the event's next delivery or the sweeper finishes
 /// it ([`Engine::finish_settle`]).
 /// `known`: the head as the claim wrote it, when the first round may decide on it (a head changed since makes the

@@ -114,7 +114,7 @@ pub trait EventStore: Send + Sync {
 
     /// Applies the writes one after another, each under its own condition, stopping at the first that fails:
     /// what the caller needs when each write is safe to keep without the ones after it (a settle writes the
-    /// record, then the head; spec §9 "One write per item"). Cheaper than [`EventStore::commit`] where a
+    /// record, then the head; spec §9 "One write per item in a settle"). Cheaper than [`EventStore::commit`] where a
     /// backend bills a transaction extra (DynamoDB bills every item of one twice). The default commits them all
     /// or none, which meets this contract (a failure then reports none applied).
     async fn commit_each(&self, writes: Vec<Write>) -> Result<(), PartialCommit> {
