@@ -34,8 +34,9 @@
 //!   (sparse). Serves `expired_leases` (the sweeper re-reads the event consistently before acting) and
 //!   `count_inflight`.
 //! - `by_waiting_for`: `gsi4pk`, sort `gsi2sk`; sparse. `waiting` events under `WAITING#<dependency>` (in order-key
-//!   order), and heads flagged `needs_verification` under `VERIFY#<0..15>` (sharded like leases, sort
-//!   `<updated_at>#<entity key>`). Serves `list_events` by dependency and `heads_to_verify`.
+//!   order), and heads flagged `needs_verification` under `VERIFY#<0..15>` (sharded like leases, sort: the entity
+//!   key, which stays the same while the flag does, so rewriting the head leaves the entry alone). Serves
+//!   `list_events` by dependency and `heads_to_verify`.
 //!
 //! `list_heads` scans the table (heads only, page by page, the cursor being the scan's last evaluated key): for
 //! `verify --all` and `reconcile`, which walk every entity anyway.

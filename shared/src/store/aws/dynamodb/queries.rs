@@ -300,7 +300,8 @@ pub(super) async fn count_inflight(store: &DynamoStore) -> Result<u64, StoreErro
     Ok(counts.into_iter().sum())
 }
 
-/// Heads flagged `needs_verification`: every `VERIFY#` shard of the sparse `by_waiting_for` index, oldest change first.
+/// Heads flagged `needs_verification`: every `VERIFY#` shard of the sparse `by_waiting_for` index, by entity key (as
+/// the embedded store lists them).
 pub(super) async fn heads_to_verify(store: &DynamoStore, limit: usize) -> Result<Vec<EntityHead>, StoreError> {
     let mut heads = sharded_heads(store, BY_WAITING_FOR, limit, "listing heads to verify", |shard| {
         let mut key = Expr::key();
@@ -308,7 +309,7 @@ pub(super) async fn heads_to_verify(store: &DynamoStore, limit: usize) -> Result
         key
     })
     .await?;
-    heads.sort_by_cached_key(|h| (h.updated_at, h.entity.to_string()));
+    heads.sort_by_cached_key(|h| h.entity.to_string());
     if limit > 0 {
         heads.truncate(limit);
     }
