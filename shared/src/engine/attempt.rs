@@ -50,6 +50,9 @@ pub(super) async fn drive(
     let mut known = Some(known);
     for round in 0..engine.settings.max_rounds {
         if round > 0 {
+            // Another writer got there first: pause a random while, so writers that collided don't collide again
+            // in step (`contention_pause`).
+            engine.ports.clock.pause(engine.contention_pause(round)).await;
             // Someone else changed the record (a concurrent delivery, a takeover): continue from what they wrote.
             // Unchanged, our own copy stands (it may carry a restart not yet written).
             if let Some(stored) = store.get_event(&record.event_id).await?.filter(|s| s.version != record.version) {
