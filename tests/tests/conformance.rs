@@ -21,8 +21,8 @@ use synctrail::destination::{
     ApplyOutcome, Change, Destination, DestinationError, DestinationRecord, MirrorView, ReadError,
 };
 use synctrail::model::{
-    content_hash, ByteRange, ContentHash, Direction, EntityHead, EntityKey, EventId, EventRecord, Inflight, Kind,
-    OrderKey, PayloadRef, Slot, Status,
+    content_hash, ByteRange, ContentHash, Direction, EntityHead, EntityKey, EventId, EventRecord, HistoryEntry,
+    Inflight, Kind, OrderKey, PayloadRef, Slot, Status,
 };
 use synctrail::store::aws::DynamoMirror;
 use synctrail::store::sqlite::{Embedded, EmbeddedOptions, Mirror};
@@ -295,6 +295,7 @@ pub mod build {
             tie: false,
             out_of_order: false,
             forced: false,
+            parked: false,
             redelivered: 0,
             external_at: order.and_then(|o| o.updated_at()),
             received_at,
@@ -544,6 +545,49 @@ pub mod suite {
         let listed = p.store.list_events(&EventQuery { entity: Some(e), ..Default::default() }).await.expect("list");
         let ids: Vec<&str> = listed.iter().map(|r| r.event_id.as_str()).collect();
         assert_eq!(ids, ["ev-a", "ev-b", "ev-c"]);
+    }
+
+    /// An entity's parked events list in order-key order, without its other events (queued in the head, done) or
+    /// another entity's, up to the limit; an event leaving `queued` leaves the listing.
+    pub async fn parked_events_of_one_entity_list_in_order_key_order(p: &Ports) {
+        let (e, other) = (entity("a"), entity("b"));
+        let parked = |name: &str, e: &EntityKey, o: i64, r: i64| {
+            let mut r = record(name, Some(e), Some(order(o)), at(r));
+            r.status = Status::Queued;
+            r.parked = true;
+            r
+        };
+        let mut in_the_backlog = record("ev-backlog", Some(&e), Some(order(5)), at(5));
+        in_the_backlog.status = Status::Queued;
+        let mut done = parked("ev-done", &e, 25, 6);
+        done.status = Status::Completed;
+        let writes = vec![
+            Write::event(parked("ev-c", &e, 30, 1)),
+            Write::event(parked("ev-a", &e, 10, 2)),
+            Write::event(parked("ev-b", &e, 20, 3)),
+            Write::event(parked("ev-other", &other, 15, 4)),
+            Write::event(in_the_backlog),
+            Write::event(done),
+        ];
+        p.store.commit(writes).await.expect("commit");
+        let ids = |records: Vec<EventRecord>| records.into_iter().map(|r| r.event_id.to_string()).collect::<Vec<_>>();
+        assert_eq!(ids(p.store.parked_events(&e, 0).await.expect("list")), ["ev-a", "ev-b", "ev-c"]);
+        assert_eq!(ids(p.store.parked_events(&e, 2).await.expect("list")), ["ev-a", "ev-b"]);
+        assert_eq!(ids(p.store.parked_events(&other, 0).await.expect("list")), ["ev-other"]);
+        let mut claimed = stored(parked("ev-a", &e, 10, 2));
+        let entry = HistoryEntry {
+            status: Status::Processing,
+            at: at(7),
+            attempt: 1,
+            function: None,
+            request_id: None,
+            trace_id: None,
+            note: None,
+        };
+        claimed.transition(entry).expect("a queued event may be claimed");
+        assert!(!claimed.parked, "leaving queued clears the flag");
+        p.store.commit(vec![Write::event(claimed)]).await.expect("claim");
+        assert_eq!(ids(p.store.parked_events(&e, 0).await.expect("list")), ["ev-b", "ev-c"]);
     }
 
     /// Without an entity, events list newest received first, filtered by status, source and time window.
@@ -1654,6 +1698,7 @@ on_embedded!(
     writes_committed_each_in_turn_stop_at_the_first_that_fails,
     concurrent_commits_on_one_head_let_exactly_one_win,
     events_of_one_entity_list_in_order_key_order,
+    parked_events_of_one_entity_list_in_order_key_order,
     events_list_newest_first_with_filters,
     events_are_counted_by_status,
     a_processing_event_is_listed_and_counted_until_it_settles,
@@ -1991,6 +2036,7 @@ pub mod aws {
         writes_committed_each_in_turn_stop_at_the_first_that_fails,
         concurrent_commits_on_one_head_let_exactly_one_win,
         events_of_one_entity_list_in_order_key_order,
+        parked_events_of_one_entity_list_in_order_key_order,
         events_list_newest_first_with_filters,
         events_are_counted_by_status,
         a_processing_event_is_listed_and_counted_until_it_settles,

@@ -190,6 +190,7 @@ async fn record_decision(
             head.updated_at = now;
             let note = Some(format!("parked: {} events already wait in the backlog", head.backlog.len()));
             record.transition(engine.entry(Status::Queued, attempt, invocation, note))?;
+            record.parked = true;
             writes.push(Write::head(head));
         }
         Decision::Busy { until } => {

@@ -113,6 +113,7 @@ fn blank_record(
         tie: false,
         out_of_order: false,
         forced: false,
+        parked: false,
         redelivered: 0,
         external_at: None,
         received_at: now,

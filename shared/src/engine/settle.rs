@@ -347,21 +347,22 @@ async fn guard_created(
 }
 
 /// `in_order`: moves parked events (recorded `queued`, not in the head) into the empty backlog, oldest order key
-/// first, as many as fit.
+/// first, as many as fit. The store lists only parked events (`parked_events`), never the entity's whole history.
 async fn unpark(engine: &Engine, head: &mut EntityHead) -> Result<(), EngineError> {
-    let query = EventQuery { entity: Some(head.entity.clone()), status: Some(Status::Queued), ..EventQuery::default() };
+    let fit = engine.settings.max_backlog.max(1);
     let inflight = head.inflight.as_ref().map(|i| i.slot.event_id.clone());
+    // One more than fits: the event in flight (promoted from the backlog, its record still `queued`) may be listed.
     let mut parked: Vec<Slot> = engine
         .ports
         .store
-        .list_events(&query)
+        .parked_events(&head.entity, fit + 1)
         .await?
         .into_iter()
         .filter(|r| Some(&r.event_id) != inflight.as_ref())
         .filter_map(|r| Some(Slot { order: r.order?, content_hash: r.content_hash?, event_id: r.event_id }))
         .collect();
     parked.sort_by_key(|s| s.order);
-    parked.truncate(engine.settings.max_backlog.max(1));
+    parked.truncate(fit);
     // Whatever the count said, what the store holds is the truth: none found means none parked.
     head.parked = if parked.is_empty() { 0 } else { head.parked.saturating_sub(parked.len() as u32) };
     head.backlog = parked;

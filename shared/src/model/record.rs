@@ -159,6 +159,11 @@ pub struct EventRecord {
     pub out_of_order: bool,
     /// Last re-driven with `--force` (ordering skipped).
     pub forced: bool,
+    /// `in_order`, `queued`: recorded outside its entity's head because the backlog was full (spec §5), to be
+    /// found again by [`EventStore::parked_events`](crate::store::EventStore::parked_events); cleared when the event
+    /// leaves `queued`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub parked: bool,
     /// How often the same event arrived again after it was done.
     pub redelivered: u32,
     /// `updated_at` from the external system.
@@ -202,6 +207,9 @@ impl EventRecord {
         self.status.check(entry.status)?;
         if !entry.status.carries_error() {
             self.error = None;
+        }
+        if entry.status != Status::Queued {
+            self.parked = false;
         }
         self.status = entry.status;
         self.updated_at = entry.at;

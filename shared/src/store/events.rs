@@ -128,6 +128,19 @@ pub trait EventStore: Send + Sync {
     /// through the heads in flight (the DynamoDB store does).
     async fn list_events(&self, query: &EventQuery) -> Result<Vec<EventRecord>, StoreError>;
 
+    /// Up to `limit` (0 = all) events of `entity` parked outside its head (`queued` with [`EventRecord::parked`]
+    /// set; spec §5), in the order `list_events` lists an entity's events (order key, then received time, then id).
+    /// The default lists the entity's `queued` events and keeps the parked ones; a backend with an index of parked
+    /// events overrides it, so that finding them costs what is parked, not the entity's whole history.
+    async fn parked_events(&self, entity: &EntityKey, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
+        let query = EventQuery { entity: Some(entity.clone()), status: Some(Status::Queued), ..EventQuery::default() };
+        let mut parked: Vec<EventRecord> = self.list_events(&query).await?.into_iter().filter(|r| r.parked).collect();
+        if limit > 0 {
+            parked.truncate(limit);
+        }
+        Ok(parked)
+    }
+
     /// How many events `query` selects, its limit aside. The default lists them all; a backend that can count
     /// without reading the records overrides it.
     async fn count_events(&self, query: &EventQuery) -> Result<u64, StoreError> {

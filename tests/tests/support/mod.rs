@@ -575,6 +575,10 @@ impl EventStore for HeldStore {
         self.inner.list_events(query).await
     }
 
+    async fn parked_events(&self, entity: &EntityKey, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
+        self.inner.parked_events(entity, limit).await
+    }
+
     async fn count_by_status(&self) -> Result<BTreeMap<Status, u64>, StoreError> {
         self.inner.count_by_status().await
     }

@@ -120,6 +120,7 @@ mod tests {
             tie: false,
             out_of_order: false,
             forced: false,
+            parked: false,
             redelivered: 0,
             external_at: Some(at(seconds)),
             received_at: at(completed),

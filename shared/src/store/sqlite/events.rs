@@ -284,6 +284,23 @@ impl EventStore for SqliteStore {
         self.db.run(move |conn| read_bodies(conn, &sql, args, "listing events")).await
     }
 
+    /// Through the partial index `events_parked`.
+    async fn parked_events(&self, entity: &EntityKey, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
+        let args = vec![SqlValue::Text(entity.to_string()), limit_value(limit)];
+        self.db
+            .run(move |conn| {
+                read_bodies(
+                    conn,
+                    "SELECT body FROM events
+                     WHERE entity_key = ? AND status = 'queued' AND json_extract(body, '$.parked') = 1
+                     ORDER BY order_nanos, order_version, received_at, event_id LIMIT ?",
+                    args,
+                    "listing parked events",
+                )
+            })
+            .await
+    }
+
     async fn count_events(&self, query: &EventQuery) -> Result<u64, StoreError> {
         let (filter, args) = filter(query)?;
         let sql = format!("SELECT COUNT(*) FROM events WHERE 1 = 1{filter}");

@@ -24,6 +24,9 @@ CREATE INDEX IF NOT EXISTS events_status ON events (status, received_at);
 CREATE INDEX IF NOT EXISTS events_source ON events (source, received_at);
 CREATE INDEX IF NOT EXISTS events_entity ON events (entity_key, order_nanos, order_version);
 CREATE INDEX IF NOT EXISTS events_received ON events (received_at);
+-- Only parked events (`in_order`, queued outside the head): an unpark reads what is parked, not the entity's history.
+CREATE INDEX IF NOT EXISTS events_parked ON events (entity_key, order_nanos, order_version, received_at, event_id)
+    WHERE status = 'queued' AND json_extract(body, '$.parked') = 1;
 
 CREATE TABLE IF NOT EXISTS heads (
     entity_key TEXT PRIMARY KEY,

@@ -90,6 +90,11 @@ pub(super) fn waiting_pk(dependency: &str) -> String {
     format!("WAITING#{dependency}")
 }
 
+/// The partition of an entity's parked events in the sparse `by_waiting_for` index.
+pub(super) fn parked_pk(entity_key: &str) -> String {
+    format!("PARKED#{entity_key}")
+}
+
 /// The partition of heads flagged `needs_verification` in the sparse `by_waiting_for` index, sharded like leases.
 pub(super) fn verify_pk(shard: u32) -> String {
     format!("VERIFY#{shard}")
@@ -151,9 +156,12 @@ pub(super) fn event_item(record: &EventRecord, commit_id: &str) -> Result<Item, 
         item.insert(GSI2SK.into(), s(format!("{order}#{}#{id}", sortable(received))));
         item.insert(GSI2PK.into(), s(entity_pk(&entity_key)));
     }
-    // A sparse index: only waiting events are in it, under the key they wait for.
+    // A sparse index: only waiting events are in it, under the key they wait for, and parked events, under their
+    // entity (both sorted by the `by_entity` key).
     if let (Status::Waiting, Some(dependency)) = (record.status, &record.waiting_for) {
         item.insert(GSI4PK.into(), s(waiting_pk(dependency)));
+    } else if let (Status::Queued, true, Some(entity)) = (record.status, record.parked, &record.entity) {
+        item.insert(GSI4PK.into(), s(parked_pk(&entity.to_string())));
     }
     check_size(&item, &what)?;
     Ok(item)

@@ -6,12 +6,12 @@
 //! they are written in one commit), so they are found through the heads in the sparse `by_lease` index.
 
 use super::items::{
-    entity_pk, event_pk, key, lease_pk, nanos, sortable, status_partitions, string, waiting_pk, Item, EVENT_SK, GSI1PK,
-    GSI1SK, GSI2PK, GSI3PK, GSI4PK, ITEM_TYPE, RECEIVED_AT, SOURCE,
+    entity_pk, event_pk, key, lease_pk, nanos, parked_pk, sortable, status_partitions, string, waiting_pk, Item,
+    EVENT_SK, GSI1PK, GSI1SK, GSI2PK, GSI3PK, GSI4PK, ITEM_TYPE, RECEIVED_AT, SOURCE,
 };
 use super::queries::{count, decode_all, hydrate, items, n, pages, query, s, scan, sharded_heads, Expr};
 use super::{DynamoStore, BY_ENTITY, BY_LEASE, BY_STATUS, BY_WAITING_FOR};
-use crate::model::{EventRecord, Status};
+use crate::model::{EntityKey, EventRecord, Status};
 use crate::store::aws::error::from_sdk;
 use crate::store::{EventQuery, StoreError};
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
@@ -67,6 +67,19 @@ pub(super) async fn list_events(store: &DynamoStore, query: &EventQuery) -> Resu
         Some(status) => by_status(store, query, status).await,
         None => scan_events(store, query).await,
     }
+}
+
+/// An entity's parked events through its `PARKED#` partition of `by_waiting_for` (in `by_entity` key order); the
+/// index lags the table, so each record is read again and kept only if it is still parked.
+pub(super) async fn parked_events(
+    store: &DynamoStore,
+    entity: &EntityKey,
+    limit: usize,
+) -> Result<Vec<EventRecord>, StoreError> {
+    let mut key = Expr::key();
+    key.add(GSI4PK, "=", s(parked_pk(&entity.to_string())));
+    let q = query(store, BY_WAITING_FOR, key, Expr::filter()).scan_index_forward(true);
+    records_where(store, q, limit, "listing parked events", |r| r.status == Status::Queued && r.parked).await
 }
 
 /// The records `q` finds that `keep` keeps, page after page until `want` are kept (0: all), in the index's order.

@@ -33,10 +33,11 @@
 //! - `by_lease`: `gsi3pk` = `LEASE#<0..15>`, sort `lease_until` N (ns); only heads with an event in flight
 //!   (sparse). Serves `expired_leases` (the sweeper re-reads the event consistently before acting) and
 //!   `count_inflight`.
-//! - `by_waiting_for`: `gsi4pk`, sort `gsi2sk`; sparse. `waiting` events under `WAITING#<dependency>` (in order-key
-//!   order), and heads flagged `needs_verification` under `VERIFY#<0..15>` (sharded like leases, sort: the entity
-//!   key, which stays the same while the flag does, so rewriting the head leaves the entry alone). Serves
-//!   `list_events` by dependency and `heads_to_verify`.
+//! - `by_waiting_for`: `gsi4pk`, sort `gsi2sk`; sparse. `waiting` events under `WAITING#<dependency>` and parked
+//!   `in_order` events under `PARKED#<entity key>` (both in order-key order), and heads flagged
+//!   `needs_verification` under `VERIFY#<0..15>` (sharded like leases, sort: the entity key, which stays the same
+//!   while the flag does, so rewriting the head leaves the entry alone). Serves `list_events` by dependency,
+//!   `parked_events` and `heads_to_verify`.
 //!
 //! `list_heads` scans the table (heads only, page by page, the cursor being the scan's last evaluated key): for
 //! `verify --all` and `reconcile`, which walk every entity anyway.
@@ -147,6 +148,10 @@ impl EventStore for DynamoStore {
 
     async fn list_events(&self, query: &EventQuery) -> Result<Vec<EventRecord>, StoreError> {
         listing::list_events(self, query).await
+    }
+
+    async fn parked_events(&self, entity: &EntityKey, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
+        listing::parked_events(self, entity, limit).await
     }
 
     async fn count_by_status(&self) -> Result<BTreeMap<Status, u64>, StoreError> {
