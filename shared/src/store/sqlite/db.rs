@@ -192,8 +192,10 @@ impl Db {
         conn.pragma_update(None, "journal_size_limit", i64::try_from(self.wal_budget).unwrap_or(i64::MAX))
             .ctx(&what)?;
         conn.pragma_update(None, "cache_size", -16_384).ctx(&what)?;
-        // Reads through a memory map instead of a pread per page.
-        conn.pragma_update(None, "mmap_size", 1i64 << 30).ctx(&what)?;
+        // No memory map (SQLite's default): a connection whose next read finds that another connection committed
+        // drops its page cache and unmaps the whole file, so under steady writes every read paid for an `munmap`
+        // (TLB shootdowns on every core) and page faults to map it again; a `pread` per page costs less (`make
+        // bench`: ≈ 9 % less CPU per event).
         Ok(conn)
     }
 
