@@ -136,9 +136,9 @@ impl Settings {
     /// The defaults, overridden by the variables `vars` looks up (the process environment, or flags over it):
     /// `SYNCTRAIL_IN_ORDER_TYPES` (comma-separated entity types with policy `in_order`), `SYNCTRAIL_DISABLED_SOURCES`
     /// and `SYNCTRAIL_DISABLED_TENANTS` (comma-separated), `SYNCTRAIL_MAX_ATTEMPTS`, `SYNCTRAIL_LEASE_SECONDS`,
-    /// `SYNCTRAIL_MAX_WAIT_SECONDS`, `SYNCTRAIL_REDRIVE_QUEUES` (`FUNCTION=QUEUE_URL`, comma-separated),
-    /// `SYNCTRAIL_METADATA_RETENTION_DAYS` (the TTL: keep it longer than the payloads'
-    /// expiry) and `SYNCTRAIL_MAX_PAYLOAD_BYTES`.
+    /// `SYNCTRAIL_MAX_WAIT_SECONDS`, `SYNCTRAIL_MAX_BACKLOG` (at least 1), `SYNCTRAIL_REDRIVE_QUEUES`
+    /// (`FUNCTION=QUEUE_URL`, comma-separated), `SYNCTRAIL_METADATA_RETENTION_DAYS` (the TTL: keep it longer than the
+    /// payloads' expiry) and `SYNCTRAIL_MAX_PAYLOAD_BYTES`.
     pub fn from_vars(vars: &dyn Fn(&str) -> Option<String>) -> Result<Self, InvalidSetting> {
         Settings::default().overridden_by(vars)
     }
@@ -159,6 +159,9 @@ impl Settings {
         }
         if let Some(n) = number(vars, "SYNCTRAIL_MAX_ATTEMPTS")? {
             settings.max_attempts = u32::try_from(n).unwrap_or(u32::MAX).max(1);
+        }
+        if let Some(n) = number(vars, "SYNCTRAIL_MAX_BACKLOG")? {
+            settings.max_backlog = usize::try_from(n).unwrap_or(usize::MAX).max(1);
         }
         if let Some(n) = number(vars, "SYNCTRAIL_LEASE_SECONDS")? {
             settings.lease = Duration::seconds(i64::try_from(n).unwrap_or(i64::MAX / 1_000_000));
@@ -217,6 +220,7 @@ mod tests {
         let vars = |name: &str| match name {
             "SYNCTRAIL_IN_ORDER_TYPES" => Some("stock, ledger".to_owned()),
             "SYNCTRAIL_MAX_ATTEMPTS" => Some("9".to_owned()),
+            "SYNCTRAIL_MAX_BACKLOG" => Some("0".to_owned()),
             _ => None,
         };
         let settings = Settings::from_vars(&vars).expect("valid");
@@ -225,6 +229,7 @@ mod tests {
             (Policy::InOrder, Policy::LatestWins)
         );
         assert_eq!(settings.max_attempts, 9);
+        assert_eq!(settings.max_backlog, 1, "a backlog holds at least one event");
         let bad = |name: &str| (name == "SYNCTRAIL_LEASE_SECONDS").then(|| "soon".to_owned());
         let error = Settings::from_vars(&bad).expect_err("not a number");
         assert!(error.to_string().contains("SYNCTRAIL_LEASE_SECONDS"), "{error}");
