@@ -33,7 +33,8 @@ pub struct Settings {
     pub max_payload_bytes: usize,
     /// How long event metadata is kept (its TTL).
     pub metadata_retention: Duration,
-    /// How many events an `in_order` entity may hold queued in its head.
+    /// How many events an `in_order` entity may hold queued in its head (8: every event of a busy entity rewrites
+    /// its head, so a small head is cheap; the rest are parked and found through an index of parked events).
     pub max_backlog: usize,
     /// Ordering policy per entity type; types not listed use `default_policy`.
     pub policies: BTreeMap<String, Policy>,
@@ -66,7 +67,7 @@ impl Default for Settings {
             backoff_max: Duration::minutes(5),
             max_payload_bytes: 256 * 1024,
             metadata_retention: Duration::days(430),
-            max_backlog: 64,
+            max_backlog: 8,
             policies: BTreeMap::new(),
             default_policy: Policy::LatestWins,
             max_rounds: 32,
