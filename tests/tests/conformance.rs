@@ -328,6 +328,8 @@ pub mod build {
             lease_until,
             fence,
             errored: false,
+            promoted: false,
+            attempt: 1,
         });
         head.fence = fence;
         head

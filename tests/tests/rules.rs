@@ -1248,7 +1248,7 @@ fn every_transition_follows_the_table() {
         (Received, &[Queued, Processing, Dropped, Duplicate, Disabled, Rejected, Failed]),
         (Queued, &[Processing, Canceled, Dropped, Duplicate, Failed]),
         (Processing, &[Processing, Completed, Errored, Failed, Dropped, Canceled, Waiting]),
-        (Errored, &[Processing, Canceled, Failed]),
+        (Errored, &[Processing, Queued, Canceled, Dropped, Duplicate, Failed]),
         (Waiting, &[Processing, Queued, Canceled, Dropped, Duplicate, Failed]),
         (Completed, &[Received]),
         (Failed, &[Received]),
@@ -1471,6 +1471,102 @@ async fn a_settle_cut_short_whose_message_is_gone_is_finished_by_the_sweeper(via
     assert_eq!(h.status_of(&second).await, Status::Completed);
     assert_eq!(h.effects().await, ids(&[&first, &second]));
     assert_eq!(h.engine.sweep(100, &invocation).await.expect("sweep").settles_finished, vec![], "nothing left");
+}
+
+async fn a_claim_cut_short_after_its_head_write_holds_the_entity_until_its_lease_ends_then_is_claimed_again(via: Via) {
+    let h = Harness::with(Options { via, held_store: true, ..Options::default() });
+    let event = Env::issue("45").at(10).titled("v1");
+    let entity = event.entity();
+    h.held.cut_next_claim();
+    h.send_env(&event).await;
+    let cut = h.deliver(1).await;
+    assert_eq!(cut.failures(), vec![cut.messages[0].message_id.clone()], "the message goes back to the queue");
+    assert!(h.try_record(&event.event_id()).await.is_none(), "the claim's record write never landed");
+    let inflight = h.head(&entity).await.inflight.expect("the head names the event in flight");
+    assert_eq!((inflight.slot.event_id, inflight.promoted), (event.event_id(), false), "held by a claim");
+
+    // Another delivery of the event while that claim's lease lasts waits for it, recording the event meanwhile.
+    h.send_env(&event).await;
+    let early = h.deliver(1).await;
+    assert_eq!(early.only().status, Some(Status::Received));
+    assert_eq!(early.failures().len(), 1, "handed back until the lease ends");
+    assert_eq!(h.script.calls(), 0, "nothing applied under a claim that never wrote its record");
+
+    h.advance(h.options.visibility_timeout);
+    h.drain().await;
+    let record = h.record_of(&event).await;
+    assert_eq!((record.status, record.attempt), (Status::Completed, 1), "claimed again once the lease ended");
+    assert_eq!(h.effects().await, ids(&[&event]), "applied once");
+    let head = h.head(&entity).await;
+    assert_eq!((head.applied.map(|a| a.event_id), head.inflight), (Some(event.event_id()), None));
+}
+
+async fn a_resubmission_of_a_failed_event_whose_claim_wrote_only_its_head_is_not_taken_for_a_settle_cut_short(
+    via: Via,
+) {
+    let h = Harness::with(Options { via, held_store: true, ..Options::default() });
+    let event = Env::issue("46").at(10).titled("v1");
+    let entity = event.entity();
+    h.script.next(Step::Permanent("422 unprocessable"));
+    assert_eq!(h.apply_in_turn(&[&event]).await[0].only().status, Some(Status::Failed));
+
+    // The client resends it; its new claim writes the head, and another copy arrives before the claim's record
+    // write: the record still says `failed` while the head names the event in flight again.
+    let gate = h.held.hold_claim_record_of(&event.event_id());
+    h.send_env(&event).await;
+    let batch = h.receive(1).await;
+    let (claimed, ()) = tokio::join!(h.invoke(&batch), async {
+        gate.entered().await;
+        h.send_env(&event).await;
+        let copy = h.deliver(1).await;
+        assert_eq!(copy.failures().len(), 1, "the copy waits for the claim's lease");
+        let inflight = h.head(&entity).await.inflight.expect("the new claim still holds the entity");
+        assert_eq!((inflight.slot.event_id, inflight.attempt), (event.event_id(), 2));
+        assert_eq!(h.script.calls(), 1, "only the first attempt has reached the destination");
+        gate.release();
+    });
+    assert_eq!(claimed.only().status, Some(Status::Completed));
+    let record = h.record_of(&event).await;
+    assert_eq!((record.status, record.attempt), (Status::Completed, 2));
+    let head = h.head(&entity).await;
+    assert_eq!((head.applied.map(|a| a.event_id), head.inflight), (Some(event.event_id()), None));
+
+    h.advance(h.options.visibility_timeout);
+    h.drain().await;
+    assert_eq!(h.record_of(&event).await.status, Status::Completed);
+    assert_eq!(h.effects().await, ids(&[&event]), "applied once");
+}
+
+async fn an_attempt_whose_claim_record_landed_after_its_lease_ended_still_records_its_end(via: Via) {
+    let h = Harness::with(Options { via, held_store: true, ..Options::default() });
+    let event = Env::issue("47").at(10).titled("v1");
+    let newer = Env::issue("47").at(20).titled("v2");
+    let entity = event.entity();
+    let gate = h.held.hold_claim_record_of(&event.event_id());
+    h.send_env(&event).await;
+    let batch = h.receive(1).await;
+    let (slow, ()) = tokio::join!(h.invoke(&batch), async {
+        // The claim wrote the head, then stalled past its lease: a newer event takes the entity over, with no
+        // record of the older one to cancel yet.
+        gate.entered().await;
+        h.advance(h.options.function_timeout + Duration::seconds(2));
+        h.send_env(&newer).await;
+        assert_eq!(h.deliver(1).await.only().status, Some(Status::Completed));
+        gate.release();
+    });
+    // Its end is recorded though the head moved on: `dropped` (the mirror holds newer), or `errored` over HTTP,
+    // whose client sends nothing past the invocation's deadline.
+    let ended = h.record_of(&event).await.status;
+    assert_ne!(ended, Status::Processing, "not left processing with no head naming it");
+    assert_eq!(slow.only().status, Some(ended));
+    h.advance(h.options.settings.backoff_max + h.options.visibility_timeout);
+    h.drain().await;
+    let record = h.record_of(&event).await;
+    assert_eq!((record.status, record.dropped_for), (Status::Dropped, Some(newer.event_id().to_string())));
+    let head = h.head(&entity).await;
+    assert_eq!((head.applied.map(|a| a.event_id), head.inflight), (Some(newer.event_id()), None));
+    assert_eq!(h.effects().await, ids(&[&newer]));
+    assert_eq!(h.mirror_state(&entity).await, Some(json!({"title": "v2"})));
 }
 
 async fn a_delivery_that_read_the_record_before_a_newer_claim_of_it_leaves_that_claim_running(via: Via) {
@@ -1766,6 +1862,9 @@ over_every_destination!(
     sweeper_redrives_a_crashed_event_whose_message_was_dead_lettered,
     a_settle_cut_short_before_the_head_write_is_finished_by_the_events_redelivery,
     a_settle_cut_short_whose_message_is_gone_is_finished_by_the_sweeper,
+    a_claim_cut_short_after_its_head_write_holds_the_entity_until_its_lease_ends_then_is_claimed_again,
+    a_resubmission_of_a_failed_event_whose_claim_wrote_only_its_head_is_not_taken_for_a_settle_cut_short,
+    an_attempt_whose_claim_record_landed_after_its_lease_ended_still_records_its_end,
     a_delivery_that_read_the_record_before_a_newer_claim_of_it_leaves_that_claim_running,
     a_reprocess_of_a_completed_event_tells_the_destination_to_look_before_writing,
     the_echo_of_an_outbound_write_is_a_duplicate_of_the_outbound_event,

@@ -226,14 +226,16 @@ async fn record_decision(
                 || (policy == Policy::InOrder && head.applied.as_ref().is_some_and(|a| candidate.order < a.order));
             head.fence += 1;
             let lease_until = engine.lease_until(invocation);
-            head.inflight = Some(Inflight { slot: candidate.slot(), lease_until, fence: head.fence, errored: false });
+            record.attempt += 1;
+            let slot = candidate.slot();
+            let (fence, attempt) = (head.fence, record.attempt);
+            head.inflight = Some(Inflight { slot, lease_until, fence, errored: false, promoted: false, attempt });
             if head.next.as_ref().is_some_and(|n| n.event_id == event_id || cancel.contains(&n.event_id)) {
                 head.next = None;
             }
             head.backlog.retain(|s| s.event_id != event_id);
             head.needs_verification |= out_of_order;
             head.updated_at = now;
-            record.attempt += 1;
             let previous_unknown = std::mem::replace(&mut record.write_outcome_unknown, true);
             record.tie |= tie;
             record.out_of_order |= out_of_order;
@@ -244,12 +246,7 @@ async fn record_decision(
             record.transition(engine.entry(Status::Processing, record.attempt, invocation, note))?;
             let cancels = cancel_writes(engine, cancel.iter(), &event_id, invocation).await?;
             let canceled = cancels.len() as u32;
-            writes.extend(cancels);
-            let head_write = Write::head(head.clone());
-            let record_write = Write::event(record.clone());
-            writes.push(head_write);
-            writes.push(record_write);
-            engine.ports.store.commit(writes).await?;
+            commit_claim(engine, cancels, &head, &record).await?;
             head.version += 1;
             record.version += 1;
             return Ok(Recorded::Claimed {
@@ -269,6 +266,30 @@ async fn record_decision(
         engine.send_redrive(&next.event_id, invocation).await;
     }
     Ok(Recorded::Done(Box::new(outcome)))
+}
+
+/// Writes a claim. Canceling nothing, it is two conditional writes, the head first (spec §9 "The claim in two
+/// writes, the head first"): the head alone holds the entity, and a claim cut short before its record write leaves
+/// a head that later deliveries of the event wait for until its lease ends, then claim again. Canceling superseded
+/// events, it is one all-or-nothing commit, so that a cancel is never written for a claim that did not happen.
+/// A conflict (on either write) means another writer moved first: the caller's next round reads what it wrote.
+async fn commit_claim(
+    engine: &Engine,
+    cancels: Vec<Write>,
+    head: &EntityHead,
+    record: &EventRecord,
+) -> Result<(), EngineError> {
+    let store = &engine.ports.store;
+    let claim = vec![Write::head(head.clone()), Write::event(record.clone())];
+    if !cancels.is_empty() {
+        return Ok(store.commit(cancels.into_iter().chain(claim).collect()).await?);
+    }
+    store.commit_each(claim).await.map_err(|partial| {
+        if partial.applied > 0 {
+            tracing::info!(event_id = %record.event_id, error = %partial.error, "claim cut short after its head write; the lease decides");
+        }
+        EngineError::Store(partial.error)
+    })
 }
 
 /// An event judged against an echo guard (spec §10) may hold its entity (promoted while the outbound write was in
@@ -301,9 +322,9 @@ async fn cancel_writes(
 ) -> Result<Vec<Write>, EngineError> {
     let mut writes = Vec::new();
     for id in ids {
-        let Some(mut superseded) = engine.ports.store.get_event(id).await? else {
-            return Err(EngineError::Incomplete(id.clone(), "the entity's head names an event that is not recorded"));
-        };
+        // A claim cut short before its record write names an event not recorded yet: nothing to cancel (its message
+        // comes back and is decided against the head as it is then).
+        let Some(mut superseded) = engine.ports.store.get_event(id).await? else { continue };
         if superseded.status.is_terminal() {
             continue;
         }

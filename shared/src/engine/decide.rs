@@ -128,10 +128,12 @@ pub fn decide(head: &EntityHead, event: &Candidate, ctx: &DecisionContext) -> De
     }
 }
 
-/// The event already holds the head: a concurrent duplicate delivery waits; a crashed, errored or promoted
-/// holder claims again (same event, attempt + 1).
+/// The event already holds the head: while a claim's lease is live, another delivery waits (also when the claim's
+/// record write has not landed: the claim writes the head first, spec §9 "The claim in two writes, the head
+/// first"); a crashed or errored holder, or a promoted one, claims again (same event, attempt + 1).
 fn reenter(inflight: &Inflight, event: &Candidate, ctx: &DecisionContext) -> Decision {
-    if event.status == Status::Processing && ctx.is_live(inflight) {
+    let claimed = event.status == Status::Processing || !inflight.promoted;
+    if claimed && ctx.is_live(inflight) {
         Decision::Busy { until: inflight.lease_until + ctx.clock_margin }
     } else {
         Decision::Claim { tie: false, out_of_order: false, cancel: Vec::new() }

@@ -86,6 +86,7 @@ pub(super) async fn settle(
     let Some(entity) = record.entity.clone() else {
         return Err(EngineError::Incomplete(event_id, "claimed event has no entity"));
     };
+    let claimed_attempt = record.attempt;
     let mut known = Some(known);
     for round in 0..engine.settings.max_rounds {
         if round > 0 {
@@ -105,12 +106,19 @@ pub(super) async fn settle(
             .is_some_and(|i| i.slot.event_id == event_id && i.fence == fence);
         let now = engine.now();
         let write_duration = write_started_at.map(|at| now - at);
-        let (Some(mut head), true, Status::Processing) = (head, holds, record.status) else {
+        if record.status != Status::Processing || record.attempt != claimed_attempt {
             tracing::info!(event_id = %event_id, status = %record.status, "claim lost while applying; the newer holder decides");
             let mut outcome = Outcome::ack(&event_id, record.status).about(&record);
             outcome.facts.write_duration = write_duration;
             return Ok(outcome);
-        };
+        }
+        // The record is still this attempt's, but the head may have moved on without it: a claim whose record write
+        // landed after its lease ended and someone moved the head on (spec §9 "The claim in two writes, the head
+        // first"). The record's end is written all the same, or it would stay `processing` with no head naming it.
+        let mut head = head.filter(|_| holds);
+        if head.is_none() {
+            tracing::warn!(event_id = %event_id, "the head moved on while this attempt ran; recording its end alone");
+        }
         let attempt = record.attempt;
         record.lease_until = None;
         // A retryable error or a panic does not prove that nothing was written; every other end does.
@@ -171,14 +179,17 @@ pub(super) async fn settle(
                 (Disposition::Retry { after: *delay }, HeadMove::Errored { lease_until })
             }
         };
-        let moved = move_head(engine, &mut head, &record, head_move, now).await?;
+        let moved = match head.as_mut() {
+            Some(head) => Some(move_head(engine, head, &record, head_move, now).await?),
+            None => None,
+        };
         let status = record.status;
         let record_at = other_heads.len();
         let mut writes = other_heads;
         writes.push(Write::event(record.clone()));
-        writes.push(Write::head(head));
+        writes.extend(head.map(Write::head));
         let moved = match store.commit_each(writes).await {
-            Ok(()) => Some(moved),
+            Ok(()) => moved,
             Err(PartialCommit { applied, error: StoreError::Conflict(_) }) if applied <= record_at => continue,
             Err(PartialCommit { error, applied }) if applied <= record_at => return Err(error.into()),
             Err(PartialCommit { error: StoreError::Conflict(_), .. }) => {
@@ -268,13 +279,13 @@ async fn move_on(
         };
         let Some(mut head) = head.filter(names_event) else { return Ok(None) };
         // Read after the head: a record read before it may be an earlier end of the event, and the head a newer
-        // claim of it (a claim writes both at once), whose attempt is still running.
+        // claim of it whose attempt is still running.
         let stored;
         let record = match ended {
             Ended::Written(record, _) => record,
             Ended::Stored(_) => {
                 stored = engine.ports.store.get_event(event_id).await?;
-                match stored.as_ref().filter(|r| r.status.releases_entity()) {
+                match stored.as_ref().filter(|r| r.status.releases_entity() && ended_under(&head, r, engine)) {
                     Some(record) => record,
                     None => return Ok(None),
                 }
@@ -288,6 +299,17 @@ async fn move_on(
         }
     }
     Err(EngineError::Contended(entity.to_string(), engine.settings.max_rounds))
+}
+
+/// Whether `record`'s end is where the claim `head` names stopped: its attempt is the claim's (or later), or the
+/// claim's lease is over. A claim writes the head before the record (spec §9 "The claim in two writes, the head
+/// first"), so a head may name a newer claim of an event whose record still shows an earlier end (a resubmitted
+/// `failed` event, a `waiting` one resumed): that claim's record write is on its way, or was cut short — and then
+/// nothing ran under it, and once its lease is over the head moves on as from the earlier end.
+fn ended_under(head: &EntityHead, record: &EventRecord, engine: &Engine) -> bool {
+    head.inflight.as_ref().is_none_or(|claim| {
+        record.attempt >= claim.attempt || engine.now() > claim.lease_until + engine.settings.clock_margin
+    })
 }
 
 /// `applied` after a completion: the event itself for snapshots; the newest so far for deltas.
@@ -375,7 +397,8 @@ pub(super) fn promote_next(head: &mut EntityHead, engine: &Engine, now: chrono::
     let next = head.next.take().or_else(|| (!head.backlog.is_empty()).then(|| head.backlog.remove(0)));
     head.inflight = next.clone().map(|slot| {
         head.fence += 1;
-        Inflight { slot, lease_until: now + engine.settings.lease, fence: head.fence, errored: false }
+        let lease_until = now + engine.settings.lease;
+        Inflight { slot, lease_until, fence: head.fence, errored: false, promoted: true, attempt: 0 }
     });
     next
 }

@@ -61,8 +61,10 @@ impl Engine {
                     self.send_redrive(&event_id, invocation).await;
                     report.redriven.push(event_id);
                 }
+                // A claim cut short before its record write (the claim writes the head first): the event's message
+                // was not acknowledged and comes back, or is dead-lettered and recorded by the dead-letter sweep.
                 None => {
-                    tracing::warn!(event_id = %event_id, entity = %head.entity, "expired lease held by an unrecorded event")
+                    tracing::info!(event_id = %event_id, entity = %head.entity, "expired claim of an event not recorded yet; its message comes back")
                 }
             }
         }

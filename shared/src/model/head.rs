@@ -29,6 +29,19 @@ pub struct Inflight {
     /// The holder's last attempt failed and a retry is pending: a newer event may take over (spec §4 rule 3).
     #[serde(default)]
     pub errored: bool,
+    /// Promoted by a settle (or a finished one) and not claimed yet: the event's re-drive claims it at once. Without
+    /// it the head was written by a claim, which holds the entity until its lease ends even before the claim's
+    /// record write says `processing` (spec §4 step 2, §9 "The claim in two writes, the head first").
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub promoted: bool,
+    /// The attempt number of the claim that wrote it (0: promoted, or written before heads recorded it). A record
+    /// whose attempt is lower still shows an earlier end of the event: this claim's record write has not landed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempt: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// What a verification of an entity found (spec §7: its events replayed, compared with the destination).

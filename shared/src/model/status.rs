@@ -95,7 +95,9 @@ impl Status {
             Queued => matches!(to, Processing | Canceled | Dropped | Duplicate | Failed),
             // processing → processing: the same event re-claimed after a crash (attempt + 1).
             Processing => matches!(to, Processing | Completed | Errored | Failed | Dropped | Canceled | Waiting),
-            Errored => matches!(to, Processing | Canceled | Failed),
+            // An errored event keeps its entity until its retry; one whose head moved on while it ran (a claim whose
+            // record write landed after its lease, spec §9) is judged again like a new arrival.
+            Errored => matches!(to, Processing | Queued | Canceled | Dropped | Duplicate | Failed),
             // Re-driven once its dependency exists: judged again like a new arrival.
             Waiting => matches!(to, Processing | Queued | Canceled | Dropped | Duplicate | Failed),
             // Terminal statuses leave only through a reprocess, which starts over at `received`.

@@ -113,8 +113,8 @@ pub trait EventStore: Send + Sync {
     async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError>;
 
     /// Applies the writes one after another, each under its own condition, stopping at the first that fails:
-    /// what the caller needs when each write is safe to keep without the ones after it (a settle writes the
-    /// record, then the head; spec §9 "One write per item in a settle"). Cheaper than [`EventStore::commit`] where a
+    /// what the caller needs when each write is safe to keep without the ones after it (a claim writes the head,
+    /// then the record; a settle the record, then the head; spec §9). Cheaper than [`EventStore::commit`] where a
     /// backend bills a transaction extra (DynamoDB bills every item of one twice). The default commits them all
     /// or none, which meets this contract (a failure then reports none applied).
     async fn commit_each(&self, writes: Vec<Write>) -> Result<(), PartialCommit> {
@@ -123,8 +123,8 @@ pub trait EventStore: Send + Sync {
 
     /// Lists events: for one entity in order-key order, otherwise newest received first.
     ///
-    /// A `processing` record is always committed together with the head that names it in flight (spec §4, step
-    /// 4), and leaves `processing` before (or with) the head moving on: a backend may find `processing` events
+    /// A record becomes `processing` only once the head names it in flight (with it, or right after it: spec §4,
+    /// step 4), and leaves `processing` before (or with) the head moving on: a backend may find `processing` events
     /// through the heads in flight (the DynamoDB store does).
     async fn list_events(&self, query: &EventQuery) -> Result<Vec<EventRecord>, StoreError>;
 

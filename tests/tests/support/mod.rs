@@ -497,7 +497,9 @@ pub struct HeldStore {
     gates: Mutex<VecDeque<(EventId, Arc<Gate>)>>,
     head_read: Mutex<Option<Arc<Gate>>>,
     sweeps_fail: AtomicBool,
-    cut_next: AtomicBool,
+    cut_next_settle: AtomicBool,
+    cut_next_claim: AtomicBool,
+    claim_records: Mutex<VecDeque<(EventId, Arc<Gate>)>>,
 }
 
 impl HeldStore {
@@ -506,10 +508,23 @@ impl HeldStore {
         self.sweeps_fail.store(true, Ordering::SeqCst);
     }
 
-    /// The next `commit_each` of several writes (a settle: the record, then the head) applies all but its last and
-    /// answers as if the connection dropped: what a Lambda dying between a settle's two writes leaves behind.
+    /// The next settle's `commit_each` (the record, then the head) applies all but its last write and answers as if
+    /// the connection dropped: what a Lambda dying between a settle's two writes leaves behind.
     pub fn cut_next_settle(&self) {
-        self.cut_next.store(true, Ordering::SeqCst);
+        self.cut_next_settle.store(true, Ordering::SeqCst);
+    }
+
+    /// The next claim's `commit_each` (the head, then the record) applies the head and answers as if the connection
+    /// dropped: what a Lambda dying between a claim's two writes leaves behind.
+    pub fn cut_next_claim(&self) {
+        self.cut_next_claim.store(true, Ordering::SeqCst);
+    }
+
+    /// The next claim of `event` writes its head, then waits at the returned gate before its record write.
+    pub fn hold_claim_record_of(&self, event: &EventId) -> Arc<Gate> {
+        let gate = Arc::new(Gate::default());
+        self.claim_records.lock().unwrap().push_back((event.clone(), Arc::clone(&gate)));
+        gate
     }
 
     /// The next `get_head` (of any entity) waits at the returned gate, then goes on.
@@ -519,7 +534,8 @@ impl HeldStore {
         gate
     }
 
-    /// The next commit that inserts the record of `event` waits at the returned gate, then goes on.
+    /// The next commit (or claim's `commit_each`) that inserts the record of `event` waits at the returned gate, then
+    /// goes on.
     pub fn hold_first_write_of(&self, event: &EventId) -> Arc<Gate> {
         let gate = Arc::new(Gate::default());
         self.gates.lock().unwrap().push_back((event.clone(), Arc::clone(&gate)));
@@ -562,7 +578,31 @@ impl EventStore for HeldStore {
     }
 
     async fn commit_each(&self, mut writes: Vec<Write>) -> Result<(), PartialCommit> {
-        if writes.len() < 2 || !self.cut_next.swap(false, Ordering::SeqCst) {
+        if let Some(gate) = self.gate_for(&writes) {
+            gate.entered.notify_one();
+            gate.released.notified().await;
+        }
+        if let [Write::Head { .. }, Write::Event { record, .. }] = writes.as_slice() {
+            let held = {
+                let mut gates = self.claim_records.lock().unwrap();
+                let at = gates.iter().position(|(id, _)| id == &record.event_id);
+                at.and_then(|at| gates.remove(at)).map(|(_, gate)| gate)
+            };
+            if let Some(gate) = held {
+                let record = writes.pop().expect("the claim's record write");
+                self.inner.commit_each(writes).await?;
+                gate.entered.notify_one();
+                gate.released.notified().await;
+                return self.inner.commit(vec![record]).await.map_err(|error| PartialCommit { applied: 1, error });
+            }
+        }
+        // A claim is its entity's head, then the record; a settle ends with the record, then the head.
+        let cut = match writes.as_slice() {
+            [Write::Head { .. }, Write::Event { .. }] => self.cut_next_claim.swap(false, Ordering::SeqCst),
+            [_, _, ..] => self.cut_next_settle.swap(false, Ordering::SeqCst),
+            _ => false,
+        };
+        if !cut {
             return self.inner.commit_each(writes).await;
         }
         writes.pop();
@@ -781,7 +821,9 @@ impl Harness {
             gates: Mutex::new(VecDeque::new()),
             head_read: Mutex::new(None),
             sweeps_fail: AtomicBool::new(false),
-            cut_next: AtomicBool::new(false),
+            cut_next_settle: AtomicBool::new(false),
+            cut_next_claim: AtomicBool::new(false),
+            claim_records: Mutex::new(VecDeque::new()),
         });
         let store: Arc<dyn EventStore> = if options.held_store { held.clone() } else { backend.ports.store.clone() };
         let ports = Ports { destination, store, ..backend.ports.clone() };

@@ -3,7 +3,8 @@
 //! Two choices shape this file (`docs/aws-table.md`): event items carry no `status` attribute, so a status change
 //! never rewrites an event's `by_entity` entry and listings filter statuses on the records they read; and
 //! `processing` events are not in `by_status` at all — each is the in-flight event of its entity's head (spec §4:
-//! they are written in one commit), so they are found through the heads in the sparse `by_lease` index.
+//! a record becomes `processing` only once its head names it), so they are found through the heads in the sparse
+//! `by_lease` index.
 
 use super::items::{
     entity_pk, event_pk, key, lease_pk, nanos, parked_pk, sortable, status_partitions, string, waiting_pk, Item,
