@@ -1569,6 +1569,40 @@ async fn an_attempt_whose_claim_record_landed_after_its_lease_ended_still_record
     assert_eq!(h.mirror_state(&entity).await, Some(json!({"title": "v2"})));
 }
 
+async fn an_in_order_event_whose_queuing_was_cut_short_after_its_record_is_queued_again_by_its_redelivery(via: Via) {
+    let h = Harness::with(Options { via, held_store: true, ..Options::default() });
+    let first = Env::adjustment("SKU-48").at(10).delta(5);
+    let second = Env::adjustment("SKU-48").at(20).delta(-2);
+    let entity = first.entity();
+    let gate = h.script.hold_next();
+    h.send_env(&first).await;
+    let batch = h.receive(1).await;
+    let (done, ()) = tokio::join!(h.invoke(&batch), async {
+        gate.entered().await;
+        h.held.cut_next_queue();
+        h.send_env(&second).await;
+        let cut = h.deliver(1).await;
+        assert_eq!(cut.failures().len(), 1, "the message goes back to the queue");
+        assert_eq!(h.status_of(&second).await, Status::Queued, "the record was written");
+        assert!(h.head(&entity).await.backlog.is_empty(), "the head's write was not");
+        // Its message comes back while the first still applies: a `queued` record the head does not hold (and
+        // not parked) is queued again, not taken for queued already.
+        h.advance(h.options.visibility_timeout);
+        assert_eq!(h.deliver(1).await.only().status, Some(Status::Queued));
+        let backlog = h.head(&entity).await.backlog.into_iter().map(|s| s.event_id).collect::<Vec<_>>();
+        assert_eq!(backlog, vec![second.event_id()]);
+        gate.release();
+    });
+    // Over HTTP the first's attempt ran past its invocation's deadline meanwhile and is retried.
+    assert!(matches!(done.only().status, Some(Status::Completed | Status::Errored)));
+    h.advance(h.options.settings.backoff_max);
+    h.drain().await;
+    assert_eq!(h.status_of(&first).await, Status::Completed);
+    assert_eq!(h.status_of(&second).await, Status::Completed, "promoted, then applied");
+    assert_eq!(h.effects().await, ids(&[&first, &second]));
+    assert_eq!(h.mirror_state(&entity).await, Some(json!({"quantity": 3})));
+}
+
 async fn a_delivery_that_read_the_record_before_a_newer_claim_of_it_leaves_that_claim_running(via: Via) {
     let h = Harness::with(Options { via, held_store: true, ..Options::default() });
     let event = Env::issue("43").at(10).titled("v1");
@@ -1865,6 +1899,7 @@ over_every_destination!(
     a_claim_cut_short_after_its_head_write_holds_the_entity_until_its_lease_ends_then_is_claimed_again,
     a_resubmission_of_a_failed_event_whose_claim_wrote_only_its_head_is_not_taken_for_a_settle_cut_short,
     an_attempt_whose_claim_record_landed_after_its_lease_ended_still_records_its_end,
+    an_in_order_event_whose_queuing_was_cut_short_after_its_record_is_queued_again_by_its_redelivery,
     a_delivery_that_read_the_record_before_a_newer_claim_of_it_leaves_that_claim_running,
     a_reprocess_of_a_completed_event_tells_the_destination_to_look_before_writing,
     the_echo_of_an_outbound_write_is_a_duplicate_of_the_outbound_event,

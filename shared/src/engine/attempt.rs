@@ -77,6 +77,7 @@ pub(super) async fn drive(
             order: envelope.order,
             content_hash: envelope.content_hash,
             status: record.status,
+            parked: record.parked,
             direction: envelope.direction,
             shows_echo: head.echo.as_ref().is_some_and(|guard| guard.fingerprint.matches(&envelope.payload)),
         };
@@ -169,6 +170,8 @@ async fn record_decision(
     let mut writes = Vec::new();
     let mut canceled = 0;
     let mut promoted = None;
+    // Queuing the event behind its entity's holder without canceling anything: the record, then the head.
+    let mut queued_alone = false;
     match decision {
         Decision::Duplicate { of } => {
             let note = format!("duplicate of {of}");
@@ -189,7 +192,9 @@ async fn record_decision(
             head.parked += 1;
             head.updated_at = now;
             let note = Some(format!("parked: {} events already wait in the backlog", head.backlog.len()));
-            record.transition(engine.entry(Status::Queued, attempt, invocation, note))?;
+            if record.status != Status::Queued {
+                record.transition(engine.entry(Status::Queued, attempt, invocation, note))?;
+            }
             record.parked = true;
             writes.push(Write::head(head));
         }
@@ -217,6 +222,7 @@ async fn record_decision(
             }
             let cancels = cancel_writes(engine, cancel.iter(), &event_id, invocation).await?;
             canceled = cancels.len() as u32;
+            queued_alone = cancels.is_empty();
             writes.extend(cancels);
             writes.push(Write::head(head));
         }
@@ -260,8 +266,15 @@ async fn record_decision(
     let mut outcome = Outcome::ack(&event_id, record.status).about(&record);
     outcome.facts.transitioned = record.status != before;
     outcome.facts.canceled = canceled;
-    writes.push(Write::event(record));
-    engine.ports.store.commit(writes).await?;
+    if queued_alone {
+        // Spec §9 "Queued in two writes, the record first": a record `queued` that its head does not hold yet is
+        // what the sweep of stranded events re-drives, and its message, not acknowledged, comes back meanwhile.
+        let each = std::iter::once(Write::event(record)).chain(writes).collect();
+        engine.ports.store.commit_each(each).await.map_err(|partial| EngineError::Store(partial.error))?;
+    } else {
+        writes.push(Write::event(record));
+        engine.ports.store.commit(writes).await?;
+    }
     if let Some(next) = promoted {
         engine.send_redrive(&next.event_id, invocation).await;
     }

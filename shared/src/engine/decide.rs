@@ -17,6 +17,8 @@ pub struct Candidate {
     pub content_hash: ContentHash,
     /// Its stored status (`received` when new).
     pub status: Status,
+    /// Parked outside its entity's full backlog (`queued`, not in the head; spec §5).
+    pub parked: bool,
     /// `inbound` or `outbound`.
     pub direction: Direction,
     /// Its payload shows the fingerprint of the head's echo guard: the fields the last outbound write set hold what
@@ -224,8 +226,11 @@ fn in_order(head: &EntityHead, event: &Candidate, ctx: &DecisionContext) -> Deci
             return Decision::Duplicate { of: slot.event_id.clone() };
         }
     }
-    // Queued already: in the backlog, or parked (recorded `queued`, not in the head).
-    let queued = event.status == Status::Queued || head.backlog.iter().any(|s| s.event_id == event.event_id);
+    // Queued already: in the backlog, or parked. A `queued` record that is neither was queued by a decision whose
+    // head write did not land (spec §9 "Queued in two writes, the record first"), or parked by a version that did not
+    // flag parked records: it is queued again.
+    let parked = event.status == Status::Queued && event.parked;
+    let queued = parked || head.backlog.iter().any(|s| s.event_id == event.event_id);
     match &head.inflight {
         Some(_) if queued => Decision::AlreadyQueued,
         Some(_) if head.backlog.len() >= ctx.max_backlog || head.parked > 0 => Decision::Park,

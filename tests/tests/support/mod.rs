@@ -499,6 +499,7 @@ pub struct HeldStore {
     sweeps_fail: AtomicBool,
     cut_next_settle: AtomicBool,
     cut_next_claim: AtomicBool,
+    cut_next_queue: AtomicBool,
     claim_records: Mutex<VecDeque<(EventId, Arc<Gate>)>>,
 }
 
@@ -518,6 +519,12 @@ impl HeldStore {
     /// dropped: what a Lambda dying between a claim's two writes leaves behind.
     pub fn cut_next_claim(&self) {
         self.cut_next_claim.store(true, Ordering::SeqCst);
+    }
+
+    /// The next `commit_each` that queues an event behind its entity's holder (the record `queued`, then the head)
+    /// applies the record and answers as if the connection dropped.
+    pub fn cut_next_queue(&self) {
+        self.cut_next_queue.store(true, Ordering::SeqCst);
     }
 
     /// The next claim of `event` writes its head, then waits at the returned gate before its record write.
@@ -596,9 +603,13 @@ impl EventStore for HeldStore {
                 return self.inner.commit(vec![record]).await.map_err(|error| PartialCommit { applied: 1, error });
             }
         }
-        // A claim is its entity's head, then the record; a settle ends with the record, then the head.
+        // A claim is its entity's head, then the record; queuing is the `queued` record, then the head; a settle
+        // ends with the record (its end), then the head.
         let cut = match writes.as_slice() {
             [Write::Head { .. }, Write::Event { .. }] => self.cut_next_claim.swap(false, Ordering::SeqCst),
+            [Write::Event { record, .. }, Write::Head { .. }] if record.status == Status::Queued => {
+                self.cut_next_queue.swap(false, Ordering::SeqCst)
+            }
             [_, _, ..] => self.cut_next_settle.swap(false, Ordering::SeqCst),
             _ => false,
         };
@@ -823,6 +834,7 @@ impl Harness {
             sweeps_fail: AtomicBool::new(false),
             cut_next_settle: AtomicBool::new(false),
             cut_next_claim: AtomicBool::new(false),
+            cut_next_queue: AtomicBool::new(false),
             claim_records: Mutex::new(VecDeque::new()),
         });
         let store: Arc<dyn EventStore> = if options.held_store { held.clone() } else { backend.ports.store.clone() };
