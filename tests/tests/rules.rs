@@ -1603,6 +1603,43 @@ async fn an_in_order_event_whose_queuing_was_cut_short_after_its_record_is_queue
     assert_eq!(h.mirror_state(&entity).await, Some(json!({"quantity": 3})));
 }
 
+async fn an_in_order_event_whose_park_was_cut_short_after_its_record_is_parked_again_by_its_redelivery(via: Via) {
+    let mut settings = settings();
+    settings.max_backlog = 1;
+    let h = Harness::with(Options { via, held_store: true, settings, ..Options::default() });
+    let first = Env::adjustment("SKU-49").at(10).delta(5);
+    let second = Env::adjustment("SKU-49").at(20).delta(-2);
+    let third = Env::adjustment("SKU-49").at(30).delta(1);
+    let entity = first.entity();
+    let gate = h.script.hold_next();
+    h.send_env(&first).await;
+    let batch = h.receive(1).await;
+    let (done, ()) = tokio::join!(h.invoke(&batch), async {
+        gate.entered().await;
+        h.send_env(&second).await;
+        assert_eq!(h.deliver(1).await.only().status, Some(Status::Queued), "the backlog of one is full now");
+        h.held.cut_next_queue();
+        h.send_env(&third).await;
+        let cut = h.deliver(1).await;
+        assert_eq!(cut.failures().len(), 1, "the message goes back to the queue");
+        let record = h.record_of(&third).await;
+        assert_eq!((record.status, record.parked, h.head(&entity).await.parked), (Status::Queued, true, 0));
+        // Its message comes back while the entity is still busy: parked, but not counted, it is parked again.
+        h.advance(h.options.visibility_timeout);
+        assert_eq!(h.deliver(1).await.only().status, Some(Status::Queued));
+        assert_eq!(h.head(&entity).await.parked, 1, "counted now");
+        gate.release();
+    });
+    assert!(matches!(done.only().status, Some(Status::Completed | Status::Errored)));
+    h.advance(h.options.settings.backoff_max);
+    h.drain().await;
+    for env in [&first, &second, &third] {
+        assert_eq!(h.status_of(env).await, Status::Completed);
+    }
+    assert_eq!(h.effects().await, ids(&[&first, &second, &third]));
+    assert_eq!(h.mirror_state(&entity).await, Some(json!({"quantity": 4})));
+}
+
 async fn a_delivery_that_read_the_record_before_a_newer_claim_of_it_leaves_that_claim_running(via: Via) {
     let h = Harness::with(Options { via, held_store: true, ..Options::default() });
     let event = Env::issue("43").at(10).titled("v1");
@@ -1900,6 +1937,7 @@ over_every_destination!(
     a_resubmission_of_a_failed_event_whose_claim_wrote_only_its_head_is_not_taken_for_a_settle_cut_short,
     an_attempt_whose_claim_record_landed_after_its_lease_ended_still_records_its_end,
     an_in_order_event_whose_queuing_was_cut_short_after_its_record_is_queued_again_by_its_redelivery,
+    an_in_order_event_whose_park_was_cut_short_after_its_record_is_parked_again_by_its_redelivery,
     a_delivery_that_read_the_record_before_a_newer_claim_of_it_leaves_that_claim_running,
     a_reprocess_of_a_completed_event_tells_the_destination_to_look_before_writing,
     the_echo_of_an_outbound_write_is_a_duplicate_of_the_outbound_event,

@@ -197,6 +197,7 @@ async fn record_decision(
             }
             record.parked = true;
             writes.push(Write::head(head));
+            queued_alone = true;
         }
         Decision::Busy { until } => {
             let outcome = Outcome::retry(&event_id, Some(record.status), until - now).about(&record);
@@ -216,6 +217,8 @@ async fn record_decision(
             }
             head.updated_at = now;
             record.tie |= tie;
+            // In the head now, parked no longer (if a park's head write did not land, spec §9).
+            record.parked = false;
             let behind = head.inflight.as_ref().map(|i| format!("behind {}", i.slot.event_id));
             if record.status != Status::Queued {
                 record.transition(engine.entry(Status::Queued, attempt, invocation, behind))?;

@@ -226,10 +226,10 @@ fn in_order(head: &EntityHead, event: &Candidate, ctx: &DecisionContext) -> Deci
             return Decision::Duplicate { of: slot.event_id.clone() };
         }
     }
-    // Queued already: in the backlog, or parked. A `queued` record that is neither was queued by a decision whose
-    // head write did not land (spec §9 "Queued in two writes, the record first"), or parked by a version that did not
-    // flag parked records: it is queued again.
-    let parked = event.status == Status::Queued && event.parked;
+    // Queued already: in the backlog, or parked where the head counts parked events. A `queued` record that is
+    // neither was queued or parked by a decision whose head write did not land (spec §9 "Queued in two writes, the
+    // record first"), or parked by a version that did not flag parked records: it is queued (or parked) again.
+    let parked = event.status == Status::Queued && event.parked && head.parked > 0;
     let queued = parked || head.backlog.iter().any(|s| s.event_id == event.event_id);
     match &head.inflight {
         Some(_) if queued => Decision::AlreadyQueued,

@@ -373,7 +373,8 @@ async fn guard_created(
 async fn unpark(engine: &Engine, head: &mut EntityHead) -> Result<(), EngineError> {
     let fit = engine.settings.max_backlog.max(1);
     let inflight = head.inflight.as_ref().map(|i| i.slot.event_id.clone());
-    // One more than fits: the event in flight (promoted from the backlog, its record still `queued`) may be listed.
+    // One more than fits: the event in flight (promoted from the backlog, its record still `queued`) may be listed,
+    // and one found beyond what fits says that some stay parked.
     let mut parked: Vec<Slot> = engine
         .ports
         .store
@@ -384,9 +385,14 @@ async fn unpark(engine: &Engine, head: &mut EntityHead) -> Result<(), EngineErro
         .filter_map(|r| Some(Slot { order: r.order?, content_hash: r.content_hash?, event_id: r.event_id }))
         .collect();
     parked.sort_by_key(|s| s.order);
+    let more = parked.len() > fit;
     parked.truncate(fit);
-    // Whatever the count said, what the store holds is the truth: none found means none parked.
-    head.parked = if parked.is_empty() { 0 } else { head.parked.saturating_sub(parked.len() as u32) };
+    // Whatever the count said, what the store holds is the truth: none found means none parked, and one left over
+    // means some still are (a park whose head write did not land left the count short: spec §9).
+    head.parked = match parked.len() {
+        0 => 0,
+        moved => head.parked.saturating_sub(moved as u32).max(u32::from(more)),
+    };
     head.backlog = parked;
     Ok(())
 }
