@@ -2,7 +2,7 @@
 //! against the store, `synctrail stats` (one-shot and `--watch`) showing the same figures, and the X-Ray trace
 //! header on every message the pipeline sends.
 
-use crate::support::{Delivery, Env, Harness, Step};
+use crate::support::{deliver_racing, Delivery, Env, Harness, Step};
 use chrono::Duration;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -259,14 +259,13 @@ async fn a_promotion_message_carries_the_trace_header_of_the_invocation_that_com
     let first = Env::product("40").at(10).titled("v1");
     let second = Env::product("40").at(20).titled("v2");
     let gate = h.script.hold_next();
-    h.send_env(&first).await;
-    let batch = h.receive(1).await;
-    let (completing, ()) = tokio::join!(h.invoke(&batch), async {
+    let (completing, ()) = deliver_racing(&h, &first, async {
         gate.entered().await;
         h.send_env(&second).await;
         assert_eq!(h.deliver(1).await.only().status, Some(Status::Queued));
         gate.release();
-    });
+    })
+    .await;
     assert_eq!(completing.only().status, Some(Status::Completed));
     let completed = h.record_of(&first).await;
     let entry = completed.history.last().expect("a history");

@@ -68,10 +68,7 @@ async fn newer_event_waits_as_next_behind_the_inflight_one_and_its_message_is_ac
     let second = Env::issue("2").at(20).titled("v2");
     let entity = first.entity();
     let gate = h.script.hold_next();
-    h.send_env(&first).await;
-    let batch = h.receive(1).await;
-
-    let (d1, ()) = tokio::join!(h.invoke(&batch), async {
+    let (d1, ()) = deliver_racing(&h, &first, async {
         gate.entered().await;
         h.send_env(&second).await;
         let d2 = h.deliver(1).await;
@@ -87,7 +84,8 @@ async fn newer_event_waits_as_next_behind_the_inflight_one_and_its_message_is_ac
         assert_eq!((depth.visible, depth.in_flight), (0, 1), "only the in-flight event's message is left");
         assert!(h.effects().await.is_empty());
         gate.release();
-    });
+    })
+    .await;
 
     assert_eq!(d1.only().status, Some(Status::Completed));
     h.drain().await;
@@ -108,10 +106,7 @@ async fn newer_event_cancels_the_queued_next(via: Via) {
     let third = Env::issue("3").at(30).titled("v3");
     let entity = first.entity();
     let gate = h.script.hold_next();
-    h.send_env(&first).await;
-    let batch = h.receive(1).await;
-
-    let (d1, ()) = tokio::join!(h.invoke(&batch), async {
+    let (d1, ()) = deliver_racing(&h, &first, async {
         gate.entered().await;
         h.send_env(&second).await;
         assert_eq!(h.deliver(1).await.only().status, Some(Status::Queued));
@@ -127,7 +122,8 @@ async fn newer_event_cancels_the_queued_next(via: Via) {
         assert_eq!(head.next.as_ref().map(|n| &n.event_id), Some(&third.event_id()));
         assert_eq!(head.inflight.as_ref().map(|i| &i.slot.event_id), Some(&first.event_id()));
         gate.release();
-    });
+    })
+    .await;
 
     assert_eq!(d1.only().status, Some(Status::Completed));
     h.drain().await;
@@ -143,17 +139,15 @@ async fn event_between_the_inflight_and_the_next_one_is_dropped_for_the_next(via
     let next = Env::issue("4").at(30).titled("v3");
     let between = Env::issue("4").at(20).titled("v2");
     let gate = h.script.hold_next();
-    h.send_env(&first).await;
-    let batch = h.receive(1).await;
-
-    let (_, ()) = tokio::join!(h.invoke(&batch), async {
+    let (_, ()) = deliver_racing(&h, &first, async {
         gate.entered().await;
         h.send_env(&next).await;
         assert_eq!(h.deliver(1).await.only().status, Some(Status::Queued));
         h.send_env(&between).await;
         assert_eq!(h.deliver(1).await.only().status, Some(Status::Dropped));
         gate.release();
-    });
+    })
+    .await;
     h.drain().await;
 
     let stale = h.record_of(&between).await;
@@ -168,10 +162,7 @@ async fn event_older_than_the_inflight_one_is_dropped_for_it(via: Via) {
     let inflight = Env::issue("5").at(20).titled("v2");
     let older = Env::issue("5").at(10).titled("v1");
     let gate = h.script.hold_next();
-    h.send_env(&inflight).await;
-    let batch = h.receive(1).await;
-
-    let (d1, ()) = tokio::join!(h.invoke(&batch), async {
+    let (d1, ()) = deliver_racing(&h, &inflight, async {
         gate.entered().await;
         h.send_env(&older).await;
         let d = h.deliver(1).await;
@@ -179,7 +170,8 @@ async fn event_older_than_the_inflight_one_is_dropped_for_it(via: Via) {
         let head = h.head(&inflight.entity()).await;
         assert!(head.next.is_none(), "a stale event never becomes next");
         gate.release();
-    });
+    })
+    .await;
 
     assert_eq!(d1.only().status, Some(Status::Completed));
     let stale = h.record_of(&older).await;
@@ -194,15 +186,13 @@ async fn same_change_as_the_inflight_one_is_its_duplicate(via: Via) {
     let inflight = Env::issue("6").at(20).titled("v2").id("gh-delivery-1");
     let copy = Env::issue("6").at(20).titled("v2").id("gh-delivery-2");
     let gate = h.script.hold_next();
-    h.send_env(&inflight).await;
-    let batch = h.receive(1).await;
-
-    let (_, ()) = tokio::join!(h.invoke(&batch), async {
+    let (_, ()) = deliver_racing(&h, &inflight, async {
         gate.entered().await;
         h.send_env(&copy).await;
         assert_eq!(h.deliver(1).await.only().status, Some(Status::Duplicate));
         gate.release();
-    });
+    })
+    .await;
 
     let dup = h.record_of(&copy).await;
     assert_eq!((dup.status, dup.duplicate_of), (Status::Duplicate, Some(inflight.event_id())));
@@ -294,15 +284,13 @@ async fn completed_event_promotes_next_and_sends_a_message_naming_it(via: Via) {
     let second = Env::product("10").at(20).titled("v2");
     let entity = first.entity();
     let gate = h.script.hold_next();
-    h.send_env(&first).await;
-    let batch = h.receive(1).await;
-
-    let (d1, ()) = tokio::join!(h.invoke(&batch), async {
+    let (d1, ()) = deliver_racing(&h, &first, async {
         gate.entered().await;
         h.send_env(&second).await;
         assert_eq!(h.deliver(1).await.only().status, Some(Status::Queued));
         gate.release();
-    });
+    })
+    .await;
     assert_eq!(d1.only().status, Some(Status::Completed));
 
     // One compare-and-set: applied = first, inflight = the promoted next, next = none.
@@ -350,15 +338,14 @@ async fn tie_is_applied_in_arrival_order_and_flagged(via: Via) {
     let c = Env::issue("12").at(30).titled("first");
     let e = Env::issue("12").at(30).titled("second");
     let gate = h.script.hold_next();
-    h.send_env(&c).await;
-    let batch = h.receive(1).await;
-    let (_, ()) = tokio::join!(h.invoke(&batch), async {
+    let (_, ()) = deliver_racing(&h, &c, async {
         gate.entered().await;
         h.send_env(&e).await;
         assert_eq!(h.deliver(1).await.only().status, Some(Status::Queued));
         assert!(h.record_of(&e).await.tie);
         gate.release();
-    });
+    })
+    .await;
     h.drain().await;
     let (rc, re) = (h.record_of(&c).await, h.record_of(&e).await);
     assert_eq!((rc.status, rc.tie), (Status::Completed, false));
@@ -560,15 +547,13 @@ async fn permanent_error_fails_at_once_and_releases_the_head(via: Via) {
     let entity = refused.entity();
     let gate = std::sync::Arc::new(Gate::default());
     h.script.on(&entity, Step::Hold(gate.clone(), Box::new(Step::Permanent("422 validation failed"))));
-    h.send_env(&refused).await;
-    let batch = h.receive(1).await;
-
-    let (d1, ()) = tokio::join!(h.invoke(&batch), async {
+    let (d1, ()) = deliver_racing(&h, &refused, async {
         gate.entered().await;
         h.send_env(&newer).await;
         assert_eq!(h.deliver(1).await.only().status, Some(Status::Queued));
         gate.release();
-    });
+    })
+    .await;
 
     assert_eq!((d1.only().status, &d1.only().disposition), (Some(Status::Failed), &Disposition::Ack));
     assert!(d1.failures().is_empty(), "no retry of a permanent error");
@@ -927,15 +912,13 @@ async fn conflicting_message_racing_the_original_is_rejected_not_acknowledged_as
     let racer = Env::product("30").at(10).payload(json!({"price": "9.99"})).id("shopify-evt-30");
     // The racer has looked the id up (not recorded yet) and is about to record itself when the original overtakes it.
     let gate = h.held.hold_first_write_of(&racer.event_id());
-    h.send_env(&racer).await;
-    let batch = h.receive(1).await;
-
-    let (raced, ()) = tokio::join!(h.invoke(&batch), async {
+    let (raced, ()) = deliver_racing(&h, &racer, async {
         gate.entered().await;
         h.send_env(&original).await;
         assert_eq!(h.deliver(1).await.only().status, Some(Status::Completed));
         gate.release();
-    });
+    })
+    .await;
 
     let stored_as = racer.clone().without("event_id").event_id();
     let rejected = h.try_record(&stored_as).await;
@@ -957,15 +940,13 @@ async fn conflicting_message_racing_an_errored_original_never_applies_its_own_co
     let entity = original.entity();
     let gate = h.held.hold_first_write_of(&racer.event_id());
     h.script.next(Step::Retryable("503 service unavailable"));
-    h.send_env(&racer).await;
-    let batch = h.receive(1).await;
-
-    let (_, ()) = tokio::join!(h.invoke(&batch), async {
+    let (_, ()) = deliver_racing(&h, &racer, async {
         gate.entered().await;
         h.send_env(&original).await;
         assert_eq!(h.deliver(1).await.only().status, Some(Status::Errored));
         gate.release();
-    });
+    })
+    .await;
     h.advance(Duration::minutes(10));
     h.drain().await;
 
@@ -991,25 +972,22 @@ async fn conflicting_message_racing_a_queued_original_is_rejected_not_acknowledg
     let racer = Env::product("34").at(10).payload(json!({"price": "9.99"})).id("shopify-evt-34");
     let entity = original.entity();
     let hold = h.script.hold_next();
-    h.send_env(&inflight).await;
-    let first = h.receive(1).await;
-
-    let (_, raced) = tokio::join!(h.invoke(&first), async {
+    let (_, raced) = deliver_racing(&h, &inflight, async {
         hold.entered().await;
         // The racer has looked its id up (unknown) and is about to read the head when the original overtakes it
         // and becomes `next`.
         let read = h.held.hold_next_head_read();
-        h.send_env(&racer).await;
-        let batch = h.receive(1).await;
-        let (raced, ()) = tokio::join!(h.invoke(&batch), async {
+        let (raced, ()) = deliver_racing(&h, &racer, async {
             read.entered().await;
             h.send_env(&original).await;
             assert_eq!(h.deliver(1).await.only().status, Some(Status::Queued));
             read.release();
-        });
+        })
+        .await;
         hold.release();
         raced
-    });
+    })
+    .await;
     h.drain().await;
 
     let stored_as = racer.clone().without("event_id").event_id();
@@ -1034,10 +1012,7 @@ async fn in_order_events_are_all_applied_one_at_a_time(via: Via) {
     let d3 = Env::adjustment("sku-1").at(30).delta(10).id("adj-3");
     let entity = d1.entity();
     let gate = h.script.hold_next();
-    h.send_env(&d1).await;
-    let batch = h.receive(1).await;
-
-    let (first, ()) = tokio::join!(h.invoke(&batch), async {
+    let (first, ()) = deliver_racing(&h, &d1, async {
         gate.entered().await;
         // They arrive newest first while the first one holds the entity.
         for env in [&d3, &d2] {
@@ -1052,7 +1027,8 @@ async fn in_order_events_are_all_applied_one_at_a_time(via: Via) {
         let processing = h.events_of(&entity).await.into_iter().filter(|r| r.status == Status::Processing).count();
         assert_eq!(processing, 1, "one at a time");
         gate.release();
-    });
+    })
+    .await;
 
     assert_eq!(first.only().status, Some(Status::Completed));
     h.drain().await;
@@ -1094,16 +1070,14 @@ async fn in_order_event_older_than_applied_is_flagged_even_when_it_waited_in_the
     let entity = applied.entity();
     h.apply_in_turn(&[&applied]).await;
     let gate = h.script.hold_next();
-    h.send_env(&inflight).await;
-    let batch = h.receive(1).await;
-
-    let (_, ()) = tokio::join!(h.invoke(&batch), async {
+    let (_, ()) = deliver_racing(&h, &inflight, async {
         gate.entered().await;
         // Arrives older than the last applied event (adj-a), while adj-c holds the entity.
         h.send_env(&older).await;
         assert_eq!(h.deliver(1).await.only().status, Some(Status::Queued));
         gate.release();
-    });
+    })
+    .await;
     h.drain().await;
 
     assert_eq!(h.mirror_state(&entity).await, Some(json!({"quantity": 111})));
@@ -1122,10 +1096,7 @@ async fn in_order_event_beyond_a_full_backlog_is_not_stranded_when_its_receives_
     let d3 = Env::adjustment("sku-4").at(30).delta(4).id("adj-4-3");
     let entity = d1.entity();
     let gate = h.script.hold_next();
-    h.send_env(&d1).await;
-    let batch = h.receive(1).await;
-
-    let (_, ()) = tokio::join!(h.invoke(&batch), async {
+    let (_, ()) = deliver_racing(&h, &d1, async {
         gate.entered().await;
         h.send_env(&d2).await;
         assert_eq!(h.deliver(1).await.only().status, Some(Status::Queued));
@@ -1144,7 +1115,8 @@ async fn in_order_event_beyond_a_full_backlog_is_not_stranded_when_its_receives_
             }
         }
         gate.release();
-    });
+    })
+    .await;
     h.drain().await;
     h.advance(Duration::minutes(5));
     h.sweep().await;
@@ -1175,9 +1147,7 @@ async fn in_order_event_parked_where_the_unpark_listing_missed_it_is_redriven_by
     let d3 = Env::adjustment("sku-5").at(30).delta(4).id("adj-5-3");
     let entity = d1.entity();
     let gate = h.script.hold_next();
-    h.send_env(&d1).await;
-    let batch = h.receive(1).await;
-    let (_, ()) = tokio::join!(h.invoke(&batch), async {
+    let (_, ()) = deliver_racing(&h, &d1, async {
         gate.entered().await;
         h.send_env(&d2).await;
         assert_eq!(h.deliver(1).await.only().status, Some(Status::Queued));
@@ -1189,7 +1159,8 @@ async fn in_order_event_parked_where_the_unpark_listing_missed_it_is_redriven_by
         head.parked = 0;
         h.ports().store.commit(vec![Write::head(head)]).await.expect("the head as a lagging listing leaves it");
         gate.release();
-    });
+    })
+    .await;
     h.drain().await;
     assert_eq!(h.status_of(&d3).await, Status::Queued, "nothing promotes it");
     assert!(h.head(&entity).await.inflight.is_none());
@@ -1358,14 +1329,13 @@ async fn sweeper_redrives_a_promoted_event_whose_message_was_lost(via: Via) {
     let second = Env::issue("28").at(20).titled("v2");
     let entity = first.entity();
     let gate = h.script.hold_next();
-    h.send_env(&first).await;
-    let batch = h.receive(1).await;
-    let (_, ()) = tokio::join!(h.invoke(&batch), async {
+    let (_, ()) = deliver_racing(&h, &first, async {
         gate.entered().await;
         h.send_env(&second).await;
         assert_eq!(h.deliver(1).await.only().status, Some(Status::Queued));
         gate.release();
-    });
+    })
+    .await;
 
     // The promotion message is lost.
     let lost = h.receive(10).await;
@@ -1407,15 +1377,14 @@ async fn sweeper_redrives_a_crashed_event_whose_message_was_dead_lettered(via: V
 /// dies before the head's write. The delivery of `first`.
 async fn settle_cut_short_with_one_waiting(h: &Harness, first: &Env, second: &Env) -> Delivery {
     let gate = h.script.hold_next();
-    h.send_env(first).await;
-    let batch = h.receive(1).await;
-    let (cut, ()) = tokio::join!(h.invoke(&batch), async {
+    let (cut, ()) = deliver_racing(h, first, async {
         gate.entered().await;
         h.send_env(second).await;
         assert_eq!(h.deliver(1).await.only().status, Some(Status::Queued));
         h.held.cut_next_settle();
         gate.release();
-    });
+    })
+    .await;
     cut
 }
 
@@ -1513,9 +1482,7 @@ async fn a_resubmission_of_a_failed_event_whose_claim_wrote_only_its_head_is_not
     // The client resends it; its new claim writes the head, and another copy arrives before the claim's record
     // write: the record still says `failed` while the head names the event in flight again.
     let gate = h.held.hold_claim_record_of(&event.event_id());
-    h.send_env(&event).await;
-    let batch = h.receive(1).await;
-    let (claimed, ()) = tokio::join!(h.invoke(&batch), async {
+    let (claimed, ()) = deliver_racing(&h, &event, async {
         gate.entered().await;
         h.send_env(&event).await;
         let copy = h.deliver(1).await;
@@ -1524,7 +1491,8 @@ async fn a_resubmission_of_a_failed_event_whose_claim_wrote_only_its_head_is_not
         assert_eq!((inflight.slot.event_id, inflight.attempt), (event.event_id(), 2));
         assert_eq!(h.script.calls(), 1, "only the first attempt has reached the destination");
         gate.release();
-    });
+    })
+    .await;
     assert_eq!(claimed.only().status, Some(Status::Completed));
     let record = h.record_of(&event).await;
     assert_eq!((record.status, record.attempt), (Status::Completed, 2));
@@ -1543,9 +1511,7 @@ async fn an_attempt_whose_claim_record_landed_after_its_lease_ended_still_record
     let newer = Env::issue("47").at(20).titled("v2");
     let entity = event.entity();
     let gate = h.held.hold_claim_record_of(&event.event_id());
-    h.send_env(&event).await;
-    let batch = h.receive(1).await;
-    let (slow, ()) = tokio::join!(h.invoke(&batch), async {
+    let (slow, ()) = deliver_racing(&h, &event, async {
         // The claim wrote the head, then stalled past its lease: a newer event takes the entity over, with no
         // record of the older one to cancel yet.
         gate.entered().await;
@@ -1553,7 +1519,8 @@ async fn an_attempt_whose_claim_record_landed_after_its_lease_ended_still_record
         h.send_env(&newer).await;
         assert_eq!(h.deliver(1).await.only().status, Some(Status::Completed));
         gate.release();
-    });
+    })
+    .await;
     // Its end is recorded though the head moved on: `dropped` (the mirror holds newer), or `errored` over HTTP,
     // whose client sends nothing past the invocation's deadline.
     let ended = h.record_of(&event).await.status;
@@ -1575,9 +1542,7 @@ async fn an_in_order_event_whose_queuing_was_cut_short_after_its_record_is_queue
     let second = Env::adjustment("SKU-48").at(20).delta(-2);
     let entity = first.entity();
     let gate = h.script.hold_next();
-    h.send_env(&first).await;
-    let batch = h.receive(1).await;
-    let (done, ()) = tokio::join!(h.invoke(&batch), async {
+    let (done, ()) = deliver_racing(&h, &first, async {
         gate.entered().await;
         h.held.cut_next_queue();
         h.send_env(&second).await;
@@ -1592,7 +1557,8 @@ async fn an_in_order_event_whose_queuing_was_cut_short_after_its_record_is_queue
         let backlog = h.head(&entity).await.backlog.into_iter().map(|s| s.event_id).collect::<Vec<_>>();
         assert_eq!(backlog, vec![second.event_id()]);
         gate.release();
-    });
+    })
+    .await;
     // Over HTTP the first's attempt ran past its invocation's deadline meanwhile and is retried.
     assert!(matches!(done.only().status, Some(Status::Completed | Status::Errored)));
     h.advance(h.options.settings.backoff_max);
@@ -1612,9 +1578,7 @@ async fn an_in_order_event_whose_park_was_cut_short_after_its_record_is_parked_a
     let third = Env::adjustment("SKU-49").at(30).delta(1);
     let entity = first.entity();
     let gate = h.script.hold_next();
-    h.send_env(&first).await;
-    let batch = h.receive(1).await;
-    let (done, ()) = tokio::join!(h.invoke(&batch), async {
+    let (done, ()) = deliver_racing(&h, &first, async {
         gate.entered().await;
         h.send_env(&second).await;
         assert_eq!(h.deliver(1).await.only().status, Some(Status::Queued), "the backlog of one is full now");
@@ -1629,7 +1593,8 @@ async fn an_in_order_event_whose_park_was_cut_short_after_its_record_is_parked_a
         assert_eq!(h.deliver(1).await.only().status, Some(Status::Queued));
         assert_eq!(h.head(&entity).await.parked, 1, "counted now");
         gate.release();
-    });
+    })
+    .await;
     assert!(matches!(done.only().status, Some(Status::Completed | Status::Errored)));
     h.advance(h.options.settings.backoff_max);
     h.drain().await;
@@ -1788,15 +1753,13 @@ async fn an_echo_that_arrives_while_the_write_is_in_flight_waits_and_ends_a_dupl
     let echo = Env::issue("43").at(12).payload(json!({"title": "Ours", "number": 43}));
     connector.stamp(12, None);
     let gate = connector.hold_next();
-    h.send_env(&ours).await;
-    let batch = h.receive(1).await;
-
-    let (d1, ()) = tokio::join!(h.invoke(&batch), async {
+    let (d1, ()) = deliver_racing(&h, &ours, async {
         gate.entered().await;
         h.send_env(&echo).await;
         assert_eq!(h.deliver(1).await.only().status, Some(Status::Queued), "waits behind the write");
         gate.release();
-    });
+    })
+    .await;
     assert_eq!(d1.only().status, Some(Status::Completed));
     h.drain().await;
 

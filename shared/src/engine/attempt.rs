@@ -8,7 +8,7 @@ use super::{Engine, EngineError, Incoming, Invocation, Outcome};
 use crate::destination::{ApplyOutcome, Change, DestinationError};
 use crate::model::{EntityHead, Envelope, ErrorInfo, ErrorKind, EventId, EventRecord, Inflight, Slot, Status};
 use crate::settings::Policy;
-use crate::store::{StoreError, Write};
+use crate::store::{PartialCommit, StoreError, Write};
 use futures_util::FutureExt;
 use std::panic::AssertUnwindSafe;
 
@@ -170,8 +170,8 @@ async fn record_decision(
     let mut writes = Vec::new();
     let mut canceled = 0;
     let mut promoted = None;
-    // Queuing the event behind its entity's holder without canceling anything: the record, then the head.
-    let mut queued_alone = false;
+    // Queuing (or parking) the event behind its entity's holder: the record, then the head (spec §9).
+    let (mut queued, mut cancels) = (false, Vec::new());
     match decision {
         Decision::Duplicate { of } => {
             let note = format!("duplicate of {of}");
@@ -197,7 +197,7 @@ async fn record_decision(
             }
             record.parked = true;
             writes.push(Write::head(head));
-            queued_alone = true;
+            queued = true;
         }
         Decision::Busy { until } => {
             let outcome = Outcome::retry(&event_id, Some(record.status), until - now).about(&record);
@@ -223,11 +223,10 @@ async fn record_decision(
             if record.status != Status::Queued {
                 record.transition(engine.entry(Status::Queued, attempt, invocation, behind))?;
             }
-            let cancels = cancel_writes(engine, cancel.iter(), &event_id, invocation).await?;
+            cancels = cancel_writes(engine, cancel.iter(), &event_id, invocation).await?;
             canceled = cancels.len() as u32;
-            queued_alone = cancels.is_empty();
-            writes.extend(cancels);
             writes.push(Write::head(head));
+            queued = true;
         }
         Decision::Claim { tie, out_of_order, cancel } => {
             // A delta that waited in the backlog may be older than what was applied meanwhile.
@@ -269,11 +268,11 @@ async fn record_decision(
     let mut outcome = Outcome::ack(&event_id, record.status).about(&record);
     outcome.facts.transitioned = record.status != before;
     outcome.facts.canceled = canceled;
-    if queued_alone {
+    if queued {
         // Spec §9 "Queued in two writes, the record first": a record `queued` that its head does not hold yet is
         // what the sweep of stranded events re-drives, and its message, not acknowledged, comes back meanwhile.
-        let each = std::iter::once(Write::event(record)).chain(writes).collect();
-        engine.ports.store.commit_each(each).await.map_err(|partial| EngineError::Store(partial.error))?;
+        let steps = std::iter::once(Write::event(record)).chain(writes).collect();
+        commit_steps(engine, cancels, steps).await.map_err(|partial| EngineError::Store(partial.error))?;
     } else {
         writes.push(Write::event(record));
         engine.ports.store.commit(writes).await?;
@@ -295,17 +294,24 @@ async fn commit_claim(
     head: &EntityHead,
     record: &EventRecord,
 ) -> Result<(), EngineError> {
-    let store = &engine.ports.store;
     let claim = vec![Write::head(head.clone()), Write::event(record.clone())];
-    if !cancels.is_empty() {
-        return Ok(store.commit(cancels.into_iter().chain(claim).collect()).await?);
-    }
-    store.commit_each(claim).await.map_err(|partial| {
+    commit_steps(engine, cancels, claim).await.map_err(|partial| {
         if partial.applied > 0 {
             tracing::info!(event_id = %record.event_id, error = %partial.error, "claim cut short after its head write; the lease decides");
         }
         EngineError::Store(partial.error)
     })
+}
+
+/// Writes `steps` one conditional write at a time, in their order, so each step's crash point is one the protocol
+/// recovers from; with `cancels` (superseded events this step ends), all of them as one all-or-nothing commit
+/// instead, so that a cancel is never written for a step that did not happen.
+async fn commit_steps(engine: &Engine, cancels: Vec<Write>, steps: Vec<Write>) -> Result<(), PartialCommit> {
+    let store = &engine.ports.store;
+    if cancels.is_empty() {
+        return store.commit_each(steps).await;
+    }
+    store.commit(cancels.into_iter().chain(steps).collect()).await.map_err(|error| PartialCommit { applied: 0, error })
 }
 
 /// An event judged against an echo guard (spec §10) may hold its entity (promoted while the outbound write was in

@@ -1080,3 +1080,15 @@ pub fn assert_history_is_legal(record: &EventRecord) {
         );
     }
 }
+
+/// Sends `env` and delivers it alone while `meanwhile` runs beside the invocation: how a race test opens, its
+/// `meanwhile` waiting at a gate the invocation reaches, acting, then releasing the gate.
+pub async fn deliver_racing<T>(
+    h: &Harness,
+    env: &Env,
+    meanwhile: impl std::future::Future<Output = T>,
+) -> (Delivery, T) {
+    h.send_env(env).await;
+    let batch = h.receive(1).await;
+    tokio::join!(h.invoke(&batch), meanwhile)
+}
