@@ -1536,6 +1536,58 @@ async fn an_attempt_whose_claim_record_landed_after_its_lease_ended_still_record
     assert_eq!(h.mirror_state(&entity).await, Some(json!({"title": "v2"})));
 }
 
+async fn a_copy_recording_the_event_between_its_claims_two_writes_does_not_hand_the_claiming_delivery_back(via: Via) {
+    let h = Harness::with(Options { via, held_store: true, ..Options::default() });
+    let event = Env::issue("49").at(10).titled("v1");
+    let entity = event.entity();
+    let gate = h.held.hold_claim_record_of(&event.event_id());
+    let (claimed, ()) = deliver_racing(&h, &event, async {
+        // The claim wrote the head; a copy of the message arrives before the claim's record write, finds the entity
+        // held and records the event so that it is known.
+        gate.entered().await;
+        h.send_env(&event).await;
+        let copy = h.deliver(1).await;
+        assert_eq!(copy.failures().len(), 1, "the copy waits for the claim");
+        assert_eq!(h.status_of(&event).await, Status::Received);
+        gate.release();
+    })
+    .await;
+    assert_eq!(claimed.only().status, Some(Status::Completed), "the delivery whose head holds the entity goes on");
+    assert!(claimed.failures().is_empty(), "its message is not handed back");
+    let record = h.record_of(&event).await;
+    assert_eq!((record.status, record.attempt), (Status::Completed, 1));
+    let head = h.head(&entity).await;
+    assert_eq!((head.applied.map(|a| a.event_id), head.inflight), (Some(event.event_id()), None));
+
+    h.advance(h.options.visibility_timeout + Duration::seconds(1));
+    h.drain().await;
+    assert_eq!(h.record_of(&event).await.status, Status::Completed);
+    assert_eq!(h.effects().await, ids(&[&event]), "applied once");
+}
+
+async fn a_claim_whose_record_write_finds_the_event_done_by_a_copy_after_its_lease_does_not_write_over_it(via: Via) {
+    let h = Harness::with(Options { via, held_store: true, ..Options::default() });
+    let event = Env::issue("50").at(10).titled("v1");
+    let gate = h.held.hold_claim_record_of(&event.event_id());
+    let (_, ()) = deliver_racing(&h, &event, async {
+        // The claim wrote the head, then stalled past its lease: a copy of the message claims the event again and
+        // completes it before the stalled claim's record write.
+        gate.entered().await;
+        h.advance(h.options.function_timeout + Duration::seconds(2));
+        h.send_env(&event).await;
+        assert_eq!(h.deliver(1).await.only().status, Some(Status::Completed));
+        gate.release();
+    })
+    .await;
+    let record = h.record_of(&event).await;
+    assert_eq!((record.status, record.attempt), (Status::Completed, 1), "the stalled claim did not write over it");
+    h.advance(h.options.settings.backoff_max + h.options.visibility_timeout);
+    h.drain().await;
+    assert_eq!(h.record_of(&event).await.status, Status::Completed);
+    assert_eq!(h.head(&event.entity()).await.inflight, None);
+    assert_eq!(h.effects().await, ids(&[&event]), "applied once");
+}
+
 async fn an_in_order_event_whose_queuing_was_cut_short_after_its_record_is_queued_again_by_its_redelivery(via: Via) {
     let h = Harness::with(Options { via, held_store: true, ..Options::default() });
     let first = Env::adjustment("SKU-48").at(10).delta(5);
@@ -1899,6 +1951,8 @@ over_every_destination!(
     a_claim_cut_short_after_its_head_write_holds_the_entity_until_its_lease_ends_then_is_claimed_again,
     a_resubmission_of_a_failed_event_whose_claim_wrote_only_its_head_is_not_taken_for_a_settle_cut_short,
     an_attempt_whose_claim_record_landed_after_its_lease_ended_still_records_its_end,
+    a_copy_recording_the_event_between_its_claims_two_writes_does_not_hand_the_claiming_delivery_back,
+    a_claim_whose_record_write_finds_the_event_done_by_a_copy_after_its_lease_does_not_write_over_it,
     an_in_order_event_whose_queuing_was_cut_short_after_its_record_is_queued_again_by_its_redelivery,
     an_in_order_event_whose_park_was_cut_short_after_its_record_is_parked_again_by_its_redelivery,
     a_delivery_that_read_the_record_before_a_newer_claim_of_it_leaves_that_claim_running,

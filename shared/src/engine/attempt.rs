@@ -254,7 +254,7 @@ async fn record_decision(
             record.transition(engine.entry(Status::Processing, record.attempt, invocation, note))?;
             let cancels = cancel_writes(engine, cancel.iter(), &event_id, invocation).await?;
             let canceled = cancels.len() as u32;
-            commit_claim(engine, cancels, &head, &record).await?;
+            commit_claim(engine, cancels, &head, &mut record).await?;
             head.version += 1;
             record.version += 1;
             return Ok(Recorded::Claimed {
@@ -287,20 +287,53 @@ async fn record_decision(
 /// writes, the head first"): the head alone holds the entity, and a claim cut short before its record write leaves
 /// a head that later deliveries of the event wait for until its lease ends, then claim again. Canceling superseded
 /// events, it is one all-or-nothing commit, so that a cancel is never written for a claim that did not happen.
-/// A conflict (on either write) means another writer moved first: the caller's next round reads what it wrote.
+/// A conflict on the head means another writer moved first: the caller's next round reads what it wrote. A conflict
+/// on the record after the head write is another delivery of the event writing it meanwhile (see
+/// [`write_claimed_record_again`]).
 async fn commit_claim(
     engine: &Engine,
     cancels: Vec<Write>,
     head: &EntityHead,
-    record: &EventRecord,
+    record: &mut EventRecord,
 ) -> Result<(), EngineError> {
     let claim = vec![Write::head(head.clone()), Write::event(record.clone())];
-    commit_steps(engine, cancels, claim).await.map_err(|partial| {
-        if partial.applied > 0 {
-            tracing::info!(event_id = %record.event_id, error = %partial.error, "claim cut short after its head write; the lease decides");
+    let partial = match commit_steps(engine, cancels, claim).await {
+        Ok(()) => return Ok(()),
+        Err(partial) => partial,
+    };
+    if partial.applied == 0 {
+        return Err(EngineError::Store(partial.error));
+    }
+    if matches!(partial.error, StoreError::Conflict(_)) && write_claimed_record_again(engine, record).await? {
+        return Ok(());
+    }
+    tracing::info!(event_id = %record.event_id, error = %partial.error, "claim cut short after its head write; the lease decides");
+    Err(EngineError::Store(partial.error))
+}
+
+/// The claim's head is written, but its record write found a newer version: a copy of the message recorded the event
+/// on arrival (it found the entity held), or counted itself a redelivery. While the stored record is still what this
+/// claim moves on from (the attempt before this one, in flight nowhere), the claim's record is written over it: the
+/// head this delivery wrote holds the entity, and handing the message back would only leave the entity held until
+/// the lease ends (spec §9 "The claim in two writes, the head first"). `false` when the record moved on otherwise.
+async fn write_claimed_record_again(engine: &Engine, record: &mut EventRecord) -> Result<bool, EngineError> {
+    let store = &engine.ports.store;
+    let Some(stored) = store.get_event(&record.event_id).await? else { return Ok(false) };
+    let before_this_attempt = stored.attempt + 1 == record.attempt;
+    if !before_this_attempt || stored.status.is_terminal() || stored.status == Status::Processing {
+        return Ok(false);
+    }
+    let mut again = record.clone();
+    again.version = stored.version;
+    again.redelivered = again.redelivered.max(stored.redelivered);
+    match store.commit(vec![Write::event(again.clone())]).await {
+        Ok(()) => {
+            *record = again;
+            Ok(true)
         }
-        EngineError::Store(partial.error)
-    })
+        Err(StoreError::Conflict(_)) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Writes `steps` one conditional write at a time, in their order, so each step's crash point is one the protocol
