@@ -5,6 +5,29 @@ use crate::model::{ByteRange, PayloadRef};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
+use std::cell::RefCell;
+
+/// The zstd level payloads are compressed with.
+const LEVEL: i32 = 3;
+
+thread_local! {
+    /// One compression context per thread, reused: making one costs more than compressing a payload.
+    static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
+}
+
+/// `bytes` as one zstd frame, with this thread's compression context (`what` names them in the error).
+pub(crate) fn compress_payload(bytes: &[u8], what: &str) -> Result<Vec<u8>, StoreError> {
+    COMPRESSOR
+        .with(|slot| {
+            let mut slot = slot.borrow_mut();
+            let compressor = match slot.as_mut() {
+                Some(compressor) => compressor,
+                None => slot.insert(zstd::bulk::Compressor::new(LEVEL)?),
+            };
+            compressor.compress(bytes)
+        })
+        .map_err(|e| StoreError::Backend(format!("compressing payload {what}: {e}").into()))
+}
 
 /// Archived payloads and raw bodies.
 #[async_trait]

@@ -3,7 +3,7 @@
 
 use super::error::{build_error, classify, from_sdk, Meaning};
 use crate::model::{ByteRange, PayloadRef};
-use crate::store::payloads::FramedBatch;
+use crate::store::payloads::{compress_payload, FramedBatch};
 use crate::store::{PayloadStore, StoreError};
 use async_trait::async_trait;
 use aws_sdk_s3::operation::get_object::GetObjectError;
@@ -15,9 +15,6 @@ use aws_sdk_s3::types::{
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
-
-/// The zstd level payloads are compressed with.
-const LEVEL: i32 = 3;
 
 /// Where every payload key starts.
 const PREFIX: &str = "payloads/";
@@ -158,7 +155,7 @@ impl PayloadStore for S3Payloads {
     async fn put(&self, bytes: &[u8], received_at: DateTime<Utc>) -> Result<PayloadRef, StoreError> {
         let sha = hex::encode(Sha256::digest(bytes));
         let key = Self::key_for(&sha, received_at);
-        let compressed = compress(bytes, &key)?;
+        let compressed = compress_payload(bytes, &key)?;
         self.put_new(&key, compressed, &[("sha256", sha.clone()), ("size", bytes.len().to_string())]).await?;
         Ok(PayloadRef { key, sha256: sha, size: bytes.len() as u64, range: None })
     }
@@ -167,7 +164,7 @@ impl PayloadStore for S3Payloads {
         if bodies.is_empty() {
             return Ok(Vec::new());
         }
-        let batch = FramedBatch::new(bodies, |bytes| compress(bytes, "of a batch"))?;
+        let batch = FramedBatch::new(bodies, |bytes| compress_payload(bytes, "of a batch"))?;
         let key = Self::batch_key_for(&batch.sha256(), received_at);
         let references = batch.references(&key);
         self.put_new(&key, batch.object, &[("bodies", bodies.len().to_string())]).await?;
@@ -189,12 +186,6 @@ impl PayloadStore for S3Payloads {
         }
         Ok(bytes)
     }
-}
-
-/// `bytes` as one zstd frame (`what` names them in the error).
-fn compress(bytes: &[u8], what: &str) -> Result<Vec<u8>, StoreError> {
-    zstd::bulk::compress(bytes, LEVEL)
-        .map_err(|e| StoreError::Backend(format!("compressing payload {what}: {e}").into()))
 }
 
 /// Puts the payload lifecycle on `bucket`: objects under `payloads/` move to GLACIER after `archive_after_days`

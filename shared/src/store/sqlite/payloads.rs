@@ -8,18 +8,15 @@ use super::codec::Cached;
 use super::db::Db;
 use super::error::SqlContext;
 use crate::model::{ByteRange, PayloadRef};
-use crate::store::payloads::FramedBatch;
+use crate::store::payloads::{compress_payload, FramedBatch};
 use crate::store::{PayloadStore, StoreError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use sha2::{Digest, Sha256};
-use std::cell::RefCell;
 use std::path::Path;
 use std::sync::Arc;
 
-/// The zstd level payloads are compressed with.
-const LEVEL: i32 = 3;
 /// The payload database's file name inside `home/payloads/`.
 pub const PAYLOAD_DB_FILE: &str = "payloads.db";
 /// Connections of the payload database's pool.
@@ -79,23 +76,6 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     tx.commit().ctx("committing the payload schema")
 }
 
-thread_local! {
-    /// One compression context per blocking thread: creating one per payload costs more than compressing it.
-    static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
-}
-
-fn compress(bytes: &[u8], key: &str) -> Result<Vec<u8>, StoreError> {
-    let failed = |e: std::io::Error| StoreError::Backend(format!("compressing payload {key}: {e}").into());
-    COMPRESSOR.with(|cell| {
-        let mut slot = cell.borrow_mut();
-        let compressor = match slot.as_mut() {
-            Some(compressor) => compressor,
-            None => slot.insert(zstd::bulk::Compressor::new(LEVEL).map_err(failed)?),
-        };
-        compressor.compress(bytes).map_err(failed)
-    })
-}
-
 fn key_of(sha: &str) -> String {
     format!("payloads/{}/{sha}.zst", &sha[..2])
 }
@@ -110,7 +90,7 @@ struct Row {
 fn row_of(bytes: &[u8]) -> Result<Row, StoreError> {
     let sha = hex::encode(Sha256::digest(bytes));
     let key = key_of(&sha);
-    let compressed = compress(bytes, &key)?;
+    let compressed = compress_payload(bytes, &key)?;
     let size =
         i64::try_from(bytes.len()).map_err(|_| StoreError::Backend(format!("payload {key} is too large").into()))?;
     Ok(Row { reference: PayloadRef { key, sha256: sha, size: bytes.len() as u64, range: None }, size, compressed })
@@ -119,7 +99,7 @@ fn row_of(bytes: &[u8]) -> Result<Row, StoreError> {
 /// A batch's object as one row (its `sha256` and `size` are the stored object's), and each body's reference: its
 /// SHA-256, size and frame in the object.
 fn batch_row_of(bodies: &[&[u8]]) -> Result<(Row, Vec<PayloadRef>), StoreError> {
-    let batch = FramedBatch::new(bodies, |bytes| compress(bytes, "of a batch"))?;
+    let batch = FramedBatch::new(bodies, |bytes| compress_payload(bytes, "of a batch"))?;
     let sha = batch.sha256();
     let key = format!("payloads/{}/batch-{sha}.zst", &sha[..2]);
     let size = i64::try_from(batch.object.len())
