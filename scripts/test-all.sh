@@ -9,6 +9,8 @@ CARGO="${CARGO:-cargo}"
 
 "$CARGO" fmt --all -- --check
 "$CARGO" clippy --locked --workspace --all-targets --no-deps -- -D warnings
+# The library alone, no backend compiled in: what a team bringing its own adapters builds.
+"$CARGO" clippy --locked -p synctrail --no-default-features --no-deps -- -D warnings
 "$CARGO" test --locked --workspace
 CARGO="$CARGO" scripts/lambda-invoke-test.sh   # the processor under `cargo lambda watch`, every events/*.json invoked
 CARGO="$CARGO" scripts/lambda-deploy-test.sh   # `cargo lambda deploy` of every function to moto, as infra/README.md says

@@ -8,7 +8,9 @@
 //! `inbound` ones to that destination.
 
 use crate::clock::Clock;
-use crate::config::{BackendConfig, Config, DestinationConfig};
+#[cfg(any(feature = "sqlite", feature = "aws"))]
+use crate::config::DestinationConfig;
+use crate::config::{BackendConfig, Config};
 use crate::destination::dependencies::RequireDependencies;
 use crate::destination::{Destination, MirrorView};
 use crate::engine::{Engine, Ports};
@@ -130,6 +132,8 @@ pub async fn compose_snapshot(location: &str, composed: &Composed) -> Result<Arc
         }
         #[cfg(feature = "sqlite")]
         ComposedBackend::Embedded { .. } => Err(ComposeError::SnapshotNeedsAws(location.to_owned())),
+        #[cfg(not(any(feature = "sqlite", feature = "aws")))]
+        backend => match *backend {},
     }
 }
 
@@ -256,6 +260,8 @@ impl Composed {
                 let queue = parts.backend.queue.queue_url();
                 format!("the AWS backend{endpoint} (table {}, bucket {}, queue {queue})", c.table, c.bucket)
             }
+            #[cfg(not(any(feature = "sqlite", feature = "aws")))]
+            backend => match *backend {},
         }
     }
 }

@@ -1,33 +1,15 @@
 //! The payload port: compressed, checked on read; one payload at a time or a whole batch in one write.
 
 use super::StoreError;
-use crate::model::{ByteRange, PayloadRef};
+use crate::model::PayloadRef;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sha2::{Digest, Sha256};
-use std::cell::RefCell;
 
-/// The zstd level payloads are compressed with.
-const LEVEL: i32 = 3;
-
-thread_local! {
-    /// One compression context per thread, reused: making one costs more than compressing a payload.
-    static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
-}
-
-/// `bytes` as one zstd frame, with this thread's compression context (`what` names them in the error).
-pub(crate) fn compress_payload(bytes: &[u8], what: &str) -> Result<Vec<u8>, StoreError> {
-    COMPRESSOR
-        .with(|slot| {
-            let mut slot = slot.borrow_mut();
-            let compressor = match slot.as_mut() {
-                Some(compressor) => compressor,
-                None => slot.insert(zstd::bulk::Compressor::new(LEVEL)?),
-            };
-            compressor.compress(bytes)
-        })
-        .map_err(|e| StoreError::Backend(format!("compressing payload {what}: {e}").into()))
-}
+/// What the payload adapters share: one compressor, a batch as one object of frames.
+#[cfg(any(feature = "sqlite", feature = "aws"))]
+mod framing;
+#[cfg(any(feature = "sqlite", feature = "aws"))]
+pub(crate) use framing::{compress_payload, FramedBatch};
 
 /// Archived payloads and raw bodies.
 #[async_trait]
@@ -52,49 +34,4 @@ pub trait PayloadStore: Send + Sync {
     /// Reads the bytes back (only the reference's byte range, when it has one) and checks their SHA-256:
     /// [`StoreError::Corrupt`] when it differs, [`StoreError::NotFound`] when absent.
     async fn get(&self, payload: &PayloadRef) -> Result<Vec<u8>, StoreError>;
-}
-
-/// A batch of bodies as one stored object: each body compressed as its own frame, the frames back to back — what a
-/// store's `put_batch` writes when it writes one object per batch.
-pub(crate) struct FramedBatch {
-    /// The object's bytes.
-    pub(crate) object: Vec<u8>,
-    /// Per body, in order: its SHA-256 (hex), its uncompressed size and its frame's range in the object.
-    frames: Vec<(String, u64, ByteRange)>,
-}
-
-impl FramedBatch {
-    /// Frames `bodies`, each compressed by `compress`.
-    pub(crate) fn new(
-        bodies: &[&[u8]],
-        compress: impl Fn(&[u8]) -> Result<Vec<u8>, StoreError>,
-    ) -> Result<Self, StoreError> {
-        let mut object = Vec::new();
-        let mut frames = Vec::with_capacity(bodies.len());
-        for bytes in bodies {
-            let frame = compress(bytes)?;
-            let range = ByteRange { offset: object.len() as u64, length: frame.len() as u64 };
-            object.extend_from_slice(&frame);
-            frames.push((hex::encode(Sha256::digest(bytes)), bytes.len() as u64, range));
-        }
-        Ok(Self { object, frames })
-    }
-
-    /// The SHA-256 (hex) of the whole object: batch objects are named by it.
-    pub(crate) fn sha256(&self) -> String {
-        hex::encode(Sha256::digest(&self.object))
-    }
-
-    /// Each body's reference once the object is stored under `key`, in order.
-    pub(crate) fn references(&self, key: &str) -> Vec<PayloadRef> {
-        self.frames
-            .iter()
-            .map(|(sha256, size, range)| PayloadRef {
-                key: key.to_owned(),
-                sha256: sha256.clone(),
-                size: *size,
-                range: Some(*range),
-            })
-            .collect()
-    }
 }
