@@ -164,7 +164,7 @@ impl PayloadStore for S3Payloads {
         if bodies.is_empty() {
             return Ok(Vec::new());
         }
-        let batch = FramedBatch::new(bodies, |bytes| compress_payload(bytes, "of a batch"))?;
+        let batch = FramedBatch::new(bodies)?;
         let key = Self::batch_key_for(&batch.sha256(), received_at);
         let references = batch.references(&key);
         self.put_new(&key, batch.object, &[("bodies", bodies.len().to_string())]).await?;

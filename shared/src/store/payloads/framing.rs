@@ -38,15 +38,12 @@ pub(crate) struct FramedBatch {
 }
 
 impl FramedBatch {
-    /// Frames `bodies`, each compressed by `compress`.
-    pub(crate) fn new(
-        bodies: &[&[u8]],
-        compress: impl Fn(&[u8]) -> Result<Vec<u8>, StoreError>,
-    ) -> Result<Self, StoreError> {
+    /// Frames `bodies`, each compressed on its own ([`compress_payload`]).
+    pub(crate) fn new(bodies: &[&[u8]]) -> Result<Self, StoreError> {
         let mut object = Vec::new();
         let mut frames = Vec::with_capacity(bodies.len());
         for bytes in bodies {
-            let frame = compress(bytes)?;
+            let frame = compress_payload(bytes, "of a batch")?;
             let range = ByteRange { offset: object.len() as u64, length: frame.len() as u64 };
             object.extend_from_slice(&frame);
             frames.push((hex::encode(Sha256::digest(bytes)), bytes.len() as u64, range));

@@ -99,7 +99,7 @@ fn row_of(bytes: &[u8]) -> Result<Row, StoreError> {
 /// A batch's object as one row (its `sha256` and `size` are the stored object's), and each body's reference: its
 /// SHA-256, size and frame in the object.
 fn batch_row_of(bodies: &[&[u8]]) -> Result<(Row, Vec<PayloadRef>), StoreError> {
-    let batch = FramedBatch::new(bodies, |bytes| compress_payload(bytes, "of a batch"))?;
+    let batch = FramedBatch::new(bodies)?;
     let sha = batch.sha256();
     let key = format!("payloads/{}/batch-{sha}.zst", &sha[..2]);
     let size = i64::try_from(batch.object.len())
