@@ -9,7 +9,7 @@ use synctrail::config::BackendConfig;
 use synctrail_ingest::{function_url, ingress_from_env, Ingest};
 use synctrail_lambda::{init_tracing, Function, InvocationContext};
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")] // one thread per Lambda instance: ARCHITECTURE.md, invariants
 async fn main() -> Result<(), Error> {
     init_tracing();
     let function = Function::init(None).await?;

@@ -3,7 +3,7 @@
 
 use synctrail_lambda::{init_tracing, Function};
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")] // one thread per Lambda instance: ARCHITECTURE.md, invariants
 async fn main() -> Result<(), lambda_runtime::Error> {
     init_tracing();
     synctrail_processor::run(Function::init(None).await?).await

@@ -6,7 +6,7 @@ use serde_json::Value;
 use std::sync::Arc;
 use synctrail_lambda::{init_tracing, Function, InvocationContext};
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")] // one thread per Lambda instance: ARCHITECTURE.md, invariants
 async fn main() -> Result<(), Error> {
     init_tracing();
     let function = Arc::new(Function::init(None).await?);

@@ -8,7 +8,7 @@ use lambda_runtime::{service_fn, Error, LambdaEvent};
 use std::sync::Arc;
 use synctrail_lambda::{event_store_from_env, init_tracing};
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")] // one thread per Lambda instance: ARCHITECTURE.md, invariants
 async fn main() -> Result<(), Error> {
     init_tracing();
     let (_, store) = event_store_from_env().await?;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use synctrail_lambda::{init_tracing, Function};
 use synctrail_sweeper::handle;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")] // one thread per Lambda instance: ARCHITECTURE.md, invariants
 async fn main() -> Result<(), Error> {
     init_tracing();
     let function = Function::init(None).await?;

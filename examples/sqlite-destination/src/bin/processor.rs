@@ -2,7 +2,7 @@
 
 use synctrail_example_sqlite_destination::SqliteDestination;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), lambda_runtime::Error> {
     synctrail_processor::run_processor(SqliteDestination::from_env()?).await
 }
