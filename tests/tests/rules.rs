@@ -1505,22 +1505,33 @@ async fn a_resubmission_of_a_failed_event_whose_claim_wrote_only_its_head_is_not
     assert_eq!(h.effects().await, ids(&[&event]), "applied once");
 }
 
+/// Delivers `event` alone with its claim stalled between its two writes (the head written, the record held) past the
+/// lease, while `meanwhile` is sent and delivered and completes; then the record write goes on.
+async fn deliver_with_its_claim_record_stalled_past_the_lease(h: &Harness, event: &Env, meanwhile: &Env) -> Delivery {
+    let gate = h.held.hold_claim_record_of(&event.event_id());
+    let (stalled, ()) = deliver_racing(h, event, async {
+        gate.entered().await;
+        h.advance(h.options.function_timeout + Duration::seconds(2));
+        h.send_env(meanwhile).await;
+        assert_eq!(
+            h.deliver(1).await.only().status,
+            Some(Status::Completed),
+            "{} completes meanwhile",
+            meanwhile.event_id()
+        );
+        gate.release();
+    })
+    .await;
+    stalled
+}
+
 async fn an_attempt_whose_claim_record_landed_after_its_lease_ended_still_records_its_end(via: Via) {
     let h = Harness::with(Options { via, held_store: true, ..Options::default() });
     let event = Env::issue("47").at(10).titled("v1");
     let newer = Env::issue("47").at(20).titled("v2");
     let entity = event.entity();
-    let gate = h.held.hold_claim_record_of(&event.event_id());
-    let (slow, ()) = deliver_racing(&h, &event, async {
-        // The claim wrote the head, then stalled past its lease: a newer event takes the entity over, with no
-        // record of the older one to cancel yet.
-        gate.entered().await;
-        h.advance(h.options.function_timeout + Duration::seconds(2));
-        h.send_env(&newer).await;
-        assert_eq!(h.deliver(1).await.only().status, Some(Status::Completed));
-        gate.release();
-    })
-    .await;
+    // A newer event takes the entity over, with no record of the older one to cancel yet.
+    let slow = deliver_with_its_claim_record_stalled_past_the_lease(&h, &event, &newer).await;
     // Its end is recorded though the head moved on: `dropped` (the mirror holds newer), or `errored` over HTTP,
     // whose client sends nothing past the invocation's deadline.
     let ended = h.record_of(&event).await.status;
@@ -1568,17 +1579,8 @@ async fn a_copy_recording_the_event_between_its_claims_two_writes_does_not_hand_
 async fn a_claim_whose_record_write_finds_the_event_done_by_a_copy_after_its_lease_does_not_write_over_it(via: Via) {
     let h = Harness::with(Options { via, held_store: true, ..Options::default() });
     let event = Env::issue("50").at(10).titled("v1");
-    let gate = h.held.hold_claim_record_of(&event.event_id());
-    let (_, ()) = deliver_racing(&h, &event, async {
-        // The claim wrote the head, then stalled past its lease: a copy of the message claims the event again and
-        // completes it before the stalled claim's record write.
-        gate.entered().await;
-        h.advance(h.options.function_timeout + Duration::seconds(2));
-        h.send_env(&event).await;
-        assert_eq!(h.deliver(1).await.only().status, Some(Status::Completed));
-        gate.release();
-    })
-    .await;
+    // A copy of the message claims the event again and completes it before the stalled claim's record write.
+    deliver_with_its_claim_record_stalled_past_the_lease(&h, &event, &event).await;
     let record = h.record_of(&event).await;
     assert_eq!((record.status, record.attempt), (Status::Completed, 1), "the stalled claim did not write over it");
     h.advance(h.options.settings.backoff_max + h.options.visibility_timeout);
