@@ -1574,6 +1574,82 @@ pub mod mirror_checks {
     }
 }
 
+/// The checks every destination passes: the reference mirror on each backend, and the HTTP destination in front of it.
+macro_rules! for_every_destination_check {
+    ($runner:ident) => {
+        $runner!(
+            the_mirror_applies_a_newer_snapshot,
+            the_mirror_refuses_an_older_write,
+            the_mirror_refuses_a_write_older_than_a_local_edit,
+            the_mirror_refuses_a_fenced_off_writer,
+            the_mirror_applies_each_event_at_most_once,
+            an_equal_snapshot_is_already_applied,
+            a_tie_with_other_content_is_applied,
+            a_forced_write_skips_the_guard,
+            a_destination_reads_back_what_it_holds,
+            a_forced_snapshot_is_written_again_over_its_own_effect,
+            in_order_deltas_add_up_out_of_order,
+            a_delta_without_an_integer_delta_is_refused_for_good,
+            a_change_whose_dependency_is_missing_is_refused_until_it_exists,
+            concurrent_writers_of_one_entity_let_the_newer_win,
+        );
+    };
+}
+
+/// Every suite check, named once: `for_every_check!(runner)` invokes `runner!` with all of them (the stores', the
+/// queues', the payload stores', the mirror's own, and [`for_every_destination_check`]'s), so each backend runs the
+/// same checks (`on_embedded` below, `on_aws` in `mod aws`).
+macro_rules! for_every_check {
+    ($runner:ident) => {
+        $runner!(
+            a_stored_event_reads_back_unchanged,
+            inserting_an_existing_event_is_a_conflict,
+            inserting_an_existing_head_is_a_conflict,
+            an_update_of_a_stale_version_is_a_conflict,
+            an_update_that_gives_an_event_its_entity_lists_it_under_that_entity,
+            a_failed_expectation_rolls_back_the_whole_commit,
+            writes_committed_each_in_turn_stop_at_the_first_that_fails,
+            concurrent_commits_on_one_head_let_exactly_one_win,
+            events_of_one_entity_list_in_order_key_order,
+            parked_events_of_one_entity_list_in_order_key_order,
+            events_list_newest_first_with_filters,
+            events_are_counted_by_status,
+            a_processing_event_is_listed_and_counted_until_it_settles,
+            an_event_and_its_head_read_together_as_alone,
+            expired_leases_are_found_oldest_first,
+            heads_are_listed_page_by_page,
+            heads_to_verify_are_those_flagged,
+            a_received_message_is_hidden_until_its_visibility_ends,
+            receive_returns_at_most_max_messages_oldest_first,
+            a_deleted_message_is_gone,
+            a_stale_receipt_handle_deletes_nothing,
+            sending_to_a_queue_the_backend_lacks_is_refused,
+            changing_visibility_moves_the_next_delivery,
+            a_message_received_max_receives_times_moves_to_the_dead_letter_queue,
+            a_dead_lettered_message_is_not_delivered_again,
+            dead_letters_are_received_and_returned_to_the_queue,
+            a_released_dead_letter_is_visible_again_at_once,
+            a_deleted_dead_letter_is_gone_for_good,
+            waiting_events_are_listed_by_their_dependency,
+            depth_counts_every_state,
+            a_delayed_message_waits_for_its_delay,
+            a_payload_reads_back_byte_for_byte,
+            storing_the_same_payload_twice_gives_the_same_reference,
+            a_corrupt_payload_is_reported_as_corrupt,
+            a_missing_payload_is_not_found,
+            a_tampered_payload_file_is_reported_as_corrupt,
+            a_batch_of_payloads_reads_back_body_by_body,
+            storing_the_same_batch_twice_gives_the_same_references,
+            a_corrupted_byte_in_one_batched_body_is_corrupt_for_that_body_only,
+            a_delta_keeps_its_other_fields_and_the_latest_by_order_key_wins,
+            configured_delta_fields_add_into_their_totals,
+            an_overflowing_delta_is_refused_for_good_and_changes_nothing,
+            deltas_after_a_local_edit_add_to_the_edited_totals,
+        );
+        for_every_destination_check!($runner);
+    };
+}
+
 // ---- The HTTP destination ----
 
 /// The destination checks over the HTTP destination: signed requests to a loopback receiver that verifies them and
@@ -1602,22 +1678,7 @@ pub mod http {
         )*};
     }
 
-    on_http!(
-        the_mirror_applies_a_newer_snapshot,
-        the_mirror_refuses_an_older_write,
-        the_mirror_refuses_a_write_older_than_a_local_edit,
-        the_mirror_refuses_a_fenced_off_writer,
-        the_mirror_applies_each_event_at_most_once,
-        an_equal_snapshot_is_already_applied,
-        a_tie_with_other_content_is_applied,
-        a_forced_write_skips_the_guard,
-        a_destination_reads_back_what_it_holds,
-        a_forced_snapshot_is_written_again_over_its_own_effect,
-        in_order_deltas_add_up_out_of_order,
-        a_delta_without_an_integer_delta_is_refused_for_good,
-        a_change_whose_dependency_is_missing_is_refused_until_it_exists,
-        concurrent_writers_of_one_entity_let_the_newer_win,
-    );
+    for_every_destination_check!(on_http);
 }
 
 // ---- The embedded backend ----
@@ -1688,72 +1749,6 @@ macro_rules! on_embedded {
             suite::$check(&fixture.ports()).await;
         }
     )*};
-}
-
-/// Every suite check, named once: `for_every_check!(runner)` invokes `runner!` with all of them, so each backend
-/// runs the same checks (`on_embedded` here, `on_aws` in `mod aws`).
-macro_rules! for_every_check {
-    ($runner:ident) => {
-        $runner!(
-            a_stored_event_reads_back_unchanged,
-            inserting_an_existing_event_is_a_conflict,
-            inserting_an_existing_head_is_a_conflict,
-            an_update_of_a_stale_version_is_a_conflict,
-            an_update_that_gives_an_event_its_entity_lists_it_under_that_entity,
-            a_failed_expectation_rolls_back_the_whole_commit,
-            writes_committed_each_in_turn_stop_at_the_first_that_fails,
-            concurrent_commits_on_one_head_let_exactly_one_win,
-            events_of_one_entity_list_in_order_key_order,
-            parked_events_of_one_entity_list_in_order_key_order,
-            events_list_newest_first_with_filters,
-            events_are_counted_by_status,
-            a_processing_event_is_listed_and_counted_until_it_settles,
-            an_event_and_its_head_read_together_as_alone,
-            expired_leases_are_found_oldest_first,
-            heads_are_listed_page_by_page,
-            heads_to_verify_are_those_flagged,
-            a_received_message_is_hidden_until_its_visibility_ends,
-            receive_returns_at_most_max_messages_oldest_first,
-            a_deleted_message_is_gone,
-            a_stale_receipt_handle_deletes_nothing,
-            sending_to_a_queue_the_backend_lacks_is_refused,
-            changing_visibility_moves_the_next_delivery,
-            a_message_received_max_receives_times_moves_to_the_dead_letter_queue,
-            a_dead_lettered_message_is_not_delivered_again,
-            dead_letters_are_received_and_returned_to_the_queue,
-            a_released_dead_letter_is_visible_again_at_once,
-            a_deleted_dead_letter_is_gone_for_good,
-            waiting_events_are_listed_by_their_dependency,
-            depth_counts_every_state,
-            a_delayed_message_waits_for_its_delay,
-            a_payload_reads_back_byte_for_byte,
-            storing_the_same_payload_twice_gives_the_same_reference,
-            a_corrupt_payload_is_reported_as_corrupt,
-            a_missing_payload_is_not_found,
-            a_tampered_payload_file_is_reported_as_corrupt,
-            a_batch_of_payloads_reads_back_body_by_body,
-            storing_the_same_batch_twice_gives_the_same_references,
-            a_corrupted_byte_in_one_batched_body_is_corrupt_for_that_body_only,
-            the_mirror_applies_a_newer_snapshot,
-            the_mirror_refuses_an_older_write,
-            the_mirror_refuses_a_write_older_than_a_local_edit,
-            the_mirror_refuses_a_fenced_off_writer,
-            the_mirror_applies_each_event_at_most_once,
-            an_equal_snapshot_is_already_applied,
-            a_tie_with_other_content_is_applied,
-            a_forced_write_skips_the_guard,
-            a_destination_reads_back_what_it_holds,
-            a_forced_snapshot_is_written_again_over_its_own_effect,
-            in_order_deltas_add_up_out_of_order,
-            a_delta_without_an_integer_delta_is_refused_for_good,
-            a_delta_keeps_its_other_fields_and_the_latest_by_order_key_wins,
-            configured_delta_fields_add_into_their_totals,
-            an_overflowing_delta_is_refused_for_good_and_changes_nothing,
-            deltas_after_a_local_edit_add_to_the_edited_totals,
-            a_change_whose_dependency_is_missing_is_refused_until_it_exists,
-            concurrent_writers_of_one_entity_let_the_newer_win,
-        );
-    };
 }
 
 for_every_check!(on_embedded);
