@@ -14,12 +14,14 @@ use std::sync::Arc;
 use std::time::Instant;
 use synctrail::compose::{AwsParts, Composed, ComposedBackend};
 use synctrail::destination::drill::DrillPlan;
+use synctrail::model::Status;
 use synctrail::store::aws::sdk::dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
 };
 use synctrail::store::aws::setup::{create_all, SetupConfig};
 use synctrail::store::aws::DynamoGate;
 use synctrail::store::aws::{AwsBackend, Clients, DynamoMirror};
+use synctrail::store::EventQuery;
 use synctrail::Settings;
 use synctrail::SystemClock;
 use synctrail_cli::backend::AnyBackend;
@@ -214,7 +216,16 @@ async fn aws_pipeline_happy_path_converges_within_its_request_budget() {
     let f = figures("happy path, during the run", &framework, &destination, Some(events));
     print_figures("happy path requests", &f);
     let per = f.per_event.clone().expect("per-event figures");
-    assert!(per.dynamodb_writes <= 4.0, "{:.2} DynamoDB write requests per event (at most 4)", per.dynamodb_writes);
+    // Four writes an event (the claim's head and record, the settle's record and head), and two more for each event
+    // that met its entity busy in the other worker and was queued behind it (its record, then the head's slot).
+    let records = backend.ports.store.list_events(&EventQuery::default()).await.expect("list the events");
+    let queued = records.iter().filter(|r| r.history.iter().any(|h| h.status == Status::Queued)).count();
+    let budget = 4.0 + 2.0 * queued as f64 / events as f64;
+    assert!(
+        per.dynamodb_writes <= budget,
+        "{:.2} DynamoDB write requests per event (at most {budget:.2}: {queued} of {events} events queued)",
+        per.dynamodb_writes
+    );
     assert!(per.s3_puts <= 1.0, "{:.2} S3 PUTs per event (at most 1)", per.s3_puts);
     assert!(per.destination_writes <= 1.0, "{:.2} mirror writes per event (at most 1)", per.destination_writes);
 
