@@ -397,3 +397,36 @@ async fn aws_events_written_before_the_status_index_was_sharded_are_still_listed
     let failed = EventQuery { status: Some(Status::Failed), entity: Some(e), ..EventQuery::default() };
     assert!(store.list_events(&failed).await.expect("list").is_empty(), "the old status attribute is not trusted");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_a_retry_moving_the_lease_later_leaves_the_heads_lease_index_entry_where_it_is() {
+    use synctrail::store::aws::sdk::dynamodb::types::AttributeValue;
+    let f = fixture().await;
+    let store = &f.backend.store;
+    let e = build::entity("a");
+    let head = build::head_in_flight(&e, "ev-1", build::at(10), 1);
+    store.commit(vec![Write::head(head)]).await.expect("claimed");
+    let indexed = || async {
+        let get = [("pk", AttributeValue::S(format!("HEAD#{e}"))), ("sk", AttributeValue::S("HEAD".into()))]
+            .into_iter()
+            .fold(f.clients.dynamodb.get_item().table_name(&f.created.table), |get, (k, v)| get.key(k, v));
+        let item = get.send().await.expect("get").item.expect("stored");
+        item.get("lease_until").and_then(|v| v.as_n().ok()).cloned().expect("in the lease index")
+    };
+    let claimed = indexed().await;
+    let nanos = |t: chrono::DateTime<chrono::Utc>| t.timestamp_nanos_opt().expect("in range").to_string();
+    assert_eq!(claimed, nanos(build::at(10)));
+
+    let mut errored = store.get_head(&e).await.expect("read").expect("stored");
+    if let Some(inflight) = errored.inflight.as_mut() {
+        inflight.errored = true;
+        inflight.move_lease(build::at(100));
+    }
+    store.commit(vec![Write::head(errored)]).await.expect("the failed attempt's head");
+
+    assert_eq!(indexed().await, claimed, "the entry's sort key did not change: no index write");
+    let lease = store.get_head(&e).await.expect("read").and_then(|h| h.inflight).map(|i| i.lease_until);
+    assert_eq!(lease, Some(build::at(100)), "the head's lease moved");
+    assert!(store.expired_leases(build::at(50), 10).await.expect("leases").is_empty(), "not expired before it ends");
+    assert_eq!(store.expired_leases(build::at(101), 10).await.expect("leases").len(), 1);
+}

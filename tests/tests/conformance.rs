@@ -330,6 +330,7 @@ pub mod build {
             errored: false,
             promoted: false,
             attempt: 1,
+            earliest_lease_until: None,
         });
         head.fence = fence;
         head
@@ -658,6 +659,46 @@ pub mod suite {
         assert_eq!((record.is_some(), head), (true, None));
     }
 
+    /// An `errored` event, whose head names it in flight until its record moves on, is listed and counted as
+    /// `errored` (by status and under its entity) through its retry's claim, until that claim's record write.
+    pub async fn an_errored_event_is_listed_and_counted_until_its_retry_claims_it(p: &Ports) {
+        let b = entity("b");
+        let mut failing = record("ev-err", Some(&b), Some(order(1)), at(2));
+        failing.status = Status::Errored;
+        let mut errored_head = head_in_flight(&b, "ev-err", at(10), 1);
+        if let Some(inflight) = errored_head.inflight.as_mut() {
+            inflight.errored = true;
+            inflight.move_lease(at(60));
+        }
+        p.store.commit(vec![Write::event(failing), Write::head(errored_head)]).await.expect("the attempt's end");
+        let ids = |records: Vec<EventRecord>| records.into_iter().map(|r| r.event_id.to_string()).collect::<Vec<_>>();
+        let errored = EventQuery { status: Some(Status::Errored), ..EventQuery::default() };
+        let of_b = EventQuery { entity: Some(b.clone()), ..errored.clone() };
+        let listed = || async {
+            (
+                ids(p.store.list_events(&errored).await.expect("list")),
+                ids(p.store.list_events(&of_b).await.expect("list")),
+            )
+        };
+        assert_eq!(listed().await, (vec!["ev-err".to_owned()], vec!["ev-err".to_owned()]));
+        assert_eq!(p.store.count_by_status().await.expect("count").get(&Status::Errored), Some(&1));
+
+        // The retry's claim: the head first (the record still says `errored`), then the record.
+        let mut head = p.store.get_head(&b).await.expect("get").expect("stored");
+        if let Some(inflight) = head.inflight.as_mut() {
+            inflight.errored = false;
+            inflight.attempt = 2;
+        }
+        p.store.commit(vec![Write::head(head)]).await.expect("the claim's head");
+        assert_eq!(listed().await.0, ["ev-err"]);
+        let mut retried = p.store.get_event(&id("ev-err")).await.expect("get").expect("stored");
+        retried.status = Status::Processing;
+        p.store.commit(vec![Write::event(retried)]).await.expect("the claim's record");
+        assert_eq!(listed().await, (Vec::new(), Vec::new()));
+        let counts = p.store.count_by_status().await.expect("count");
+        assert_eq!((counts.get(&Status::Errored), counts.get(&Status::Processing)), (None, Some(&1)));
+    }
+
     /// A `processing` event, committed with the head that names it in flight, is listed and counted as
     /// `processing` (by status and under its entity) until a later commit moves both on; an `errored` event
     /// holding its head is not.
@@ -722,6 +763,32 @@ pub mod suite {
         p.store.commit(vec![Write::head(released)]).await.expect("release");
         assert_eq!(keys(p.store.expired_leases(at(50), 10).await.expect("leases")), ["late"]);
         assert_eq!(p.store.count_inflight().await.expect("count"), 2);
+    }
+
+    /// A hold whose lease moved later (a retry's) is not expired until that lease ends, however early the hold
+    /// began: a store may index heads by their hold's earliest lease end, and still lists only the expired ones,
+    /// the limit counting expired heads only.
+    pub async fn a_lease_moved_later_is_not_expired_before_it_ends(p: &Ports) {
+        let retried = |n: usize| {
+            let mut head = head_in_flight(&entity(&format!("retried-{n:02}")), &format!("ev-r{n}"), at(5), 1);
+            if let Some(inflight) = head.inflight.as_mut() {
+                inflight.errored = true;
+                inflight.move_lease(at(100));
+            }
+            head
+        };
+        let mut writes: Vec<Write> = (0..32).map(|n| Write::head(retried(n))).collect();
+        writes.push(Write::head(head_in_flight(&entity("late"), "ev-1", at(30), 1)));
+        writes.push(Write::head(head_in_flight(&entity("early"), "ev-2", at(20), 1)));
+        p.store.commit(writes).await.expect("commit");
+        let keys = |heads: Vec<EntityHead>| heads.into_iter().map(|h| h.entity.external_id).collect::<Vec<_>>();
+
+        assert_eq!(keys(p.store.expired_leases(at(50), 10).await.expect("leases")), ["early", "late"]);
+        assert_eq!(keys(p.store.expired_leases(at(50), 1).await.expect("leases")), ["early"]);
+        let all = p.store.expired_leases(at(101), 0).await.expect("leases");
+        assert_eq!(all.len(), 34, "every lease ended by then");
+        assert_eq!(keys(all)[..2], ["early", "late"], "oldest lease first");
+        assert_eq!(p.store.count_inflight().await.expect("count"), 34);
     }
 
     /// Every head is listed, page by page, each once; the pages' cursors lead to the end.
@@ -1615,8 +1682,10 @@ macro_rules! for_every_check {
             events_list_newest_first_with_filters,
             events_are_counted_by_status,
             a_processing_event_is_listed_and_counted_until_it_settles,
+            an_errored_event_is_listed_and_counted_until_its_retry_claims_it,
             an_event_and_its_head_read_together_as_alone,
             expired_leases_are_found_oldest_first,
+            a_lease_moved_later_is_not_expired_before_it_ends,
             heads_are_listed_page_by_page,
             heads_to_verify_are_those_flagged,
             a_received_message_is_hidden_until_its_visibility_ends,

@@ -457,6 +457,7 @@ async fn retryable_error_marks_errored_and_returns_the_message_with_backoff(via:
     let message_id = h.send_env(&event).await;
     let base = h.options.settings.backoff_base;
     let mut previous = Duration::zero();
+    let mut first_lease_end = None;
     for attempt in 1..=3u32 {
         let d = h.deliver(1).await;
         assert_eq!(d.messages[0].receive_count, attempt);
@@ -476,6 +477,13 @@ async fn retryable_error_marks_errored_and_returns_the_message_with_backoff(via:
         let inflight = h.head(&entity).await.inflight.expect("still holds the entity");
         assert!(inflight.errored);
         assert_eq!(inflight.lease_until, h.now() + after + h.options.settings.lease);
+        // The hold's earliest lease end stays the first claim's through every retry (its lease index entry stays).
+        let first = *first_lease_end.get_or_insert(inflight.lease_floor());
+        assert!(
+            first < inflight.lease_until
+                && first <= h.now() + h.options.settings.lease + h.options.settings.clock_margin
+        );
+        assert_eq!(inflight.lease_floor(), first, "attempt {attempt}");
 
         // The queue honours the delay: invisible until it is over, visible right then.
         h.advance(after - Duration::milliseconds(1));

@@ -825,6 +825,20 @@ impl Sim {
         if let Some((entity, events)) = live.iter().find(|(_, events)| events.len() > 1) {
             return Err(format!("tick {}: {entity} has two live attempts at once: {events:?}", self.tick.get()));
         }
+        // An `errored` event keeps its entity until its record moves on (a store may list it through the head).
+        let errored = EventQuery { status: Some(Status::Errored), ..Default::default() };
+        for record in self.raw(self.backend.ports.store.list_events(&errored)) {
+            let head = record.entity.as_ref().and_then(|entity| self.raw(self.backend.ports.store.get_head(entity)));
+            let holds = head.and_then(|h| h.inflight).is_some_and(|i| i.slot.event_id == record.event_id);
+            if !holds {
+                return Err(format!(
+                    "tick {}: {} is errored, but its entity's head does not hold it ({:?})",
+                    self.tick.get(),
+                    record.event_id,
+                    history(&record)
+                ));
+            }
+        }
         for head in self.busy_heads() {
             let Some(inflight) = &head.inflight else { continue };
             // A claim writes the head first and the record after it: between the two, or after a claim cut short

@@ -237,7 +237,13 @@ async fn record_decision(
             record.attempt += 1;
             let slot = candidate.slot();
             let (fence, attempt) = (head.fence, record.attempt);
-            head.inflight = Some(Inflight { slot, lease_until, fence, errored: false, promoted: false, attempt });
+            // The same event claiming again (a retry, a redelivery, its promotion) keeps its hold's earliest lease end.
+            let earliest_lease_until =
+                head.inflight.as_ref().filter(|i| i.slot.event_id == event_id).map(Inflight::lease_floor);
+            let mut inflight =
+                Inflight { slot, lease_until, fence, errored: false, promoted: false, attempt, earliest_lease_until };
+            inflight.move_lease(lease_until);
+            head.inflight = Some(inflight);
             if head.next.as_ref().is_some_and(|n| n.event_id == event_id || cancel.contains(&n.event_id)) {
                 head.next = None;
             }

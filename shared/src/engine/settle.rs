@@ -225,7 +225,7 @@ async fn move_head(
     if let HeadMove::Errored { lease_until } = how {
         if let Some(inflight) = head.inflight.as_mut() {
             inflight.errored = true;
-            inflight.lease_until = lease_until;
+            inflight.move_lease(lease_until);
         }
         return Ok(MovedOn::default());
     }
@@ -404,7 +404,15 @@ pub(super) fn promote_next(head: &mut EntityHead, engine: &Engine, now: chrono::
     head.inflight = next.clone().map(|slot| {
         head.fence += 1;
         let lease_until = now + engine.settings.lease;
-        Inflight { slot, lease_until, fence: head.fence, errored: false, promoted: true, attempt: 0 }
+        Inflight {
+            slot,
+            lease_until,
+            fence: head.fence,
+            errored: false,
+            promoted: true,
+            attempt: 0,
+            earliest_lease_until: None,
+        }
     });
     next
 }

@@ -38,6 +38,27 @@ pub struct Inflight {
     /// whose attempt is lower still shows an earlier end of the event: this claim's record write has not landed.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub attempt: u32,
+    /// The earliest end of an earlier lease of this hold, when it is before `lease_until` (a retry's lease ends
+    /// later than its claim's): see [`Inflight::lease_floor`]. Absent while the hold has had one lease.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub earliest_lease_until: Option<DateTime<Utc>>,
+}
+
+impl Inflight {
+    /// The earliest end of any lease this event has held the entity under, since it took the head (its claim or
+    /// promotion): no lease of the hold ends before it. An index sorted by it finds every expired lease among its
+    /// entries at or before a moment, and a retry's later lease leaves the entry where it is (spec §9 "The lease
+    /// index sorted by the hold's earliest lease end").
+    pub fn lease_floor(&self) -> DateTime<Utc> {
+        self.earliest_lease_until.map_or(self.lease_until, |earliest| earliest.min(self.lease_until))
+    }
+
+    /// Moves the lease to end at `until`, keeping the earliest end the hold had.
+    pub fn move_lease(&mut self, until: DateTime<Utc>) {
+        let floor = self.lease_floor().min(until);
+        self.lease_until = until;
+        self.earliest_lease_until = (floor < until).then_some(floor);
+    }
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -132,5 +153,54 @@ impl EntityHead {
     pub fn is_queued(&self, event_id: &EventId) -> bool {
         self.next.as_ref().is_some_and(|n| &n.event_id == event_id)
             || self.backlog.iter().any(|s| &s.event_id == event_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ids::{ContentHash, EventId, OrderKey};
+
+    fn at(seconds: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + seconds, 0).expect("a time")
+    }
+
+    fn held_until(seconds: i64) -> Inflight {
+        let slot = Slot {
+            event_id: EventId::parse("ev-1").expect("an id"),
+            order: OrderKey { nanos: 0, version: 0 },
+            content_hash: ContentHash::of(b"x"),
+        };
+        let lease_until = at(seconds);
+        Inflight {
+            slot,
+            lease_until,
+            fence: 1,
+            errored: false,
+            promoted: false,
+            attempt: 1,
+            earliest_lease_until: None,
+        }
+    }
+
+    #[test]
+    fn a_lease_moved_later_keeps_the_holds_earliest_end_and_one_moved_earlier_lowers_it() {
+        let mut inflight = held_until(10);
+        assert_eq!(inflight.lease_floor(), at(10), "one lease: its end");
+        inflight.move_lease(at(100));
+        assert_eq!((inflight.lease_until, inflight.lease_floor()), (at(100), at(10)));
+        inflight.move_lease(at(200));
+        assert_eq!(inflight.lease_floor(), at(10), "still the first end");
+        inflight.move_lease(at(5));
+        assert_eq!((inflight.lease_floor(), inflight.earliest_lease_until), (at(5), None), "never after the lease");
+    }
+
+    #[test]
+    fn a_hold_with_one_lease_serializes_no_earliest_end_and_old_heads_read_without_one() {
+        let inflight = held_until(10);
+        let json = serde_json::to_value(&inflight).expect("serialize");
+        assert!(json.get("earliest_lease_until").is_none(), "{json}");
+        let back: Inflight = serde_json::from_value(json).expect("read back");
+        assert_eq!(back, inflight);
     }
 }

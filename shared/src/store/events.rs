@@ -124,8 +124,9 @@ pub trait EventStore: Send + Sync {
     /// Lists events: for one entity in order-key order, otherwise newest received first.
     ///
     /// A record becomes `processing` only once the head names it in flight (with it, or right after it: spec §4,
-    /// step 4), and leaves `processing` before (or with) the head moving on: a backend may find `processing` events
-    /// through the heads in flight (the DynamoDB store does).
+    /// step 4), and leaves `processing` before (or with) the head moving on; an `errored` record is its attempt's
+    /// end, written while the head still names it, which keeps naming it until the record leaves `errored`: a
+    /// backend may find `processing` and `errored` events through the heads in flight (the DynamoDB store does).
     async fn list_events(&self, query: &EventQuery) -> Result<Vec<EventRecord>, StoreError>;
 
     /// Up to `limit` (0 = all) events of `entity` parked outside its head (`queued` with [`EventRecord::parked`]

@@ -140,9 +140,10 @@ pub(super) fn event_item(record: &EventRecord, commit_id: &str) -> Result<Item, 
     item.insert(COMMIT_ID.into(), s(commit_id));
     item.insert(TTL.into(), n(record.expires_at.timestamp()));
     item.insert(RECEIVED_AT.into(), n(received));
-    // A `processing` event is its entity's head's in-flight event, found through the head in `by_lease`
-    // (`listing.rs`): out of `by_status`, a happy-path event is written there once, when it settles.
-    if record.status != Status::Processing {
+    // A `processing` or `errored` event is its entity's head's in-flight event, found through the head in
+    // `by_lease` (`listing.rs`): out of `by_status`, a happy-path event is written there once, when it settles, and
+    // a retry writes it there not at all.
+    if !held_by_its_head(record.status) {
         let partition = status_pk(record.status.as_str(), shard_of(id, STATUS_SHARDS));
         item.insert(GSI1PK.into(), s(partition));
         item.insert(GSI1SK.into(), s(format!("{}#{id}", sortable(received))));
@@ -167,6 +168,12 @@ pub(super) fn event_item(record: &EventRecord, commit_id: &str) -> Result<Item, 
     Ok(item)
 }
 
+/// Whether an event in `status` is always its entity's head's in-flight event (spec §9 "`processing` and `errored`
+/// found through the heads"): such events are listed through the heads in `by_lease`, not `by_status`.
+pub(super) fn held_by_its_head(status: Status) -> bool {
+    matches!(status, Status::Processing | Status::Errored)
+}
+
 /// The item of an entity head, stamped with `commit_id`; in the lease index while an event is in flight, and in the
 /// sparse `by_waiting_for` index (under `VERIFY#<shard>`, by entity key) while it is flagged `needs_verification`.
 /// That entry's keys stay the same while the flag does: a head rewritten by every event of a busy entity doesn't
@@ -181,7 +188,8 @@ pub(super) fn head_item(head: &EntityHead, commit_id: &str) -> Result<Item, Stor
     item.insert(COMMIT_ID.into(), s(commit_id));
     if let Some(inflight) = &head.inflight {
         item.insert(GSI3PK.into(), s(lease_pk(lease_shard(&entity_key))));
-        item.insert(LEASE_UNTIL.into(), n(nanos(inflight.lease_until)?));
+        // The hold's earliest lease end, not the lease's: a retry's later lease leaves the entry where it is.
+        item.insert(LEASE_UNTIL.into(), n(nanos(inflight.lease_floor())?));
     }
     if head.needs_verification {
         item.insert(GSI4PK.into(), s(verify_pk(lease_shard(&entity_key))));

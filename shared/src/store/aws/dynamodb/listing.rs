@@ -2,13 +2,13 @@
 //!
 //! Two choices shape this file (`docs/aws-table.md`): event items carry no `status` attribute, so a status change
 //! never rewrites an event's `by_entity` entry and listings filter statuses on the records they read; and
-//! `processing` events are not in `by_status` at all — each is the in-flight event of its entity's head (spec §4:
-//! a record becomes `processing` only once its head names it), so they are found through the heads in the sparse
-//! `by_lease` index.
+//! `processing` and `errored` events are not in `by_status` at all — each is the in-flight event of its entity's
+//! head (spec §9: a record becomes `processing` only once its head names it, and an `errored` one keeps it until the
+//! record moves on), so they are found through the heads in the sparse `by_lease` index.
 
 use super::items::{
-    entity_pk, event_pk, key, lease_pk, nanos, parked_pk, sortable, status_partitions, string, waiting_pk, Item,
-    EVENT_SK, GSI1PK, GSI1SK, GSI2PK, GSI3PK, GSI4PK, ITEM_TYPE, RECEIVED_AT, SOURCE,
+    entity_pk, event_pk, held_by_its_head, key, lease_pk, nanos, parked_pk, sortable, status_partitions, string,
+    waiting_pk, Item, EVENT_SK, GSI1PK, GSI1SK, GSI2PK, GSI3PK, GSI4PK, ITEM_TYPE, RECEIVED_AT, SOURCE,
 };
 use super::queries::{count, decode_all, hydrate, items, n, pages, query, s, scan, sharded_heads, Expr};
 use super::{DynamoStore, BY_ENTITY, BY_LEASE, BY_STATUS, BY_WAITING_FOR};
@@ -64,7 +64,7 @@ pub(super) async fn list_events(store: &DynamoStore, query: &EventQuery) -> Resu
         return records_where(store, q, query.limit, what, |r| selects(query, r)).await;
     }
     match query.status {
-        Some(Status::Processing) => processing(store, query).await,
+        Some(status) if held_by_its_head(status) => held_by_heads(store, query).await,
         Some(status) => by_status(store, query, status).await,
         None => scan_events(store, query).await,
     }
@@ -130,25 +130,24 @@ async fn by_status(store: &DynamoStore, query: &EventQuery, status: Status) -> R
     decode_all(&hydrate(store, entries, what).await?, what)
 }
 
-/// `processing` events, newest received first: the in-flight events of the heads in `by_lease`, read whole and
-/// kept while they are still `processing` (an `errored` event keeps its entity's head too).
-async fn processing(store: &DynamoStore, query: &EventQuery) -> Result<Vec<EventRecord>, StoreError> {
-    let what = "listing processing events through the heads in flight";
-    let heads = sharded_heads(store, BY_LEASE, 0, what, |shard| {
-        let mut key = Expr::key();
-        key.add(GSI3PK, "=", s(lease_pk(shard)));
-        key
-    })
-    .await?;
+/// The in-flight events of the heads in `by_lease` that `query` selects (its status `processing` or `errored`, or
+/// either when it names none), newest received first, read whole.
+async fn held_by_heads(store: &DynamoStore, query: &EventQuery) -> Result<Vec<EventRecord>, StoreError> {
+    let what = "listing the events in flight through their heads";
+    let in_flight = |shard| {
+        let mut condition = Expr::key();
+        condition.add(GSI3PK, "=", s(lease_pk(shard)));
+        condition
+    };
+    let heads = sharded_heads(store, BY_LEASE, 0, what, in_flight, |_| true).await?;
     let inflight: Vec<Item> = heads
         .iter()
         .filter_map(|head| head.inflight.as_ref())
         .map(|inflight| key(event_pk(inflight.slot.event_id.as_str()), EVENT_SK))
         .collect();
-    let query = EventQuery { status: Some(Status::Processing), ..query.clone() };
     let mut records: Vec<EventRecord> = decode_all::<EventRecord>(&hydrate(store, inflight, what).await?, what)?
         .into_iter()
-        .filter(|r| selects(&query, r))
+        .filter(|r| held_by_its_head(r.status) && selects(query, r))
         .collect();
     records.sort_by(|a, b| (b.received_at, &b.event_id).cmp(&(a.received_at, &a.event_id)));
     if query.limit > 0 {
@@ -182,12 +181,13 @@ async fn scan_events(store: &DynamoStore, query: &EventQuery) -> Result<Vec<Even
     Ok(records)
 }
 
-/// Events per status: a `Select=COUNT` query on every partition of every status but `processing`, which counts the
-/// in-flight events still `processing`.
+/// Events per status: a `Select=COUNT` query on every partition of every status but `processing` and `errored`,
+/// which count the heads' in-flight events in each (an `errored` entry written before is left out: its event's head
+/// names it too).
 pub(super) async fn count_by_status(store: &DynamoStore) -> Result<BTreeMap<Status, u64>, StoreError> {
     let what = "counting events by status";
     let mut partitions: Vec<(Status, String)> = Vec::new();
-    for status in Status::ALL.into_iter().filter(|status| *status != Status::Processing) {
+    for status in Status::ALL.into_iter().filter(|status| !held_by_its_head(*status)) {
         partitions.extend(status_partitions(status.as_str()).map(|partition| (status, partition)));
     }
     let counted: Vec<(Status, u64)> = futures_util::stream::iter(partitions)
@@ -203,7 +203,9 @@ pub(super) async fn count_by_status(store: &DynamoStore) -> Result<BTreeMap<Stat
     for (status, n) in counted {
         *counts.entry(status).or_insert(0) += n;
     }
-    counts.insert(Status::Processing, processing(store, &EventQuery::default()).await?.len() as u64);
+    for record in held_by_heads(store, &EventQuery::default()).await? {
+        *counts.entry(record.status).or_insert(0) += 1;
+    }
     counts.retain(|_, n| *n > 0);
     Ok(counts)
 }

@@ -22,17 +22,18 @@
 //! `docs/aws-table.md`.
 //!
 //! - `by_status`: `gsi1pk` = `STATUS#<status>#<0..15>` (a hash of the event id), sort `gsi1sk` =
-//!   `<received_at>#<event_id>`; every event but the `processing` ones (each is its entity's head's in-flight
-//!   event and found through `by_lease`). Serves `list_events` by status (newest first: every shard, merged) and
-//!   `count_by_status` (`Select=COUNT` per partition). The unsharded `STATUS#<status>` partitions of tables
+//!   `<received_at>#<event_id>`; every event but the `processing` and `errored` ones (each is its entity's
+//!   head's in-flight event and found through `by_lease`). Serves `list_events` by status (newest first: every
+//!   shard, merged) and `count_by_status` (`Select=COUNT` per partition). The unsharded `STATUS#<status>` partitions of tables
 //!   written before are read too, never written.
 //! - `by_entity`: `gsi2pk` = `ENTITY#<entity key>`, sort `gsi2sk` =
 //!   `<order nanos>#<order version>#<received_at>#<event_id>`; events that name an entity. Serves
 //!   `list_events` of one entity in order-key order (a status is filtered on the records read: the entries do not
 //!   carry it, so they are written once per event).
-//! - `by_lease`: `gsi3pk` = `LEASE#<0..15>`, sort `lease_until` N (ns); only heads with an event in flight
-//!   (sparse). Serves `expired_leases` (the sweeper re-reads the event consistently before acting) and
-//!   `count_inflight`.
+//! - `by_lease`: `gsi3pk` = `LEASE#<0..15>`, sort `lease_until` N (ns) holding the hold's earliest lease end
+//!   (`Inflight::lease_floor`: a retry's later lease leaves the entry alone); only heads with an event in flight
+//!   (sparse). Serves `expired_leases` (entries before the moment are candidates, kept if their head's lease
+//!   ended; the sweeper re-reads the event consistently before acting) and `count_inflight`.
 //! - `by_waiting_for`: `gsi4pk`, sort `gsi2sk`; sparse. `waiting` events under `WAITING#<dependency>` and parked
 //!   `in_order` events under `PARKED#<entity key>` (both in order-key order), and heads flagged
 //!   `needs_verification` under `VERIFY#<0..15>` (sharded like leases, sort: the entity key, which stays the same

@@ -249,40 +249,49 @@ pub(super) fn decode_all<T: serde::de::DeserializeOwned>(items: &[Item], what: &
     items.iter().map(|item| decode(item, what)).collect()
 }
 
-/// The heads found in every shard of a sharded head index (at most `limit` per shard, in index order; 0: all),
-/// read whole from the table; the caller orders and truncates them.
+/// The heads found in every shard of a sharded head index that `keep` keeps (at most `limit` per shard, in index
+/// order; 0: all), read whole from the table page by page; the caller orders and truncates them.
 pub(super) async fn sharded_heads(
     store: &DynamoStore,
     index: &str,
     limit: usize,
     what: &str,
-    key: impl Fn(u32) -> Expr,
+    condition: impl Fn(u32) -> Expr,
+    keep: impl Fn(&EntityHead) -> bool,
 ) -> Result<Vec<EntityHead>, StoreError> {
-    let key = &key;
+    let (condition, keep) = (&condition, &keep);
     let shards = try_join_all((0..LEASE_SHARDS).map(|shard| async move {
-        let mut q = query(store, index, key(shard), Expr::filter()).scan_index_forward(true);
+        let mut q = query(store, index, condition(shard), Expr::filter()).scan_index_forward(true);
         if limit > 0 {
             q = q.limit(i32::try_from(limit).unwrap_or(i32::MAX));
         }
-        items(q, limit, what).await
+        pages(q, limit, what, |entries| async move {
+            let heads: Vec<EntityHead> = decode_all(&hydrate(store, entries, what).await?, what)?;
+            Ok(heads.into_iter().filter(|h| keep(h)).collect())
+        })
+        .await
     }))
     .await?;
-    decode_all(&hydrate(store, shards.concat(), what).await?, what)
+    Ok(shards.concat())
 }
 
+/// The lease index sorts a head by its hold's earliest lease end ([`crate::model::Inflight::lease_floor`]), so the
+/// entries before `before` are the candidates: those whose current lease (a retry's, later) has not ended are
+/// passed over, page after page, until `limit` expired ones are found in each shard.
 pub(super) async fn expired_leases(
     store: &DynamoStore,
     before: DateTime<Utc>,
     limit: usize,
 ) -> Result<Vec<EntityHead>, StoreError> {
-    let before = nanos(before)?;
-    let mut heads = sharded_heads(store, BY_LEASE, limit, "listing expired leases", |shard| {
-        let mut key = Expr::key();
-        key.add(GSI3PK, "=", s(lease_pk(shard)));
-        key.add(LEASE_UNTIL, "<", n(before));
-        key
-    })
-    .await?;
+    let before_nanos = nanos(before)?;
+    let expired = |h: &EntityHead| h.inflight.as_ref().is_some_and(|i| i.lease_until < before);
+    let candidates = |shard| {
+        let mut condition = Expr::key();
+        condition.add(GSI3PK, "=", s(lease_pk(shard)));
+        condition.add(LEASE_UNTIL, "<", n(before_nanos));
+        condition
+    };
+    let mut heads = sharded_heads(store, BY_LEASE, limit, "listing expired leases", candidates, expired).await?;
     heads.sort_by_cached_key(|h| (h.inflight.as_ref().map(|i| i.lease_until), h.entity.to_string()));
     if limit > 0 {
         heads.truncate(limit);
@@ -303,12 +312,12 @@ pub(super) async fn count_inflight(store: &DynamoStore) -> Result<u64, StoreErro
 /// Heads flagged `needs_verification`: every `VERIFY#` shard of the sparse `by_waiting_for` index, by entity key (as
 /// the embedded store lists them).
 pub(super) async fn heads_to_verify(store: &DynamoStore, limit: usize) -> Result<Vec<EntityHead>, StoreError> {
-    let mut heads = sharded_heads(store, BY_WAITING_FOR, limit, "listing heads to verify", |shard| {
-        let mut key = Expr::key();
-        key.add(GSI4PK, "=", s(verify_pk(shard)));
-        key
-    })
-    .await?;
+    let flagged = |shard| {
+        let mut condition = Expr::key();
+        condition.add(GSI4PK, "=", s(verify_pk(shard)));
+        condition
+    };
+    let mut heads = sharded_heads(store, BY_WAITING_FOR, limit, "listing heads to verify", flagged, |_| true).await?;
     heads.sort_by_cached_key(|h| h.entity.to_string());
     if limit > 0 {
         heads.truncate(limit);
