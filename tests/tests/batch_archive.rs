@@ -93,6 +93,29 @@ async fn aws_a_batch_of_ten_messages_costs_one_payload_put_with_a_rejected_body_
     assert!(shown.contains(&format!("{key} bytes {}+{}", end, raw.range.map_or(0, |r| r.length))), "{shown}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_a_batch_reads_its_events_and_heads_in_one_request_and_archives_nothing_when_delivered_again() {
+    let f = fixture().await;
+    let (_home, ports) = ports_over_an_embedded_mirror(&f);
+    let processor = Processor::new(Arc::new(Engine::new(ports, Settings::default())), Duration::seconds(1));
+    let bodies: Vec<String> = products(10).iter().map(Env::body).collect();
+    let reads = || f.clients.requests.get("DynamoDB", "BatchGetItem");
+
+    f.clients.requests.reset();
+    let first = processor.process_batch(batch_of(&bodies), &context()).await;
+    assert_eq!(reads(), 1, "ten records and heads read in one request: {:?}", f.clients.requests.snapshot());
+    assert_eq!(f.clients.requests.get("S3", "PutObject"), 1);
+    let statuses: Vec<Status> = records_of(f.backend.store.as_ref(), &first).await.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, vec![Status::Completed; 10]);
+
+    f.clients.requests.reset();
+    let again = processor.process_batch(batch_of(&bodies), &context()).await;
+    assert_eq!(reads(), 1, "{:?}", f.clients.requests.snapshot());
+    assert_eq!(f.clients.requests.get("S3", "PutObject"), 0, "every event known with its content: nothing to archive");
+    let records = records_of(f.backend.store.as_ref(), &again).await;
+    assert!(records.iter().all(|r| r.status == Status::Completed && r.redelivered == 1), "{records:?}");
+}
+
 /// An engine and processor over `f`'s AWS backend (the mirror embedded), after one batch of three new products.
 async fn three_products_processed(f: &AwsFixture) -> (tempfile::TempDir, Arc<Engine>, Processor, Vec<Env>) {
     let (home, ports) = ports_over_an_embedded_mirror(f);

@@ -699,6 +699,26 @@ pub mod suite {
         assert_eq!((counts.get(&Status::Errored), counts.get(&Status::Processing)), (None, Some(&1)));
     }
 
+    /// What a store reads ahead for a batch (if it does) is what each event's own read returns, in order, an
+    /// entity named twice and absent items included.
+    pub async fn a_batch_read_ahead_is_each_events_own_read(p: &Ports) {
+        let (a, b) = (entity("a"), entity("b"));
+        let mut running = record("ev-1", Some(&a), Some(order(1)), at(1));
+        running.status = Status::Processing;
+        p.store
+            .commit(vec![Write::head(head_in_flight(&a, "ev-1", at(60), 1)), Write::event(running)])
+            .await
+            .expect("claim");
+        let wanted = vec![(id("ev-1"), a.clone()), (id("ev-2"), a.clone()), (id("ev-3"), b.clone()), (id("ev-1"), a)];
+        let Some(read) = p.store.read_ahead(&wanted).await.expect("read ahead") else { return };
+        let mut own = Vec::new();
+        for (event, entity) in &wanted {
+            own.push(p.store.get_event_and_head(event, entity).await.expect("read"));
+        }
+        assert_eq!(read, own);
+        assert!(read[0].0.is_some() && read[1].0.is_none() && read[2] == (None, None));
+    }
+
     /// A `processing` event, committed with the head that names it in flight, is listed and counted as
     /// `processing` (by status and under its entity) until a later commit moves both on; an `errored` event
     /// holding its head is not.
@@ -1683,6 +1703,7 @@ macro_rules! for_every_check {
             events_are_counted_by_status,
             a_processing_event_is_listed_and_counted_until_it_settles,
             an_errored_event_is_listed_and_counted_until_its_retry_claims_it,
+            a_batch_read_ahead_is_each_events_own_read,
             an_event_and_its_head_read_together_as_alone,
             expired_leases_are_found_oldest_first,
             a_lease_moved_later_is_not_expired_before_it_ends,

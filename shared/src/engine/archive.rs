@@ -1,9 +1,13 @@
-//! Archiving a batch's bodies before its messages are processed: one payload-store write for the whole batch (on
-//! S3 one object, each body its own byte range) instead of one per new event.
+//! Preparing a batch before its messages are processed: its events' records and heads read ahead in one request
+//! where the store can, and its bodies archived in one payload-store write (on S3 one object, each body its own
+//! byte range) instead of one per new event.
 
 use super::{intake, Engine, EngineError, Incoming, Invocation, Outcome};
-use crate::model::{canonical_json, EnvelopeError, Message, PayloadRef};
+use crate::model::{canonical_json, EntityHead, EnvelopeError, EventRecord, Message, PayloadRef};
 use std::borrow::Cow;
+
+/// An arriving event's record and its entity's head, as read ahead for its batch.
+pub(super) type ReadAhead = (Option<EventRecord>, Option<EntityHead>);
 
 /// A message of a batch, parsed once, with the body its intake would archive already archived.
 #[derive(Debug, Default)]
@@ -13,6 +17,8 @@ pub struct Prepared {
     /// The body archived ahead (the canonical payload of an envelope, the raw body of a message that will be
     /// rejected); `None`: intake archives what it needs itself.
     pub(super) archived: Option<PayloadRef>,
+    /// An envelope's record and head read ahead with the batch's (`None`: intake reads them).
+    pub(super) read: Option<ReadAhead>,
 }
 
 impl Prepared {
@@ -34,10 +40,21 @@ impl Engine {
     pub async fn prepare_batch(&self, messages: &[Incoming]) -> Vec<Prepared> {
         let parsed: Vec<_> =
             messages.iter().map(|m| Message::parse(&m.body, self.settings.max_payload_bytes)).collect();
+        let mut read = self.read_batch_ahead(&parsed).await;
         let bodies: Vec<Option<Cow<'_, [u8]>>> = parsed
             .iter()
             .zip(messages)
-            .map(|(parsed, message)| match parsed {
+            .zip(&read)
+            .map(|((parsed, message), read)| match parsed {
+                // Known with the same content: its payload is archived already.
+                Ok(Message::Envelope(envelope))
+                    if read
+                        .as_ref()
+                        .and_then(|(record, _)| record.as_ref())
+                        .is_some_and(|record| record.content_hash == Some(envelope.content_hash)) =>
+                {
+                    None
+                }
                 Ok(Message::Envelope(envelope)) => Some(Cow::Owned(canonical_json(&envelope.payload).into_bytes())),
                 Ok(Message::Redrive { .. }) => None,
                 Err(_) => Some(Cow::Borrowed(message.body.as_bytes())),
@@ -67,11 +84,45 @@ impl Engine {
         parsed
             .into_iter()
             .zip(&bodies)
-            .map(|(parsed, body)| Prepared {
+            .zip(read.iter_mut())
+            .map(|((parsed, body), read)| Prepared {
                 parsed: Some(parsed),
                 archived: body.as_ref().and_then(|_| stored.next()),
+                read: read.take(),
             })
             .collect()
+    }
+
+    /// The records and heads of the batch's envelopes, one per message: `None` for the other messages, for an
+    /// envelope whose entity an earlier one in the batch names (it reads its own when it runs: by then the earlier
+    /// one has moved the head on, and a head read ahead would only make its first round a conflict), and for all
+    /// when the store reads nothing ahead or the read failed.
+    async fn read_batch_ahead(&self, parsed: &[Result<Message, EnvelopeError>]) -> Vec<Option<ReadAhead>> {
+        let mut entities = std::collections::HashSet::new();
+        let first_of_entity: Vec<bool> = parsed
+            .iter()
+            .map(|p| matches!(p, Ok(Message::Envelope(envelope)) if entities.insert(envelope.entity.clone())))
+            .collect();
+        let wanted: Vec<_> = parsed
+            .iter()
+            .zip(&first_of_entity)
+            .filter_map(|(p, first)| match p {
+                Ok(Message::Envelope(envelope)) if *first => Some((envelope.event_id.clone(), envelope.entity.clone())),
+                _ => None,
+            })
+            .collect();
+        if wanted.is_empty() {
+            return parsed.iter().map(|_| None).collect();
+        }
+        let mut read = match self.ports.store.read_ahead(&wanted).await {
+            Ok(Some(read)) if read.len() == wanted.len() => read.into_iter(),
+            Ok(_) => Vec::new().into_iter(),
+            Err(error) => {
+                tracing::warn!(error = %error, events = wanted.len(), "reading the batch's events ahead failed; each reads its own");
+                Vec::new().into_iter()
+            }
+        };
+        first_of_entity.iter().map(|first| if *first { read.next() } else { None }).collect()
     }
 
     /// Processes one message of a batch, with what [`Engine::prepare_batch`] did for it (or

@@ -1,5 +1,6 @@
 //! Intake: parsing, rejection and idempotency (spec §1, §3), before the ordering protocol.
 
+use super::archive::ReadAhead;
 use super::attempt::KnownHead;
 use super::records::invalid_input;
 use super::{attempt, Engine, EngineError, Incoming, Invocation, Outcome, Prepared};
@@ -22,7 +23,9 @@ pub(super) async fn process(
             let body = Raw { bytes: message.body.as_bytes(), received_as: &message.message_id, archived };
             reject_raw(engine, body, invocation, invalid_input(&error), None).await
         }
-        Ok(Message::Envelope(envelope)) => arrive(engine, *envelope, message, archived, invocation).await,
+        Ok(Message::Envelope(envelope)) => {
+            arrive(engine, *envelope, message, (archived, prepared.read), invocation).await
+        }
         Ok(Message::Redrive { event_id, reason, force }) => {
             redrive(engine, &event_id, reason, force, message, invocation).await
         }
@@ -103,15 +106,20 @@ pub(super) async fn reject_raw(
 }
 
 /// A valid envelope: new events are archived and recorded; known ones continue where they are (spec §3).
-/// `archived`: the canonical payload, archived ahead with its batch (`None`: archived here if the event is new).
+/// `ahead`: the canonical payload, archived ahead with its batch (`None`: archived here if the event is new), and
+/// the event's record and head, read ahead with its batch (`None`: read here).
 async fn arrive(
     engine: &Engine,
     envelope: Envelope,
     message: &Incoming,
-    archived: Option<PayloadRef>,
+    ahead: (Option<PayloadRef>, Option<ReadAhead>),
     invocation: &Invocation,
 ) -> Result<Outcome, EngineError> {
-    let (existing, head) = engine.ports.store.get_event_and_head(&envelope.event_id, &envelope.entity).await?;
+    let (archived, read) = ahead;
+    let (existing, head) = match read {
+        Some(read) => read,
+        None => engine.ports.store.get_event_and_head(&envelope.event_id, &envelope.entity).await?,
+    };
     let from = existing.as_ref().map(|e| e.status);
     if let Some(done) = existing.as_ref().filter(|e| e.status.is_terminal()) {
         // Done, yet its head still names it: its settle was cut short before the head's write.

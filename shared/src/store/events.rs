@@ -109,6 +109,19 @@ pub trait EventStore: Send + Sync {
         Ok((self.get_event(id).await?, self.get_head(entity).await?))
     }
 
+    /// Reads ahead, for a batch of arriving events, each one's record and its entity's head (strongly consistent),
+    /// in `wanted`'s order, or `None` when the backend reads nothing ahead (the default: each event reads its own
+    /// with [`EventStore::get_event_and_head`] when it runs). A backend whose every read is a request (DynamoDB)
+    /// reads them all in one. What is read ahead may be stale by the time an event runs: every decision commits
+    /// under the versions it read, so a change meanwhile is a conflict, and the next round reads again.
+    async fn read_ahead(
+        &self,
+        wanted: &[(EventId, EntityKey)],
+    ) -> Result<Option<Vec<(Option<EventRecord>, Option<EntityHead>)>>, StoreError> {
+        let _ = wanted;
+        Ok(None)
+    }
+
     /// Applies every write, or none: [`StoreError::Conflict`] when any expectation fails.
     async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError>;
 

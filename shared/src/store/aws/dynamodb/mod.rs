@@ -139,6 +139,13 @@ impl EventStore for DynamoStore {
         queries::get_event_and_head(self, id, entity).await
     }
 
+    async fn read_ahead(
+        &self,
+        wanted: &[(EventId, EntityKey)],
+    ) -> Result<Option<Vec<(Option<EventRecord>, Option<EntityHead>)>>, StoreError> {
+        queries::get_events_and_heads(self, wanted).await.map(Some)
+    }
+
     async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
         commit::commit(self, &items::new_commit_id(), writes).await
     }

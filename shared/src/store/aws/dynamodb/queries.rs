@@ -60,6 +60,35 @@ pub(super) async fn get_event_and_head(
     Ok((record, head))
 }
 
+/// The records of `wanted`'s events and the heads of their entities, read strongly consistently in as few
+/// `BatchGetItem`s as there are 100 distinct keys (a batch asks for each key once), in `wanted`'s order.
+pub(super) async fn get_events_and_heads(
+    store: &DynamoStore,
+    wanted: &[(EventId, EntityKey)],
+) -> Result<Vec<(Option<EventRecord>, Option<EntityHead>)>, StoreError> {
+    let what = format!("reading ahead {} events and their heads", wanted.len());
+    let pks: Vec<(String, String)> =
+        wanted.iter().map(|(id, entity)| (event_pk(id.as_str()), head_pk(&entity.to_string()))).collect();
+    let mut distinct: Vec<(&str, &str)> =
+        pks.iter().flat_map(|(event, head)| [(event.as_str(), EVENT_SK), (head.as_str(), HEAD_SK)]).collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let entries = distinct.into_iter().map(|(pk, sk)| key(pk.to_owned(), sk)).collect();
+    let mut found: HashMap<String, Item> = HashMap::new();
+    for item in hydrate(store, entries, &what).await? {
+        if let Some(pk) = string(&item, PK) {
+            found.insert(pk.to_owned(), item);
+        }
+    }
+    let mut read = Vec::with_capacity(wanted.len());
+    for ((id, entity), (event_key, head_key)) in wanted.iter().zip(&pks) {
+        let record = found.get(event_key).map(|item| decode(item, &format!("event {id}"))).transpose()?;
+        let head = found.get(head_key).map(|item| decode(item, &format!("head of {entity}"))).transpose()?;
+        read.push((record, head));
+    }
+    Ok(read)
+}
+
 /// A filter or key-condition expression under construction, with its names and values.
 pub(super) struct Expr {
     /// Placeholders are `#<prefix>N` and `:<prefix>N`, so a key condition and a filter never collide.
