@@ -463,10 +463,12 @@ async fn apply(
     };
     // A `latest_wins` head rarely changes while its event applies (only a newer event arriving makes it `next`):
     // the settle decides on the head as claimed, and reads it again only if its commit conflicts. An `in_order`
-    // head changes with every event queued behind, so it is read again first.
+    // head changes with every event queued behind: one that had events waiting at the claim is read again first;
+    // one with none waiting is likely to have none still, and is decided on as claimed, as a `latest_wins` one.
+    let busy = !head.backlog.is_empty() || head.parked > 0 || head.next.is_some();
     let known = match change.policy {
-        Policy::LatestWins => KnownHead::Read(Box::new(Some(head))),
-        Policy::InOrder => KnownHead::Unread,
+        Policy::InOrder if busy => KnownHead::Unread,
+        Policy::LatestWins | Policy::InOrder => KnownHead::Read(Box::new(Some(head))),
     };
     settle(engine, record, fence, end, known, invocation).await
 }
