@@ -29,10 +29,13 @@ impl Prepared {
 }
 
 impl Engine {
-    /// Parses every message of a batch once and archives, in one [`crate::store::PayloadStore::put_batch`], the
-    /// body each one's intake would archive if its event is new: the canonical payload of an envelope, the raw
-    /// body of a message that is not one (it will be rejected); a re-drive archives nothing. A body whose event
-    /// turns out to be known (a redelivery, a duplicate) is stored for nothing: bytes, no extra write.
+    /// Parses every message of a batch once, reads its envelopes' records and heads ahead where the store does
+    /// ([`crate::store::EventStore::read_ahead`]: one request on DynamoDB), and archives, in one
+    /// [`crate::store::PayloadStore::put_batch`], the body each one's intake would archive if its event is new: the
+    /// canonical payload of an envelope not recorded already with the same content, the raw body of a message that
+    /// is not one (it will be rejected); a re-drive archives nothing. A body whose event turns out to be known
+    /// otherwise (a redelivery the store did not read ahead, a duplicate) is stored for nothing: bytes, no extra
+    /// write.
     ///
     /// When the batch write fails nothing is archived ahead: each message's intake archives its own body, one write
     /// each, exactly as for a message alone, so the batch is processed all the same (and a failure there is
