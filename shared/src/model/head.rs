@@ -36,7 +36,7 @@ pub struct Inflight {
     pub promoted: bool,
     /// The attempt number of the claim that wrote it (0: promoted, or written before heads recorded it). A record
     /// whose attempt is lower still shows an earlier end of the event: this claim's record write has not landed.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "super::is_zero")]
     pub attempt: u32,
     /// The earliest end of an earlier lease of this hold, when it is before `lease_until` (a retry's lease ends
     /// later than its claim's): see [`Inflight::lease_floor`]. Absent while the hold has had one lease.
@@ -59,10 +59,6 @@ impl Inflight {
         self.lease_until = until;
         self.earliest_lease_until = (floor < until).then_some(floor);
     }
-}
-
-fn is_zero(n: &u32) -> bool {
-    *n == 0
 }
 
 /// What a verification of an entity found (spec §7: its events replayed, compared with the destination).
@@ -97,25 +93,28 @@ pub struct EntityHead {
     /// The entity.
     pub entity: EntityKey,
     /// The last applied event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied: Option<Slot>,
     /// The event holding the entity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inflight: Option<Inflight>,
     /// `latest_wins`: the one event waiting behind `inflight`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<Slot>,
     /// `in_order`: the events waiting behind `inflight`, in order-key order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub backlog: Vec<Slot>,
     /// `in_order`: events recorded `queued` that did not fit in the backlog; promotion fetches them from the
     /// store in order-key order once the backlog is empty.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "super::is_zero")]
     pub parked: u32,
     /// The last fencing token handed out.
     pub fence: u64,
     /// `in_order`: an event arrived older than the applied one; verification should look at this entity.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub needs_verification: bool,
     /// Events of other entities wait for this one to exist (spec §6): the next completion here re-drives them.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub has_waiters: bool,
     /// The last write an outbound event made to the external resource, to recognise its echo (spec §10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -202,5 +201,16 @@ mod tests {
         assert!(json.get("earliest_lease_until").is_none(), "{json}");
         let back: Inflight = serde_json::from_value(json).expect("read back");
         assert_eq!(back, inflight);
+    }
+
+    #[test]
+    fn an_idle_head_is_stored_as_its_entity_fence_and_times_only() {
+        let entity = EntityKey::new("default", "github", "issue", "widgets#1").expect("a key");
+        let head = EntityHead::empty(entity, at(0));
+        let json = serde_json::to_value(&head).expect("serialize");
+        let fields: Vec<&str> = json.as_object().expect("an object").keys().map(String::as_str).collect();
+        assert_eq!(fields, ["entity", "fence", "updated_at", "version"], "{json}");
+        let back: EntityHead = serde_json::from_value(json).expect("read back");
+        assert_eq!(back, head);
     }
 }

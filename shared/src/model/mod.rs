@@ -19,3 +19,8 @@ pub use ids::{ContentHash, EntityKey, EventId, InvalidId, OrderKey};
 pub use record::{ByteRange, ErrorInfo, ErrorKind, EventRecord, HistoryEntry, PayloadRef, HISTORY_LIMIT};
 pub use status::{IllegalTransition, Status};
 pub use status_report::StatusReport;
+
+/// Whether a counter is zero: such counters are left out of stored JSON (absent reads as zero).
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}

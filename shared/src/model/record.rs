@@ -114,50 +114,68 @@ pub struct EventRecord {
     /// The event's id.
     pub event_id: EventId,
     /// Whether the id came from the client.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub client_event_id: bool,
     /// The entity (absent when the message was too broken to name one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entity: Option<EntityKey>,
     /// The order key (absent for rejected messages without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub order: Option<OrderKey>,
     /// `upsert`, `delete` or `create`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<Kind>,
     /// `inbound` or `outbound`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub direction: Option<Direction>,
     /// SHA-256 of (`kind`, `payload`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_hash: Option<ContentHash>,
     /// The archived payload (the raw body, for a rejected message).
     pub payload: PayloadRef,
     /// The provider's delivery id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivery_id: Option<String>,
     /// For a rejected resubmission: the event whose id it reused with other content.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conflicts_with: Option<EventId>,
     /// The run or event that caused this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub caused_by: Option<String>,
     /// The current status.
     pub status: Status,
     /// `dropped`: the newer event (or record) that made it stale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dropped_for: Option<String>,
     /// `duplicate`: the original.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duplicate_of: Option<EventId>,
     /// `canceled`: the newer event that superseded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canceled_by: Option<EventId>,
     /// `waiting`: the dependency's key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_for: Option<String>,
     /// `waiting`: since when (a wait longer than the configured limit ends `failed`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_since: Option<DateTime<Utc>>,
     /// Attempts so far (claims of the entity).
     pub attempt: u32,
     /// Where the retry budget counts from: `attempt` when the event was last re-driven, moved on by one for every
     /// throttled attempt since (a throttled attempt does not use up the budget).
+    #[serde(default, skip_serializing_if = "super::is_zero")]
     pub attempt_base: u32,
     /// The error of the current status (`errored`, `failed`, `rejected`); cleared on entering any other status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorInfo>,
     /// Applied after an event with the same order key and other content.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub tie: bool,
     /// `in_order`: applied although older than the last applied event.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub out_of_order: bool,
     /// Last re-driven with `--force` (ordering skipped).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub forced: bool,
     /// `in_order`, `queued`: recorded outside its entity's head because the backlog was full (spec §5), to be
     /// found again by [`EventStore::parked_events`](crate::store::EventStore::parked_events); cleared when the event
@@ -165,21 +183,26 @@ pub struct EventRecord {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub parked: bool,
     /// How often the same event arrived again after it was done.
+    #[serde(default, skip_serializing_if = "super::is_zero")]
     pub redelivered: u32,
     /// `updated_at` from the external system.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_at: Option<DateTime<Utc>>,
     /// When the first message arrived.
     pub received_at: DateTime<Utc>,
     /// When the last attempt claimed the entity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_started_at: Option<DateTime<Utc>>,
     /// When the last attempt started writing to the destination.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub write_started_at: Option<DateTime<Utc>>,
     /// An attempt claimed the entity and the destination's answer is not known to be definite: set at every claim,
     /// cleared by an answer that says what was written (applied, already applied, superseded, missing dependency,
     /// permanent refusal). The next attempt passes it on as `Change::previous_attempt_unknown`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub write_outcome_unknown: bool,
     /// When it was applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<DateTime<Utc>>,
     /// An outbound event: what its connector wrote to the external system (spec §10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -187,12 +210,15 @@ pub struct EventRecord {
     /// When the record last changed.
     pub updated_at: DateTime<Utc>,
     /// `processing`: until when its claim holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_until: Option<DateTime<Utc>>,
     /// The SQS message id of the last message that carried it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_message_id: Option<String>,
     /// When the metadata may be deleted (TTL).
     pub expires_at: DateTime<Utc>,
     /// History entries folded away to keep the record bounded.
+    #[serde(default, skip_serializing_if = "super::is_zero")]
     pub history_folded: u32,
     /// The timeline, oldest first.
     pub history: Vec<HistoryEntry>,
@@ -242,5 +268,53 @@ impl EventRecord {
             Status::Rejected => self.conflicts_with.as_ref().map(ToString::to_string),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    /// A completed record with nothing optional set, as stored now.
+    fn stored() -> Value {
+        json!({
+            "event_id": "ev-1",
+            "payload": {"key": "payloads/ev-1.zst", "sha256": "00", "size": 2},
+            "status": "completed",
+            "attempt": 1,
+            "received_at": "2026-12-04T10:00:00Z",
+            "updated_at": "2026-12-04T10:00:01Z",
+            "expires_at": "2028-01-01T00:00:00Z",
+            "history": [{"status": "received", "at": "2026-12-04T10:00:00Z", "attempt": 0}],
+            "version": 1
+        })
+    }
+
+    #[test]
+    fn a_record_is_stored_without_its_empty_false_and_zero_fields_and_reads_back_the_same() {
+        let record: EventRecord = serde_json::from_value(stored()).expect("a record without them reads");
+        assert_eq!(
+            (record.entity.as_ref(), record.error.as_ref(), record.tie, record.redelivered),
+            (None, None, false, 0)
+        );
+        assert_eq!(serde_json::to_value(&record).expect("encodes"), stored(), "nothing empty is written");
+    }
+
+    #[test]
+    fn a_record_written_with_every_field_spelled_out_reads_as_the_same_record() {
+        let mut before = stored();
+        let spelled = json!({
+            "client_event_id": false, "entity": null, "order": null, "kind": null, "direction": null,
+            "content_hash": null, "delivery_id": null, "conflicts_with": null, "caused_by": null, "dropped_for": null,
+            "duplicate_of": null, "canceled_by": null, "waiting_for": null, "waiting_since": null, "attempt_base": 0,
+            "error": null, "tie": false, "out_of_order": false, "forced": false, "redelivered": 0,
+            "external_at": null, "read_started_at": null, "write_started_at": null, "write_outcome_unknown": false,
+            "completed_at": null, "lease_until": null, "last_message_id": null, "history_folded": 0
+        });
+        before.as_object_mut().expect("object").extend(spelled.as_object().expect("object").clone());
+        let old: EventRecord = serde_json::from_value(before).expect("the former spelling reads");
+        let new: EventRecord = serde_json::from_value(stored()).expect("reads");
+        assert_eq!(old, new);
     }
 }

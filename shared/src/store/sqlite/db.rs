@@ -38,6 +38,13 @@ const BUSY_TIMEOUT: Duration = Duration::from_millis(10_000);
 /// (events, heads, queue, mirror); rusqlite's default of 16 evicted some on every pass, so they were parsed again.
 const STATEMENT_CACHE: usize = 64;
 
+/// The page size of a new database, in bytes. Most of an event's writes change one small row or index entry at a
+/// random place (its record, its head, the mirror row, the event id's and entity's index entries), and a commit
+/// writes each page it changed whole to the WAL, then the checkpoint writes it once more: pages of 2 KiB instead
+/// of SQLite's 4 KiB write a third fewer bytes per event for the same CPU (`make bench`: 55 → 37 KiB). A
+/// happy-path record (≈ 1.6 KB of JSON) still fits in one page; a longer history spills into overflow pages.
+const PAGE_SIZE: i64 = 2048;
+
 /// The WAL budget of a database unless its opener says otherwise.
 pub(crate) const DEFAULT_WAL_BUDGET: u64 = 32 << 20;
 
@@ -179,6 +186,8 @@ impl Db {
         // Plans that don't depend on bound values: otherwise binding the limit of a statement with `LIMIT ?`
         // (receiving from the queue, listing events or leases) expires it, and every run parses it again.
         conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true).ctx(&what)?;
+        // Before WAL mode: a new database takes the page size; an existing one keeps the one it was made with.
+        conn.pragma_update(None, "page_size", PAGE_SIZE).ctx(&what)?;
         let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0)).ctx(&what)?;
         if !mode.eq_ignore_ascii_case("wal") {
             tracing::warn!(path = %self.path.display(), mode, "SQLite refused WAL mode; concurrent access will be slower");
@@ -383,6 +392,33 @@ mod tests {
 
     fn table(conn: &mut Connection) -> Result<(), StoreError> {
         conn.execute_batch("CREATE TABLE IF NOT EXISTS t (k INTEGER PRIMARY KEY, v BLOB NOT NULL)").ctx("table")
+    }
+
+    fn page_size(db: &Arc<Db>) -> i64 {
+        let read = |c: &mut Connection| c.query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0)).ctx("page size");
+        tokio::runtime::Builder::new_current_thread().build().expect("runtime").block_on(db.run(read)).expect("read")
+    }
+
+    #[test]
+    fn a_new_database_has_small_pages_and_an_existing_one_keeps_its_own() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let fresh = Db::open(&dir.path().join("fresh.db"), 2, table).expect("open");
+        assert_eq!(page_size(&fresh), PAGE_SIZE);
+
+        // A database made before, with SQLite's default pages, opens, writes and reads as it is.
+        let older = dir.path().join("older.db");
+        let conn = Connection::open(&older).expect("create");
+        conn.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB NOT NULL);")
+            .expect("old schema");
+        drop(conn);
+        let db = Db::open(&older, 2, table).expect("reopen");
+        assert_eq!(page_size(&db), 4096);
+        let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        runtime
+            .block_on(db.write(|tx| tx.execute("INSERT INTO t (v) VALUES (randomblob(3000))", []).ctx("insert")))
+            .expect("write");
+        let count = |c: &mut Connection| c.query_row("SELECT COUNT(*) FROM t", [], |r| r.get::<_, i64>(0)).ctx("count");
+        assert_eq!(runtime.block_on(db.run(count)).expect("count"), 1);
     }
 
     #[tokio::test]
