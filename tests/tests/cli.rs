@@ -55,6 +55,31 @@ async fn a_listing_cut_by_its_limit_says_how_many_exist_and_its_json_stays_one_d
     assert_eq!((page["records"].as_array().map(Vec::len), page["truncated"].as_bool()), (Some(5), Some(false)));
 }
 
+#[tokio::test]
+async fn show_json_spells_out_every_field_the_store_leaves_out_when_empty() {
+    let home = temp_home();
+    send_and_run(home.path(), &[issue(1)]).await;
+    let (_, text) = synctrail(home.path(), &["list", "--json"]).await;
+    let page: Value = serde_json::from_str(&text).expect("JSON");
+    let id = page["events"][0]["event_id"].as_str().expect("an event id").to_owned();
+
+    let (code, text) = synctrail(home.path(), &["--json", "show", &id]).await;
+    assert_eq!(code, 0);
+    let record: Value = serde_json::from_str(&text).expect("one JSON document");
+    assert_eq!(record["status"], "completed");
+    let spelled = [
+        ("redelivered", json!(0)),
+        ("tie", json!(false)),
+        ("out_of_order", json!(false)),
+        ("error", Value::Null),
+        ("canceled_by", Value::Null),
+        ("history_folded", json!(0)),
+    ];
+    for (field, empty) in spelled {
+        assert_eq!(record.get(field), Some(&empty), "{field} in {record}");
+    }
+}
+
 #[test]
 fn the_note_on_standard_error_names_what_is_shown_and_how_to_see_all() {
     use synctrail_cli::output::Page;

@@ -99,7 +99,7 @@ pub async fn execute(ctx: &Context, args: &EventArgs, out: &mut dyn Write) -> Re
     let backend = ctx.open().await?;
     let record = lookup(backend.ports.store.as_ref(), &args.id).await?;
     if ctx.json {
-        return write_json(out, &record);
+        return write_json(out, &record.to_json_spelled_out()?);
     }
     write_record(out, &record)?;
     Ok(())

@@ -226,7 +226,64 @@ pub struct EventRecord {
     pub version: u64,
 }
 
+/// The fields stored only when set (spec §9 "Stored JSON leaves out what is empty"), with the JSON each stands for
+/// when left out: [`EventRecord::to_json_spelled_out`] puts them back.
+const LEFT_OUT_WHEN_EMPTY: [(&str, Empty); 28] = [
+    ("client_event_id", Empty::False),
+    ("entity", Empty::Null),
+    ("order", Empty::Null),
+    ("kind", Empty::Null),
+    ("direction", Empty::Null),
+    ("content_hash", Empty::Null),
+    ("delivery_id", Empty::Null),
+    ("conflicts_with", Empty::Null),
+    ("caused_by", Empty::Null),
+    ("dropped_for", Empty::Null),
+    ("duplicate_of", Empty::Null),
+    ("canceled_by", Empty::Null),
+    ("waiting_for", Empty::Null),
+    ("waiting_since", Empty::Null),
+    ("attempt_base", Empty::Zero),
+    ("error", Empty::Null),
+    ("tie", Empty::False),
+    ("out_of_order", Empty::False),
+    ("forced", Empty::False),
+    ("redelivered", Empty::Zero),
+    ("external_at", Empty::Null),
+    ("read_started_at", Empty::Null),
+    ("write_started_at", Empty::Null),
+    ("write_outcome_unknown", Empty::False),
+    ("completed_at", Empty::Null),
+    ("lease_until", Empty::Null),
+    ("last_message_id", Empty::Null),
+    ("history_folded", Empty::Zero),
+];
+
+/// What a field left out of stored JSON reads as.
+#[derive(Clone, Copy)]
+enum Empty {
+    Null,
+    False,
+    Zero,
+}
+
 impl EventRecord {
+    /// The record as JSON with every field present: those stored only when set are spelled out as `null`, `false`
+    /// or `0`. What `synctrail --json show` prints, so that a script finds each field whatever its value.
+    pub fn to_json_spelled_out(&self) -> Result<serde_json::Value, serde_json::Error> {
+        let mut value = serde_json::to_value(self)?;
+        if let Some(fields) = value.as_object_mut() {
+            for (name, empty) in LEFT_OUT_WHEN_EMPTY {
+                fields.entry(name).or_insert(match empty {
+                    Empty::Null => serde_json::Value::Null,
+                    Empty::False => serde_json::Value::Bool(false),
+                    Empty::Zero => serde_json::Value::from(0),
+                });
+            }
+        }
+        Ok(value)
+    }
+
     /// Moves to `entry.status`, checked against the transition table, and appends `entry` to the history. A status
     /// that carries no error ([`Status::carries_error`]) clears `error`; earlier errors stay in the history's notes.
     pub fn transition(&mut self, entry: HistoryEntry) -> Result<(), IllegalTransition> {
@@ -313,8 +370,9 @@ mod tests {
             "completed_at": null, "lease_until": null, "last_message_id": null, "history_folded": 0
         });
         before.as_object_mut().expect("object").extend(spelled.as_object().expect("object").clone());
-        let old: EventRecord = serde_json::from_value(before).expect("the former spelling reads");
+        let old: EventRecord = serde_json::from_value(before.clone()).expect("the former spelling reads");
         let new: EventRecord = serde_json::from_value(stored()).expect("reads");
         assert_eq!(old, new);
+        assert_eq!(new.to_json_spelled_out().expect("encodes"), before, "spelled out, it is the former JSON again");
     }
 }
