@@ -108,7 +108,8 @@ pub struct HistoryEntry {
     pub note: Option<String>,
 }
 
-/// Everything recorded about one event.
+/// Everything recorded about one event. A field stored only when set (`skip_serializing_if`) is listed in
+/// `LEFT_OUT_WHEN_EMPTY`, so that `synctrail --json show` still prints it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventRecord {
     /// The event's id.

@@ -394,16 +394,16 @@ mod tests {
         conn.execute_batch("CREATE TABLE IF NOT EXISTS t (k INTEGER PRIMARY KEY, v BLOB NOT NULL)").ctx("table")
     }
 
-    fn page_size(db: &Arc<Db>) -> i64 {
+    async fn page_size(db: &Arc<Db>) -> i64 {
         let read = |c: &mut Connection| c.query_row("PRAGMA page_size", [], |r| r.get::<_, i64>(0)).ctx("page size");
-        tokio::runtime::Builder::new_current_thread().build().expect("runtime").block_on(db.run(read)).expect("read")
+        db.run(read).await.expect("read")
     }
 
-    #[test]
-    fn a_new_database_has_small_pages_and_an_existing_one_keeps_its_own() {
+    #[tokio::test]
+    async fn a_new_database_has_small_pages_and_an_existing_one_keeps_its_own() {
         let dir = tempfile::tempdir().expect("temp dir");
         let fresh = Db::open(&dir.path().join("fresh.db"), 2, table).expect("open");
-        assert_eq!(page_size(&fresh), PAGE_SIZE);
+        assert_eq!(page_size(&fresh).await, PAGE_SIZE);
 
         // A database made before, with SQLite's default pages, opens, writes and reads as it is.
         let older = dir.path().join("older.db");
@@ -412,13 +412,12 @@ mod tests {
             .expect("old schema");
         drop(conn);
         let db = Db::open(&older, 2, table).expect("reopen");
-        assert_eq!(page_size(&db), 4096);
-        let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
-        runtime
-            .block_on(db.write(|tx| tx.execute("INSERT INTO t (v) VALUES (randomblob(3000))", []).ctx("insert")))
+        assert_eq!(page_size(&db).await, 4096);
+        db.write(|tx| tx.execute("INSERT INTO t (v) VALUES (randomblob(3000))", []).ctx("insert"))
+            .await
             .expect("write");
         let count = |c: &mut Connection| c.query_row("SELECT COUNT(*) FROM t", [], |r| r.get::<_, i64>(0)).ctx("count");
-        assert_eq!(runtime.block_on(db.run(count)).expect("count"), 1);
+        assert_eq!(db.run(count).await.expect("count"), 1);
     }
 
     #[tokio::test]
