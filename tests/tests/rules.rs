@@ -213,8 +213,13 @@ async fn newer_event_takes_over_an_errored_inflight_one_and_cancels_it(via: Via)
     let d1 = h.deliver(1).await;
     assert_eq!(d1.only().status, Some(Status::Errored));
     assert_eq!(d1.failures(), [d1.messages[0].message_id.clone()]);
+    // The backoff ends inside the claim's lease: the failure wrote the record alone (spec §9 "A failure inside its
+    // claim's lease writes the record alone"), so the head, as the claim wrote it, does not say `errored`; the
+    // record of the attempt it names does.
     let head = h.head(&entity).await;
-    assert!(head.inflight.as_ref().is_some_and(|i| i.errored && i.slot.event_id == failing.event_id()));
+    let inflight = head.inflight.as_ref().expect("the errored event holds its entity");
+    assert_eq!((&inflight.slot.event_id, inflight.errored), (&failing.event_id(), false));
+    assert_eq!(h.record_of(&failing).await.attempt, inflight.attempt);
 
     h.send_env(&newer).await;
     let d2 = h.deliver(1).await;
@@ -474,15 +479,14 @@ async fn retryable_error_marks_errored_and_returns_the_message_with_backoff(via:
         let error = record.error.expect("error recorded");
         assert_eq!((error.kind, error.retryable), (ErrorKind::Retryable, true));
         assert!(error.message.contains("502 bad gateway"), "{}", error.message);
+        // Each backoff ends inside the lease of the claim before it: the failure leaves the head as that claim wrote
+        // it (spec §9 "A failure inside its claim's lease writes the record alone").
         let inflight = h.head(&entity).await.inflight.expect("still holds the entity");
-        assert!(inflight.errored);
-        assert_eq!(inflight.lease_until, h.now() + after + h.options.settings.lease);
+        assert_eq!((inflight.errored, inflight.attempt), (false, attempt), "attempt {attempt}");
+        assert!(inflight.lease_until >= h.now() + after, "attempt {attempt}: the claim's lease ends before the retry");
         // The hold's earliest lease end stays the first claim's through every retry (its lease index entry stays).
         let first = *first_lease_end.get_or_insert(inflight.lease_floor());
-        assert!(
-            first < inflight.lease_until
-                && first <= h.now() + h.options.settings.lease + h.options.settings.clock_margin
-        );
+        assert!(first <= h.now() + h.options.function_timeout + h.options.settings.clock_margin);
         assert_eq!(inflight.lease_floor(), first, "attempt {attempt}");
 
         // The queue honours the delay: invisible until it is over, visible right then.
@@ -502,6 +506,64 @@ async fn retryable_error_marks_errored_and_returns_the_message_with_backoff(via:
     );
     assert_eq!(h.effects().await, ids(&[&event]));
     assert_eq!(h.mirror_state(&entity).await, Some(json!({"title": "v1"})));
+}
+
+async fn a_backoff_that_outlasts_its_claims_lease_flags_the_head_errored_and_moves_its_lease_past_the_retry(via: Via) {
+    // A first backoff of 20–40 s against a claim's lease of the invocation's 10 s.
+    let settings = synctrail::settings::Settings { backoff_base: Duration::seconds(40), ..settings() };
+    let h = Harness::with(Options { via, settings, ..Options::default() });
+    let failing = Env::issue("18b").at(10).titled("v1");
+    let newer = Env::issue("18b").at(20).titled("v2");
+    let entity = failing.entity();
+    h.script.next(Step::Retryable("502 bad gateway"));
+    h.send_env(&failing).await;
+    let d = h.deliver(1).await;
+    assert_eq!(d.only().status, Some(Status::Errored));
+    let after = d.retry_after(0);
+    assert!(after > h.options.function_timeout + h.options.settings.clock_margin, "backoff {after}");
+
+    let head = h.head(&entity).await;
+    let inflight = head.inflight.as_ref().expect("the errored event holds its entity");
+    assert!(inflight.errored, "the head says errored: its claim's lease ends before the retry");
+    assert_eq!(inflight.lease_until, h.now() + after + h.options.settings.lease);
+    assert!(inflight.lease_floor() < inflight.lease_until, "the lease index entry stays where the claim put it");
+
+    // No sweep re-drives it early: its lease now ends after the retry is due.
+    h.advance(after - Duration::seconds(1));
+    assert!(h.sweep().await.is_empty(), "re-driven before its retry was due");
+    // A newer event takes the entity over from it (§4 rule 3).
+    h.send_env(&newer).await;
+    assert_eq!(h.deliver(1).await.only().status, Some(Status::Completed));
+    assert_eq!(h.record_of(&failing).await.status, Status::Canceled);
+    assert_eq!(h.mirror_state(&entity).await, Some(json!({"title": "v2"})));
+}
+
+async fn a_retry_running_under_its_claim_is_not_taken_over_by_a_newer_event(via: Via) {
+    let h = Harness::over(via);
+    let failing = Env::issue("18c").at(10).titled("v1");
+    let newer = Env::issue("18c").at(20).titled("v2");
+    let entity = failing.entity();
+    let gate = Arc::new(Gate::default());
+    h.script.on(&entity, Step::Retryable("503 from the destination"));
+    h.script.on(&entity, Step::Hold(gate.clone(), Box::new(Step::Pass)));
+    h.send_env(&failing).await;
+    let d = h.deliver(1).await;
+    assert_eq!(d.only().status, Some(Status::Errored));
+    h.advance(d.retry_after(0));
+
+    // The retry claims and runs; meanwhile the newer event arrives, reads the holder's record (the head, written
+    // by the retry's claim, does not say `errored`) and finds it running: it queues behind it.
+    let retry = h.receive(1).await;
+    let (d2, ()) = tokio::join!(h.invoke(&retry), async {
+        gate.entered().await;
+        h.send_env(&newer).await;
+        assert_eq!(h.deliver(1).await.only().status, Some(Status::Queued));
+        gate.release();
+    });
+    assert_eq!(d2.only().status, Some(Status::Completed));
+    assert_eq!(h.deliver(1).await.only().status, Some(Status::Completed), "the newer event, promoted");
+    assert_eq!(h.effects().await, ids(&[&failing, &newer]));
+    assert_eq!(h.mirror_state(&entity).await, Some(json!({"title": "v2"})));
 }
 
 async fn last_allowed_attempt_fails_the_event_and_dead_letters_its_message_and_releases_the_head(via: Via) {
@@ -1930,6 +1992,8 @@ over_every_destination!(
     destination_holding_a_newer_local_edit_drops_the_event_for_that_record,
     create_without_updated_at_is_dropped_for_a_local_edit,
     retryable_error_marks_errored_and_returns_the_message_with_backoff,
+    a_backoff_that_outlasts_its_claims_lease_flags_the_head_errored_and_moves_its_lease_past_the_retry,
+    a_retry_running_under_its_claim_is_not_taken_over_by_a_newer_event,
     last_allowed_attempt_fails_the_event_and_dead_letters_its_message_and_releases_the_head,
     permanent_error_fails_at_once_and_releases_the_head,
     a_delay_the_destination_asks_for_replaces_the_backoff_up_to_backoff_max,

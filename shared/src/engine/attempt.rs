@@ -71,7 +71,8 @@ pub(super) async fn drive(
             Some(KnownHead::Read(head)) => *head,
             Some(KnownHead::Unread) | None => store.get_head(&envelope.entity).await?,
         };
-        let head = head.unwrap_or_else(|| EntityHead::empty(envelope.entity.clone(), now));
+        let mut head = head.unwrap_or_else(|| EntityHead::empty(envelope.entity.clone(), now));
+        note_errored_holder(engine, &mut head, &record, policy).await?;
         let candidate = Candidate {
             event_id: record.event_id.clone(),
             order: envelope.order,
@@ -106,6 +107,31 @@ pub(super) async fn drive(
         }
     }
     Err(EngineError::Contended(envelope.entity.to_string(), engine.settings.max_rounds))
+}
+
+/// Flags `head`'s holder `errored` when its record says so: a failure inside its claim's lease writes the record
+/// alone and leaves the head as the claim wrote it (spec §9 "A failure inside its claim's lease writes the record
+/// alone"). The holder's record is the arriving event's own (its retry, a copy), or, when a newer `latest_wins` event
+/// would otherwise queue behind a live holder (§4 rule 3), read here. Only an `errored` record of the attempt the
+/// head's claim names counts: a record of an earlier attempt is a retry's claim between its two writes.
+async fn note_errored_holder(
+    engine: &Engine,
+    head: &mut EntityHead,
+    record: &EventRecord,
+    policy: Policy,
+) -> Result<(), EngineError> {
+    let now = engine.now();
+    let Some(inflight) = head.inflight.as_mut().filter(|i| !i.errored) else { return Ok(()) };
+    let ended_with_error =
+        |holder: &EventRecord| holder.status == Status::Errored && holder.attempt == inflight.attempt;
+    inflight.errored = if inflight.slot.event_id == record.event_id {
+        ended_with_error(record)
+    } else if policy == Policy::LatestWins && now <= inflight.lease_until + engine.settings.clock_margin {
+        engine.ports.store.get_event(&inflight.slot.event_id).await?.is_some_and(|holder| ended_with_error(&holder))
+    } else {
+        false
+    };
+    Ok(())
 }
 
 /// A new (or restarted) event of a disabled source or tenant: kept as `disabled`, not applied, re-drivable.

@@ -44,6 +44,10 @@ enum HeadMove {
         /// Until when the errored event keeps it.
         lease_until: chrono::DateTime<chrono::Utc>,
     },
+    /// The event keeps its entity and the head stays as its claim wrote it: the claim's lease lasts until the retry
+    /// is due, and the record alone says the attempt failed (spec §9 "A failure inside its claim's lease writes the
+    /// record alone").
+    Unchanged,
 }
 
 /// What moving a head on leaves to do once it is written.
@@ -69,7 +73,8 @@ impl MovedOn {
 /// Writes the end of an attempt, unless the claim was lost meanwhile (then the newer holder decides): the record
 /// first, then the head moved on, one conditional write each (spec §9 "One write per item in a settle"). A settle cut short
 /// between the two leaves a settled record its head still names; the event's next delivery or the sweeper finishes
-/// it ([`Engine::finish_settle`]).
+/// it ([`Engine::finish_settle`]). An `errored` end whose retry is due inside the claim's lease writes the record
+/// alone (spec §9 "A failure inside its claim's lease writes the record alone").
 /// `known`: the head as the claim wrote it, when the first round may decide on it (a head changed since makes the
 /// commit a conflict, and the next round reads again).
 pub(super) async fn settle(
@@ -175,10 +180,18 @@ pub(super) async fn settle(
                     error.message.clone()
                 };
                 record.transition(engine.entry(Status::Errored, attempt, invocation, Some(note)))?;
-                let lease_until = now + *delay + engine.settings.lease;
-                (Disposition::Retry { after: *delay }, HeadMove::Errored { lease_until })
+                let claim_lease_until = head.as_ref().and_then(|h| h.inflight.as_ref()).map(|i| i.lease_until);
+                let head_move = if claim_lease_until.is_some_and(|until| now + *delay <= until) {
+                    HeadMove::Unchanged
+                } else {
+                    HeadMove::Errored { lease_until: now + *delay + engine.settings.lease }
+                };
+                (Disposition::Retry { after: *delay }, head_move)
             }
         };
+        if matches!(head_move, HeadMove::Unchanged) {
+            head = None;
+        }
         let moved = match head.as_mut() {
             Some(head) => Some(move_head(engine, head, &record, head_move, now).await?),
             None => None,
@@ -221,13 +234,17 @@ async fn move_head(
     how: HeadMove,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<MovedOn, EngineError> {
-    head.updated_at = now;
-    if let HeadMove::Errored { lease_until } = how {
-        if let Some(inflight) = head.inflight.as_mut() {
-            inflight.errored = true;
-            inflight.move_lease(lease_until);
+    match how {
+        HeadMove::Unchanged => return Ok(MovedOn::default()),
+        HeadMove::Errored { lease_until } => {
+            head.updated_at = now;
+            if let Some(inflight) = head.inflight.as_mut() {
+                inflight.errored = true;
+                inflight.move_lease(lease_until);
+            }
+            return Ok(MovedOn::default());
         }
-        return Ok(MovedOn::default());
+        HeadMove::Release => head.updated_at = now,
     }
     let completed = record.status == Status::Completed;
     let resume_waiters = completed && std::mem::take(&mut head.has_waiters);
