@@ -219,6 +219,7 @@ async fn newer_event_takes_over_an_errored_inflight_one_and_cancels_it(via: Via)
     let head = h.head(&entity).await;
     let inflight = head.inflight.as_ref().expect("the errored event holds its entity");
     assert_eq!((&inflight.slot.event_id, inflight.errored), (&failing.event_id(), false));
+    assert_eq!(head.version, 1, "the head was written once, by the claim");
     assert_eq!(h.record_of(&failing).await.attempt, inflight.attempt);
 
     h.send_env(&newer).await;
@@ -525,6 +526,7 @@ async fn a_backoff_that_outlasts_its_claims_lease_flags_the_head_errored_and_mov
     let head = h.head(&entity).await;
     let inflight = head.inflight.as_ref().expect("the errored event holds its entity");
     assert!(inflight.errored, "the head says errored: its claim's lease ends before the retry");
+    assert_eq!(head.version, 2, "the head was written by the claim, then by the failure");
     assert_eq!(inflight.lease_until, h.now() + after + h.options.settings.lease);
     assert!(inflight.lease_floor() < inflight.lease_until, "the lease index entry stays where the claim put it");
 
