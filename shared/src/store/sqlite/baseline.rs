@@ -27,6 +27,14 @@ struct EventRow {
     body: String,
 }
 
+/// A `heads` row: every column but the key.
+struct HeadRow {
+    lease_until: Option<i64>,
+    version: i64,
+    body: String,
+    needs_verification: bool,
+}
+
 /// A `mirror` row: every column.
 struct MirrorRow {
     body: String,
@@ -43,8 +51,8 @@ struct MirrorRow {
 /// The rows of one finished run, read from its database, ready to be written again.
 pub struct BaselineRows {
     events: Vec<EventRow>,
-    /// Head row (lease_until, version, body) by entity key.
-    heads: HashMap<String, (Option<i64>, i64, String)>,
+    /// Head row by entity key.
+    heads: HashMap<String, HeadRow>,
     mirror: HashMap<String, MirrorRow>,
     /// Effect row (entity key, applied_at) by event id.
     effects: HashMap<String, (String, i64)>,
@@ -92,9 +100,18 @@ impl BaselineRows {
             .ctx(what)?
             .collect::<Result<Vec<_>, _>>()
             .ctx(what)?;
-        let mut stmt = conn.prepare("SELECT entity_key, lease_until, version, body FROM heads").ctx(what)?;
+        let mut stmt =
+            conn.prepare("SELECT entity_key, lease_until, version, body, needs_verification FROM heads").ctx(what)?;
         let heads = stmt
-            .query_map([], |row| Ok((row.get(0)?, (row.get(1)?, row.get(2)?, row.get(3)?))))
+            .query_map([], |row| {
+                let head = HeadRow {
+                    lease_until: row.get(1)?,
+                    version: row.get(2)?,
+                    body: row.get(3)?,
+                    needs_verification: row.get(4)?,
+                };
+                Ok((row.get(0)?, head))
+            })
             .ctx(what)?
             .collect::<Result<HashMap<_, _>, _>>()
             .ctx(what)?;
@@ -188,14 +205,16 @@ impl BaselineRows {
         ])
         .ctx(what)?;
         let Some(key) = &e.entity_key else { return Ok(()) };
-        if let Some((lease_until, version, body)) = self.heads.get(key) {
+        if let Some(head) = self.heads.get(key) {
             conn.prepare_cached(
-                "INSERT INTO heads (entity_key, lease_until, version, body) VALUES (?1, ?2, ?3, ?4)
+                "INSERT INTO heads (entity_key, lease_until, version, body, needs_verification)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (entity_key) DO UPDATE SET lease_until = excluded.lease_until,
-                     version = excluded.version, body = excluded.body",
+                     version = excluded.version, body = excluded.body,
+                     needs_verification = excluded.needs_verification",
             )
             .ctx(what)?
-            .execute(params![key, lease_until, version, body])
+            .execute(params![key, head.lease_until, head.version, head.body, head.needs_verification])
             .ctx(what)?;
         }
         let Some((_, applied_at)) = self.effects.get(&e.event_id) else { return Ok(()) };

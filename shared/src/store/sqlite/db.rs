@@ -200,7 +200,13 @@ impl Db {
         conn.wal_hook(Some(note_wal_frames));
         conn.pragma_update(None, "journal_size_limit", i64::try_from(self.wal_budget).unwrap_or(i64::MAX))
             .ctx(&what)?;
-        conn.pragma_update(None, "cache_size", -16_384).ctx(&what)?;
+        // A small page cache (512 KiB): a connection's cache is dropped whenever another connection committed
+        // since its last read, so under steady writes a large one holds little that is read again; but SQLite
+        // scans the whole cache at the end of every write transaction in which a B-tree rebalance renumbered a
+        // page (it parks the page at the lock-byte page's number for a moment, and the end of the transaction then
+        // truncates the cache from far below that number). With 16 MiB that scan was 7 % of the CPU of `synctrail
+        // bench`; with 512 KiB events/s rose ≈ 8 % and `bench verify` did not slow down.
+        conn.pragma_update(None, "cache_size", -512).ctx(&what)?;
         // No memory map (SQLite's default): a connection whose next read finds that another connection committed
         // drops its page cache and unmaps the whole file, so under steady writes every read paid for an `munmap`
         // (TLB shootdowns on every core) and page faults to map it again; a `pread` per page costs less (`make

@@ -73,6 +73,7 @@ struct HeadRow {
     lease_until: Option<i64>,
     version: i64,
     body: String,
+    needs_verification: bool,
     expect: Expect,
 }
 
@@ -83,6 +84,7 @@ impl HeadRow {
             lease_until: head.inflight.as_ref().map(|i| nanos(i.lease_until)).transpose()?,
             version: int(head.version, "head version")?,
             body: to_json(head, "entity head")?,
+            needs_verification: head.needs_verification,
             expect,
         })
     }
@@ -174,15 +176,23 @@ fn put_head(conn: &Connection, row: &HeadRow) -> Result<(), StoreError> {
     let changed = match row.expect {
         Expect::Absent => conn
             .exec(
-                "INSERT INTO heads (entity_key, lease_until, version, body) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (entity_key) DO NOTHING",
-                params![key, row.lease_until, row.version, row.body],
+                "INSERT INTO heads (entity_key, lease_until, version, body, needs_verification)
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (entity_key) DO NOTHING",
+                params![key, row.lease_until, row.version, row.body, row.needs_verification],
             )
             .ctx("inserting a head")?,
         Expect::Version(expected) => conn
             .exec(
-                "UPDATE heads SET lease_until = ?2, version = ?3, body = ?4 WHERE entity_key = ?1 AND version = ?5",
-                params![key, row.lease_until, row.version, row.body, int(expected, "expected version")?],
+                "UPDATE heads SET lease_until = ?2, version = ?3, body = ?4, needs_verification = ?6
+                 WHERE entity_key = ?1 AND version = ?5",
+                params![
+                    key,
+                    row.lease_until,
+                    row.version,
+                    row.body,
+                    int(expected, "expected version")?,
+                    row.needs_verification
+                ],
             )
             .ctx("updating a head")?,
     };
@@ -382,14 +392,14 @@ impl EventStore for SqliteStore {
         Ok(HeadPage { heads, next })
     }
 
-    /// By entity key, through the partial index `heads_to_verify`.
+    /// By entity key, through the partial index `heads_flagged`.
     async fn heads_to_verify(&self, limit: usize) -> Result<Vec<EntityHead>, StoreError> {
         let args = vec![limit_value(limit)];
         self.db
             .run(move |conn| {
                 read_bodies(
                     conn,
-                    "SELECT body FROM heads WHERE json_extract(body, '$.needs_verification') = 1
+                    "SELECT body FROM heads WHERE needs_verification = 1
                      ORDER BY entity_key LIMIT ?",
                     args,
                     "listing heads to verify",

@@ -2,10 +2,12 @@
 
 use super::error::SqlContext;
 use crate::store::StoreError;
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 /// The schema version this code writes; a database with a greater one was made by a newer synctrail.
-pub(crate) const SCHEMA_VERSION: i64 = 1;
+/// Version 2: `heads.needs_verification` is a column (version 1's partial index read it from the JSON body, parsing
+/// the body at every write of every head).
+pub(crate) const SCHEMA_VERSION: i64 = 2;
 
 const TABLES: &str = "
 CREATE TABLE IF NOT EXISTS events (
@@ -32,14 +34,15 @@ CREATE TABLE IF NOT EXISTS heads (
     entity_key TEXT PRIMARY KEY,
     lease_until INTEGER,
     version INTEGER NOT NULL,
-    body TEXT NOT NULL
+    body TEXT NOT NULL,
+    needs_verification INTEGER NOT NULL DEFAULT 0
 );
 -- Only heads with an event in flight: releasing or claiming a head touches the index's newest entries, not a page
 -- among thousands of idle heads' entries (the full index `heads_lease` it replaces did).
 DROP INDEX IF EXISTS heads_lease;
 CREATE INDEX IF NOT EXISTS heads_leased ON heads (lease_until) WHERE lease_until IS NOT NULL;
-CREATE INDEX IF NOT EXISTS heads_to_verify ON heads (entity_key)
-    WHERE json_extract(body, '$.needs_verification') = 1;
+DROP INDEX IF EXISTS heads_to_verify;
+CREATE INDEX IF NOT EXISTS heads_flagged ON heads (entity_key) WHERE needs_verification = 1;
 
 CREATE TABLE IF NOT EXISTS queue (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -89,9 +92,69 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             .into(),
         ));
     }
+    add_verification_column(&tx)?;
     tx.execute_batch(TABLES).ctx("creating the tables")?;
     if found < SCHEMA_VERSION {
         tx.pragma_update(None, "user_version", SCHEMA_VERSION).ctx("stamping the schema version")?;
     }
     tx.commit().ctx("committing the schema")
+}
+
+/// Version 1 → 2: a `heads` table without the `needs_verification` column gets it, set from the body.
+fn add_verification_column(tx: &Transaction) -> Result<(), StoreError> {
+    let what = "adding heads.needs_verification";
+    let (table, column): (bool, bool) = tx
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'heads'),
+                    EXISTS (SELECT 1 FROM pragma_table_info('heads') WHERE name = 'needs_verification')",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .ctx(what)?;
+    if table && !column {
+        tx.execute_batch(
+            "ALTER TABLE heads ADD COLUMN needs_verification INTEGER NOT NULL DEFAULT 0;
+             UPDATE heads SET needs_verification = 1 WHERE json_extract(body, '$.needs_verification') = 1;",
+        )
+        .ctx(what)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_version_1_database_gets_the_verification_column_with_its_flagged_heads() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut conn = Connection::open(dir.path().join("synctrail.db")).expect("open");
+        conn.execute_batch(
+            "CREATE TABLE heads (entity_key TEXT PRIMARY KEY, lease_until INTEGER, version INTEGER NOT NULL,
+                 body TEXT NOT NULL);
+             CREATE INDEX heads_to_verify ON heads (entity_key) WHERE json_extract(body, '$.needs_verification') = 1;
+             INSERT INTO heads VALUES ('github:issue:1', NULL, 3, '{\"needs_verification\":true}');
+             INSERT INTO heads VALUES ('github:issue:2', NULL, 1, '{\"needs_verification\":false}');
+             INSERT INTO heads VALUES ('github:issue:3', NULL, 1, '{}');
+             PRAGMA user_version = 1;",
+        )
+        .expect("a version 1 database");
+
+        migrate(&mut conn).expect("migrate");
+        migrate(&mut conn).expect("migrating twice changes nothing");
+
+        let flagged: Vec<String> = conn
+            .prepare("SELECT entity_key FROM heads WHERE needs_verification = 1 ORDER BY entity_key")
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .expect("flagged heads");
+        assert_eq!(flagged, ["github:issue:1"]);
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).expect("version");
+        assert_eq!(version, SCHEMA_VERSION);
+        let indexes: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'heads' ORDER BY name")
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .expect("indexes");
+        assert!(indexes.contains(&"heads_flagged".to_owned()), "{indexes:?}");
+        assert!(!indexes.contains(&"heads_to_verify".to_owned()), "the body-parsing index is gone: {indexes:?}");
+    }
 }
