@@ -37,7 +37,7 @@ pub struct RunOptions {
     pub follow: bool,
     /// Stop after this long, drained or not.
     pub max_duration: std::time::Duration,
-    /// How often the queue's depth is polled (and `progress` called).
+    /// How often `progress` is called and, when no invocation ended since the last time, the queue's depth polled.
     pub poll_interval: std::time::Duration,
     /// The queue must look empty this long before a sweep may declare it drained. Zero for the embedded queue,
     /// whose counts are exact; a few seconds for SQS, whose counts are approximate.
@@ -109,7 +109,7 @@ impl LocalRuntime {
         Self { ports, settings }
     }
 
-    /// Runs until the queue is quiescent (or `max_duration`), calling `progress` at every poll of the queue; stops
+    /// Runs until the queue is quiescent (or `max_duration`), calling `progress` every `poll_interval`; stops
     /// with the sweep's error when the queue is empty but [`SWEEP_FAILURES_TO_GIVE_UP`] sweeps in a row fail.
     pub async fn run(
         &self,
@@ -129,9 +129,22 @@ impl LocalRuntime {
         let mut drained = false;
         let mut quiet_since: Option<std::time::Instant> = None;
         let (mut failed_sweeps, mut gave_up) = (0, None);
+        let mut invocations_seen = 0;
         while started.elapsed() < options.max_duration {
             tokio::time::sleep(options.poll_interval).await;
-            progress(&lock(&stats));
+            let invocations = {
+                let stats = lock(&stats);
+                progress(&stats);
+                stats.invocations
+            };
+            // An invocation ended since the last poll: the queue is not quiescent, and measuring it (on the
+            // embedded queue, a pass over every message) would only take time from the workers. It is measured
+            // once a poll interval passes without one.
+            if invocations != invocations_seen {
+                invocations_seen = invocations;
+                quiet_since = None;
+                continue;
+            }
             let depth = self.ports.queue.depth().await?;
             if depth.visible + depth.in_flight + depth.delayed > 0 {
                 quiet_since = None;

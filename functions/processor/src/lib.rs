@@ -166,7 +166,9 @@ impl Processor {
                 let result = if started + self.safety_margin >= context.deadline {
                     RecordResult::NotStarted
                 } else {
-                    self.process_record(message, &incomings[index], prepared, context).await
+                    // Boxed: the lane's future stays small, so the stream moves a pointer instead of copying the
+                    // record's whole state machine.
+                    Box::pin(self.process_record(message, &incomings[index], prepared, context)).await
                 };
                 done.push((index, result, clock.now() - started));
             }
@@ -258,8 +260,9 @@ impl Processor {
         span: &Span,
     ) -> RecordResult {
         let invocation = context.invocation();
-        let processed =
-            AssertUnwindSafe(self.engine.process_prepared(incoming, prepared, &invocation)).catch_unwind().await;
+        let processed = AssertUnwindSafe(Box::pin(self.engine.process_prepared(incoming, prepared, &invocation)))
+            .catch_unwind()
+            .await;
         let receipt = message.receipt_handle.as_deref();
         match processed {
             Ok(Ok(outcome)) => {
