@@ -45,8 +45,11 @@ const STATEMENT_CACHE: usize = 64;
 /// happy-path record (≈ 1.6 KB of JSON) still fits in one page; a longer history spills into overflow pages.
 const PAGE_SIZE: i64 = 2048;
 
-/// The WAL budget of a database unless its opener says otherwise.
-pub(crate) const DEFAULT_WAL_BUDGET: u64 = 32 << 20;
+/// The WAL budget of a database unless its opener says otherwise. The checkpointer copies only a page's newest
+/// frame, so the longer the WAL grows between checkpoints, the more rewrites of one page (a head, an index's hot end)
+/// it copies once: 56 MiB instead of 32 writes 5 % fewer bytes per event (`synctrail bench`: 36.6 → 34.7 KiB, the CPU
+/// unchanged). The log peaks just past the budget (one group commit more): 56.8 MiB in that run, under 64 MB.
+pub(crate) const DEFAULT_WAL_BUDGET: u64 = 56 << 20;
 
 /// How long a `RESTART` checkpoint waits for readers (and other processes' writers) before giving up until the WAL
 /// has grown by another quarter of its budget.
