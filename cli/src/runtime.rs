@@ -8,15 +8,15 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use synctrail::destination::drill::{DrillDestination, DrillPlan};
 use synctrail::destination::Destination;
 use synctrail::engine::{Disposition, Engine, Invocation, Ports};
 use synctrail::model::Status;
-use synctrail::store::{Queue, QueueMessage, StoreError};
+use synctrail::store::{Queue, QueueMessage, StoreError, RECEIVE_RECHECK};
 use synctrail::Settings;
 use synctrail_processor::{sqs_event, InvocationContext, Processor, RecordResult};
+use tokio::sync::watch;
 
 /// How the runtime runs.
 #[derive(Debug, Clone)]
@@ -70,6 +70,10 @@ impl Default for RunOptions {
     }
 }
 
+/// How long a worker's receive waits for a first message (SQS long polling; the embedded queue is woken by this
+/// process's sends). A stopping run does not wait for it.
+const RECEIVE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Failed sweeps in a row, with the queue empty, after which a run stops with the sweep's error instead of
 /// polling until `max_duration` (a sweep that always fails would otherwise look like a queue that never drains).
 pub const SWEEP_FAILURES_TO_GIVE_UP: u32 = 3;
@@ -117,12 +121,12 @@ impl LocalRuntime {
         progress: &(dyn Fn(&RunStats) + Sync),
     ) -> Result<RunStats, StoreError> {
         let stats = Arc::new(Mutex::new(RunStats::default()));
-        let stop = Arc::new(AtomicBool::new(false));
+        let (stop, stopping) = watch::channel(false);
         let mut workers = Vec::new();
         for index in 0..options.workers.max(1) {
             let worker = self.worker(options, index as u64);
-            let (stats, stop, options) = (Arc::clone(&stats), Arc::clone(&stop), options.clone());
-            workers.push(tokio::spawn(async move { worker.run(&options, &stats, &stop).await }));
+            let (stats, stopping, options) = (Arc::clone(&stats), stopping.clone(), options.clone());
+            workers.push(tokio::spawn(async move { worker.run(&options, &stats, stopping).await }));
         }
         let started = std::time::Instant::now();
         let sweeper = Engine::new(self.ports.clone(), self.settings.clone());
@@ -185,7 +189,7 @@ impl LocalRuntime {
                 }
             }
         }
-        stop.store(true, Ordering::SeqCst);
+        stop.send_replace(true);
         for worker in workers {
             match worker.await {
                 Ok(Ok(())) => {}
@@ -234,20 +238,30 @@ struct Worker {
 }
 
 impl Worker {
-    async fn run(mut self, options: &RunOptions, stats: &Mutex<RunStats>, stop: &AtomicBool) -> Result<(), StoreError> {
-        while !stop.load(Ordering::SeqCst) {
-            let messages = match self.queue.receive(options.batch_size, options.visibility_timeout).await {
-                Ok(messages) => messages,
-                Err(e) if e.is_retryable() => Vec::new(),
-                Err(e) => return Err(e),
+    /// Receives and invokes until the run stops. A receive waits for messages instead of the worker sleeping
+    /// between empty ones; when the run stops it is dropped (a message it was taking just then comes back after
+    /// its visibility timeout, as from a consumer that stopped).
+    async fn run(
+        mut self,
+        options: &RunOptions,
+        stats: &Mutex<RunStats>,
+        mut stopping: watch::Receiver<bool>,
+    ) -> Result<(), StoreError> {
+        loop {
+            let received = tokio::select! {
+                biased;
+                _ = stopping.wait_for(|stopped| *stopped) => return Ok(()),
+                received = self.queue.receive_waiting(options.batch_size, options.visibility_timeout, RECEIVE_WAIT) =>
+                    received,
             };
-            if messages.is_empty() {
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                continue;
+            match received {
+                Ok(messages) if messages.is_empty() => {}
+                Ok(messages) => self.invoke(messages, options, stats).await?,
+                // Throttled or busy: a short pause, then again.
+                Err(e) if e.is_retryable() => tokio::time::sleep(RECEIVE_RECHECK).await,
+                Err(e) => return Err(e),
             }
-            self.invoke(messages, options, stats).await?;
         }
-        Ok(())
     }
 
     /// One invocation: the handler over the batch, then the deletes Lambda would do.

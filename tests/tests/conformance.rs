@@ -926,6 +926,46 @@ pub mod suite {
         assert_eq!(depth.oldest_sent_at, None);
     }
 
+    /// A receive that waits returns a message sent while it waits, before its wait is over.
+    pub async fn a_waiting_receive_returns_a_message_sent_while_it_waits(p: &Ports) {
+        let wait = std::time::Duration::from_secs(10);
+        let started = std::time::Instant::now();
+        let (got, sent) = tokio::join!(p.queue.receive_waiting(10, Duration::seconds(30), wait), async {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            p.queue.send(vec![OutgoingMessage::new("late")]).await.expect("send")
+        });
+        let got = got.expect("receive");
+        assert_eq!(got.iter().map(|m| m.message_id.as_str()).collect::<Vec<_>>(), [sent[0].as_str()]);
+        assert!(started.elapsed() < wait, "returned only when its wait was over: {:?}", started.elapsed());
+    }
+
+    /// A receive that waits with nothing to receive returns empty once its wait is over, not before.
+    pub async fn a_waiting_receive_with_nothing_to_receive_returns_empty_when_its_wait_is_over(p: &Ports) {
+        let wait = std::time::Duration::from_secs(1);
+        let started = std::time::Instant::now();
+        let got = p.queue.receive_waiting(10, Duration::seconds(30), wait).await.expect("receive");
+        assert!(got.is_empty(), "{got:?}");
+        let waited = started.elapsed();
+        assert!(waited + std::time::Duration::from_millis(100) >= wait, "returned after {waited:?} of {wait:?}");
+    }
+
+    /// A message whose visibility ends while a receive waits is delivered to it, before its wait is over.
+    pub async fn a_waiting_receive_gets_a_message_whose_visibility_ends_meanwhile(p: &Ports) {
+        p.queue.send(vec![OutgoingMessage::new("again")]).await.expect("send");
+        let first = p.queue.receive(1, Duration::seconds(1)).await.expect("receive");
+        assert_eq!(first.len(), 1);
+        let wait = std::time::Duration::from_secs(10);
+        let started = std::time::Instant::now();
+        let (got, ()) =
+            tokio::join!(p.queue.receive_waiting(10, Duration::seconds(30), wait), p.pass(Duration::seconds(1)));
+        let got = got.expect("receive");
+        assert_eq!(
+            got.iter().map(|m| (m.message_id.as_str(), m.receive_count)).collect::<Vec<_>>(),
+            [(first[0].message_id.as_str(), 2)]
+        );
+        assert!(started.elapsed() < wait, "returned only when its wait was over: {:?}", started.elapsed());
+    }
+
     /// Sending to a queue the backend does not have is an error, and nothing reaches the queue.
     pub async fn sending_to_a_queue_the_backend_lacks_is_refused(p: &Ports) {
         let missing = "http://127.0.0.1:1/000000000000/no-such-queue";
@@ -1714,6 +1754,9 @@ macro_rules! for_every_check {
             a_deleted_message_is_gone,
             a_stale_receipt_handle_deletes_nothing,
             sending_to_a_queue_the_backend_lacks_is_refused,
+            a_waiting_receive_returns_a_message_sent_while_it_waits,
+            a_waiting_receive_with_nothing_to_receive_returns_empty_when_its_wait_is_over,
+            a_waiting_receive_gets_a_message_whose_visibility_ends_meanwhile,
             changing_visibility_moves_the_next_delivery,
             a_message_received_max_receives_times_moves_to_the_dead_letter_queue,
             a_dead_lettered_message_is_not_delivered_again,

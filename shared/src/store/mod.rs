@@ -18,5 +18,5 @@ pub mod aws;
 pub use error::{Detail, StoreError};
 pub use events::{EventQuery, EventStore, Expect, HeadPage, PartialCommit, Write};
 pub use payloads::PayloadStore;
-pub use queue::{OutgoingMessage, Queue, QueueDepth, QueueMessage};
+pub use queue::{OutgoingMessage, Queue, QueueDepth, QueueMessage, RECEIVE_RECHECK};
 pub use snapshots::{FileSnapshot, Snapshot, SnapshotStore};

@@ -56,6 +56,9 @@ pub struct QueueDepth {
     pub oldest_sent_at: Option<DateTime<Utc>>,
 }
 
+/// How often a waiting receive looks again for what nobody tells it of (see [`Queue::receive_waiting`]).
+pub const RECEIVE_RECHECK: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// An SQS-like queue with a dead-letter queue.
 #[async_trait]
 pub trait Queue: Send + Sync {
@@ -69,6 +72,27 @@ pub trait Queue: Send + Sync {
     /// Receives up to `max` visible messages and hides them for `visibility`. A message received more than
     /// [`Queue::max_receives`] times moves to the dead-letter queue instead of being delivered.
     async fn receive(&self, max: usize, visibility: Duration) -> Result<Vec<QueueMessage>, StoreError>;
+
+    /// Like [`Queue::receive`], but when nothing is visible waits up to `wait` for a first message (SQS long
+    /// polling), returning as soon as one can be received; empty once `wait` is over. What an event source calls in
+    /// its loop instead of sleeping between empty receives. The default receives again every [`RECEIVE_RECHECK`]
+    /// until `wait` is over; a backend that can be told of new messages overrides it.
+    async fn receive_waiting(
+        &self,
+        max: usize,
+        visibility: Duration,
+        wait: std::time::Duration,
+    ) -> Result<Vec<QueueMessage>, StoreError> {
+        let until = tokio::time::Instant::now() + wait;
+        loop {
+            let received = self.receive(max, visibility).await?;
+            let now = tokio::time::Instant::now();
+            if !received.is_empty() || max == 0 || now >= until {
+                return Ok(received);
+            }
+            tokio::time::sleep(RECEIVE_RECHECK.min(until - now)).await;
+        }
+    }
 
     /// Deletes received messages by receipt handle; a stale handle is ignored.
     async fn delete(&self, receipt_handles: &[String]) -> Result<(), StoreError>;

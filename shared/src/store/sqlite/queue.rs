@@ -4,18 +4,23 @@ use super::codec::{after, nanos, random_id, time, time_ordered_id, uint, Cached}
 use super::db::Db;
 use super::error::SqlContext;
 use crate::clock::Clock;
-use crate::store::{OutgoingMessage, Queue, QueueDepth, QueueMessage, StoreError};
+use crate::store::{OutgoingMessage, Queue, QueueDepth, QueueMessage, StoreError, RECEIVE_RECHECK};
 use async_trait::async_trait;
 use chrono::Duration;
 use rusqlite::{params, Row};
 use std::collections::HashSet;
 use std::sync::Arc;
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
 /// The embedded [`Queue`]: table `queue` in `synctrail.db`; dead letters are rows with `dead = 1`.
 pub struct SqliteQueue {
     db: Arc<Db>,
     clock: Arc<dyn Clock>,
     max_receives: u32,
+    /// Wakes the receives waiting in this process when a message may have become visible (see
+    /// [`Queue::receive_waiting`]).
+    arrivals: Notify,
 }
 
 const COLUMNS: &str = "seq, message_id, body, trace_header, sent_at, receive_count, first_received_at, receipt_handle";
@@ -66,7 +71,27 @@ fn message_of(handle: &str) -> &str {
 
 impl SqliteQueue {
     pub(crate) fn new(db: Arc<Db>, clock: Arc<dyn Clock>, max_receives: u32) -> Self {
-        Self { db, clock, max_receives }
+        Self { db, clock, max_receives, arrivals: Notify::new() }
+    }
+
+    /// Tells the receives waiting in this process that a message may be visible now.
+    fn announce(&self) {
+        self.arrivals.notify_waiters();
+    }
+
+    /// How long until the next message of the queue (dead letters aside) is visible, by the queue's clock: zero
+    /// when one is visible now, `None` when the queue is empty. One index lookup, no write.
+    async fn next_visible_in(&self) -> Result<Option<std::time::Duration>, StoreError> {
+        let clock = Arc::clone(&self.clock);
+        self.db
+            .run(move |conn| {
+                let what = "finding the next visible message";
+                let next: Option<i64> =
+                    conn.one("SELECT MIN(visible_at) FROM queue WHERE dead = 0", [], |row| row.get(0)).ctx(what)?;
+                let now = nanos(clock.now())?;
+                Ok(next.map(|at| std::time::Duration::from_nanos(u64::try_from(at.saturating_sub(now)).unwrap_or(0))))
+            })
+            .await
     }
 
     /// Updates the live message holding `handle` as its current receipt; a stale handle → `NotFound`.
@@ -132,7 +157,8 @@ impl SqliteQueue {
     pub async fn redrive_dead_letters(&self, limit: usize) -> Result<u64, StoreError> {
         let limit = if limit == 0 { -1 } else { i64::try_from(limit).unwrap_or(i64::MAX) };
         let clock = Arc::clone(&self.clock);
-        self.db
+        let moved = self
+            .db
             .write(move |tx| {
                 let now = nanos(clock.now())?;
                 let moved = tx
@@ -145,7 +171,9 @@ impl SqliteQueue {
                     .ctx("redriving dead letters")?;
                 Ok(moved as u64)
             })
-            .await
+            .await?;
+        self.announce();
+        Ok(moved)
     }
 
     /// Deletes every message not in the dead-letter queue (like SQS `PurgeQueue` on the source queue); returns
@@ -172,7 +200,8 @@ impl Queue for SqliteQueue {
             return Ok(Vec::new());
         }
         let clock = Arc::clone(&self.clock);
-        self.db
+        let ids = self
+            .db
             .write(move |tx| {
                 let now = nanos(clock.now())?;
                 let mut stmt = tx
@@ -191,7 +220,9 @@ impl Queue for SqliteQueue {
                 }
                 Ok(ids)
             })
-            .await
+            .await?;
+        self.announce();
+        Ok(ids)
     }
 
     async fn receive(&self, max: usize, visibility: Duration) -> Result<Vec<QueueMessage>, StoreError> {
@@ -254,6 +285,46 @@ impl Queue for SqliteQueue {
             .await
     }
 
+    /// Woken at once by what this process does (a send, a visibility change, dead letters moved back), and when
+    /// the next message's visibility ends. What it can't be told of — another process's send, a clock moved by
+    /// hand — it looks for at least every [`RECEIVE_RECHECK`] with one index lookup and no write; a receive (a write)
+    /// runs only when something may be visible.
+    async fn receive_waiting(
+        &self,
+        max: usize,
+        visibility: Duration,
+        wait: std::time::Duration,
+    ) -> Result<Vec<QueueMessage>, StoreError> {
+        let until = Instant::now() + wait;
+        let mut look = true;
+        loop {
+            let announced = self.arrivals.notified();
+            tokio::pin!(announced);
+            // Registered before looking, so an announcement after the look is not missed.
+            announced.as_mut().enable();
+            if look {
+                let received = self.receive(max, visibility).await?;
+                if !received.is_empty() || max == 0 {
+                    return Ok(received);
+                }
+            }
+            let now = Instant::now();
+            if now >= until {
+                return Ok(Vec::new());
+            }
+            let next = self.next_visible_in().await?;
+            if next.is_some_and(|in_| in_.is_zero()) {
+                look = true;
+                continue;
+            }
+            let nap = next.map_or(RECEIVE_RECHECK, |in_| in_.min(RECEIVE_RECHECK)).min(until - now);
+            look = tokio::select! {
+                () = announced.as_mut() => true,
+                () = tokio::time::sleep(nap) => next.is_some_and(|in_| in_ <= nap),
+            };
+        }
+    }
+
     async fn delete(&self, receipt_handles: &[String]) -> Result<(), StoreError> {
         if receipt_handles.is_empty() {
             return Ok(());
@@ -279,7 +350,9 @@ impl Queue for SqliteQueue {
             "UPDATE queue SET visible_at = ?3 WHERE message_id = ?1 AND receipt_handle = ?2 AND dead = 0",
             timeout,
         )
-        .await
+        .await?;
+        self.announce();
+        Ok(())
     }
 
     async fn dead_letter(&self, receipt_handle: &str, _body: &str, _trace: Option<&str>) -> Result<(), StoreError> {
@@ -361,7 +434,9 @@ impl Queue for SqliteQueue {
                 }
                 Ok(())
             })
-            .await
+            .await?;
+        self.announce();
+        Ok(())
     }
 
     async fn depth(&self) -> Result<QueueDepth, StoreError> {

@@ -305,8 +305,31 @@ impl SqsQueue {
             .collect()
     }
 
-    /// Receives up to `max` messages from `url`, hidden for `visibility`.
-    async fn receive_from(&self, url: &str, max: usize, visibility: Duration) -> Result<Vec<QueueMessage>, StoreError> {
+    /// Receives from the queue (see [`SqsQueue::receive_from`]) and remembers the handles it handed out.
+    async fn receive_main(
+        &self,
+        max: usize,
+        visibility: Duration,
+        wait_seconds: i32,
+    ) -> Result<Vec<QueueMessage>, StoreError> {
+        let messages = self.receive_from(&self.queue_url, max, visibility, wait_seconds).await?;
+        self.held.remember(
+            messages.iter().map(|m| {
+                (m.receipt_handle.as_str(), m.message_id.as_str(), m.body.as_str(), m.trace_header.as_deref())
+            }),
+        );
+        Ok(messages)
+    }
+
+    /// Receives up to `max` messages from `url`, hidden for `visibility`, waiting up to `wait_seconds` for a first
+    /// one.
+    async fn receive_from(
+        &self,
+        url: &str,
+        max: usize,
+        visibility: Duration,
+        wait_seconds: i32,
+    ) -> Result<Vec<QueueMessage>, StoreError> {
         let mut out: Vec<QueueMessage> = Vec::new();
         let visibility = seconds(visibility, MAX_VISIBILITY);
         while out.len() < max {
@@ -317,7 +340,7 @@ impl SqsQueue {
                 .queue_url(url)
                 .max_number_of_messages(i32::try_from(want).unwrap_or(10))
                 .visibility_timeout(visibility)
-                .wait_time_seconds(if out.is_empty() { self.wait_seconds } else { 0 })
+                .wait_time_seconds(if out.is_empty() { wait_seconds } else { 0 })
                 .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
                 .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
                 .message_system_attribute_names(MessageSystemAttributeName::ApproximateFirstReceiveTimestamp)
@@ -427,17 +450,22 @@ impl Queue for SqsQueue {
     }
 
     async fn receive(&self, max: usize, visibility: Duration) -> Result<Vec<QueueMessage>, StoreError> {
-        let messages = self.receive_from(&self.queue_url, max, visibility).await?;
-        self.held.remember(
-            messages.iter().map(|m| {
-                (m.receipt_handle.as_str(), m.message_id.as_str(), m.body.as_str(), m.trace_header.as_deref())
-            }),
-        );
-        Ok(messages)
+        self.receive_main(max, visibility, self.wait_seconds).await
+    }
+
+    /// SQS long polling (`WaitTimeSeconds`), in whole seconds up to 20: a wait under a second is a short poll.
+    async fn receive_waiting(
+        &self,
+        max: usize,
+        visibility: Duration,
+        wait: std::time::Duration,
+    ) -> Result<Vec<QueueMessage>, StoreError> {
+        let wait_seconds = i32::try_from(wait.as_secs().min(20)).unwrap_or(20);
+        self.receive_main(max, visibility, wait_seconds).await
     }
 
     async fn receive_dead_letters(&self, max: usize, visibility: Duration) -> Result<Vec<QueueMessage>, StoreError> {
-        self.receive_from(&self.dlq_url, max, visibility).await
+        self.receive_from(&self.dlq_url, max, visibility, self.wait_seconds).await
     }
 
     async fn release_dead_letters(&self, receipt_handles: &[String]) -> Result<(), StoreError> {
