@@ -51,6 +51,11 @@ pub struct SqsQueue {
     held: Held,
 }
 
+/// A long poll's `WaitTimeSeconds`: whole seconds, at most SQS's 20.
+fn wait_seconds(wait: std::time::Duration) -> i32 {
+    i32::try_from(wait.as_secs().min(20)).unwrap_or(20)
+}
+
 /// Whole seconds of `d`, rounded up, within `0..=max`.
 fn seconds(d: Duration, max: i64) -> i32 {
     let millis = d.num_milliseconds().max(0);
@@ -164,7 +169,7 @@ impl SqsQueue {
     /// How long `receive` waits for a first message (long polling, 0 to 20 s; default 1 s). Zero is short
     /// polling, which on AWS samples only some servers and may miss messages.
     pub fn with_receive_wait(mut self, wait: std::time::Duration) -> Self {
-        self.wait_seconds = i32::try_from(wait.as_secs().min(20)).unwrap_or(20);
+        self.wait_seconds = wait_seconds(wait);
         self
     }
 
@@ -460,8 +465,7 @@ impl Queue for SqsQueue {
         visibility: Duration,
         wait: std::time::Duration,
     ) -> Result<Vec<QueueMessage>, StoreError> {
-        let wait_seconds = i32::try_from(wait.as_secs().min(20)).unwrap_or(20);
-        self.receive_main(max, visibility, wait_seconds).await
+        self.receive_main(max, visibility, wait_seconds(wait)).await
     }
 
     async fn receive_dead_letters(&self, max: usize, visibility: Duration) -> Result<Vec<QueueMessage>, StoreError> {
