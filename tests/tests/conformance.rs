@@ -1924,6 +1924,22 @@ async fn two_processes_worth_of_pools_share_one_file() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_receive_gets_what_another_process_sends_to_the_same_file() {
+    let fixture = Fixture::new();
+    let other = Embedded::open(fixture.home.path(), fixture.clock.clone(), options()).expect("second open");
+    let wait = std::time::Duration::from_secs(10);
+    let started = std::time::Instant::now();
+    // The other pool's queue shares nothing with this one but the file: its send can't wake this wait directly.
+    let (got, sent) = tokio::join!(fixture.embedded.queue.receive_waiting(10, Duration::seconds(30), wait), async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        other.queue.send(vec![OutgoingMessage::new("from the other process")]).await.expect("send")
+    });
+    let got = got.expect("receive");
+    assert_eq!(got.iter().map(|m| m.message_id.as_str()).collect::<Vec<_>>(), [sent[0].as_str()]);
+    assert!(started.elapsed() < wait, "returned only when its wait was over: {:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reopening_a_home_keeps_everything() {
     use synctrail::store::Write;
     let fixture = Fixture::new();

@@ -217,6 +217,11 @@ impl Db {
         Ok(conn)
     }
 
+    /// The database file.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
     fn check_out(&self) -> Result<Connection, StoreError> {
         let idle = self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).pop();
         match idle {

@@ -16,6 +16,7 @@ mod mirror;
 mod payloads;
 mod queue;
 mod schema;
+mod wal_watch;
 
 pub use crate::destination::guard::MirrorRecord;
 pub use events::SqliteStore;

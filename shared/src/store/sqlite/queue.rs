@@ -1,15 +1,17 @@
 //! [`SqliteQueue`]: an SQS-like queue with visibility timeouts, receive counts and a dead-letter queue.
 
+use super::baseline::wal_path;
 use super::codec::{after, nanos, random_id, time, time_ordered_id, uint, Cached};
 use super::db::Db;
 use super::error::SqlContext;
+use super::wal_watch::WalWatch;
 use crate::clock::Clock;
 use crate::store::{OutgoingMessage, Queue, QueueDepth, QueueMessage, StoreError, RECEIVE_RECHECK};
 use async_trait::async_trait;
 use chrono::Duration;
 use rusqlite::{params, Row};
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -20,7 +22,10 @@ pub struct SqliteQueue {
     max_receives: u32,
     /// Wakes the receives waiting in this process when a message may have become visible (see
     /// [`Queue::receive_waiting`]).
-    arrivals: Notify,
+    arrivals: Arc<Notify>,
+    /// The watch on the database's log that wakes them when another process commits, started by the first wait;
+    /// `None` where there is none (see [`WalWatch`]).
+    others: OnceLock<Option<WalWatch>>,
 }
 
 const COLUMNS: &str = "seq, message_id, body, trace_header, sent_at, receive_count, first_received_at, receipt_handle";
@@ -71,7 +76,7 @@ fn message_of(handle: &str) -> &str {
 
 impl SqliteQueue {
     pub(crate) fn new(db: Arc<Db>, clock: Arc<dyn Clock>, max_receives: u32) -> Self {
-        Self { db, clock, max_receives, arrivals: Notify::new() }
+        Self { db, clock, max_receives, arrivals: Arc::new(Notify::new()), others: OnceLock::new() }
     }
 
     /// Tells the receives waiting in this process that a message may be visible now.
@@ -285,10 +290,11 @@ impl Queue for SqliteQueue {
             .await
     }
 
-    /// Woken at once by what this process does (a send, a visibility change, dead letters moved back), and when
-    /// the next message's visibility ends. What it can't be told of — another process's send, a clock moved by
-    /// hand — it looks for at least every [`RECEIVE_RECHECK`] with one index lookup and no write; a receive (a write)
-    /// runs only when something may be visible.
+    /// Woken at once by what this process does (a send, a visibility change, dead letters moved back), when the
+    /// next message's visibility ends, and (on Linux) when another process commits to the database ([`WalWatch`]);
+    /// each wake costs one index lookup, and a receive (a write) runs only when something may be visible. Without
+    /// the watch, another process's send is looked for every [`RECEIVE_RECHECK`]. A clock moved by hand is noticed
+    /// at the next wake.
     async fn receive_waiting(
         &self,
         max: usize,
@@ -296,6 +302,9 @@ impl Queue for SqliteQueue {
         wait: std::time::Duration,
     ) -> Result<Vec<QueueMessage>, StoreError> {
         let until = Instant::now() + wait;
+        let watched =
+            self.others.get_or_init(|| WalWatch::start(&wal_path(self.db.path()), Arc::downgrade(&self.arrivals)));
+        let recheck = if watched.as_ref().is_some_and(WalWatch::is_live) { wait } else { RECEIVE_RECHECK };
         let mut look = true;
         loop {
             let announced = self.arrivals.notified();
@@ -317,7 +326,7 @@ impl Queue for SqliteQueue {
                 look = true;
                 continue;
             }
-            let nap = next.map_or(RECEIVE_RECHECK, |in_| in_.min(RECEIVE_RECHECK)).min(until - now);
+            let nap = next.map_or(recheck, |in_| in_.min(recheck)).min(until - now);
             look = tokio::select! {
                 () = announced.as_mut() => true,
                 () = tokio::time::sleep(nap) => next.is_some_and(|in_| in_ <= nap),
