@@ -146,19 +146,26 @@ mod linux {
     }
 }
 
-#[cfg(all(test, target_os = "linux"))]
+#[cfg(test)]
+#[cfg(target_os = "linux")]
 mod tests {
     use super::*;
     use std::io::Write;
     use std::sync::Arc;
 
-    #[tokio::test]
-    async fn a_change_of_the_log_wakes_the_waiters_and_dropping_the_watch_ends_its_thread() {
+    /// An empty log in a fresh directory (kept by the first value), the notifier and a watch on the log.
+    fn watched_log() -> (tempfile::TempDir, std::path::PathBuf, Arc<Notify>, WalWatch) {
         let dir = tempfile::tempdir().expect("temp dir");
         let wal = dir.path().join("synctrail.db-wal");
         std::fs::write(&wal, b"").expect("the log");
         let arrivals = Arc::new(Notify::new());
         let watch = WalWatch::start(&wal, Arc::downgrade(&arrivals)).expect("inotify on this machine");
+        (dir, wal, arrivals, watch)
+    }
+
+    #[tokio::test]
+    async fn a_change_of_the_log_wakes_the_waiters_and_dropping_the_watch_ends_its_thread() {
+        let (_dir, wal, arrivals, watch) = watched_log();
 
         let woken = arrivals.notified();
         tokio::pin!(woken);
@@ -181,11 +188,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_watch_whose_log_is_deleted_is_no_longer_live() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let wal = dir.path().join("synctrail.db-wal");
-        std::fs::write(&wal, b"").expect("the log");
-        let arrivals = Arc::new(Notify::new());
-        let watch = WalWatch::start(&wal, Arc::downgrade(&arrivals)).expect("inotify on this machine");
+        let (_dir, wal, _arrivals, watch) = watched_log();
         assert!(watch.is_live());
         std::fs::remove_file(&wal).expect("delete the log");
         for _ in 0..200 {
