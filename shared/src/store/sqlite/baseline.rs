@@ -6,12 +6,13 @@
 //! The loop knows nothing of queues, leases or ordering: it is the cost of storing the outcome, the floor a
 //! framework on the same database pays more than.
 
+use super::db::wal_path;
 use super::error::SqlContext;
 use super::{schema, DB_FILE};
 use crate::store::StoreError;
 use rusqlite::{params, Connection};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// An `events` row: every column, as the pipeline stored it.
 struct EventRow {
@@ -249,13 +250,6 @@ impl BaselineRows {
             .ctx(what)?;
         Ok(())
     }
-}
-
-/// The write-ahead log of the database at `path`.
-pub(crate) fn wal_path(path: &Path) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push("-wal");
-    PathBuf::from(name)
 }
 
 /// A connection as a plain program would open it: WAL with `synchronous=NORMAL` (the durability synctrail's own

@@ -335,6 +335,13 @@ impl Db {
     }
 }
 
+/// The write-ahead log of the database at `path`.
+pub(crate) fn wal_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push("-wal");
+    PathBuf::from(name)
+}
+
 /// What the checkpointer thread is asked to do.
 enum Checkpoint {
     /// Copy what it can back into the database, waiting for no one.
@@ -386,7 +393,6 @@ fn start_checkpointer(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::sqlite::baseline::wal_path;
 
     #[test]
     fn each_quarter_of_the_budget_wakes_the_checkpointer_and_the_full_budget_restarts_the_wal() {

@@ -36,10 +36,7 @@ pub const DB_FILE: &str = "synctrail.db";
 /// The write-ahead logs of the embedded home `home` (the metadata database's and the payload database's), which
 /// exist while a process has the databases open.
 pub fn wal_files(home: &Path) -> [PathBuf; 2] {
-    [
-        baseline::wal_path(&home.join(DB_FILE)),
-        baseline::wal_path(&home.join("payloads").join(payloads::PAYLOAD_DB_FILE)),
-    ]
+    [db::wal_path(&home.join(DB_FILE)), db::wal_path(&home.join("payloads").join(payloads::PAYLOAD_DB_FILE))]
 }
 
 /// Tuning of the embedded backend.

@@ -1,8 +1,7 @@
 //! [`SqliteQueue`]: an SQS-like queue with visibility timeouts, receive counts and a dead-letter queue.
 
-use super::baseline::wal_path;
 use super::codec::{after, nanos, random_id, time, time_ordered_id, uint, Cached};
-use super::db::Db;
+use super::db::{wal_path, Db};
 use super::error::SqlContext;
 use super::wal_watch::WalWatch;
 use crate::clock::Clock;
