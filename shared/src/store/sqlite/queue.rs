@@ -3,7 +3,7 @@
 use super::codec::{after, nanos, random_id, time, time_ordered_id, uint, Cached};
 use super::db::{wal_path, Db};
 use super::error::SqlContext;
-use super::wal_watch::WalWatch;
+use super::wal_watch::{Armed, WalWatch};
 use crate::clock::Clock;
 use crate::store::{OutgoingMessage, Queue, QueueDepth, QueueMessage, StoreError, RECEIVE_RECHECK};
 use async_trait::async_trait;
@@ -22,8 +22,8 @@ pub struct SqliteQueue {
     /// Wakes the receives waiting in this process when a message may have become visible (see
     /// [`Queue::receive_waiting`]).
     arrivals: Arc<Notify>,
-    /// The watch on the database's log that wakes them when another process commits, started by the first wait;
-    /// `None` where there is none (see [`WalWatch`]).
+    /// The watch on the database's log that wakes them when another process commits, readied by the first wait and
+    /// armed while a receive waits; `None` where there is none (see [`WalWatch`]).
     others: OnceLock<Option<WalWatch>>,
 }
 
@@ -81,6 +81,11 @@ impl SqliteQueue {
     /// Tells the receives waiting in this process that a message may be visible now.
     fn announce(&self) {
         self.arrivals.notify_waiters();
+    }
+
+    /// The watch on the database's log, readied by the first receive that waits; `None` where there is none.
+    fn watch(&self) -> Option<&WalWatch> {
+        self.others.get_or_init(|| WalWatch::start(&wal_path(self.db.path()), Arc::downgrade(&self.arrivals))).as_ref()
     }
 
     /// How long until the next message of the queue (dead letters aside) is visible, by the queue's clock: zero
@@ -301,9 +306,9 @@ impl Queue for SqliteQueue {
         wait: std::time::Duration,
     ) -> Result<Vec<QueueMessage>, StoreError> {
         let until = Instant::now() + wait;
-        let watched =
-            self.others.get_or_init(|| WalWatch::start(&wal_path(self.db.path()), Arc::downgrade(&self.arrivals)));
-        let recheck = if watched.as_ref().is_some_and(WalWatch::is_live) { wait } else { RECEIVE_RECHECK };
+        // Armed once the first look finds nothing (receives from a busy queue never arm it), before the lookup
+        // below, so a commit between that look and the arming is not missed.
+        let mut armed: Option<Option<Armed<'_>>> = None;
         let mut look = true;
         loop {
             let announced = self.arrivals.notified();
@@ -320,6 +325,11 @@ impl Queue for SqliteQueue {
             if now >= until {
                 return Ok(Vec::new());
             }
+            if armed.is_none() {
+                armed = Some(self.watch().and_then(WalWatch::arm));
+            }
+            let live = armed.as_ref().and_then(Option::as_ref).is_some_and(Armed::is_live);
+            let recheck = if live { wait } else { RECEIVE_RECHECK };
             let next = self.next_visible_in().await?;
             if next.is_some_and(|in_| in_.is_zero()) {
                 look = true;
