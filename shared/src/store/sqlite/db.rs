@@ -19,9 +19,10 @@
 
 use super::error::SqlContext;
 use super::group_commit::{self, Job};
+use super::wal_writes;
 use crate::store::StoreError;
 use rusqlite::config::DbConfig;
-use rusqlite::{Connection, Transaction};
+use rusqlite::{Connection, OpenFlags, Transaction};
 use std::cell::Cell;
 use std::os::raw::c_int;
 use std::path::{Path, PathBuf};
@@ -183,7 +184,9 @@ impl Db {
 
     fn connect(&self) -> Result<Connection, StoreError> {
         let what = format!("opening {}", self.path.display());
-        let conn = Connection::open(&self.path).ctx(&what)?;
+        // Through the VFS that writes a commit's WAL frames in one system call (`wal_writes.rs`).
+        let vfs = wal_writes::registered().map_err(|e| StoreError::Backend(format!("{what}: {e}").into()))?;
+        let conn = Connection::open_with_flags_and_vfs(&self.path, OpenFlags::default(), vfs).ctx(&what)?;
         conn.busy_timeout(BUSY_TIMEOUT).ctx(&what)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         // Plans that don't depend on bound values: otherwise binding the limit of a statement with `LIMIT ?`

@@ -17,6 +17,7 @@ mod payloads;
 mod queue;
 mod schema;
 mod wal_watch;
+mod wal_writes;
 
 pub use crate::destination::guard::MirrorRecord;
 pub use events::SqliteStore;
