@@ -77,7 +77,8 @@ struct File {
     gathered: *mut Gathered,
 }
 
-/// Where the default VFS's handle starts inside ours (aligned for any C struct).
+/// Where the default VFS's handle starts inside ours: a multiple of 16 bytes in, so it keeps the alignment of
+/// SQLite's allocation (8 bytes).
 const REAL_AT: usize = std::mem::size_of::<File>().next_multiple_of(16);
 
 /// WAL writes that follow each other in the file, not written yet.
