@@ -377,7 +377,7 @@ mod tests {
     use rusqlite::{params, Connection, OpenFlags};
 
     /// A connection to `path` through this VFS, in WAL mode with a small page cache (so large transactions spill
-    /// frames before their commit).
+    /// frames before their commit), with the table `t` the tests write.
     fn gathering(path: &std::path::Path) -> Connection {
         let conn = Connection::open_with_flags_and_vfs(path, OpenFlags::default(), registered().expect("registered"))
             .expect("open through the VFS");
@@ -385,6 +385,8 @@ mod tests {
         conn.pragma_update(None, "synchronous", "NORMAL").expect("synchronous");
         conn.pragma_update(None, "wal_autocheckpoint", 0).expect("no automatic checkpoint");
         conn.pragma_update(None, "cache_size", 16).expect("a small cache");
+        conn.execute_batch("CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY, payload TEXT NOT NULL)")
+            .expect("table");
         conn
     }
 
@@ -410,7 +412,6 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("gathered.db");
         let mut conn = gathering(&path);
-        conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, payload TEXT NOT NULL)").expect("schema");
 
         // Small commits, one spilling its cache before the commit, and one larger than the most gathered at once.
         for start in 0..20 {
@@ -434,7 +435,6 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("rolled-back.db");
         let mut conn = gathering(&path);
-        conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, payload TEXT NOT NULL)").expect("schema");
         insert(&mut conn, 0..10);
 
         let tx = conn.transaction().expect("begin");
@@ -458,7 +458,6 @@ mod tests {
     fn write_until_killed(path: &std::path::Path) {
         use std::io::Write;
         let mut conn = gathering(path);
-        conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, payload TEXT NOT NULL)").expect("schema");
         let mut out = std::io::stdout().lock();
         for commit in 0..100_000_i64 {
             insert(&mut conn, commit * 4..commit * 4 + 4);
