@@ -11,13 +11,16 @@
 #   EVENTS=1000 scripts/with-moto.sh scripts/bench-lambda.sh
 #
 # The CPU includes the SDK's request signing and the HTTP client talking to moto on loopback (plain HTTP: no TLS, which
-# real AWS adds). Prints a summary; the JSON report stays in $HOME_DIR/bench-lambda.json.
+# real AWS adds). moto closes every connection after its answer, real AWS endpoints keep them open: the function talks
+# to moto through scripts/keepalive_front.py, which keeps the function's connections alive (FRONT=none: to moto
+# directly, a TCP connection per request). Prints a summary; the JSON report stays in $HOME_DIR/bench-lambda.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CARGO="${CARGO:-cargo}"
 PYTHON="${PYTHON:-python3}"
 HOME_DIR="${HOME_DIR:-.synctrail}"
 EVENTS="${EVENTS:-300}"
+FRONT="${FRONT:-keepalive}"
 ENDPOINT="${SYNCTRAIL_TEST_AWS_ENDPOINT:?run inside scripts/with-moto.sh (it sets SYNCTRAIL_TEST_AWS_ENDPOINT)}"
 TARGET="${CARGO_TARGET_DIR:-target}"
 
@@ -54,8 +57,21 @@ PY
 # As the template configures the processor: the receive count known (no SQS request at a cold start), logs as JSON.
 export SYNCTRAIL_MAX_RECEIVES=5 RUST_LOG="${RUST_LOG:-info}"
 
+case "$FRONT" in
+keepalive)
+    "$PYTHON" scripts/keepalive_front.py --upstream "$ENDPOINT" --port-file "$WORK/front.port" &
+    FRONT_PID=$!
+    trap 'kill "$FRONT_PID" 2>/dev/null; rm -rf "$WORK"' EXIT
+    for _ in $(seq 1 100); do [ -s "$WORK/front.port" ] && break; sleep 0.1; done
+    [ -s "$WORK/front.port" ] || { echo "bench-lambda: the keep-alive front did not start" >&2; exit 1; }
+    export AWS_ENDPOINT_URL="http://127.0.0.1:$(cat "$WORK/front.port")"
+    ;;
+none) ;;
+*) echo "bench-lambda: FRONT must be keepalive or none, not $FRONT" >&2; exit 2 ;;
+esac
+
 mkdir -p "$HOME_DIR"
-echo "== the processor under a stand-in Runtime API: $EVENTS events in batches of 10 (machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg))"
+echo "== the processor under a stand-in Runtime API: $EVENTS events in batches of 10 (machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg); connections: $FRONT)"
 "$PYTHON" scripts/lambda_standin.py --bootstrap "$WORK/bootstrap" --events "$EVENTS" --batch 10 \
     --log "$WORK/function.log" >"$HOME_DIR/bench-lambda.json" || { tail -20 "$WORK/function.log" >&2; exit 1; }
 cat "$HOME_DIR/bench-lambda.json"
