@@ -22,7 +22,8 @@ bench:
 
 ## The deployable processor as Lambda runs it: `make build`, then its bootstrap under a stand-in Runtime API on the
 ## AWS backend of a private moto server: zip sizes, cold start, init CPU, CPU per event, peak memory
-## (scripts/bench-lambda.sh).
+## (scripts/bench-lambda.sh). `DESTINATION=http make bench-lambda`: an HTTP destination (the example receiver)
+## instead of the reference mirror in DynamoDB.
 bench-lambda:
 	CARGO=$(CARGO) HOME_DIR=$(HOME_DIR) scripts/with-moto.sh scripts/bench-lambda.sh
 

@@ -9,6 +9,11 @@
 #
 #   scripts/with-moto.sh scripts/bench-lambda.sh
 #   EVENTS=1000 scripts/with-moto.sh scripts/bench-lambda.sh
+#   DESTINATION=http scripts/with-moto.sh scripts/bench-lambda.sh   # the framework with an HTTP destination
+#
+# DESTINATION=mirror (the default) applies to the reference mirror in DynamoDB, as the template deploys it;
+# DESTINATION=http to examples/http-receiver/receiver.py on loopback (signed requests, connections kept alive), so
+# the function's CPU is the framework's plus one HTTP request per event instead of the mirror's DynamoDB requests.
 #
 # The CPU includes the SDK's request signing and the HTTP client talking to moto on loopback (plain HTTP: no TLS, which
 # real AWS adds). moto closes every connection after its answer, real AWS endpoints keep them open: the function talks
@@ -21,6 +26,7 @@ PYTHON="${PYTHON:-python3}"
 HOME_DIR="${HOME_DIR:-.synctrail}"
 EVENTS="${EVENTS:-300}"
 FRONT="${FRONT:-keepalive}"
+DESTINATION="${DESTINATION:-mirror}"
 ENDPOINT="${SYNCTRAIL_TEST_AWS_ENDPOINT:?run inside scripts/with-moto.sh (it sets SYNCTRAIL_TEST_AWS_ENDPOINT)}"
 TARGET="${CARGO_TARGET_DIR:-target}"
 
@@ -70,8 +76,23 @@ none) ;;
 *) echo "bench-lambda: FRONT must be keepalive or none, not $FRONT" >&2; exit 2 ;;
 esac
 
+case "$DESTINATION" in
+mirror) ;;
+http)
+    export SYNCTRAIL_DESTINATION=http SYNCTRAIL_DESTINATION_SECRET="bench-lambda-$$"
+    "$PYTHON" examples/http-receiver/receiver.py --db "$WORK/receiver.db" --port 0 >"$WORK/receiver.out" 2>&1 &
+    RECEIVER_PID=$!
+    trap 'kill "$RECEIVER_PID" ${FRONT_PID:+"$FRONT_PID"} 2>/dev/null; rm -rf "$WORK"' EXIT
+    for _ in $(seq 1 100); do grep -q '^listening on ' "$WORK/receiver.out" && break; sleep 0.1; done
+    RECEIVER_URL="$(sed -n 's/^listening on //p' "$WORK/receiver.out")"
+    [ -n "$RECEIVER_URL" ] || { echo "bench-lambda: the HTTP receiver did not start" >&2; cat "$WORK/receiver.out" >&2; exit 1; }
+    export SYNCTRAIL_DESTINATION_URL="$RECEIVER_URL"
+    ;;
+*) echo "bench-lambda: DESTINATION must be mirror or http, not $DESTINATION" >&2; exit 2 ;;
+esac
+
 mkdir -p "$HOME_DIR"
-echo "== the processor under a stand-in Runtime API: $EVENTS events in batches of 10 (machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg); connections: $FRONT)"
+echo "== the processor under a stand-in Runtime API: $EVENTS events in batches of 10 (machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg); connections: $FRONT; destination: $DESTINATION)"
 "$PYTHON" scripts/lambda_standin.py --bootstrap "$WORK/bootstrap" --events "$EVENTS" --batch 10 \
     --log "$WORK/function.log" >"$HOME_DIR/bench-lambda.json" || { tail -20 "$WORK/function.log" >&2; exit 1; }
 cat "$HOME_DIR/bench-lambda.json"
