@@ -41,7 +41,12 @@ for path in sys.argv[1:]:
 PY
 
 WORK="$(mktemp -d -t bench-lambda.XXXXXX)"
-trap 'rm -rf "$WORK"' EXIT
+SERVERS=() # the helper servers started below, stopped on exit
+cleanup() {
+    [ ${#SERVERS[@]} -eq 0 ] || kill "${SERVERS[@]}" 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
 "$PYTHON" -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' \
     "$TARGET/lambda/processor/bootstrap.zip" "$WORK"
 chmod +x "$WORK/bootstrap"
@@ -66,8 +71,7 @@ export SYNCTRAIL_MAX_RECEIVES=5 RUST_LOG="${RUST_LOG:-info}"
 case "$FRONT" in
 keepalive)
     "$PYTHON" scripts/keepalive_front.py --upstream "$ENDPOINT" --port-file "$WORK/front.port" &
-    FRONT_PID=$!
-    trap 'kill "$FRONT_PID" 2>/dev/null; rm -rf "$WORK"' EXIT
+    SERVERS+=($!)
     for _ in $(seq 1 100); do [ -s "$WORK/front.port" ] && break; sleep 0.1; done
     [ -s "$WORK/front.port" ] || { echo "bench-lambda: the keep-alive front did not start" >&2; exit 1; }
     export AWS_ENDPOINT_URL="http://127.0.0.1:$(cat "$WORK/front.port")"
@@ -81,8 +85,7 @@ mirror) ;;
 http)
     export SYNCTRAIL_DESTINATION=http SYNCTRAIL_DESTINATION_SECRET="bench-lambda-$$"
     "$PYTHON" examples/http-receiver/receiver.py --db "$WORK/receiver.db" --port 0 >"$WORK/receiver.out" 2>&1 &
-    RECEIVER_PID=$!
-    trap 'kill "$RECEIVER_PID" ${FRONT_PID:+"$FRONT_PID"} 2>/dev/null; rm -rf "$WORK"' EXIT
+    SERVERS+=($!)
     for _ in $(seq 1 100); do grep -q '^listening on ' "$WORK/receiver.out" && break; sleep 0.1; done
     RECEIVER_URL="$(sed -n 's/^listening on //p' "$WORK/receiver.out")"
     [ -n "$RECEIVER_URL" ] || { echo "bench-lambda: the HTTP receiver did not start" >&2; cat "$WORK/receiver.out" >&2; exit 1; }
