@@ -10,6 +10,7 @@
 #   scripts/with-moto.sh scripts/bench-lambda.sh
 #   EVENTS=1000 scripts/with-moto.sh scripts/bench-lambda.sh
 #   DESTINATION=http scripts/with-moto.sh scripts/bench-lambda.sh   # the framework with an HTTP destination
+#   PROCESSOR_ZIP=/tmp/other.zip scripts/with-moto.sh scripts/bench-lambda.sh   # another build of the processor
 #
 # DESTINATION=mirror (the default) applies to the reference mirror in DynamoDB, as the template deploys it;
 # DESTINATION=http to examples/http-receiver/receiver.py on loopback (signed requests, connections kept alive), so
@@ -29,6 +30,9 @@ FRONT="${FRONT:-keepalive}"
 DESTINATION="${DESTINATION:-mirror}"
 ENDPOINT="${SYNCTRAIL_TEST_AWS_ENDPOINT:?run inside scripts/with-moto.sh (it sets SYNCTRAIL_TEST_AWS_ENDPOINT)}"
 TARGET="${CARGO_TARGET_DIR:-target}"
+# The processor run (default: the zip `make build` writes). Another build's zip, run alternately with this one, is
+# how two builds compare: figures move between machines and hours.
+PROCESSOR_ZIP="${PROCESSOR_ZIP:-$TARGET/lambda/processor/bootstrap.zip}"
 
 make --no-print-directory build CARGO="$CARGO"
 echo "== zips (make build, x86_64)"
@@ -48,7 +52,7 @@ cleanup() {
 }
 trap cleanup EXIT
 "$PYTHON" -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' \
-    "$TARGET/lambda/processor/bootstrap.zip" "$WORK"
+    "$PROCESSOR_ZIP" "$WORK"
 chmod +x "$WORK/bootstrap"
 
 "$CARGO" build --locked --quiet -p synctrail-cli --bin synctrail

@@ -191,7 +191,7 @@ pub async fn compose_event_store(config: &Config, clock: Arc<dyn Clock>) -> Resu
         #[cfg(feature = "aws")]
         BackendConfig::Aws(aws) => {
             let clients = Clients::for_config(aws, None, None).await;
-            Ok(Arc::new(DynamoStore::new(clients.dynamodb, &aws.table)))
+            Ok(Arc::new(DynamoStore::new(&clients, &aws.table)))
         }
         #[cfg(not(feature = "aws"))]
         BackendConfig::Aws(_) => Err(ComposeError::NotBuilt("AWS", "aws")),

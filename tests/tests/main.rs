@@ -8,6 +8,7 @@ mod bad_input;
 mod batch_archive;
 mod cli;
 mod connectors;
+mod direct_put;
 mod example_destination;
 mod http_destination;
 mod ingress;

@@ -23,6 +23,8 @@ pub struct Request {
     pub headers: BTreeMap<String, String>,
     /// The body as JSON (`null` when empty or not JSON).
     pub body: Value,
+    /// The body's bytes, as received.
+    pub raw: Vec<u8>,
 }
 
 impl Request {
@@ -121,7 +123,8 @@ async fn serve(stream: TcpStream, handler: Handler) {
             .filter_map(|pair| pair.split_once('='))
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect();
-        let request = Request { method, path: path.to_owned(), query, headers: seen.headers, body: seen.body };
+        let request =
+            Request { method, path: path.to_owned(), query, headers: seen.headers, body: seen.body, raw: seen.raw };
         let response = handler(request);
         let mut head = format!(
             "HTTP/1.1 {} {}\r\ncontent-length: {}\r\n",

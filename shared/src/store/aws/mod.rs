@@ -10,6 +10,7 @@
 //! never on the engine's [`crate::Clock`]. The HTTPS client is hyper 1 with rustls on `ring` (no aws-lc build).
 
 mod counter;
+mod direct_put;
 mod dynamodb;
 mod error;
 mod gate;
@@ -19,6 +20,7 @@ mod s3;
 pub mod setup;
 mod snapshot;
 mod sqs;
+mod wire;
 
 pub use crate::config::AwsConfig;
 pub use crate::destination::guard::MirrorRecord;
@@ -62,6 +64,9 @@ pub struct Clients {
     pub sqs: aws_sdk_sqs::Client,
     /// Request attempts of all three.
     pub requests: RequestCounter,
+    /// The SDK configuration's credentials provider, for the requests the event store signs itself
+    /// (`direct_put`).
+    credentials: Option<aws_credential_types::provider::SharedCredentialsProvider>,
 }
 
 impl Clients {
@@ -93,6 +98,7 @@ impl Clients {
             s3: aws_sdk_s3::Client::from_conf(s3.build()),
             sqs: aws_sdk_sqs::Client::from_conf(sqs),
             requests,
+            credentials: shared.credentials_provider(),
         }
     }
 }
@@ -151,7 +157,7 @@ impl AwsBackend {
             None => SqsQueue::open(sqs, queue, dlq).await?,
         };
         Ok(Self {
-            store: Arc::new(DynamoStore::new(clients.dynamodb.clone(), &config.table)),
+            store: Arc::new(DynamoStore::new(clients, &config.table)),
             payloads: Arc::new(S3Payloads::new(clients.s3.clone(), &config.bucket)),
             queue: Arc::new(queue),
             requests: clients.requests.clone(),

@@ -18,8 +18,9 @@
 pub mod bill;
 pub mod size;
 
+use super::wire::item_from_wire;
 use bill::{bill_read, bill_write, Outcome, TableSchema, WriteBill};
-use size::{item_from_wire, item_size, Item};
+use size::{item_size, Item};
 
 use super::DynamoGate;
 use aws_sdk_dynamodb as dynamodb;

@@ -1,14 +1,7 @@
-//! Item sizes as DynamoDB bills them ("Item sizes and formats" in the DynamoDB developer guide), and the
-//! request JSON's attribute values read back into SDK values.
+//! Item sizes as DynamoDB bills them ("Item sizes and formats" in the DynamoDB developer guide).
 
-use aws_sdk_dynamodb::primitives::Blob;
+pub use crate::store::aws::wire::Item;
 use aws_sdk_dynamodb::types::AttributeValue;
-use base64::Engine;
-use serde_json::Value;
-use std::collections::HashMap;
-
-/// One DynamoDB item.
-pub type Item = HashMap<String, AttributeValue>;
 
 /// Bytes DynamoDB adds to every item (and every index entry) for storage, not for capacity units.
 pub const STORAGE_OVERHEAD: u64 = 100;
@@ -54,34 +47,10 @@ pub fn read_units(size: u64) -> u64 {
     size.div_ceil(4096).max(1)
 }
 
-/// An attribute value of the wire format (`{"S": "…"}`, `{"N": "…"}`, …) as an SDK value; `None` when malformed.
-pub fn from_wire(value: &Value) -> Option<AttributeValue> {
-    let (kind, inner) = value.as_object()?.iter().next()?;
-    let strings = || inner.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect());
-    let blob = |s: &Value| s.as_str().and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok());
-    Some(match kind.as_str() {
-        "S" => AttributeValue::S(inner.as_str()?.to_owned()),
-        "N" => AttributeValue::N(inner.as_str()?.to_owned()),
-        "B" => AttributeValue::B(Blob::new(blob(inner)?)),
-        "BOOL" => AttributeValue::Bool(inner.as_bool()?),
-        "NULL" => AttributeValue::Null(true),
-        "SS" => AttributeValue::Ss(strings()?),
-        "NS" => AttributeValue::Ns(strings()?),
-        "BS" => AttributeValue::Bs(inner.as_array()?.iter().filter_map(blob).map(Blob::new).collect()),
-        "L" => AttributeValue::L(inner.as_array()?.iter().map(from_wire).collect::<Option<_>>()?),
-        "M" => AttributeValue::M(item_from_wire(inner)?),
-        _ => return None,
-    })
-}
-
-/// An item (or key) of the wire format as SDK values.
-pub fn item_from_wire(item: &Value) -> Option<Item> {
-    item.as_object()?.iter().map(|(name, value)| Some((name.clone(), from_wire(value)?))).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::aws::wire::item_from_wire;
     use serde_json::json;
 
     #[test]
