@@ -1,10 +1,13 @@
 //! DynamoDB's JSON wire format of attribute values (`{"S": "…"}`, `{"N": "…"}`, `{"B": "<base64>"}`, …), both
-//! ways: what the capacity meter reads out of requests, and what the direct `PutItem` writes and reads back.
+//! ways: what the capacity meter reads out of requests, and what the direct `PutItem` writes (`Wire`, `WireItem`)
+//! and reads back.
 
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
 use base64::Engine;
-use serde_json::{Map, Value};
+use serde::ser::{Error as _, SerializeMap};
+use serde::{Serialize, Serializer};
+use serde_json::Value;
 use std::collections::HashMap;
 
 /// One DynamoDB item.
@@ -35,32 +38,46 @@ pub fn item_from_wire(item: &Value) -> Option<Item> {
     item.as_object()?.iter().map(|(name, value)| Some((name.clone(), from_wire(value)?))).collect()
 }
 
-/// An SDK value in the wire format; `None` for a kind this SDK version does not know (`Unknown`).
-pub fn to_wire(value: &AttributeValue) -> Option<Value> {
-    let blob = |b: &Blob| Value::String(base64::engine::general_purpose::STANDARD.encode(b.as_ref()));
-    let texts = |t: &[String]| Value::Array(t.iter().cloned().map(Value::String).collect());
-    let (kind, inner) = match value {
-        AttributeValue::S(text) => ("S", Value::String(text.clone())),
-        AttributeValue::N(number) => ("N", Value::String(number.clone())),
-        AttributeValue::B(bytes) => ("B", blob(bytes)),
-        AttributeValue::Bool(flag) => ("BOOL", Value::Bool(*flag)),
-        AttributeValue::Null(_) => ("NULL", Value::Bool(true)),
-        AttributeValue::Ss(all) => ("SS", texts(all)),
-        AttributeValue::Ns(all) => ("NS", texts(all)),
-        AttributeValue::Bs(all) => ("BS", Value::Array(all.iter().map(blob).collect())),
-        AttributeValue::L(all) => ("L", Value::Array(all.iter().map(to_wire).collect::<Option<_>>()?)),
-        AttributeValue::M(map) => ("M", item_to_wire(map)?),
-        _ => return None,
-    };
-    Some(Value::Object(Map::from_iter([(kind.to_owned(), inner)])))
+/// An SDK value written in the wire format by `serde` (no intermediate JSON tree); a kind this SDK version does not
+/// know (`Unknown`) is a serialisation error.
+pub struct Wire<'a>(pub &'a AttributeValue);
+
+/// An item (or a map of expression values) written in the wire format.
+pub struct WireItem<'a>(pub &'a Item);
+
+/// Binary values travel as base64.
+struct Base64<'a>(&'a Blob);
+
+impl Serialize for Base64<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&base64::engine::general_purpose::STANDARD.encode(self.0.as_ref()))
+    }
 }
 
-/// An item in the wire format; `None` when one of its values is of an unknown kind.
-pub fn item_to_wire(item: &Item) -> Option<Value> {
-    item.iter()
-        .map(|(name, value)| Some((name.clone(), to_wire(value)?)))
-        .collect::<Option<Map<_, _>>>()
-        .map(Value::Object)
+impl Serialize for Wire<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(1))?;
+        match self.0 {
+            AttributeValue::S(text) => map.serialize_entry("S", text)?,
+            AttributeValue::N(number) => map.serialize_entry("N", number)?,
+            AttributeValue::B(bytes) => map.serialize_entry("B", &Base64(bytes))?,
+            AttributeValue::Bool(flag) => map.serialize_entry("BOOL", flag)?,
+            AttributeValue::Null(_) => map.serialize_entry("NULL", &true)?,
+            AttributeValue::Ss(all) => map.serialize_entry("SS", all)?,
+            AttributeValue::Ns(all) => map.serialize_entry("NS", all)?,
+            AttributeValue::Bs(all) => map.serialize_entry("BS", &all.iter().map(Base64).collect::<Vec<_>>())?,
+            AttributeValue::L(all) => map.serialize_entry("L", &all.iter().map(Wire).collect::<Vec<_>>())?,
+            AttributeValue::M(item) => map.serialize_entry("M", &WireItem(item))?,
+            _ => return Err(S::Error::custom("an attribute value of a kind this SDK version does not know")),
+        }
+        map.end()
+    }
+}
+
+impl Serialize for WireItem<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(name, value)| (name, Wire(value))))
+    }
 }
 
 #[cfg(test)]
@@ -82,7 +99,7 @@ mod tests {
             ("l".to_owned(), AttributeValue::L(vec![AttributeValue::S("x".into()), AttributeValue::Null(true)])),
             ("m".to_owned(), AttributeValue::M(Item::from([("k".to_owned(), AttributeValue::N("3".into()))]))),
         ]);
-        let wire = item_to_wire(&item).expect("known kinds");
+        let wire = serde_json::to_value(WireItem(&item)).expect("known kinds");
         assert_eq!(wire["b"], json!({"B": "AAEC/w=="}));
         assert_eq!(wire["z"], json!({"NULL": true}));
         assert_eq!(wire["m"], json!({"M": {"k": {"N": "3"}}}));

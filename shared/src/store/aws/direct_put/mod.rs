@@ -4,11 +4,12 @@
 //! Lambda the SDK's orchestrator around each (interceptors, endpoint and auth resolution, per-operation
 //! configuration, retry and timeout machinery) cost ≈ 230 µs of CPU per request, against ≈ 90 µs for the request
 //! itself built by hand (README, "The framework with an HTTP destination"). A `DirectPut` sends the request the SDK
-//! would send — `X-Amz-Target: DynamoDB_20120810.PutItem`, the same awsJson 1.0 body — signed with SigV4 (the SDK's
-//! own `aws-sigv4` crate), through the SDK client's own HTTP stack to the endpoint that client resolved: both are
-//! learned from the client's first request ([`route`]), so the connection pool is shared and whatever wraps the
-//! client's HTTP client (the moto gate, the capacity meter) sees these requests too. Until the client has made a
-//! request, [`DirectPut::put`] answers `None` and the caller uses the SDK.
+//! would send — `X-Amz-Target: DynamoDB_20120810.PutItem`, the same awsJson 1.0 body — signed with SigV4 (`sign.rs`:
+//! the one request shape written out, checked against the SDK's signer), through the SDK client's own HTTP stack to
+//! the endpoint that client resolved: both are learned from the client's first request ([`route`]), so the
+//! connection pool is shared and whatever wraps the client's HTTP client (the moto gate, the capacity meter) sees
+//! these requests too. Until the client has made a request, [`DirectPut::put`] answers `None` and the caller uses the
+//! SDK.
 //!
 //! Kept from the SDK: every attempt counted in the [`RequestCounter`] as `("DynamoDB", "PutItem")`; up to
 //! [`MAX_ATTEMPTS`] attempts for throttling and transient failures (timeouts, connection errors, 5xx), with full
@@ -23,7 +24,7 @@ mod sign;
 
 use super::counter::RequestCounter;
 use super::error::{classify, store_error, Meaning};
-use super::wire::{item_to_wire, Item};
+use super::wire::{Item, WireItem};
 use super::{ATTEMPT_TIMEOUT, OPERATION_TIMEOUT};
 use crate::store::{Detail, StoreError};
 use answer::Answer;
@@ -34,8 +35,8 @@ use aws_smithy_runtime_api::client::http::HttpConnector;
 use aws_smithy_runtime_api::client::result::ConnectorError;
 use aws_smithy_types::body::SdkBody;
 use route::{Learned, LearningHttpClient, Route};
-use serde_json::{json, Map, Value};
-use sign::Signer;
+use serde::Serialize;
+use sign::{Signable, Signer};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,6 +49,8 @@ const INITIAL_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(20);
 /// The operation's `X-Amz-Target`.
 const TARGET: &str = "DynamoDB_20120810.PutItem";
+/// DynamoDB's protocol, awsJson 1.0.
+const CONTENT_TYPE: &str = "application/x-amz-json-1.0";
 
 /// What a conditional `PutItem` did.
 #[derive(Debug, Clone, PartialEq)]
@@ -89,7 +92,7 @@ pub(crate) enum PutFailure {
     Credentials(#[source] CredentialsError),
     /// The request could not be built or signed.
     #[error("building the request failed: {0}")]
-    Signing(String),
+    Build(String),
 }
 
 impl PutFailure {
@@ -99,7 +102,7 @@ impl PutFailure {
             Self::Service { status, code, .. } => classify(code.as_deref(), Some(*status)),
             Self::Transport(e) if e.is_user() => Meaning::Backend,
             Self::Transport(_) | Self::TimedOut(_) | Self::Credentials(_) => Meaning::Unavailable,
-            Self::NoCredentials | Self::Signing(_) => Meaning::Backend,
+            Self::NoCredentials | Self::Build(_) => Meaning::Backend,
         }
     }
 
@@ -196,19 +199,18 @@ impl DirectPut {
     async fn attempt(&self, route: &Route, region: &str, body: &[u8]) -> Result<Answer, PutFailure> {
         let uri = format!("{}/", route.origin);
         let host = route.origin.split_once("://").map_or(route.origin.as_str(), |(_, authority)| authority);
-        let mut headers = vec![
-            ("content-type".to_owned(), "application/x-amz-json-1.0".to_owned()),
-            ("host".to_owned(), host.to_owned()),
-            ("x-amz-target".to_owned(), TARGET.to_owned()),
-        ];
-        let signed = self.signer.signature(region, &uri, &headers, body).await?;
-        headers.extend(signed);
+        let signable = Signable { host, target: TARGET, content_type: CONTENT_TYPE, region };
+        let signed = self.signer.headers(&signable, body, chrono::Utc::now()).await?;
         let mut request = aws_smithy_runtime_api::http::Request::new(SdkBody::from(body.to_vec()));
-        let invalid = |e: aws_smithy_runtime_api::http::HttpError| PutFailure::Signing(e.to_string());
+        let invalid = |e: aws_smithy_runtime_api::http::HttpError| PutFailure::Build(e.to_string());
         request.set_method("POST").map_err(invalid)?;
         request.set_uri(uri.as_str()).map_err(invalid)?;
-        for (name, value) in headers {
-            request.headers_mut().try_insert(name, value).map_err(invalid)?;
+        let headers = request.headers_mut();
+        for (name, value) in [("content-type", CONTENT_TYPE), ("host", host), ("x-amz-target", TARGET)] {
+            headers.try_insert(name, value.to_owned()).map_err(invalid)?;
+        }
+        for (name, value) in signed {
+            headers.try_insert(name, value).map_err(invalid)?;
         }
         let response = route.connector.call(request).await.map_err(PutFailure::Transport)?;
         answer::read(response).await
@@ -229,21 +231,30 @@ fn request_body(
     condition: &str,
     values: Option<&HashMap<String, AttributeValue>>,
 ) -> Result<Vec<u8>, PutFailure> {
-    let unknown = || PutFailure::Signing("an attribute value of a kind this SDK version does not know".to_owned());
-    let mut body = Map::new();
-    body.insert("TableName".to_owned(), json!(table));
-    body.insert("Item".to_owned(), item_to_wire(item).ok_or_else(unknown)?);
-    body.insert("ConditionExpression".to_owned(), json!(condition));
-    if let Some(values) = values {
-        body.insert("ExpressionAttributeValues".to_owned(), item_to_wire(values).ok_or_else(unknown)?);
+    #[derive(Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct PutItem<'a> {
+        table_name: &'a str,
+        item: WireItem<'a>,
+        condition_expression: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        expression_attribute_values: Option<WireItem<'a>>,
+        return_values_on_condition_check_failure: &'static str,
     }
-    body.insert("ReturnValuesOnConditionCheckFailure".to_owned(), json!("ALL_OLD"));
-    serde_json::to_vec(&Value::Object(body)).map_err(|e| PutFailure::Signing(e.to_string()))
+    let body = PutItem {
+        table_name: table,
+        item: WireItem(item),
+        condition_expression: condition,
+        expression_attribute_values: values.map(WireItem),
+        return_values_on_condition_check_failure: "ALL_OLD",
+    };
+    serde_json::to_vec(&body).map_err(|e| PutFailure::Build(e.to_string()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{json, Value};
 
     #[test]
     fn the_body_is_the_sdks_put_item_request() {
