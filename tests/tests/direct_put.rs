@@ -88,10 +88,8 @@ impl StandIn {
 }
 
 fn error(status: u16, code: &str) -> Response {
-    Response::json(
-        status,
-        &json!({"__type": format!("com.amazonaws.dynamodb.v20120810#{code}"), "message": "stand-in"}),
-    )
+    let body = json!({"__type": format!("com.amazonaws.dynamodb.v20120810#{code}"), "message": "stand-in"});
+    Response::json(status, &body).with("x-amzn-RequestId", "STANDIN0REQUEST0ID")
 }
 
 fn hmac(key: &[u8], data: &str) -> Vec<u8> {
@@ -176,7 +174,9 @@ async fn aws_a_direct_put_refused_as_invalid_is_a_backend_error_and_not_retried(
     let standin = StandIn::start(vec![error(400, "ValidationException")]);
     let (_clients, store) = standin.store().await;
     match store.commit(vec![Write::event(build::record("ev-1", None, None, build::t0()))]).await {
-        Err(StoreError::Backend(detail)) => assert!(detail.contains("ValidationException: stand-in"), "{detail}"),
+        Err(StoreError::Backend(detail)) => {
+            assert!(detail.contains("ValidationException: stand-in (request id STANDIN0REQUEST0ID)"), "{detail}")
+        }
         got => panic!("expected a backend error, got {got:?}"),
     }
     assert_eq!(standin.puts().len(), 1);
@@ -198,4 +198,41 @@ async fn aws_a_failed_condition_is_a_conflict_naming_the_stored_version() {
         got => panic!("expected a conflict, got {got:?}"),
     }
     assert_eq!(standin.puts().len(), 1, "a failed condition is an answer, not a failure to retry");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_a_retry_of_a_put_that_landed_finds_its_own_item_and_succeeds() {
+    // The first attempt is stored but its answer is lost (a 500); the retry's condition then fails on the stored item,
+    // which carries this commit's id: the write is reported done, not a conflict.
+    let stored: Arc<Mutex<Option<Value>>> = Arc::default();
+    let attempts = Arc::new(Mutex::new(0));
+    let (keep, count) = (Arc::clone(&stored), Arc::clone(&attempts));
+    let handler: Handler = Arc::new(move |request: Request| {
+        if request.headers.get("x-amz-target").map(String::as_str) != Some("DynamoDB_20120810.PutItem") {
+            return Response::json(200, &json!({}));
+        }
+        *count.lock().expect("attempts") += 1;
+        let mut stored = keep.lock().expect("stored");
+        match stored.as_ref() {
+            None => {
+                *stored = Some(request.body["Item"].clone());
+                error(500, "InternalServerError")
+            }
+            Some(item) => {
+                let mut refused = error(400, "ConditionalCheckFailedException");
+                refused.body =
+                    json!({"__type": "ConditionalCheckFailedException", "message": "m", "Item": item}).to_string();
+                refused
+            }
+        }
+    });
+    let server = Server::start(handler);
+    let clients = Clients::connect(Some(&server.url), Some("us-east-1")).await;
+    let store = DynamoStore::new(&clients, "events");
+    store.get_event(&build::id("anything")).await.expect("the stand-in's GetItem");
+    let record = build::record("ev-landed", None, None, build::t0());
+    store.commit_as("commit-landed", vec![Write::event(record.clone())]).await.expect("our own earlier success");
+    assert_eq!(*attempts.lock().expect("attempts"), 2);
+    // Another commit finding the same item stored is a conflict.
+    assert!(matches!(store.commit(vec![Write::event(record)]).await, Err(StoreError::Conflict(_))));
 }

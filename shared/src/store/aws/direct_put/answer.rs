@@ -22,8 +22,13 @@ pub(super) enum Answer {
 pub(super) async fn read(mut response: HttpResponse) -> Result<Answer, PutFailure> {
     let status = response.status().as_u16();
     let header_code = response.headers().get("x-amzn-errortype").map(str::to_owned);
+    let request_id = response.headers().get("x-amzn-requestid").map(str::to_owned);
     let body = response.take_body().collect().await.map_err(|e| PutFailure::Transport(ConnectorError::io(e)))?;
-    Ok(judge(status, header_code.as_deref(), &body.to_bytes()))
+    let mut answer = judge(status, header_code.as_deref(), &body.to_bytes());
+    if let Answer::Failed(PutFailure::Service { request_id: id, .. }) = &mut answer {
+        *id = request_id;
+    }
+    Ok(answer)
 }
 
 /// The answer of an HTTP `status` with the `x-amzn-errortype` header `header_code` and `body`.
@@ -44,7 +49,7 @@ fn judge(status: u16, header_code: Option<&str>, body: &[u8]) -> Answer {
         .or_else(|| json.get("Message"))
         .and_then(Value::as_str)
         .map_or_else(|| String::from_utf8_lossy(body).chars().take(300).collect(), str::to_owned);
-    Answer::Failed(PutFailure::Service { status, code, message })
+    Answer::Failed(PutFailure::Service { status, code, message, request_id: None })
 }
 
 /// An error code without its namespace (`com.amazonaws.dynamodb.v20120810#`) or trailing URI (`:http://…`).
@@ -76,13 +81,13 @@ mod tests {
     fn error_codes_come_from_the_header_first_then_the_body() {
         let body = br#"{"__type":"com.amazonaws.dynamodb.v20120810#ValidationException","Message":"bad"}"#;
         match judge(400, Some("ThrottlingException:http://internal.amazon.com/coral/"), body) {
-            Answer::Failed(PutFailure::Service { status, code, message }) => {
+            Answer::Failed(PutFailure::Service { status, code, message, request_id: None }) => {
                 assert_eq!((status, code.as_deref(), message.as_str()), (400, Some("ThrottlingException"), "bad"));
             }
             other => panic!("expected a service failure, got {other:?}"),
         }
         match judge(503, None, b"<html>Service Unavailable</html>") {
-            Answer::Failed(PutFailure::Service { status, code, message }) => {
+            Answer::Failed(PutFailure::Service { status, code, message, request_id: None }) => {
                 assert_eq!((status, code, message.as_str()), (503, None, "<html>Service Unavailable</html>"));
             }
             other => panic!("expected a service failure, got {other:?}"),

@@ -66,7 +66,11 @@ pub(crate) enum PutOutcome {
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum PutFailure {
     /// DynamoDB refused the request.
-    #[error("DynamoDB answered HTTP {status}{}: {message}", code.as_deref().map(|c| format!(" {c}")).unwrap_or_default())]
+    #[error(
+        "DynamoDB answered HTTP {status}{}: {message}{}",
+        code.as_deref().map(|c| format!(" {c}")).unwrap_or_default(),
+        request_id.as_deref().map(|id| format!(" (request id {id})")).unwrap_or_default()
+    )]
     Service {
         /// The HTTP status.
         status: u16,
@@ -74,6 +78,8 @@ pub(crate) enum PutFailure {
         code: Option<String>,
         /// The error message.
         message: String,
+        /// `x-amzn-RequestId`, what AWS support asks for.
+        request_id: Option<String>,
     },
     /// The request did not get through, or its answer was cut off.
     #[error("sending the request failed: {0}")]
@@ -285,7 +291,12 @@ mod tests {
 
     #[test]
     fn throttling_and_transient_failures_are_retried_and_the_rest_are_not() {
-        let service = |status, code: &str| PutFailure::Service { status, code: Some(code.into()), message: "m".into() };
+        let service = |status, code: &str| PutFailure::Service {
+            status,
+            code: Some(code.into()),
+            message: "m".into(),
+            request_id: Some("R1".into()),
+        };
         assert_eq!(service(400, "ThrottlingException").meaning(), Meaning::Throttled);
         assert_eq!(service(400, "ProvisionedThroughputExceededException").meaning(), Meaning::Throttled);
         assert_eq!(service(500, "InternalServerError").meaning(), Meaning::Unavailable);
@@ -296,6 +307,7 @@ mod tests {
         match service(400, "ThrottlingException").into_store_error("writing event e1") {
             StoreError::Throttled(detail) => {
                 assert!(detail.message().contains("writing event e1: DynamoDB answered HTTP 400 ThrottlingException"));
+                assert!(detail.message().ends_with("(request id R1)"), "{}", detail.message());
                 assert!(std::error::Error::source(&detail).is_some_and(|s| s.is::<PutFailure>()));
             }
             other => panic!("expected Throttled, got {other:?}"),
