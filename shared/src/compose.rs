@@ -333,7 +333,7 @@ async fn compose_aws(
                 let meter = meter.map(|m| m.for_party(Party::Destination));
                 let clients = Clients::for_config(config, gate.as_ref(), meter.as_ref()).await;
                 let deltas = whole.delta_fields.clone();
-                let mirror = Arc::new(DynamoMirror::new(clients.dynamodb, &config.table, Arc::clone(&clock), deltas));
+                let mirror = Arc::new(DynamoMirror::new(&clients, &config.table, Arc::clone(&clock), deltas));
                 (mirror.clone(), Some(mirror), clients.requests)
             }
             #[cfg(feature = "http")]

@@ -71,12 +71,7 @@ pub(crate) async fn backend(name: &str) -> AnyBackend {
     let framework = Clients::for_config(&config, Some(&gate), None).await;
     let destination = Clients::for_config(&config, Some(&gate), None).await;
     let aws = AwsBackend::with_clients(&framework, &config).await.expect("connect to the AWS resources");
-    let mirror = Arc::new(DynamoMirror::new(
-        destination.dynamodb.clone(),
-        &mirror_table,
-        Arc::new(SystemClock),
-        Default::default(),
-    ));
+    let mirror = Arc::new(DynamoMirror::new(&destination, &mirror_table, Arc::new(SystemClock), Default::default()));
     let ports = synctrail::engine::Ports {
         store: aws.store.clone(),
         payloads: aws.payloads.clone(),

@@ -2012,13 +2012,9 @@ async fn a_local_edit_keeps_the_order_key_and_fence() {
 /// The same checks on DynamoDB, S3 and SQS (the moto server of `scripts/with-moto.sh`).
 pub mod aws {
     use super::*;
-    use synctrail::store::aws::sdk::dynamodb::config::interceptors::{
-        BeforeTransmitInterceptorContextRef, FinalizerInterceptorContextRef,
-    };
-    use synctrail::store::aws::sdk::dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
     use synctrail::store::aws::sdk::s3::primitives::ByteStream;
     use synctrail::store::aws::setup::{create_all, Created, SetupConfig};
-    use synctrail::store::aws::{AwsBackend, Clients, DynamoMirror, SqsQueue};
+    use synctrail::store::aws::{AwsBackend, Clients, DynamoGate, DynamoMirror, SqsQueue};
 
     /// The variable naming the test endpoint.
     pub const ENDPOINT_VAR: &str = "SYNCTRAIL_TEST_AWS_ENDPOINT";
@@ -2064,64 +2060,11 @@ pub mod aws {
             .with_receive_wait(std::time::Duration::ZERO);
         backend.queue = Arc::new(queue);
         let clock = Arc::new(ManualClock::new(build::t0()));
-        let atomic = clients.dynamodb.config().to_builder().interceptor(OneAtATime::default()).build();
-        let atomic = synctrail::store::aws::sdk::dynamodb::Client::from_conf(atomic);
-        let mirror = Arc::new(DynamoMirror::new(atomic, &created.table, clock.clone(), build::delta_fields()));
+        // One DynamoDB request at a time through the mirror's client (SDK or direct): see `DynamoGate`.
+        let mut atomic = clients.clone();
+        atomic.dynamodb = DynamoGate::default().wrap(&clients.dynamodb);
+        let mirror = Arc::new(DynamoMirror::new(&atomic, &created.table, clock.clone(), build::delta_fields()));
         AwsFixture { clients, created, backend, mirror, clock }
-    }
-
-    /// Lets one request attempt at a time through to moto: the mirror's client carries it.
-    ///
-    /// moto serves requests on parallel threads without isolating them: a canceled `TransactWriteItems` puts back
-    /// a copy of the whole table taken when it began, wiping what other requests committed meanwhile (seen here
-    /// as a lost effect and an older snapshot winning). DynamoDB runs every request atomically; with this, moto
-    /// does too, while concurrent writers' read-decide-write rounds still interleave between requests.
-    #[derive(Debug, Default)]
-    pub struct OneAtATime {
-        busy: std::sync::Mutex<bool>,
-        freed: std::sync::Condvar,
-    }
-
-    type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-    impl Intercept for OneAtATime {
-        fn name(&self) -> &'static str {
-            "conformance.OneAtATime"
-        }
-
-        /// Waits (at most 10 s, so a dropped request cannot hang the suite) until no other attempt is in flight.
-        fn read_before_attempt(
-            &self,
-            _context: &BeforeTransmitInterceptorContextRef<'_>,
-            _runtime_components: &RuntimeComponents,
-            _cfg: &mut ConfigBag,
-        ) -> Result<(), BoxError> {
-            tokio::task::block_in_place(|| {
-                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-                let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
-                while *busy {
-                    let left = deadline.saturating_duration_since(std::time::Instant::now());
-                    if left.is_zero() {
-                        break;
-                    }
-                    busy = self.freed.wait_timeout(busy, left).unwrap_or_else(|p| p.into_inner()).0;
-                }
-                *busy = true;
-            });
-            Ok(())
-        }
-
-        /// Runs after every attempt that `read_before_attempt` let through, whatever its outcome.
-        fn read_after_attempt(
-            &self,
-            _context: &FinalizerInterceptorContextRef<'_>,
-            _runtime_components: &RuntimeComponents,
-            _cfg: &mut ConfigBag,
-        ) -> Result<(), BoxError> {
-            *self.busy.lock().unwrap_or_else(|p| p.into_inner()) = false;
-            self.freed.notify_one();
-            Ok(())
-        }
     }
 
     fn hex_suffix() -> String {

@@ -8,7 +8,7 @@ mod bad_input;
 mod batch_archive;
 mod cli;
 mod connectors;
-mod direct_put;
+mod direct;
 mod example_destination;
 mod http_destination;
 mod ingress;

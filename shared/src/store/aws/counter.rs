@@ -44,7 +44,7 @@ impl RequestCounter {
         self.counts.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clear();
     }
 
-    /// Counts one attempt of `operation` (requests the SDK's pipeline does not send: `direct_put`).
+    /// Counts one attempt of `operation` (requests the SDK's pipeline does not send: `direct`).
     pub(crate) fn add(&self, service: &str, operation: &str) {
         let mut counts = self.counts.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         *counts.entry((service.to_owned(), operation.to_owned())).or_insert(0) += 1;

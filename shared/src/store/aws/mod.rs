@@ -10,7 +10,7 @@
 //! never on the engine's [`crate::Clock`]. The HTTPS client is hyper 1 with rustls on `ring` (no aws-lc build).
 
 mod counter;
-mod direct_put;
+mod direct;
 mod dynamodb;
 mod error;
 mod gate;
@@ -65,7 +65,7 @@ pub struct Clients {
     /// Request attempts of all three.
     pub requests: RequestCounter,
     /// The SDK configuration's credentials provider, for the requests the event store signs itself
-    /// (`direct_put`).
+    /// (`direct`).
     credentials: Option<aws_credential_types::provider::SharedCredentialsProvider>,
 }
 

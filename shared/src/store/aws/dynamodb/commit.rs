@@ -1,11 +1,11 @@
 //! `commit`: one conditional `PutItem`, or one `TransactWriteItems` for several writes; `commit_each`: one
 //! conditional `PutItem` per write, in order (a transaction bills every item twice). `PutItem`s go direct once the
-//! store's client has made a request (`store::aws::direct_put`).
+//! store's client has made a request (`store::aws::direct`).
 
 use super::errors::{judge_cancellation, judge_condition_failure};
 use super::items::{event_item, head_item, number, string, Item, PK, VERSION};
 use super::DynamoStore;
-use crate::store::aws::direct_put::PutOutcome;
+use crate::store::aws::direct::PutOutcome;
 use crate::store::aws::error::{build_error, from_sdk};
 use crate::store::{Expect, PartialCommit, StoreError, Write};
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
@@ -118,11 +118,11 @@ fn collapse(writes: Vec<Prepared>) -> Result<Vec<Prepared>, StoreError> {
     Ok(out)
 }
 
-/// One conditional `PutItem`: direct once the store's client has made a request (`direct_put`), through the SDK
+/// One conditional `PutItem`: direct once the store's client has made a request (`direct`), through the SDK
 /// before that.
 async fn put_one(store: &DynamoStore, write: &Prepared, commit_id: &str) -> Result<(), StoreError> {
     let (condition, values) = write.condition();
-    if let Some(put) = store.direct.put(&store.table, &write.item, condition, values.as_ref()).await {
+    if let Some(put) = store.direct.put_item(&store.table, &write.item, condition, values.as_ref()).await {
         return match put {
             Ok(PutOutcome::Written) => Ok(()),
             Ok(PutOutcome::ConditionFailed(old)) => judge_condition_failure(write, old.as_ref(), commit_id),

@@ -71,7 +71,7 @@ mod queries;
 
 pub use items::{ITEM_SIZE_LIMIT, LEASE_SHARDS, STATUS_SHARDS};
 
-use super::direct_put::DirectPut;
+use super::direct::Direct;
 use super::Clients;
 use crate::model::{EntityHead, EntityKey, EventId, EventRecord, Status};
 use crate::store::{EventQuery, EventStore, HeadPage, PartialCommit, StoreError, Write};
@@ -103,21 +103,21 @@ pub struct DynamoStore {
     client: aws_sdk_dynamodb::Client,
     table: String,
     /// The conditional `PutItem`s of `commit_each` and single-write commits, once `client` has made a request.
-    direct: DirectPut,
+    direct: Direct,
 }
 
 impl DynamoStore {
     /// The store on `table` (which must exist with the indexes above; see [`super::setup::create_all`]), reading
     /// with `clients.dynamodb` (as wrapped by the caller: gate, meter) and writing single items with a
-    /// [`DirectPut`] on the same HTTP stack, signed with the clients' credentials and counted in their
+    /// [`Direct`] on the same HTTP stack, signed with the clients' credentials and counted in their
     /// `requests`.
     pub fn new(clients: &Clients, table: &str) -> Self {
         let (client, direct) =
-            DirectPut::install(&clients.dynamodb, clients.credentials.clone(), clients.requests.clone());
+            Direct::install(&clients.dynamodb, clients.credentials.clone(), clients.requests.clone());
         Self { client, table: table.to_owned(), direct }
     }
 
-    /// Whether single-item writes skip the SDK's pipeline (after the store's first request; see `direct_put`).
+    /// Whether single-item writes skip the SDK's pipeline (after the store's first request; see `direct`).
     pub fn writes_direct(&self) -> bool {
         self.direct.is_ready()
     }

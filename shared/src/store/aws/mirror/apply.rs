@@ -9,6 +9,7 @@ use super::items::{
 use super::{totals, DynamoMirror};
 use crate::destination::guard::{decide, destination_error, rewrites, Decision, MirrorRecord, PendingChange};
 use crate::destination::{ApplyOutcome, DestinationError};
+use crate::store::aws::direct::TransactOutcome;
 use crate::store::aws::error::{build_error, classify, from_sdk, store_error, Meaning};
 use crate::store::aws::ITEM_SIZE_LIMIT;
 use crate::store::StoreError;
@@ -108,26 +109,36 @@ async fn read(mirror: &DynamoMirror, change: &PendingChange) -> Result<(Option<I
         if call > 0 {
             backoff(call).await;
         }
-        let keys = KeysAndAttributes::builder()
-            .set_keys(Some(wanted))
-            .consistent_read(true)
-            .build()
-            .map_err(|e| build_error(&what, e))?;
-        let out = mirror
-            .client
-            .batch_get_item()
-            .request_items(&mirror.table, keys)
-            .send()
-            .await
-            .map_err(|e| from_sdk(&what, e))?;
-        for item in out.responses.and_then(|mut r| r.remove(&mirror.table)).unwrap_or_default() {
+        let (items, unprocessed) = match mirror.direct.batch_get_item(&mirror.table, &wanted, true).await {
+            Some(got) => got.map(|got| (got.items, got.unprocessed)).map_err(|f| f.into_store_error(&what))?,
+            None => {
+                let keys = KeysAndAttributes::builder()
+                    .set_keys(Some(wanted))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|e| build_error(&what, e))?;
+                let out = mirror
+                    .client
+                    .batch_get_item()
+                    .request_items(&mirror.table, keys)
+                    .send()
+                    .await
+                    .map_err(|e| from_sdk(&what, e))?;
+                let items = out.responses.and_then(|mut r| r.remove(&mirror.table)).unwrap_or_default();
+                (
+                    items,
+                    out.unprocessed_keys.and_then(|mut u| u.remove(&mirror.table)).map(|k| k.keys).unwrap_or_default(),
+                )
+            }
+        };
+        for item in items {
             match opt_string(&item, PK, &what)? {
                 Some(pk) if pk == row_pk => row = Some(item),
                 Some(pk) if pk == effect_pk => effect = Some(item),
                 _ => {}
             }
         }
-        wanted = out.unprocessed_keys.and_then(|mut u| u.remove(&mirror.table)).map(|k| k.keys).unwrap_or_default();
+        wanted = unprocessed;
         if wanted.is_empty() {
             return Ok((row, effect));
         }
@@ -197,7 +208,19 @@ async fn write(
     let effect = effect_item(&change.event_id, &change.entity_key, applied_at, commit_id).map_err(destination_error)?;
     let condition = if rewrite { "attribute_exists(pk)" } else { "attribute_not_exists(pk)" };
     let effect_put = put(mirror, effect, condition, None, what).map_err(destination_error)?;
-    // The SDK sets one `ClientRequestToken` per call, so its own retries of this request are idempotent.
+    // One `ClientRequestToken` per call (the SDK's, or the direct request's), so retries of it are idempotent.
+    let items = [row_write, effect_put];
+    if let Some(sent) = mirror.direct.transact_write_items(&items).await {
+        return match sent {
+            Ok(TransactOutcome::Committed) => Ok(Written::Committed),
+            Ok(TransactOutcome::Canceled(reasons)) => judge(&reasons, commit_id, what),
+            Err(failure) => match failure.into_store_error(what) {
+                StoreError::Conflict(_) => Ok(Written::Raced),
+                other => Err(destination_error(other)),
+            },
+        };
+    }
+    let [row_write, effect_put] = items;
     let sent = mirror.client.transact_write_items().transact_items(row_write).transact_items(effect_put).send().await;
     match sent {
         Ok(_) => Ok(Written::Committed),

@@ -27,7 +27,8 @@
 //! shares the transaction, an event still has at most one effect, and its amounts are added at most once. A
 //! condition failure re-reads and decides again, at most
 //! [`MAX_ROUNDS`] times; when the effect's condition failed, the returned old item tells at once whether it is
-//! ours (the SDK retried a transaction that had committed) or another writer's. So an applied change costs one
+//! ours (a retry of a transaction that had committed) or another writer's. Both requests skip the SDK's pipeline
+//! once the mirror's client has made a request (`store::aws::direct`). So an applied change costs one
 //! `BatchGetItem` (2 strongly consistent reads) and one `TransactWriteItems` (2 transactional writes); a refused
 //! or repeated one only the read.
 //!
@@ -48,6 +49,8 @@ use self::items::{
     decode_effect, decode_mirror, fits, item_size, key, mirror_item, mirror_pk, n, new_commit_id, s, version, Item,
     EFFECT_TYPE, ITEM_TYPE, MIRROR, MIRROR_TYPE, PK,
 };
+use super::direct::Direct;
+use super::Clients;
 use crate::clock::Clock;
 use crate::destination::delta_fields::DeltaFields;
 use crate::destination::guard::{local_edit, MirrorRecord, PendingChange};
@@ -67,6 +70,8 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct DynamoMirror {
     client: aws_sdk_dynamodb::Client,
+    /// An apply's read and write, once `client` has made a request.
+    direct: Direct,
     table: String,
     clock: Arc<dyn Clock>,
     delta_fields: DeltaFields,
@@ -101,14 +106,14 @@ impl Filter {
 
 impl DynamoMirror {
     /// The mirror in `table` (the event store's table; see [`super::setup::create_all`]), stamping `applied_at`
-    /// from `clock` and adding `in_order` deltas as `delta_fields` say.
-    pub fn new(
-        client: aws_sdk_dynamodb::Client,
-        table: &str,
-        clock: Arc<dyn Clock>,
-        delta_fields: DeltaFields,
-    ) -> Self {
-        Self { client, table: table.to_owned(), clock, delta_fields }
+    /// from `clock` and adding `in_order` deltas as `delta_fields` say; reading and writing with `clients.dynamodb`
+    /// (as wrapped by the caller: gate, meter), an apply's `BatchGetItem` and `TransactWriteItems` sent by a
+    /// [`Direct`] on the same HTTP stack once the client has made a request (signed with the clients' credentials,
+    /// counted in their `requests`).
+    pub fn new(clients: &Clients, table: &str, clock: Arc<dyn Clock>, delta_fields: DeltaFields) -> Self {
+        let (client, direct) =
+            Direct::install(&clients.dynamodb, clients.credentials.clone(), clients.requests.clone());
+        Self { client, direct, table: table.to_owned(), clock, delta_fields }
     }
 
     /// The table's name.

@@ -1,43 +1,46 @@
-//! [`DirectPut`]: DynamoDB's `PutItem` without the SDK's request pipeline, for the event store's hot path.
+//! [`Direct`]: the DynamoDB requests of the hot path without the SDK's request pipeline.
 //!
-//! The event store makes four conditional `PutItem`s per happy-path event (the claim's two, the settle's two). On
-//! Lambda the SDK's orchestrator around each (interceptors, endpoint and auth resolution, per-operation
-//! configuration, retry and timeout machinery) cost ≈ 230 µs of CPU per request, against ≈ 90 µs for the request
-//! itself built by hand (README, "The framework with an HTTP destination"). A `DirectPut` sends the request the SDK
-//! would send — `X-Amz-Target: DynamoDB_20120810.PutItem`, the same awsJson 1.0 body — signed with SigV4 (`sign.rs`:
-//! the one request shape written out, checked against the SDK's signer), through the SDK client's own HTTP stack to
-//! the endpoint that client resolved: both are learned from the client's first request ([`route`]), so the
-//! connection pool is shared and whatever wraps the client's HTTP client (the moto gate, the capacity meter) sees
-//! these requests too. Until the client has made a request, [`DirectPut::put`] answers `None` and the caller uses the
-//! SDK.
+//! The event store makes four conditional `PutItem`s per happy-path event (the claim's two, the settle's two), the
+//! reference mirror a `BatchGetItem` and a `TransactWriteItems`. On Lambda the SDK's orchestrator around each
+//! (interceptors, endpoint and auth resolution, per-operation configuration, retry and timeout machinery) cost
+//! ≈ 230 µs of CPU per request, against ≈ 90 µs for the request itself built by hand (README, "The framework with an
+//! HTTP destination"). [`Direct`] sends the request the SDK would send — `X-Amz-Target: DynamoDB_20120810.<op>`, the
+//! same awsJson 1.0 body (`put.rs`, `transact.rs`, `batch_get.rs`) — signed with SigV4 (`sign.rs`: the one request
+//! shape written out, checked against the SDK's signer), through the SDK client's own HTTP stack to the endpoint
+//! that client resolved: both are learned from the client's first request ([`route`]), so the connection pool is
+//! shared and whatever wraps the client's HTTP client (the moto gate, the capacity meter) sees these requests too.
+//! Until the client has made a request, every operation answers `None` and the caller uses the SDK.
 //!
-//! Kept from the SDK: every attempt counted in the [`RequestCounter`] as `("DynamoDB", "PutItem")`; up to
+//! Kept from the SDK: every attempt counted in the [`RequestCounter`] under the operation's name; up to
 //! [`MAX_ATTEMPTS`] attempts for throttling and transient failures (timeouts, connection errors, 5xx), with full
-//! jitter over an exponential backoff (1 s, doubling, at most 20 s: the SDK's standard retry); 10 s per attempt and
-//! 30 s per call (the clients' timeouts); errors by meaning (`error::classify`), the failure kept as the source;
-//! credentials from the SDK configuration's provider, cached like the SDK's identity cache does. Left out: clock-skew
-//! correction, the retry quota (token bucket) and the user agent's metadata.
+//! jitter over an exponential backoff (1 s, doubling, at most 20 s: the SDK's standard retry), the same body each
+//! time (a transaction's `ClientRequestToken` with it); 10 s per attempt and 30 s per call (the clients' timeouts);
+//! errors by meaning (`error::classify`), the failure kept as the source; credentials from the SDK configuration's
+//! provider, cached like the SDK's identity cache does. Left out: clock-skew correction, the retry quota (token
+//! bucket) and the user agent's metadata.
 
 mod answer;
+mod batch_get;
+mod put;
 mod route;
 mod sign;
+mod transact;
+
+pub(crate) use put::PutOutcome;
+pub(crate) use transact::TransactOutcome;
 
 use super::counter::RequestCounter;
 use super::error::{classify, store_error, Meaning};
-use super::wire::{Item, WireItem};
 use super::{ATTEMPT_TIMEOUT, OPERATION_TIMEOUT};
 use crate::store::{Detail, StoreError};
-use answer::Answer;
 use aws_credential_types::provider::error::CredentialsError;
 use aws_credential_types::provider::SharedCredentialsProvider;
-use aws_sdk_dynamodb::types::AttributeValue;
 use aws_smithy_runtime_api::client::http::HttpConnector;
 use aws_smithy_runtime_api::client::result::ConnectorError;
 use aws_smithy_types::body::SdkBody;
 use route::{Learned, LearningHttpClient, Route};
-use serde::Serialize;
+use serde_json::Value;
 use sign::{Signable, Signer};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,24 +50,12 @@ pub(crate) const MAX_ATTEMPTS: u32 = 3;
 const INITIAL_BACKOFF: Duration = Duration::from_secs(1);
 /// The longest wait between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(20);
-/// The operation's `X-Amz-Target`.
-const TARGET: &str = "DynamoDB_20120810.PutItem";
 /// DynamoDB's protocol, awsJson 1.0.
 const CONTENT_TYPE: &str = "application/x-amz-json-1.0";
 
-/// What a conditional `PutItem` did.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum PutOutcome {
-    /// The item is written.
-    Written,
-    /// The condition did not hold; the stored item as DynamoDB returned it (`ReturnValuesOnConditionCheckFailure:
-    /// ALL_OLD`), none when there was none.
-    ConditionFailed(Option<Item>),
-}
-
-/// Why a direct `PutItem` failed.
+/// Why a direct request failed.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum PutFailure {
+pub(crate) enum DirectFailure {
     /// DynamoDB refused the request.
     #[error(
         "DynamoDB answered HTTP {status}{}: {message}{}",
@@ -80,7 +71,13 @@ pub(crate) enum PutFailure {
         message: String,
         /// `x-amzn-RequestId`, what AWS support asks for.
         request_id: Option<String>,
+        /// The error's JSON body, for what an operation reads from it (a failed condition's stored item, a
+        /// transaction's cancellation reasons).
+        details: Value,
     },
+    /// A success answer that is not JSON.
+    #[error("DynamoDB's answer is not JSON: {0}")]
+    Malformed(String),
     /// The request did not get through, or its answer was cut off.
     #[error("sending the request failed: {0}")]
     Transport(#[source] ConnectorError),
@@ -101,13 +98,13 @@ pub(crate) enum PutFailure {
     Build(String),
 }
 
-impl PutFailure {
+impl DirectFailure {
     /// What the failure means to the caller (and whether another attempt may help: throttled or unavailable).
     fn meaning(&self) -> Meaning {
         match self {
             Self::Service { status, code, .. } => classify(code.as_deref(), Some(*status)),
             Self::Transport(e) if e.is_user() => Meaning::Backend,
-            Self::Transport(_) | Self::TimedOut(_) | Self::Credentials(_) => Meaning::Unavailable,
+            Self::Transport(_) | Self::TimedOut(_) | Self::Credentials(_) | Self::Malformed(_) => Meaning::Unavailable,
             Self::NoCredentials | Self::Build(_) => Meaning::Backend,
         }
     }
@@ -119,17 +116,17 @@ impl PutFailure {
     }
 }
 
-/// Conditional `PutItem`s on the route a DynamoDB client's first request took (see the module docs).
+/// DynamoDB requests on the route a client's first request took (see the module docs).
 #[derive(Debug, Clone)]
-pub(crate) struct DirectPut {
+pub(crate) struct Direct {
     learned: Learned,
     region: Option<String>,
     signer: Arc<Signer>,
     requests: RequestCounter,
 }
 
-impl DirectPut {
-    /// `client` with its HTTP client wrapped so that its first request teaches the returned `DirectPut` the route;
+impl Direct {
+    /// `client` with its HTTP client wrapped so that its first request teaches the returned `Direct` the route;
     /// signing with `credentials` (the SDK configuration's provider), counting attempts into `requests`.
     pub(crate) fn install(
         client: &aws_sdk_dynamodb::Client,
@@ -145,80 +142,62 @@ impl DirectPut {
             requests,
         };
         let Some(inner) = config.http_client() else {
-            // No HTTP client to learn from: nothing is learned, every put goes through the SDK.
+            // No HTTP client to learn from: nothing is learned, every request goes through the SDK.
             return (client.clone(), direct);
         };
         let learning = LearningHttpClient { inner, learned };
         (aws_sdk_dynamodb::Client::from_conf(config.to_builder().http_client(learning).build()), direct)
     }
 
-    /// Whether puts go direct: the client has made its first request.
+    /// Whether requests go direct: the client has made its first request.
     pub(crate) fn is_ready(&self) -> bool {
         self.learned.get().is_some() && self.region.is_some()
     }
 
-    /// `item` written to `table` if `condition` (with `values`) holds; `None` while the route is not known yet.
-    pub(crate) async fn put(
-        &self,
-        table: &str,
-        item: &Item,
-        condition: &str,
-        values: Option<&HashMap<String, AttributeValue>>,
-    ) -> Option<Result<PutOutcome, PutFailure>> {
+    /// `operation` (`PutItem`, …) with `body`, retried as the module docs say: the answer's JSON, or why it failed;
+    /// `None` while the route is not known yet.
+    async fn call(&self, operation: &'static str, body: &[u8]) -> Option<Result<Value, DirectFailure>> {
         let (route, region) = (self.learned.get()?, self.region.as_deref()?);
-        Some(self.put_on(route, region, table, item, condition, values).await)
-    }
-
-    async fn put_on(
-        &self,
-        route: &Route,
-        region: &str,
-        table: &str,
-        item: &Item,
-        condition: &str,
-        values: Option<&HashMap<String, AttributeValue>>,
-    ) -> Result<PutOutcome, PutFailure> {
-        let body = request_body(table, item, condition, values)?;
+        let target = format!("DynamoDB_20120810.{operation}");
         let started = tokio::time::Instant::now();
         let mut attempt = 1;
         loop {
-            self.requests.add("DynamoDB", "PutItem");
-            let sent = tokio::time::timeout(ATTEMPT_TIMEOUT, self.attempt(route, region, &body)).await;
-            let failure = match sent.unwrap_or(Err(PutFailure::TimedOut(ATTEMPT_TIMEOUT))) {
-                Ok(Answer::Written) => return Ok(PutOutcome::Written),
-                Ok(Answer::ConditionFailed(old)) => return Ok(PutOutcome::ConditionFailed(old)),
-                Ok(Answer::Failed(failure)) | Err(failure) => failure,
+            self.requests.add("DynamoDB", operation);
+            let sent = tokio::time::timeout(ATTEMPT_TIMEOUT, self.attempt(route, region, &target, body)).await;
+            let failure = match sent.unwrap_or(Err(DirectFailure::TimedOut(ATTEMPT_TIMEOUT))) {
+                Ok(answer) => return Some(Ok(answer)),
+                Err(failure) => failure,
             };
             let pause = backoff(attempt);
             let retryable = matches!(failure.meaning(), Meaning::Throttled | Meaning::Unavailable);
             if !retryable || attempt >= MAX_ATTEMPTS || started.elapsed() + pause + ATTEMPT_TIMEOUT > OPERATION_TIMEOUT
             {
-                return Err(failure);
+                return Some(Err(failure));
             }
-            tracing::debug!(attempt, error = %failure, ?pause, "PutItem failed; retrying");
+            tracing::debug!(operation, attempt, error = %failure, ?pause, "DynamoDB request failed; retrying");
             tokio::time::sleep(pause).await;
             attempt += 1;
         }
     }
 
     /// One signed request and its answer.
-    async fn attempt(&self, route: &Route, region: &str, body: &[u8]) -> Result<Answer, PutFailure> {
+    async fn attempt(&self, route: &Route, region: &str, target: &str, body: &[u8]) -> Result<Value, DirectFailure> {
         let uri = format!("{}/", route.origin);
         let host = route.origin.split_once("://").map_or(route.origin.as_str(), |(_, authority)| authority);
-        let signable = Signable { host, target: TARGET, content_type: CONTENT_TYPE, region };
+        let signable = Signable { host, target, content_type: CONTENT_TYPE, region };
         let signed = self.signer.headers(&signable, body, chrono::Utc::now()).await?;
         let mut request = aws_smithy_runtime_api::http::Request::new(SdkBody::from(body.to_vec()));
-        let invalid = |e: aws_smithy_runtime_api::http::HttpError| PutFailure::Build(e.to_string());
+        let invalid = |e: aws_smithy_runtime_api::http::HttpError| DirectFailure::Build(e.to_string());
         request.set_method("POST").map_err(invalid)?;
         request.set_uri(uri.as_str()).map_err(invalid)?;
         let headers = request.headers_mut();
-        for (name, value) in [("content-type", CONTENT_TYPE), ("host", host), ("x-amz-target", TARGET)] {
+        for (name, value) in [("content-type", CONTENT_TYPE), ("host", host), ("x-amz-target", target)] {
             headers.try_insert(name, value.to_owned()).map_err(invalid)?;
         }
         for (name, value) in signed {
             headers.try_insert(name, value).map_err(invalid)?;
         }
-        let response = route.connector.call(request).await.map_err(PutFailure::Transport)?;
+        let response = route.connector.call(request).await.map_err(DirectFailure::Transport)?;
         answer::read(response).await
     }
 }
@@ -230,55 +209,9 @@ fn backoff(attempt: u32) -> Duration {
     ceiling.mul_f64(rand::random::<f64>())
 }
 
-/// The awsJson 1.0 body of the `PutItem` the SDK would send.
-fn request_body(
-    table: &str,
-    item: &Item,
-    condition: &str,
-    values: Option<&HashMap<String, AttributeValue>>,
-) -> Result<Vec<u8>, PutFailure> {
-    #[derive(Serialize)]
-    #[serde(rename_all = "PascalCase")]
-    struct PutItem<'a> {
-        table_name: &'a str,
-        item: WireItem<'a>,
-        condition_expression: &'a str,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        expression_attribute_values: Option<WireItem<'a>>,
-        return_values_on_condition_check_failure: &'static str,
-    }
-    let body = PutItem {
-        table_name: table,
-        item: WireItem(item),
-        condition_expression: condition,
-        expression_attribute_values: values.map(WireItem),
-        return_values_on_condition_check_failure: "ALL_OLD",
-    };
-    serde_json::to_vec(&body).map_err(|e| PutFailure::Build(e.to_string()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::{json, Value};
-
-    #[test]
-    fn the_body_is_the_sdks_put_item_request() {
-        let item = Item::from([("pk".to_owned(), AttributeValue::S("EVENT#e1".into()))]);
-        let values = HashMap::from([(":expected".to_owned(), AttributeValue::N("3".into()))]);
-        let body = request_body("events", &item, "version = :expected", Some(&values)).expect("body");
-        let body: Value = serde_json::from_slice(&body).expect("JSON");
-        assert_eq!(
-            body,
-            json!({
-                "TableName": "events",
-                "Item": {"pk": {"S": "EVENT#e1"}},
-                "ConditionExpression": "version = :expected",
-                "ExpressionAttributeValues": {":expected": {"N": "3"}},
-                "ReturnValuesOnConditionCheckFailure": "ALL_OLD"
-            })
-        );
-    }
 
     #[test]
     fn backoff_is_jittered_under_a_doubling_ceiling_of_at_most_twenty_seconds() {
@@ -291,24 +224,25 @@ mod tests {
 
     #[test]
     fn throttling_and_transient_failures_are_retried_and_the_rest_are_not() {
-        let service = |status, code: &str| PutFailure::Service {
+        let service = |status, code: &str| DirectFailure::Service {
             status,
             code: Some(code.into()),
             message: "m".into(),
             request_id: Some("R1".into()),
+            details: Value::Null,
         };
         assert_eq!(service(400, "ThrottlingException").meaning(), Meaning::Throttled);
         assert_eq!(service(400, "ProvisionedThroughputExceededException").meaning(), Meaning::Throttled);
         assert_eq!(service(500, "InternalServerError").meaning(), Meaning::Unavailable);
         assert_eq!(service(400, "ValidationException").meaning(), Meaning::Backend);
-        assert_eq!(PutFailure::TimedOut(ATTEMPT_TIMEOUT).meaning(), Meaning::Unavailable);
-        assert_eq!(PutFailure::Transport(ConnectorError::io("reset".into())).meaning(), Meaning::Unavailable);
-        assert_eq!(PutFailure::NoCredentials.meaning(), Meaning::Backend);
+        assert_eq!(DirectFailure::TimedOut(ATTEMPT_TIMEOUT).meaning(), Meaning::Unavailable);
+        assert_eq!(DirectFailure::Transport(ConnectorError::io("reset".into())).meaning(), Meaning::Unavailable);
+        assert_eq!(DirectFailure::NoCredentials.meaning(), Meaning::Backend);
         match service(400, "ThrottlingException").into_store_error("writing event e1") {
             StoreError::Throttled(detail) => {
                 assert!(detail.message().contains("writing event e1: DynamoDB answered HTTP 400 ThrottlingException"));
                 assert!(detail.message().ends_with("(request id R1)"), "{}", detail.message());
-                assert!(std::error::Error::source(&detail).is_some_and(|s| s.is::<PutFailure>()));
+                assert!(std::error::Error::source(&detail).is_some_and(|s| s.is::<DirectFailure>()));
             }
             other => panic!("expected Throttled, got {other:?}"),
         }

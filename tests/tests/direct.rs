@@ -1,7 +1,8 @@
-//! The event store's direct `PutItem` (`store::aws::direct_put`): on moto, that single-item writes go direct once
-//! the store has made a request and write what the SDK would; against a stand-in DynamoDB on loopback, that each
-//! request is signed (SigV4, checked here by an independent implementation) over exactly what it sends, and that
-//! throttling and server errors are retried as the SDK's standard retry does, and nothing else is.
+//! The DynamoDB requests sent without the SDK's pipeline (`store::aws::direct`): on moto, that the event store's
+//! single-item writes go direct once the store has made a request and write what the SDK would; against a stand-in
+//! DynamoDB on loopback, that each request is signed (SigV4, checked here by an independent implementation) over
+//! exactly what it sends, that throttling and server errors are retried as the SDK's standard retry does, and
+//! nothing else is, and that the mirror's read and transaction go direct and read a canceled transaction's reasons.
 
 use crate::conformance::aws::fixture;
 use crate::conformance::build;
@@ -10,9 +11,11 @@ use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::sync::{Arc, Mutex};
+use synctrail::destination::{ApplyOutcome, Destination};
 use synctrail::model::Status;
-use synctrail::store::aws::{Clients, DynamoStore};
+use synctrail::store::aws::{Clients, DynamoMirror, DynamoStore};
 use synctrail::store::{EventStore, Expect, StoreError, Write};
+use synctrail::SystemClock;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aws_single_item_writes_go_direct_once_the_store_has_made_a_request_and_read_back_as_written() {
@@ -235,4 +238,62 @@ async fn aws_a_retry_of_a_put_that_landed_finds_its_own_item_and_succeeds() {
     assert_eq!(*attempts.lock().expect("attempts"), 2);
     // Another commit finding the same item stored is a conflict.
     assert!(matches!(store.commit(vec![Write::event(record)]).await, Err(StoreError::Conflict(_))));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_the_mirror_reads_and_writes_direct_after_its_first_request_and_reads_a_canceled_transaction() {
+    // The stand-in finds nothing stored; it commits the first transaction and cancels the second on the effect's
+    // condition, returning the effect the request carried (so the mirror recognises its own commit id).
+    let seen: Arc<Mutex<Vec<Request>>> = Arc::default();
+    let log = Arc::clone(&seen);
+    let handler: Handler = Arc::new(move |request: Request| {
+        let target = request.headers.get("x-amz-target").cloned().unwrap_or_default();
+        let mut log = log.lock().expect("requests");
+        log.push(request.clone());
+        let transactions = log.iter().filter(|r| r.headers.get("x-amz-target") == Some(&target)).count();
+        match target.as_str() {
+            "DynamoDB_20120810.BatchGetItem" => Response::json(200, &json!({"Responses": {"events": []}})),
+            "DynamoDB_20120810.TransactWriteItems" if transactions > 1 => {
+                let effect = request.body["TransactItems"][1]["Put"]["Item"].clone();
+                let reasons = json!([{"Code": "None"}, {"Code": "ConditionalCheckFailed", "Item": effect}]);
+                let body = json!({"__type": "TransactionCanceledException", "message": "canceled", "CancellationReasons": reasons});
+                Response::json(400, &body)
+            }
+            _ => Response::json(200, &json!({})),
+        }
+    });
+    let server = Server::start(handler);
+    let clients = Clients::connect(Some(&server.url), Some("us-east-1")).await;
+    let mirror = DynamoMirror::new(&clients, "events", Arc::new(SystemClock), Default::default());
+    let e = build::entity("direct");
+    let (first, second) = (build::id("ev-1"), build::id("ev-2"));
+    let (v1, v2) = (json!({"n": 1}), json!({"n": 2}));
+    assert_eq!(mirror.apply(&build::snapshot(&first, &e, 10, &v1, 1)).await, Ok(ApplyOutcome::Applied));
+    assert_eq!(mirror.apply(&build::snapshot(&second, &e, 20, &v2, 2)).await, Ok(ApplyOutcome::Applied));
+
+    let seen = seen.lock().expect("requests");
+    let kinds: Vec<(String, bool)> = seen
+        .iter()
+        .map(|r| (r.headers["x-amz-target"].clone(), r.headers.contains_key("amz-sdk-invocation-id")))
+        .collect();
+    let op = |name: &str, sdk: bool| (format!("DynamoDB_20120810.{name}"), sdk);
+    assert_eq!(
+        kinds,
+        vec![
+            op("BatchGetItem", true),
+            op("TransactWriteItems", false),
+            op("BatchGetItem", false),
+            op("TransactWriteItems", false)
+        ],
+        "the SDK's first request, every later one direct"
+    );
+    let transaction = &seen[1].body;
+    assert_eq!(transaction["TransactItems"][1]["Put"]["ConditionExpression"], "attribute_not_exists(pk)");
+    assert_eq!(transaction["TransactItems"][1]["Put"]["ReturnValuesOnConditionCheckFailure"], "ALL_OLD");
+    let token = transaction["ClientRequestToken"].as_str().expect("a ClientRequestToken");
+    assert_eq!(token.len(), 32, "{token}");
+    assert_ne!(seen[3].body["ClientRequestToken"], transaction["ClientRequestToken"], "one token per call");
+    assert_eq!(seen[2].body["RequestItems"]["events"]["ConsistentRead"], true);
+    assert_eq!(clients.requests.get("DynamoDB", "TransactWriteItems"), 2);
+    assert_eq!(clients.requests.get("DynamoDB", "BatchGetItem"), 2);
 }

@@ -21,7 +21,7 @@ pub(super) struct Route {
     pub(super) origin: String,
 }
 
-/// The route once learned; shared by every clone of the [`super::DirectPut`].
+/// The route once learned; shared by every clone of the [`super::Direct`].
 pub(super) type Learned = Arc<OnceLock<Route>>;
 
 /// An HTTP client in front of the SDK client's own that learns the route from the first request through it, then

@@ -3,7 +3,7 @@
 //! directly (the tests check it against the SDK's own signer, `aws-sigv4`). The signing key is derived once per
 //! day, region and credentials (AWS documentation, "Create a signed AWS API request").
 
-use super::PutFailure;
+use super::DirectFailure;
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_credential_types::Credentials;
 use chrono::{DateTime, Utc};
@@ -65,38 +65,38 @@ impl Signer {
         request: &Signable<'_>,
         body: &[u8],
         now: DateTime<Utc>,
-    ) -> Result<Vec<(String, String)>, PutFailure> {
+    ) -> Result<Vec<(String, String)>, DirectFailure> {
         let mut cached = self.cached.lock().await;
         let due = |c: &Cached| match c.credentials.expiry() {
             Some(expiry) => expiry.checked_sub(REFRESH_BEFORE_EXPIRY).unwrap_or(expiry),
             None => c.loaded_at + RELOAD_NEVER_EXPIRING,
         };
         if cached.as_ref().is_none_or(|c| SystemTime::from(now) >= due(c)) {
-            let provider = self.provider.as_ref().ok_or(PutFailure::NoCredentials)?;
-            let credentials = provider.provide_credentials().await.map_err(PutFailure::Credentials)?;
+            let provider = self.provider.as_ref().ok_or(DirectFailure::NoCredentials)?;
+            let credentials = provider.provide_credentials().await.map_err(DirectFailure::Credentials)?;
             *cached = Some(Cached { credentials, loaded_at: SystemTime::from(now), key: None });
         }
-        let Some(cached) = cached.as_mut() else { return Err(PutFailure::NoCredentials) };
+        let Some(cached) = cached.as_mut() else { return Err(DirectFailure::NoCredentials) };
         let date = now.format("%Y%m%d").to_string();
         if cached.key.as_ref().is_none_or(|(d, r, _)| *d != date || r != request.region) {
             let key = signing_key(cached.credentials.secret_access_key(), &date, request.region, self.service)?;
             cached.key = Some((date.clone(), request.region.to_owned(), key));
         }
-        let Some((_, _, key)) = cached.key.as_ref() else { return Err(PutFailure::Build("no signing key".into())) };
+        let Some((_, _, key)) = cached.key.as_ref() else { return Err(DirectFailure::Build("no signing key".into())) };
         sign(request, body, now, &date, self.service, &cached.credentials, key)
     }
 }
 
 /// HMAC-SHA256 (which takes a key of any length: `None` does not happen).
-fn hmac(key: &[u8], data: &[u8]) -> Result<[u8; 32], PutFailure> {
+fn hmac(key: &[u8], data: &[u8]) -> Result<[u8; 32], DirectFailure> {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key)
-        .map_err(|e| PutFailure::Build(format!("keying HMAC-SHA256 failed: {e}")))?;
+        .map_err(|e| DirectFailure::Build(format!("keying HMAC-SHA256 failed: {e}")))?;
     mac.update(data);
     Ok(mac.finalize().into_bytes().into())
 }
 
 /// The SigV4 signing key of `secret` for `date` (`yyyymmdd`), `region` and `service`.
-fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> Result<[u8; 32], PutFailure> {
+fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> Result<[u8; 32], DirectFailure> {
     let mut key = hmac(format!("AWS4{secret}").as_bytes(), date.as_bytes())?;
     for part in [region, service, "aws4_request"] {
         key = hmac(&key, part.as_bytes())?;
@@ -113,7 +113,7 @@ fn sign(
     service: &str,
     credentials: &Credentials,
     key: &[u8; 32],
-) -> Result<Vec<(String, String)>, PutFailure> {
+) -> Result<Vec<(String, String)>, DirectFailure> {
     let amz_date = now.format("%Y%m%dT%H%M%SZ").to_string();
     let token = credentials.session_token();
     // Canonical headers, sorted by name; values as sent (none has spaces to fold).
