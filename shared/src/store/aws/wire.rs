@@ -1,6 +1,6 @@
 //! DynamoDB's JSON wire format of attribute values (`{"S": "…"}`, `{"N": "…"}`, `{"B": "<base64>"}`, …), both
 //! ways: what the capacity meter reads out of requests, and what the direct requests write (`Wire`, `WireItem`)
-//! read back.
+//! and read back.
 
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
