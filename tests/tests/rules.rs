@@ -477,14 +477,19 @@ async fn retryable_error_marks_errored_and_returns_the_message_with_backoff(via:
 
         let record = h.record_of(&event).await;
         assert_eq!((record.status, record.attempt), (Status::Errored, attempt));
-        let error = record.error.expect("error recorded");
+        let error = record.error.clone().expect("error recorded");
         assert_eq!((error.kind, error.retryable), (ErrorKind::Retryable, true));
         assert!(error.message.contains("502 bad gateway"), "{}", error.message);
         // Each backoff ends inside the lease of the claim before it: the failure leaves the head as that claim wrote
-        // it (spec §9 "A failure inside its claim's lease writes the record alone").
-        let inflight = h.head(&entity).await.inflight.expect("still holds the entity");
-        assert_eq!((inflight.errored, inflight.attempt), (false, attempt), "attempt {attempt}");
-        assert!(inflight.lease_until >= h.now() + after, "attempt {attempt}: the claim's lease ends before the retry");
+        // it (spec §9 "A failure inside its claim's lease writes the record alone"), and so does each retry, which
+        // claims inside the hold with its record alone ("A retry inside its hold writes the record alone"): the
+        // head is the first claim's, its attempt and version too, and the hold lasts as long as the record's lease.
+        let head = h.head(&entity).await;
+        let inflight = head.inflight.expect("still holds the entity");
+        assert_eq!((inflight.errored, inflight.attempt, head.version), (false, 1, 1), "attempt {attempt}");
+        let hold_until = inflight.hold_until(Some(&record));
+        assert!(hold_until >= h.now() + after, "attempt {attempt}: the hold ends before the retry");
+        assert_eq!(record.lease_until.is_some(), attempt > 1, "attempt {attempt}: only a retry's record keeps a lease");
         // The hold's earliest lease end stays the first claim's through every retry (its lease index entry stays).
         let first = *first_lease_end.get_or_insert(inflight.lease_floor());
         assert!(first <= h.now() + h.options.function_timeout + h.options.settings.clock_margin);
@@ -540,10 +545,14 @@ async fn a_backoff_that_outlasts_its_claims_lease_flags_the_head_errored_and_mov
     assert_eq!(h.mirror_state(&entity).await, Some(json!({"title": "v2"})));
 }
 
-async fn a_retry_running_under_its_claim_is_not_taken_over_by_a_newer_event(via: Via) {
-    let h = Harness::over(via);
+async fn a_retry_inside_its_hold_is_not_taken_over_while_the_heads_or_its_records_lease_runs(via: Via) {
+    // A first backoff of 4–8 s, inside the claim's lease of the invocation's 10 s: the retry's own deadline then
+    // ends seconds after the claim's lease does.
+    let settings = synctrail::settings::Settings { backoff_base: Duration::seconds(8), ..settings() };
+    let h = Harness::with(Options { via, settings, ..Options::default() });
     let failing = Env::issue("18c").at(10).titled("v1");
     let newer = Env::issue("18c").at(20).titled("v2");
+    let newest = Env::issue("18c").at(30).titled("v3");
     let entity = failing.entity();
     let gate = Arc::new(Gate::default());
     h.script.on(&entity, Step::Retryable("503 from the destination"));
@@ -551,21 +560,44 @@ async fn a_retry_running_under_its_claim_is_not_taken_over_by_a_newer_event(via:
     h.send_env(&failing).await;
     let d = h.deliver(1).await;
     assert_eq!(d.only().status, Some(Status::Errored));
+    let claimed = h.head(&entity).await;
     h.advance(d.retry_after(0));
 
-    // The retry claims and runs; meanwhile the newer event arrives, reads the holder's record (the head, written
-    // by the retry's claim, does not say `errored`) and finds it running: it queues behind it.
     let retry = h.receive(1).await;
     let (d2, ()) = tokio::join!(h.invoke(&retry), async {
         gate.entered().await;
+        // The retry wrote its record alone: the head is the first claim's, and its lease ends first.
+        assert_eq!(h.head(&entity).await, claimed, "the retry's claim left the head as the first claim wrote it");
+        let record = h.record_of(&failing).await;
+        assert_eq!((record.status, record.attempt), (Status::Processing, 2));
+        let head_lease = claimed.inflight.as_ref().expect("held").lease_until;
+        let record_lease = record.lease_until.expect("the retry's lease");
+        assert!(record_lease > head_lease, "{record_lease} is not after the claim's {head_lease}");
+
+        // Inside the head's lease a newer event reads the holder's record, finds the retry running (not `errored`)
+        // and queues behind it.
         h.send_env(&newer).await;
         assert_eq!(h.deliver(1).await.only().status, Some(Status::Queued));
+        // Past the head's lease, inside the record's: the newest event supersedes the queued one and queues too
+        // instead of taking over, a copy of the retrying event waits, and a sweep leaves it alone.
+        h.advance(head_lease + h.options.settings.clock_margin - h.now() + Duration::milliseconds(500));
+        assert!(h.now() <= record_lease + h.options.settings.clock_margin, "the retry's lease still runs");
+        h.send_env(&newest).await;
+        assert_eq!(h.deliver(1).await.only().status, Some(Status::Queued));
+        h.send_env(&failing).await;
+        let copy = h.deliver(1).await;
+        assert_eq!(copy.only().status, Some(Status::Processing), "the copy waits for the running retry");
+        assert_eq!(copy.failures().len(), 1, "the copy is handed back");
+        assert!(h.sweep().await.is_empty(), "a running retry was re-driven");
         gate.release();
     });
     assert_eq!(d2.only().status, Some(Status::Completed));
-    assert_eq!(h.deliver(1).await.only().status, Some(Status::Completed), "the newer event, promoted");
-    assert_eq!(h.effects().await, ids(&[&failing, &newer]));
-    assert_eq!(h.mirror_state(&entity).await, Some(json!({"title": "v2"})));
+    assert_eq!(h.deliver(1).await.only().status, Some(Status::Completed), "the newest event, promoted");
+    assert_eq!(h.record_of(&newer).await.status, Status::Canceled);
+    assert_eq!(h.effects().await, ids(&[&failing, &newest]));
+    assert_eq!(h.mirror_state(&entity).await, Some(json!({"title": "v3"})));
+    use Status::*;
+    assert_eq!(timeline(&h.record_of(&failing).await), [Received, Processing, Errored, Processing, Completed]);
 }
 
 async fn last_allowed_attempt_fails_the_event_and_dead_letters_its_message_and_releases_the_head(via: Via) {
@@ -1157,6 +1189,60 @@ async fn in_order_event_older_than_applied_is_flagged_even_when_it_waited_in_the
     assert_eq!(late.status, Status::Completed);
     assert!(late.out_of_order, "adj-b arrived older than the applied adj-a and was applied after adj-c");
     assert!(h.head(&entity).await.needs_verification, "the entity must be scheduled for verification");
+}
+
+async fn an_in_order_event_unparked_beside_the_same_change_under_another_id_ends_duplicate_and_leaves_the_backlog(
+    via: Via,
+) {
+    let mut settings = settings();
+    settings.max_backlog = 2;
+    let h = Harness::with(Options { via, settings, ..Options::default() });
+    let first = Env::adjustment("sku-9").at(10).delta(1).id("adj-9-1");
+    let queued = [
+        Env::adjustment("sku-9").at(20).delta(2).id("adj-9-2"),
+        Env::adjustment("sku-9").at(25).delta(3).id("adj-9-3"),
+    ];
+    // The same change under two ids, both parked outside the full backlog: neither is in the head to compare with.
+    let twins = [
+        Env::adjustment("sku-9").at(30).delta(4).id("adj-9-4"),
+        Env::adjustment("sku-9").at(30).delta(4).id("adj-9-4-again"),
+    ];
+    let entity = first.entity();
+    let (held_first, held_twin) = (Arc::new(Gate::default()), Arc::new(Gate::default()));
+    h.script.on(&entity, Step::Hold(held_first.clone(), Box::new(Step::Pass)));
+    h.script.on(&entity, Step::Pass);
+    h.script.on(&entity, Step::Pass);
+    h.script.on(&entity, Step::Hold(held_twin.clone(), Box::new(Step::Pass)));
+    deliver_racing(&h, &first, async {
+        held_first.entered().await;
+        for event in queued.iter().chain(&twins) {
+            h.send_env(event).await;
+            assert_eq!(h.deliver(1).await.only().status, Some(Status::Queued));
+        }
+        assert_eq!(h.head(&entity).await.parked, 2, "both twins parked");
+        held_first.release();
+    })
+    .await;
+    // The two queued events run; the last one's settle moves both twins into the emptied backlog and promotes one.
+    tokio::join!(h.drain(), async {
+        held_twin.entered().await;
+        let head = h.head(&entity).await;
+        let holder = head.inflight.as_ref().expect("a twin holds the entity").slot.event_id.clone();
+        let waiting = twins.iter().find(|t| t.event_id() != holder).expect("the other twin");
+        assert_eq!(head.backlog.iter().map(|s| &s.event_id).collect::<Vec<_>>(), [&waiting.event_id()]);
+        // The waiting twin's message comes again: the same change holds the entity, so it is a duplicate of it,
+        // and it leaves the backlog in the same commit (the head never lists a done event as waiting).
+        h.send_env(waiting).await;
+        assert_eq!(h.deliver(1).await.only().status, Some(Status::Duplicate));
+        let head = h.head(&entity).await;
+        assert!(head.backlog.is_empty(), "the duplicate still waits in the backlog: {head:?}");
+        held_twin.release();
+    });
+    h.drain().await;
+    let head = h.head(&entity).await;
+    assert!(head.inflight.is_none() && head.backlog.is_empty() && head.parked == 0, "{head:?}");
+    assert_eq!(h.effects().await.len(), 4, "every change once");
+    assert_eq!(h.mirror_state(&entity).await, Some(json!({"quantity": 10})));
 }
 
 async fn in_order_event_beyond_a_full_backlog_is_not_stranded_when_its_receives_run_out(via: Via) {
@@ -1995,7 +2081,7 @@ over_every_destination!(
     create_without_updated_at_is_dropped_for_a_local_edit,
     retryable_error_marks_errored_and_returns_the_message_with_backoff,
     a_backoff_that_outlasts_its_claims_lease_flags_the_head_errored_and_moves_its_lease_past_the_retry,
-    a_retry_running_under_its_claim_is_not_taken_over_by_a_newer_event,
+    a_retry_inside_its_hold_is_not_taken_over_while_the_heads_or_its_records_lease_runs,
     last_allowed_attempt_fails_the_event_and_dead_letters_its_message_and_releases_the_head,
     permanent_error_fails_at_once_and_releases_the_head,
     a_delay_the_destination_asks_for_replaces_the_backoff_up_to_backoff_max,
@@ -2016,6 +2102,7 @@ over_every_destination!(
     in_order_events_are_all_applied_one_at_a_time,
     in_order_event_older_than_applied_is_flagged_out_of_order_and_applied,
     in_order_event_older_than_applied_is_flagged_even_when_it_waited_in_the_backlog,
+    an_in_order_event_unparked_beside_the_same_change_under_another_id_ends_duplicate_and_leaves_the_backlog,
     in_order_event_beyond_a_full_backlog_is_not_stranded_when_its_receives_run_out,
     in_order_event_parked_where_the_unpark_listing_missed_it_is_redriven_by_the_sweeper,
     message_dead_lettered_before_the_engine_ever_saw_it_is_not_lost,

@@ -39,8 +39,8 @@ use synctrail::destination::http::{HttpDestination, Secret};
 use synctrail::destination::{ApplyOutcome, Change, Destination, DestinationError};
 use synctrail::engine::{Disposition, Engine, Invocation, Ports};
 use synctrail::model::{
-    ContentHash, Direction, EntityHead, EntityKey, Envelope, EventId, EventRecord, Kind, Message, OrderKey, PayloadRef,
-    Status,
+    ContentHash, Direction, EntityHead, EntityKey, Envelope, EventId, EventRecord, Inflight, Kind, Message, OrderKey,
+    PayloadRef, Status,
 };
 use synctrail::store::sqlite::EmbeddedOptions;
 use synctrail::store::{
@@ -920,7 +920,9 @@ impl Sim {
                 }
                 continue;
             }
-            if self.busy_heads().iter().any(|h| h.inflight.as_ref().is_some_and(|i| self.is_live(i.lease_until))) {
+            // A hold lasts until the later of its head's lease and that of a retry claimed inside it (on the record).
+            let live = |i: &Inflight| self.is_live(i.hold_until(self.record(&i.slot.event_id).as_ref()));
+            if self.busy_heads().iter().any(|h| h.inflight.as_ref().is_some_and(live)) {
                 quiet = 0;
                 self.clock.advance(Duration::seconds(2));
                 continue;
@@ -1255,14 +1257,17 @@ fn history(record: &EventRecord) -> Vec<String> {
         .collect()
 }
 
-/// Whether an attempt of the event was cut short (a crash, or a holder overtaken after its lease expired): only
-/// then may an event that is not `completed` have left an effect.
+/// Whether an attempt of the event was cut short (a crash, or a holder overtaken after its lease expired), or its
+/// last attempt ended without a definite answer from the destination (a timeout the receiver may have stored, then
+/// canceled by a newer event or failed: the record says so, `write_outcome_unknown`): only then may an event that
+/// is not `completed` have left an effect.
 fn was_interrupted(record: &EventRecord) -> bool {
     record
         .history
         .windows(2)
         .any(|w| w[0].status == Status::Processing && matches!(w[1].status, Status::Processing | Status::Canceled))
         || record.history.last().is_some_and(|h| h.status == Status::Processing)
+        || record.write_outcome_unknown
 }
 
 struct Violations(Vec<String>);

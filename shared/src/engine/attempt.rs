@@ -71,8 +71,11 @@ pub(super) async fn drive(
             Some(KnownHead::Read(head)) => *head,
             Some(KnownHead::Unread) | None => store.get_head(&envelope.entity).await?,
         };
-        let mut head = head.unwrap_or_else(|| EntityHead::empty(envelope.entity.clone(), now));
-        note_errored_holder(engine, &mut head, &record, policy).await?;
+        let head = head.unwrap_or_else(|| EntityHead::empty(envelope.entity.clone(), now));
+        // Decided on the head as its holder's record completes it; written as stored.
+        let noted = holder_as_recorded(engine, &head, &record, policy).await?;
+        let noted = noted.map(|holder| EntityHead { inflight: Some(holder), ..head.clone() });
+        let view = noted.as_ref().unwrap_or(&head);
         let candidate = Candidate {
             event_id: record.event_id.clone(),
             order: envelope.order,
@@ -80,7 +83,7 @@ pub(super) async fn drive(
             status: record.status,
             parked: record.parked,
             direction: envelope.direction,
-            shows_echo: head.echo.as_ref().is_some_and(|guard| guard.fingerprint.matches(&envelope.payload)),
+            shows_echo: view.echo.as_ref().is_some_and(|guard| guard.fingerprint.matches(&envelope.payload)),
         };
         let ctx = DecisionContext {
             now,
@@ -88,7 +91,7 @@ pub(super) async fn drive(
             policy,
             max_backlog: engine.settings.max_backlog,
         };
-        let decision = if force { forced(&head, &candidate, &ctx) } else { decide(&head, &candidate, &ctx) };
+        let decision = if force { forced(view, &candidate, &ctx) } else { decide(view, &candidate, &ctx) };
         if decision == Decision::AlreadyQueued && record.version == 0 {
             // The head names our id but we never stored it: another message did. Re-read it (and reject ours if
             // its content differs) before acknowledging anything.
@@ -109,29 +112,41 @@ pub(super) async fn drive(
     Err(EngineError::Contended(envelope.entity.to_string(), engine.settings.max_rounds))
 }
 
-/// Flags `head`'s holder `errored` when its record says so: a failure inside its claim's lease writes the record
-/// alone and leaves the head as the claim wrote it (spec §9 "A failure inside its claim's lease writes the record
-/// alone"). The holder's record is the arriving event's own (its retry, a copy), or, when a newer `latest_wins` event
-/// would otherwise queue behind a live holder (§4 rule 3), read here. Only an `errored` record of the attempt the
-/// head's claim names counts: a record of an earlier attempt is a retry's claim between its two writes.
-async fn note_errored_holder(
+/// The head's holder as its record completes it, when the record says more than the head (`None`: the head says
+/// it all). The head names the hold and the lease its claim took; the record may add that the hold's last attempt
+/// failed (a failure inside its claim's lease writes the record alone: `errored`) or that a retry claimed inside
+/// the hold runs under a later lease (it writes the record alone too: spec §9 "A failure inside its claim's lease
+/// writes the record alone", "A retry inside its hold writes the record alone"). The holder's record is the arriving
+/// event's own (its retry, a copy), or read here when a newer `latest_wins` event decides whether the holder still
+/// holds (§4 rules 2 and 3): its head's lease live (it may have failed), or ended on a claimed hold (a retry may run
+/// under its record's lease). `in_order` decisions queue behind any holder and don't need it.
+async fn holder_as_recorded(
     engine: &Engine,
-    head: &mut EntityHead,
+    head: &EntityHead,
     record: &EventRecord,
     policy: Policy,
-) -> Result<(), EngineError> {
-    let now = engine.now();
-    let Some(inflight) = head.inflight.as_mut().filter(|i| !i.errored) else { return Ok(()) };
-    let ended_with_error =
-        |holder: &EventRecord| holder.status == Status::Errored && holder.attempt == inflight.attempt;
-    inflight.errored = if inflight.slot.event_id == record.event_id {
-        ended_with_error(record)
-    } else if policy == Policy::LatestWins && now <= inflight.lease_until + engine.settings.clock_margin {
-        engine.ports.store.get_event(&inflight.slot.event_id).await?.is_some_and(|holder| ended_with_error(&holder))
+) -> Result<Option<Inflight>, EngineError> {
+    let Some(inflight) = head.inflight.as_ref().filter(|i| !i.errored) else { return Ok(None) };
+    let read;
+    let holder = if inflight.slot.event_id == record.event_id {
+        record
     } else {
-        false
+        let live = engine.now() <= inflight.lease_until + engine.settings.clock_margin;
+        if policy != Policy::LatestWins || !(live || inflight.claimed()) {
+            return Ok(None);
+        }
+        read = engine.ports.store.get_event(&inflight.slot.event_id).await?;
+        match read.as_ref() {
+            Some(holder) => holder,
+            None => return Ok(None),
+        }
     };
-    Ok(())
+    let errored = inflight.holder_errored(holder);
+    let lease_until = inflight.hold_until(Some(holder));
+    if !errored && lease_until == inflight.lease_until {
+        return Ok(None);
+    }
+    Ok(Some(Inflight { errored, lease_until, ..inflight.clone() }))
 }
 
 /// A new (or restarted) event of a disabled source or tenant: kept as `disabled`, not applied, re-drivable.
@@ -249,7 +264,7 @@ async fn record_decision(
             if record.status != Status::Queued {
                 record.transition(engine.entry(Status::Queued, attempt, invocation, behind))?;
             }
-            cancels = cancel_writes(engine, cancel.iter(), &event_id, invocation).await?;
+            cancels = cancel_writes(engine, cancel.iter(), &event_id, None, invocation).await?;
             canceled = cancels.len() as u32;
             writes.push(Write::head(head));
             queued = true;
@@ -258,10 +273,18 @@ async fn record_decision(
             // A delta that waited in the backlog may be older than what was applied meanwhile.
             let out_of_order = out_of_order
                 || (policy == Policy::InOrder && head.applied.as_ref().is_some_and(|a| candidate.order < a.order));
+            let claim = ClaimedRecord { lease_until: engine.lease_until(invocation), tie, out_of_order, force };
+            // The retry of an attempt that failed inside its hold, the head as the hold's claim wrote it: the
+            // record alone (spec §9 "A retry inside its hold writes the record alone").
+            let in_hold = head.inflight.as_ref().is_some_and(|i| i.may_retry_in_hold(&record));
+            let flagged = !out_of_order || head.needs_verification;
+            if in_hold && cancel.is_empty() && !force && flagged {
+                return claim_in_hold(engine, head, record, &claim, invocation).await;
+            }
+            let previous_unknown = claim.write_on(engine, &mut record, invocation)?;
+            let before_claim = head.inflight.clone();
             head.fence += 1;
-            let lease_until = engine.lease_until(invocation);
-            record.attempt += 1;
-            let slot = candidate.slot();
+            let (slot, lease_until) = (candidate.slot(), claim.lease_until);
             let (fence, attempt) = (head.fence, record.attempt);
             // The same event claiming again (a retry, a redelivery, its promotion) keeps its hold's earliest lease end.
             let earliest_lease_until =
@@ -276,15 +299,8 @@ async fn record_decision(
             head.backlog.retain(|s| s.event_id != event_id);
             head.needs_verification |= out_of_order;
             head.updated_at = now;
-            let previous_unknown = std::mem::replace(&mut record.write_outcome_unknown, true);
-            record.tie |= tie;
-            record.out_of_order |= out_of_order;
-            record.forced = force;
-            record.lease_until = Some(lease_until);
-            record.read_started_at = Some(now);
-            let note = force.then(|| "forced: ordering skipped".to_owned());
-            record.transition(engine.entry(Status::Processing, record.attempt, invocation, note))?;
-            let cancels = cancel_writes(engine, cancel.iter(), &event_id, invocation).await?;
+            let holder = before_claim.as_ref();
+            let cancels = cancel_writes(engine, cancel.iter(), &event_id, holder, invocation).await?;
             let canceled = cancels.len() as u32;
             commit_claim(engine, cancels, &head, &mut record).await?;
             head.version += 1;
@@ -313,6 +329,58 @@ async fn record_decision(
         engine.send_redrive(&next.event_id, invocation).await;
     }
     Ok(Recorded::Done(Box::new(outcome)))
+}
+
+/// What a claim writes on its event's record.
+struct ClaimedRecord {
+    /// Until when the claim holds.
+    lease_until: chrono::DateTime<chrono::Utc>,
+    /// It ties with a recorded event.
+    tie: bool,
+    /// `in_order`: it is older than the applied event.
+    out_of_order: bool,
+    /// Ordering skipped (`reprocess --force`).
+    force: bool,
+}
+
+impl ClaimedRecord {
+    /// Moves `record` to `processing` at its next attempt; whether an earlier attempt's outcome at the destination
+    /// is unknown.
+    fn write_on(
+        &self,
+        engine: &Engine,
+        record: &mut EventRecord,
+        invocation: &Invocation,
+    ) -> Result<bool, EngineError> {
+        record.attempt += 1;
+        let previous_unknown = std::mem::replace(&mut record.write_outcome_unknown, true);
+        record.tie |= self.tie;
+        record.out_of_order |= self.out_of_order;
+        record.forced = self.force;
+        record.lease_until = Some(self.lease_until);
+        record.read_started_at = Some(engine.now());
+        let note = self.force.then(|| "forced: ordering skipped".to_owned());
+        record.transition(engine.entry(Status::Processing, record.attempt, invocation, note))?;
+        Ok(previous_unknown)
+    }
+}
+
+/// Claims the retry of an attempt that failed inside its hold: the record alone (`processing`, attempt + 1, its
+/// own lease), conditional on its version, the head left as the hold's claim wrote it — its fence, its lease, its
+/// attempt (spec §9 "A retry inside its hold writes the record alone"). Whoever else decides reads the record with
+/// the head: the hold lasts until the later of the two leases. A newer event that took the entity over meanwhile
+/// canceled the record, so this write conflicts and the next round sees it.
+async fn claim_in_hold(
+    engine: &Engine,
+    head: EntityHead,
+    mut record: EventRecord,
+    claim: &ClaimedRecord,
+    invocation: &Invocation,
+) -> Result<Recorded, EngineError> {
+    let previous_unknown = claim.write_on(engine, &mut record, invocation)?;
+    engine.ports.store.commit(vec![Write::event(record.clone())]).await?;
+    record.version += 1;
+    Ok(Recorded::Claimed { head: Box::new(head), record: Box::new(record), canceled: 0, previous_unknown })
 }
 
 /// Writes a claim. Canceling nothing, it is two conditional writes, the head first (spec §9 "The claim in two
@@ -380,11 +448,12 @@ async fn commit_steps(engine: &Engine, cancels: Vec<Write>, steps: Vec<Write>) -
 }
 
 /// An event judged against an echo guard (spec §10) may hold its entity (promoted while the outbound write was in
-/// flight) or wait as its `next`: ending it releases that place, and promotes what waits as a settle would.
+/// flight) or wait as its `next`, and an `in_order` event moved into the backlog from outside it may be the same
+/// change as the one that now holds the entity: ending it releases that place (in the same commit as its record),
+/// and promotes what waits as a settle would.
 fn release(engine: &Engine, head: &mut EntityHead, event_id: &EventId, writes: &mut Vec<Write>) -> Option<Slot> {
     let holds = head.inflight.as_ref().is_some_and(|i| &i.slot.event_id == event_id);
-    let waits = head.next.as_ref().is_some_and(|n| &n.event_id == event_id);
-    if !holds && !waits {
+    if !holds && !head.is_queued(event_id) {
         return None;
     }
     let now = engine.now();
@@ -393,18 +462,22 @@ fn release(engine: &Engine, head: &mut EntityHead, event_id: &EventId, writes: &
         head.inflight = None;
         promote_next(head, engine, now)
     } else {
-        head.next = None;
+        head.next = head.next.take().filter(|n| &n.event_id != event_id);
+        head.backlog.retain(|s| &s.event_id != event_id);
         None
     };
     writes.push(Write::head(head.clone()));
     promoted
 }
 
-/// Marks superseded events `canceled` by `by` (only those not already done).
+/// Marks superseded events `canceled` by `by` (only those not already done). `holder`: the hold a takeover ends, as
+/// the head names it; a conflict if its event's retry claimed inside it since the decision and runs under a live
+/// lease (that retry wrote its record alone, so the head's version does not show it).
 async fn cancel_writes(
     engine: &Engine,
     ids: impl Iterator<Item = &EventId>,
     by: &EventId,
+    holder: Option<&Inflight>,
     invocation: &Invocation,
 ) -> Result<Vec<Write>, EngineError> {
     let mut writes = Vec::new();
@@ -414,6 +487,11 @@ async fn cancel_writes(
         let Some(mut superseded) = engine.ports.store.get_event(id).await? else { continue };
         if superseded.status.is_terminal() {
             continue;
+        }
+        let running = holder.filter(|h| superseded.status == Status::Processing && h.retried_in_hold(&superseded));
+        if running.is_some_and(|h| engine.now() <= h.hold_until(Some(&superseded)) + engine.settings.clock_margin) {
+            let detail = format!("{id} claimed a retry inside its hold since the decision to take its entity over");
+            return Err(EngineError::Store(StoreError::Conflict(detail.into())));
         }
         superseded.canceled_by = Some(by.clone());
         superseded.lease_until = None;

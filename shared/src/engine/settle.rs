@@ -125,6 +125,11 @@ pub(super) async fn settle(
             tracing::warn!(event_id = %event_id, "the head moved on while this attempt ran; recording its end alone");
         }
         let attempt = record.attempt;
+        // Until when this attempt's hold lasts: its claim's lease on the head, or its own on the record for a retry
+        // claimed inside the hold (spec §9 "A retry inside its hold writes the record alone").
+        let claim = head.as_ref().and_then(|h| h.inflight.as_ref());
+        let hold_until = claim.map(|i| i.hold_until(Some(&record)));
+        let retried_in_hold = claim.is_some_and(|i| i.retried_in_hold(&record));
         record.lease_until = None;
         // A retryable error or a panic does not prove that nothing was written; every other end does.
         record.write_outcome_unknown = matches!(end, End::Errored(..) | End::Exhausted(_));
@@ -180,8 +185,9 @@ pub(super) async fn settle(
                     error.message.clone()
                 };
                 record.transition(engine.entry(Status::Errored, attempt, invocation, Some(note)))?;
-                let claim_lease_until = head.as_ref().and_then(|h| h.inflight.as_ref()).map(|i| i.lease_until);
-                let head_move = if claim_lease_until.is_some_and(|until| now + *delay <= until) {
+                let head_move = if let Some(until) = hold_until.filter(|until| now + *delay <= *until) {
+                    // The record keeps a retry's lease: the head's may end before the hold does.
+                    record.lease_until = retried_in_hold.then_some(until);
                     HeadMove::Unchanged
                 } else {
                     HeadMove::Errored { lease_until: now + *delay + engine.settings.lease }

@@ -49,8 +49,14 @@ impl Engine {
         let heads = self.ports.store.expired_leases(before, limit).await?;
         let mut report = SweepReport { examined: heads.len(), ..SweepReport::default() };
         for head in heads {
-            let Some(event_id) = head.inflight.as_ref().map(|i| i.slot.event_id.clone()) else { continue };
-            match self.ports.store.get_event(&event_id).await? {
+            let Some(inflight) = head.inflight.as_ref() else { continue };
+            let event_id = inflight.slot.event_id.clone();
+            let record = self.ports.store.get_event(&event_id).await?;
+            // A retry claimed inside the hold runs (or waits for its retry) under its record's later lease.
+            if record.as_ref().is_some_and(|r| inflight.hold_until(Some(r)) >= before) {
+                continue;
+            }
+            match record {
                 // A settle cut short between the record and the head: finish it.
                 Some(record) if record.status.releases_entity() => {
                     if self.finish_settle(&record, Some(head), invocation).await? {

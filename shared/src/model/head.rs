@@ -2,6 +2,8 @@
 
 use super::echo::EchoGuard;
 use super::ids::{ContentHash, EntityKey, EventId, OrderKey};
+use super::record::EventRecord;
+use super::status::Status;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -51,6 +53,44 @@ impl Inflight {
     /// index sorted by the hold's earliest lease end").
     pub fn lease_floor(&self) -> DateTime<Utc> {
         self.earliest_lease_until.map_or(self.lease_until, |earliest| earliest.min(self.lease_until))
+    }
+
+    /// Whether `holder` (this hold's event's record) shows a retry claimed inside this hold: an attempt after the
+    /// one this head's claim names. Such a retry writes its record alone and leaves the head as the claim wrote it
+    /// (spec §9 "A retry inside its hold writes the record alone"); a head promoted, or written before heads named
+    /// their claim's attempt, has none.
+    pub fn retried_in_hold(&self, holder: &EventRecord) -> bool {
+        self.claimed() && holder.event_id == self.slot.event_id && holder.attempt > self.attempt
+    }
+
+    /// Whether the retry of `holder` (this hold's event's record, `errored` in this hold while the head does not
+    /// flag it) may claim inside the hold, writing its record alone.
+    pub fn may_retry_in_hold(&self, holder: &EventRecord) -> bool {
+        !self.errored && self.claimed() && self.holder_errored(holder)
+    }
+
+    /// Written by a claim that names its attempt (not a promotion, not a head written before heads named it): the
+    /// only kind of hold a retry may claim inside.
+    pub fn claimed(&self) -> bool {
+        self.attempt > 0 && !self.promoted
+    }
+
+    /// Whether `holder`'s last attempt in this hold failed and awaits its retry: the head flags it, or the record is
+    /// `errored` at this claim's attempt or at a retry's inside the hold (a record of an earlier attempt is a later
+    /// claim of the event between its two writes).
+    pub fn holder_errored(&self, holder: &EventRecord) -> bool {
+        let this_hold =
+            holder.event_id == self.slot.event_id && (holder.attempt == self.attempt || self.retried_in_hold(holder));
+        self.errored || (this_hold && holder.status == Status::Errored)
+    }
+
+    /// Until when this hold lasts, given its event's record: the head's lease, or the later one a retry claimed inside
+    /// the hold wrote on the record (its `processing` attempt's, kept while it is `errored` again).
+    pub fn hold_until(&self, holder: Option<&EventRecord>) -> DateTime<Utc> {
+        let in_hold =
+            |r: &&EventRecord| self.retried_in_hold(r) && matches!(r.status, Status::Processing | Status::Errored);
+        let record_lease = holder.filter(in_hold).and_then(|r| r.lease_until);
+        record_lease.map_or(self.lease_until, |lease| lease.max(self.lease_until))
     }
 
     /// Moves the lease to end at `until`, keeping the earliest end the hold had.
@@ -192,6 +232,54 @@ mod tests {
         assert_eq!(inflight.lease_floor(), at(10), "still the first end");
         inflight.move_lease(at(5));
         assert_eq!((inflight.lease_floor(), inflight.earliest_lease_until), (at(5), None), "never after the lease");
+    }
+
+    /// The record of `ev-1` at `attempt`, in `status`, with `lease` (seconds) on it if any.
+    fn holder(status: &str, attempt: u32, lease: Option<i64>) -> EventRecord {
+        let mut json = serde_json::json!({
+            "event_id": "ev-1",
+            "payload": {"key": "payloads/ev-1.zst", "sha256": "00", "size": 2},
+            "status": status, "attempt": attempt,
+            "received_at": at(0), "updated_at": at(0), "expires_at": at(1_000), "history": [], "version": 3
+        });
+        if let Some(seconds) = lease {
+            json["lease_until"] = serde_json::to_value(at(seconds)).expect("a time");
+        }
+        serde_json::from_value(json).expect("a record")
+    }
+
+    #[test]
+    fn a_hold_lasts_until_the_lease_a_retry_claimed_inside_it_wrote_on_its_record() {
+        let claim = held_until(10);
+        // The claim's own record (attempt 1): the head's lease, whatever the record says.
+        assert_eq!(claim.hold_until(Some(&holder("processing", 1, Some(10)))), at(10));
+        assert!(!claim.retried_in_hold(&holder("processing", 1, Some(10))));
+        // A retry claimed inside the hold (attempt 2), running or failed again: its record's later lease.
+        for status in ["processing", "errored"] {
+            assert_eq!(claim.hold_until(Some(&holder(status, 2, Some(40)))), at(40), "{status}");
+        }
+        assert_eq!(claim.hold_until(Some(&holder("processing", 2, Some(5)))), at(10), "never before the head's");
+        // Done, or an earlier attempt (a newer claim between its two writes): the head's lease.
+        assert_eq!(claim.hold_until(Some(&holder("completed", 2, Some(40)))), at(10));
+        assert_eq!(claim.hold_until(Some(&holder("errored", 0, Some(40)))), at(10));
+        assert_eq!(claim.hold_until(None), at(10));
+        // A promotion, or a head written before heads named their claim's attempt, has no retry inside it.
+        let promoted = Inflight { promoted: true, attempt: 0, ..held_until(10) };
+        assert_eq!(promoted.hold_until(Some(&holder("processing", 2, Some(40)))), at(10));
+    }
+
+    #[test]
+    fn a_holder_is_errored_by_its_head_or_by_its_record_in_this_hold_and_only_then_retries_inside_it() {
+        let claim = held_until(10);
+        assert!(
+            claim.holder_errored(&holder("errored", 1, None)) && claim.may_retry_in_hold(&holder("errored", 1, None))
+        );
+        assert!(claim.holder_errored(&holder("errored", 3, Some(40))), "a retry inside the hold failed again");
+        assert!(!claim.holder_errored(&holder("errored", 0, None)), "a newer claim between its two writes");
+        assert!(!claim.holder_errored(&holder("processing", 2, Some(40))), "a retry runs");
+        let flagged = Inflight { errored: true, ..held_until(10) };
+        assert!(flagged.holder_errored(&holder("errored", 1, None)));
+        assert!(!flagged.may_retry_in_hold(&holder("errored", 1, None)), "a flagged head is claimed head first");
     }
 
     #[test]

@@ -210,7 +210,8 @@ pub struct EventRecord {
     pub written: Option<ExternalWrite>,
     /// When the record last changed.
     pub updated_at: DateTime<Utc>,
-    /// `processing`: until when its claim holds.
+    /// `processing`: until when its claim holds; `errored` after a retry claimed inside its hold (spec §9 "A retry
+    /// inside its hold writes the record alone"): until when that hold lasts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_until: Option<DateTime<Utc>>,
     /// The SQS message id of the last message that carried it.
