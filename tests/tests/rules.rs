@@ -514,35 +514,50 @@ async fn retryable_error_marks_errored_and_returns_the_message_with_backoff(via:
     assert_eq!(h.mirror_state(&entity).await, Some(json!({"title": "v1"})));
 }
 
-async fn a_backoff_that_outlasts_its_claims_lease_flags_the_head_errored_and_moves_its_lease_past_the_retry(via: Via) {
+async fn a_backoff_that_outlasts_its_claims_lease_puts_a_lease_past_the_retry_on_the_record_not_the_head(via: Via) {
     // A first backoff of 20–40 s against a claim's lease of the invocation's 10 s.
     let settings = synctrail::settings::Settings { backoff_base: Duration::seconds(40), ..settings() };
     let h = Harness::with(Options { via, settings, ..Options::default() });
     let failing = Env::issue("18b").at(10).titled("v1");
     let newer = Env::issue("18b").at(20).titled("v2");
-    let entity = failing.entity();
+    let retried = Env::issue("18e").at(10).titled("v1");
+    h.script.next(Step::Retryable("502 bad gateway"));
     h.script.next(Step::Retryable("502 bad gateway"));
     h.send_env(&failing).await;
-    let d = h.deliver(1).await;
-    assert_eq!(d.only().status, Some(Status::Errored));
-    let after = d.retry_after(0);
-    assert!(after > h.options.function_timeout + h.options.settings.clock_margin, "backoff {after}");
+    h.send_env(&retried).await;
+    let d = h.deliver(2).await;
+    let (first_due, last_due) = (d.retry_after(0).min(d.retry_after(1)), d.retry_after(0).max(d.retry_after(1)));
+    for index in 0..2 {
+        assert_eq!(d.outcome(index).status, Some(Status::Errored));
+        let backoff = d.retry_after(index);
+        assert!(backoff > h.options.function_timeout + h.options.settings.clock_margin, "backoff {backoff}");
+        // The failure wrote the record alone: the head is the claim's, and the record holds the entity past the
+        // retry's due time (spec §9 "A failure writes the record alone").
+        let event_id = d.outcome(index).event_id.clone().expect("an event");
+        let record = h.record(&event_id).await;
+        let head = h.head(record.entity.as_ref().expect("an entity")).await;
+        let inflight = head.inflight.as_ref().expect("the errored event holds its entity");
+        assert_eq!((inflight.errored, head.version), (false, 1), "the head was written by the claim alone");
+        let hold_until = h.now() + backoff + h.options.settings.lease;
+        assert_eq!((record.lease_until, inflight.hold_until(Some(&record))), (Some(hold_until), hold_until));
+    }
 
-    let head = h.head(&entity).await;
-    let inflight = head.inflight.as_ref().expect("the errored event holds its entity");
-    assert!(inflight.errored, "the head says errored: its claim's lease ends before the retry");
-    assert_eq!(head.version, 2, "the head was written by the claim, then by the failure");
-    assert_eq!(inflight.lease_until, h.now() + after + h.options.settings.lease);
-    assert!(inflight.lease_floor() < inflight.lease_until, "the lease index entry stays where the claim put it");
-
-    // No sweep re-drives it early: its lease now ends after the retry is due.
-    h.advance(after - Duration::seconds(1));
+    // No sweep re-drives either early: the hold lasts past its retry's due time.
+    h.advance(first_due - Duration::seconds(1));
     assert!(h.sweep().await.is_empty(), "re-driven before its retry was due");
     // A newer event takes the entity over from it (§4 rule 3).
     h.send_env(&newer).await;
     assert_eq!(h.deliver(1).await.only().status, Some(Status::Completed));
     assert_eq!(h.record_of(&failing).await.status, Status::Canceled);
-    assert_eq!(h.mirror_state(&entity).await, Some(json!({"title": "v2"})));
+    assert_eq!(h.mirror_state(&failing.entity()).await, Some(json!({"title": "v2"})));
+    // The other one's retry claims inside its hold (its record alone) and completes: its head written twice in all.
+    h.advance(last_due - first_due + Duration::seconds(1));
+    let retry = h.deliver(2).await;
+    let statuses: Vec<_> = (0..retry.messages.len()).map(|i| retry.outcome(i).status).collect();
+    assert!(statuses.contains(&Some(Status::Completed)), "the retry completes: {statuses:?}");
+    assert_eq!(h.head(&retried.entity()).await.version, 2, "the claim, then the settle");
+    use Status::*;
+    assert_eq!(timeline(&h.record_of(&retried).await), [Received, Processing, Errored, Processing, Completed]);
 }
 
 async fn a_retry_inside_its_hold_is_not_taken_over_while_the_heads_or_its_records_lease_runs(via: Via) {
@@ -2080,7 +2095,7 @@ over_every_destination!(
     destination_holding_a_newer_local_edit_drops_the_event_for_that_record,
     create_without_updated_at_is_dropped_for_a_local_edit,
     retryable_error_marks_errored_and_returns_the_message_with_backoff,
-    a_backoff_that_outlasts_its_claims_lease_flags_the_head_errored_and_moves_its_lease_past_the_retry,
+    a_backoff_that_outlasts_its_claims_lease_puts_a_lease_past_the_retry_on_the_record_not_the_head,
     a_retry_inside_its_hold_is_not_taken_over_while_the_heads_or_its_records_lease_runs,
     last_allowed_attempt_fails_the_event_and_dead_letters_its_message_and_releases_the_head,
     permanent_error_fails_at_once_and_releases_the_head,

@@ -1427,8 +1427,14 @@ fn check(sim: &Sim, plan: &[String]) -> Result<Summary, String> {
             Some(_) => {}
         }
     }
+    // A completed event has its own effect, or the destination already held the same change (its entity, order key
+    // and content) written under another id — a twin whose attempt was interrupted after its write — and answered
+    // "already applied" (`destination::guard::refusal`).
+    let same_change = |r: &EventRecord| (r.entity.clone(), r.order, r.content_hash);
+    let changes_in_effect: BTreeSet<_> =
+        effect_count.keys().filter_map(|id| records.get(*id)).map(same_change).collect();
     for record in records.values().filter(|r| r.status == Status::Completed) {
-        if !effect_count.contains_key(&record.event_id) {
+        if !effect_count.contains_key(&record.event_id) && !changes_in_effect.contains(&same_change(record)) {
             v.push(format!("{} is completed without an effect: {:?}", record.event_id, history(record)));
         }
     }

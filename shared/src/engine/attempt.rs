@@ -114,19 +114,19 @@ pub(super) async fn drive(
 
 /// The head's holder as its record completes it, when the record says more than the head (`None`: the head says
 /// it all). The head names the hold and the lease its claim took; the record may add that the hold's last attempt
-/// failed (a failure inside its claim's lease writes the record alone: `errored`) or that a retry claimed inside
-/// the hold runs under a later lease (it writes the record alone too: spec §9 "A failure inside its claim's lease
-/// writes the record alone", "A retry inside its hold writes the record alone"). The holder's record is the arriving
-/// event's own (its retry, a copy), or read here when a newer `latest_wins` event decides whether the holder still
-/// holds (§4 rules 2 and 3): its head's lease live (it may have failed), or ended on a claimed hold (a retry may run
-/// under its record's lease). `in_order` decisions queue behind any holder and don't need it.
+/// failed (`errored`), and a later lease: a retry claimed inside the hold runs under its own, and a failure whose
+/// retry is due after the head's lease carries one past it (spec §9 "A failure writes the record alone", "A retry
+/// inside its hold writes the record alone"). The holder's record is the arriving event's own (its retry, a copy),
+/// or read here when a newer `latest_wins` event decides whether the holder still holds (§4 rules 2 and 3): its
+/// head's lease live (it may have failed), or ended on a claimed hold (the record may hold it longer).
+/// `in_order` decisions queue behind any holder and don't need it.
 async fn holder_as_recorded(
     engine: &Engine,
     head: &EntityHead,
     record: &EventRecord,
     policy: Policy,
 ) -> Result<Option<Inflight>, EngineError> {
-    let Some(inflight) = head.inflight.as_ref().filter(|i| !i.errored) else { return Ok(None) };
+    let Some(inflight) = head.inflight.as_ref() else { return Ok(None) };
     let read;
     let holder = if inflight.slot.event_id == record.event_id {
         record
@@ -143,7 +143,7 @@ async fn holder_as_recorded(
     };
     let errored = inflight.holder_errored(holder);
     let lease_until = inflight.hold_until(Some(holder));
-    if !errored && lease_until == inflight.lease_until {
+    if errored == inflight.errored && lease_until == inflight.lease_until {
         return Ok(None);
     }
     Ok(Some(Inflight { errored, lease_until, ..inflight.clone() }))

@@ -34,24 +34,8 @@ pub(super) enum End {
     },
 }
 
-/// How the head moves on once the record is written.
-#[derive(Debug, Clone, Copy)]
-enum HeadMove {
-    /// The event let go of its entity (done, or `waiting`): record what it applied, promote what waits.
-    Release,
-    /// The event keeps its entity until its retry, which may claim it again after `lease_until`.
-    Errored {
-        /// Until when the errored event keeps it.
-        lease_until: chrono::DateTime<chrono::Utc>,
-    },
-    /// The event keeps its entity and the head stays as its claim wrote it: the claim's lease lasts until the retry
-    /// is due, and the record alone says the attempt failed (spec §9 "A failure inside its claim's lease writes the
-    /// record alone").
-    Unchanged,
-}
-
 /// What moving a head on leaves to do once it is written.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct MovedOn {
     /// The event promoted to hold the entity: send its re-drive.
     promoted: Option<Slot>,
@@ -73,8 +57,8 @@ impl MovedOn {
 /// Writes the end of an attempt, unless the claim was lost meanwhile (then the newer holder decides): the record
 /// first, then the head moved on, one conditional write each (spec §9 "One write per item in a settle"). A settle cut short
 /// between the two leaves a settled record its head still names; the event's next delivery or the sweeper finishes
-/// it ([`Engine::finish_settle`]). An `errored` end whose retry is due inside the claim's lease writes the record
-/// alone (spec §9 "A failure inside its claim's lease writes the record alone").
+/// it ([`Engine::finish_settle`]). An `errored` end writes the record alone (spec §9 "A failure writes the record
+/// alone").
 /// `known`: the head as the claim wrote it, when the first round may decide on it (a head changed since makes the
 /// commit a conflict, and the next round reads again).
 pub(super) async fn settle(
@@ -136,7 +120,7 @@ pub(super) async fn settle(
         // Other entities' heads, written before the record: each is true whether or not the rest follows.
         let mut other_heads = Vec::new();
         let mut dependency_head = None;
-        let (disposition, head_move) = match &end {
+        let disposition = match &end {
             End::Completed(written) => {
                 record.completed_at = Some(now);
                 record.written = written.clone();
@@ -144,23 +128,23 @@ pub(super) async fn settle(
                 if let Some(created) = guard_created(engine, &entity, &event_id, written.as_ref()).await? {
                     other_heads.push(Write::head(created));
                 }
-                (Disposition::Ack, HeadMove::Release)
+                Disposition::Ack
             }
             End::Dropped(by) => {
                 record.dropped_for = Some(by.clone());
                 let note = format!("destination holds newer {by}");
                 record.transition(engine.entry(Status::Dropped, attempt, invocation, Some(note)))?;
-                (Disposition::Ack, HeadMove::Release)
+                Disposition::Ack
             }
             End::Failed(error) => {
                 record.error = Some(error.clone());
                 record.transition(engine.entry(Status::Failed, attempt, invocation, Some(error.message.clone())))?;
-                (Disposition::Ack, HeadMove::Release)
+                Disposition::Ack
             }
             End::Exhausted(error) => {
                 record.error = Some(error.clone());
                 record.transition(engine.entry(Status::Failed, attempt, invocation, Some(error.message.clone())))?;
-                (Disposition::DeadLetter, HeadMove::Release)
+                Disposition::DeadLetter
             }
             End::Waiting { key, .. } => {
                 record.waiting_for = Some(key.to_string());
@@ -173,7 +157,7 @@ pub(super) async fn settle(
                     other_heads.push(Write::head(dependency.clone()));
                 }
                 dependency_head = Some(dependency);
-                (Disposition::Ack, HeadMove::Release)
+                Disposition::Ack
             }
             End::Errored(error, delay) => {
                 record.error = Some(error.clone());
@@ -185,21 +169,23 @@ pub(super) async fn settle(
                     error.message.clone()
                 };
                 record.transition(engine.entry(Status::Errored, attempt, invocation, Some(note)))?;
-                let head_move = if let Some(until) = hold_until.filter(|until| now + *delay <= *until) {
-                    // The record keeps a retry's lease: the head's may end before the hold does.
-                    record.lease_until = retried_in_hold.then_some(until);
-                    HeadMove::Unchanged
-                } else {
-                    HeadMove::Errored { lease_until: now + *delay + engine.settings.lease }
-                };
-                (Disposition::Retry { after: *delay }, head_move)
+                // The head stays as the hold's claim wrote it (spec §9 "A failure writes the record alone"): the
+                // record says the attempt failed, and carries the hold's lease when the head's ends first — a
+                // retry's own lease, or one past the retry's due time when the backoff outlasts the hold.
+                let due = now + *delay;
+                record.lease_until = hold_until.and_then(|until| {
+                    if due <= until {
+                        retried_in_hold.then_some(until)
+                    } else {
+                        Some(due + engine.settings.lease)
+                    }
+                });
+                head = None;
+                Disposition::Retry { after: *delay }
             }
         };
-        if matches!(head_move, HeadMove::Unchanged) {
-            head = None;
-        }
         let moved = match head.as_mut() {
-            Some(head) => Some(move_head(engine, head, &record, head_move, now).await?),
+            Some(head) => Some(move_head(engine, head, &record, now).await?),
             None => None,
         };
         let status = record.status;
@@ -214,7 +200,7 @@ pub(super) async fn settle(
             Err(PartialCommit { error: StoreError::Conflict(_), .. }) => {
                 // The record is stored; the head changed since it was read: move on what it is now.
                 record.version += 1;
-                move_on(engine, &entity, Ended::Written(&record, fence), head_move, KnownHead::Unread).await?
+                move_on(engine, &entity, Ended::Written(&record, fence), KnownHead::Unread).await?
             }
             // The record is stored, the head's write unknown: this delivery comes back and finishes it.
             Err(PartialCommit { error, .. }) => return Err(error.into()),
@@ -237,21 +223,9 @@ async fn move_head(
     engine: &Engine,
     head: &mut EntityHead,
     record: &EventRecord,
-    how: HeadMove,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<MovedOn, EngineError> {
-    match how {
-        HeadMove::Unchanged => return Ok(MovedOn::default()),
-        HeadMove::Errored { lease_until } => {
-            head.updated_at = now;
-            if let Some(inflight) = head.inflight.as_mut() {
-                inflight.errored = true;
-                inflight.move_lease(lease_until);
-            }
-            return Ok(MovedOn::default());
-        }
-        HeadMove::Release => head.updated_at = now,
-    }
+    head.updated_at = now;
     let completed = record.status == Status::Completed;
     let resume_waiters = completed && std::mem::take(&mut head.has_waiters);
     if completed {
@@ -284,7 +258,6 @@ async fn move_on(
     engine: &Engine,
     entity: &EntityKey,
     ended: Ended<'_>,
-    how: HeadMove,
     known: KnownHead,
 ) -> Result<Option<MovedOn>, EngineError> {
     let (event_id, fence) = match &ended {
@@ -314,7 +287,7 @@ async fn move_on(
                 }
             }
         };
-        let moved = move_head(engine, &mut head, record, how, engine.now()).await?;
+        let moved = move_head(engine, &mut head, record, engine.now()).await?;
         match engine.ports.store.commit(vec![Write::head(head)]).await {
             Ok(()) => return Ok(Some(moved)),
             Err(StoreError::Conflict(_)) => continue,
@@ -456,7 +429,7 @@ impl Engine {
         };
         let known = head.map_or(KnownHead::Unread, |h| KnownHead::Read(Box::new(Some(h))));
         let ended = Ended::Stored(&record.event_id);
-        let Some(moved) = move_on(self, entity, ended, HeadMove::Release, known).await? else {
+        let Some(moved) = move_on(self, entity, ended, known).await? else {
             return Ok(false);
         };
         tracing::info!(event_id = %record.event_id, entity = %entity, "finished a settle cut short: the head moved on");

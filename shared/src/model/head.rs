@@ -29,6 +29,8 @@ pub struct Inflight {
     /// The fencing token of this claim: destination writes with an older token are refused.
     pub fence: u64,
     /// The holder's last attempt failed and a retry is pending: a newer event may take over (spec §4 rule 3).
+    /// Written by failures before 2026-12-06; a failure now writes its record alone, and decisions judge the holder
+    /// by it ([`Inflight::holder_errored`]), setting this on the head they decide on.
     #[serde(default)]
     pub errored: bool,
     /// Promoted by a settle (or a finished one) and not claimed yet: the event's re-drive claims it at once. Without
@@ -60,13 +62,13 @@ impl Inflight {
     /// (spec §9 "A retry inside its hold writes the record alone"); a head promoted, or written before heads named
     /// their claim's attempt, has none.
     pub fn retried_in_hold(&self, holder: &EventRecord) -> bool {
-        self.claimed() && holder.event_id == self.slot.event_id && holder.attempt > self.attempt
+        self.in_hold(holder) && holder.attempt > self.attempt
     }
 
-    /// Whether the retry of `holder` (this hold's event's record, `errored` in this hold while the head does not
-    /// flag it) may claim inside the hold, writing its record alone.
+    /// Whether the retry of `holder` (this hold's event's record, `errored` in this hold) may claim inside the hold,
+    /// writing its record alone.
     pub fn may_retry_in_hold(&self, holder: &EventRecord) -> bool {
-        !self.errored && self.claimed() && self.holder_errored(holder)
+        self.claimed() && self.holder_errored(holder)
     }
 
     /// Written by a claim that names its attempt (not a promotion, not a head written before heads named it): the
@@ -75,21 +77,27 @@ impl Inflight {
         self.attempt > 0 && !self.promoted
     }
 
-    /// Whether `holder`'s last attempt in this hold failed and awaits its retry: the head flags it, or the record is
-    /// `errored` at this claim's attempt or at a retry's inside the hold (a record of an earlier attempt is a later
-    /// claim of the event between its two writes).
-    pub fn holder_errored(&self, holder: &EventRecord) -> bool {
-        let this_hold =
-            holder.event_id == self.slot.event_id && (holder.attempt == self.attempt || self.retried_in_hold(holder));
-        self.errored || (this_hold && holder.status == Status::Errored)
+    /// Whether `holder` is this hold's record: of this claim's attempt or a later one (a record of an earlier attempt
+    /// is a later claim of the event between its two writes).
+    fn in_hold(&self, holder: &EventRecord) -> bool {
+        self.claimed() && holder.event_id == self.slot.event_id && holder.attempt >= self.attempt
     }
 
-    /// Until when this hold lasts, given its event's record: the head's lease, or the later one a retry claimed inside
-    /// the hold wrote on the record (its `processing` attempt's, kept while it is `errored` again).
+    /// Whether `holder`'s last attempt in this hold failed and awaits its retry: its record is `errored` in this hold
+    /// (spec §9 "A failure writes the record alone"), or the head is flagged (as failures wrote before 2026-12-06)
+    /// and no retry runs inside the hold since.
+    pub fn holder_errored(&self, holder: &EventRecord) -> bool {
+        let retry_runs = self.retried_in_hold(holder) && holder.status == Status::Processing;
+        let flagged = self.errored && holder.event_id == self.slot.event_id && !retry_runs;
+        (self.in_hold(holder) && holder.status == Status::Errored) || flagged
+    }
+
+    /// Until when this hold lasts, given its event's record: the head's lease, or a later one on the record — a retry
+    /// claimed inside the hold runs under its own, and a failure whose retry is due after the head's lease ends
+    /// carries one past the retry's due time (spec §9 "A failure writes the record alone").
     pub fn hold_until(&self, holder: Option<&EventRecord>) -> DateTime<Utc> {
-        let in_hold =
-            |r: &&EventRecord| self.retried_in_hold(r) && matches!(r.status, Status::Processing | Status::Errored);
-        let record_lease = holder.filter(in_hold).and_then(|r| r.lease_until);
+        let holds = |r: &&EventRecord| self.in_hold(r) && matches!(r.status, Status::Processing | Status::Errored);
+        let record_lease = holder.filter(holds).and_then(|r| r.lease_until);
         record_lease.map_or(self.lease_until, |lease| lease.max(self.lease_until))
     }
 
@@ -259,6 +267,8 @@ mod tests {
             assert_eq!(claim.hold_until(Some(&holder(status, 2, Some(40)))), at(40), "{status}");
         }
         assert_eq!(claim.hold_until(Some(&holder("processing", 2, Some(5)))), at(10), "never before the head's");
+        // A failure of the claim's own attempt whose retry is due after the head's lease: the lease past it.
+        assert_eq!(claim.hold_until(Some(&holder("errored", 1, Some(40)))), at(40));
         // Done, or an earlier attempt (a newer claim between its two writes): the head's lease.
         assert_eq!(claim.hold_until(Some(&holder("completed", 2, Some(40)))), at(10));
         assert_eq!(claim.hold_until(Some(&holder("errored", 0, Some(40)))), at(10));
@@ -277,9 +287,18 @@ mod tests {
         assert!(claim.holder_errored(&holder("errored", 3, Some(40))), "a retry inside the hold failed again");
         assert!(!claim.holder_errored(&holder("errored", 0, None)), "a newer claim between its two writes");
         assert!(!claim.holder_errored(&holder("processing", 2, Some(40))), "a retry runs");
+        // A head flagged by a failure written before 2026-12-06: errored until a retry runs inside the hold.
         let flagged = Inflight { errored: true, ..held_until(10) };
-        assert!(flagged.holder_errored(&holder("errored", 1, None)));
-        assert!(!flagged.may_retry_in_hold(&holder("errored", 1, None)), "a flagged head is claimed head first");
+        assert!(
+            flagged.holder_errored(&holder("errored", 1, None))
+                && flagged.may_retry_in_hold(&holder("errored", 1, None))
+        );
+        assert!(!flagged.holder_errored(&holder("processing", 2, Some(40))), "its retry runs");
+        assert!(flagged.holder_errored(&holder("errored", 2, Some(40))), "its retry failed too");
+        let promoted = Inflight { promoted: true, attempt: 0, ..held_until(10) };
+        assert!(!promoted.may_retry_in_hold(&holder("errored", 1, None)), "a promotion is claimed head first");
+        let other = EventRecord { event_id: EventId::parse("ev-2").expect("an id"), ..holder("errored", 1, None) };
+        assert!(!flagged.may_retry_in_hold(&other), "another event's record is no retry of this hold");
     }
 
     #[test]
