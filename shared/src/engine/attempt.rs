@@ -277,8 +277,8 @@ async fn record_decision(
             // The retry of an attempt that failed inside its hold, the head as the hold's claim wrote it: the
             // record alone (spec §9 "A retry inside its hold writes the record alone").
             let in_hold = head.inflight.as_ref().is_some_and(|i| i.may_retry_in_hold(&record));
-            let flagged = !out_of_order || head.needs_verification;
-            if in_hold && cancel.is_empty() && !force && flagged {
+            let verification_noted = !out_of_order || head.needs_verification;
+            if in_hold && cancel.is_empty() && !force && verification_noted {
                 return claim_in_hold(engine, head, record, &claim, invocation).await;
             }
             let previous_unknown = claim.write_on(engine, &mut record, invocation)?;

@@ -109,8 +109,8 @@ pub(super) async fn settle(
             tracing::warn!(event_id = %event_id, "the head moved on while this attempt ran; recording its end alone");
         }
         let attempt = record.attempt;
-        // Until when this attempt's hold lasts: its claim's lease on the head, or its own on the record for a retry
-        // claimed inside the hold (spec §9 "A retry inside its hold writes the record alone").
+        // Until when this attempt's hold lasts: the head's lease, or a later one on the record (a retry claimed
+        // inside the hold runs under its own: spec §9 "A retry inside its hold writes the record alone").
         let claim = head.as_ref().and_then(|h| h.inflight.as_ref());
         let hold_until = claim.map(|i| i.hold_until(Some(&record)));
         let retried_in_hold = claim.is_some_and(|i| i.retried_in_hold(&record));

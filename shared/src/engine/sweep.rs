@@ -52,7 +52,8 @@ impl Engine {
             let Some(inflight) = head.inflight.as_ref() else { continue };
             let event_id = inflight.slot.event_id.clone();
             let record = self.ports.store.get_event(&event_id).await?;
-            // A retry claimed inside the hold runs (or waits for its retry) under its record's later lease.
+            // A hold its record keeps past the head's lease is not over: a retry runs inside it, or a failure's
+            // retry is due later (spec §9 "A failure writes the record alone").
             if record.as_ref().is_some_and(|r| inflight.hold_until(Some(r)) >= before) {
                 continue;
             }
