@@ -17,6 +17,7 @@ mod gate;
 pub mod meter;
 mod mirror;
 mod s3;
+mod sdk_batch_get;
 pub mod setup;
 mod snapshot;
 mod sqs;

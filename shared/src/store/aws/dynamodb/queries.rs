@@ -7,11 +7,12 @@ use super::items::{
 };
 use super::{DynamoStore, BY_LEASE, BY_WAITING_FOR};
 use crate::model::{EntityHead, EntityKey, EventId, EventRecord};
-use crate::store::aws::error::{build_error, from_sdk};
+use crate::store::aws::error::from_sdk;
+use crate::store::aws::sdk_batch_get::sdk_batch_get;
 use crate::store::{HeadPage, StoreError};
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::operation::scan::builders::ScanFluentBuilder;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Select};
+use aws_sdk_dynamodb::types::{AttributeValue, Select};
 use chrono::{DateTime, Utc};
 use futures_util::future::try_join_all;
 use std::collections::HashMap;
@@ -242,24 +243,13 @@ pub(super) async fn hydrate(store: &DynamoStore, entries: Vec<Item>, what: &str)
             if pending.is_empty() {
                 break;
             }
-            let asked = KeysAndAttributes::builder()
-                .set_keys(Some(pending))
-                .consistent_read(true)
-                .build()
-                .map_err(|e| build_error(what, e))?;
-            let out = store
-                .client
-                .batch_get_item()
-                .request_items(&store.table, asked)
-                .send()
-                .await
-                .map_err(|e| from_sdk(what, e))?;
-            for item in out.responses.and_then(|mut r| r.remove(&store.table)).unwrap_or_default() {
+            let (items, unprocessed) = sdk_batch_get(&store.client, &store.table, pending, what).await?;
+            for item in items {
                 if let Some(pk) = string(&item, PK) {
                     found.insert(pk.to_owned(), item);
                 }
             }
-            pending = out.unprocessed_keys.and_then(|mut u| u.remove(&store.table)).map(|k| k.keys).unwrap_or_default();
+            pending = unprocessed;
         }
         if !pending.is_empty() {
             return Err(StoreError::Unavailable(

@@ -11,11 +11,12 @@ use crate::destination::guard::{decide, destination_error, rewrites, Decision, M
 use crate::destination::{ApplyOutcome, DestinationError};
 use crate::store::aws::direct::TransactOutcome;
 use crate::store::aws::error::{build_error, classify, from_sdk, store_error, Meaning};
+use crate::store::aws::sdk_batch_get::sdk_batch_get;
 use crate::store::aws::ITEM_SIZE_LIMIT;
 use crate::store::StoreError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, CancellationReason, KeysAndAttributes, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+    AttributeValue, CancellationReason, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
 };
 use std::collections::HashMap;
 use std::time::Duration;
@@ -111,7 +112,8 @@ async fn read(mirror: &DynamoMirror, change: &PendingChange) -> Result<(Option<I
         }
         let (items, unprocessed) = match mirror.direct.batch_get_item(&mirror.table, &wanted, true).await {
             Some(got) => got.map(|got| (got.items, got.unprocessed)).map_err(|f| f.into_store_error(&what))?,
-            None => read_through_sdk(mirror, wanted, &what).await?,
+            // Before the mirror's client has made a request: through the SDK.
+            None => sdk_batch_get(&mirror.client, &mirror.table, wanted, &what).await?,
         };
         for item in items {
             match opt_string(&item, PK, &what)? {
@@ -126,30 +128,6 @@ async fn read(mirror: &DynamoMirror, change: &PendingChange) -> Result<(Option<I
         }
     }
     Err(StoreError::Throttled(format!("{what}: DynamoDB left keys unprocessed {MAX_READ_CALLS} times").into()))
-}
-
-/// One `BatchGetItem` of `wanted` through the SDK (before the mirror's client has made a request): the items found
-/// and the keys left unprocessed.
-async fn read_through_sdk(
-    mirror: &DynamoMirror,
-    wanted: Vec<Item>,
-    what: &str,
-) -> Result<(Vec<Item>, Vec<Item>), StoreError> {
-    let keys = KeysAndAttributes::builder()
-        .set_keys(Some(wanted))
-        .consistent_read(true)
-        .build()
-        .map_err(|e| build_error(what, e))?;
-    let out = mirror
-        .client
-        .batch_get_item()
-        .request_items(&mirror.table, keys)
-        .send()
-        .await
-        .map_err(|e| from_sdk(what, e))?;
-    let items = out.responses.and_then(|mut r| r.remove(&mirror.table)).unwrap_or_default();
-    let unprocessed = out.unprocessed_keys.and_then(|mut u| u.remove(&mirror.table)).map(|k| k.keys);
-    Ok((items, unprocessed.unwrap_or_default()))
 }
 
 /// A conditional put inside the transaction.
