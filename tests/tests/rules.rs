@@ -560,6 +560,39 @@ async fn a_backoff_that_outlasts_its_claims_lease_puts_a_lease_past_the_retry_on
     assert_eq!(timeline(&h.record_of(&retried).await), [Received, Processing, Errored, Processing, Completed]);
 }
 
+async fn a_sweep_passes_over_holds_their_records_keep_and_re_drives_an_expired_hold_behind_them(via: Via) {
+    // Backoffs of 20–40 s against a claim's lease of the invocation's 10 s: the failed events' heads keep their
+    // claims' leases, which end first, while their records hold the entities past the retries' due times.
+    let settings = synctrail::settings::Settings { backoff_base: Duration::seconds(40), ..settings() };
+    let h = Harness::with(Options { via, settings, ..Options::default() });
+    let failing = [Env::issue("18f").at(10).titled("v1"), Env::issue("18g").at(10).titled("v1")];
+    let crashed = Env::issue("18h").at(10).titled("v1");
+    for env in &failing {
+        h.script.on(&env.entity(), Step::Retryable("502 bad gateway"));
+        h.send_env(env).await;
+    }
+    let d = h.deliver(2).await;
+    assert!((0..2).all(|i| d.outcome(i).status == Some(Status::Errored)));
+    let first_due = h.now() + d.retry_after(0).min(d.retry_after(1));
+    h.advance(Duration::seconds(1));
+    h.script.on(&crashed.entity(), Step::Crash { write: false });
+    h.send_env(&crashed).await;
+    assert!(h.deliver(1).await.crashed());
+
+    // Past the crashed claim's lease, before either retry is due: the two held heads' leases ended first.
+    h.advance(h.options.function_timeout + h.options.settings.clock_margin + Duration::seconds(1));
+    assert!(h.now() < first_due, "a retry came due");
+    let report = h.sweep_at_most(1).await;
+    assert_eq!(report.redriven, ids(&[&crashed]), "the expired hold behind the held ones is re-driven");
+    assert_eq!(report.examined, 3, "both held heads passed over, then the expired one");
+    h.drain().await;
+    assert_eq!(h.status_of(&crashed).await, Status::Completed);
+    for env in &failing {
+        assert_eq!(h.status_of(env).await, Status::Errored, "not re-driven before its retry is due");
+    }
+    assert!(h.sweep().await.is_empty(), "nothing left to sweep");
+}
+
 async fn a_retry_inside_its_hold_is_not_taken_over_while_the_heads_or_its_records_lease_runs(via: Via) {
     // A first backoff of 4–8 s, inside the claim's lease of the invocation's 10 s: the retry's own deadline then
     // ends seconds after the claim's lease does.
@@ -2096,6 +2129,7 @@ over_every_destination!(
     create_without_updated_at_is_dropped_for_a_local_edit,
     retryable_error_marks_errored_and_returns_the_message_with_backoff,
     a_backoff_that_outlasts_its_claims_lease_puts_a_lease_past_the_retry_on_the_record_not_the_head,
+    a_sweep_passes_over_holds_their_records_keep_and_re_drives_an_expired_hold_behind_them,
     a_retry_inside_its_hold_is_not_taken_over_while_the_heads_or_its_records_lease_runs,
     last_allowed_attempt_fails_the_event_and_dead_letters_its_message_and_releases_the_head,
     permanent_error_fails_at_once_and_releases_the_head,

@@ -9,7 +9,13 @@ use super::verify::VerifiedEntity;
 use super::{Discarded, Engine, EngineError, Invocation};
 use crate::model::{EntityHead, EntityKey, ErrorInfo, ErrorKind, EventId, EventRecord, Status};
 use crate::store::{EventQuery, StoreError, Write};
+use chrono::{DateTime, Utc};
 use serde::Serialize;
+use std::collections::HashSet;
+
+/// How many heads a sweep passes over (holds their records keep past the head's lease), per head it may act on,
+/// before it stops reading further down the expired leases.
+const PASSED_OVER_PER_LIMIT: usize = 16;
 
 /// What one sweep found and did.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -45,36 +51,8 @@ impl Engine {
     /// removing those whose event is already done; then verifies up to `limit` entities flagged
     /// `needs_verification`.
     pub async fn sweep(&self, limit: usize, invocation: &Invocation) -> Result<SweepReport, EngineError> {
-        let before = self.now() - self.settings.clock_margin;
-        let heads = self.ports.store.expired_leases(before, limit).await?;
-        let mut report = SweepReport { examined: heads.len(), ..SweepReport::default() };
-        for head in heads {
-            let Some(inflight) = head.inflight.as_ref() else { continue };
-            let event_id = inflight.slot.event_id.clone();
-            let record = self.ports.store.get_event(&event_id).await?;
-            // A hold its record keeps past the head's lease is not over: a retry runs inside it, or a failure's
-            // retry is due later (spec §9 "A failure writes the record alone").
-            if record.as_ref().is_some_and(|r| inflight.hold_until(Some(r)) >= before) {
-                continue;
-            }
-            match record {
-                // A settle cut short between the record and the head: finish it.
-                Some(record) if record.status.releases_entity() => {
-                    if self.finish_settle(&record, Some(head), invocation).await? {
-                        report.settles_finished.push(event_id);
-                    }
-                }
-                Some(_) => {
-                    self.send_redrive(&event_id, invocation).await;
-                    report.redriven.push(event_id);
-                }
-                // A claim cut short before its record write (the claim writes the head first): the event's message
-                // was not acknowledged and comes back, or is dead-lettered and recorded by the dead-letter sweep.
-                None => {
-                    tracing::info!(event_id = %event_id, entity = %head.entity, "expired claim of an event not recorded yet; its message comes back")
-                }
-            }
-        }
+        let mut report = SweepReport::default();
+        self.sweep_expired_leases(limit, invocation, &mut report).await?;
         self.sweep_stranded(limit, invocation, &mut report).await?;
         self.sweep_waits(limit, invocation, &mut report).await?;
         let dead_letters = self.record_dead_letters(limit, invocation).await?;
@@ -82,6 +60,83 @@ impl Engine {
         report.dead_letters_discarded = dead_letters.discarded;
         report.verified = self.verify_flagged(limit).await?;
         Ok(report)
+    }
+
+    /// Acts on up to `limit` heads whose lease expired (`limit` 0: all of them). A head whose hold its event's record
+    /// keeps past the head's lease (a retry inside the hold, a failure's later retry) is passed over, and the listing
+    /// is read again, twice as long, until `limit` heads were acted on, the expired ones run out, or
+    /// [`PASSED_OVER_PER_LIMIT`] × `limit` were passed over: such heads keep the leases their claims wrote, sort
+    /// before holds that expired later, and must not hide them (spec §9 "A failure writes the record alone").
+    async fn sweep_expired_leases(
+        &self,
+        limit: usize,
+        invocation: &Invocation,
+        report: &mut SweepReport,
+    ) -> Result<(), EngineError> {
+        let before = self.now() - self.settings.clock_margin;
+        let mut examined = HashSet::new();
+        let (mut acted_on, mut passed_over) = (0, 0);
+        let mut listed = limit;
+        loop {
+            let heads = self.ports.store.expired_leases(before, listed).await?;
+            let more = limit > 0 && heads.len() >= listed;
+            for head in heads {
+                if limit > 0 && acted_on >= limit {
+                    break;
+                }
+                if !examined.insert(head.entity.clone()) {
+                    continue;
+                }
+                if self.sweep_expired_head(head, before, invocation, report).await? {
+                    acted_on += 1;
+                } else {
+                    passed_over += 1;
+                }
+            }
+            if !more || acted_on >= limit || passed_over >= limit.saturating_mul(PASSED_OVER_PER_LIMIT) {
+                break;
+            }
+            listed = listed.saturating_mul(2);
+        }
+        report.examined = examined.len();
+        Ok(())
+    }
+
+    /// Re-drives the event of an expired head, finishes its settle cut short, or leaves it (its message comes back);
+    /// `false` when the head's hold is not over (its record's lease runs) and it was passed over.
+    async fn sweep_expired_head(
+        &self,
+        head: EntityHead,
+        before: DateTime<Utc>,
+        invocation: &Invocation,
+        report: &mut SweepReport,
+    ) -> Result<bool, EngineError> {
+        let Some(inflight) = head.inflight.as_ref() else { return Ok(true) };
+        let event_id = inflight.slot.event_id.clone();
+        let record = self.ports.store.get_event(&event_id).await?;
+        // A hold its record keeps past the head's lease is not over: a retry runs inside it, or a failure's
+        // retry is due later (spec §9 "A failure writes the record alone").
+        if record.as_ref().is_some_and(|r| inflight.hold_until(Some(r)) >= before) {
+            return Ok(false);
+        }
+        match record {
+            // A settle cut short between the record and the head: finish it.
+            Some(record) if record.status.releases_entity() => {
+                if self.finish_settle(&record, Some(head), invocation).await? {
+                    report.settles_finished.push(event_id);
+                }
+            }
+            Some(_) => {
+                self.send_redrive(&event_id, invocation).await;
+                report.redriven.push(event_id);
+            }
+            // A claim cut short before its record write (the claim writes the head first): the event's message
+            // was not acknowledged and comes back, or is dead-lettered and recorded by the dead-letter sweep.
+            None => {
+                tracing::info!(event_id = %event_id, entity = %head.entity, "expired claim of an event not recorded yet; its message comes back")
+            }
+        }
+        Ok(true)
     }
 
     /// Re-drives `queued` events nothing will promote: queued for longer than a lease, and their entity's head has

@@ -22,7 +22,7 @@ use synctrail::destination::http::Secret;
 use synctrail::destination::{
     ApplyOutcome, ByDirection, Change, Destination, DestinationError, DestinationRecord, ReadError,
 };
-use synctrail::engine::{Disposition, Engine, Invocation, Outcome, Ports};
+use synctrail::engine::{Disposition, Engine, Invocation, Outcome, Ports, SweepReport};
 use synctrail::model::{
     Direction, EntityHead, EntityKey, EventId, EventRecord, ExternalWrite, Fingerprint, Kind, Message, Status,
 };
@@ -984,10 +984,15 @@ impl Harness {
         out
     }
 
-    /// A sweep by the sweeper function.
+    /// A sweep by the sweeper function; the events it re-drove.
     pub async fn sweep(&self) -> Vec<EventId> {
+        self.sweep_at_most(100).await.redriven
+    }
+
+    /// One sweep that acts on at most `limit` of each kind of thing it finds; what it found and did.
+    pub async fn sweep_at_most(&self, limit: usize) -> SweepReport {
         let invocation = Invocation { function: Some("synctrail-sweeper:42".into()), ..Invocation::default() };
-        self.engine.sweep(100, &invocation).await.expect("sweep").redriven
+        self.engine.sweep(limit, &invocation).await.expect("sweep")
     }
 
     // ---- reading ----
