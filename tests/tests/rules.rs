@@ -1344,22 +1344,18 @@ async fn in_order_event_beyond_a_full_backlog_is_not_stranded_when_its_receives_
     assert!(head.inflight.is_none() && head.backlog.is_empty());
 }
 
-async fn in_order_event_parked_where_the_unpark_listing_missed_it_is_redriven_by_the_sweeper(via: Via) {
-    let mut settings = settings();
-    settings.max_backlog = 1;
-    let h = Harness::with(Options { via, settings, ..Options::default() });
-    let d1 = Env::adjustment("sku-5").at(10).delta(1).id("adj-5-1");
-    let d2 = Env::adjustment("sku-5").at(20).delta(2).id("adj-5-2");
-    let d3 = Env::adjustment("sku-5").at(30).delta(4).id("adj-5-3");
+/// With a backlog of one: delivers `d1` and, while it applies, queues `d2` in the backlog and parks `d3` outside it;
+/// then leaves the head as an unpark whose listing (an eventually consistent index on DynamoDB) missed `d3` leaves
+/// it, none parked. `d1` and `d2` complete; `d3` stays `queued` with nothing to promote it.
+async fn strand_a_parked_event(h: &Harness, d1: &Env, d2: &Env, d3: &Env) {
     let entity = d1.entity();
     let gate = h.script.hold_next();
-    let (_, ()) = deliver_racing(&h, &d1, async {
+    let (_, ()) = deliver_racing(h, d1, async {
         gate.entered().await;
-        h.send_env(&d2).await;
+        h.send_env(d2).await;
         assert_eq!(h.deliver(1).await.only().status, Some(Status::Queued));
-        h.send_env(&d3).await;
+        h.send_env(d3).await;
         assert_eq!(h.deliver(1).await.only().status, Some(Status::Queued), "parked outside the full backlog");
-        // What an unpark leaves when its listing (an eventually consistent index on DynamoDB) missed d3: none parked.
         let mut head = h.head(&entity).await;
         assert_eq!(head.parked, 1);
         head.parked = 0;
@@ -1368,8 +1364,18 @@ async fn in_order_event_parked_where_the_unpark_listing_missed_it_is_redriven_by
     })
     .await;
     h.drain().await;
-    assert_eq!(h.status_of(&d3).await, Status::Queued, "nothing promotes it");
+    assert_eq!(h.status_of(d3).await, Status::Queued, "nothing promotes it");
     assert!(h.head(&entity).await.inflight.is_none());
+}
+
+async fn in_order_event_parked_where_the_unpark_listing_missed_it_is_redriven_by_the_sweeper(via: Via) {
+    let mut settings = settings();
+    settings.max_backlog = 1;
+    let h = Harness::with(Options { via, settings, ..Options::default() });
+    let d1 = Env::adjustment("sku-5").at(10).delta(1).id("adj-5-1");
+    let d2 = Env::adjustment("sku-5").at(20).delta(2).id("adj-5-2");
+    let d3 = Env::adjustment("sku-5").at(30).delta(4).id("adj-5-3");
+    strand_a_parked_event(&h, &d1, &d2, &d3).await;
 
     assert!(h.sweep().await.is_empty(), "not before it was queued for longer than a lease");
     h.advance(h.options.settings.lease + h.options.settings.clock_margin + Duration::seconds(1));
@@ -1378,7 +1384,40 @@ async fn in_order_event_parked_where_the_unpark_listing_missed_it_is_redriven_by
 
     assert_eq!(h.status_of(&d3).await, Status::Completed);
     assert_eq!(h.effects().await, ids(&[&d1, &d2, &d3]));
-    assert_eq!(h.mirror_state(&entity).await, Some(json!({"quantity": 7})));
+    assert_eq!(h.mirror_state(&d1.entity()).await, Some(json!({"quantity": 7})));
+    assert!(h.sweep().await.is_empty(), "nothing left to sweep");
+}
+
+async fn a_busy_entitys_queued_events_do_not_hide_an_older_stranded_one_from_the_sweep(via: Via) {
+    let mut settings = settings();
+    settings.max_backlog = 1;
+    let h = Harness::with(Options { via, settings, ..Options::default() });
+    let stranded = [7, 8, 9].map(|n| Env::adjustment("sku-7").at(n * 10).delta(n).id(&format!("adj-7-{n}")));
+    strand_a_parked_event(&h, &stranded[0], &stranded[1], &stranded[2]).await;
+    // Later, a busy entity: its holder's invocation dies, and two events queue behind it (one in the backlog, one
+    // parked); the sweep lists them first (newest first), and they are held.
+    h.advance(Duration::seconds(1));
+    let busy = [1, 2, 4].map(|n| Env::adjustment("sku-8").at(n * 10).delta(n).id(&format!("adj-8-{n}")));
+    h.script.on(&busy[0].entity(), Step::Crash { write: false });
+    h.send_env(&busy[0]).await;
+    assert!(h.deliver(1).await.crashed());
+    for env in &busy[1..] {
+        h.send_env(env).await;
+        assert_eq!(h.deliver(1).await.only().status, Some(Status::Queued));
+    }
+
+    h.advance(h.options.settings.lease + h.options.settings.clock_margin + Duration::seconds(1));
+    let report = h.sweep_at_most(1).await;
+    assert_eq!(report.redriven, ids(&[&busy[0], &stranded[2]]), "the expired claim, then the stranded event");
+    h.drain().await;
+    h.advance(h.options.visibility_timeout);
+    h.drain().await;
+
+    for env in stranded.iter().chain(&busy) {
+        assert_eq!(h.status_of(env).await, Status::Completed, "{}", env.event_id());
+    }
+    assert_eq!(h.mirror_state(&stranded[0].entity()).await, Some(json!({"quantity": 24})));
+    assert_eq!(h.mirror_state(&busy[0].entity()).await, Some(json!({"quantity": 7})));
     assert!(h.sweep().await.is_empty(), "nothing left to sweep");
 }
 
@@ -2154,6 +2193,7 @@ over_every_destination!(
     an_in_order_event_unparked_beside_the_same_change_under_another_id_ends_duplicate_and_leaves_the_backlog,
     in_order_event_beyond_a_full_backlog_is_not_stranded_when_its_receives_run_out,
     in_order_event_parked_where_the_unpark_listing_missed_it_is_redriven_by_the_sweeper,
+    a_busy_entitys_queued_events_do_not_hide_an_older_stranded_one_from_the_sweep,
     message_dead_lettered_before_the_engine_ever_saw_it_is_not_lost,
     history_records_function_request_and_trace_for_every_attempt,
     sweeper_redrives_a_promoted_event_whose_message_was_lost,

@@ -13,12 +13,14 @@
 //!   history legal.
 //!
 //! `SYNCTRAIL_SIM_SEED=<n>` replays one seed; `SYNCTRAIL_SIM_SEEDS=<n>` runs seeds `0..n` (default
-//! [`DEFAULT_SEEDS`]); seeds with `seed % 4 == 3` run with permanent failures and outages.
+//! [`DEFAULT_SEEDS`]), from seed `m` on with `SYNCTRAIL_SIM_FIRST_SEED=<m>` (`m..m + n`: new seeds for a long run);
+//! seeds with `seed % 4 == 3` run with permanent failures and outages.
 //!
 //! The same workloads also run over the HTTP destination ([`Via::Http`]): each apply is a signed request to a
 //! loopback receiver that stores into the same embedded mirror, so the end-state checks are unchanged.
 //! `SYNCTRAIL_SIM_HTTP_SEEDS=<n>` runs seeds `0..n` that way (default [`DEFAULT_HTTP_SEEDS`]; a request costs far
-//! more than an in-process write); `SYNCTRAIL_SIM_SEED` replays one of them too.
+//! more than an in-process write; `SYNCTRAIL_SIM_FIRST_SEED` moves them too); `SYNCTRAIL_SIM_SEED` replays one of
+//! them.
 
 use crate::support::receiver::Receiver;
 use crate::support::{self, Backend, Env, Via, HTTP_SECRET};
@@ -91,20 +93,26 @@ fn env_u64(name: &str) -> Option<u64> {
     Some(text.trim().parse().unwrap_or_else(|_| panic!("{name}={text:?} is not a number")))
 }
 
-/// The seeds of `mode` to run: the one of `SYNCTRAIL_SIM_SEED`, or those below `SYNCTRAIL_SIM_SEEDS`.
+/// The seeds of `mode` to run: the one of `SYNCTRAIL_SIM_SEED`, or `SYNCTRAIL_SIM_SEEDS` of them.
 fn seeds(mode: Mode) -> Vec<u64> {
     match env_u64("SYNCTRAIL_SIM_SEED") {
         Some(seed) => vec![seed].into_iter().filter(|&s| mode_of(s) == mode).collect(),
-        None => (0..env_u64("SYNCTRAIL_SIM_SEEDS").unwrap_or(DEFAULT_SEEDS)).filter(|&s| mode_of(s) == mode).collect(),
+        None => seed_range("SYNCTRAIL_SIM_SEEDS", DEFAULT_SEEDS).filter(|&s| mode_of(s) == mode).collect(),
     }
 }
 
-/// The seeds to run over HTTP: the one of `SYNCTRAIL_SIM_SEED`, or those below `SYNCTRAIL_SIM_HTTP_SEEDS`.
+/// The seeds to run over HTTP: the one of `SYNCTRAIL_SIM_SEED`, or `SYNCTRAIL_SIM_HTTP_SEEDS` of them.
 fn http_seeds() -> Vec<u64> {
     match env_u64("SYNCTRAIL_SIM_SEED") {
         Some(seed) => vec![seed],
-        None => (0..env_u64("SYNCTRAIL_SIM_HTTP_SEEDS").unwrap_or(DEFAULT_HTTP_SEEDS)).collect(),
+        None => seed_range("SYNCTRAIL_SIM_HTTP_SEEDS", DEFAULT_HTTP_SEEDS).collect(),
     }
+}
+
+/// As many seeds as the variable `count` says (else `default`), from `SYNCTRAIL_SIM_FIRST_SEED` (else 0) on.
+fn seed_range(count: &str, default: u64) -> std::ops::Range<u64> {
+    let first = env_u64("SYNCTRAIL_SIM_FIRST_SEED").unwrap_or(0);
+    first..first.saturating_add(env_u64(count).unwrap_or(default))
 }
 
 fn run_seeds(mode: Mode) {

@@ -11,10 +11,10 @@ use crate::model::{EntityHead, EntityKey, ErrorInfo, ErrorKind, EventId, EventRe
 use crate::store::{EventQuery, StoreError, Write};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
-/// How many heads a sweep passes over (holds their records keep past the head's lease), per head it may act on,
-/// before it stops reading further down the expired leases.
+/// How many heads (or queued events) a sweep passes over, per one it may act on, before it stops reading further
+/// down the expired leases (or the queued events): the bound on one sweep's reads.
 const PASSED_OVER_PER_LIMIT: usize = 16;
 
 /// What one sweep found and did.
@@ -139,10 +139,13 @@ impl Engine {
         Ok(true)
     }
 
-    /// Re-drives `queued` events nothing will promote: queued for longer than a lease, and their entity's head has
-    /// no event in flight and does not hold them as `next` or in its backlog. An `in_order` event parked outside a
-    /// full backlog is found again by a listing when the backlog empties (`settle.rs`, `unpark`); on DynamoDB that
-    /// listing reads an eventually consistent index and may miss an event parked just before.
+    /// Re-drives up to `limit` `queued` events nothing will promote: queued for longer than a lease, and their
+    /// entity's head has no event in flight and does not hold them as `next` or in its backlog. An `in_order` event
+    /// parked outside a full backlog is found again by a listing when the backlog empties (`settle.rs`, `unpark`); on
+    /// DynamoDB that listing reads an eventually consistent index and may miss an event parked just before. The
+    /// listing runs newest first and its held events are passed over, so it is read again, twice as long, as
+    /// [`Self::sweep_expired_leases`] reads its own (a busy entity's long backlog must not hide an older stranded
+    /// event); each entity's head is read once.
     async fn sweep_stranded(
         &self,
         limit: usize,
@@ -150,22 +153,56 @@ impl Engine {
         report: &mut SweepReport,
     ) -> Result<(), EngineError> {
         let queued_before = self.now() - self.settings.lease - self.settings.clock_margin;
-        // Received before then too (the listing's time is the arrival): the newest of those first, up to `limit`.
-        let query =
-            EventQuery { status: Some(Status::Queued), until: Some(queued_before), limit, ..EventQuery::default() };
-        for record in self.ports.store.list_events(&query).await? {
-            let Some(entity) = record.entity.as_ref().filter(|_| record.updated_at < queued_before) else { continue };
-            let head = self.ports.store.get_head(entity).await?;
-            let holds = |h: &EntityHead| {
-                h.inflight.is_some()
-                    || h.next.as_ref().is_some_and(|n| n.event_id == record.event_id)
-                    || h.backlog.iter().any(|s| s.event_id == record.event_id)
+        let mut heads: HashMap<EntityKey, Option<EntityHead>> = HashMap::new();
+        let mut examined = HashSet::new();
+        let (mut redriven, mut passed_over) = (0, 0);
+        let mut listed = limit;
+        loop {
+            // Received before then too (the listing's time is the arrival).
+            let query = EventQuery {
+                status: Some(Status::Queued),
+                until: Some(queued_before),
+                limit: listed,
+                ..EventQuery::default()
             };
-            if !head.as_ref().is_some_and(holds) {
+            let page = self.ports.store.list_events(&query).await?;
+            let more = limit > 0 && page.len() >= listed;
+            for record in page {
+                if limit > 0 && redriven >= limit {
+                    break;
+                }
+                if !examined.insert(record.event_id.clone()) {
+                    continue;
+                }
+                let Some(entity) = record.entity.as_ref().filter(|_| record.updated_at < queued_before) else {
+                    passed_over += 1;
+                    continue;
+                };
+                let head = match heads.get(entity) {
+                    Some(head) => head,
+                    None => {
+                        let head = self.ports.store.get_head(entity).await?;
+                        heads.entry(entity.clone()).or_insert(head)
+                    }
+                };
+                let holds = |h: &EntityHead| {
+                    h.inflight.is_some()
+                        || h.next.as_ref().is_some_and(|n| n.event_id == record.event_id)
+                        || h.backlog.iter().any(|s| s.event_id == record.event_id)
+                };
+                if head.as_ref().is_some_and(holds) {
+                    passed_over += 1;
+                    continue;
+                }
                 tracing::warn!(event_id = %record.event_id, entity = %entity, "queued with nothing to promote it; re-driving");
                 self.send_redrive(&record.event_id, invocation).await;
                 report.redriven.push(record.event_id);
+                redriven += 1;
             }
+            if !more || redriven >= limit || passed_over >= limit.saturating_mul(PASSED_OVER_PER_LIMIT) {
+                break;
+            }
+            listed = listed.saturating_mul(2);
         }
         Ok(())
     }
