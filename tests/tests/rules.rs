@@ -1792,6 +1792,101 @@ async fn an_attempt_whose_claim_record_landed_after_its_lease_ended_still_record
     assert_eq!(h.mirror_state(&entity).await, Some(json!({"title": "v2"})));
 }
 
+async fn an_attempt_failing_past_its_hold_after_a_takeover_found_no_record_to_cancel_is_canceled_not_left_errored(
+    via: Via,
+) {
+    let h = Harness::with(Options { via, held_store: true, ..Options::default() });
+    let event = Env::issue("51").at(10).titled("v1");
+    let newer = Env::issue("51").at(20).titled("v2");
+    let entity = event.entity();
+    if via == Via::Mirror {
+        // Over HTTP the attempt fails anyway: its client sends nothing past the invocation's deadline.
+        h.script.next(Step::Retryable("503 from the destination"));
+    }
+    let claim_record = h.held.hold_claim_record_of(&event.event_id());
+    let newer_claim = h.held.hold_first_write_of(&newer.event_id());
+    let (failed, taken_over) = deliver_racing(&h, &event, async {
+        // The claim wrote the head and stalls before its record write, past its lease.
+        claim_record.entered().await;
+        h.advance(h.options.function_timeout + Duration::seconds(2));
+        h.send_env(&newer).await;
+        let batch = h.receive(1).await;
+        let (taken_over, ()) = tokio::join!(h.invoke(&batch), async {
+            // The newer event found no record to cancel and is about to take the entity over; the stalled record
+            // write lands, the attempt runs and fails.
+            newer_claim.entered().await;
+            claim_record.release();
+            for _ in 0..10_000 {
+                if h.try_record(&event.event_id()).await.is_some_and(|r| r.status != Status::Processing) {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            let record = h.record_of(&event).await;
+            assert_eq!(record.status, Status::Errored);
+            let head = h.head(&entity).await;
+            assert_eq!(head.inflight.map(|i| i.slot.event_id), Some(event.event_id()), "an errored event is held");
+            newer_claim.release();
+        });
+        taken_over
+    })
+    .await;
+
+    assert_eq!(failed.only().status, Some(Status::Errored));
+    // The takeover's claim conflicted with the failure's commit, decided again and canceled the failed attempt.
+    assert_eq!(taken_over.only().status, Some(Status::Completed));
+    let record = h.record_of(&event).await;
+    assert_eq!((record.status, record.canceled_by), (Status::Canceled, Some(newer.event_id())));
+    let head = h.head(&entity).await;
+    assert_eq!((head.applied.map(|a| a.event_id), head.inflight), (Some(newer.event_id()), None));
+    assert_eq!(h.effects().await, ids(&[&newer]));
+    assert_eq!(h.mirror_state(&entity).await, Some(json!({"title": "v2"})));
+}
+
+async fn an_attempt_failing_after_a_takeover_that_found_no_record_to_cancel_writes_the_cancel_itself(via: Via) {
+    let h = Harness::with(Options { via, held_store: true, ..Options::default() });
+    let event = Env::issue("52").at(10).titled("v1");
+    let newer = Env::issue("52").at(20).titled("v2");
+    let entity = event.entity();
+    // The newer event applies first and waits at the gate; then the older attempt runs and fails (over HTTP its
+    // client sends nothing past the invocation's deadline).
+    let applying = h.script.hold_next();
+    if via == Via::Mirror {
+        h.script.next(Step::Retryable("503 from the destination"));
+    }
+    let claim_record = h.held.hold_claim_record_of(&event.event_id());
+    let (failed, taken_over) = deliver_racing(&h, &event, async {
+        claim_record.entered().await;
+        h.advance(h.options.function_timeout + Duration::seconds(2));
+        h.send_env(&newer).await;
+        let batch = h.receive(1).await;
+        let (taken_over, ()) = tokio::join!(h.invoke(&batch), async {
+            // The newer event took the entity over (no record of the older one to cancel) and is applying.
+            applying.entered().await;
+            claim_record.release();
+            for _ in 0..10_000 {
+                if h.try_record(&event.event_id()).await.is_some_and(|r| r.status != Status::Processing) {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            let record = h.record_of(&event).await;
+            assert_eq!((record.status, record.canceled_by), (Status::Canceled, Some(newer.event_id())));
+            applying.release();
+        });
+        taken_over
+    })
+    .await;
+
+    assert_eq!(failed.only().status, Some(Status::Canceled));
+    assert!(failed.failures().is_empty(), "its message is acknowledged");
+    assert_eq!(taken_over.only().status, Some(Status::Completed));
+    let head = h.head(&entity).await;
+    assert_eq!((head.applied.map(|a| a.event_id), head.inflight), (Some(newer.event_id()), None));
+    assert_eq!(h.effects().await, ids(&[&newer]));
+    assert_eq!(h.mirror_state(&entity).await, Some(json!({"title": "v2"})));
+}
+
 async fn a_copy_recording_the_event_between_its_claims_two_writes_does_not_hand_the_claiming_delivery_back(via: Via) {
     let h = Harness::with(Options { via, held_store: true, ..Options::default() });
     let event = Env::issue("49").at(10).titled("v1");
@@ -2203,6 +2298,8 @@ over_every_destination!(
     a_claim_cut_short_after_its_head_write_holds_the_entity_until_its_lease_ends_then_is_claimed_again,
     a_resubmission_of_a_failed_event_whose_claim_wrote_only_its_head_is_not_taken_for_a_settle_cut_short,
     an_attempt_whose_claim_record_landed_after_its_lease_ended_still_records_its_end,
+    an_attempt_failing_past_its_hold_after_a_takeover_found_no_record_to_cancel_is_canceled_not_left_errored,
+    an_attempt_failing_after_a_takeover_that_found_no_record_to_cancel_writes_the_cancel_itself,
     a_copy_recording_the_event_between_its_claims_two_writes_does_not_hand_the_claiming_delivery_back,
     a_claim_whose_record_write_finds_the_event_done_by_a_copy_after_its_lease_does_not_write_over_it,
     an_in_order_event_whose_queuing_was_cut_short_after_its_record_is_queued_again_by_its_redelivery,

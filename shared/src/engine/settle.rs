@@ -58,7 +58,8 @@ impl MovedOn {
 /// first, then the head moved on, one conditional write each (spec §9 "One write per item in a settle"). A settle cut short
 /// between the two leaves a settled record its head still names; the event's next delivery or the sweeper finishes
 /// it ([`Engine::finish_settle`]). An `errored` end writes the record alone (spec §9 "A failure writes the record
-/// alone").
+/// alone"), unless its hold ended first: then it checks the head (spec §9 "An attempt that outlasted its hold checks
+/// the head when it fails").
 /// `known`: the head as the claim wrote it, when the first round may decide on it (a head changed since makes the
 /// commit a conflict, and the next round reads again).
 pub(super) async fn settle(
@@ -85,15 +86,19 @@ pub(super) async fn settle(
                 .ok_or_else(|| EngineError::Incomplete(event_id.clone(), "record vanished while settling"))?;
             record.write_started_at = write_started_at;
         }
+        let now = engine.now();
         let head = match known.take() {
-            Some(KnownHead::Read(head)) => *head,
-            Some(KnownHead::Unread) | None => store.get_head(&entity).await?,
+            // A failure writes the record alone, so no write checks the head it decides on: once the hold has
+            // ended, a newer event may have taken the entity over, and the head is read again.
+            Some(KnownHead::Read(head)) if !(matches!(end, End::Errored(..)) && hold_ended(engine, &head, &record)) => {
+                *head
+            }
+            Some(KnownHead::Read(_) | KnownHead::Unread) | None => store.get_head(&entity).await?,
         };
         let holds = head
             .as_ref()
             .and_then(|h| h.inflight.as_ref())
             .is_some_and(|i| i.slot.event_id == event_id && i.fence == fence);
-        let now = engine.now();
         let write_duration = write_started_at.map(|at| now - at);
         if record.status != Status::Processing || record.attempt != claimed_attempt {
             tracing::info!(event_id = %event_id, status = %record.status, "claim lost while applying; the newer holder decides");
@@ -104,6 +109,8 @@ pub(super) async fn settle(
         // The record is still this attempt's, but the head may have moved on without it: a claim whose record write
         // landed after its lease ended and someone moved the head on (spec §9 "The claim in two writes, the head
         // first"). The record's end is written all the same, or it would stay `processing` with no head naming it.
+        let lost_hold = head.as_ref().filter(|_| !holds).and_then(|h| LostHold::of(h, &record));
+        let hold_over = hold_ended(engine, &head, &record);
         let mut head = head.filter(|_| holds);
         if head.is_none() {
             tracing::warn!(event_id = %event_id, "the head moved on while this attempt ran; recording its end alone");
@@ -117,11 +124,13 @@ pub(super) async fn settle(
         record.lease_until = None;
         // A retryable error or a panic does not prove that nothing was written; every other end does.
         record.write_outcome_unknown = matches!(end, End::Errored(..) | End::Exhausted(_));
+        // The head written unchanged with the record, all or nothing, to check it still holds the entity.
+        let mut touched = None;
         // Other entities' heads, written before the record: each is true whether or not the rest follows.
         let mut other_heads = Vec::new();
         let mut dependency_head = None;
-        let disposition = match &end {
-            End::Completed(written) => {
+        let disposition = match (&end, lost_hold) {
+            (End::Completed(written), _) => {
                 record.completed_at = Some(now);
                 record.written = written.clone();
                 record.transition(engine.entry(Status::Completed, attempt, invocation, None))?;
@@ -130,23 +139,23 @@ pub(super) async fn settle(
                 }
                 Disposition::Ack
             }
-            End::Dropped(by) => {
+            (End::Dropped(by), _) => {
                 record.dropped_for = Some(by.clone());
                 let note = format!("destination holds newer {by}");
                 record.transition(engine.entry(Status::Dropped, attempt, invocation, Some(note)))?;
                 Disposition::Ack
             }
-            End::Failed(error) => {
+            (End::Failed(error), _) => {
                 record.error = Some(error.clone());
                 record.transition(engine.entry(Status::Failed, attempt, invocation, Some(error.message.clone())))?;
                 Disposition::Ack
             }
-            End::Exhausted(error) => {
+            (End::Exhausted(error), _) => {
                 record.error = Some(error.clone());
                 record.transition(engine.entry(Status::Failed, attempt, invocation, Some(error.message.clone())))?;
                 Disposition::DeadLetter
             }
-            End::Waiting { key, .. } => {
+            (End::Waiting { key, .. }, _) => {
                 record.waiting_for = Some(key.to_string());
                 record.waiting_since = Some(now);
                 let note = format!("waiting for {key}");
@@ -159,7 +168,18 @@ pub(super) async fn settle(
                 dependency_head = Some(dependency);
                 Disposition::Ack
             }
-            End::Errored(error, delay) => {
+            (End::Errored(error, _), Some(lost)) => {
+                record.error = Some(error.clone());
+                let (status, note) = lost.mark(&mut record);
+                record.transition(engine.entry(
+                    status,
+                    attempt,
+                    invocation,
+                    Some(format!("{note}: {}", error.message)),
+                ))?;
+                Disposition::Ack
+            }
+            (End::Errored(error, delay), _) => {
                 record.error = Some(error.clone());
                 let note = if error.kind == ErrorKind::Throttled {
                     // Throttled attempts do not use up the retry budget: it counts from one attempt later.
@@ -180,7 +200,10 @@ pub(super) async fn settle(
                         Some(due + engine.settings.lease)
                     }
                 });
-                head = None;
+                // An attempt that outlasted its hold (its claim's record write may have landed after a newer event
+                // found none to cancel and took the entity over) writes the head too, unchanged, in one commit with
+                // the record: whichever of the two lands first, the other conflicts and decides again.
+                touched = head.take().filter(|_| hold_over);
                 Disposition::Retry { after: *delay }
             }
         };
@@ -193,7 +216,14 @@ pub(super) async fn settle(
         let mut writes = other_heads;
         writes.push(Write::event(record.clone()));
         writes.extend(head.map(Write::head));
-        let moved = match store.commit_each(writes).await {
+        let committed = match touched {
+            Some(touched) => {
+                writes.push(Write::head(touched));
+                store.commit(writes).await.map_err(|error| PartialCommit { applied: 0, error })
+            }
+            None => store.commit_each(writes).await,
+        };
+        let moved = match committed {
             Ok(()) => moved,
             Err(PartialCommit { applied, error: StoreError::Conflict(_) }) if applied <= record_at => continue,
             Err(PartialCommit { error, applied }) if applied <= record_at => return Err(error.into()),
@@ -216,6 +246,55 @@ pub(super) async fn settle(
         return Ok(outcome);
     }
     Err(EngineError::Contended(entity.to_string(), engine.settings.max_rounds))
+}
+
+/// Whether the hold that `head` names (the claim of the attempt `record` ends) is over: its lease, and any lease its
+/// record carries, ended. No head, or none in flight: over.
+fn hold_ended(engine: &Engine, head: &Option<EntityHead>, record: &EventRecord) -> bool {
+    let inflight = head.as_ref().and_then(|h| h.inflight.as_ref());
+    inflight.is_none_or(|i| engine.now() > i.hold_until(Some(record)) + engine.settings.clock_margin)
+}
+
+/// How an attempt that failed after losing its hold ends instead of `errored`, which only a held event may be (its
+/// claim's record write landed after its lease ended, when a newer event had found no record of it to cancel and
+/// had taken the entity over: spec §9 "A failure writes the record alone").
+#[derive(Debug, Clone)]
+enum LostHold {
+    /// Another event holds the entity now: the cancel its takeover could not write.
+    CanceledBy(EventId),
+    /// Nothing holds it, and a newer event was applied meanwhile: what its retry would be decided (§4 rule 1).
+    DroppedFor(EventId),
+}
+
+impl LostHold {
+    /// How `record`'s attempt ends given `head`, which no longer names it; `None`: neither (its retry decides).
+    fn of(head: &EntityHead, record: &EventRecord) -> Option<Self> {
+        match (&head.inflight, &head.applied) {
+            (Some(holder), _) if holder.slot.event_id != record.event_id => {
+                Some(Self::CanceledBy(holder.slot.event_id.clone()))
+            }
+            (None, Some(applied)) if record.order.is_some_and(|order| order < applied.order) => {
+                Some(Self::DroppedFor(applied.event_id.clone()))
+            }
+            _ => None,
+        }
+    }
+
+    /// Notes the event that took the hold's place on `record`; the status it ends in and why.
+    fn mark(self, record: &mut EventRecord) -> (Status, String) {
+        match self {
+            Self::CanceledBy(by) => {
+                let note = format!("canceled by {by}, which took the entity over while this attempt ran");
+                record.canceled_by = Some(by);
+                (Status::Canceled, note)
+            }
+            Self::DroppedFor(newer) => {
+                let note = format!("{newer} was applied while this attempt ran");
+                record.dropped_for = Some(newer.to_string());
+                (Status::Dropped, note)
+            }
+        }
+    }
 }
 
 /// Moves `head`, which names `record`'s event in flight, on after the attempt `record` now ends.
