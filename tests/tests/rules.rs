@@ -8,7 +8,7 @@ use serde_json::json;
 use std::sync::Arc;
 use synctrail::destination::Destination;
 use synctrail::engine::{Disposition, Invocation};
-use synctrail::model::{ErrorKind, EventRecord, Message, OrderKey, RedriveReason, Status};
+use synctrail::model::{EntityHead, ErrorKind, EventRecord, Message, OrderKey, RedriveReason, Status};
 use synctrail::store::Write;
 
 fn ids(records: &[&Env]) -> Vec<synctrail::model::EventId> {
@@ -1792,6 +1792,40 @@ async fn an_attempt_whose_claim_record_landed_after_its_lease_ended_still_record
     assert_eq!(h.mirror_state(&entity).await, Some(json!({"title": "v2"})));
 }
 
+/// Delivers `event` with its claim stalled between its two writes past its lease, and meanwhile `newer`, which finds
+/// no record of it to cancel and takes the entity over, until `newer` waits at `newer_held`; then the stalled record
+/// write goes on, and once the attempt has ended (it fails: the script or, over HTTP, the passed deadline) `newer`
+/// goes on. Both deliveries, and `event`'s record and its entity's head as they were when `newer` went on.
+async fn fail_a_stalled_attempt_beside_a_takeover(
+    h: &Harness,
+    event: &Env,
+    newer: &Env,
+    newer_held: Arc<Gate>,
+) -> (Delivery, Delivery, EventRecord, EntityHead) {
+    let claim_record = h.held.hold_claim_record_of(&event.event_id());
+    let (failed, (taken_over, (record, head))) = deliver_racing(h, event, async {
+        claim_record.entered().await;
+        h.advance(h.options.function_timeout + Duration::seconds(2));
+        h.send_env(newer).await;
+        let batch = h.receive(1).await;
+        tokio::join!(h.invoke(&batch), async {
+            newer_held.entered().await;
+            claim_record.release();
+            for _ in 0..10_000 {
+                if h.try_record(&event.event_id()).await.is_some_and(|r| r.status != Status::Processing) {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            let seen = (h.record_of(event).await, h.head(&event.entity()).await);
+            newer_held.release();
+            seen
+        })
+    })
+    .await;
+    (failed, taken_over, record, head)
+}
+
 async fn an_attempt_failing_past_its_hold_after_a_takeover_found_no_record_to_cancel_is_canceled_not_left_errored(
     via: Via,
 ) {
@@ -1803,34 +1837,12 @@ async fn an_attempt_failing_past_its_hold_after_a_takeover_found_no_record_to_ca
         // Over HTTP the attempt fails anyway: its client sends nothing past the invocation's deadline.
         h.script.next(Step::Retryable("503 from the destination"));
     }
-    let claim_record = h.held.hold_claim_record_of(&event.event_id());
+    // The newer event waits before its claim's head write; the attempt fails meanwhile.
     let newer_claim = h.held.hold_first_write_of(&newer.event_id());
-    let (failed, taken_over) = deliver_racing(&h, &event, async {
-        // The claim wrote the head and stalls before its record write, past its lease.
-        claim_record.entered().await;
-        h.advance(h.options.function_timeout + Duration::seconds(2));
-        h.send_env(&newer).await;
-        let batch = h.receive(1).await;
-        let (taken_over, ()) = tokio::join!(h.invoke(&batch), async {
-            // The newer event found no record to cancel and is about to take the entity over; the stalled record
-            // write lands, the attempt runs and fails.
-            newer_claim.entered().await;
-            claim_record.release();
-            for _ in 0..10_000 {
-                if h.try_record(&event.event_id()).await.is_some_and(|r| r.status != Status::Processing) {
-                    break;
-                }
-                tokio::task::yield_now().await;
-            }
-            let record = h.record_of(&event).await;
-            assert_eq!(record.status, Status::Errored);
-            let head = h.head(&entity).await;
-            assert_eq!(head.inflight.map(|i| i.slot.event_id), Some(event.event_id()), "an errored event is held");
-            newer_claim.release();
-        });
-        taken_over
-    })
-    .await;
+    let (failed, taken_over, record, head) =
+        fail_a_stalled_attempt_beside_a_takeover(&h, &event, &newer, newer_claim).await;
+    assert_eq!(record.status, Status::Errored);
+    assert_eq!(head.inflight.map(|i| i.slot.event_id), Some(event.event_id()), "an errored event is held");
 
     assert_eq!(failed.only().status, Some(Status::Errored));
     // The takeover's claim conflicted with the failure's commit, decided again and canceled the failed attempt.
@@ -1848,35 +1860,14 @@ async fn an_attempt_failing_after_a_takeover_that_found_no_record_to_cancel_writ
     let event = Env::issue("52").at(10).titled("v1");
     let newer = Env::issue("52").at(20).titled("v2");
     let entity = event.entity();
-    // The newer event applies first and waits at the gate; then the older attempt runs and fails (over HTTP its
-    // client sends nothing past the invocation's deadline).
+    // The newer event takes the entity over and applies first, waiting at the gate; then the older attempt runs and
+    // fails (over HTTP its client sends nothing past the invocation's deadline).
     let applying = h.script.hold_next();
     if via == Via::Mirror {
         h.script.next(Step::Retryable("503 from the destination"));
     }
-    let claim_record = h.held.hold_claim_record_of(&event.event_id());
-    let (failed, taken_over) = deliver_racing(&h, &event, async {
-        claim_record.entered().await;
-        h.advance(h.options.function_timeout + Duration::seconds(2));
-        h.send_env(&newer).await;
-        let batch = h.receive(1).await;
-        let (taken_over, ()) = tokio::join!(h.invoke(&batch), async {
-            // The newer event took the entity over (no record of the older one to cancel) and is applying.
-            applying.entered().await;
-            claim_record.release();
-            for _ in 0..10_000 {
-                if h.try_record(&event.event_id()).await.is_some_and(|r| r.status != Status::Processing) {
-                    break;
-                }
-                tokio::task::yield_now().await;
-            }
-            let record = h.record_of(&event).await;
-            assert_eq!((record.status, record.canceled_by), (Status::Canceled, Some(newer.event_id())));
-            applying.release();
-        });
-        taken_over
-    })
-    .await;
+    let (failed, taken_over, record, _) = fail_a_stalled_attempt_beside_a_takeover(&h, &event, &newer, applying).await;
+    assert_eq!((record.status, record.canceled_by), (Status::Canceled, Some(newer.event_id())));
 
     assert_eq!(failed.only().status, Some(Status::Canceled));
     assert!(failed.failures().is_empty(), "its message is acknowledged");
