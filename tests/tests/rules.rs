@@ -1878,6 +1878,42 @@ async fn an_attempt_failing_after_a_takeover_that_found_no_record_to_cancel_writ
     assert_eq!(h.mirror_state(&entity).await, Some(json!({"title": "v2"})));
 }
 
+async fn a_same_change_under_another_id_waits_while_the_claim_it_matches_has_no_record(via: Via) {
+    let h = Harness::with(Options { via, held_store: true, ..Options::default() });
+    let original = Env::issue("53").at(10).titled("v1").id("gh-53");
+    let twin = Env::issue("53").at(10).titled("v1").id("gh-53-second-hook");
+    let conflicting = Env::issue("53").at(10).titled("v1 edited").id("gh-53");
+    let entity = original.entity();
+    // The original's claim writes the head and dies before its record write: the head's slot names gh-53 with the
+    // original's content, and no record backs it.
+    h.held.cut_next_claim();
+    h.send_env(&original).await;
+    assert_eq!(h.deliver(1).await.failures().len(), 1);
+    assert!(h.try_record(&original.event_id()).await.is_none());
+
+    // The same change under another id is not a duplicate of a slot no record backs: it waits.
+    h.send_env(&twin).await;
+    let waited = h.deliver(1).await;
+    assert_eq!((waited.only().status, waited.failures().len()), (Some(Status::Received), 1), "handed back");
+    // Other content under the original's id arrives meanwhile and is recorded under it.
+    h.send_env(&conflicting).await;
+    assert_eq!(h.deliver(1).await.only().status, Some(Status::Received));
+
+    for _ in 0..4 {
+        h.advance(h.options.visibility_timeout);
+        h.drain().await;
+    }
+    // gh-53 is the edited content (recorded first); the original message is refused as conflicting with it; the
+    // twin's change is applied after it (a tie: same order key, other content), not lost as its duplicate.
+    assert_eq!(h.record_of(&conflicting).await.status, Status::Completed);
+    let twin_record = h.record_of(&twin).await;
+    assert_eq!((twin_record.status, twin_record.duplicate_of), (Status::Completed, None));
+    assert_ne!(h.record_of(&conflicting).await.content_hash, twin_record.content_hash, "gh-53 holds other content");
+    assert_eq!(h.counts().await.get(&Status::Rejected), Some(&1), "the original message, conflicting with gh-53");
+    assert_eq!(h.effects().await, ids(&[&conflicting, &twin]));
+    assert_eq!(h.mirror_state(&entity).await, Some(json!({"title": "v1"})));
+}
+
 async fn a_copy_recording_the_event_between_its_claims_two_writes_does_not_hand_the_claiming_delivery_back(via: Via) {
     let h = Harness::with(Options { via, held_store: true, ..Options::default() });
     let event = Env::issue("49").at(10).titled("v1");
@@ -2291,6 +2327,7 @@ over_every_destination!(
     an_attempt_whose_claim_record_landed_after_its_lease_ended_still_records_its_end,
     an_attempt_failing_past_its_hold_after_a_takeover_found_no_record_to_cancel_is_canceled_not_left_errored,
     an_attempt_failing_after_a_takeover_that_found_no_record_to_cancel_writes_the_cancel_itself,
+    a_same_change_under_another_id_waits_while_the_claim_it_matches_has_no_record,
     a_copy_recording_the_event_between_its_claims_two_writes_does_not_hand_the_claiming_delivery_back,
     a_claim_whose_record_write_finds_the_event_done_by_a_copy_after_its_lease_does_not_write_over_it,
     an_in_order_event_whose_queuing_was_cut_short_after_its_record_is_queued_again_by_its_redelivery,

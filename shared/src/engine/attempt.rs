@@ -92,6 +92,10 @@ pub(super) async fn drive(
             max_backlog: engine.settings.max_backlog,
         };
         let decision = if force { forced(view, &candidate, &ctx) } else { decide(view, &candidate, &ctx) };
+        let decision = match decision {
+            Decision::Duplicate { of } => duplicate_of_recorded(engine, view, of).await?,
+            decision => decision,
+        };
         if decision == Decision::AlreadyQueued && record.version == 0 {
             // The head names our id but we never stored it: another message did. Re-read it (and reject ours if
             // its content differs) before acknowledging anything.
@@ -110,6 +114,25 @@ pub(super) async fn drive(
         }
     }
     Err(EngineError::Contended(envelope.entity.to_string(), engine.settings.max_rounds))
+}
+
+/// A duplicate of the event the head names in flight counts once that event's record holds the same change. A claim
+/// writes the head first (spec §9 "The claim in two writes, the head first"): one cut short before its record write
+/// leaves a slot that no record backs, and another message with the same event id and other content may record
+/// that content under it meanwhile (its own claim then writes its slot). Until the holder's record backs its slot,
+/// the event waits as for a busy entity (spec §9 "A duplicate of an unrecorded claim waits").
+async fn duplicate_of_recorded(engine: &Engine, head: &EntityHead, of: EventId) -> Result<Decision, EngineError> {
+    let Some(holder) = head.inflight.as_ref().filter(|i| i.slot.event_id == of) else {
+        return Ok(Decision::Duplicate { of });
+    };
+    let recorded = engine.ports.store.get_event(&of).await?;
+    if recorded.is_some_and(|r| r.content_hash == Some(holder.slot.content_hash)) {
+        return Ok(Decision::Duplicate { of });
+    }
+    let now = engine.now();
+    Ok(Decision::Busy {
+        until: (holder.lease_until + engine.settings.clock_margin).max(now + engine.settings.backoff_base),
+    })
 }
 
 /// The head's holder as its record completes it, when the record says more than the head (`None`: the head says
