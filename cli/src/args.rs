@@ -260,7 +260,8 @@ pub struct StatsArgs {
 /// `synctrail sweep`.
 #[derive(Debug, Args)]
 pub struct SweepArgs {
-    /// At most this many expired leases are looked at.
+    /// At most this many expired leases are acted on (as many of each other kind: queued events, waits, dead
+    /// letters, flagged entities); holds and queued events it passes over are read past, up to 16 times as many.
     #[arg(long, default_value_t = crate::config::SWEEP_LIMIT)]
     pub limit: usize,
 }

@@ -14,7 +14,7 @@
 //! | `SYNCTRAIL_DEPENDENCIES` | dependency rules `TYPE.FIELD=NEEDED_TYPE`, comma-separated (spec §6) |
 //! | `SYNCTRAIL_DELTA_FIELDS` | what the mirror adds for `in_order` types, `TYPE.DELTA_FIELD=TOTAL_FIELD` comma-separated (default `delta` into `quantity`) |
 //! | `SYNCTRAIL_METRICS_NAMESPACE` | CloudWatch namespace of the EMF lines (default `synctrail`) |
-//! | `SYNCTRAIL_SWEEP_LIMIT` | expired leases one sweep looks at (default 1000) |
+//! | `SYNCTRAIL_SWEEP_LIMIT` | expired leases (and each other kind of thing) one sweep acts on (default 1000) |
 //! | `SYNCTRAIL_REDRIVE_QUEUES` | `FUNCTION=QUEUE_URL`, comma-separated: with several processors (one per destination), a reprocess goes to the queue of the processor recorded on the event (AWS only) |
 //! | `SYNCTRAIL_RECORD_CONCURRENCY` | entities of one batch processed side by side (default 4; one entity's records always one after another) |
 //! | engine settings | see [`Settings::from_vars`] |
@@ -38,7 +38,7 @@ pub const DEFAULT_HOME: &str = "./.synctrail";
 pub const LAMBDA_HOME: &str = "/tmp/synctrail";
 /// The CloudWatch namespace when `SYNCTRAIL_METRICS_NAMESPACE` is unset.
 pub const DEFAULT_METRICS_NAMESPACE: &str = "synctrail";
-/// Expired leases one sweep looks at when `SYNCTRAIL_SWEEP_LIMIT` is unset.
+/// Expired leases (and each other kind of thing) one sweep acts on when `SYNCTRAIL_SWEEP_LIMIT` is unset.
 pub const DEFAULT_SWEEP_LIMIT: usize = 1000;
 /// Entities of one batch processed side by side when `SYNCTRAIL_RECORD_CONCURRENCY` is unset.
 pub const DEFAULT_RECORD_CONCURRENCY: usize = 4;
