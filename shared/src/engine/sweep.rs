@@ -17,6 +17,45 @@ use std::collections::{HashMap, HashSet};
 /// down the expired leases (or the queued events): the bound on one sweep's reads.
 const PASSED_OVER_PER_LIMIT: usize = 16;
 
+/// How far a sweep reads down a listing in which it passes things over: it acts on up to `limit` (0: no limit, one
+/// listing of everything), and reads the listing again, twice as long, while it passes things over, until `limit`
+/// were acted on, the listing runs out, or [`PASSED_OVER_PER_LIMIT`] × `limit` were passed over.
+struct ReadPast {
+    limit: usize,
+    listed: usize,
+    acted_on: usize,
+    passed_over: usize,
+}
+
+impl ReadPast {
+    fn new(limit: usize) -> Self {
+        Self { limit, listed: limit, acted_on: 0, passed_over: 0 }
+    }
+
+    /// Whether `limit` things were acted on.
+    fn done(&self) -> bool {
+        self.limit > 0 && self.acted_on >= self.limit
+    }
+
+    fn count(&mut self, acted_on: bool) {
+        if acted_on {
+            self.acted_on += 1;
+        } else {
+            self.passed_over += 1;
+        }
+    }
+
+    /// After a listing that returned `len` things: whether to list again (then twice as many).
+    fn again(&mut self, len: usize) -> bool {
+        let full = self.limit > 0 && len >= self.listed;
+        if !full || self.done() || self.passed_over >= self.limit.saturating_mul(PASSED_OVER_PER_LIMIT) {
+            return false;
+        }
+        self.listed = self.listed.saturating_mul(2);
+        true
+    }
+}
+
 /// What one sweep found and did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SweepReport {
@@ -63,10 +102,9 @@ impl Engine {
     }
 
     /// Acts on up to `limit` heads whose lease expired (`limit` 0: all of them). A head whose hold its event's record
-    /// keeps past the head's lease (a retry inside the hold, a failure's later retry) is passed over, and the listing
-    /// is read again, twice as long, until `limit` heads were acted on, the expired ones run out, or
-    /// [`PASSED_OVER_PER_LIMIT`] × `limit` were passed over: such heads keep the leases their claims wrote, sort
-    /// before holds that expired later, and must not hide them (spec §9 "A failure writes the record alone").
+    /// keeps past the head's lease (a retry inside the hold, a failure's later retry) is passed over and the listing
+    /// read on ([`ReadPast`]): such heads keep the leases their claims wrote, sort before holds that expired later,
+    /// and must not hide them (spec §9 "A sweep reads past what it passes over").
     async fn sweep_expired_leases(
         &self,
         limit: usize,
@@ -75,28 +113,21 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let before = self.now() - self.settings.clock_margin;
         let mut examined = HashSet::new();
-        let (mut acted_on, mut passed_over) = (0, 0);
-        let mut listed = limit;
+        let mut read = ReadPast::new(limit);
         loop {
-            let heads = self.ports.store.expired_leases(before, listed).await?;
-            let more = limit > 0 && heads.len() >= listed;
+            let heads = self.ports.store.expired_leases(before, read.listed).await?;
+            let listed = heads.len();
             for head in heads {
-                if limit > 0 && acted_on >= limit {
+                if read.done() {
                     break;
                 }
-                if !examined.insert(head.entity.clone()) {
-                    continue;
-                }
-                if self.sweep_expired_head(head, before, invocation, report).await? {
-                    acted_on += 1;
-                } else {
-                    passed_over += 1;
+                if examined.insert(head.entity.clone()) {
+                    read.count(self.sweep_expired_head(head, before, invocation, report).await?);
                 }
             }
-            if !more || acted_on >= limit || passed_over >= limit.saturating_mul(PASSED_OVER_PER_LIMIT) {
+            if !read.again(listed) {
                 break;
             }
-            listed = listed.saturating_mul(2);
         }
         report.examined = examined.len();
         Ok(())
@@ -143,9 +174,8 @@ impl Engine {
     /// entity's head has no event in flight and does not hold them as `next` or in its backlog. An `in_order` event
     /// parked outside a full backlog is found again by a listing when the backlog empties (`settle.rs`, `unpark`); on
     /// DynamoDB that listing reads an eventually consistent index and may miss an event parked just before. The
-    /// listing runs newest first and its held events are passed over, so it is read again, twice as long, as
-    /// [`Self::sweep_expired_leases`] reads its own (a busy entity's long backlog must not hide an older stranded
-    /// event); each entity's head is read once.
+    /// listing runs newest first and its held events are passed over, so it is read on ([`ReadPast`]: a busy
+    /// entity's long backlog must not hide an older stranded event); each entity's head is read once.
     async fn sweep_stranded(
         &self,
         limit: usize,
@@ -155,27 +185,26 @@ impl Engine {
         let queued_before = self.now() - self.settings.lease - self.settings.clock_margin;
         let mut heads: HashMap<EntityKey, Option<EntityHead>> = HashMap::new();
         let mut examined = HashSet::new();
-        let (mut redriven, mut passed_over) = (0, 0);
-        let mut listed = limit;
+        let mut read = ReadPast::new(limit);
         loop {
             // Received before then too (the listing's time is the arrival).
             let query = EventQuery {
                 status: Some(Status::Queued),
                 until: Some(queued_before),
-                limit: listed,
+                limit: read.listed,
                 ..EventQuery::default()
             };
             let page = self.ports.store.list_events(&query).await?;
-            let more = limit > 0 && page.len() >= listed;
+            let listed = page.len();
             for record in page {
-                if limit > 0 && redriven >= limit {
+                if read.done() {
                     break;
                 }
                 if !examined.insert(record.event_id.clone()) {
                     continue;
                 }
                 let Some(entity) = record.entity.as_ref().filter(|_| record.updated_at < queued_before) else {
-                    passed_over += 1;
+                    read.count(false);
                     continue;
                 };
                 let head = match heads.get(entity) {
@@ -191,18 +220,17 @@ impl Engine {
                         || h.backlog.iter().any(|s| s.event_id == record.event_id)
                 };
                 if head.as_ref().is_some_and(holds) {
-                    passed_over += 1;
+                    read.count(false);
                     continue;
                 }
                 tracing::warn!(event_id = %record.event_id, entity = %entity, "queued with nothing to promote it; re-driving");
                 self.send_redrive(&record.event_id, invocation).await;
                 report.redriven.push(record.event_id);
-                redriven += 1;
+                read.count(true);
             }
-            if !more || redriven >= limit || passed_over >= limit.saturating_mul(PASSED_OVER_PER_LIMIT) {
+            if !read.again(listed) {
                 break;
             }
-            listed = listed.saturating_mul(2);
         }
         Ok(())
     }
