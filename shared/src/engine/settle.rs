@@ -110,7 +110,6 @@ pub(super) async fn settle(
         // landed after its lease ended and someone moved the head on (spec §9 "The claim in two writes, the head
         // first"). The record's end is written all the same, or it would stay `processing` with no head naming it.
         let lost_hold = head.as_ref().filter(|_| !holds).and_then(|h| LostHold::of(h, &record));
-        let hold_over = hold_ended(engine, &head, &record);
         let mut head = head.filter(|_| holds);
         if head.is_none() {
             tracing::warn!(event_id = %event_id, "the head moved on while this attempt ran; recording its end alone");
@@ -203,6 +202,7 @@ pub(super) async fn settle(
                 // An attempt that outlasted its hold (its claim's record write may have landed after a newer event
                 // found none to cancel and took the entity over) writes the head too, unchanged, in one commit with
                 // the record: whichever of the two lands first, the other conflicts and decides again.
+                let hold_over = hold_until.is_some_and(|until| now > until + engine.settings.clock_margin);
                 touched = head.take().filter(|_| hold_over);
                 Disposition::Retry { after: *delay }
             }
