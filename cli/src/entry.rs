@@ -53,7 +53,7 @@ fn run(destination: Option<Arc<dyn Destination>>) -> ExitCode {
 ///
 /// One thread: the local runtime's workers and lanes mostly wait for the embedded database's group commit (one
 /// writer at a time), and on a thread pool they spent their CPU waking and switching threads — `synctrail bench`
-/// does 2–19 % more events per second with 15–27 % less CPU per event on one thread (README, "What it costs").
+/// does 2–19 % more events per second with 15–27 % less CPU per event on one thread (docs/performance.md, "One thread").
 fn execute(ctx: &Context, command: &Command) -> Result<u8, CliError> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(CliError::Runtime)?;
     let stdout = std::io::stdout();
