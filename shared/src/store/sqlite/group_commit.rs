@@ -7,8 +7,11 @@
 //!
 //! A job that fails must leave no trace while the others commit. Savepoints do that, but each one makes SQLite copy
 //! every page the job touches into a sub-journal first. Almost every job succeeds, so the group runs optimistically
-//! without them; only when a job fails is the whole transaction rolled back (nothing of it was committed) and the
-//! group run again, each job in its own savepoint, and the results of that second run are the ones reported.
+//! without them. A job that fails having changed no row (a compare-and-set that found another version, a delete
+//! whose receipt handle went stale: the usual failures) left the transaction as it found it, and the group goes on
+//! without it. Only when a failed job had changed rows (or its error ended the transaction) is the whole transaction
+//! rolled back (nothing of it was committed) and the group run again, each job in its own savepoint, and the results
+//! of that second run are the ones reported.
 
 use super::codec::Cached;
 use super::error::SqlContext;
@@ -80,13 +83,16 @@ pub(crate) fn run(conn: &mut Connection, mut jobs: Vec<Box<dyn Job>>) {
     }
 }
 
-/// Runs every job without savepoints and commits if all succeeded (`true`); rolls back at the first failure
-/// (`false`).
+/// Runs every job without savepoints and commits (`true`) if each succeeded or failed without a trace; rolls back at
+/// the first failure that left one (`false`).
 fn optimistic(conn: &mut Connection, jobs: &mut [Box<dyn Job>]) -> Result<bool, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).ctx("starting a write transaction")?;
     for job in jobs.iter_mut() {
-        if !job.run(&tx) {
-            tx.rollback().ctx("rolling a failed group back")?;
+        // SQLite counts the rows of each statement that completed; a statement that failed was undone and adds none.
+        let changed_before = tx.total_changes();
+        if !job.run(&tx) && (tx.total_changes() != changed_before || tx.is_autocommit()) {
+            // Rolled back, unless the error already ended the transaction.
+            tx.finish().ctx("rolling a failed group back")?;
             return Ok(false);
         }
     }
@@ -160,14 +166,75 @@ mod tests {
             tx.exec("INSERT INTO t (k, v) VALUES (10, 'counted')", []).ctx("insert")?;
             Ok(runs)
         });
-        let (failing, failing_result) =
-            job(|_: &Transaction<'_>| -> Result<(), StoreError> { Err(StoreError::NotFound("receipt handle".into())) });
+        // Changes a row, then fails: the optimistic run can't go on past it.
+        let (failing, failing_result) = job(|tx: &Transaction<'_>| -> Result<(), StoreError> {
+            tx.exec("INSERT INTO t (k, v) VALUES (11, 'half-done')", []).ctx("insert")?;
+            Err(StoreError::NotFound("receipt handle".into()))
+        });
         run(&mut conn, vec![counting, failing]);
 
         assert_eq!(rows(&conn), [(10, "counted".to_owned())]);
         let runs = counting_result.blocking_recv().expect("reported").expect("the first job commits");
         assert_eq!(runs, 2, "the group ran twice: optimistically, then each job in a savepoint");
         assert!(matches!(failing_result.blocking_recv().expect("reported"), Err(StoreError::NotFound(_))));
+    }
+
+    /// A job that counts its runs and inserts row `k`.
+    fn counted(k: i64) -> impl FnMut(&Transaction<'_>) -> Result<u32, StoreError> + Send + 'static {
+        let mut runs = 0;
+        move |tx| {
+            runs += 1;
+            tx.exec("INSERT INTO t (k, v) VALUES (?1, 'counted')", [k]).ctx("insert")?;
+            Ok(runs)
+        }
+    }
+
+    #[test]
+    fn a_job_failing_without_changing_a_row_is_left_out_and_the_group_commits_in_one_run() {
+        let mut conn = open();
+        conn.execute_batch("INSERT INTO t (k, v) VALUES (5, 'version 4')").expect("a row");
+        let (before, before_result) = job(counted(1));
+        // A compare-and-set that finds another version: its update changes nothing, then it fails.
+        let (stale, stale_result) = job(|tx: &Transaction<'_>| -> Result<(), StoreError> {
+            let changed = tx.exec("UPDATE t SET v = 'version 4' WHERE k = 5 AND v = 'version 3'", []).ctx("update")?;
+            assert_eq!(changed, 0);
+            Err(StoreError::Conflict("expected version 3, found version 4".into()))
+        });
+        // A statement that failed (a duplicate key) was undone by SQLite and changed nothing either.
+        let (duplicate, duplicate_result) = job(|tx: &Transaction<'_>| -> Result<(), StoreError> {
+            tx.exec("INSERT INTO t (k, v) VALUES (5, 'again')", []).ctx("insert").map(drop)
+        });
+        let (after, after_result) = job(counted(2));
+        run(&mut conn, vec![before, stale, duplicate, after]);
+
+        let expected = [(1, "counted"), (2, "counted"), (5, "version 4")].map(|(k, v)| (k, v.to_owned()));
+        assert_eq!(rows(&conn), expected);
+        assert_eq!(before_result.blocking_recv().expect("reported").expect("committed"), 1, "ran once");
+        assert_eq!(after_result.blocking_recv().expect("reported").expect("committed"), 1, "ran once");
+        assert!(matches!(stale_result.blocking_recv().expect("reported"), Err(StoreError::Conflict(_))));
+        assert!(duplicate_result.blocking_recv().expect("reported").is_err());
+    }
+
+    #[test]
+    fn a_job_whose_error_ended_the_transaction_makes_the_group_run_again_in_savepoints() {
+        let mut conn = open();
+        let (before, before_result) = job(counted(1));
+        // Ends the transaction the way an I/O error can; the later jobs must not run outside of it.
+        let mut ended = false;
+        let (ending, ending_result) = job(move |tx: &Transaction<'_>| -> Result<(), StoreError> {
+            if !ended {
+                ended = true;
+                tx.exec("ROLLBACK", []).ctx("rollback")?;
+            }
+            Err(StoreError::Unavailable("disk I/O error".into()))
+        });
+        let (after, after_result) = job(counted(2));
+        run(&mut conn, vec![before, ending, after]);
+
+        assert_eq!(rows(&conn), [(1, "counted".to_owned()), (2, "counted".to_owned())]);
+        assert_eq!(before_result.blocking_recv().expect("reported").expect("committed"), 2, "ran again");
+        assert_eq!(after_result.blocking_recv().expect("reported").expect("committed"), 1, "ran in the savepoints");
+        assert!(matches!(ending_result.blocking_recv().expect("reported"), Err(StoreError::Unavailable(_))));
     }
 
     #[test]
