@@ -3,8 +3,8 @@
 //! The event store makes four conditional `PutItem`s per happy-path event (the claim's two, the settle's two), the
 //! reference mirror a `BatchGetItem` and a `TransactWriteItems`. On Lambda the SDK's orchestrator around each
 //! (interceptors, endpoint and auth resolution, per-operation configuration, retry and timeout machinery) cost
-//! ≈ 230 µs of CPU per request, against ≈ 90 µs for the request itself built by hand (README, "The framework with an
-//! HTTP destination"). [`Direct`] sends the request the SDK would send — `X-Amz-Target: DynamoDB_20120810.<op>`, the
+//! ≈ 230 µs of CPU per request, against ≈ 90 µs for the request itself built by hand (docs/performance.md, "What a
+//! leaner client would save"). [`Direct`] sends the request the SDK would send — `X-Amz-Target: DynamoDB_20120810.<op>`, the
 //! same awsJson 1.0 body (`put.rs`, `transact.rs`, `batch_get.rs`) — signed with SigV4 (`sign.rs`: the one request
 //! shape written out, checked against the SDK's signer), through the SDK client's own HTTP stack to the endpoint
 //! that client resolved: both are learned from the client's first request ([`route`]), so the connection pool is
