@@ -1878,6 +1878,47 @@ async fn an_attempt_failing_after_a_takeover_that_found_no_record_to_cancel_writ
     assert_eq!(h.mirror_state(&entity).await, Some(json!({"title": "v2"})));
 }
 
+async fn an_attempt_failing_past_its_hold_after_the_takeover_failed_takes_the_hold_again(via: Via) {
+    let h = Harness::with(Options { via, held_store: true, ..Options::default() });
+    let event = Env::issue("53").at(10).titled("v1");
+    let newer = Env::issue("53").at(20).titled("v2");
+    let entity = event.entity();
+    // The newer event takes the entity over and fails for good, releasing it; then the older attempt, its claim's
+    // record landed, runs and fails (over HTTP its client sends nothing past the invocation's deadline).
+    h.script.next(Step::Permanent("422 from the destination"));
+    if via == Via::Mirror {
+        h.script.next(Step::Retryable("503 from the destination"));
+    }
+    let claim_record = h.held.hold_claim_record_of(&event.event_id());
+    let (failed, taken_over) = deliver_racing(&h, &event, async {
+        claim_record.entered().await;
+        h.advance(h.options.function_timeout + Duration::seconds(2));
+        h.send_env(&newer).await;
+        let batch = h.receive(1).await;
+        let taken_over = h.invoke(&batch).await;
+        claim_record.release();
+        taken_over
+    })
+    .await;
+    assert_eq!(taken_over.only().status, Some(Status::Failed));
+    assert_eq!(failed.only().status, Some(Status::Errored));
+    let record = h.record_of(&event).await;
+    assert_eq!(record.status, Status::Errored);
+    let head = h.head(&entity).await;
+    let hold = head.inflight.expect("the errored event holds its entity again");
+    assert_eq!((hold.slot.event_id, hold.attempt, hold.fence), (event.event_id(), record.attempt, head.fence));
+    assert!(hold.lease_until > h.now() + failed.retry_after(0), "the hold lasts past the retry's due time");
+
+    // Its retry claims inside that hold and applies.
+    h.advance(failed.retry_after(0));
+    let retried = h.deliver(1).await;
+    assert_eq!(retried.only().status, Some(Status::Completed));
+    let head = h.head(&entity).await;
+    assert_eq!((head.applied.map(|a| a.event_id), head.inflight), (Some(event.event_id()), None));
+    assert_eq!(h.effects().await, ids(&[&event]));
+    assert_eq!(h.mirror_state(&entity).await, Some(json!({"title": "v1"})));
+}
+
 async fn a_same_change_under_another_id_waits_while_the_claim_it_matches_has_no_record(via: Via) {
     let h = Harness::with(Options { via, held_store: true, ..Options::default() });
     let original = Env::issue("53").at(10).titled("v1").id("gh-53");
@@ -2327,6 +2368,7 @@ over_every_destination!(
     an_attempt_whose_claim_record_landed_after_its_lease_ended_still_records_its_end,
     an_attempt_failing_past_its_hold_after_a_takeover_found_no_record_to_cancel_is_canceled_not_left_errored,
     an_attempt_failing_after_a_takeover_that_found_no_record_to_cancel_writes_the_cancel_itself,
+    an_attempt_failing_past_its_hold_after_the_takeover_failed_takes_the_hold_again,
     a_same_change_under_another_id_waits_while_the_claim_it_matches_has_no_record,
     a_copy_recording_the_event_between_its_claims_two_writes_does_not_hand_the_claiming_delivery_back,
     a_claim_whose_record_write_finds_the_event_done_by_a_copy_after_its_lease_does_not_write_over_it,

@@ -10,7 +10,7 @@ use crate::model::{
 };
 use crate::settings::Policy;
 use crate::store::{EventQuery, OutgoingMessage, PartialCommit, StoreError, Write};
-use chrono::Duration;
+use chrono::{DateTime, Duration, Utc};
 
 /// How an attempt ended.
 #[derive(Debug)]
@@ -110,9 +110,11 @@ pub(super) async fn settle(
         // landed after its lease ended and someone moved the head on (spec §9 "The claim in two writes, the head
         // first"). The record's end is written all the same, or it would stay `processing` with no head naming it.
         let lost_hold = head.as_ref().filter(|_| !holds).and_then(|h| LostHold::of(h, &record));
+        // Nothing holds the entity and nothing newer was applied: a failure takes the hold again for its retry.
+        let unheld = head.as_ref().filter(|h| !holds && lost_hold.is_none() && h.is_idle()).cloned();
         let mut head = head.filter(|_| holds);
         if head.is_none() {
-            tracing::warn!(event_id = %event_id, "the head moved on while this attempt ran; recording its end alone");
+            tracing::warn!(event_id = %event_id, "the head moved on while this attempt ran; recording its end without it");
         }
         let attempt = record.attempt;
         // Until when this attempt's hold lasts: the head's lease, or a later one on the record (a retry claimed
@@ -123,7 +125,8 @@ pub(super) async fn settle(
         record.lease_until = None;
         // A retryable error or a panic does not prove that nothing was written; every other end does.
         record.write_outcome_unknown = matches!(end, End::Errored(..) | End::Exhausted(_));
-        // The head written unchanged with the record, all or nothing, to check it still holds the entity.
+        // A head written with the record, all or nothing: unchanged, to check it still holds the entity, or taken
+        // again by a failure whose hold ended with nothing holding the entity.
         let mut touched = None;
         // Other entities' heads, written before the record: each is true whether or not the rest follows.
         let mut other_heads = Vec::new();
@@ -203,7 +206,11 @@ pub(super) async fn settle(
                 // found none to cancel and took the entity over) writes the head too, unchanged, in one commit with
                 // the record: whichever of the two lands first, the other conflicts and decides again.
                 let hold_over = hold_until.is_some_and(|until| now > until + engine.settings.clock_margin);
-                touched = head.take().filter(|_| hold_over);
+                touched = head.take().filter(|_| hold_over).or_else(|| {
+                    // The takeover that ended this hold has ended too (failed, say) and released the entity: without
+                    // a head naming it, the errored event would be listed nowhere and swept by no one until its retry.
+                    unheld.and_then(|idle| take_hold_again(idle, &record, due + engine.settings.lease, now))
+                });
                 Disposition::Retry { after: *delay }
             }
         };
@@ -248,6 +255,30 @@ pub(super) async fn settle(
     Err(EngineError::Contended(entity.to_string(), engine.settings.max_rounds))
 }
 
+/// `idle` (a head that holds nothing) naming `record`'s failed attempt in flight again until `lease_until`, under a
+/// new fencing token, as the attempt's claim would have left it (spec §9 "An attempt that outlasted its hold checks
+/// the head when it fails"); `None` for a record without the order key and content hash a hold names.
+fn take_hold_again(
+    mut idle: EntityHead,
+    record: &EventRecord,
+    lease_until: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Option<EntityHead> {
+    let slot = Slot { event_id: record.event_id.clone(), order: record.order?, content_hash: record.content_hash? };
+    idle.fence += 1;
+    idle.inflight = Some(Inflight {
+        slot,
+        lease_until,
+        fence: idle.fence,
+        errored: false,
+        promoted: false,
+        attempt: record.attempt,
+        earliest_lease_until: None,
+    });
+    idle.updated_at = now;
+    Some(idle)
+}
+
 /// Whether the hold that `head` names (the claim of the attempt `record` ends) is over: its lease, and any lease its
 /// record carries, ended. No head, or none in flight: over.
 fn hold_ended(engine: &Engine, head: &Option<EntityHead>, record: &EventRecord) -> bool {
@@ -267,7 +298,8 @@ enum LostHold {
 }
 
 impl LostHold {
-    /// How `record`'s attempt ends given `head`, which no longer names it; `None`: neither (its retry decides).
+    /// How `record`'s attempt ends given `head`, which no longer names it; `None`: neither (it stays `errored`, and
+    /// takes the hold again when nothing holds the entity: its retry decides).
     fn of(head: &EntityHead, record: &EventRecord) -> Option<Self> {
         match (&head.inflight, &head.applied) {
             (Some(holder), _) if holder.slot.event_id != record.event_id => {

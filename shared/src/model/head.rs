@@ -201,6 +201,11 @@ impl EntityHead {
         self.next.as_ref().is_some_and(|n| &n.event_id == event_id)
             || self.backlog.iter().any(|s| &s.event_id == event_id)
     }
+
+    /// Whether nothing holds the entity and nothing waits for it here: no event in flight, none queued or parked.
+    pub fn is_idle(&self) -> bool {
+        self.inflight.is_none() && self.next.is_none() && self.backlog.is_empty() && self.parked == 0
+    }
 }
 
 #[cfg(test)]
