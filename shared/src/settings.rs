@@ -55,6 +55,9 @@ pub struct Settings {
     /// What the sweeper does when an entity it verifies (one flagged `needs_verification`) differs from the replay
     /// of its events: re-drive the newest applied event to repair it (`true`), or only report it.
     pub verify_repair: bool,
+    /// The least time between two verifications of one entity by the sweeper: an entity flagged again sooner keeps
+    /// its flag until then (a replay reads the entity's whole history; spec §7).
+    pub verify_interval: Duration,
 }
 
 impl Default for Settings {
@@ -76,6 +79,7 @@ impl Default for Settings {
             max_wait: Duration::hours(1),
             redrive_queues: BTreeMap::new(),
             verify_repair: false,
+            verify_interval: Duration::minutes(15),
         }
     }
 }
@@ -137,9 +141,9 @@ impl Settings {
     /// The defaults, overridden by the variables `vars` looks up (the process environment, or flags over it):
     /// `SYNCTRAIL_IN_ORDER_TYPES` (comma-separated entity types with policy `in_order`), `SYNCTRAIL_DISABLED_SOURCES`
     /// and `SYNCTRAIL_DISABLED_TENANTS` (comma-separated), `SYNCTRAIL_MAX_ATTEMPTS`, `SYNCTRAIL_LEASE_SECONDS`,
-    /// `SYNCTRAIL_MAX_WAIT_SECONDS`, `SYNCTRAIL_MAX_BACKLOG` (at least 1), `SYNCTRAIL_REDRIVE_QUEUES`
-    /// (`FUNCTION=QUEUE_URL`, comma-separated), `SYNCTRAIL_METADATA_RETENTION_DAYS` (the TTL: keep it longer than the
-    /// payloads' expiry) and `SYNCTRAIL_MAX_PAYLOAD_BYTES`.
+    /// `SYNCTRAIL_MAX_WAIT_SECONDS`, `SYNCTRAIL_VERIFY_INTERVAL_SECONDS`, `SYNCTRAIL_MAX_BACKLOG` (at least 1),
+    /// `SYNCTRAIL_REDRIVE_QUEUES` (`FUNCTION=QUEUE_URL`, comma-separated), `SYNCTRAIL_METADATA_RETENTION_DAYS` (the
+    /// TTL: keep it longer than the payloads' expiry) and `SYNCTRAIL_MAX_PAYLOAD_BYTES`.
     pub fn from_vars(vars: &dyn Fn(&str) -> Option<String>) -> Result<Self, InvalidSetting> {
         Settings::default().overridden_by(vars)
     }
@@ -163,6 +167,9 @@ impl Settings {
         }
         if let Some(n) = number(vars, "SYNCTRAIL_MAX_BACKLOG")? {
             settings.max_backlog = usize::try_from(n).unwrap_or(usize::MAX).max(1);
+        }
+        if let Some(n) = number(vars, "SYNCTRAIL_VERIFY_INTERVAL_SECONDS")? {
+            settings.verify_interval = Duration::seconds(i64::try_from(n).unwrap_or(i64::MAX / 1_000_000));
         }
         if let Some(n) = number(vars, "SYNCTRAIL_LEASE_SECONDS")? {
             settings.lease = Duration::seconds(i64::try_from(n).unwrap_or(i64::MAX / 1_000_000));
@@ -222,6 +229,7 @@ mod tests {
             "SYNCTRAIL_IN_ORDER_TYPES" => Some("stock, ledger".to_owned()),
             "SYNCTRAIL_MAX_ATTEMPTS" => Some("9".to_owned()),
             "SYNCTRAIL_MAX_BACKLOG" => Some("0".to_owned()),
+            "SYNCTRAIL_VERIFY_INTERVAL_SECONDS" => Some("3600".to_owned()),
             _ => None,
         };
         let settings = Settings::from_vars(&vars).expect("valid");
@@ -231,6 +239,7 @@ mod tests {
         );
         assert_eq!(settings.max_attempts, 9);
         assert_eq!(settings.max_backlog, 1, "a backlog holds at least one event");
+        assert_eq!(settings.verify_interval, Duration::hours(1));
         let bad = |name: &str| (name == "SYNCTRAIL_LEASE_SECONDS").then(|| "soon".to_owned());
         let error = Settings::from_vars(&bad).expect_err("not a number");
         assert!(error.to_string().contains("SYNCTRAIL_LEASE_SECONDS"), "{error}");

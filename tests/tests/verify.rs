@@ -1,8 +1,9 @@
 //! Verify by replay (spec §7) on both backends: divergences planted in the mirror behind synctrail's back — a row
 //! edited, a row deleted, an effect lost — are found by `verify` (one entity, and the full pass by hash, which reads
 //! no payload for entities that match) and put back by `verify --repair`; the sweeper verifies heads flagged
-//! `needs_verification`, records the result on the head and clears the flag; a destination that can't read is
-//! refused with its reason; the HTTP destination is read over `GET`.
+//! `needs_verification`, records the result on the head and clears the flag, and verifies one entity again only once
+//! its interval has passed; a destination that can't read is refused with its reason; the HTTP destination is read
+//! over `GET`.
 
 use crate::support::backends::BackendRig;
 use crate::support::{Env, Harness, Via};
@@ -106,7 +107,14 @@ async fn the_sweeper_verifies_flagged_heads(aws: Option<&str>) {
     // The destination's total changed behind synctrail's back; the next out-of-order delta flags the entity again.
     rig.edit_row(&entity, json!({"quantity": 100})).await;
     rig.apply(&[Env::adjustment("sku-1").at(5).id("adj-5").delta(1)]).await;
-    let report = sweep().await;
+    // Verified less than the interval ago (15 minutes by default): the flag stays for a later sweep.
+    assert!(sweep().await.verified.is_empty(), "a replay reads the whole history: not again so soon");
+    let head = rig.engine.ports().store.get_head(&entity).await.expect("head").expect("stored");
+    assert!(head.needs_verification, "the flag stays");
+    // Once the interval has passed (here: a sweeper whose interval is over), it is verified again.
+    let settings = synctrail::Settings { verify_interval: chrono::Duration::zero(), ..crate::support::settings() };
+    let later = Engine::new(rig.engine.ports().clone(), settings);
+    let report = later.sweep(100, &Invocation::default()).await.expect("sweep");
     assert_eq!(report.verified.len(), 1);
     assert_eq!(report.verified[0].verdict, Verdict::Differs);
     let detail = report.verified[0].detail.clone().unwrap_or_default();
@@ -123,6 +131,40 @@ async fn the_sweeper_verifies_heads_flagged_needs_verification_records_the_resul
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aws_the_sweeper_verifies_heads_flagged_needs_verification_records_the_result_and_clears_the_flag() {
     the_sweeper_verifies_flagged_heads(Some("sweepverify")).await;
+}
+
+/// Flags `sku`'s entity: a delta at 20, then one at 10, applied out of order.
+async fn flag(rig: &BackendRig, sku: &str) {
+    rig.apply(&[Env::adjustment(sku).at(20).id(&format!("{sku}-20")).delta(5)]).await;
+    rig.apply(&[Env::adjustment(sku).at(10).id(&format!("{sku}-10")).delta(-2)]).await;
+}
+
+async fn an_entity_verified_lately_does_not_hide_a_flagged_one_behind_it(aws: Option<&str>) {
+    let rig = BackendRig::new(aws).await;
+    let sweep_one = || async { rig.engine.sweep(1, &Invocation::default()).await.expect("sweep") };
+    flag(&rig, "sku-a").await;
+    let first = Env::adjustment("sku-a").at(10).entity();
+    assert_eq!(sweep_one().await.verified.len(), 1);
+    // Flagged again at once, and verified less than the interval ago; another entity is flagged after it.
+    rig.apply(&[Env::adjustment("sku-a").at(5).id("sku-a-5").delta(1)]).await;
+    flag(&rig, "sku-b").await;
+    let second = Env::adjustment("sku-b").at(10).entity();
+
+    let report = sweep_one().await;
+    let verified: Vec<&str> = report.verified.iter().map(|v| v.entity_key.as_str()).collect();
+    assert_eq!(verified, [second.to_string().as_str()], "passed over the one verified lately");
+    let head = rig.engine.ports().store.get_head(&first).await.expect("head").expect("stored");
+    assert!(head.needs_verification, "its flag stays for a later sweep");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entity_verified_less_than_the_interval_ago_is_passed_over_and_does_not_hide_one_behind_it() {
+    an_entity_verified_lately_does_not_hide_a_flagged_one_behind_it(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_an_entity_verified_less_than_the_interval_ago_is_passed_over_and_does_not_hide_one_behind_it() {
+    an_entity_verified_lately_does_not_hide_a_flagged_one_behind_it(Some("verifylately")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

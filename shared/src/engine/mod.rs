@@ -10,6 +10,7 @@ mod dead_letters;
 pub mod decide;
 mod error;
 mod intake;
+mod read_past;
 pub mod reconcile;
 mod records;
 mod reprocess;

@@ -4,6 +4,7 @@
 //! records what only the dead-letter queue knows about and removes dead letters of events already done, and verifies
 //! entities flagged `needs_verification` (spec §5, §7; `verify/flagged.rs`).
 
+use super::read_past::ReadPast;
 use super::settle::dependency_appeared_since;
 use super::verify::VerifiedEntity;
 use super::{Discarded, Engine, EngineError, Invocation};
@@ -12,49 +13,6 @@ use crate::store::{EventQuery, StoreError, Write};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
-
-/// How many heads (or queued events) a sweep passes over, per one it may act on, before it stops reading further
-/// down the expired leases (or the queued events): the bound on one sweep's reads.
-const PASSED_OVER_PER_LIMIT: usize = 16;
-
-/// How far a sweep reads down a listing in which it passes things over: it acts on up to `limit` (0: no limit, one
-/// listing of everything), and reads the listing again, twice as long, while it passes things over, until `limit`
-/// were acted on, the listing runs out, or [`PASSED_OVER_PER_LIMIT`] × `limit` were passed over.
-struct ReadPast {
-    limit: usize,
-    listed: usize,
-    acted_on: usize,
-    passed_over: usize,
-}
-
-impl ReadPast {
-    fn new(limit: usize) -> Self {
-        Self { limit, listed: limit, acted_on: 0, passed_over: 0 }
-    }
-
-    /// Whether `limit` things were acted on.
-    fn done(&self) -> bool {
-        self.limit > 0 && self.acted_on >= self.limit
-    }
-
-    fn count(&mut self, acted_on: bool) {
-        if acted_on {
-            self.acted_on += 1;
-        } else {
-            self.passed_over += 1;
-        }
-    }
-
-    /// After a listing that returned `len` things: whether to list again (then twice as many).
-    fn again(&mut self, len: usize) -> bool {
-        let full = self.limit > 0 && len >= self.listed;
-        if !full || self.done() || self.passed_over >= self.limit.saturating_mul(PASSED_OVER_PER_LIMIT) {
-            return false;
-        }
-        self.listed = self.listed.saturating_mul(2);
-        true
-    }
-}
 
 /// What one sweep found and did.
 #[derive(Debug, Clone, Default, Serialize)]

@@ -1,14 +1,17 @@
 //! The sweeper's verification (spec §5, §7): heads flagged `needs_verification` (an `in_order` event was applied
 //! out of order) are verified, the result recorded on the head and the flag cleared in one compare-and-set; a
 //! difference is repaired or only reported, as [`Settings::verify_repair`](crate::settings::Settings) says. An
-//! entity still busy, or whose head changed meanwhile, keeps its flag for the next sweep.
+//! entity still busy, verified less than [`Settings::verify_interval`](crate::settings::Settings) ago, or whose head
+//! changed meanwhile, keeps its flag for a later sweep; the listing is read on past those ([`ReadPast`]).
 
 use super::{busy, Finding, VerifyError, VerifyOptions};
 use crate::destination::ReadError;
+use crate::engine::read_past::ReadPast;
 use crate::engine::{Engine, EngineError};
-use crate::model::{Verdict, Verified};
+use crate::model::{EntityHead, EntityKey, Verdict, Verified};
 use crate::store::{StoreError, Write};
 use serde::Serialize;
+use std::collections::HashSet;
 
 /// One entity the sweeper verified.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -25,56 +28,83 @@ pub struct VerifiedEntity {
 impl Engine {
     /// Verifies up to `limit` heads flagged `needs_verification`; returns those whose result was recorded.
     pub(in crate::engine) async fn verify_flagged(&self, limit: usize) -> Result<Vec<VerifiedEntity>, EngineError> {
-        let options = VerifyOptions { repair: self.settings.verify_repair, trace_header: None };
         let mut verified = Vec::new();
-        for listed in self.ports.store.heads_to_verify(limit).await? {
-            // The index may lag: act on the head as it is now.
-            let Some(head) = self.ports.store.get_head(&listed.entity).await? else { continue };
-            if !head.needs_verification || busy(&head).is_some() {
-                continue;
+        let mut examined: HashSet<EntityKey> = HashSet::new();
+        let mut read = ReadPast::new(limit);
+        loop {
+            let listing = self.ports.store.heads_to_verify(read.listed).await?;
+            let listed = listing.len();
+            for head in listing {
+                if read.done() {
+                    break;
+                }
+                if examined.insert(head.entity.clone()) {
+                    read.count(self.verify_flagged_head(head, &mut verified).await?);
+                }
             }
-            let (verdict, detail) = match self.verify_entity(&head.entity, Some(&head), &options, true).await {
-                Ok(report) => {
-                    let reason = report.reason.clone().unwrap_or_default();
-                    match (report.finding, &report.repaired, &report.not_repaired) {
-                        (Finding::Equal, _, _) => (Verdict::Equal, None),
-                        (Finding::Differs, Some(event), _) => {
-                            (Verdict::Repaired, Some(format!("{reason}; re-drove {event}, forced")))
-                        }
-                        (Finding::Differs, None, Some(why)) => {
-                            (Verdict::Differs, Some(format!("{reason}; not repaired: {why}")))
-                        }
-                        (Finding::Differs, None, None) => (Verdict::Differs, Some(reason)),
-                        (Finding::Skipped, _, _) => (Verdict::Unverified, Some(reason)),
-                    }
-                }
-                Err(VerifyError::Destination(ReadError::Unsupported(why))) => (Verdict::Unverified, Some(why)),
-                Err(VerifyError::Destination(failed)) => {
-                    tracing::warn!(entity = %head.entity, error = %failed, "verification postponed: the destination could not be read");
-                    continue;
-                }
-                Err(VerifyError::Store(e)) => return Err(e.into()),
-            };
-            let entity_key = head.entity.to_string();
-            let mut updated = head;
-            updated.needs_verification = false;
-            updated.verified = Some(Verified { at: self.now(), verdict, detail: detail.clone() });
-            updated.updated_at = self.now();
-            match self.ports.store.commit(vec![Write::head(updated)]).await {
-                Ok(()) => {
-                    match verdict {
-                        Verdict::Equal => tracing::info!(entity = %entity_key, "verified: equal"),
-                        _ => {
-                            tracing::warn!(entity = %entity_key, ?verdict, detail = detail.as_deref().unwrap_or(""), "verified")
-                        }
-                    }
-                    verified.push(VerifiedEntity { entity_key, verdict, detail });
-                }
-                // The entity moved on meanwhile: its flag stays for the next sweep.
-                Err(StoreError::Conflict(_)) => {}
-                Err(e) => return Err(e.into()),
+            if !read.again(listed) {
+                break;
             }
         }
         Ok(verified)
+    }
+
+    /// Verifies the entity of `listed`, a head the index lists as flagged, and records the result on its head
+    /// (pushed onto `verified`); `false` when it was passed over: no longer flagged, busy, or verified less than
+    /// [`Settings::verify_interval`](crate::settings::Settings) ago.
+    async fn verify_flagged_head(
+        &self,
+        listed: EntityHead,
+        verified: &mut Vec<VerifiedEntity>,
+    ) -> Result<bool, EngineError> {
+        let options = VerifyOptions { repair: self.settings.verify_repair, trace_header: None };
+        // The index may lag: act on the head as it is now.
+        let Some(head) = self.ports.store.get_head(&listed.entity).await? else { return Ok(false) };
+        let verified_lately = head.verified.as_ref().is_some_and(|v| self.now() < v.at + self.settings.verify_interval);
+        if !head.needs_verification || busy(&head).is_some() || verified_lately {
+            return Ok(false);
+        }
+        let (verdict, detail) = match self.verify_entity(&head.entity, Some(&head), &options, true).await {
+            Ok(report) => {
+                let reason = report.reason.clone().unwrap_or_default();
+                match (report.finding, &report.repaired, &report.not_repaired) {
+                    (Finding::Equal, _, _) => (Verdict::Equal, None),
+                    (Finding::Differs, Some(event), _) => {
+                        (Verdict::Repaired, Some(format!("{reason}; re-drove {event}, forced")))
+                    }
+                    (Finding::Differs, None, Some(why)) => {
+                        (Verdict::Differs, Some(format!("{reason}; not repaired: {why}")))
+                    }
+                    (Finding::Differs, None, None) => (Verdict::Differs, Some(reason)),
+                    (Finding::Skipped, _, _) => (Verdict::Unverified, Some(reason)),
+                }
+            }
+            Err(VerifyError::Destination(ReadError::Unsupported(why))) => (Verdict::Unverified, Some(why)),
+            Err(VerifyError::Destination(failed)) => {
+                tracing::warn!(entity = %head.entity, error = %failed, "verification postponed: the destination could not be read");
+                return Ok(true);
+            }
+            Err(VerifyError::Store(e)) => return Err(e.into()),
+        };
+        let entity_key = head.entity.to_string();
+        let mut updated = head;
+        updated.needs_verification = false;
+        updated.verified = Some(Verified { at: self.now(), verdict, detail: detail.clone() });
+        updated.updated_at = self.now();
+        match self.ports.store.commit(vec![Write::head(updated)]).await {
+            Ok(()) => {
+                match verdict {
+                    Verdict::Equal => tracing::info!(entity = %entity_key, "verified: equal"),
+                    _ => {
+                        tracing::warn!(entity = %entity_key, ?verdict, detail = detail.as_deref().unwrap_or(""), "verified")
+                    }
+                }
+                verified.push(VerifiedEntity { entity_key, verdict, detail });
+            }
+            // The entity moved on meanwhile: its flag stays for the next sweep.
+            Err(StoreError::Conflict(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(true)
     }
 }
