@@ -167,6 +167,83 @@ async fn aws_an_entity_verified_less_than_the_interval_ago_is_passed_over_and_do
     an_entity_verified_lately_does_not_hide_a_flagged_one_behind_it(Some("verifylately")).await;
 }
 
+/// A delta of `sku` at `seconds` adding `delta`, with `fields` beside it.
+fn adjustment(sku: &str, seconds: i64, delta: i64, fields: serde_json::Value) -> Env {
+    let mut payload = fields;
+    payload["delta"] = json!(delta);
+    Env::adjustment(sku).at(seconds).id(&format!("{sku}-{seconds}")).payload(payload)
+}
+
+async fn a_verification_goes_on_from_the_last_ones_replay(aws: Option<&str>) {
+    let rig = BackendRig::new(aws).await;
+    // A sweeper whose interval is over at once: each sweep verifies what is flagged.
+    let settings = synctrail::Settings { verify_interval: chrono::Duration::zero(), ..crate::support::settings() };
+    let sweeper = Engine::new(rig.engine.ports().clone(), settings);
+    let entity = Env::adjustment("sku-1").at(1).entity();
+    // Verified by the sweeper (going on from its last replay) and by hand (replaying every event) alike.
+    let verify_both = || async {
+        let report = sweeper.sweep(100, &Invocation::default()).await.expect("sweep");
+        assert_eq!(report.verified.len(), 1, "the flagged entity is verified");
+        let swept = report.verified[0].clone();
+        let by_hand = rig.engine.verify(&entity, &VerifyOptions::default()).await.expect("verify");
+        let verdict = match by_hand.finding {
+            Finding::Equal => Verdict::Equal,
+            _ => Verdict::Differs,
+        };
+        assert_eq!(swept.verdict, verdict, "the sweeper finds what a full replay finds: {swept:?} / {by_hand:?}");
+        let (detail, reason) = (swept.detail.clone().unwrap_or_default(), by_hand.reason.clone().unwrap_or_default());
+        assert!(detail.starts_with(&reason), "the same difference: {detail} / {reason}");
+        (swept, by_hand)
+    };
+
+    rig.apply(&[adjustment("sku-1", 20, 5, json!({"bin": "A"}))]).await;
+    rig.apply(&[adjustment("sku-1", 10, -2, json!({}))]).await;
+    let (swept, by_hand) = verify_both().await;
+    assert_eq!((swept.verdict, swept.payloads_read, by_hand.payloads_read), (Verdict::Equal, 2, 2));
+    let head = rig.engine.ports().store.get_head(&entity).await.expect("head").expect("stored");
+    assert!(head.verified.and_then(|v| v.checkpoint).is_some(), "the replay is kept for the next verification");
+
+    // A newer delta, then a late one setting a field no later delta set and one a later delta set.
+    rig.apply(&[adjustment("sku-1", 30, 1, json!({"bin": "B"}))]).await;
+    rig.apply(&[adjustment("sku-1", 15, 3, json!({"bin": "C", "note": "y"}))]).await;
+    let (swept, by_hand) = verify_both().await;
+    assert_eq!((swept.payloads_read, by_hand.payloads_read), (2, 4), "only the two applied since are read");
+    assert_eq!(swept.verdict, Verdict::Differs, "the late note is where an in-order replay puts it");
+    let expected: Vec<_> = by_hand.diff.iter().map(|d| (d.path.as_str(), d.expected.clone())).collect();
+    assert_eq!(expected, [("note", Some(json!("y")))], "bin stays B, set later; quantity 7 matches");
+
+    // A late delta older than the note it carries: the note set at 15 stays.
+    rig.apply(&[adjustment("sku-1", 12, 1, json!({"note": "z"}))]).await;
+    let (swept, by_hand) = verify_both().await;
+    assert_eq!((swept.payloads_read, by_hand.payloads_read), (1, 5));
+    let expected: Vec<_> = by_hand.diff.iter().map(|d| (d.path.as_str(), d.expected.clone())).collect();
+    assert_eq!(expected, [("note", Some(json!("y")))]);
+
+    // A kept replay that can't be read: every event is replayed again, with the same finding.
+    let store = &rig.engine.ports().store;
+    let mut head = store.get_head(&entity).await.expect("head").expect("stored");
+    let kept = head.verified.as_mut().and_then(|v| v.checkpoint.as_mut()).expect("kept");
+    kept.sha256 = "0".repeat(64);
+    head.needs_verification = true;
+    store.commit(vec![synctrail::store::Write::head(head)]).await.expect("plant");
+    let (swept, _) = verify_both().await;
+    assert_eq!(swept.payloads_read, 5, "replayed in full");
+    // The full replay is kept in its turn: the next late delta is the one payload read.
+    rig.apply(&[adjustment("sku-1", 8, 1, json!({}))]).await;
+    let (swept, _) = verify_both().await;
+    assert_eq!(swept.payloads_read, 1, "the replay kept after the full one is used");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verification_goes_on_from_the_last_ones_replay_reading_only_the_payloads_applied_since() {
+    a_verification_goes_on_from_the_last_ones_replay(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_a_verification_goes_on_from_the_last_ones_replay_reading_only_the_payloads_applied_since() {
+    a_verification_goes_on_from_the_last_ones_replay(Some("verifyresume")).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sweeper_repairs_a_difference_when_configured_to() {
     let settings = synctrail::Settings { verify_repair: true, ..crate::support::settings() };

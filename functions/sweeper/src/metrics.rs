@@ -56,7 +56,8 @@ mod tests {
     fn a_sweep_line_declares_every_figure_with_its_member() {
         let discarded =
             Discarded { event_id: EventId::parse("order-77:v1").expect("id"), status: Status::Completed, messages: 10 };
-        let verified = |verdict| VerifiedEntity { entity_key: "t/s/stock/1".into(), verdict, detail: None };
+        let verified =
+            |verdict| VerifiedEntity { entity_key: "t/s/stock/1".into(), verdict, detail: None, payloads_read: 0 };
         let report = SweepReport {
             examined: 3,
             dead_letters_discarded: vec![discarded],

@@ -4,11 +4,12 @@
 //! entity still busy, verified less than [`Settings::verify_interval`](crate::settings::Settings) ago, or whose head
 //! changed meanwhile, keeps its flag for a later sweep; the listing is read on past those ([`ReadPast`]).
 
-use super::{busy, Finding, VerifyError, VerifyOptions};
+use super::checkpoint::Checkpoint;
+use super::{busy, Finding, Replay, VerifyError, VerifyOptions};
 use crate::destination::ReadError;
 use crate::engine::read_past::ReadPast;
 use crate::engine::{Engine, EngineError};
-use crate::model::{EntityHead, EntityKey, Verdict, Verified};
+use crate::model::{EntityHead, EntityKey, PayloadRef, Verdict, Verified};
 use crate::store::{StoreError, Write};
 use serde::Serialize;
 use std::collections::HashSet;
@@ -23,6 +24,9 @@ pub struct VerifiedEntity {
     /// What differs and what was done, or why it could not be verified.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// Payloads read to replay it: of the events applied since its last verification, when that one's replay was
+    /// kept (spec §9 "A verification goes on from the last one's replay").
+    pub payloads_read: usize,
 }
 
 impl Engine {
@@ -64,8 +68,17 @@ impl Engine {
         if !head.needs_verification || busy(&head).is_some() || verified_lately {
             return Ok(false);
         }
-        let (verdict, detail) = match self.verify_entity(&head.entity, Some(&head), &options, true).await {
-            Ok(report) => {
+        let kept = head.verified.as_ref().and_then(|v| v.checkpoint.clone());
+        let resume = self.read_checkpoint(&head.entity, kept.as_ref()).await;
+        let how = Replay::From(resume.as_ref());
+        let mut checkpoint = kept;
+        let mut payloads_read = 0;
+        let (verdict, detail) = match self.verify_entity(&head.entity, Some(&head), &options, how).await {
+            Ok(mut report) => {
+                payloads_read = report.payloads_read;
+                if let Some(replayed) = report.checkpoint.take() {
+                    checkpoint = self.keep_checkpoint(&head.entity, &replayed).await.or(checkpoint);
+                }
                 let reason = report.reason.clone().unwrap_or_default();
                 match (report.finding, &report.repaired, &report.not_repaired) {
                     (Finding::Equal, _, _) => (Verdict::Equal, None),
@@ -89,7 +102,7 @@ impl Engine {
         let entity_key = head.entity.to_string();
         let mut updated = head;
         updated.needs_verification = false;
-        updated.verified = Some(Verified { at: self.now(), verdict, detail: detail.clone() });
+        updated.verified = Some(Verified { at: self.now(), verdict, detail: detail.clone(), checkpoint });
         updated.updated_at = self.now();
         match self.ports.store.commit(vec![Write::head(updated)]).await {
             Ok(()) => {
@@ -99,12 +112,38 @@ impl Engine {
                         tracing::warn!(entity = %entity_key, ?verdict, detail = detail.as_deref().unwrap_or(""), "verified")
                     }
                 }
-                verified.push(VerifiedEntity { entity_key, verdict, detail });
+                verified.push(VerifiedEntity { entity_key, verdict, detail, payloads_read });
             }
             // The entity moved on meanwhile: its flag stays for the next sweep.
             Err(StoreError::Conflict(_)) => {}
             Err(e) => return Err(e.into()),
         }
         Ok(true)
+    }
+
+    /// The replay the last verification of `entity` kept at `stored`; `None` (a full replay follows) when there is
+    /// none or it can't be read.
+    async fn read_checkpoint(&self, entity: &EntityKey, stored: Option<&PayloadRef>) -> Option<Checkpoint> {
+        let bytes = match self.ports.payloads.get(stored?).await {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::warn!(entity = %entity, error = %e, "the last verification's replay can't be read: replaying every event");
+                return None;
+            }
+        };
+        Checkpoint::from_bytes(&bytes)
+            .inspect_err(|e| tracing::warn!(entity = %entity, error = %e, "the last verification's replay is not readable: replaying every event"))
+            .ok()
+    }
+
+    /// Archives `replayed` for the next verification of `entity`; `None` (that one replays every event) when it
+    /// can't be.
+    async fn keep_checkpoint(&self, entity: &EntityKey, replayed: &Checkpoint) -> Option<PayloadRef> {
+        let kept = match replayed.to_bytes() {
+            Ok(bytes) => self.ports.payloads.put(&bytes, self.now()).await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        kept.inspect_err(|e| tracing::warn!(entity = %entity, error = %e, "the replay could not be kept: the next verification replays every event"))
+            .ok()
     }
 }

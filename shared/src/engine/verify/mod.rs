@@ -10,6 +10,7 @@
 //! payload store, SHA-256 checked) and replayed for the field diff. `in_order` totals depend on every delta's
 //! amount, so those entities are always replayed.
 
+pub mod checkpoint;
 mod diff;
 mod flagged;
 pub mod replay;
@@ -23,6 +24,7 @@ use crate::destination::{DestinationRecord, ReadError};
 use crate::model::{content_hash, EntityHead, EntityKey, EventId, EventRecord, Message, RedriveReason};
 use crate::settings::Policy;
 use crate::store::{EventQuery, OutgoingMessage, StoreError};
+use checkpoint::{Checkpoint, InOrderFold};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
@@ -76,6 +78,9 @@ pub struct EntityReport {
     pub events_replayed: usize,
     /// Payloads read from the payload store.
     pub payloads_read: usize,
+    /// An `in_order` replay's state, for the next verification to go on from.
+    #[serde(skip)]
+    checkpoint: Option<Checkpoint>,
 }
 
 impl EntityReport {
@@ -90,6 +95,7 @@ impl EntityReport {
             not_repaired: None,
             events_replayed: 0,
             payloads_read: 0,
+            checkpoint: None,
         }
     }
 
@@ -184,7 +190,7 @@ impl Engine {
     /// Verifies one entity: replays its events (reading their payloads) and compares the result with the
     /// destination; with `options.repair`, re-drives the newest applied event of an entity that differs.
     pub async fn verify(&self, entity: &EntityKey, options: &VerifyOptions) -> Result<EntityReport, VerifyError> {
-        self.verify_entity(entity, None, options, true).await
+        self.verify_entity(entity, None, options, Replay::Full).await
     }
 
     /// Verifies every entity (or those `options` select), one page of heads at a time from `after` (a report's
@@ -204,8 +210,9 @@ impl Engine {
             let heads: Vec<EntityHead> = page.heads.into_iter().filter(|h| selected(h, options)).collect();
             let mut report = VerifyReport { next: page.next, ..VerifyReport::default() };
             for chunk in heads.chunks(CONCURRENCY) {
-                let checks =
-                    chunk.iter().map(|head| self.verify_entity(&head.entity, Some(head), &options.verify, false));
+                let checks = chunk
+                    .iter()
+                    .map(|head| self.verify_entity(&head.entity, Some(head), &options.verify, Replay::Hashes));
                 for entity in futures_util::future::join_all(checks).await {
                     let entity = entity?;
                     report.totals.add(&entity);
@@ -225,13 +232,13 @@ impl Engine {
         }
     }
 
-    /// Verifies `entity` (whose head is `head` when already read); `full`: replay even when the hashes match.
-    pub(super) async fn verify_entity(
+    /// Verifies `entity` (whose head is `head` when already read), replaying as `how` says.
+    async fn verify_entity(
         &self,
         entity: &EntityKey,
         head: Option<&EntityHead>,
         options: &VerifyOptions,
-        full: bool,
+        how: Replay<'_>,
     ) -> Result<EntityReport, VerifyError> {
         let read_head;
         let head = match head {
@@ -256,7 +263,7 @@ impl Engine {
                  say what it should hold",
             ));
         }
-        if !full && policy == Policy::LatestWins {
+        if matches!(how, Replay::Hashes) && policy == Policy::LatestWins {
             let nulls = vec![Value::Null; applied.len()];
             let by_metadata =
                 replay::replay(entity, applied.iter().copied().zip(&nulls), policy, &self.delta_fields, self.now());
@@ -267,29 +274,15 @@ impl Engine {
             }
         }
         let mut report = EntityReport::new(entity, Finding::Equal);
-        let mut payloads = Vec::with_capacity(applied.len());
-        for record in &applied {
-            report.payloads_read += 1;
-            match self.payload_of(record).await {
-                Ok(payload) => payloads.push(payload),
-                Err(reason) => {
-                    return Ok(EntityReport {
-                        payloads_read: report.payloads_read,
-                        ..EntityReport::skipped(entity, reason)
-                    })
-                }
+        let replayed = match how {
+            Replay::From(resume) if policy == Policy::InOrder => {
+                self.replay_in_order(entity, &applied, resume, &mut report).await
             }
-        }
-        report.events_replayed = applied.len();
-        let expected = match replay::replay(
-            entity,
-            applied.iter().copied().zip(&payloads),
-            policy,
-            &self.delta_fields,
-            self.now(),
-        ) {
+            _ => self.replay_all(entity, &applied, policy, &mut report).await,
+        };
+        let expected = match replayed {
             Ok(expected) => expected,
-            Err(e) => return Ok(EntityReport { finding: Finding::Skipped, reason: Some(e.to_string()), ..report }),
+            Err(reason) => return Ok(EntityReport { finding: Finding::Skipped, reason: Some(reason), ..report }),
         };
         report.newest_event =
             expected.as_ref().and_then(|row| row.event_id.as_deref()).and_then(|id| EventId::parse(id).ok());
@@ -304,6 +297,52 @@ impl Engine {
             self.repair(&mut report, policy, &applied, options).await;
         }
         Ok(report)
+    }
+
+    /// The row the replay of `applied` (one entity's applied events, in replay order) gives, reading every payload;
+    /// the reason when it can't be told.
+    async fn replay_all(
+        &self,
+        entity: &EntityKey,
+        applied: &[&EventRecord],
+        policy: Policy,
+        report: &mut EntityReport,
+    ) -> Result<Option<MirrorRecord>, String> {
+        let payloads = self.payloads_of(applied, report).await?;
+        report.events_replayed = applied.len();
+        let steps = applied.iter().copied().zip(&payloads);
+        replay::replay(entity, steps, policy, &self.delta_fields, self.now()).map_err(|e| e.to_string())
+    }
+
+    /// [`Engine::replay_all`] for an `in_order` entity, going on from `resume` (the last verification's replay) when
+    /// it folded exactly the events of `applied` applied before it: only the payloads of those applied since are
+    /// read. The replay is kept on `report` for the next verification.
+    async fn replay_in_order(
+        &self,
+        entity: &EntityKey,
+        applied: &[&EventRecord],
+        resume: Option<&Checkpoint>,
+        report: &mut EntityReport,
+    ) -> Result<Option<MirrorRecord>, String> {
+        let resumed = resume.and_then(|c| c.since(applied).map(|since| (c.fold.clone(), since)));
+        let (mut fold, to_fold) = resumed.unwrap_or_else(|| (InOrderFold::default(), applied.to_vec()));
+        let payloads = self.payloads_of(&to_fold, report).await?;
+        report.events_replayed = to_fold.len();
+        let steps = to_fold.iter().copied().zip(&payloads);
+        replay::fold_in_order(&mut fold, entity, steps, &self.delta_fields).map_err(|e| e.to_string())?;
+        let row = fold.row(&entity.to_string(), self.now());
+        report.checkpoint = Checkpoint::after(fold, applied);
+        Ok(row)
+    }
+
+    /// The payloads of `records`, counted on `report`; the reason when one can't be used.
+    async fn payloads_of(&self, records: &[&EventRecord], report: &mut EntityReport) -> Result<Vec<Value>, String> {
+        let mut payloads = Vec::with_capacity(records.len());
+        for record in records {
+            report.payloads_read += 1;
+            payloads.push(self.payload_of(record).await?);
+        }
+        Ok(payloads)
     }
 
     /// A stored event's payload, read back and checked against its SHA-256; the reason when it can't be used.
@@ -354,6 +393,17 @@ impl Engine {
             }
         }
     }
+}
+
+/// How [`Engine::verify_entity`] replays.
+#[derive(Clone, Copy)]
+enum Replay<'a> {
+    /// Compare content hashes first (`latest_wins`); replay only an entity whose hashes differ.
+    Hashes,
+    /// Replay every applied event.
+    Full,
+    /// Replay, an `in_order` entity going on from its last verification's replay, when there is one.
+    From(Option<&'a Checkpoint>),
 }
 
 /// Why an entity can't be verified now: an event holds it or waits behind it.

@@ -3,10 +3,11 @@
 //!
 //! Only `completed` events had an effect. `latest_wins` events are folded in the order they were applied
 //! (`completed_at`): the guard let none older than the last through, so this is order-key order, and an event an
-//! operator re-drove with `--force` counts where it was applied. `in_order` deltas are folded in order-key order (the
-//! order they should have been applied in, spec §5): their totals do not depend on it, and the fields the newest one
-//! sets win.
+//! operator re-drove with `--force` counts where it was applied. `in_order` deltas are folded as if applied in
+//! order-key order (the order they should have been applied in, spec §5) by [`InOrderFold`], whatever the order they
+//! come in: their totals do not depend on it, and each field holds what the newest delta setting it set.
 
+use super::checkpoint::{InOrderFold, Position};
 use crate::destination::delta_fields::DeltaFields;
 use crate::destination::guard::{decide, Addition, Decision, MirrorRecord, PendingChange};
 use crate::destination::{Change, DestinationError};
@@ -50,33 +51,15 @@ pub fn replay<'a>(
     delta_fields: &DeltaFields,
     now: DateTime<Utc>,
 ) -> Result<Option<MirrorRecord>, ReplayError> {
+    if policy == Policy::InOrder {
+        let mut fold = InOrderFold::default();
+        fold_in_order(&mut fold, entity, steps, delta_fields)?;
+        return Ok(fold.row(&entity.to_string(), now));
+    }
     let mut row: Option<MirrorRecord> = None;
     for (record, payload) in steps {
-        let event_id = record.event_id.as_str();
-        let (Some(order), Some(kind), Some(content_hash)) = (record.order, record.kind, record.content_hash) else {
-            return Err(ReplayError::Incomplete(event_id.to_owned()));
-        };
-        let change = Change {
-            event_id: &record.event_id,
-            entity,
-            order,
-            updated_at: record.external_at,
-            content_hash,
-            kind,
-            direction: record.direction.unwrap_or_default(),
-            payload,
-            fence: 0,
-            policy,
-            forced: record.forced,
-            attempt: 1,
-            previous_attempt_unknown: false,
-            deadline: None,
-            trace_id: None,
-        };
-        let refused =
-            |e: DestinationError| ReplayError::Refused { event_id: event_id.to_owned(), reason: e.to_string() };
-        let pending = PendingChange::of(&change, delta_fields).map_err(refused)?;
-        match decide(row.as_ref(), &pending, now).map_err(refused)? {
+        let pending = pending(entity, record, payload, policy, delta_fields)?;
+        match decide(row.as_ref(), &pending, now).map_err(|e| refused(record, e))? {
             Decision::Write(written) | Decision::Add(Addition { record: written, .. }) => row = Some(written),
             Decision::Skip(_) => {}
         }
@@ -84,17 +67,76 @@ pub fn replay<'a>(
     Ok(row)
 }
 
+/// Folds `steps` (applied `in_order` events of `entity` with their payloads, in any order) into `fold`.
+pub fn fold_in_order<'a>(
+    fold: &mut InOrderFold,
+    entity: &EntityKey,
+    steps: impl IntoIterator<Item = (&'a EventRecord, &'a Value)>,
+    delta_fields: &DeltaFields,
+) -> Result<(), ReplayError> {
+    for (record, payload) in steps {
+        let pending = pending(entity, record, payload, Policy::InOrder, delta_fields)?;
+        let (Some(position), Some(delta)) = (Position::of(record), pending.delta.as_ref()) else {
+            return Err(ReplayError::Incomplete(record.event_id.to_string()));
+        };
+        fold.add(&pending.event_id, &pending.content_hash, position, delta)?;
+    }
+    Ok(())
+}
+
+/// The change `record` (with `payload`) made, as the mirror's rules see it.
+fn pending(
+    entity: &EntityKey,
+    record: &EventRecord,
+    payload: &Value,
+    policy: Policy,
+    delta_fields: &DeltaFields,
+) -> Result<PendingChange, ReplayError> {
+    let (Some(order), Some(kind), Some(content_hash)) = (record.order, record.kind, record.content_hash) else {
+        return Err(ReplayError::Incomplete(record.event_id.to_string()));
+    };
+    let change = Change {
+        event_id: &record.event_id,
+        entity,
+        order,
+        updated_at: record.external_at,
+        content_hash,
+        kind,
+        direction: record.direction.unwrap_or_default(),
+        payload,
+        fence: 0,
+        policy,
+        forced: record.forced,
+        attempt: 1,
+        previous_attempt_unknown: false,
+        deadline: None,
+        trace_id: None,
+    };
+    PendingChange::of(&change, delta_fields).map_err(|e| refused(record, e))
+}
+
+fn refused(record: &EventRecord, e: DestinationError) -> ReplayError {
+    ReplayError::Refused { event_id: record.event_id.to_string(), reason: e.to_string() }
+}
+
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::model::{content_hash, EventId, Kind, OrderKey, PayloadRef};
     use serde_json::json;
 
-    fn at(seconds: i64) -> DateTime<Utc> {
+    pub(in crate::engine::verify) fn at(seconds: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_700_000_000 + seconds, 0).unwrap_or_default()
     }
 
-    fn event(id: &str, seconds: i64, completed: i64, kind: Kind, payload: &Value) -> EventRecord {
+    /// A completed event of one entity, updated at `seconds`, applied at `completed`.
+    pub(in crate::engine::verify) fn event(
+        id: &str,
+        seconds: i64,
+        completed: i64,
+        kind: Kind,
+        payload: &Value,
+    ) -> EventRecord {
         let entity = EntityKey::new("t", "s", "e", "1").unwrap();
         EventRecord {
             event_id: EventId::parse(id).unwrap(),
