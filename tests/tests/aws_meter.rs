@@ -199,3 +199,32 @@ async fn aws_the_cost_benchmark_prices_every_scenario_with_framework_and_destina
     }
     assert_eq!(scenarios[1]["deliveries"].as_u64(), Some(24), "every event sent twice");
 }
+
+/// An unpark moves at most a backlog's worth of an entity's parked events: listing them reads those records whole,
+/// not every parked record the index's page lists (thirty here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_meter_listing_nine_of_thirty_parked_events_reads_nine_records() {
+    use crate::conformance::{aws::fixture, build};
+    use synctrail::model::Status;
+    use synctrail::store::aws::AwsBackend;
+    use synctrail::store::{EventStore, Write};
+    let f = fixture().await;
+    let meter = CapacityMeter::connect(Some(&endpoint()), Some("us-east-1"), None).await;
+    let mut clients = f.clients.clone();
+    clients.dynamodb = meter.wrap(&f.clients.dynamodb);
+    let config = f.created.config(Some(endpoint()), Some("us-east-1".into()));
+    let backend = AwsBackend::with_clients(&clients, &config).await.expect("connect");
+    let entity = build::entity("a");
+    for i in 0..30 {
+        let mut record = build::record(&format!("ev-{i:02}"), Some(&entity), Some(build::order(i)), build::t0());
+        (record.status, record.parked) = (Status::Queued, true);
+        backend.store.commit(vec![Write::event(record)]).await.expect("park");
+    }
+    meter.reset();
+    let listed = backend.store.parked_events(&entity, 9).await.expect("list");
+    let ids: Vec<String> = listed.iter().map(|r| r.event_id.to_string()).collect();
+    assert_eq!(ids, (0..9).map(|i| format!("ev-{i:02}")).collect::<Vec<_>>(), "the oldest nine");
+    let consumed = meter.consumed().remove(&Party::Framework).unwrap_or_default();
+    assert_eq!(consumed.unmetered, 0, "every request was metered");
+    assert!(consumed.rru <= 10.0, "nine records of 1 unit each and a page of index keys, not thirty: {consumed:?}");
+}

@@ -84,13 +84,18 @@ pub(super) async fn parked_events(
 }
 
 /// The records `q` finds that `keep` keeps, page after page until `want` are kept (0: all), in the index's order.
+/// Each page holds at most `want` entries, each read whole from the table: a page of the index's up to 1 MB would
+/// read every record it lists (an entity's hundred parked events for the nine an unpark moves).
 async fn records_where(
     store: &DynamoStore,
-    q: QueryFluentBuilder,
+    mut q: QueryFluentBuilder,
     want: usize,
     what: &str,
     keep: impl Fn(&EventRecord) -> bool,
 ) -> Result<Vec<EventRecord>, StoreError> {
+    if want > 0 {
+        q = q.limit(i32::try_from(want).unwrap_or(i32::MAX));
+    }
     let keep = &keep;
     pages(q, want, what, |entries| async move {
         let records: Vec<EventRecord> = decode_all(&hydrate(store, entries, what).await?, what)?;
