@@ -38,11 +38,12 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use synctrail::destination::drill::{DrillDestination, DrillPlan};
 use synctrail::destination::http::{HttpDestination, Secret};
-use synctrail::destination::{ApplyOutcome, Change, Destination, DestinationError};
+use synctrail::destination::{ApplyOutcome, Change, Destination, DestinationError, DestinationRecord, ReadError};
+use synctrail::engine::verify::{Finding, VerifyOptions};
 use synctrail::engine::{Disposition, Engine, Invocation, Ports};
 use synctrail::model::{
     ContentHash, Direction, EntityHead, EntityKey, Envelope, EventId, EventRecord, Inflight, Kind, Message, OrderKey,
-    PayloadRef, Status,
+    PayloadRef, Status, Verdict,
 };
 use synctrail::store::sqlite::EmbeddedOptions;
 use synctrail::store::{
@@ -634,6 +635,11 @@ impl Destination for SimDestination {
     async fn apply(&self, change: &Change<'_>) -> Result<ApplyOutcome, DestinationError> {
         self.chaos.around(self.inner.apply(change)).await
     }
+
+    /// The sweeper's verifications read the destination too (the mirror reads; over HTTP this run's does not).
+    async fn read(&self, entity: &EntityKey) -> Result<Option<DestinationRecord>, ReadError> {
+        self.chaos.around(self.inner.read(entity)).await
+    }
 }
 
 /// The HTTP side of a run over [`Via::Http`]: a runtime of its own (the run's current-thread runtime blocks in
@@ -1078,6 +1084,9 @@ struct Summary {
     entities_left_failed: u64,
     in_order_entities_checked: u64,
     effects_of_interrupted_events: u64,
+    /// `in_order` entities verified again at the end going on from a replay kept during the run, folding the events
+    /// applied since onto it (fewer payloads read than a full replay), and finding what the full replay finds.
+    verifications_resumed: u64,
     /// Mirror rows (entity, event, content hash), for the replay check.
     fingerprint: Vec<(String, Option<String>, Option<String>)>,
 }
@@ -1102,6 +1111,7 @@ impl Summary {
         self.entities_left_failed += other.entities_left_failed;
         self.in_order_entities_checked += other.in_order_entities_checked;
         self.effects_of_interrupted_events += other.effects_of_interrupted_events;
+        self.verifications_resumed += other.verifications_resumed;
     }
 }
 
@@ -1177,9 +1187,57 @@ async fn simulate(cfg: Config) -> Result<Summary, String> {
     }
     let recovery = outcome?;
     let mut summary = check(&sim, &plan)?;
+    summary.verifications_resumed = resumed_verifications_agree(&sim).await?;
     summary.resubmitted = recovery.resubmitted;
     summary.stranded_dead_letters = recovery.stranded_dead_letters;
     Ok(summary)
+}
+
+/// Every idle entity whose replay a verification kept during the run (`verified.checkpoint`) is verified again by a
+/// sweeper going on from that replay, and by hand replaying every event: both must find the same (spec §9 "A
+/// verification goes on from the last one's replay"). Returns how many folded events applied since onto the kept
+/// replay (read some payloads, fewer than the full one).
+async fn resumed_verifications_agree(sim: &Sim) -> Result<u64, String> {
+    let store = &sim.backend.ports.store;
+    let mut kept = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.list_heads(after.as_deref(), 500).await.map_err(|e| format!("listing heads: {e}"))?;
+        let with_replay = |h: &EntityHead| h.is_idle() && h.verified.as_ref().is_some_and(|v| v.checkpoint.is_some());
+        kept.extend(page.heads.into_iter().filter(with_replay));
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    for head in &kept {
+        let flagged = EntityHead { needs_verification: true, ..head.clone() };
+        store.commit(vec![Write::head(flagged)]).await.map_err(|e| format!("flagging {}: {e}", head.entity))?;
+    }
+    let settings = Settings { verify_interval: Duration::zero(), verify_repair: false, ..sim.cfg.settings.clone() };
+    let engine = Engine::new(sim.backend.ports.clone(), settings);
+    let report = engine.sweep(kept.len() + 1, &Invocation::default()).await.map_err(|e| format!("sweep: {e}"))?;
+    let mut resumed = 0;
+    for head in &kept {
+        let key = head.entity.to_string();
+        let swept = report.verified.iter().find(|v| v.entity_key == key);
+        let swept = swept.ok_or_else(|| format!("{key}, flagged and idle, was not verified again"))?;
+        let full = engine.verify(&head.entity, &VerifyOptions::default()).await.map_err(|e| format!("verify: {e}"))?;
+        let verdict = match full.finding {
+            Finding::Equal => Verdict::Equal,
+            Finding::Differs => Verdict::Differs,
+            Finding::Skipped => Verdict::Unverified,
+        };
+        let detail = swept.detail.clone().unwrap_or_default();
+        if swept.verdict != verdict || !detail.starts_with(full.reason.as_deref().unwrap_or_default()) {
+            return Err(format!(
+                "{key}: going on from its kept replay the sweeper found {:?} ({detail}); a full replay {:?} ({:?})",
+                swept.verdict, full.finding, full.reason
+            ));
+        }
+        resumed += u64::from(0 < swept.payloads_read && swept.payloads_read < full.payloads_read);
+    }
+    Ok(resumed)
 }
 
 /// What the recovery after the main phase did.
