@@ -79,23 +79,25 @@ pub(super) async fn parked_events(
 ) -> Result<Vec<EventRecord>, StoreError> {
     let mut key = Expr::key();
     key.add(GSI4PK, "=", s(parked_pk(&entity.to_string())));
-    let q = query(store, BY_WAITING_FOR, key, Expr::filter()).scan_index_forward(true);
+    let mut q = query(store, BY_WAITING_FOR, key, Expr::filter()).scan_index_forward(true);
+    // Pages of as many entries as wanted: each entry is read whole from the table, and a page of up to 1 MB of keys
+    // would read every parked record to move the few that fit (almost every entry is still parked, so a page rarely
+    // comes back short).
+    if limit > 0 {
+        q = q.limit(i32::try_from(limit).unwrap_or(i32::MAX));
+    }
     records_where(store, q, limit, "listing parked events", |r| r.status == Status::Queued && r.parked).await
 }
 
-/// The records `q` finds that `keep` keeps, page after page until `want` are kept (0: all), in the index's order.
-/// Each page holds at most `want` entries, each read whole from the table: a page of the index's up to 1 MB would
-/// read every record it lists (an entity's hundred parked events for the nine an unpark moves).
+/// The records `q` finds that `keep` keeps, page after page until `want` are kept (0: all), in the index's order;
+/// every entry of a page is read whole from the table.
 async fn records_where(
     store: &DynamoStore,
-    mut q: QueryFluentBuilder,
+    q: QueryFluentBuilder,
     want: usize,
     what: &str,
     keep: impl Fn(&EventRecord) -> bool,
 ) -> Result<Vec<EventRecord>, StoreError> {
-    if want > 0 {
-        q = q.limit(i32::try_from(want).unwrap_or(i32::MAX));
-    }
     let keep = &keep;
     pages(q, want, what, |entries| async move {
         let records: Vec<EventRecord> = decode_all(&hydrate(store, entries, what).await?, what)?;
