@@ -309,6 +309,7 @@ pub mod build {
             last_message_id: None,
             expires_at: received_at + Duration::days(400),
             history_folded: 0,
+            replay_kept: None,
             history: Vec::new(),
             version: 0,
         }

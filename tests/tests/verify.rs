@@ -200,8 +200,8 @@ async fn a_verification_goes_on_from_the_last_ones_replay(aws: Option<&str>) {
     rig.apply(&[adjustment("sku-1", 10, -2, json!({}))]).await;
     let (swept, by_hand) = verify_both().await;
     assert_eq!((swept.verdict, swept.payloads_read, by_hand.payloads_read), (Verdict::Equal, 2, 2));
-    let head = rig.engine.ports().store.get_head(&entity).await.expect("head").expect("stored");
-    assert!(head.verified.and_then(|v| v.checkpoint).is_some(), "the replay is kept for the next verification");
+    let newest = rig.record(&adjustment("sku-1", 20, 0, json!({})).event_id()).await;
+    assert!(newest.replay_kept.is_some(), "the replay is kept, named on the newest event it folded");
 
     // A newer delta, then a late one setting a field no later delta set and one a later delta set.
     rig.apply(&[adjustment("sku-1", 30, 1, json!({"bin": "B"}))]).await;
@@ -221,11 +221,12 @@ async fn a_verification_goes_on_from_the_last_ones_replay(aws: Option<&str>) {
 
     // A kept replay that can't be read: every event is replayed again, with the same finding.
     let store = &rig.engine.ports().store;
+    let mut newest = rig.record(&adjustment("sku-1", 30, 0, json!({})).event_id()).await;
+    newest.replay_kept.as_mut().expect("kept on the newest event folded").sha256 = "0".repeat(64);
+    store.commit(vec![synctrail::store::Write::event(newest)]).await.expect("plant");
     let mut head = store.get_head(&entity).await.expect("head").expect("stored");
-    let kept = head.verified.as_mut().and_then(|v| v.checkpoint.as_mut()).expect("kept");
-    kept.sha256 = "0".repeat(64);
     head.needs_verification = true;
-    store.commit(vec![synctrail::store::Write::head(head)]).await.expect("plant");
+    store.commit(vec![synctrail::store::Write::head(head)]).await.expect("flag");
     let (swept, _) = verify_both().await;
     assert_eq!(swept.payloads_read, 5, "replayed in full");
     // The full replay is kept in its turn: the next late delta is the one payload read.

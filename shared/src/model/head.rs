@@ -2,7 +2,7 @@
 
 use super::echo::EchoGuard;
 use super::ids::{ContentHash, EntityKey, EventId, OrderKey};
-use super::record::{EventRecord, PayloadRef};
+use super::record::EventRecord;
 use super::status::Status;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -133,10 +133,6 @@ pub struct Verified {
     /// The differing fields, or the event re-driven, in a few words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
-    /// Where the replay of an `in_order` entity is archived (in the payload store), for the next verification to go
-    /// on from (spec §9 "A verification goes on from the last one's replay").
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub checkpoint: Option<PayloadRef>,
 }
 
 /// The ordering state of one entity; every change is a compare-and-set on `version`.

@@ -222,6 +222,11 @@ pub struct EventRecord {
     /// History entries folded away to keep the record bounded.
     #[serde(default, skip_serializing_if = "super::is_zero")]
     pub history_folded: u32,
+    /// Where the sweeper's verification archived its replay of the entity (in the payload store), written on the
+    /// record of the newest event it folded, for the next verification to go on from (spec §9 "A verification goes
+    /// on from the last one's replay").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_kept: Option<PayloadRef>,
     /// The timeline, oldest first.
     pub history: Vec<HistoryEntry>,
     /// Compare-and-set version (0 = not stored yet).

@@ -9,7 +9,7 @@ use super::{busy, Finding, Replay, VerifyError, VerifyOptions};
 use crate::destination::ReadError;
 use crate::engine::read_past::ReadPast;
 use crate::engine::{Engine, EngineError};
-use crate::model::{EntityHead, EntityKey, PayloadRef, Verdict, Verified};
+use crate::model::{EntityHead, EntityKey, EventRecord, Verdict, Verified};
 use crate::store::{StoreError, Write};
 use serde::Serialize;
 use std::collections::HashSet;
@@ -68,16 +68,12 @@ impl Engine {
         if !head.needs_verification || busy(&head).is_some() || verified_lately {
             return Ok(false);
         }
-        let kept = head.verified.as_ref().and_then(|v| v.checkpoint.clone());
-        let resume = self.read_checkpoint(&head.entity, kept.as_ref()).await;
-        let how = Replay::From(resume.as_ref());
-        let mut checkpoint = kept;
         let mut payloads_read = 0;
-        let (verdict, detail) = match self.verify_entity(&head.entity, Some(&head), &options, how).await {
+        let (verdict, detail) = match self.verify_entity(&head.entity, Some(&head), &options, Replay::GoingOn).await {
             Ok(mut report) => {
                 payloads_read = report.payloads_read;
-                if let Some(replayed) = report.checkpoint.take() {
-                    checkpoint = self.keep_checkpoint(&head.entity, &replayed).await.or(checkpoint);
+                if let Some((replayed, newest)) = report.checkpoint.take() {
+                    self.keep_replay(&replayed, newest).await;
                 }
                 let reason = report.reason.clone().unwrap_or_default();
                 match (report.finding, &report.repaired, &report.not_repaired) {
@@ -102,7 +98,7 @@ impl Engine {
         let entity_key = head.entity.to_string();
         let mut updated = head;
         updated.needs_verification = false;
-        updated.verified = Some(Verified { at: self.now(), verdict, detail: detail.clone(), checkpoint });
+        updated.verified = Some(Verified { at: self.now(), verdict, detail: detail.clone() });
         updated.updated_at = self.now();
         match self.ports.store.commit(vec![Write::head(updated)]).await {
             Ok(()) => {
@@ -121,29 +117,23 @@ impl Engine {
         Ok(true)
     }
 
-    /// The replay the last verification of `entity` kept at `stored`; `None` (a full replay follows) when there is
-    /// none or it can't be read.
-    async fn read_checkpoint(&self, entity: &EntityKey, stored: Option<&PayloadRef>) -> Option<Checkpoint> {
-        let bytes = match self.ports.payloads.get(stored?).await {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                tracing::warn!(entity = %entity, error = %e, "the last verification's replay can't be read: replaying every event");
-                return None;
-            }
-        };
-        Checkpoint::from_bytes(&bytes)
-            .inspect_err(|e| tracing::warn!(entity = %entity, error = %e, "the last verification's replay is not readable: replaying every event"))
-            .ok()
-    }
-
-    /// Archives `replayed` for the next verification of `entity`; `None` (that one replays every event) when it
-    /// can't be.
-    async fn keep_checkpoint(&self, entity: &EntityKey, replayed: &Checkpoint) -> Option<PayloadRef> {
+    /// Archives `replayed` and names it on `newest`, the record of the newest event it folded, for the next
+    /// verification of the entity; when either write fails, that one replays every event.
+    async fn keep_replay(&self, replayed: &Checkpoint, mut newest: EventRecord) {
         let kept = match replayed.to_bytes() {
             Ok(bytes) => self.ports.payloads.put(&bytes, self.now()).await.map_err(|e| e.to_string()),
             Err(e) => Err(e.to_string()),
         };
-        kept.inspect_err(|e| tracing::warn!(entity = %entity, error = %e, "the replay could not be kept: the next verification replays every event"))
-            .ok()
+        let named = match kept {
+            Ok(payload) => {
+                newest.replay_kept = Some(payload);
+                self.ports.store.commit(vec![Write::event(newest.clone())]).await.map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = named {
+            let entity = newest.entity.as_ref().map(ToString::to_string).unwrap_or_default();
+            tracing::warn!(entity = %entity, error = %e, "the replay could not be kept: the next verification replays every event");
+        }
     }
 }

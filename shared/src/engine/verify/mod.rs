@@ -78,9 +78,10 @@ pub struct EntityReport {
     pub events_replayed: usize,
     /// Payloads read from the payload store.
     pub payloads_read: usize,
-    /// An `in_order` replay's state, for the next verification to go on from.
+    /// An `in_order` replay's state, for the next verification to go on from, with the record of the newest event
+    /// it folded (where it is named once archived).
     #[serde(skip)]
-    checkpoint: Option<Checkpoint>,
+    checkpoint: Option<(Checkpoint, EventRecord)>,
 }
 
 impl EntityReport {
@@ -238,7 +239,7 @@ impl Engine {
         entity: &EntityKey,
         head: Option<&EntityHead>,
         options: &VerifyOptions,
-        how: Replay<'_>,
+        how: Replay,
     ) -> Result<EntityReport, VerifyError> {
         let read_head;
         let head = match head {
@@ -275,9 +276,7 @@ impl Engine {
         }
         let mut report = EntityReport::new(entity, Finding::Equal);
         let replayed = match how {
-            Replay::From(resume) if policy == Policy::InOrder => {
-                self.replay_in_order(entity, &applied, resume, &mut report).await
-            }
+            Replay::GoingOn if policy == Policy::InOrder => self.replay_in_order(entity, &applied, &mut report).await,
             _ => self.replay_all(entity, &applied, policy, &mut report).await,
         };
         let expected = match replayed {
@@ -314,25 +313,43 @@ impl Engine {
         replay::replay(entity, steps, policy, &self.delta_fields, self.now()).map_err(|e| e.to_string())
     }
 
-    /// [`Engine::replay_all`] for an `in_order` entity, going on from `resume` (the last verification's replay) when
-    /// it folded exactly the events of `applied` applied before it: only the payloads of those applied since are
-    /// read. The replay is kept on `report` for the next verification.
+    /// [`Engine::replay_all`] for an `in_order` entity, going on from the last verification's replay (named on the
+    /// record of the newest event it folded) when it folded exactly the events of `applied` applied before it: only
+    /// the payloads of those applied since are read. The replay is kept on `report` for the next verification.
     async fn replay_in_order(
         &self,
         entity: &EntityKey,
         applied: &[&EventRecord],
-        resume: Option<&Checkpoint>,
         report: &mut EntityReport,
     ) -> Result<Option<MirrorRecord>, String> {
-        let resumed = resume.and_then(|c| c.since(applied).map(|since| (c.fold.clone(), since)));
+        let resume = self.kept_replay(entity, applied).await;
+        let resumed = resume.and_then(|c| c.since(applied).map(|since| (c.fold, since)));
         let (mut fold, to_fold) = resumed.unwrap_or_else(|| (InOrderFold::default(), applied.to_vec()));
         let payloads = self.payloads_of(&to_fold, report).await?;
         report.events_replayed = to_fold.len();
         let steps = to_fold.iter().copied().zip(&payloads);
         replay::fold_in_order(&mut fold, entity, steps, &self.delta_fields).map_err(|e| e.to_string())?;
         let row = fold.row(&entity.to_string(), self.now());
-        report.checkpoint = Checkpoint::after(fold, applied);
+        let newest = applied.iter().max_by_key(|e| checkpoint::Position::of(e)).map(|e| (*e).clone());
+        report.checkpoint = Checkpoint::after(fold, applied).zip(newest);
         Ok(row)
+    }
+
+    /// The replay the last verification of `entity` kept: named on the record of the newest event it folded, the
+    /// newest of `applied` naming one. `None` (a full replay follows) when there is none or it can't be read.
+    async fn kept_replay(&self, entity: &EntityKey, applied: &[&EventRecord]) -> Option<Checkpoint> {
+        let named = applied.iter().filter(|e| e.replay_kept.is_some()).max_by_key(|e| checkpoint::Position::of(e))?;
+        let stored = named.replay_kept.as_ref()?;
+        let bytes = match self.ports.payloads.get(stored).await {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::warn!(entity = %entity, error = %e, "the last verification's replay can't be read: replaying every event");
+                return None;
+            }
+        };
+        Checkpoint::from_bytes(&bytes)
+            .inspect_err(|e| tracing::warn!(entity = %entity, error = %e, "the last verification's replay is not readable: replaying every event"))
+            .ok()
     }
 
     /// The payloads of `records`, counted on `report`; the reason when one can't be used.
@@ -397,13 +414,13 @@ impl Engine {
 
 /// How [`Engine::verify_entity`] replays.
 #[derive(Clone, Copy)]
-enum Replay<'a> {
+enum Replay {
     /// Compare content hashes first (`latest_wins`); replay only an entity whose hashes differ.
     Hashes,
     /// Replay every applied event.
     Full,
     /// Replay, an `in_order` entity going on from its last verification's replay, when there is one.
-    From(Option<&'a Checkpoint>),
+    GoingOn,
 }
 
 /// Why an entity can't be verified now: an event holds it or waits behind it.
