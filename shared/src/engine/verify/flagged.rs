@@ -2,7 +2,8 @@
 //! out of order) are verified, the result recorded on the head and the flag cleared in one compare-and-set; a
 //! difference is repaired or only reported, as [`Settings::verify_repair`](crate::settings::Settings) says. An
 //! entity still busy, verified less than [`Settings::verify_interval`](crate::settings::Settings) ago, or whose head
-//! changed meanwhile, keeps its flag for a later sweep; the listing is read on past those ([`ReadPast`]).
+//! changed meanwhile, keeps its flag for a later sweep; the listing is read on past those ([`ReadPast`]). An
+//! `in_order` entity's replay is kept for its next verification to go on from ([`Checkpoint`]).
 
 use super::checkpoint::Checkpoint;
 use super::{busy, Finding, Replay, VerifyError, VerifyOptions};
@@ -119,21 +120,16 @@ impl Engine {
 
     /// Archives `replayed` and names it on `newest`, the record of the newest event it folded, for the next
     /// verification of the entity; when either write fails, that one replays every event.
-    async fn keep_replay(&self, replayed: &Checkpoint, mut newest: EventRecord) {
-        let kept = match replayed.to_bytes() {
-            Ok(bytes) => self.ports.payloads.put(&bytes, self.now()).await.map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        };
-        let named = match kept {
-            Ok(payload) => {
-                newest.replay_kept = Some(payload);
-                self.ports.store.commit(vec![Write::event(newest.clone())]).await.map_err(|e| e.to_string())
-            }
-            Err(e) => Err(e),
-        };
-        if let Err(e) = named {
-            let entity = newest.entity.as_ref().map(ToString::to_string).unwrap_or_default();
+    async fn keep_replay(&self, replayed: &Checkpoint, newest: EventRecord) {
+        let entity = newest.entity.as_ref().map(ToString::to_string).unwrap_or_default();
+        if let Err(e) = self.name_replay(replayed, newest).await {
             tracing::warn!(entity = %entity, error = %e, "the replay could not be kept: the next verification replays every event");
         }
+    }
+
+    async fn name_replay(&self, replayed: &Checkpoint, mut newest: EventRecord) -> Result<(), String> {
+        let bytes = replayed.to_bytes().map_err(|e| e.to_string())?;
+        newest.replay_kept = Some(self.ports.payloads.put(&bytes, self.now()).await.map_err(|e| e.to_string())?);
+        self.ports.store.commit(vec![Write::event(newest)]).await.map_err(|e| e.to_string())
     }
 }
