@@ -149,6 +149,29 @@ async fn aws_reprocess_of_an_event_archived_in_a_batch_reads_its_byte_range_and_
     assert_eq!((done.status, done.attempt, &done.payload), (Status::Completed, 2, &record.payload));
 }
 
+/// Re-drives name their event's entity, so a batch of them reads every record and head in one request, as a batch
+/// of envelopes does (they used to read each record, then each head: two `GetItem`s a re-drive).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_a_batch_of_redrives_reads_their_events_and_heads_in_one_request() {
+    let f = fixture().await;
+    let (_home, engine, processor, envelopes) = three_products_processed(&f).await;
+    let ids: Vec<EventId> = envelopes.iter().map(Env::event_id).collect();
+    let report = engine.reprocess(&ids, &ReprocessOptions::default(), &mut |_| {}).await;
+    assert_eq!(report.sent.len(), 3, "{report:?}");
+    let redrives = f.backend.queue.receive(10, Duration::seconds(30)).await.expect("receive");
+    let redrives: Vec<String> = redrives.into_iter().map(|m| m.body).collect();
+    assert_eq!(redrives.len(), 3);
+
+    f.clients.requests.reset();
+    let again = processor.process_batch(batch_of(&redrives), &context()).await;
+
+    let requests = f.clients.requests.snapshot();
+    assert_eq!(f.clients.requests.get("DynamoDB", "BatchGetItem"), 1, "{requests:?}");
+    assert_eq!(f.clients.requests.get("DynamoDB", "GetItem"), 0, "nothing read twice: {requests:?}");
+    let records = records_of(f.backend.store.as_ref(), &again).await;
+    assert!(records.iter().all(|r| (r.status, r.attempt) == (Status::Completed, 2)), "{records:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aws_a_corrupted_byte_in_one_events_range_makes_that_event_alone_corrupt() {
     let f = fixture().await;

@@ -260,7 +260,7 @@ async fn a_reprocessed_create_finds_its_issue_and_creates_no_second_one() {
     let create = github("issue", &format!("{REPO}#draft-4")).kind("create").payload(json!({"title": "Reprocessed"}));
     h.apply_in_turn(&[&create]).await;
 
-    h.send(Message::redrive_body(&create.event_id(), RedriveReason::Reprocess, false)).await;
+    h.send(Message::redrive_body(&create.event_id(), None, RedriveReason::Reprocess, false)).await;
     let done = deliver_one(&h, &create).await;
 
     assert_eq!((done.status, done.attempt), (Status::Completed, 2));

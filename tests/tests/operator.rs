@@ -424,8 +424,8 @@ async fn a_dead_lettered_reprocess_request_stays_until_its_event_started_over_af
     h.send_env(&env).await;
     h.drain().await;
     h.advance(Duration::minutes(1));
-    dead_letter_copy(&h, Message::redrive_body(&env.event_id(), RedriveReason::Reprocess, false)).await;
-    dead_letter_copy(&h, Message::redrive_body(&env.event_id(), RedriveReason::Promotion, false)).await;
+    dead_letter_copy(&h, Message::redrive_body(&env.event_id(), None, RedriveReason::Reprocess, false)).await;
+    dead_letter_copy(&h, Message::redrive_body(&env.event_id(), None, RedriveReason::Promotion, false)).await;
 
     let first = h.engine.redrive_dead_letters(100, true, &operator()).await.expect("list");
     let discarded: Vec<(EventId, usize)> = first.discarded.iter().map(|d| (d.event_id.clone(), d.messages)).collect();

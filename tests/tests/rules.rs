@@ -311,8 +311,9 @@ async fn completed_event_promotes_next_and_sends_a_message_naming_it(via: Via) {
     let messages = h.receive(10).await;
     assert_eq!(messages.len(), 1, "exactly one message names the promoted event");
     match Message::parse(&messages[0].body, usize::MAX) {
-        Ok(Message::Redrive { event_id, reason, force }) => {
-            assert_eq!((event_id, reason, force), (second.event_id(), RedriveReason::Promotion, false))
+        Ok(Message::Redrive { event_id, entity: named, reason, force }) => {
+            assert_eq!((event_id, reason, force), (second.event_id(), RedriveReason::Promotion, false));
+            assert_eq!(named.as_ref(), Some(&entity), "it names its entity: the record and head are read together");
         }
         other => panic!("expected a promotion re-drive, got {other:?}"),
     }
@@ -2112,12 +2113,30 @@ async fn a_reprocess_of_a_completed_event_tells_the_destination_to_look_before_w
     let event = Env::issue("44").at(10).titled("applied, then reprocessed");
     h.apply_in_turn(&[&event]).await;
 
-    h.send(Message::redrive_body(&event.event_id(), RedriveReason::Reprocess, false)).await;
+    h.send(Message::redrive_body(&event.event_id(), None, RedriveReason::Reprocess, false)).await;
     assert_eq!(h.deliver(1).await.only().status, Some(Status::Completed));
 
     let seen: Vec<(u32, bool)> = h.script.seen().iter().map(|c| (c.attempt, c.previous_attempt_unknown)).collect();
     assert_eq!(seen, [(1, false), (2, true)], "it was written: a destination without event ids must look first");
     assert_eq!(h.effects_of(&event.event_id()).await, 1, "no second effect");
+}
+
+async fn a_redrive_naming_another_entity_than_its_events_runs_against_its_own_entitys_head(via: Via) {
+    let h = Harness::over(via);
+    let event = Env::issue("45").at(10).titled("applied, then reprocessed");
+    let other = Env::issue("46").at(20).titled("another entity, changed later");
+    h.apply_in_turn(&[&event, &other]).await;
+    let other_head = h.head(&other.entity()).await;
+
+    let named = Some(other.entity());
+    h.send(Message::redrive_body(&event.event_id(), named.as_ref(), RedriveReason::Reprocess, false)).await;
+    assert_eq!(h.deliver(1).await.only().status, Some(Status::Completed), "decided on its own entity's head");
+
+    assert_eq!(h.head(&other.entity()).await, other_head, "the entity the message named is untouched");
+    let head = h.head(&event.entity()).await;
+    assert_eq!(head.applied.map(|a| a.event_id), Some(event.event_id()));
+    assert!(head.inflight.is_none());
+    assert_eq!(h.record_of(&event).await.attempt, 2);
 }
 
 // ---- §10 outbound writes and their echoes ----
@@ -2376,6 +2395,7 @@ over_every_destination!(
     an_in_order_event_whose_park_was_cut_short_after_its_record_is_parked_again_by_its_redelivery,
     a_delivery_that_read_the_record_before_a_newer_claim_of_it_leaves_that_claim_running,
     a_reprocess_of_a_completed_event_tells_the_destination_to_look_before_writing,
+    a_redrive_naming_another_entity_than_its_events_runs_against_its_own_entitys_head,
     the_echo_of_an_outbound_write_is_a_duplicate_of_the_outbound_event,
     a_change_made_on_the_other_side_after_the_write_is_applied_even_in_the_same_second,
     an_inbound_state_older_than_the_outbound_write_is_dropped_for_it,

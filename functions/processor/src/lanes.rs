@@ -1,9 +1,10 @@
-//! Lanes: the records of one batch that may run side by side. Records of one entity (or naming one stored event)
-//! share a lane and run in arrival order; lanes run concurrently. The key is read cheaply from the body; a body that
-//! names no entity gets a lane of its own (it can only be rejected).
+//! Lanes: the records of one batch that may run side by side. Records of one entity (envelopes, and re-drives that
+//! name it) or naming one stored event share a lane and run in arrival order; lanes run concurrently. The key is read
+//! cheaply from the body; a body that names no entity gets a lane of its own (it can only be rejected).
 
 use serde::Deserialize;
 use std::collections::HashMap;
+use synctrail::model::DEFAULT_TENANT;
 
 /// The fields that name an envelope's entity, or a re-drive's event, borrowed from the body.
 #[derive(Deserialize)]
@@ -22,21 +23,37 @@ struct Key<'a> {
     redrive: Option<Redrive<'a>>,
 }
 
-/// A re-drive's body: `{"synctrail_redrive": {"event_id": …}}`.
+/// A re-drive's body: `{"synctrail_redrive": {"event_id": …, "entity": {…}}}`.
 #[derive(Deserialize)]
 struct Redrive<'a> {
     #[serde(borrow)]
     event_id: &'a str,
+    #[serde(borrow, default)]
+    entity: Option<Entity<'a>>,
 }
 
-/// The lane a body belongs to: its entity's parts, or the event a re-drive names; `None` when it names neither.
+/// A re-drive's entity.
+#[derive(Deserialize)]
+struct Entity<'a> {
+    tenant: &'a str,
+    source: &'a str,
+    entity_type: &'a str,
+    external_id: &'a str,
+}
+
+/// The lane a body belongs to: its entity's parts (an envelope's, or those a re-drive names), or the event a
+/// re-drive names; `None` when it names neither.
 fn lane_key(body: &str) -> Option<String> {
     let key: Key<'_> = serde_json::from_str(body).ok()?;
-    match (key.source, key.entity_type, key.external_id) {
-        (Some(source), Some(entity_type), Some(external_id)) => {
-            Some(format!("e\u{1f}{}\u{1f}{source}\u{1f}{entity_type}\u{1f}{external_id}", key.tenant.unwrap_or("")))
+    let entity = |tenant: &str, source: &str, entity_type: &str, external_id: &str| {
+        format!("e\u{1f}{tenant}\u{1f}{source}\u{1f}{entity_type}\u{1f}{external_id}")
+    };
+    match (key.source, key.entity_type, key.external_id, key.redrive) {
+        (Some(source), Some(entity_type), Some(external_id), _) => {
+            Some(entity(key.tenant.unwrap_or(DEFAULT_TENANT), source, entity_type, external_id))
         }
-        _ => key.redrive.map(|r| r.event_id).or(key.event_id).map(|id| format!("r\u{1f}{id}")),
+        (.., Some(Redrive { entity: Some(e), .. })) => Some(entity(e.tenant, e.source, e.entity_type, e.external_id)),
+        (.., redrive) => redrive.map(|r| r.event_id).or(key.event_id).map(|id| format!("r\u{1f}{id}")),
     }
 }
 
@@ -63,7 +80,7 @@ pub(crate) fn lanes<'a>(bodies: impl IntoIterator<Item = Option<&'a str>>) -> Ve
 mod tests {
     use super::*;
 
-    use synctrail::model::{EventId, Message, RedriveReason};
+    use synctrail::model::{EntityKey, EventId, Message, RedriveReason};
 
     #[test]
     fn records_of_one_entity_share_a_lane_in_arrival_order_and_others_run_beside_them() {
@@ -78,11 +95,28 @@ mod tests {
             issue(2, "2026-05-01T12:00:00Z"),
             issue(1, "2026-05-01T12:00:01Z"),
             "not json".to_owned(),
-            Message::redrive_body(&event, RedriveReason::Promotion, false),
-            Message::redrive_body(&event, RedriveReason::Reprocess, true),
+            Message::redrive_body(&event, None, RedriveReason::Promotion, false),
+            Message::redrive_body(&event, None, RedriveReason::Reprocess, true),
         ];
         let lanes = lanes(bodies.iter().map(|b| Some(b.as_str())).chain([None]));
         assert_eq!(lanes, vec![vec![0, 2], vec![1], vec![3], vec![4, 5], vec![6]]);
+    }
+
+    #[test]
+    fn a_redrive_naming_its_entity_runs_in_that_entitys_lane_in_arrival_order() {
+        let issue = |n: u32| {
+            format!(
+                r#"{{"source":"github","entity_type":"issue","external_id":"{n}","updated_at":"2026-05-01T12:00:00Z","payload":{{}}}}"#
+            )
+        };
+        let entity = |n: &str| EntityKey::new("default", "github", "issue", n).expect("an entity");
+        let redrive = |id: &str, n: &str| {
+            let id = EventId::parse(id).expect("an id");
+            Message::redrive_body(&id, Some(&entity(n)), RedriveReason::Promotion, false)
+        };
+        let bodies = [redrive("ev-1", "1"), issue(2), issue(1), redrive("ev-2", "2"), redrive("ev-3", "3")];
+        let lanes = lanes(bodies.iter().map(|b| Some(b.as_str())));
+        assert_eq!(lanes, vec![vec![0, 2], vec![1, 3], vec![4]], "an envelope without a tenant is the default's");
     }
 
     #[test]

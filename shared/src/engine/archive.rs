@@ -3,7 +3,7 @@
 //! byte range) instead of one per new event.
 
 use super::{intake, Engine, EngineError, Incoming, Invocation, Outcome};
-use crate::model::{canonical_json, EntityHead, EnvelopeError, EventRecord, Message, PayloadRef};
+use crate::model::{canonical_json, EntityHead, EntityKey, EnvelopeError, EventId, EventRecord, Message, PayloadRef};
 use std::borrow::Cow;
 
 /// An arriving event's record and its entity's head, as read ahead for its batch.
@@ -96,24 +96,24 @@ impl Engine {
             .collect()
     }
 
-    /// The records and heads of the batch's envelopes, one per message: `None` for the other messages, for an
-    /// envelope whose entity an earlier one in the batch names (it reads its own when it runs: by then the earlier
-    /// one has moved the head on, and a head read ahead would only make its first round a conflict), and for all
-    /// when the store reads nothing ahead or the read failed.
+    /// The records and heads of the batch's envelopes and of its re-drives that name their entity, one per
+    /// message: `None` for the other messages, for one whose entity an earlier one in the batch names (it reads its
+    /// own when it runs: by then the earlier one has moved the head on, and a head read ahead would only make its
+    /// first round a conflict), and for all when the store reads nothing ahead or the read failed.
     async fn read_batch_ahead(&self, parsed: &[Result<Message, EnvelopeError>]) -> Vec<Option<ReadAhead>> {
         let mut entities = std::collections::HashSet::new();
-        let first_of_entity: Vec<bool> = parsed
+        let wanted_of: Vec<Option<(&EventId, &EntityKey)>> = parsed
             .iter()
-            .map(|p| matches!(p, Ok(Message::Envelope(envelope)) if entities.insert(envelope.entity.clone())))
-            .collect();
-        let wanted: Vec<_> = parsed
-            .iter()
-            .zip(&first_of_entity)
-            .filter_map(|(p, first)| match p {
-                Ok(Message::Envelope(envelope)) if *first => Some((envelope.event_id.clone(), envelope.entity.clone())),
+            .map(|p| match p {
+                Ok(Message::Envelope(envelope)) => Some((&envelope.event_id, &envelope.entity)),
+                Ok(Message::Redrive { event_id, entity: Some(entity), .. }) => Some((event_id, entity)),
                 _ => None,
             })
+            .map(|wanted| wanted.filter(|(_, entity)| entities.insert(*entity)))
             .collect();
+        let first_of_entity: Vec<bool> = wanted_of.iter().map(Option::is_some).collect();
+        let wanted: Vec<_> =
+            wanted_of.into_iter().flatten().map(|(event_id, entity)| (event_id.clone(), entity.clone())).collect();
         if wanted.is_empty() {
             return parsed.iter().map(|_| None).collect();
         }

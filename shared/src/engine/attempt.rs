@@ -339,6 +339,7 @@ async fn record_decision(
     let mut outcome = Outcome::ack(&event_id, record.status).about(&record);
     outcome.facts.transitioned = record.status != before;
     outcome.facts.canceled = canceled;
+    let promoted = promoted.map(|next| (next, record.entity.clone()));
     if queued {
         // Spec §9 "Queued in two writes, the record first": a record `queued` that its head does not hold yet is
         // what the sweep of stranded events re-drives, and its message, not acknowledged, comes back meanwhile.
@@ -348,8 +349,8 @@ async fn record_decision(
         writes.push(Write::event(record));
         engine.ports.store.commit(writes).await?;
     }
-    if let Some(next) = promoted {
-        engine.send_redrive(&next.event_id, invocation).await;
+    if let Some((next, entity)) = promoted {
+        engine.send_redrive(&next.event_id, entity.as_ref(), invocation).await;
     }
     Ok(Recorded::Done(Box::new(outcome)))
 }

@@ -5,7 +5,8 @@ use super::attempt::KnownHead;
 use super::records::invalid_input;
 use super::{attempt, Engine, EngineError, Incoming, Invocation, Outcome, Prepared};
 use crate::model::{
-    canonical_json, Envelope, ErrorInfo, ErrorKind, EventId, EventRecord, Message, PayloadRef, RedriveReason, Status,
+    canonical_json, EntityHead, EntityKey, Envelope, ErrorInfo, ErrorKind, EventId, EventRecord, Message, PayloadRef,
+    RedriveReason, Status,
 };
 use crate::store::{StoreError, Write};
 
@@ -26,8 +27,9 @@ pub(super) async fn process(
         Ok(Message::Envelope(envelope)) => {
             arrive(engine, *envelope, message, (archived, prepared.read), invocation).await
         }
-        Ok(Message::Redrive { event_id, reason, force }) => {
-            redrive(engine, &event_id, reason, force, message, invocation).await
+        Ok(Message::Redrive { event_id, entity, reason, force }) => {
+            let read = read_redriven(engine, &event_id, entity.as_ref(), prepared.read).await?;
+            redrive(engine, &event_id, (reason, force), read, message, invocation).await
         }
     }
 }
@@ -175,16 +177,42 @@ pub(super) async fn reject_conflict(
     reject(engine, message, invocation, error, Some(envelope)).await
 }
 
-/// The engine's own re-drive of a stored event: its payload is read back and checked.
+/// A re-driven event's record and, when the message names its entity, that entity's head: read ahead with the
+/// batch, or here in one request (the record alone for a message naming no entity). A head is used only if the
+/// record names its entity: the message's entity is a hint.
+async fn read_redriven(
+    engine: &Engine,
+    event_id: &EventId,
+    entity: Option<&EntityKey>,
+    ahead: Option<ReadAhead>,
+) -> Result<(Option<EventRecord>, KnownHead), EngineError> {
+    let (record, head) = match (ahead, entity) {
+        (Some((record, head)), _) => (record, Some(head)),
+        (None, Some(entity)) => {
+            let (record, head) = engine.ports.store.get_event_and_head(event_id, entity).await?;
+            (record, Some(head))
+        }
+        (None, None) => (engine.ports.store.get_event(event_id).await?, None),
+    };
+    let of_its_entity = record.as_ref().is_some_and(|r| r.entity.is_some() && r.entity.as_ref() == entity);
+    let known = match head {
+        Some(head) if of_its_entity => KnownHead::Read(Box::new(head)),
+        _ => KnownHead::Unread,
+    };
+    Ok((record, known))
+}
+
+/// The engine's own re-drive of a stored event (`read`: its record and what is known of its head): its payload is
+/// read back and checked.
 async fn redrive(
     engine: &Engine,
     event_id: &EventId,
-    reason: RedriveReason,
-    force: bool,
+    (reason, force): (RedriveReason, bool),
+    (record, known): (Option<EventRecord>, KnownHead),
     message: &Incoming,
     invocation: &Invocation,
 ) -> Result<Outcome, EngineError> {
-    let Some(record) = engine.ports.store.get_event(event_id).await? else {
+    let Some(record) = record else {
         let error = ErrorInfo {
             kind: ErrorKind::InvalidInput,
             message: format!("re-drive names event {event_id}, which is not recorded (expired or never stored)"),
@@ -206,7 +234,17 @@ async fn redrive(
         }
         _ => {
             // Done, yet its head may still name it: its settle was cut short before the head's write.
-            engine.finish_settle(&record, None, invocation).await?;
+            match known {
+                KnownHead::Unread => {
+                    engine.finish_settle(&record, None, invocation).await?;
+                }
+                KnownHead::Read(head) => {
+                    let holds = |h: &EntityHead| h.inflight.as_ref().is_some_and(|i| i.slot.event_id == *event_id);
+                    if let Some(holder) = (*head).filter(holds) {
+                        engine.finish_settle(&record, Some(holder), invocation).await?;
+                    }
+                }
+            }
             let outcome = Outcome { redelivered: true, ..Outcome::ack(event_id, status) }.about(&record);
             return Ok(outcome.arrived_from(Some(status)));
         }
@@ -223,7 +261,7 @@ async fn redrive(
     })?;
     let envelope = Envelope::rebuild(&record, payload)
         .ok_or_else(|| EngineError::Incomplete(event_id.clone(), "no entity, order key, kind or content hash"))?;
-    let outcome = attempt::drive(engine, &envelope, record, KnownHead::Unread, message, invocation, force).await?;
+    let outcome = attempt::drive(engine, &envelope, record, known, message, invocation, force).await?;
     Ok(outcome.arrived_from(Some(status)))
 }
 

@@ -3,7 +3,7 @@
 //! protocol again (or skips it with `force`, recorded as forced); no second event record is ever created.
 
 use super::Engine;
-use crate::model::{Envelope, EventId, EventRecord, Message, RedriveReason, Status};
+use crate::model::{EntityKey, Envelope, EventId, EventRecord, Message, RedriveReason, Status};
 use crate::store::{EventQuery, OutgoingMessage, StoreError};
 use serde::Serialize;
 use std::collections::BTreeSet;
@@ -192,7 +192,7 @@ impl Engine {
         }
         let mut sent = Vec::new();
         for (queue, group) in by_queue {
-            let messages = group.iter().map(|c| self.reprocess_message(&c.event_id, options)).collect();
+            let messages = group.iter().map(|c| self.reprocess_message(c, options)).collect();
             let result = match &queue {
                 Some(url) => self.ports.queue.send_to(url, messages).await,
                 None => self.ports.queue.send(messages).await,
@@ -208,9 +208,10 @@ impl Engine {
         sent
     }
 
-    fn reprocess_message(&self, event_id: &EventId, options: &ReprocessOptions) -> OutgoingMessage {
-        let mut message =
-            OutgoingMessage::new(Message::redrive_body(event_id, RedriveReason::Reprocess, options.force));
+    fn reprocess_message(&self, checked: &Checked, options: &ReprocessOptions) -> OutgoingMessage {
+        let entity = EntityKey::parse(&checked.entity_key).ok();
+        let body = Message::redrive_body(&checked.event_id, entity.as_ref(), RedriveReason::Reprocess, options.force);
+        let mut message = OutgoingMessage::new(body);
         message.trace_header = options.trace_header.clone();
         message
     }

@@ -46,7 +46,7 @@ struct MovedOn {
 impl MovedOn {
     async fn follow_up(self, engine: &Engine, entity: &EntityKey, invocation: &Invocation) {
         if let Some(next) = self.promoted {
-            engine.send_redrive(&next.event_id, invocation).await;
+            engine.send_redrive(&next.event_id, Some(entity), invocation).await;
         }
         if self.resume_waiters {
             engine.resume_waiters(entity, invocation).await;
@@ -556,7 +556,7 @@ impl Engine {
             Ok(waiting) => {
                 for record in waiting.iter().filter(|r| r.status == Status::Waiting) {
                     tracing::info!(event_id = %record.event_id, dependency = %dependency, "dependency completed; resuming");
-                    self.send_redrive(&record.event_id, invocation).await;
+                    self.send_redrive(&record.event_id, record.entity.as_ref(), invocation).await;
                 }
             }
             Err(e) => {
@@ -583,14 +583,20 @@ impl Engine {
         }
         let looked_at = record.write_started_at.unwrap_or(record.updated_at) - self.settings.clock_margin;
         if dependency_appeared_since(dependency, looked_at) {
-            self.send_redrive(&record.event_id, invocation).await;
+            self.send_redrive(&record.event_id, record.entity.as_ref(), invocation).await;
         }
     }
 
-    /// Sends a re-drive message for a promoted or stranded event. A failed send is only logged: the event's
-    /// lease runs out and the sweeper sends it again.
-    pub(crate) async fn send_redrive(&self, event_id: &crate::model::EventId, invocation: &Invocation) {
-        let mut message = OutgoingMessage::new(Message::redrive_body(event_id, RedriveReason::Promotion, false));
+    /// Sends a re-drive message for a promoted or stranded event of `entity`. A failed send is only logged: the
+    /// event's lease runs out and the sweeper sends it again.
+    pub(crate) async fn send_redrive(
+        &self,
+        event_id: &crate::model::EventId,
+        entity: Option<&EntityKey>,
+        invocation: &Invocation,
+    ) {
+        let body = Message::redrive_body(event_id, entity, RedriveReason::Promotion, false);
+        let mut message = OutgoingMessage::new(body);
         message.trace_header = invocation.trace_id.clone();
         if let Err(e) = self.ports.queue.send(vec![message]).await {
             tracing::warn!(event_id = %event_id, error = %e, "promotion not sent; the sweeper will re-drive it");

@@ -68,6 +68,10 @@ pub enum Message {
     Redrive {
         /// The stored event.
         event_id: EventId,
+        /// The event's entity, when the sender knew it, so that the event's record and its entity's head are read
+        /// together (one request on DynamoDB) and the re-drive runs in its entity's lane. Only a hint: the record's
+        /// own entity decides, and a head of another entity is not used.
+        entity: Option<EntityKey>,
         /// Why it is re-driven.
         reason: RedriveReason,
         /// Skip the ordering rules and apply even if stale (recorded as forced).
@@ -184,7 +188,9 @@ impl<'a> Fields<'a> {
 }
 
 /// The body of the engine's own re-drive messages:
-/// `{"synctrail_redrive": {"event_id": "…", "reason": "promotion", "force": false}}`.
+/// `{"synctrail_redrive": {"event_id": "…", "entity": {"tenant": "…", "source": "…", "entity_type": "…",
+/// "external_id": "…"}, "reason": "promotion", "force": false}}` (`entity` may be absent: messages sent before it
+/// was added).
 pub const REDRIVE_FIELD: &str = "synctrail_redrive";
 
 impl Message {
@@ -203,9 +209,13 @@ impl Message {
         Envelope::from_object(map, max_payload_bytes).map(|e| Self::Envelope(Box::new(e)))
     }
 
-    /// The body of a re-drive message for `event_id`.
-    pub fn redrive_body(event_id: &EventId, reason: RedriveReason, force: bool) -> String {
-        serde_json::json!({ REDRIVE_FIELD: { "event_id": event_id, "reason": reason, "force": force } }).to_string()
+    /// The body of a re-drive message for `event_id`, naming its entity when the sender knows it.
+    pub fn redrive_body(event_id: &EventId, entity: Option<&EntityKey>, reason: RedriveReason, force: bool) -> String {
+        let mut redrive = serde_json::json!({ "event_id": event_id, "reason": reason, "force": force });
+        if let (Some(entity), Value::Object(map)) = (entity, &mut redrive) {
+            map.insert("entity".to_owned(), serde_json::json!(entity));
+        }
+        serde_json::json!({ REDRIVE_FIELD: redrive }).to_string()
     }
 }
 
@@ -228,7 +238,35 @@ fn parse_redrive(value: &Value) -> Result<Message, EnvelopeError> {
             return Err(EnvelopeError::WrongType { field: "force", found: json_type(other), expected: "a boolean" })
         }
     };
-    Ok(Message::Redrive { event_id, reason, force })
+    let entity = match map.get("entity") {
+        None | Some(Value::Null) => None,
+        Some(entity) => Some(parse_redrive_entity(entity)?),
+    };
+    Ok(Message::Redrive { event_id, entity, reason, force })
+}
+
+/// A re-drive's `entity`: an object of the four parts of an [`EntityKey`], each checked as an envelope's is.
+fn parse_redrive_entity(value: &Value) -> Result<EntityKey, EnvelopeError> {
+    const EXPECTED: &str = "an object with tenant, source, entity_type and external_id";
+    let Value::Object(map) = value else {
+        return Err(EnvelopeError::WrongType { field: "entity", found: json_type(value), expected: EXPECTED });
+    };
+    let field = |part: &str| match part {
+        "tenant" => "entity.tenant",
+        "source" => "entity.source",
+        "entity_type" => "entity.entity_type",
+        "external_id" => "entity.external_id",
+        _ => "entity",
+    };
+    let part = |name: &str| match map.get(name) {
+        Some(Value::String(part)) => Ok(part.as_str()),
+        None => Err(EnvelopeError::Missing(field(name))),
+        Some(other) => {
+            Err(EnvelopeError::WrongType { field: field(name), found: json_type(other), expected: "a string" })
+        }
+    };
+    EntityKey::new(part("tenant")?, part("source")?, part("entity_type")?, part("external_id")?)
+        .map_err(|e| from_invalid(field(e.what), e))
 }
 
 impl Envelope {
@@ -466,6 +504,32 @@ mod tests {
     fn a_repeated_key_in_a_redrive_message_is_refused_too() {
         let redrive = r#"{"synctrail_redrive":{"event_id":"a","event_id":"b"}}"#;
         assert_eq!(rejected(redrive).field(), Some("synctrail_redrive.event_id"));
+    }
+
+    #[test]
+    fn a_redrive_names_its_entity_and_one_sent_without_it_still_reads() {
+        let id = EventId::parse("ev-1").expect("an id");
+        let entity = EntityKey::new("default", "github", "issue", "octo/repo#7").expect("an entity");
+        let body = Message::redrive_body(&id, Some(&entity), RedriveReason::Repair, true);
+        let parsed = Message::parse(&body, LIMIT).expect("a re-drive");
+        let expected =
+            Message::Redrive { event_id: id.clone(), entity: Some(entity), reason: RedriveReason::Repair, force: true };
+        assert_eq!(parsed, expected);
+        let before = r#"{"synctrail_redrive":{"event_id":"ev-1","reason":"promotion","force":false}}"#;
+        let expected = Message::Redrive { event_id: id, entity: None, reason: RedriveReason::Promotion, force: false };
+        assert_eq!(Message::parse(before, LIMIT).expect("a re-drive without its entity"), expected);
+    }
+
+    #[test]
+    fn a_redrive_entity_that_is_not_an_entity_key_is_refused_naming_the_part() {
+        let with = |entity: &str| format!(r#"{{"synctrail_redrive":{{"event_id":"ev-1","entity":{entity}}}}}"#);
+        assert_eq!(rejected(&with(r#""default/github/issue/7""#)).field(), Some("entity"));
+        let no_source = with(r#"{"tenant":"default","entity_type":"issue","external_id":"7"}"#);
+        assert_eq!(rejected(&no_source), EnvelopeError::Missing("entity.source"));
+        let numeric = with(r#"{"tenant":"default","source":"github","entity_type":"issue","external_id":7}"#);
+        assert_eq!(rejected(&numeric).field(), Some("entity.external_id"));
+        let bad_name = with(r#"{"tenant":"default","source":"Git Hub","entity_type":"issue","external_id":"7"}"#);
+        assert!(matches!(rejected(&bad_name), EnvelopeError::Invalid { field: "entity.source", .. }));
     }
 
     #[test]

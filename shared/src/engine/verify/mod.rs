@@ -396,7 +396,8 @@ impl Engine {
             );
             return;
         };
-        let mut message = OutgoingMessage::new(Message::redrive_body(&newest.event_id, RedriveReason::Repair, true));
+        let body = Message::redrive_body(&newest.event_id, newest.entity.as_ref(), RedriveReason::Repair, true);
+        let mut message = OutgoingMessage::new(body);
         message.trace_header = options.trace_header.clone();
         let sent = match self.settings.redrive_queue_for(newest) {
             Some(queue) => self.ports.queue.send_to(queue, vec![message]).await,
