@@ -2139,6 +2139,28 @@ async fn a_redrive_naming_another_entity_than_its_events_runs_against_its_own_en
     assert_eq!(h.record_of(&event).await.attempt, 2);
 }
 
+async fn a_round_after_a_lost_race_reads_the_record_and_the_head_again_together(via: Via) {
+    let h = Harness::with(Options { via, held_store: true, ..Options::default() });
+    let late = Env::issue("47").at(20).titled("decided on a head that changed before its claim");
+    let early = Env::issue("47").at(10).titled("claimed and settled meanwhile");
+    let claim = h.held.hold_first_write_of(&late.event_id());
+    h.held.take_reads();
+    let (raced, ()) = deliver_racing(&h, &late, async {
+        claim.entered().await;
+        h.send_env(&early).await;
+        assert_eq!(h.deliver(1).await.only().status, Some(Status::Completed));
+        claim.release();
+    })
+    .await;
+
+    assert_eq!(raced.only().status, Some(Status::Completed), "newer: claimed in its second round");
+    let reads = h.held.take_reads();
+    // The late one's arrival and its round after the lost race, the early one's arrival; nothing read alone.
+    assert_eq!(reads, Reads { together: 3, records: 0, heads: 0 });
+    let title = "decided on a head that changed before its claim";
+    assert_eq!(h.mirror_state(&late.entity()).await, Some(json!({ "title": title })));
+}
+
 // ---- §10 outbound writes and their echoes ----
 
 /// A harness whose outbound events go to an [`EchoingConnector`]; inbound ones to `via` as in every rule.
@@ -2396,6 +2418,7 @@ over_every_destination!(
     a_delivery_that_read_the_record_before_a_newer_claim_of_it_leaves_that_claim_running,
     a_reprocess_of_a_completed_event_tells_the_destination_to_look_before_writing,
     a_redrive_naming_another_entity_than_its_events_runs_against_its_own_entitys_head,
+    a_round_after_a_lost_race_reads_the_record_and_the_head_again_together,
     the_echo_of_an_outbound_write_is_a_duplicate_of_the_outbound_event,
     a_change_made_on_the_other_side_after_the_write_is_applied_even_in_the_same_second,
     an_inbound_state_older_than_the_outbound_write_is_dropped_for_it,

@@ -53,9 +53,12 @@ pub(super) async fn drive(
             // Another writer got there first: pause a random while, so writers that collided don't collide again
             // in step (`contention_pause`).
             engine.ports.clock.pause(engine.contention_pause(round)).await;
+            // The record and the head read again together (one request where the store can), as on arrival.
+            let (stored, head) = store.get_event_and_head(&record.event_id, &envelope.entity).await?;
+            known = Some(KnownHead::Read(Box::new(head)));
             // Someone else changed the record (a concurrent delivery, a takeover): continue from what they wrote.
             // Unchanged, our own copy stands (it may carry a restart not yet written).
-            if let Some(stored) = store.get_event(&record.event_id).await?.filter(|s| s.version != record.version) {
+            if let Some(stored) = stored.filter(|s| s.version != record.version) {
                 // Another message recorded this client id first, with other content: ours is the conflict.
                 if stored.content_hash != Some(envelope.content_hash) {
                     return reject_conflict(engine, envelope, message, invocation).await;

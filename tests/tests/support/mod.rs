@@ -501,9 +501,35 @@ pub struct HeldStore {
     cut_next_claim: AtomicBool,
     cut_next_queue: AtomicBool,
     claim_records: Mutex<VecDeque<(EventId, Arc<Gate>)>>,
+    reads: Mutex<Reads>,
+}
+
+/// The reads of records and heads a [`HeldStore`] was asked for, by their shape.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Reads {
+    /// `get_event_and_head`: a record and its entity's head together (one request on DynamoDB).
+    pub together: u64,
+    /// `get_event` alone.
+    pub records: u64,
+    /// `get_head` alone.
+    pub heads: u64,
 }
 
 impl HeldStore {
+    /// The reads made since the last call.
+    pub fn take_reads(&self) -> Reads {
+        std::mem::take(&mut *self.reads.lock().unwrap())
+    }
+
+    /// Waits at the gate of [`HeldStore::hold_next_head_read`], if one is set.
+    async fn pass_head_gate(&self) {
+        let held = self.head_read.lock().unwrap().take();
+        if let Some(gate) = held {
+            gate.entered.notify_one();
+            gate.released.notified().await;
+        }
+    }
+
     /// From now on, listing expired leases (the first read of every sweep) fails as unavailable.
     pub fn fail_sweeps(&self) {
         self.sweeps_fail.store(true, Ordering::SeqCst);
@@ -534,7 +560,8 @@ impl HeldStore {
         gate
     }
 
-    /// The next `get_head` (of any entity) waits at the returned gate, then goes on.
+    /// The next head read (`get_head`, or `get_event_and_head` once it has read the record) waits at the returned
+    /// gate, then goes on.
     pub fn hold_next_head_read(&self) -> Arc<Gate> {
         let gate = Arc::new(Gate::default());
         *self.head_read.lock().unwrap() = Some(Arc::clone(&gate));
@@ -564,16 +591,26 @@ impl HeldStore {
 #[async_trait::async_trait]
 impl EventStore for HeldStore {
     async fn get_event(&self, id: &EventId) -> Result<Option<EventRecord>, StoreError> {
+        self.reads.lock().unwrap().records += 1;
         self.inner.get_event(id).await
     }
 
     async fn get_head(&self, entity: &EntityKey) -> Result<Option<EntityHead>, StoreError> {
-        let held = self.head_read.lock().unwrap().take();
-        if let Some(gate) = held {
-            gate.entered.notify_one();
-            gate.released.notified().await;
-        }
+        self.reads.lock().unwrap().heads += 1;
+        self.pass_head_gate().await;
         self.inner.get_head(entity).await
+    }
+
+    /// The record, then the head, as the port's default does, so a held head read falls between the two.
+    async fn get_event_and_head(
+        &self,
+        id: &EventId,
+        entity: &EntityKey,
+    ) -> Result<(Option<EventRecord>, Option<EntityHead>), StoreError> {
+        self.reads.lock().unwrap().together += 1;
+        let record = self.inner.get_event(id).await?;
+        self.pass_head_gate().await;
+        Ok((record, self.inner.get_head(entity).await?))
     }
 
     async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
@@ -836,6 +873,7 @@ impl Harness {
             cut_next_claim: AtomicBool::new(false),
             cut_next_queue: AtomicBool::new(false),
             claim_records: Mutex::new(VecDeque::new()),
+            reads: Mutex::new(Reads::default()),
         });
         let store: Arc<dyn EventStore> = if options.held_store { held.clone() } else { backend.ports.store.clone() };
         let ports = Ports { destination, store, ..backend.ports.clone() };
