@@ -13,7 +13,7 @@ use crate::progress::bar;
 use serde::Serialize;
 use std::io::Write;
 use synctrail::engine::{Engine, Incoming, Invocation, ReprocessOptions, ReprocessReport};
-use synctrail::model::{EntityKey, EventId, Message, RedriveReason, Status};
+use synctrail::model::{EventId, Status};
 use synctrail::store::EventQuery;
 
 /// What `--invoke` made of one re-drive.
@@ -91,12 +91,7 @@ async fn invoke(engine: &Engine, report: &ReprocessReport, force: bool) -> Vec<I
     for checked in &report.sent {
         let message = Incoming {
             message_id: format!("invoke-{}", super::random_suffix()),
-            body: Message::redrive_body(
-                &checked.event_id,
-                EntityKey::parse(&checked.entity_key).ok().as_ref(),
-                RedriveReason::Reprocess,
-                force,
-            ),
+            body: checked.redrive_body(force),
             receive_count: 1,
             trace_header: None,
         };

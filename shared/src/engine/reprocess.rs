@@ -70,6 +70,14 @@ pub struct Checked {
     pub queue: Option<String>,
 }
 
+impl Checked {
+    /// The body of this event's reprocess re-drive, naming its entity (`force`: past the ordering rules).
+    pub fn redrive_body(&self, force: bool) -> String {
+        let entity = EntityKey::parse(&self.entity_key).ok();
+        Message::redrive_body(&self.event_id, entity.as_ref(), RedriveReason::Reprocess, force)
+    }
+}
+
 /// An event that was not re-driven, and why.
 #[derive(Debug, Clone, Serialize)]
 pub struct Refusal {
@@ -209,9 +217,7 @@ impl Engine {
     }
 
     fn reprocess_message(&self, checked: &Checked, options: &ReprocessOptions) -> OutgoingMessage {
-        let entity = EntityKey::parse(&checked.entity_key).ok();
-        let body = Message::redrive_body(&checked.event_id, entity.as_ref(), RedriveReason::Reprocess, options.force);
-        let mut message = OutgoingMessage::new(body);
+        let mut message = OutgoingMessage::new(checked.redrive_body(options.force));
         message.trace_header = options.trace_header.clone();
         message
     }
