@@ -54,10 +54,11 @@ use synctrail::{Clock, ManualClock, Policy, Settings};
 use synctrail_processor::{sqs_event, InvocationContext, Processor, RecordResult};
 use tokio::sync::Notify;
 
-/// Seeds run when `SYNCTRAIL_SIM_SEEDS` is unset: about 1–2 minutes in a debug build on two cores.
-const DEFAULT_SEEDS: u64 = 64;
-/// Seeds run over the HTTP destination when `SYNCTRAIL_SIM_HTTP_SEEDS` is unset: two of them with outages.
-const DEFAULT_HTTP_SEEDS: u64 = 8;
+/// Seeds run when `SYNCTRAIL_SIM_SEEDS` is unset: about a minute in the test build on two cores.
+const DEFAULT_SEEDS: u64 = 256;
+/// Seeds run over the HTTP destination when `SYNCTRAIL_SIM_HTTP_SEEDS` is unset (about 45 s); some of them with
+/// outages.
+const DEFAULT_HTTP_SEEDS: u64 = 16;
 /// Driver ticks per phase before a run counts as stuck.
 const MAX_TICKS: u64 = 200_000;
 /// Receive calls per worker before it gives up (never reached in a healthy run).
