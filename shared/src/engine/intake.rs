@@ -123,14 +123,10 @@ async fn arrive(
         None => engine.ports.store.get_event_and_head(&envelope.event_id, &envelope.entity).await?,
     };
     let from = existing.as_ref().map(|e| e.status);
-    if let Some(done) = existing.as_ref().filter(|e| e.status.is_terminal()) {
-        // Done, yet its head still names it: its settle was cut short before the head's write.
-        let holder = head.as_ref().filter(|h| h.inflight.as_ref().is_some_and(|i| i.slot.event_id == done.event_id));
-        if let Some(holder) = holder {
-            engine.finish_settle(done, Some(holder.clone()), invocation).await?;
-        }
-    }
     let known = KnownHead::Read(Box::new(head));
+    if let Some(done) = existing.as_ref().filter(|e| e.status.is_terminal()) {
+        finish_cut_short_settle(engine, done, &known, invocation).await?;
+    }
     let outcome = match existing {
         Some(existing) if existing.content_hash != Some(envelope.content_hash) => {
             reject_conflict(engine, &envelope, message, invocation).await
@@ -233,18 +229,7 @@ async fn redrive(
             restart(engine, record, message, invocation, "repair: verify found the destination differing")?
         }
         _ => {
-            // Done, yet its head may still name it: its settle was cut short before the head's write.
-            match known {
-                KnownHead::Unread => {
-                    engine.finish_settle(&record, None, invocation).await?;
-                }
-                KnownHead::Read(head) => {
-                    let holds = |h: &EntityHead| h.inflight.as_ref().is_some_and(|i| i.slot.event_id == *event_id);
-                    if let Some(holder) = (*head).filter(holds) {
-                        engine.finish_settle(&record, Some(holder), invocation).await?;
-                    }
-                }
-            }
+            finish_cut_short_settle(engine, &record, &known, invocation).await?;
             let outcome = Outcome { redelivered: true, ..Outcome::ack(event_id, status) }.about(&record);
             return Ok(outcome.arrived_from(Some(status)));
         }
@@ -263,6 +248,29 @@ async fn redrive(
         .ok_or_else(|| EngineError::Incomplete(event_id.clone(), "no entity, order key, kind or content hash"))?;
     let outcome = attempt::drive(engine, &envelope, record, known, message, invocation, force).await?;
     Ok(outcome.arrived_from(Some(status)))
+}
+
+/// A done event whose head may still name it in flight: its settle was cut short before the head's write, and is
+/// finished here. A head read already that names another event (or none) leaves nothing to finish; an unread one is
+/// read by the finish.
+async fn finish_cut_short_settle(
+    engine: &Engine,
+    done: &EventRecord,
+    known: &KnownHead,
+    invocation: &Invocation,
+) -> Result<(), EngineError> {
+    let holder = match known {
+        KnownHead::Unread => None,
+        KnownHead::Read(head) => {
+            let names_it = |h: &&EntityHead| h.inflight.as_ref().is_some_and(|i| i.slot.event_id == done.event_id);
+            match head.as_ref().as_ref().filter(names_it) {
+                Some(holder) => Some(holder.clone()),
+                None => return Ok(()),
+            }
+        }
+    };
+    engine.finish_settle(done, holder, invocation).await?;
+    Ok(())
 }
 
 /// A terminal event driven again by `message`: back to `received`, with a fresh retry budget and no stale pointers.
