@@ -8,7 +8,7 @@ use super::run::run_with_progress;
 use super::send::send_lines;
 use super::Context;
 use crate::args::BenchArgs;
-use crate::backend::BackendExt;
+use crate::backend::{AnyBackend, BackendExt};
 use crate::config::base_settings;
 use crate::error::CliError;
 use crate::output::{write_json, Table};
@@ -23,7 +23,7 @@ use synctrail::compose::ComposedBackend;
 use synctrail::destination::drill::DrillPlan;
 use synctrail::store::aws::meter::{Consumed, Stored};
 use synctrail::store::aws::setup::SetupConfig;
-use synctrail::store::aws::{CapacityMeter, DynamoMirror, Party};
+use synctrail::store::aws::{CapacityMeter, DynamoMirror, Party, RequestCounter};
 use synctrail::store::StoreError;
 
 /// Events per scenario when `--events` is not given: enough for stable figures, small enough for moto.
@@ -203,62 +203,21 @@ async fn run(
     report: &CostReport,
 ) -> Result<ScenarioCost, CliError> {
     let count = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
-    let meter = CapacityMeter::connect(ctx.aws.endpoint_url.as_deref(), None, None).await;
     let prefix =
         args.prefix.as_ref().map(|p| format!("{p}-{}", Scenario::ALL.iter().position(|s| *s == scenario).unwrap_or(0)));
-    let backend = ctx.open_fresh_metered("bench", prefix.as_deref(), &meter).await?;
-    let ComposedBackend::Aws(parts) = &backend.backend else {
-        return Err(CliError::InvalidArgument("the cost benchmark runs on --backend aws".into()));
-    };
-    let (framework_counter, destination_counter) = (parts.backend.requests.clone(), parts.destination_requests.clone());
-    let (f0, d0) = (framework_counter.snapshot(), destination_counter.snapshot());
-    meter.reset();
+    let (backend, metering) = Metering::open(ctx, "bench", prefix.as_deref()).await?;
+    let start = metering.mark().await?;
     let workload = generate(&scenario.workload(count(events), count(entities), args.seed));
     let sent = send_lines(backend.ports.queue.as_ref(), workload.lines(), |_| {})
         .await
         .map_err(CliError::store("sending the workload to the queue"))?;
-    let lanes = ctx.config_but_backend()?.record_concurrency;
-    let options = RunOptions {
-        workers: usize::from(args.workers),
-        lanes,
-        seed: args.seed,
-        drill: scenario.drill(),
-        function_timeout: chrono::Duration::seconds(PROCESSOR_TIMEOUT_SECONDS),
-        visibility_timeout: chrono::Duration::seconds(QUEUE_VISIBILITY_TIMEOUT_SECONDS),
-        ..RunOptions::default()
-    };
+    let options = RunOptions { drill: scenario.drill(), ..run_options(ctx, args.workers, args.seed)? };
     let stats = run_with_progress(&backend, base_settings(), &options, ctx.json).await?;
     if !stats.drained {
         return Err(CliError::NotDrained { seconds: options.max_duration.as_secs_f64(), selector: backend.selector() });
     }
-    let consumed = meter.consumed();
-    let (framework_counts, destination_counts) =
-        (since(&f0, &framework_counter.snapshot()), since(&d0, &destination_counter.snapshot()));
-    let unavailable = |what: &str| {
-        let what = what.to_owned();
-        move |e: String| CliError::store("measuring storage")(StoreError::Unavailable(format!("{what}: {e}").into()))
-    };
-    let stored = meter
-        .stored(
-            &parts.config.table,
-            |item| if DynamoMirror::owns(item) { Party::Destination } else { Party::Framework },
-        )
-        .await
-        .map_err(|e| unavailable("scanning the table")(e.to_string()))?;
-    let (objects, bytes) =
-        meter.bucket_bytes(&parts.config.bucket).await.map_err(|e| unavailable("listing the bucket")(e.to_string()))?;
+    let usage = metering.usage_since(&start).await?;
     let n = workload.summary.events as f64;
-    let party = |who: Party, counts: &Counts| {
-        let none = Consumed::default();
-        let consumed = consumed.get(&who).unwrap_or(&none);
-        let stored = stored.get(&who).cloned().unwrap_or_default();
-        let (objects, bytes) = if who == Party::Framework { (objects, bytes) } else { (0, 0) };
-        cost(&report.prices, &report.retention, consumed, counts, &stored, (objects, bytes), n)
-    };
-    let framework = party(Party::Framework, &framework_counts);
-    let destination = party(Party::Destination, &destination_counts);
-    let scope = "made by this process: sends, the handler's requests, the local event source's receives and deletes";
-    let requests = figures(scope, &framework_counts, &destination_counts, Some(workload.summary.events as u64));
     Ok(ScenarioCost {
         scenario,
         events: workload.summary.events as u64,
@@ -266,10 +225,149 @@ async fn run(
         invocations: stats.invocations,
         retried: stats.retried,
         statuses: stats.statuses.iter().map(|(s, n)| (s.as_str(), *n)).collect(),
-        framework,
-        destination,
-        requests,
+        framework: usage.cost(Party::Framework, &report.prices, &report.retention, n),
+        destination: usage.cost(Party::Destination, &report.prices, &report.retention, n),
+        requests: usage.requests(Some(workload.summary.events as u64)),
     })
+}
+
+/// How the benchmarks priced on AWS run the local runtime: `workers` invocations at once, each with the template's
+/// default deadline and visibility timeout (the deployment being priced).
+pub(super) fn run_options(ctx: &Context, workers: u16, seed: u64) -> Result<RunOptions, CliError> {
+    Ok(RunOptions {
+        workers: usize::from(workers),
+        lanes: ctx.config_but_backend()?.record_concurrency,
+        seed,
+        function_timeout: chrono::Duration::seconds(PROCESSOR_TIMEOUT_SECONDS),
+        visibility_timeout: chrono::Duration::seconds(QUEUE_VISIBILITY_TIMEOUT_SECONDS),
+        ..RunOptions::default()
+    })
+}
+
+/// A fresh AWS backend whose DynamoDB clients a [`CapacityMeter`] meters, and its request counters: what it used
+/// between two moments.
+pub(super) struct Metering {
+    meter: CapacityMeter,
+    framework: RequestCounter,
+    destination: RequestCounter,
+    table: String,
+    bucket: String,
+}
+
+/// What the counters had counted, and what the table and bucket held, at one moment.
+pub(super) struct Mark {
+    framework: Counts,
+    destination: Counts,
+    stored: BTreeMap<Party, Stored>,
+    objects: u64,
+    bytes: u64,
+}
+
+/// What a backend used between two moments: capacity, requests, and what was stored meanwhile.
+pub(super) struct Usage {
+    consumed: BTreeMap<Party, Consumed>,
+    framework: Counts,
+    destination: Counts,
+    stored: BTreeMap<Party, Stored>,
+    objects: u64,
+    bytes: u64,
+}
+
+impl Metering {
+    /// New resources for `purpose` (named `<prefix>-…` when given), metered.
+    pub(super) async fn open(
+        ctx: &Context,
+        purpose: &str,
+        prefix: Option<&str>,
+    ) -> Result<(AnyBackend, Self), CliError> {
+        let meter = CapacityMeter::connect(ctx.aws.endpoint_url.as_deref(), None, None).await;
+        let backend = ctx.open_fresh_metered(purpose, prefix, &meter).await?;
+        let ComposedBackend::Aws(parts) = &backend.backend else {
+            return Err(CliError::InvalidArgument("the cost benchmarks run on --backend aws".into()));
+        };
+        let metering = Self {
+            meter: meter.clone(),
+            framework: parts.backend.requests.clone(),
+            destination: parts.destination_requests.clone(),
+            table: parts.config.table.clone(),
+            bucket: parts.config.bucket.clone(),
+        };
+        Ok((backend, metering))
+    }
+
+    /// The counters and storage now; the capacity meter starts again from zero.
+    pub(super) async fn mark(&self) -> Result<Mark, CliError> {
+        let (framework, destination) = (self.framework.snapshot(), self.destination.snapshot());
+        let (stored, objects, bytes) = self.storage().await?;
+        self.meter.reset();
+        Ok(Mark { framework, destination, stored, objects, bytes })
+    }
+
+    /// What was used since `mark`.
+    pub(super) async fn usage_since(&self, mark: &Mark) -> Result<Usage, CliError> {
+        let consumed = self.meter.consumed();
+        let (framework, destination) = (
+            since(&mark.framework, &self.framework.snapshot()),
+            since(&mark.destination, &self.destination.snapshot()),
+        );
+        let (stored, objects, bytes) = self.storage().await?;
+        let stored = stored
+            .into_iter()
+            .map(|(who, now)| {
+                let before = mark.stored.get(&who).cloned().unwrap_or_default();
+                let grown = Stored {
+                    items: now.items.saturating_sub(before.items),
+                    table_bytes: now.table_bytes.saturating_sub(before.table_bytes),
+                    index_bytes: now.index_bytes.saturating_sub(before.index_bytes),
+                };
+                (who, grown)
+            })
+            .collect();
+        let (objects, bytes) = (objects.saturating_sub(mark.objects), bytes.saturating_sub(mark.bytes));
+        Ok(Usage { consumed, framework, destination, stored, objects, bytes })
+    }
+
+    async fn storage(&self) -> Result<(BTreeMap<Party, Stored>, u64, u64), CliError> {
+        let unavailable = |what: &str| {
+            let what = what.to_owned();
+            move |e: String| {
+                CliError::store("measuring storage")(StoreError::Unavailable(format!("{what}: {e}").into()))
+            }
+        };
+        let owner = |item: &_| if DynamoMirror::owns(item) { Party::Destination } else { Party::Framework };
+        let stored = self
+            .meter
+            .stored(&self.table, owner)
+            .await
+            .map_err(|e| unavailable("scanning the table")(e.to_string()))?;
+        let (objects, bytes) = self
+            .meter
+            .bucket_bytes(&self.bucket)
+            .await
+            .map_err(|e| unavailable("listing the bucket")(e.to_string()))?;
+        Ok((stored, objects, bytes))
+    }
+}
+
+impl Usage {
+    /// `who`'s usage per event over `events`, in dollars per million events too.
+    pub(super) fn cost(&self, who: Party, prices: &Prices, retention: &Retention, events: f64) -> PartyCost {
+        let none = Consumed::default();
+        let consumed = self.consumed.get(&who).unwrap_or(&none);
+        let stored = self.stored.get(&who).cloned().unwrap_or_default();
+        let (counts, objects, bytes) = match who {
+            Party::Framework => (&self.framework, self.objects, self.bytes),
+            Party::Destination => (&self.destination, 0, 0),
+        };
+        cost(prices, retention, consumed, counts, &stored, (objects, bytes), events)
+    }
+
+    /// The requests by operation, per event when `events` is given.
+    pub(super) fn requests(&self, events: Option<u64>) -> RequestFigures {
+        let scope =
+            "made by this process: sends, the handler's requests, the local event source's receives and deletes";
+        figures(scope, &self.framework, &self.destination, events)
+    }
 }
 
 /// One party's figures per event and in dollars per million events.
