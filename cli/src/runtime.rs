@@ -71,7 +71,7 @@ impl Default for RunOptions {
 }
 
 /// How long a worker's receive waits for a first message (SQS long polling; the embedded queue is woken by this
-/// process's sends). A stopping run does not wait for it.
+/// process's sends). A stopping run does not wait for it; what it takes is handed back (`hand_back`).
 const RECEIVE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Failed sweeps in a row, with the queue empty, after which a run stops with the sweep's error instead of
@@ -239,8 +239,10 @@ struct Worker {
 
 impl Worker {
     /// Receives and invokes until the run stops. A receive waits for messages instead of the worker sleeping
-    /// between empty ones; when the run stops it is dropped (a message it was taking just then comes back after
-    /// its visibility timeout, as from a consumer that stopped).
+    /// between empty ones. When the run stops during a receive, the worker returns at once and leaves the receive
+    /// to a task of its own, which hands back what it took: SQS goes on with a long poll whose client went away
+    /// (for up to [`RECEIVE_WAIT`]), and a message it took then — one sent right after the run ended, say — would
+    /// stay invisible for the whole visibility timeout.
     async fn run(
         mut self,
         options: &RunOptions,
@@ -248,11 +250,20 @@ impl Worker {
         mut stopping: watch::Receiver<bool>,
     ) -> Result<(), StoreError> {
         loop {
+            let queue = Arc::clone(&self.queue);
+            let (max, visibility) = (options.batch_size, options.visibility_timeout);
+            let mut receive = Box::pin(async move { queue.receive_waiting(max, visibility, RECEIVE_WAIT).await });
             let received = tokio::select! {
                 biased;
-                _ = stopping.wait_for(|stopped| *stopped) => return Ok(()),
-                received = self.queue.receive_waiting(options.batch_size, options.visibility_timeout, RECEIVE_WAIT) =>
-                    received,
+                stop = stopping.wait_for(|stopped| *stopped) => {
+                    drop(stop);
+                    None
+                }
+                received = &mut receive => Some(received),
+            };
+            let Some(received) = received else {
+                tokio::spawn(hand_back(Arc::clone(&self.queue), receive));
+                return Ok(());
             };
             match received {
                 Ok(messages) if messages.is_empty() => {}
@@ -333,6 +344,19 @@ impl Worker {
             }
         }
         delete
+    }
+}
+
+/// Lets a receive left by a stopping worker end, then makes what it took visible again at once. A failure is only
+/// logged: such a message comes back after its visibility timeout anyway.
+async fn hand_back(
+    queue: Arc<dyn Queue>,
+    receive: impl std::future::Future<Output = Result<Vec<QueueMessage>, StoreError>>,
+) {
+    for message in receive.await.unwrap_or_default() {
+        if let Err(e) = queue.change_visibility(&message.receipt_handle, Duration::zero()).await {
+            tracing::warn!(message_id = %message.message_id, error = %e, "a message received as the run stopped could not be handed back: it comes back after its visibility timeout");
+        }
     }
 }
 

@@ -312,3 +312,26 @@ async fn aws_pipeline_messy_workload_with_faults_converges() {
     assert_eq!((depth.visible, depth.in_flight, depth.delayed), (0, 0, 0), "{depth:?}");
     println!("messy workload: {:.1} s in all", started.elapsed().as_secs_f64());
 }
+
+/// SQS goes on with a long poll whose client went away, so a run that stops while its workers wait could leave
+/// receives behind that take a message sent right after it and hide it for the whole visibility timeout. The
+/// workers hand back what such a receive takes: the next consumer gets the message within a second or so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_a_message_sent_right_after_a_run_stops_is_not_hidden_by_the_runs_last_receives() {
+    let backend = backend("stop").await;
+    let options = RunOptions { workers: 4, ..options(30, 60) };
+    let (stats, _, _) = run(&backend, &options).await;
+    assert!(stats.drained && stats.invocations == 0, "{stats:?}");
+    let queue = backend.ports.queue.clone();
+    queue.send(vec![synctrail::store::OutgoingMessage::new("sent after the run")]).await.expect("send");
+    let started = Instant::now();
+    let received = loop {
+        let received = queue.receive(10, Duration::seconds(60)).await.expect("receive");
+        if !received.is_empty() || started.elapsed() > std::time::Duration::from_secs(8) {
+            break received;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let bodies: Vec<&str> = received.iter().map(|m| m.body.as_str()).collect();
+    assert_eq!(bodies, ["sent after the run"], "hidden for {:?} and counting", started.elapsed());
+}
