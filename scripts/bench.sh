@@ -9,10 +9,13 @@
 #     invocation's lanes make them) — the reference mirror (in this process), then the built-in HTTP destination
 #     delivering to the example receiver (examples/http-receiver/receiver.py: another process on 127.0.0.1, signed
 #     requests): the CPU this process spends per apply, and what the HTTP destination adds over the mirror;
-#  3. `synctrail bench webhooks`: the webhook ingest handler alone (signature, mapping, one queue send per webhook).
+#  3. `synctrail bench webhooks`: the webhook ingest handler alone (signature, mapping, one queue send per webhook);
+#  4. `synctrail bench growth`: the happy path in rounds of one newer event per entity (20,000 entities, 5 rounds),
+#     each round measured with the baseline loop writing its rows on top of the earlier rounds': what an event costs
+#     as the store grows.
 #
 #   scripts/bench.sh
-#   BENCH_ARGS="--events 5000" APPLIES=2000 scripts/bench.sh
+#   BENCH_ARGS="--events 5000" APPLIES=2000 GROWTH_ARGS="--entities 5000 --rounds 3" scripts/bench.sh
 #
 # Prints a summary; the JSON reports stay in $HOME_DIR/bench-*.json.
 set -euo pipefail
@@ -21,8 +24,10 @@ CARGO="${CARGO:-cargo}"
 PYTHON="${PYTHON:-python3}"
 HOME_DIR="${HOME_DIR:-.synctrail}"
 APPLIES="${APPLIES:-5000}"
-# shellcheck disable=SC2206 # BENCH_ARGS is a list of flags
+# shellcheck disable=SC2206 # BENCH_ARGS and GROWTH_ARGS are lists of flags
 ARGS=(${BENCH_ARGS:-})
+# shellcheck disable=SC2206
+GROWTH=(${GROWTH_ARGS:-})
 SECRET="bench-secret-$(date +%s)-0123456789"
 
 "$CARGO" build --locked --release -p synctrail-cli
@@ -34,6 +39,8 @@ echo "== synctrail bench (the whole pipeline, the reference mirror)"
 "$BIN" --home "$HOME_DIR" --json bench "${ARGS[@]}" >"$HOME_DIR/bench-pipeline.json"
 echo "== synctrail bench webhooks (the ingest handler, in this process)"
 "$BIN" --home "$HOME_DIR" --json bench webhooks --webhooks "$APPLIES" >"$HOME_DIR/bench-webhooks.json"
+echo "== synctrail bench growth (rounds of one newer event per entity, each against the baseline loop)"
+"$BIN" --home "$HOME_DIR" --json bench growth "${GROWTH[@]}" >"$HOME_DIR/bench-growth.json"
 echo "== synctrail bench destination (the reference mirror, in this process)"
 "$BIN" --home "$HOME_DIR" --json bench destination --applies "$APPLIES" >"$HOME_DIR/bench-mirror.json"
 
@@ -56,9 +63,9 @@ echo "== synctrail --destination http … bench destination (the example receive
 SYNCTRAIL_DESTINATION_SECRET="$SECRET" "$BIN" --home "$HOME_DIR" --destination http --destination-url "$URL" --json \
     bench destination --applies "$APPLIES" >"$HOME_DIR/bench-http.json"
 "$PYTHON" - "$HOME_DIR/bench-pipeline.json" "$HOME_DIR/bench-mirror.json" "$HOME_DIR/bench-http.json" \
-    "$HOME_DIR/bench-webhooks.json" <<'EOF'
+    "$HOME_DIR/bench-webhooks.json" "$HOME_DIR/bench-growth.json" <<'EOF'
 import json, sys
-pipeline, mirror, http, webhooks = (json.load(open(p)) for p in sys.argv[1:5])
+pipeline, mirror, http, webhooks, growth = (json.load(open(p)) for p in sys.argv[1:6])
 w = webhooks
 print(f"webhooks  {w['webhooks']} signed deliveries: {w['cpu_per_webhook_us']:.0f} µs CPU per webhook "
       f"({w['cpu_per_verdict_us']:.0f} µs verify and map), {w['sends_per_webhook']:.2f} queue messages per webhook")
@@ -80,4 +87,11 @@ for r in (mirror, http):
           f"{r['cpu_per_apply_us']:.1f} µs CPU per apply in this process; outcomes {r['outcomes']}")
 print(f"the HTTP destination over the mirror: {http['cpu_per_apply_us'] - mirror['cpu_per_apply_us']:+.1f} µs CPU "
       "per apply in this process (the receiver's work is in its own process)")
+print(f"growth    {growth['entities']} entities, one newer event each per round:")
+for r in growth['rounds']:
+    e = r['embedded']
+    print(f"  round {r['round']} ({r['records_before']} records before): {e['events_per_second']:.0f} events/s, "
+          f"{fmt(e['cpu_per_event_us'], '{:.0f}')} µs CPU, "
+          f"{fmt(e['bytes_written_per_event'] and e['bytes_written_per_event'] / 1024, '{:.1f}')} KiB written per event; "
+          f"baseline {e['baseline']['events_per_second']:.0f} events/s; ratio {e['ratio_to_baseline']:.2f}×")
 EOF

@@ -436,6 +436,29 @@ pub enum BenchWhat {
     Destination(BenchDestinationArgs),
     /// The webhook ingest handler alone: signed deliveries through it, CPU and queue sends per webhook.
     Webhooks(BenchWebhookArgs),
+    /// The happy path in rounds, one newer event per entity each: what an event costs as its entity's history and
+    /// the store grow (CPU and bytes embedded; write and read units with --backend aws).
+    Growth(BenchGrowthArgs),
+}
+
+/// `synctrail bench growth`.
+#[derive(Debug, Args)]
+pub struct BenchGrowthArgs {
+    /// Entities; each round sends one newer event for every one of them (default: 20,000; with --backend aws: 100).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub entities: Option<u64>,
+    /// Rounds: the events of round r meet r − 1 events of their entity's history.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1_000))]
+    pub rounds: u64,
+    /// Concurrent invocations.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub workers: u16,
+    /// Seed of the workload.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// With --backend aws: create the fresh resources as <PREFIX>-… (default: synctrail-bench-growth-<random>).
+    #[arg(long, value_name = "NAME")]
+    pub prefix: Option<String>,
 }
 
 /// `synctrail bench destination`.

@@ -200,6 +200,36 @@ async fn aws_the_cost_benchmark_prices_every_scenario_with_framework_and_destina
     assert_eq!(scenarios[1]["deliveries"].as_u64(), Some(24), "every event sent twice");
 }
 
+/// Issue 12: an event costs the same whatever its entity's history. Three rounds of one newer event per entity,
+/// each metered on its own: the framework's write units per event are the same in every round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_the_growth_benchmark_finds_the_same_write_units_per_event_whatever_the_history() {
+    use clap::Parser;
+    let home = crate::support::temp_home();
+    let endpoint = endpoint();
+    let args =
+        ["synctrail", "--home", home.path().to_str().expect("UTF-8"), "--backend", "aws", "--endpoint-url", &endpoint];
+    let args = args.iter().chain(&["--json", "bench", "growth", "--entities", "3", "--rounds", "3"]);
+    let cli = synctrail_cli::args::Cli::try_parse_from(args).expect("valid arguments");
+    let mut out = Vec::new();
+    let code = synctrail_cli::commands::dispatch(&cli, &mut out).await.expect("the benchmark runs");
+    assert_eq!(code, 0);
+    let report: serde_json::Value = serde_json::from_slice(&out).expect("one JSON report");
+    let rounds = report["rounds"].as_array().expect("rounds");
+    assert_eq!(rounds.len(), 3, "{report}");
+    let units = |round: &serde_json::Value| {
+        let framework = &round["aws"]["framework"];
+        assert_eq!(framework["unmetered"].as_u64(), Some(0), "{round}");
+        let per_event = |field: &str| framework[field].as_f64().unwrap_or(f64::NAN);
+        ((per_event("wru_table") * 3.0).round(), (per_event("wru") * 3.0).round())
+    };
+    for round in rounds {
+        assert_eq!(round["statuses"], serde_json::json!({"completed": 3}), "{round}");
+        assert_eq!(units(round), units(&rounds[0]), "round {} against round 1: {report}", round["round"]);
+    }
+    assert_eq!(units(&rounds[0]), (12.0, 24.0), "4 table and 4 index units per happy-path event: {report}");
+}
+
 /// An unpark moves at most a backlog's worth of an entity's parked events: listing them reads those records whole,
 /// not every parked record the index's page lists (thirty here).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -226,6 +226,39 @@ async fn a_run_whose_sweeps_keep_failing_stops_with_the_sweeps_error_instead_of_
     assert!(said.contains(&expected) && said.contains("the store is down (drill)"), "{said}");
 }
 
+/// Each round sends one newer event per entity after the last round is done: every one completes (an older event
+/// sent after a newer one would end `dropped`), and each round is measured on its own.
+#[tokio::test]
+async fn the_growth_bench_runs_rounds_of_one_newer_event_per_entity_and_measures_each_round() {
+    let home = temp_home();
+    let args = ["--json", "bench", "growth", "--entities", "6", "--rounds", "3", "--workers", "2"];
+    let (code, text) = synctrail(home.path(), &args).await;
+    assert_eq!(code, 0, "{text}");
+    let report: Value = serde_json::from_str(&text).expect("one JSON document");
+    let rounds = report["rounds"].as_array().expect("rounds");
+    assert_eq!(rounds.len(), 3, "{report}");
+    for (i, round) in (0u64..).zip(rounds) {
+        assert_eq!(round["round"].as_u64(), Some(i + 1));
+        assert_eq!((round["history_per_entity"].as_u64(), round["records_before"].as_u64()), (Some(i), Some(6 * i)));
+        assert_eq!(round["events"].as_u64(), Some(6));
+        assert_eq!(round["statuses"], json!({"completed": 6}), "every event of the round is newer: {round}");
+        let embedded = &round["embedded"];
+        assert!(embedded["events_per_second"].as_f64() > Some(0.0), "{round}");
+        assert!(embedded["cpu_per_event_us"].as_f64() > Some(0.0), "{round}");
+        assert!(embedded["wal_peak_bytes"].as_u64() > Some(0), "{round}");
+        assert_eq!(embedded["baseline"]["events"].as_u64(), Some(6), "the loop writes the round's rows: {round}");
+        assert!(round["aws"].is_null());
+    }
+    let size = |r: &Value| r["embedded"]["store_bytes_after"].as_u64().unwrap_or(0);
+    assert!(size(&rounds[0]) > 0 && size(&rounds[2]) >= size(&rounds[0]), "{report}");
+    let baseline = rusqlite::Connection::open(home.path().join("bench-growth-baseline").join("synctrail.db"))
+        .expect("the loop's own database");
+    let count = |table: &str| -> i64 {
+        baseline.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |row| row.get(0)).expect("count")
+    };
+    assert_eq!((count("events"), count("heads")), (18, 6), "every round's rows, on top of the earlier rounds'");
+}
+
 #[tokio::test]
 async fn the_embedded_bench_measures_bytes_the_wal_and_its_baseline_loop_in_the_same_run() {
     let home = temp_home();

@@ -3,7 +3,7 @@
 //! the embedded backend it then measures its yardstick in the same invocation: a plain SQLite loop writing the
 //! rows the run left into a fresh database on the same disk, committing once per 10 events
 //! ([`synctrail::store::sqlite::baseline`]), and divides the pipeline's throughput by the loop's. With
-//! `--backend aws`: the cost benchmark ([`super::bench_cost`]).
+//! `--backend aws`: the cost benchmark ([`super::bench_cost`]). `bench growth`: [`super::bench_growth`].
 
 use super::run::run_with_progress;
 use super::send::send_lines;
@@ -25,9 +25,9 @@ use std::io::Write;
 use std::time::Instant;
 use synctrail::compose::ComposedBackend;
 use synctrail::model::{EventRecord, Status};
-use synctrail::store::sqlite::baseline::BaselineRows;
+use synctrail::store::sqlite::baseline::{BaselineRows, BaselineRun};
 use synctrail::store::sqlite::wal_files;
-use synctrail::store::EventQuery;
+use synctrail::store::{EventQuery, StoreError};
 
 /// Events of the throughput benchmark when `--events` is not given.
 pub const DEFAULT_EVENTS: u64 = 20_000;
@@ -124,6 +124,7 @@ pub async fn execute(ctx: &Context, args: &BenchArgs, out: &mut dyn Write) -> Re
         Some(crate::args::BenchWhat::Webhooks(webhooks)) => {
             return super::bench_webhooks::execute(ctx, webhooks, out).await
         }
+        Some(crate::args::BenchWhat::Growth(growth)) => return super::bench_growth::execute(ctx, growth, out).await,
         None => {}
     }
     if ctx.backend == BackendKind::Aws {
@@ -204,10 +205,18 @@ fn baseline(home: &std::path::Path, dir: &std::path::Path) -> Result<BaselineRep
     let rows = BaselineRows::read(home).map_err(CliError::store("reading the run's rows for the baseline"))?;
     super::fresh_home(dir)?;
     std::fs::remove_dir(dir).map_err(|source| CliError::Prepare { path: dir.to_owned(), source })?;
+    measure_baseline(|| rows.write(dir, BASELINE_COMMIT_EVERY))
+}
+
+/// Measures one pass of the baseline loop (`write`, committing every [`BASELINE_COMMIT_EVERY`] events): its wall
+/// time, CPU and bytes written.
+pub(super) fn measure_baseline(
+    write: impl FnOnce() -> Result<BaselineRun, StoreError>,
+) -> Result<BaselineReport, CliError> {
     let written_before = bytes_written();
     let cpu_before = process_cpu_time();
     let started = Instant::now();
-    let run = rows.write(dir, BASELINE_COMMIT_EVERY).map_err(CliError::store("running the baseline loop"))?;
+    let run = write().map_err(CliError::store("running the baseline loop"))?;
     let seconds = started.elapsed().as_secs_f64();
     let cpu = cpu_before.zip(process_cpu_time()).map(|(before, after)| (after - before).as_secs_f64());
     let written = written_before.zip(bytes_written()).map(|(before, after)| after.saturating_sub(before));
@@ -223,12 +232,12 @@ fn baseline(home: &std::path::Path, dir: &std::path::Path) -> Result<BaselineRep
     })
 }
 
-/// The machine's 1-minute load average.
-fn load_average() -> Option<f64> {
+/// The machine's 1-minute load average, where `/proc/loadavg` exists.
+pub(super) fn load_average() -> Option<f64> {
     std::fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()
 }
 
-fn count(n: u64) -> usize {
+pub(super) fn count(n: u64) -> usize {
     usize::try_from(n).unwrap_or(usize::MAX)
 }
 
@@ -242,12 +251,7 @@ fn measure(
     workers: usize,
     counts: Vec<(Status, u64)>,
 ) -> BenchReport {
-    let first = records.iter().map(|r| r.received_at).min();
-    let last = records.iter().filter_map(|r| r.completed_at.or(Some(r.updated_at))).max();
-    let processing = match (first, last) {
-        (Some(a), Some(b)) => (b - a).num_microseconds().unwrap_or(0) as f64 / 1e6,
-        _ => wall,
-    };
+    let processing = first_receive_to_last_completion(records).unwrap_or(wall);
     let mut latencies: Vec<f64> = records
         .iter()
         .filter_map(|r| r.completed_at.map(|c| (c - r.received_at).num_microseconds().unwrap_or(0) as f64 / 1000.0))
@@ -282,6 +286,13 @@ fn measure(
         load_average: None,
         statuses: counts.into_iter().filter(|(_, n)| *n > 0).map(|(s, n)| (s.as_str(), n)).collect(),
     }
+}
+
+/// Seconds from the first of `records` received to the last completed (or last changed); `None` when empty.
+pub(super) fn first_receive_to_last_completion(records: &[EventRecord]) -> Option<f64> {
+    let first = records.iter().map(|r| r.received_at).min()?;
+    let last = records.iter().filter_map(|r| r.completed_at.or(Some(r.updated_at))).max()?;
+    Some((last - first).num_microseconds().unwrap_or(0) as f64 / 1e6)
 }
 
 /// The `p` quantile of sorted `values` (nearest rank); 0 when empty.

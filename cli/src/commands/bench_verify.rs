@@ -2,6 +2,7 @@
 //! then time `verify --all` over them: entities per second, payloads read (none: the content hashes match), CPU,
 //! and the machine's load while it ran.
 
+use super::bench::load_average;
 use super::run::run_with_progress;
 use super::send::send_lines;
 use super::Context;
@@ -120,9 +121,4 @@ pub async fn execute(ctx: &Context, args: &BenchVerifyArgs, out: &mut dyn Write)
     }
     table.write(out)?;
     Ok(())
-}
-
-/// The 1-minute load average, where `/proc/loadavg` exists.
-fn load_average() -> Option<f64> {
-    std::fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()
 }

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod bench_cost;
 pub mod bench_destination;
+pub mod bench_growth;
 pub mod bench_verify;
 pub mod bench_webhooks;
 pub mod dead_letters;

@@ -160,6 +160,9 @@ pub(super) fn entities(count: usize, only: Option<EntityKind>, rng: &mut SmallRn
 /// of the entities (snapshot entities only, unless `hot_deltas`).
 pub(super) fn counts(config: &WorkloadConfig, specs: &[EntitySpec], rng: &mut SmallRng) -> Vec<usize> {
     let entities = specs.len();
+    if config.same_count_per_entity {
+        return vec![(config.events / entities.max(1)).max(1); entities];
+    }
     let mut counts = vec![1; entities];
     let eligible: Vec<usize> = (0..entities).filter(|&i| config.hot_deltas || specs[i].kind.is_snapshot()).collect();
     let hot = &eligible[..eligible.len().min((entities / 100).max(1))];

@@ -63,6 +63,8 @@ pub struct WorkloadConfig {
     pub hot_deltas: bool,
     /// Every entity of this kind (the kinds are drawn all the same, so the rest of the workload stays as seeded).
     pub only: Option<EntityKind>,
+    /// Every entity gets the same number of changes (`events / entities`) instead of a random share.
+    pub same_count_per_entity: bool,
 }
 
 impl WorkloadConfig {
@@ -86,7 +88,14 @@ impl WorkloadConfig {
             dependency_pairs: (events / 2000).clamp(2, 10),
             hot_deltas: false,
             only: None,
+            same_count_per_entity: false,
         }
+    }
+
+    /// `rounds` happy-path changes of each of `entities` entities (what `synctrail bench growth` sends one round at
+    /// a time).
+    pub fn rounds(entities: usize, rounds: usize, seed: u64) -> Self {
+        Self { same_count_per_entity: true, ..Self::happy_path(entities.saturating_mul(rounds), entities, seed) }
     }
 
     /// The benchmark's workload: in order, no duplicates, no bad input, no edits.
@@ -109,6 +118,7 @@ impl WorkloadConfig {
             dependency_pairs: 0,
             hot_deltas: false,
             only: None,
+            same_count_per_entity: false,
         }
     }
 }

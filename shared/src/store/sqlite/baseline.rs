@@ -6,10 +6,12 @@
 //! The loop knows nothing of queues, leases or ordering: it is the cost of storing the outcome, the floor a
 //! framework on the same database pays more than.
 
+use super::codec::nanos;
 use super::db::wal_path;
 use super::error::SqlContext;
 use super::{schema, DB_FILE};
 use crate::store::StoreError;
+use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection};
 use std::collections::HashMap;
 use std::path::Path;
@@ -74,17 +76,24 @@ impl BaselineRows {
     /// Reads every event, head, mirror and effect row of the embedded database in `home`, events in the order they
     /// were received.
     pub fn read(home: &Path) -> Result<Self, StoreError> {
+        Self::read_received_since(home, None)
+    }
+
+    /// [`BaselineRows::read`] for the events received at or after `since` only (every head, mirror and effect row
+    /// still: an event's rows are looked up by its key).
+    pub fn read_received_since(home: &Path, since: Option<DateTime<Utc>>) -> Result<Self, StoreError> {
         let conn = Connection::open(home.join(DB_FILE)).ctx("opening the run's database")?;
         let what = "reading the run's rows";
+        let since = since.map(nanos).transpose()?.unwrap_or(i64::MIN);
         let mut stmt = conn
             .prepare(
                 "SELECT event_id, status, source, entity_key, order_nanos, order_version, received_at, updated_at,
                      version, body
-                 FROM events ORDER BY received_at, event_id",
+                 FROM events WHERE received_at >= ?1 ORDER BY received_at, event_id",
             )
             .ctx(what)?;
         let events = stmt
-            .query_map([], |row| {
+            .query_map([since], |row| {
                 Ok(EventRow {
                     event_id: row.get(0)?,
                     status: row.get(1)?,
@@ -167,6 +176,13 @@ impl BaselineRows {
         }
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError::Backend(format!("creating {}: {e}", dir.display()).into()))?;
+        self.write_more(dir, commit_every)
+    }
+
+    /// [`BaselineRows::write`] into the database in `dir` as it is (made by an earlier write, or fresh), heads and
+    /// mirror rows already there updated: the loop over a store that already holds earlier rounds.
+    pub fn write_more(&self, dir: &Path, commit_every: usize) -> Result<BaselineRun, StoreError> {
+        let path = dir.join(DB_FILE);
         let mut conn = plain_connection(&path)?;
         schema::migrate(&mut conn)?;
         let wal = wal_path(&path);
@@ -308,5 +324,18 @@ mod tests {
             assert_eq!(count(&target, table), expected, "{table}");
         }
         assert!(rows.write(&target, 10).is_err(), "an existing database is not written over");
+
+        let since = DateTime::from_timestamp_nanos(20);
+        let later = BaselineRows::read_received_since(&run_home, Some(since)).expect("read the later events");
+        assert_eq!(later.events(), 5, "events received at 20 ns and after");
+        let conn = Connection::open(target.join(DB_FILE)).expect("open");
+        conn.execute("DELETE FROM events WHERE received_at >= 20", []).expect("forget them");
+        conn.execute("DELETE FROM mirror_effects WHERE applied_at >= 20", []).expect("and their effects");
+        drop(conn);
+        let run = later.write_more(&target, 10).expect("write into the database as it is");
+        assert_eq!((run.events, run.commits), (5, 1));
+        for (table, expected) in [("events", 25), ("mirror_effects", 25), ("heads", 4), ("mirror", 4)] {
+            assert_eq!(count(&target, table), expected, "{table}: the heads and mirror rows updated, not doubled");
+        }
     }
 }
