@@ -415,15 +415,23 @@ pub struct BenchArgs {
     /// Entities the events are spread over (default: 2,000; with --backend aws: one per event).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub entities: Option<u64>,
+    /// How the workload runs.
+    #[command(flatten)]
+    pub run: BenchRunArgs,
+    /// With --backend aws: create the fresh resources as <PREFIX>-… (default: synctrail-bench-<random>).
+    #[arg(long, value_name = "NAME")]
+    pub prefix: Option<String>,
+}
+
+/// How a benchmark's happy-path workload runs: `synctrail bench` and `bench growth`.
+#[derive(Debug, Args)]
+pub struct BenchRunArgs {
     /// Concurrent invocations.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub workers: u16,
     /// Seed of the workload.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
-    /// With --backend aws: create the fresh resources as <PREFIX>-… (default: synctrail-bench-<random>).
-    #[arg(long, value_name = "NAME")]
-    pub prefix: Option<String>,
 }
 
 /// What `synctrail bench` measures besides the pipeline.
@@ -450,12 +458,9 @@ pub struct BenchGrowthArgs {
     /// Rounds: the events of round r meet r − 1 events of their entity's history.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1_000))]
     pub rounds: u64,
-    /// Concurrent invocations.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
-    pub workers: u16,
-    /// Seed of the workload.
-    #[arg(long, default_value_t = 7)]
-    pub seed: u64,
+    /// How the workload runs.
+    #[command(flatten)]
+    pub run: BenchRunArgs,
     /// With --backend aws: create the fresh resources as <PREFIX>-… (default: synctrail-bench-growth-<random>).
     #[arg(long, value_name = "NAME")]
     pub prefix: Option<String>,

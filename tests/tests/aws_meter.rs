@@ -166,19 +166,24 @@ async fn aws_meter_reads_bill_per_started_4_kb_and_storage_counts_overheads() {
     assert_eq!(stored.index_bytes, (5014 + 100) + (10 + 100), "the ALL entry and the KEYS_ONLY one");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn aws_the_cost_benchmark_prices_every_scenario_with_framework_and_destination_apart() {
+/// `synctrail --backend aws --json bench <args>` against the test server, in a home of its own: its JSON report.
+async fn aws_bench(args: &[&str]) -> serde_json::Value {
     use clap::Parser;
     let home = crate::support::temp_home();
     let endpoint = endpoint();
-    let args =
+    let global =
         ["synctrail", "--home", home.path().to_str().expect("UTF-8"), "--backend", "aws", "--endpoint-url", &endpoint];
-    let args = args.iter().chain(&["--json", "bench", "--events", "12", "--entities", "4"]);
-    let cli = synctrail_cli::args::Cli::try_parse_from(args).expect("valid arguments");
+    let all = global.iter().chain(&["--json", "bench"]).chain(args);
+    let cli = synctrail_cli::args::Cli::try_parse_from(all).expect("valid arguments");
     let mut out = Vec::new();
     let code = synctrail_cli::commands::dispatch(&cli, &mut out).await.expect("the benchmark runs");
     assert_eq!(code, 0);
-    let report: serde_json::Value = serde_json::from_slice(&out).expect("one JSON report");
+    serde_json::from_slice(&out).expect("one JSON report")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_the_cost_benchmark_prices_every_scenario_with_framework_and_destination_apart() {
+    let report = aws_bench(&["--events", "12", "--entities", "4"]).await;
     let scenarios = report["scenarios"].as_array().expect("scenarios");
     let names: Vec<&str> = scenarios.iter().filter_map(|s| s["scenario"].as_str()).collect();
     assert_eq!(names, ["happy_path", "delivered_twice", "ten_percent_failing", "hot_entity"]);
@@ -204,17 +209,7 @@ async fn aws_the_cost_benchmark_prices_every_scenario_with_framework_and_destina
 /// each metered on its own: the framework's write units per event are the same in every round.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aws_the_growth_benchmark_finds_the_same_write_units_per_event_whatever_the_history() {
-    use clap::Parser;
-    let home = crate::support::temp_home();
-    let endpoint = endpoint();
-    let args =
-        ["synctrail", "--home", home.path().to_str().expect("UTF-8"), "--backend", "aws", "--endpoint-url", &endpoint];
-    let args = args.iter().chain(&["--json", "bench", "growth", "--entities", "3", "--rounds", "3"]);
-    let cli = synctrail_cli::args::Cli::try_parse_from(args).expect("valid arguments");
-    let mut out = Vec::new();
-    let code = synctrail_cli::commands::dispatch(&cli, &mut out).await.expect("the benchmark runs");
-    assert_eq!(code, 0);
-    let report: serde_json::Value = serde_json::from_slice(&out).expect("one JSON report");
+    let report = aws_bench(&["growth", "--entities", "3", "--rounds", "3"]).await;
     let rounds = report["rounds"].as_array().expect("rounds");
     assert_eq!(rounds.len(), 3, "{report}");
     let units = |round: &serde_json::Value| {

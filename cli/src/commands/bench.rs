@@ -130,9 +130,9 @@ pub async fn execute(ctx: &Context, args: &BenchArgs, out: &mut dyn Write) -> Re
     if ctx.backend == BackendKind::Aws {
         return super::bench_cost::execute(ctx, args, out).await;
     }
-    let workers = usize::from(args.workers);
+    let workers = usize::from(args.run.workers);
     let (events, entities) = (args.events.unwrap_or(DEFAULT_EVENTS), args.entities.unwrap_or(DEFAULT_ENTITIES));
-    let config = WorkloadConfig::happy_path(count(events), count(entities), args.seed);
+    let config = WorkloadConfig::happy_path(count(events), count(entities), args.run.seed);
     let workload = generate(&config);
     let backend = ctx.open_fresh("bench", args.prefix.as_deref(), None).await?;
     if !ctx.json {
@@ -164,7 +164,7 @@ pub async fn execute(ctx: &Context, args: &BenchArgs, out: &mut dyn Write) -> Re
     let cpu_before = process_cpu_time();
     let started = Instant::now();
     let lanes = ctx.config()?.record_concurrency;
-    let options = RunOptions { workers, lanes, seed: args.seed, ..RunOptions::default() };
+    let options = RunOptions { workers, lanes, seed: args.run.seed, ..RunOptions::default() };
     let stats = run_with_progress(&backend, base_settings(), &options, ctx.json).await?;
     let wall = started.elapsed().as_secs_f64();
     let cpu = cpu_before.zip(process_cpu_time()).map(|(before, after)| (after - before).as_secs_f64());

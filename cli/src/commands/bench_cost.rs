@@ -180,7 +180,7 @@ pub async fn execute(ctx: &Context, args: &BenchArgs, out: &mut dyn Write) -> Re
         expire_after_days: f64::from(setup.expire_after_days),
     };
     let mut report =
-        CostReport { prices: US_EAST_1_2025, retention, entities, workers: args.workers, scenarios: Vec::new() };
+        CostReport { prices: US_EAST_1_2025, retention, entities, workers: args.run.workers, scenarios: Vec::new() };
     for scenario in Scenario::ALL {
         if !ctx.json {
             writeln!(out, "running: {} ({events} events)…", scenario.name())?;
@@ -207,11 +207,11 @@ async fn run(
         args.prefix.as_ref().map(|p| format!("{p}-{}", Scenario::ALL.iter().position(|s| *s == scenario).unwrap_or(0)));
     let (backend, metering) = Metering::open(ctx, "bench", prefix.as_deref()).await?;
     let start = metering.mark().await?;
-    let workload = generate(&scenario.workload(count(events), count(entities), args.seed));
+    let workload = generate(&scenario.workload(count(events), count(entities), args.run.seed));
     let sent = send_lines(backend.ports.queue.as_ref(), workload.lines(), |_| {})
         .await
         .map_err(CliError::store("sending the workload to the queue"))?;
-    let options = RunOptions { drill: scenario.drill(), ..run_options(ctx, args.workers, args.seed)? };
+    let options = RunOptions { drill: scenario.drill(), ..run_options(ctx, args.run.workers, args.run.seed)? };
     let stats = run_with_progress(&backend, base_settings(), &options, ctx.json).await?;
     if !stats.drained {
         return Err(CliError::NotDrained { seconds: options.max_duration.as_secs_f64(), selector: backend.selector() });
@@ -370,6 +370,22 @@ impl Usage {
     }
 }
 
+/// The columns of a party's usage per event that the AWS cost tables show, in [`usage_cells`]' order.
+pub(super) const USAGE_COLUMNS: [&str; 5] = ["WRU table", "WRU indexes", "RRU", "S3 PUT", "S3 GET"];
+
+/// `c`'s cells under [`USAGE_COLUMNS`].
+pub(super) fn usage_cells(c: &PartyCost) -> [String; 5] {
+    [c.wru_table, c.wru - c.wru_table, c.rru, c.s3_puts, c.s3_gets].map(|v| format!("{v:.2}"))
+}
+
+impl PartyCost {
+    /// Dollars per million events of requests alone (storage left out).
+    pub fn request_dollars(&self) -> f64 {
+        let d = &self.dollars_per_million;
+        d.total - d.dynamodb_storage - d.s3_storage
+    }
+}
+
 /// One party's figures per event and in dollars per million events.
 fn cost(
     prices: &Prices,
@@ -439,38 +455,27 @@ fn write_report(out: &mut dyn Write, r: &CostReport) -> std::io::Result<()> {
          expired after {:.0}\n",
         r.retention.records_days, r.retention.archive_after_days, r.retention.expire_after_days
     )?;
-    let mut table = Table::new(&[
-        "scenario",
-        "made by",
-        "WRU table",
-        "WRU indexes",
-        "RRU",
-        "S3 PUT",
-        "S3 GET",
-        "SQS",
-        "$/M requests",
-        "$/M storage",
-        "$/M total",
-    ]);
-    for i in 2..11 {
+    let headers: Vec<&str> = ["scenario", "made by"]
+        .into_iter()
+        .chain(USAGE_COLUMNS)
+        .chain(["SQS", "$/M requests", "$/M storage", "$/M total"])
+        .collect();
+    let mut table = Table::new(&headers);
+    for i in 2..headers.len() {
         table = table.align_right(i);
     }
     for s in &r.scenarios {
         for (who, c) in [("framework", &s.framework), ("destination", &s.destination)] {
             let d = &c.dollars_per_million;
-            table.row(vec![
-                s.scenario.name().to_owned(),
-                who.to_owned(),
-                format!("{:.2}", c.wru_table),
-                format!("{:.2}", c.wru - c.wru_table),
-                format!("{:.2}", c.rru),
-                format!("{:.2}", c.s3_puts),
-                format!("{:.2}", c.s3_gets),
+            let mut row = vec![s.scenario.name().to_owned(), who.to_owned()];
+            row.extend(usage_cells(c));
+            row.extend([
                 format!("{:.2}", c.sqs_requests),
-                format!("{:.2}", d.total - d.dynamodb_storage - d.s3_storage),
+                format!("{:.2}", c.request_dollars()),
                 format!("{:.2}", d.dynamodb_storage + d.s3_storage),
                 format!("{:.2}", d.total),
             ]);
+            table.row(row);
         }
     }
     table.write(out)?;

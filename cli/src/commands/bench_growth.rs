@@ -8,7 +8,7 @@
 use super::bench::{
     count, first_receive_to_last_completion, load_average, measure_baseline, BaselineReport, BASELINE_COMMIT_EVERY,
 };
-use super::bench_cost::{run_options, Metering, PartyCost};
+use super::bench_cost::{run_options, usage_cells, Metering, PartyCost, USAGE_COLUMNS};
 use super::run::run_with_progress;
 use super::send::send_lines;
 use super::Context;
@@ -116,7 +116,7 @@ pub struct GrowthReport {
 pub async fn execute(ctx: &Context, args: &BenchGrowthArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let aws = ctx.backend == BackendKind::Aws;
     let entities = args.entities.unwrap_or(if aws { DEFAULT_AWS_ENTITIES } else { DEFAULT_ENTITIES });
-    let workload = generate(&WorkloadConfig::rounds(count(entities), count(args.rounds), args.seed));
+    let workload = generate(&WorkloadConfig::rounds(count(entities), count(args.rounds), args.run.seed));
     let rounds = rounds_of(workload.lines(), count(args.rounds))?;
     let (backend, metering) = if aws {
         let (backend, metering) = Metering::open(ctx, "bench-growth", args.prefix.as_deref()).await?;
@@ -130,14 +130,14 @@ pub async fn execute(ctx: &Context, args: &BenchGrowthArgs, out: &mut dyn Write)
             "bench growth — {}\n{entities} entities, {} rounds of one newer event each, {} workers, no faults",
             super::demo::fresh_description(&backend),
             args.rounds,
-            args.workers
+            args.run.workers
         )?;
     }
     let mut report = GrowthReport {
         backend: backend.kind(),
         location: backend.describe(),
         entities,
-        workers: args.workers,
+        workers: args.run.workers,
         load_average: load_average(),
         rounds: Vec::new(),
     };
@@ -208,9 +208,9 @@ async fn embedded_round(
     let wal_watch = PeakSize::watch(wal_files(home).to_vec())?;
     let (written_before, cpu_before, started) = (bytes_written(), process_cpu_time(), Instant::now());
     let options = RunOptions {
-        workers: usize::from(args.workers),
+        workers: usize::from(args.run.workers),
         lanes: ctx.config()?.record_concurrency,
-        seed: args.seed,
+        seed: args.run.seed,
         ..RunOptions::default()
     };
     let stats = run_with_progress(backend, base_settings(), &options, ctx.json).await?;
@@ -250,7 +250,7 @@ async fn aws_round(
     events: u64,
 ) -> Result<RoundFigures, CliError> {
     let start = metering.mark().await?;
-    let options = run_options(ctx, args.workers, args.seed)?;
+    let options = run_options(ctx, args.run.workers, args.run.seed)?;
     let stats = run_with_progress(backend, base_settings(), &options, ctx.json).await?;
     drained(&stats, options.max_duration.as_secs_f64(), backend)?;
     let usage = metering.usage_since(&start).await?;
@@ -358,20 +358,13 @@ fn write_report(out: &mut dyn Write, r: &GrowthReport) -> std::io::Result<()> {
         }
         table.write(out)?;
     } else {
-        let mut table = Table::new(&[
-            "round",
-            "history",
-            "made by",
-            "WRU table",
-            "WRU indexes",
-            "RRU",
-            "S3 PUT",
-            "S3 GET",
-            "DynamoDB requests",
-            "B stored",
-            "$/M requests",
-        ]);
-        for i in 3..11 {
+        let headers: Vec<&str> = ["round", "history", "made by"]
+            .into_iter()
+            .chain(USAGE_COLUMNS)
+            .chain(["DynamoDB requests", "B stored", "$/M requests"])
+            .collect();
+        let mut table = Table::new(&headers);
+        for i in 3..headers.len() {
             table = table.align_right(i);
         }
         for s in &r.rounds {
@@ -381,20 +374,14 @@ fn write_report(out: &mut dyn Write, r: &GrowthReport) -> std::io::Result<()> {
                 ("framework", &a.framework, per_event.map(|p| p.dynamodb_writes + p.dynamodb_reads)),
                 ("destination", &a.destination, per_event.map(|p| p.destination_writes + p.destination_reads)),
             ] {
-                let d = &c.dollars_per_million;
-                table.row(vec![
-                    s.round.to_string(),
-                    s.history_per_entity.to_string(),
-                    who.to_owned(),
-                    format!("{:.2}", c.wru_table),
-                    format!("{:.2}", c.wru - c.wru_table),
-                    format!("{:.2}", c.rru),
-                    format!("{:.2}", c.s3_puts),
-                    format!("{:.2}", c.s3_gets),
+                let mut row = vec![s.round.to_string(), s.history_per_entity.to_string(), who.to_owned()];
+                row.extend(usage_cells(c));
+                row.extend([
                     opt(requests, 1.0, 2),
                     format!("{:.0}", c.dynamodb_bytes),
-                    format!("{:.2}", d.total - d.dynamodb_storage - d.s3_storage),
+                    format!("{:.2}", c.request_dollars()),
                 ]);
+                table.row(row);
             }
         }
         table.write(out)?;
@@ -429,15 +416,10 @@ fn spread(first: &RoundFigures, last: &RoundFigures) -> String {
             "framework WRU per event {:+.2}, RRU {:+.2}, $ per million events (requests) {:+.2}",
             b.framework.wru - a.framework.wru,
             b.framework.rru - a.framework.rru,
-            request_dollars(&b.framework) - request_dollars(&a.framework)
+            b.framework.request_dollars() - a.framework.request_dollars()
         ),
         _ => "n/a".to_owned(),
     }
-}
-
-fn request_dollars(c: &PartyCost) -> f64 {
-    let d = &c.dollars_per_million;
-    d.total - d.dynamodb_storage - d.s3_storage
 }
 
 #[cfg(test)]
