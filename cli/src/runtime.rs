@@ -250,6 +250,9 @@ impl Worker {
         mut stopping: watch::Receiver<bool>,
     ) -> Result<(), StoreError> {
         loop {
+            if *stopping.borrow() {
+                return Ok(());
+            }
             let queue = Arc::clone(&self.queue);
             let (max, visibility) = (options.batch_size, options.visibility_timeout);
             let mut receive = Box::pin(async move { queue.receive_waiting(max, visibility, RECEIVE_WAIT).await });
