@@ -173,12 +173,7 @@ pub async fn execute(ctx: &Context, args: &BenchArgs, out: &mut dyn Write) -> Re
     // One event per entity unless told otherwise: no two workers contend for an entity, so the happy path, the
     // duplicates and the retries are priced apart from contention (the hot scenario prices that).
     let entities = args.entities.unwrap_or(events);
-    let setup = SetupConfig::named("bench");
-    let retention = Retention {
-        records_days: ctx.config_but_backend()?.settings.metadata_retention.num_seconds() as f64 / 86_400.0,
-        archive_after_days: f64::from(setup.archive_after_days),
-        expire_after_days: f64::from(setup.expire_after_days),
-    };
+    let retention = retention(ctx)?;
     let mut report =
         CostReport { prices: US_EAST_1_2025, retention, entities, workers: args.run.workers, scenarios: Vec::new() };
     for scenario in Scenario::ALL {
@@ -228,6 +223,17 @@ async fn run(
         framework: usage.cost(Party::Framework, &report.prices, &report.retention, n),
         destination: usage.cost(Party::Destination, &report.prices, &report.retention, n),
         requests: usage.requests(Some(workload.summary.events as u64)),
+    })
+}
+
+/// The retention settings storage is priced over: the configured metadata retention, the template's payload
+/// lifecycle.
+pub(super) fn retention(ctx: &Context) -> Result<Retention, CliError> {
+    let setup = SetupConfig::named("bench");
+    Ok(Retention {
+        records_days: ctx.config_but_backend()?.settings.metadata_retention.num_seconds() as f64 / 86_400.0,
+        archive_after_days: f64::from(setup.archive_after_days),
+        expire_after_days: f64::from(setup.expire_after_days),
     })
 }
 

@@ -8,7 +8,7 @@
 use super::bench::{
     count, first_receive_to_last_completion, load_average, measure_baseline, BaselineReport, BASELINE_COMMIT_EVERY,
 };
-use super::bench_cost::{run_options, usage_cells, Metering, PartyCost, USAGE_COLUMNS};
+use super::bench_cost::{retention, run_options, usage_cells, Metering, PartyCost, USAGE_COLUMNS};
 use super::run::run_with_progress;
 use super::send::send_lines;
 use super::Context;
@@ -19,7 +19,7 @@ use crate::cpu::process_cpu_time;
 use crate::disk::{bytes_written, PeakSize};
 use crate::error::CliError;
 use crate::output::{write_json, Table};
-use crate::prices::{Retention, US_EAST_1_2025};
+use crate::prices::US_EAST_1_2025;
 use crate::requests::RequestFigures;
 use crate::runtime::{RunOptions, RunStats};
 use crate::workload::{generate, WorkloadConfig};
@@ -30,7 +30,6 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 use synctrail::compose::ComposedBackend;
-use synctrail::store::aws::setup::SetupConfig;
 use synctrail::store::aws::Party;
 use synctrail::store::sqlite::baseline::BaselineRows;
 use synctrail::store::sqlite::wal_files;
@@ -254,12 +253,7 @@ async fn aws_round(
     let stats = run_with_progress(backend, base_settings(), &options, ctx.json).await?;
     drained(&stats, options.max_duration.as_secs_f64(), backend)?;
     let usage = metering.usage_since(&start).await?;
-    let setup = SetupConfig::named("bench");
-    let retention = Retention {
-        records_days: ctx.config_but_backend()?.settings.metadata_retention.num_seconds() as f64 / 86_400.0,
-        archive_after_days: f64::from(setup.archive_after_days),
-        expire_after_days: f64::from(setup.expire_after_days),
-    };
+    let retention = retention(ctx)?;
     let n = events as f64;
     let aws = AwsRound {
         framework: usage.cost(Party::Framework, &US_EAST_1_2025, &retention, n),
