@@ -122,12 +122,14 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    /// The checkpoint of `fold`, the replay of `applied` (one entity's applied events); `None` when there were none or
-    /// one has no order key.
-    pub fn after(fold: InOrderFold, applied: &[&EventRecord]) -> Option<Self> {
-        let through = applied.iter().map(|e| Position::of(e)).collect::<Option<Vec<_>>>()?.into_iter().max()?;
+    /// The checkpoint of `fold`, the replay of `applied` (one entity's applied events), and the newest of them (the
+    /// last of those at the newest position), whose record names the checkpoint; `None` when there were none or one
+    /// has no order key.
+    pub fn after<'a>(fold: InOrderFold, applied: &[&'a EventRecord]) -> Option<(Self, &'a EventRecord)> {
+        let positions = applied.iter().map(|e| Position::of(e)).collect::<Option<Vec<_>>>()?;
+        let (newest, through) = applied.iter().copied().zip(positions).max_by_key(|(_, position)| *position)?;
         let late = applied.iter().filter(|e| e.out_of_order).map(|e| e.event_id.to_string()).collect();
-        Some(Self { fold, through, folded: applied.len(), digest: digest(applied), late })
+        Some((Self { fold, through, folded: applied.len(), digest: digest(applied), late }, newest))
     }
 
     /// The events of `applied` (one entity's applied events now) applied since this checkpoint, when the others are
@@ -264,7 +266,8 @@ mod tests {
         let mut b = b;
         b.out_of_order = true;
         assert!(Checkpoint::after(InOrderFold::default(), &[]).is_none(), "no checkpoint of no events");
-        let checkpoint = Checkpoint::after(InOrderFold::default(), &[&b, &a]).unwrap();
+        let (checkpoint, newest) = Checkpoint::after(InOrderFold::default(), &[&b, &a]).unwrap();
+        assert_eq!(newest.event_id.as_str(), "a", "the newest by order key, though applied first");
         let stored = Checkpoint::from_bytes(&checkpoint.to_bytes().unwrap()).unwrap();
         assert_eq!(stored, checkpoint);
         let ids = |events: Option<Vec<&EventRecord>>| {

@@ -330,8 +330,7 @@ impl Engine {
         let steps = to_fold.iter().copied().zip(&payloads);
         replay::fold_in_order(&mut fold, entity, steps, &self.delta_fields).map_err(|e| e.to_string())?;
         let row = fold.row(&entity.to_string(), self.now());
-        let newest = applied.iter().max_by_key(|e| checkpoint::Position::of(e)).map(|e| (*e).clone());
-        report.checkpoint = Checkpoint::after(fold, applied).zip(newest);
+        report.checkpoint = Checkpoint::after(fold, applied).map(|(checkpoint, newest)| (checkpoint, newest.clone()));
         Ok(row)
     }
 
