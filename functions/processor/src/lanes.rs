@@ -3,22 +3,24 @@
 //! cheaply from the body; a body that names no entity gets a lane of its own (it can only be rejected).
 
 use serde::Deserialize;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use synctrail::model::DEFAULT_TENANT;
 
-/// The fields that name an envelope's entity, or a re-drive's event, borrowed from the body.
+/// The fields that name an envelope's entity, or a re-drive's event, borrowed from the body (copied only when the
+/// JSON escapes a character in them).
 #[derive(Deserialize)]
 struct Key<'a> {
     #[serde(borrow, default)]
-    tenant: Option<&'a str>,
+    tenant: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    source: Option<&'a str>,
+    source: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    entity_type: Option<&'a str>,
+    entity_type: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    external_id: Option<&'a str>,
+    external_id: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    event_id: Option<&'a str>,
+    event_id: Option<Cow<'a, str>>,
     #[serde(borrow, default, rename = "synctrail_redrive")]
     redrive: Option<Redrive<'a>>,
 }
@@ -27,7 +29,7 @@ struct Key<'a> {
 #[derive(Deserialize)]
 struct Redrive<'a> {
     #[serde(borrow)]
-    event_id: &'a str,
+    event_id: Cow<'a, str>,
     #[serde(borrow, default)]
     entity: Option<Entity<'a>>,
 }
@@ -35,10 +37,14 @@ struct Redrive<'a> {
 /// A re-drive's entity.
 #[derive(Deserialize)]
 struct Entity<'a> {
-    tenant: &'a str,
-    source: &'a str,
-    entity_type: &'a str,
-    external_id: &'a str,
+    #[serde(borrow)]
+    tenant: Cow<'a, str>,
+    #[serde(borrow)]
+    source: Cow<'a, str>,
+    #[serde(borrow)]
+    entity_type: Cow<'a, str>,
+    #[serde(borrow)]
+    external_id: Cow<'a, str>,
 }
 
 /// The lane a body belongs to: its entity's parts (an envelope's, or those a re-drive names), or the event a
@@ -50,9 +56,11 @@ fn lane_key(body: &str) -> Option<String> {
     };
     match (key.source, key.entity_type, key.external_id, key.redrive) {
         (Some(source), Some(entity_type), Some(external_id), _) => {
-            Some(entity(key.tenant.unwrap_or(DEFAULT_TENANT), source, entity_type, external_id))
+            Some(entity(key.tenant.as_deref().unwrap_or(DEFAULT_TENANT), &source, &entity_type, &external_id))
         }
-        (.., Some(Redrive { entity: Some(e), .. })) => Some(entity(e.tenant, e.source, e.entity_type, e.external_id)),
+        (.., Some(Redrive { entity: Some(e), .. })) => {
+            Some(entity(&e.tenant, &e.source, &e.entity_type, &e.external_id))
+        }
         (.., redrive) => redrive.map(|r| r.event_id).or(key.event_id).map(|id| format!("r\u{1f}{id}")),
     }
 }
@@ -117,6 +125,14 @@ mod tests {
         let bodies = [redrive("ev-1", "1"), issue(2), issue(1), redrive("ev-2", "2"), redrive("ev-3", "3")];
         let lanes = lanes(bodies.iter().map(|b| Some(b.as_str())));
         assert_eq!(lanes, vec![vec![0, 2], vec![1, 3], vec![4]], "an envelope without a tenant is the default's");
+    }
+
+    #[test]
+    fn an_entity_named_with_escaped_characters_shares_the_lane_of_the_same_entity_named_plainly() {
+        let plain = r#"{"source":"github","entity_type":"issue","external_id":"o/r#1","payload":{}}"#;
+        let escaped = r#"{"source":"github","entity_type":"issue","external_id":"o\/r\u00231","payload":{}}"#;
+        let other = r#"{"source":"github","entity_type":"issue","external_id":"o/r#2","payload":{}}"#;
+        assert_eq!(lanes([Some(plain), Some(other), Some(escaped)]), vec![vec![0, 2], vec![1]]);
     }
 
     #[test]
