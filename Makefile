@@ -16,7 +16,8 @@ test:
 
 ## The benchmark on the embedded backend: events/s, latency percentiles, CPU time, bytes written per event, the WAL's
 ## peak and the ratio to a baseline SQLite loop measured in the same run — with the reference mirror; then the webhook
-## leg and the destination alone, mirror and HTTP to the example receiver (scripts/bench.sh).
+## leg, rounds of a growing store each against the loop, and the destination alone, mirror and HTTP to the example
+## receiver (scripts/bench.sh).
 bench:
 	CARGO=$(CARGO) HOME_DIR=$(HOME_DIR) scripts/bench.sh
 
