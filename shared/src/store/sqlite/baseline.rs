@@ -1,7 +1,8 @@
 //! The benchmark's yardstick: a plain SQLite loop that writes the rows a pipeline run left behind (each event's
 //! record, its entity's head, the mirror row and the effect row) into a fresh database with the same schema and
 //! pragmas, committing once per `commit_every` events. `synctrail bench` divides its throughput by this loop's,
-//! measured on the same disk in the same invocation.
+//! measured on the same disk in the same invocation; `synctrail bench growth` runs it after each round, on the
+//! round's rows, into one database that keeps the earlier rounds' (`read_received_since`, `write_more`).
 //!
 //! The loop knows nothing of queues, leases or ordering: it is the cost of storing the outcome, the floor a
 //! framework on the same database pays more than.
