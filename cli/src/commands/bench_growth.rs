@@ -155,15 +155,28 @@ pub async fn execute(ctx: &Context, args: &BenchGrowthArgs, out: &mut dyn Write)
         send_lines(backend.ports.queue.as_ref(), lines, |_| {})
             .await
             .map_err(CliError::store("sending a round to the queue"))?;
-        let mut figures = match &metering {
-            Some(metering) => aws_round(ctx, args, &backend, metering, events).await?,
-            None => embedded_round(ctx, args, &backend, &baseline_dir, sent_at, events).await?,
+        let (stats, embedded, aws) = match &metering {
+            Some(metering) => {
+                let (stats, aws) = aws_round(ctx, args, &backend, metering, events).await?;
+                (stats, None, Some(aws))
+            }
+            None => {
+                let (stats, embedded) = embedded_round(ctx, args, &backend, &baseline_dir, sent_at, events).await?;
+                (stats, Some(embedded), None)
+            }
         };
-        figures.round = round;
-        figures.history_per_entity = index as u64;
-        figures.records_before = records_before;
+        report.rounds.push(RoundFigures {
+            round,
+            history_per_entity: index as u64,
+            records_before,
+            events,
+            invocations: stats.invocations,
+            retried: stats.retried,
+            statuses: stats.statuses.iter().map(|(s, n)| (s.as_str(), *n)).collect(),
+            embedded,
+            aws,
+        });
         records_before += events;
-        report.rounds.push(figures);
     }
     if ctx.json {
         return write_json(out, &report);
@@ -192,7 +205,8 @@ fn rounds_of(lines: impl Iterator<Item = String>, rounds: usize) -> Result<Vec<V
     Ok(out)
 }
 
-/// Runs one round on the embedded backend, measuring the process's CPU and writes and the log's peak.
+/// Runs one round on the embedded backend, measuring the process's CPU and writes, the log's peak and the baseline
+/// loop on the round's rows; returns what the run did and the figures.
 async fn embedded_round(
     ctx: &Context,
     args: &BenchGrowthArgs,
@@ -200,7 +214,7 @@ async fn embedded_round(
     baseline_dir: &Path,
     sent_at: chrono::DateTime<chrono::Utc>,
     events: u64,
-) -> Result<RoundFigures, CliError> {
+) -> Result<(RunStats, EmbeddedRound), CliError> {
     let ComposedBackend::Embedded { home, .. } = &backend.backend else {
         return Err(CliError::InvalidArgument("an embedded round needs the embedded backend".into()));
     };
@@ -237,17 +251,18 @@ async fn embedded_round(
         ratio_to_baseline: events_per_second / baseline.events_per_second.max(1e-9),
         baseline,
     };
-    Ok(RoundFigures { embedded: Some(embedded), ..round_figures(&stats, events) })
+    Ok((stats, embedded))
 }
 
-/// Runs one round on AWS, metered as the cost benchmark meters a scenario.
+/// Runs one round on AWS, metered as the cost benchmark meters a scenario; returns what the run did and the
+/// figures.
 async fn aws_round(
     ctx: &Context,
     args: &BenchGrowthArgs,
     backend: &AnyBackend,
     metering: &Metering,
     events: u64,
-) -> Result<RoundFigures, CliError> {
+) -> Result<(RunStats, AwsRound), CliError> {
     let start = metering.mark().await?;
     let options = run_options(ctx, args.run.workers, args.run.seed)?;
     let stats = run_with_progress(backend, base_settings(), &options, ctx.json).await?;
@@ -260,7 +275,7 @@ async fn aws_round(
         destination: usage.cost(Party::Destination, &US_EAST_1_2025, &retention, n),
         requests: usage.requests(Some(events)),
     };
-    Ok(RoundFigures { aws: Some(aws), ..round_figures(&stats, events) })
+    Ok((stats, aws))
 }
 
 fn drained(stats: &RunStats, seconds: f64, backend: &AnyBackend) -> Result<(), CliError> {
@@ -268,20 +283,6 @@ fn drained(stats: &RunStats, seconds: f64, backend: &AnyBackend) -> Result<(), C
         Ok(())
     } else {
         Err(CliError::NotDrained { seconds, selector: backend.selector() })
-    }
-}
-
-fn round_figures(stats: &RunStats, events: u64) -> RoundFigures {
-    RoundFigures {
-        round: 0,
-        history_per_entity: 0,
-        records_before: 0,
-        events,
-        invocations: stats.invocations,
-        retried: stats.retried,
-        statuses: stats.statuses.iter().map(|(s, n)| (s.as_str(), *n)).collect(),
-        embedded: None,
-        aws: None,
     }
 }
 
