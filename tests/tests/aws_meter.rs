@@ -253,3 +253,35 @@ async fn aws_meter_listing_nine_of_thirty_parked_events_reads_nine_records() {
     assert_eq!(consumed.unmetered, 0, "every request was metered");
     assert!(consumed.rru <= 10.0, "nine records of 1 unit each and a page of index keys, not thirty: {consumed:?}");
 }
+
+/// A retry costs the same write units whatever the length of its event's history: the record's oldest entries move
+/// into parts of their own, so each write of the record stays one unit (spec §9 "Old history entries kept apart").
+/// Before, the record passed 1 KB at about its third retry with Lambda's request and trace ids, and each later
+/// write cost two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_meter_a_retry_costs_the_same_write_units_whatever_its_events_history() {
+    use crate::conformance::aws::fixture;
+    use crate::conformance::suite::{insert_retried_event, write_retries};
+    use synctrail::store::aws::AwsBackend;
+    let f = fixture().await;
+    let meter = CapacityMeter::connect(Some(&endpoint()), Some("us-east-1"), None).await;
+    let mut clients = f.clients.clone();
+    clients.dynamodb = meter.wrap(&f.clients.dynamodb);
+    let config = f.created.config(Some(endpoint()), Some("us-east-1".into()));
+    let backend = AwsBackend::with_clients(&clients, &config).await.expect("connect");
+    let store = backend.store.as_ref();
+    let mut whole = insert_retried_event(store).await;
+    // Ten retries: ten claims (1 unit each), seven failures alone (1 each) and three with the head in one transaction
+    // (2 for each item): 29 units, and a history part (1 unit) every few retries once the history is long.
+    let mut units_per_ten = Vec::new();
+    for tens in [1..=10, 11..=20, 21..=30] {
+        meter.reset();
+        write_retries(store, tens, &mut whole).await;
+        let consumed = meter.consumed().remove(&Party::Framework).unwrap_or_default();
+        assert_eq!(consumed.unmetered, 0, "every request was metered");
+        units_per_ten.push(consumed.table_wru);
+    }
+    let (first, last) = (units_per_ten[0], units_per_ten[2]);
+    assert!((29..=32).contains(&first) && (29..=32).contains(&last), "table units per ten retries: {units_per_ten:?}");
+    assert_eq!(whole.len(), 61);
+}

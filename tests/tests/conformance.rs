@@ -309,6 +309,7 @@ pub mod build {
             last_message_id: None,
             expires_at: received_at + Duration::days(400),
             history_folded: 0,
+            history_apart: None,
             replay_kept: None,
             history: Vec::new(),
             version: 0,
@@ -503,6 +504,85 @@ pub mod suite {
         assert_eq!(stored.version, 1 + stopped.applied as u64);
         assert_eq!(p.store.get_head(&a).await.expect("get").map(|h| h.version), Some(1), "the failing write");
         assert_eq!(p.store.get_head(&b).await.expect("get"), None, "nothing after it");
+    }
+
+    /// One invocation's history entries, with a request id and trace id of its own (random, as Lambda's are).
+    fn invocation_entries(record: &EventRecord, statuses: &[Status], seconds: i64) -> Vec<HistoryEntry> {
+        let request_id = hex::encode(rand::random::<[u8; 16]>());
+        let trace_id = format!("Root=1-6a000000-{}", hex::encode(rand::random::<[u8; 12]>()));
+        let entry = |status: &Status| HistoryEntry {
+            status: *status,
+            at: at(seconds),
+            attempt: record.attempt,
+            function: Some("synctrail-processor:$LATEST".to_owned()),
+            request_id: Some(request_id.clone()),
+            trace_id: Some(trace_id.clone()),
+            note: None,
+        };
+        statuses.iter().map(entry).collect()
+    }
+
+    /// Records `ev-retried` (its entity's head too) with its first entry; returns the history written so far.
+    pub async fn insert_retried_event(store: &dyn EventStore) -> Vec<HistoryEntry> {
+        let e = entity("retried");
+        let mut record = record("ev-retried", Some(&e), Some(order(1)), at(1));
+        record.history = invocation_entries(&record, &[Status::Received], 1);
+        let whole = record.history.clone();
+        store.commit(vec![Write::event(record)]).await.expect("insert");
+        store.commit(vec![Write::head(EntityHead::empty(e, at(1)))]).await.expect("head");
+        whole
+    }
+
+    /// Writes `retries` of `ev-retried` as the engine writes them (each delivery reads the record, writes its
+    /// claim, then its failure from its own copy: alone, each in turn, or with the head in one commit), each from
+    /// an invocation of its own, appending the entries written to `whole`.
+    pub async fn write_retries(
+        store: &dyn EventStore,
+        retries: std::ops::RangeInclusive<u32>,
+        whole: &mut Vec<HistoryEntry>,
+    ) {
+        for retry in retries {
+            let mut read = store.get_event(&id("ev-retried")).await.expect("get").expect("stored");
+            read.attempt = retry;
+            let entries = invocation_entries(&read, &[Status::Processing, Status::Errored], 10 * i64::from(retry));
+            let (claim, failure) = (entries[0].clone(), entries[1].clone());
+            read.history.push(claim.clone());
+            store.commit(vec![Write::event(read.clone())]).await.expect("the claim");
+            read.version += 1;
+            read.history.push(failure.clone());
+            match retry % 3 {
+                0 => store.commit(vec![Write::event(read)]).await.expect("the failure"),
+                1 => store.commit_each(vec![Write::event(read)]).await.expect("the failure, each in turn"),
+                _ => {
+                    let head = store.get_head(&entity("retried")).await.expect("get head").expect("head");
+                    store.commit(vec![Write::event(read), Write::head(head)]).await.expect("with its head");
+                }
+            }
+            whole.extend([claim, failure]);
+        }
+    }
+
+    /// An event retried thirty times ([`write_retries`]): the whole history reads back in order with
+    /// `get_event_with_history`, and `get_event` holds its newest entries, the others counted as kept apart. A
+    /// write from a stale copy with entries of its own changes nothing.
+    pub async fn a_long_history_reads_back_whole_and_the_record_keeps_its_newest_entries(p: &Ports) {
+        let mut whole = insert_retried_event(p.store.as_ref()).await;
+        write_retries(p.store.as_ref(), 1..=30, &mut whole).await;
+        let mut stale = p.store.get_event(&id("ev-retried")).await.expect("get").expect("stored");
+        p.store.commit(vec![Write::event(stale.clone())]).await.expect("one more write");
+        stale.history.extend(invocation_entries(&stale, &[Status::Processing, Status::Failed], 999));
+        let lost = p.store.commit(vec![Write::event(stale)]).await;
+        assert!(is_conflict(&lost), "{lost:?}");
+
+        let read_whole = p.store.get_event_with_history(&id("ev-retried")).await.expect("get").expect("stored");
+        assert_eq!(read_whole.history, whole, "the whole history, in order");
+        assert_eq!(read_whole.history_apart, None);
+        let newest = p.store.get_event(&id("ev-retried")).await.expect("get").expect("stored");
+        let apart = newest.history_apart.as_ref().map_or(0, |a| a.entries as usize);
+        assert_eq!(apart + newest.history.len(), whole.len(), "every entry is either apart or in the record");
+        assert_eq!(newest.history[..], whole[apart..], "the record holds the newest entries");
+        assert_eq!((newest.attempt, newest.version), (30, 62));
+        assert_eq!(p.store.get_event_with_history(&id("ev-none")).await.expect("get"), None);
     }
 
     /// Eight writers compare-and-set the same head version at once: exactly one wins.
@@ -1737,6 +1817,7 @@ macro_rules! for_every_check {
             an_update_that_gives_an_event_its_entity_lists_it_under_that_entity,
             a_failed_expectation_rolls_back_the_whole_commit,
             writes_committed_each_in_turn_stop_at_the_first_that_fails,
+            a_long_history_reads_back_whole_and_the_record_keeps_its_newest_entries,
             concurrent_commits_on_one_head_let_exactly_one_win,
             events_of_one_entity_list_in_order_key_order,
             parked_events_of_one_entity_list_in_order_key_order,
@@ -2243,6 +2324,51 @@ pub mod aws {
         let listed = fixture.backend.store.list_events(&EventQuery::default()).await.expect("list events");
         assert!(listed.is_empty(), "{listed:?}");
         assert!(fixture.backend.store.count_by_status().await.expect("count").is_empty());
+    }
+
+    /// An event retried thirty times stays one write unit per write: its record's item under 1 KB, its oldest
+    /// history entries in a few items of their own, each under 1 KB (spec §9 "Old history entries kept apart").
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_record_retried_thirty_times_stays_under_one_kb_with_its_oldest_entries_in_a_few_parts() {
+        use synctrail::store::aws::sdk::dynamodb::types::AttributeValue;
+        let fixture = fixture().await;
+        suite::a_long_history_reads_back_whole_and_the_record_keeps_its_newest_entries(&fixture.ports()).await;
+        let items = fixture
+            .clients
+            .dynamodb
+            .query()
+            .table_name(&fixture.created.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", AttributeValue::S("EVENT#ev-retried".into()))
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("query the event's partition")
+            .items
+            .unwrap_or_default();
+        // DynamoDB's item size: attribute names and values.
+        let size = |item: &std::collections::HashMap<String, AttributeValue>| -> usize {
+            item.iter()
+                .map(|(name, value)| {
+                    name.len()
+                        + match value {
+                            AttributeValue::S(text) | AttributeValue::N(text) => text.len(),
+                            AttributeValue::B(bytes) => bytes.as_ref().len(),
+                            other => panic!("unexpected attribute {other:?}"),
+                        }
+                })
+                .sum()
+        };
+        let sk = |item: &std::collections::HashMap<String, AttributeValue>| match item.get("sk") {
+            Some(AttributeValue::S(sk)) => sk.clone(),
+            other => panic!("no sort key: {other:?}"),
+        };
+        let (records, parts): (Vec<_>, Vec<_>) = items.iter().partition(|item| sk(item) == "EVENT");
+        assert_eq!(records.len(), 1);
+        assert!(size(records[0]) <= 1024, "the record's item is {} bytes", size(records[0]));
+        assert!(parts.iter().all(|part| sk(part).starts_with("HISTORY#") && size(part) <= 1024));
+        // 61 entries from 31 invocations; a part moves every few retries (and the write that lost moved one more).
+        assert!((2..=9).contains(&parts.len()), "{} history parts", parts.len());
     }
 
     /// A corrupt mirror row is a permanent refusal, not a retry.

@@ -500,6 +500,10 @@ impl EventStore for SimStore {
         self.chaos.around(self.inner.get_event(id)).await
     }
 
+    async fn get_event_with_history(&self, id: &EventId) -> Result<Option<EventRecord>, StoreError> {
+        self.chaos.around(self.inner.get_event_with_history(id)).await
+    }
+
     async fn get_head(&self, entity: &EntityKey) -> Result<Option<EntityHead>, StoreError> {
         self.chaos.around(self.inner.get_head(entity)).await
     }

@@ -17,11 +17,11 @@ pub fn exit_code(status: Status) -> u8 {
     }
 }
 
-/// Reads one event's record; an id never recorded is [`CliError::UnknownEvent`].
+/// Reads one event's record with its whole history; an id never recorded is [`CliError::UnknownEvent`].
 pub async fn lookup(store: &dyn EventStore, id: &str) -> Result<EventRecord, CliError> {
     let event_id = parse_event_id(id)?;
     store
-        .get_event(&event_id)
+        .get_event_with_history(&event_id)
         .await
         .map_err(CliError::store(format!("reading event {event_id}")))?
         .ok_or_else(|| CliError::UnknownEvent(event_id.to_string()))

@@ -127,6 +127,7 @@ fn blank_record(
         last_message_id: None,
         expires_at: now + retention,
         history_folded: 0,
+        history_apart: None,
         replay_kept: None,
         history: Vec::new(),
         version: 0,

@@ -16,7 +16,7 @@ pub use envelope::{
 pub use head::{EntityHead, Inflight, Slot, Verdict, Verified};
 pub(crate) use ids::check_name;
 pub use ids::{ContentHash, EntityKey, EventId, InvalidId, OrderKey, DEFAULT_TENANT};
-pub use record::{ByteRange, ErrorInfo, ErrorKind, EventRecord, HistoryEntry, PayloadRef, HISTORY_LIMIT};
+pub use record::{ByteRange, ErrorInfo, ErrorKind, EventRecord, HistoryApart, HistoryEntry, PayloadRef, HISTORY_LIMIT};
 pub use status::{IllegalTransition, Status};
 pub use status_report::StatusReport;
 

@@ -108,6 +108,16 @@ pub struct HistoryEntry {
     pub note: Option<String>,
 }
 
+/// The oldest entries of a record's history, kept by the store in parts of their own: each part written once and
+/// naming the part before it, so that the record names only the newest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryApart {
+    /// How many entries, from the first, are kept apart.
+    pub entries: u32,
+    /// The store's name for the part holding the newest of them.
+    pub newest_part: String,
+}
+
 /// Everything recorded about one event. A field stored only when set (`skip_serializing_if`) is listed in
 /// `LEFT_OUT_WHEN_EMPTY`, so that `synctrail --json show` still prints it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -222,6 +232,11 @@ pub struct EventRecord {
     /// History entries folded away to keep the record bounded.
     #[serde(default, skip_serializing_if = "super::is_zero")]
     pub history_folded: u32,
+    /// The oldest history entries, when the store keeps them apart from the record (spec §9 "Old history entries
+    /// kept apart"); `history` then holds the newer ones. [`crate::store::EventStore::get_event_with_history`]
+    /// reads the whole history back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_apart: Option<HistoryApart>,
     /// Where the sweeper's verification archived its replay of the entity (in the payload store), written on the
     /// record of the newest event it folded, for the next verification to go on from (spec §9 "A verification goes
     /// on from the last one's replay").
@@ -235,7 +250,7 @@ pub struct EventRecord {
 
 /// The fields stored only when set (spec §9 "Stored JSON leaves out what is empty"), with the JSON each stands for
 /// when left out: [`EventRecord::to_json_spelled_out`] puts them back.
-const LEFT_OUT_WHEN_EMPTY: [(&str, Empty); 28] = [
+const LEFT_OUT_WHEN_EMPTY: [(&str, Empty); 29] = [
     ("client_event_id", Empty::False),
     ("entity", Empty::Null),
     ("order", Empty::Null),
@@ -264,6 +279,7 @@ const LEFT_OUT_WHEN_EMPTY: [(&str, Empty); 28] = [
     ("lease_until", Empty::Null),
     ("last_message_id", Empty::Null),
     ("history_folded", Empty::Zero),
+    ("history_apart", Empty::Null),
 ];
 
 /// What a field left out of stored JSON reads as.
@@ -374,7 +390,8 @@ mod tests {
             "duplicate_of": null, "canceled_by": null, "waiting_for": null, "waiting_since": null, "attempt_base": 0,
             "error": null, "tie": false, "out_of_order": false, "forced": false, "redelivered": 0,
             "external_at": null, "read_started_at": null, "write_started_at": null, "write_outcome_unknown": false,
-            "completed_at": null, "lease_until": null, "last_message_id": null, "history_folded": 0
+            "completed_at": null, "lease_until": null, "last_message_id": null, "history_folded": 0,
+            "history_apart": null
         });
         before.as_object_mut().expect("object").extend(spelled.as_object().expect("object").clone());
         let old: EventRecord = serde_json::from_value(before.clone()).expect("the former spelling reads");

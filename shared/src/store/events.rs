@@ -93,8 +93,16 @@ pub struct HeadPage {
 /// Event records and entity heads.
 #[async_trait]
 pub trait EventStore: Send + Sync {
-    /// Reads one event record (strongly consistent).
+    /// Reads one event record (strongly consistent). Its `history` holds the newer entries only when the store
+    /// keeps the oldest apart (`history_apart`): what the engine's decisions need.
     async fn get_event(&self, id: &EventId) -> Result<Option<EventRecord>, StoreError>;
+
+    /// [`EventStore::get_event`] with the whole history: the entries kept apart read back in front of the others,
+    /// `history_apart` then `None` (what `synctrail show` prints). The default is for a store that keeps every entry
+    /// in the record.
+    async fn get_event_with_history(&self, id: &EventId) -> Result<Option<EventRecord>, StoreError> {
+        self.get_event(id).await
+    }
 
     /// Reads one entity head (strongly consistent).
     async fn get_head(&self, entity: &EntityKey) -> Result<Option<EntityHead>, StoreError>;

@@ -595,6 +595,11 @@ impl EventStore for HeldStore {
         self.inner.get_event(id).await
     }
 
+    async fn get_event_with_history(&self, id: &EventId) -> Result<Option<EventRecord>, StoreError> {
+        self.reads.lock().unwrap().records += 1;
+        self.inner.get_event_with_history(id).await
+    }
+
     async fn get_head(&self, entity: &EntityKey) -> Result<Option<EntityHead>, StoreError> {
         self.reads.lock().unwrap().heads += 1;
         self.pass_head_gate().await;

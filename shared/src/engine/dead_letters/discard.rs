@@ -38,9 +38,11 @@ pub(super) fn redundant(letter: &Letter, clock_margin: Duration) -> Option<Statu
     redundant.then_some(status)
 }
 
-/// The event went back to `received` (a reprocess ran) at or after `since`.
+/// The event went back to `received` (a reprocess ran) at or after `since`: an entry `received` after the first
+/// (read whole, `history_apart` is `None`; were it not, the first entry held would not be the first).
 fn started_over_since(record: &EventRecord, since: DateTime<Utc>) -> bool {
-    record.history.iter().skip(1).any(|entry| entry.status == Status::Received && entry.at >= since)
+    let first = usize::from(record.history_apart.is_none());
+    record.history.iter().skip(first).any(|entry| entry.status == Status::Received && entry.at >= since)
 }
 
 /// The history note for `messages` dead letters discarded because the event was `status`.
@@ -87,5 +89,49 @@ impl Engine {
             }
         }
         Err(EngineError::Contended(event_id.to_string(), self.settings.max_rounds))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{HistoryApart, HistoryEntry};
+
+    fn entry(status: Status, seconds: i64) -> HistoryEntry {
+        let at = DateTime::from_timestamp(1_800_000_000 + seconds, 0).unwrap_or_default();
+        HistoryEntry { status, at, attempt: 0, function: None, request_id: None, trace_id: None, note: None }
+    }
+
+    fn record(history: Vec<HistoryEntry>) -> EventRecord {
+        let mut record: EventRecord = serde_json::from_value(serde_json::json!({
+            "event_id": "ev-1", "payload": {"key": "k", "sha256": "00", "size": 1}, "status": "completed",
+            "attempt": 1, "received_at": "2027-01-15T08:00:00Z", "updated_at": "2027-01-15T08:00:00Z",
+            "expires_at": "2027-02-15T08:00:00Z", "history": [], "version": 3
+        }))
+        .expect("record");
+        record.history = history;
+        record
+    }
+
+    #[test]
+    fn the_first_received_entry_is_the_arrival_and_a_later_one_a_start_over() {
+        let since = entry(Status::Received, 10).at;
+        let arrived = record(vec![entry(Status::Received, 20), entry(Status::Completed, 21)]);
+        assert!(!started_over_since(&arrived, since), "arriving is not starting over");
+        let reprocessed = record(vec![
+            entry(Status::Received, 0),
+            entry(Status::Completed, 1),
+            entry(Status::Received, 20),
+            entry(Status::Completed, 21),
+        ]);
+        assert!(started_over_since(&reprocessed, since));
+        assert!(!started_over_since(&reprocessed, entry(Status::Received, 30).at), "not since then");
+    }
+
+    #[test]
+    fn with_its_oldest_entries_kept_apart_the_first_entry_held_may_be_a_start_over() {
+        let mut newest = record(vec![entry(Status::Received, 20), entry(Status::Completed, 21)]);
+        newest.history_apart = Some(HistoryApart { entries: 6, newest_part: "000000-00".into() });
+        assert!(started_over_since(&newest, entry(Status::Received, 10).at));
     }
 }

@@ -168,7 +168,13 @@ impl Engine {
             Ok(Message::Redrive { event_id, reason, .. }) => (Carried::Redrive(reason), event_id),
             Err(error) => (Carried::NoEnvelope(error), EventId::for_rejected(message.body.as_bytes())),
         };
-        let record = self.ports.store.get_event(&event_id).await?;
+        // Whether an operator's request was already run is in the history, the oldest entries included.
+        let record = match carried {
+            Carried::Redrive(RedriveReason::Reprocess | RedriveReason::Repair) => {
+                self.ports.store.get_event_with_history(&event_id).await?
+            }
+            _ => self.ports.store.get_event(&event_id).await?,
+        };
         Ok(Letter { message, carried, event_id, record })
     }
 }

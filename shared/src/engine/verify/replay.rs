@@ -176,6 +176,7 @@ pub(super) mod tests {
             last_message_id: None,
             expires_at: at(1_000_000),
             history_folded: 0,
+            history_apart: None,
             replay_kept: None,
             history: Vec::new(),
             version: 1,

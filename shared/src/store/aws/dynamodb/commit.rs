@@ -3,7 +3,8 @@
 //! store's client has made a request (`store::aws::direct`).
 
 use super::errors::{judge_cancellation, judge_condition_failure};
-use super::items::{event_item, head_item, number, string, Item, PK, VERSION};
+use super::history::{record_items, MovedLately, PartWrite};
+use super::items::{head_item, number, string, Item, PK, VERSION};
 use super::DynamoStore;
 use crate::store::aws::direct::PutOutcome;
 use crate::store::aws::error::{build_error, from_sdk};
@@ -24,19 +25,23 @@ pub(super) struct Prepared {
     pub(super) item: Item,
     /// The condition on the stored item.
     pub(super) expect: Expect,
+    /// The history part the record moves out, written before it (`history.rs`).
+    pub(super) part: Option<PartWrite>,
 }
 
 impl Prepared {
-    fn of(write: &Write, commit_id: &str) -> Result<Self, StoreError> {
+    fn of(write: &Write, commit_id: &str, lately: &MovedLately) -> Result<Self, StoreError> {
         Ok(match write {
-            Write::Event { record, expect } => Self {
-                what: format!("event {}", record.event_id),
-                item: event_item(record, commit_id)?,
-                expect: *expect,
-            },
-            Write::Head { head, expect } => {
-                Self { what: format!("head of {}", head.entity), item: head_item(head, commit_id)?, expect: *expect }
+            Write::Event { record, expect } => {
+                let (item, part) = record_items(record, commit_id, lately)?;
+                Self { what: format!("event {}", record.event_id), item, expect: *expect, part }
             }
+            Write::Head { head, expect } => Self {
+                what: format!("head of {}", head.entity),
+                item: head_item(head, commit_id)?,
+                expect: *expect,
+                part: None,
+            },
         })
     }
 
@@ -70,7 +75,10 @@ pub(super) async fn commit(store: &DynamoStore, commit_id: &str, writes: Vec<Wri
             .into(),
         ));
     }
-    let prepared = collapse(writes.iter().map(|w| Prepared::of(w, commit_id)).collect::<Result<Vec<_>, _>>()?)?;
+    let prepared = collapse(prepare(store, commit_id, &writes)?)?;
+    for write in &prepared {
+        put_part(store, write).await?;
+    }
     match prepared.as_slice() {
         [one] => put_one(store, one, commit_id).await,
         _ => transact(store, &prepared, commit_id).await,
@@ -80,17 +88,21 @@ pub(super) async fn commit(store: &DynamoStore, commit_id: &str, writes: Vec<Wri
 /// Applies the writes one conditional `PutItem` after another, stopping at the first that fails.
 pub(super) async fn commit_each(store: &DynamoStore, commit_id: &str, writes: Vec<Write>) -> Result<(), PartialCommit> {
     let stopped = |error| PartialCommit { applied: 0, error };
-    let prepared = writes.iter().map(|w| Prepared::of(w, commit_id)).collect::<Result<Vec<_>, _>>().map_err(stopped)?;
-    let prepared = collapse(prepared).map_err(stopped)?;
+    let prepared = collapse(prepare(store, commit_id, &writes).map_err(stopped)?).map_err(stopped)?;
     for (applied, write) in prepared.iter().enumerate() {
+        put_part(store, write).await.map_err(|error| PartialCommit { applied, error })?;
         put_one(store, write, commit_id).await.map_err(|error| PartialCommit { applied, error })?;
     }
     Ok(())
 }
 
+fn prepare(store: &DynamoStore, commit_id: &str, writes: &[Write]) -> Result<Vec<Prepared>, StoreError> {
+    writes.iter().map(|w| Prepared::of(w, commit_id, &store.moved_lately)).collect()
+}
+
 /// Folds several writes of one item into one, as if applied in order: a later write must expect the version the
 /// earlier one wrote (else the whole commit is a conflict, decided here), and the item keeps the first
-/// expectation and the last body. A DynamoDB transaction can touch an item only once.
+/// expectation, the last body and the last body's history part. A DynamoDB transaction can touch an item only once.
 fn collapse(writes: Vec<Prepared>) -> Result<Vec<Prepared>, StoreError> {
     let mut out: Vec<Prepared> = Vec::with_capacity(writes.len());
     for write in writes {
@@ -114,8 +126,26 @@ fn collapse(writes: Vec<Prepared>) -> Result<Vec<Prepared>, StoreError> {
             ));
         }
         earlier.item = write.item;
+        earlier.part = write.part;
     }
     Ok(out)
+}
+
+/// Writes the history part `write` moves out, if any: a plain `PutItem` (a part is named by what it holds, so
+/// writing one again writes the same item), then remembered, so that a copy of the record that did not see the
+/// move makes it without writing the part again.
+async fn put_part(store: &DynamoStore, write: &Prepared) -> Result<(), StoreError> {
+    let Some(part) = &write.part else { return Ok(()) };
+    store
+        .client
+        .put_item()
+        .table_name(&store.table)
+        .set_item(Some(part.item.clone()))
+        .send()
+        .await
+        .map_err(|e| from_sdk(&format!("writing a history part of {}", write.what), e))?;
+    store.moved_lately.remember(&part.moved);
+    Ok(())
 }
 
 /// One conditional `PutItem`: direct once the store's client has made a request (`direct`), through the SDK
@@ -187,7 +217,7 @@ mod tests {
             (VERSION.to_owned(), AttributeValue::N(version.to_string())),
             ("body".to_owned(), AttributeValue::S(body.to_owned())),
         ]);
-        Prepared { what: pk.to_owned(), item, expect }
+        Prepared { what: pk.to_owned(), item, expect, part: None }
     }
 
     #[test]

@@ -161,7 +161,7 @@ mod tests {
             (BODY.to_owned(), AttributeValue::S(body.to_owned())),
             (COMMIT_ID.to_owned(), AttributeValue::S("c1".to_owned())),
         ]);
-        Prepared { what: "event ev-1".to_owned(), item, expect: Expect::Absent }
+        Prepared { what: "event ev-1".to_owned(), item, expect: Expect::Absent, part: None }
     }
 
     fn reason(code: &str, item: Option<Item>) -> CancellationReason {

@@ -8,6 +8,7 @@
 //! |-------|---------------------|---------|
 //! | event | `EVENT#<event_id>`  | `EVENT` |
 //! | head  | `HEAD#<entity key>` | `HEAD`  |
+//! | history part | `EVENT#<event_id>` | `HISTORY#<first entry>-<hash>` |
 //!
 //! Both carry `type` (`event`/`head`), `version` N (the compare-and-set version), `body` B (the whole
 //! [`EventRecord`] or [`EntityHead`] as zstd-compressed JSON: what reads return; a `body` S of plain JSON, as
@@ -54,7 +55,9 @@
 //! per write (half the units of a transaction); each item carries the `commit_id`
 //! of the call that wrote it, so a condition failure caused by the SDK retrying our own committed write is
 //! recognised and reported as success (see `commit.rs`). Items over [`ITEM_SIZE_LIMIT`] are refused before
-//! they are sent (DynamoDB's hard limit is 400 KB; records keep at most 64 history entries).
+//! they are sent (DynamoDB's hard limit is 400 KB; records keep at most 64 history entries). A record's item is
+//! kept under 1 KB (one write unit) by moving its oldest history entries into history parts (`history.rs`): items
+//! of type `history` in the record's partition, in no index, read back only by `get_event_with_history`.
 //!
 //! `list_events` without a status or entity scans the table (filters, then sorts in memory): a development
 //! convenience, not for large tables.
@@ -65,6 +68,7 @@
 mod body;
 mod commit;
 mod errors;
+mod history;
 mod items;
 mod listing;
 mod queries;
@@ -78,6 +82,7 @@ use crate::store::{EventQuery, EventStore, HeadPage, PartialCommit, StoreError, 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// The index of events by status and received time.
 pub const BY_STATUS: &str = "by_status";
@@ -104,6 +109,8 @@ pub struct DynamoStore {
     table: String,
     /// The conditional `PutItem`s of `commit_each` and single-write commits, once `client` has made a request.
     direct: Direct,
+    /// The history moves made lately (`history.rs`).
+    moved_lately: Arc<history::MovedLately>,
 }
 
 impl DynamoStore {
@@ -114,7 +121,7 @@ impl DynamoStore {
     pub fn new(clients: &Clients, table: &str) -> Self {
         let (client, direct) =
             Direct::install(&clients.dynamodb, clients.credentials.clone(), clients.requests.clone());
-        Self { client, table: table.to_owned(), direct }
+        Self { client, table: table.to_owned(), direct, moved_lately: Arc::default() }
     }
 
     /// Whether single-item writes skip the SDK's pipeline (after the store's first request; see `direct`).
@@ -139,6 +146,10 @@ impl DynamoStore {
 impl EventStore for DynamoStore {
     async fn get_event(&self, id: &EventId) -> Result<Option<EventRecord>, StoreError> {
         queries::get_event(self, id).await
+    }
+
+    async fn get_event_with_history(&self, id: &EventId) -> Result<Option<EventRecord>, StoreError> {
+        queries::get_event_with_history(self, id).await
     }
 
     async fn get_head(&self, entity: &EntityKey) -> Result<Option<EntityHead>, StoreError> {

@@ -1,6 +1,7 @@
 //! Reads: consistent point reads on the table for decisions, the query and hydration helpers every listing uses, and
 //! the head listings (expired leases, heads to verify, every head). Event listings are in `listing.rs`.
 
+use super::history::{self, PART_SK_PREFIX};
 use super::items::{
     decode, event_pk, head_pk, key, lease_pk, nanos, string, verify_pk, Item, EVENT_SK, GSI3PK, GSI4PK, HEAD_SK,
     ITEM_TYPE, LEASE_SHARDS, LEASE_UNTIL, PK, SK,
@@ -34,6 +35,32 @@ async fn get(store: &DynamoStore, pk: String, sk: &str, what: &str) -> Result<Op
 pub(super) async fn get_event(store: &DynamoStore, id: &EventId) -> Result<Option<EventRecord>, StoreError> {
     let what = format!("event {id}");
     get(store, event_pk(id.as_str()), EVENT_SK, &what).await?.map(|item| decode(&item, &what)).transpose()
+}
+
+/// The record of `id` with its whole history: the parts it keeps apart read with one strongly consistent `Query`
+/// of its partition (`history.rs`).
+pub(super) async fn get_event_with_history(
+    store: &DynamoStore,
+    id: &EventId,
+) -> Result<Option<EventRecord>, StoreError> {
+    let Some(record) = get_event(store, id).await? else { return Ok(None) };
+    if record.history_apart.is_none() {
+        return Ok(Some(record));
+    }
+    let what = format!("reading the history of event {id}");
+    let mut key = Expr::key();
+    key.add(PK, "=", s(event_pk(id.as_str())));
+    key.begins_with(SK, s(PART_SK_PREFIX));
+    let query = store
+        .client
+        .query()
+        .table_name(&store.table)
+        .set_key_condition_expression(key.text())
+        .set_expression_attribute_names(Some(key.names))
+        .set_expression_attribute_values(Some(key.values))
+        .consistent_read(true);
+    let parts = items(query, 0, &what).await?;
+    history::joined(record, &parts).map(Some)
 }
 
 pub(super) async fn get_head(store: &DynamoStore, entity: &EntityKey) -> Result<Option<EntityHead>, StoreError> {
@@ -128,6 +155,12 @@ impl Expr {
     pub(super) fn add(&mut self, attribute: &str, op: &str, value: AttributeValue) {
         let (name, value) = (self.name(attribute), self.value(value));
         self.parts.push(format!("{name} {op} {value}"));
+    }
+
+    /// Adds `begins_with(#name, :prefix)`.
+    pub(super) fn begins_with(&mut self, attribute: &str, prefix: AttributeValue) {
+        let (name, prefix) = (self.name(attribute), self.value(prefix));
+        self.parts.push(format!("begins_with({name}, {prefix})"));
     }
 
     /// Adds `#name BETWEEN :low AND :high`.

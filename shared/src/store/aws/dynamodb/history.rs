@@ -1,0 +1,386 @@
+//! Old history entries kept apart from the record (spec §9 "Old history entries kept apart"). DynamoDB bills a write
+//! unit per started KB of the item written, and every transition rewrites the record whole, so a record whose
+//! history took its item past 1 KB (an event retried three times or more) paid two units for each later write. When
+//! a record's item would pass [`RECORD_ITEM_BUDGET`], its entries but the newest [`ENTRIES_KEPT`] move into one item
+//! of their own under the record's partition (a part: `sk` = `HISTORY#<its first entry's place>-<hash>`, one write
+//! unit, written once), which names the part before it; the record keeps the newer entries and names the newest part
+//! (`history_apart`). A record then writes one part every few retries instead of two units at each write.
+//!
+//! A part is named by its place and a hash of what it holds (its entries and the part before it): a part written by
+//! a write that then lost its compare-and-set is an item nobody names (it expires with the record), and the same
+//! part written again is the same item. Parts go before the record's write. The engine goes on from its own copy of
+//! a record after writing it (the settle after the claim), a copy that did not see entries move, so the store
+//! remembers the last move of each event it wrote lately ([`MovedLately`]) and makes it again on such a copy
+//! without writing the part again.
+
+use super::body;
+use super::items::{event_item, event_pk, item_size, string, Item, BODY, ITEM_TYPE, PK, SK, TTL};
+use crate::model::{EventId, EventRecord, HistoryApart, HistoryEntry};
+use crate::store::StoreError;
+use aws_sdk_dynamodb::types::AttributeValue;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+/// The size a record's item is kept under: one write unit.
+pub(super) const RECORD_ITEM_BUDGET: usize = 1024;
+/// The newest entries a record always keeps.
+const ENTRIES_KEPT: usize = 2;
+/// The largest body a part is given (with its keys the item stays under one write unit); the oldest entries that
+/// fit go first.
+const PART_BODY_BUDGET: usize = 900;
+/// The sort key prefix of history parts.
+pub(super) const PART_SK_PREFIX: &str = "HISTORY#";
+
+/// One part of a record's history kept apart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Part {
+    /// The place of its first entry in the whole history.
+    first: u32,
+    /// The part holding the entries before `first`; none for the first part.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    previous: Option<String>,
+    entries: Vec<HistoryEntry>,
+}
+
+/// A record's entries moved into a part: from what the record kept apart before, the entries moved, and what it
+/// keeps apart after.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Move {
+    event_id: EventId,
+    before: Option<HistoryApart>,
+    entries: Vec<HistoryEntry>,
+    after: HistoryApart,
+}
+
+impl Move {
+    /// Makes the move on `record` if it still holds what the move took from it: the same entries kept apart
+    /// before, and the moved entries first in its history.
+    fn make(&self, record: &mut EventRecord) -> bool {
+        let holds = record.history_apart == self.before
+            && record.history.len() > self.entries.len()
+            && record.history[..self.entries.len()] == self.entries[..];
+        if holds {
+            record.history.drain(..self.entries.len());
+            record.history_apart = Some(self.after.clone());
+        }
+        holds
+    }
+}
+
+/// A history part to write before its record: its item, and the move it makes.
+#[derive(Debug, Clone)]
+pub(super) struct PartWrite {
+    pub(super) item: Item,
+    pub(super) moved: Move,
+}
+
+/// The item of `record` under the budget where its history allows, and the part to write before it (none when it
+/// is under the budget already, when a move this store made lately brings it under, or when its history is too
+/// short to move).
+pub(super) fn record_items(
+    record: &EventRecord,
+    commit_id: &str,
+    lately: &MovedLately,
+) -> Result<(Item, Option<PartWrite>), StoreError> {
+    let item = event_item(record, commit_id)?;
+    if item_size(&item) <= RECORD_ITEM_BUDGET {
+        return Ok((item, None));
+    }
+    let mut kept = record.clone();
+    let item = match lately.make_again(&mut kept) {
+        true => event_item(&kept, commit_id)?,
+        false => item,
+    };
+    if item_size(&item) <= RECORD_ITEM_BUDGET {
+        return Ok((item, None));
+    }
+    let Some(part) = next_part(&kept)? else { return Ok((item, None)) };
+    part.moved.make(&mut kept);
+    Ok((event_item(&kept, commit_id)?, Some(part)))
+}
+
+/// The part of `record`'s history to move next: its oldest entries but the newest [`ENTRIES_KEPT`], as many as
+/// fit in [`PART_BODY_BUDGET`]; none when there are none to move.
+fn next_part(record: &EventRecord) -> Result<Option<PartWrite>, StoreError> {
+    let id = record.event_id.as_str();
+    let what = format!("a history part of event {id}");
+    let movable = record.history.len().saturating_sub(ENTRIES_KEPT);
+    let before = record.history_apart.clone();
+    let first = before.as_ref().map_or(0, |a| a.entries);
+    let mut part = Part { first, previous: before.as_ref().map(|a| a.newest_part.clone()), entries: Vec::new() };
+    let mut body = None;
+    for entry in &record.history[..movable] {
+        part.entries.push(entry.clone());
+        let encoded = body::encode(&part, &what)?;
+        if body_len(&encoded) > PART_BODY_BUDGET && body.is_some() {
+            part.entries.pop();
+            break;
+        }
+        body = Some(encoded);
+    }
+    let Some(body) = body else { return Ok(None) };
+    let json = serde_json::to_vec(&part).map_err(|e| StoreError::Backend(format!("encoding {what}: {e}").into()))?;
+    let name = format!("{:06}-{}", part.first, hex::encode(&Sha256::digest(&json)[..8]));
+    let item = Item::from([
+        (PK.to_owned(), AttributeValue::S(event_pk(id))),
+        (SK.to_owned(), AttributeValue::S(format!("{PART_SK_PREFIX}{name}"))),
+        (ITEM_TYPE.to_owned(), AttributeValue::S("history".to_owned())),
+        (BODY.to_owned(), body),
+        (TTL.to_owned(), AttributeValue::N(record.expires_at.timestamp().to_string())),
+    ]);
+    let moved = part.entries.len() as u32;
+    let after = HistoryApart { entries: first + moved, newest_part: name };
+    let moved = Move { event_id: record.event_id.clone(), before, entries: part.entries, after };
+    Ok(Some(PartWrite { item, moved }))
+}
+
+fn body_len(body: &AttributeValue) -> usize {
+    match body {
+        AttributeValue::B(bytes) => bytes.as_ref().len(),
+        AttributeValue::S(text) => text.len(),
+        _ => 0,
+    }
+}
+
+/// `record` with the entries it keeps apart put back in front of its own, from `items` (its partition's history
+/// parts, in any order, unnamed ones among them); `Corrupt` when a part it names is not there.
+pub(super) fn joined(mut record: EventRecord, items: &[Item]) -> Result<EventRecord, StoreError> {
+    let Some(apart) = record.history_apart.take() else { return Ok(record) };
+    let id = record.event_id.clone();
+    let parts: HashMap<&str, &Item> =
+        items.iter().filter_map(|item| Some((string(item, SK)?.strip_prefix(PART_SK_PREFIX)?, item))).collect();
+    let mut chain: Vec<Part> = Vec::new();
+    let mut next = Some(apart.newest_part.clone());
+    let mut end = apart.entries;
+    while let Some(name) = next {
+        let Some(item) = parts.get(name.as_str()) else {
+            return Err(StoreError::Corrupt(
+                format!(
+                    "event {id}: history part {name} is missing, so its {end} oldest entries can't be read (a record \
+                     past its expiry at {} may have lost its parts first)",
+                    record.expires_at
+                )
+                .into(),
+            ));
+        };
+        let part: Part = body::decode(item.get(BODY), &format!("history part {name} of event {id}"))?;
+        let part_end = part.first as usize + part.entries.len();
+        if part_end != end as usize || part.entries.is_empty() {
+            return Err(StoreError::Corrupt(
+                format!("event {id}: history part {name} ends at entry {part_end}, not {end}").into(),
+            ));
+        }
+        end = part.first;
+        next = part.previous.clone();
+        chain.push(part);
+    }
+    if end != 0 {
+        return Err(StoreError::Corrupt(
+            format!("event {id}: its history parts start at entry {end}, not at the first").into(),
+        ));
+    }
+    let mut history: Vec<HistoryEntry> = chain.into_iter().rev().flat_map(|part| part.entries).collect();
+    history.append(&mut record.history);
+    record.history = history;
+    Ok(record)
+}
+
+/// The last move of each event whose part this store wrote lately (at most [`EVENTS_REMEMBERED`]).
+#[derive(Debug, Default)]
+pub(super) struct MovedLately {
+    moves: Mutex<(HashMap<EventId, Move>, VecDeque<EventId>)>,
+}
+
+/// How many events' moves [`MovedLately`] remembers.
+const EVENTS_REMEMBERED: usize = 1024;
+
+impl MovedLately {
+    /// Makes the move remembered for `record`'s event on it, if it still holds what that move took.
+    fn make_again(&self, record: &mut EventRecord) -> bool {
+        let Ok(moves) = self.moves.lock() else { return false };
+        moves.0.get(&record.event_id).is_some_and(|moved| moved.make(record))
+    }
+
+    /// Remembers `moved`, its part being written, forgetting the event remembered first past [`EVENTS_REMEMBERED`].
+    pub(super) fn remember(&self, moved: &Move) {
+        let Ok(mut moves) = self.moves.lock() else { return };
+        let (by_event, order) = &mut *moves;
+        if by_event.insert(moved.event_id.clone(), moved.clone()).is_none() {
+            order.push_back(moved.event_id.clone());
+            if order.len() > EVENTS_REMEMBERED {
+                if let Some(oldest) = order.pop_front() {
+                    by_event.remove(&oldest);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Status;
+    use chrono::{DateTime, Utc};
+
+    fn at(ms: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(1_796_284_920_000 + ms).expect("time")
+    }
+
+    fn record() -> EventRecord {
+        serde_json::from_value(serde_json::json!({
+            "event_id": "d-b403278f1fe258f4f2bd79bdca932b18a255295f",
+            "entity": {"tenant": "default", "source": "github", "entity_type": "issue", "external_id": "octo-org/widgets#1342"},
+            "order": {"nanos": 1796284920000000000_i64, "version": 0}, "kind": "upsert", "direction": "inbound",
+            "content_hash": "6c4b072b13e3f4fc01ac42be523876f0ef3c1056e9b701ef3c7084b04a88ac40",
+            "payload": {"key": "payloads/2026/12/03/batch-08bdab974502ac8b244587e218c4e67bf38467d2290ded5b2cbe069b26093ef8.zst",
+                        "sha256": "08bdab974502ac8b244587e218c4e67bf38467d2290ded5b2cbe069b26093ef8", "size": 82,
+                        "range": {"offset": 0, "length": 91}},
+            "status": "received", "attempt": 0,
+            "received_at": "2026-12-03T08:27:01.905883881Z", "updated_at": "2026-12-03T08:27:01.905883881Z",
+            "expires_at": "2027-01-03T08:27:01.905883881Z", "history": [], "version": 0
+        }))
+        .expect("record")
+    }
+
+    /// One Lambda invocation's entries (a request id and a trace id of its own, as real ones are: random).
+    fn invocation(record: &mut EventRecord, statuses: &[Status], n: i64) {
+        let request_id = uuid_like();
+        let trace_id = format!(
+            "Root=1-692fe1a5-{};Parent={};Sampled=1",
+            hex::encode(rand::random::<[u8; 12]>()),
+            hex::encode(rand::random::<[u8; 8]>())
+        );
+        for (i, status) in statuses.iter().enumerate() {
+            record.push_history(HistoryEntry {
+                status: *status,
+                at: at(n * 1_000 + i as i64),
+                attempt: record.attempt,
+                function: Some("synctrail-processor:$LATEST".to_owned()),
+                request_id: Some(request_id.clone()),
+                trace_id: Some(trace_id.clone()),
+                note: None,
+            });
+        }
+        record.status = *statuses.last().expect("a status");
+    }
+
+    fn uuid_like() -> String {
+        let h = hex::encode(rand::random::<[u8; 16]>());
+        format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+    }
+
+    /// A record written `retries` times over (each retry a failed attempt and a new one) by a store that remembers
+    /// its moves in `lately`: the record as stored last, and the parts written.
+    fn written_with(retries: i64, lately: &MovedLately) -> (EventRecord, Vec<Item>) {
+        let mut whole = record();
+        invocation(&mut whole, &[Status::Received, Status::Processing], 0);
+        let mut stored = whole.clone();
+        let mut parts = Vec::new();
+        for n in 1..=retries {
+            whole.attempt += 1;
+            invocation(&mut whole, &[Status::Errored, Status::Processing], n);
+            // The engine appends to the record it read: the history it holds is what the store kept.
+            stored.history.extend(whole.history[whole.history.len() - 2..].to_vec());
+            stored.status = whole.status;
+            stored.attempt = whole.attempt;
+            let (item, part) = record_items(&stored, "c", lately).expect("items");
+            assert!(
+                item_size(&item) <= RECORD_ITEM_BUDGET,
+                "retry {n}: the record's item is {} bytes",
+                item_size(&item)
+            );
+            if let Some(part) = part {
+                assert!(item_size(&part.item) <= RECORD_ITEM_BUDGET, "a part of {} bytes", item_size(&part.item));
+                lately.remember(&part.moved);
+                parts.push(part.item);
+            }
+            stored = body::decode(item.get(BODY), "record").expect("decodes");
+        }
+        let joined = joined(stored.clone(), &parts).expect("joins");
+        assert_eq!(joined.history, whole.history, "the whole history reads back, in order");
+        assert_eq!(joined.history_apart, None);
+        (stored, parts)
+    }
+
+    fn written(retries: i64) -> (EventRecord, Vec<Item>) {
+        written_with(retries, &MovedLately::default())
+    }
+
+    #[test]
+    fn a_record_whose_history_passes_one_kb_keeps_it_in_parts_and_stays_under_one_kb() {
+        let (stored, parts) = written(20);
+        let apart = stored.history_apart.as_ref().expect("entries kept apart");
+        assert_eq!(apart.entries as usize + stored.history.len(), 2 + 20 * 2);
+        assert!(
+            !parts.is_empty() && parts.len() <= 20 / 4,
+            "{} parts for 20 retries: most writes move nothing",
+            parts.len()
+        );
+    }
+
+    #[test]
+    fn a_short_history_stays_in_the_record() {
+        let mut short = record();
+        invocation(&mut short, &[Status::Received, Status::Processing, Status::Completed], 0);
+        let (item, part) = record_items(&short, "c", &MovedLately::default()).expect("items");
+        assert!(part.is_none());
+        let stored: EventRecord = body::decode(item.get(BODY), "record").expect("decodes");
+        assert_eq!(stored, short);
+    }
+
+    /// The engine writes a claim, then the settle from its own copy of the claimed record.
+    #[test]
+    fn a_copy_that_did_not_see_its_entries_move_makes_the_same_move_without_writing_the_part_again() {
+        let lately = MovedLately::default();
+        let (mut copy, _) = written_with(5, &lately);
+        copy.history_apart = None;
+        let mut fresh = None;
+        for n in 6..40 {
+            invocation(&mut copy, &[Status::Errored, Status::Processing], n);
+            let (_, part) = record_items(&copy, "c", &lately).expect("items");
+            if let Some(part) = part {
+                fresh = Some(part);
+                break;
+            }
+        }
+        let claim = fresh.expect("the history moves out at last");
+        lately.remember(&claim.moved);
+        let claimed_apart = Some(claim.moved.after.clone());
+        invocation(&mut copy, &[Status::Completed], 50);
+        let (item, again) = record_items(&copy, "c", &lately).expect("items");
+        assert!(again.is_none(), "the settle wrote the claim's part again");
+        let settled: EventRecord = body::decode(item.get(BODY), "record").expect("decodes");
+        assert_eq!(settled.history_apart, claimed_apart);
+        assert_eq!(settled.history.last().map(|h| h.status), Some(Status::Completed));
+        let (_, forgotten) = record_items(&copy, "c", &MovedLately::default()).expect("items");
+        assert!(forgotten.is_some(), "a store that forgot the move moves the entries again");
+    }
+
+    #[test]
+    fn parts_nobody_names_are_passed_over_and_a_missing_part_is_corrupt() {
+        let (stored, mut parts) = written(14);
+        // A write that lost its compare-and-set left a part of its own.
+        let mut loser = stored.clone();
+        for n in 20..30 {
+            invocation(&mut loser, &[Status::Errored, Status::Processing], n);
+        }
+        let (_, orphan) = record_items(&loser, "c", &MovedLately::default()).expect("items");
+        let whole = joined(stored.clone(), &parts).expect("joins");
+        parts.push(orphan.expect("the loser moved entries").item);
+        assert_eq!(joined(stored.clone(), &parts).expect("joins with the orphan"), whole);
+        let named = stored.history_apart.as_ref().map(|a| a.newest_part.clone()).expect("apart");
+        parts.retain(|p| string(p, SK) != Some(format!("{PART_SK_PREFIX}{named}").as_str()));
+        let missing = joined(stored, &parts);
+        assert!(matches!(missing, Err(StoreError::Corrupt(ref m)) if m.contains("is missing")), "{missing:?}");
+    }
+
+    #[test]
+    fn a_part_expires_with_its_record() {
+        let (stored, parts) = written(12);
+        let ttl = AttributeValue::N(stored.expires_at.timestamp().to_string());
+        assert!(!parts.is_empty());
+        assert!(parts.iter().all(|p| p.get(TTL) == Some(&ttl) && string(p, ITEM_TYPE) == Some("history")));
+    }
+}
