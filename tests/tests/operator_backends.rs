@@ -74,7 +74,13 @@ impl Rig {
     }
 
     async fn record(&self, id: &EventId) -> EventRecord {
-        self.engine.ports().store.get_event(id).await.expect("get").unwrap_or_else(|| panic!("{id} not recorded"))
+        self.engine
+            .ports()
+            .store
+            .get_event_with_history(id)
+            .await
+            .expect("get")
+            .unwrap_or_else(|| panic!("{id} not recorded"))
     }
 
     fn mirror(&self) -> &Arc<dyn MirrorView> {

@@ -73,9 +73,15 @@ impl BackendRig {
         drain(&self.engine, &self.processor, 50).await;
     }
 
-    /// The event's record.
+    /// The event's record, with its whole history.
     pub async fn record(&self, id: &EventId) -> EventRecord {
-        self.engine.ports().store.get_event(id).await.expect("get").unwrap_or_else(|| panic!("{id} not recorded"))
+        self.engine
+            .ports()
+            .store
+            .get_event_with_history(id)
+            .await
+            .expect("get")
+            .unwrap_or_else(|| panic!("{id} not recorded"))
     }
 
     /// The reference mirror (the destination).

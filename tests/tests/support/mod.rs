@@ -1045,9 +1045,9 @@ impl Harness {
         self.try_record(id).await.unwrap_or_else(|| panic!("event {id} is not recorded"))
     }
 
-    /// The event's record, if any.
+    /// The event's record with its whole history, if any.
     pub async fn try_record(&self, id: &EventId) -> Option<EventRecord> {
-        self.ports().store.get_event(id).await.expect("get_event")
+        self.ports().store.get_event_with_history(id).await.expect("get_event")
     }
 
     /// The envelope's record.

@@ -98,7 +98,18 @@ pub(super) fn record_items(
     }
     let Some(part) = next_part(&kept)? else { return Ok((item, None)) };
     part.moved.make(&mut kept);
-    Ok((event_item(&kept, commit_id)?, Some(part)))
+    let moved = event_item(&kept, commit_id)?;
+    // A record large for other reasons (long error messages) would move an entry or two at every write: a part is
+    // written only where it saves the record's writes a unit.
+    if write_units(item_size(&moved)) >= write_units(item_size(&item)) {
+        return Ok((item, None));
+    }
+    Ok((moved, Some(part)))
+}
+
+/// DynamoDB's write units for an item of `size` bytes: one per started KB.
+fn write_units(size: usize) -> usize {
+    size.div_ceil(RECORD_ITEM_BUDGET)
 }
 
 /// The part of `record`'s history to move next: its oldest entries but the newest [`ENTRIES_KEPT`], as many as
@@ -374,6 +385,24 @@ mod tests {
         parts.retain(|p| string(p, SK) != Some(format!("{PART_SK_PREFIX}{named}").as_str()));
         let missing = joined(stored, &parts);
         assert!(matches!(missing, Err(StoreError::Corrupt(ref m)) if m.contains("is missing")), "{missing:?}");
+    }
+
+    #[test]
+    fn a_record_large_for_other_reasons_moves_nothing_that_would_not_save_a_unit() {
+        let mut large = record();
+        large.error = Some(crate::model::ErrorInfo {
+            kind: crate::model::ErrorKind::Retryable,
+            message: hex::encode((0..700).map(|_| rand::random::<u8>()).collect::<Vec<u8>>()),
+            retryable: true,
+            causes: Vec::new(),
+            field: None,
+        });
+        invocation(&mut large, &[Status::Received, Status::Processing], 0);
+        invocation(&mut large, &[Status::Errored, Status::Processing], 1);
+        invocation(&mut large, &[Status::Errored], 2);
+        let (item, part) = record_items(&large, "c", &MovedLately::default()).expect("items");
+        assert!(item_size(&item) > RECORD_ITEM_BUDGET, "the error alone passes 1 KB");
+        assert!(part.is_none(), "a part that saves no unit is not written");
     }
 
     #[test]
