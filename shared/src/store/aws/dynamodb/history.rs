@@ -89,10 +89,7 @@ pub(super) fn record_items(
         return Ok((item, None));
     }
     let mut kept = record.clone();
-    let item = match lately.make_again(&mut kept) {
-        true => event_item(&kept, commit_id)?,
-        false => item,
-    };
+    let item = if lately.make_again(&mut kept) { event_item(&kept, commit_id)? } else { item };
     if item_size(&item) <= RECORD_ITEM_BUDGET {
         return Ok((item, None));
     }
