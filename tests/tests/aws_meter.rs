@@ -225,20 +225,25 @@ async fn aws_the_growth_benchmark_finds_the_same_write_units_per_event_whatever_
     assert_eq!(units(&rounds[0]), (12.0, 24.0), "4 table and 4 index units per happy-path event: {report}");
 }
 
-/// An unpark moves at most a backlog's worth of an entity's parked events: listing them reads those records whole,
-/// not every parked record the index's page lists (thirty here).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn aws_meter_listing_nine_of_thirty_parked_events_reads_nine_records() {
-    use crate::conformance::{aws::fixture, build};
-    use synctrail::model::Status;
-    use synctrail::store::aws::AwsBackend;
-    use synctrail::store::{EventStore, Write};
-    let f = fixture().await;
+/// Fresh AWS resources whose event store's DynamoDB client is behind a meter.
+async fn metered_backend() -> (CapacityMeter, synctrail::store::aws::AwsBackend) {
+    let f = crate::conformance::aws::fixture().await;
     let meter = CapacityMeter::connect(Some(&endpoint()), Some("us-east-1"), None).await;
     let mut clients = f.clients.clone();
     clients.dynamodb = meter.wrap(&f.clients.dynamodb);
     let config = f.created.config(Some(endpoint()), Some("us-east-1".into()));
-    let backend = AwsBackend::with_clients(&clients, &config).await.expect("connect");
+    let backend = synctrail::store::aws::AwsBackend::with_clients(&clients, &config).await.expect("connect");
+    (meter, backend)
+}
+
+/// An unpark moves at most a backlog's worth of an entity's parked events: listing them reads those records whole,
+/// not every parked record the index's page lists (thirty here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_meter_listing_nine_of_thirty_parked_events_reads_nine_records() {
+    use crate::conformance::build;
+    use synctrail::model::Status;
+    use synctrail::store::{EventStore, Write};
+    let (meter, backend) = metered_backend().await;
     let entity = build::entity("a");
     for i in 0..30 {
         let mut record = build::record(&format!("ev-{i:02}"), Some(&entity), Some(build::order(i)), build::t0());
@@ -260,15 +265,8 @@ async fn aws_meter_listing_nine_of_thirty_parked_events_reads_nine_records() {
 /// write cost two.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aws_meter_a_retry_costs_the_same_write_units_whatever_its_events_history() {
-    use crate::conformance::aws::fixture;
     use crate::conformance::suite::{insert_retried_event, write_retries};
-    use synctrail::store::aws::AwsBackend;
-    let f = fixture().await;
-    let meter = CapacityMeter::connect(Some(&endpoint()), Some("us-east-1"), None).await;
-    let mut clients = f.clients.clone();
-    clients.dynamodb = meter.wrap(&f.clients.dynamodb);
-    let config = f.created.config(Some(endpoint()), Some("us-east-1".into()));
-    let backend = AwsBackend::with_clients(&clients, &config).await.expect("connect");
+    let (meter, backend) = metered_backend().await;
     let store = backend.store.as_ref();
     let mut whole = insert_retried_event(store).await;
     // Ten retries: ten claims (1 unit each), seven failures alone (1 each) and three with the head in one transaction

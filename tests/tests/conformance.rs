@@ -2330,6 +2330,7 @@ pub mod aws {
     /// history entries in a few items of their own, each under 1 KB (spec §9 "Old history entries kept apart").
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_record_retried_thirty_times_stays_under_one_kb_with_its_oldest_entries_in_a_few_parts() {
+        use synctrail::store::aws::meter::size::{item_size, write_units};
         use synctrail::store::aws::sdk::dynamodb::types::AttributeValue;
         let fixture = fixture().await;
         suite::a_long_history_reads_back_whole_and_the_record_keeps_its_newest_entries(&fixture.ports()).await;
@@ -2346,27 +2347,14 @@ pub mod aws {
             .expect("query the event's partition")
             .items
             .unwrap_or_default();
-        // DynamoDB's item size: attribute names and values.
-        let size = |item: &std::collections::HashMap<String, AttributeValue>| -> usize {
-            item.iter()
-                .map(|(name, value)| {
-                    name.len()
-                        + match value {
-                            AttributeValue::S(text) | AttributeValue::N(text) => text.len(),
-                            AttributeValue::B(bytes) => bytes.as_ref().len(),
-                            other => panic!("unexpected attribute {other:?}"),
-                        }
-                })
-                .sum()
-        };
         let sk = |item: &std::collections::HashMap<String, AttributeValue>| match item.get("sk") {
             Some(AttributeValue::S(sk)) => sk.clone(),
             other => panic!("no sort key: {other:?}"),
         };
         let (records, parts): (Vec<_>, Vec<_>) = items.iter().partition(|item| sk(item) == "EVENT");
         assert_eq!(records.len(), 1);
-        assert!(size(records[0]) <= 1024, "the record's item is {} bytes", size(records[0]));
-        assert!(parts.iter().all(|part| sk(part).starts_with("HISTORY#") && size(part) <= 1024));
+        assert_eq!(write_units(item_size(records[0])), 1, "the record's item is {} bytes", item_size(records[0]));
+        assert!(parts.iter().all(|part| sk(part).starts_with("HISTORY#") && write_units(item_size(part)) == 1));
         // 61 entries from 31 invocations; a part moves every few retries (and the write that lost moved one more).
         assert!((2..=9).contains(&parts.len()), "{} history parts", parts.len());
     }

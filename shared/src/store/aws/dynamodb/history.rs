@@ -14,8 +14,9 @@
 //! without writing the part again.
 
 use super::body;
-use super::items::{event_item, event_pk, item_size, string, Item, BODY, ITEM_TYPE, PK, SK, TTL};
+use super::items::{event_item, event_pk, string, Item, BODY, ITEM_TYPE, PK, SK, TTL};
 use crate::model::{EventId, EventRecord, HistoryApart, HistoryEntry};
+use crate::store::aws::meter::size::{item_size, write_units};
 use crate::store::StoreError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde::{Deserialize, Serialize};
@@ -24,7 +25,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 /// The size a record's item is kept under: one write unit.
-pub(super) const RECORD_ITEM_BUDGET: usize = 1024;
+pub(super) const RECORD_ITEM_BUDGET: u64 = 1024;
 /// The newest entries a record always keeps.
 const ENTRIES_KEPT: usize = 2;
 /// The largest body a part is given (with its keys the item stays under one write unit); the oldest entries that
@@ -102,11 +103,6 @@ pub(super) fn record_items(
         return Ok((item, None));
     }
     Ok((moved, Some(part)))
-}
-
-/// DynamoDB's write units for an item of `size` bytes: one per started KB.
-fn write_units(size: usize) -> usize {
-    size.div_ceil(RECORD_ITEM_BUDGET)
 }
 
 /// The part of `record`'s history to move next: its oldest entries but the newest [`ENTRIES_KEPT`], as many as
