@@ -3,7 +3,7 @@
 //! and deletes what succeeded — with `workers` invocations at once, until the queue is quiescent. It needs only
 //! the engine's ports, so the whole pipeline runs locally against any backend.
 
-use chrono::Duration;
+use chrono::{DateTime, Duration, Utc};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -223,9 +223,20 @@ impl LocalRuntime {
             drill,
             rng: SmallRng::seed_from_u64(seed ^ 0x00C0_FFEE),
             name: format!("processor-{index}"),
-            invocations: 0,
         }
     }
+}
+
+/// A request id and an X-Ray trace header shaped as Lambda's: a random UUID (version 4), and a root of the time and
+/// 96 random bits with a parent segment. Records here then hold what a deployment's hold, and are the size they are
+/// there (the cost benchmark prices them; ids such as `processor-0-1` compressed to a few bytes).
+fn lambda_ids(rng: &mut SmallRng, now: DateTime<Utc>) -> (String, String) {
+    let uuid = (rng.random::<u128>() & !(0xF000 << 64) & !(0xC000 << 48)) | (0x4000 << 64) | (0x8000 << 48);
+    let hex = format!("{uuid:032x}");
+    let request_id = format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..]);
+    let root = rng.random::<u128>() >> 32;
+    let trace_id = format!("Root=1-{:08x}-{root:024x};Parent={:016x};Sampled=1", now.timestamp(), rng.random::<u64>());
+    (request_id, trace_id)
 }
 
 struct Worker {
@@ -234,7 +245,6 @@ struct Worker {
     drill: Arc<DrillDestination>,
     rng: SmallRng,
     name: String,
-    invocations: u64,
 }
 
 impl Worker {
@@ -285,14 +295,14 @@ impl Worker {
         options: &RunOptions,
         stats: &Mutex<RunStats>,
     ) -> Result<(), StoreError> {
-        self.invocations += 1;
         let event =
             sqs_event(&messages).map_err(|e| StoreError::Backend(format!("building the SqsEvent: {e}").into()))?;
-        let request_id = format!("{}-{}", self.name, self.invocations);
+        let now = self.processor.engine().ports().clock.now();
+        let (request_id, trace_id) = lambda_ids(&mut self.rng, now);
         let context = InvocationContext {
-            deadline: self.processor.engine().ports().clock.now() + options.function_timeout,
+            deadline: now + options.function_timeout,
             function: Some(format!("{}:$LATEST", self.name)),
-            trace_id: Some(format!("Root=1-{:08x}-{:024x}", self.invocations, self.rng.random::<u64>())),
+            trace_id: Some(trace_id),
             request_id,
         };
         let crash = self.rng.random::<f64>() < options.crash_rate;
@@ -365,4 +375,25 @@ async fn hand_back(
 
 fn lock(stats: &Mutex<RunStats>) -> std::sync::MutexGuard<'_, RunStats> {
     stats.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invocation_ids_are_shaped_as_lambdas_and_new_for_each_invocation() {
+        let mut rng = SmallRng::seed_from_u64(7);
+        let now = DateTime::from_timestamp(1_796_284_920, 0).expect("time");
+        let (request_id, trace_id) = lambda_ids(&mut rng, now);
+        let groups: Vec<&str> = request_id.split('-').collect();
+        assert_eq!(groups.iter().map(|g| g.len()).collect::<Vec<_>>(), [8, 4, 4, 4, 12], "{request_id}");
+        assert!(request_id.chars().all(|c| c == '-' || c.is_ascii_hexdigit()), "{request_id}");
+        assert!(groups[2].starts_with('4'), "version 4: {request_id}");
+        assert!(matches!(groups[3].chars().next(), Some('8' | '9' | 'a' | 'b')), "the RFC 4122 variant: {request_id}");
+        let (root, rest) = trace_id.split_once(";Parent=").expect("a parent segment");
+        assert!(root.starts_with("Root=1-6b1121f8-") && root.len() == "Root=1-6b1121f8-".len() + 24, "{trace_id}");
+        assert!(rest.len() == 16 + ";Sampled=1".len() && rest.ends_with(";Sampled=1"), "{trace_id}");
+        assert_ne!(lambda_ids(&mut rng, now), (request_id, trace_id));
+    }
 }
