@@ -546,9 +546,11 @@ pub mod suite {
             read.attempt = retry;
             let entries = invocation_entries(&read, &[Status::Processing, Status::Errored], 10 * i64::from(retry));
             let (claim, failure) = (entries[0].clone(), entries[1].clone());
+            read.status = Status::Processing;
             read.history.push(claim.clone());
             store.commit(vec![Write::event(read.clone())]).await.expect("the claim");
             read.version += 1;
+            read.status = Status::Errored;
             read.history.push(failure.clone());
             match retry % 3 {
                 0 => store.commit(vec![Write::event(read)]).await.expect("the failure"),

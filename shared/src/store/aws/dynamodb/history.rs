@@ -1,10 +1,14 @@
 //! Old history entries kept apart from the record (spec §9 "Old history entries kept apart"). DynamoDB bills a write
 //! unit per started KB of the item written, and every transition rewrites the record whole, so a record whose
-//! history took its item past 1 KB (an event retried three times or more) paid two units for each later write. When
-//! a record's item would pass [`RECORD_ITEM_BUDGET`], its entries but the newest [`ENTRIES_KEPT`] move into one item
-//! of their own under the record's partition (a part: `sk` = `HISTORY#<its first entry's place>-<hash>`, one write
-//! unit, written once), which names the part before it; the record keeps the newer entries and names the newest part
-//! (`history_apart`). A record then writes one part every few retries instead of two units at each write.
+//! history took its item past 1 KB (an event retried again and again, as in an outage) paid two units for each later
+//! write. When an attempt's failure would write a record past [`RECORD_ITEM_BUDGET`], its entries but the newest
+//! [`ENTRIES_KEPT`] move into one item of their own under the record's partition (a part: `sk` = `HISTORY#<its first
+//! entry's place>-<hash>`, one write unit, written once), which names the part before it; the record keeps the newer
+//! entries and names the newest part (`history_apart`). A record retried again and again then writes one part every
+//! several retries instead of two units at each write. Only a failure moves entries: a part costs about two units
+//! (its write, and its keys stored for the record's retention), so it pays only where several writes of the record
+//! follow, and a record that passes 1 KB elsewhere (its settle, a busy entity's queued event) pays 2 units for the
+//! few writes it has left.
 //!
 //! A part is named by its place and a hash of what it holds (its entries and the part before it): a part written by
 //! a write that then lost its compare-and-set is an item nobody names (it expires with the record), and the same
@@ -15,7 +19,7 @@
 
 use super::body;
 use super::items::{event_item, event_pk, string, Item, BODY, ITEM_TYPE, PK, SK, TTL};
-use crate::model::{EventId, EventRecord, HistoryApart, HistoryEntry};
+use crate::model::{EventId, EventRecord, HistoryApart, HistoryEntry, Status};
 use crate::store::aws::meter::size::{item_size, write_units};
 use crate::store::StoreError;
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -91,7 +95,10 @@ pub(super) fn record_items(
     }
     let mut kept = record.clone();
     let item = if lately.make_again(&mut kept) { event_item(&kept, commit_id)? } else { item };
-    if item_size(&item) <= RECORD_ITEM_BUDGET {
+    // A part costs a write unit and, stored for the record's retention with its own keys, about another: it pays
+    // where the record will be rewritten over 1 KB several times, which is what an attempt that failed leads to
+    // (each retry a claim and an end); elsewhere the record pays 2 units for the writes it has left.
+    if item_size(&item) <= RECORD_ITEM_BUDGET || record.status != Status::Errored {
         return Ok((item, None));
     }
     let Some(part) = next_part(&kept)? else { return Ok((item, None)) };
@@ -283,24 +290,23 @@ mod tests {
         let mut stored = whole.clone();
         let mut parts = Vec::new();
         for n in 1..=retries {
-            whole.attempt += 1;
             invocation(&mut whole, &[Status::Errored, Status::Processing], n);
-            // The engine appends to the record it read: the history it holds is what the store kept.
-            stored.history.extend(whole.history[whole.history.len() - 2..].to_vec());
-            stored.status = whole.status;
-            stored.attempt = whole.attempt;
-            let (item, part) = record_items(&stored, "c", lately).expect("items");
-            assert!(
-                item_size(&item) <= RECORD_ITEM_BUDGET,
-                "retry {n}: the record's item is {} bytes",
-                item_size(&item)
-            );
-            if let Some(part) = part {
-                assert!(item_size(&part.item) <= RECORD_ITEM_BUDGET, "a part of {} bytes", item_size(&part.item));
-                lately.remember(&part.moved);
-                parts.push(part.item);
+            whole.attempt += 1;
+            // The failure, then the retry's claim, each appended to the record as the store kept it.
+            for entry in whole.history[whole.history.len() - 2..].to_vec() {
+                (stored.status, stored.attempt) = (entry.status, entry.attempt);
+                stored.history.push(entry);
+                let (item, part) = record_items(&stored, "c", lately).expect("items");
+                let size = item_size(&item);
+                assert!(size <= RECORD_ITEM_BUDGET, "retry {n}, {}: the record's item is {size} bytes", stored.status);
+                if let Some(part) = part {
+                    assert!(item_size(&part.item) <= RECORD_ITEM_BUDGET, "a part of {} bytes", item_size(&part.item));
+                    assert_eq!(stored.status, Status::Errored, "only a failure moves entries");
+                    lately.remember(&part.moved);
+                    parts.push(part.item);
+                }
+                stored = body::decode(item.get(BODY), "record").expect("decodes");
             }
-            stored = body::decode(item.get(BODY), "record").expect("decodes");
         }
         let joined = joined(stored.clone(), &parts).expect("joins");
         assert_eq!(joined.history, whole.history, "the whole history reads back, in order");
@@ -334,7 +340,7 @@ mod tests {
         assert_eq!(stored, short);
     }
 
-    /// The engine writes a claim, then the settle from its own copy of the claimed record.
+    /// The engine goes on from its own copy of a record it wrote.
     #[test]
     fn a_copy_that_did_not_see_its_entries_move_makes_the_same_move_without_writing_the_part_again() {
         let lately = MovedLately::default();
@@ -342,22 +348,22 @@ mod tests {
         copy.history_apart = None;
         let mut fresh = None;
         for n in 6..40 {
-            invocation(&mut copy, &[Status::Errored, Status::Processing], n);
+            invocation(&mut copy, &[Status::Processing, Status::Errored], n);
             let (_, part) = record_items(&copy, "c", &lately).expect("items");
             if let Some(part) = part {
                 fresh = Some(part);
                 break;
             }
         }
-        let claim = fresh.expect("the history moves out at last");
-        lately.remember(&claim.moved);
-        let claimed_apart = Some(claim.moved.after.clone());
-        invocation(&mut copy, &[Status::Completed], 50);
+        let failure = fresh.expect("the history moves out at last");
+        lately.remember(&failure.moved);
+        let apart = Some(failure.moved.after.clone());
+        invocation(&mut copy, &[Status::Errored], 50);
         let (item, again) = record_items(&copy, "c", &lately).expect("items");
-        assert!(again.is_none(), "the settle wrote the claim's part again");
-        let settled: EventRecord = body::decode(item.get(BODY), "record").expect("decodes");
-        assert_eq!(settled.history_apart, claimed_apart);
-        assert_eq!(settled.history.last().map(|h| h.status), Some(Status::Completed));
+        assert!(again.is_none(), "the copy wrote the part again");
+        let written: EventRecord = body::decode(item.get(BODY), "record").expect("decodes");
+        assert_eq!(written.history_apart, apart);
+        assert_eq!(written.history.last().map(|h| h.at), copy.history.last().map(|h| h.at));
         let (_, forgotten) = record_items(&copy, "c", &MovedLately::default()).expect("items");
         assert!(forgotten.is_some(), "a store that forgot the move moves the entries again");
     }
@@ -368,7 +374,7 @@ mod tests {
         // A write that lost its compare-and-set left a part of its own.
         let mut loser = stored.clone();
         for n in 20..30 {
-            invocation(&mut loser, &[Status::Errored, Status::Processing], n);
+            invocation(&mut loser, &[Status::Processing, Status::Errored], n);
         }
         let (_, orphan) = record_items(&loser, "c", &MovedLately::default()).expect("items");
         let whole = joined(stored.clone(), &parts).expect("joins");
@@ -396,6 +402,20 @@ mod tests {
         let (item, part) = record_items(&large, "c", &MovedLately::default()).expect("items");
         assert!(item_size(&item) > RECORD_ITEM_BUDGET, "the error alone passes 1 KB");
         assert!(part.is_none(), "a part that saves no unit is not written");
+    }
+
+    #[test]
+    fn a_record_past_one_kb_moves_entries_only_at_a_failure() {
+        let (stored, _) = written(25);
+        let mut settled = stored.clone();
+        for n in 50..60 {
+            invocation(&mut settled, &[Status::Processing, Status::Errored], n);
+        }
+        invocation(&mut settled, &[Status::Completed], 60);
+        let (item, part) = record_items(&settled, "c", &MovedLately::default()).expect("items");
+        assert!(item_size(&item) > RECORD_ITEM_BUDGET && part.is_none(), "a settle pays for its last write");
+        settled.status = Status::Errored;
+        assert!(record_items(&settled, "c", &MovedLately::default()).expect("items").1.is_some());
     }
 
     #[test]
