@@ -293,7 +293,7 @@ mod tests {
             invocation(&mut whole, &[Status::Errored, Status::Processing], n);
             whole.attempt += 1;
             // The failure, then the retry's claim, each appended to the record as the store kept it.
-            for entry in whole.history[whole.history.len() - 2..].to_vec() {
+            for entry in whole.history[whole.history.len() - 2..].iter().cloned() {
                 (stored.status, stored.attempt) = (entry.status, entry.attempt);
                 stored.history.push(entry);
                 let (item, part) = record_items(&stored, "c", lately).expect("items");
