@@ -20,7 +20,7 @@
 use super::body;
 use super::items::{event_item, event_pk, string, Item, BODY, ITEM_TYPE, PK, SK, TTL};
 use crate::model::{EventId, EventRecord, HistoryApart, HistoryEntry, Status};
-use crate::store::aws::meter::size::{item_size, write_units};
+use crate::store::aws::meter::size::item_size;
 use crate::store::StoreError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde::{Deserialize, Serialize};
@@ -30,6 +30,13 @@ use std::sync::Mutex;
 
 /// The size a record's item is kept under: one write unit.
 pub(super) const RECORD_ITEM_BUDGET: u64 = 1024;
+/// What a failure that moves entries leaves free under the budget: the next retry's claim, an entry from an
+/// invocation of its own (≈ 55 bytes with Lambda's ids; its end, from the same invocation, ≈ 10 more, moves
+/// entries itself if it fails again).
+const ROOM_FOR_A_RETRY: u64 = 72;
+/// An event's failures before its entries move: one or two retries are the common case and pay a unit at most for a
+/// settle past 1 KB, less than a part; an event failing a third time is likely to fail many more.
+const FAILURES_BEFORE_PARTS: u32 = 3;
 /// The newest entries a record always keeps.
 const ENTRIES_KEPT: usize = 2;
 /// The largest body a part is given (with its keys the item stays under one write unit); the oldest entries that
@@ -89,24 +96,28 @@ pub(super) fn record_items(
     commit_id: &str,
     lately: &MovedLately,
 ) -> Result<(Item, Option<PartWrite>), StoreError> {
+    // A part costs a write unit and, stored for the record's retention with its own keys, about another: it pays
+    // where the record will be rewritten many times more, which is what an event failing again and again leads to
+    // (each retry a claim and an end). At such a failure the entries move before the record passes 1 KB, leaving
+    // room for the retry's claim and end; elsewhere a record pays 2 units for the writes it has left over 1 KB.
+    let moves = record.status == Status::Errored && record.attempt >= FAILURES_BEFORE_PARTS;
+    let room_left = RECORD_ITEM_BUDGET - ROOM_FOR_A_RETRY;
+    let enough = if moves { room_left } else { RECORD_ITEM_BUDGET };
     let item = event_item(record, commit_id)?;
-    if item_size(&item) <= RECORD_ITEM_BUDGET {
+    if item_size(&item) <= enough {
         return Ok((item, None));
     }
     let mut kept = record.clone();
     let item = if lately.make_again(&mut kept) { event_item(&kept, commit_id)? } else { item };
-    // A part costs a write unit and, stored for the record's retention with its own keys, about another: it pays
-    // where the record will be rewritten over 1 KB several times, which is what an attempt that failed leads to
-    // (each retry a claim and an end); elsewhere the record pays 2 units for the writes it has left.
-    if item_size(&item) <= RECORD_ITEM_BUDGET || record.status != Status::Errored {
+    if !moves || item_size(&item) <= enough {
         return Ok((item, None));
     }
     let Some(part) = next_part(&kept)? else { return Ok((item, None)) };
     part.moved.make(&mut kept);
     let moved = event_item(&kept, commit_id)?;
-    // A record large for other reasons (long error messages) would move an entry or two at every write: a part is
-    // written only where it saves the record's writes a unit.
-    if write_units(item_size(&moved)) >= write_units(item_size(&item)) {
+    // A record large for other reasons (long error messages) would move an entry or two at every failure: a part
+    // is written only where it leaves the room.
+    if item_size(&moved) > room_left {
         return Ok((item, None));
     }
     Ok((moved, Some(part)))
@@ -396,12 +407,27 @@ mod tests {
             causes: Vec::new(),
             field: None,
         });
+        large.attempt = FAILURES_BEFORE_PARTS + 1;
         invocation(&mut large, &[Status::Received, Status::Processing], 0);
         invocation(&mut large, &[Status::Errored, Status::Processing], 1);
         invocation(&mut large, &[Status::Errored], 2);
         let (item, part) = record_items(&large, "c", &MovedLately::default()).expect("items");
         assert!(item_size(&item) > RECORD_ITEM_BUDGET, "the error alone passes 1 KB");
-        assert!(part.is_none(), "a part that saves no unit is not written");
+        assert!(part.is_none(), "a part that leaves no room is not written");
+    }
+
+    #[test]
+    fn an_events_first_failures_move_nothing() {
+        let (stored, _) = written(25);
+        let mut early = stored.clone();
+        early.attempt = FAILURES_BEFORE_PARTS - 1;
+        for n in 30..40 {
+            invocation(&mut early, &[Status::Processing, Status::Errored], n);
+        }
+        assert!(item_size(&event_item(&early, "c").expect("item")) > RECORD_ITEM_BUDGET);
+        assert!(record_items(&early, "c", &MovedLately::default()).expect("items").1.is_none());
+        early.attempt = FAILURES_BEFORE_PARTS;
+        assert!(record_items(&early, "c", &MovedLately::default()).expect("items").1.is_some());
     }
 
     #[test]

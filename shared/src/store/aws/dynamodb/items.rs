@@ -43,9 +43,11 @@ pub(super) const EVENT_SK: &str = "EVENT";
 /// The sort key of head items.
 pub(super) const HEAD_SK: &str = "HEAD";
 
-/// 128 random bits as hex: the id stamped on every item one commit writes.
+/// 64 random bits as hex: the id stamped on every item one commit writes. A condition failure is taken for the
+/// commit's own earlier write only when the stored item's version and body are the commit's too, so 64 bits tell
+/// commits apart as surely as 128 did, in 16 fewer bytes of every item (issue 12: a record's item stays under 1 KB).
 pub(super) fn new_commit_id() -> String {
-    hex::encode(rand::random::<[u8; 16]>())
+    hex::encode(rand::random::<[u8; 8]>())
 }
 
 /// `n` as 16 hex digits that sort like the signed number.
@@ -146,7 +148,7 @@ pub(super) fn event_item(record: &EventRecord, commit_id: &str) -> Result<Item, 
     if !held_by_its_head(record.status) {
         let partition = status_pk(record.status.as_str(), shard_of(id, STATUS_SHARDS));
         item.insert(GSI1PK.into(), s(partition));
-        item.insert(GSI1SK.into(), s(format!("{}#{id}", sortable(received))));
+        item.insert(GSI1SK.into(), s(sortable(received)));
     }
     if let Some(entity) = &record.entity {
         let entity_key = entity.to_string();
@@ -154,7 +156,7 @@ pub(super) fn event_item(record: &EventRecord, commit_id: &str) -> Result<Item, 
         let order =
             record.order.map_or_else(|| "!".to_owned(), |o| format!("{}#{}", sortable(o.nanos), sortable(o.version)));
         item.insert(SOURCE.into(), s(entity.source.clone()));
-        item.insert(GSI2SK.into(), s(format!("{order}#{}#{id}", sortable(received))));
+        item.insert(GSI2SK.into(), s(format!("{order}#{}", sortable(received))));
         item.insert(GSI2PK.into(), s(entity_pk(&entity_key)));
     }
     // A sparse index: only waiting events are in it, under the key they wait for, and parked events, under their

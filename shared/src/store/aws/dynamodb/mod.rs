@@ -23,12 +23,14 @@
 //! `docs/aws-table.md`.
 //!
 //! - `by_status`: `gsi1pk` = `STATUS#<status>#<0..15>` (a hash of the event id), sort `gsi1sk` =
-//!   `<received_at>#<event_id>`; every event but the `processing` and `errored` ones (each is its entity's
+//!   `<received_at>` (`<received_at>#<event_id>` on items written before 2026-12-07); every event but the `processing` and `errored` ones (each is its entity's
 //!   head's in-flight event and found through `by_lease`). Serves `list_events` by status (newest first: every
 //!   shard, merged) and `count_by_status` (`Select=COUNT` per partition). The unsharded `STATUS#<status>` partitions of tables
 //!   written before are read too, never written.
 //! - `by_entity`: `gsi2pk` = `ENTITY#<entity key>`, sort `gsi2sk` =
-//!   `<order nanos>#<order version>#<received_at>#<event_id>`; events that name an entity. Serves
+//!   `<order nanos>#<order version>#<received_at>` (`…#<event_id>` on items written before 2026-12-07: a GSI's sort
+//!   keys need not be unique, and the event id, already in `pk`, made every record item 86 bytes larger); events
+//!   that name an entity. Serves
 //!   `list_events` of one entity in order-key order (a status is filtered on the records read: the entries do not
 //!   carry it, so they are written once per event).
 //! - `by_lease`: `gsi3pk` = `LEASE#<0..15>`, sort `lease_until` N (ns) holding the hold's earliest lease end
