@@ -1,19 +1,19 @@
 //! Old history entries kept apart from the record (spec §9 "Old history entries kept apart"). DynamoDB bills a write
 //! unit per started KB of the item written, and every transition rewrites the record whole, so a record whose
 //! history took its item past 1 KB (an event retried again and again, as in an outage) paid two units for each later
-//! write. When an attempt's failure would write a record past [`RECORD_ITEM_BUDGET`], its entries but the newest
-//! [`ENTRIES_KEPT`] move into one item of their own under the record's partition (a part: `sk` = `HISTORY#<its first
-//! entry's place>-<hash>`, one write unit, written once), which names the part before it; the record keeps the newer
-//! entries and names the newest part (`history_apart`). A record retried again and again then writes one part every
-//! several retries instead of two units at each write. Only a failure moves entries: a part costs about two units
-//! (its write, and its keys stored for the record's retention), so it pays only where several writes of the record
-//! follow, and a record that passes 1 KB elsewhere (its settle, a busy entity's queued event) pays 2 units for the
-//! few writes it has left.
+//! write. When an event's third or later failure would leave its record less than [`ROOM_FOR_A_RETRY`] under
+//! [`RECORD_ITEM_BUDGET`], its entries but the newest [`ENTRIES_KEPT`] move into one item of their own under the
+//! record's partition (a part: `sk` = `HISTORY#<its first entry's place>-<hash>`, one write unit, written once),
+//! which names the part before it; the record keeps the newer entries and names the newest part (`history_apart`).
+//! An event retried again and again then writes one part every several retries instead of two units at each write.
+//! Only repeated failures move entries: a part costs about two units (its write, and its keys stored for the
+//! record's retention), so it pays only where many writes of the record follow, and a record that passes 1 KB
+//! otherwise (a settle after a retry or two) pays 2 units for the few writes it has left.
 //!
 //! A part is named by its place and a hash of what it holds (its entries and the part before it): a part written by
 //! a write that then lost its compare-and-set is an item nobody names (it expires with the record), and the same
-//! part written again is the same item. Parts go before the record's write. The engine goes on from its own copy of
-//! a record after writing it (the settle after the claim), a copy that did not see entries move, so the store
+//! part written again is the same item. Parts go before the record's write. The engine may go on from its own copy
+//! of a record after writing it, a copy that did not see entries move, so the store
 //! remembers the last move of each event it wrote lately ([`MovedLately`]) and makes it again on such a copy
 //! without writing the part again.
 
