@@ -5,7 +5,7 @@
 //! resources per test, DynamoDB serialized as in `aws_pipeline`). Both run on the system clock: SQS keeps time on
 //! the server.
 
-use crate::support::backends::{drain, open_backend};
+use crate::support::backends::{drain, open_backend, whole_record};
 use crate::support::Env;
 use chrono::Duration;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -74,13 +74,7 @@ impl Rig {
     }
 
     async fn record(&self, id: &EventId) -> EventRecord {
-        self.engine
-            .ports()
-            .store
-            .get_event_with_history(id)
-            .await
-            .expect("get")
-            .unwrap_or_else(|| panic!("{id} not recorded"))
+        whole_record(&self.engine, id).await
     }
 
     fn mirror(&self) -> &Arc<dyn MirrorView> {

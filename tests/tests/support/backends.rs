@@ -75,13 +75,7 @@ impl BackendRig {
 
     /// The event's record, with its whole history.
     pub async fn record(&self, id: &EventId) -> EventRecord {
-        self.engine
-            .ports()
-            .store
-            .get_event_with_history(id)
-            .await
-            .expect("get")
-            .unwrap_or_else(|| panic!("{id} not recorded"))
+        whole_record(&self.engine, id).await
     }
 
     /// The reference mirror (the destination).
@@ -219,6 +213,12 @@ pub async fn open_backend(aws: Option<&str>) -> (Option<tempfile::TempDir>, AnyB
             (Some(home), compose(&config, Arc::new(synctrail::SystemClock), None).await.expect("open"))
         }
     }
+}
+
+/// The record of `id` as `engine`'s store holds it, with its whole history (panics when absent).
+pub async fn whole_record(engine: &Engine, id: &EventId) -> EventRecord {
+    let store = &engine.ports().store;
+    store.get_event_with_history(id).await.expect("get").unwrap_or_else(|| panic!("{id} not recorded"))
 }
 
 /// Plays the event source until nothing is visible (at most `rounds` batches): receive, let `processor` handle
