@@ -306,6 +306,61 @@ async fn aws_one_happy_path_event_costs_few_requests() {
     assert!(writes(&redelivery) <= 1, "{redelivery:?}");
 }
 
+/// Spec §9 "A backlog no larger than its head's budget": events with 128-character ids queued behind a busy
+/// `in_order` entity take only the backlog slots that keep its head's item under 1 KB (one write unit a write), though
+/// the backlog's size (8) has room for more; the rest are parked. Each head written stays under 1 KB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_a_busy_in_order_entitys_head_stays_under_one_kb_with_long_event_ids() {
+    use crate::support::Env;
+    use synctrail::model::{Inflight, Slot};
+    use synctrail::store::aws::meter::size::item_size;
+    use synctrail::store::aws::sdk::dynamodb::types::AttributeValue;
+    let f = fixture().await;
+    let (_home, ports) = ports_over_an_embedded_mirror(&f);
+    let engine = Engine::new(ports, crate::support::settings());
+    // Random-looking, as GUIDs and hashes are: ids that repeat themselves compress to little.
+    let hex = |n: u32| synctrail::model::ContentHash::of(&n.to_be_bytes()).to_hex();
+    let long_id = |n: u32| format!("{n:02}-{}{}", hex(n), hex(n + 1_000))[..128].to_owned();
+    let events: Vec<Env> =
+        (1..=10).map(|n| Env::adjustment("sku-long").at(i64::from(n) * 10).delta(1).id(&long_id(n))).collect();
+    let entity = events[0].entity();
+    // Another event holds the entity under a lease that runs for the whole test.
+    let holder = Slot {
+        event_id: build::id(&long_id(0)),
+        order: build::order(1),
+        content_hash: synctrail::model::ContentHash::of(b"holder"),
+    };
+    let mut head = EntityHead::empty(entity.clone(), chrono::Utc::now());
+    head.inflight = Some(Inflight {
+        slot: holder,
+        lease_until: chrono::Utc::now() + Duration::hours(1),
+        fence: 1,
+        errored: false,
+        promoted: false,
+        attempt: 1,
+        earliest_lease_until: None,
+    });
+    f.backend.store.commit(vec![Write::head(head)]).await.expect("a busy entity");
+    let head_item_size = || async {
+        let key = [("pk", format!("HEAD#{entity}")), ("sk", "HEAD".to_owned())];
+        let get = key.into_iter().fold(f.clients.dynamodb.get_item().table_name(&f.created.table), |get, (k, v)| {
+            get.key(k, AttributeValue::S(v))
+        });
+        item_size(&get.consistent_read(true).send().await.expect("get the head").item.expect("the head"))
+    };
+    for (n, event) in events.iter().enumerate() {
+        let incoming =
+            Incoming { message_id: format!("m-{n}"), body: event.body(), receive_count: 1, trace_header: None };
+        let outcome = engine.process(&incoming, &Invocation::default()).await.expect("process");
+        assert_eq!(outcome.status, Some(Status::Queued), "{outcome:?}");
+        let size = head_item_size().await;
+        assert!(size <= 1024, "after event {n}, the head's item is {size} bytes");
+    }
+    let head = f.backend.store.get_head(&entity).await.expect("read").expect("the head");
+    assert!((1..8).contains(&head.backlog.len()), "{} events in the backlog", head.backlog.len());
+    assert_eq!(head.backlog.len() + head.parked as usize, 10, "the others are parked: {head:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aws_a_reprocess_goes_to_the_queue_of_the_processor_that_handled_the_event() {
     let f = fixture().await;

@@ -1294,6 +1294,55 @@ async fn an_in_order_event_unparked_beside_the_same_change_under_another_id_ends
     assert_eq!(h.mirror_state(&entity).await, Some(json!({"quantity": 10})));
 }
 
+/// Spec §9 "A backlog no larger than its head's budget": an `in_order` event the backlog's size (8) has room for,
+/// but whose slot would take its head past the store's budget for a head (DynamoDB: 1 KB; here two events), is
+/// parked; an unpark moves back only what the budget holds once the first is promoted. Every event is applied once,
+/// in order, and no head is written past the budget.
+async fn in_order_events_past_their_heads_budget_are_parked_and_all_applied_in_order(via: Via) {
+    let h = Harness::with(Options { via, held_store: true, ..Options::default() });
+    assert_eq!(h.options.settings.max_backlog, 8);
+    h.held.budget_heads_to(2);
+    let events: Vec<Env> =
+        (1..=8).map(|n| Env::adjustment("sku-b").at(n * 10).delta(n).id(&format!("adj-b-{n}"))).collect();
+    let all: Vec<&Env> = events.iter().collect();
+    let entity = events[0].entity();
+    let (first, unparked) = (Arc::new(Gate::default()), Arc::new(Gate::default()));
+    h.script.on(&entity, Step::Hold(first.clone(), Box::new(Step::Pass)));
+    h.script.on(&entity, Step::Pass);
+    h.script.on(&entity, Step::Pass);
+    h.script.on(&entity, Step::Hold(unparked.clone(), Box::new(Step::Pass)));
+    deliver_racing(&h, &events[0], async {
+        first.entered().await;
+        for event in &events[1..] {
+            h.send_env(event).await;
+            assert_eq!(h.deliver(1).await.only().status, Some(Status::Queued));
+        }
+        let head = h.head(&entity).await;
+        assert_eq!(head.backlog.iter().map(|s| s.event_id.clone()).collect::<Vec<_>>(), ids(&all[1..3]));
+        assert_eq!(head.parked, 5, "the budget holds two in the backlog, the rest are parked");
+        first.release();
+    })
+    .await;
+    // The third event's settle unparks: of the five, the first is promoted and two go into the backlog.
+    tokio::join!(h.drain(), async {
+        unparked.entered().await;
+        let head = h.head(&entity).await;
+        assert_eq!(head.inflight.as_ref().map(|i| i.slot.event_id.clone()), Some(events[3].event_id()));
+        assert_eq!(head.backlog.iter().map(|s| s.event_id.clone()).collect::<Vec<_>>(), ids(&all[4..6]));
+        assert_eq!(head.parked, 2, "{head:?}");
+        unparked.release();
+    });
+    h.drain().await;
+    for event in &events {
+        assert_eq!(h.status_of(event).await, Status::Completed, "{}", event.event_id());
+    }
+    assert_eq!(h.effects().await, ids(&all), "each applied once, in order-key order");
+    assert_eq!(h.mirror_state(&entity).await, Some(json!({"quantity": 36})));
+    let head = h.head(&entity).await;
+    assert!(head.inflight.is_none() && head.backlog.is_empty() && head.parked == 0, "{head:?}");
+    assert_eq!(h.held.heads_past_budget(), 0, "a head was written past its budget");
+}
+
 async fn in_order_event_beyond_a_full_backlog_is_not_stranded_when_its_receives_run_out(via: Via) {
     let mut settings = settings();
     settings.max_backlog = 1;
@@ -2395,6 +2444,7 @@ over_every_destination!(
     in_order_event_older_than_applied_is_flagged_out_of_order_and_applied,
     in_order_event_older_than_applied_is_flagged_even_when_it_waited_in_the_backlog,
     an_in_order_event_unparked_beside_the_same_change_under_another_id_ends_duplicate_and_leaves_the_backlog,
+    in_order_events_past_their_heads_budget_are_parked_and_all_applied_in_order,
     in_order_event_beyond_a_full_backlog_is_not_stranded_when_its_receives_run_out,
     in_order_event_parked_where_the_unpark_listing_missed_it_is_redriven_by_the_sweeper,
     a_busy_entitys_queued_events_do_not_hide_an_older_stranded_one_from_the_sweep,

@@ -248,6 +248,9 @@ struct Config {
     /// How often a [`EventStore::commit_each`] stops after a write with the answer lost (a Lambda dying between a
     /// settle's record and head writes).
     cut_short_rate: f64,
+    /// The most events a head's backlog holds within the store's budget for a head (as DynamoDB's 1 KB is one);
+    /// `None`: no budget.
+    head_budget: Option<usize>,
 }
 
 impl Config {
@@ -276,6 +279,10 @@ impl Config {
         if backlog_die.random_bool(0.5) {
             settings.max_backlog = backlog_die.random_range(1..=4);
         }
+        // Likewise: half the seeds give the store a budget for heads smaller than the backlog (spec §9 "A backlog no
+        // larger than its head's budget"), so events park while the backlog has room by its size.
+        let mut budget_die = SmallRng::seed_from_u64(seed ^ 0x0B0D_6E75);
+        let head_budget = budget_die.random_bool(0.5).then(|| budget_die.random_range(0..=3));
         let max_receives = match mode {
             Mode::Flaky => r.random_range(4..=10),
             Mode::Outage => r.random_range(3..=6),
@@ -323,6 +330,7 @@ impl Config {
             create_rate: r.random_range(0.0..0.05),
             delete_rate: r.random_range(0.0..0.08),
             cut_short_rate: if r.random_bool(0.3) { 0.0 } else { r.random_range(0.0..0.1) },
+            head_budget,
         }
     }
 }
@@ -492,6 +500,26 @@ impl Chaos {
 struct SimStore {
     inner: Arc<dyn EventStore>,
     chaos: Arc<Chaos>,
+    budget: Arc<HeadBudget>,
+}
+
+/// The simulated store's budget for heads: a head fits while its backlog holds at most `events` events.
+struct HeadBudget {
+    events: Option<usize>,
+    /// Heads written past it.
+    past: std::sync::atomic::AtomicU64,
+}
+
+impl HeadBudget {
+    fn fits(&self, head: &EntityHead) -> bool {
+        self.events.is_none_or(|events| head.backlog.len() <= events)
+    }
+
+    /// Counts the heads of `writes` past the budget.
+    fn check(&self, writes: &[Write]) {
+        let past = writes.iter().filter(|w| matches!(w, Write::Head { head, .. } if !self.fits(head))).count();
+        self.past.fetch_add(past as u64, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 #[async_trait::async_trait]
@@ -508,13 +536,19 @@ impl EventStore for SimStore {
         self.chaos.around(self.inner.get_head(entity)).await
     }
 
+    fn head_fits(&self, head: &EntityHead) -> bool {
+        self.budget.fits(head) && self.inner.head_fits(head)
+    }
+
     async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        self.budget.check(&writes);
         self.chaos.around(self.inner.commit(writes)).await
     }
 
     /// As DynamoDB does it: one conditional write after another, other tasks moving in between, and now and then
     /// the answer lost after a write was applied (what a Lambda dying between a settle's two writes leaves).
     async fn commit_each(&self, writes: Vec<Write>) -> Result<(), PartialCommit> {
+        self.budget.check(&writes);
         let count = writes.len();
         for (applied, write) in writes.into_iter().enumerate() {
             self.chaos
@@ -785,6 +819,8 @@ struct Sim {
     ports: Ports,
     /// The seeded yields and cuts behind every port.
     chaos: Arc<Chaos>,
+    /// The store's budget for heads, and the heads written past it.
+    budget: Arc<HeadBudget>,
     sweeper: Engine,
     shared: Rc<Shared>,
     /// Wakes idle workers after each tick (`Notify` wakes waiters in a fixed order; `watch` would not).
@@ -1132,10 +1168,11 @@ async fn simulate(cfg: Config) -> Result<Summary, String> {
         cut_short_rate: cfg.cut_short_rate,
         cut: std::sync::atomic::AtomicU64::new(0),
     });
+    let budget = Arc::new(HeadBudget { events: cfg.head_budget, past: std::sync::atomic::AtomicU64::new(0) });
     let http = (cfg.via == Via::Http).then(|| HttpSide::start(backend.ports.destination.clone(), clock.clone()));
     let destination = http.as_ref().map_or_else(|| backend.ports.destination.clone(), HttpSide::destination);
     let ports = Ports {
-        store: Arc::new(SimStore { inner: backend.ports.store.clone(), chaos: chaos.clone() }),
+        store: Arc::new(SimStore { inner: backend.ports.store.clone(), chaos: chaos.clone(), budget: budget.clone() }),
         payloads: Arc::new(SimPayloads { inner: backend.ports.payloads.clone(), chaos: chaos.clone() }),
         queue: Arc::new(SimQueue { inner: backend.ports.queue.clone(), chaos: chaos.clone() }),
         destination: Arc::new(SimDestination { inner: destination, chaos: chaos.clone() }),
@@ -1157,6 +1194,7 @@ async fn simulate(cfg: Config) -> Result<Summary, String> {
         backend,
         ports: ports.clone(),
         chaos,
+        budget,
         sweeper,
         shared: shared.clone(),
         ticks,
@@ -1383,6 +1421,13 @@ fn check(sim: &Sim, plan: &[String]) -> Result<Summary, String> {
         *summary.statuses.entry(record.status).or_default() += 1;
     }
 
+    let past_budget = sim.budget.past.load(std::sync::atomic::Ordering::Relaxed);
+    if past_budget > 0 {
+        v.push(format!(
+            "{past_budget} heads written past the store's budget of {:?} events waiting",
+            sim.cfg.head_budget
+        ));
+    }
     // Nothing lost: every message's event is recorded and done; the queue holds nothing more.
     if depth.visible + depth.in_flight + depth.delayed > 0 {
         v.push(format!("the queue is not empty at the end: {depth:?}"));

@@ -3,7 +3,7 @@
 
 use super::decide::{decide, Candidate, Decision, DecisionContext};
 use super::intake::{redelivered, reject_conflict};
-use super::settle::{promote_next, settle, End};
+use super::settle::{fits_flagged, promote_next, settle, End};
 use super::{Engine, EngineError, Incoming, Invocation, Outcome};
 use crate::destination::{ApplyOutcome, Change, DestinationError};
 use crate::model::{EntityHead, Envelope, ErrorInfo, ErrorKind, EventId, EventRecord, Inflight, Slot, Status};
@@ -97,6 +97,9 @@ pub(super) async fn drive(
         let decision = if force { forced(view, &candidate, &ctx) } else { decide(view, &candidate, &ctx) };
         let decision = match decision {
             Decision::Duplicate { of } => duplicate_of_recorded(engine, view, of).await?,
+            Decision::Enqueue { .. } if policy == Policy::InOrder && !backlog_has_room(engine, &head, &candidate) => {
+                Decision::Park
+            }
             decision => decision,
         };
         if decision == Decision::AlreadyQueued && record.version == 0 {
@@ -117,6 +120,20 @@ pub(super) async fn drive(
         }
     }
     Err(EngineError::Contended(envelope.entity.to_string(), engine.settings.max_rounds))
+}
+
+/// Whether `head`'s backlog takes `candidate` within the store's budget for a head: an `in_order` event that would
+/// take it past is parked instead, as beyond a full backlog (spec §9 "A backlog no larger than its head's budget").
+fn backlog_has_room(engine: &Engine, head: &EntityHead, candidate: &Candidate) -> bool {
+    let mut grown = head.clone();
+    into_backlog(&mut grown, candidate.slot());
+    fits_flagged(engine, grown)
+}
+
+/// Puts `slot` into `head`'s `in_order` backlog, in order-key order (after those of the same order key).
+fn into_backlog(head: &mut EntityHead, slot: Slot) {
+    let at = head.backlog.partition_point(|s| s.order <= slot.order);
+    head.backlog.insert(at, slot);
 }
 
 /// A duplicate of the event the head names in flight counts once that event's record holds the same change. A claim
@@ -277,10 +294,7 @@ async fn record_decision(
         Decision::Enqueue { tie, cancel } => {
             match policy {
                 Policy::LatestWins => head.next = Some(candidate.slot()),
-                Policy::InOrder => {
-                    let at = head.backlog.partition_point(|s| s.order <= candidate.order);
-                    head.backlog.insert(at, candidate.slot());
-                }
+                Policy::InOrder => into_backlog(&mut head, candidate.slot()),
             }
             head.updated_at = now;
             record.tie |= tie;

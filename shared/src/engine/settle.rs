@@ -348,7 +348,7 @@ async fn move_head(
         }
     }
     if head.next.is_none() && head.backlog.is_empty() && head.parked > 0 {
-        unpark(engine, head).await?;
+        unpark(engine, head, now).await?;
     }
     let promoted = promote_next(head, engine, now);
     Ok(MovedOn { promoted, resume_waiters })
@@ -476,8 +476,10 @@ async fn guard_created(
 }
 
 /// `in_order`: moves parked events (recorded `queued`, not in the head) into the empty backlog, oldest order key
-/// first, as many as fit. The store lists only parked events (`parked_events`), never the entity's whole history.
-async fn unpark(engine: &Engine, head: &mut EntityHead) -> Result<(), EngineError> {
+/// first, as many as fit: in the backlog's size, and in the store's budget for the head once the first is promoted
+/// (spec §9 "A backlog no larger than its head's budget"; one at least). The store lists only parked events
+/// (`parked_events`), never the entity's whole history.
+async fn unpark(engine: &Engine, head: &mut EntityHead, now: chrono::DateTime<chrono::Utc>) -> Result<(), EngineError> {
     let fit = engine.settings.max_backlog.max(1);
     let inflight = head.inflight.as_ref().map(|i| i.slot.event_id.clone());
     // One more than fits: the event in flight (promoted from the backlog, its record still `queued`) may be listed,
@@ -492,8 +494,12 @@ async fn unpark(engine: &Engine, head: &mut EntityHead) -> Result<(), EngineErro
         .filter_map(|r| Some(Slot { order: r.order?, content_hash: r.content_hash?, event_id: r.event_id }))
         .collect();
     parked.sort_by_key(|s| s.order);
-    let more = parked.len() > fit;
+    let mut more = parked.len() > fit;
     parked.truncate(fit);
+    while parked.len() > 1 && !promoted_head_fits(engine, head, &parked, now) {
+        parked.pop();
+        more = true;
+    }
     // Whatever the count said, what the store holds is the truth: none found means none parked, and one left over
     // means some still are (a park whose head write did not land left the count short: spec §9).
     head.parked = match parked.len() {
@@ -502,6 +508,24 @@ async fn unpark(engine: &Engine, head: &mut EntityHead) -> Result<(), EngineErro
     };
     head.backlog = parked;
     Ok(())
+}
+
+/// Whether `head` with `backlog` fits the store's budget for a head once the backlog's first event is promoted.
+fn promoted_head_fits(
+    engine: &Engine,
+    head: &EntityHead,
+    backlog: &[Slot],
+    now: chrono::DateTime<chrono::Utc>,
+) -> bool {
+    let mut promoted = EntityHead { backlog: backlog.to_vec(), ..head.clone() };
+    promote_next(&mut promoted, engine, now);
+    fits_flagged(engine, promoted)
+}
+
+/// Whether `head` fits the store's budget for a head with room left for the verification flag a late delta's claim
+/// sets on it, where nothing can be parked instead (spec §9 "A backlog no larger than its head's budget").
+pub(super) fn fits_flagged(engine: &Engine, head: EntityHead) -> bool {
+    engine.ports.store.head_fits(&EntityHead { needs_verification: true, ..head })
 }
 
 /// Releases the head and hands it to the waiting event, if any: it holds the entity under a fresh lease and

@@ -107,6 +107,13 @@ pub trait EventStore: Send + Sync {
     /// Reads one entity head (strongly consistent).
     async fn get_head(&self, entity: &EntityKey) -> Result<Option<EntityHead>, StoreError>;
 
+    /// Whether `head`, written as it is, stays within this store's size budget for a head: on DynamoDB an item of
+    /// at most 1 KB, one write unit per write. The engine parks `in_order` events rather than grow a backlog past it
+    /// (spec §9 "A backlog no larger than its head's budget"). A store without one: always.
+    fn head_fits(&self, _head: &EntityHead) -> bool {
+        true
+    }
+
     /// Reads an event record and an entity head (both strongly consistent): what an arriving event needs first.
     /// The default reads one after the other; a backend that can read both in one request overrides it.
     async fn get_event_and_head(

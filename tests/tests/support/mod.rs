@@ -502,6 +502,8 @@ pub struct HeldStore {
     cut_next_queue: AtomicBool,
     claim_records: Mutex<VecDeque<(EventId, Arc<Gate>)>>,
     reads: Mutex<Reads>,
+    backlog_budget: Mutex<Option<usize>>,
+    heads_past_budget: AtomicU64,
 }
 
 /// The reads of records and heads a [`HeldStore`] was asked for, by their shape.
@@ -516,6 +518,23 @@ pub struct Reads {
 }
 
 impl HeldStore {
+    /// Gives the store a budget for heads, as DynamoDB's 1 KB is one: a head fits while its backlog holds at most
+    /// `events` events.
+    pub fn budget_heads_to(&self, events: usize) {
+        *self.backlog_budget.lock().unwrap() = Some(events);
+    }
+
+    /// Heads written past the budget of [`HeldStore::budget_heads_to`].
+    pub fn heads_past_budget(&self) -> u64 {
+        self.heads_past_budget.load(Ordering::SeqCst)
+    }
+
+    /// Counts the heads of `writes` past the budget.
+    fn check_budget(&self, writes: &[Write]) {
+        let past = writes.iter().filter(|w| matches!(w, Write::Head { head, .. } if !self.head_fits(head))).count();
+        self.heads_past_budget.fetch_add(past as u64, Ordering::SeqCst);
+    }
+
     /// The reads made since the last call.
     pub fn take_reads(&self) -> Reads {
         std::mem::take(&mut *self.reads.lock().unwrap())
@@ -606,6 +625,11 @@ impl EventStore for HeldStore {
         self.inner.get_head(entity).await
     }
 
+    fn head_fits(&self, head: &EntityHead) -> bool {
+        let budget = *self.backlog_budget.lock().unwrap();
+        budget.is_none_or(|events| head.backlog.len() <= events) && self.inner.head_fits(head)
+    }
+
     /// The record, then the head, as the port's default does, so a held head read falls between the two.
     async fn get_event_and_head(
         &self,
@@ -619,6 +643,7 @@ impl EventStore for HeldStore {
     }
 
     async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        self.check_budget(&writes);
         if let Some(gate) = self.gate_for(&writes) {
             gate.entered.notify_one();
             gate.released.notified().await;
@@ -627,6 +652,7 @@ impl EventStore for HeldStore {
     }
 
     async fn commit_each(&self, mut writes: Vec<Write>) -> Result<(), PartialCommit> {
+        self.check_budget(&writes);
         if let Some(gate) = self.gate_for(&writes) {
             gate.entered.notify_one();
             gate.released.notified().await;
@@ -879,6 +905,8 @@ impl Harness {
             cut_next_queue: AtomicBool::new(false),
             claim_records: Mutex::new(VecDeque::new()),
             reads: Mutex::new(Reads::default()),
+            backlog_budget: Mutex::new(None),
+            heads_past_budget: AtomicU64::new(0),
         });
         let store: Arc<dyn EventStore> = if options.held_store { held.clone() } else { backend.ports.store.clone() };
         let ports = Ports { destination, store, ..backend.ports.clone() };

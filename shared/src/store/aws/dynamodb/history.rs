@@ -29,7 +29,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 /// The size a record's item is kept under: one write unit.
-pub(super) const RECORD_ITEM_BUDGET: u64 = 1024;
+pub(super) const RECORD_ITEM_BUDGET: u64 = super::items::ONE_WRITE_UNIT;
 /// What a failure that moves entries leaves free under the budget: the next retry's claim, an entry from an
 /// invocation of its own (≈ 55 bytes with Lambda's ids; its end, from the same invocation, ≈ 10 more, moves
 /// entries itself if it fails again).

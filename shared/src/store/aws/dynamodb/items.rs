@@ -2,6 +2,7 @@
 
 use super::body;
 use crate::model::{EntityHead, EventRecord, Status};
+use crate::store::aws::meter::size::item_size as exact_size;
 use crate::store::StoreError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
@@ -20,6 +21,8 @@ pub const STATUS_SHARDS: u32 = 16;
 
 /// The largest item this store writes (DynamoDB refuses items over 400 KB).
 pub const ITEM_SIZE_LIMIT: usize = 350 * 1024;
+/// The most bytes an item may have for each write of it to cost one write unit (one per started KB).
+pub(super) const ONE_WRITE_UNIT: u64 = 1024;
 
 pub(super) const PK: &str = "pk";
 pub(super) const SK: &str = "sk";
@@ -201,6 +204,14 @@ pub(super) fn head_item(head: &EntityHead, commit_id: &str) -> Result<Item, Stor
     Ok(item)
 }
 
+/// Whether `head`, written as it is (its version one more), is an item of at most [`ONE_WRITE_UNIT`] bytes: the
+/// engine parks `in_order` events rather than grow a backlog past it (spec §9 "A backlog no larger than its head's
+/// budget"). A head that can't be encoded does not fit.
+pub(super) fn head_fits(head: &EntityHead) -> bool {
+    let written = EntityHead { version: head.version + 1, ..head.clone() };
+    head_item(&written, &new_commit_id()).is_ok_and(|item| exact_size(&item) <= ONE_WRITE_UNIT)
+}
+
 /// An upper bound of an item's size as DynamoDB counts it (names plus values).
 pub(super) fn item_size(item: &Item) -> usize {
     item.iter()
@@ -292,6 +303,57 @@ mod tests {
         assert_eq!(index_keys(&head), before, "rewriting the head moved its by_waiting_for entry");
         head.needs_verification = false;
         assert_eq!(index_keys(&head), (None, None), "an unflagged head leaves the index");
+    }
+
+    /// A head with `waiting` events in its backlog, each with an id of `id_len` random-looking characters (as
+    /// delivery GUIDs and hashes are: they don't compress), an event in flight and one applied.
+    fn busy_head(id_len: usize, waiting: u64) -> EntityHead {
+        use crate::model::{ContentHash, EventId, Inflight, OrderKey, Slot};
+        let at = |secs| DateTime::from_timestamp(secs, 0).unwrap_or_default();
+        let slot = |n: u64| {
+            let id = format!("{}{}", ContentHash::of(&n.to_le_bytes()).to_hex(), ContentHash::of(&[n as u8]).to_hex());
+            Slot {
+                event_id: EventId::parse(&id[..id_len]).expect("id"),
+                order: OrderKey::at(at(1_700_000_000 + n as i64), 0).expect("order"),
+                content_hash: ContentHash::of(&n.to_be_bytes()),
+            }
+        };
+        let entity =
+            crate::model::EntityKey::new("default", "erp", "inventory_adjustment", "sku-1234567").expect("key");
+        let mut head = EntityHead::empty(entity, at(1_700_000_000));
+        let lease_until = at(1_700_000_100);
+        head.inflight = Some(Inflight {
+            slot: slot(0),
+            lease_until,
+            fence: 7,
+            errored: false,
+            promoted: false,
+            attempt: 1,
+            earliest_lease_until: None,
+        });
+        head.applied = Some(slot(1_000));
+        head.backlog = (1..=waiting).map(slot).collect();
+        (head.version, head.fence) = (41, 7);
+        head
+    }
+
+    #[test]
+    fn a_head_fits_while_its_item_is_one_write_unit() {
+        let written_size = |head: &EntityHead| {
+            let written = EntityHead { version: head.version + 1, ..head.clone() };
+            exact_size(&head_item(&written, &new_commit_id()).expect("item"))
+        };
+        for id_len in [12, 36, 42, 64, 128] {
+            let sizes: Vec<u64> = (0..=16).map(|waiting| written_size(&busy_head(id_len, waiting))).collect();
+            for (waiting, size) in sizes.iter().enumerate() {
+                let head = busy_head(id_len, waiting as u64);
+                assert_eq!(head_fits(&head), *size <= ONE_WRITE_UNIT, "ids of {id_len}, {waiting} waiting: {sizes:?}");
+            }
+            assert!(sizes.windows(2).all(|w| w[0] < w[1]), "each event waiting adds bytes: {sizes:?}");
+        }
+        // Measured: with a GUID's 36 characters ten waiting events fit (997 bytes), with 128 characters four (905).
+        assert!(head_fits(&busy_head(36, 8)) && !head_fits(&busy_head(36, 12)));
+        assert!(head_fits(&busy_head(128, 4)) && !head_fits(&busy_head(128, 6)));
     }
 
     #[test]

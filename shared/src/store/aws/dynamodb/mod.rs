@@ -158,6 +158,10 @@ impl EventStore for DynamoStore {
         queries::get_head(self, entity).await
     }
 
+    fn head_fits(&self, head: &EntityHead) -> bool {
+        items::head_fits(head)
+    }
+
     async fn get_event_and_head(
         &self,
         id: &EventId,
