@@ -21,6 +21,12 @@
 //! `SYNCTRAIL_SIM_HTTP_SEEDS=<n>` runs seeds `0..n` that way (default [`DEFAULT_HTTP_SEEDS`]; a request costs far
 //! more than an in-process write; `SYNCTRAIL_SIM_FIRST_SEED` moves them too); `SYNCTRAIL_SIM_SEED` replays one of
 //! them.
+//!
+//! And with the event store on DynamoDB ([`StoreKind::DynamoDb`], [`dynamodb`]): records and heads in a fresh table
+//! of the moto server `scripts/with-moto.sh` starts (the queue, payloads and mirror stay embedded, on the run's
+//! clock), so the DynamoDB store's own ways — conditional `PutItem`s and transactions, history parts, the head's
+//! 1 KB budget, listings through its indexes — meet the same faults and invariants. `SYNCTRAIL_SIM_DYNAMODB_SEEDS=<n>`
+//! runs seeds `0..n` that way (default [`DEFAULT_DYNAMODB_SEEDS`]: every store call is a request to the server).
 
 use crate::support::receiver::Receiver;
 use crate::support::{self, Backend, Env, Via, HTTP_SECRET};
@@ -54,11 +60,15 @@ use synctrail::{Clock, ManualClock, Policy, Settings};
 use synctrail_processor::{sqs_event, InvocationContext, Processor, RecordResult};
 use tokio::sync::Notify;
 
+mod dynamodb;
+
 /// Seeds run when `SYNCTRAIL_SIM_SEEDS` is unset: about a minute in the test build on two cores.
 const DEFAULT_SEEDS: u64 = 256;
 /// Seeds run over the HTTP destination when `SYNCTRAIL_SIM_HTTP_SEEDS` is unset (about 45 s); some of them with
 /// outages.
 const DEFAULT_HTTP_SEEDS: u64 = 16;
+/// Seeds run with the event store on DynamoDB (moto) by default: each store call is a request to the server.
+const DEFAULT_DYNAMODB_SEEDS: u64 = 8;
 /// Driver ticks per phase before a run counts as stuck.
 const MAX_TICKS: u64 = 200_000;
 /// Receive calls per worker before it gives up (never reached in a healthy run).
@@ -117,17 +127,26 @@ fn seed_range(count: &str, default: u64) -> std::ops::Range<u64> {
     first..first.saturating_add(env_u64(count).unwrap_or(default))
 }
 
-fn run_seeds(mode: Mode) {
-    run_these(&format!("{mode:?}"), &seeds(mode), Via::Mirror)
+/// The seeds to run with the event store on DynamoDB: the one of `SYNCTRAIL_SIM_SEED`, or
+/// `SYNCTRAIL_SIM_DYNAMODB_SEEDS` of them.
+fn dynamodb_seeds() -> Vec<u64> {
+    match env_u64("SYNCTRAIL_SIM_SEED") {
+        Some(seed) => vec![seed],
+        None => seed_range("SYNCTRAIL_SIM_DYNAMODB_SEEDS", DEFAULT_DYNAMODB_SEEDS).collect(),
+    }
 }
 
-fn run_these(label: &str, seeds: &[u64], via: Via) {
+fn run_seeds(mode: Mode) {
+    run_these(&format!("{mode:?}"), &seeds(mode), Via::Mirror, StoreKind::Embedded)
+}
+
+fn run_these(label: &str, seeds: &[u64], via: Via, store: StoreKind) {
     let started = std::time::Instant::now();
     let mut total = Summary::default();
     let mut failures: Vec<(u64, String)> = Vec::new();
     for &seed in seeds {
         let one = std::time::Instant::now();
-        let result = std::panic::catch_unwind(|| run_seed(seed, via)).unwrap_or_else(|panic| {
+        let result = std::panic::catch_unwind(|| run_seed(seed, via, store)).unwrap_or_else(|panic| {
             let text = panic
                 .downcast_ref::<String>()
                 .cloned()
@@ -159,12 +178,12 @@ fn run_these(label: &str, seeds: &[u64], via: Via) {
             }
         }
     }
-    println!("{label} over {via:?}: {} seeds in {:.1?}: {total:?}", seeds.len(), started.elapsed());
+    println!("{label} over {via:?} and {store:?}: {} seeds in {:.1?}: {total:?}", seeds.len(), started.elapsed());
     if let Some((seed, failure)) = failures.first() {
         let all: Vec<u64> = failures.iter().map(|(s, _)| *s).collect();
         panic!(
-            "seed {seed} failed over {via:?}: {failure}\n{} of {} seeds failed: {all:?}\nreplay one with \
-             SYNCTRAIL_SIM_SEED={seed} cargo test -p synctrail-tests --test main simulation -- --nocapture",
+            "seed {seed} failed over {via:?} and {store:?}: {failure}\n{} of {} seeds failed: {all:?}\nreplay one \
+             with SYNCTRAIL_SIM_SEED={seed} cargo test -p synctrail-tests --test main simulation -- --nocapture",
             failures.len(),
             seeds.len()
         );
@@ -183,25 +202,34 @@ fn simulated_workloads_under_permanent_failures_and_outages_keep_every_invariant
 
 #[test]
 fn simulated_workloads_over_the_http_destination_keep_every_invariant() {
-    run_these("Flaky and Outage", &http_seeds(), Via::Http);
+    run_these("Flaky and Outage", &http_seeds(), Via::Http, StoreKind::Embedded);
+}
+
+/// The DynamoDB event store (records, heads, history parts, the head's budget: what the embedded store does not
+/// have) under the same workloads, faults and invariants.
+#[test]
+fn simulated_workloads_over_the_dynamodb_event_store_keep_every_invariant() {
+    run_these("Flaky and Outage", &dynamodb_seeds(), Via::Mirror, StoreKind::DynamoDb);
 }
 
 #[test]
 fn a_simulation_seed_replays_identically() {
     for seed in [5, 7] {
-        let first = run_seed(seed, Via::Mirror).unwrap_or_else(|e| panic!("seed {seed} failed: {e}"));
-        let second = run_seed(seed, Via::Mirror).unwrap_or_else(|e| panic!("seed {seed} failed: {e}"));
+        let first =
+            run_seed(seed, Via::Mirror, StoreKind::Embedded).unwrap_or_else(|e| panic!("seed {seed} failed: {e}"));
+        let second =
+            run_seed(seed, Via::Mirror, StoreKind::Embedded).unwrap_or_else(|e| panic!("seed {seed} failed: {e}"));
         assert_eq!(first, second, "seed {seed} is not reproducible");
     }
 }
 
-/// Runs one seed on its own current-thread runtime, writing through `via`.
-fn run_seed(seed: u64, via: Via) -> Result<Summary, String> {
+/// Runs one seed on its own current-thread runtime, writing through `via`, its event store `store`.
+fn run_seed(seed: u64, via: Via, store: StoreKind) -> Result<Summary, String> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let local = tokio::task::LocalSet::new();
     // A watchdog against a hang (every task waiting on something that never comes): the run fails instead.
     let watchdog = std::time::Duration::from_secs(WATCHDOG_SECONDS);
-    let cfg = Config { via, ..Config::of(seed) };
+    let cfg = Config { via, store, ..Config::of(seed) };
     match local.block_on(&runtime, async { tokio::time::timeout(watchdog, simulate(cfg)).await }) {
         Ok(result) => result,
         Err(_) => Err(format!("hung: no result after {WATCHDOG_SECONDS} s of real time")),
@@ -218,6 +246,8 @@ struct Config {
     mode: Mode,
     /// The destination the workers write through.
     via: Via,
+    /// Where event records and heads are kept.
+    store: StoreKind,
     entities: usize,
     events: usize,
     in_order_share: f64,
@@ -302,6 +332,7 @@ impl Config {
             seed,
             mode,
             via: Via::Mirror,
+            store: StoreKind::Embedded,
             entities: r.random_range(1..=20),
             events: r.random_range(20..=300),
             in_order_share: if r.random_bool(0.25) { 0.0 } else { r.random_range(0.1..0.6) },
@@ -367,7 +398,14 @@ fn workload(cfg: &Config, rng: &mut SmallRng) -> Vec<String> {
     for i in 0..cfg.events {
         let k = rng.random_range(0..entities.len());
         let entity = &mut entities[k];
-        let client_id = format!("c{}-{i}", cfg.seed);
+        let client_id = match cfg.store {
+            StoreKind::Embedded => format!("c{}-{i}", cfg.seed),
+            // Ids of 64 to 128 characters that don't compress, so busy heads meet DynamoDB's 1 KB budget.
+            StoreKind::DynamoDb => {
+                let hash = |salt: &str| ContentHash::of(format!("{}/{i}/{salt}", cfg.seed).as_bytes()).to_hex();
+                format!("c{}-{i}-{}{}", cfg.seed, hash("a"), hash("b"))[..64 + (cfg.seed % 3) as usize * 32].to_owned()
+            }
+        };
         let mut env = entity.base.clone();
         let (seconds, version) = match entity.keys.choose(rng) {
             Some(&key) if rng.random_bool(cfg.tie_rate) => key,
@@ -459,6 +497,15 @@ fn in_place<F: Future>(future: F) -> F::Output {
         std::thread::park_timeout(std::time::Duration::from_millis(50));
     }
     panic!("a port call did not finish after {MAX_POLLS} polls")
+}
+
+/// Where a run keeps its event records and heads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StoreKind {
+    /// The embedded backend's, in its SQLite file.
+    Embedded,
+    /// DynamoDB's, on the moto server ([`dynamodb::DynamoSide`]).
+    DynamoDb,
 }
 
 /// The seeded yields around every port call, and the writes of a `commit_each` cut short.
@@ -817,6 +864,9 @@ struct Sim {
     backend: Backend,
     /// The seeded ports (destination: the mirror).
     ports: Ports,
+    /// The event store behind the seeded one: the embedded backend's, or DynamoDB's.
+    store: Arc<dyn EventStore>,
+    _dynamodb: Option<dynamodb::DynamoSide>,
     /// The seeded yields and cuts behind every port.
     chaos: Arc<Chaos>,
     /// The store's budget for heads, and the heads written past it.
@@ -844,7 +894,7 @@ impl Sim {
 
     /// Every head with something in flight.
     fn busy_heads(&self) -> Vec<EntityHead> {
-        self.raw(self.backend.ports.store.expired_leases(support::t0() + Duration::days(36_500), 0))
+        self.raw(self.store.expired_leases(support::t0() + Duration::days(36_500), 0))
     }
 
     fn is_live(&self, lease_until: DateTime<Utc>) -> bool {
@@ -852,7 +902,7 @@ impl Sim {
     }
 
     fn record(&self, id: &EventId) -> Option<EventRecord> {
-        self.raw(self.backend.ports.store.get_event(id))
+        self.raw(self.store.get_event(id))
     }
 
     async fn sweep(&self) -> Result<usize, String> {
@@ -882,8 +932,8 @@ impl Sim {
         }
         // An `errored` event keeps its entity until its record moves on (a store may list it through the head).
         let errored = EventQuery { status: Some(Status::Errored), ..Default::default() };
-        for record in self.raw(self.backend.ports.store.list_events(&errored)) {
-            let head = record.entity.as_ref().and_then(|entity| self.raw(self.backend.ports.store.get_head(entity)));
+        for record in self.raw(self.store.list_events(&errored)) {
+            let head = record.entity.as_ref().and_then(|entity| self.raw(self.store.get_head(entity)));
             let holds = head.and_then(|h| h.inflight).is_some_and(|i| i.slot.event_id == record.event_id);
             if !holds {
                 return Err(format!(
@@ -1044,11 +1094,26 @@ impl Worker {
         self.invocations += 1;
         self.shared.invocations.set(self.shared.invocations.get() + 1);
         let event = sqs_event(&messages).map_err(|e| format!("building the SqsEvent: {e}"))?;
+        let (request_id, trace_id) = match self.cfg.store {
+            StoreKind::Embedded => (
+                format!("w{}-{:05}", self.index, self.invocations),
+                format!("Root=1-{:08x}-{:024x}", self.invocations, self.index),
+            ),
+            // Shaped as Lambda's (random-looking, from the seed), so records are the size a deployment's are and an
+            // event failing again and again moves history entries into parts.
+            StoreKind::DynamoDb => {
+                let hex = ContentHash::of(format!("{}/{}/{}", self.cfg.seed, self.index, self.invocations).as_bytes());
+                let hex = hex.to_hex();
+                let request_id =
+                    format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32]);
+                (request_id, format!("Root=1-{}-{};Parent={};Sampled=1", &hex[32..40], &hex[40..64], &hex[..16]))
+            }
+        };
         let context = InvocationContext {
-            request_id: format!("w{}-{:05}", self.index, self.invocations),
+            request_id,
             deadline: self.clock.now() + self.cfg.function_timeout,
             function: Some(format!("processor-{}:sim", self.index)),
-            trace_id: Some(format!("Root=1-{:08x}-{:024x}", self.invocations, self.index)),
+            trace_id: Some(trace_id),
         };
         if self.rng.random_bool(self.cfg.crash_rate) {
             self.drill.arm_crash();
@@ -1169,10 +1234,12 @@ async fn simulate(cfg: Config) -> Result<Summary, String> {
         cut: std::sync::atomic::AtomicU64::new(0),
     });
     let budget = Arc::new(HeadBudget { events: cfg.head_budget, past: std::sync::atomic::AtomicU64::new(0) });
+    let dynamodb = (cfg.store == StoreKind::DynamoDb).then(|| dynamodb::DynamoSide::start(cfg.seed));
+    let store = dynamodb.as_ref().map_or_else(|| backend.ports.store.clone(), |side| side.store.clone());
     let http = (cfg.via == Via::Http).then(|| HttpSide::start(backend.ports.destination.clone(), clock.clone()));
     let destination = http.as_ref().map_or_else(|| backend.ports.destination.clone(), HttpSide::destination);
     let ports = Ports {
-        store: Arc::new(SimStore { inner: backend.ports.store.clone(), chaos: chaos.clone(), budget: budget.clone() }),
+        store: Arc::new(SimStore { inner: store.clone(), chaos: chaos.clone(), budget: budget.clone() }),
         payloads: Arc::new(SimPayloads { inner: backend.ports.payloads.clone(), chaos: chaos.clone() }),
         queue: Arc::new(SimQueue { inner: backend.ports.queue.clone(), chaos: chaos.clone() }),
         destination: Arc::new(SimDestination { inner: destination, chaos: chaos.clone() }),
@@ -1193,6 +1260,8 @@ async fn simulate(cfg: Config) -> Result<Summary, String> {
         clock: clock.clone(),
         backend,
         ports: ports.clone(),
+        store,
+        _dynamodb: dynamodb,
         chaos,
         budget,
         sweeper,
@@ -1241,7 +1310,7 @@ async fn simulate(cfg: Config) -> Result<Summary, String> {
 /// (spec §9 "A verification goes on from the last one's replay"). Returns how many folded events applied since onto
 /// the kept replay (read some payloads, fewer than the full one).
 async fn resumed_verifications_agree(sim: &Sim) -> Result<u64, String> {
-    let store = &sim.backend.ports.store;
+    let store = &sim.store;
     let mut kept = Vec::new();
     let mut after = None;
     loop {
@@ -1258,7 +1327,7 @@ async fn resumed_verifications_agree(sim: &Sim) -> Result<u64, String> {
         store.commit(vec![Write::head(flagged)]).await.map_err(|e| format!("flagging {}: {e}", head.entity))?;
     }
     let settings = Settings { verify_interval: Duration::zero(), verify_repair: false, ..sim.cfg.settings.clone() };
-    let engine = Engine::new(sim.backend.ports.clone(), settings);
+    let engine = Engine::new(Ports { store: sim.store.clone(), ..sim.backend.ports.clone() }, settings);
     let report = engine.sweep(kept.len() + 1, &Invocation::default()).await.map_err(|e| format!("sweep: {e}"))?;
     let mut resumed = 0;
     for head in &kept {
@@ -1333,9 +1402,7 @@ async fn run_phases(sim: &Sim, plan: &[String], rng: &mut SmallRng) -> Result<Re
             recovery.stranded_dead_letters += stranded.len() as u64;
             sim.raw(sim.backend.embedded.queue.redrive_dead_letters(0));
         }
-        let failed = sim.raw(
-            sim.backend.ports.store.list_events(&EventQuery { status: Some(Status::Failed), ..Default::default() }),
-        );
+        let failed = sim.raw(sim.store.list_events(&EventQuery { status: Some(Status::Failed), ..Default::default() }));
         let again: Vec<String> = failed
             .iter()
             .filter_map(|record| {
@@ -1388,10 +1455,18 @@ impl Violations {
 }
 
 fn check(sim: &Sim, plan: &[String]) -> Result<Summary, String> {
-    let store = &sim.backend.ports.store;
+    let store = &sim.store;
     let mirror = &sim.backend.embedded.mirror;
-    let records: BTreeMap<EventId, EventRecord> =
-        sim.raw(store.list_events(&EventQuery::default())).into_iter().map(|r| (r.event_id.clone(), r)).collect();
+    // Whole records: on DynamoDB an event that failed again and again keeps its oldest history entries apart.
+    let whole = |record: EventRecord| match record.history_apart {
+        Some(_) => sim.raw(store.get_event_with_history(&record.event_id)).unwrap_or(record),
+        None => record,
+    };
+    let records: BTreeMap<EventId, EventRecord> = sim
+        .raw(store.list_events(&EventQuery::default()))
+        .into_iter()
+        .map(|r| (r.event_id.clone(), whole(r)))
+        .collect();
     let effects = sim.raw(mirror.effects());
     let rows = sim.raw(mirror.list(None, 0));
     let depth = sim.depth();
