@@ -77,6 +77,9 @@ const MAX_WORKER_STEPS: u64 = 10_000_000;
 const RESUBMISSION_ROUNDS: usize = 10;
 /// Real seconds after which a run counts as hung.
 const WATCHDOG_SECONDS: u64 = 300;
+/// The same with the event store on DynamoDB, whose every call is a request to the moto server: a long outage seed
+/// takes minutes (seed 31: 394 s on a busy machine).
+const DYNAMODB_WATCHDOG_SECONDS: u64 = 1_200;
 /// Polls of one in-place port call before it counts as hung.
 const MAX_POLLS: u64 = 100_000_000;
 
@@ -228,11 +231,15 @@ fn run_seed(seed: u64, via: Via, store: StoreKind) -> Result<Summary, String> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let local = tokio::task::LocalSet::new();
     // A watchdog against a hang (every task waiting on something that never comes): the run fails instead.
-    let watchdog = std::time::Duration::from_secs(WATCHDOG_SECONDS);
+    let seconds = match store {
+        StoreKind::Embedded => WATCHDOG_SECONDS,
+        StoreKind::DynamoDb => DYNAMODB_WATCHDOG_SECONDS,
+    };
     let cfg = Config { via, store, ..Config::of(seed) };
+    let watchdog = std::time::Duration::from_secs(seconds);
     match local.block_on(&runtime, async { tokio::time::timeout(watchdog, simulate(cfg)).await }) {
         Ok(result) => result,
-        Err(_) => Err(format!("hung: no result after {WATCHDOG_SECONDS} s of real time")),
+        Err(_) => Err(format!("hung: no result after {seconds} s of real time")),
     }
 }
 
