@@ -735,42 +735,52 @@ impl Destination for SimDestination {
     }
 }
 
-/// The HTTP side of a run over [`Via::Http`]: a runtime of its own (the run's current-thread runtime blocks in
-/// place during every port call, so it could not drive sockets), the loopback receiver storing into the run's
+/// A runtime of its own for a side of a run that does I/O (the run's current-thread runtime blocks in place during
+/// every port call, so it could not drive sockets), shut down in the background when the run ends.
+struct SideRuntime(Option<tokio::runtime::Runtime>);
+
+impl SideRuntime {
+    fn start(side: &str) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build();
+        Self(Some(runtime.unwrap_or_else(|e| panic!("{side}'s runtime: {e}"))))
+    }
+
+    fn runtime(&self) -> &tokio::runtime::Runtime {
+        self.0.as_ref().expect("running until dropped")
+    }
+}
+
+impl Drop for SideRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// The HTTP side of a run over [`Via::Http`]: a runtime of its own, the loopback receiver storing into the run's
 /// mirror, and the destination whose requests run there.
 struct HttpSide {
-    runtime: Option<tokio::runtime::Runtime>,
+    runtime: SideRuntime,
     destination: Arc<HttpDestination>,
     _receiver: Receiver,
 }
 
 impl HttpSide {
     fn start(mirror: Arc<dyn Destination>, clock: Arc<ManualClock>) -> Self {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("the HTTP side's runtime");
-        let _inside = runtime.enter();
+        let runtime = SideRuntime::start("the HTTP side");
+        let _inside = runtime.runtime().enter();
         let receiver = Receiver::start(mirror, clock.clone(), Some(HTTP_SECRET));
         let config = receiver.config().with_secret(Secret::new(HTTP_SECRET));
         let destination = Arc::new(receiver.destination(config, clock));
         drop(_inside);
-        Self { runtime: Some(runtime), destination, _receiver: receiver }
+        Self { runtime, destination, _receiver: receiver }
     }
 
     /// The destination, its requests run on the HTTP side's runtime.
     fn destination(&self) -> Arc<dyn Destination> {
-        let handle = self.runtime.as_ref().expect("running").handle().clone();
+        let handle = self.runtime.runtime().handle().clone();
         Arc::new(OnRuntime { handle, inner: Arc::clone(&self.destination) })
-    }
-}
-
-impl Drop for HttpSide {
-    fn drop(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
     }
 }
 

@@ -1,10 +1,8 @@
 //! The DynamoDB side of a run over [`StoreKind::DynamoDb`](super::StoreKind): the event store on a fresh table of
-//! the moto server that `scripts/with-moto.sh` starts, its calls run on a runtime of its own (the run's
-//! current-thread runtime blocks in place during every port call, so it could not drive sockets; see
-//! [`HttpSide`](super::HttpSide)). The queue, payloads and mirror stay embedded: the queue runs on the run's manual
-//! clock, which SQS could not.
+//! the moto server that `scripts/with-moto.sh` starts, its calls run on a runtime of its own ([`SideRuntime`]). The
+//! queue, payloads and mirror stay embedded: the queue runs on the run's manual clock, which SQS could not.
 
-use super::in_place;
+use super::{in_place, SideRuntime};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -16,7 +14,7 @@ use synctrail::store::{EventQuery, EventStore, HeadPage, PartialCommit, StoreErr
 
 /// A fresh table and the event store over it, on a runtime of its own.
 pub(super) struct DynamoSide {
-    runtime: Option<tokio::runtime::Runtime>,
+    _runtime: SideRuntime,
     /// The store, its calls run on the side's runtime.
     pub(super) store: Arc<dyn EventStore>,
 }
@@ -24,29 +22,17 @@ pub(super) struct DynamoSide {
 impl DynamoSide {
     /// Creates the run's resources (named after `seed`) on the moto server of `SYNCTRAIL_TEST_AWS_ENDPOINT`.
     pub(super) fn start(seed: u64) -> Self {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("the DynamoDB side's runtime");
+        let runtime = SideRuntime::start("the DynamoDB side");
         let endpoint = crate::conformance::aws::endpoint();
         let prefix = format!("sim-{seed}-{:08x}", rand::random::<u32>());
-        let created = in_place(runtime.spawn(async move {
+        let created = in_place(runtime.runtime().spawn(async move {
             let clients = Clients::connect(Some(&endpoint), Some("us-east-1")).await;
             let created = create_all(&clients, &SetupConfig::named(&prefix)).await;
             created.map(|created| DynamoStore::new(&clients, &created.table))
         }));
         let store = created.expect("the setup task").expect("create the run's table on the moto server");
-        let handle = runtime.handle().clone();
-        Self { store: Arc::new(OnRuntimeStore { handle, inner: Arc::new(store) }), runtime: Some(runtime) }
-    }
-}
-
-impl Drop for DynamoSide {
-    fn drop(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
+        let handle = runtime.runtime().handle().clone();
+        Self { _runtime: runtime, store: Arc::new(OnRuntimeStore { handle, inner: Arc::new(store) }) }
     }
 }
 
