@@ -68,7 +68,7 @@ const DEFAULT_SEEDS: u64 = 256;
 /// outages.
 const DEFAULT_HTTP_SEEDS: u64 = 16;
 /// Seeds run with the event store on DynamoDB (moto) by default: each store call is a request to the server.
-const DEFAULT_DYNAMODB_SEEDS: u64 = 8;
+const DEFAULT_DYNAMODB_SEEDS: u64 = 6;
 /// Driver ticks per phase before a run counts as stuck.
 const MAX_TICKS: u64 = 200_000;
 /// Receive calls per worker before it gives up (never reached in a healthy run).
