@@ -11,7 +11,6 @@ use super::stats::status_counts;
 use super::Context;
 use crate::args::{BackendKind, BenchArgs};
 use crate::backend::BackendExt;
-use crate::config::base_settings;
 use crate::cpu::process_cpu_time;
 use crate::disk::{bytes_written, PeakSize};
 use crate::error::CliError;
@@ -165,7 +164,7 @@ pub async fn execute(ctx: &Context, args: &BenchArgs, out: &mut dyn Write) -> Re
     let started = Instant::now();
     let lanes = ctx.config()?.record_concurrency;
     let options = RunOptions { workers, lanes, seed: args.run.seed, ..RunOptions::default() };
-    let stats = run_with_progress(&backend, base_settings(), &options, ctx.json).await?;
+    let stats = run_with_progress(&backend, ctx.settings()?, &options, ctx.json).await?;
     let wall = started.elapsed().as_secs_f64();
     let cpu = cpu_before.zip(process_cpu_time()).map(|(before, after)| (after - before).as_secs_f64());
     let written = written_before.zip(bytes_written()).map(|(before, after)| after.saturating_sub(before));

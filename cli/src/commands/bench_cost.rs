@@ -9,7 +9,6 @@ use super::send::send_lines;
 use super::Context;
 use crate::args::BenchArgs;
 use crate::backend::{AnyBackend, BackendExt};
-use crate::config::base_settings;
 use crate::error::CliError;
 use crate::output::{write_json, Table};
 use crate::prices::{Prices, Retention, US_EAST_1_2025};
@@ -207,7 +206,7 @@ async fn run(
         .await
         .map_err(CliError::store("sending the workload to the queue"))?;
     let options = RunOptions { drill: scenario.drill(), ..run_options(ctx, args.run.workers, args.run.seed)? };
-    let stats = run_with_progress(&backend, base_settings(), &options, ctx.json).await?;
+    let stats = run_with_progress(&backend, ctx.settings()?, &options, ctx.json).await?;
     if !stats.drained {
         return Err(CliError::NotDrained { seconds: options.max_duration.as_secs_f64(), selector: backend.selector() });
     }

@@ -14,7 +14,6 @@ use super::send::send_lines;
 use super::Context;
 use crate::args::{BackendKind, BenchGrowthArgs};
 use crate::backend::{AnyBackend, BackendExt};
-use crate::config::base_settings;
 use crate::cpu::process_cpu_time;
 use crate::disk::{bytes_written, PeakSize};
 use crate::error::CliError;
@@ -226,7 +225,7 @@ async fn embedded_round(
         seed: args.run.seed,
         ..RunOptions::default()
     };
-    let stats = run_with_progress(backend, base_settings(), &options, ctx.json).await?;
+    let stats = run_with_progress(backend, ctx.settings()?, &options, ctx.json).await?;
     let wall = started.elapsed().as_secs_f64();
     let cpu = cpu_before.zip(process_cpu_time()).map(|(before, after)| (after - before).as_secs_f64());
     let written = written_before.zip(bytes_written()).map(|(before, after)| after.saturating_sub(before));
@@ -265,7 +264,7 @@ async fn aws_round(
 ) -> Result<(RunStats, AwsRound), CliError> {
     let start = metering.mark().await?;
     let options = run_options(ctx, args.run.workers, args.run.seed)?;
-    let stats = run_with_progress(backend, base_settings(), &options, ctx.json).await?;
+    let stats = run_with_progress(backend, ctx.settings()?, &options, ctx.json).await?;
     drained(&stats, options.max_duration.as_secs_f64(), backend)?;
     let usage = metering.usage_since(&start).await?;
     let retention = retention(ctx)?;

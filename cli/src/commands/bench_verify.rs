@@ -8,7 +8,6 @@ use super::send::send_lines;
 use super::Context;
 use crate::args::{BackendKind, BenchVerifyArgs};
 use crate::backend::BackendExt;
-use crate::config::base_settings;
 use crate::cpu::process_cpu_time;
 use crate::error::CliError;
 use crate::output::{write_json, Table};
@@ -73,7 +72,7 @@ pub async fn execute(ctx: &Context, args: &BenchVerifyArgs, out: &mut dyn Write)
         .map_err(CliError::store("sending the entities to the queue"))?;
     bar.finish_and_clear();
     let options = RunOptions { workers: usize::from(args.workers), ..RunOptions::default() };
-    let stats = run_with_progress(&backend, base_settings(), &options, ctx.json).await?;
+    let stats = run_with_progress(&backend, ctx.settings()?, &options, ctx.json).await?;
     if !stats.drained {
         return Err(CliError::NotDrained { seconds: 0.0, selector: backend.selector() });
     }

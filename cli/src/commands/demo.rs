@@ -12,7 +12,6 @@ use crate::args::DemoArgs;
 use crate::backend::AnyBackend;
 use crate::backend::BackendExt;
 use crate::check::{check, Convergence};
-use crate::config::base_settings;
 use crate::error::CliError;
 use crate::output::write_json;
 use crate::runtime::{RunOptions, RunStats};
@@ -89,7 +88,7 @@ pub async fn execute(ctx: &Context, args: &DemoArgs, out: &mut dyn Write) -> Res
         }
     }
     prepare(&backend, &workload, ctx.json, out).await?;
-    let leg = demo_webhooks::deliver(&backend, base_settings(), &mut workload).await?;
+    let leg = demo_webhooks::deliver(&backend, ctx.settings()?, &mut workload).await?;
     if text {
         writeln!(
             out,
@@ -107,7 +106,7 @@ pub async fn execute(ctx: &Context, args: &DemoArgs, out: &mut dyn Write) -> Res
     }
     let started = Instant::now();
     let options = run_options(usize::from(args.workers), args.seed);
-    let stats = run_with_progress(&backend, base_settings(), &options, ctx.json).await?;
+    let stats = run_with_progress(&backend, ctx.settings()?, &options, ctx.json).await?;
     let elapsed = started.elapsed();
     let counts = status_counts(backend.ports.store.as_ref()).await?;
     let convergence = check(&backend, &workload).await?;

@@ -38,7 +38,7 @@ use synctrail::engine::Engine;
 use synctrail::store::aws::setup::{create_all, Created, SetupConfig};
 use synctrail::store::aws::CapacityMeter;
 use synctrail::store::aws::Clients;
-use synctrail::SystemClock;
+use synctrail::{Settings, SystemClock};
 
 /// What every command knows: which backend, where it lives, how to print, and the destination.
 #[derive(Clone)]
@@ -143,6 +143,12 @@ impl Context {
     pub fn config_but_backend(&self) -> Result<Config, CliError> {
         let vars = |name: &str| if name == "SYNCTRAIL_BACKEND" { Some("embedded".to_owned()) } else { self.var(name) };
         Config::from_vars_with(&vars, base_settings()).map_err(CliError::Config)
+    }
+
+    /// The configured engine settings ([`base_settings`] under the flags and the environment): what the demo and
+    /// the benchmarks run a fresh backend with, so that they measure the configuration a deployment would have.
+    pub fn settings(&self) -> Result<Settings, CliError> {
+        Ok(self.config_but_backend()?.settings)
     }
 
     async fn fresh_config(
