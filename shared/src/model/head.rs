@@ -135,6 +135,23 @@ pub struct Verified {
     pub detail: Option<String>,
 }
 
+impl Verified {
+    /// The most of a detail a head keeps, in characters: every event of the entity rewrites its head, which stays
+    /// within one DynamoDB write unit only if what it carries is small (the sweeper's log line and report keep the
+    /// detail whole).
+    pub const DETAIL_CHARS: usize = 240;
+
+    /// A verification at `at` that found `verdict`, its `detail` cut to [`Verified::DETAIL_CHARS`] characters
+    /// (ending with `…` when cut).
+    pub fn new(at: DateTime<Utc>, verdict: Verdict, detail: Option<&str>) -> Self {
+        let detail = detail.map(|text| match text.char_indices().nth(Self::DETAIL_CHARS - 1) {
+            Some((cut, _)) if text.chars().count() > Self::DETAIL_CHARS => format!("{}…", &text[..cut]),
+            _ => text.to_owned(),
+        });
+        Self { at, verdict, detail }
+    }
+}
+
 /// The ordering state of one entity; every change is a compare-and-set on `version`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EntityHead {
@@ -233,6 +250,18 @@ mod tests {
             attempt: 1,
             earliest_lease_until: None,
         }
+    }
+
+    #[test]
+    fn a_verifications_detail_is_kept_on_the_head_up_to_its_limit_and_cut_with_an_ellipsis_past_it() {
+        let limit = Verified::DETAIL_CHARS;
+        let fits = "é".repeat(limit);
+        assert_eq!(Verified::new(at(0), Verdict::Differs, Some(&fits)).detail.as_deref(), Some(fits.as_str()));
+        let long = format!("{fits}and more");
+        let cut = Verified::new(at(0), Verdict::Differs, Some(&long)).detail.expect("a detail");
+        assert_eq!(cut.chars().count(), limit, "{cut}");
+        assert_eq!(cut, format!("{}…", "é".repeat(limit - 1)), "cut on a character, not a byte");
+        assert_eq!(Verified::new(at(0), Verdict::Equal, None).detail, None);
     }
 
     #[test]

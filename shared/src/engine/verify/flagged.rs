@@ -99,7 +99,7 @@ impl Engine {
         let entity_key = head.entity.to_string();
         let mut updated = head;
         updated.needs_verification = false;
-        updated.verified = Some(Verified { at: self.now(), verdict, detail: detail.clone() });
+        updated.verified = Some(Verified::new(self.now(), verdict, detail.as_deref()));
         updated.updated_at = self.now();
         match self.ports.store.commit(vec![Write::head(updated)]).await {
             Ok(()) => {
