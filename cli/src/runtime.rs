@@ -17,6 +17,7 @@ use synctrail::store::{Queue, QueueMessage, StoreError, RECEIVE_RECHECK};
 use synctrail::Settings;
 use synctrail_processor::{sqs_event, InvocationContext, Processor, RecordResult};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 /// How the runtime runs.
 #[derive(Debug, Clone)]
@@ -48,6 +49,12 @@ pub struct RunOptions {
     pub crash_rate: f64,
     /// Seed of the drill's dice.
     pub seed: u64,
+    /// Return only once what the workers' last receives took is handed back (up to [`HAND_BACK_WAIT`]), for a
+    /// process that exits right after its run (`synctrail run`): a receive left running when the process exits —
+    /// an SQS long poll goes on without its client — takes a message sent meanwhile and hides it for the whole
+    /// visibility timeout. Off, the run returns at once and the hand-back goes on in the background, which is
+    /// enough for a process that goes on (the benchmarks, whose measured time it would lengthen).
+    pub hand_back_before_returning: bool,
 }
 
 impl Default for RunOptions {
@@ -66,13 +73,18 @@ impl Default for RunOptions {
             drill: DrillPlan::default(),
             crash_rate: 0.0,
             seed: 1,
+            hand_back_before_returning: false,
         }
     }
 }
 
 /// How long a worker's receive waits for a first message (SQS long polling; the embedded queue is woken by this
-/// process's sends). A stopping run does not wait for it; what it takes is handed back (`hand_back`).
+/// process's sends). A stopping run does not wait for it unless asked to; what it takes is handed back (`hand_back`).
 const RECEIVE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How long a run asked to hand back before returning waits for its workers' last receives and their hand-backs:
+/// the receives' wait, and time for the visibility changes.
+pub const HAND_BACK_WAIT: std::time::Duration = std::time::Duration::from_secs(6);
 
 /// Failed sweeps in a row, with the queue empty, after which a run stops with the sweep's error instead of
 /// polling until `max_duration` (a sweep that always fails would otherwise look like a queue that never drains).
@@ -190,12 +202,16 @@ impl LocalRuntime {
             }
         }
         stop.send_replace(true);
+        let mut hand_backs = Vec::new();
         for worker in workers {
             match worker.await {
-                Ok(Ok(())) => {}
+                Ok(Ok(hand_back)) => hand_backs.extend(hand_back),
                 Ok(Err(e)) => return Err(e),
                 Err(e) => return Err(StoreError::Backend(format!("a worker died: {e}").into())),
             }
+        }
+        if options.hand_back_before_returning {
+            wait_for_hand_backs(hand_backs).await;
         }
         if let Some(error) = gave_up {
             return Err(error);
@@ -252,16 +268,16 @@ impl Worker {
     /// between empty ones. When the run stops during a receive, the worker returns at once and leaves the receive
     /// to a task of its own, which hands back what it took: SQS goes on with a long poll whose client went away
     /// (for up to [`RECEIVE_WAIT`]), and a message it took then — one sent right after the run ended, say — would
-    /// stay invisible for the whole visibility timeout.
+    /// stay invisible for the whole visibility timeout. That task is returned.
     async fn run(
         mut self,
         options: &RunOptions,
         stats: &Mutex<RunStats>,
         mut stopping: watch::Receiver<bool>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<JoinHandle<()>>, StoreError> {
         loop {
             if *stopping.borrow() {
-                return Ok(());
+                return Ok(None);
             }
             let queue = Arc::clone(&self.queue);
             let (max, visibility) = (options.batch_size, options.visibility_timeout);
@@ -275,8 +291,7 @@ impl Worker {
                 received = &mut receive => Some(received),
             };
             let Some(received) = received else {
-                tokio::spawn(hand_back(Arc::clone(&self.queue), receive));
-                return Ok(());
+                return Ok(Some(tokio::spawn(hand_back(Arc::clone(&self.queue), receive))));
             };
             match received {
                 Ok(messages) if messages.is_empty() => {}
@@ -370,6 +385,16 @@ async fn hand_back(
         if let Err(e) = queue.change_visibility(&message.receipt_handle, Duration::zero()).await {
             tracing::warn!(message_id = %message.message_id, error = %e, "a message received as the run stopped could not be handed back: it comes back after its visibility timeout");
         }
+    }
+}
+
+/// Waits up to [`HAND_BACK_WAIT`] for `hand_backs` to end; one that doesn't is left running and said so.
+async fn wait_for_hand_backs(hand_backs: Vec<JoinHandle<()>>) {
+    let all = futures_util::future::join_all(hand_backs);
+    if tokio::time::timeout(HAND_BACK_WAIT, all).await.is_err() {
+        tracing::warn!(
+            "the run's last receives did not end in time: a message they take comes back after its visibility timeout"
+        );
     }
 }
 

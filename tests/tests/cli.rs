@@ -5,6 +5,7 @@ use crate::support::{at, temp_home};
 use clap::Parser;
 use serde_json::{json, Value};
 use std::path::Path;
+use synctrail::store::{OutgoingMessage, QueueDepth, QueueMessage, StoreError};
 use synctrail_cli::args::Cli;
 
 /// Runs `synctrail --home HOME ARGS…`; returns the exit code and what it printed on standard output.
@@ -224,6 +225,94 @@ async fn a_run_whose_sweeps_keep_failing_stops_with_the_sweeps_error_instead_of_
     let said = error.to_string();
     let expected = format!("the sweep failed {SWEEP_FAILURES_TO_GIVE_UP} times in a row");
     assert!(said.contains(&expected) && said.contains("the store is down (drill)"), "{said}");
+}
+
+/// `synctrail run` exits once its run returns, and a receive still waiting then — an SQS long poll goes on without
+/// its client — takes a message sent meanwhile and hides it for the whole visibility timeout. Asked to (as the
+/// command does), a run returns only once what its workers' last receives took is visible again.
+#[tokio::test]
+async fn a_run_that_hands_back_before_returning_leaves_what_its_last_receives_took_visible() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    use synctrail_cli::runtime::{LocalRuntime, RunOptions};
+    let h = crate::support::Harness::new();
+    let queue = Arc::new(LongPolls { inner: h.ports().queue.clone(), sent: AtomicU64::new(0) });
+    let ports = synctrail::engine::Ports { queue: queue.clone(), ..h.ports().clone() };
+    let runtime = LocalRuntime::new(ports, h.options.settings.clone());
+    let options = RunOptions {
+        workers: 2,
+        poll_interval: std::time::Duration::from_millis(10),
+        hand_back_before_returning: true,
+        ..RunOptions::default()
+    };
+    let stats = runtime.run(&options, &|_| {}).await.expect("the run");
+    assert!(stats.drained && stats.invocations == 0, "the queue was empty, and quiescent at once: {stats:?}");
+    let sent = queue.sent.load(Ordering::SeqCst);
+    assert!(sent >= 1, "a worker's receive was still waiting when the run stopped, and took what was sent meanwhile");
+    let depth = h.ports().queue.depth().await.expect("depth");
+    assert_eq!((depth.visible, depth.in_flight), (sent, 0), "all of it visible again when the run returned");
+}
+
+/// The embedded queue with receives that wait as an SQS long poll does, and find a message that arrived meanwhile:
+/// each sends one at the end of its wait, then receives.
+struct LongPolls {
+    inner: std::sync::Arc<dyn synctrail::store::Queue>,
+    sent: std::sync::atomic::AtomicU64,
+}
+
+#[async_trait::async_trait]
+impl synctrail::store::Queue for LongPolls {
+    async fn send(&self, messages: Vec<OutgoingMessage>) -> Result<Vec<String>, StoreError> {
+        self.inner.send(messages).await
+    }
+    async fn send_to(&self, queue: &str, messages: Vec<OutgoingMessage>) -> Result<Vec<String>, StoreError> {
+        self.inner.send_to(queue, messages).await
+    }
+    async fn receive(&self, max: usize, visibility: chrono::Duration) -> Result<Vec<QueueMessage>, StoreError> {
+        self.inner.receive(max, visibility).await
+    }
+    async fn receive_waiting(
+        &self,
+        max: usize,
+        visibility: chrono::Duration,
+        wait: std::time::Duration,
+    ) -> Result<Vec<QueueMessage>, StoreError> {
+        tokio::time::sleep(wait).await;
+        self.inner.send(vec![OutgoingMessage::new("sent while a long poll waited")]).await?;
+        self.sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.receive(max, visibility).await
+    }
+    async fn delete(&self, handles: &[String]) -> Result<(), StoreError> {
+        self.inner.delete(handles).await
+    }
+    async fn change_visibility(&self, handle: &str, timeout: chrono::Duration) -> Result<(), StoreError> {
+        self.inner.change_visibility(handle, timeout).await
+    }
+    async fn dead_letter(&self, handle: &str, body: &str, trace: Option<&str>) -> Result<(), StoreError> {
+        self.inner.dead_letter(handle, body, trace).await
+    }
+    async fn receive_dead_letters(
+        &self,
+        max: usize,
+        visibility: chrono::Duration,
+    ) -> Result<Vec<QueueMessage>, StoreError> {
+        self.inner.receive_dead_letters(max, visibility).await
+    }
+    async fn release_dead_letters(&self, handles: &[String]) -> Result<(), StoreError> {
+        self.inner.release_dead_letters(handles).await
+    }
+    async fn delete_dead_letters(&self, handles: &[String]) -> Result<(), StoreError> {
+        self.inner.delete_dead_letters(handles).await
+    }
+    async fn return_dead_letters(&self, messages: &[QueueMessage]) -> Result<(), StoreError> {
+        self.inner.return_dead_letters(messages).await
+    }
+    async fn depth(&self) -> Result<QueueDepth, StoreError> {
+        self.inner.depth().await
+    }
+    fn max_receives(&self) -> u32 {
+        self.inner.max_receives()
+    }
 }
 
 /// Each round sends one newer event per entity after the last round is done: every one completes (an older event

@@ -29,6 +29,8 @@ pub fn options(args: &RunArgs, lanes: usize) -> RunOptions {
         crash_rate: args.crash_rate,
         seed: args.seed,
         lanes,
+        // The process exits once the run returns: what its last receives take must be visible again by then.
+        hand_back_before_returning: true,
         ..RunOptions::default()
     }
 }
