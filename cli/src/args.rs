@@ -421,6 +421,9 @@ pub struct BenchArgs {
     /// With --backend aws: create the fresh resources as <PREFIX>-… (default: synctrail-bench-<random>).
     #[arg(long, value_name = "NAME")]
     pub prefix: Option<String>,
+    /// With --backend aws: price this scenario only (repeat the flag for several; default: all four).
+    #[arg(long = "scenario", value_enum, value_name = "SCENARIO")]
+    pub scenarios: Vec<crate::commands::bench_cost::Scenario>,
 }
 
 /// How a benchmark's happy-path workload runs: `synctrail bench` and `bench growth`.

@@ -205,6 +205,18 @@ async fn aws_the_cost_benchmark_prices_every_scenario_with_framework_and_destina
     assert_eq!(scenarios[1]["deliveries"].as_u64(), Some(24), "every event sent twice");
 }
 
+/// `--scenario` prices the scenarios it names, in report order, and no other: a configuration change is priced in the
+/// scenario it concerns without running all four.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_the_cost_benchmark_prices_only_the_scenarios_it_is_asked_for() {
+    let report =
+        aws_bench(&["--scenario", "hot-entity", "--scenario", "happy-path", "--events", "6", "--entities", "3"]).await;
+    let scenarios = report["scenarios"].as_array().expect("scenarios");
+    let names: Vec<&str> = scenarios.iter().filter_map(|s| s["scenario"].as_str()).collect();
+    assert_eq!(names, ["happy_path", "hot_entity"], "{report}");
+    assert!(scenarios.iter().all(|s| s["framework"]["wru"].as_f64() > Some(0.0)), "each one priced: {report}");
+}
+
 /// Issue 12: an event costs the same whatever its entity's history. Three rounds of one newer event per entity,
 /// each metered on its own: the framework's write units per event are the same in every round.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -349,6 +349,22 @@ async fn the_growth_bench_runs_rounds_of_one_newer_event_per_entity_and_measures
 }
 
 #[tokio::test]
+async fn a_cost_scenario_asked_of_the_embedded_bench_is_refused_naming_the_backend_it_needs() {
+    let home = temp_home();
+    let cli = Cli::try_parse_from([
+        "synctrail",
+        "--home",
+        home.path().to_str().expect("UTF-8"),
+        "bench",
+        "--scenario",
+        "hot-entity",
+    ])
+    .expect("valid arguments");
+    let error = synctrail_cli::commands::dispatch(&cli, &mut Vec::new()).await.expect_err("refused");
+    assert!(error.to_string().contains("add --backend aws"), "{error}");
+}
+
+#[tokio::test]
 async fn the_embedded_bench_measures_bytes_the_wal_and_its_baseline_loop_in_the_same_run() {
     let home = temp_home();
     let (code, text) = synctrail(home.path(), &["--json", "bench", "--events", "60", "--entities", "6"]).await;

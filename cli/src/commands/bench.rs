@@ -129,6 +129,12 @@ pub async fn execute(ctx: &Context, args: &BenchArgs, out: &mut dyn Write) -> Re
     if ctx.backend == BackendKind::Aws {
         return super::bench_cost::execute(ctx, args, out).await;
     }
+    if !args.scenarios.is_empty() {
+        return Err(CliError::InvalidArgument(
+            "--scenario picks the AWS cost benchmark's scenarios: add --backend aws (and --endpoint-url for moto)"
+                .into(),
+        ));
+    }
     let workers = usize::from(args.run.workers);
     let (events, entities) = (args.events.unwrap_or(DEFAULT_EVENTS), args.entities.unwrap_or(DEFAULT_ENTITIES));
     let config = WorkloadConfig::happy_path(count(events), count(entities), args.run.seed);

@@ -35,7 +35,7 @@ const PROCESSOR_TIMEOUT_SECONDS: i64 = 30;
 const QUEUE_VISIBILITY_TIMEOUT_SECONDS: i64 = 180;
 
 /// One workload the benchmark prices.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Scenario {
     /// Every event once, in order, nothing failing.
@@ -175,7 +175,8 @@ pub async fn execute(ctx: &Context, args: &BenchArgs, out: &mut dyn Write) -> Re
     let retention = retention(ctx)?;
     let mut report =
         CostReport { prices: US_EAST_1_2025, retention, entities, workers: args.run.workers, scenarios: Vec::new() };
-    for scenario in Scenario::ALL {
+    let chosen = |s: &Scenario| args.scenarios.is_empty() || args.scenarios.contains(s);
+    for scenario in Scenario::ALL.into_iter().filter(chosen) {
         if !ctx.json {
             writeln!(out, "running: {} ({events} events)…", scenario.name())?;
         }
