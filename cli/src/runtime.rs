@@ -202,18 +202,18 @@ impl LocalRuntime {
             }
         }
         stop.send_replace(true);
-        let mut hand_backs = Vec::new();
+        let (mut hand_backs, mut failed) = (Vec::new(), None);
         for worker in workers {
             match worker.await {
                 Ok(Ok(hand_back)) => hand_backs.extend(hand_back),
-                Ok(Err(e)) => return Err(e),
-                Err(e) => return Err(StoreError::Backend(format!("a worker died: {e}").into())),
+                Ok(Err(e)) => failed = failed.or(Some(e)),
+                Err(e) => failed = failed.or(Some(StoreError::Backend(format!("a worker died: {e}").into()))),
             }
         }
         if options.hand_back_before_returning {
             wait_for_hand_backs(hand_backs).await;
         }
-        if let Some(error) = gave_up {
+        if let Some(error) = failed.or(gave_up) {
             return Err(error);
         }
         let mut stats = lock(&stats).clone();
