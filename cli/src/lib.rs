@@ -12,6 +12,7 @@ pub mod disk;
 pub mod duration;
 mod entry;
 pub mod error;
+pub mod interrupt;
 pub mod output;
 pub mod prices;
 pub mod progress;

@@ -8,6 +8,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use synctrail::destination::drill::{DrillDestination, DrillPlan};
 use synctrail::destination::Destination;
@@ -55,6 +56,9 @@ pub struct RunOptions {
     /// visibility timeout. Off, the run returns at once and the hand-back goes on in the background, which is
     /// enough for a process that goes on (the benchmarks, whose measured time it would lengthen).
     pub hand_back_before_returning: bool,
+    /// Once set, the run stops as when `max_duration` is over (`synctrail run` sets it on Ctrl-C or SIGTERM:
+    /// [`crate::interrupt::stop_on_interrupt`]).
+    pub stop_requested: Option<&'static AtomicBool>,
 }
 
 impl Default for RunOptions {
@@ -74,6 +78,7 @@ impl Default for RunOptions {
             crash_rate: 0.0,
             seed: 1,
             hand_back_before_returning: false,
+            stop_requested: None,
         }
     }
 }
@@ -111,6 +116,8 @@ pub struct RunStats {
     pub statuses: BTreeMap<Status, u64>,
     /// Whether the queue was drained (false when `max_duration` ran out first).
     pub drained: bool,
+    /// Whether the run stopped because it was asked to (`RunOptions::stop_requested`).
+    pub interrupted: bool,
 }
 
 /// The local event source over one backend.
@@ -146,8 +153,13 @@ impl LocalRuntime {
         let mut quiet_since: Option<std::time::Instant> = None;
         let (mut failed_sweeps, mut gave_up) = (0, None);
         let mut invocations_seen = 0;
+        let mut interrupted = false;
         while started.elapsed() < options.max_duration {
             tokio::time::sleep(options.poll_interval).await;
+            if options.stop_requested.is_some_and(|stop| stop.load(Ordering::SeqCst)) {
+                interrupted = true;
+                break;
+            }
             let invocations = {
                 let stats = lock(&stats);
                 progress(&stats);
@@ -218,6 +230,7 @@ impl LocalRuntime {
         }
         let mut stats = lock(&stats).clone();
         stats.drained = drained;
+        stats.interrupted = interrupted;
         progress(&stats);
         Ok(stats)
     }

@@ -253,6 +253,37 @@ async fn a_run_that_hands_back_before_returning_leaves_what_its_last_receives_to
     assert_eq!((depth.visible, depth.in_flight), (sent, 0), "all of it visible again when the run returned");
 }
 
+/// Ctrl-C or SIGTERM stops `synctrail run` as its `--max-duration` would (`RunOptions::stop_requested`, which the
+/// command's signal handlers set): the invocations under way finish, nothing is left half done, and a later run
+/// picks up every event the stopped one did not reach.
+#[tokio::test]
+async fn a_run_asked_to_stop_finishes_its_invocations_under_way_and_a_later_run_does_the_rest() {
+    use std::sync::atomic::AtomicBool;
+    use synctrail::model::Status;
+    use synctrail_cli::runtime::{LocalRuntime, RunOptions};
+    use synctrail_cli::workload::{generate, WorkloadConfig};
+    static ASKED_TO_STOP: AtomicBool = AtomicBool::new(true);
+    let h = crate::support::Harness::new();
+    let workload = generate(&WorkloadConfig::happy_path(1_000, 200, 3));
+    let sent = synctrail_cli::commands::send::send_lines(h.ports().queue.as_ref(), workload.lines(), |_| {})
+        .await
+        .expect("send")
+        .sent;
+    let runtime = LocalRuntime::new(h.ports().clone(), h.options.settings.clone());
+    let stopping = RunOptions { stop_requested: Some(&ASKED_TO_STOP), ..RunOptions::default() };
+    let stopped = runtime.run(&stopping, &|_| {}).await.expect("the stopped run");
+    assert!(stopped.interrupted && !stopped.drained, "{stopped:?}");
+    assert!(stopped.records < sent, "it stopped at its first look, {} of {sent} messages in", stopped.records);
+    let counts = h.ports().store.count_by_status().await.expect("counts");
+    assert_eq!(counts.get(&Status::Processing), None, "no invocation was left half done: {counts:?}");
+    let rest = runtime.run(&RunOptions::default(), &|_| {}).await.expect("the run after it");
+    assert!(rest.drained && !rest.interrupted, "{rest:?}");
+    let counts = h.ports().store.count_by_status().await.expect("counts");
+    let events = u64::try_from(workload.summary.events).expect("a count");
+    assert_eq!(counts.values().sum::<u64>(), events, "every event recorded, none lost: {counts:?}");
+    assert_eq!(counts.get(&Status::Processing), None, "{counts:?}");
+}
+
 /// The embedded queue with receives that wait as an SQS long poll does, and find a message that arrived meanwhile:
 /// each sends one at the end of its wait, then receives.
 struct LongPolls {

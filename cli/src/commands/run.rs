@@ -67,7 +67,11 @@ pub fn write_stats(
     elapsed: std::time::Duration,
     dead_letters: u64,
 ) -> std::io::Result<()> {
-    let verdict = if stats.drained { "queue drained" } else { "stopped before the queue drained (--max-duration)" };
+    let verdict = match (stats.interrupted, stats.drained) {
+        (true, _) => "stopped on request (Ctrl-C or SIGTERM), its invocations under way finished,",
+        (false, true) => "queue drained",
+        (false, false) => "stopped before the queue drained (--max-duration)",
+    };
     writeln!(out, "{verdict} in {:.1} s", elapsed.as_secs_f64())?;
     let mut table = Table::new(&["figure", "value"]).align_right(1);
     for (name, value) in [
@@ -99,7 +103,10 @@ pub async fn execute(ctx: &Context, args: &RunArgs, out: &mut dyn Write) -> Resu
     let backend = ctx.open().await?;
     let started = std::time::Instant::now();
     let config = ctx.config()?;
-    let options = options(args, config.record_concurrency);
+    let options = RunOptions {
+        stop_requested: Some(crate::interrupt::stop_on_interrupt()),
+        ..options(args, config.record_concurrency)
+    };
     let stats = run_with_progress(&backend, config.settings, &options, ctx.json).await?;
     if ctx.json {
         return write_json(out, &stats);
