@@ -2,7 +2,7 @@
 //! the outbound event) and the guard an entity's head keeps to recognise that write when the system's webhook
 //! sends it back ([`EchoGuard`]; spec §10).
 
-use super::envelope::canonical_json;
+use super::canonical::canonical_json;
 use super::ids::{ContentHash, EventId, OrderKey};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

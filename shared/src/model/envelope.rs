@@ -1,6 +1,7 @@
 //! Parsing and validating one SQS message body into an [`Envelope`] (spec §1), with errors that name the
 //! field, the value and what was expected.
 
+use super::canonical::{canonical_json, content_hash_of_canonical};
 use super::ids::{check_name, ContentHash, EntityKey, EventId, InvalidId, OrderKey, DEFAULT_TENANT};
 use super::unique_keys::{self, UniqueKeysError};
 use chrono::{DateTime, Utc};
@@ -322,7 +323,7 @@ impl Envelope {
         if payload_text.len() > max_payload_bytes {
             return Err(EnvelopeError::PayloadTooLarge { size: payload_text.len(), limit: max_payload_bytes });
         }
-        let content_hash = content_hash(kind, &payload);
+        let content_hash = content_hash_of_canonical(kind, &payload_text);
 
         let delivery_id = bounded_text(&f, "delivery_id")?;
         let caused_by = bounded_text(&f, "caused_by")?;
@@ -407,50 +408,6 @@ fn parse_timestamp(text: &str) -> Result<DateTime<Utc>, EnvelopeError> {
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|_| invalid_value("updated_at", text, "an RFC 3339 timestamp such as 2026-05-01T12:00:00.123Z"))
-}
-
-/// SHA-256 of the canonical JSON of (`kind`, `payload`).
-pub fn content_hash(kind: Kind, payload: &Value) -> ContentHash {
-    let kind_text = serde_json::to_value(kind).unwrap_or(Value::Null);
-    let pair = serde_json::json!({ "kind": kind_text, "payload": payload });
-    ContentHash::of(canonical_json(&pair).as_bytes())
-}
-
-/// JSON with object keys sorted and no white space, whatever map order serde_json was built with.
-pub fn canonical_json(value: &Value) -> String {
-    let mut out = String::new();
-    write_canonical(value, &mut out);
-    out
-}
-
-fn write_canonical(value: &Value, out: &mut String) {
-    match value {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, key) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(key.clone()).to_string());
-                out.push(':');
-                write_canonical(&map[key], out);
-            }
-            out.push('}');
-        }
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_canonical(item, out);
-            }
-            out.push(']');
-        }
-        scalar => out.push_str(&scalar.to_string()),
-    }
 }
 
 impl fmt::Display for Kind {

@@ -25,6 +25,7 @@ pub struct Inflight {
     #[serde(flatten)]
     pub slot: Slot,
     /// Until when the holder may run unchallenged (for an errored holder: until its retry is due).
+    #[serde(with = "super::rfc3339")]
     pub lease_until: DateTime<Utc>,
     /// The fencing token of this claim: destination writes with an older token are refused.
     pub fence: u64,
@@ -44,7 +45,7 @@ pub struct Inflight {
     pub attempt: u32,
     /// The earliest end of an earlier lease of this hold, when it is before `lease_until` (a retry's lease ends
     /// later than its claim's): see [`Inflight::lease_floor`]. Absent while the hold has had one lease.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "super::rfc3339::option")]
     pub earliest_lease_until: Option<DateTime<Utc>>,
 }
 
@@ -127,6 +128,7 @@ pub enum Verdict {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Verified {
     /// When.
+    #[serde(with = "super::rfc3339")]
     pub at: DateTime<Utc>,
     /// What it found.
     pub verdict: Verdict,
@@ -188,6 +190,7 @@ pub struct EntityHead {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verified: Option<Verified>,
     /// When the head last changed.
+    #[serde(with = "super::rfc3339")]
     pub updated_at: DateTime<Utc>,
     /// Compare-and-set version (0 = not stored yet).
     pub version: u64,

@@ -176,9 +176,8 @@ impl fmt::Display for OrderKey {
     }
 }
 
-/// SHA-256 of the canonical JSON of (`kind`, `payload`).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+/// SHA-256 of the canonical JSON of (`kind`, `payload`); stored as 64 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ContentHash(pub [u8; 32]);
 
 impl ContentHash {
@@ -189,16 +188,55 @@ impl ContentHash {
 
     /// The hash as 64 hex digits.
     pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
+        self.hex_digits().iter().copied().map(char::from).collect()
+    }
+
+    /// Reads 64 hex digits (either case).
+    pub fn from_hex(text: &str) -> Result<Self, InvalidId> {
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(text, &mut out).map_err(|_| invalid("content hash", text, "64 hex digits"))?;
+        Ok(Self(out))
+    }
+
+    /// The hash as 64 lowercase hex digits, without allocating: records and heads write it at every change.
+    fn hex_digits(&self) -> [u8; 64] {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut text = [0u8; 64];
+        for (pair, byte) in text.chunks_exact_mut(2).zip(self.0) {
+            pair[0] = DIGITS[usize::from(byte >> 4)];
+            pair[1] = DIGITS[usize::from(byte & 0x0f)];
+        }
+        text
+    }
+}
+
+impl Serialize for ContentHash {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let text = self.hex_digits();
+        serializer.serialize_str(std::str::from_utf8(&text).map_err(serde::ser::Error::custom)?)
+    }
+}
+
+impl<'de> Deserialize<'de> for ContentHash {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct HexVisitor;
+        impl serde::de::Visitor<'_> for HexVisitor {
+            type Value = ContentHash;
+            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str("a content hash: 64 hex digits")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<ContentHash, E> {
+                ContentHash::from_hex(text).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(HexVisitor)
     }
 }
 
 impl TryFrom<String> for ContentHash {
     type Error = InvalidId;
     fn try_from(value: String) -> Result<Self, Self::Error> {
-        let mut out = [0u8; 32];
-        hex::decode_to_slice(&value, &mut out).map_err(|_| invalid("content hash", &value, "64 hex digits"))?;
-        Ok(Self(out))
+        Self::from_hex(&value)
     }
 }
 
@@ -217,5 +255,22 @@ impl fmt::Debug for ContentHash {
 impl fmt::Display for ContentHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.to_hex())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_content_hash_is_stored_as_64_lowercase_hex_digits_and_read_in_either_case() {
+        let hash = ContentHash::of(b"abc");
+        let expected = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        assert_eq!(hash.to_hex(), expected);
+        assert_eq!(serde_json::to_string(&hash).ok(), Some(format!("\"{expected}\"")));
+        let upper = format!("\"{}\"", expected.to_uppercase());
+        assert_eq!(serde_json::from_str::<ContentHash>(&upper).ok(), Some(hash));
+        let short = serde_json::from_str::<ContentHash>("\"ba78\"").map(|_| ()).unwrap_err().to_string();
+        assert!(short.contains("expected 64 hex digits"), "{short}");
     }
 }

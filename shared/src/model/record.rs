@@ -91,6 +91,7 @@ pub struct HistoryEntry {
     /// The status entered.
     pub status: Status,
     /// When.
+    #[serde(with = "super::rfc3339")]
     pub at: DateTime<Utc>,
     /// The attempt number at that moment.
     pub attempt: u32,
@@ -168,7 +169,7 @@ pub struct EventRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_for: Option<String>,
     /// `waiting`: since when (a wait longer than the configured limit ends `failed`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "super::rfc3339::option")]
     pub waiting_since: Option<DateTime<Utc>>,
     /// Attempts so far (claims of the entity).
     pub attempt: u32,
@@ -197,15 +198,16 @@ pub struct EventRecord {
     #[serde(default, skip_serializing_if = "super::is_zero")]
     pub redelivered: u32,
     /// `updated_at` from the external system.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "super::rfc3339::option")]
     pub external_at: Option<DateTime<Utc>>,
     /// When the first message arrived.
+    #[serde(with = "super::rfc3339")]
     pub received_at: DateTime<Utc>,
     /// When the last attempt claimed the entity.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "super::rfc3339::option")]
     pub read_started_at: Option<DateTime<Utc>>,
     /// When the last attempt started writing to the destination.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "super::rfc3339::option")]
     pub write_started_at: Option<DateTime<Utc>>,
     /// An attempt claimed the entity and the destination's answer is not known to be definite: set at every claim,
     /// cleared by an answer that says what was written (applied, already applied, superseded, missing dependency,
@@ -213,21 +215,23 @@ pub struct EventRecord {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub write_outcome_unknown: bool,
     /// When it was applied.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "super::rfc3339::option")]
     pub completed_at: Option<DateTime<Utc>>,
     /// An outbound event: what its connector wrote to the external system (spec §10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub written: Option<ExternalWrite>,
     /// When the record last changed.
+    #[serde(with = "super::rfc3339")]
     pub updated_at: DateTime<Utc>,
     /// `processing`: until when its claim holds; `errored` after a retry claimed inside its hold (spec §9 "A retry
     /// inside its hold writes the record alone"): until when that hold lasts.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "super::rfc3339::option")]
     pub lease_until: Option<DateTime<Utc>>,
     /// The SQS message id of the last message that carried it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_message_id: Option<String>,
     /// When the metadata may be deleted (TTL).
+    #[serde(with = "super::rfc3339")]
     pub expires_at: DateTime<Utc>,
     /// History entries folded away to keep the record bounded.
     #[serde(default, skip_serializing_if = "super::is_zero")]
