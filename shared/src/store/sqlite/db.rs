@@ -413,6 +413,19 @@ mod tests {
         assert_eq!(bounds.after_commit(0), Nothing, "no commit, nothing to decide");
     }
 
+    #[test]
+    fn the_bundled_sqlite_is_built_without_a_shared_page_cache_group_or_memory_statistics() {
+        // The workspace's .cargo/config.toml sets these (LIBSQLITE3_FLAGS): without it every page fetch takes a
+        // process-wide mutex.
+        let conn = Connection::open_in_memory().expect("an in-memory database");
+        let used = |option: &str| -> i64 {
+            conn.query_row("SELECT sqlite_compileoption_used(?1)", [option], |r| r.get(0)).expect("compile options")
+        };
+        assert_eq!(used("ENABLE_MEMORY_MANAGEMENT"), 0);
+        assert_eq!(used("DEFAULT_MEMSTATUS=0"), 1);
+        assert_eq!(used("ENABLE_FTS5"), 1, "the question is answered: the bundled build's own options are reported");
+    }
+
     fn table(conn: &mut Connection) -> Result<(), StoreError> {
         conn.execute_batch("CREATE TABLE IF NOT EXISTS t (k INTEGER PRIMARY KEY, v BLOB NOT NULL)").ctx("table")
     }
