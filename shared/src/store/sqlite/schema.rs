@@ -161,4 +161,41 @@ mod tests {
         assert!(indexes.contains(&"heads_flagged".to_owned()), "{indexes:?}");
         assert!(!indexes.contains(&"heads_to_verify".to_owned()), "the body-parsing index is gone: {indexes:?}");
     }
+
+    #[test]
+    fn a_database_whose_status_index_held_processing_events_gets_the_partial_one_in_its_place() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut conn = Connection::open(dir.path().join("synctrail.db")).expect("open");
+        conn.execute_batch(
+            "CREATE TABLE events (event_id TEXT PRIMARY KEY, status TEXT NOT NULL, source TEXT, entity_key TEXT,
+                 order_nanos INTEGER, order_version INTEGER, received_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,
+                 version INTEGER NOT NULL, body TEXT NOT NULL);
+             CREATE INDEX events_status ON events (status, received_at);
+             INSERT INTO events VALUES ('ev-1', 'completed', 's', NULL, NULL, NULL, 1, 1, 1, '{}');
+             INSERT INTO events VALUES ('ev-2', 'processing', 's', NULL, NULL, NULL, 2, 2, 1, '{}');",
+        )
+        .expect("a database with the full status index");
+
+        migrate(&mut conn).expect("migrate");
+
+        let indexes: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND name LIKE 'events_status%'")
+            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+            .expect("indexes");
+        assert_eq!(indexes, ["events_status_unheld"]);
+        let plan: String = conn
+            .query_row(
+                "EXPLAIN QUERY PLAN SELECT event_id FROM events WHERE status = ?1 AND status <> 'processing'",
+                ["completed"],
+                |r| r.get(3),
+            )
+            .expect("plan");
+        assert!(plan.contains("events_status_unheld"), "{plan}");
+        let completed: String = conn
+            .query_row("SELECT event_id FROM events WHERE status = 'completed' AND status <> 'processing'", [], |r| {
+                r.get(0)
+            })
+            .expect("the completed event, through the new index");
+        assert_eq!(completed, "ev-1");
+    }
 }
