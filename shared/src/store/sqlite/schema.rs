@@ -129,6 +129,11 @@ fn add_verification_column(tx: &Transaction) -> Result<(), StoreError> {
 mod tests {
     use super::*;
 
+    /// The first column of every row `sql` returns.
+    fn texts(conn: &Connection, sql: &str) -> Vec<String> {
+        conn.prepare(sql).and_then(|mut s| s.query_map([], |r| r.get(0))?.collect()).expect(sql)
+    }
+
     #[test]
     fn a_version_1_database_gets_the_verification_column_with_its_flagged_heads() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -147,17 +152,12 @@ mod tests {
         migrate(&mut conn).expect("migrate");
         migrate(&mut conn).expect("migrating twice changes nothing");
 
-        let flagged: Vec<String> = conn
-            .prepare("SELECT entity_key FROM heads WHERE needs_verification = 1 ORDER BY entity_key")
-            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
-            .expect("flagged heads");
+        let flagged = texts(&conn, "SELECT entity_key FROM heads WHERE needs_verification = 1 ORDER BY entity_key");
         assert_eq!(flagged, ["github:issue:1"]);
         let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).expect("version");
         assert_eq!(version, SCHEMA_VERSION);
-        let indexes: Vec<String> = conn
-            .prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'heads' ORDER BY name")
-            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
-            .expect("indexes");
+        let indexes =
+            texts(&conn, "SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'heads' ORDER BY name");
         assert!(indexes.contains(&"heads_flagged".to_owned()), "{indexes:?}");
         assert!(!indexes.contains(&"heads_to_verify".to_owned()), "the body-parsing index is gone: {indexes:?}");
     }
@@ -178,10 +178,8 @@ mod tests {
 
         migrate(&mut conn).expect("migrate");
 
-        let indexes: Vec<String> = conn
-            .prepare("SELECT name FROM sqlite_schema WHERE type = 'index' AND name LIKE 'events_status%'")
-            .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
-            .expect("indexes");
+        let indexes =
+            texts(&conn, "SELECT name FROM sqlite_schema WHERE type = 'index' AND name LIKE 'events_status%'");
         assert_eq!(indexes, ["events_status_unheld"]);
         let plan: String = conn
             .query_row(
