@@ -323,8 +323,7 @@ impl Worker {
         options: &RunOptions,
         stats: &Mutex<RunStats>,
     ) -> Result<(), StoreError> {
-        let event =
-            sqs_event(&messages).map_err(|e| StoreError::Backend(format!("building the SqsEvent: {e}").into()))?;
+        let event = sqs_event(&messages);
         let now = self.processor.engine().ports().clock.now();
         let (request_id, trace_id) = lambda_ids(&mut self.rng, now);
         let context = InvocationContext {

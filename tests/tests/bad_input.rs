@@ -354,7 +354,7 @@ async fn when_every_record_must_be_retried_every_record_is_listed() {
     // The same when the deadline has already passed before the batch starts (nothing is even recorded).
     h.advance(Duration::minutes(10));
     let messages = h.receive(10).await;
-    let event = synctrail_processor::sqs_event(&messages).expect("event");
+    let event = synctrail_processor::sqs_event(&messages);
     let mut context = h.next_context();
     context.deadline = h.now() - Duration::milliseconds(5);
     let batch = h.handle(event, &context).await.expect("a response");

@@ -1110,7 +1110,7 @@ impl Worker {
         }
         self.invocations += 1;
         self.shared.invocations.set(self.shared.invocations.get() + 1);
-        let event = sqs_event(&messages).map_err(|e| format!("building the SqsEvent: {e}"))?;
+        let event = sqs_event(&messages);
         let (request_id, trace_id) = match self.cfg.store {
             StoreKind::Embedded => (
                 format!("w{}-{:05}", self.index, self.invocations),

@@ -433,7 +433,7 @@ mod tests {
             .with_writer(move || writer.clone())
             .finish();
         let _default = tracing::subscriber::set_default(subscriber);
-        let batch = processor.process_batch(sqs_event(&messages).expect("SqsEvent"), &context).await;
+        let batch = processor.process_batch(sqs_event(&messages), &context).await;
         let text = String::from_utf8(logs.0.lock().unwrap_or_else(|p| p.into_inner()).clone()).expect("UTF-8 logs");
         let lines = text.lines().map(|l| serde_json::from_str(l).expect("every log line is JSON")).collect();
         (batch, lines)

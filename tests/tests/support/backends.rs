@@ -230,7 +230,7 @@ pub async fn drain(engine: &Engine, processor: &Processor, rounds: usize) {
         if messages.is_empty() {
             return;
         }
-        let event: SqsEvent = sqs_event(&messages).expect("event");
+        let event: SqsEvent = sqs_event(&messages);
         let context = InvocationContext {
             request_id: format!("req-{n}"),
             deadline: Utc::now() + Duration::seconds(20),

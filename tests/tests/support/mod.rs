@@ -1002,7 +1002,7 @@ impl Harness {
     /// every message not listed (except those the handler dead-lettered); a crashed invocation deletes nothing.
     pub async fn invoke(&self, messages: &[QueueMessage]) -> Delivery {
         let context = self.next_context();
-        let event = sqs_event(messages).expect("build the SqsEvent");
+        let event = sqs_event(messages);
         let batch = self.handle(event, &context).await;
         // A crashed invocation, or one that failed as a whole, deletes nothing.
         if let Some(response) = batch.as_ref().and_then(|b| b.lambda_response().ok()) {
