@@ -39,7 +39,7 @@ pub(crate) fn to_json<T: Serialize>(value: &T, what: &str) -> Result<String, Sto
 }
 
 /// Decodes stored JSON text: a failure means the row is corrupt.
-pub(crate) fn from_json<T: DeserializeOwned>(text: &str, what: &str) -> Result<T, StoreError> {
+pub(crate) fn from_json<T: DeserializeOwned>(text: &str, what: impl std::fmt::Display) -> Result<T, StoreError> {
     serde_json::from_str(text)
         .map_err(|e| StoreError::Corrupt(format!("{what}: stored JSON does not decode: {e}").into()))
 }

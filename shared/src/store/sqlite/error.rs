@@ -2,6 +2,7 @@
 
 use crate::store::{Detail, StoreError};
 use rusqlite::{ffi, ErrorCode};
+use std::fmt::Display;
 
 /// Whether `e` is a primary-key or unique violation: an insert of a key that exists.
 fn is_duplicate_key(e: &rusqlite::Error) -> bool {
@@ -14,7 +15,7 @@ fn is_duplicate_key(e: &rusqlite::Error) -> bool {
 
 /// Maps a rusqlite error met while doing `what`: busy or locked → `Unavailable` (retryable), a duplicate key
 /// → `Conflict`, an undecodable column → `Corrupt`, anything else (other constraints included) → `Backend`.
-pub(crate) fn from_sqlite(what: &str, e: rusqlite::Error) -> StoreError {
+pub(crate) fn from_sqlite(what: impl Display, e: rusqlite::Error) -> StoreError {
     if is_duplicate_key(&e) {
         return StoreError::Conflict(Detail::caused_by(format!("{what}: {e}"), e));
     }
@@ -32,14 +33,15 @@ pub(crate) fn from_sqlite(what: &str, e: rusqlite::Error) -> StoreError {
     }
 }
 
-/// Adds what was being done to a rusqlite result, converting its error.
+/// Adds what was being done to a rusqlite result, converting its error. `what` is written out only for an error:
+/// on a hot path pass `format_args!(…)` rather than a `format!`ed string.
 pub(crate) trait SqlContext<T> {
     /// Converts the error with [`from_sqlite`].
-    fn ctx(self, what: &str) -> Result<T, StoreError>;
+    fn ctx(self, what: impl Display) -> Result<T, StoreError>;
 }
 
 impl<T> SqlContext<T> for rusqlite::Result<T> {
-    fn ctx(self, what: &str) -> Result<T, StoreError> {
+    fn ctx(self, what: impl Display) -> Result<T, StoreError> {
         self.map_err(|e| from_sqlite(what, e))
     }
 }

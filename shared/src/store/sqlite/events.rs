@@ -232,18 +232,20 @@ fn limit_value(limit: usize) -> SqlValue {
 
 /// The record of event `id`, if stored.
 fn read_event(conn: &Connection, id: &str) -> Result<Option<EventRecord>, StoreError> {
-    let what = format!("event {id}");
-    let body: Option<String> =
-        conn.one("SELECT body FROM events WHERE event_id = ?1", [id], |row| row.get(0)).optional().ctx(&what)?;
-    body.map(|b| from_json(&b, &what)).transpose()
+    let body: Option<String> = conn
+        .one("SELECT body FROM events WHERE event_id = ?1", [id], |row| row.get(0))
+        .optional()
+        .ctx(format_args!("event {id}"))?;
+    body.map(|b| from_json(&b, format_args!("event {id}"))).transpose()
 }
 
 /// The head of the entity keyed `key`, if stored.
 fn read_head(conn: &Connection, key: &str) -> Result<Option<EntityHead>, StoreError> {
-    let what = format!("head of {key}");
-    let body: Option<String> =
-        conn.one("SELECT body FROM heads WHERE entity_key = ?1", [key], |row| row.get(0)).optional().ctx(&what)?;
-    body.map(|b| from_json(&b, &what)).transpose()
+    let body: Option<String> = conn
+        .one("SELECT body FROM heads WHERE entity_key = ?1", [key], |row| row.get(0))
+        .optional()
+        .ctx(format_args!("head of {key}"))?;
+    body.map(|b| from_json(&b, format_args!("head of {key}"))).transpose()
 }
 
 #[async_trait]

@@ -24,9 +24,15 @@ pub struct Mirror {
     pub(super) delta_fields: DeltaFields,
 }
 
-/// The columns [`MirrorRecord::from_row`] reads, in order.
-pub(super) const COLUMNS: &str =
-    "entity_key, body, order_nanos, order_version, content_hash, event_id, fence, deleted, modified_at, applied_at";
+/// The columns [`MirrorRecord::from_row`] reads, in order (a macro, so that queries can be whole literals).
+macro_rules! columns {
+    () => {
+        "entity_key, body, order_nanos, order_version, content_hash, event_id, fence, deleted, modified_at, applied_at"
+    };
+}
+
+/// [`columns!`] as a constant.
+pub(super) const COLUMNS: &str = columns!();
 
 impl MirrorRecord {
     fn from_row(row: &Row<'_>) -> rusqlite::Result<(Self, String)> {
@@ -48,15 +54,15 @@ impl MirrorRecord {
 
     /// Decodes the JSON body read with the row.
     fn with_body((mut record, body): (Self, String)) -> Result<Self, StoreError> {
-        record.state = from_json(&body, &format!("mirror row {}", record.entity_key))?;
+        record.state = from_json(&body, format_args!("mirror row {}", record.entity_key))?;
         Ok(record)
     }
 }
 
 /// Reads one mirror row inside a transaction or on a plain connection.
 pub(super) fn read_row(conn: &Connection, entity_key: &str) -> Result<Option<MirrorRecord>, StoreError> {
-    let sql = format!("SELECT {COLUMNS} FROM mirror WHERE entity_key = ?1");
-    let row = conn.one(&sql, [entity_key], MirrorRecord::from_row).optional().ctx("reading a mirror row")?;
+    let sql = concat!("SELECT ", columns!(), " FROM mirror WHERE entity_key = ?1");
+    let row = conn.one(sql, [entity_key], MirrorRecord::from_row).optional().ctx("reading a mirror row")?;
     row.map(MirrorRecord::with_body).transpose()
 }
 
