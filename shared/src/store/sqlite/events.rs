@@ -248,6 +248,25 @@ fn read_head(conn: &Connection, key: &str) -> Result<Option<EntityHead>, StoreEr
     body.map(|b| from_json(&b, format_args!("head of {key}"))).transpose()
 }
 
+/// The record of event `id` and the head of the entity keyed `key`, in one statement: one read transaction instead
+/// of two, and both as of the same commit.
+fn read_event_and_head(
+    conn: &Connection,
+    id: &str,
+    key: &str,
+) -> Result<(Option<EventRecord>, Option<EntityHead>), StoreError> {
+    let (event, head): (Option<String>, Option<String>) = conn
+        .one(
+            "SELECT (SELECT body FROM events WHERE event_id = ?1), (SELECT body FROM heads WHERE entity_key = ?2)",
+            [id, key],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .ctx(format_args!("event {id} and the head of {key}"))?;
+    let event = event.map(|b| from_json(&b, format_args!("event {id}"))).transpose()?;
+    let head = head.map(|b| from_json(&b, format_args!("head of {key}"))).transpose()?;
+    Ok((event, head))
+}
+
 #[async_trait]
 impl EventStore for SqliteStore {
     async fn get_event(&self, id: &EventId) -> Result<Option<EventRecord>, StoreError> {
@@ -266,7 +285,7 @@ impl EventStore for SqliteStore {
         entity: &EntityKey,
     ) -> Result<(Option<EventRecord>, Option<EntityHead>), StoreError> {
         let (id, key) = (id.to_string(), entity.to_string());
-        self.db.run(move |conn| Ok((read_event(conn, &id)?, read_head(conn, &key)?))).await
+        self.db.run(move |conn| read_event_and_head(conn, &id, &key)).await
     }
 
     async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {

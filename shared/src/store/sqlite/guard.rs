@@ -7,14 +7,14 @@
 
 use super::codec::{nanos, to_json, Cached};
 use super::error::SqlContext;
-use super::mirror::{read_row, Mirror};
+use super::mirror::{read_effect_and_row, Mirror};
 use crate::destination::guard::{decide, destination_error, rewrites, Addition, Decision, MirrorRecord, PendingChange};
 use crate::destination::{ApplyOutcome, Change, Destination, DestinationError, DestinationRecord, ReadError};
 use crate::model::EntityKey;
 use crate::store::StoreError;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rusqlite::{params, OptionalExtension, Transaction};
+use rusqlite::{params, Transaction};
 use std::sync::Arc;
 
 fn store(tx: &Transaction<'_>, record: &MirrorRecord, event_id: &str) -> Result<(), StoreError> {
@@ -59,14 +59,10 @@ fn apply_in(
     change: &PendingChange,
     now: DateTime<Utc>,
 ) -> Result<Result<ApplyOutcome, DestinationError>, StoreError> {
-    let seen: Option<i64> = tx
-        .one("SELECT 1 FROM mirror_effects WHERE event_id = ?1", [&change.event_id], |row| row.get(0))
-        .optional()
-        .ctx("looking up a mirror effect")?;
-    if seen.is_some() && !rewrites(change) {
+    let (seen, row) = read_effect_and_row(tx, &change.event_id, &change.entity_key)?;
+    if seen && !rewrites(change) {
         return Ok(Ok(ApplyOutcome::AlreadyApplied));
     }
-    let row = read_row(tx, &change.entity_key)?;
     let record = match decide(row.as_ref(), change, now) {
         Ok(Decision::Write(record) | Decision::Add(Addition { record, .. })) => record,
         Ok(Decision::Skip(outcome)) => return Ok(Ok(outcome)),

@@ -36,20 +36,25 @@ pub(super) const COLUMNS: &str = columns!();
 
 impl MirrorRecord {
     fn from_row(row: &Row<'_>) -> rusqlite::Result<(Self, String)> {
-        let order_nanos: Option<i64> = row.get(2)?;
-        let order_version: Option<i64> = row.get(3)?;
+        Self::from_row_at(row, 0)
+    }
+
+    /// [`MirrorRecord::from_row`] for a row whose [`columns!`] start at column `at`.
+    pub(super) fn from_row_at(row: &Row<'_>, at: usize) -> rusqlite::Result<(Self, String)> {
+        let order_nanos: Option<i64> = row.get(at + 2)?;
+        let order_version: Option<i64> = row.get(at + 3)?;
         let record = Self {
-            entity_key: row.get(0)?,
+            entity_key: row.get(at)?,
             state: Value::Null,
             order: order_nanos.map(|nanos| OrderKey { nanos, version: order_version.unwrap_or(0) }),
-            content_hash: row.get(4)?,
-            event_id: row.get(5)?,
-            fence: u64::try_from(row.get::<_, i64>(6)?).unwrap_or(0),
-            deleted: row.get::<_, i64>(7)? != 0,
-            modified_at: row.get::<_, Option<i64>>(8)?.map(time),
-            applied_at: time(row.get(9)?),
+            content_hash: row.get(at + 4)?,
+            event_id: row.get(at + 5)?,
+            fence: u64::try_from(row.get::<_, i64>(at + 6)?).unwrap_or(0),
+            deleted: row.get::<_, i64>(at + 7)? != 0,
+            modified_at: row.get::<_, Option<i64>>(at + 8)?.map(time),
+            applied_at: time(row.get(at + 9)?),
         };
-        Ok((record, row.get(1)?))
+        Ok((record, row.get(at + 1)?))
     }
 
     /// Decodes the JSON body read with the row.
@@ -64,6 +69,29 @@ pub(super) fn read_row(conn: &Connection, entity_key: &str) -> Result<Option<Mir
     let sql = concat!("SELECT ", columns!(), " FROM mirror WHERE entity_key = ?1");
     let row = conn.one(sql, [entity_key], MirrorRecord::from_row).optional().ctx("reading a mirror row")?;
     row.map(MirrorRecord::with_body).transpose()
+}
+
+/// Whether event `event_id` has an effect row, and the mirror row of `entity_key`, in one statement (what an apply
+/// reads before it decides).
+pub(super) fn read_effect_and_row(
+    conn: &Connection,
+    event_id: &str,
+    entity_key: &str,
+) -> Result<(bool, Option<MirrorRecord>), StoreError> {
+    let sql = concat!(
+        "SELECT EXISTS (SELECT 1 FROM mirror_effects WHERE event_id = ?1), ",
+        columns!(),
+        " FROM (SELECT 1) LEFT JOIN mirror ON entity_key = ?2"
+    );
+    let (seen, row) = conn
+        .one(sql, [event_id, entity_key], |row| {
+            let seen: bool = row.get(0)?;
+            // No mirror row: the joined columns are all NULL.
+            let found = row.get::<_, Option<String>>(1)?.is_some();
+            Ok((seen, if found { Some(MirrorRecord::from_row_at(row, 1)?) } else { None }))
+        })
+        .ctx("looking up a mirror effect and row")?;
+    Ok((seen, row.map(MirrorRecord::with_body).transpose()?))
 }
 
 impl Mirror {
