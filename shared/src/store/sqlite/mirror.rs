@@ -40,7 +40,7 @@ impl MirrorRecord {
     }
 
     /// [`MirrorRecord::from_row`] for a row whose [`columns!`] start at column `at`.
-    pub(super) fn from_row_at(row: &Row<'_>, at: usize) -> rusqlite::Result<(Self, String)> {
+    fn from_row_at(row: &Row<'_>, at: usize) -> rusqlite::Result<(Self, String)> {
         let order_nanos: Option<i64> = row.get(at + 2)?;
         let order_version: Option<i64> = row.get(at + 3)?;
         let record = Self {
