@@ -50,6 +50,8 @@ const MAX_LEN: usize = 30;
 /// outside a leap second; the length written, or `None` for a time of another shape.
 fn write(at: &DateTime<Utc>, out: &mut [u8; MAX_LEN]) -> Option<usize> {
     use chrono::{Datelike, Timelike};
+    // The fields of the UTC date and time as stored: `DateTime`'s own accessors add the (zero) offset at each call.
+    let at = at.naive_utc();
     let year = u32::try_from(at.year()).ok().filter(|year| *year <= 9999)?;
     let nano = at.nanosecond();
     if nano >= 1_000_000_000 {
