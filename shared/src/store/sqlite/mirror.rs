@@ -31,9 +31,6 @@ macro_rules! columns {
     };
 }
 
-/// [`columns!`] as a constant.
-pub(super) const COLUMNS: &str = columns!();
-
 impl MirrorRecord {
     fn from_row(row: &Row<'_>) -> rusqlite::Result<(Self, String)> {
         Self::from_row_at(row, 0)
@@ -141,11 +138,13 @@ impl Mirror {
         self.db
             .run(move |conn| {
                 let what = "listing the mirror";
-                let sql = format!(
-                    "SELECT {COLUMNS} FROM mirror WHERE entity_key >= ?1 AND substr(entity_key, 1, length(?1)) = ?1
+                let sql = concat!(
+                    "SELECT ",
+                    columns!(),
+                    " FROM mirror WHERE entity_key >= ?1 AND substr(entity_key, 1, length(?1)) = ?1
                      ORDER BY entity_key LIMIT ?2"
                 );
-                let mut stmt = conn.prepare_cached(&sql).ctx(what)?;
+                let mut stmt = conn.prepare_cached(sql).ctx(what)?;
                 let rows = stmt
                     .query_map(params![prefix, limit], MirrorRecord::from_row)
                     .ctx(what)?
