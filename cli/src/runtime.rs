@@ -84,7 +84,8 @@ impl Default for RunOptions {
 }
 
 /// How long a worker's receive waits for a first message (SQS long polling; the embedded queue is woken by this
-/// process's sends). A stopping run does not wait for it unless asked to; what it takes is handed back (`hand_back`).
+/// process's sends). A stopping run does not wait for it unless asked to; what it takes is handed back (`hand_back`),
+/// and a queue that can end its waits early (the embedded one: [`Queue::end_waits`]) is told to.
 const RECEIVE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How long a run asked to hand back before returning waits for its workers' last receives and their hand-backs:
@@ -222,6 +223,9 @@ impl LocalRuntime {
                 Err(e) => failed = failed.or(Some(StoreError::Backend(format!("a worker died: {e}").into()))),
             }
         }
+        // Every receive left running has started (above): told now, those of a queue that can end its waits end at
+        // once instead of after `RECEIVE_WAIT`.
+        self.ports.queue.end_waits();
         if options.hand_back_before_returning {
             wait_for_hand_backs(hand_backs).await;
         }
@@ -294,7 +298,13 @@ impl Worker {
             }
             let queue = Arc::clone(&self.queue);
             let (max, visibility) = (options.batch_size, options.visibility_timeout);
-            let mut receive = Box::pin(async move { queue.receive_waiting(max, visibility, RECEIVE_WAIT).await });
+            // Set at the receive's first poll: one the stop overtook before that has done nothing, and is dropped.
+            let started = Arc::new(AtomicBool::new(false));
+            let starting = Arc::clone(&started);
+            let mut receive = Box::pin(async move {
+                starting.store(true, Ordering::SeqCst);
+                queue.receive_waiting(max, visibility, RECEIVE_WAIT).await
+            });
             let received = tokio::select! {
                 biased;
                 stop = stopping.wait_for(|stopped| *stopped) => {
@@ -304,6 +314,9 @@ impl Worker {
                 received = &mut receive => Some(received),
             };
             let Some(received) = received else {
+                if !started.load(Ordering::SeqCst) {
+                    return Ok(None);
+                }
                 return Ok(Some(tokio::spawn(hand_back(Arc::clone(&self.queue), receive))));
             };
             match received {

@@ -232,11 +232,11 @@ async fn a_run_whose_sweeps_keep_failing_stops_with_the_sweeps_error_instead_of_
 /// command does), a run returns only once what its workers' last receives took is visible again.
 #[tokio::test]
 async fn a_run_that_hands_back_before_returning_leaves_what_its_last_receives_took_visible() {
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::atomic::Ordering;
     use std::sync::Arc;
     use synctrail_cli::runtime::{LocalRuntime, RunOptions};
     let h = crate::support::Harness::new();
-    let queue = Arc::new(LongPolls { inner: h.ports().queue.clone(), sent: AtomicU64::new(0) });
+    let queue = Arc::new(LongPolls::new(h.ports().queue.clone(), false));
     let ports = synctrail::engine::Ports { queue: queue.clone(), ..h.ports().clone() };
     let runtime = LocalRuntime::new(ports, h.options.settings.clone());
     let options = RunOptions {
@@ -284,11 +284,49 @@ async fn a_run_asked_to_stop_finishes_its_invocations_under_way_and_a_later_run_
     assert_eq!(counts.get(&Status::Processing), None, "{counts:?}");
 }
 
-/// The embedded queue with receives that wait as an SQS long poll does, and find a message that arrived meanwhile:
-/// each sends one at the end of its wait, then receives.
+/// `synctrail run` on the embedded queue returns as soon as its run is over: the receives its workers left waiting
+/// are told to end ([`synctrail::store::Queue::end_waits`]) instead of being waited for until their wait is over.
+/// Here each would wait an hour; the run returns having seen every one of them end.
+#[tokio::test]
+async fn a_run_that_hands_back_before_returning_ends_the_embedded_queues_waiting_receives() {
+    use std::sync::atomic::Ordering;
+    use std::sync::Arc;
+    use synctrail_cli::runtime::{LocalRuntime, RunOptions};
+    let h = crate::support::Harness::new();
+    let queue = Arc::new(LongPolls::new(h.ports().queue.clone(), true));
+    let ports = synctrail::engine::Ports { queue: queue.clone(), ..h.ports().clone() };
+    let runtime = LocalRuntime::new(ports, h.options.settings.clone());
+    let options = RunOptions {
+        workers: 2,
+        poll_interval: std::time::Duration::from_millis(10),
+        hand_back_before_returning: true,
+        ..RunOptions::default()
+    };
+    let stats = runtime.run(&options, &|_| {}).await.expect("the run");
+    assert!(stats.drained && stats.invocations == 0, "the queue was empty, and quiescent at once: {stats:?}");
+    assert!(queue.waits.load(Ordering::SeqCst) >= 1, "the workers were waiting in receives when the run stopped");
+    assert_eq!(queue.waiting.load(Ordering::SeqCst), 0, "each had ended when the run returned");
+    let depth = h.ports().queue.depth().await.expect("depth");
+    assert_eq!((depth.visible, depth.in_flight), (0, 0), "and none took anything");
+}
+
+/// The embedded queue with receives that wait as an SQS long poll does. Either each waits its whole wait, then
+/// finds a message that arrived meanwhile (it sends one, then receives), or (`as_embedded`) it is the embedded
+/// queue's own waiting receive, waiting an hour whatever it is asked, unless told to end.
 struct LongPolls {
     inner: std::sync::Arc<dyn synctrail::store::Queue>,
+    as_embedded: bool,
+    /// Messages sent at the end of a wait.
     sent: std::sync::atomic::AtomicU64,
+    /// Waiting receives started, and how many of them have not returned.
+    waits: std::sync::atomic::AtomicU64,
+    waiting: std::sync::atomic::AtomicI64,
+}
+
+impl LongPolls {
+    fn new(inner: std::sync::Arc<dyn synctrail::store::Queue>, as_embedded: bool) -> Self {
+        Self { inner, as_embedded, sent: 0.into(), waits: 0.into(), waiting: 0.into() }
+    }
 }
 
 #[async_trait::async_trait]
@@ -308,10 +346,21 @@ impl synctrail::store::Queue for LongPolls {
         visibility: chrono::Duration,
         wait: std::time::Duration,
     ) -> Result<Vec<QueueMessage>, StoreError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.as_embedded {
+            self.waits.fetch_add(1, SeqCst);
+            self.waiting.fetch_add(1, SeqCst);
+            let received = self.inner.receive_waiting(max, visibility, std::time::Duration::from_secs(3600)).await;
+            self.waiting.fetch_sub(1, SeqCst);
+            return received;
+        }
         tokio::time::sleep(wait).await;
         self.inner.send(vec![OutgoingMessage::new("sent while a long poll waited")]).await?;
         self.sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.inner.receive(max, visibility).await
+    }
+    fn end_waits(&self) {
+        self.inner.end_waits();
     }
     async fn delete(&self, handles: &[String]) -> Result<(), StoreError> {
         self.inner.delete(handles).await

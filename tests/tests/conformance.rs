@@ -2023,6 +2023,26 @@ async fn a_waiting_receive_gets_what_another_process_sends_to_the_same_file() {
     assert!(started.elapsed() < wait, "returned only when its wait was over: {:?}", started.elapsed());
 }
 
+/// Told to end its wait ([`Queue::end_waits`]), a receive that waits returns at once with nothing, and a message
+/// sent afterwards is visible to the next receive (what a stopping event source relies on to return promptly).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_embedded_receive_told_to_end_its_wait_returns_at_once_having_taken_nothing() {
+    use std::future::Future;
+    let fixture = Fixture::new();
+    let queue = &fixture.embedded.queue;
+    let wait = std::time::Duration::from_secs(3600);
+    let mut waiting = std::pin::pin!(queue.receive_waiting(10, Duration::seconds(30), wait));
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(waiting.as_mut().poll(cx))).await;
+    assert!(first.is_pending(), "nothing to receive: it waits");
+    queue.end_waits();
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(60), waiting).await;
+    let got = ended.expect("ended long before its hour").expect("receive");
+    assert!(got.is_empty(), "{got:?}");
+    let sent = queue.send(vec![OutgoingMessage::new("after the end")]).await.expect("send");
+    let next = queue.receive(10, Duration::seconds(30)).await.expect("receive");
+    assert_eq!(next.iter().map(|m| m.message_id.as_str()).collect::<Vec<_>>(), [sent[0].as_str()]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reopening_a_home_keeps_everything() {
     use synctrail::store::Write;

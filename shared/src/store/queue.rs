@@ -94,6 +94,12 @@ pub trait Queue: Send + Sync {
         }
     }
 
+    /// Ends, at once, the [`Queue::receive_waiting`] calls of this process that are waiting: each returns what it
+    /// has (nothing, or what the look under way when it was told takes), as if its wait were over. For an event
+    /// source that stops and must hand back what its last receives take before it returns. A queue that cannot end
+    /// a wait early does nothing (the default; SQS, whose long poll ends at the service in its own time).
+    fn end_waits(&self) {}
+
     /// Deletes received messages by receipt handle; a stale handle is ignored.
     async fn delete(&self, receipt_handles: &[String]) -> Result<(), StoreError>;
 

@@ -22,6 +22,8 @@ pub struct SqliteQueue {
     /// Wakes the receives waiting in this process when a message may have become visible (see
     /// [`Queue::receive_waiting`]).
     arrivals: Arc<Notify>,
+    /// Ends the receives waiting in this process ([`Queue::end_waits`]).
+    waits_ended: Notify,
     /// The watch on the database's log that wakes them when another process commits, readied by the first wait and
     /// armed while a receive waits; `None` where there is none (see [`WalWatch`]).
     others: OnceLock<Option<WalWatch>>,
@@ -75,7 +77,14 @@ fn message_of(handle: &str) -> &str {
 
 impl SqliteQueue {
     pub(crate) fn new(db: Arc<Db>, clock: Arc<dyn Clock>, max_receives: u32) -> Self {
-        Self { db, clock, max_receives, arrivals: Arc::new(Notify::new()), others: OnceLock::new() }
+        Self {
+            db,
+            clock,
+            max_receives,
+            arrivals: Arc::new(Notify::new()),
+            waits_ended: Notify::new(),
+            others: OnceLock::new(),
+        }
     }
 
     /// Tells the receives waiting in this process that a message may be visible now.
@@ -306,6 +315,10 @@ impl Queue for SqliteQueue {
         wait: std::time::Duration,
     ) -> Result<Vec<QueueMessage>, StoreError> {
         let until = Instant::now() + wait;
+        // Registered before anything else, so that ending the waits under way ends this one whatever it is doing.
+        let ended = self.waits_ended.notified();
+        tokio::pin!(ended);
+        ended.as_mut().enable();
         // Armed once the first look finds nothing (receives from a busy queue never arm it), before the lookup
         // below, so a commit between that look and the arming is not missed.
         let mut armed: Option<Option<Armed<'_>>> = None;
@@ -337,10 +350,16 @@ impl Queue for SqliteQueue {
             }
             let nap = next.map_or(recheck, |in_| in_.min(recheck)).min(until - now);
             look = tokio::select! {
+                biased;
+                () = ended.as_mut() => return Ok(Vec::new()),
                 () = announced.as_mut() => true,
                 () = tokio::time::sleep(nap) => next.is_some_and(|in_| in_ <= nap),
             };
         }
+    }
+
+    fn end_waits(&self) {
+        self.waits_ended.notify_waiters();
     }
 
     async fn delete(&self, receipt_handles: &[String]) -> Result<(), StoreError> {
