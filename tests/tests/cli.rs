@@ -232,11 +232,32 @@ async fn a_run_whose_sweeps_keep_failing_stops_with_the_sweeps_error_instead_of_
 /// command does), a run returns only once what its workers' last receives took is visible again.
 #[tokio::test]
 async fn a_run_that_hands_back_before_returning_leaves_what_its_last_receives_took_visible() {
+    let (h, queue) = run_over_long_polls(false).await;
+    let sent = queue.sent.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(sent >= 1, "a worker's receive was still waiting when the run stopped, and took what was sent meanwhile");
+    let depth = h.ports().queue.depth().await.expect("depth");
+    assert_eq!((depth.visible, depth.in_flight), (sent, 0), "all of it visible again when the run returned");
+}
+
+/// `synctrail run` on the embedded queue returns as soon as its run is over: the receives its workers left waiting
+/// are told to end ([`synctrail::store::Queue::end_waits`]) instead of being waited for until their wait is over.
+/// Here each would wait an hour; the run returns having seen every one of them end.
+#[tokio::test]
+async fn a_run_that_hands_back_before_returning_ends_the_embedded_queues_waiting_receives() {
     use std::sync::atomic::Ordering;
-    use std::sync::Arc;
+    let (h, queue) = run_over_long_polls(true).await;
+    assert!(queue.waits.load(Ordering::SeqCst) >= 1, "the workers were waiting in receives when the run stopped");
+    assert_eq!(queue.waiting.load(Ordering::SeqCst), 0, "each had ended when the run returned");
+    let depth = h.ports().queue.depth().await.expect("depth");
+    assert_eq!((depth.visible, depth.in_flight), (0, 0), "and none took anything");
+}
+
+/// Runs two workers over an empty queue whose receives are [`LongPolls`], as `synctrail run` does (handing back
+/// before it returns), until the run returns.
+async fn run_over_long_polls(as_embedded: bool) -> (crate::support::Harness, std::sync::Arc<LongPolls>) {
     use synctrail_cli::runtime::{LocalRuntime, RunOptions};
     let h = crate::support::Harness::new();
-    let queue = Arc::new(LongPolls::new(h.ports().queue.clone(), false));
+    let queue = std::sync::Arc::new(LongPolls::new(h.ports().queue.clone(), as_embedded));
     let ports = synctrail::engine::Ports { queue: queue.clone(), ..h.ports().clone() };
     let runtime = LocalRuntime::new(ports, h.options.settings.clone());
     let options = RunOptions {
@@ -247,10 +268,7 @@ async fn a_run_that_hands_back_before_returning_leaves_what_its_last_receives_to
     };
     let stats = runtime.run(&options, &|_| {}).await.expect("the run");
     assert!(stats.drained && stats.invocations == 0, "the queue was empty, and quiescent at once: {stats:?}");
-    let sent = queue.sent.load(Ordering::SeqCst);
-    assert!(sent >= 1, "a worker's receive was still waiting when the run stopped, and took what was sent meanwhile");
-    let depth = h.ports().queue.depth().await.expect("depth");
-    assert_eq!((depth.visible, depth.in_flight), (sent, 0), "all of it visible again when the run returned");
+    (h, queue)
 }
 
 /// Ctrl-C or SIGTERM stops `synctrail run` as its `--max-duration` would (`RunOptions::stop_requested`, which the
@@ -282,32 +300,6 @@ async fn a_run_asked_to_stop_finishes_its_invocations_under_way_and_a_later_run_
     let events = u64::try_from(workload.summary.events).expect("a count");
     assert_eq!(counts.values().sum::<u64>(), events, "every event recorded, none lost: {counts:?}");
     assert_eq!(counts.get(&Status::Processing), None, "{counts:?}");
-}
-
-/// `synctrail run` on the embedded queue returns as soon as its run is over: the receives its workers left waiting
-/// are told to end ([`synctrail::store::Queue::end_waits`]) instead of being waited for until their wait is over.
-/// Here each would wait an hour; the run returns having seen every one of them end.
-#[tokio::test]
-async fn a_run_that_hands_back_before_returning_ends_the_embedded_queues_waiting_receives() {
-    use std::sync::atomic::Ordering;
-    use std::sync::Arc;
-    use synctrail_cli::runtime::{LocalRuntime, RunOptions};
-    let h = crate::support::Harness::new();
-    let queue = Arc::new(LongPolls::new(h.ports().queue.clone(), true));
-    let ports = synctrail::engine::Ports { queue: queue.clone(), ..h.ports().clone() };
-    let runtime = LocalRuntime::new(ports, h.options.settings.clone());
-    let options = RunOptions {
-        workers: 2,
-        poll_interval: std::time::Duration::from_millis(10),
-        hand_back_before_returning: true,
-        ..RunOptions::default()
-    };
-    let stats = runtime.run(&options, &|_| {}).await.expect("the run");
-    assert!(stats.drained && stats.invocations == 0, "the queue was empty, and quiescent at once: {stats:?}");
-    assert!(queue.waits.load(Ordering::SeqCst) >= 1, "the workers were waiting in receives when the run stopped");
-    assert_eq!(queue.waiting.load(Ordering::SeqCst), 0, "each had ended when the run returned");
-    let depth = h.ports().queue.depth().await.expect("depth");
-    assert_eq!((depth.visible, depth.in_flight), (0, 0), "and none took anything");
 }
 
 /// The embedded queue with receives that wait as an SQS long poll does. Either each waits its whole wait, then
