@@ -7,13 +7,18 @@
 //! record compresses to ≈ 420 bytes and the item stays under 1 KB (docs/aws-table.md).
 //!
 //! Formats, told apart by the first byte:
-//! - `0x01` then a zstd frame compressed with dictionary v1 (what this version writes);
+//! - `0x02` then a zstd frame compressed with dictionary v1 of a record's JSON without its leading `event_id`
+//!   member, which the item's key (`EVENT#<id>`) holds: what this version writes for records (2026-12-07; the id
+//!   was ≈ 25 of a record body's ≈ 405 bytes with a GUID, 130 with 128 random characters);
+//! - `0x01` then a zstd frame compressed with dictionary v1 (what this version writes for heads and history parts,
+//!   and wrote for records before);
 //! - a zstd frame without a dictionary (its magic number starts with `0x28`; items written before the dictionary);
 //! - a string attribute: plain JSON (items written before compression).
 //!
 //! The dictionary is part of the stored format: items written with it can only be read with the very same bytes
 //! (a test pins its SHA-256). A better dictionary needs a new format byte, with v1 kept for reading.
 
+use crate::model::EventRecord;
 use crate::store::StoreError;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -29,6 +34,9 @@ use zstd::dict::{DecoderDictionary, EncoderDictionary};
 const DICTIONARY_V1: &[u8] = include_bytes!("body-dictionary-v1.json");
 /// The first byte of a body compressed with [`DICTIONARY_V1`].
 const FORMAT_V1: u8 = 0x01;
+/// The first byte of a record's body compressed with [`DICTIONARY_V1`] without its `event_id`, which the item's key
+/// holds.
+const FORMAT_V1_KEYED: u8 = 0x02;
 /// zstd level: records compress in microseconds at 3; higher levels gain a few per cent.
 const LEVEL: i32 = 3;
 
@@ -55,8 +63,35 @@ fn decoder_dictionary() -> &'static DecoderDictionary<'static> {
 
 /// `value` as the `body` attribute: [`FORMAT_V1`], then its JSON compressed with the dictionary.
 pub(super) fn encode<T: Serialize>(value: &T, what: &str) -> Result<AttributeValue, StoreError> {
-    let json =
-        serde_json::to_vec(value).map_err(|e| StoreError::Backend(format!("encoding {what} as JSON: {e}").into()))?;
+    compressed(FORMAT_V1, &to_json(value, what)?, what)
+}
+
+/// A record as the `body` attribute: [`FORMAT_V1_KEYED`], then its JSON without the `event_id` member (the first
+/// one: the field comes first in [`EventRecord`]) compressed with the dictionary. Read back by [`decode`] given the
+/// id of the item's key.
+pub(super) fn encode_record(record: &EventRecord, what: &str) -> Result<AttributeValue, StoreError> {
+    let mut json = to_json(record, what)?;
+    let member = id_member(record.event_id.as_str());
+    if !json.get(1..).is_some_and(|rest| rest.starts_with(member.as_bytes())) {
+        return Err(StoreError::Backend(format!("{what}: its JSON does not begin with its event_id").into()));
+    }
+    // The member and its comma give way to the object's opening brace.
+    let start = member.len();
+    json[start] = b'{';
+    compressed(FORMAT_V1_KEYED, &json[start..], what)
+}
+
+/// `"event_id":"<id>",` (an id is written as it is: its characters need no escaping in JSON).
+fn id_member(event_id: &str) -> String {
+    format!("\"event_id\":\"{event_id}\",")
+}
+
+fn to_json<T: Serialize>(value: &T, what: &str) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Backend(format!("encoding {what} as JSON: {e}").into()))
+}
+
+/// `format`, then `json` compressed with the dictionary.
+fn compressed(format: u8, json: &[u8], what: &str) -> Result<AttributeValue, StoreError> {
     let frame = COMPRESSOR
         .with(|slot| {
             let mut slot = slot.borrow_mut();
@@ -64,20 +99,26 @@ pub(super) fn encode<T: Serialize>(value: &T, what: &str) -> Result<AttributeVal
                 Some(compressor) => compressor,
                 None => slot.insert(Compressor::with_prepared_dictionary(encoder_dictionary())?),
             };
-            compressor.compress(&json)
+            compressor.compress(json)
         })
         .map_err(|e| StoreError::Backend(format!("compressing {what}: {e}").into()))?;
     let mut body = Vec::with_capacity(frame.len() + 1);
-    body.push(FORMAT_V1);
+    body.push(format);
     body.extend_from_slice(&frame);
     Ok(AttributeValue::B(Blob::new(body)))
 }
 
-/// The value a `body` attribute holds, in any of the formats above; anything else is `Corrupt`.
-pub(super) fn decode<T: DeserializeOwned>(body: Option<&AttributeValue>, what: &str) -> Result<T, StoreError> {
+/// The value a `body` attribute holds, in any of the formats above, `key_id` being the event id of the item's key
+/// (`None` for an item that is not a record's); anything else is `Corrupt`.
+pub(super) fn decode<T: DeserializeOwned>(
+    body: Option<&AttributeValue>,
+    key_id: Option<&str>,
+    what: &str,
+) -> Result<T, StoreError> {
     let corrupt = |why: String| StoreError::Corrupt(format!("{what}: {why}").into());
     let json = match body {
         Some(AttributeValue::B(bytes)) => match bytes.as_ref().split_first() {
+            Some((&FORMAT_V1_KEYED, frame)) => decompress(frame, true).and_then(|json| with_id(&json, key_id)),
             Some((&FORMAT_V1, frame)) => decompress(frame, true),
             Some(_) => decompress(bytes.as_ref(), false),
             None => Err(std::io::Error::other("the body is empty")),
@@ -87,6 +128,22 @@ pub(super) fn decode<T: DeserializeOwned>(body: Option<&AttributeValue>, what: &
         _ => return Err(corrupt("the item has no `body`".to_owned())),
     };
     serde_json::from_slice(&json).map_err(|e| corrupt(format!("stored JSON does not decode: {e}")))
+}
+
+/// A record's JSON stored without its `event_id` (`{…}`), with the id of the item's key put back first.
+fn with_id(json: &[u8], key_id: Option<&str>) -> std::io::Result<Vec<u8>> {
+    let key_id = key_id.ok_or_else(|| std::io::Error::other("a record's body outside a record's item"))?;
+    let Some((b'{', rest)) = json.split_first() else {
+        return Err(std::io::Error::other("a record's body that is not a JSON object"));
+    };
+    let member = id_member(key_id);
+    let mut whole = Vec::with_capacity(json.len() + member.len());
+    whole.push(b'{');
+    // An object with no other member (never written) would take no comma.
+    let member = if rest.first() == Some(&b'}') { member.trim_end_matches(',') } else { &member };
+    whole.extend_from_slice(member.as_bytes());
+    whole.extend_from_slice(rest);
+    Ok(whole)
 }
 
 fn decompress(frame: &[u8], with_dictionary: bool) -> std::io::Result<Vec<u8>> {
@@ -167,7 +224,31 @@ mod tests {
             }
             other => panic!("expected a binary body, got {other:?}"),
         }
-        assert_eq!(decode::<serde_json::Value>(Some(&body), "a record").ok(), Some(record));
+        assert_eq!(decode::<serde_json::Value>(Some(&body), None, "a record").ok(), Some(record));
+    }
+
+    #[test]
+    fn a_record_is_stored_without_the_id_its_key_holds_and_read_back_whole() {
+        let mut json = record_json();
+        json["updated_at"] = json["completed_at"].clone();
+        json["expires_at"] = serde_json::json!("2028-02-06T08:27:01Z");
+        let mut record: EventRecord = serde_json::from_value(json).unwrap_or_else(|e| panic!("{e}"));
+        let id =
+            "u8jzPde0IgxLd6GncfBAepfJBd0Kh8oOOL8dKLzdocJ2isAjIhKtJ0RlgLKOmxgJTeKdNnFRIBXuDL7DxtpYlSXpfKtHF4vUCsMehGAk";
+        record.event_id = crate::model::EventId::parse(id).unwrap_or_else(|e| panic!("{e}"));
+        let body = encode_record(&record, "a record").unwrap_or_else(|e| panic!("{e}"));
+        let whole = encode(&record, "a record").unwrap_or_else(|e| panic!("{e}"));
+        let size = |body: &AttributeValue| match body {
+            AttributeValue::B(bytes) => bytes.as_ref().len(),
+            other => panic!("expected a binary body, got {other:?}"),
+        };
+        assert!(matches!(&body, AttributeValue::B(bytes) if bytes.as_ref()[0] == FORMAT_V1_KEYED));
+        assert!(size(&body) + id.len() - 8 <= size(&whole), "{} vs {} bytes", size(&body), size(&whole));
+        let read: EventRecord = decode(Some(&body), Some(id), "a record").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(read, record);
+        assert!(matches!(decode::<EventRecord>(Some(&body), None, "a record"), Err(StoreError::Corrupt(_))));
+        let before: EventRecord = decode(Some(&whole), Some(id), "a record").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(before, record, "a record's body written whole (before) reads as it did");
     }
 
     #[test]
@@ -175,9 +256,9 @@ mod tests {
         let record = record_json();
         let json = serde_json::to_vec(&record).unwrap_or_default();
         let compressed = AttributeValue::B(Blob::new(zstd::bulk::compress(&json, LEVEL).unwrap_or_default()));
-        assert_eq!(decode::<serde_json::Value>(Some(&compressed), "old").ok(), Some(record.clone()));
+        assert_eq!(decode::<serde_json::Value>(Some(&compressed), None, "old").ok(), Some(record.clone()));
         let text = AttributeValue::S(String::from_utf8(json).unwrap_or_default());
-        assert_eq!(decode::<serde_json::Value>(Some(&text), "older").ok(), Some(record));
+        assert_eq!(decode::<serde_json::Value>(Some(&text), None, "older").ok(), Some(record));
     }
 
     #[test]
@@ -189,7 +270,7 @@ mod tests {
             .map(|body| body.unwrap_or_else(|e| panic!("{e}")));
         assert_eq!(bodies[0], bodies[2], "the same record encodes to the same bytes");
         for (body, value) in bodies.iter().zip([&record, &head, &record]).rev() {
-            assert_eq!(decode::<serde_json::Value>(Some(body), "a body").ok().as_ref(), Some(value));
+            assert_eq!(decode::<serde_json::Value>(Some(body), None, "a body").ok().as_ref(), Some(value));
         }
     }
 
@@ -197,7 +278,7 @@ mod tests {
     fn a_body_claiming_more_json_than_an_item_can_hold_is_corrupt() {
         let huge = serde_json::Value::String("a".repeat(usize::try_from(MAX_JSON).unwrap_or(usize::MAX) + 1));
         let body = encode(&huge, "a huge value").unwrap_or_else(|e| panic!("{e}"));
-        assert!(matches!(decode::<serde_json::Value>(Some(&body), "huge"), Err(StoreError::Corrupt(_))));
+        assert!(matches!(decode::<serde_json::Value>(Some(&body), None, "huge"), Err(StoreError::Corrupt(_))));
     }
 
     #[test]
@@ -209,7 +290,10 @@ mod tests {
             Some(AttributeValue::N("1".to_owned())),
             None,
         ] {
-            assert!(matches!(decode::<serde_json::Value>(body.as_ref(), "x"), Err(StoreError::Corrupt(_))), "{body:?}");
+            assert!(
+                matches!(decode::<serde_json::Value>(body.as_ref(), None, "x"), Err(StoreError::Corrupt(_))),
+                "{body:?}"
+            );
         }
     }
 }

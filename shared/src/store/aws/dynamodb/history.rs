@@ -187,7 +187,7 @@ pub(super) fn joined(mut record: EventRecord, items: &[Item]) -> Result<EventRec
                 .into(),
             ));
         };
-        let part: Part = body::decode(item.get(BODY), &format!("history part {name} of event {id}"))?;
+        let part: Part = body::decode(item.get(BODY), None, &format!("history part {name} of event {id}"))?;
         let part_end = part.first as usize + part.entries.len();
         if part_end != end as usize || part.entries.is_empty() {
             return Err(StoreError::Corrupt(
@@ -242,6 +242,7 @@ impl MovedLately {
 
 #[cfg(test)]
 mod tests {
+    use super::super::items::decode;
     use super::*;
     use crate::model::Status;
     use chrono::{DateTime, Utc};
@@ -316,7 +317,7 @@ mod tests {
                     lately.remember(&part.moved);
                     parts.push(part.item);
                 }
-                stored = body::decode(item.get(BODY), "record").expect("decodes");
+                stored = decode(&item, "record").expect("decodes");
             }
         }
         let joined = joined(stored.clone(), &parts).expect("joins");
@@ -347,7 +348,7 @@ mod tests {
         invocation(&mut short, &[Status::Received, Status::Processing, Status::Completed], 0);
         let (item, part) = record_items(&short, "c", &MovedLately::default()).expect("items");
         assert!(part.is_none());
-        let stored: EventRecord = body::decode(item.get(BODY), "record").expect("decodes");
+        let stored: EventRecord = decode(&item, "record").expect("decodes");
         assert_eq!(stored, short);
     }
 
@@ -372,7 +373,7 @@ mod tests {
         invocation(&mut copy, &[Status::Errored], 50);
         let (item, again) = record_items(&copy, "c", &lately).expect("items");
         assert!(again.is_none(), "the copy wrote the part again");
-        let written: EventRecord = body::decode(item.get(BODY), "record").expect("decodes");
+        let written: EventRecord = decode(&item, "record").expect("decodes");
         assert_eq!(written.history_apart, apart);
         assert_eq!(written.history.last().map(|h| h.at), copy.history.last().map(|h| h.at));
         let (_, forgotten) = record_items(&copy, "c", &MovedLately::default()).expect("items");

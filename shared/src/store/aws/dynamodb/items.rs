@@ -64,8 +64,11 @@ pub(super) fn nanos(at: DateTime<Utc>) -> Result<i64, StoreError> {
         .ok_or_else(|| StoreError::Backend(format!("time {at} is outside 1677..2262 and cannot be stored").into()))
 }
 
+/// What an event record's partition key starts with; its event id follows.
+const EVENT_PREFIX: &str = "EVENT#";
+
 pub(super) fn event_pk(event_id: &str) -> String {
-    format!("EVENT#{event_id}")
+    format!("{EVENT_PREFIX}{event_id}")
 }
 
 pub(super) fn head_pk(entity_key: &str) -> String {
@@ -141,7 +144,7 @@ pub(super) fn event_item(record: &EventRecord, commit_id: &str) -> Result<Item, 
     let mut item = key(event_pk(id), EVENT_SK);
     item.insert(ITEM_TYPE.into(), s("event"));
     item.insert(VERSION.into(), n(record.version));
-    item.insert(BODY.into(), body::encode(record, &what)?);
+    item.insert(BODY.into(), body::encode_record(record, &what)?);
     item.insert(COMMIT_ID.into(), s(commit_id));
     item.insert(TTL.into(), n(record.expires_at.timestamp()));
     item.insert(RECEIVED_AT.into(), n(received));
@@ -256,10 +259,11 @@ pub(super) fn number(item: &Item, name: &str) -> Option<u64> {
     }
 }
 
-/// The record or head an item holds (see [`body`] for the formats); a body that does not decode means the item is
-/// corrupt.
+/// The record or head an item holds (see [`body`] for the formats; a record's id is its key's); a body that does not
+/// decode means the item is corrupt.
 pub(super) fn decode<T: DeserializeOwned>(item: &Item, what: &str) -> Result<T, StoreError> {
-    body::decode(item.get(BODY), what)
+    let key_id = string(item, PK).and_then(|pk| pk.strip_prefix(EVENT_PREFIX));
+    body::decode(item.get(BODY), key_id, what)
 }
 
 #[cfg(test)]
