@@ -1,11 +1,12 @@
 //! The `synctrail` command as a user runs it (parsed arguments, dispatched on a temporary embedded home): listings
 //! that say when they are cut, and the everyday commands' defaults.
 
+use crate::support::hooked_queue::{HookedQueue, QueueHooks};
 use crate::support::{at, temp_home};
 use clap::Parser;
 use serde_json::{json, Value};
 use std::path::Path;
-use synctrail::store::{OutgoingMessage, QueueDepth, QueueMessage, StoreError};
+use synctrail::store::{OutgoingMessage, QueueMessage, StoreError};
 use synctrail_cli::args::Cli;
 
 /// Runs `synctrail --home HOME ARGS…`; returns the exit code and what it printed on standard output.
@@ -233,7 +234,7 @@ async fn a_run_whose_sweeps_keep_failing_stops_with_the_sweeps_error_instead_of_
 #[tokio::test]
 async fn a_run_that_hands_back_before_returning_leaves_what_its_last_receives_took_visible() {
     let (h, queue) = run_over_long_polls(false).await;
-    let sent = queue.sent.load(std::sync::atomic::Ordering::SeqCst);
+    let sent = queue.hooks.sent.load(std::sync::atomic::Ordering::SeqCst);
     assert!(sent >= 1, "a worker's receive was still waiting when the run stopped, and took what was sent meanwhile");
     let depth = h.ports().queue.depth().await.expect("depth");
     assert_eq!((depth.visible, depth.in_flight), (sent, 0), "all of it visible again when the run returned");
@@ -246,18 +247,19 @@ async fn a_run_that_hands_back_before_returning_leaves_what_its_last_receives_to
 async fn a_run_that_hands_back_before_returning_ends_the_embedded_queues_waiting_receives() {
     use std::sync::atomic::Ordering;
     let (h, queue) = run_over_long_polls(true).await;
-    assert!(queue.waits.load(Ordering::SeqCst) >= 1, "the workers were waiting in receives when the run stopped");
-    assert_eq!(queue.waiting.load(Ordering::SeqCst), 0, "each had ended when the run returned");
+    assert!(queue.hooks.waits.load(Ordering::SeqCst) >= 1, "the workers were waiting in receives when the run stopped");
+    assert_eq!(queue.hooks.waiting.load(Ordering::SeqCst), 0, "each had ended when the run returned");
     let depth = h.ports().queue.depth().await.expect("depth");
     assert_eq!((depth.visible, depth.in_flight), (0, 0), "and none took anything");
 }
 
 /// Runs two workers over an empty queue whose receives are [`LongPolls`], as `synctrail run` does (handing back
 /// before it returns), until the run returns.
-async fn run_over_long_polls(as_embedded: bool) -> (crate::support::Harness, std::sync::Arc<LongPolls>) {
+async fn run_over_long_polls(as_embedded: bool) -> (crate::support::Harness, std::sync::Arc<HookedQueue<LongPolls>>) {
     use synctrail_cli::runtime::{LocalRuntime, RunOptions};
     let h = crate::support::Harness::new();
-    let queue = std::sync::Arc::new(LongPolls::new(h.ports().queue.clone(), as_embedded));
+    let hooks = LongPolls { as_embedded, sent: 0.into(), waits: 0.into(), waiting: 0.into() };
+    let queue = std::sync::Arc::new(HookedQueue { inner: h.ports().queue.clone(), hooks });
     let ports = synctrail::engine::Ports { queue: queue.clone(), ..h.ports().clone() };
     let runtime = LocalRuntime::new(ports, h.options.settings.clone());
     let options = RunOptions {
@@ -302,11 +304,10 @@ async fn a_run_asked_to_stop_finishes_its_invocations_under_way_and_a_later_run_
     assert_eq!(counts.get(&Status::Processing), None, "{counts:?}");
 }
 
-/// The embedded queue with receives that wait as an SQS long poll does. Either each waits its whole wait, then
-/// finds a message that arrived meanwhile (it sends one, then receives), or (`as_embedded`) it is the embedded
-/// queue's own waiting receive, waiting an hour whatever it is asked, unless told to end.
+/// Receives that wait as an SQS long poll does. Either each waits its whole wait, then finds a message that arrived
+/// meanwhile (it sends one, then receives), or (`as_embedded`) it is the embedded queue's own waiting receive,
+/// waiting an hour whatever it is asked, unless told to end.
 struct LongPolls {
-    inner: std::sync::Arc<dyn synctrail::store::Queue>,
     as_embedded: bool,
     /// Messages sent at the end of a wait.
     sent: std::sync::atomic::AtomicU64,
@@ -315,25 +316,11 @@ struct LongPolls {
     waiting: std::sync::atomic::AtomicI64,
 }
 
-impl LongPolls {
-    fn new(inner: std::sync::Arc<dyn synctrail::store::Queue>, as_embedded: bool) -> Self {
-        Self { inner, as_embedded, sent: 0.into(), waits: 0.into(), waiting: 0.into() }
-    }
-}
-
 #[async_trait::async_trait]
-impl synctrail::store::Queue for LongPolls {
-    async fn send(&self, messages: Vec<OutgoingMessage>) -> Result<Vec<String>, StoreError> {
-        self.inner.send(messages).await
-    }
-    async fn send_to(&self, queue: &str, messages: Vec<OutgoingMessage>) -> Result<Vec<String>, StoreError> {
-        self.inner.send_to(queue, messages).await
-    }
-    async fn receive(&self, max: usize, visibility: chrono::Duration) -> Result<Vec<QueueMessage>, StoreError> {
-        self.inner.receive(max, visibility).await
-    }
+impl QueueHooks for LongPolls {
     async fn receive_waiting(
         &self,
+        inner: &dyn synctrail::store::Queue,
         max: usize,
         visibility: chrono::Duration,
         wait: std::time::Duration,
@@ -342,48 +329,14 @@ impl synctrail::store::Queue for LongPolls {
         if self.as_embedded {
             self.waits.fetch_add(1, SeqCst);
             self.waiting.fetch_add(1, SeqCst);
-            let received = self.inner.receive_waiting(max, visibility, std::time::Duration::from_secs(3600)).await;
+            let received = inner.receive_waiting(max, visibility, std::time::Duration::from_secs(3600)).await;
             self.waiting.fetch_sub(1, SeqCst);
             return received;
         }
         tokio::time::sleep(wait).await;
-        self.inner.send(vec![OutgoingMessage::new("sent while a long poll waited")]).await?;
-        self.sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.inner.receive(max, visibility).await
-    }
-    fn end_waits(&self) {
-        self.inner.end_waits();
-    }
-    async fn delete(&self, handles: &[String]) -> Result<(), StoreError> {
-        self.inner.delete(handles).await
-    }
-    async fn change_visibility(&self, handle: &str, timeout: chrono::Duration) -> Result<(), StoreError> {
-        self.inner.change_visibility(handle, timeout).await
-    }
-    async fn dead_letter(&self, handle: &str, body: &str, trace: Option<&str>) -> Result<(), StoreError> {
-        self.inner.dead_letter(handle, body, trace).await
-    }
-    async fn receive_dead_letters(
-        &self,
-        max: usize,
-        visibility: chrono::Duration,
-    ) -> Result<Vec<QueueMessage>, StoreError> {
-        self.inner.receive_dead_letters(max, visibility).await
-    }
-    async fn release_dead_letters(&self, handles: &[String]) -> Result<(), StoreError> {
-        self.inner.release_dead_letters(handles).await
-    }
-    async fn delete_dead_letters(&self, handles: &[String]) -> Result<(), StoreError> {
-        self.inner.delete_dead_letters(handles).await
-    }
-    async fn return_dead_letters(&self, messages: &[QueueMessage]) -> Result<(), StoreError> {
-        self.inner.return_dead_letters(messages).await
-    }
-    async fn depth(&self) -> Result<QueueDepth, StoreError> {
-        self.inner.depth().await
-    }
-    fn max_receives(&self) -> u32 {
-        self.inner.max_receives()
+        inner.send(vec![OutgoingMessage::new("sent while a long poll waited")]).await?;
+        self.sent.fetch_add(1, SeqCst);
+        inner.receive(max, visibility).await
     }
 }
 

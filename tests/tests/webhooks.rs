@@ -4,16 +4,16 @@
 //! an unmappable signed body is recorded `rejected` with its raw body archived; a queue that fails means 503.
 //! Secrets named by their ARN are read from Secrets Manager (moto).
 
+use crate::support::hooked_queue::{HookedQueue, QueueHooks};
 use crate::support::{fixture_path, temp_home};
 use async_trait::async_trait;
-use chrono::Duration;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use synctrail::ingress::{Headers, Ingress, IngressConfig, Provider, Secret, SignatureScheme, Verdict};
 use synctrail::model::{EventId, Status};
-use synctrail::store::{OutgoingMessage, Queue, QueueDepth, QueueMessage, StoreError};
+use synctrail::store::{OutgoingMessage, Queue, StoreError};
 use synctrail::{Engine, Settings};
 use synctrail_cli::args::{AwsArgs, BackendKind, ServeArgs};
 use synctrail_cli::backend::{AnyBackend, BackendExt};
@@ -426,52 +426,21 @@ async fn a_stopped_server_refuses_new_connections() {
 // The queue fails: 503, the sender retries
 // ---------------------------------------------------------------------------------------------------------------
 
-/// A queue whose sends fail (or never answer); everything else goes to the real one.
-struct BrokenQueue {
-    inner: Arc<dyn Queue>,
+/// Sends that fail (or never answer); everything else goes to the real queue.
+struct BrokenSends {
     hangs: bool,
 }
 
 #[async_trait]
-impl Queue for BrokenQueue {
-    async fn send(&self, _: Vec<OutgoingMessage>) -> Result<Vec<String>, StoreError> {
+impl QueueHooks for BrokenSends {
+    async fn send(&self, _: &dyn Queue, _: Vec<OutgoingMessage>) -> Result<Vec<String>, StoreError> {
         if self.hangs {
             std::future::pending::<()>().await;
         }
         Err(StoreError::Throttled("the queue is down".into()))
     }
-    async fn send_to(&self, _: &str, _: Vec<OutgoingMessage>) -> Result<Vec<String>, StoreError> {
+    async fn send_to(&self, _: &dyn Queue, _: &str, _: Vec<OutgoingMessage>) -> Result<Vec<String>, StoreError> {
         Err(StoreError::Throttled("the queue is down".into()))
-    }
-    async fn receive(&self, max: usize, visibility: Duration) -> Result<Vec<QueueMessage>, StoreError> {
-        self.inner.receive(max, visibility).await
-    }
-    async fn delete(&self, handles: &[String]) -> Result<(), StoreError> {
-        self.inner.delete(handles).await
-    }
-    async fn change_visibility(&self, handle: &str, timeout: Duration) -> Result<(), StoreError> {
-        self.inner.change_visibility(handle, timeout).await
-    }
-    async fn dead_letter(&self, handle: &str, body: &str, trace: Option<&str>) -> Result<(), StoreError> {
-        self.inner.dead_letter(handle, body, trace).await
-    }
-    async fn receive_dead_letters(&self, max: usize, visibility: Duration) -> Result<Vec<QueueMessage>, StoreError> {
-        self.inner.receive_dead_letters(max, visibility).await
-    }
-    async fn release_dead_letters(&self, handles: &[String]) -> Result<(), StoreError> {
-        self.inner.release_dead_letters(handles).await
-    }
-    async fn delete_dead_letters(&self, handles: &[String]) -> Result<(), StoreError> {
-        self.inner.delete_dead_letters(handles).await
-    }
-    async fn return_dead_letters(&self, messages: &[QueueMessage]) -> Result<(), StoreError> {
-        self.inner.return_dead_letters(messages).await
-    }
-    async fn depth(&self) -> Result<QueueDepth, StoreError> {
-        self.inner.depth().await
-    }
-    fn max_receives(&self) -> u32 {
-        self.inner.max_receives()
     }
 }
 
@@ -480,7 +449,7 @@ async fn broken_queue_server(home: &std::path::Path, hangs: bool) -> (Server, An
     let config = synctrail::config::Config::embedded(home);
     let backend = synctrail::compose::compose(&config, Arc::new(synctrail::SystemClock), None).await.expect("open");
     let mut ports = backend.ports.clone();
-    ports.queue = Arc::new(BrokenQueue { inner: Arc::clone(&ports.queue), hangs });
+    ports.queue = Arc::new(HookedQueue { inner: Arc::clone(&ports.queue), hooks: BrokenSends { hangs } });
     let secret = Secret::new(SECRET.as_bytes()).expect("a secret");
     let ingress = Ingress::new(IngressConfig::default().with_source("github", secret, Provider::GitHub));
     let ingest = Ingest::new(ingress, Arc::new(Engine::new(ports, Settings::default())))

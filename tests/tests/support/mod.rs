@@ -7,6 +7,7 @@
 
 pub mod backends;
 pub mod github_api;
+pub mod hooked_queue;
 pub mod receiver;
 pub mod shopify_api;
 pub mod standin;
