@@ -1049,6 +1049,22 @@ pub mod suite {
         assert!(started.elapsed() < wait, "returned only when its wait was over: {:?}", started.elapsed());
     }
 
+    /// Ending the waits ([`Queue::end_waits`]) takes and hides nothing, and ends only the waits under way: a message
+    /// sent before is received as before, and a receive that starts afterwards waits for one sent later.
+    pub async fn ending_the_waits_takes_nothing_and_a_later_receive_waits_as_before(p: &Ports) {
+        let ids = |got: &[synctrail::store::QueueMessage]| got.iter().map(|m| m.message_id.clone()).collect::<Vec<_>>();
+        let before = p.queue.send(vec![OutgoingMessage::new("before")]).await.expect("send");
+        p.queue.end_waits();
+        let got = p.queue.receive(10, Duration::seconds(30)).await.expect("receive");
+        assert_eq!(ids(&got), before);
+        let wait = std::time::Duration::from_secs(10);
+        let (got, after) = tokio::join!(p.queue.receive_waiting(10, Duration::seconds(30), wait), async {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            p.queue.send(vec![OutgoingMessage::new("after")]).await.expect("send")
+        });
+        assert_eq!(ids(&got.expect("receive")), after, "the receive waited for the message sent while it waited");
+    }
+
     /// Sending to a queue the backend does not have is an error, and nothing reaches the queue.
     pub async fn sending_to_a_queue_the_backend_lacks_is_refused(p: &Ports) {
         let missing = "http://127.0.0.1:1/000000000000/no-such-queue";
@@ -1841,6 +1857,7 @@ macro_rules! for_every_check {
             a_waiting_receive_returns_a_message_sent_while_it_waits,
             a_waiting_receive_with_nothing_to_receive_returns_empty_when_its_wait_is_over,
             a_waiting_receive_gets_a_message_whose_visibility_ends_meanwhile,
+            ending_the_waits_takes_nothing_and_a_later_receive_waits_as_before,
             changing_visibility_moves_the_next_delivery,
             a_message_received_max_receives_times_moves_to_the_dead_letter_queue,
             a_dead_lettered_message_is_not_delivered_again,
