@@ -1,4 +1,5 @@
-//! The connection pool all embedded adapters share, and the one way to run SQL: on a blocking thread.
+//! The connection pool the embedded adapters of one database file share, and the one way to run SQL on it: inline on
+//! the calling task ([`Db::run`]), writes grouped into shared commits ([`Db::write`]).
 //!
 //! Every connection runs in WAL mode with `synchronous=NORMAL`: a committed transaction survives a killed
 //! process (`kill -9` at any point loses nothing committed). Surviving power loss too needs `synchronous=FULL`.

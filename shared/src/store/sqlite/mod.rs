@@ -1,7 +1,8 @@
 //! The embedded backend: one SQLite file (`home/synctrail.db`) for events, heads, the queue and the mirror
-//! destination, plus a directory of compressed payloads (`home/payloads/`).
+//! destination, plus the compressed payloads in a database of their own (`home/payloads/payloads.db`).
 //!
-//! All adapters share one connection pool; every call runs on a blocking thread. Several processes may open
+//! The adapters share one connection pool per file; SQL runs inline on the calling task (a statement takes tens of
+//! microseconds) and this process's writes share group commits (see `db.rs`). Several processes may open
 //! the same home at once (WAL, `BEGIN IMMEDIATE`, a busy timeout). Committed data survives a killed process;
 //! surviving power loss needs `synchronous=FULL` (see `db.rs`). Limits of 0 mean "no limit" throughout.
 
