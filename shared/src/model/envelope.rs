@@ -271,7 +271,7 @@ fn parse_redrive_entity(value: &Value) -> Result<EntityKey, EnvelopeError> {
 }
 
 impl Envelope {
-    pub(crate) fn from_object(map: Map<String, Value>, max_payload_bytes: usize) -> Result<Self, EnvelopeError> {
+    pub(crate) fn from_object(mut map: Map<String, Value>, max_payload_bytes: usize) -> Result<Self, EnvelopeError> {
         let f = Fields(&map);
         let source = f.str("source")?;
         let entity_type = f.str("entity_type")?;
@@ -318,8 +318,7 @@ impl Envelope {
             None => OrderKey { version, ..OrderKey::BEFORE_ANY },
         };
 
-        let payload = map.get("payload").cloned().ok_or(EnvelopeError::Missing("payload"))?;
-        let payload_text = canonical_json(&payload);
+        let payload_text = canonical_json(map.get("payload").ok_or(EnvelopeError::Missing("payload"))?);
         if payload_text.len() > max_payload_bytes {
             return Err(EnvelopeError::PayloadTooLarge { size: payload_text.len(), limit: max_payload_bytes });
         }
@@ -331,6 +330,8 @@ impl Envelope {
             Some(id) => (EventId::parse(id).map_err(|e| from_invalid("event_id", e))?, true),
             None => (EventId::derived(&entity, &order, &content_hash), false),
         };
+        // Moved out, not cloned: the body's tree is dropped with this call anyway.
+        let payload = map.remove("payload").ok_or(EnvelopeError::Missing("payload"))?;
         Ok(Self {
             event_id,
             client_event_id,

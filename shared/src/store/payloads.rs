@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 #[cfg(any(feature = "sqlite", feature = "aws"))]
 mod framing;
 #[cfg(any(feature = "sqlite", feature = "aws"))]
-pub(crate) use framing::{compress_payload, FramedBatch};
+pub(crate) use framing::{compress_payload, Compression, FramedBatch};
 
 /// Archived payloads and raw bodies.
 #[async_trait]

@@ -3,7 +3,7 @@
 
 use super::error::{build_error, classify, from_sdk, Meaning};
 use crate::model::{ByteRange, PayloadRef};
-use crate::store::payloads::{compress_payload, FramedBatch};
+use crate::store::payloads::{compress_payload, Compression, FramedBatch};
 use crate::store::{PayloadStore, StoreError};
 use async_trait::async_trait;
 use aws_sdk_s3::operation::get_object::GetObjectError;
@@ -155,7 +155,7 @@ impl PayloadStore for S3Payloads {
     async fn put(&self, bytes: &[u8], received_at: DateTime<Utc>) -> Result<PayloadRef, StoreError> {
         let sha = hex::encode(Sha256::digest(bytes));
         let key = Self::key_for(&sha, received_at);
-        let compressed = compress_payload(bytes, &key)?;
+        let compressed = compress_payload(bytes, Compression::Small, &key)?;
         self.put_new(&key, compressed, &[("sha256", sha.clone()), ("size", bytes.len().to_string())]).await?;
         Ok(PayloadRef { key, sha256: sha, size: bytes.len() as u64, range: None })
     }
@@ -164,7 +164,7 @@ impl PayloadStore for S3Payloads {
         if bodies.is_empty() {
             return Ok(Vec::new());
         }
-        let batch = FramedBatch::new(bodies)?;
+        let batch = FramedBatch::new(bodies, Compression::Small)?;
         let key = Self::batch_key_for(&batch.sha256(), received_at);
         let references = batch.references(&key);
         self.put_new(&key, batch.object, &[("bodies", bodies.len().to_string())]).await?;

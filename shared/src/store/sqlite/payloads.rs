@@ -8,7 +8,7 @@ use super::codec::Cached;
 use super::db::Db;
 use super::error::SqlContext;
 use crate::model::{ByteRange, PayloadRef};
-use crate::store::payloads::{compress_payload, FramedBatch};
+use crate::store::payloads::{compress_payload, Compression, FramedBatch};
 use crate::store::{PayloadStore, StoreError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -90,7 +90,7 @@ struct Row {
 fn row_of(bytes: &[u8]) -> Result<Row, StoreError> {
     let sha = hex::encode(Sha256::digest(bytes));
     let key = key_of(&sha);
-    let compressed = compress_payload(bytes, &key)?;
+    let compressed = compress_payload(bytes, Compression::Fast, &key)?;
     let size =
         i64::try_from(bytes.len()).map_err(|_| StoreError::Backend(format!("payload {key} is too large").into()))?;
     Ok(Row { reference: PayloadRef { key, sha256: sha, size: bytes.len() as u64, range: None }, size, compressed })
@@ -99,7 +99,7 @@ fn row_of(bytes: &[u8]) -> Result<Row, StoreError> {
 /// A batch's object as one row (its `sha256` and `size` are the stored object's), and each body's reference: its
 /// SHA-256, size and frame in the object.
 fn batch_row_of(bodies: &[&[u8]]) -> Result<(Row, Vec<PayloadRef>), StoreError> {
-    let batch = FramedBatch::new(bodies)?;
+    let batch = FramedBatch::new(bodies, Compression::Fast)?;
     let sha = batch.sha256();
     let key = format!("payloads/{}/batch-{sha}.zst", &sha[..2]);
     let size = i64::try_from(batch.object.len())
