@@ -30,16 +30,19 @@ pub(super) enum KnownHead {
     Read(Box<Option<EntityHead>>),
 }
 
-/// Decides and records the event's fate, retrying lost compare-and-set races, then applies it if it claimed.
+/// Decides and records the event's fate, retrying lost compare-and-set races, then applies it if it claimed. The
+/// record comes boxed, as [`Claim`]'s parts and [`settle`]'s record do: each level of the record's future that takes
+/// a record by value holds it twice (the argument and the variable it is moved to).
 pub(super) async fn drive(
     engine: &Engine,
     envelope: &Envelope,
-    mut record: EventRecord,
+    record: Box<EventRecord>,
     known: KnownHead,
     message: &Incoming,
     invocation: &Invocation,
     force: bool,
 ) -> Result<Outcome, EngineError> {
+    let mut record = *record;
     let store = &engine.ports.store;
     let policy = engine.settings.policy_for(&envelope.entity.entity_type);
     if record.status == Status::Received {
@@ -110,7 +113,7 @@ pub(super) async fn drive(
         match record_decision(engine, decision, head, record.clone(), &candidate, policy, invocation, force).await {
             Ok(Recorded::Done(outcome)) => return Ok(*outcome),
             Ok(Recorded::Claimed { head, record, canceled, previous_unknown }) => {
-                let claim = Claim { head: *head, record: *record, previous_unknown, force };
+                let claim = Claim { head, record, previous_unknown, force };
                 let mut outcome = apply(engine, envelope, claim, message, invocation).await?;
                 outcome.facts.canceled += canceled;
                 return Ok(outcome);
@@ -543,10 +546,11 @@ async fn cancel_writes(
     Ok(writes)
 }
 
-/// An event that holds its entity, ready to apply.
+/// An event that holds its entity, ready to apply. Its head and record stay boxed: every level of the record's
+/// future that holds them by value grows by their size (≈ 1.5 KB), and each record's future is copied once whole.
 struct Claim {
-    head: EntityHead,
-    record: EventRecord,
+    head: Box<EntityHead>,
+    record: Box<EventRecord>,
     /// An earlier attempt's outcome at the destination is unknown.
     previous_unknown: bool,
     /// Ordering skipped (`reprocess --force`).
@@ -613,7 +617,7 @@ async fn apply(
     let busy = !head.backlog.is_empty() || head.parked > 0 || head.next.is_some();
     let known = match change.policy {
         Policy::InOrder if busy => KnownHead::Unread,
-        Policy::LatestWins | Policy::InOrder => KnownHead::Read(Box::new(Some(head))),
+        Policy::LatestWins | Policy::InOrder => KnownHead::Read(Box::new(Some(*head))),
     };
     settle(engine, record, fence, end, known, invocation).await
 }

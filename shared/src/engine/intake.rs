@@ -114,12 +114,12 @@ async fn arrive(
     engine: &Engine,
     envelope: Envelope,
     message: &Incoming,
-    ahead: (Option<PayloadRef>, Option<ReadAhead>),
+    ahead: (Option<PayloadRef>, Option<Box<ReadAhead>>),
     invocation: &Invocation,
 ) -> Result<Outcome, EngineError> {
     let (archived, read) = ahead;
     let (existing, head) = match read {
-        Some(read) => read,
+        Some(read) => *read,
         None => engine.ports.store.get_event_and_head(&envelope.event_id, &envelope.entity).await?,
     };
     let from = existing.as_ref().map(|e| e.status);
@@ -135,17 +135,19 @@ async fn arrive(
             if existing.status == Status::Failed && existing.last_message_id.as_ref() != Some(&message.message_id) =>
         {
             let record = restart(engine, existing, message, invocation, "client resubmission")?;
-            attempt::drive(engine, &envelope, record, known, message, invocation, false).await
+            attempt::drive(engine, &envelope, Box::new(record), known, message, invocation, false).await
         }
         Some(existing) if existing.status.is_terminal() => redelivered(engine, existing).await,
-        Some(existing) => attempt::drive(engine, &envelope, existing, known, message, invocation, false).await,
+        Some(existing) => {
+            attempt::drive(engine, &envelope, Box::new(existing), known, message, invocation, false).await
+        }
         None => {
             let payload = match archived {
                 Some(archived) => archived,
                 None => engine.ports.payloads.put(canonical_json(&envelope.payload).as_bytes(), engine.now()).await?,
             };
             let record = engine.new_record(&envelope, payload, message, invocation);
-            attempt::drive(engine, &envelope, record, known, message, invocation, false).await
+            attempt::drive(engine, &envelope, Box::new(record), known, message, invocation, false).await
         }
     }?;
     // A conflicting message is recorded under its own id: `from` is not its status.
@@ -180,9 +182,9 @@ async fn read_redriven(
     engine: &Engine,
     event_id: &EventId,
     entity: Option<&EntityKey>,
-    ahead: Option<ReadAhead>,
+    ahead: Option<Box<ReadAhead>>,
 ) -> Result<(Option<EventRecord>, KnownHead), EngineError> {
-    let (record, head) = match (ahead, entity) {
+    let (record, head) = match (ahead.map(|read| *read), entity) {
         (Some((record, head)), _) => (record, Some(head)),
         (None, Some(entity)) => {
             let (record, head) = engine.ports.store.get_event_and_head(event_id, entity).await?;
@@ -246,7 +248,7 @@ async fn redrive(
     })?;
     let envelope = Envelope::rebuild(&record, payload)
         .ok_or_else(|| EngineError::Incomplete(event_id.clone(), "no entity, order key, kind or content hash"))?;
-    let outcome = attempt::drive(engine, &envelope, record, known, message, invocation, force).await?;
+    let outcome = attempt::drive(engine, &envelope, Box::new(record), known, message, invocation, force).await?;
     Ok(outcome.arrived_from(Some(status)))
 }
 

@@ -64,12 +64,13 @@ impl MovedOn {
 /// commit a conflict, and the next round reads again).
 pub(super) async fn settle(
     engine: &Engine,
-    mut record: EventRecord,
+    record: Box<EventRecord>,
     fence: u64,
     end: End,
     known: KnownHead,
     invocation: &Invocation,
 ) -> Result<Outcome, EngineError> {
+    let mut record = *record;
     let store = &engine.ports.store;
     let event_id = record.event_id.clone();
     let write_started_at = record.write_started_at;
