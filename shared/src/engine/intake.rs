@@ -183,7 +183,7 @@ async fn read_redriven(
     event_id: &EventId,
     entity: Option<&EntityKey>,
     ahead: Option<Box<ReadAhead>>,
-) -> Result<(Option<EventRecord>, KnownHead), EngineError> {
+) -> Result<(Option<Box<EventRecord>>, KnownHead), EngineError> {
     let (record, head) = match (ahead.map(|read| *read), entity) {
         (Some((record, head)), _) => (record, Some(head)),
         (None, Some(entity)) => {
@@ -197,7 +197,7 @@ async fn read_redriven(
         Some(head) if of_its_entity => KnownHead::Read(Box::new(head)),
         _ => KnownHead::Unread,
     };
-    Ok((record, known))
+    Ok((record.map(Box::new), known))
 }
 
 /// The engine's own re-drive of a stored event (`read`: its record and what is known of its head): its payload is
@@ -206,7 +206,7 @@ async fn redrive(
     engine: &Engine,
     event_id: &EventId,
     (reason, force): (RedriveReason, bool),
-    (record, known): (Option<EventRecord>, KnownHead),
+    (record, known): (Option<Box<EventRecord>>, KnownHead),
     message: &Incoming,
     invocation: &Invocation,
 ) -> Result<Outcome, EngineError> {
@@ -225,10 +225,10 @@ async fn redrive(
         _ if !status.is_terminal() => record,
         RedriveReason::Reprocess if status != Status::Rejected => {
             let note = if force { "reprocess --force" } else { "reprocess" };
-            restart(engine, record, message, invocation, note)?
+            Box::new(restart(engine, *record, message, invocation, note)?)
         }
         RedriveReason::Repair if status != Status::Rejected => {
-            restart(engine, record, message, invocation, "repair: verify found the destination differing")?
+            Box::new(restart(engine, *record, message, invocation, "repair: verify found the destination differing")?)
         }
         _ => {
             finish_cut_short_settle(engine, &record, &known, invocation).await?;
@@ -248,7 +248,7 @@ async fn redrive(
     })?;
     let envelope = Envelope::rebuild(&record, payload)
         .ok_or_else(|| EngineError::Incomplete(event_id.clone(), "no entity, order key, kind or content hash"))?;
-    let outcome = attempt::drive(engine, &envelope, Box::new(record), known, message, invocation, force).await?;
+    let outcome = attempt::drive(engine, &envelope, record, known, message, invocation, force).await?;
     Ok(outcome.arrived_from(Some(status)))
 }
 
