@@ -7,7 +7,8 @@ use super::signature::Secret;
 
 /// The receiver's URL (`http://` or `https://`): required.
 pub const URL_VARIABLE: &str = "SYNCTRAIL_DESTINATION_URL";
-/// How long opening a connection (TCP and TLS) may take, in milliseconds: default 2000.
+/// How long opening the TCP connection may take, in milliseconds: default 2000 (the TLS handshake counts against the
+/// whole request's timeout).
 pub const CONNECT_TIMEOUT_VARIABLE: &str = "SYNCTRAIL_DESTINATION_CONNECT_TIMEOUT_MS";
 /// How long one request may take in all (connecting, sending, the answer), in milliseconds: default 10000.
 pub const TIMEOUT_VARIABLE: &str = "SYNCTRAIL_DESTINATION_TIMEOUT_MS";

@@ -30,7 +30,7 @@ const POOL_IDLE: Duration = Duration::from_secs(30);
 pub struct TransportSettings {
     /// Whether the peer is reached over `https://` (then the platform's TLS roots are loaded).
     pub https: bool,
-    /// How long opening a connection (TCP and TLS) may take.
+    /// How long opening the TCP connection may take (the TLS handshake counts against `timeout`).
     pub connect_timeout: Duration,
     /// How long one call may take in all; never past the invocation's deadline.
     pub timeout: Duration,
