@@ -83,7 +83,7 @@ impl Created {
     }
 }
 
-/// Creates the table (three indexes, on-demand, TTL on `ttl`), the bucket (public access blocked, payload
+/// Creates the table (four indexes, on-demand, TTL on `ttl`), the bucket (public access blocked, payload
 /// lifecycle) and the queue with its DLQ and redrive policy. Whatever exists already is kept (and its
 /// settings brought in line where the API allows).
 pub async fn create_all(clients: &Clients, config: &SetupConfig) -> Result<Created, StoreError> {
