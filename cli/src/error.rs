@@ -94,6 +94,9 @@ pub enum CliError {
         /// The global options that select the backend it ran on.
         selector: String,
     },
+    /// A secret named by reference could not be read.
+    #[error("{0}")]
+    Secret(#[from] synctrail::secrets::SecretError),
     /// The webhook configuration can't be used.
     #[error("{0}")]
     Webhooks(#[from] synctrail_ingest::IngestInitError),
@@ -145,7 +148,8 @@ impl CliError {
             | Self::InvalidArgument(_)
             | Self::MissingAwsSetting(_)
             | Self::Config(_)
-            | Self::Webhooks(_) => EXIT_UNKNOWN,
+            | Self::Webhooks(_)
+            | Self::Secret(_) => EXIT_UNKNOWN,
             Self::Reconcile(
                 synctrail::engine::reconcile::ReconcileError::RunId(_)
                 | synctrail::engine::reconcile::ReconcileError::OtherRun { .. },

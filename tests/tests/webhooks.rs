@@ -48,6 +48,7 @@ impl Served {
             destination_args: Default::default(),
             json: false,
             destination: None,
+            secrets: Default::default(),
         };
         let args = ServeArgs { port: 0, bind: IpAddr::V4(Ipv4Addr::LOCALHOST), read_timeout, max_duration: None };
         let vars = ["SYNCTRAIL_WEBHOOK_SECRET_GITHUB", "SYNCTRAIL_WEBHOOK_SECRET_SHOPIFY"]
@@ -493,6 +494,27 @@ async fn a_queue_that_fails_or_does_not_answer_in_time_means_503_so_the_sender_r
 // Secrets from Secrets Manager (moto)
 // ---------------------------------------------------------------------------------------------------------------
 
+/// The template's default: both webhook secrets' ARN parameters empty, passed through as blank variables.
+#[tokio::test]
+async fn blank_secret_references_alone_configure_no_source_and_read_no_secret() {
+    use synctrail_ingest::ingress_from_vars;
+    let vars = pairs(&[
+        ("SYNCTRAIL_WEBHOOK_SECRET_GITHUB_ARN", ""),
+        ("SYNCTRAIL_WEBHOOK_SECRET_SHOPIFY_ARN", " "),
+        ("SYNCTRAIL_WEBHOOK_MAX_BODY_BYTES", "1048576"),
+    ]);
+    // No endpoint that answers: a client made and asked anything would fail.
+    let ingress = ingress_from_vars(vars, Some("http://127.0.0.1:9"), Some("us-east-1")).await.expect("configured");
+    assert!(ingress.config().sources.is_empty(), "{:?}", ingress.config().sources.keys().collect::<Vec<_>>());
+    let body = webhook("github/issues/opened.json");
+    let signed: Headers = github("issues", DELIVERY, &body, SECRET).into_iter().collect();
+    assert!(matches!(ingress.handle("github", &signed, &body), Verdict::UnknownSource));
+
+    let vars = pairs(&[("SYNCTRAIL_WEBHOOK_SECRET_GITHUB_ARN", ""), ("SYNCTRAIL_WEBHOOK_SECRET_SHOPIFY", SECRET)]);
+    let ingress = ingress_from_vars(vars, Some("http://127.0.0.1:9"), Some("us-east-1")).await.expect("configured");
+    assert_eq!(ingress.config().sources.keys().collect::<Vec<_>>(), ["shopify"], "a blank reference is no source");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aws_a_webhook_secret_named_by_its_arn_is_read_from_secrets_manager() {
     use synctrail::secrets::SecretsManager;
@@ -519,4 +541,51 @@ async fn aws_a_webhook_secret_named_by_its_arn_is_read_from_secrets_manager() {
     let text = error.to_string();
     assert!(text.contains("SYNCTRAIL_WEBHOOK_SECRET_GITHUB") && text.contains(&missing), "{text}");
     assert!(text.contains("secretsmanager:GetSecretValue"), "{text}");
+}
+
+/// The CLI reads a secret named by reference as a function does at a cold start (`synctrail --destination http …`
+/// with `SYNCTRAIL_DESTINATION_SECRET_ARN`), and refuses a reference it can't read or one set beside its secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_the_cli_reads_a_destination_secret_named_by_its_arn_from_secrets_manager() {
+    use clap::Parser;
+    use synctrail::config::DestinationConfig;
+    use synctrail::secrets::SecretsManager;
+    let endpoint = crate::conformance::aws::endpoint();
+    let manager = SecretsManager::connect(Some(&endpoint), Some("us-east-1")).await;
+    let name = format!("synctrail-test/destination-{}", synctrail_cli::commands::random_suffix());
+    let created = manager.client().create_secret().name(&name).secret_string(SECRET).send().await.expect("create");
+    let arn = created.arn.expect("an ARN");
+    let home = temp_home();
+    let args = [
+        "synctrail",
+        "--home",
+        home.path().to_str().expect("UTF-8"),
+        "--endpoint-url",
+        &endpoint,
+        "--destination",
+        "http",
+        "--destination-url",
+        "http://127.0.0.1:9/changes",
+        "stats",
+    ];
+    let cli = synctrail_cli::args::Cli::try_parse_from(args).expect("valid arguments");
+    let signed = |ctx: &Context| match ctx.config().expect("a configuration").destination {
+        DestinationConfig::Http(http) => http.secret.is_some(),
+        DestinationConfig::Mirror => panic!("the HTTP destination was asked for"),
+    };
+    assert!(!signed(&Context::of(&cli)), "nothing named: unsigned");
+
+    let reference = pairs(&[("SYNCTRAIL_DESTINATION_SECRET_ARN", &arn), ("SYNCTRAIL_WEBHOOK_SECRET_GITHUB_ARN", "")]);
+    let ctx = Context::of(&cli).with_secrets_read(reference).await.expect("the secret read");
+    assert!(signed(&ctx), "requests are signed with the referenced secret");
+    assert_eq!(ctx.secrets.get("SYNCTRAIL_DESTINATION_SECRET").map(String::as_str), Some(SECRET));
+
+    let missing = pairs(&[("SYNCTRAIL_DESTINATION_SECRET_ARN", &format!("{arn}-gone"))]);
+    let error = Context::of(&cli).with_secrets_read(missing).await.err().expect("no such secret");
+    assert!(error.to_string().contains("SYNCTRAIL_DESTINATION_SECRET"), "{error}");
+    assert_eq!(error.exit_code(), 2, "a configuration to fix");
+    let both =
+        pairs(&[("SYNCTRAIL_DESTINATION_SECRET_ARN", &arn), ("SYNCTRAIL_DESTINATION_SECRET", "plain-secret-0123")]);
+    let error = Context::of(&cli).with_secrets_read(both).await.err().expect("both set");
+    assert!(error.to_string().contains("both set"), "{error}");
 }

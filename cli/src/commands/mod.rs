@@ -27,6 +27,7 @@ use crate::args::{AwsArgs, BackendKind, Cli, Command, DestinationArgs};
 use crate::backend::AnyBackend;
 use crate::config::{base_settings, DRILL_MAX_RECEIVES};
 use crate::error::{CliError, EXIT_OK};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -35,6 +36,7 @@ use synctrail::config::{env_var, BackendConfig, Config, ConfigError, EmbeddedCon
 use synctrail::destination::dependencies::DependencyRule;
 use synctrail::destination::Destination;
 use synctrail::engine::Engine;
+use synctrail::secrets::{referenced_variable, resolve_from_secrets_manager};
 use synctrail::store::aws::setup::{create_all, Created, SetupConfig};
 use synctrail::store::aws::CapacityMeter;
 use synctrail::store::aws::Clients;
@@ -55,6 +57,9 @@ pub struct Context {
     pub json: bool,
     /// A team's own destination (see [`crate::run_with_destination`]) instead of the configured one.
     pub destination: Option<Arc<dyn Destination>>,
+    /// The variables whose secrets were named by reference (`…_ARN`) and read from Secrets Manager
+    /// ([`Context::with_secrets_read`]), with those secrets.
+    pub secrets: Arc<BTreeMap<String, String>>,
 }
 
 impl Context {
@@ -67,7 +72,25 @@ impl Context {
             destination_args: cli.destination.clone(),
             json: cli.json,
             destination: None,
+            secrets: Arc::default(),
         }
+    }
+
+    /// This context with the secrets `vars` name by reference (`SYNCTRAIL_DESTINATION_SECRET_ARN`, a connector's
+    /// `…_TOKEN_ARN`) read from Secrets Manager at `--endpoint-url`, as a function reads them at a cold start; no
+    /// request is made when none is named. Setting a secret and its reference both is an error.
+    pub async fn with_secrets_read(mut self, vars: Vec<(String, String)>) -> Result<Self, CliError> {
+        let named: Vec<String> = vars
+            .iter()
+            .filter(|(_, value)| !value.trim().is_empty())
+            .filter_map(|(name, _)| referenced_variable(name).map(str::to_owned))
+            .collect();
+        if named.is_empty() {
+            return Ok(self);
+        }
+        let resolved = resolve_from_secrets_manager(vars, self.aws.endpoint_url.as_deref(), None).await?;
+        self.secrets = Arc::new(resolved.into_iter().filter(|(name, _)| named.contains(name)).collect());
+        Ok(self)
     }
 
     /// A variable as the command line gives it: a flag's value (clap already fell back to the variable), else the
@@ -87,7 +110,7 @@ impl Context {
             "SYNCTRAIL_DESTINATION" => flag(&self.destination_args.destination),
             "SYNCTRAIL_DESTINATION_URL" => flag(&self.destination_args.destination_url),
             "AWS_LAMBDA_FUNCTION_NAME" => None,
-            other => env_var(other),
+            other => self.secrets.get(other).cloned().or_else(|| env_var(other)),
         }
     }
 
@@ -101,9 +124,10 @@ impl Context {
     }
 
     /// An engine over `backend` with the configured settings (and the mirror's delta fields, which verification
-    /// replays with).
+    /// replays with). `backend` is open already, so the backend's own flags are not read: a fresh one (a benchmark's)
+    /// needs none.
     pub fn engine(&self, backend: &AnyBackend) -> Result<Engine, CliError> {
-        let config = self.config()?;
+        let config = self.config_but_backend()?;
         Ok(Engine::new(backend.ports.clone(), config.settings).with_delta_fields(config.delta_fields))
     }
 
@@ -230,6 +254,7 @@ pub async fn dispatch(cli: &Cli, out: &mut dyn Write) -> Result<u8, CliError> {
 
 /// Runs `command` in `ctx`, writing its result to `out`; returns the exit code.
 pub async fn run_command(ctx: &Context, command: &Command, out: &mut dyn Write) -> Result<u8, CliError> {
+    let ctx = &ctx.clone().with_secrets_read(configuration_vars()).await?;
     match command {
         Command::Setup(args) => setup::execute(ctx, args, out).await.map(|()| EXIT_OK),
         Command::Send(args) => send::execute(ctx, args, out).await.map(|()| EXIT_OK),
@@ -248,6 +273,14 @@ pub async fn run_command(ctx: &Context, command: &Command, out: &mut dyn Write) 
         Command::Demo(args) => demo::execute(ctx, args, out).await.map(|()| EXIT_OK),
         Command::Bench(args) => bench::execute(ctx, args, out).await.map(|()| EXIT_OK),
     }
+}
+
+/// The environment's `SYNCTRAIL_*` variables that configure the engine and its destination: not the webhook ones,
+/// which `serve` reads (references included) itself.
+fn configuration_vars() -> Vec<(String, String)> {
+    std::env::vars()
+        .filter(|(name, _)| name.starts_with("SYNCTRAIL_") && !name.starts_with("SYNCTRAIL_WEBHOOK_"))
+        .collect()
 }
 
 /// Parses an event id given on the command line; a malformed one can't be recorded (exit code 2, like an unknown id).

@@ -6,7 +6,7 @@ use synctrail::compose::{compose_engine, compose_event_store, ComposeError, Comp
 use synctrail::config::{Config, ConfigError};
 use synctrail::destination::Destination;
 use synctrail::engine::Engine;
-use synctrail::secrets::{has_references, resolve_references, SecretError, SecretsManager};
+use synctrail::secrets::{resolve_from_secrets_manager, SecretError};
 use synctrail::store::EventStore;
 use synctrail::SystemClock;
 
@@ -65,11 +65,7 @@ pub async fn config_from_vars(
     endpoint_url: Option<&str>,
     region: Option<&str>,
 ) -> Result<Config, InitError> {
-    let vars = if has_references(&vars) {
-        resolve_references(vars, &SecretsManager::connect(endpoint_url, region).await).await?
-    } else {
-        vars
-    };
+    let vars = resolve_from_secrets_manager(vars, endpoint_url, region).await?;
     let resolved: std::collections::HashMap<String, String> = vars.into_iter().collect();
     let lookup = |name: &str| {
         let value = if name.starts_with("SYNCTRAIL_") { resolved.get(name).cloned() } else { std::env::var(name).ok() };

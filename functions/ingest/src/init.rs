@@ -2,7 +2,7 @@
 //! reference (`SYNCTRAIL_WEBHOOK_SECRET_<SOURCE>_ARN`) read from Secrets Manager once (`synctrail::secrets`).
 
 use synctrail::ingress::{synctrail_vars, ConfigError, Ingress, IngressConfig};
-use synctrail::secrets::{has_references, resolve_references, SecretError, SecretsManager};
+use synctrail::secrets::{resolve_from_secrets_manager, SecretError};
 
 /// Why the webhook configuration could not be built; the message names what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -28,11 +28,7 @@ pub async fn ingress_from_vars(
     endpoint_url: Option<&str>,
     region: Option<&str>,
 ) -> Result<Ingress, IngestInitError> {
-    let vars = if has_references(&vars) {
-        resolve_references(vars, &SecretsManager::connect(endpoint_url, region).await).await?
-    } else {
-        vars
-    };
+    let vars = resolve_from_secrets_manager(vars, endpoint_url, region).await?;
     let ingress = Ingress::new(IngressConfig::from_vars(vars)?);
     let sources: Vec<&str> = ingress.config().sources.keys().map(String::as_str).collect();
     if sources.is_empty() {

@@ -1,6 +1,6 @@
 //! Secrets Manager as a [`SecretSource`]: `GetSecretValue` of the version `AWSCURRENT`.
 
-use super::{FetchError, SecretSource};
+use super::{has_references, resolve_references, without_blank_references, FetchError, SecretError, SecretSource};
 use crate::store::aws::sdk_config;
 use async_trait::async_trait;
 use aws_smithy_types::error::display::DisplayErrorContext;
@@ -21,6 +21,19 @@ impl SecretsManager {
     pub fn client(&self) -> &aws_sdk_secretsmanager::Client {
         &self.client
     }
+}
+
+/// `vars` with every reference resolved from Secrets Manager at `endpoint_url` in `region` ([`resolve_references`]);
+/// no client is made when none is set, and blank references are dropped either way.
+pub async fn resolve_from_secrets_manager(
+    vars: Vec<(String, String)>,
+    endpoint_url: Option<&str>,
+    region: Option<&str>,
+) -> Result<Vec<(String, String)>, SecretError> {
+    if !has_references(&vars) {
+        return Ok(without_blank_references(vars));
+    }
+    resolve_references(vars, &SecretsManager::connect(endpoint_url, region).await).await
 }
 
 #[async_trait]

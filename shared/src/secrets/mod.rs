@@ -12,7 +12,7 @@
 mod aws;
 
 #[cfg(feature = "aws")]
-pub use aws::SecretsManager;
+pub use aws::{resolve_from_secrets_manager, SecretsManager};
 
 use async_trait::async_trait;
 use std::collections::BTreeSet;
@@ -102,12 +102,19 @@ pub fn has_references(vars: &[(String, String)]) -> bool {
     vars.iter().any(|(name, value)| referenced_variable(name).is_some() && !value.trim().is_empty())
 }
 
+/// `vars` without their blank references: a blank reference means "not configured", like an unset variable (a
+/// template passes an optional secret's ARN parameter through, empty by default).
+pub fn without_blank_references(vars: Vec<(String, String)>) -> Vec<(String, String)> {
+    vars.into_iter().filter(|(name, value)| referenced_variable(name).is_none() || !value.trim().is_empty()).collect()
+}
+
 /// `vars` with every reference replaced by the secret it names, read from `source` (once each). A blank
-/// reference means "not configured" and is dropped, like an unset variable. Other variables pass unchanged.
+/// reference is dropped ([`without_blank_references`]). Other variables pass unchanged.
 pub async fn resolve_references(
     vars: Vec<(String, String)>,
     source: &dyn SecretSource,
 ) -> Result<Vec<(String, String)>, SecretError> {
+    let vars = without_blank_references(vars);
     let plain: BTreeSet<String> =
         vars.iter().filter(|(name, _)| referenced_variable(name).is_none()).map(|(name, _)| name.clone()).collect();
     let mut resolved = Vec::with_capacity(vars.len());
@@ -117,9 +124,6 @@ pub async fn resolve_references(
             continue;
         };
         let reference = value.trim();
-        if reference.is_empty() {
-            continue;
-        }
         if plain.contains(variable) {
             return Err(SecretError::Both { variable: variable.to_owned(), reference_variable: name });
         }
