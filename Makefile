@@ -41,7 +41,7 @@ bench-lambda:
 ##   make build ARCH=arm64   what deploy uses (the SAM template runs the functions on arm64); needs the rustup target
 ##                           aarch64-unknown-linux-gnu, which cannot be counted on everywhere
 ## The build uses the workspace's `release-lambda` profile (Cargo.toml: release, optimised for size, whole-program
-## LTO, one codegen unit, symbols stripped; panics still unwind) — zips of 4.7-4.8 MB (status 3.4) instead of
+## LTO, one codegen unit, symbols stripped; panics still unwind) — zips under 5 MB (README, "On Lambda") instead of
 ## 7.6-9.4 MB, and less code to map at a cold start. cargo-lambda's own release optimizations are off
 ## (--disable-optimizations): they set panic = "abort", and the processor catches a record's panic to fail only that
 ## record. Functions are built without the embedded backend (rusqlite is not linked); `make build

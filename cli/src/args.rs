@@ -37,7 +37,7 @@ pub struct Cli {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BackendKind {
-    /// One SQLite file and a payload directory under --home.
+    /// A SQLite file of records, heads, queue and mirror, and one of payloads, under --home.
     Embedded,
     /// A DynamoDB table, an S3 bucket and an SQS queue with its dead-letter queue.
     Aws,
@@ -196,12 +196,12 @@ pub struct RunArgs {
     /// How long a received message stays invisible, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 3.0, value_parser = parse_seconds)]
     pub visibility_timeout: f64,
-    /// Keep polling after the queue is quiescent, until --max-duration.
+    /// Keep polling after the queue is quiescent, until interrupted (Ctrl-C, SIGTERM) or --max-duration.
     #[arg(long)]
     pub follow: bool,
-    /// Stop after this many seconds, drained or not.
-    #[arg(long, value_name = "SECS", default_value_t = 600.0, value_parser = parse_seconds)]
-    pub max_duration: f64,
+    /// Stop after this many seconds, drained or not (default: 600; with --follow, none).
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    pub max_duration: Option<f64>,
     /// Seed of the drills' dice.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,

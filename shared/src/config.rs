@@ -72,7 +72,7 @@ pub struct Config {
 /// Which backend, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BackendConfig {
-    /// One SQLite file and a payload directory.
+    /// A SQLite file of records, heads, queue and mirror, and one of payloads.
     Embedded(EmbeddedConfig),
     /// DynamoDB, S3 and SQS.
     Aws(AwsConfig),

@@ -491,7 +491,14 @@ async fn the_reprocess_function_redrives_by_id_and_by_query_and_refuses_bad_requ
     h.drain().await;
     assert_eq!(h.status_of(&env).await, Status::Completed);
 
-    for bad in [json!({}), json!({ "event_ids": ["a"], "query": { "status": "failed" } }), json!({ "ids": [] })] {
+    let bad_requests = [
+        json!({}),
+        json!({ "event_ids": ["a"], "query": { "status": "failed" } }),
+        json!({ "ids": [] }),
+        json!({ "dead_letters": {}, "force": true }),
+        json!({ "dead_letters": {}, "rate": 5 }),
+    ];
+    for bad in bad_requests {
         let error = synctrail_reprocess::handle(&h.engine, bad.clone(), &operator()).await.expect_err("refused");
         assert!(error.to_string().contains("invalid reprocess request"), "{bad}: {error}");
         assert_eq!(lambda_runtime::Diagnostic::from(error).error_type, "InvalidRequest", "a stable errorType");

@@ -168,7 +168,7 @@ pub async fn execute(ctx: &Context, args: &BenchArgs, out: &mut dyn Write) -> Re
     let written_before = bytes_written();
     let cpu_before = process_cpu_time();
     let started = Instant::now();
-    let lanes = ctx.config()?.record_concurrency;
+    let lanes = ctx.config_but_backend()?.record_concurrency;
     let options = RunOptions { workers, lanes, seed: args.run.seed, ..RunOptions::default() };
     let stats = run_with_progress(&backend, ctx.settings()?, &options, ctx.json).await?;
     let wall = started.elapsed().as_secs_f64();

@@ -51,7 +51,7 @@ struct Prepared {
 
 /// Runs `synctrail bench destination`.
 pub async fn execute(ctx: &Context, args: &BenchDestinationArgs, out: &mut dyn Write) -> Result<(), CliError> {
-    let config = ctx.config()?;
+    let config = ctx.config_but_backend()?;
     let destination = match () {
         () if ctx.destination.is_some() => "custom",
         () if config.destination.is_mirror() => "mirror",

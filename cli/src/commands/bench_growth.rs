@@ -221,7 +221,7 @@ async fn embedded_round(
     let (written_before, cpu_before, started) = (bytes_written(), process_cpu_time(), Instant::now());
     let options = RunOptions {
         workers: usize::from(args.run.workers),
-        lanes: ctx.config()?.record_concurrency,
+        lanes: ctx.config_but_backend()?.record_concurrency,
         seed: args.run.seed,
         ..RunOptions::default()
     };

@@ -24,7 +24,7 @@ pub fn options(args: &RunArgs, lanes: usize) -> RunOptions {
         function_timeout: seconds(args.function_timeout),
         visibility_timeout: seconds(args.visibility_timeout),
         follow: args.follow,
-        max_duration: std::time::Duration::from_secs_f64(args.max_duration),
+        max_duration: max_duration(args),
         drill: DrillPlan { fail_rate: args.fail_rate, permanent_rate: 0.0, down_until },
         crash_rate: args.crash_rate,
         seed: args.seed,
@@ -32,6 +32,18 @@ pub fn options(args: &RunArgs, lanes: usize) -> RunOptions {
         // The process exits once the run returns: what its last receives take must be visible again by then.
         hand_back_before_returning: true,
         ..RunOptions::default()
+    }
+}
+
+/// How long a run may last when `--max-duration` is not given: a run that ends once drained.
+const DEFAULT_MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// `--max-duration`, else the default, else — following — until interrupted.
+fn max_duration(args: &RunArgs) -> std::time::Duration {
+    match (args.max_duration, args.follow) {
+        (Some(secs), _) => std::time::Duration::from_secs_f64(secs),
+        (None, false) => DEFAULT_MAX_DURATION,
+        (None, true) => std::time::Duration::MAX,
     }
 }
 
@@ -113,4 +125,28 @@ pub async fn execute(ctx: &Context, args: &RunArgs, out: &mut dyn Write) -> Resu
     }
     write_stats(out, &stats, started.elapsed(), dead_letters(&backend).await?)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::args::{Cli, Command};
+    use clap::Parser;
+
+    fn parsed(args: &[&str]) -> RunArgs {
+        match Cli::try_parse_from(args).map(|c| c.command) {
+            Ok(Command::Run(run)) => run,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_run_ends_after_ten_minutes_unless_told_and_a_followed_one_when_interrupted() {
+        let minutes = |d: std::time::Duration| d.as_secs() / 60;
+        assert_eq!(minutes(max_duration(&parsed(&["synctrail", "run"]))), 10);
+        assert_eq!(max_duration(&parsed(&["synctrail", "run", "--follow"])), std::time::Duration::MAX);
+        let told = parsed(&["synctrail", "run", "--follow", "--max-duration", "90"]);
+        assert_eq!(max_duration(&told), std::time::Duration::from_secs(90));
+        assert_eq!(max_duration(&parsed(&["synctrail", "run", "--max-duration", "1.5"])).as_millis(), 1500);
+    }
 }

@@ -119,6 +119,11 @@ pub async fn handle(engine: &Engine, request: Value, invocation: &Invocation) ->
         return Err(ReprocessLambdaError::Invalid("give exactly one of event_ids, query and dead_letters".into()));
     }
     if let Some(dead) = &request.dead_letters {
+        if request.force || request.rate.is_some() {
+            return Err(ReprocessLambdaError::Invalid(
+                "force and rate apply to event_ids and query; dead_letters takes limit and dry_run".into(),
+            ));
+        }
         let report = engine.redrive_dead_letters(dead.limit, request.dry_run, invocation).await?;
         return Ok(serde_json::to_value(report)?);
     }
