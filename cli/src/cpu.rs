@@ -30,15 +30,25 @@ pub fn process_cpu_time() -> Option<Duration> {
 mod tests {
     use super::*;
 
+    #[cfg(unix)]
     #[test]
     fn cpu_time_grows_with_work() {
-        let before = process_cpu_time();
+        let before = process_cpu_time().expect("CPU time is measured on unix");
+        // Busy work for at least 100 ms of wall time (at most a few seconds, however slow the machine): far more
+        // than the microsecond the measure counts in.
+        let started = std::time::Instant::now();
         let mut x = 0u64;
-        for i in 0..20_000_000u64 {
-            x = x.wrapping_mul(31).wrapping_add(i);
+        for round in 0..100_000u64 {
+            for i in 0..10_000u64 {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i ^ round));
+            }
+            if started.elapsed() >= Duration::from_millis(100) {
+                break;
+            }
         }
         std::hint::black_box(x);
-        let after = process_cpu_time();
-        assert!(before.is_some() && after >= before);
+        assert!(started.elapsed() >= Duration::from_millis(100), "the work ran for 100 ms");
+        let after = process_cpu_time().expect("CPU time is measured on unix");
+        assert!(after > before, "{before:?} → {after:?} after 100 ms of work");
     }
 }

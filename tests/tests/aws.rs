@@ -270,8 +270,22 @@ async fn aws_the_request_counter_counts_operations() {
     assert_eq!((count(&f, "SQS", "SendMessage"), count(&f, "SQS", "SendMessageBatch")), (1, 1));
     f.backend.payloads.put(b"x", build::t0()).await.expect("put");
     assert_eq!(count(&f, "S3", "PutObject"), 1);
-    let total: u64 = f.clients.requests.snapshot().values().sum();
-    assert_eq!(total, f.clients.requests.total());
+    // Nothing else was sent: every request the calls above made, each counted once.
+    let expected: std::collections::BTreeMap<(String, String), u64> = [
+        ("DynamoDB", "TransactWriteItems", 1),
+        ("DynamoDB", "PutItem", 1),
+        ("DynamoDB", "GetItem", 1),
+        ("DynamoDB", "BatchGetItem", 1),
+        ("DynamoDB", "Query", u64::from(synctrail::store::aws::LEASE_SHARDS)),
+        ("SQS", "SendMessage", 1),
+        ("SQS", "SendMessageBatch", 1),
+        ("S3", "PutObject", 1),
+    ]
+    .into_iter()
+    .map(|(service, operation, n)| ((service.to_owned(), operation.to_owned()), n))
+    .collect();
+    assert_eq!(f.clients.requests.snapshot(), expected);
+    assert_eq!(f.clients.requests.total(), 7 + u64::from(synctrail::store::aws::LEASE_SHARDS));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -210,6 +210,9 @@ async fn reconcile_and_verify_run_as_a_user_runs_them_and_their_exit_codes_say_w
     assert!(text.contains("equal"), "{text}");
 }
 
+/// How long (real time) a test waits for a run to return before it fails.
+const RUN_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 #[tokio::test]
 async fn a_run_whose_sweeps_keep_failing_stops_with_the_sweeps_error_instead_of_polling_until_its_time_is_up() {
     use synctrail_cli::runtime::{LocalRuntime, RunOptions, SWEEP_FAILURES_TO_GIVE_UP};
@@ -221,7 +224,9 @@ async fn a_run_whose_sweeps_keep_failing_stops_with_the_sweeps_error_instead_of_
         poll_interval: std::time::Duration::from_millis(5),
         ..RunOptions::default()
     };
-    let error = runtime.run(&options, &|_| {}).await.expect_err("the run gives up with the sweep's error");
+    let run = tokio::time::timeout(RUN_LIMIT, runtime.run(&options, &|_| {}));
+    let error =
+        run.await.expect("the run did not give up within 30 s").expect_err("the run gives up with the sweep's error");
     assert!(matches!(error, synctrail::store::StoreError::Unavailable(_)), "{error:?}");
     let said = error.to_string();
     let expected = format!("the sweep failed {SWEEP_FAILURES_TO_GIVE_UP} times in a row");
@@ -268,7 +273,11 @@ async fn run_over_long_polls(as_embedded: bool) -> (crate::support::Harness, std
         hand_back_before_returning: true,
         ..RunOptions::default()
     };
-    let stats = runtime.run(&options, &|_| {}).await.expect("the run");
+    let run = tokio::time::timeout(RUN_LIMIT, runtime.run(&options, &|_| {}));
+    let stats = run
+        .await
+        .expect("the run did not return within 30 s: its workers' waiting receives did not end")
+        .expect("the run");
     assert!(stats.drained && stats.invocations == 0, "the queue was empty, and quiescent at once: {stats:?}");
     (h, queue)
 }
@@ -291,12 +300,18 @@ async fn a_run_asked_to_stop_finishes_its_invocations_under_way_and_a_later_run_
         .sent;
     let runtime = LocalRuntime::new(h.ports().clone(), h.options.settings.clone());
     let stopping = RunOptions { stop_requested: Some(&ASKED_TO_STOP), ..RunOptions::default() };
-    let stopped = runtime.run(&stopping, &|_| {}).await.expect("the stopped run");
+    let stopped = tokio::time::timeout(RUN_LIMIT, runtime.run(&stopping, &|_| {}))
+        .await
+        .expect("the run asked to stop did not stop within 30 s")
+        .expect("the stopped run");
     assert!(stopped.interrupted && !stopped.drained, "{stopped:?}");
     assert!(stopped.records < sent, "it stopped at its first look, {} of {sent} messages in", stopped.records);
     let counts = h.ports().store.count_by_status().await.expect("counts");
     assert_eq!(counts.get(&Status::Processing), None, "no invocation was left half done: {counts:?}");
-    let rest = runtime.run(&RunOptions::default(), &|_| {}).await.expect("the run after it");
+    let rest = tokio::time::timeout(RUN_LIMIT, runtime.run(&RunOptions::default(), &|_| {}))
+        .await
+        .expect("the run after it did not drain the queue within 30 s")
+        .expect("the run after it");
     assert!(rest.drained && !rest.interrupted, "{rest:?}");
     let counts = h.ports().store.count_by_status().await.expect("counts");
     let events = u64::try_from(workload.summary.events).expect("a count");

@@ -157,7 +157,7 @@ async fn a_429_with_retry_after_is_retried_after_that_delay_without_using_up_att
 }
 
 #[tokio::test]
-async fn a_receiver_that_hangs_past_the_timeout_is_retried() {
+async fn a_receiver_that_hangs_past_the_timeout_is_a_retryable_error() {
     let h = Harness::over(Via::Http);
     let http = destination(&h, |c| HttpDestinationConfig { timeout: std::time::Duration::from_millis(200), ..c });
     receiver(&h).fault(Fault::Hang);
@@ -194,7 +194,7 @@ async fn a_receiver_that_hangs_is_given_up_before_the_invocations_deadline() {
 }
 
 #[tokio::test]
-async fn a_reset_or_refused_connection_is_retried() {
+async fn a_reset_or_refused_connection_is_a_retryable_error() {
     let h = Harness::over(Via::Http);
     let http = destination(&h, |c| c);
     receiver(&h).fault(Fault::Reset);
@@ -328,10 +328,34 @@ impl ExampleReceiver {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("python3 runs the example receiver");
-        let mut line = String::new();
+        // The first line is read on a thread (a pipe read has no timeout), so the wait for it has a deadline: a
+        // receiver that never says where it listens is killed and the test fails.
         let stdout = child.stdout.take().expect("stdout");
-        std::io::BufReader::new(stdout).read_line(&mut line).expect("the receiver says where it listens");
-        let url = line.trim().strip_prefix("listening on ").expect("a listening line").to_owned();
+        let (said, heard) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let read = std::io::BufReader::new(stdout).read_line(&mut line).map(|_| line);
+            let _ = said.send(read);
+        });
+        let line = match heard.recv_timeout(std::time::Duration::from_secs(30)) {
+            Ok(Ok(line)) => line,
+            failed => {
+                let _ = child.kill();
+                let _ = child.wait();
+                match failed {
+                    Ok(Err(e)) => panic!("reading where the example receiver listens: {e}"),
+                    _ => panic!("the example receiver did not say where it listens within 30 s"),
+                }
+            }
+        };
+        let url = match line.trim().strip_prefix("listening on ") {
+            Some(url) => url.to_owned(),
+            None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("expected a listening line from the example receiver, got {line:?}");
+            }
+        };
         Self { child, url, db, _dir: dir }
     }
 

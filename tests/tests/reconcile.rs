@@ -94,10 +94,18 @@ async fn each_kind_is_found_and_corrected(aws: Option<&str>) {
     assert_eq!(rig.state(&missing.entity()).await, Some(json!({"title": "m"})));
     assert_eq!(rig.state(&extra.entity()).await, None, "deleted");
     assert_eq!(rig.state(&stale.entity()).await, Some(json!({"title": "newer"})), "the stale row was not sent");
-    for entity in &applied.entities {
-        let Some(id) = &entity.event_id else { continue };
+    // A correction for each difference (different, missing, extra), none for the same or the stale row.
+    let corrections: Vec<_> =
+        applied.entities.iter().filter_map(|e| Some((e.entity_key.clone(), e.event_id.clone()?))).collect();
+    let mut corrected: Vec<String> = corrections.iter().map(|(key, _)| key.clone()).collect();
+    corrected.sort();
+    let mut differing = [diff.entity(), extra.entity(), missing.entity()].map(|e| e.to_string()).to_vec();
+    differing.sort();
+    assert_eq!(corrected, differing, "the entities sent a correction");
+    for (key, id) in &corrections {
         let record = rig.record(id).await;
-        assert_eq!((record.status, record.caused_by.as_deref()), (Status::Completed, Some("reconcile:r1")), "{id}");
+        let expected = (Status::Completed, Some("reconcile:r1"));
+        assert_eq!((record.status, record.caused_by.as_deref()), expected, "{key}: {id}");
     }
     let again = reconcile(&rig.engine, snapshot.as_ref(), &options(true, Some("r1"))).await;
     assert!(again.finished && again.entities.is_empty(), "a finished run does nothing more");

@@ -1328,16 +1328,26 @@ async fn simulate(cfg: Config) -> Result<Summary, String> {
 /// the kept replay (read some payloads, fewer than the full one).
 async fn resumed_verifications_agree(sim: &Sim) -> Result<u64, String> {
     let store = &sim.store;
+    // A run has at most twenty entities: one page of 500 holds them, so a cursor still going after this many
+    // pages never ends.
+    const MAX_PAGES: usize = 100;
     let mut kept = Vec::new();
     let mut after = None;
-    loop {
+    let mut ended = false;
+    for _ in 0..MAX_PAGES {
         let page = store.list_heads(after.as_deref(), 500).await.map_err(|e| format!("listing heads: {e}"))?;
         let with_replay = |h: &EntityHead| h.is_idle() && h.verified.is_some();
         kept.extend(page.heads.into_iter().filter(with_replay));
         match page.next {
             Some(next) => after = Some(next),
-            None => break,
+            None => {
+                ended = true;
+                break;
+            }
         }
+    }
+    if !ended {
+        return Err(format!("listing heads: the cursor never ended ({MAX_PAGES} pages of 500)"));
     }
     for head in &kept {
         let flagged = EntityHead { needs_verification: true, ..head.clone() };

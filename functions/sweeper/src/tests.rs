@@ -110,15 +110,28 @@ async fn the_limit_bounds_the_heads_examined_oldest_lease_first() {
 
 #[tokio::test]
 async fn a_scheduled_event_of_any_shape_triggers_a_sweep() {
-    let (_home, clock, engine) = engine().await;
-    let event_id = leave_an_errored_holder(&engine).await;
-    clock.advance(Duration::hours(1));
-    let trigger = json!({"version": "0", "id": "e-1", "detail-type": "Scheduled Event", "source": "aws.events"});
-    let event = lambda_runtime::LambdaEvent::new(trigger, lambda_runtime::Context::default());
+    let shapes = [
+        json!({
+            "version": "0", "id": "e-1", "detail-type": "Scheduled Event", "source": "aws.events",
+            "account": "123456789012", "time": "2026-05-01T13:00:00Z", "region": "us-east-1",
+            "resources": ["arn:aws:events:us-east-1:123456789012:rule/synctrail-sweeper"], "detail": {},
+        }),
+        json!({}),
+        json!(null),
+        json!({"unrelated": ["object", 1, true]}),
+        json!("a string"),
+    ];
+    for trigger in shapes {
+        // A fresh backend each time, with an expired lease to re-drive.
+        let (_home, clock, engine) = engine().await;
+        let event_id = leave_an_errored_holder(&engine).await;
+        clock.advance(Duration::hours(1));
+        let event = lambda_runtime::LambdaEvent::new(trigger.clone(), lambda_runtime::Context::default());
 
-    let report = handle(&engine, event, 100, "synctrail").await.expect("sweep");
+        let report = handle(&engine, event, 100, "synctrail").await.expect("sweep");
 
-    assert_eq!(report.redriven, vec![event_id]);
+        assert_eq!((report.examined, report.redriven), (1, vec![event_id]), "triggered by {trigger}");
+    }
 }
 
 #[test]

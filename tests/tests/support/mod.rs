@@ -252,6 +252,9 @@ impl Env {
 // The scripted destination
 // ---------------------------------------------------------------------------------------------------------------
 
+/// How long a test waits at a [`Gate`] (real time) before it fails.
+pub const GATE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A one-shot rendezvous between a test and a held destination write.
 #[derive(Default)]
 pub struct Gate {
@@ -260,9 +263,12 @@ pub struct Gate {
 }
 
 impl Gate {
-    /// Waits until the held write has started.
+    /// Waits until the held write has started (a real-time bound: the harness's clock is a [`ManualClock`], tokio's
+    /// is never paused, so the bound only ends a test whose held write never comes).
     pub async fn entered(&self) {
-        self.entered.notified().await;
+        tokio::time::timeout(GATE_WAIT, self.entered.notified())
+            .await
+            .expect("the held write did not start within 10 s");
     }
 
     /// Lets the held write go on.

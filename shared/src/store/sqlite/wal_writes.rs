@@ -489,19 +489,44 @@ mod tests {
                 .stdout(std::process::Stdio::piped())
                 .spawn()
                 .expect("the writer");
+            // The child's reports are read on a thread (a pipe read has no timeout), so the wait for them has a
+            // deadline: a writer that stalls is killed and the test fails.
             let stdout = child.stdout.take().expect("its output");
-            let mut seen = None;
-            for line in std::io::BufReader::new(stdout).lines() {
-                let line = line.expect("a line");
-                if let Some(n) = line.strip_prefix("committed ") {
-                    seen = Some(n.parse::<i64>().expect("a commit number"));
-                    if seen >= Some(i64::from(kill_after)) {
+            let (reports, reported) = std::sync::mpsc::channel::<String>();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(stdout).lines() {
+                    // Ends at the killed child's end of output, or once the test stops listening.
+                    if line.map_err(|_| ()).and_then(|line| reports.send(line).map_err(|_| ())).is_err() {
                         break;
                     }
                 }
-            }
+            });
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            let mut seen = None;
+            let stalled = loop {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                match reported.recv_timeout(left) {
+                    Ok(line) => {
+                        if let Some(n) = line.strip_prefix("committed ") {
+                            seen = Some(n.parse::<i64>().expect("a commit number"));
+                            if seen >= Some(i64::from(kill_after)) {
+                                break None;
+                            }
+                        }
+                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        break Some(format!("no commit {kill_after} within 60 s (last seen {seen:?})"));
+                    }
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                        break Some(format!("the writer ended before commit {kill_after} (last seen {seen:?})"));
+                    }
+                }
+            };
             child.kill().expect("SIGKILL");
             child.wait().expect("reaped");
+            if let Some(stalled) = stalled {
+                panic!("{stalled}");
+            }
             let seen = seen.expect("the writer committed before it was killed");
 
             let rows = read_by_another(&path);

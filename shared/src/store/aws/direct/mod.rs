@@ -215,15 +215,36 @@ mod tests {
 
     #[test]
     fn backoff_is_jittered_under_a_doubling_ceiling_of_at_most_twenty_seconds() {
-        for _ in 0..100 {
-            assert!(backoff(1) <= Duration::from_secs(1));
-            assert!(backoff(2) <= Duration::from_secs(2));
-            assert!(backoff(30) <= MAX_BACKOFF);
+        assert_eq!((INITIAL_BACKOFF, MAX_BACKOFF), (Duration::from_secs(1), Duration::from_secs(20)));
+        // (attempt, its ceiling, the previous attempt's ceiling): 1 s, then twice the one before, at most 20 s.
+        let ceilings: [(u32, f64, f64); 9] = [
+            (1, 1.0, 0.0),
+            (2, 2.0, 1.0),
+            (3, 4.0, 2.0),
+            (4, 8.0, 4.0),
+            (5, 16.0, 8.0),
+            (6, 20.0, 16.0),
+            (7, 20.0, 20.0),
+            (30, 20.0, 20.0),
+            (u32::MAX, 20.0, 20.0),
+        ];
+        for (attempt, ceiling, previous) in ceilings {
+            let samples: Vec<f64> = (0..1_000).map(|_| backoff(attempt).as_secs_f64()).collect();
+            let (low, high) = samples.iter().fold((f64::MAX, 0.0_f64), |(low, high), &s| (low.min(s), high.max(s)));
+            // Uniform under the ceiling: a thousand draws all in one half of it, or all under 16 s of 20, would be
+            // a chance of at most 0.8^1000.
+            assert!(high <= ceiling, "attempt {attempt}: {high} s over the ceiling of {ceiling} s");
+            assert!(low < ceiling / 2.0 && ceiling / 2.0 < high, "attempt {attempt}: jittered, {low} s to {high} s");
+            let doubled = previous.min(16.0);
+            assert!(
+                high > doubled,
+                "attempt {attempt}: at most {high} s, its ceiling is not {ceiling} s (from {previous} s)"
+            );
         }
     }
 
     #[test]
-    fn throttling_and_transient_failures_are_retried_and_the_rest_are_not() {
+    fn throttling_and_transient_failures_are_classified_retryable_and_the_rest_are_not() {
         let service = |status, code: &str| DirectFailure::Service {
             status,
             code: Some(code.into()),
