@@ -29,11 +29,16 @@ fn context() -> InvocationContext {
     }
 }
 
-/// `bodies` as one SQS batch (no receipt handles: nothing to delete or delay).
+/// `bodies` as one SQS batch (no receipt handles: nothing to delete or delay). A message id is made of the body, as
+/// SQS keeps one id for one message: the same body again is a redelivery of the same message, another body (a
+/// re-drive) another message.
 fn batch_of(bodies: &[String]) -> SqsEvent {
     let message = |(n, body): (usize, &String)| {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        body.hash(&mut hasher);
         let mut message = SqsMessage::default();
-        message.message_id = Some(format!("m-{n}"));
+        message.message_id = Some(format!("m-{n}-{:016x}", hasher.finish()));
         message.body = Some(body.clone());
         message
     };

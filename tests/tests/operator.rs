@@ -288,6 +288,30 @@ async fn a_reprocessed_event_keeps_one_record_and_appends_to_its_history() {
     assert!(notes.contains(&Some("reprocess")), "{notes:?}");
 }
 
+#[tokio::test]
+async fn a_reprocess_message_delivered_again_does_not_run_its_event_again() {
+    let h = Harness::new();
+    let env = Env::issue("12").at(10).titled("once, then reprocessed once");
+    h.send_env(&env).await;
+    h.drain().await;
+    let calls = h.script.calls();
+    reprocess(&h.engine, &[env.event_id()], ReprocessOptions::default()).await;
+    let redrive = h.receive(10).await;
+    assert_eq!(redrive.len(), 1, "one re-drive message");
+
+    h.invoke(&redrive).await;
+    assert_eq!(h.script.calls(), calls + 1, "the reprocess ran the event again");
+    let again = h.invoke(&redrive).await; // the same message again: its batch ran past the timeout, say
+    assert_eq!(h.script.calls(), calls + 1, "not a second time");
+    assert!(again.only().redelivered, "acknowledged as a repeat");
+
+    let record = h.record_of(&env).await;
+    assert_eq!(record.status, Status::Completed);
+    let restarts = record.history.iter().filter(|e| e.note.as_deref() == Some("reprocess")).count();
+    assert_eq!(restarts, 1, "{:?}", crate::support::timeline(&record));
+    assert_eq!(h.effects_of(&env.event_id()).await, 1);
+}
+
 // ---- the sweeper ----
 
 #[tokio::test]

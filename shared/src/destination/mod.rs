@@ -34,7 +34,7 @@
 //!   still bounds it); [`DestinationError::Permanent`] when it never will succeed (the change is invalid for this
 //!   destination: the event ends `failed` at once). Both retryable variants may carry the delay the destination
 //!   asked for (`Retry-After`, a rate limit's reset): the engine waits that long instead of its backoff — a
-//!   retryable error at most `backoff_max`, a throttled one at most 12 hours (the longest SQS hides a message). A
+//!   retryable error at most `backoff_max`, a throttled one at most 11 hours (SQS hides a message at most 12, counted from its receive). A
 //!   panic counts as retryable.
 //! - **Time**: [`Change::deadline`] is when the invocation will be stopped: a call that is still running then is
 //!   cut off with an unknown outcome, so a destination that waits on a network should give up before it.

@@ -622,8 +622,11 @@ async fn apply(
     settle(engine, record, fence, end, known, invocation).await
 }
 
-/// The longest a throttled change waits as asked: 12 hours, the longest SQS keeps a message hidden.
-const THROTTLED_DELAY_MAX: chrono::Duration = chrono::Duration::hours(12);
+/// The longest a throttled change waits as asked: 11 hours. SQS keeps a message hidden at most 12 hours counted from
+/// its receive (a longer visibility change is refused, and the message comes back after its visibility timeout);
+/// the invocation that asks has held it up to its own timeout (15 minutes at most) and it may have waited in a
+/// batch, so an hour is left for that.
+const THROTTLED_DELAY_MAX: chrono::Duration = chrono::Duration::hours(11);
 
 /// An attempt that may succeed later: a retryable or throttled answer, or a panic.
 struct Failure {

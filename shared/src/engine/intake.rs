@@ -221,13 +221,16 @@ async fn redrive(
         return reject(engine, message, invocation, error, None).await;
     };
     let status = record.status;
+    // A re-drive that asks for a run again restarts a done event once: delivered again (SQS keeps the message id,
+    // e.g. after its batch ran past the timeout), the message that restarted it finds it done and is acknowledged.
+    let restarts = status != Status::Rejected && record.last_message_id.as_ref() != Some(&message.message_id);
     let record = match reason {
         _ if !status.is_terminal() => record,
-        RedriveReason::Reprocess if status != Status::Rejected => {
+        RedriveReason::Reprocess if restarts => {
             let note = if force { "reprocess --force" } else { "reprocess" };
             Box::new(restart(engine, *record, message, invocation, note)?)
         }
-        RedriveReason::Repair if status != Status::Rejected => {
+        RedriveReason::Repair if restarts => {
             Box::new(restart(engine, *record, message, invocation, "repair: verify found the destination differing")?)
         }
         _ => {

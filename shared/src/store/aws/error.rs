@@ -37,6 +37,9 @@ const THROTTLING: &[&str] = &[
     "KeyRangeThroughputExceeded",
     "ThrottlingError",
     "ProvisionedThroughputExceeded",
+    // SQS: the queue's KMS key is throttled; too many messages in flight.
+    "KmsThrottled",
+    "OverLimit",
 ];
 
 /// Service error codes that mean "try again later".
@@ -49,6 +52,11 @@ const TRANSIENT: &[&str] = &[
     "RequestTimeout",
     "RequestTimeoutException",
     "TransactionInProgressException",
+    // S3 (409): another conditional write of the same key is under way; DynamoDB global tables: another Region's
+    // write of the item won a race. Both answer differently a moment later.
+    "ConditionalRequestConflict",
+    "OperationAborted",
+    "ReplicatedWriteConflictException",
 ];
 
 /// Classifies a service error by its code and HTTP status.
@@ -115,4 +123,32 @@ where
 /// A request the SDK refused to build: a bug or a bad name.
 pub(crate) fn build_error(what: &str, e: impl std::fmt::Display) -> StoreError {
     StoreError::Backend(format!("{what}: building the request failed: {e}").into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_classified_by_code_first_then_by_http_status() {
+        let cases = [
+            (Some("ConditionalCheckFailedException"), Some(400), Meaning::Conflict),
+            (Some("AWS.SimpleQueueService.NonExistentQueue"), Some(400), Meaning::Backend),
+            (Some("KmsThrottled"), Some(400), Meaning::Throttled),
+            (Some("OverLimit"), Some(403), Meaning::Throttled),
+            (Some("ConditionalRequestConflict"), Some(409), Meaning::Unavailable),
+            (Some("OperationAborted"), Some(409), Meaning::Unavailable),
+            (Some("ReplicatedWriteConflictException"), Some(400), Meaning::Unavailable),
+            (Some("SlowDown"), Some(503), Meaning::Throttled),
+            (Some("InvalidObjectState"), Some(403), Meaning::Archived),
+            (Some("AccessDenied"), Some(403), Meaning::Backend),
+            (Some("ValidationException"), Some(400), Meaning::Backend),
+            (None, Some(429), Meaning::Throttled),
+            (None, Some(502), Meaning::Unavailable),
+            (None, Some(409), Meaning::Backend),
+        ];
+        for (code, status, meaning) in cases {
+            assert_eq!(classify(code, status), meaning, "{code:?} {status:?}");
+        }
+    }
 }

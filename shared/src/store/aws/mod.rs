@@ -16,6 +16,7 @@ mod error;
 mod gate;
 pub mod meter;
 mod mirror;
+mod pause;
 mod s3;
 mod sdk_batch_get;
 pub mod setup;

@@ -259,7 +259,9 @@ async fn create_queue(
 async fn create_queues(client: &aws_sdk_sqs::Client, config: &SetupConfig) -> Result<(String, String), StoreError> {
     // 14 days, the most SQS keeps a message: a dead letter's retention counts from its first enqueue.
     let retention = (QueueAttributeName::MessageRetentionPeriod, "1209600".to_owned());
-    let dlq_url = create_queue(client, &config.dlq, HashMap::from([retention.clone()])).await?;
+    // 1 MiB, the largest: an envelope holds a payload of up to 256 KiB plus its fields (infra/template.yaml).
+    let size = (QueueAttributeName::MaximumMessageSize, "1048576".to_owned());
+    let dlq_url = create_queue(client, &config.dlq, HashMap::from([retention.clone(), size.clone()])).await?;
     let out = client
         .get_queue_attributes()
         .queue_url(&dlq_url)
@@ -274,6 +276,7 @@ async fn create_queues(client: &aws_sdk_sqs::Client, config: &SetupConfig) -> Re
     let policy = serde_json::json!({ "deadLetterTargetArn": dlq_arn, "maxReceiveCount": config.max_receive_count });
     let attributes = HashMap::from([
         retention,
+        size,
         (QueueAttributeName::RedrivePolicy, policy.to_string()),
         (QueueAttributeName::VisibilityTimeout, config.visibility_timeout_seconds.to_string()),
     ]);

@@ -262,7 +262,7 @@ pub(super) async fn count(query: QueryFluentBuilder, what: &str) -> Result<u64, 
 /// Keys one `BatchGetItem` may ask for.
 const BATCH_GET_KEYS: usize = 100;
 /// `BatchGetItem` calls per chunk before keys DynamoDB keeps leaving unprocessed count as unavailable.
-const BATCH_GET_ROUNDS: usize = 10;
+const BATCH_GET_ROUNDS: u32 = 10;
 
 /// The whole items of index entries (the indexes project keys and the filtered attributes only; see
 /// [`super::INDEX_ATTRIBUTES`]), read strongly consistently, in the entries' order; an item deleted since (by TTL)
@@ -272,9 +272,12 @@ pub(super) async fn hydrate(store: &DynamoStore, entries: Vec<Item>, what: &str)
     let mut found: HashMap<String, Item> = HashMap::with_capacity(keys.len());
     for chunk in keys.chunks(BATCH_GET_KEYS) {
         let mut pending = chunk.to_vec();
-        for _ in 0..BATCH_GET_ROUNDS {
+        for round in 0..BATCH_GET_ROUNDS {
             if pending.is_empty() {
                 break;
+            }
+            if round > 0 {
+                crate::store::aws::pause::before_round(round).await;
             }
             let (items, unprocessed) = sdk_batch_get(&store.client, &store.table, pending, what).await?;
             for item in items {

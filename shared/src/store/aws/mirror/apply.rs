@@ -11,6 +11,7 @@ use crate::destination::guard::{decide, destination_error, rewrites, Decision, M
 use crate::destination::{ApplyOutcome, DestinationError};
 use crate::store::aws::direct::TransactOutcome;
 use crate::store::aws::error::{build_error, classify, from_sdk, store_error, Meaning};
+use crate::store::aws::pause;
 use crate::store::aws::sdk_batch_get::sdk_batch_get;
 use crate::store::aws::ITEM_SIZE_LIMIT;
 use crate::store::StoreError;
@@ -19,7 +20,6 @@ use aws_sdk_dynamodb::types::{
     AttributeValue, CancellationReason, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
 };
 use std::collections::HashMap;
-use std::time::Duration;
 
 /// Read-decide-write rounds before a change that keeps losing races is handed back as retryable.
 pub const MAX_ROUNDS: u32 = 8;
@@ -52,7 +52,7 @@ pub(super) async fn apply(
 ) -> Result<ApplyOutcome, DestinationError> {
     for round in 0..MAX_ROUNDS {
         if round > 0 {
-            backoff(round).await;
+            pause::before_round(round).await;
         }
         let (row, effect) = read(mirror, change).await.map_err(destination_error)?;
         let rewrite = rewrites(change) && effect.is_some();
@@ -93,12 +93,6 @@ pub(super) async fn apply(
     )))
 }
 
-/// Waits a jittered, growing time before round `round` (1-based): up to 10 ms × 2^round, at most about 1.3 s.
-async fn backoff(round: u32) {
-    let ceiling = 10u64 << round.min(7);
-    tokio::time::sleep(Duration::from_millis(rand::random::<u64>() % ceiling + 1)).await;
-}
-
 /// The entity's row and the event's effect, read strongly consistently in one `BatchGetItem` (repeated only for
 /// keys DynamoDB left unprocessed).
 async fn read(mirror: &DynamoMirror, change: &PendingChange) -> Result<(Option<Item>, Option<Item>), StoreError> {
@@ -108,7 +102,7 @@ async fn read(mirror: &DynamoMirror, change: &PendingChange) -> Result<(Option<I
     let (mut row, mut effect) = (None, None);
     for call in 0..MAX_READ_CALLS {
         if call > 0 {
-            backoff(call).await;
+            pause::before_round(call).await;
         }
         let (items, unprocessed) = match mirror.direct.batch_get_item(&mirror.table, &wanted, true).await {
             Some(got) => got.map(|got| (got.items, got.unprocessed)).map_err(|f| f.into_store_error(&what))?,

@@ -30,6 +30,7 @@ use aws_sdk_sqs::types::{
     SendMessageBatchRequestEntry,
 };
 use chrono::{DateTime, Duration, Utc};
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 /// SQS's limit of entries per batch call.
@@ -49,6 +50,19 @@ pub struct SqsQueue {
     max_receives: u32,
     wait_seconds: i32,
     held: Held,
+}
+
+/// `body` as SQS accepts it. SQS refuses characters outside XML's set (`InvalidMessageContents`); of those a JSON
+/// writer leaves only U+FFFE and U+FFFF unescaped (serde_json escapes control characters, and a Rust string holds no
+/// surrogates), so each becomes its JSON escape: inside a JSON string the same value, so the envelope, its content
+/// hash and its payload are unchanged. A body that is not JSON (a malformed line sent on purpose) is changed only
+/// there.
+fn sqs_safe(body: &str) -> Cow<'_, str> {
+    if body.contains(['\u{FFFE}', '\u{FFFF}']) {
+        Cow::Owned(body.replace('\u{FFFE}', "\\ufffe").replace('\u{FFFF}', "\\uffff"))
+    } else {
+        Cow::Borrowed(body)
+    }
 }
 
 /// A long poll's `WaitTimeSeconds`: whole seconds, at most SQS's 20.
@@ -212,7 +226,10 @@ impl SqsQueue {
         let mut ids = Vec::with_capacity(messages.len());
         let mut chunk: Vec<OutgoingMessage> = Vec::new();
         let mut bytes = 0;
-        for message in messages {
+        for mut message in messages {
+            if let Cow::Owned(safe) = sqs_safe(&message.body) {
+                message.body = safe;
+            }
             if !chunk.is_empty() && (chunk.len() == BATCH || bytes + message.body.len() > BATCH_BYTES) {
                 ids.extend(self.send_chunk(url, std::mem::take(&mut chunk)).await?);
                 bytes = 0;
@@ -589,6 +606,18 @@ impl Queue for SqsQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_body_sqs_would_refuse_is_sent_as_the_same_json_without_the_characters_it_refuses() {
+        let body =
+            serde_json::json!({"payload": {"body": "a\u{FFFE}b\u{FFFF}c", "ok": "\u{FFFD}\u{10FFFF}"}}).to_string();
+        assert!(body.contains('\u{FFFF}'), "serde_json leaves them as they are: {body}");
+        let safe = sqs_safe(&body);
+        assert!(!safe.contains(['\u{FFFE}', '\u{FFFF}']), "{safe}");
+        let value = |text: &str| serde_json::from_str::<serde_json::Value>(text).expect("JSON");
+        assert_eq!(value(&safe), value(&body), "the same JSON value");
+        assert!(matches!(sqs_safe("{\"plain\": \"\u{FFFD}\"}"), Cow::Borrowed(_)), "nothing to change: no copy");
+    }
 
     #[test]
     fn durations_round_up_to_whole_seconds_within_limits() {
