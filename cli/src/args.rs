@@ -1,13 +1,14 @@
 //! The command line: clap definitions only.
 
-use crate::duration::{parse_duration, parse_probability, parse_rate, parse_seconds, parse_time};
+use crate::duration::{parse_duration, parse_interval, parse_probability, parse_rate, parse_seconds, parse_time};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 use std::path::PathBuf;
 use synctrail::model::Status;
 
-const EXIT_CODES: &str = "Exit codes: 0 success; 1 a check did not pass (status: not completed, demo: not converged); \
-2 usage error or unknown event id; 3 an operation failed (storage, files).";
+const EXIT_CODES: &str = "Exit codes: 0 success; 1 a check did not pass (status: not completed, demo: not converged, \
+verify and reconcile: something differs, run: stopped by --max-duration before the queue drained); 2 usage error, \
+unknown event id or entity, or no synctrail home at --home; 3 an operation failed (storage, files).";
 
 /// synctrail: sync records with external systems without losing, reordering or double-applying events.
 #[derive(Debug, Parser)]
@@ -199,7 +200,8 @@ pub struct RunArgs {
     /// Keep polling after the queue is quiescent, until interrupted (Ctrl-C, SIGTERM) or --max-duration.
     #[arg(long)]
     pub follow: bool,
-    /// Stop after this many seconds, drained or not (default: 600; with --follow, none).
+    /// Stop after this many seconds, drained or not (default: 600; with --follow, none). A run that stops so
+    /// before the queue drained exits 1 (not with --follow, nor when interrupted by Ctrl-C or SIGTERM).
     #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
     pub max_duration: Option<f64>,
     /// Seed of the drills' dice.
@@ -248,9 +250,9 @@ pub struct RecordsArgs {
 /// `synctrail stats`.
 #[derive(Debug, Args)]
 pub struct StatsArgs {
-    /// Refresh every SECS seconds (default 2) until Ctrl-C: queue depth, in flight, dead letters, oldest message
+    /// Refresh every SECS seconds (default 2, at least 0.1) until Ctrl-C: queue depth, in flight, dead letters, oldest message
     /// age, stalled leases and counts per status, redrawn in place on a terminal (one JSON line each with --json).
-    #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "2", value_parser = parse_seconds)]
+    #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "2", value_parser = parse_interval)]
     pub watch: Option<f64>,
     /// With --watch: stop after this many refreshes.
     #[arg(long, value_name = "N", requires = "watch", value_parser = clap::value_parser!(u64).range(1..))]
@@ -266,13 +268,21 @@ pub struct SweepArgs {
     pub limit: usize,
 }
 
-/// `synctrail reprocess`.
+/// `synctrail reprocess`: event ids, or `--status` and filters (one or the other is required).
 #[derive(Debug, Args)]
+#[command(
+    group = clap::ArgGroup::new("events").args(["ids", "status"]).required(true),
+    override_usage = "synctrail reprocess [OPTIONS] <EVENT_ID>...\n       \
+                      synctrail reprocess [OPTIONS] --status <STATUS> [--source <SOURCE>] [--entity <KEY>] \
+                      [--since <DUR>] [--until <DUR>] [--limit <N>]",
+    after_help = "Either name the events (synctrail reprocess EVENT_ID...) or select them in bulk \
+                  (synctrail reprocess --status failed [--source S] [--entity KEY] [--since 2h] [--limit N])."
+)]
 pub struct ReprocessArgs {
-    /// Event ids to re-drive (or select in bulk with --status and the other filters).
-    #[arg(value_name = "EVENT_ID", conflicts_with = "status", required_unless_present = "status")]
+    /// Event ids to re-drive (or, instead, select them in bulk with --status and the other filters).
+    #[arg(value_name = "EVENT_ID")]
     pub ids: Vec<String>,
-    /// Bulk: re-drive events in this status (failed, errored, disabled, waiting, …).
+    /// Bulk, instead of ids: re-drive events in this status (failed, errored, disabled, waiting, …).
     #[arg(long)]
     pub status: Option<Status>,
     /// Bulk: only events from this source.
@@ -354,7 +364,8 @@ pub struct VerifyArgs {
     /// With --all: resume the pass with this id (its progress is kept in --state), or name a new one.
     #[arg(long, value_name = "ID", requires = "all")]
     pub run_id: Option<String>,
-    /// With --all: the file that keeps the pass's progress (default: synctrail-verify-<run id>.json here).
+    /// With --all: the file that keeps the pass's progress while it is unfinished, removed once it finishes
+    /// (default: verify-<run id>.json in the embedded home; with --backend aws, synctrail-verify-<run id>.json here).
     #[arg(long, value_name = "FILE", requires = "all")]
     pub state: Option<PathBuf>,
     /// With --all: stop after this many pages of heads (resume with --run-id).
@@ -570,6 +581,8 @@ mod tests {
         assert_eq!(watch(&["synctrail", "stats", "--watch", "0.5", "--json"]), Ok((Some(0.5), None)));
         assert!(watch(&["synctrail", "stats", "--watch-count", "2"]).is_err(), "a count needs --watch");
         assert!(watch(&["synctrail", "stats", "--watch", "--watch-count", "0"]).is_err());
+        assert!(watch(&["synctrail", "stats", "--watch", "0"]).is_err(), "no redrawing without pause");
+        assert_eq!(watch(&["synctrail", "stats", "--watch", "0.1"]), Ok((Some(0.1), None)));
     }
 
     #[test]

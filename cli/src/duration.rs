@@ -44,6 +44,20 @@ pub fn parse_seconds(text: &str) -> Result<f64, String> {
     }
 }
 
+/// The shortest interval between two refreshes (`stats --watch`).
+pub const MIN_INTERVAL: f64 = 0.1;
+
+/// Parses an interval between refreshes: seconds, at least [`MIN_INTERVAL`] (a zero one would redraw without
+/// pause).
+pub fn parse_interval(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs >= MIN_INTERVAL => Ok(secs),
+        _ => Err(format!(
+            "invalid interval {text:?}: expected a number of seconds of at least {MIN_INTERVAL}, such as 2 or 0.5"
+        )),
+    }
+}
+
 /// Parses a probability between 0 and 1.
 pub fn parse_probability(text: &str) -> Result<f64, String> {
     match text.trim().parse::<f64>() {
@@ -104,6 +118,15 @@ mod tests {
     fn refuses_what_is_not_a_duration() {
         for text in ["", "10", "m", "10x", "1.5h", "-3d", "h2", "99999999999999999999d"] {
             assert!(parse_duration(text).is_err(), "{text:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn a_watch_interval_is_at_least_a_tenth_of_a_second() {
+        assert_eq!(parse_interval("2"), Ok(2.0));
+        assert_eq!(parse_interval("0.1"), Ok(0.1));
+        for text in ["0", "0.05", "-1", "NaN", "inf", "soon"] {
+            assert!(parse_interval(text).is_err(), "{text:?} should be refused");
         }
     }
 

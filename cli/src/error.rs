@@ -6,7 +6,8 @@ use synctrail::EngineError;
 
 /// Exit code of a command that worked.
 pub const EXIT_OK: u8 = 0;
-/// Exit code of a check that did not pass (`status`: not completed; `demo`: not converged).
+/// Exit code of a check that did not pass (`status`: not completed; `demo`: not converged; `run`: stopped by
+/// `--max-duration` before the queue drained).
 pub const EXIT_CHECK_FAILED: u8 = 1;
 /// Exit code of a usage error or an unknown event id.
 pub const EXIT_UNKNOWN: u8 = 2;
@@ -66,6 +67,39 @@ pub enum CliError {
         path: PathBuf,
         /// What the OS said.
         source: std::io::Error,
+    },
+    /// A command that only reads found no embedded home where `--home` points.
+    #[error(
+        "no synctrail home at {}{}: check --home / SYNCTRAIL_HOME (`synctrail send` or `synctrail demo` creates one)",
+        .path.display(),
+        homes_inside(.inside)
+    )]
+    NoHome {
+        /// Where `--home` points.
+        path: PathBuf,
+        /// Homes found in its subdirectories (the demo's and the benchmarks' are `<home>/demo`, `<home>/bench`, …).
+        inside: Vec<PathBuf>,
+    },
+    /// `--home` names something that is not a directory.
+    #[error("{0} is a file, not a directory; point --home (SYNCTRAIL_HOME) at a synctrail home directory")]
+    HomeIsAFile(PathBuf),
+    /// The home's database file is not a database.
+    #[error(
+        "{0} is not a synctrail database (not an SQLite file); point --home (SYNCTRAIL_HOME) at another directory, \
+         or move the file away"
+    )]
+    NotADatabase(PathBuf),
+    /// An entity given on the command line has nothing recorded.
+    #[error(
+        "nothing is recorded for entity {entity} (no event, no head, no destination row){also}; check the key \
+             (tenant/source/entity_type/external_id, or source/entity_type/external_id for the default tenant), or \
+             look for it with `synctrail list --entity KEY` and `synctrail records --entity PREFIX`"
+    )]
+    NothingRecorded {
+        /// The entity key looked up.
+        entity: String,
+        /// Another reading of the key that was looked up too, as ` (nor for …)`; empty when none.
+        also: String,
     },
     /// A directory to wipe does not look like a synctrail home.
     #[error(
@@ -128,6 +162,15 @@ pub enum CliError {
     Json(#[from] serde_json::Error),
 }
 
+/// ` (homes inside it: A, B; pass one as --home)`, or nothing.
+fn homes_inside(inside: &[PathBuf]) -> String {
+    if inside.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = inside.iter().map(|p| p.display().to_string()).collect();
+    format!(" (homes inside it: {}; pass one as --home)", list.join(", "))
+}
+
 impl CliError {
     /// Wraps a storage error with what the command was doing.
     pub fn store(doing: impl Into<String>) -> impl FnOnce(StoreError) -> Self {
@@ -145,6 +188,9 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             Self::UnknownEvent(_)
+            | Self::NoHome { .. }
+            | Self::HomeIsAFile(_)
+            | Self::NothingRecorded { .. }
             | Self::InvalidArgument(_)
             | Self::MissingAwsSetting(_)
             | Self::Config(_)

@@ -156,12 +156,25 @@ pub fn shorten(text: &str, max: usize) -> String {
     cut
 }
 
-/// A duration in seconds with a readable unit.
+/// A duration in seconds with readable units: `12.5 ms`, `3.20 s`, `4 min 12 s`, `3 h 05 min`, `220 d 8 h`.
 pub fn seconds(secs: f64) -> String {
+    const MINUTE: u64 = 60;
+    const HOUR: u64 = 60 * MINUTE;
+    const DAY: u64 = 24 * HOUR;
+    if !secs.is_finite() {
+        return format!("{secs} s");
+    }
     if secs < 1.0 {
-        format!("{:.1} ms", secs * 1000.0)
-    } else {
-        format!("{secs:.2} s")
+        return format!("{:.1} ms", secs * 1000.0);
+    }
+    if secs < 60.0 {
+        return format!("{secs:.2} s");
+    }
+    let whole = secs.round() as u64;
+    match whole {
+        w if w < HOUR => format!("{} min {:02} s", w / MINUTE, w % MINUTE),
+        w if w < DAY => format!("{} h {:02} min", w / HOUR, w % HOUR / MINUTE),
+        w => format!("{} d {} h", w / DAY, w % DAY / HOUR),
     }
 }
 
@@ -177,6 +190,16 @@ mod tests {
         let mut out = Vec::new();
         assert!(table.write(&mut out).is_ok());
         assert_eq!(String::from_utf8_lossy(&out), "status     count\ncompleted     12\ndropped        3\n");
+    }
+
+    #[test]
+    fn durations_are_printed_in_readable_units_however_large() {
+        assert_eq!(seconds(0.0125), "12.5 ms");
+        assert_eq!(seconds(3.2), "3.20 s");
+        assert_eq!(seconds(59.994), "59.99 s");
+        assert_eq!(seconds(252.0), "4 min 12 s");
+        assert_eq!(seconds(3.0 * 3600.0 + 5.0 * 60.0 + 20.0), "3 h 05 min");
+        assert_eq!(seconds(19_037_024.08), "220 d 8 h");
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod aws_pipeline;
 mod bad_input;
 mod batch_archive;
 mod cli;
+mod cli_errors;
 mod connectors;
 mod direct;
 mod example_destination;

@@ -11,7 +11,7 @@ use synctrail::engine::Invocation;
 
 /// Runs `synctrail dead-letters`.
 pub async fn execute(ctx: &Context, args: &DeadLetterArgs, out: &mut dyn Write) -> Result<(), CliError> {
-    let backend = ctx.open().await?;
+    let backend = ctx.open_existing().await?;
     let engine = ctx.engine(&backend)?;
     let invocation = Invocation { function: Some(REPROCESS_FUNCTION.to_owned()), ..Invocation::default() };
     let report = engine

@@ -43,11 +43,10 @@ impl From<&EventRecord> for EventSummary {
     }
 }
 
-/// The entity an `--entity KEY` flag names, if given.
+/// The entity an `--entity KEY` flag names, if given, as the library reads it (see [`super::entity`] for the
+/// short form of an external id with `/`, which the commands resolve against what is recorded).
 pub fn parse_entity(flag: Option<&str>) -> Result<Option<EntityKey>, CliError> {
-    flag.map(EntityKey::parse)
-        .transpose()
-        .map_err(|e| CliError::InvalidArgument(format!("--entity: {e}; e.g. default/github/issue/widgets#12")))
+    flag.map(|text| super::entity::readings(text, "--entity").map(|r| r.parsed)).transpose()
 }
 
 /// The store query `args` ask for, relative to `now`.
@@ -67,8 +66,11 @@ pub fn query(args: &ListArgs, now: DateTime<Utc>) -> Result<EventQuery, CliError
 /// Runs `synctrail list`. When more events match than `--limit` shows, standard error says so and the JSON
 /// document carries `total` and `truncated`.
 pub async fn execute(ctx: &Context, args: &ListArgs, out: &mut dyn Write) -> Result<(), CliError> {
-    let query = query(args, Utc::now())?;
-    let backend = ctx.open().await?;
+    let mut query = query(args, Utc::now())?;
+    let backend = ctx.open_existing().await?;
+    if let Some(text) = args.entity.as_deref() {
+        query.entity = Some(super::entity::resolve_noting(&backend.ports, text, "--entity").await?.entity);
+    }
     let store = &backend.ports.store;
     // One row more than shown tells whether more exist.
     let peek = EventQuery { limit: if args.limit == 0 { 0 } else { args.limit.saturating_add(1) }, ..query.clone() };

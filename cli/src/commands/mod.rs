@@ -9,6 +9,7 @@ pub mod bench_webhooks;
 pub mod dead_letters;
 pub mod demo;
 pub mod demo_webhooks;
+pub mod entity;
 pub mod list;
 pub mod reconcile;
 pub mod records;
@@ -131,9 +132,24 @@ impl Context {
         Ok(Engine::new(backend.ports.clone(), config.settings).with_delta_fields(config.delta_fields))
     }
 
-    /// Opens the configured backend.
+    /// Opens the configured backend, creating the embedded home when it does not exist: for commands that write
+    /// (`send`, `run`, `setup`, `serve`).
     pub async fn open(&self) -> Result<AnyBackend, CliError> {
+        self.open_home(HomeMustExist::No).await
+    }
+
+    /// Opens the configured backend for a command that looks at what is there (`status`, `list`, `verify`,
+    /// `reprocess`, …): an embedded home that does not exist is refused ([`CliError::NoHome`]) instead of being
+    /// created empty, so a mistyped `--home` is not taken for an empty store.
+    pub async fn open_existing(&self) -> Result<AnyBackend, CliError> {
+        self.open_home(HomeMustExist::Yes).await
+    }
+
+    async fn open_home(&self, must_exist: HomeMustExist) -> Result<AnyBackend, CliError> {
         let config = self.config()?;
+        if let BackendConfig::Embedded(embedded) = &config.backend {
+            check_home(&embedded.home, must_exist)?;
+        }
         Ok(compose(&config, Arc::new(SystemClock), self.destination.clone()).await?)
     }
 
@@ -184,6 +200,7 @@ impl Context {
         let mut config = self.config_but_backend()?;
         config.backend = match self.backend {
             BackendKind::Embedded => {
+                check_home(&self.home, HomeMustExist::No)?;
                 let home = self.home.join(purpose);
                 fresh_home(&home)?;
                 BackendConfig::Embedded(EmbeddedConfig { home, max_receives: DRILL_MAX_RECEIVES })
@@ -199,6 +216,68 @@ impl Context {
         config.dependencies.extend(extra_rule.filter(|rule| !config.dependencies.contains(rule)));
         Ok(config)
     }
+}
+
+/// Whether a command needs the embedded home to exist already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HomeMustExist {
+    /// It only reads (or acts on what is recorded): a missing home is an error.
+    Yes,
+    /// It writes: a missing home is created.
+    No,
+}
+
+/// What SQLite writes at the start of every database file.
+const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
+
+/// Checks that `home` can be an embedded home: not a file, its database (if any) an SQLite file, and — when
+/// `must_exist` — holding a database already. Said in words a user can act on, before SQLite's own errors
+/// ("File exists", "file is not a database") could be.
+pub fn check_home(home: &Path, must_exist: HomeMustExist) -> Result<(), CliError> {
+    let prepare = |source| CliError::Prepare { path: home.to_owned(), source };
+    match std::fs::metadata(home) {
+        Ok(meta) if !meta.is_dir() => return Err(CliError::HomeIsAFile(home.to_owned())),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return match must_exist {
+                HomeMustExist::Yes => Err(CliError::NoHome { path: home.to_owned(), inside: Vec::new() }),
+                HomeMustExist::No => Ok(()),
+            };
+        }
+        Err(e) => return Err(prepare(e)),
+    }
+    let db = home.join(synctrail::store::sqlite::DB_FILE);
+    let mut header = Vec::with_capacity(SQLITE_HEADER.len());
+    match std::fs::File::open(&db) {
+        Ok(file) => {
+            use std::io::Read;
+            file.take(SQLITE_HEADER.len() as u64).read_to_end(&mut header).map_err(prepare)?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return match must_exist {
+                HomeMustExist::Yes => Err(CliError::NoHome { path: home.to_owned(), inside: homes_inside(home) }),
+                HomeMustExist::No => Ok(()),
+            };
+        }
+        Err(e) => return Err(prepare(e)),
+    }
+    // An empty file is a database SQLite has not written to yet.
+    if !header.is_empty() && header != SQLITE_HEADER {
+        return Err(CliError::NotADatabase(db));
+    }
+    Ok(())
+}
+
+/// The homes in the subdirectories of `dir` (where the demo and the benchmarks make theirs), sorted.
+fn homes_inside(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    let mut homes: Vec<PathBuf> = entries
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.join(synctrail::store::sqlite::DB_FILE).is_file())
+        .collect();
+    homes.sort();
+    homes
 }
 
 /// The flag that sets a variable, for messages.
@@ -258,7 +337,7 @@ pub async fn run_command(ctx: &Context, command: &Command, out: &mut dyn Write) 
     match command {
         Command::Setup(args) => setup::execute(ctx, args, out).await.map(|()| EXIT_OK),
         Command::Send(args) => send::execute(ctx, args, out).await.map(|()| EXIT_OK),
-        Command::Run(args) => run::execute(ctx, args, out).await.map(|()| EXIT_OK),
+        Command::Run(args) => run::execute(ctx, args, out).await,
         Command::Status(args) => status::execute(ctx, args, out).await,
         Command::Show(args) => show::execute(ctx, args, out).await.map(|()| EXIT_OK),
         Command::List(args) => list::execute(ctx, args, out).await.map(|()| EXIT_OK),

@@ -15,7 +15,7 @@ use synctrail::engine::reconcile::{DiffKind, ReconcileOptions, ReconcileReport};
 
 /// Runs `synctrail reconcile`: a dry run that finds differences exits 1.
 pub async fn execute(ctx: &Context, args: &ReconcileArgs, out: &mut dyn Write) -> Result<u8, CliError> {
-    let backend = ctx.open().await?;
+    let backend = ctx.open_existing().await?;
     let engine = ctx.engine(&backend)?;
     let snapshot = compose_snapshot(&args.against, &backend).await?;
     let options = ReconcileOptions {
@@ -33,8 +33,9 @@ pub async fn execute(ctx: &Context, args: &ReconcileArgs, out: &mut dyn Write) -
             progress.set_length(total);
             progress.set_position(done);
         })
-        .await?;
+        .await;
     progress.finish_and_clear();
+    let report = report?;
     if ctx.json {
         write_json(out, &report)?;
     } else {
@@ -44,6 +45,7 @@ pub async fn execute(ctx: &Context, args: &ReconcileArgs, out: &mut dyn Write) -
 }
 
 fn print(out: &mut dyn Write, report: &ReconcileReport) -> Result<(), CliError> {
+    let resumed = report.resumed_after.is_some() || report.already_finished;
     let c = &report.counts;
     let scope = report.entity_type.as_ref().map_or_else(|| report.source.clone(), |t| format!("{}/{t}", report.source));
     writeln!(out, "reconcile {} (run {}) against {} as of {}", scope, report.run_id, report.snapshot, report.as_of)?;
@@ -71,17 +73,36 @@ fn print(out: &mut dyn Write, report: &ReconcileReport) -> Result<(), CliError> 
     for invalid in &report.invalid {
         writeln!(out, "line {}: not compared: {}", invalid.line, invalid.error)?;
     }
-    match (report.dry_run, report.sent) {
-        (true, 0) => writeln!(out, "dry run: nothing to correct")?,
-        (true, n) => writeln!(out, "dry run: {n} corrective event(s) would be sent; run again with --apply")?,
-        (false, n) => writeln!(
+    let (run, all, now) = (&report.run_id, report.sent, report.sent_now);
+    if report.already_finished {
+        writeln!(
             out,
-            "sent {n} corrective event(s) (caused_by reconcile:{}); process them with `synctrail run`",
-            report.run_id
+            "run {run} had already finished (it sent {all} corrective event(s) in all): nothing was looked at or \
+             sent this time; choose another run id (or none) for a new run"
+        )?;
+        return Ok(());
+    }
+    match (report.dry_run, resumed) {
+        (true, _) if all == 0 => writeln!(out, "dry run: nothing to correct")?,
+        (true, _) => writeln!(out, "dry run: {all} corrective event(s) would be sent; run again with --apply")?,
+        (false, _) if now == 0 && all == 0 => writeln!(out, "nothing to correct: nothing sent")?,
+        (false, false) => writeln!(
+            out,
+            "sent {now} corrective event(s) (caused_by reconcile:{run}); process them with `synctrail run`"
+        )?,
+        (false, true) if now == 0 => writeln!(
+            out,
+            "sent nothing this time ({all} corrective event(s) in all over run {run}); if the earlier ones are not \
+             processed yet, process them with `synctrail run`"
+        )?,
+        (false, true) => writeln!(
+            out,
+            "sent {now} corrective event(s) this time, {all} in all over run {run} (caused_by reconcile:{run}); \
+             process them with `synctrail run`"
         )?,
     }
     if let Some(after) = &report.resumed_after {
-        writeln!(out, "resumed run {} after {after}", report.run_id)?;
+        writeln!(out, "resumed run {run} after {after}")?;
     }
     Ok(())
 }

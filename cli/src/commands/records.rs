@@ -10,7 +10,7 @@ use std::io::Write;
 /// Runs `synctrail records`. When more records match than `--limit` shows, standard error says so and the JSON
 /// document carries `total` and `truncated`.
 pub async fn execute(ctx: &Context, args: &RecordsArgs, out: &mut dyn Write) -> Result<(), CliError> {
-    let backend = ctx.open().await?;
+    let backend = ctx.open_existing().await?;
     let mirror = backend.mirror_view("records")?;
     let prefix = args.entity.as_deref();
     // One row more than shown tells whether more exist.

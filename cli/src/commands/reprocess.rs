@@ -7,7 +7,7 @@
 use super::{parse_event_id, Context};
 use crate::args::ReprocessArgs;
 use crate::config::REPROCESS_FUNCTION;
-use crate::error::{CliError, EXIT_FAILED, EXIT_OK};
+use crate::error::{CliError, EXIT_FAILED, EXIT_OK, EXIT_UNKNOWN};
 use crate::output::{write_json, Table};
 use crate::progress::bar;
 use serde::Serialize;
@@ -52,12 +52,16 @@ fn query(args: &ReprocessArgs, now: chrono::DateTime<chrono::Utc>) -> Result<Eve
     })
 }
 
-/// Runs `synctrail reprocess`; exits 3 when any event could not be re-driven.
+/// Runs `synctrail reprocess`; exits 2 when an event id given is not recorded (and nothing else went wrong), 3
+/// when an event could not be re-driven.
 pub async fn execute(ctx: &Context, args: &ReprocessArgs, out: &mut dyn Write) -> Result<u8, CliError> {
-    let backend = ctx.open().await?;
+    let backend = ctx.open_existing().await?;
     let engine = ctx.engine(&backend)?;
     let ids: Vec<EventId> = if args.status.is_some() {
-        let query = query(args, engine.ports().clock.now())?;
+        let mut query = query(args, engine.ports().clock.now())?;
+        if let Some(text) = args.entity.as_deref() {
+            query.entity = Some(super::entity::resolve_noting(&backend.ports, text, "--entity").await?.entity);
+        }
         engine.select_for_reprocess(&query).await.map_err(CliError::store("selecting events to re-drive"))?
     } else {
         args.ids.iter().map(|id| parse_event_id(id)).collect::<Result<_, _>>()?
@@ -74,14 +78,31 @@ pub async fn execute(ctx: &Context, args: &ReprocessArgs, out: &mut dyn Write) -
     progress.finish_and_clear();
     report.dry_run = args.dry_run;
     let invoked = if args.invoke && !args.dry_run { invoke(&engine, &report, args.force).await } else { Vec::new() };
-    let failed = !report.refused.is_empty() || invoked.iter().any(|i| i.error.is_some());
+    let mut unknown = 0;
+    for refusal in &report.refused {
+        let record = engine.ports().store.get_event(&refusal.event_id).await;
+        unknown += usize::from(matches!(record, Ok(None)));
+    }
+    let code = exit_code(report.refused.len(), unknown, invoked.iter().any(|i| i.error.is_some()));
     let output = ReprocessOutput { report, invoked };
     if ctx.json {
         write_json(out, &output)?;
     } else {
         print(out, &output, args)?;
     }
-    Ok(if failed { EXIT_FAILED } else { EXIT_OK })
+    Ok(code)
+}
+
+/// 3 when an event could not be re-driven for a reason other than not being recorded (or `--invoke` failed), else
+/// 2 when an id given is not recorded (as `show` and `status` exit for an unknown id), else 0.
+fn exit_code(refused: usize, unknown: usize, invoke_failed: bool) -> u8 {
+    if invoke_failed || refused > unknown {
+        EXIT_FAILED
+    } else if unknown > 0 {
+        EXIT_UNKNOWN
+    } else {
+        EXIT_OK
+    }
 }
 
 /// Processes each checked event's re-drive now, as the processor would on receiving its message.
@@ -138,4 +159,18 @@ fn print(out: &mut dyn Write, output: &ReprocessOutput, args: &ReprocessArgs) ->
         writeln!(out, "the re-drive messages are on the queue; process them with `synctrail run`, then check `synctrail status ID`")?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_id_exits_2_and_any_other_refusal_3() {
+        assert_eq!(exit_code(0, 0, false), EXIT_OK);
+        assert_eq!(exit_code(1, 1, false), EXIT_UNKNOWN, "only ids not recorded");
+        assert_eq!(exit_code(2, 1, false), EXIT_FAILED, "an operation failed too");
+        assert_eq!(exit_code(1, 1, true), EXIT_FAILED);
+        assert_eq!(exit_code(0, 0, true), EXIT_FAILED);
+    }
 }

@@ -7,7 +7,7 @@ use crate::args::RunArgs;
 use crate::backend::AnyBackend;
 use crate::backend::BackendExt;
 use crate::duration::seconds;
-use crate::error::CliError;
+use crate::error::{CliError, EXIT_CHECK_FAILED, EXIT_OK};
 use crate::output::{write_json, Table};
 use crate::progress::RunProgress;
 use crate::runtime::{LocalRuntime, RunOptions, RunStats};
@@ -110,8 +110,19 @@ pub fn write_stats(
     Ok(())
 }
 
-/// Runs `synctrail run`.
-pub async fn execute(ctx: &Context, args: &RunArgs, out: &mut dyn Write) -> Result<(), CliError> {
+/// The exit code of a run: 1 ([`EXIT_CHECK_FAILED`]) when `--max-duration` stopped it with work left on the queue,
+/// as a script must not take it for done; 0 when it drained, when it was interrupted (Ctrl-C, SIGTERM: asked for),
+/// and with `--follow` (it runs until told to stop).
+pub fn exit_code(stats: &RunStats, follow: bool) -> u8 {
+    if stats.drained || stats.interrupted || follow {
+        EXIT_OK
+    } else {
+        EXIT_CHECK_FAILED
+    }
+}
+
+/// Runs `synctrail run`; returns the exit code ([`exit_code`]).
+pub async fn execute(ctx: &Context, args: &RunArgs, out: &mut dyn Write) -> Result<u8, CliError> {
     let backend = ctx.open().await?;
     let started = std::time::Instant::now();
     let config = ctx.config()?;
@@ -120,11 +131,22 @@ pub async fn execute(ctx: &Context, args: &RunArgs, out: &mut dyn Write) -> Resu
         ..options(args, config.record_concurrency)
     };
     let stats = run_with_progress(&backend, config.settings, &options, ctx.json).await?;
+    let code = exit_code(&stats, args.follow);
     if ctx.json {
-        return write_json(out, &stats);
+        write_json(out, &stats)?;
+        return Ok(code);
     }
     write_stats(out, &stats, started.elapsed(), dead_letters(&backend).await?)?;
-    Ok(())
+    if code != EXIT_OK {
+        writeln!(
+            out,
+            "work is left on the queue: run `synctrail {} run` again (a longer --max-duration), or look with \
+             `synctrail {} stats`",
+            backend.selector(),
+            backend.selector()
+        )?;
+    }
+    Ok(code)
 }
 
 #[cfg(test)]
@@ -138,6 +160,16 @@ mod tests {
             Ok(Command::Run(run)) => run,
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_run_stopped_by_its_max_duration_with_work_left_exits_1_unless_following_or_interrupted() {
+        let stats = |drained, interrupted| RunStats { drained, interrupted, ..RunStats::default() };
+        assert_eq!(exit_code(&stats(true, false), false), EXIT_OK);
+        assert_eq!(exit_code(&stats(false, false), false), EXIT_CHECK_FAILED, "--max-duration ran out first");
+        assert_eq!(exit_code(&stats(false, true), false), EXIT_OK, "Ctrl-C or SIGTERM: stopped as asked");
+        assert_eq!(exit_code(&stats(false, false), true), EXIT_OK, "--follow runs until told to stop");
+        assert_eq!(EXIT_CHECK_FAILED, 1);
     }
 
     #[test]

@@ -113,7 +113,7 @@ fn flags(r: &EventRecord) -> String {
 
 /// Runs `synctrail show`.
 pub async fn execute(ctx: &Context, args: &EventArgs, out: &mut dyn Write) -> Result<(), CliError> {
-    let backend = ctx.open().await?;
+    let backend = ctx.open_existing().await?;
     let record = lookup(backend.ports.store.as_ref(), &args.id).await?;
     if ctx.json {
         return write_json(out, &record.to_json_spelled_out()?);

@@ -239,7 +239,7 @@ pub fn write_report(out: &mut dyn Write, report: &StatsReport) -> std::io::Resul
     writeln!(out)?;
     let q = &report.queue;
     let mut table = Table::new(&["figure", "value"]).align_right(1);
-    let age = q.oldest_message_age_seconds.map_or_else(|| "-".to_owned(), |s| format!("{s:.1} s"));
+    let age = q.oldest_message_age_seconds.map_or_else(|| "-".to_owned(), crate::output::seconds);
     for (name, value) in [
         ("queue: visible", q.visible.to_string()),
         ("queue: in flight", q.in_flight.to_string()),
@@ -298,18 +298,14 @@ fn write_event_figures(out: &mut dyn Write, events: &EventFigures) -> std::io::R
     Ok(())
 }
 
-/// Milliseconds, readable.
+/// Milliseconds, readable (a latency since an old `updated_at` may be months).
 fn ms(value: f64) -> String {
-    if value < 1000.0 {
-        format!("{value:.1} ms")
-    } else {
-        format!("{:.2} s", value / 1000.0)
-    }
+    crate::output::seconds(value / 1000.0)
 }
 
 /// Runs `synctrail stats`, or its `--watch` loop.
 pub async fn execute(ctx: &Context, args: &StatsArgs, out: &mut dyn Write) -> Result<(), CliError> {
-    let backend = ctx.open().await?;
+    let backend = ctx.open_existing().await?;
     let Some(every) = args.watch else {
         let mut report = collect(&backend).await?;
         report.events = Some(event_figures(&backend).await?);
@@ -464,5 +460,37 @@ mod tests {
             assert!(text.contains(expected), "{expected:?} missing from:\n{text}");
         }
         assert!(text.contains("(computed from the newest 10000 events)"), "{text}");
+    }
+
+    #[test]
+    fn a_months_old_message_and_latency_read_in_days_not_millions_of_seconds() {
+        let report = StatsReport {
+            backend: BackendKind::Embedded,
+            location: "home".into(),
+            at: at(0),
+            statuses: BTreeMap::new(),
+            total: 1,
+            not_terminal: 0,
+            inflight: 0,
+            stalled_leases: 0,
+            queue: QueueFigures {
+                visible: 1,
+                in_flight: 0,
+                delayed: 0,
+                dead_letters: 0,
+                oldest_message_age_seconds: Some(19_037_024.08),
+            },
+            // Applied 220 days after the external system's updated_at.
+            events: Some(EventFigures::of(&[completed("a", 0, 19_037_000, 19_037_024)])),
+            requests: None,
+        };
+        let mut out = Vec::new();
+        assert!(write_report(&mut out, &report).is_ok());
+        let text = String::from_utf8_lossy(&out);
+        let line = |name: &str| text.lines().find(|l| l.starts_with(name)).unwrap_or_default().to_owned();
+        assert!(line("oldest message age").ends_with("220 d 8 h"), "{text}");
+        assert!(line("since updated_at").contains("220 d 8 h"), "{text}");
+        assert!(line("since received_at").contains("24.00 s"), "{text}");
+        assert!(!text.contains("19037024"), "{text}");
     }
 }

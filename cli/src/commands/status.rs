@@ -29,7 +29,7 @@ pub async fn lookup(store: &dyn EventStore, id: &str) -> Result<EventRecord, Cli
 
 /// Runs `synctrail status`; returns the exit code.
 pub async fn execute(ctx: &Context, args: &EventArgs, out: &mut dyn Write) -> Result<u8, CliError> {
-    let backend = ctx.open().await?;
+    let backend = ctx.open_existing().await?;
     let record = lookup(backend.ports.store.as_ref(), &args.id).await?;
     let report = StatusReport::from(&record);
     if ctx.json {

@@ -11,7 +11,7 @@ use synctrail::engine::{Invocation, SweepReport};
 
 /// Runs one sweep over the home's backend.
 pub async fn sweep(ctx: &Context, limit: usize) -> Result<SweepReport, CliError> {
-    let backend = ctx.open().await?;
+    let backend = ctx.open_existing().await?;
     let engine = ctx.engine(&backend)?;
     let invocation = Invocation { function: Some(SWEEPER_FUNCTION.to_owned()), ..Invocation::default() };
     engine.sweep(limit, &invocation).await.map_err(CliError::engine("sweeping expired leases"))

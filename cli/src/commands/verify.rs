@@ -2,10 +2,11 @@
 //! the result with the destination; `--repair` re-drives the newest applied event of each entity that differs.
 //!
 //! `--all` walks every head page by page, comparing content hashes first (no payload read for an entity that
-//! matches); its progress (the cursor and the counts so far) is written to a state file after every page, so a pass
-//! stopped halfway (`--pages`, Ctrl-C, a crash) resumes with `--run-id`.
+//! matches); its progress (the cursor and the counts so far) is written to a state file after every page (in the
+//! embedded home, or the current directory on AWS, unless `--state`), so a pass stopped halfway (`--pages`, Ctrl-C,
+//! a crash) resumes with `--run-id`; the file is removed once the pass finishes.
 
-use super::Context;
+use super::{entity, Context};
 use crate::args::VerifyArgs;
 use crate::error::{CliError, EXIT_CHECK_FAILED, EXIT_OK};
 use crate::output::{write_json, Table};
@@ -13,6 +14,7 @@ use crate::progress::bar;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use synctrail::compose::ComposedBackend;
 use synctrail::engine::reconcile::{new_run_id, valid_run_id};
 use synctrail::engine::verify::{EntityReport, Finding, VerifyAllOptions, VerifyOptions, VerifyReport, VerifyTotals};
 
@@ -37,18 +39,44 @@ pub struct PassOutput {
     pub totals: VerifyTotals,
     /// Entities that differ or were skipped, from this invocation.
     pub entities: Vec<EntityReport>,
-    /// The file keeping the pass's progress.
-    pub state: PathBuf,
+    /// The file keeping the pass's progress while it is unfinished (`None`: finished, the file removed).
+    pub state: Option<PathBuf>,
+    /// The command that resumes the pass, while it is unfinished.
+    pub resume: Option<String>,
 }
 
-/// Runs `synctrail verify`: exits 1 when an entity differs and no repair was sent for it.
+/// The command that resumes pass `run_id` (`state`: the `--state` given), when it is `unfinished`.
+fn resume_command(run_id: &str, state: Option<&Path>, unfinished: bool) -> Option<String> {
+    let state = state.map(|path| format!(" --state {}", path.display())).unwrap_or_default();
+    unfinished.then(|| format!("synctrail verify --all --run-id {run_id}{state}"))
+}
+
+/// Removes a finished pass's progress file (and a temporary one a crash may have left).
+fn remove_state(path: &Path) -> Result<(), CliError> {
+    for file in [path.to_owned(), path.with_extension("json.tmp")] {
+        match std::fs::remove_file(&file) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(CliError::Prepare { path: file, source }),
+        }
+    }
+    Ok(())
+}
+
+/// Runs `synctrail verify`: exits 1 when an entity differs and no repair was sent for it, 2 when nothing is
+/// recorded for the entity named (a typo is not a clean pass).
 pub async fn execute(ctx: &Context, args: &VerifyArgs, out: &mut dyn Write) -> Result<u8, CliError> {
-    let backend = ctx.open().await?;
+    let backend = ctx.open_existing().await?;
     let engine = ctx.engine(&backend)?;
     let options = VerifyOptions { repair: args.repair, trace_header: None };
-    let Some(entity) = super::list::parse_entity(args.entity.as_deref())? else {
-        return verify_all(ctx, &engine, args, options, out).await;
+    let Some(text) = args.entity.as_deref() else {
+        let state_dir = match &backend.backend {
+            ComposedBackend::Embedded { home, .. } => Some(home.clone()),
+            ComposedBackend::Aws(_) => None,
+        };
+        return verify_all(ctx, &engine, args, options, state_dir.as_deref(), out).await;
     };
+    let entity = entity::resolve_noting(&backend.ports, text, "ENTITY").await?.require_recorded()?;
     let report = engine.verify(&entity, &options).await?;
     if ctx.json {
         write_json(out, &report)?;
@@ -58,11 +86,21 @@ pub async fn execute(ctx: &Context, args: &VerifyArgs, out: &mut dyn Write) -> R
     Ok(exit_code(std::slice::from_ref(&report)))
 }
 
+/// Where a pass's progress is kept when `--state` is not given: in the embedded home (`state_dir`), else in the
+/// current directory; only while the pass is unfinished.
+pub fn default_state_path(state_dir: Option<&Path>, run_id: &str) -> PathBuf {
+    match state_dir {
+        Some(home) => home.join(format!("verify-{run_id}.json")),
+        None => PathBuf::from(format!("synctrail-verify-{run_id}.json")),
+    }
+}
+
 async fn verify_all(
     ctx: &Context,
     engine: &synctrail::Engine,
     args: &VerifyArgs,
     verify: VerifyOptions,
+    state_dir: Option<&Path>,
     out: &mut dyn Write,
 ) -> Result<u8, CliError> {
     let run_id = args.run_id.clone().unwrap_or_else(|| new_run_id(chrono::Utc::now()));
@@ -71,7 +109,7 @@ async fn verify_all(
             "--run-id {run_id:?}: use 1 to 64 letters, digits, '.', '_' or '-'"
         )));
     }
-    let path = args.state.clone().unwrap_or_else(|| PathBuf::from(format!("synctrail-verify-{run_id}.json")));
+    let path = args.state.clone().unwrap_or_else(|| default_state_path(state_dir, &run_id));
     let mut state = read_state(&path)?.unwrap_or(PassState { run_id: run_id.clone(), ..PassState::default() });
     if state.run_id != run_id {
         return Err(CliError::InvalidArgument(format!(
@@ -82,6 +120,9 @@ async fn verify_all(
     }
     let mut entities = Vec::new();
     if !state.finished {
+        if !ctx.json {
+            eprintln!("pass {run_id}: its progress is kept in {} until it finishes", path.display());
+        }
         let options = VerifyAllOptions {
             source: args.source.clone(),
             since: args.since.map(|d| chrono::Utc::now() - d),
@@ -108,7 +149,21 @@ async fn verify_all(
         saved?;
         entities = report.entities;
     }
-    let output = PassOutput { run_id, finished: state.finished, totals: state.totals.clone(), entities, state: path };
+    // A finished pass has nothing to resume: its progress file goes.
+    let kept = if state.finished {
+        remove_state(&path)?;
+        None
+    } else {
+        Some(path)
+    };
+    let output = PassOutput {
+        resume: resume_command(&run_id, args.state.as_deref(), kept.is_some()),
+        run_id,
+        finished: state.finished,
+        totals: state.totals.clone(),
+        entities,
+        state: kept,
+    };
     if ctx.json {
         write_json(out, &output)?;
     } else {
@@ -193,12 +248,12 @@ fn print_pass(out: &mut dyn Write, output: &PassOutput) -> Result<(), CliError> 
     for report in &output.entities {
         print_entity(out, report)?;
     }
-    if !output.finished {
+    if let (Some(resume), Some(state)) = (&output.resume, &output.state) {
         writeln!(
             out,
-            "the pass stopped before the end; resume it with `synctrail verify --all --run-id {} --state {}`",
-            output.run_id,
-            output.state.display()
+            "the pass stopped before the end; its progress is kept in {}: resume it with `{resume}` (and the same \
+             --source, --since and --repair)",
+            state.display()
         )?;
     }
     Ok(())

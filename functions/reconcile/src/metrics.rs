@@ -52,6 +52,8 @@ mod tests {
             as_of: DateTime::UNIX_EPOCH,
             counts: DiffCounts { same: 7, missing: 1, extra: 2, stale: 4, different: 3, ignored: 0, invalid: 1 },
             sent: 6,
+            sent_now: 6,
+            already_finished: false,
             entities: Vec::new(),
             invalid: Vec::new(),
             resumed_after: None,

@@ -137,7 +137,7 @@ impl Engine {
                 }
                 match purpose {
                     Purpose::List => {
-                        pass.letters.push(DeadLetter::staying(&letter));
+                        pass.letters.push(DeadLetter::staying(&letter, true));
                         pass.moved += 1;
                     }
                     Purpose::Redrive => {

@@ -43,10 +43,12 @@ impl DeadLetter {
         Self::new(letter, format!("event already {status}: discarded"))
     }
 
-    /// A dead letter that stays (listed) or moves back: what happens when it arrives.
-    pub(super) fn staying(letter: &Letter) -> Self {
+    /// A dead letter that stays (`listed`: nothing marked, nothing moved) or moves back: what happens when it
+    /// arrives.
+    pub(super) fn staying(letter: &Letter, listed: bool) -> Self {
         let action = match letter.status() {
             None => "not recorded yet: recorded and processed when it arrives",
+            Some(Status::Failed) if listed => "failed: a re-drive marks it for retry and moves it back to be processed",
             Some(Status::Failed) => "failed: marked for retry, processed again when it arrives",
             Some(s) if s.is_terminal() => match letter.carried {
                 Carried::Envelope(_) => "other content under this event id: rejected as a conflict when it arrives",
@@ -95,7 +97,7 @@ impl Engine {
         letter: &Letter,
         invocation: &Invocation,
     ) -> Result<DeadLetter, EngineError> {
-        let dead_letter = DeadLetter::staying(letter);
+        let dead_letter = DeadLetter::staying(letter, false);
         let mut record = letter.record.clone();
         for _ in 0..self.settings.max_rounds {
             let Some(failed) = record.filter(|r| r.status == Status::Failed) else { return Ok(dead_letter) };

@@ -140,6 +140,11 @@ pub struct ReconcileReport {
     pub counts: DiffCounts,
     /// Corrections sent by the whole run (with a dry run: that would be sent).
     pub sent: u64,
+    /// Of those, the ones this invocation sent (a resumed run's earlier parts sent the rest).
+    pub sent_now: u64,
+    /// The run had gone through every entity before this invocation, which therefore looked at nothing and sent
+    /// nothing.
+    pub already_finished: bool,
     /// The entities that are not the same, from this invocation (a resumed run lists only what it looked at).
     pub entities: Vec<EntityDiff>,
     /// The lines that are not valid envelopes.
@@ -154,8 +159,8 @@ pub struct ReconcileReport {
 /// Why a reconcile run could not be done; with `apply`, what was checkpointed stays done: resume by the run id.
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
-    /// The snapshot could not be read.
-    #[error("reading the snapshot {location}: {source}")]
+    /// The snapshot could not be read (the store's error names it).
+    #[error("{source}; check where the snapshot is")]
     Snapshot {
         /// Where it is.
         location: String,
@@ -165,8 +170,8 @@ pub enum ReconcileError {
     /// The run id is not usable.
     #[error("run id {0:?} is invalid: use 1 to 64 letters, digits, '.', '_' or '-'")]
     RunId(String),
-    /// The run id names a run over another snapshot or source.
-    #[error("run {run_id} was started over {what}; choose another run id for this one")]
+    /// The run id names a run over another snapshot, source or entity type.
+    #[error("run {run_id} was started over {what}")]
     OtherRun {
         /// The run.
         run_id: String,
@@ -304,6 +309,8 @@ impl Engine {
             as_of: state.as_of,
             counts: state.counts.clone(),
             sent: state.sent,
+            sent_now: 0,
+            already_finished: state.finished,
             entities: Vec::new(),
             invalid: rows.invalid.clone(),
             resumed_after: state.done_through.clone(),
@@ -394,6 +401,7 @@ impl Engine {
             self.save(snapshot, &mut state).await.map_err(store_error("storing the run state", &run_id))?;
         }
         report.counts = state.counts;
+        report.sent_now = state.sent - report.sent;
         report.sent = state.sent;
         report.finished = true;
         Ok(report)
@@ -489,10 +497,22 @@ impl Engine {
 
 /// Refuses to resume `state` over another snapshot, source or type.
 fn check_same_run(state: &RunState, sha: &str, options: &ReconcileOptions) -> Result<(), ReconcileError> {
+    let scope = |source: &str, entity_type: &Option<String>| match entity_type {
+        Some(t) => format!("source {source}, entity type {t}"),
+        None => format!("source {source}, every entity type"),
+    };
     let what = if state.snapshot_sha256 != sha {
-        Some(format!("another snapshot (SHA-256 {})", state.snapshot_sha256))
+        let sha = state.snapshot_sha256.get(..12).unwrap_or(&state.snapshot_sha256);
+        Some(format!(
+            "other snapshot content (SHA-256 {sha}…); a run resumes over the same content only: choose another run id \
+             for this one"
+        ))
     } else if state.source != options.source || state.entity_type != options.entity_type {
-        Some(format!("source {} and type {:?}", state.source, state.entity_type))
+        Some(format!(
+            "{}, and this one asks for {}: ask for the same to resume it, or choose another run id",
+            scope(&state.source, &state.entity_type),
+            scope(&options.source, &options.entity_type)
+        ))
     } else {
         None
     };

@@ -58,10 +58,9 @@ impl SnapshotStore for S3Snapshot {
     }
 
     async fn read(&self) -> Result<Snapshot, StoreError> {
-        let (bytes, modified) = self
-            .get(&self.key)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("snapshot {}", self.location()).into()))?;
+        let (bytes, modified) = self.get(&self.key).await?.ok_or_else(|| {
+            StoreError::NotFound(format!("reading the snapshot {}: no such object", self.location()).into())
+        })?;
         let modified_at = modified.and_then(|m| DateTime::from_timestamp(m.secs(), m.subsec_nanos()));
         Ok(Snapshot { bytes, modified_at })
     }
