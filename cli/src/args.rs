@@ -169,7 +169,8 @@ pub struct ServeArgs {
 /// `synctrail send`.
 #[derive(Debug, Args)]
 pub struct SendArgs {
-    /// The file to read, or - for standard input.
+    /// The file to read (one envelope per line, or one SQS event whose records' bodies are sent), or - for standard
+    /// input.
     pub file: String,
 }
 

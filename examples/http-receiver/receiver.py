@@ -18,6 +18,7 @@ import hashlib
 import urllib.parse
 import hmac
 import json
+import re
 import os
 import sqlite3
 import sys
@@ -53,12 +54,13 @@ def valid_signature(secret, header, body, now=None):
             timestamp = value
         elif name == "v1":
             tags.append(value)
-    if timestamp is None or not timestamp.lstrip("-").isdigit() or not tags:
+    if timestamp is None or not re.fullmatch(r"-?[0-9]+", timestamp) or not tags:
         return False
     if abs((now or time.time()) - int(timestamp)) > TOLERANCE_SECONDS:
         return False
-    expected = hmac.new(secret, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
-    return any(hmac.compare_digest(expected, tag) for tag in tags)
+    expected = hmac.new(secret, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest().encode()
+    # As bytes: a tag that is not ASCII is simply no match (compare_digest refuses non-ASCII text).
+    return any(hmac.compare_digest(expected, tag.encode("utf-8", "replace")) for tag in tags)
 
 
 def order_text(order):
@@ -120,13 +122,13 @@ class Store:
                 (key, state, order, fence, event_id, change["content_hash"]),
             )
         else:
-            if row and not change["forced"]:
-                if row[1] == order and row[4] == change["content_hash"]:
-                    return 200, {"result": "already_applied"}  # the same change under another event id
-                if row[2] > fence:
-                    return 409, {"superseded_by": row[3]}  # a newer claim wrote it: a paused sender's late write
+            if row and not change["forced"] and row[1] == order and row[4] == change["content_hash"]:
+                return 200, {"result": "already_applied"}  # the same change under another event id
+            if row and row[2] > fence:
+                # A newer claim wrote it: a paused sender's late write (forced or not: forced skips ordering only).
+                return 409, {"superseded_by": row[3]}
             state = None if change["kind"] == "delete" else json.dumps(change["payload"])
-            guard = "" if change["forced"] else " WHERE entities.ord <= excluded.ord"
+            guard = " WHERE entities.fence <= excluded.fence" if change["forced"] else " WHERE entities.ord <= excluded.ord"
             written = self.db.execute(
                 "INSERT INTO entities (key, state, ord, fence, event_id, hash) VALUES (?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (key) DO UPDATE SET state = excluded.state, ord = excluded.ord, fence = excluded.fence, "
@@ -196,7 +198,9 @@ def main():
     secret = os.environ.get("SYNCTRAIL_DESTINATION_SECRET")
     if secret is None:
         sys.stderr.write("SYNCTRAIL_DESTINATION_SECRET is not set: accepting unsigned requests\n")
-    server = ThreadingHTTPServer((args.host, args.port), handler(Store(args.db), secret and secret.encode()))
+    elif not secret:
+        sys.exit("SYNCTRAIL_DESTINATION_SECRET is set but empty: set it to the signing secret, or unset it")
+    server = ThreadingHTTPServer((args.host, args.port), handler(Store(args.db), secret.encode() if secret else None))
     print(f"listening on http://{args.host}:{server.server_address[1]}/", flush=True)
     server.serve_forever()
 

@@ -1503,14 +1503,19 @@ pub mod suite {
         assert_eq!(p.destination().state(&e).await, Some(v2));
     }
 
-    /// A forced write skips the order, local-edit and fence checks.
-    pub async fn a_forced_write_skips_the_guard(p: &Ports) {
+    /// A forced write skips the order and local-edit checks, not the fence.
+    pub async fn a_forced_write_skips_the_ordering_guard_but_not_the_fence(p: &Ports) {
         let e = entity("a");
         let (new, old) = (id("ev-new"), id("ev-old"));
         let (v_new, v_old) = (json!({"n": 2}), json!({"n": 1}));
         p.destination().apply(&snapshot(&new, &e, 20, &v_new, 5)).await.expect("apply");
         p.destination().record_local_edit(&e, json!({"n": 3}), at(30)).await;
-        let forced = Change { forced: true, ..snapshot(&old, &e, 10, &v_old, 1) };
+        // An attempt claimed before the stored write (a smaller fencing token), delayed: nothing written.
+        let stale = Change { forced: true, ..snapshot(&old, &e, 10, &v_old, 4) };
+        assert!(matches!(p.destination().apply(&stale).await, Ok(ApplyOutcome::Superseded { .. })));
+        assert_eq!(p.destination().state(&e).await, Some(json!({"n": 3})));
+        // The operator's re-drive claims the entity again: a newer token, written though older and over a local edit.
+        let forced = Change { forced: true, ..snapshot(&old, &e, 10, &v_old, 6) };
         assert_eq!(p.destination().apply(&forced).await, Ok(ApplyOutcome::Applied));
         assert_eq!(p.destination().state(&e).await, Some(v_old));
     }
@@ -1822,7 +1827,7 @@ macro_rules! for_every_destination_check {
             the_mirror_applies_each_event_at_most_once,
             an_equal_snapshot_is_already_applied,
             a_tie_with_other_content_is_applied,
-            a_forced_write_skips_the_guard,
+            a_forced_write_skips_the_ordering_guard_but_not_the_fence,
             a_destination_reads_back_what_it_holds,
             a_forced_snapshot_is_written_again_over_its_own_effect,
             in_order_deltas_add_up_out_of_order,

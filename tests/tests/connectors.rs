@@ -542,6 +542,31 @@ async fn github_echoes_of_an_outbound_write_end_duplicate_and_a_later_edit_on_gi
     assert_eq!(api.writes().len(), 1, "and nothing was written back to GitHub for it");
 }
 
+/// Verification compares our side with the replay of what was applied there: an outbound change went to GitHub, not
+/// to our side (its echo ended `duplicate`), so it is not replayed — and a repair never writes it to GitHub again.
+#[tokio::test]
+async fn verify_leaves_out_outbound_changes_a_connector_wrote_and_its_repair_writes_nothing_to_github() {
+    let api = GitHubApi::start(t0());
+    let h = over_github(&api);
+    let inbound = Env::new("github", "issue", &format!("{REPO}#1"))
+        .tenant(github_api::TENANT)
+        .at(10)
+        .payload(json!({"title": "Reported", "state": "open"}));
+    h.send_env(&inbound).await;
+    h.drain().await;
+    let outbound = issue("1", 20, json!({"title": "Spelling fixed", "state": "closed"}));
+    h.apply_in_turn(&[&outbound]).await;
+    assert_eq!((h.status_of(&outbound).await, api.writes().len()), (Status::Completed, 1));
+
+    let options = synctrail::engine::verify::VerifyOptions { repair: true, trace_header: None };
+    let report = h.engine.verify(&outbound.entity(), &options).await.expect("verify");
+
+    assert_eq!(report.finding, synctrail::engine::verify::Finding::Equal, "{report:?}");
+    assert_eq!(report.newest_event, Some(inbound.event_id()), "the newest change applied on our side");
+    assert_eq!(h.depth().await.visible, 0, "no repair re-driven");
+    assert_eq!(api.writes().len(), 1, "nothing written to GitHub again");
+}
+
 #[tokio::test]
 async fn github_echoes_of_created_issues_and_comments_end_duplicate_under_their_new_ids() {
     let api = GitHubApi::start(t0());

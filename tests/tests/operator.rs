@@ -286,6 +286,9 @@ async fn a_reprocessed_event_keeps_one_record_and_appends_to_its_history() {
     assert_eq!(h.events_of(&env.entity()).await.len(), 1, "no second event record");
     let notes: Vec<Option<&str>> = record.history.iter().map(|e| e.note.as_deref()).collect();
     assert!(notes.contains(&Some("reprocess")), "{notes:?}");
+    let last = record.history.last().expect("history");
+    assert_eq!(last.status, Status::Completed);
+    assert_eq!(last.note.as_deref(), Some("the destination had applied it already: nothing written"), "{notes:?}");
 }
 
 #[tokio::test]

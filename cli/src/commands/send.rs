@@ -1,4 +1,5 @@
-//! `synctrail send FILE|-`: one envelope per line, sent as it is to the ingest queue in batches of 10.
+//! `synctrail send FILE|-`: one envelope per line, sent as it is to the ingest queue in batches of 10 (a file holding
+//! one SQS event, as the samples in `events/` are: its records' bodies).
 
 use super::Context;
 use crate::args::SendArgs;
@@ -54,15 +55,21 @@ async fn send_batch(queue: &dyn Queue, batch: &mut Vec<OutgoingMessage>) -> Resu
     Ok(n)
 }
 
-/// Reads lines of `reader`; the line terminator (`\n` or `\r\n`) is removed, everything else is kept.
+/// Reads lines of `reader`; the line terminator (`\n` or `\r\n`) and a byte-order mark before the first line are
+/// removed, everything else is kept.
 /// Bytes that are not UTF-8 are replaced (an SQS body must be text).
 pub fn read_lines(reader: impl Read) -> impl Iterator<Item = std::io::Result<String>> {
     let mut reader = BufReader::new(reader);
+    let mut first = true;
     std::iter::from_fn(move || {
         let mut buf = Vec::new();
         match reader.read_until(b'\n', &mut buf) {
             Ok(0) => None,
             Ok(_) => {
+                // A byte-order mark some editors write at the start of a file is not part of the first envelope.
+                if std::mem::take(&mut first) && buf.starts_with(b"\xEF\xBB\xBF") {
+                    buf.drain(..3);
+                }
                 if buf.last() == Some(&b'\n') {
                     buf.pop();
                     if buf.last() == Some(&b'\r') {
@@ -76,18 +83,29 @@ pub fn read_lines(reader: impl Read) -> impl Iterator<Item = std::io::Result<Str
     })
 }
 
-/// Runs `synctrail send`.
+/// The bodies of the records of an SQS event (`{"Records": [{"body": …}, …]}`, as Lambda hands one to the
+/// processor and as the samples in `events/` are), or `None` when `text` is not one.
+pub fn sqs_event_bodies(text: &[u8]) -> Option<Vec<String>> {
+    let event: serde_json::Value = serde_json::from_slice(text).ok()?;
+    let records = event.get("Records")?.as_array()?;
+    records.iter().map(|r| r.get("body")?.as_str().map(str::to_owned)).collect()
+}
+
+/// Runs `synctrail send`: a file holding one SQS event sends its records' bodies; anything else, its lines.
 pub async fn execute(ctx: &Context, args: &SendArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let backend = ctx.open().await?;
-    let reader: Box<dyn Read> = if args.file == "-" {
-        Box::new(std::io::stdin())
+    let input: Box<dyn Iterator<Item = std::io::Result<String>>> = if args.file == "-" {
+        Box::new(read_lines(std::io::stdin()))
     } else {
-        let file =
-            std::fs::File::open(&args.file).map_err(|source| CliError::Read { path: args.file.clone(), source })?;
-        Box::new(file)
+        let read = |source| CliError::Read { path: args.file.clone(), source };
+        let bytes = std::fs::read(&args.file).map_err(read)?;
+        match sqs_event_bodies(&bytes) {
+            Some(bodies) => Box::new(bodies.into_iter().map(Ok)),
+            None => Box::new(read_lines(std::io::Cursor::new(bytes))),
+        }
     };
     let mut read_error = None;
-    let lines = read_lines(reader).map_while(|line| match line {
+    let lines = input.map_while(|line| match line {
         Ok(line) => Some(line),
         Err(e) => {
             read_error = Some(e);
@@ -120,6 +138,29 @@ pub async fn execute(ctx: &Context, args: &SendArgs, out: &mut dyn Write) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_byte_order_mark_before_the_first_line_is_not_part_of_it() {
+        let input = "\u{FEFF}{\"a\":1}\n\u{FEFF}second";
+        let lines: Vec<String> = read_lines(input.as_bytes()).filter_map(Result::ok).collect();
+        assert_eq!(lines, vec!["{\"a\":1}", "\u{FEFF}second"], "only at the start of the input");
+    }
+
+    #[test]
+    fn the_sample_sqs_events_send_their_records_bodies_and_ndjson_is_not_one() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../events");
+        for sample in ["sqs-envelopes.json", "sqs-out-of-order.json", "sqs-malformed.json"] {
+            let text = std::fs::read(dir.join(sample)).expect("sample");
+            let event: serde_json::Value = serde_json::from_slice(&text).expect("JSON");
+            let bodies = sqs_event_bodies(&text).unwrap_or_else(|| panic!("{sample} is an SQS event"));
+            let expected: Vec<&str> =
+                event["Records"].as_array().expect("records").iter().filter_map(|r| r["body"].as_str()).collect();
+            assert_eq!(bodies, expected, "{sample}");
+        }
+        let ndjson = b"{\"source\":\"github\"}\n{\"source\":\"shopify\"}\n";
+        assert_eq!(sqs_event_bodies(ndjson), None);
+        assert_eq!(sqs_event_bodies(b"{\"Records\": [{\"no\": \"body\"}]}"), None);
+    }
 
     #[test]
     fn lines_keep_their_content_and_lose_only_the_terminator() {

@@ -141,9 +141,10 @@ impl SqliteDestination {
         let event_id = change.event_id.as_str();
         // The idempotency key: an event written before (a retry after a crash or a timeout) has no second effect.
         // Looking is cheap here, so it is done on every attempt, not only when `previous_attempt_unknown` says so.
+        // A forced change (an operator's repair) is written again even so: it puts back a state that was lost.
         let seen: Option<i64> =
             tx.query_row("SELECT 1 FROM applied_events WHERE event_id = ?1", [event_id], |r| r.get(0)).optional()?;
-        if seen.is_some() {
+        if seen.is_some() && !change.forced {
             return Ok(ApplyOutcome::AlreadyApplied);
         }
         let entity_key = change.entity.to_string();
@@ -156,7 +157,8 @@ impl SqliteDestination {
             params![entity_key, state, deleted, order.nanos, order.version, hash, event_id, change.forced],
         )?;
         let outcome = if written == 1 {
-            tx.execute("INSERT INTO applied_events (event_id, entity_key) VALUES (?1, ?2)", [event_id, &entity_key])?;
+            let effect = "INSERT OR IGNORE INTO applied_events (event_id, entity_key) VALUES (?1, ?2)";
+            tx.execute(effect, [event_id, &entity_key])?;
             ApplyOutcome::Applied
         } else {
             // Refused by the condition: the stored row is newer, or the very same change.
@@ -187,6 +189,10 @@ impl Destination for SqliteDestination {
             Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
                 DestinationError::retryable(format!("the records database is busy: {e}"))
             }
+            // A full disk or an I/O error may pass: the event waits for its retry instead of failing for good.
+            Some(rusqlite::ErrorCode::DiskFull | rusqlite::ErrorCode::SystemIoFailure) => {
+                DestinationError::retryable(format!("the records database could not be written: {e}"))
+            }
             _ => DestinationError::Permanent(format!("writing the record failed: {e}")),
         })
     }
@@ -209,6 +215,16 @@ mod tests {
     }
 
     async fn apply(store: &SqliteDestination, id: &str, seconds: i64, payload: serde_json::Value) -> ApplyOutcome {
+        apply_with(store, id, seconds, payload, false).await
+    }
+
+    async fn apply_with(
+        store: &SqliteDestination,
+        id: &str,
+        seconds: i64,
+        payload: serde_json::Value,
+        forced: bool,
+    ) -> ApplyOutcome {
         let (event_id, entity) =
             (EventId::parse(id).expect("id"), EntityKey::new("t", "s", "issue", "1").expect("key"));
         let change = Change {
@@ -222,7 +238,7 @@ mod tests {
             payload: &payload,
             fence: 1,
             policy: Policy::LatestWins,
-            forced: false,
+            forced,
             attempt: 1,
             previous_attempt_unknown: false,
             deadline: None,
@@ -247,6 +263,19 @@ mod tests {
         assert_eq!(apply(&store, "e-1", 10, json!({"v": 1})).await, ApplyOutcome::AlreadyApplied);
         assert_eq!(apply(&store, "e-other-id", 10, json!({"v": 1})).await, ApplyOutcome::AlreadyApplied);
         assert_eq!(store.applied_count().expect("count"), 1);
+    }
+
+    #[tokio::test]
+    async fn a_forced_repair_writes_an_event_applied_before_again_and_keeps_one_effect() {
+        let (_dir, store) = store();
+        apply(&store, "e-1", 10, json!({"v": 1})).await;
+        apply(&store, "e-2", 20, json!({"v": 2})).await;
+        // e-2's state was lost or changed behind our back: the operator re-drives it, forced.
+        assert_eq!(apply_with(&store, "e-1", 10, json!({"v": 1}), true).await, ApplyOutcome::Applied);
+        assert_eq!(store.rows().expect("rows")[0].state, Some(json!({"v": 1})), "forced: older, written anyway");
+        assert_eq!(apply_with(&store, "e-2", 20, json!({"v": 2}), true).await, ApplyOutcome::Applied);
+        assert_eq!(store.rows().expect("rows")[0].state, Some(json!({"v": 2})));
+        assert_eq!(store.applied_count().expect("count"), 2, "one effect record an event");
     }
 
     #[tokio::test]

@@ -32,4 +32,9 @@ impl Destination for ByDirection {
     async fn read(&self, entity: &EntityKey) -> Result<Option<DestinationRecord>, ReadError> {
         self.inbound.read(entity).await
     }
+
+    /// Only inbound changes are applied where `read` reads; outbound ones went to the external system.
+    fn reads_back(&self, direction: Direction) -> bool {
+        direction == Direction::Inbound
+    }
 }

@@ -7,7 +7,7 @@
 use crate::destination::{
     ApplyOutcome, Change, Destination, DestinationError, DestinationRecord, MirrorView, ReadError,
 };
-use crate::model::EntityKey;
+use crate::model::{Direction, EntityKey};
 use async_trait::async_trait;
 use serde_json::Value;
 use std::sync::Arc;
@@ -100,6 +100,10 @@ impl Destination for RequireDependencies {
 
     async fn read(&self, entity: &EntityKey) -> Result<Option<DestinationRecord>, ReadError> {
         self.inner.read(entity).await
+    }
+
+    fn reads_back(&self, direction: Direction) -> bool {
+        self.inner.reads_back(direction)
     }
 }
 

@@ -2,7 +2,7 @@
 
 use super::{ApplyOutcome, Change, Destination, DestinationError, DestinationRecord, ReadError};
 use crate::clock::Clock;
-use crate::model::EntityKey;
+use crate::model::{Direction, EntityKey};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rand::rngs::SmallRng;
@@ -94,5 +94,9 @@ impl Destination for DrillDestination {
     /// Reads are not drilled: they pass through.
     async fn read(&self, entity: &EntityKey) -> Result<Option<DestinationRecord>, ReadError> {
         self.inner.read(entity).await
+    }
+
+    fn reads_back(&self, direction: Direction) -> bool {
+        self.inner.reads_back(direction)
     }
 }

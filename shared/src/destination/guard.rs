@@ -176,7 +176,13 @@ pub fn decide(
     if let Some(delta) = &change.delta {
         return add_delta(row, change, delta, now).map(Decision::Add);
     }
-    if let Some(outcome) = row.filter(|_| !change.forced).and_then(|r| refusal(r, change)) {
+    let refused = match row {
+        // Forced: ordering skipped, the fence kept (an attempt delayed past a later claim writes nothing).
+        Some(row) if change.forced => fenced_off(row, change),
+        Some(row) => refusal(row, change),
+        None => None,
+    };
+    if let Some(outcome) = refused {
         return Ok(Decision::Skip(outcome));
     }
     Ok(Decision::Write(snapshot(change, now)))
@@ -199,10 +205,13 @@ pub fn refusal(row: &MirrorRecord, change: &PendingChange) -> Option<ApplyOutcom
             return Some(ApplyOutcome::AlreadyApplied);
         }
     }
-    if row.fence > change.fence {
-        return Some(ApplyOutcome::Superseded { by: holder() });
-    }
-    None
+    fenced_off(row, change)
+}
+
+/// A change claimed before the write `row` holds (its fencing token is smaller): superseded by that write.
+fn fenced_off(row: &MirrorRecord, change: &PendingChange) -> Option<ApplyOutcome> {
+    let holder = || row.event_id.clone().unwrap_or_else(|| format!("mirror:{}", row.entity_key));
+    (row.fence > change.fence).then(|| ApplyOutcome::Superseded { by: holder() })
 }
 
 /// What an `in_order` delta does to `row`: its amounts add into the totals (an overflow is refused for good); if
@@ -395,6 +404,12 @@ mod tests {
         }
         let forced = PendingChange { forced: true, ..older };
         assert_eq!(written(decide(Some(&edited), &forced, t(0))).modified_at, None);
+        // Forced skips ordering, not the fence: an attempt claimed before the stored write writes nothing.
+        let late = PendingChange { forced: true, fence: 4, ..forced };
+        assert_eq!(
+            decide(Some(&edited), &late, t(0)),
+            Ok(Decision::Skip(ApplyOutcome::Superseded { by: "ev-1".into() }))
+        );
     }
 
     #[test]

@@ -193,4 +193,12 @@ pub trait Destination: Send + Sync {
         let _ = entity;
         Err(ReadError::unsupported())
     }
+
+    /// Whether changes going `direction` are applied where [`Destination::read`] reads: verification replays only
+    /// those (and repairs only those). The default: every change is; with an outbound connector, outbound changes
+    /// go to the external system instead ([`ByDirection`]).
+    fn reads_back(&self, direction: Direction) -> bool {
+        let _ = direction;
+        true
+    }
 }

@@ -589,7 +589,8 @@ async fn apply(
     record.write_started_at = Some(engine.now());
     let result = AssertUnwindSafe(engine.ports.destination.apply(&change)).catch_unwind().await;
     let end = match result {
-        Ok(Ok(ApplyOutcome::Applied | ApplyOutcome::AlreadyApplied)) => End::Completed(None),
+        Ok(Ok(ApplyOutcome::Applied)) => End::Completed(None),
+        Ok(Ok(ApplyOutcome::AlreadyApplied)) => End::AlreadyApplied,
         Ok(Ok(ApplyOutcome::Written(write))) => End::Completed(Some(write)),
         Ok(Ok(ApplyOutcome::Superseded { by })) => End::Dropped(by),
         Ok(Ok(ApplyOutcome::MissingDependency { key, .. })) if key == envelope.entity => End::Failed(error_info(

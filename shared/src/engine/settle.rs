@@ -15,8 +15,11 @@ use chrono::{DateTime, Duration, Utc};
 /// How an attempt ended.
 #[derive(Debug)]
 pub(super) enum End {
-    /// Applied (or applied before this retry); with what an outbound write left in the external system.
+    /// Applied; with what an outbound write left in the external system.
     Completed(Option<ExternalWrite>),
+    /// The destination had applied this event already (an earlier attempt, a reprocess of a completed event):
+    /// completed, nothing written this time.
+    AlreadyApplied,
     /// The destination holds something newer.
     Dropped(String),
     /// A permanent error.
@@ -133,6 +136,13 @@ pub(super) async fn settle(
         let mut other_heads = Vec::new();
         let mut dependency_head = None;
         let disposition = match (&end, lost_hold) {
+            (End::AlreadyApplied, _) => {
+                record.completed_at = Some(now);
+                record.written = None;
+                let note = Some("the destination had applied it already: nothing written".to_owned());
+                record.transition(engine.entry(Status::Completed, attempt, invocation, note))?;
+                Disposition::Ack
+            }
             (End::Completed(written), _) => {
                 record.completed_at = Some(now);
                 record.written = written.clone();

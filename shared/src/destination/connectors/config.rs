@@ -1,7 +1,7 @@
 //! The outbound connector's typed configuration (`SYNCTRAIL_OUTBOUND` and the variables of the chosen connector),
 //! read once; errors name the variable and what it should hold. Tokens never show in `Debug` output or errors.
 
-use crate::destination::http::config::{millis, parse_url, requests};
+use crate::destination::http::config::{millis, parse_url, requests, shown_url};
 use crate::destination::http::transport::TransportSettings;
 use crate::destination::http::HttpConfigError;
 use http::Uri;
@@ -198,7 +198,7 @@ fn api_url(
     if url.query().is_some() {
         return Err(HttpConfigError::Invalid {
             variable,
-            value: text,
+            value: shown_url(&text),
             expected: "a base URL without a query, e.g. https://api.github.com",
         });
     }

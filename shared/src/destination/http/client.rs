@@ -35,7 +35,7 @@ pub struct HttpDestination {
 impl std::fmt::Debug for HttpDestination {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpDestination")
-            .field("url", &self.url)
+            .field("url", &super::config::shown_url(&self.url.to_string()))
             .field("signed", &self.secret.is_some())
             .finish_non_exhaustive()
     }

@@ -157,7 +157,7 @@ fn whole_number(
 
 /// An absolute `http://` or `https://` URL with a host, no credentials and no fragment, from `variable`.
 pub(crate) fn parse_url(variable: &'static str, text: &str) -> Result<Uri, HttpConfigError> {
-    let invalid = |expected| HttpConfigError::Invalid { variable, value: text.to_owned(), expected };
+    let invalid = |expected| HttpConfigError::Invalid { variable, value: shown_url(text), expected };
     let url: Uri = text.trim().parse().map_err(|_| invalid("an absolute http:// or https:// URL"))?;
     if !matches!(url.scheme_str(), Some("http" | "https")) {
         return Err(invalid("an absolute http:// or https:// URL"));
@@ -172,6 +172,21 @@ pub(crate) fn parse_url(variable: &'static str, text: &str) -> Result<Uri, HttpC
         }
         Some(_) => Ok(url),
     }
+}
+
+/// `text` as an error may show it: credentials before an `@` and a query (`?access_token=…`) are hidden, as a URL
+/// refused for holding them would otherwise print them.
+pub(crate) fn shown_url(text: &str) -> String {
+    let text = text.trim();
+    let (url, query) = match text.split_once('?') {
+        Some((url, _)) => (url, "?<hidden>"),
+        None => (text, ""),
+    };
+    let (scheme, rest) = url.split_once("://").map_or(("", url), |(scheme, rest)| (scheme, rest));
+    let (authority, path) = rest.find('/').map_or((rest, ""), |at| rest.split_at(at));
+    let host = authority.rsplit_once('@').map_or_else(|| authority.to_owned(), |(_, host)| format!("<hidden>@{host}"));
+    let scheme = if scheme.is_empty() { String::new() } else { format!("{scheme}://") };
+    format!("{scheme}{host}{path}{query}")
 }
 
 fn secret(value: String) -> Result<Secret, HttpConfigError> {
@@ -198,6 +213,15 @@ mod tests {
 
     fn error_of(vars: &[(&str, &str)]) -> String {
         HttpDestinationConfig::from_lookup(lookup(vars)).map(|_| ()).expect_err("invalid").to_string()
+    }
+
+    #[test]
+    fn a_refused_url_is_shown_without_its_credentials_or_query() {
+        let said = error_of(&[(URL_VARIABLE, "https://x-access-token:ghp_secret@erp.example.com/hook")]);
+        assert!(!said.contains("ghp_secret") && said.contains("https://<hidden>@erp.example.com/hook"), "{said}");
+        assert_eq!(shown_url("ftp://u:p@host/a?token=t"), "ftp://<hidden>@host/a?<hidden>");
+        assert_eq!(shown_url("u:p@host"), "<hidden>@host");
+        assert_eq!(shown_url(" https://erp.example.com/synctrail "), "https://erp.example.com/synctrail");
     }
 
     #[test]

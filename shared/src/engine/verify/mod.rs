@@ -255,7 +255,12 @@ impl Engine {
         let query = EventQuery { entity: Some(entity.clone()), ..EventQuery::default() };
         let events = self.ports.store.list_events(&query).await?;
         let policy = self.settings.policy_for(&entity.entity_type);
-        let applied = replay::applied(&events, policy);
+        // Only what was applied where the destination reads: an outbound change a connector wrote to the external
+        // system is not there (its echo ended `duplicate`), and a repair must not write it there again.
+        let destination = &self.ports.destination;
+        let here: Vec<EventRecord> =
+            events.into_iter().filter(|e| e.direction.is_none_or(|d| destination.reads_back(d))).collect();
+        let applied = replay::applied(&here, policy);
         let actual = self.ports.destination.read(entity).await?;
         if actual.as_ref().is_some_and(|a| a.event_id.as_deref() == Some(LOCAL_EDIT)) {
             return Ok(EntityReport::skipped(
