@@ -76,8 +76,11 @@ pub fn parse_time(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
 /// Parses a positive rate per second (`50`, `50/s` or `0.5`).
 pub fn parse_rate(text: &str) -> Result<f64, String> {
     match text.trim().trim_end_matches("/s").parse::<f64>() {
-        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
-        _ => Err(format!("invalid rate {text:?}: expected a positive number per second such as 50 or 50/s")),
+        Ok(rate) if synctrail::engine::pacing::is_valid_rate(rate) => Ok(rate),
+        _ => Err(format!(
+            "invalid rate {text:?}: expected a number per second of at least {} such as 50 or 50/s",
+            synctrail::engine::pacing::MIN_RATE_PER_SECOND
+        )),
     }
 }
 

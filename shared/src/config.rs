@@ -32,6 +32,12 @@ pub fn env_var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
+/// Whether the variable `name` configures the engine, its backend or its destination: a `SYNCTRAIL_*` variable other
+/// than the webhook ones (`SYNCTRAIL_WEBHOOK_*`, the ingress's own, read by the ingest function and `serve`).
+pub fn configures_the_engine(name: &str) -> bool {
+    name.starts_with("SYNCTRAIL_") && !name.starts_with("SYNCTRAIL_WEBHOOK_")
+}
+
 /// The embedded backend's home when `SYNCTRAIL_HOME` is unset, off Lambda.
 pub const DEFAULT_HOME: &str = "./.synctrail";
 /// The embedded backend's home when `SYNCTRAIL_HOME` is unset, on Lambda (its only writable directory).

@@ -357,9 +357,7 @@ pub async fn run_command(ctx: &Context, command: &Command, out: &mut dyn Write) 
 /// The environment's `SYNCTRAIL_*` variables that configure the engine and its destination: not the webhook ones,
 /// which `serve` reads (references included) itself.
 fn configuration_vars() -> Vec<(String, String)> {
-    std::env::vars()
-        .filter(|(name, _)| name.starts_with("SYNCTRAIL_") && !name.starts_with("SYNCTRAIL_WEBHOOK_"))
-        .collect()
+    std::env::vars().filter(|(name, _)| synctrail::config::configures_the_engine(name)).collect()
 }
 
 /// Parses an event id given on the command line; a malformed one can't be recorded (exit code 2, like an unknown id).

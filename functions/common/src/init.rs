@@ -50,9 +50,11 @@ impl Function {
     }
 }
 
-/// The configuration the process environment describes, secrets named by reference read from Secrets Manager.
+/// The configuration the process environment describes, secrets named by reference read from Secrets Manager. The
+/// webhook variables (`SYNCTRAIL_WEBHOOK_*`) are the ingest function's own, read by it (its secrets too): they are
+/// left out, so a cold start reads no secret twice.
 pub async fn config_from_env() -> Result<Config, InitError> {
-    let vars = std::env::vars().filter(|(name, _)| name.starts_with("SYNCTRAIL_")).collect();
+    let vars = std::env::vars().filter(|(name, _)| synctrail::config::configures_the_engine(name)).collect();
     let (endpoint, region) = (synctrail::config::env_var("AWS_ENDPOINT_URL"), synctrail::config::env_var("AWS_REGION"));
     config_from_vars(vars, endpoint.as_deref(), region.as_deref()).await
 }

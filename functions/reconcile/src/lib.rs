@@ -101,8 +101,9 @@ pub async fn handle(
 ) -> Result<Value, ReconcileLambdaError> {
     let request: ReconcileRequest =
         serde_json::from_value(request).map_err(|e| ReconcileLambdaError::Invalid(e.to_string()))?;
-    if request.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
-        return Err(ReconcileLambdaError::Invalid("rate must be a positive number per second".into()));
+    if request.rate.is_some_and(|r| !synctrail::engine::pacing::is_valid_rate(r)) {
+        let least = synctrail::engine::pacing::MIN_RATE_PER_SECOND;
+        return Err(ReconcileLambdaError::Invalid(format!("rate must be a number per second of at least {least}")));
     }
     let snapshot = compose_snapshot(&request.snapshot, &function.composed).await?;
     let options = ReconcileOptions {

@@ -135,8 +135,9 @@ pub async fn handle(engine: &Engine, request: Value, invocation: &Invocation) ->
             .map(|id| EventId::parse(id).map_err(|e| ReprocessLambdaError::Invalid(e.to_string())))
             .collect::<Result<_, _>>()?,
     };
-    if request.rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
-        return Err(ReprocessLambdaError::Invalid("rate must be a positive number per second".into()));
+    if request.rate.is_some_and(|r| !synctrail::engine::pacing::is_valid_rate(r)) {
+        let least = synctrail::engine::pacing::MIN_RATE_PER_SECOND;
+        return Err(ReprocessLambdaError::Invalid(format!("rate must be a number per second of at least {least}")));
     }
     let options = ReprocessOptions {
         force: request.force,

@@ -52,11 +52,13 @@ pub(crate) fn method_not_allowed(method: &str, allowed: &'static str) -> LambdaF
     response
 }
 
-/// 503 with `Retry-After` when the store may answer later, 500 otherwise.
+/// 503 with `Retry-After` when the store may answer later, 500 otherwise. The body names the error by its stable code
+/// only: the store's own text (an SDK's message may name the account, a role or the table) goes to the log.
 pub(crate) fn store_failed(event_id: &EventId, error: &StoreError) -> LambdaFunctionUrlResponse {
     let retryable = error.is_retryable();
     let body = json!({
-        "error": format!("reading event {event_id}: {error}"),
+        "error": format!("reading event {event_id} failed ({}); the function's log has the detail", error.code()),
+        "code": error.code(),
         "event_id": event_id,
         "retryable": retryable,
     });

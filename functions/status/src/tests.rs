@@ -177,8 +177,12 @@ async fn a_retryable_store_error_answers_503_with_a_retry_hint() {
     assert_eq!(response.status_code, 503);
     assert_eq!(header(&response, "retry-after"), Some("1"));
     let body = body(&response);
-    assert_eq!(body["retryable"], true);
-    assert!(body["error"].as_str().is_some_and(|e| e.contains("slow down")), "{body}");
+    assert_eq!((body["retryable"].as_bool(), body["code"].as_str()), (Some(true), Some("StoreThrottled")));
+    let said = body["error"].as_str().unwrap_or_default();
+    assert!(
+        said.contains("StoreThrottled") && !said.contains("slow down"),
+        "the store's own text stays in the log: {body}"
+    );
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@ mod dead_letters;
 pub mod decide;
 mod error;
 mod intake;
+pub mod pacing;
 mod read_past;
 pub mod reconcile;
 mod records;

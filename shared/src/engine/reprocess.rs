@@ -7,7 +7,6 @@ use crate::model::{EntityKey, Envelope, EventId, EventRecord, Message, RedriveRe
 use crate::store::{EventQuery, OutgoingMessage, StoreError};
 use serde::Serialize;
 use std::collections::BTreeSet;
-use std::time::Duration as StdDuration;
 
 /// SQS takes at most this many messages per send.
 const SEND_BATCH: usize = 10;
@@ -175,7 +174,7 @@ impl Engine {
             done += chunk.len();
             progress(done);
             if let Some(rate) = options.rate_per_second.filter(|r| *r > 0.0 && !options.dry_run) {
-                let due = StdDuration::from_secs_f64(chunk.len() as f64 / rate);
+                let due = super::pacing::time_to_send(chunk.len(), rate);
                 if let Some(rest) = due.checked_sub(started.elapsed()) {
                     tokio::time::sleep(rest).await;
                 }

@@ -87,8 +87,10 @@ fn dead_lettered(
     let error = ErrorInfo {
         kind: ErrorKind::DeadLettered,
         message: format!(
-            "the queue dead-lettered its message before it was processed (throttled or busy deliveries count towards \
-             maxReceiveCount); move it back with `synctrail dead-letters --redrive` or `synctrail reprocess {}`",
+            "its message reached the dead-letter queue before the event was processed: the queue gave up (throttled \
+             or busy deliveries count towards maxReceiveCount), or the processor could not process it for good (its \
+             log says why, at the time the message was dead-lettered); move it back with `synctrail dead-letters \
+             --redrive` or `synctrail reprocess {}`",
             record.event_id
         ),
         retryable: false,

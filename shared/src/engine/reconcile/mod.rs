@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::time::{Duration as StdDuration, Instant};
+use std::time::Instant;
 
 /// Entities handled between two checkpoints of a run's state when nothing is sent.
 pub const CHECKPOINT_EVERY: usize = 1000;
@@ -390,7 +390,7 @@ impl Engine {
             progress(done, total);
             if let Some(rate) = options.rate_per_second.filter(|r| *r > 0.0 && options.apply && !corrections.is_empty())
             {
-                let due = StdDuration::from_secs_f64(corrections.len() as f64 / rate);
+                let due = crate::engine::pacing::time_to_send(corrections.len(), rate);
                 if let Some(rest) = due.checked_sub(started.elapsed()) {
                     tokio::time::sleep(rest).await;
                 }

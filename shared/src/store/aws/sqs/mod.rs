@@ -22,6 +22,7 @@ mod held;
 
 use self::held::{Handle, Held};
 use super::error::{build_error, from_sdk};
+use super::pause;
 use crate::store::{OutgoingMessage, Queue, QueueDepth, QueueMessage, StoreError};
 use async_trait::async_trait;
 use aws_sdk_sqs::types::{
@@ -37,6 +38,9 @@ use std::collections::HashMap;
 const BATCH: usize = 10;
 /// SQS's limit of body bytes per batch call (and per message).
 const BATCH_BYTES: usize = 1024 * 1024;
+/// Calls of one batch before its entries that keep failing (the server's fault) make an error: each repeat asks
+/// again for only those, after a jittered pause.
+const BATCH_ROUNDS: u32 = 3;
 /// SQS's longest delay, in seconds.
 const MAX_DELAY: i64 = 900;
 /// SQS's longest visibility timeout, in seconds.
@@ -287,7 +291,10 @@ impl SqsQueue {
         }
         let mut ids: Vec<Option<String>> = vec![None; chunk.len()];
         let mut pending = entries;
-        for round in 0..2 {
+        for round in 0..BATCH_ROUNDS {
+            if round > 0 {
+                pause::before_round(round).await;
+            }
             let out = self
                 .client
                 .send_message_batch()
@@ -304,10 +311,10 @@ impl SqsQueue {
             if out.failed.is_empty() {
                 break;
             }
-            if round == 1 {
+            if round + 1 == BATCH_ROUNDS {
                 let first = &out.failed[0];
                 let message = format!(
-                    "{} of {} messages to {url} failed twice; first: {} {}",
+                    "{} of {} messages to {url} failed {BATCH_ROUNDS} times; first: {} {}",
                     out.failed.len(),
                     chunk.len(),
                     first.code,
@@ -522,7 +529,10 @@ impl Queue for SqsQueue {
                 entries.push(entry.map_err(|e| build_error("deleting messages", e))?);
             }
             let mut pending = entries;
-            for round in 0..2 {
+            for round in 0..BATCH_ROUNDS {
+                if round > 0 {
+                    pause::before_round(round).await;
+                }
                 let out = self
                     .client
                     .delete_message_batch()
@@ -536,9 +546,14 @@ impl Queue for SqsQueue {
                 if retry.is_empty() {
                     break;
                 }
-                if round == 1 {
+                if round + 1 == BATCH_ROUNDS {
                     return Err(StoreError::Unavailable(
-                        format!("deleting {} messages from {} failed twice", retry.len(), self.queue_url).into(),
+                        format!(
+                            "deleting {} messages from {} failed {BATCH_ROUNDS} times",
+                            retry.len(),
+                            self.queue_url
+                        )
+                        .into(),
                     ));
                 }
                 pending.retain(|entry| retry.contains(&entry.id()));
