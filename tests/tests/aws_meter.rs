@@ -166,8 +166,9 @@ async fn aws_meter_reads_bill_per_started_4_kb_and_storage_counts_overheads() {
     assert_eq!(stored.index_bytes, (5014 + 100) + (10 + 100), "the ALL entry and the KEYS_ONLY one");
 }
 
-/// `synctrail --backend aws --json bench <args>` against the test server, in a home of its own: its JSON report.
-async fn aws_bench(args: &[&str]) -> serde_json::Value {
+/// `synctrail --backend aws --json bench <args>` against the test server, in a home of its own and with no resource
+/// flags (every benchmark makes fresh resources): its JSON report.
+pub(crate) async fn aws_bench(args: &[&str]) -> serde_json::Value {
     use clap::Parser;
     let home = crate::support::temp_home();
     let endpoint = endpoint();

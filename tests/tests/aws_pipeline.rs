@@ -336,34 +336,20 @@ async fn aws_a_message_sent_right_after_a_run_stops_is_not_hidden_by_the_runs_la
     assert_eq!(bodies, ["sent after the run"], "hidden for {:?} and counting", started.elapsed());
 }
 
-/// `synctrail --backend aws --json bench <args>` on the test server with no resource flags (each benchmark makes fresh
-/// resources): its JSON report.
-async fn bench_on_fresh_aws_resources(args: &[&str]) -> serde_json::Value {
-    use clap::Parser;
-    let home = crate::support::temp_home();
-    let endpoint = endpoint();
-    let home = home.path().to_str().expect("UTF-8");
-    let global = ["synctrail", "--home", home, "--backend", "aws", "--endpoint-url", &endpoint, "--serialize-dynamodb"];
-    let all = global.iter().chain(&["--json", "bench"]).chain(args);
-    let cli = synctrail_cli::args::Cli::try_parse_from(all).expect("valid arguments");
-    let mut out = Vec::new();
-    let code = synctrail_cli::commands::dispatch(&cli, &mut out).await.expect("the benchmark runs without --table");
-    assert_eq!(code, 0);
-    serde_json::from_slice(&out).expect("one JSON report")
-}
-
+/// Each benchmark makes fresh resources of its own: none needs `--table` or the other resource flags.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aws_every_benchmark_makes_its_own_resources_and_needs_no_resource_flags() {
-    let webhooks = bench_on_fresh_aws_resources(&["webhooks", "--webhooks", "4"]).await;
+    use crate::aws_meter::aws_bench;
+    let webhooks = aws_bench(&["webhooks", "--webhooks", "4", "--serialize-dynamodb"]).await;
     assert_eq!(webhooks["webhooks"], 4, "{webhooks}");
     assert_eq!(webhooks["sends_per_webhook"].as_f64(), Some(1.0), "{webhooks}");
 
-    let verify = bench_on_fresh_aws_resources(&["verify", "--entities", "3"]).await;
+    let verify = aws_bench(&["verify", "--entities", "3", "--serialize-dynamodb"]).await;
     assert_eq!((verify["backend"].as_str(), verify["entities"].as_u64()), (Some("aws"), Some(3)), "{verify}");
     let totals = &verify["totals"];
     assert_eq!((totals["examined"].as_u64(), totals["equal"].as_u64()), (Some(3), Some(3)), "{verify}");
 
-    let destination = bench_on_fresh_aws_resources(&["destination", "--applies", "4", "--entities", "2"]).await;
+    let destination = aws_bench(&["destination", "--applies", "4", "--entities", "2", "--serialize-dynamodb"]).await;
     assert_eq!((destination["destination"].as_str(), destination["applies"].as_u64()), (Some("mirror"), Some(4)));
     assert_eq!(destination["outcomes"].as_object().map(|o| o.values().filter_map(|n| n.as_u64()).sum()), Some(4));
 }
