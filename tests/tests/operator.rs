@@ -343,6 +343,25 @@ async fn after_crashes_leave_leases_behind_one_sweep_and_a_run_drain_everything(
     assert_eq!(h.depth().await.visible + h.depth().await.in_flight, 0);
 }
 
+#[tokio::test]
+async fn a_sweep_whose_invocation_is_about_to_end_stops_and_says_so_and_the_next_one_does_the_work() {
+    let h = Harness::new();
+    let env = Env::issue("c-late").at(10).titled("crashes once");
+    h.script.on(&env.entity(), Step::Crash { write: false });
+    h.send_env(&env).await;
+    assert!(h.deliver(1).await.crashed());
+    h.advance(h.options.function_timeout + Duration::seconds(5));
+
+    let ending = Invocation { deadline: Some(h.now() + Duration::seconds(4)), ..operator() };
+    let report = h.engine.sweep(100, &ending).await.expect("sweep");
+    assert!(report.out_of_time, "{report:?}");
+    assert!(report.redriven.is_empty() && report.examined == 0, "nothing started so near the end: {report:?}");
+
+    let fresh = Invocation { deadline: Some(h.now() + Duration::seconds(60)), ..operator() };
+    let report = h.engine.sweep(100, &fresh).await.expect("sweep");
+    assert_eq!((report.out_of_time, report.redriven), (false, vec![env.event_id()]));
+}
+
 /// Half the crashes happen after the write landed.
 fn n_even(env: &Env) -> bool {
     env.entity().external_id.ends_with(['0', '2', '4'])

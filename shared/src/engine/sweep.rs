@@ -37,7 +37,14 @@ pub struct SweepReport {
     pub dead_letters_discarded: Vec<Discarded>,
     /// Entities flagged `needs_verification` that were verified, with what was found (recorded on their heads).
     pub verified: Vec<VerifiedEntity>,
+    /// The invocation's deadline came near ([`SWEEP_RESERVE`]): the sweep stopped where it was, and what it did not
+    /// reach waits for the next one.
+    pub out_of_time: bool,
 }
+
+/// What a sweep keeps before its invocation's deadline, to return what it did (the sweeper prints its metrics then)
+/// instead of being stopped mid-write: after an outage one sweep may find more than its invocation has time for.
+pub const SWEEP_RESERVE: chrono::Duration = chrono::Duration::seconds(5);
 
 impl Engine {
     /// Finds up to `limit` heads whose in-flight lease expired and re-drives their event when it is not done (or
@@ -47,16 +54,36 @@ impl Engine {
     /// waited too long; then looks at up to `limit` dead letters, recording those the engine does not know and
     /// removing those whose event is already done; then verifies up to `limit` entities flagged
     /// `needs_verification`.
+    /// A sweep whose invocation's deadline comes near stops where it is ([`SweepReport::out_of_time`]).
     pub async fn sweep(&self, limit: usize, invocation: &Invocation) -> Result<SweepReport, EngineError> {
         let mut report = SweepReport::default();
         self.sweep_expired_leases(limit, invocation, &mut report).await?;
+        if self.stops_sweep(invocation, &mut report) {
+            return Ok(report);
+        }
         self.sweep_stranded(limit, invocation, &mut report).await?;
+        if self.stops_sweep(invocation, &mut report) {
+            return Ok(report);
+        }
         self.sweep_waits(limit, invocation, &mut report).await?;
+        if self.stops_sweep(invocation, &mut report) {
+            return Ok(report);
+        }
         let dead_letters = self.record_dead_letters(limit, invocation).await?;
         report.dead_letters_recorded = dead_letters.recorded;
         report.dead_letters_discarded = dead_letters.discarded;
+        if self.stops_sweep(invocation, &mut report) {
+            return Ok(report);
+        }
         report.verified = self.verify_flagged(limit).await?;
         Ok(report)
+    }
+
+    /// Whether the sweep must stop now: its invocation's deadline is less than [`SWEEP_RESERVE`] away (noted in
+    /// `report`), or a phase stopped for it already.
+    fn stops_sweep(&self, invocation: &Invocation, report: &mut SweepReport) -> bool {
+        report.out_of_time |= invocation.deadline.is_some_and(|deadline| self.now() + SWEEP_RESERVE >= deadline);
+        report.out_of_time
     }
 
     /// Acts on up to `limit` heads whose lease expired (`limit` 0: all of them). A head whose hold its event's record
@@ -76,14 +103,14 @@ impl Engine {
             let heads = self.ports.store.expired_leases(before, read.listed).await?;
             let listed = heads.len();
             for head in heads {
-                if read.done() {
+                if read.done() || self.stops_sweep(invocation, report) {
                     break;
                 }
                 if examined.insert(head.entity.clone()) {
                     read.count(self.sweep_expired_head(head, before, invocation, report).await?);
                 }
             }
-            if !read.again(listed) {
+            if report.out_of_time || !read.again(listed) {
                 break;
             }
         }
@@ -155,7 +182,7 @@ impl Engine {
             let page = self.ports.store.list_events(&query).await?;
             let listed = page.len();
             for record in page {
-                if read.done() {
+                if read.done() || self.stops_sweep(invocation, report) {
                     break;
                 }
                 if !examined.insert(record.event_id.clone()) {
@@ -186,7 +213,7 @@ impl Engine {
                 report.redriven.push(record.event_id);
                 read.count(true);
             }
-            if !read.again(listed) {
+            if report.out_of_time || !read.again(listed) {
                 break;
             }
         }
@@ -203,6 +230,9 @@ impl Engine {
         let waiting = self.ports.store.list_events(&query).await?;
         report.waits_examined = waiting.len();
         for record in waiting {
+            if self.stops_sweep(invocation, report) {
+                break;
+            }
             let Some(since) = record.waiting_since else { continue };
             if self.now() - since > self.settings.max_wait {
                 if self.fail_wait(record.event_id.clone(), invocation).await? {
