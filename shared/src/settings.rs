@@ -101,8 +101,9 @@ impl Settings {
         }
     }
 
-    /// The queue a re-drive of `record` goes to: the queue of the last processor function that claimed it, when
-    /// [`Settings::redrive_queues`] names one; `None`: the one queue.
+    /// The queue a re-drive of `record` goes to: the queue of the last processor function that wrote its history
+    /// (claimed it, or queued it on arrival), when [`Settings::redrive_queues`] names one; `None`: the one queue.
+    /// Functions not named there (the sweeper, the CLI) are passed over.
     pub fn redrive_queue_for(&self, record: &crate::model::EventRecord) -> Option<&str> {
         if self.redrive_queues.is_empty() {
             return None;
@@ -111,7 +112,6 @@ impl Settings {
             .history
             .iter()
             .rev()
-            .filter(|entry| entry.status == crate::model::Status::Processing)
             .filter_map(|entry| entry.function.as_deref())
             .map(|function| function.split_once(':').map_or(function, |(name, _)| name))
             .find_map(|name| self.redrive_queues.get(name))

@@ -243,6 +243,11 @@ async fn aws_dead_letter_moves_the_body_to_the_dlq() {
     let handle = record.receipt_handle().expect("handle").to_owned();
     queue.dead_letter(&handle, record.body().unwrap_or_default(), None).await.expect("dead letter");
     assert_eq!(queue.depth().await.expect("depth").dead_letters, 2);
+
+    // A handle SQS no longer takes (its visibility ended): the copy in the DLQ is the move; the failed delete is
+    // not an error, which would have the caller retry the message and dead-letter it a second time.
+    queue.dead_letter("an-expired-receipt-handle", "expired", None).await.expect("moved though not deleted");
+    assert_eq!(queue.depth().await.expect("depth").dead_letters, 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

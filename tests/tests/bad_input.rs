@@ -362,10 +362,14 @@ async fn when_every_record_must_be_retried_every_record_is_listed() {
         batch.response.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
     assert_eq!(listed, sent);
     assert!(batch.records.iter().all(|r| *r == RecordResult::NotStarted));
+    // With no time left to make them visible again, they come back after the visibility timeout.
+    assert!(h.receive(10).await.is_empty(), "not released past the deadline");
+    h.advance(h.options.visibility_timeout);
+    assert_eq!(h.receive(10).await.len(), 3);
 }
 
 #[tokio::test]
-async fn a_record_not_started_because_the_deadline_is_near_is_listed() {
+async fn a_record_not_started_because_the_deadline_is_near_is_listed_and_comes_back_at_once() {
     let h = Harness::new();
     let envs = [valid(6), valid(7), valid(8)];
     let mut ids = Vec::new();
@@ -383,8 +387,7 @@ async fn a_record_not_started_because_the_deadline_is_near_is_listed() {
     for env in &envs[1..] {
         assert!(h.try_record(&env.event_id()).await.is_none(), "a record not started leaves no trace");
     }
-    // They come back after the visibility timeout and complete.
-    h.advance(h.options.visibility_timeout);
+    // They are made visible again at once (not after the visibility timeout) and complete.
     let again = h.drain().await;
     assert_eq!(again.iter().map(|d| d.messages.len()).sum::<usize>(), 2);
     for env in &envs {

@@ -190,6 +190,59 @@ async fn a_wait_whose_resume_message_was_lost_is_resumed_by_the_sweeper() {
     assert_eq!(h.status_of(&stock).await, Status::Completed);
 }
 
+/// Sends to another queue land on the one queue, each noted with the URL it was sent to.
+#[derive(Default)]
+struct NotesSendsTo {
+    sent_to: std::sync::Mutex<Vec<(String, String)>>,
+}
+
+#[async_trait::async_trait]
+impl crate::support::hooked_queue::QueueHooks for NotesSendsTo {
+    async fn send_to(
+        &self,
+        inner: &dyn synctrail::store::Queue,
+        queue: &str,
+        messages: Vec<synctrail::store::OutgoingMessage>,
+    ) -> Result<Vec<String>, synctrail::store::StoreError> {
+        let noted = messages.iter().map(|m| (queue.to_owned(), m.body.clone()));
+        self.sent_to.lock().expect("lock").extend(noted);
+        inner.send(messages).await
+    }
+}
+
+#[tokio::test]
+async fn the_sweepers_re_drive_goes_to_the_queue_of_the_processor_that_recorded_the_event() {
+    let h = Harness::with(Options { max_receives: 1, ..Options::default() });
+    let event = Env::issue("77").at(10).titled("v1");
+    h.script.next(Step::Crash { write: false });
+    h.send_env(&event).await;
+    assert!(h.deliver(1).await.crashed());
+    h.advance(h.options.visibility_timeout);
+    assert!(h.receive(1).await.is_empty(), "dead-lettered instead of received again");
+
+    // The sweeper of a deployment with two processors: this one's queue is named for its function.
+    let erp_queue = "https://sqs.us-east-1.amazonaws.com/123456789012/synctrail-erp";
+    let function = crate::support::FUNCTION.split_once(':').map_or(crate::support::FUNCTION, |(name, _)| name);
+    let mut settings = h.options.settings.clone();
+    settings.redrive_queues.insert(function.to_owned(), erp_queue.to_owned());
+    let hooks = Arc::new(crate::support::hooked_queue::HookedQueue {
+        inner: Arc::clone(&h.ports().queue),
+        hooks: NotesSendsTo::default(),
+    });
+    let ports = synctrail::Ports { queue: hooks.clone(), ..h.ports().clone() };
+    let sweeper = Engine::new(ports, settings);
+    let report = sweeper.sweep(100, &operator()).await.expect("sweep");
+
+    assert_eq!(report.redriven, vec![event.event_id()]);
+    let sent = hooks.hooks.sent_to.lock().expect("lock").clone();
+    assert!(
+        matches!(sent.as_slice(), [(queue, body)] if queue == erp_queue && body.contains(event.event_id().as_str())),
+        "{sent:?}"
+    );
+    h.drain().await;
+    assert_eq!(h.status_of(&event).await, Status::Completed);
+}
+
 // ---- disabled sources ----
 
 #[tokio::test]
@@ -255,6 +308,8 @@ async fn reprocessing_an_unknown_or_rejected_event_is_refused_with_the_reason() 
     let reasons: Vec<&str> = report.refused.iter().map(|r| r.reason.as_str()).collect();
     assert!(reasons[0].contains("never-sent") && reasons[0].contains("not recorded"), "{reasons:?}");
     assert!(reasons[1].contains(rejected.as_str()) && reasons[1].contains("rejected"), "{reasons:?}");
+    let not_recorded: Vec<bool> = report.refused.iter().map(|r| r.not_recorded).collect();
+    assert_eq!(not_recorded, [true, false], "only the unknown id is not recorded");
 }
 
 #[tokio::test]

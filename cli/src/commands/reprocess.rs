@@ -78,11 +78,7 @@ pub async fn execute(ctx: &Context, args: &ReprocessArgs, out: &mut dyn Write) -
     progress.finish_and_clear();
     report.dry_run = args.dry_run;
     let invoked = if args.invoke && !args.dry_run { invoke(&engine, &report, args.force).await } else { Vec::new() };
-    let mut unknown = 0;
-    for refusal in &report.refused {
-        let record = engine.ports().store.get_event(&refusal.event_id).await;
-        unknown += usize::from(matches!(record, Ok(None)));
-    }
+    let unknown = report.refused.iter().filter(|refusal| refusal.not_recorded).count();
     let code = exit_code(report.refused.len(), unknown, invoked.iter().any(|i| i.error.is_some()));
     let output = ReprocessOutput { report, invoked };
     if ctx.json {

@@ -1,7 +1,8 @@
 //! The processor Lambda's handler: an `SqsEvent` in, an `SqsBatchResponse` naming exactly the records to retry out.
 //!
 //! Each record is parsed, validated and processed on its own, with panics caught: one bad record never fails the
-//! batch. Records not started before the invocation's deadline minus a safety margin are returned for retry.
+//! batch. Records not started before the invocation's deadline minus a safety margin are returned for retry, and
+//! made visible again at once (else they would wait out the queue's visibility timeout, six function timeouts).
 //! Before any record starts, the bodies the batch's new events would archive are archived in one write
 //! ([`Engine::prepare_batch`]: one S3 object per batch); if that write fails each record archives its own.
 //!
@@ -30,6 +31,9 @@ use std::sync::Arc;
 use synctrail::engine::{Disposition, Engine, Incoming, Outcome, OutcomeFacts, Prepared};
 use tracing::field::Empty;
 use tracing::{Instrument, Span};
+
+/// How long, at most, an invocation spends making the records it did not start visible again.
+pub const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// How one record of a batch ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,6 +185,8 @@ impl Processor {
             .collect()
             .await;
         finished.sort_by_key(|(index, ..)| *index);
+        let not_started = finished.iter().filter(|(_, result, _)| *result == RecordResult::NotStarted);
+        self.release(not_started.filter_map(|(index, ..)| messages[*index].receipt_handle.as_deref()), context).await;
 
         let mut response = SqsBatchResponse::default();
         let mut unidentified_retries = 0;
@@ -296,6 +302,38 @@ impl Processor {
                 tracing::error!("the engine panicked on this record; it will be retried");
                 RecordResult::Failed("the engine panicked".to_owned())
             }
+        }
+    }
+
+    /// Makes the messages of records not started visible again at once, so that the next invocation takes them
+    /// instead of their waiting out the visibility timeout. Bounded by [`RELEASE_WAIT`] and the deadline: a message
+    /// not released in time comes back after the visibility timeout, as before.
+    async fn release<'a>(&self, receipts: impl Iterator<Item = &'a str>, context: &InvocationContext) {
+        let queue = &self.engine.ports().queue;
+        let releases: Vec<_> = receipts.map(|receipt| queue.change_visibility(receipt, Duration::zero())).collect();
+        if releases.is_empty() {
+            return;
+        }
+        let left = (context.deadline - self.engine.ports().clock.now()).to_std().unwrap_or_default();
+        let wait = left.min(RELEASE_WAIT);
+        let count = releases.len();
+        if wait.is_zero() {
+            tracing::warn!(
+                count,
+                "the deadline has passed: the records not started come back after the visibility timeout"
+            );
+            return;
+        }
+        match tokio::time::timeout(wait, futures_util::future::join_all(releases)).await {
+            Ok(results) => {
+                if let Some(error) = results.into_iter().find_map(Result::err) {
+                    tracing::warn!(error = %error, "a record not started could not be made visible again; it comes back after the visibility timeout");
+                }
+            }
+            Err(_) => tracing::warn!(
+                count,
+                "the records not started were not made visible again in time; they come back after the visibility timeout"
+            ),
         }
     }
 

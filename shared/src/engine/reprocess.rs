@@ -84,6 +84,8 @@ pub struct Refusal {
     pub event_id: EventId,
     /// Why, and what to do.
     pub reason: String,
+    /// The event is not recorded (a wrong id, or expired): nothing to re-drive, as opposed to a re-drive that failed.
+    pub not_recorded: bool,
 }
 
 /// What a reprocess did (or, with `dry_run`, would do).
@@ -164,7 +166,11 @@ impl Engine {
                         status: record.status,
                         entity_key: envelope.entity.to_string(),
                     }),
-                    Err(e) => report.refused.push(Refusal { event_id: (*id).clone(), reason: e.to_string() }),
+                    Err(e) => report.refused.push(Refusal {
+                        event_id: (*id).clone(),
+                        reason: e.to_string(),
+                        not_recorded: matches!(e, ReprocessError::NotFound(_)),
+                    }),
                 }
             }
             if !options.dry_run {
@@ -209,6 +215,7 @@ impl Engine {
                 Err(e) => refused.extend(group.into_iter().map(|c| Refusal {
                     reason: ReprocessError::Send(c.event_id.clone(), e.clone()).to_string(),
                     event_id: c.event_id,
+                    not_recorded: false,
                 })),
             }
         }

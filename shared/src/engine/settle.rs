@@ -591,7 +591,7 @@ impl Engine {
             Ok(waiting) => {
                 for record in waiting.iter().filter(|r| r.status == Status::Waiting) {
                     tracing::info!(event_id = %record.event_id, dependency = %dependency, "dependency completed; resuming");
-                    self.send_redrive(&record.event_id, record.entity.as_ref(), invocation).await;
+                    self.send_redrive_of(record, record.entity.as_ref(), invocation).await;
                 }
             }
             Err(e) => {
@@ -618,7 +618,7 @@ impl Engine {
         }
         let looked_at = record.write_started_at.unwrap_or(record.updated_at) - self.settings.clock_margin;
         if dependency_appeared_since(dependency, looked_at) {
-            self.send_redrive(&record.event_id, record.entity.as_ref(), invocation).await;
+            self.send_redrive_of(record, record.entity.as_ref(), invocation).await;
         }
     }
 
@@ -630,10 +630,36 @@ impl Engine {
         entity: Option<&EntityKey>,
         invocation: &Invocation,
     ) {
+        self.send_redrive_to(event_id, entity, None, invocation).await;
+    }
+
+    /// Sends the re-drive of a recorded event to the queue of the processor that recorded it
+    /// ([`crate::Settings::redrive_queue_for`]; the one queue when none is named).
+    pub(crate) async fn send_redrive_of(
+        &self,
+        record: &EventRecord,
+        entity: Option<&EntityKey>,
+        invocation: &Invocation,
+    ) {
+        let queue = self.settings.redrive_queue_for(record);
+        self.send_redrive_to(&record.event_id, entity, queue, invocation).await;
+    }
+
+    async fn send_redrive_to(
+        &self,
+        event_id: &crate::model::EventId,
+        entity: Option<&EntityKey>,
+        queue: Option<&str>,
+        invocation: &Invocation,
+    ) {
         let body = Message::redrive_body(event_id, entity, RedriveReason::Promotion, false);
         let mut message = OutgoingMessage::new(body);
         message.trace_header = invocation.trace_id.clone();
-        if let Err(e) = self.ports.queue.send(vec![message]).await {
+        let sent = match queue {
+            Some(url) => self.ports.queue.send_to(url, vec![message]).await,
+            None => self.ports.queue.send(vec![message]).await,
+        };
+        if let Err(e) = sent {
             tracing::warn!(event_id = %event_id, error = %e, "promotion not sent; the sweeper will re-drive it");
         }
     }

@@ -142,8 +142,8 @@ impl Engine {
                     report.settles_finished.push(event_id);
                 }
             }
-            Some(_) => {
-                self.send_redrive(&event_id, Some(&head.entity), invocation).await;
+            Some(record) => {
+                self.send_redrive_of(&record, Some(&head.entity), invocation).await;
                 report.redriven.push(event_id);
             }
             // A claim cut short before its record write (the claim writes the head first): the event's message
@@ -209,7 +209,7 @@ impl Engine {
                     continue;
                 }
                 tracing::warn!(event_id = %record.event_id, entity = %entity, "queued with nothing to promote it; re-driving");
-                self.send_redrive(&record.event_id, Some(entity), invocation).await;
+                self.send_redrive_of(&record, Some(entity), invocation).await;
                 report.redriven.push(record.event_id);
                 read.count(true);
             }
@@ -245,7 +245,7 @@ impl Engine {
             };
             let head = self.ports.store.get_head(&dependency).await?;
             if head.is_some_and(|h| dependency_appeared_since(&h, since - self.settings.clock_margin)) {
-                self.send_redrive(&record.event_id, record.entity.as_ref(), invocation).await;
+                self.send_redrive_of(&record, record.entity.as_ref(), invocation).await;
                 report.waits_resumed.push(record.event_id);
             }
         }

@@ -202,7 +202,10 @@ impl SqsQueue {
     }
 
     /// Moves a message to the dead-letter queue given its body: sends `body` (with `trace_header`) to the DLQ,
-    /// then deletes the original by `receipt_handle`.
+    /// then deletes the original by `receipt_handle`. Once the copy is in the DLQ the move has happened: a failed
+    /// delete is logged, not returned, since the caller would then retry the message and dead-letter it twice (a
+    /// Lambda's event source deletes it anyway, as a record not named for retry; elsewhere it comes back as a
+    /// redelivery).
     pub async fn dead_letter_message(
         &self,
         receipt_handle: &str,
@@ -215,13 +218,12 @@ impl SqsQueue {
             trace_header: trace_header.map(str::to_owned),
         };
         self.send_to(&self.dlq_url, vec![message]).await?;
-        self.client
-            .delete_message()
-            .queue_url(&self.queue_url)
-            .receipt_handle(receipt_handle)
-            .send()
-            .await
-            .map_err(|e| from_sdk("deleting a dead-lettered message from the queue", e))?;
+        let deleted =
+            self.client.delete_message().queue_url(&self.queue_url).receipt_handle(receipt_handle).send().await;
+        if let Err(e) = deleted {
+            let error = from_sdk("deleting a dead-lettered message from the queue", e);
+            tracing::warn!(error = %error, "the message is in the dead-letter queue; its original was not deleted");
+        }
         self.held.forget(receipt_handle);
         Ok(())
     }
