@@ -11,8 +11,9 @@ use crate::support::*;
 use chrono::Duration;
 use serde_json::{json, Value};
 use std::sync::Arc;
-use synctrail::destination::connectors::github::marker;
-use synctrail::destination::connectors::{GitHubConnector, ShopifyConnector};
+use synctrail::destination::connectors::github::{marker, LOOKBACK, LOOKBACK_PAGE};
+use synctrail::destination::connectors::{GitHubConnector, ShopifyConnector, MAX_REDIRECTS};
+use synctrail::destination::http::transport::MAX_ANSWER_BYTES;
 use synctrail::destination::Destination;
 use synctrail::ingress::{Ingress, IngressConfig, Provider, Secret, Verdict};
 use synctrail::model::{ErrorKind, EventId, EventRecord, Message, RedriveReason, Status, StatusReport};
@@ -83,6 +84,29 @@ async fn deliver_webhooks(h: &Harness, source: &str, webhooks: Vec<Webhook>) -> 
     }
     h.drain().await;
     events
+}
+
+/// The pages of `path` the stand-in was asked for (`GET path?…&page=N`), in order.
+fn pages_listed(api: &GitHubApi, path: &str) -> Vec<String> {
+    let lists = api.requests().into_iter().filter(|r| r.method == "GET" && r.path == path);
+    lists
+        .map(|r| {
+            assert_eq!(r.query.get("per_page"), Some(&LOOKBACK_PAGE.to_string()), "small pages: {:?}", r.query);
+            r.query.get("page").cloned().unwrap_or_default()
+        })
+        .collect()
+}
+
+/// Sends `create`, has its first attempt write and then fail with a 5xx, lets `meanwhile` happen on GitHub, then
+/// delivers the retry; returns the retry's record.
+async fn create_retried_after(h: &Harness, api: &GitHubApi, create: &Env, meanwhile: impl FnOnce()) -> EventRecord {
+    api.fault(github_api::Fault::AfterWrite(502));
+    h.send_env(create).await;
+    let d = h.deliver(1).await;
+    assert_eq!(h.status_of(create).await, Status::Errored, "the first attempt's outcome is unknown");
+    meanwhile();
+    h.advance(d.retry_after(0));
+    deliver_one(h, create).await
 }
 
 /// Delivers the only queued message and returns the event's record.
@@ -268,6 +292,156 @@ async fn a_reprocessed_create_finds_its_issue_and_creates_no_second_one() {
     assert_eq!((api.issue_count(), api.writes().len()), (2, 1), "one issue, one write");
 }
 
+#[tokio::test]
+async fn a_retried_create_pages_through_newer_issues_to_find_its_marker_and_creates_nothing_twice() {
+    let api = GitHubApi::start(t0());
+    let h = over_github(&api);
+    let create = github("issue", &format!("{REPO}#draft-5")).kind("create").payload(json!({"title": "Busy repo"}));
+
+    let done = create_retried_after(&h, &api, &create, || api.open_issues_on_github(40, "Opened meanwhile")).await;
+
+    assert_eq!(done.status, Status::Completed, "{done:?}");
+    assert_eq!(done.written.and_then(|w| w.created), Some(format!("{REPO}#2")), "the issue the first attempt made");
+    assert_eq!((api.issue_count(), api.writes().len()), (42, 1), "40 issues of others, ours once");
+    let issues = format!("/repos/{REPO}/issues");
+    assert_eq!(pages_listed(&api, &issues), ["1", "2", "3", "4", "5"], "41st newest: on page 5, the last asked for");
+}
+
+#[tokio::test]
+async fn a_retried_create_finds_its_marker_behind_newer_issues_too_long_for_one_answer() {
+    let api = GitHubApi::start(t0());
+    let h = over_github(&api);
+    let create = github("issue", &format!("{REPO}#draft-6")).kind("create").payload(json!({"title": "Under PRs"}));
+    let long_body = "Bumps the dependency. ".repeat(1000);
+
+    let done = create_retried_after(&h, &api, &create, || api.open_issues_on_github(90, &long_body)).await;
+
+    let newest: usize = (3..=92u64).map(|n| serde_json::to_vec(&api.issue(n)).expect("JSON").len()).sum();
+    assert!(newest > MAX_ANSWER_BYTES, "one answer of the newest {LOOKBACK} would be cut: {newest} bytes");
+    assert_eq!(done.status, Status::Completed, "{done:?}");
+    assert_eq!(done.written.and_then(|w| w.created), Some(format!("{REPO}#2")));
+    assert_eq!((api.issue_count(), api.writes().len()), (92, 1), "no second issue");
+    assert_eq!(pages_listed(&api, &format!("/repos/{REPO}/issues")).len(), 10, "the 91st newest is on page 10");
+}
+
+#[tokio::test]
+async fn a_retried_create_looks_through_at_most_the_100_newest_issues_in_10_requests_then_creates() {
+    let api = GitHubApi::start(t0());
+    let h = over_github(&api);
+    let create = github("issue", &format!("{REPO}#draft-7")).kind("create").payload(json!({"title": "Far back"}));
+
+    let done =
+        create_retried_after(&h, &api, &create, || api.open_issues_on_github(LOOKBACK, "Opened meanwhile")).await;
+
+    let pages = pages_listed(&api, &format!("/repos/{REPO}/issues"));
+    let expected: Vec<String> = (1..=LOOKBACK / LOOKBACK_PAGE).map(|page| page.to_string()).collect();
+    assert_eq!(pages, expected, "{LOOKBACK} newest, {LOOKBACK_PAGE} a page, then no further");
+    assert_eq!(done.status, Status::Completed, "{done:?}");
+    assert_eq!(
+        done.written.and_then(|w| w.created),
+        Some(format!("{REPO}#103")),
+        "the documented limit: with more than {LOOKBACK} newer issues the retry creates another"
+    );
+    assert_eq!(api.writes(), [format!("POST /repos/{REPO}/issues"), format!("POST /repos/{REPO}/issues")]);
+}
+
+#[tokio::test]
+async fn a_retried_comment_create_pages_through_the_repositorys_newest_comments() {
+    let api = GitHubApi::start(t0());
+    let h = over_github(&api);
+    let reply = github("issue_comment", "reply-5")
+        .kind("create")
+        .payload(json!({"repository": REPO, "issue_number": 1, "body": "Once only"}));
+
+    let done = create_retried_after(&h, &api, &reply, || api.comment_on_github(15, "Me too")).await;
+
+    assert_eq!(done.status, Status::Completed, "{done:?}");
+    let created: u64 = done.written.and_then(|w| w.created).expect("the comment's id").parse().expect("an id");
+    assert!(api.comment(created)["body"].as_str().is_some_and(|b| b.starts_with("Once only")));
+    assert_eq!((api.comments().len(), api.writes().len()), (17, 1), "the first comment, 15 of others, ours once");
+    assert_eq!(pages_listed(&api, &format!("/repos/{REPO}/issues/comments")), ["1", "2"]);
+}
+
+// ---- GitHub: redirects ----
+
+#[tokio::test]
+async fn changes_to_a_renamed_repository_follow_its_301_and_land_under_the_new_name() {
+    let api = GitHubApi::start(t0());
+    let h = over_github(&api);
+    api.renamed_from("Hello-World-Old");
+    let update =
+        github("issue", "Codertocat/Hello-World-Old#1").at(0).payload(json!({"title": "Renamed, still written"}));
+    let create = github("issue", "Codertocat/Hello-World-Old#draft-8")
+        .kind("create")
+        .payload(json!({"title": "Created under the old name"}));
+
+    h.apply_in_turn(&[&update, &create]).await;
+
+    assert_eq!((h.status_of(&update).await, h.status_of(&create).await), (Status::Completed, Status::Completed));
+    assert_eq!(api.issue(1)["title"], "Renamed, still written");
+    assert_eq!(api.issue(2)["title"], "Created under the old name");
+    assert_eq!(api.writes(), [format!("PATCH /repos/{REPO}/issues/1"), format!("POST /repos/{REPO}/issues")]);
+    let requests = api.requests();
+    let lines: Vec<String> = requests.iter().map(|r| r.line()).collect();
+    assert_eq!(
+        lines,
+        [
+            "PATCH /repos/Codertocat/Hello-World-Old/issues/1".to_owned(),
+            format!("PATCH /repos/{REPO}/issues/1"),
+            "POST /repos/Codertocat/Hello-World-Old/issues".to_owned(),
+            format!("POST /repos/{REPO}/issues"),
+        ]
+    );
+    for pair in requests.chunks(2) {
+        assert_eq!(pair[0].raw, pair[1].raw, "the same body again");
+        assert_eq!(pair[1].headers["authorization"], format!("Bearer {}", github_api::TOKEN));
+    }
+}
+
+#[tokio::test]
+async fn a_redirect_to_another_origin_fails_the_event_and_sends_nothing_there() {
+    let api = GitHubApi::start(t0());
+    let elsewhere = GitHubApi::start(t0());
+    let h = over_github(&api);
+    let moved = Response::json(302, &json!({"message": "Found"}))
+        .with("Location", format!("{}/repos/{REPO}/issues/1", elsewhere.url()));
+    api.fault(github_api::Fault::Answer(moved));
+    let change = issue("1", 0, json!({"title": "Not for another host"}));
+
+    h.apply_in_turn(&[&change]).await;
+
+    let record = h.record_of(&change).await;
+    assert_eq!(record.status, Status::Failed, "{record:?}");
+    let error = record.error.expect("the refusal is recorded");
+    assert_eq!(error.kind, ErrorKind::Permanent);
+    assert!(error.message.contains("redirected to another origin"), "{}", error.message);
+    assert!(error.message.contains(elsewhere.url()) && error.message.contains(api.url()), "{}", error.message);
+    assert!(!error.message.contains(github_api::TOKEN));
+    assert!(elsewhere.requests().is_empty(), "the token never went to the other origin");
+    assert_eq!((api.requests().len(), api.writes().len()), (1, 0));
+}
+
+#[tokio::test]
+async fn redirects_are_followed_at_most_three_times_in_a_row() {
+    let api = GitHubApi::start(t0());
+    let h = over_github(&api);
+    for _ in 0..=MAX_REDIRECTS {
+        let again = Response::json(307, &json!({"message": "Temporary Redirect"}))
+            .with("Location", format!("/repos/{REPO}/issues/1"));
+        api.fault(github_api::Fault::Answer(again));
+    }
+    let change = issue("1", 0, json!({"title": "Round and round"}));
+
+    h.apply_in_turn(&[&change]).await;
+
+    let record = h.record_of(&change).await;
+    assert_eq!(record.status, Status::Failed, "{record:?}");
+    let message = record.error.expect("error").message;
+    assert!(message.contains("redirected more than 3 times"), "{message}");
+    assert_eq!(api.requests().len(), MAX_REDIRECTS + 1, "the request and three redirects, no more");
+    assert!(api.writes().is_empty());
+}
+
 // ---- GitHub: refusals ----
 
 #[tokio::test]
@@ -345,6 +519,15 @@ async fn every_kind_of_github_rate_limit_answer_is_throttled_for_its_delay_and_n
             60,
         ),
         (
+            "403 with retry-after and x-ratelimit-remaining: 0: retry-after first",
+            limited(
+                403,
+                "You have exceeded a secondary rate limit.",
+                &[("retry-after", "30".into()), used_up[0].clone(), used_up[1].clone()],
+            ),
+            30,
+        ),
+        (
             "429 with retry-after",
             limited(429, "Too many requests", &[("retry-after", "30".into()), remaining.clone()]),
             30,
@@ -380,6 +563,43 @@ async fn every_kind_of_github_rate_limit_answer_is_throttled_for_its_delay_and_n
         assert_eq!((h.status_of(&change).await, h.status_of(&other).await), (Status::Completed, Status::Completed));
         assert_eq!(api.issue(1)["title"], case);
     }
+}
+
+#[tokio::test]
+async fn secondary_limits_in_a_row_without_retry_after_wait_twice_as_long_each_time_until_an_answer_succeeds() {
+    let api = GitHubApi::start(t0());
+    let h = over_github(&api);
+    let secondary = || {
+        let message = "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.";
+        github_api::Fault::Answer(
+            Response::json(403, &json!({"message": message})).with("x-ratelimit-remaining", "4000"),
+        )
+    };
+    let first = issue("1", 0, json!({"title": "After three secondary limits"}));
+    let second = issue("1", 5, json!({"title": "After one more"}));
+    for _ in 0..3 {
+        api.fault(secondary());
+    }
+    h.send_env(&first).await;
+
+    let mut delays = Vec::new();
+    for _ in 0..3 {
+        let d = h.deliver(1).await;
+        let delay = assert_throttled(&h.record_of(&first).await, &d, "HTTP 403 Forbidden");
+        delays.push(delay.num_seconds());
+        h.advance(delay);
+    }
+    assert_eq!(delays, [60, 120, 240], "a minute, then doubled while they continue");
+    assert_eq!(deliver_one(&h, &first).await.status, Status::Completed);
+
+    api.fault(secondary());
+    h.send_env(&second).await;
+    let d = h.deliver(1).await;
+    let delay = assert_throttled(&h.record_of(&second).await, &d, "HTTP 403 Forbidden");
+    assert_eq!(delay, Duration::seconds(60), "a successful answer between: back to a minute");
+    h.advance(delay);
+    assert_eq!(deliver_one(&h, &second).await.status, Status::Completed);
+    assert_eq!(api.issue(1)["title"], "After one more");
 }
 
 // ---- Shopify ----

@@ -305,6 +305,51 @@ async fn requests_in_flight_never_exceed_the_configured_concurrency() {
     assert_eq!(h.effects().await.len(), 8);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_waiting_for_the_only_slot_is_signed_when_the_slot_comes_free() {
+    let h = Harness::over(Via::Http);
+    let http = Arc::new(destination(&h, |c| HttpDestinationConfig { concurrency: 1, ..c }));
+    let slow = Arc::new(Owned::new("ev-holds-the-slot", "1", json!({"n": 1})));
+    let waiting = Arc::new(Owned::new("ev-waits-for-it", "2", json!({"n": 2})));
+    receiver(&h).fault(Fault::Slow(std::time::Duration::from_millis(600)));
+    let sent_first = h.now();
+
+    let (destination, change) = (Arc::clone(&http), Arc::clone(&slow));
+    let first = tokio::spawn(async move { destination.apply(&change.change(1)).await });
+    for _ in 0..500 {
+        if !receiver(&h).seen().is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    assert_eq!(receiver(&h).seen().len(), 1, "the slow request holds the only slot");
+    let (destination, change) = (Arc::clone(&http), Arc::clone(&waiting));
+    let second = tokio::spawn(async move { destination.apply(&change.change(1)).await });
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    h.advance(Duration::seconds(90));
+    let freed_no_earlier_than = h.now();
+
+    assert_eq!(first.await.expect("task"), Ok(ApplyOutcome::Applied));
+    assert_eq!(second.await.expect("task"), Ok(ApplyOutcome::Applied));
+    let signed_at: Vec<i64> = receiver(&h)
+        .seen()
+        .iter()
+        .map(|seen| {
+            let header = &seen.headers[SIGNATURE_HEADER];
+            let t = header.strip_prefix("t=").and_then(|rest| rest.split(',').next()).expect("t=<seconds>,…");
+            t.parse().expect("unix seconds")
+        })
+        .collect();
+    assert_eq!(signed_at.len(), 2);
+    assert_eq!(signed_at[0], sent_first.timestamp());
+    assert!(
+        signed_at[1] >= freed_no_earlier_than.timestamp(),
+        "signed when it left ({}), not when it began to wait ({})",
+        signed_at[1],
+        sent_first.timestamp()
+    );
+}
+
 /// The example receiver of `docs/destination-protocol.md`, started with `python3` on a free loopback port.
 struct ExampleReceiver {
     child: std::process::Child,

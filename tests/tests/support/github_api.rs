@@ -1,8 +1,9 @@
 //! A stand-in for GitHub's REST API (test code; the connector under test is the real client): issues and issue
 //! comments of one repository, read, listed, created and updated as the REST API does (bearer token, JSON shaped
-//! like GitHub's — the repository, users and the first issue and comment are octokit's webhook examples),
-//! `x-ratelimit-*` headers on every answer, scripted faults, and after every write the webhook GitHub would send,
-//! signed with the webhook secret.
+//! like GitHub's — the repository, users and the first issue and comment are octokit's webhook examples), lists
+//! paged by `per_page` and `page`, `x-ratelimit-*` headers on every answer, scripted faults, a former name of the
+//! repository answered with a 301 to the same request under its name, and after every write the webhook GitHub
+//! would send, signed with the webhook secret.
 
 use super::fixture_path;
 use super::standin::{Handler, Request, Response, Server, Webhook};
@@ -63,6 +64,10 @@ struct State {
     webhooks: Vec<Webhook>,
     repository: Value,
     sender: Value,
+    /// A former name of the repository, answered with a 301 to the request under its name.
+    former_name: Option<String>,
+    /// The stand-in's own URL, the origin of its redirects.
+    base: String,
 }
 
 /// The running stand-in.
@@ -99,11 +104,44 @@ impl GitHubApi {
             webhooks: Vec::new(),
             repository: edited["repository"].clone(),
             sender: edited["sender"].clone(),
+            former_name: None,
+            base: String::new(),
         };
         let state = Arc::new(Mutex::new(state));
         let serving = Arc::clone(&state);
         let handler: Handler = Arc::new(move |request| serving.lock().unwrap().answer(request));
-        Self { state, server: Server::start(handler) }
+        let server = Server::start(handler);
+        state.lock().unwrap().base = server.url.clone();
+        Self { state, server }
+    }
+
+    /// The stand-in's URL (`http://127.0.0.1:<port>`).
+    pub fn url(&self) -> &str {
+        &self.server.url
+    }
+
+    /// The repository was renamed from `Codertocat/<former_name>`: requests under that name answer 301 Moved
+    /// Permanently with a `Location` to the same request under the repository's name, as GitHub does.
+    pub fn renamed_from(&self, former_name: &str) {
+        self.state.lock().unwrap().former_name = Some(former_name.to_owned());
+    }
+
+    /// Other people open `count` issues on GitHub itself, each with `body` (writes and webhooks, not requests).
+    pub fn open_issues_on_github(&self, count: usize, body: &str) {
+        let mut state = self.state.lock().unwrap();
+        for n in 0..count {
+            let fields = json!({"title": format!("Opened by someone else ({n})"), "body": body});
+            state.create_issue(fields.as_object().expect("fields")).expect("a valid issue");
+        }
+    }
+
+    /// Other people add `count` comments to issue 1 on GitHub itself, each with `body`.
+    pub fn comment_on_github(&self, count: usize, body: &str) {
+        let mut state = self.state.lock().unwrap();
+        for _ in 0..count {
+            let fields = json!({ "body": body });
+            state.create_comment(ISSUE, fields.as_object().expect("fields")).expect("a valid comment");
+        }
     }
 
     /// The connector's configuration for this stand-in.
@@ -211,17 +249,26 @@ impl State {
             return error(400, "missing or unsupported X-GitHub-Api-Version");
         }
         let segments: Vec<&str> = request.path.trim_start_matches('/').split('/').collect();
+        if let Some(moved) = self.moved(request, &segments) {
+            return moved;
+        }
         let Some(rest) = segments.strip_prefix(&["repos", "Codertocat", "Hello-World", "issues"]) else {
             return error(404, "Not Found");
         };
         let body = request.body.as_object().cloned().unwrap_or_default();
-        let per_page = request.query.get("per_page").and_then(|n| n.parse().ok()).unwrap_or(30usize);
+        // GitHub's paging: `per_page` (30 unless given, 100 at most) items of page `page` (from 1).
+        let query =
+            |name: &str, default: usize| request.query.get(name).and_then(|n| n.parse().ok()).unwrap_or(default);
+        let per_page = query("per_page", 30).min(100);
+        let skip = query("page", 1).saturating_sub(1) * per_page;
         let number = |text: &str| text.parse::<u64>().ok();
         let result = match (request.method.as_str(), rest) {
-            ("GET", []) => Ok((200, Value::Array(self.issues.values().rev().take(per_page).map(rest_issue).collect()))),
+            ("GET", []) => {
+                Ok((200, Value::Array(self.issues.values().rev().skip(skip).take(per_page).map(rest_issue).collect())))
+            }
             ("POST", []) => self.create_issue(&body).map(|issue| (201, rest_issue(&issue))),
             ("GET", ["comments"]) => {
-                Ok((200, Value::Array(self.comments.values().rev().take(per_page).cloned().collect())))
+                Ok((200, Value::Array(self.comments.values().rev().skip(skip).take(per_page).cloned().collect())))
             }
             ("GET", ["comments", id]) => number(id)
                 .and_then(|id| self.comments.get(&id).cloned())
@@ -253,6 +300,26 @@ impl State {
             }
             Err(response) => response,
         }
+    }
+
+    /// The 301 a request under the repository's former name meets: `Location` is the same request under its name.
+    fn moved(&self, request: &Request, segments: &[&str]) -> Option<Response> {
+        let former = self.former_name.as_deref()?;
+        let ["repos", "Codertocat", name, rest @ ..] = segments else {
+            return None;
+        };
+        if *name != former {
+            return None;
+        }
+        let mut location = format!("{}/repos/{REPO}/{}", self.base, rest.join("/"));
+        if !request.query.is_empty() {
+            let pairs: Vec<String> = request.query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            location = format!("{location}?{}", pairs.join("&"));
+        }
+        let documentation =
+            "https://docs.github.com/rest/guides/best-practices-for-using-the-rest-api#follow-redirects";
+        let body = json!({"message": "Moved Permanently", "url": location, "documentation_url": documentation});
+        Some(Response::json(301, &body).with("Location", location))
     }
 
     /// GitHub's clock after one more write.

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use http::header::{HeaderName, AUTHORIZATION};
 use http::{HeaderMap, HeaderValue, Method};
 use serde_json::{Map, Value};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::config::GITHUB_API_URL_VARIABLE;
@@ -26,12 +26,29 @@ pub const API_VERSION: &str = "2022-11-28";
 pub const ISSUE_FIELDS: [&str; 7] = ["title", "body", "state", "state_reason", "labels", "assignees", "milestone"];
 /// How many of the newest issues (or comments) of a repository a retried create looks through for its marker.
 pub const LOOKBACK: usize = 100;
-/// How long to wait after a secondary rate limit that names no delay (GitHub: "at least one minute").
+/// How many of them one request of that look asks for (`per_page`): a page of ten of GitHub's longest bodies
+/// (65,536 characters) stays within
+/// [`MAX_ANSWER_BYTES`](crate::destination::http::transport::MAX_ANSWER_BYTES), where one page of a hundred long
+/// pull-request bodies would not.
+pub const LOOKBACK_PAGE: usize = 10;
+/// How long to wait after a secondary rate limit that names no delay (GitHub: "at least one minute"); it doubles
+/// for each one more in a row, up to [`SECONDARY_LIMIT_MAX_WAIT`].
 pub const SECONDARY_LIMIT_WAIT: Duration = Duration::from_secs(60);
+/// The longest wait after secondary rate limits in a row that name no delay.
+pub const SECONDARY_LIMIT_MAX_WAIT: Duration = Duration::from_secs(15 * 60);
 
 /// Writes issues and issue comments to GitHub.
 pub struct GitHubConnector {
     rest: Rest,
+    /// The secondary rate limits in a row that named no delay, and when the last one's wait ends.
+    secondary: Mutex<Backoff>,
+}
+
+/// Secondary rate limits without a named delay since the last successful answer.
+#[derive(Debug, Default)]
+struct Backoff {
+    streak: u32,
+    until: Option<DateTime<Utc>>,
 }
 
 impl std::fmt::Debug for GitHubConnector {
@@ -69,7 +86,10 @@ impl GitHubConnector {
             (AUTHORIZATION, token),
             (HeaderName::from_static("x-github-api-version"), HeaderValue::from_static(API_VERSION)),
         ];
-        Ok(Self { rest: Rest::new(transport, &config.api_url, "application/vnd.github+json", headers) })
+        Ok(Self {
+            rest: Rest::new(transport, &config.api_url, "application/vnd.github+json", headers),
+            secondary: Mutex::new(Backoff::default()),
+        })
     }
 
     /// The resource a request answers with, after reading its rate-limit headers.
@@ -88,20 +108,22 @@ impl GitHubConnector {
     /// Reads the rate-limit headers of any answer, and turns a failed one into its error.
     fn check(&self, answer: &Answer) -> Result<(), DestinationError> {
         let now = self.rest.pace.now();
-        if let Some(reset) = used_up_until(&answer.headers) {
-            let why = "GitHub's rate limit is used up (x-ratelimit-remaining: 0) until x-ratelimit-reset".to_owned();
-            self.rest.pace.pause_until(reset, why);
-        }
         let status = answer.status.as_u16();
+        if answer.status.is_success() {
+            self.secondary.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).streak = 0;
+        }
+        if matches!(status, 403 | 429) {
+            if let Some(delay) = self.rate_limited(answer, now) {
+                return Err(DestinationError::throttled(described(answer.status, &answer.body), Some(delay)));
+            }
+        }
+        if let Some(reset) = used_up_until(&answer.headers) {
+            self.rest.pace.pause_until(reset, USED_UP.to_owned());
+        }
         if answer.status.is_success() {
             return Ok(());
         }
         let text = described(answer.status, &answer.body);
-        if matches!(status, 403 | 429) {
-            if let Some(delay) = self.rate_limited(answer, now) {
-                return Err(DestinationError::throttled(text, Some(delay)));
-            }
-        }
         Err(match status {
             401 => DestinationError::Permanent(format!("{text}; check SYNCTRAIL_GITHUB_TOKEN")),
             404 => DestinationError::Permanent(format!(
@@ -114,25 +136,42 @@ impl GitHubConnector {
         })
     }
 
-    /// How long a 403 or 429 asks to wait, when it is a rate limit (else `None`: a 403 that refuses for good).
-    /// The primary limit (`x-ratelimit-remaining: 0`) lasts until `x-ratelimit-reset`; a secondary limit for its
-    /// `retry-after`, or a minute when it names no delay. Every later request waits as long.
+    /// How long a 403 or 429 asks to wait, when it is a rate limit (else `None`: a 403 that refuses for good), in
+    /// GitHub's order: its `retry-after`; else, with `x-ratelimit-remaining: 0`, until `x-ratelimit-reset`; else (a
+    /// secondary limit naming no delay) [`SECONDARY_LIMIT_WAIT`], doubled for each one more in a row. Every later
+    /// request of the connector waits as long.
     fn rate_limited(&self, answer: &Answer, now: DateTime<Utc>) -> Option<Duration> {
+        if let Some(delay) = retry_after(&answer.headers, now) {
+            let why = format!("GitHub's rate limit (retry-after: {} s)", delay.as_secs());
+            self.rest.pace.pause_for(delay, why);
+            return Some(delay);
+        }
         if let Some(reset) = used_up_until(&answer.headers) {
+            self.rest.pace.pause_until(reset, USED_UP.to_owned());
             return Some((reset - now).to_std().unwrap_or(Duration::ZERO));
         }
-        let secondary = |delay: Duration, how: &str| {
-            self.rest.pace.pause_for(delay, format!("GitHub's secondary rate limit ({how})"));
-            Some(delay)
-        };
-        if let Some(delay) = retry_after(&answer.headers, now) {
-            return secondary(delay, &format!("retry-after: {} s", delay.as_secs()));
-        }
         let message = String::from_utf8_lossy(&answer.body).to_ascii_lowercase();
-        if answer.status.as_u16() == 429 || message.contains("rate limit") {
-            return secondary(SECONDARY_LIMIT_WAIT, "no retry-after: a minute");
+        if answer.status.as_u16() != 429 && !message.contains("rate limit") {
+            return None;
         }
-        None
+        let (delay, streak) = self.secondary_wait(now);
+        let why = format!("GitHub's secondary rate limit (no retry-after: {} s, {streak} in a row)", delay.as_secs());
+        self.rest.pace.pause_for(delay, why);
+        Some(delay)
+    }
+
+    /// The wait after a secondary rate limit naming no delay, and how many in a row it makes. One that comes while
+    /// the last one's wait still runs (several requests were in flight) waits for what is left of it; otherwise the
+    /// streak grows by one and the wait is [`secondary_limit_wait`] of it.
+    fn secondary_wait(&self, now: DateTime<Utc>) -> (Duration, u32) {
+        let mut backoff = self.secondary.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(left) = backoff.until.and_then(|until| (until - now).to_std().ok()).filter(|left| !left.is_zero()) {
+            return (left, backoff.streak.max(1));
+        }
+        backoff.streak = backoff.streak.saturating_add(1);
+        let delay = secondary_limit_wait(backoff.streak);
+        backoff.until = Some(now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX));
+        (delay, backoff.streak)
     }
 
     async fn write_issue(&self, change: &Change<'_>, budget: &Budget) -> Result<ApplyOutcome, DestinationError> {
@@ -146,7 +185,7 @@ impl GitHubConnector {
                 fields.remove("state");
                 fields.remove("state_reason");
                 let path = format!("/repos/{}/issues", repo.0);
-                let list = format!("{path}?state=all&sort=created&direction=desc&per_page={LOOKBACK}");
+                let list = format!("{path}?state=all&sort=created&direction=desc");
                 let name =
                     |issue: &Value| issue.get("number").and_then(Value::as_u64).map(|n| format!("{}#{n}", repo.0));
                 self.create(change, budget, fields, Create { path: &path, list: &list, name: &name }).await
@@ -181,7 +220,7 @@ impl GitHubConnector {
                     DestinationError::Permanent("a new comment needs `issue_number`, the issue it goes on".into())
                 })?;
                 let path = format!("/repos/{}/issues/{issue}/comments", repo.0);
-                let list = format!("/repos/{}/issues/comments?sort=created&direction=desc&per_page={LOOKBACK}", repo.0);
+                let list = format!("/repos/{}/issues/comments?sort=created&direction=desc", repo.0);
                 let name = |comment: &Value| comment.get("id").and_then(Value::as_u64).map(|id| id.to_string());
                 self.create(change, budget, fields, Create { path: &path, list: &list, name: &name }).await
             }
@@ -220,8 +259,8 @@ impl GitHubConnector {
     }
 
     /// Creates a resource at `create.path` whose body carries the event's hidden marker. After an attempt whose
-    /// outcome is unknown it first looks for the marker among the newest resources (`create.list`) and writes
-    /// nothing when one has it: one resource per event.
+    /// outcome is unknown it first looks for the marker among the [`LOOKBACK`] newest resources (`create.list`) and
+    /// writes nothing when one has it: one resource per event.
     async fn create(
         &self,
         change: &Change<'_>,
@@ -233,13 +272,9 @@ impl GitHubConnector {
         let body = fields.get("body").and_then(Value::as_str).unwrap_or_default();
         fields.insert("body".into(), Value::String(marked(body, &marker)));
         if change.previous_attempt_unknown {
-            let newest = self.resource(Method::GET, create.list, None, budget).await?;
-            let found = newest.as_array().and_then(|items| {
-                items.iter().find(|item| item.get("body").and_then(Value::as_str).is_some_and(|b| b.contains(&marker)))
-            });
-            if let Some(found) = found {
+            if let Some(found) = self.marked_among_newest(create.list, &marker, budget).await? {
                 tracing::info!(event_id = %change.event_id, "created by an earlier attempt");
-                return Ok(ApplyOutcome::Written(written(found, fingerprinted(&fields), (create.name)(found))?));
+                return Ok(ApplyOutcome::Written(written(&found, fingerprinted(&fields), (create.name)(&found))?));
             }
         }
         let created = self.resource(Method::POST, create.path, Some(&Value::Object(fields.clone())), budget).await?;
@@ -247,6 +282,35 @@ impl GitHubConnector {
             DestinationError::retryable("the created resource's answer has no number or id; the retry looks first")
         })?;
         Ok(ApplyOutcome::Written(written(&created, fingerprinted(&fields), Some(name))?))
+    }
+
+    /// The resource among the [`LOOKBACK`] newest of `list` (newest first) whose body carries `marker`, read a page
+    /// of [`LOOKBACK_PAGE`] at a time: it stops at the page that has it, or at a short page (there are no more).
+    /// Resources created meanwhile push the older ones to later pages, so none is skipped.
+    async fn marked_among_newest(
+        &self,
+        list: &str,
+        marker: &str,
+        budget: &Budget,
+    ) -> Result<Option<Value>, DestinationError> {
+        for page in 1..=LOOKBACK.div_ceil(LOOKBACK_PAGE) {
+            let path = format!("{list}&per_page={LOOKBACK_PAGE}&page={page}");
+            let Value::Array(items) = self.resource(Method::GET, &path, None, budget).await? else {
+                return Err(DestinationError::retryable(format!(
+                    "GET {list} did not answer a list; looking for an earlier attempt's resource again on the retry"
+                )));
+            };
+            let last = items.len() < LOOKBACK_PAGE;
+            let has_marker =
+                |item: &Value| item.get("body").and_then(Value::as_str).is_some_and(|b| b.contains(marker));
+            if let Some(found) = items.into_iter().find(has_marker) {
+                return Ok(Some(found));
+            }
+            if last {
+                break;
+            }
+        }
+        Ok(None)
     }
 }
 
@@ -343,6 +407,17 @@ fn not_created_yet(entity_type: &str, reference: &str) -> DestinationError {
     ))
 }
 
+/// Why requests pause when the primary rate limit is used up.
+const USED_UP: &str = "GitHub's rate limit is used up (x-ratelimit-remaining: 0) until x-ratelimit-reset";
+
+/// How long to wait after the `streak`-th secondary rate limit in a row that names no delay (1: the first):
+/// [`SECONDARY_LIMIT_WAIT`] doubled for each before it — 60 s, 120 s, 240 s … — at most
+/// [`SECONDARY_LIMIT_MAX_WAIT`].
+pub fn secondary_limit_wait(streak: u32) -> Duration {
+    let doublings = streak.saturating_sub(1).min(16);
+    SECONDARY_LIMIT_WAIT.saturating_mul(1 << doublings).min(SECONDARY_LIMIT_MAX_WAIT)
+}
+
 /// When the primary rate limit is used up: `x-ratelimit-remaining: 0`, until `x-ratelimit-reset` (Unix seconds).
 fn used_up_until(headers: &HeaderMap) -> Option<DateTime<Utc>> {
     let number = |name: &str| headers.get(name)?.to_str().ok()?.trim().parse::<i64>().ok();
@@ -396,6 +471,13 @@ mod tests {
         };
         assert_eq!(used_up_until(&headers("0")), DateTime::from_timestamp(1_777_637_400, 0));
         assert_eq!(used_up_until(&headers("12")), None);
+    }
+
+    #[test]
+    fn secondary_limits_in_a_row_wait_a_minute_doubling_up_to_fifteen_minutes() {
+        let waits: Vec<u64> = (1..=7).map(|streak| secondary_limit_wait(streak).as_secs()).collect();
+        assert_eq!(waits, [60, 120, 240, 480, 900, 900, 900]);
+        assert_eq!(secondary_limit_wait(u32::MAX), SECONDARY_LIMIT_MAX_WAIT);
     }
 
     #[test]

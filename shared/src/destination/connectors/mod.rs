@@ -6,7 +6,8 @@
 //!
 //! - [`config`]: [`OutboundConfig`], read once from `SYNCTRAIL_OUTBOUND` and the chosen connector's variables.
 //! - `pace`: keeping to the API's rate limits between requests (a pause up to [`INLINE_WAIT`] is waited out).
-//! - `rest`: JSON requests over the HTTP destination's [`Transport`](crate::destination::http::transport::Transport).
+//! - `rest`: JSON requests over the HTTP destination's [`Transport`](crate::destination::http::transport::Transport),
+//!   following redirects on the API's own origin (at most [`MAX_REDIRECTS`]).
 
 pub mod config;
 pub mod github;
@@ -17,6 +18,7 @@ pub mod shopify;
 pub use config::{GitHubConfig, Limits, OutboundConfig, ShopifyConfig, Token};
 pub use github::GitHubConnector;
 pub use pace::INLINE_WAIT;
+pub use rest::MAX_REDIRECTS;
 pub use shopify::ShopifyConnector;
 
 use crate::clock::Clock;

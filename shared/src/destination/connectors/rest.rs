@@ -9,7 +9,7 @@ use crate::destination::{Change, DestinationError};
 use crate::model::{ExternalWrite, Fingerprint, Kind};
 use crate::settings::Policy;
 use chrono::{DateTime, Utc};
-use http::header::{HeaderName, ACCEPT, CONTENT_TYPE, USER_AGENT};
+use http::header::{HeaderName, ACCEPT, CONTENT_TYPE, LOCATION, USER_AGENT};
 use http::{HeaderValue, Method, Request, Uri};
 use http_body_util::Full;
 use hyper::body::Bytes;
@@ -18,11 +18,14 @@ use std::sync::Arc;
 
 /// The `User-Agent` of every request (GitHub refuses requests without one).
 const AGENT: &str = concat!("synctrail/", env!("CARGO_PKG_VERSION"));
+/// The most redirects one request follows in a row.
+pub const MAX_REDIRECTS: usize = 3;
 
 /// JSON requests to one API.
 pub(super) struct Rest {
     transport: Transport,
     base: String,
+    base_uri: Uri,
     accept: HeaderValue,
     headers: Vec<(HeaderName, HeaderValue)>,
     /// The pause the API's rate limits call for.
@@ -39,8 +42,9 @@ impl Rest {
         headers: Vec<(HeaderName, HeaderValue)>,
     ) -> Self {
         let pace = Pace::new(Arc::clone(transport.clock()));
+        let base_uri = base.clone();
         let base = base.to_string().trim_end_matches('/').to_owned();
-        Self { transport, base, accept: HeaderValue::from_static(accept), headers, pace }
+        Self { transport, base, base_uri, accept: HeaderValue::from_static(accept), headers, pace }
     }
 
     /// The time one change may take.
@@ -48,7 +52,10 @@ impl Rest {
         self.transport.budget(change.deadline)
     }
 
-    /// `method path` (path and query, from the API's base) with `body` as JSON, once the pace allows it.
+    /// `method path` (path and query, from the API's base) with `body` as JSON, once the pace allows it. A redirect
+    /// (301, 302, 307, 308 with a `Location`) is followed on the API's own origin — the same method and body, at most
+    /// [`MAX_REDIRECTS`] in a row, within `budget`; one to another origin fails for good, nothing sent there (the
+    /// token goes only to the configured API).
     pub(super) async fn call(
         &self,
         method: Method,
@@ -56,30 +63,121 @@ impl Rest {
         body: Option<&Value>,
         budget: &Budget,
     ) -> Result<Answer, DestinationError> {
-        self.pace.ready(budget).await?;
-        let uri = format!("{}{path}", self.base);
+        let first = format!("{}{path}", self.base);
+        let mut uri: Uri =
+            first.parse().map_err(|e| DestinationError::Permanent(format!("{first} can't be requested: {e}")))?;
+        let body = body.map(|body| Bytes::from(body.to_string()));
+        for _ in 0..=MAX_REDIRECTS {
+            self.pace.ready(budget).await?;
+            let answer = self.transport.send(|| self.request(&method, &uri, body.as_ref()), budget).await?;
+            tracing::debug!(uri = %uri, status = answer.status.as_u16(), "API answered");
+            match self.redirected(&uri, &answer)? {
+                Some(next) => {
+                    tracing::info!(from = %uri, to = %next, status = answer.status.as_u16(), "following a redirect");
+                    uri = next;
+                }
+                None => return Ok(answer),
+            }
+        }
+        Err(DestinationError::Permanent(format!(
+            "{first} was redirected more than {MAX_REDIRECTS} times in a row (last to {uri}); not followed further"
+        )))
+    }
+
+    /// The request `method uri` with `body` as JSON and the API's headers.
+    fn request(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        body: Option<&Bytes>,
+    ) -> Result<Request<Full<Bytes>>, DestinationError> {
         let mut request = Request::builder()
-            .method(method)
-            .uri(&uri)
+            .method(method.clone())
+            .uri(uri.clone())
             .header(ACCEPT, self.accept.clone())
             .header(USER_AGENT, HeaderValue::from_static(AGENT));
         for (name, value) in &self.headers {
             request = request.header(name, value.clone());
         }
-        let bytes = match body {
-            Some(body) => {
-                request = request.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                Bytes::from(body.to_string())
-            }
-            None => Bytes::new(),
-        };
-        let request = request
-            .body(Full::new(bytes))
-            .map_err(|e| DestinationError::Permanent(format!("{uri} can't be requested: {e}")))?;
-        let answer = self.transport.send(request, budget).await?;
-        tracing::debug!(uri = %uri, status = answer.status.as_u16(), "API answered");
-        Ok(answer)
+        if body.is_some() {
+            request = request.header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        }
+        request
+            .body(Full::new(body.cloned().unwrap_or_default()))
+            .map_err(|e| DestinationError::Permanent(format!("{uri} can't be requested: {e}")))
     }
+
+    /// Where a redirect answer to a request of `uri` sends it: `None` when `answer` is not a redirect to follow (not
+    /// 301, 302, 307 or 308, or without a `Location`); an error when the `Location` is unusable or on another origin.
+    fn redirected(&self, uri: &Uri, answer: &Answer) -> Result<Option<Uri>, DestinationError> {
+        if !matches!(answer.status.as_u16(), 301 | 302 | 307 | 308) {
+            return Ok(None);
+        }
+        let Some(location) = answer.headers.get(LOCATION) else {
+            return Ok(None);
+        };
+        let status = answer.status;
+        let location = location.to_str().ok().and_then(|text| resolved(uri, text)).ok_or_else(|| {
+            DestinationError::Permanent(format!(
+                "HTTP {status}: its Location ({location:?}) is not a URL; not followed"
+            ))
+        })?;
+        match (origin(&location), origin(&self.base_uri)) {
+            (Some(to), Some(ours)) if to == ours => Ok(Some(location)),
+            (to, _) => Err(DestinationError::Permanent(format!(
+                "HTTP {status}: redirected to another origin ({}); not followed — the token goes only to {}",
+                to.map_or_else(|| "none".to_owned(), |o| o.to_string()),
+                origin(&self.base_uri).map_or_else(|| self.base.clone(), |o| o.to_string())
+            ))),
+        }
+    }
+}
+
+/// A URL's origin: scheme, host (lower case) and port (the scheme's default when it names none).
+#[derive(Debug, PartialEq, Eq)]
+struct Origin {
+    scheme: String,
+    host: String,
+    port: u16,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}://{}:{}", self.scheme, self.host, self.port)
+    }
+}
+
+fn origin(uri: &Uri) -> Option<Origin> {
+    let scheme = uri.scheme_str()?.to_ascii_lowercase();
+    let port = match (uri.port_u16(), scheme.as_str()) {
+        (Some(port), _) => port,
+        (None, "https") => 443,
+        (None, "http") => 80,
+        (None, _) => return None,
+    };
+    Some(Origin { host: uri.host()?.to_ascii_lowercase(), scheme, port })
+}
+
+/// `location` (absolute, or a reference relative to `base`) as an absolute URL, without its fragment.
+fn resolved(base: &Uri, location: &str) -> Option<Uri> {
+    let location = location.split('#').next().unwrap_or_default().trim();
+    if location.is_empty() {
+        return None;
+    }
+    let scheme = base.scheme_str()?;
+    let authority = base.authority()?;
+    let text = if let Some(network_path) = location.strip_prefix("//") {
+        format!("{scheme}://{network_path}")
+    } else if location.starts_with('/') {
+        format!("{scheme}://{authority}{location}")
+    } else if location.parse::<Uri>().is_ok_and(|uri| uri.scheme().is_some()) {
+        location.to_owned()
+    } else {
+        let directory = base.path().rsplit_once('/').map_or("", |(directory, _)| directory);
+        format!("{scheme}://{authority}{directory}/{location}")
+    };
+    let uri: Uri = text.parse().ok()?;
+    (uri.scheme().is_some() && uri.host().is_some()).then_some(uri)
 }
 
 /// The JSON of a successful answer. A body that is not JSON is retryable: the write may have happened, and the
@@ -176,6 +274,34 @@ fn names(value: &Value, key: &str) -> Option<std::collections::BTreeSet<String>>
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_redirects_location_is_resolved_against_the_request_without_its_fragment() {
+        let request: Uri = "http://127.0.0.1:8080/api/v3/repos/o/r/issues/1?page=2".parse().expect("a URL");
+        let resolve = |location: &str| resolved(&request, location).map(|uri| uri.to_string());
+        assert_eq!(
+            resolve("/api/v3/repos/o/renamed/issues/1?page=2").as_deref(),
+            Some("http://127.0.0.1:8080/api/v3/repos/o/renamed/issues/1?page=2")
+        );
+        assert_eq!(resolve("2#top").as_deref(), Some("http://127.0.0.1:8080/api/v3/repos/o/r/issues/2"));
+        assert_eq!(
+            resolve("https://api.github.com/repositories/9/issues/1").as_deref(),
+            Some("https://api.github.com/repositories/9/issues/1")
+        );
+        assert_eq!(resolve("//elsewhere.example/x").as_deref(), Some("http://elsewhere.example/x"));
+        assert_eq!(resolve("  "), None);
+    }
+
+    #[test]
+    fn an_origin_is_scheme_host_and_port_with_the_schemes_default_port() {
+        let of = |text: &str| origin(&text.parse::<Uri>().expect("a URL"));
+        assert_eq!(of("https://API.github.com/repos"), of("https://api.github.com:443/other"));
+        assert_ne!(of("https://api.github.com"), of("http://api.github.com"));
+        assert_ne!(of("https://api.github.com"), of("https://api.github.com:8443"));
+        assert_ne!(of("https://api.github.com"), of("https://api.github.com.evil.example"));
+        assert_eq!(of("http://127.0.0.1:8080/x").map(|o| o.to_string()).as_deref(), Some("http://127.0.0.1:8080"));
+        assert_eq!(of("/relative"), None);
+    }
 
     #[test]
     fn names_compare_as_sets_whatever_their_form() {

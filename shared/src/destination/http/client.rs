@@ -59,7 +59,8 @@ impl HttpDestination {
         })
     }
 
-    /// The signed request for `change` with `body`.
+    /// The signed request for `change` with `body`, signed now: built once a request slot is held, so the
+    /// signature's `t` is when the request leaves.
     fn request(&self, change: &Change<'_>, body: Vec<u8>) -> Result<Request<Full<Bytes>>, DestinationError> {
         let key = HeaderValue::from_str(change.event_id.as_str()).map_err(|_| {
             DestinationError::Permanent(format!("event id {} can't be an Idempotency-Key header", change.event_id))
@@ -80,6 +81,17 @@ impl HttpDestination {
         }
         request.body(Full::new(Bytes::from(body))).map_err(|e| DestinationError::Permanent(e.to_string()))
     }
+
+    /// The read of `key` at `uri`, signed now over the key (built once a request slot is held, like a change's).
+    fn read_request(&self, uri: Uri, key: &str) -> Result<Request<Full<Bytes>>, DestinationError> {
+        let mut request = Request::builder().method(Method::GET).uri(uri).header(USER_AGENT, self.user_agent.clone());
+        if let Some(secret) = &self.secret {
+            let signature = sign(secret, self.transport.clock().now().timestamp(), key.as_bytes());
+            let value = HeaderValue::from_str(&signature).map_err(|e| DestinationError::Permanent(e.to_string()))?;
+            request = request.header(SIGNATURE_HEADER, value);
+        }
+        request.body(Full::new(Bytes::new())).map_err(|e| DestinationError::Permanent(e.to_string()))
+    }
 }
 
 #[async_trait]
@@ -88,8 +100,7 @@ impl Destination for HttpDestination {
         let budget = self.transport.budget(change.deadline)?;
         let body = serde_json::to_vec(&WireChange::of(change))
             .map_err(|e| DestinationError::Permanent(format!("the change can't be encoded as JSON: {e}")))?;
-        let request = self.request(change, body)?;
-        let answer = self.transport.send(request, &budget).await?;
+        let answer = self.transport.send(|| self.request(change, body), &budget).await?;
         tracing::debug!(event_id = %change.event_id, status = answer.status.as_u16(), "receiver answered");
         outcome(answer.status, &answer.headers, &answer.body, change.entity, self.transport.clock().now())
     }
@@ -97,18 +108,13 @@ impl Destination for HttpDestination {
     /// `GET <url>?entity=<key>`, signed over the entity key, within the request timeout.
     async fn read(&self, entity: &EntityKey) -> Result<Option<DestinationRecord>, ReadError> {
         let key = entity.to_string();
-        let mut request = Request::builder()
-            .method(Method::GET)
-            .uri(read_uri(&self.url, &key)?)
-            .header(USER_AGENT, self.user_agent.clone());
-        if let Some(secret) = &self.secret {
-            let signature = sign(secret, self.transport.clock().now().timestamp(), key.as_bytes());
-            let value = HeaderValue::from_str(&signature).map_err(|e| ReadError::Failed(e.to_string()))?;
-            request = request.header(SIGNATURE_HEADER, value);
-        }
-        let request = request.body(Full::new(Bytes::new())).map_err(|e| ReadError::Failed(e.to_string()))?;
+        let uri = read_uri(&self.url, &key)?;
         let budget = self.transport.budget(None).map_err(|e| ReadError::Failed(e.to_string()))?;
-        let answer = self.transport.send(request, &budget).await.map_err(|e| ReadError::Failed(e.to_string()))?;
+        let answer = self
+            .transport
+            .send(|| self.read_request(uri, &key), &budget)
+            .await
+            .map_err(|e| ReadError::Failed(e.to_string()))?;
         read_outcome(answer.status, &answer.body)
     }
 }

@@ -132,9 +132,15 @@ impl Transport {
         Ok(Budget { started, total: left.min(self.timeout) })
     }
 
-    /// Sends `request` within what is left of `budget` (a request slot included) and reads the whole answer.
-    /// Failing to connect, a timeout or a cut answer is retryable.
-    pub async fn send(&self, request: Request<Full<Bytes>>, budget: &Budget) -> Result<Answer, DestinationError> {
+    /// Waits for a request slot within what is left of `budget`, then builds the request with `build` — only then,
+    /// so a signature's timestamp is taken when the request leaves, not before a wait for a slot — sends it and
+    /// reads the whole answer. Failing to connect, a timeout or a cut answer is retryable; an error of `build` is
+    /// returned as it is, nothing sent.
+    pub async fn send(
+        &self,
+        build: impl FnOnce() -> Result<Request<Full<Bytes>>, DestinationError>,
+        budget: &Budget,
+    ) -> Result<Answer, DestinationError> {
         let total = budget.total().as_millis();
         let _slot = match tokio::time::timeout(budget.left(), self.slots.acquire()).await {
             Ok(Ok(slot)) => slot,
@@ -144,6 +150,7 @@ impl Transport {
                 )))
             }
         };
+        let request = build()?;
         match tokio::time::timeout(budget.left(), self.exchange(request)).await {
             Ok(answer) => answer,
             Err(_) => Err(DestinationError::retryable(format!(
