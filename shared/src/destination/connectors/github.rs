@@ -3,7 +3,7 @@
 //! rules are in docs/connectors.md.
 
 use super::config::GitHubConfig;
-use super::rest::{fields_to_write, json_of, same_names, snapshot_only, written, Rest};
+use super::rest::{edited_since, fields_to_write, json_of, same_names, snapshot_only, written, Rest};
 use crate::clock::Clock;
 use crate::destination::http::config::HttpConfigError;
 use crate::destination::http::outcome::{described, retry_after};
@@ -238,7 +238,8 @@ impl GitHubConnector {
     }
 
     /// Updates the resource at `path` with `fields`. After an attempt whose outcome is unknown it reads the
-    /// resource first, and writes nothing when it already holds `fields` (`holds`): one write per event.
+    /// resource first, and writes nothing when it already holds `fields` (`holds`): one write per event; nor when
+    /// it was edited after the change was made ([`edited_since`]): the event is superseded.
     async fn update(
         &self,
         change: &Change<'_>,
@@ -252,6 +253,10 @@ impl GitHubConnector {
             if holds(&current, &fields) {
                 tracing::info!(event_id = %change.event_id, "already written by an earlier attempt");
                 return Ok(ApplyOutcome::Written(written(&current, fingerprinted(&fields), None)?));
+            }
+            if let Some(by) = edited_since(&current, change, &format!("GitHub's {path}")) {
+                tracing::info!(event_id = %change.event_id, by = %by, "edited on GitHub since the change; not written again");
+                return Ok(ApplyOutcome::Superseded { by });
             }
         }
         let updated = self.resource(Method::PATCH, path, Some(&Value::Object(fields.clone())), budget).await?;
