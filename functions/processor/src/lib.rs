@@ -34,6 +34,8 @@ use tracing::{Instrument, Span};
 
 /// How long, at most, an invocation spends making the records it did not start visible again.
 pub const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_millis(300);
+/// The time kept before the deadline to return the batch's answer, which making records visible never takes.
+const ANSWER_RESERVE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// How one record of a batch ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -306,8 +308,8 @@ impl Processor {
     }
 
     /// Makes the messages of records not started visible again at once, so that the next invocation takes them
-    /// instead of their waiting out the visibility timeout. Bounded by [`RELEASE_WAIT`] and the deadline: a message
-    /// not released in time comes back after the visibility timeout, as before.
+    /// instead of their waiting out the visibility timeout. Bounded by [`RELEASE_WAIT`] and the deadline (less the
+    /// time to answer): a message not released in time comes back after the visibility timeout, as before.
     async fn release<'a>(&self, receipts: impl Iterator<Item = &'a str>, context: &InvocationContext) {
         let queue = &self.engine.ports().queue;
         let releases: Vec<_> = receipts.map(|receipt| queue.change_visibility(receipt, Duration::zero())).collect();
@@ -315,7 +317,8 @@ impl Processor {
             return;
         }
         let left = (context.deadline - self.engine.ports().clock.now()).to_std().unwrap_or_default();
-        let wait = left.min(RELEASE_WAIT);
+        // The batch's answer must reach Lambda before the deadline: a timed-out invocation returns the whole batch.
+        let wait = left.saturating_sub(ANSWER_RESERVE).min(RELEASE_WAIT);
         let count = releases.len();
         if wait.is_zero() {
             tracing::warn!(
