@@ -256,3 +256,57 @@ async fn a_failed_batch_archive_falls_back_to_one_write_per_new_event_and_loses_
     }
     assert_eq!(payloads.get(&records[3].payload).await.expect("archived"), rejected.as_bytes());
 }
+
+/// The embedded payload store, whose reads fail as unavailable while `failing` is set (a busy database, S3 down).
+struct ReadsFail {
+    inner: Arc<dyn PayloadStore>,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait]
+impl PayloadStore for ReadsFail {
+    async fn put(&self, bytes: &[u8], received_at: DateTime<Utc>) -> Result<PayloadRef, StoreError> {
+        self.inner.put(bytes, received_at).await
+    }
+
+    async fn put_batch(&self, bodies: &[&[u8]], received_at: DateTime<Utc>) -> Result<Vec<PayloadRef>, StoreError> {
+        self.inner.put_batch(bodies, received_at).await
+    }
+
+    async fn get(&self, payload: &PayloadRef) -> Result<Vec<u8>, StoreError> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("the payload store is busy (test)".into()));
+        }
+        self.inner.get(payload).await
+    }
+}
+
+#[tokio::test]
+async fn a_re_drive_whose_payload_cannot_be_read_for_now_is_retried_not_dead_lettered() {
+    let home = support::temp_home();
+    let config = synctrail::config::Config::embedded(home.path());
+    let clock = Arc::new(synctrail::ManualClock::new(Utc::now()));
+    let mut ports = synctrail::compose::compose(&config, clock, None).await.expect("embedded backend").ports;
+    let payloads =
+        Arc::new(ReadsFail { inner: Arc::clone(&ports.payloads), failing: std::sync::atomic::AtomicBool::new(false) });
+    ports.payloads = payloads.clone();
+    let queue = Arc::clone(&ports.queue);
+    let engine = Arc::new(Engine::new(ports, Settings::default()));
+    let processor = Processor::new(Arc::clone(&engine), Duration::seconds(1));
+    let env = &products(1)[0];
+    processor.process_batch(batch_of(&[env.body()]), &context()).await;
+    let report = engine.reprocess(&[env.event_id()], &ReprocessOptions::default(), &mut |_| {}).await;
+    assert_eq!(report.sent.len(), 1, "{report:?}");
+
+    payloads.failing.store(true, Ordering::SeqCst);
+    let messages = queue.receive(10, Duration::seconds(30)).await.expect("receive");
+    let batch = processor.process_batch(synctrail_processor::sqs_event(&messages), &context()).await;
+
+    assert!(
+        matches!(batch.records.as_slice(), [RecordResult::Failed(why)] if why.contains("busy")),
+        "{:?}",
+        batch.records
+    );
+    assert_eq!(batch.response.batch_item_failures.len(), 1, "handed back to the queue for a retry");
+    assert_eq!(queue.depth().await.expect("depth").dead_letters, 0, "not dead-lettered");
+}

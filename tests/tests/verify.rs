@@ -263,6 +263,86 @@ async fn the_sweeper_repairs_a_difference_when_configured_to() {
     assert_eq!(rig.state(&first.entity()).await, Some(first.payload_value()));
 }
 
+/// The reference mirror, whose reads wait at a gate: what a verification meets when an event is applied between its
+/// listing of the events and its read of the destination.
+struct ReadsAtAGate {
+    inner: Arc<dyn Destination>,
+    gate: Arc<crate::support::Gate>,
+}
+
+#[async_trait::async_trait]
+impl Destination for ReadsAtAGate {
+    async fn apply(&self, change: &Change<'_>) -> Result<ApplyOutcome, DestinationError> {
+        self.inner.apply(change).await
+    }
+
+    async fn read(
+        &self,
+        entity: &synctrail::model::EntityKey,
+    ) -> Result<Option<synctrail::destination::DestinationRecord>, ReadError> {
+        self.gate.hold().await;
+        self.inner.read(entity).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_applied_while_verify_reads_is_not_taken_for_a_difference_and_nothing_is_repaired() {
+    let rig = BackendRig::new(None).await;
+    let (first, second) = (product("p-race", 10, "first"), product("p-race", 20, "second"));
+    rig.apply(std::slice::from_ref(&first)).await;
+    let gate = Arc::new(crate::support::Gate::default());
+    let destination = Arc::new(ReadsAtAGate { inner: rig.backend.ports.destination.clone(), gate: gate.clone() });
+    let verifier =
+        Engine::new(synctrail::engine::Ports { destination, ..rig.backend.ports.clone() }, crate::support::settings());
+    let options = VerifyOptions { repair: true, trace_header: None };
+
+    let entity = first.entity();
+    let (report, ()) = tokio::join!(verifier.verify(&entity, &options), async {
+        // Verify has listed the events (only `first`) and is about to read the destination: `second` lands.
+        gate.entered().await;
+        rig.apply(std::slice::from_ref(&second)).await;
+        gate.release();
+    });
+
+    let report = report.expect("verify");
+    assert_eq!(report.finding, Finding::Skipped, "{report:?}");
+    assert!(report.reason.as_deref().is_some_and(|r| r.contains("moved on")), "{report:?}");
+    assert_eq!(report.repaired, None, "no forced re-drive of the older event");
+    rig.drain().await;
+    assert_eq!(rig.state(&second.entity()).await, Some(second.payload_value()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repair_that_arrives_after_a_newer_event_was_applied_is_not_run_and_says_why() {
+    let rig = BackendRig::new(None).await;
+    let (first, second) = (product("p-late", 10, "first"), product("p-late", 20, "second"));
+    rig.apply(std::slice::from_ref(&first)).await;
+    rig.edit_row(&first.entity(), json!({"title": "edited"})).await;
+    let report = rig.engine.verify(&first.entity(), &VerifyOptions { repair: true, trace_header: None }).await;
+    assert_eq!(report.expect("verify").repaired, Some(first.event_id()), "the repair is on the queue");
+
+    // Before the repair is processed, a newer event arrives and is applied first.
+    rig.engine
+        .process(
+            &synctrail::Incoming {
+                message_id: "m-second".into(),
+                body: second.body(),
+                receive_count: 1,
+                trace_header: None,
+            },
+            &Invocation::default(),
+        )
+        .await
+        .expect("the newer event");
+    rig.drain().await;
+
+    assert_eq!(rig.state(&second.entity()).await, Some(second.payload_value()), "the newer state stays");
+    let record = rig.record(&first.event_id()).await;
+    assert_eq!(record.status, Status::Completed);
+    let last = record.history.last().and_then(|e| e.note.clone()).unwrap_or_default();
+    assert!(last.contains("repair not run") && last.contains(second.event_id().as_str()), "{last}");
+}
+
 /// A destination of a team's own that applies and does not read.
 struct WriteOnly(Arc<dyn Destination>);
 

@@ -231,6 +231,12 @@ async fn redrive(
             Box::new(restart(engine, *record, message, invocation, note)?)
         }
         RedriveReason::Repair if restarts => {
+            if let Some(newer) = applied_since(engine, &record, &known).await? {
+                // Forced, the repair would write this event's older state over the newer one.
+                let note = format!("repair not run: {newer} was applied since verify sent it");
+                engine.note_in_history(event_id, &note, invocation).await?;
+                return Ok(Outcome::ack(event_id, status).about(&record).arrived_from(Some(status)));
+            }
             Box::new(restart(engine, *record, message, invocation, "repair: verify found the destination differing")?)
         }
         _ => {
@@ -239,12 +245,14 @@ async fn redrive(
             return Ok(outcome.arrived_from(Some(status)));
         }
     };
-    let bytes = engine
-        .ports
-        .payloads
-        .get(&record.payload)
-        .await
-        .map_err(|source| EngineError::Payload { event_id: event_id.clone(), source })?;
+    let bytes = engine.ports.payloads.get(&record.payload).await.map_err(|source| match source {
+        // The payload itself can't be used: retrying changes nothing.
+        StoreError::NotFound(_) | StoreError::Corrupt(_) | StoreError::Archived(_) => {
+            EngineError::Payload { event_id: event_id.clone(), source }
+        }
+        // The store failed reading it (busy, throttled, down): the message is retried.
+        other => EngineError::Store(other),
+    })?;
     let payload = serde_json::from_slice(&bytes).map_err(|e| EngineError::Payload {
         event_id: event_id.clone(),
         source: StoreError::Corrupt(format!("archived payload is not JSON: {e}").into()),
@@ -253,6 +261,22 @@ async fn redrive(
         .ok_or_else(|| EngineError::Incomplete(event_id.clone(), "no entity, order key, kind or content hash"))?;
     let outcome = attempt::drive(engine, &envelope, record, known, message, invocation, force).await?;
     Ok(outcome.arrived_from(Some(status)))
+}
+
+/// The event its entity's head names as applied, when that is not `done` (read now when `known` is unread): a
+/// repair of `done` sent before it would put an older state back.
+async fn applied_since(engine: &Engine, done: &EventRecord, known: &KnownHead) -> Result<Option<EventId>, EngineError> {
+    let read;
+    let head = match (known, &done.entity) {
+        (KnownHead::Read(head), _) => head.as_ref().as_ref(),
+        (KnownHead::Unread, Some(entity)) => {
+            read = engine.ports.store.get_head(entity).await?;
+            read.as_ref()
+        }
+        (KnownHead::Unread, None) => None,
+    };
+    let applied = head.and_then(|h| h.applied.as_ref()).map(|slot| &slot.event_id);
+    Ok(applied.filter(|id| **id != done.event_id).cloned())
 }
 
 /// A done event whose head may still name it in flight: its settle was cut short before the head's write, and is

@@ -1,9 +1,10 @@
 //! Building event records and history entries.
 
-use super::{Engine, Incoming, Invocation};
+use super::{Engine, EngineError, Incoming, Invocation};
 use crate::model::{
     Envelope, EnvelopeError, ErrorInfo, ErrorKind, EventId, EventRecord, HistoryEntry, PayloadRef, Status,
 };
+use crate::store::{StoreError, Write};
 use chrono::{DateTime, Utc};
 
 impl Engine {
@@ -24,6 +25,27 @@ impl Engine {
             trace_id: invocation.trace_id.clone(),
             note,
         }
+    }
+
+    /// Appends `note` to the event's history, its status unchanged (an event no longer recorded: nothing to do).
+    pub(crate) async fn note_in_history(
+        &self,
+        event_id: &EventId,
+        note: &str,
+        invocation: &Invocation,
+    ) -> Result<(), EngineError> {
+        for _ in 0..self.settings.max_rounds {
+            let Some(mut record) = self.ports.store.get_event(event_id).await? else { return Ok(()) };
+            let entry = self.entry(record.status, record.attempt, invocation, Some(note.to_owned()));
+            record.updated_at = entry.at;
+            record.push_history(entry);
+            match self.ports.store.commit(vec![Write::event(record)]).await {
+                Ok(()) => return Ok(()),
+                Err(StoreError::Conflict(_)) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(EngineError::Contended(event_id.to_string(), self.settings.max_rounds))
     }
 
     /// The record of a valid envelope that just arrived: `received`, not stored yet.

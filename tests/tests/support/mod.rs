@@ -275,6 +275,12 @@ impl Gate {
     pub fn release(&self) {
         self.released.notify_one();
     }
+
+    /// The held side: says it has started, then waits to be released.
+    pub async fn hold(&self) {
+        self.entered.notify_one();
+        self.released.notified().await;
+    }
 }
 
 /// What the next destination write does.
@@ -393,8 +399,7 @@ impl Scripted {
                 Step::Permanent(text) => Err(DestinationError::Permanent(text.to_owned())),
                 Step::Panic(text) => panic!("{text}"),
                 Step::Hold(gate, then) => {
-                    gate.entered.notify_one();
-                    gate.released.notified().await;
+                    gate.hold().await;
                     self.run(*then, change).await
                 }
                 Step::Crash { write } => {
@@ -482,8 +487,7 @@ impl Destination for EchoingConnector {
         assert_eq!(change.direction, Direction::Outbound, "only outbound changes reach the connector");
         let held = self.gate.lock().unwrap().take();
         if let Some(gate) = held {
-            gate.entered.notify_one();
-            gate.released.notified().await;
+            gate.hold().await;
         }
         let (seconds, created) = self.stamps.lock().unwrap().pop_front().expect("a stamp queued for the write");
         assert_eq!(created.is_some(), change.kind == Kind::Create, "a create, and only a create, is named anew");
@@ -551,8 +555,7 @@ impl HeldStore {
     async fn pass_head_gate(&self) {
         let held = self.head_read.lock().unwrap().take();
         if let Some(gate) = held {
-            gate.entered.notify_one();
-            gate.released.notified().await;
+            gate.hold().await;
         }
     }
 
@@ -652,8 +655,7 @@ impl EventStore for HeldStore {
     async fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
         self.check_budget(&writes);
         if let Some(gate) = self.gate_for(&writes) {
-            gate.entered.notify_one();
-            gate.released.notified().await;
+            gate.hold().await;
         }
         self.inner.commit(writes).await
     }
@@ -661,8 +663,7 @@ impl EventStore for HeldStore {
     async fn commit_each(&self, mut writes: Vec<Write>) -> Result<(), PartialCommit> {
         self.check_budget(&writes);
         if let Some(gate) = self.gate_for(&writes) {
-            gate.entered.notify_one();
-            gate.released.notified().await;
+            gate.hold().await;
         }
         if let [Write::Head { .. }, Write::Event { record, .. }] = writes.as_slice() {
             let held = {
@@ -673,8 +674,7 @@ impl EventStore for HeldStore {
             if let Some(gate) = held {
                 let record = writes.pop().expect("the claim's record write");
                 self.inner.commit_each(writes).await?;
-                gate.entered.notify_one();
-                gate.released.notified().await;
+                gate.hold().await;
                 return self.inner.commit(vec![record]).await.map_err(|error| PartialCommit { applied: 1, error });
             }
         }

@@ -3,7 +3,6 @@
 
 use super::{Carried, Engine, EngineError, Invocation, Letter, Pass};
 use crate::model::{EventId, EventRecord, RedriveReason, Status};
-use crate::store::{StoreError, Write};
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
@@ -68,27 +67,6 @@ impl Engine {
             pass.held.remove(id);
         }
         Ok(())
-    }
-
-    /// Appends `note` to the event's history, its status unchanged (an event no longer recorded: nothing to do).
-    async fn note_in_history(
-        &self,
-        event_id: &EventId,
-        note: &str,
-        invocation: &Invocation,
-    ) -> Result<(), EngineError> {
-        for _ in 0..self.settings.max_rounds {
-            let Some(mut record) = self.ports.store.get_event(event_id).await? else { return Ok(()) };
-            let entry = self.entry(record.status, record.attempt, invocation, Some(note.to_owned()));
-            record.updated_at = entry.at;
-            record.push_history(entry);
-            match self.ports.store.commit(vec![Write::event(record)]).await {
-                Ok(()) => return Ok(()),
-                Err(StoreError::Conflict(_)) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(EngineError::Contended(event_id.to_string(), self.settings.max_rounds))
     }
 }
 

@@ -294,6 +294,11 @@ impl Engine {
         if diff.is_empty() {
             return Ok(report);
         }
+        // The head, the events and the destination were read one after another: an event claimed meanwhile may have
+        // written the destination after the listing. Read the head again: moved on, the difference is not one.
+        if let Some(moved) = moved_on(head, self.ports.store.get_head(entity).await?.as_ref()) {
+            return Ok(EntityReport::skipped(entity, moved));
+        }
         report.finding = Finding::Differs;
         report.diff = diff;
         report.reason = Some(reason);
@@ -438,6 +443,16 @@ fn busy(head: &EntityHead) -> Option<String> {
         (None, true) => Some("busy: events wait to be applied; verify again once they are".to_owned()),
         (None, false) => None,
     }
+}
+
+/// Why a difference found over `before` (the head the verification started from) does not count, when the head
+/// read after it shows that the entity moved on: another version, or something now in flight or waiting.
+fn moved_on(before: Option<&EntityHead>, after: Option<&EntityHead>) -> Option<String> {
+    if let Some(busy) = after.and_then(busy) {
+        return Some(busy);
+    }
+    (before.map(|h| h.version) != after.map(|h| h.version))
+        .then(|| "busy: the entity moved on while it was verified; verify again".to_owned())
 }
 
 fn selected(head: &EntityHead, options: &VerifyAllOptions) -> bool {

@@ -13,8 +13,10 @@ fn is_duplicate_key(e: &rusqlite::Error) -> bool {
     )
 }
 
-/// Maps a rusqlite error met while doing `what`: busy or locked → `Unavailable` (retryable), a duplicate key
-/// → `Conflict`, an undecodable column → `Corrupt`, anything else (other constraints included) → `Backend`.
+/// Maps a rusqlite error met while doing `what`: busy or locked → `Unavailable` (retryable), and so are what the
+/// machine may get over (a full disk, an I/O error, a file that can't be opened now — too many open files —, a lock
+/// protocol error, out of memory); a duplicate key → `Conflict`, an undecodable column → `Corrupt`, anything else
+/// (other constraints included) → `Backend`.
 pub(crate) fn from_sqlite(what: impl Display, e: rusqlite::Error) -> StoreError {
     if is_duplicate_key(&e) {
         return StoreError::Conflict(Detail::caused_by(format!("{what}: {e}"), e));
@@ -22,6 +24,16 @@ pub(crate) fn from_sqlite(what: impl Display, e: rusqlite::Error) -> StoreError 
     match e.sqlite_error_code() {
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => StoreError::Unavailable(Detail::caused_by(
             format!("{what}: the SQLite database is busy ({e}); another writer held it past the busy timeout"),
+            e,
+        )),
+        Some(
+            ErrorCode::DiskFull
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::CannotOpen
+            | ErrorCode::FileLockingProtocolFailed
+            | ErrorCode::OutOfMemory,
+        ) => StoreError::Unavailable(Detail::caused_by(
+            format!("{what}: SQLite failed ({e}); free disk space or file handles, then retry"),
             e,
         )),
         _ => match e {
@@ -50,6 +62,18 @@ impl<T> SqlContext<T> for rusqlite::Result<T> {
 mod tests {
     use super::*;
     use std::error::Error;
+
+    #[test]
+    fn a_full_disk_or_an_io_error_is_retryable_and_a_misuse_is_not() {
+        let failure =
+            |code: std::ffi::c_int| from_sqlite("writing", rusqlite::Error::SqliteFailure(ffi::Error::new(code), None));
+        for code in [ffi::SQLITE_FULL, ffi::SQLITE_IOERR, ffi::SQLITE_CANTOPEN, ffi::SQLITE_PROTOCOL, ffi::SQLITE_NOMEM]
+        {
+            assert!(failure(code).is_retryable(), "{code}: {:?}", failure(code));
+        }
+        assert!(matches!(failure(ffi::SQLITE_MISUSE), StoreError::Backend(_)));
+        assert!(matches!(failure(ffi::SQLITE_CONSTRAINT_CHECK), StoreError::Backend(_)));
+    }
 
     #[test]
     fn the_sqlite_error_stays_the_source() {

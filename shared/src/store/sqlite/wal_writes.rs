@@ -7,7 +7,10 @@
 //! of a commit frame (a frame header whose "database size after commit" field is not zero, as the WAL format defines
 //! it) has been written: before SQLite publishes the commit in the shared WAL index, so no reader, in this process or
 //! another, can look for frames that are not in the file yet. A crash before that loses only frames of a transaction
-//! that had not committed, as a crash between two of SQLite's own writes would. Anything else done with the file
+//! that had not committed, as a crash between two of SQLite's own writes would. A commit that rewrote frames it had
+//! spilled ends with SQLite rewriting the checksums of the frames since, each read and then its header written: the
+//! commit frame's header, written right after a read, is written at once, as no page follows it. Anything else done
+//! with the file
 //! (a read, a sync, a truncation, its size, a write elsewhere in it, closing it) writes what is gathered first.
 //! Every other file (the database, a journal) is passed through untouched.
 
@@ -89,6 +92,10 @@ struct Gathered {
     bytes: Vec<u8>,
     /// The last write was a commit frame's header: its page, the next write, ends the commit.
     commit_frame: bool,
+    /// The last call was a read. A commit frame's header written right after one is a rewrite of a header already
+    /// in the file (SQLite's `walRewriteChecksums` reads each frame, then writes its header with new checksums, the
+    /// commit frame's last): no page follows it, so it ends the commit itself.
+    after_read: bool,
 }
 
 unsafe extern "C" fn open(
@@ -249,8 +256,11 @@ unsafe extern "C" fn write(file: *mut ffi::sqlite3_file, data: *const c_void, am
         gathered.offset = offset;
     }
     gathered.bytes.extend_from_slice(bytes);
-    let ends_commit = std::mem::take(&mut gathered.commit_frame);
-    gathered.commit_frame = is_commit_frame_header(bytes, offset);
+    let after_read = std::mem::take(&mut gathered.after_read);
+    let commit_header = is_commit_frame_header(bytes, offset);
+    let ends_commit = std::mem::take(&mut gathered.commit_frame) || (commit_header && after_read);
+    // Its page, if one follows after all (a new frame whose header came after a read), ends the commit too.
+    gathered.commit_frame = commit_header;
     if ends_commit || gathered.bytes.len() >= MAX_GATHERED {
         // SAFETY: as above.
         return unsafe { write_gathered(file) };
@@ -269,6 +279,13 @@ unsafe extern "C" fn read(file: *mut ffi::sqlite3_file, data: *mut c_void, amoun
     let rc = unsafe { write_gathered(file) };
     if rc != ffi::SQLITE_OK {
         return rc;
+    }
+    // SAFETY: as above; `gathered` is the box `open` made for a WAL file, or null.
+    unsafe {
+        let (ours, _) = parts(file);
+        if let Some(gathered) = ours.gathered.as_mut() {
+            gathered.after_read = true;
+        }
     }
     pass!(file, xRead, ffi::SQLITE_IOERR_READ, data, amount, offset)
 }
@@ -449,6 +466,34 @@ mod tests {
         assert!(rows.iter().all(|(_, payload)| payload != "never"));
         conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").expect("checkpoint");
         assert_eq!(read_by_another(&path).len(), 20);
+    }
+
+    #[test]
+    fn a_commit_that_rewrote_a_spilled_page_is_whole_in_the_log_file_once_it_returns() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("rewritten.db");
+        let mut conn = gathering(&path);
+        insert(&mut conn, 0..10);
+        // A transaction larger than the cache spills frames; changing a row of a spilled page again rewrites its
+        // frame in place, so the commit ends by rewriting the checksums of the frames since (SQLite's
+        // `walRewriteChecksums`): the last write is the commit frame's header, with no page after it.
+        let tx = conn.transaction().expect("begin");
+        for id in 10..600 {
+            tx.execute("INSERT INTO t (id, payload) VALUES (?1, ?2)", params![id, format!("{id:0>600}")])
+                .expect("insert");
+        }
+        tx.execute("UPDATE t SET payload = 'rewritten' WHERE id = 11", []).expect("update a spilled row");
+        tx.commit().expect("commit");
+
+        // What a crash now leaves: the files as they are on disk (no shared index), recovered from the log alone.
+        let crashed = dir.path().join("crashed");
+        std::fs::create_dir(&crashed).expect("dir");
+        std::fs::copy(&path, crashed.join("rewritten.db")).expect("copy the database");
+        std::fs::copy(dir.path().join("rewritten.db-wal"), crashed.join("rewritten.db-wal")).expect("copy the log");
+        let rows = read_by_another(&crashed.join("rewritten.db"));
+        assert_eq!(rows.len(), 600, "the commit's every frame is valid in the log");
+        assert_eq!(rows[11].1, "rewritten");
+        drop(conn);
     }
 
     /// Set in the child process of the kill test: the database it writes to.
