@@ -2,19 +2,24 @@
 //! AWS (moto): each kind of difference is found (missing, extra, stale, different, same), `--apply` corrects them
 //! through the pipeline (`caused_by: reconcile:<run id>`), a stale snapshot row never rolls back newer data, and a
 //! run interrupted halfway resumes by its id without sending anything twice; a destination that can't read is
-//! refused, and the HTTP destination is read over `GET`.
+//! refused, and the HTTP destination is read over `GET`. An `in_order` type's differences are reported and not
+//! corrected, a snapshot line that is not UTF-8 is reported and its entity left alone, and a rate under ten per
+//! second sends corrections in batches of at most the rate.
 
 use crate::support::backends::BackendRig;
+use crate::support::hooked_queue::{HookedQueue, QueueHooks};
 use crate::support::{time, Env, Harness, Via};
 use serde_json::json;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use synctrail::compose::compose_snapshot;
 use synctrail::destination::{ApplyOutcome, Change, Destination, DestinationError, DestinationRecord, ReadError};
-use synctrail::engine::reconcile::{DiffKind, ReconcileError, ReconcileOptions, ReconcileReport};
+use synctrail::engine::reconcile::{
+    DiffKind, ReconcileError, ReconcileOptions, ReconcileReport, IN_ORDER_NOT_CORRECTABLE,
+};
 use synctrail::engine::{Engine, Incoming, Invocation};
 use synctrail::model::{EntityKey, Status};
-use synctrail::store::{EventQuery, FileSnapshot, SnapshotStore};
+use synctrail::store::{EventQuery, FileSnapshot, OutgoingMessage, Queue, SnapshotStore, StoreError};
 
 fn product(id: &str, seconds: i64, title: &str) -> Env {
     Env::product(id).at(seconds).titled(title)
@@ -25,16 +30,21 @@ fn product(id: &str, seconds: i64, title: &str) -> Env {
 async fn snapshot(rig: &BackendRig, name: &str, rows: &[Env], extra: &[&str]) -> Arc<dyn SnapshotStore> {
     let mut text: String = rows.iter().map(|r| r.body() + "\n").collect();
     text.extend(extra.iter().map(|line| format!("{line}\n")));
+    snapshot_of_bytes(rig, name, text.into_bytes()).await
+}
+
+/// The snapshot of `bytes` as they are, where [`snapshot`] puts it.
+async fn snapshot_of_bytes(rig: &BackendRig, name: &str, bytes: Vec<u8>) -> Arc<dyn SnapshotStore> {
     let location = match (rig.home(), rig.backend.aws()) {
         (Some(home), _) => {
             let path = home.join(format!("{name}.ndjson"));
-            std::fs::write(&path, &text).expect("write the snapshot");
+            std::fs::write(&path, &bytes).expect("write the snapshot");
             path.display().to_string()
         }
         (None, Some(parts)) => {
             let clients = synctrail::store::aws::Clients::for_config(&parts.config, None, None).await;
             let key = format!("reconcile/{name}.ndjson");
-            let body = synctrail::store::aws::sdk::s3::primitives::ByteStream::from(text.into_bytes());
+            let body = synctrail::store::aws::sdk::s3::primitives::ByteStream::from(bytes);
             clients.s3.put_object().bucket(&parts.config.bucket).key(&key).body(body).send().await.expect("put");
             format!("s3://{}/{key}", parts.config.bucket)
         }
@@ -243,4 +253,122 @@ async fn reconcile_reads_the_http_destination_back_over_get() {
     let gets =
         h.receiver.as_ref().expect("receiver").seen().iter().filter(|s| s.request_line.starts_with("GET ")).count();
     assert_eq!(gets, 1);
+}
+
+async fn in_order_differences_are_not_corrected(aws: Option<&str>) {
+    let rig = BackendRig::new(aws).await;
+    let (adjusted, extra) = (Env::adjustment("sku-diff").at(10).delta(5), Env::adjustment("sku-extra").at(10).delta(3));
+    let product = Env::new("erp", "product", "p-1").at(10).titled("a");
+    rig.apply(&[adjusted.clone(), extra.clone(), product.clone()]).await;
+    let missing = Env::adjustment("sku-missing").at(20).payload(json!({"quantity": 2}));
+    let rows = [
+        Env::adjustment("sku-diff").at(20).payload(json!({"quantity": 7})),
+        missing.clone(),
+        Env::new("erp", "product", "p-1").at(20).titled("b"),
+    ];
+    let snapshot = snapshot(&rig, "stock", &rows, &[]).await;
+    let erp = |apply, run_id: Option<&str>| ReconcileOptions { source: "erp".into(), ..options(apply, run_id) };
+
+    let dry = reconcile(&rig.engine, snapshot.as_ref(), &erp(false, None)).await;
+    let c = &dry.counts;
+    assert_eq!((c.missing, c.extra, c.different, c.not_correctable), (1, 1, 2, 3), "{c:?}");
+    assert_eq!((c.differences(), dry.sent), (4, 1), "only the latest_wins product would be sent");
+
+    let applied = reconcile(&rig.engine, snapshot.as_ref(), &erp(true, Some("io1"))).await;
+    assert_eq!((applied.sent, applied.sent_now, applied.counts.not_correctable), (1, 1, 3));
+    for entity in [adjusted.entity(), extra.entity(), missing.entity()] {
+        let listed = applied.entities.iter().find(|e| e.entity_key == entity.to_string()).expect("listed");
+        assert_eq!(listed.event_id, None, "{entity}: no correction");
+        assert_eq!(listed.not_corrected.as_deref(), Some(IN_ORDER_NOT_CORRECTABLE), "{entity}: and why");
+    }
+    assert_eq!(rig.engine.ports().queue.depth().await.expect("depth").visible, 1, "the product's correction alone");
+    rig.drain().await;
+    assert_eq!(rig.state(&product.entity()).await, Some(json!({"title": "b"})));
+    assert_eq!(rig.state(&adjusted.entity()).await, Some(json!({"quantity": 5})), "untouched");
+    assert_eq!(rig.state(&extra.entity()).await, Some(json!({"quantity": 3})), "not deleted");
+    assert_eq!(rig.state(&missing.entity()).await, None);
+    let query = EventQuery { source: Some("erp".into()), ..EventQuery::default() };
+    let records = rig.engine.ports().store.list_events(&query).await.expect("list");
+    assert!(records.iter().all(|r| r.status == Status::Completed), "no correction failed: {records:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_reports_the_differences_of_an_in_order_type_and_sends_them_no_correction_on_the_embedded_backend() {
+    in_order_differences_are_not_corrected(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_reconcile_reports_the_differences_of_an_in_order_type_and_sends_them_no_correction() {
+    in_order_differences_are_not_corrected(Some("inorder")).await;
+}
+
+async fn a_line_not_in_utf8_is_reported(aws: Option<&str>) {
+    let rig = BackendRig::new(aws).await;
+    let cafe = product("p-cafe", 10, "Café");
+    rig.apply(&[product("p-ok", 10, "ok"), cafe.clone()]).await;
+    let latin1 = product("p-cafe", 20, "Café").body();
+    let at = latin1.find('é').expect("an é");
+    let mut bytes = (product("p-ok", 10, "ok").body() + "\r\n").into_bytes();
+    bytes.extend(latin1.replace('é', "\u{1}").bytes().map(|b| if b == 1 { 0xE9 } else { b }));
+    bytes.extend(b"\r\n");
+    bytes.extend((product("p-new", 20, "new").body() + "\r\n").into_bytes());
+    let snapshot = snapshot_of_bytes(&rig, "latin1", bytes).await;
+
+    let report = reconcile(&rig.engine, snapshot.as_ref(), &options(true, Some("u1"))).await;
+    let [invalid] = report.invalid.as_slice() else { panic!("one invalid line: {:?}", report.invalid) };
+    assert_eq!((invalid.line, invalid.entity.clone()), (2, Some(cafe.entity().to_string())));
+    let expected = format!("not UTF-8 at byte {} of the line (0xE9); export the snapshot as UTF-8", at + 1);
+    assert_eq!(invalid.error, expected);
+    let c = &report.counts;
+    assert_eq!((c.same, c.missing, c.extra, c.different, c.invalid, report.sent), (1, 1, 0, 0, 1, 1), "{c:?}");
+    assert_eq!(kind_of(&report, &cafe.entity()), None, "neither different nor extra: not compared");
+    rig.drain().await;
+    assert_eq!(rig.state(&cafe.entity()).await, Some(json!({"title": "Café"})), "not overwritten nor deleted");
+    assert_eq!(rig.state(&product("p-new", 20, "new").entity()).await, Some(json!({"title": "new"})));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_line_that_is_not_utf8_is_reported_with_where_and_its_entity_left_alone_on_the_embedded_backend() {
+    a_line_not_in_utf8_is_reported(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_a_snapshot_line_that_is_not_utf8_is_reported_with_where_and_its_entity_left_alone() {
+    a_line_not_in_utf8_is_reported(Some("latin1")).await;
+}
+
+/// Notes the size of each batch sent.
+#[derive(Default)]
+struct NotesSends {
+    sizes: Mutex<Vec<usize>>,
+}
+
+#[async_trait::async_trait]
+impl QueueHooks for NotesSends {
+    async fn send(&self, inner: &dyn Queue, messages: Vec<OutgoingMessage>) -> Result<Vec<String>, StoreError> {
+        self.sizes.lock().expect("lock").push(messages.len());
+        inner.send(messages).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_at_a_rate_under_ten_per_second_sends_corrections_in_batches_of_at_most_the_rate() {
+    let rig = BackendRig::new(None).await;
+    let rows: Vec<Env> = (0..6).map(|i| product(&format!("p-{i}"), 10, "snapshot")).collect();
+    let snapshot = snapshot(&rig, "paced", &rows, &[]).await;
+    let queue = Arc::new(HookedQueue { inner: Arc::clone(&rig.engine.ports().queue), hooks: NotesSends::default() });
+    let ports = synctrail::engine::Ports { queue: queue.clone(), ..rig.backend.ports.clone() };
+    let engine = Engine::new(ports, crate::support::settings());
+
+    let paced = ReconcileOptions { rate_per_second: Some(2.0), ..options(true, Some("rate1")) };
+    let report = reconcile(&engine, snapshot.as_ref(), &paced).await;
+    assert_eq!((report.sent, report.finished), (6, true));
+    assert_eq!(*queue.hooks.sizes.lock().expect("lock"), vec![2, 2, 2], "2 per second: batches of 2, not 6 at once");
+    assert!(snapshot.read_state("rate1").await.expect("state").is_some(), "checkpointed");
+
+    queue.hooks.sizes.lock().expect("lock").clear();
+    let unpaced = reconcile(&engine, snapshot.as_ref(), &options(true, Some("rate2"))).await;
+    assert_eq!(unpaced.sent, 6);
+    assert_eq!(*queue.hooks.sizes.lock().expect("lock"), vec![6], "no rate: the entities read together, in one batch");
+    assert_eq!(rig.engine.ports().queue.depth().await.expect("depth").visible, 12);
 }

@@ -2,7 +2,8 @@
 //! compare another system's records with the destination (missing, extra, stale, different, same) and, with
 //! `--apply`, send corrective events to the ingest queue (`caused_by: reconcile:<run id>`), rate-limited and
 //! resumable by run id (the run's state is kept beside the snapshot). A dry run (the default) sends and stores
-//! nothing.
+//! nothing. Differences of `in_order` entity types are listed and not corrected (a snapshot row is a total, not a
+//! delta).
 
 use super::Context;
 use crate::args::ReconcileArgs;
@@ -65,13 +66,30 @@ fn print(out: &mut dyn Write, report: &ReconcileReport) -> Result<(), CliError> 
                 DiffKind::Different => "different",
             };
             let fields = synctrail::engine::verify::summary(&entity.diff);
-            let correction = entity.event_id.as_ref().map_or_else(|| "-".to_owned(), ToString::to_string);
+            let correction = match (&entity.event_id, &entity.not_corrected) {
+                (Some(id), _) => id.to_string(),
+                (None, Some(_)) => "none (in_order)".to_owned(),
+                (None, None) => "-".to_owned(),
+            };
             table.row(vec![entity.entity_key.clone(), kind.to_owned(), shorten(&fields, 40), correction]);
         }
         table.write(out)?;
     }
     for invalid in &report.invalid {
-        writeln!(out, "line {}: not compared: {}", invalid.line, invalid.error)?;
+        match &invalid.entity {
+            Some(entity) => {
+                writeln!(out, "line {}: not compared: {} ({entity} left alone)", invalid.line, invalid.error)?
+            }
+            None => writeln!(out, "line {}: not compared: {}", invalid.line, invalid.error)?,
+        }
+    }
+    if c.not_correctable > 0 {
+        writeln!(
+            out,
+            "{} difference(s) of in_order entity types not corrected: their events are deltas, and a snapshot row is \
+             a total (a delete carries none), which the destination would refuse; fix them with delta events",
+            c.not_correctable
+        )?;
     }
     let (run, all, now) = (&report.run_id, report.sent, report.sent_now);
     if report.already_finished {

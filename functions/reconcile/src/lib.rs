@@ -120,7 +120,8 @@ pub async fn handle(
     let c = &report.counts;
     tracing::info!(
         request_id = %context.request_id, run_id = %report.run_id, dry_run = report.dry_run, same = c.same,
-        missing = c.missing, extra = c.extra, stale = c.stale, different = c.different, sent = report.sent,
+        missing = c.missing, extra = c.extra, stale = c.stale, different = c.different,
+        not_correctable = c.not_correctable, sent = report.sent,
         "reconcile done"
     );
     println!("{}", emf_line(&report, name, &function.config.metrics_namespace, engine.ports().clock.now()));

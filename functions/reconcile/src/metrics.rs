@@ -1,5 +1,6 @@
 //! The reconcile run's CloudWatch Embedded Metric Format line: its counts per kind, per function (the differences
-//! alarm watches `differences` = missing + extra + different).
+//! alarm watches `differences` = missing + extra + different; `not_correctable` of those are of `in_order` types
+//! and were sent no correction).
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
@@ -16,6 +17,7 @@ pub fn emf_line(report: &ReconcileReport, function: &str, namespace: &str, at: D
         ("stale", c.stale),
         ("same", c.same),
         ("invalid", c.invalid),
+        ("not_correctable", c.not_correctable),
         ("corrections_sent", if report.dry_run { 0 } else { report.sent }),
     ];
     let mut line = serde_json::Map::new();
@@ -50,9 +52,18 @@ mod tests {
             source: "shop".into(),
             entity_type: None,
             as_of: DateTime::UNIX_EPOCH,
-            counts: DiffCounts { same: 7, missing: 1, extra: 2, stale: 4, different: 3, ignored: 0, invalid: 1 },
-            sent: 6,
-            sent_now: 6,
+            counts: DiffCounts {
+                same: 7,
+                missing: 1,
+                extra: 2,
+                stale: 4,
+                different: 3,
+                ignored: 0,
+                invalid: 1,
+                not_correctable: 2,
+            },
+            sent: 4,
+            sent_now: 4,
             already_finished: false,
             entities: Vec::new(),
             invalid: Vec::new(),
@@ -66,7 +77,8 @@ mod tests {
             assert!(line[name].is_number(), "{name} has a member");
         }
         assert_eq!(line["differences"], json!(6));
-        assert_eq!(line["corrections_sent"], json!(6));
+        assert_eq!(line["corrections_sent"], json!(4), "the in_order differences are not counted as sent");
+        assert_eq!(line["not_correctable"], json!(2));
         assert_eq!(line["_aws"]["CloudWatchMetrics"][0]["Dimensions"], json!([["function"]]));
     }
 }

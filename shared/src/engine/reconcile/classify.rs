@@ -4,6 +4,7 @@
 use crate::destination::DestinationRecord;
 use crate::engine::verify::{diff, FieldDiff};
 use crate::model::{content_hash, Direction, Envelope, EventId, Kind, OrderKey};
+use crate::settings::Policy;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -26,15 +27,22 @@ pub enum DiffKind {
     Different,
 }
 
+/// Why a difference of an `in_order` entity type gets no correction.
+pub const IN_ORDER_NOT_CORRECTABLE: &str = "not corrected: the entity type is in_order, whose events are deltas; a \
+     snapshot row is a total, not a delta (and a delete carries none), so the destination would refuse it; fix it \
+     with a delta event";
+
 /// What to do about one entity.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Classified {
     /// How it compares.
     pub kind: DiffKind,
-    /// The corrective change to send (for missing, extra and different).
+    /// The corrective change to send (for missing, extra and different, unless the entity type is `in_order`).
     pub correction: Option<Envelope>,
     /// Where the two states differ.
     pub diff: Vec<FieldDiff>,
+    /// Why a missing, extra or different entity gets no correction ([`IN_ORDER_NOT_CORRECTABLE`]).
+    pub not_correctable: Option<&'static str>,
 }
 
 /// The corrective event id of `entity_key` in run `run_id`: the same on every attempt of the run, so a resumed run
@@ -46,12 +54,28 @@ pub fn correction_id(run_id: &str, entity_key: &str) -> Option<EventId> {
 
 /// Compares the snapshot's row of an entity (`snapshot`, already a corrective envelope with its id and cause) with
 /// what the destination holds (`held`); `delete` is the corrective delete of the entity at the snapshot's time, sent
-/// when the snapshot does not have it (see [`delete_at`]).
-pub fn classify(snapshot: Option<Envelope>, held: Option<&DestinationRecord>, delete: Option<Envelope>) -> Classified {
+/// when the snapshot does not have it (see [`delete_at`]). Under `policy` = `in_order` a difference is classified the
+/// same but gets no correction: the destination applies that type's events as deltas, and refuses a snapshot row
+/// (a total) or a delete (no delta) for good.
+pub fn classify(
+    snapshot: Option<Envelope>,
+    held: Option<&DestinationRecord>,
+    delete: Option<Envelope>,
+    policy: Policy,
+) -> Classified {
+    let mut classified = compare(snapshot, held, delete);
+    if policy == Policy::InOrder && classified.correction.take().is_some() {
+        classified.not_correctable = Some(IN_ORDER_NOT_CORRECTABLE);
+    }
+    classified
+}
+
+/// [`classify`] before the policy is looked at.
+fn compare(snapshot: Option<Envelope>, held: Option<&DestinationRecord>, delete: Option<Envelope>) -> Classified {
     let live = held.filter(|h| !h.deleted);
     let newer_than = |order: OrderKey| held.and_then(|h| h.order).is_some_and(|held| held > order);
     let state = |record: Option<&DestinationRecord>| record.map_or(Value::Null, |r| r.state.clone());
-    let outcome = |kind, correction, diff| Classified { kind, correction, diff };
+    let outcome = |kind, correction, diff| Classified { kind, correction, diff, not_correctable: None };
     match snapshot {
         Some(row) if row.kind == Kind::Delete => match live {
             None => outcome(DiffKind::Same, None, Vec::new()),
@@ -145,9 +169,13 @@ mod tests {
         DestinationRecord { state, deleted, order: OrderKey::at(at(seconds), 0), event_id: Some("e".into()) }
     }
 
-    fn kind(snapshot: Option<Envelope>, held: Option<&DestinationRecord>) -> (DiffKind, bool) {
+    fn classified(snapshot: Option<Envelope>, held: Option<&DestinationRecord>, policy: Policy) -> Classified {
         let delete = delete_at(&entity(), at(50), correction_id("r1", "k").unwrap(), "reconcile:r1");
-        let classified = classify(snapshot.clone(), held, snapshot.is_none().then_some(delete).flatten());
+        classify(snapshot.clone(), held, snapshot.is_none().then_some(delete).flatten(), policy)
+    }
+
+    fn kind(snapshot: Option<Envelope>, held: Option<&DestinationRecord>) -> (DiffKind, bool) {
+        let classified = classified(snapshot, held, Policy::LatestWins);
         (classified.kind, classified.correction.is_some())
     }
 
@@ -168,6 +196,28 @@ mod tests {
         assert_eq!(kind(Some(gone), None), (DiffKind::Same, false));
         let unordered = DestinationRecord { order: None, ..held(99, json!({"price": 9})) };
         assert_eq!(kind(Some(upsert(10)), Some(&unordered)), (DiffKind::Different, true), "the pipeline guards it");
+    }
+
+    #[test]
+    fn an_in_order_difference_is_classified_the_same_and_gets_no_correction_but_the_reason() {
+        let upsert = |s| row(s, Kind::Upsert, json!({"on_hand": 10}));
+        let cases = [
+            (Some(upsert(10)), None, DiffKind::Missing),
+            (Some(upsert(10)), Some(held(10, json!({"on_hand": 9}))), DiffKind::Different),
+            (None, Some(held(20, json!({"on_hand": 9}))), DiffKind::Extra),
+        ];
+        for (snapshot, held, expected) in cases {
+            let latest_wins = classified(snapshot.clone(), held.as_ref(), Policy::LatestWins);
+            let in_order = classified(snapshot, held.as_ref(), Policy::InOrder);
+            assert_eq!((latest_wins.kind, latest_wins.correction.is_some()), (expected, true));
+            assert_eq!(latest_wins.not_correctable, None);
+            assert_eq!((in_order.kind, in_order.correction, in_order.diff), (expected, None, latest_wins.diff));
+            assert_eq!(in_order.not_correctable, Some(IN_ORDER_NOT_CORRECTABLE), "{expected:?}");
+        }
+        let same = classified(Some(upsert(10)), Some(&held(10, json!({"on_hand": 10}))), Policy::InOrder);
+        assert_eq!((same.kind, same.not_correctable), (DiffKind::Same, None), "nothing to correct, nothing to say");
+        let stale = classified(Some(upsert(10)), Some(&held(20, json!({"on_hand": 9}))), Policy::InOrder);
+        assert_eq!((stale.kind, stale.not_correctable), (DiffKind::Stale, None), "never sent under either policy");
     }
 
     #[test]

@@ -9,30 +9,38 @@
 //!   order key, so the ordering rules still guard: a snapshot row older than what the destination holds never
 //!   overwrites it), or a delete at the snapshot's time for an extra entity; `caused_by` = `reconcile:<run id>`, and
 //!   an event id derived from run and entity ([`correction_id`]), so sending one again records no second event.
-//! - Entities are handled in key order. With `apply`, the run's state (how far it got, the counts so far) is stored
-//!   beside the snapshot ([`SnapshotStore::write_state`]) after every batch of corrections (and every
+//! - An entity type whose policy is `in_order` gets no corrections: its events are deltas, and a snapshot row is a
+//!   total (a delete carries no delta), which the destination refuses for good. Its differences are reported, with
+//!   why nothing was sent ([`IN_ORDER_NOT_CORRECTABLE`]), and counted as `not_correctable`, not as sent.
+//! - A snapshot line that is not UTF-8, or not a valid envelope, is reported and not compared; the entity it names
+//!   (when that can be read) is left alone: not corrected from a garbled row, and not taken for `extra` and deleted.
+//! - Entities are handled in key order, read ten at a time. With a rate, their corrections are sent in batches of at
+//!   most `max(1, floor(rate))` (up to 10), paced by [`time_to_send`](crate::engine::pacing) between batches. With
+//!   `apply`, the run's state (how far it got, the counts so far) is stored beside the snapshot
+//!   ([`SnapshotStore::write_state`]) after the sends of every ten entities with corrections (and every
 //!   [`CHECKPOINT_EVERY`] entities): a run interrupted halfway is resumed by its id and starts after the last
 //!   checkpoint; what it sends again past it carries the same ids.
 
 mod classify;
 
-pub use classify::{classify, correction_id, delete_at, Classified, DiffKind};
+pub use classify::{classify, correction_id, delete_at, Classified, DiffKind, IN_ORDER_NOT_CORRECTABLE};
 
 use super::verify::FieldDiff;
 use super::Engine;
 use crate::destination::{DestinationRecord, ReadError};
-use crate::model::{EntityKey, Envelope, EventId, Message};
+use crate::model::{EntityKey, Envelope, EventId, Message, DEFAULT_TENANT};
 use crate::store::{OutgoingMessage, SnapshotStore, StoreError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
-use std::time::Instant;
+use std::collections::{BTreeMap, BTreeSet};
+use tokio::time::Instant;
 
 /// Entities handled between two checkpoints of a run's state when nothing is sent.
 pub const CHECKPOINT_EVERY: usize = 1000;
-/// Corrections sent per message batch (SQS takes at most 10), and entities read side by side.
+/// Entities read side by side, and corrections sent per message batch (SQS takes at most 10; a rate under 10 per
+/// second sends fewer: [`send_batch`]).
 const BATCH: usize = 10;
 /// Heads read per page when listing the source's entities.
 const HEAD_PAGE: usize = 500;
@@ -74,10 +82,18 @@ pub struct DiffCounts {
     pub ignored: u64,
     /// Snapshot lines that are not valid envelopes.
     pub invalid: u64,
+    /// Of the missing, extra and different: those of `in_order` entity types, reported and sent no correction
+    /// ([`IN_ORDER_NOT_CORRECTABLE`]). Left out of the JSON when there are none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub not_correctable: u64,
+}
+
+fn is_zero(count: &u64) -> bool {
+    *count == 0
 }
 
 impl DiffCounts {
-    /// Missing, extra and different: what corrections are for.
+    /// Missing, extra and different: what corrections are for (`not_correctable` among them).
     pub fn differences(&self) -> u64 {
         self.missing + self.extra + self.different
     }
@@ -109,6 +125,9 @@ pub struct EntityDiff {
     /// The corrective event (sent, or with a dry run: that would be sent).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub event_id: Option<EventId>,
+    /// Why a missing, extra or different entity gets no correction ([`IN_ORDER_NOT_CORRECTABLE`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_corrected: Option<String>,
 }
 
 /// A snapshot line that is not a valid envelope.
@@ -118,6 +137,9 @@ pub struct InvalidLine {
     pub line: usize,
     /// What is wrong with it.
     pub error: String,
+    /// The entity it names, when that can be read: left alone by the run (not compared, corrected or deleted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entity: Option<String>,
 }
 
 /// What a reconcile run found and did.
@@ -138,7 +160,8 @@ pub struct ReconcileReport {
     pub as_of: DateTime<Utc>,
     /// Counts over the whole run (a resumed run's earlier part included).
     pub counts: DiffCounts,
-    /// Corrections sent by the whole run (with a dry run: that would be sent).
+    /// Corrections sent by the whole run (with a dry run: that would be sent); never those of `in_order` types
+    /// (`counts.not_correctable`).
     pub sent: u64,
     /// Of those, the ones this invocation sent (a resumed run's earlier parts sent the rest).
     pub sent_now: u64,
@@ -244,7 +267,23 @@ pub fn valid_run_id(run_id: &str) -> bool {
 struct Rows {
     by_key: BTreeMap<String, Envelope>,
     invalid: Vec<InvalidLine>,
+    /// The entities named by invalid lines: left alone.
+    held_out: BTreeSet<String>,
     ignored: u64,
+}
+
+impl Rows {
+    /// Notes an invalid line, and holds out the entity it names.
+    fn hold_out(&mut self, line: InvalidLine) {
+        self.held_out.extend(line.entity.clone());
+        self.invalid.push(line);
+    }
+}
+
+/// Corrections per message batch at `rate` per second: `floor(rate)`, from 1 to [`BATCH`], so a slow rate sends one
+/// at a time rather than ten at once and then a long pause.
+fn send_batch(rate: Option<f64>) -> usize {
+    rate.map_or(BATCH, |r| (r.floor() as usize).clamp(1, BATCH))
 }
 
 impl Engine {
@@ -334,8 +373,11 @@ impl Engine {
         let mut done = total - todo.len() as u64;
         progress(done, total);
         let mut since_checkpoint = 0;
+        let rate = options.rate_per_second.filter(|r| *r > 0.0 && options.apply);
+        let batch_size = send_batch(rate);
+        // When the next batch of corrections may go (with a rate, after the one before).
+        let mut next_send: Option<Instant> = None;
         for chunk in todo.chunks(BATCH) {
-            let started = Instant::now();
             let reads = chunk.iter().map(|(entity, _)| self.ports.destination.read(entity));
             let held = futures_util::future::join_all(reads).await;
             let mut corrections = Vec::new();
@@ -352,10 +394,14 @@ impl Engine {
                     None => correction_id(&run_id, &entity_key)
                         .and_then(|id| delete_at(entity, state.as_of, id, &caused_by)),
                 };
-                let classified = classify(row.clone(), held.as_ref(), delete);
+                let policy = self.settings.policy_for(&entity.entity_type);
+                let classified = classify(row.clone(), held.as_ref(), delete, policy);
                 state.counts.count(classified.kind);
                 if classified.kind == DiffKind::Same {
                     continue;
+                }
+                if classified.not_correctable.is_some() {
+                    state.counts.not_correctable += 1;
                 }
                 let event_id = classified.correction.as_ref().map(|c| c.event_id.clone());
                 report.entities.push(EntityDiff {
@@ -365,19 +411,26 @@ impl Engine {
                     destination: held_state(held.as_ref()),
                     diff: classified.diff,
                     event_id,
+                    not_corrected: classified.not_correctable.map(str::to_owned),
                 });
                 corrections.extend(classified.correction);
             }
-            if options.apply && !corrections.is_empty() {
-                let count = corrections.len();
-                let messages = corrections.iter().map(|c| self.correction_message(c, options)).collect();
-                self.ports
-                    .queue
-                    .send(messages)
-                    .await
-                    .map_err(|source| ReconcileError::Send { source, run_id: run_id.clone() })?;
-                state.sent += count as u64;
-            } else if !options.apply {
+            if options.apply {
+                for batch in corrections.chunks(batch_size) {
+                    if let Some(due) = next_send {
+                        tokio::time::sleep_until(due).await;
+                    }
+                    let started = Instant::now();
+                    let messages = batch.iter().map(|c| self.correction_message(c, options)).collect();
+                    self.ports
+                        .queue
+                        .send(messages)
+                        .await
+                        .map_err(|source| ReconcileError::Send { source, run_id: run_id.clone() })?;
+                    state.sent += batch.len() as u64;
+                    next_send = rate.map(|rate| started + crate::engine::pacing::time_to_send(batch.len(), rate));
+                }
+            } else {
                 state.sent += corrections.len() as u64;
             }
             done += chunk.len() as u64;
@@ -388,13 +441,6 @@ impl Engine {
                 since_checkpoint = 0;
             }
             progress(done, total);
-            if let Some(rate) = options.rate_per_second.filter(|r| *r > 0.0 && options.apply && !corrections.is_empty())
-            {
-                let due = crate::engine::pacing::time_to_send(corrections.len(), rate);
-                if let Some(rest) = due.checked_sub(started.elapsed()) {
-                    tokio::time::sleep(rest).await;
-                }
-            }
         }
         state.finished = true;
         if options.apply {
@@ -407,36 +453,52 @@ impl Engine {
         Ok(report)
     }
 
-    /// Parses the snapshot's lines: valid envelopes of the source (and type) become corrective envelopes of this
-    /// run, one per entity (the newest when a key repeats).
+    /// Parses the snapshot's lines (split at `\n` or `\r\n`, each UTF-8): valid envelopes of the source (and type)
+    /// become corrective envelopes of this run, one per entity (the newest when a key repeats). An entity an invalid
+    /// line names is held out (not compared), whatever its other lines say.
     fn snapshot_rows(&self, bytes: &[u8], options: &ReconcileOptions, run_id: &str, caused_by: &str) -> Rows {
-        let mut rows = Rows { by_key: BTreeMap::new(), invalid: Vec::new(), ignored: 0 };
-        let text = String::from_utf8_lossy(bytes);
-        for (index, line) in text.lines().enumerate() {
-            if line.trim().is_empty() {
-                continue;
-            }
-            let invalid = |error: String| InvalidLine { line: index + 1, error };
-            let mut envelope = match Message::parse(line, self.settings.max_payload_bytes) {
-                Ok(Message::Envelope(envelope)) => *envelope,
-                Ok(Message::Redrive { .. }) => {
-                    rows.invalid.push(invalid("a re-drive request, not an envelope".to_owned()));
-                    continue;
-                }
+        let mut rows = Rows { by_key: BTreeMap::new(), invalid: Vec::new(), held_out: BTreeSet::new(), ignored: 0 };
+        let wanted = |entity: &EntityKey| {
+            entity.source == options.source && options.entity_type.as_ref().is_none_or(|t| *t == entity.entity_type)
+        };
+        for (index, raw) in bytes.split_inclusive(|b| *b == b'\n').enumerate() {
+            let raw = match raw.strip_suffix(b"\n") {
+                Some(line) => line.strip_suffix(b"\r").unwrap_or(line),
+                None => raw,
+            };
+            let invalid = |error: String, text: &str| InvalidLine {
+                line: index + 1,
+                error,
+                entity: named_entity(text).filter(|entity| wanted(entity)).map(|entity| entity.to_string()),
+            };
+            let line = match std::str::from_utf8(raw) {
+                Ok(line) => line,
                 Err(e) => {
-                    rows.invalid.push(invalid(e.to_string()));
+                    rows.hold_out(invalid(not_utf8(raw, &e), &String::from_utf8_lossy(raw)));
                     continue;
                 }
             };
-            let wanted = envelope.entity.source == options.source
-                && options.entity_type.as_ref().is_none_or(|t| *t == envelope.entity.entity_type);
-            if !wanted {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let mut envelope = match Message::parse(line, self.settings.max_payload_bytes) {
+                Ok(Message::Envelope(envelope)) => *envelope,
+                Ok(Message::Redrive { .. }) => {
+                    rows.hold_out(invalid("a re-drive request, not an envelope".to_owned(), ""));
+                    continue;
+                }
+                Err(e) => {
+                    rows.hold_out(invalid(e.to_string(), line));
+                    continue;
+                }
+            };
+            if !wanted(&envelope.entity) {
                 rows.ignored += 1;
                 continue;
             }
             let key = envelope.entity.to_string();
             let Some(id) = correction_id(run_id, &key) else {
-                rows.invalid.push(invalid(format!("no event id can be made for {key} in run {run_id}")));
+                rows.hold_out(invalid(format!("no event id can be made for {key} in run {run_id}"), line));
                 continue;
             };
             envelope.event_id = id;
@@ -450,6 +512,7 @@ impl Engine {
                 }
             }
         }
+        rows.by_key.retain(|key, _| !rows.held_out.contains(key));
         rows
     }
 
@@ -461,6 +524,7 @@ impl Engine {
     ) -> Result<BTreeMap<String, (EntityKey, Option<Envelope>)>, StoreError> {
         let mut keys: BTreeMap<String, (EntityKey, Option<Envelope>)> =
             rows.by_key.into_iter().map(|(key, row)| (key, (row.entity.clone(), Some(row)))).collect();
+        let held_out = rows.held_out;
         let mut after = None;
         loop {
             let page = self.ports.store.list_heads(after.as_deref(), HEAD_PAGE).await?;
@@ -468,8 +532,9 @@ impl Engine {
                 let entity = head.entity;
                 let wanted = entity.source == options.source
                     && options.entity_type.as_ref().is_none_or(|t| *t == entity.entity_type);
-                if wanted {
-                    keys.entry(entity.to_string()).or_insert((entity, None));
+                let key = entity.to_string();
+                if wanted && !held_out.contains(&key) {
+                    keys.entry(key).or_insert((entity, None));
                 }
             }
             match page.next {
@@ -522,6 +587,52 @@ fn check_same_run(state: &RunState, sha: &str, options: &ReconcileOptions) -> Re
     }
 }
 
+/// Why a snapshot line is not UTF-8: where (from 1, in the line) and the byte found there.
+fn not_utf8(line: &[u8], error: &std::str::Utf8Error) -> String {
+    let at = error.valid_up_to();
+    let byte = line.get(at).map_or_else(String::new, |b| format!(" (0x{b:02X})"));
+    format!("not UTF-8 at byte {} of the line{byte}; export the snapshot as UTF-8", at + 1)
+}
+
+/// The entity an invalid snapshot line names, when its `source`, `entity_type`, `external_id` (and `tenant`) can be
+/// read as an envelope's are.
+fn named_entity(line: &str) -> Option<EntityKey> {
+    let value: Value = serde_json::from_str(line).ok()?;
+    let part = |name: &str| value.get(name).and_then(Value::as_str);
+    let tenant = match value.get("tenant") {
+        None | Some(Value::Null) => DEFAULT_TENANT,
+        Some(tenant) => tenant.as_str()?,
+    };
+    EntityKey::new(tenant, part("source")?, part("entity_type")?, part("external_id")?).ok()
+}
+
 fn held_state(held: Option<&DestinationRecord>) -> Value {
     held.filter(|h| !h.deleted).map_or(Value::Null, |h| h.state.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn corrections_go_in_batches_of_the_rate_rounded_down_from_one_to_ten() {
+        let sizes: Vec<usize> = [Some(0.5), Some(1.0), Some(2.9), Some(9.99), Some(50.0), None].map(send_batch).into();
+        assert_eq!(sizes, vec![1, 1, 2, 9, 10, 10]);
+    }
+
+    #[test]
+    fn a_line_not_in_utf8_says_at_which_byte_and_what_to_do() {
+        let line = [b"{\"title\": \"Caf".as_slice(), &[0xE9], b"\"}"].concat();
+        let error = std::str::from_utf8(&line).expect_err("Latin-1");
+        let said = not_utf8(&line, &error);
+        assert_eq!(said, "not UTF-8 at byte 15 of the line (0xE9); export the snapshot as UTF-8");
+    }
+
+    #[test]
+    fn the_entity_of_an_invalid_line_is_read_when_its_key_is_there() {
+        let named = named_entity(r#"{"source": "erp", "entity_type": "product", "external_id": "p-1"}"#);
+        assert_eq!(named.map(|e| e.to_string()).as_deref(), Some("default/erp/product/p-1"));
+        assert_eq!(named_entity(r#"{"source": "erp", "entity_type": "product"}"#), None);
+        assert_eq!(named_entity("not json"), None);
+    }
 }

@@ -392,8 +392,9 @@ impl Engine {
     ) {
         if policy == Policy::InOrder {
             report.not_repaired = Some(
-                "in_order totals can't be put back by re-driving a delta (each is applied once); reconcile against \
-                 a snapshot, or correct the destination"
+                "in_order totals can't be put back by re-driving a delta (each is applied once), nor by reconcile \
+                 (a snapshot row is a total, not a delta): send a delta event that makes up the difference, or \
+                 correct the destination"
                     .to_owned(),
             );
             return;
