@@ -372,3 +372,32 @@ async fn listing_dead_letters_says_what_redrive_would_do_not_that_a_failed_event
     let (code, text) = ok(home.path(), &["status", "erp-1"]).await;
     assert!(code == 1 && text.starts_with("erp-1 failed"), "listing left the event as it was: {text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reprocess_invoke_of_an_event_whose_entity_is_busy_says_it_was_not_run_and_exits_3() {
+    let h = crate::support::Harness::new();
+    // The command reads the system clock: the harness's holds are made at the same time.
+    h.advance(chrono::Utc::now() - crate::support::t0());
+    let first = crate::support::Env::product("p-busy").at(1).titled("v1");
+    let second = crate::support::Env::product("p-busy").at(2).titled("v2");
+    h.send_env(&first).await;
+    h.drain().await;
+    let gate = h.script.hold_next();
+    let home = h.home.path().to_owned();
+    let id = first.event_id().to_string();
+
+    let (_, (code, text)) = crate::support::deliver_racing(&h, &second, async {
+        // `second` holds the entity while the command re-drives `first` here, forced (ordering skipped, but still
+        // one event in flight per entity).
+        gate.entered().await;
+        let said = ok(&home, &["reprocess", &id, "--invoke", "--force"]).await;
+        gate.release();
+        said
+    })
+    .await;
+
+    assert_eq!(code, 3, "{text}");
+    assert!(text.contains("not run: its entity is busy"), "{text}");
+    assert!(!text.contains(" received"), "the status shown is the stored one:\n{text}");
+    assert_eq!(h.status_of(&first).await, synctrail::model::Status::Completed, "nothing changed");
+}

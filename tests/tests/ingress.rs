@@ -5,11 +5,13 @@
 
 use crate::support::*;
 use serde_json::{json, Value};
+use std::sync::Arc;
 use synctrail::ingress::{
     AuthFailure, ConfigError, Encoding, Headers, Ignored, Ingress, IngressConfig, MappedEvent, MappingError, Provider,
-    Secret, SignatureScheme, Verdict,
+    Secret, SignatureScheme, Verdict, CREATE_VERSION, DELETE_VERSION, MAX_TRIGGERED_AHEAD_SECONDS,
 };
-use synctrail::model::{EnvelopeError, Kind, Message, Status};
+use synctrail::model::{EnvelopeError, Kind, Message, OrderKey, Status};
+use synctrail::ManualClock;
 
 const SECRET: &str = "It's a Secret to Everybody";
 const DELIVERY: &str = "72d3162e-cc78-11e3-81ab-4c9367dc0958";
@@ -59,6 +61,45 @@ fn shopify_headers(topic: &str, body: &[u8], key: &str) -> Vec<(String, String)>
     .to_vec()
 }
 
+/// Shopify's headers for `topic`, signed with [`SECRET`], for the event `event_id` triggered at `triggered_at`.
+fn shopify_delivery(topic: &str, body: &[u8], event_id: &str, triggered_at: &str) -> Headers {
+    let mut pairs = shopify_headers(topic, body, SECRET);
+    for (name, value) in &mut pairs {
+        match name.as_str() {
+            "X-Shopify-Event-Id" => *value = event_id.to_owned(),
+            "X-Shopify-Triggered-At" => *value = triggered_at.to_owned(),
+            _ => {}
+        }
+    }
+    pairs.into_iter().collect()
+}
+
+/// An ingress like [`ingress`] whose clock stands at `now`.
+fn ingress_at(now: &str) -> Ingress {
+    ingress().with_clock(Arc::new(ManualClock::new(time(now))))
+}
+
+fn time(text: &str) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(text).expect("an RFC 3339 time").with_timezone(&chrono::Utc)
+}
+
+/// `body` with `nested` added at the top of the object at `pointer`.
+fn with_field(body: &[u8], pointer: &str, field: &str, nested: Value) -> Vec<u8> {
+    let mut value: Value = serde_json::from_slice(body).expect("JSON");
+    let object = value.pointer_mut(pointer).and_then(Value::as_object_mut).expect("an object");
+    object.insert(field.to_owned(), nested);
+    serde_json::to_vec(&value).expect("JSON")
+}
+
+/// Arrays nested `depth` deep: `[[…]]`.
+fn arrays(depth: usize) -> Value {
+    let mut value = json!([]);
+    for _ in 1..depth {
+        value = json!([value]);
+    }
+    value
+}
+
 /// The mapped event of a verdict, after checking the body is an envelope `Message::parse` accepts as the same.
 fn mapped(verdict: Verdict) -> MappedEvent {
     assert_eq!(verdict.status(), 202, "{verdict:?}");
@@ -68,6 +109,15 @@ fn mapped(verdict: Verdict) -> MappedEvent {
         other => panic!("the mapped body is not an envelope: {other:?}\n{}", event.body),
     }
     *event
+}
+
+/// The version a mapped change of `kind` carries: a create before, a delete after the same second's updates.
+fn version_of(kind: Kind) -> i64 {
+    match kind {
+        Kind::Create => CREATE_VERSION,
+        Kind::Upsert => 0,
+        Kind::Delete => DELETE_VERSION,
+    }
 }
 
 fn body_field(event: &MappedEvent, field: &str) -> Value {
@@ -168,11 +218,7 @@ fn every_github_fixture_maps_to_its_entity_kind_updated_at_and_tenant() {
         assert_eq!(body_field(&event, "updated_at"), json!(updated_at), "{fixture}: updated_at as GitHub wrote it");
         assert_eq!(envelope.event_id.as_str(), format!("github:{DELIVERY}"), "{fixture}");
         assert_eq!(envelope.delivery_id.as_deref(), Some(DELIVERY), "{fixture}");
-        assert_eq!(
-            envelope.order.version,
-            i64::from(kind == Kind::Delete),
-            "{fixture}: a delete orders after its state"
-        );
+        assert_eq!(envelope.order.version, version_of(kind), "{fixture}: a create orders first, a delete last");
         // The payload is the resource itself, not the delivery around it.
         let delivery: Value = serde_json::from_slice(&body).expect("fixture JSON");
         let resource = ["issue", "pull_request", "comment"].into_iter().rev().find_map(|k| delivery.get(k));
@@ -197,13 +243,8 @@ fn every_shopify_fixture_maps_to_its_entity_kind_updated_at_and_tenant() {
             Kind::Upsert,
             "2021-12-31T19:00:00-05:00",
         ),
-        // A delete's body is `{"id": …}` only: its time is X-Shopify-Triggered-At.
-        (
-            "products/delete",
-            "johns-apparel/shopify/product/788032119674292922",
-            Kind::Delete,
-            "2023-03-29T18:00:27.877041743Z",
-        ),
+        // A delete's body is `{"id": …}` only: its time is X-Shopify-Triggered-At, to the whole second.
+        ("products/delete", "johns-apparel/shopify/product/788032119674292922", Kind::Delete, "2023-03-29T18:00:27Z"),
         (
             "inventory_levels/update",
             "johns-apparel/shopify/inventory_level/271878346596884015@53716844710",
@@ -214,7 +255,7 @@ fn every_shopify_fixture_maps_to_its_entity_kind_updated_at_and_tenant() {
             "inventory_levels/disconnect",
             "johns-apparel/shopify/inventory_level/271878346596884015@24826418",
             Kind::Delete,
-            "2023-03-29T18:00:27.877041743Z",
+            "2023-03-29T18:00:27Z",
         ),
     ];
     for (topic, entity, kind, updated_at) in table {
@@ -227,6 +268,7 @@ fn every_shopify_fixture_maps_to_its_entity_kind_updated_at_and_tenant() {
         assert_eq!(body_field(&event, "updated_at"), json!(updated_at), "{topic}");
         assert_eq!(envelope.event_id.as_str(), "shopify:98880550-7158-44d4-b7cd-2c97c8a091b5", "{topic}");
         assert_eq!(envelope.delivery_id.as_deref(), Some("b54557e4-bdd9-4b37-8a5f-bf7d70bcd043"), "{topic}");
+        assert_eq!(envelope.order.version, version_of(kind), "{topic}: a create orders first, a delete last");
         let delivery: Value = serde_json::from_slice(&body).expect("fixture JSON");
         assert_eq!(envelope.payload, delivery, "{topic}: the body is the resource");
     }
@@ -451,6 +493,155 @@ fn signed_bodies_that_cannot_be_mapped_say_why() {
     pairs.retain(|(name, _)| name != "X-Shopify-Triggered-At");
     let error = unmappable(ingress.handle("shopify", &pairs.into_iter().collect(), &body));
     assert_eq!(error, MappingError::MissingHeader("X-Shopify-Triggered-At"));
+}
+
+/// `X-Shopify-Triggered-At` has nanoseconds; Shopify's `updated_at` whole seconds. A delete is ordered at its whole
+/// second, with `version: 1` after the states of that second — and so after a re-create of that second too (a
+/// create's `version` is -1): docs/webhooks.md "Deletes and ties".
+#[test]
+fn a_shopify_delete_orders_at_the_whole_second_of_its_triggered_at_as_updated_at_is_written() {
+    let ingress = ingress();
+    let body = webhook("shopify/inventory_levels/disconnect.json");
+    let headers = shopify_delivery("inventory_levels/disconnect", &body, "d1", "2023-03-29T18:00:27.877041743Z");
+    let disconnect = mapped(ingress.handle("shopify", &headers, &body)).envelope;
+    assert_eq!(disconnect.order, OrderKey::at(time("2023-03-29T18:00:27Z"), 1).expect("an order key"));
+
+    // The level's states as Shopify writes them (the `inventory_levels/update` body, on the disconnected level).
+    let state = |topic: &str, updated_at: &str| {
+        let level = webhook("shopify/inventory_levels/update.json");
+        let level = with_field(&level, "", "location_id", json!(24826418));
+        let level = with_field(&level, "", "updated_at", json!(updated_at));
+        let headers = shopify_delivery(topic, &level, updated_at, "2023-03-29T18:00:29Z");
+        mapped(ingress.handle("shopify", &headers, &level)).envelope
+    };
+    let same_second = state("inventory_levels/update", "2023-03-29T14:00:27-04:00");
+    let reconnect_same_second = state("inventory_levels/connect", "2023-03-29T14:00:27-04:00");
+    let next_second = state("inventory_levels/connect", "2023-03-29T18:00:28Z");
+    assert_eq!(same_second.entity, disconnect.entity);
+    assert!(same_second.order < disconnect.order, "the delete ends the second's states");
+    assert!(reconnect_same_second.order < disconnect.order, "the documented trade-off: a same-second delete wins");
+    assert!(next_second.order > disconnect.order, "a reconnect a second later is newer");
+}
+
+/// The signature covers the body, not the headers: a replayed signed delete body with `X-Shopify-Triggered-At` in
+/// 2261 would be the entity's newest state until then, and every real change `dropped`.
+#[test]
+fn a_shopify_delete_triggered_more_than_five_minutes_ahead_of_the_ingress_clock_is_unmappable() {
+    assert_eq!(MAX_TRIGGERED_AHEAD_SECONDS, 300);
+    let ingress = ingress_at("2023-03-29T18:00:00Z");
+    for (topic, fixture) in
+        [("products/delete", "products/delete"), ("inventory_levels/disconnect", "inventory_levels/disconnect")]
+    {
+        let body = webhook(&format!("shopify/{fixture}.json"));
+        let deliver = |at: &str| ingress.handle("shopify", &shopify_delivery(topic, &body, "d1", at), &body);
+        let within = mapped(deliver("2023-03-29T18:05:00.999Z"));
+        assert_eq!(body_field(&within, "updated_at"), json!("2023-03-29T18:05:00Z"), "{topic}: a drifting clock");
+        for ahead in ["2023-03-29T18:05:01Z", "2261-01-01T00:00:00Z"] {
+            let error = unmappable(deliver(ahead));
+            let MappingError::AheadOfClock { header, value, now, ahead_seconds } = &error else {
+                panic!("{topic} at {ahead}: {error:?}")
+            };
+            assert_eq!(
+                (*header, value.as_str(), now.as_str()),
+                ("X-Shopify-Triggered-At", ahead, "2023-03-29T18:00:00Z")
+            );
+            assert_eq!(*ahead_seconds, 300);
+            assert_eq!(error.field(), Some("X-Shopify-Triggered-At"), "the rejected record names the header");
+        }
+        let error = unmappable(deliver("yesterday"));
+        assert!(matches!(&error, MappingError::InvalidHeader { header: "X-Shopify-Triggered-At", .. }), "{error:?}");
+    }
+}
+
+/// A Shopify delete's body carries only ids (`products/delete` is `{"id": …}`); a state under a delete topic is a
+/// signed body relabelled through the unsigned `X-Shopify-Topic`, and would delete the resource at the state's time.
+#[test]
+fn a_shopify_state_relabelled_as_a_delete_by_its_unsigned_topic_is_unmappable() {
+    let ingress = ingress();
+    for (fixture, relabelled) in [
+        ("products/update", "products/delete"),
+        ("products/create", "products/delete"),
+        ("inventory_levels/update", "inventory_levels/disconnect"),
+    ] {
+        let body = webhook(&format!("shopify/{fixture}.json"));
+        let headers = shopify_delivery(relabelled, &body, "d1", "2023-03-29T18:00:27Z");
+        let error = unmappable(ingress.handle("shopify", &headers, &body));
+        assert_eq!(error, MappingError::StateUnderDeleteTopic { topic: relabelled.into() }, "{fixture}");
+        assert!(error.to_string().contains("a delete's body carries only ids"), "{error}");
+    }
+    // The other way round, a delete's ids under an update topic have no updated_at: unmappable as well.
+    let body = webhook("shopify/products/delete.json");
+    let headers = shopify_delivery("products/update", &body, "d1", "2023-03-29T18:00:27Z");
+    let error = unmappable(ingress.handle("shopify", &headers, &body));
+    assert_eq!(error, MappingError::Missing { pointer: "/updated_at".into(), expected: "a string" });
+}
+
+/// An `issue_comment` body carries its issue beside the comment; relabelled `issues` through the unsigned
+/// `X-GitHub-Event`, a comment's `deleted` would delete the issue.
+#[test]
+fn a_github_comment_body_relabelled_as_an_issue_event_is_unmappable() {
+    let ingress = ingress();
+    for action in ["deleted", "created"] {
+        let body = webhook(&format!("github/issue_comment/{action}.json"));
+        let delivery: Value = serde_json::from_slice(&body).expect("JSON");
+        assert!(delivery["issue"].is_object() && delivery["action"] == action, "the issue is in the body");
+        let error = unmappable(ingress.handle("github", &github_headers("issues", &body, SECRET), &body));
+        assert_eq!(error, MappingError::AnotherEventsBody { event: "issues".into(), field: "/comment" }, "{action}");
+        assert_eq!(error.field(), Some("/comment"));
+    }
+}
+
+/// serde_json keeps the last of two equal keys, another parser the first; the engine refuses such a message
+/// (spec §1), and the ingress reads the body with the same parser, so the sender's body means one thing.
+#[test]
+fn a_body_naming_a_key_twice_is_unmappable_instead_of_mapped_with_its_last_value() {
+    let ingress = ingress();
+    let opened = String::from_utf8(webhook("github/issues/opened.json")).expect("UTF-8");
+    let body = opened.replacen('{', r#"{"action": "deleted","#, 1);
+    let last_wins: Value = serde_json::from_str(&body).expect("serde_json takes it");
+    assert_eq!(last_wins["action"], "opened", "what a last-value parser would have mapped");
+    let error =
+        unmappable(ingress.handle("github", &github_headers("issues", body.as_bytes(), SECRET), body.as_bytes()));
+    assert_eq!(error, MappingError::DuplicateKey { path: "action".into() });
+    assert_eq!(error.field(), Some("action"));
+
+    let update = String::from_utf8(webhook("shopify/products/update.json")).expect("UTF-8");
+    let body = update.replacen(r#""price": "19.99","#, r#""price": "19.99", "price": "9.99","#, 1);
+    assert_ne!(body, update);
+    let headers: Headers = shopify_headers("products/update", body.as_bytes(), SECRET).into_iter().collect();
+    let error = unmappable(ingress.handle("shopify", &headers, body.as_bytes()));
+    assert_eq!(error, MappingError::DuplicateKey { path: "variants[0].price".into() });
+    assert!(error.to_string().contains("appears twice"), "{error}");
+}
+
+/// serde_json's nesting limit is 128 levels, and a Shopify body is the payload, one level inside its envelope: a
+/// body one level short of the limit would be answered `queued` under `shopify:<id>` and then refused by the
+/// processor under another id. The queued text is checked by the processor's own parser first.
+#[test]
+fn a_body_the_envelope_nests_past_the_parsers_limit_is_unmappable_not_queued_under_an_id_that_never_exists() {
+    let ingress = ingress();
+    let update = webhook("shopify/products/update.json");
+    // The top object holds arrays 126 deep: 127 levels, as deep as serde_json takes.
+    let deepest = with_field(&update, "", "metafields", arrays(126));
+    assert!(serde_json::from_slice::<Value>(&deepest).is_ok(), "the body itself is within the limit");
+    let envelope_of_it = format!(r#"{{"payload": {}}}"#, String::from_utf8(deepest.clone()).expect("UTF-8"));
+    assert!(serde_json::from_str::<Value>(&envelope_of_it).is_err(), "its envelope is not");
+    let headers: Headers = shopify_headers("products/update", &deepest, SECRET).into_iter().collect();
+    let error = unmappable(ingress.handle("shopify", &headers, &deepest));
+    assert!(matches!(&error, MappingError::TooDeep(detail) if detail.contains("recursion limit")), "{error:?}");
+    assert!(error.to_string().contains("nested too deeply"), "{error}");
+
+    let one_less = with_field(&update, "", "metafields", arrays(125));
+    let headers: Headers = shopify_headers("products/update", &one_less, SECRET).into_iter().collect();
+    mapped(ingress.handle("shopify", &headers, &one_less));
+    // A GitHub payload is a part of the body, so its envelope is no deeper than the delivery.
+    let opened = with_field(&webhook("github/issues/opened.json"), "/issue", "reactions", arrays(125));
+    assert!(serde_json::from_slice::<Value>(&opened).is_ok());
+    mapped(ingress.handle("github", &github_headers("issues", &opened, SECRET), &opened));
+    // Deeper than the parser takes at all: unmappable for the same reason.
+    let deeper = with_field(&update, "", "metafields", arrays(200));
+    let headers: Headers = shopify_headers("products/update", &deeper, SECRET).into_iter().collect();
+    assert!(matches!(unmappable(ingress.handle("shopify", &headers, &deeper)), MappingError::TooDeep(_)));
 }
 
 #[test]
@@ -686,4 +877,56 @@ async fn a_deleted_comment_stays_deleted_when_its_last_edit_of_the_same_second_a
     let late = h.record(&edited.envelope.event_id).await;
     assert_eq!(late.status, Status::Dropped, "the delete (version 1) orders after the edit");
     assert_eq!(h.effects_of(&edited.envelope.event_id).await, 0);
+}
+
+/// GitHub and Shopify write `updated_at` to the second: a create and an update of the same second share it (Shopify
+/// sends `products/create` and `products/update` for one save; a bot labels an issue within a second of `opened`).
+/// A create carries `version: -1`, so the update orders after it whichever arrives first.
+#[tokio::test]
+async fn a_create_delivered_after_an_update_of_the_same_second_is_dropped_and_the_update_stays() {
+    let h = Harness::new();
+    let ingress = ingress();
+    let github = |body: &[u8], delivery: &str| {
+        let signature = SignatureScheme::github().sign(&secret(SECRET), body);
+        let headers = headers(&[
+            ("X-GitHub-Event", "issues"),
+            ("X-GitHub-Delivery", delivery),
+            ("X-Hub-Signature-256", &signature),
+        ]);
+        mapped(ingress.handle("github", &headers, body))
+    };
+    let shopify = |topic: &str, body: &[u8], event_id: &str| {
+        let headers = shopify_delivery(topic, body, event_id, "2022-01-01T00:00:00.5Z");
+        mapped(ingress.handle("shopify", &headers, body))
+    };
+    // The same second's later states: the issue labelled, the product tagged (as the fixtures, one field changed).
+    let labelled = with_field(&webhook("github/issues/edited.json"), "/issue", "labels", json!([{"name": "bug"}]));
+    let tagged =
+        with_field(&webhook("shopify/products/update.json"), "", "tags", json!("example, mens, t-shirt, sale"));
+    let pairs = [
+        (github(&labelled, "e1"), github(&webhook("github/issues/opened.json"), "o1")),
+        (
+            shopify("products/update", &tagged, "u1"),
+            shopify("products/create", &webhook("shopify/products/create.json"), "c1"),
+        ),
+    ];
+    for (update, create) in &pairs {
+        let (updated, created) = (&update.envelope, &create.envelope);
+        assert_eq!(
+            (&updated.entity, updated.updated_at),
+            (&created.entity, created.updated_at),
+            "one entity, one second"
+        );
+        assert_ne!(updated.payload, created.payload, "two states");
+        for event in [update, create] {
+            h.send(event.body.clone()).await;
+            h.deliver(1).await;
+        }
+        assert_eq!(h.record(&updated.event_id).await.status, Status::Completed);
+        let late = h.record(&created.event_id).await;
+        assert_eq!(late.status, Status::Dropped, "the create (version -1) orders before the update");
+        assert_eq!(late.dropped_for.as_deref(), Some(updated.event_id.as_str()));
+        assert_eq!(h.effects_of(&created.event_id).await, 0);
+        assert_eq!(h.mirror_state(&updated.entity).await.as_ref(), Some(&updated.payload), "the update's state stays");
+    }
 }

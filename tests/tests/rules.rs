@@ -2303,7 +2303,9 @@ async fn the_echo_of_a_create_is_recognised_under_the_id_the_external_system_gav
     assert_eq!(h.apply_in_turn(&[&create]).await[0].only().status, Some(Status::Completed));
     let written = h.record_of(&create).await.written.expect("written");
     assert_eq!(written.created.as_deref(), Some("octo-org/widgets#77"));
-    let echo = Env::issue("77").kind("create").at(30).payload(json!({"title": "Filed by us", "number": 77}));
+    // A create's webhook carries version -1 (docs/webhooks.md), and so does the guard of a created resource.
+    let echo =
+        Env::issue("77").kind("create").at(30).version(-1).payload(json!({"title": "Filed by us", "number": 77}));
     let edited = Env::issue("77").at(31).titled("Edited over there");
     let d = h.apply_in_turn(&[&echo, &edited]).await;
 

@@ -12,7 +12,7 @@ use crate::output::{write_json, Table};
 use crate::progress::bar;
 use serde::Serialize;
 use std::io::Write;
-use synctrail::engine::{Engine, Incoming, Invocation, ReprocessOptions, ReprocessReport};
+use synctrail::engine::{Disposition, Engine, Incoming, Invocation, ReprocessOptions, ReprocessReport};
 use synctrail::model::{EventId, Status};
 use synctrail::store::EventQuery;
 
@@ -23,7 +23,7 @@ pub struct Invoked {
     pub event_id: EventId,
     /// Its status afterwards.
     pub status: Option<Status>,
-    /// The engine's error, if it failed.
+    /// The engine's error, if it failed; or why it was not run (its entity busy).
     pub error: Option<String>,
 }
 
@@ -77,7 +77,8 @@ pub async fn execute(ctx: &Context, args: &ReprocessArgs, out: &mut dyn Write) -
     let mut report = engine.reprocess(&ids, &options, &mut |done| progress.set_position(done as u64)).await;
     progress.finish_and_clear();
     report.dry_run = args.dry_run;
-    let invoked = if args.invoke && !args.dry_run { invoke(&engine, &report, args.force).await } else { Vec::new() };
+    let invoked =
+        if args.invoke && !args.dry_run { invoke(&engine, &report, args.force, args.rate).await } else { Vec::new() };
     let unknown = report.refused.iter().filter(|refusal| refusal.not_recorded).count();
     let code = exit_code(report.refused.len(), unknown, invoked.iter().any(|i| i.error.is_some()));
     let output = ReprocessOutput { report, invoked };
@@ -101,11 +102,17 @@ fn exit_code(refused: usize, unknown: usize, invoke_failed: bool) -> u8 {
     }
 }
 
-/// Processes each checked event's re-drive now, as the processor would on receiving its message.
-async fn invoke(engine: &Engine, report: &ReprocessReport, force: bool) -> Vec<Invoked> {
+/// Processes each checked event's re-drive now, as the processor would on receiving its message, at most `rate`
+/// per second. One whose entity is busy (another event in flight) is not run: the processor would hand its message
+/// back to the queue for later, and here there is none — it says so, and the command exits 3.
+async fn invoke(engine: &Engine, report: &ReprocessReport, force: bool, rate: Option<f64>) -> Vec<Invoked> {
     let invocation = Invocation { function: Some(REPROCESS_FUNCTION.to_owned()), ..Invocation::default() };
     let mut invoked = Vec::with_capacity(report.sent.len());
-    for checked in &report.sent {
+    let pause = rate.map(|rate| synctrail::engine::pacing::time_to_send(1, rate));
+    for (n, checked) in report.sent.iter().enumerate() {
+        if let Some(pause) = pause.filter(|_| n > 0) {
+            tokio::time::sleep(pause).await;
+        }
         let message = Incoming {
             message_id: format!("invoke-{}", super::random_suffix()),
             body: checked.redrive_body(force),
@@ -113,7 +120,21 @@ async fn invoke(engine: &Engine, report: &ReprocessReport, force: bool) -> Vec<I
             trace_header: None,
         };
         let (status, error) = match engine.process(&message, &invocation).await {
-            Ok(outcome) => (outcome.status, None),
+            Ok(outcome) => {
+                // The status as stored: a re-drive its entity's holder turned away changed nothing.
+                let stored = engine.ports().store.get_event(&checked.event_id).await.ok().flatten().map(|r| r.status);
+                match outcome.disposition {
+                    Disposition::Retry { after } if stored == Some(checked.status) => {
+                        let busy = format!(
+                            "not run: its entity is busy (another event in flight, free in {} s); run the reprocess \
+                             again then, or without --invoke to leave it to the queue",
+                            after.num_seconds().max(1)
+                        );
+                        (stored, Some(busy))
+                    }
+                    _ => (stored.or(outcome.status), None),
+                }
+            }
             Err(e) => (None, Some(e.to_string())),
         };
         invoked.push(Invoked { event_id: checked.event_id.clone(), status, error });

@@ -58,8 +58,10 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    /// A handler for `ingress`'s sources over `engine`'s ports, answering within [`ANSWER_WITHIN`].
+    /// A handler for `ingress`'s sources over `engine`'s ports, answering within [`ANSWER_WITHIN`]. The ingress
+    /// judges time by the engine's clock (the one the composition root injected).
     pub fn new(ingress: Ingress, engine: Arc<Engine>) -> Self {
+        let ingress = ingress.with_clock(Arc::clone(&engine.ports().clock));
         Self { ingress, engine, deadline: ANSWER_WITHIN }
     }
 
@@ -138,7 +140,7 @@ impl Ingest {
             message: reason.clone(),
             retryable: false,
             causes: Vec::new(),
-            field: field_of(error),
+            field: error.field().map(str::to_owned),
         };
         let received_as = format!("webhook:{source}");
         let recorded = self.engine.reject_body(body, info, &received_as, invocation);
@@ -156,16 +158,6 @@ impl Ingest {
                 Answer::unavailable(Handled::RecordFailed)
             }
         }
-    }
-}
-
-/// The field (JSON pointer or header) a mapping error is about.
-fn field_of(error: &MappingError) -> Option<String> {
-    match error {
-        MappingError::Missing { pointer, .. } => Some(pointer.clone()),
-        MappingError::MissingHeader(header) => Some((*header).to_owned()),
-        MappingError::Envelope(error) => error.field().map(str::to_owned),
-        MappingError::NotJson(_) => None,
     }
 }
 

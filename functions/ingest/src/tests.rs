@@ -9,21 +9,30 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use synctrail::ingress::{Ingress, IngressConfig, Provider, Secret, SignatureScheme};
 use synctrail::model::{EventId, Status};
-use synctrail::{Engine, Settings, SystemClock};
+use synctrail::{Clock, Engine, ManualClock, Settings, SystemClock};
 use synctrail_lambda::InvocationContext;
 
 const SECRET: &[u8] = b"function-url-test-secret";
 const ISSUE_OPENED: &[u8] = include_bytes!("../../../events/webhooks/github/issues/opened.json");
+const PRODUCT_DELETED: &[u8] = include_bytes!("../../../events/webhooks/shopify/products/delete.json");
 
 /// A handler for `github` over a fresh embedded backend (removed with the returned directory).
 async fn ingest() -> (tempfile::TempDir, Ingest) {
+    ingest_on(Arc::new(SystemClock)).await
+}
+
+/// A handler for `github` and `shopify` over a fresh embedded backend composed with `clock`.
+async fn ingest_on(clock: Arc<dyn Clock>) -> (tempfile::TempDir, Ingest) {
     let home = tempfile::tempdir().expect("temporary home");
     let config = synctrail::config::Config::embedded(home.path());
-    let ports =
-        synctrail::compose::compose(&config, Arc::new(SystemClock), None).await.expect("open the backend").ports;
-    let secret = Secret::new(SECRET).expect("a secret");
-    let ingress = Ingress::new(IngressConfig::default().with_source("github", secret, Provider::GitHub));
-    (home, Ingest::new(ingress, Arc::new(Engine::new(ports, Settings::default()))))
+    let ports = synctrail::compose::compose(&config, clock, None).await.expect("open the backend").ports;
+    let secret = || Secret::new(SECRET).expect("a secret");
+    let sources = IngressConfig::default().with_source("github", secret(), Provider::GitHub).with_source(
+        "shopify",
+        secret(),
+        Provider::Shopify,
+    );
+    (home, Ingest::new(Ingress::new(sources), Arc::new(Engine::new(ports, Settings::default()))))
 }
 
 fn signature(body: &[u8]) -> String {
@@ -64,6 +73,18 @@ fn github_headers(body: &[u8]) -> Value {
         "x-github-event": "issues",
         "x-github-delivery": "72d3162e-cc78-11e3-81ab-4c9367dc0958",
         "x-hub-signature-256": signature(body),
+    })
+}
+
+/// Shopify's headers for a `products/delete` delivery triggered at `triggered_at` (lower case).
+fn shopify_delete_headers(body: &[u8], triggered_at: &str) -> Value {
+    json!({
+        "content-type": "application/json",
+        "x-shopify-topic": "products/delete",
+        "x-shopify-hmac-sha256": SignatureScheme::shopify().sign(&Secret::new(SECRET).expect("a secret"), body),
+        "x-shopify-shop-domain": "johns-apparel.myshopify.com",
+        "x-shopify-event-id": "98880550-7158-44d4-b7cd-2c97c8a091b5",
+        "x-shopify-triggered-at": triggered_at,
     })
 }
 
@@ -153,6 +174,67 @@ async fn an_unmappable_signed_body_is_recorded_rejected_and_answered_202_with_th
     assert_eq!(record.history[0].request_id.as_deref(), Some("req-1"), "the invocation is in the history");
     let archived = ingest.engine.ports().payloads.get(&record.payload).await.expect("the raw body is archived");
     assert_eq!(archived, body);
+    assert!(queued(&ingest).await.is_empty(), "nothing queued");
+}
+
+/// `X-Shopify-Triggered-At` is not signed: a replayed delete body timed far ahead would order after every later
+/// change. The handler judges it by the engine's clock, the one the composition root injected.
+#[tokio::test]
+async fn a_shopify_delete_timed_ahead_of_the_engines_clock_is_recorded_rejected_and_not_queued() {
+    let now = chrono::DateTime::parse_from_rfc3339("2023-03-29T18:00:00Z").expect("a time").with_timezone(&chrono::Utc);
+    let (_home, ingest) = ingest_on(Arc::new(ManualClock::new(now))).await;
+    let ahead = request(
+        "POST",
+        "/webhooks/shopify",
+        shopify_delete_headers(PRODUCT_DELETED, "2023-03-29T18:05:01Z"),
+        PRODUCT_DELETED,
+        false,
+    );
+
+    let answer = respond(&ingest, &ahead, &context()).await;
+
+    assert_eq!((answer.status, answer.handled), (202, Handled::Rejected), "{answer:?}");
+    let reason = answer.body["reason"].as_str().expect("a reason");
+    assert_eq!(
+        reason,
+        "webhook from shopify: header X-Shopify-Triggered-At = 2023-03-29T18:05:01Z is more than 300 s ahead of \
+         this receiver's clock (2023-03-29T18:00:00Z)"
+    );
+    let record = ingest.engine.ports().store.get_event(&EventId::for_rejected(PRODUCT_DELETED)).await.expect("get");
+    let record = record.expect("recorded");
+    assert_eq!(record.status, Status::Rejected);
+    assert_eq!(record.error.and_then(|e| e.field).as_deref(), Some("X-Shopify-Triggered-At"));
+    let archived = ingest.engine.ports().payloads.get(&record.payload).await.expect("the raw body is archived");
+    assert_eq!(archived, PRODUCT_DELETED);
+    assert!(queued(&ingest).await.is_empty(), "nothing queued");
+
+    // Within five minutes of that clock (its own delivery, 27 s ahead): queued, at the whole second.
+    let headers = shopify_delete_headers(PRODUCT_DELETED, "2023-03-29T18:00:27.877041743Z");
+    let within = request("POST", "/webhooks/shopify", headers, PRODUCT_DELETED, false);
+    assert_eq!(respond(&ingest, &within, &context()).await.handled, Handled::Queued);
+    let messages = queued(&ingest).await;
+    let envelope: Value = serde_json::from_str(&messages[0].body).expect("an envelope");
+    assert_eq!(
+        (envelope["updated_at"].clone(), envelope["version"].clone()),
+        (json!("2023-03-29T18:00:27Z"), json!(1))
+    );
+}
+
+/// The engine refuses a message naming a key twice; so does the ingress, before telling the sender an event id.
+#[tokio::test]
+async fn a_signed_body_naming_a_key_twice_is_recorded_rejected_and_not_queued() {
+    let (_home, ingest) = ingest().await;
+    let text = std::str::from_utf8(ISSUE_OPENED).expect("UTF-8");
+    let body = format!("{{\"action\": \"deleted\",{}", text.trim_start().strip_prefix('{').expect("an object"));
+    let event = request("POST", "/webhooks/github", github_headers(body.as_bytes()), body.as_bytes(), false);
+
+    let answer = respond(&ingest, &event, &context()).await;
+
+    assert_eq!((answer.status, answer.handled), (202, Handled::Rejected), "{answer:?}");
+    assert_eq!(
+        answer.body["reason"],
+        "webhook from github: key action appears twice in one object of the body, so its value is ambiguous"
+    );
     assert!(queued(&ingest).await.is_empty(), "nothing queued");
 }
 

@@ -13,7 +13,7 @@ pub fn is_valid_rate(rate: f64) -> bool {
 
 /// How long sending `count` messages at `rate` per second takes; a rate under the minimum (or not a number) counts
 /// as the minimum, so the time is always one a timer can wait.
-pub(crate) fn time_to_send(count: usize, rate: f64) -> Duration {
+pub fn time_to_send(count: usize, rate: f64) -> Duration {
     Duration::from_secs_f64(count as f64 / rate.max(MIN_RATE_PER_SECOND))
 }
 

@@ -25,6 +25,11 @@ pub(super) fn map(headers: &Headers, body: &[u8]) -> Result<Mapping, MappingErro
         return Ok(Mapping::Ignore(Ignored::NotSynced { event: event.to_owned() }));
     };
     let body = parse(body)?;
+    // An `issue_comment` (or pull request review comment) body holds its issue or pull request beside the comment,
+    // and its `deleted` action would delete that issue under a relabelled event type: refused.
+    if entity_type != "issue_comment" && body.get("comment").is_some() {
+        return Err(MappingError::AnotherEventsBody { event: event.to_owned(), field: "/comment" });
+    }
     let kind = match text(&body, "/action")? {
         // `transferred` reaches the old repository: the issue leaves it (the new one gets `opened`).
         "deleted" | "transferred" => Kind::Delete,

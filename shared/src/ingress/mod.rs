@@ -1,7 +1,8 @@
 //! Webhook ingress: verify a delivery's signature, then map a GitHub, Shopify or configured delivery to the
-//! envelope the ingest queue takes (spec §1). Pure: no I/O, no clock. The HTTP Lambda (`POST
-//! /webhooks/{source}`) and `synctrail serve` call [`Ingress::handle`] and act on the [`Verdict`]; docs/webhooks.md
-//! has the routes, the mapping tables and the event-id choice.
+//! envelope the ingest queue takes (spec §1). No I/O; the one time it reads (to refuse a Shopify delete timed
+//! ahead of ours) comes from an injected [`Clock`]. The HTTP Lambda (`POST /webhooks/{source}`) and `synctrail
+//! serve` call [`Ingress::handle`] and act on the [`Verdict`]; docs/webhooks.md has the routes, the mapping tables
+//! and the event-id choice.
 //!
 //! Order of checks: unknown source (404) → body over the limit (413) → signature (401) → mapping. Nothing reads
 //! the body as JSON before its signature is verified.
@@ -18,17 +19,28 @@ pub use config::{
     synctrail_vars, ConfigError, IngressConfig, Provider, SourceConfig, MAPPING_PREFIX, MAX_BODY_VARIABLE,
     MAX_PAYLOAD_VARIABLE, SECRET_PREFIX,
 };
-pub use draft::{Ignored, MappedEvent, MappingError};
+pub use draft::{Ignored, MappedEvent, MappingError, CREATE_VERSION, DELETE_VERSION};
 pub use generic::{EntityTypeAt, GenericMapping};
 pub use headers::Headers;
+pub use shopify::MAX_TRIGGERED_AHEAD_SECONDS;
 pub use signature::{AuthFailure, Encoding, Secret, SignatureScheme};
 
+use crate::clock::{Clock, SystemClock};
 use draft::Mapping;
+use std::fmt;
+use std::sync::Arc;
 
 /// Verifies and maps webhook deliveries.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Ingress {
     config: IngressConfig,
+    clock: Arc<dyn Clock>,
+}
+
+impl fmt::Debug for Ingress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ingress").field("config", &self.config).finish_non_exhaustive()
+    }
 }
 
 /// What to do with one delivery. [`Verdict::status`] is the HTTP answer.
@@ -81,9 +93,15 @@ impl Verdict {
 }
 
 impl Ingress {
-    /// An ingress for these sources and limits.
+    /// An ingress for these sources and limits, on the machine's clock.
     pub fn new(config: IngressConfig) -> Self {
-        Self { config }
+        Self { config, clock: Arc::new(SystemClock) }
+    }
+
+    /// The same ingress on `clock` (the composition's: `Ingest::new` passes its engine's).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// An ingress configured by the environment ([`IngressConfig::from_vars`] lists the variables).
@@ -109,7 +127,7 @@ impl Ingress {
         }
         let mapping = match &config.provider {
             Provider::GitHub => github::map(headers, body),
-            Provider::Shopify => shopify::map(headers, body),
+            Provider::Shopify => shopify::map(headers, body, self.clock.now()),
             Provider::Generic(mapping) => mapping.map(headers, body),
         };
         match mapping {

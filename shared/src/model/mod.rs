@@ -9,7 +9,7 @@ mod record;
 mod rfc3339;
 mod status;
 mod status_report;
-mod unique_keys;
+pub(crate) mod unique_keys;
 
 pub use canonical::{canonical_json, content_hash};
 pub use echo::{EchoGuard, ExternalWrite, Fingerprint};
