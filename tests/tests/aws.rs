@@ -417,6 +417,47 @@ async fn aws_a_reprocess_goes_to_the_queue_of_the_processor_that_handled_the_eve
     assert!(matches!(main.as_slice(), [m] if m.body.contains("ev-main")), "{main:?}");
 }
 
+/// A destination that refuses every change for good.
+struct RefusesEverything;
+
+#[async_trait::async_trait]
+impl synctrail::Destination for RefusesEverything {
+    async fn apply(&self, _: &synctrail::Change<'_>) -> Result<synctrail::ApplyOutcome, synctrail::DestinationError> {
+        Err(synctrail::DestinationError::Permanent("refused (test)".into()))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_a_dead_letter_moved_back_goes_to_the_queue_of_the_processor_that_handled_its_event() {
+    let f = fixture().await;
+    let other = f.clients.sqs.create_queue().queue_name(format!("{}-erp-back", f.created.table)).send().await;
+    let other_url = other.expect("a second processor's queue").queue_url.expect("its URL");
+    let mut settings = Settings::default();
+    settings.redrive_queues.insert("synctrail-erp-processor".into(), other_url.clone());
+    let (_home, mut ports) = ports_over_an_embedded_mirror(&f);
+    ports.destination = Arc::new(RefusesEverything);
+    let engine = Engine::new(ports, settings);
+    let body = serde_json::json!({"event_id": "ev-dead", "source": "erp", "entity_type": "order", "external_id": "o-1",
+                                  "updated_at": "2026-05-01T12:00:00Z", "payload": {}})
+    .to_string();
+    let incoming = Incoming { message_id: "m-dead".into(), body: body.clone(), receive_count: 1, trace_header: None };
+    let invocation = Invocation { function: Some("synctrail-erp-processor:4".into()), ..Invocation::default() };
+    let outcome = engine.process(&incoming, &invocation).await.expect("process");
+    assert_eq!(outcome.status, Some(Status::Failed));
+    // Its message in the dead-letter queue, as the erp processor's queue would leave it there.
+    f.clients.sqs.send_message().queue_url(&f.created.dlq_url).message_body(&body).send().await.expect("dead letter");
+
+    let pass = engine.redrive_dead_letters(10, false, &Invocation::default()).await.expect("move back");
+
+    assert_eq!(pass.moved, 1, "{pass:?}");
+    let received = f.clients.sqs.receive_message().queue_url(&other_url).max_number_of_messages(10).send().await;
+    let bodies: Vec<String> =
+        received.expect("receive").messages.unwrap_or_default().into_iter().filter_map(|m| m.body).collect();
+    assert!(matches!(bodies.as_slice(), [b] if b.contains("ev-dead")), "on the erp processor's queue: {bodies:?}");
+    assert!(f.backend.queue.receive(10, Duration::seconds(30)).await.expect("receive").is_empty(), "not the main one");
+    assert_eq!(f.backend.queue.depth().await.expect("depth").dead_letters, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aws_a_cold_start_that_knows_the_receive_limit_makes_no_request() {
     let f = fixture().await;

@@ -16,7 +16,7 @@ pub use redrive::{DeadLetter, DeadLetterReport};
 
 use super::{Engine, EngineError, Invocation};
 use crate::model::{Envelope, EnvelopeError, EventId, EventRecord, Message, RedriveReason, Status};
-use crate::store::QueueMessage;
+use crate::store::{OutgoingMessage, QueueMessage};
 use chrono::Duration;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -142,18 +142,49 @@ impl Engine {
                     }
                     Purpose::Redrive => {
                         pass.letters.push(self.mark_for_retry(&letter, invocation).await?);
-                        moving.push(letter.message);
+                        let queue = letter.record.as_ref().and_then(|r| self.settings.redrive_queue_for(r));
+                        moving.push((queue.map(str::to_owned), letter.message));
                     }
                     Purpose::Record => pass.recorded.extend(self.record_dead_letter(letter, invocation).await?),
                 }
             }
             if !moving.is_empty() {
-                self.ports.queue.return_dead_letters(&moving).await?;
-                for message in &moving {
+                self.move_back(&moving).await?;
+                for (_, message) in &moving {
                     pass.held.remove(&message.message_id);
                 }
                 pass.moved += moving.len();
             }
+        }
+        Ok(())
+    }
+
+    /// Moves dead letters back: each to the queue of the processor recorded on its event (`SYNCTRAIL_REDRIVE_QUEUES`),
+    /// the others to the queue of this dead-letter queue.
+    async fn move_back(&self, moving: &[(Option<String>, QueueMessage)]) -> Result<(), EngineError> {
+        let home: Vec<QueueMessage> = moving.iter().filter(|(q, _)| q.is_none()).map(|(_, m)| m.clone()).collect();
+        if !home.is_empty() {
+            self.ports.queue.return_dead_letters(&home).await?;
+        }
+        let mut routed: Vec<(&str, Vec<&QueueMessage>)> = Vec::new();
+        for (queue, message) in moving {
+            let Some(queue) = queue.as_deref() else { continue };
+            match routed.iter_mut().find(|(q, _)| *q == queue) {
+                Some((_, group)) => group.push(message),
+                None => routed.push((queue, vec![message])),
+            }
+        }
+        for (queue, group) in routed {
+            let resend = group
+                .iter()
+                .map(|m| OutgoingMessage {
+                    trace_header: m.trace_header.clone(),
+                    ..OutgoingMessage::new(m.body.clone())
+                })
+                .collect();
+            self.ports.queue.send_to(queue, resend).await?;
+            let handles: Vec<String> = group.iter().map(|m| m.receipt_handle.clone()).collect();
+            self.ports.queue.delete_dead_letters(&handles).await?;
         }
         Ok(())
     }
