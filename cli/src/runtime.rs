@@ -37,6 +37,8 @@ pub struct RunOptions {
     pub lanes: usize,
     /// Keep polling after the queue is quiescent (until `max_duration`).
     pub follow: bool,
+    /// Once the queue drained (`follow`), how often it is swept: [`FOLLOW_SWEEP_INTERVAL`] unless a test says.
+    pub sweep_interval: std::time::Duration,
     /// Stop after this long, drained or not.
     pub max_duration: std::time::Duration,
     /// How often `progress` is called and, when no invocation ended since the last time, the queue's depth polled.
@@ -71,6 +73,7 @@ impl Default for RunOptions {
             safety_margin: Duration::milliseconds(200),
             lanes: 1,
             follow: false,
+            sweep_interval: FOLLOW_SWEEP_INTERVAL,
             max_duration: std::time::Duration::from_secs(600),
             poll_interval: std::time::Duration::from_millis(100),
             quiet_for: std::time::Duration::ZERO,
@@ -92,8 +95,19 @@ const RECEIVE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 /// the receives' wait, and time for the visibility changes.
 pub const HAND_BACK_WAIT: std::time::Duration = std::time::Duration::from_secs(6);
 
-/// Failed sweeps in a row, with the queue empty, after which a run stops with the sweep's error instead of
-/// polling until `max_duration` (a sweep that always fails would otherwise look like a queue that never drains).
+/// How often a following run sweeps once its queue drained, instead of at every poll: the deployed sweeper runs
+/// on a schedule (every minute by default), and a sweep at every poll of an idle run writes to the store ten times a
+/// second (each pass over the dead-letter queue hides and releases the letters it holds), wakes every other
+/// process's waiting receives, and keeps those letters from an operator's concurrent `synctrail dead-letters` pass.
+pub const FOLLOW_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long a worker pauses after a retryable failure (a receive or a delete refused while the store is busy or
+/// the network is down) before it receives again.
+const RETRY_PAUSE: std::time::Duration = RECEIVE_RECHECK;
+
+/// Failed sweeps in a row, with the queue empty (or failed measures of the queue, retryable ones), after which a run
+/// stops with the error instead of polling until `max_duration` (a sweep that always fails would otherwise look like
+/// a queue that never drains).
 pub const SWEEP_FAILURES_TO_GIVE_UP: u32 = 3;
 
 /// What a run did.
@@ -133,8 +147,10 @@ impl LocalRuntime {
         Self { ports, settings }
     }
 
-    /// Runs until the queue is quiescent (or `max_duration`), calling `progress` every `poll_interval`; stops
-    /// with the sweep's error when the queue is empty but [`SWEEP_FAILURES_TO_GIVE_UP`] sweeps in a row fail.
+    /// Runs until the queue is quiescent (or `max_duration`), calling `progress` every `poll_interval`; once
+    /// drained, a following run sweeps every `sweep_interval`. Stops with the sweep's error when the queue is empty
+    /// but [`SWEEP_FAILURES_TO_GIVE_UP`] sweeps in a row fail, and with a worker's error as soon as one ends on an
+    /// error it cannot retry; however it ends, its workers are stopped and their last receives handed back first.
     pub async fn run(
         &self,
         options: &RunOptions,
@@ -148,72 +164,7 @@ impl LocalRuntime {
             let (stats, stopping, options) = (Arc::clone(&stats), stopping.clone(), options.clone());
             workers.push(tokio::spawn(async move { worker.run(&options, &stats, stopping).await }));
         }
-        let started = std::time::Instant::now();
-        let sweeper = Engine::new(self.ports.clone(), self.settings.clone());
-        let mut drained = false;
-        let mut quiet_since: Option<std::time::Instant> = None;
-        let (mut failed_sweeps, mut gave_up) = (0, None);
-        let mut invocations_seen = 0;
-        let mut interrupted = false;
-        while started.elapsed() < options.max_duration {
-            tokio::time::sleep(options.poll_interval).await;
-            if options.stop_requested.is_some_and(|stop| stop.load(Ordering::SeqCst)) {
-                interrupted = true;
-                break;
-            }
-            let invocations = {
-                let stats = lock(&stats);
-                progress(&stats);
-                stats.invocations
-            };
-            // An invocation ended since the last poll: the queue is not quiescent, and measuring it (on the
-            // embedded queue, a pass over every message) would only take time from the workers. It is measured
-            // once a poll interval passes without one.
-            if invocations != invocations_seen {
-                invocations_seen = invocations;
-                quiet_since = None;
-                continue;
-            }
-            let depth = self.ports.queue.depth().await?;
-            if depth.visible + depth.in_flight + depth.delayed > 0 {
-                quiet_since = None;
-                continue;
-            }
-            if quiet_since.get_or_insert_with(std::time::Instant::now).elapsed() < options.quiet_for {
-                continue;
-            }
-            let report =
-                sweeper.sweep(1000, &Invocation { function: Some("sweeper:local".into()), ..Default::default() }).await;
-            if report.is_ok() {
-                failed_sweeps = 0;
-            }
-            match report {
-                Ok(report) if report.redriven.is_empty() && report.settles_finished.is_empty() => {
-                    drained = true;
-                    if !options.follow {
-                        break;
-                    }
-                }
-                Ok(report) => {
-                    lock(&stats).swept += (report.redriven.len() + report.settles_finished.len()) as u64;
-                    quiet_since = None;
-                }
-                Err(e) => {
-                    failed_sweeps += 1;
-                    if failed_sweeps >= SWEEP_FAILURES_TO_GIVE_UP {
-                        gave_up = Some(StoreError::Unavailable(
-                            format!(
-                                "the queue is empty but the sweep failed {failed_sweeps} times in a row, so the run \
-                                 cannot tell whether it is done: {e}; fix the store and run again"
-                            )
-                            .into(),
-                        ));
-                        break;
-                    }
-                    tracing::warn!(error = %e, "sweep failed");
-                }
-            }
-        }
+        let watched = self.watch(options, &stats, &workers, progress).await;
         stop.send_replace(true);
         let (mut hand_backs, mut failed) = (Vec::new(), None);
         for worker in workers {
@@ -229,14 +180,116 @@ impl LocalRuntime {
         if options.hand_back_before_returning {
             wait_for_hand_backs(hand_backs).await;
         }
-        if let Some(error) = failed.or(gave_up) {
-            return Err(error);
-        }
+        // A worker's error comes first: it is why the watch ended early.
+        let ended = match (failed, watched) {
+            (Some(error), _) | (None, Err(error)) => return Err(error),
+            (None, Ok(ended)) => ended,
+        };
         let mut stats = lock(&stats).clone();
-        stats.drained = drained;
-        stats.interrupted = interrupted;
+        stats.drained = ended.drained;
+        stats.interrupted = ended.interrupted;
         progress(&stats);
         Ok(stats)
+    }
+
+    /// Polls the run until it is over: the queue drained (not following), `max_duration` over, a stop requested, or
+    /// a worker ended (which it does only on an error it cannot retry: the caller collects it). Returns why; an
+    /// error ends it too. Either way the caller stops the workers.
+    async fn watch(
+        &self,
+        options: &RunOptions,
+        stats: &Mutex<RunStats>,
+        workers: &[JoinHandle<WorkerResult>],
+        progress: &(dyn Fn(&RunStats) + Sync),
+    ) -> Result<Ended, StoreError> {
+        let started = std::time::Instant::now();
+        let sweeper = Engine::new(self.ports.clone(), self.settings.clone());
+        let mut ended = Ended::default();
+        let mut quiet_since: Option<std::time::Instant> = None;
+        let mut last_sweep: Option<std::time::Instant> = None;
+        let mut failed_sweeps = 0;
+        let mut failed_depths = 0;
+        let mut invocations_seen = 0;
+        while started.elapsed() < options.max_duration {
+            tokio::time::sleep(options.poll_interval).await;
+            if options.stop_requested.is_some_and(|stop| stop.load(Ordering::SeqCst)) {
+                ended.interrupted = true;
+                break;
+            }
+            if workers.iter().any(JoinHandle::is_finished) {
+                break;
+            }
+            let invocations = {
+                let stats = lock(stats);
+                progress(&stats);
+                stats.invocations
+            };
+            // An invocation ended since the last poll: the queue is not quiescent, and measuring it (on the
+            // embedded queue, a pass over every message) would only take time from the workers. It is measured
+            // once a poll interval passes without one.
+            if invocations != invocations_seen {
+                invocations_seen = invocations;
+                quiet_since = None;
+                continue;
+            }
+            // Drained (and following): the queue is swept on its own interval, not at every poll.
+            if ended.drained && last_sweep.is_some_and(|at| at.elapsed() < options.sweep_interval) {
+                quiet_since = None;
+                continue;
+            }
+            let depth = match self.ports.queue.depth().await {
+                Ok(depth) => {
+                    failed_depths = 0;
+                    depth
+                }
+                // A store busy for a moment does not end the run (a following one least of all).
+                Err(e) if e.is_retryable() && failed_depths + 1 < SWEEP_FAILURES_TO_GIVE_UP => {
+                    failed_depths += 1;
+                    tracing::warn!(error = %e, "measuring the queue failed; trying again at the next poll");
+                    quiet_since = None;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if depth.visible + depth.in_flight + depth.delayed > 0 {
+                quiet_since = None;
+                continue;
+            }
+            if quiet_since.get_or_insert_with(std::time::Instant::now).elapsed() < options.quiet_for {
+                continue;
+            }
+            last_sweep = Some(std::time::Instant::now());
+            let report =
+                sweeper.sweep(1000, &Invocation { function: Some("sweeper:local".into()), ..Default::default() }).await;
+            match report {
+                Ok(report) if report.redriven.is_empty() && report.settles_finished.is_empty() => {
+                    failed_sweeps = 0;
+                    ended.drained = true;
+                    if !options.follow {
+                        break;
+                    }
+                }
+                Ok(report) => {
+                    failed_sweeps = 0;
+                    lock(stats).swept += (report.redriven.len() + report.settles_finished.len()) as u64;
+                    quiet_since = None;
+                }
+                Err(e) => {
+                    failed_sweeps += 1;
+                    if failed_sweeps >= SWEEP_FAILURES_TO_GIVE_UP {
+                        return Err(StoreError::Unavailable(
+                            format!(
+                                "the queue is empty but the sweep failed {failed_sweeps} times in a row, so the run \
+                                 cannot tell whether it is done: {e}; fix the store and run again"
+                            )
+                            .into(),
+                        ));
+                    }
+                    tracing::warn!(error = %e, "sweep failed");
+                }
+            }
+        }
+        Ok(ended)
     }
 
     fn worker(&self, options: &RunOptions, index: u64) -> Worker {
@@ -272,6 +325,17 @@ fn lambda_ids(rng: &mut SmallRng, now: DateTime<Utc>) -> (String, String) {
     (request_id, trace_id)
 }
 
+/// Why a run's watch ended (when not on an error).
+#[derive(Debug, Default)]
+struct Ended {
+    drained: bool,
+    interrupted: bool,
+}
+
+/// What a worker ends with: the task handing back its last receive, if one was under way; or the error, which it
+/// could not retry, that ended it before the run stopped.
+type WorkerResult = Result<Option<JoinHandle<()>>, StoreError>;
+
 struct Worker {
     processor: Processor,
     queue: Arc<dyn Queue>,
@@ -285,13 +349,15 @@ impl Worker {
     /// between empty ones. When the run stops during a receive, the worker returns at once and leaves the receive
     /// to a task of its own, which hands back what it took: SQS goes on with a long poll whose client went away
     /// (for up to [`RECEIVE_WAIT`]), and a message it took then — one sent right after the run ended, say — would
-    /// stay invisible for the whole visibility timeout. That task is returned.
+    /// stay invisible for the whole visibility timeout. That task is returned. A retryable failure (a receive or a
+    /// delete refused while the store is busy or the network is down) is logged and the worker goes on after
+    /// [`RETRY_PAUSE`]; any other ends it with the error, and the run with it.
     async fn run(
         mut self,
         options: &RunOptions,
         stats: &Mutex<RunStats>,
         mut stopping: watch::Receiver<bool>,
-    ) -> Result<Option<JoinHandle<()>>, StoreError> {
+    ) -> WorkerResult {
         loop {
             if *stopping.borrow() {
                 return Ok(None);
@@ -319,23 +385,39 @@ impl Worker {
                 }
                 return Ok(Some(tokio::spawn(hand_back(Arc::clone(&self.queue), receive))));
             };
-            match received {
-                Ok(messages) if messages.is_empty() => {}
-                Ok(messages) => self.invoke(messages, options, stats).await?,
+            let messages = match received {
+                Ok(messages) => messages,
                 // Throttled or busy: a short pause, then again.
-                Err(e) if e.is_retryable() => tokio::time::sleep(RECEIVE_RECHECK).await,
+                Err(e) if e.is_retryable() => {
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if messages.is_empty() {
+                continue;
+            }
+            let delete = self.invoke(messages, options, stats).await;
+            match self.queue.delete(&delete).await {
+                Ok(()) => {}
+                // Busy or unreachable: what was not deleted comes back after its visibility timeout, and is
+                // recognised then as a repeat of an event already done.
+                Err(e) if e.is_retryable() => {
+                    tracing::warn!(worker = %self.name, messages = delete.len(), error = %e, "deleting what an invocation completed failed: those messages come back after their visibility timeout");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
                 Err(e) => return Err(e),
             }
         }
     }
 
-    /// One invocation: the handler over the batch, then the deletes Lambda would do.
+    /// One invocation: the handler over the batch; returns the receipts Lambda would delete.
     async fn invoke(
         &mut self,
         messages: Vec<QueueMessage>,
         options: &RunOptions,
         stats: &Mutex<RunStats>,
-    ) -> Result<(), StoreError> {
+    ) -> Vec<String> {
         let event = sqs_event(&messages);
         let now = self.processor.engine().ports().clock.now();
         let (request_id, trace_id) = lambda_ids(&mut self.rng, now);
@@ -354,8 +436,7 @@ impl Worker {
             () = self.drill.crashed() => None,
         };
         self.drill.disarm_crash();
-        let delete = Self::account(&messages, batch, stats);
-        self.queue.delete(&delete).await
+        Self::account(&messages, batch, stats)
     }
 
     /// Counts the invocation's results and returns the receipts Lambda would delete.

@@ -263,7 +263,7 @@ async fn a_run_that_hands_back_before_returning_ends_the_embedded_queues_waiting
 async fn run_over_long_polls(as_embedded: bool) -> (crate::support::Harness, std::sync::Arc<HookedQueue<LongPolls>>) {
     use synctrail_cli::runtime::{LocalRuntime, RunOptions};
     let h = crate::support::Harness::new();
-    let hooks = LongPolls { as_embedded, sent: 0.into(), waits: 0.into(), waiting: 0.into() };
+    let hooks = LongPolls { as_embedded, depth_fails: false, sent: 0.into(), waits: 0.into(), waiting: 0.into() };
     let queue = std::sync::Arc::new(HookedQueue { inner: h.ports().queue.clone(), hooks });
     let ports = synctrail::engine::Ports { queue: queue.clone(), ..h.ports().clone() };
     let runtime = LocalRuntime::new(ports, h.options.settings.clone());
@@ -321,9 +321,10 @@ async fn a_run_asked_to_stop_finishes_its_invocations_under_way_and_a_later_run_
 
 /// Receives that wait as an SQS long poll does. Either each waits its whole wait, then finds a message that arrived
 /// meanwhile (it sends one, then receives), or (`as_embedded`) it is the embedded queue's own waiting receive,
-/// waiting an hour whatever it is asked, unless told to end.
+/// waiting an hour whatever it is asked, unless told to end. With `depth_fails`, measuring the queue fails.
 struct LongPolls {
     as_embedded: bool,
+    depth_fails: bool,
     /// Messages sent at the end of a wait.
     sent: std::sync::atomic::AtomicU64,
     /// Waiting receives started, and how many of them have not returned.
@@ -353,6 +354,221 @@ impl QueueHooks for LongPolls {
         self.sent.fetch_add(1, SeqCst);
         inner.receive(max, visibility).await
     }
+
+    async fn depth(&self, inner: &dyn synctrail::store::Queue) -> Result<synctrail::store::QueueDepth, StoreError> {
+        if self.depth_fails {
+            return Err(StoreError::Backend("the queue's depth is refused (drill)".into()));
+        }
+        inner.depth().await
+    }
+}
+
+/// Sends one event per number in `numbers` to the harness's queue; returns how many messages were sent.
+async fn send_issues(h: &crate::support::Harness, numbers: std::ops::RangeInclusive<u32>) -> u64 {
+    let lines = numbers.map(|n| issue(n).to_string());
+    synctrail_cli::commands::send::send_lines(h.ports().queue.as_ref(), lines, |_| {}).await.expect("send").sent
+}
+
+/// A queue whose first `failures` deletes of something fail, retryably (SQLite busy past its timeout, an SQS
+/// network error) or not. After each failure the visibility timeout passes on the harness clock: what the delete
+/// left comes back.
+struct FailingDeletes {
+    retryable: bool,
+    failures: std::sync::atomic::AtomicU64,
+    /// Receipts the failed deletes were given.
+    not_deleted: std::sync::atomic::AtomicU64,
+    clock: std::sync::Arc<synctrail::ManualClock>,
+    visibility: chrono::Duration,
+}
+
+#[async_trait::async_trait]
+impl QueueHooks for FailingDeletes {
+    async fn delete(&self, inner: &dyn synctrail::store::Queue, handles: &[String]) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let fail = !handles.is_empty() && self.failures.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)).is_ok();
+        if !fail {
+            return inner.delete(handles).await;
+        }
+        self.not_deleted.fetch_add(handles.len() as u64, SeqCst);
+        self.clock.advance(self.visibility);
+        if self.retryable {
+            Err(StoreError::Unavailable("database is locked (drill)".into()))
+        } else {
+            Err(StoreError::Backend("the queue refuses deletes (drill)".into()))
+        }
+    }
+}
+
+/// Runs `workers` workers over three sent events and a queue whose first delete fails (`retryable` or not).
+async fn run_with_a_failing_delete(
+    retryable: bool,
+    options: synctrail_cli::runtime::RunOptions,
+) -> (
+    crate::support::Harness,
+    std::sync::Arc<HookedQueue<FailingDeletes>>,
+    Result<synctrail_cli::runtime::RunStats, StoreError>,
+) {
+    use synctrail_cli::runtime::LocalRuntime;
+    let h = crate::support::Harness::new();
+    assert_eq!(send_issues(&h, 1..=3).await, 3);
+    let hooks = FailingDeletes {
+        retryable,
+        failures: 1.into(),
+        not_deleted: 0.into(),
+        clock: h.clock.clone(),
+        visibility: options.visibility_timeout,
+    };
+    let queue = std::sync::Arc::new(HookedQueue { inner: h.ports().queue.clone(), hooks });
+    let ports = synctrail::engine::Ports { queue: queue.clone(), ..h.ports().clone() };
+    let runtime = LocalRuntime::new(ports, h.options.settings.clone());
+    let run = tokio::time::timeout(RUN_LIMIT, runtime.run(&options, &|_| {}));
+    let ended = run.await.expect("the run did not end within 30 s");
+    (h, queue, ended)
+}
+
+/// A delete refused for a while (SQLite busy past its timeout, an SQS network error) does not end the worker: it
+/// goes on, and what it could not delete comes back after its visibility timeout and is recognised as a repeat.
+/// With one worker, a worker that ended would leave the queue undrained.
+#[tokio::test]
+async fn a_worker_whose_delete_fails_retryably_goes_on_and_what_it_left_comes_back_as_a_repeat() {
+    use synctrail::model::Status;
+    use synctrail_cli::runtime::RunOptions;
+    let options = RunOptions {
+        workers: 1,
+        poll_interval: std::time::Duration::from_millis(5),
+        max_duration: std::time::Duration::from_secs(20),
+        ..RunOptions::default()
+    };
+    let (h, queue, ended) = run_with_a_failing_delete(true, options).await;
+    let stats = ended.expect("a retryable delete error does not end the run");
+    let not_deleted = queue.hooks.not_deleted.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(not_deleted >= 1, "a delete failed");
+    assert!(stats.drained, "the worker went on and drained the queue: {stats:?}");
+    assert_eq!(stats.redelivered, not_deleted, "each message left came back once, a repeat: {stats:?}");
+    let counts = h.ports().store.count_by_status().await.expect("counts");
+    assert_eq!(counts.get(&Status::Completed), Some(&3), "{counts:?}");
+    let depth = h.ports().queue.depth().await.expect("depth");
+    assert_eq!((depth.visible, depth.in_flight, depth.dead_letters), (0, 0, 0), "{depth:?}");
+}
+
+/// A worker error that no retry will help (here a delete the queue refuses) ends the run at once with that error —
+/// a following run too, which would otherwise poll forever while nothing takes what arrives.
+#[tokio::test]
+async fn a_worker_error_that_is_not_retryable_ends_even_a_following_run_with_that_error() {
+    use synctrail_cli::runtime::RunOptions;
+    let options = RunOptions {
+        workers: 2,
+        follow: true,
+        poll_interval: std::time::Duration::from_millis(5),
+        max_duration: std::time::Duration::MAX,
+        ..RunOptions::default()
+    };
+    let (_h, queue, ended) = run_with_a_failing_delete(false, options).await;
+    let error = ended.expect_err("the run ends with the worker's error");
+    assert!(matches!(error, StoreError::Backend(_)), "{error:?}");
+    assert!(error.to_string().contains("the queue refuses deletes (drill)"), "{error}");
+    assert!(queue.hooks.not_deleted.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+}
+
+/// A run that ends on an error (here the queue's depth refused) stops its workers as a run that ends normally does:
+/// their waiting receives are ended and handed back before it returns, none left running.
+#[tokio::test]
+async fn a_run_ended_by_an_error_stops_its_workers_and_ends_their_waiting_receives_first() {
+    use std::sync::atomic::Ordering;
+    use synctrail_cli::runtime::{LocalRuntime, RunOptions};
+    let h = crate::support::Harness::new();
+    let hooks = LongPolls { as_embedded: true, depth_fails: true, sent: 0.into(), waits: 0.into(), waiting: 0.into() };
+    let queue = std::sync::Arc::new(HookedQueue { inner: h.ports().queue.clone(), hooks });
+    let ports = synctrail::engine::Ports { queue: queue.clone(), ..h.ports().clone() };
+    let runtime = LocalRuntime::new(ports, h.options.settings.clone());
+    let options = RunOptions {
+        workers: 2,
+        poll_interval: std::time::Duration::from_millis(10),
+        hand_back_before_returning: true,
+        ..RunOptions::default()
+    };
+    let run = tokio::time::timeout(RUN_LIMIT, runtime.run(&options, &|_| {}));
+    let error = run.await.expect("the run did not return within 30 s").expect_err("the depth's error");
+    assert!(error.to_string().contains("the queue's depth is refused (drill)"), "{error}");
+    assert!(queue.hooks.waits.load(Ordering::SeqCst) >= 1, "the workers were waiting in receives when the run ended");
+    assert_eq!(queue.hooks.waiting.load(Ordering::SeqCst), 0, "each had ended when the run returned");
+}
+
+/// Counts the dead letters the sweeps' passes receive: one pass, one letter, when the dead-letter queue holds one.
+struct CountsLetters {
+    received: std::sync::atomic::AtomicU64,
+}
+
+#[async_trait::async_trait]
+impl QueueHooks for CountsLetters {
+    async fn receive_dead_letters(
+        &self,
+        inner: &dyn synctrail::store::Queue,
+        max: usize,
+        visibility: chrono::Duration,
+    ) -> Result<Vec<QueueMessage>, StoreError> {
+        let letters = inner.receive_dead_letters(max, visibility).await?;
+        self.received.fetch_add(letters.len() as u64, std::sync::atomic::Ordering::SeqCst);
+        Ok(letters)
+    }
+}
+
+/// How many polls the sweep-counting runs last (each is stopped by its progress callback, not by time).
+const IDLE_POLLS: u64 = 30;
+
+/// Runs a following run over an empty queue whose dead-letter queue holds one letter (a failed event's, which
+/// stays), stopped after [`IDLE_POLLS`] polls; returns how many sweeps passed over the letter.
+async fn sweeps_over_idle_polls(sweep_interval: std::time::Duration) -> u64 {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use synctrail_cli::runtime::{LocalRuntime, RunOptions};
+    let h = crate::support::Harness::new();
+    assert_eq!(send_issues(&h, 1..=1).await, 1);
+    let received = h.ports().queue.receive(1, chrono::Duration::seconds(60)).await.expect("receive");
+    let letter = received.first().expect("the message");
+    h.ports().queue.dead_letter(&letter.receipt_handle, &letter.body, None).await.expect("dead-letter it");
+    let queue = std::sync::Arc::new(HookedQueue {
+        inner: h.ports().queue.clone(),
+        hooks: CountsLetters { received: 0.into() },
+    });
+    let ports = synctrail::engine::Ports { queue: queue.clone(), ..h.ports().clone() };
+    let runtime = LocalRuntime::new(ports, h.options.settings.clone());
+    let stop: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
+    let options = RunOptions {
+        workers: 1,
+        follow: true,
+        sweep_interval,
+        poll_interval: std::time::Duration::from_millis(2),
+        max_duration: std::time::Duration::from_secs(60),
+        stop_requested: Some(stop),
+        ..RunOptions::default()
+    };
+    let polls = AtomicU64::new(0);
+    let progress = |_: &synctrail_cli::runtime::RunStats| {
+        if polls.fetch_add(1, Ordering::SeqCst) + 1 >= IDLE_POLLS {
+            stop.store(true, Ordering::SeqCst);
+        }
+    };
+    let run = tokio::time::timeout(RUN_LIMIT, runtime.run(&options, &progress));
+    let stats = run.await.expect("the run did not stop within 30 s").expect("the run");
+    assert!(stats.drained && stats.interrupted, "drained, then stopped after its polls: {stats:?}");
+    assert!(polls.load(Ordering::SeqCst) >= IDLE_POLLS);
+    let depth = h.ports().queue.depth().await.expect("depth");
+    assert_eq!(depth.dead_letters, 1, "the failed event's letter stays: {depth:?}");
+    queue.hooks.received.load(Ordering::SeqCst)
+}
+
+/// `synctrail run --follow`, once its queue drained, sweeps on its own interval ([`FOLLOW_SWEEP_INTERVAL`]) rather
+/// than at every poll: each sweep hides and releases the dead letters it passes over — writes while nothing happens,
+/// waking other processes' receives and keeping those letters from an operator's `synctrail dead-letters` pass.
+///
+/// [`FOLLOW_SWEEP_INTERVAL`]: synctrail_cli::runtime::FOLLOW_SWEEP_INTERVAL
+#[tokio::test]
+async fn a_following_run_once_drained_sweeps_on_its_own_interval_not_at_every_poll() {
+    let hourly = sweeps_over_idle_polls(std::time::Duration::from_secs(3600)).await;
+    assert_eq!(hourly, 1, "the sweep that found the queue drained, and none in the {IDLE_POLLS} polls after it");
+    let every_poll = sweeps_over_idle_polls(std::time::Duration::ZERO).await;
+    assert!(every_poll > 1 && every_poll <= IDLE_POLLS, "an interval of zero sweeps at every idle poll: {every_poll}");
+    assert_eq!(synctrail_cli::runtime::FOLLOW_SWEEP_INTERVAL, std::time::Duration::from_secs(10));
 }
 
 /// Each round sends one newer event per entity after the last round is done: every one completes (an older event

@@ -15,10 +15,12 @@ use std::io::Write;
 use synctrail::destination::drill::DrillPlan;
 use synctrail::Settings;
 
-/// The runtime options `args` ask for.
-pub fn options(args: &RunArgs, lanes: usize) -> RunOptions {
+/// The runtime options `args` ask for; refuses a `--visibility-timeout` shorter than `--function-timeout`
+/// ([`check_timeouts`]).
+pub fn options(args: &RunArgs, lanes: usize) -> Result<RunOptions, CliError> {
+    check_timeouts(args)?;
     let down_until = args.destination_down.map(|secs| chrono::Utc::now() + seconds(secs));
-    RunOptions {
+    Ok(RunOptions {
         workers: usize::from(args.workers),
         batch_size: usize::from(args.batch_size),
         function_timeout: seconds(args.function_timeout),
@@ -32,7 +34,22 @@ pub fn options(args: &RunArgs, lanes: usize) -> RunOptions {
         // The process exits once the run returns: what its last receives take must be visible again by then.
         hand_back_before_returning: true,
         ..RunOptions::default()
+    })
+}
+
+/// Refuses a visibility timeout shorter than the function timeout, as Lambda refuses such an event source: a
+/// message would reappear while its invocation still runs, and each copy would wait for its lease and cost a
+/// receive toward the dead-letter queue.
+fn check_timeouts(args: &RunArgs) -> Result<(), CliError> {
+    if args.visibility_timeout >= args.function_timeout {
+        return Ok(());
     }
+    Err(CliError::InvalidArgument(format!(
+        "--visibility-timeout {} s is shorter than --function-timeout {} s: a message would reappear while its \
+         invocation still runs; AWS requires the visibility timeout to be at least the function timeout (and \
+         recommends 6 times it), so pass --visibility-timeout {} or more",
+        args.visibility_timeout, args.function_timeout, args.function_timeout
+    )))
 }
 
 /// How long a run may last when `--max-duration` is not given: a run that ends once drained.
@@ -123,12 +140,13 @@ pub fn exit_code(stats: &RunStats, follow: bool) -> u8 {
 
 /// Runs `synctrail run`; returns the exit code ([`exit_code`]).
 pub async fn execute(ctx: &Context, args: &RunArgs, out: &mut dyn Write) -> Result<u8, CliError> {
+    check_timeouts(args)?;
     let backend = ctx.open().await?;
     let started = std::time::Instant::now();
     let config = ctx.config()?;
     let options = RunOptions {
         stop_requested: Some(crate::interrupt::stop_on_interrupt()),
-        ..options(args, config.record_concurrency)
+        ..options(args, config.record_concurrency)?
     };
     let stats = run_with_progress(&backend, config.settings, &options, ctx.json).await?;
     let code = exit_code(&stats, args.follow);
@@ -180,5 +198,21 @@ mod tests {
         let told = parsed(&["synctrail", "run", "--follow", "--max-duration", "90"]);
         assert_eq!(max_duration(&told), std::time::Duration::from_secs(90));
         assert_eq!(max_duration(&parsed(&["synctrail", "run", "--max-duration", "1.5"])).as_millis(), 1500);
+    }
+
+    #[test]
+    fn a_visibility_timeout_shorter_than_the_function_timeout_is_refused_naming_both_flags() {
+        let short = parsed(&["synctrail", "run", "--function-timeout", "30", "--visibility-timeout", "20"]);
+        let error = options(&short, 1).expect_err("refused");
+        assert_eq!(error.exit_code(), crate::error::EXIT_UNKNOWN, "a usage error");
+        let said = error.to_string();
+        for part in ["--visibility-timeout 20 s", "--function-timeout 30 s", "at least the function timeout", "6 times"]
+        {
+            assert!(said.contains(part), "{part:?} in {said}");
+        }
+        let equal = parsed(&["synctrail", "run", "--function-timeout", "30", "--visibility-timeout", "30"]);
+        let accepted = options(&equal, 1).expect("as long as the function timeout: accepted");
+        assert_eq!(accepted.visibility_timeout, accepted.function_timeout);
+        assert!(options(&parsed(&["synctrail", "run"]), 1).is_ok(), "the defaults (2 s, 3 s) are accepted");
     }
 }

@@ -31,6 +31,23 @@ pub trait QueueHooks: Send + Sync {
     ) -> Result<Vec<QueueMessage>, StoreError> {
         inner.receive_waiting(max, visibility, wait).await
     }
+
+    async fn delete(&self, inner: &dyn Queue, handles: &[String]) -> Result<(), StoreError> {
+        inner.delete(handles).await
+    }
+
+    async fn receive_dead_letters(
+        &self,
+        inner: &dyn Queue,
+        max: usize,
+        visibility: Duration,
+    ) -> Result<Vec<QueueMessage>, StoreError> {
+        inner.receive_dead_letters(max, visibility).await
+    }
+
+    async fn depth(&self, inner: &dyn Queue) -> Result<QueueDepth, StoreError> {
+        inner.depth().await
+    }
 }
 
 /// `inner` with the calls `hooks` changes.
@@ -62,7 +79,7 @@ impl<H: QueueHooks> Queue for HookedQueue<H> {
         self.inner.end_waits();
     }
     async fn delete(&self, handles: &[String]) -> Result<(), StoreError> {
-        self.inner.delete(handles).await
+        self.hooks.delete(self.inner.as_ref(), handles).await
     }
     async fn change_visibility(&self, handle: &str, timeout: Duration) -> Result<(), StoreError> {
         self.inner.change_visibility(handle, timeout).await
@@ -71,7 +88,7 @@ impl<H: QueueHooks> Queue for HookedQueue<H> {
         self.inner.dead_letter(handle, body, trace).await
     }
     async fn receive_dead_letters(&self, max: usize, visibility: Duration) -> Result<Vec<QueueMessage>, StoreError> {
-        self.inner.receive_dead_letters(max, visibility).await
+        self.hooks.receive_dead_letters(self.inner.as_ref(), max, visibility).await
     }
     async fn release_dead_letters(&self, handles: &[String]) -> Result<(), StoreError> {
         self.inner.release_dead_letters(handles).await
@@ -83,7 +100,7 @@ impl<H: QueueHooks> Queue for HookedQueue<H> {
         self.inner.return_dead_letters(messages).await
     }
     async fn depth(&self) -> Result<QueueDepth, StoreError> {
-        self.inner.depth().await
+        self.hooks.depth(self.inner.as_ref()).await
     }
     fn max_receives(&self) -> u32 {
         self.inner.max_receives()
