@@ -238,52 +238,6 @@ async fn a_retry_after_a_5xx_that_had_written_the_update_does_not_write_again() 
 }
 
 #[tokio::test]
-async fn a_retried_update_does_not_write_over_an_edit_made_on_github_after_the_change_and_ends_dropped() {
-    let api = GitHubApi::start(t0());
-    let h = over_github(&api);
-    let change = issue("1", 0, json!({"title": "Ours, written, then a 502"}));
-    api.fault(github_api::Fault::AfterWrite(502));
-    h.send_env(&change).await;
-    let d = h.deliver(1).await;
-    assert_eq!(h.status_of(&change).await, Status::Errored, "the first attempt's outcome is unknown");
-    // Someone retitles the issue on GitHub before the retry.
-    api.edit_on_github(github_api::ISSUE, json!({"title": "A person's newer title"}));
-    h.advance(d.retry_after(0));
-
-    let done = deliver_one(&h, &change).await;
-
-    assert_eq!(done.status, Status::Dropped, "latest wins: the edit on GitHub is newer than the change");
-    let by = done.dropped_for.expect("what it was dropped for");
-    assert!(by.contains(&format!("/repos/{REPO}/issues/1")) && by.contains("edited at"), "{by}");
-    assert_eq!(api.issue(github_api::ISSUE)["title"], "A person's newer title", "the edit is not written over");
-    assert_eq!(api.writes().len(), 1, "only the first attempt's PATCH");
-
-    // Forced (`reprocess --force`), the same change is written even so.
-    let forced = Message::redrive_body(&change.event_id(), Some(&change.entity()), RedriveReason::Reprocess, true);
-    h.send(forced).await;
-    h.drain().await;
-    assert_eq!(h.status_of(&change).await, Status::Completed);
-    assert_eq!(api.issue(github_api::ISSUE)["title"], "Ours, written, then a 502");
-}
-
-#[tokio::test]
-async fn a_retried_update_that_nobody_edited_meanwhile_is_written_when_the_first_attempt_wrote_nothing() {
-    let api = GitHubApi::start(t0());
-    let h = over_github(&api);
-    let change = issue("1", 0, json!({"title": "A 502 before the write"}));
-    api.fault(github_api::Fault::error(502, "Server Error"));
-    h.send_env(&change).await;
-    let d = h.deliver(1).await;
-    h.advance(d.retry_after(0));
-
-    let done = deliver_one(&h, &change).await;
-
-    assert_eq!(done.status, Status::Completed, "the issue was last updated before the change: written");
-    assert_eq!(api.issue(github_api::ISSUE)["title"], "A 502 before the write");
-    assert_eq!(api.writes().len(), 1);
-}
-
-#[tokio::test]
 async fn a_retry_after_a_5xx_that_had_created_the_issue_finds_it_by_its_marker() {
     let api = GitHubApi::start(t0());
     let h = over_github(&api);
@@ -696,25 +650,6 @@ async fn a_retry_after_a_5xx_that_had_written_the_product_does_not_write_again()
     assert_eq!(done.status, Status::Completed);
     assert_eq!(api.writes().len(), 1, "the retry read the product, found it written (tags as a set) and wrote nothing");
     assert_eq!(api.requests().iter().map(|r| r.method.as_str()).collect::<Vec<_>>(), ["PUT", "GET"]);
-}
-
-#[tokio::test]
-async fn a_retried_product_update_does_not_write_over_an_admin_edit_made_after_the_change() {
-    let api = ShopifyApi::start(t0());
-    let h = over_shopify(&api);
-    let change = product(0, json!({"vendor": "Ours, written, then a 502"}));
-    api.fault(shopify_api::Fault::AfterWrite(502));
-    h.send_env(&change).await;
-    let d = h.deliver(1).await;
-    api.edit_in_admin(PRODUCT, json!({"vendor": "A person's newer vendor"}));
-    h.advance(d.retry_after(0));
-
-    let done = deliver_one(&h, &change).await;
-
-    assert_eq!(done.status, Status::Dropped);
-    assert!(done.dropped_for.is_some_and(|by| by.contains(&format!("product {PRODUCT}"))));
-    assert_eq!(api.product(PRODUCT)["vendor"], "A person's newer vendor");
-    assert_eq!(api.writes().len(), 1, "only the first attempt's PUT");
 }
 
 #[tokio::test]

@@ -2303,15 +2303,19 @@ async fn the_echo_of_a_create_is_recognised_under_the_id_the_external_system_gav
     assert_eq!(h.apply_in_turn(&[&create]).await[0].only().status, Some(Status::Completed));
     let written = h.record_of(&create).await.written.expect("written");
     assert_eq!(written.created.as_deref(), Some("octo-org/widgets#77"));
-    // A create's webhook carries version -1 (docs/webhooks.md), and so does the guard of a created resource.
+    // A create's webhook carries version -1 (docs/webhooks.md); the deliveries GitHub sends after it for what the
+    // create set (`labeled`, `assigned`: edits of the same second) carry 0. Both are echoes of the write.
     let echo =
         Env::issue("77").kind("create").at(30).version(-1).payload(json!({"title": "Filed by us", "number": 77}));
+    let labeled = Env::issue("77").at(30).payload(json!({"title": "Filed by us", "number": 77, "labels": ["bug"]}));
     let edited = Env::issue("77").at(31).titled("Edited over there");
-    let d = h.apply_in_turn(&[&echo, &edited]).await;
+    let d = h.apply_in_turn(&[&echo, &labeled, &edited]).await;
 
     assert_eq!(d[0].only().status, Some(Status::Duplicate));
     assert_eq!(h.record_of(&echo).await.duplicate_of, Some(create.event_id()));
-    assert_eq!(d[1].only().status, Some(Status::Completed));
+    assert_eq!(d[1].only().status, Some(Status::Duplicate), "the labeled delivery after the create");
+    assert_eq!(h.record_of(&labeled).await.duplicate_of, Some(create.event_id()));
+    assert_eq!(d[2].only().status, Some(Status::Completed));
     let head = h.head(&echo.entity()).await;
     assert_eq!(head.echo.map(|g| g.event_id), Some(create.event_id()), "the guard is on the created issue's head");
     assert_eq!(head.applied.map(|a| a.event_id), Some(edited.event_id()));

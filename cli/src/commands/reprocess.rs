@@ -119,20 +119,22 @@ async fn invoke(engine: &Engine, report: &ReprocessReport, force: bool, rate: Op
             receive_count: 1,
             trace_header: None,
         };
+        let before = stored(engine, &checked.event_id).await;
         let (status, error) = match engine.process(&message, &invocation).await {
             Ok(outcome) => {
-                // The status as stored: a re-drive its entity's holder turned away changed nothing.
-                let stored = engine.ports().store.get_event(&checked.event_id).await.ok().flatten().map(|r| r.status);
+                // As stored: a re-drive its entity's holder turned away wrote nothing (an attempt that failed did).
+                let after = stored(engine, &checked.event_id).await;
+                let status = after.map(|(status, _)| status);
                 match outcome.disposition {
-                    Disposition::Retry { after } if stored == Some(checked.status) => {
+                    Disposition::Retry { after: wait } if after == before => {
                         let busy = format!(
                             "not run: its entity is busy (another event in flight, free in {} s); run the reprocess \
                              again then, or without --invoke to leave it to the queue",
-                            after.num_seconds().max(1)
+                            wait.num_seconds().max(1)
                         );
-                        (stored, Some(busy))
+                        (status, Some(busy))
                     }
-                    _ => (stored.or(outcome.status), None),
+                    _ => (status.or(outcome.status), None),
                 }
             }
             Err(e) => (None, Some(e.to_string())),
@@ -140,6 +142,11 @@ async fn invoke(engine: &Engine, report: &ReprocessReport, force: bool, rate: Op
         invoked.push(Invoked { event_id: checked.event_id.clone(), status, error });
     }
     invoked
+}
+
+/// An event's status and version as stored (`None`: not recorded, or not readable now).
+async fn stored(engine: &Engine, event_id: &EventId) -> Option<(Status, u64)> {
+    engine.ports().store.get_event(event_id).await.ok().flatten().map(|r| (r.status, r.version))
 }
 
 fn print(out: &mut dyn Write, output: &ReprocessOutput, args: &ReprocessArgs) -> Result<(), CliError> {

@@ -149,13 +149,18 @@ fn echo_guard<'h>(head: &'h EntityHead, event: &Candidate, ctx: &DecisionContext
 }
 
 /// Spec §10: an inbound event with the guard's order key that shows its fingerprint is the outbound write's echo
-/// (`duplicate` of the outbound event); one with an older order key is stale (`dropped` for it). Judged before
-/// anything else, also when the event was promoted to hold its entity while the outbound write was in flight.
+/// (`duplicate` of the outbound event) — so is one of the guard's time with a lower version that shows it: the
+/// create webhook (`version: -1`) of a resource our write created; one with an older order key is stale (`dropped`
+/// for it). Judged before anything else, also when the event was promoted to hold its entity while the outbound
+/// write was in flight.
 fn against_echo(head: &EntityHead, event: &Candidate, ctx: &DecisionContext) -> Option<Decision> {
     let guard = echo_guard(head, event, ctx)?;
+    let at_its_time = event.order.nanos == guard.order.nanos;
     match event.order.cmp(&guard.order) {
+        std::cmp::Ordering::Less | std::cmp::Ordering::Equal if at_its_time && event.shows_echo => {
+            Some(Decision::Duplicate { of: guard.event_id.clone() })
+        }
         std::cmp::Ordering::Less => Some(Decision::Dropped { newer: guard.event_id.clone() }),
-        std::cmp::Ordering::Equal if event.shows_echo => Some(Decision::Duplicate { of: guard.event_id.clone() }),
         _ => None,
     }
 }

@@ -130,6 +130,9 @@ impl Engine {
     /// reaches the queue in the order the events happened.
     pub async fn select_for_reprocess(&self, query: &EventQuery) -> Result<Vec<EventId>, StoreError> {
         let mut records = self.ports.store.list_events(query).await?;
+        // A listing by status may lag the records (DynamoDB's index): an event that has left the status since is not
+        // selected for it.
+        records.retain(|r| query.status.is_none_or(|status| r.status == status));
         records.sort_by(|a, b| {
             let key = |r: &EventRecord| (r.entity.as_ref().map(ToString::to_string), r.order, r.received_at);
             key(a).cmp(&key(b))

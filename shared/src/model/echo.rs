@@ -58,25 +58,18 @@ impl Fingerprint {
 pub struct EchoGuard {
     /// The outbound event that wrote.
     pub event_id: EventId,
-    /// The resource's order key after the write: its `updated_at`, version 0 — or -1 when the write created
-    /// the resource: the version its create webhook carries.
+    /// The resource's order key after the write: its `updated_at`, version 0.
     pub order: OrderKey,
     /// The written fields as the resource holds them.
     pub fingerprint: Fingerprint,
 }
 
-/// The version of the guard of a write that created its resource: the webhook ingress gives a create
-/// `version: -1` (`synctrail::ingress::CREATE_VERSION`, docs/webhooks.md), so that a same-second update orders
-/// after it, and the create's echo must meet the guard at that order key.
-const CREATED_VERSION: i64 = -1;
-
 impl EchoGuard {
     /// The guard of `write` made by `event_id`; `None` when its time can't be an order key (beyond 2262).
     pub fn of(event_id: &EventId, write: &ExternalWrite) -> Option<Self> {
-        let version = if write.created.is_some() { CREATED_VERSION } else { 0 };
         Some(Self {
             event_id: event_id.clone(),
-            order: OrderKey::at(write.updated_at, version)?,
+            order: OrderKey::at(write.updated_at, 0)?,
             fingerprint: write.fingerprint.clone(),
         })
     }
@@ -107,17 +100,5 @@ mod tests {
         let guard = EchoGuard::of(&EventId::parse("out-1").unwrap(), &write).unwrap();
         assert_eq!(guard.order, OrderKey::at(at, 0).unwrap());
         assert_eq!(guard.event_id.as_str(), "out-1");
-    }
-
-    #[test]
-    fn the_guard_of_a_created_resource_orders_where_its_create_webhook_does() {
-        let at = DateTime::parse_from_rfc3339("2026-05-01T12:00:07Z").unwrap().with_timezone(&Utc);
-        let write = ExternalWrite {
-            created: Some("o/r#8".into()),
-            updated_at: at,
-            fingerprint: Fingerprint::of(&json!({"title": "x"}), vec!["/title".into()]),
-        };
-        let guard = EchoGuard::of(&EventId::parse("out-2").unwrap(), &write).unwrap();
-        assert_eq!(guard.order, OrderKey::at(at, crate::ingress::CREATE_VERSION).unwrap());
     }
 }

@@ -3,7 +3,7 @@
 //! rules are in docs/connectors.md.
 
 use super::config::GitHubConfig;
-use super::rest::{edited_since, fields_to_write, json_of, same_names, snapshot_only, written, Rest};
+use super::rest::{fields_to_write, json_of, same_names, snapshot_only, written, Rest};
 use crate::clock::Clock;
 use crate::destination::http::config::HttpConfigError;
 use crate::destination::http::outcome::{described, retry_after};
@@ -238,8 +238,7 @@ impl GitHubConnector {
     }
 
     /// Updates the resource at `path` with `fields`. After an attempt whose outcome is unknown it reads the
-    /// resource first, and writes nothing when it already holds `fields` (`holds`): one write per event; nor when
-    /// it was edited after the change was made ([`edited_since`]): the event is superseded.
+    /// resource first, and writes nothing when it already holds `fields` (`holds`): one write per event.
     async fn update(
         &self,
         change: &Change<'_>,
@@ -253,10 +252,6 @@ impl GitHubConnector {
             if holds(&current, &fields) {
                 tracing::info!(event_id = %change.event_id, "already written by an earlier attempt");
                 return Ok(ApplyOutcome::Written(written(&current, fingerprinted(&fields), None)?));
-            }
-            if let Some(by) = edited_since(&current, change, &format!("GitHub's {path}")) {
-                tracing::info!(event_id = %change.event_id, by = %by, "edited on GitHub since the change; not written again");
-                return Ok(ApplyOutcome::Superseded { by });
             }
         }
         let updated = self.resource(Method::PATCH, path, Some(&Value::Object(fields.clone())), budget).await?;
@@ -291,7 +286,8 @@ impl GitHubConnector {
 
     /// The resource among the [`LOOKBACK`] newest of `list` (newest first) whose body carries `marker`, read a page
     /// of [`LOOKBACK_PAGE`] at a time: it stops at the page that has it, or at a short page (there are no more).
-    /// Resources created meanwhile push the older ones to later pages, so none is skipped.
+    /// Resources created meanwhile push the older ones to later pages, so none is skipped by a creation (one deleted
+    /// meanwhile moves the later ones up a place: see docs/connectors.md, "Limits").
     async fn marked_among_newest(
         &self,
         list: &str,

@@ -248,24 +248,6 @@ pub(super) fn written(
     Ok(ExternalWrite { created, updated_at, fingerprint: Fingerprint::of(resource, fingerprinted) })
 }
 
-/// On a retry whose earlier attempt's outcome is unknown, when the resource does not hold the fields to write: who
-/// changed it after this change was made, if anyone did — its `updated_at` is later than the change's (the
-/// system's clock against ours, to the second). Then the write is not repeated (`Superseded`): either the earlier
-/// attempt landed and someone edited the resource since, or it did not and the edit is newer than this change;
-/// latest wins either way, and writing would put the older state back over the newer one. `None` for a forced
-/// change (`reprocess --force`, written even if older), or when either time is unknown.
-pub(super) fn edited_since(resource: &Value, change: &Change<'_>, what: &str) -> Option<String> {
-    let changed_at = change.updated_at.filter(|_| !change.forced)?;
-    let updated_at = resource
-        .get("updated_at")
-        .and_then(Value::as_str)
-        .and_then(|text| DateTime::parse_from_rfc3339(text).ok())
-        .map(|at| at.with_timezone(&Utc))?;
-    (updated_at > changed_at).then(|| {
-        format!("{what} as edited at {} (after this change was made, at {changed_at})", updated_at.to_rfc3339())
-    })
-}
-
 /// Whether `value` holds the same set of names as `wanted` — a comma-separated text (`"a, b"`) or an array of
 /// names or of objects with `key` (`[{"name": "bug"}]`); order, repeats and surrounding spaces do not count.
 pub(super) fn same_names(value: &Value, wanted: &Value, key: &str) -> bool {

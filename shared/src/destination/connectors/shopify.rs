@@ -3,7 +3,7 @@
 //! answers. The rules are in docs/connectors.md.
 
 use super::config::{ShopifyConfig, SHOPIFY_API_URL_VARIABLE, SHOPIFY_SHOP_VARIABLE, SHOPIFY_TOKEN_VARIABLE};
-use super::rest::{edited_since, fields_to_write, json_of, same_names, snapshot_only, written, Rest};
+use super::rest::{fields_to_write, json_of, same_names, snapshot_only, written, Rest};
 use crate::clock::Clock;
 use crate::destination::http::config::HttpConfigError;
 use crate::destination::http::outcome::{described, retry_after};
@@ -152,10 +152,6 @@ impl Destination for ShopifyConnector {
             if holds(&current, &fields) {
                 tracing::info!(event_id = %change.event_id, "already written by an earlier attempt");
                 return Ok(ApplyOutcome::Written(written(&current, fingerprinted, None)?));
-            }
-            if let Some(by) = edited_since(&current, change, &format!("Shopify's product {id}")) {
-                tracing::info!(event_id = %change.event_id, by = %by, "edited in Shopify since the change; not written again");
-                return Ok(ApplyOutcome::Superseded { by });
             }
         }
         let mut product = fields;

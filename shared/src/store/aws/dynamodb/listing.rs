@@ -107,8 +107,8 @@ async fn records_where(
 }
 
 /// Events in `status` (not `processing`), newest received first: every shard of the status and its legacy
-/// partition, each read up to the limit, merged by sort key, each record read whole and kept only if it still has
-/// the status.
+/// partition, each read up to the limit, merged by sort key. The index lags the table: a record read whole may have
+/// left the status since (callers that act on the status check it; a page stays as long as the index's).
 async fn by_status(store: &DynamoStore, query: &EventQuery, status: Status) -> Result<Vec<EventRecord>, StoreError> {
     let what = "listing events by status";
     // `<received>#<id>` keys: `since` is a lower bound as is; `until` (exclusive) bounds with the last
@@ -135,9 +135,7 @@ async fn by_status(store: &DynamoStore, query: &EventQuery, status: Status) -> R
     if query.limit > 0 {
         entries.truncate(query.limit);
     }
-    // The index lags the table: a record read whole that has left the status since is not listed under it.
-    let records: Vec<EventRecord> = decode_all(&hydrate(store, entries, what).await?, what)?;
-    Ok(records.into_iter().filter(|r| r.status == status).collect())
+    decode_all(&hydrate(store, entries, what).await?, what)
 }
 
 /// The in-flight events of the heads in `by_lease` that `query` selects (its status `processing` or `errored`, or
