@@ -261,18 +261,7 @@ async fn a_run_that_hands_back_before_returning_ends_the_embedded_queues_waiting
 /// Runs two workers over an empty queue whose receives are [`LongPolls`], as `synctrail run` does (handing back
 /// before it returns), until the run returns.
 async fn run_over_long_polls(as_embedded: bool) -> (crate::support::Harness, std::sync::Arc<HookedQueue<LongPolls>>) {
-    use synctrail_cli::runtime::{LocalRuntime, RunOptions};
-    let h = crate::support::Harness::new();
-    let hooks = LongPolls { as_embedded, depth_fails: false, sent: 0.into(), waits: 0.into(), waiting: 0.into() };
-    let queue = std::sync::Arc::new(HookedQueue { inner: h.ports().queue.clone(), hooks });
-    let ports = synctrail::engine::Ports { queue: queue.clone(), ..h.ports().clone() };
-    let runtime = LocalRuntime::new(ports, h.options.settings.clone());
-    let options = RunOptions {
-        workers: 2,
-        poll_interval: std::time::Duration::from_millis(10),
-        hand_back_before_returning: true,
-        ..RunOptions::default()
-    };
+    let (h, queue, runtime, options) = over_long_polls(as_embedded, false);
     let run = tokio::time::timeout(RUN_LIMIT, runtime.run(&options, &|_| {}));
     let stats = run
         .await
@@ -280,6 +269,31 @@ async fn run_over_long_polls(as_embedded: bool) -> (crate::support::Harness, std
         .expect("the run");
     assert!(stats.drained && stats.invocations == 0, "the queue was empty, and quiescent at once: {stats:?}");
     (h, queue)
+}
+
+/// A run of two workers over the harness's empty queue, whose receives are [`LongPolls`] (and whose depth fails with
+/// `depth_fails`), handing back before it returns; the harness must outlive the run.
+fn over_long_polls(
+    as_embedded: bool,
+    depth_fails: bool,
+) -> (
+    crate::support::Harness,
+    std::sync::Arc<HookedQueue<LongPolls>>,
+    synctrail_cli::runtime::LocalRuntime,
+    synctrail_cli::runtime::RunOptions,
+) {
+    let h = crate::support::Harness::new();
+    let hooks = LongPolls { as_embedded, depth_fails, sent: 0.into(), waits: 0.into(), waiting: 0.into() };
+    let queue = std::sync::Arc::new(HookedQueue { inner: h.ports().queue.clone(), hooks });
+    let ports = synctrail::engine::Ports { queue: queue.clone(), ..h.ports().clone() };
+    let runtime = synctrail_cli::runtime::LocalRuntime::new(ports, h.options.settings.clone());
+    let options = synctrail_cli::runtime::RunOptions {
+        workers: 2,
+        poll_interval: std::time::Duration::from_millis(10),
+        hand_back_before_returning: true,
+        ..synctrail_cli::runtime::RunOptions::default()
+    };
+    (h, queue, runtime, options)
 }
 
 /// Ctrl-C or SIGTERM stops `synctrail run` as its `--max-duration` would (`RunOptions::stop_requested`, which the
@@ -475,18 +489,7 @@ async fn a_worker_error_that_is_not_retryable_ends_even_a_following_run_with_tha
 #[tokio::test]
 async fn a_run_ended_by_an_error_stops_its_workers_and_ends_their_waiting_receives_first() {
     use std::sync::atomic::Ordering;
-    use synctrail_cli::runtime::{LocalRuntime, RunOptions};
-    let h = crate::support::Harness::new();
-    let hooks = LongPolls { as_embedded: true, depth_fails: true, sent: 0.into(), waits: 0.into(), waiting: 0.into() };
-    let queue = std::sync::Arc::new(HookedQueue { inner: h.ports().queue.clone(), hooks });
-    let ports = synctrail::engine::Ports { queue: queue.clone(), ..h.ports().clone() };
-    let runtime = LocalRuntime::new(ports, h.options.settings.clone());
-    let options = RunOptions {
-        workers: 2,
-        poll_interval: std::time::Duration::from_millis(10),
-        hand_back_before_returning: true,
-        ..RunOptions::default()
-    };
+    let (_h, queue, runtime, options) = over_long_polls(true, true);
     let run = tokio::time::timeout(RUN_LIMIT, runtime.run(&options, &|_| {}));
     let error = run.await.expect("the run did not return within 30 s").expect_err("the depth's error");
     assert!(error.to_string().contains("the queue's depth is refused (drill)"), "{error}");
