@@ -15,6 +15,7 @@ mod read_past;
 pub mod reconcile;
 mod records;
 mod reprocess;
+mod routing;
 mod settle;
 mod sweep;
 pub mod verify;

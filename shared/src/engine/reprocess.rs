@@ -2,6 +2,7 @@
 //! thousands, rate-limited. The processor rebuilds each envelope from the archive and passes it through the ordering
 //! protocol again (or skips it with `force`, recorded as forced); no second event record is ever created.
 
+use super::routing::by_queue;
 use super::Engine;
 use crate::model::{EntityKey, Envelope, EventId, EventRecord, Message, RedriveReason, Status};
 use crate::store::{EventQuery, OutgoingMessage, StoreError};
@@ -199,21 +200,10 @@ impl Engine {
         options: &ReprocessOptions,
         refused: &mut Vec<Refusal>,
     ) -> Vec<Checked> {
-        let mut by_queue: Vec<(Option<String>, Vec<Checked>)> = Vec::new();
-        for checked in batch {
-            match by_queue.iter_mut().find(|(queue, _)| *queue == checked.queue) {
-                Some((_, group)) => group.push(checked),
-                None => by_queue.push((checked.queue.clone(), vec![checked])),
-            }
-        }
         let mut sent = Vec::new();
-        for (queue, group) in by_queue {
+        for (queue, group) in by_queue(batch, |checked| checked.queue.as_deref()) {
             let messages = group.iter().map(|c| self.reprocess_message(c, options)).collect();
-            let result = match &queue {
-                Some(url) => self.ports.queue.send_to(url, messages).await,
-                None => self.ports.queue.send(messages).await,
-            };
-            match result {
+            match self.send_routed(queue.as_deref(), messages).await {
                 Ok(_) => sent.extend(group),
                 Err(e) => refused.extend(group.into_iter().map(|c| Refusal {
                     reason: ReprocessError::Send(c.event_id.clone(), e.clone()).to_string(),

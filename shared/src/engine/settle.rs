@@ -655,11 +655,7 @@ impl Engine {
         let body = Message::redrive_body(event_id, entity, RedriveReason::Promotion, false);
         let mut message = OutgoingMessage::new(body);
         message.trace_header = invocation.trace_id.clone();
-        let sent = match queue {
-            Some(url) => self.ports.queue.send_to(url, vec![message]).await,
-            None => self.ports.queue.send(vec![message]).await,
-        };
-        if let Err(e) = sent {
+        if let Err(e) = self.send_routed(queue, vec![message]).await {
             tracing::warn!(event_id = %event_id, error = %e, "promotion not sent; the sweeper will re-drive it");
         }
     }

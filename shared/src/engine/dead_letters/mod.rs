@@ -14,6 +14,7 @@ pub use discard::Discarded;
 pub use record::DeadLettersSwept;
 pub use redrive::{DeadLetter, DeadLetterReport};
 
+use super::routing::by_queue;
 use super::{Engine, EngineError, Invocation};
 use crate::model::{Envelope, EnvelopeError, EventId, EventRecord, Message, RedriveReason, Status};
 use crate::store::{OutgoingMessage, QueueMessage};
@@ -162,28 +163,21 @@ impl Engine {
     /// Moves dead letters back: each to the queue of the processor recorded on its event (`SYNCTRAIL_REDRIVE_QUEUES`),
     /// the others to the queue of this dead-letter queue.
     async fn move_back(&self, moving: &[(Option<String>, QueueMessage)]) -> Result<(), EngineError> {
-        let home: Vec<QueueMessage> = moving.iter().filter(|(q, _)| q.is_none()).map(|(_, m)| m.clone()).collect();
-        if !home.is_empty() {
-            self.ports.queue.return_dead_letters(&home).await?;
-        }
-        let mut routed: Vec<(&str, Vec<&QueueMessage>)> = Vec::new();
-        for (queue, message) in moving {
-            let Some(queue) = queue.as_deref() else { continue };
-            match routed.iter_mut().find(|(q, _)| *q == queue) {
-                Some((_, group)) => group.push(message),
-                None => routed.push((queue, vec![message])),
-            }
-        }
-        for (queue, group) in routed {
+        for (queue, group) in by_queue(moving, |(queue, _)| queue.as_deref()) {
+            let Some(queue) = queue else {
+                let home: Vec<QueueMessage> = group.into_iter().map(|(_, m)| m.clone()).collect();
+                self.ports.queue.return_dead_letters(&home).await?;
+                continue;
+            };
             let resend = group
                 .iter()
-                .map(|m| OutgoingMessage {
+                .map(|(_, m)| OutgoingMessage {
                     trace_header: m.trace_header.clone(),
                     ..OutgoingMessage::new(m.body.clone())
                 })
                 .collect();
-            self.ports.queue.send_to(queue, resend).await?;
-            let handles: Vec<String> = group.iter().map(|m| m.receipt_handle.clone()).collect();
+            self.send_routed(Some(&queue), resend).await?;
+            let handles: Vec<String> = group.iter().map(|(_, m)| m.receipt_handle.clone()).collect();
             self.ports.queue.delete_dead_letters(&handles).await?;
         }
         Ok(())

@@ -414,11 +414,7 @@ impl Engine {
         let body = Message::redrive_body(&newest.event_id, newest.entity.as_ref(), RedriveReason::Repair, true);
         let mut message = OutgoingMessage::new(body);
         message.trace_header = options.trace_header.clone();
-        let sent = match self.settings.redrive_queue_for(newest) {
-            Some(queue) => self.ports.queue.send_to(queue, vec![message]).await,
-            None => self.ports.queue.send(vec![message]).await,
-        };
-        match sent {
+        match self.send_routed(self.settings.redrive_queue_for(newest), vec![message]).await {
             Ok(_) => report.repaired = Some(newest.event_id.clone()),
             Err(e) => {
                 report.not_repaired =
