@@ -1028,6 +1028,48 @@ async fn completed_event_carries_no_error_of_an_earlier_attempt_and_its_history_
     assert_eq!(h.effects().await, ids(&[&event]));
 }
 
+async fn a_resend_under_a_client_event_id_with_another_updated_at_continues_as_first_recorded(via: Via) {
+    let h = Harness::over(via);
+    let original = Env::product("28").at(10).payload(json!({"price": "5.00"})).id("client-retry-1");
+    // The client stamps `updated_at` when it sends: its resend of the same change carries a later one.
+    let resent = Env::product("28").at(30).payload(json!({"price": "5.00"})).id("client-retry-1");
+    let newer = Env::product("28").at(20).payload(json!({"price": "7.00"}));
+    h.script.next(Step::Retryable("503 from the destination"));
+    assert_eq!(h.apply_in_turn(&[&original]).await[0].only().status, Some(Status::Errored));
+    h.advance(h.options.visibility_timeout);
+    let retry = h.receive(10).await;
+    assert_eq!(retry.len(), 1, "the errored attempt's message is due again");
+
+    assert_eq!(h.apply_in_turn(&[&resent]).await[0].only().status, Some(Status::Completed));
+    let record = h.record_of(&original).await;
+    assert_eq!(record.external_at, Some(time(10)), "ordered where first recorded");
+    let row = h.mirror_row(&original.entity()).await.expect("applied");
+    assert_eq!((row.order, row.event_id), (record.order, Some(original.event_id().to_string())));
+
+    // A change made after the original and before the resend's stamp is newer than the event: applied.
+    assert_eq!(h.apply_in_turn(&[&newer]).await[0].only().status, Some(Status::Completed));
+    assert!(h.invoke(&retry).await.failures().is_empty(), "the first message's retry finds the event done");
+    assert_eq!(h.mirror_state(&original.entity()).await, Some(json!({"price": "7.00"})));
+    assert_eq!(h.effects().await, ids(&[&original, &newer]));
+}
+
+async fn a_client_event_id_used_again_for_another_entity_is_rejected_as_a_conflict(via: Via) {
+    let h = Harness::over(via);
+    let original = Env::product("29").at(10).payload(json!({"price": "5.00"})).id("client-evt-5");
+    let elsewhere = Env::product("30").at(10).payload(json!({"price": "5.00"})).id("client-evt-5");
+    h.apply_in_turn(&[&original]).await;
+
+    let d = h.apply_in_turn(&[&elsewhere]).await.remove(0);
+    assert_eq!((d.only().status, &d.only().disposition), (Some(Status::Rejected), &Disposition::Ack));
+    let rejected = h.record(d.only().event_id.as_ref().expect("stored under its own id")).await;
+    assert_eq!(rejected.conflicts_with, Some(original.event_id()));
+    let error = rejected.error.clone().expect("error");
+    assert_eq!((error.kind, error.field.as_deref()), (ErrorKind::IdempotencyConflict, Some("event_id")));
+    assert_eq!(h.archived(&rejected).await, elsewhere.body().into_bytes(), "the raw body is archived");
+    assert_eq!(h.mirror_row(&elsewhere.entity()).await, None, "nothing written to the other entity");
+    assert_eq!(h.effects().await, ids(&[&original]));
+}
+
 async fn same_client_event_id_with_other_content_is_rejected_with_conflicts_with(via: Via) {
     let h = Harness::over(via);
     let original = Env::product("26").at(10).payload(json!({"price": "5.00"})).id("shopify-evt-77");
@@ -1511,7 +1553,7 @@ async fn message_dead_lettered_before_the_engine_ever_saw_it_is_not_lost(via: Vi
 fn every_transition_follows_the_table() {
     use Status::*;
     let table: &[(Status, &[Status])] = &[
-        (Received, &[Queued, Processing, Dropped, Duplicate, Disabled, Rejected, Failed]),
+        (Received, &[Queued, Processing, Canceled, Dropped, Duplicate, Disabled, Rejected, Failed]),
         (Queued, &[Processing, Canceled, Dropped, Duplicate, Failed]),
         (Processing, &[Processing, Completed, Errored, Failed, Dropped, Canceled, Waiting]),
         (Errored, &[Processing, Queued, Canceled, Dropped, Duplicate, Failed]),
@@ -1763,6 +1805,32 @@ async fn a_claim_cut_short_after_its_head_write_holds_the_entity_until_its_lease
     assert_eq!(h.effects().await, ids(&[&event]), "applied once");
     let head = h.head(&entity).await;
     assert_eq!((head.applied.map(|a| a.event_id), head.inflight), (Some(event.event_id()), None));
+}
+
+async fn an_event_recorded_received_under_a_claim_cut_short_is_canceled_by_a_newer_event_once_the_lease_ends(via: Via) {
+    let h = Harness::with(Options { via, held_store: true, ..Options::default() });
+    let event = Env::issue("47").at(10).titled("v1");
+    let newer = Env::issue("47").at(20).titled("v2");
+    h.held.cut_next_claim();
+    h.send_env(&event).await;
+    h.deliver(1).await;
+    h.send_env(&event).await;
+    assert_eq!(h.deliver(1).await.only().status, Some(Status::Received), "a copy records it while the lease lasts");
+
+    // Once the lease ends, the newer event arrives before either copy of the first comes back.
+    h.advance(h.options.visibility_timeout);
+    let copies = h.receive(10).await;
+    assert_eq!(copies.len(), 2, "both copies of the first event are visible again");
+    h.send_env(&newer).await;
+    assert_eq!(h.deliver(1).await.only().status, Some(Status::Completed));
+    let superseded = h.record_of(&event).await;
+    assert_eq!((superseded.status, superseded.canceled_by.clone()), (Status::Canceled, Some(newer.event_id())));
+    assert_history_is_legal(&superseded);
+
+    let late = h.invoke(&copies).await;
+    assert!(late.failures().is_empty(), "the copies of a canceled event are acknowledged");
+    assert_eq!(h.status_of(&event).await, Status::Canceled);
+    assert_eq!(h.effects().await, ids(&[&newer]), "only the newer event is applied");
 }
 
 async fn a_resubmission_of_a_failed_event_whose_claim_wrote_only_its_head_is_not_taken_for_a_settle_cut_short(
@@ -2460,6 +2528,8 @@ over_every_destination!(
     failed_event_resent_by_the_client_is_driven_again,
     completed_event_carries_no_error_of_an_earlier_attempt_and_its_history_keeps_them,
     same_client_event_id_with_other_content_is_rejected_with_conflicts_with,
+    a_resend_under_a_client_event_id_with_another_updated_at_continues_as_first_recorded,
+    a_client_event_id_used_again_for_another_entity_is_rejected_as_a_conflict,
     conflicting_message_racing_the_original_is_rejected_not_acknowledged_as_a_redelivery,
     conflicting_message_racing_an_errored_original_never_applies_its_own_content,
     conflicting_message_racing_a_queued_original_is_rejected_not_acknowledged_as_queued,
@@ -2478,6 +2548,7 @@ over_every_destination!(
     a_settle_cut_short_before_the_head_write_is_finished_by_the_events_redelivery,
     a_settle_cut_short_whose_message_is_gone_is_finished_by_the_sweeper,
     a_claim_cut_short_after_its_head_write_holds_the_entity_until_its_lease_ends_then_is_claimed_again,
+    an_event_recorded_received_under_a_claim_cut_short_is_canceled_by_a_newer_event_once_the_lease_ends,
     a_resubmission_of_a_failed_event_whose_claim_wrote_only_its_head_is_not_taken_for_a_settle_cut_short,
     an_attempt_whose_claim_record_landed_after_its_lease_ended_still_records_its_end,
     an_attempt_failing_past_its_hold_after_a_takeover_found_no_record_to_cancel_is_canceled_not_left_errored,

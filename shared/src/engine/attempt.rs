@@ -2,7 +2,7 @@
 //! commit, and when the event claims its entity, apply it and settle the result.
 
 use super::decide::{decide, Candidate, Decision, DecisionContext};
-use super::intake::{redelivered, reject_conflict};
+use super::intake::{as_recorded, redelivered, reject_conflict};
 use super::settle::{fits_flagged, promote_next, settle, End};
 use super::{Engine, EngineError, Incoming, Invocation, Outcome};
 use crate::destination::{ApplyOutcome, Change, DestinationError};
@@ -43,6 +43,8 @@ pub(super) async fn drive(
     force: bool,
 ) -> Result<Outcome, EngineError> {
     let mut record = *record;
+    // Our own unless another message recorded the event first with another order key (then it goes on as recorded).
+    let mut envelope = std::borrow::Cow::Borrowed(envelope);
     let store = &engine.ports.store;
     let policy = engine.settings.policy_for(&envelope.entity.entity_type);
     if record.status == Status::Received {
@@ -62,12 +64,18 @@ pub(super) async fn drive(
             // Someone else changed the record (a concurrent delivery, a takeover): continue from what they wrote.
             // Unchanged, our own copy stands (it may carry a restart not yet written).
             if let Some(stored) = stored.filter(|s| s.version != record.version) {
-                // Another message recorded this client id first, with other content: ours is the conflict.
-                if stored.content_hash != Some(envelope.content_hash) {
-                    return reject_conflict(engine, envelope, message, invocation).await;
+                // Another message recorded this client id first, with other content or for another entity: ours is
+                // the conflict.
+                if stored.content_hash != Some(envelope.content_hash)
+                    || stored.entity.as_ref() != Some(&envelope.entity)
+                {
+                    return reject_conflict(engine, &envelope, message, invocation).await;
                 }
                 if stored.status.is_terminal() {
                     return redelivered(engine, stored).await;
+                }
+                if stored.order != Some(envelope.order) || stored.direction != Some(envelope.direction) {
+                    as_recorded(envelope.to_mut(), &stored);
                 }
                 record = stored;
             }
@@ -114,7 +122,7 @@ pub(super) async fn drive(
             Ok(Recorded::Done(outcome)) => return Ok(*outcome),
             Ok(Recorded::Claimed { head, record, canceled, previous_unknown }) => {
                 let claim = Claim { head, record, previous_unknown, force };
-                let mut outcome = apply(engine, envelope, claim, message, invocation).await?;
+                let mut outcome = apply(engine, &envelope, claim, message, invocation).await?;
                 outcome.facts.canceled += canceled;
                 return Ok(outcome);
             }

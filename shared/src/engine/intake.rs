@@ -112,7 +112,7 @@ pub(super) async fn reject_raw(
 /// the event's record and head, read ahead with its batch (`None`: read here).
 async fn arrive(
     engine: &Engine,
-    envelope: Envelope,
+    mut envelope: Envelope,
     message: &Incoming,
     ahead: (Option<PayloadRef>, Option<Box<ReadAhead>>),
     invocation: &Invocation,
@@ -124,21 +124,24 @@ async fn arrive(
     };
     let from = existing.as_ref().map(|e| e.status);
     let known = KnownHead::Read(Box::new(head));
-    if let Some(done) = existing.as_ref().filter(|e| e.status.is_terminal()) {
+    let same_entity = existing.as_ref().is_some_and(|e| e.entity.as_ref() == Some(&envelope.entity));
+    if let Some(done) = existing.as_ref().filter(|e| e.status.is_terminal() && same_entity) {
         finish_cut_short_settle(engine, done, &known, invocation).await?;
     }
     let outcome = match existing {
-        Some(existing) if existing.content_hash != Some(envelope.content_hash) => {
+        Some(existing) if existing.content_hash != Some(envelope.content_hash) || !same_entity => {
             reject_conflict(engine, &envelope, message, invocation).await
         }
         Some(existing)
             if existing.status == Status::Failed && existing.last_message_id.as_ref() != Some(&message.message_id) =>
         {
+            as_recorded(&mut envelope, &existing);
             let record = restart(engine, existing, message, invocation, "client resubmission")?;
             attempt::drive(engine, &envelope, Box::new(record), known, message, invocation, false).await
         }
         Some(existing) if existing.status.is_terminal() => redelivered(engine, existing).await,
         Some(existing) => {
+            as_recorded(&mut envelope, &existing);
             attempt::drive(engine, &envelope, Box::new(existing), known, message, invocation, false).await
         }
         None => {
@@ -155,7 +158,21 @@ async fn arrive(
     Ok(if same_event { outcome.arrived_from(from) } else { outcome })
 }
 
-/// The same client `event_id` with other content: the new message is `rejected`, the original untouched (§3).
+/// A known event goes on as it was first recorded (spec §3): a resend under its id with another `updated_at`,
+/// `version` or direction (a client that stamps `updated_at` when it sends) keeps the event's place in its entity's
+/// order, which its record, its head and the destination already hold.
+pub(super) fn as_recorded(envelope: &mut Envelope, record: &EventRecord) {
+    if let Some(order) = record.order {
+        envelope.order = order;
+        envelope.updated_at = record.external_at;
+    }
+    if let Some(direction) = record.direction {
+        envelope.direction = direction;
+    }
+}
+
+/// The same client `event_id` with other content, or for another entity: the new message is `rejected`, the
+/// original untouched (§3).
 pub(super) async fn reject_conflict(
     engine: &Engine,
     envelope: &Envelope,
@@ -165,7 +182,8 @@ pub(super) async fn reject_conflict(
     let error = ErrorInfo {
         kind: ErrorKind::IdempotencyConflict,
         message: format!(
-            "event_id {} was already used for different content; send a new event_id for a new change",
+            "event_id {} was already used for different content or another entity; send a new event_id for a new \
+             change",
             envelope.event_id
         ),
         retryable: false,

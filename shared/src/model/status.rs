@@ -91,7 +91,11 @@ impl Status {
     pub fn can_become(self, to: Status) -> bool {
         use Status::*;
         match self {
-            Received => matches!(to, Queued | Processing | Dropped | Duplicate | Disabled | Rejected | Failed),
+            // received → canceled: a copy recorded it while a claim cut short held its entity, and a newer event
+            // took the entity over once that lease ended (spec §4 rule 3).
+            Received => {
+                matches!(to, Queued | Processing | Canceled | Dropped | Duplicate | Disabled | Rejected | Failed)
+            }
             Queued => matches!(to, Processing | Canceled | Dropped | Duplicate | Failed),
             // processing → processing: the same event re-claimed after a crash (attempt + 1).
             Processing => matches!(to, Processing | Completed | Errored | Failed | Dropped | Canceled | Waiting),
