@@ -2415,6 +2415,37 @@ async fn an_echo_that_arrives_while_the_write_is_in_flight_waits_and_ends_a_dupl
     assert!(h.effects().await.is_empty());
 }
 
+async fn a_copy_of_an_inbound_create_running_when_our_create_sets_its_guard_waits_for_it(via: Via) {
+    let (h, connector) = with_connector(via);
+    let create = Env::issue("draft-8").kind("create").titled("Filed by us").outbound();
+    connector.stamp(30, Some("octo-org/widgets#78"));
+    // The create's webhook arrives before our write has settled, and its attempt is still running when the write's
+    // settle sets the echo guard on the created issue's head.
+    let webhook =
+        Env::issue("78").kind("create").at(30).version(-1).payload(json!({"title": "Filed by us", "number": 78}));
+    let gate = h.script.hold_next();
+    let (d, ()) = deliver_racing(&h, &webhook, async {
+        gate.entered().await;
+        assert_eq!(h.apply_in_turn(&[&create]).await[0].only().status, Some(Status::Completed));
+        let guard = h.head(&webhook.entity()).await.echo.map(|g| g.event_id);
+        assert_eq!(guard, Some(create.event_id()), "the guard is set on the held head");
+        h.send_env(&webhook).await;
+        let copy = h.deliver(1).await;
+        assert_eq!(copy.only().status, Some(Status::Processing), "the copy waits for the running attempt");
+        assert_eq!(copy.failures().len(), 1, "handed back");
+        gate.release();
+    })
+    .await;
+    assert_eq!(d.only().status, Some(Status::Completed), "the attempt that ran before the guard finishes");
+    h.advance(h.options.visibility_timeout);
+    h.drain().await;
+    let record = h.record_of(&webhook).await;
+    assert_eq!(record.status, Status::Completed);
+    assert_history_is_legal(&record);
+    let head = h.head(&webhook.entity()).await;
+    assert_eq!((head.inflight, head.applied.map(|a| a.event_id)), (None, Some(webhook.event_id())));
+}
+
 // ---- The sample events of events/*.json ----
 
 async fn sample_envelopes_are_all_applied(via: Via) {
@@ -2568,6 +2599,7 @@ over_every_destination!(
     an_inbound_state_older_than_the_outbound_write_is_dropped_for_it,
     the_echo_of_a_create_is_recognised_under_the_id_the_external_system_gave,
     an_echo_that_arrives_while_the_write_is_in_flight_waits_and_ends_a_duplicate,
+    a_copy_of_an_inbound_create_running_when_our_create_sets_its_guard_waits_for_it,
     sample_envelopes_are_all_applied,
     sample_out_of_order_events_keep_the_newest,
     sample_inventory_deltas_add_up_and_the_late_one_is_flagged,

@@ -118,10 +118,16 @@ impl DecisionContext {
 
 /// Decides the fate of `event` given its entity's `head` (spec §4 rules 1–4, §5, §10).
 pub fn decide(head: &EntityHead, event: &Candidate, ctx: &DecisionContext) -> Decision {
+    let holds = head.inflight.as_ref().filter(|i| i.slot.event_id == event.event_id);
+    // An event that claimed its entity goes on as itself: an echo guard set while its attempt ran (our create's settle
+    // guards the created resource's head, held or not) judges only a holder promoted from `next` (spec §10.3).
+    if let Some(inflight) = holds.filter(|i| claimed(i, event)) {
+        return reenter(inflight, event, ctx);
+    }
     if let Some(decision) = against_echo(head, event, ctx) {
         return decision;
     }
-    if let Some(inflight) = head.inflight.as_ref().filter(|i| i.slot.event_id == event.event_id) {
+    if let Some(inflight) = holds {
         return reenter(inflight, event, ctx);
     }
     match ctx.policy {
@@ -134,12 +140,17 @@ pub fn decide(head: &EntityHead, event: &Candidate, ctx: &DecisionContext) -> De
 /// record write has not landed: the claim writes the head first, spec §9 "The claim in two writes, the head
 /// first"); a crashed or errored holder, or a promoted one, claims again (same event, attempt + 1).
 fn reenter(inflight: &Inflight, event: &Candidate, ctx: &DecisionContext) -> Decision {
-    let claimed = event.status == Status::Processing || !inflight.promoted;
-    if claimed && ctx.is_live(inflight) {
+    if claimed(inflight, event) && ctx.is_live(inflight) {
         Decision::Busy { until: inflight.lease_until + ctx.clock_margin }
     } else {
         Decision::Claim { tie: false, out_of_order: false, cancel: Vec::new() }
     }
+}
+
+/// Whether the holder `inflight`, which is `event`, claimed its entity (an attempt ran or runs) rather than being
+/// promoted from `next` and not started yet.
+fn claimed(inflight: &Inflight, event: &Candidate) -> bool {
+    event.status == Status::Processing || !inflight.promoted
 }
 
 /// The guard against which an inbound `latest_wins` event is judged first (spec §10), if any.
