@@ -156,11 +156,11 @@ impl Settings {
         }
         settings.disabled_sources.extend(list(vars, "SYNCTRAIL_DISABLED_SOURCES"));
         settings.disabled_tenants.extend(list(vars, "SYNCTRAIL_DISABLED_TENANTS"));
-        if let Some(n) = number(vars, "SYNCTRAIL_METADATA_RETENTION_DAYS")? {
-            settings.metadata_retention = Duration::days(i64::try_from(n).unwrap_or(i64::MAX / 86_400_000_000));
+        if let Some(retention) = duration(vars, "SYNCTRAIL_METADATA_RETENTION_DAYS", DAY)? {
+            settings.metadata_retention = retention;
         }
-        if let Some(n) = number(vars, "SYNCTRAIL_MAX_WAIT_SECONDS")? {
-            settings.max_wait = Duration::seconds(i64::try_from(n).unwrap_or(i64::MAX / 1_000_000));
+        if let Some(max_wait) = duration(vars, "SYNCTRAIL_MAX_WAIT_SECONDS", SECOND)? {
+            settings.max_wait = max_wait;
         }
         if let Some(n) = number(vars, "SYNCTRAIL_MAX_ATTEMPTS")? {
             settings.max_attempts = u32::try_from(n).unwrap_or(u32::MAX).max(1);
@@ -168,11 +168,11 @@ impl Settings {
         if let Some(n) = number(vars, "SYNCTRAIL_MAX_BACKLOG")? {
             settings.max_backlog = usize::try_from(n).unwrap_or(usize::MAX).max(1);
         }
-        if let Some(n) = number(vars, "SYNCTRAIL_VERIFY_INTERVAL_SECONDS")? {
-            settings.verify_interval = Duration::seconds(i64::try_from(n).unwrap_or(i64::MAX / 1_000_000));
+        if let Some(interval) = duration(vars, "SYNCTRAIL_VERIFY_INTERVAL_SECONDS", SECOND)? {
+            settings.verify_interval = interval;
         }
-        if let Some(n) = number(vars, "SYNCTRAIL_LEASE_SECONDS")? {
-            settings.lease = Duration::seconds(i64::try_from(n).unwrap_or(i64::MAX / 1_000_000));
+        if let Some(lease) = duration(vars, "SYNCTRAIL_LEASE_SECONDS", SECOND)? {
+            settings.lease = lease;
         }
         for item in list(vars, "SYNCTRAIL_REDRIVE_QUEUES") {
             let (function, queue) = item.split_once('=').ok_or_else(|| InvalidSetting {
@@ -219,9 +219,53 @@ fn number(vars: &dyn Fn(&str) -> Option<String>, name: &'static str) -> Result<O
     }
 }
 
+/// One second and one day, in seconds: the units duration variables are given in.
+const SECOND: u64 = 1;
+const DAY: u64 = 86_400;
+
+/// The longest duration a variable may give: 100 years (times added to a record's stay far inside what the time type
+/// holds; a longer retention, wait or lease is a typo).
+const LONGEST_SECONDS: u64 = 100 * 365 * DAY;
+
+/// A duration variable given in whole `unit`s of seconds, at most [`LONGEST_SECONDS`].
+fn duration(
+    vars: &dyn Fn(&str) -> Option<String>,
+    name: &'static str,
+    unit: u64,
+) -> Result<Option<Duration>, InvalidSetting> {
+    let Some(n) = number(vars, name)? else { return Ok(None) };
+    match n.checked_mul(unit).filter(|s| *s <= LONGEST_SECONDS).and_then(|s| i64::try_from(s).ok()) {
+        Some(seconds) => Ok(Some(Duration::seconds(seconds))),
+        None => Err(InvalidSetting {
+            name,
+            value: n.to_string(),
+            expected: format!("a whole number up to {} (100 years)", LONGEST_SECONDS / unit),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_duration_past_a_hundred_years_is_refused_naming_its_variable() {
+        for (name, longest) in [
+            ("SYNCTRAIL_METADATA_RETENTION_DAYS", 36_500_u64),
+            ("SYNCTRAIL_MAX_WAIT_SECONDS", 3_153_600_000),
+            ("SYNCTRAIL_VERIFY_INTERVAL_SECONDS", 3_153_600_000),
+            ("SYNCTRAIL_LEASE_SECONDS", 3_153_600_000),
+        ] {
+            let at_most = |value: u64| move |n: &str| (n == name).then(|| value.to_string());
+            assert!(Settings::from_vars(&at_most(longest)).is_ok(), "{name}={longest}");
+            let refused = Settings::from_vars(&at_most(longest + 1)).expect_err("past 100 years");
+            assert_eq!(refused.name, name);
+            assert!(refused.expected.contains(&longest.to_string()), "{}", refused.expected);
+            assert!(Settings::from_vars(&at_most(u64::MAX)).is_err(), "{name} overflowing its unit");
+        }
+        let retention = |n: &str| (n == "SYNCTRAIL_METADATA_RETENTION_DAYS").then(|| "365".to_owned());
+        assert_eq!(Settings::from_vars(&retention).expect("valid").metadata_retention, Duration::days(365));
+    }
 
     #[test]
     fn variables_override_the_defaults_and_a_bad_number_names_its_variable() {
