@@ -171,6 +171,30 @@ async fn a_wait_longer_than_the_limit_ends_failed_and_says_what_to_do() {
 }
 
 #[tokio::test]
+async fn a_wait_past_the_limit_ends_failed_behind_more_newer_waits_than_a_sweep_acts_on() {
+    let mut settings = crate::support::settings();
+    settings.max_wait = Duration::minutes(10);
+    let h = with_dependencies(Options { settings, ..Options::default() });
+    let oldest = level("L5", "P5", 10, 1);
+    h.send_env(&oldest).await;
+    h.drain().await;
+    h.advance(Duration::minutes(8));
+    let newer: Vec<_> = (0..3).map(|n| level(&format!("L6{n}"), &format!("P6{n}"), 10, 1)).collect();
+    for env in &newer {
+        h.send_env(env).await;
+    }
+    h.drain().await;
+    h.advance(Duration::minutes(3));
+
+    let report = h.engine.sweep(1, &operator()).await.expect("sweep");
+    assert_eq!(report.waits_failed, vec![oldest.event_id()], "the overdue wait is found behind the newer ones");
+    assert_eq!(h.status_of(&oldest).await, Status::Failed);
+    for env in &newer {
+        assert_eq!(h.status_of(env).await, Status::Waiting, "not overdue yet");
+    }
+}
+
+#[tokio::test]
 async fn a_wait_whose_resume_message_was_lost_is_resumed_by_the_sweeper() {
     let h = with_dependencies(Options::default());
     let stock = level("L4", "P4", 10, 3);

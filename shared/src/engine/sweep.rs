@@ -226,18 +226,18 @@ impl Engine {
         invocation: &Invocation,
         report: &mut SweepReport,
     ) -> Result<(), EngineError> {
+        let mut examined = HashSet::new();
+        self.fail_overdue_waits(limit, invocation, report, &mut examined).await?;
         let query = EventQuery { status: Some(Status::Waiting), limit, ..EventQuery::default() };
         let waiting = self.ports.store.list_events(&query).await?;
-        report.waits_examined = waiting.len();
         for record in waiting {
             if self.stops_sweep(invocation, report) {
                 break;
             }
-            let Some(since) = record.waiting_since else { continue };
+            examined.insert(record.event_id.clone());
+            // An index read may list an event that has left the status since; an overdue one was judged above.
+            let Some(since) = record.waiting_since.filter(|_| record.status == Status::Waiting) else { continue };
             if self.now() - since > self.settings.max_wait {
-                if self.fail_wait(record.event_id.clone(), invocation).await? {
-                    report.waits_failed.push(record.event_id);
-                }
                 continue;
             }
             let Some(dependency) = record.waiting_for.as_deref().and_then(|k| EntityKey::parse(k).ok()) else {
@@ -247,6 +247,51 @@ impl Engine {
             if head.is_some_and(|h| dependency_appeared_since(&h, since - self.settings.clock_margin)) {
                 self.send_redrive_of(&record, record.entity.as_ref(), invocation).await;
                 report.waits_resumed.push(record.event_id);
+            }
+        }
+        report.waits_examined = examined.len();
+        Ok(())
+    }
+
+    /// Ends the waits past the limit as `failed`. They were received before the limit too, so they are listed among
+    /// the waits received then, read on past those that started waiting later ([`ReadPast`]): a listing of the
+    /// newest waits never reached them behind more newer waits than a sweep acts on.
+    async fn fail_overdue_waits(
+        &self,
+        limit: usize,
+        invocation: &Invocation,
+        report: &mut SweepReport,
+        examined: &mut HashSet<EventId>,
+    ) -> Result<(), EngineError> {
+        let overdue_since = self.now() - self.settings.max_wait;
+        let mut read = ReadPast::new(limit);
+        loop {
+            let query = EventQuery {
+                status: Some(Status::Waiting),
+                until: Some(overdue_since),
+                limit: read.listed,
+                ..EventQuery::default()
+            };
+            let page = self.ports.store.list_events(&query).await?;
+            let listed = page.len();
+            for record in page {
+                if read.done() || self.stops_sweep(invocation, report) {
+                    break;
+                }
+                if !examined.insert(record.event_id.clone()) {
+                    continue;
+                }
+                let overdue = record.status == Status::Waiting
+                    && record.waiting_since.is_some_and(|since| self.now() - since > self.settings.max_wait);
+                if overdue && self.fail_wait(record.event_id.clone(), invocation).await? {
+                    report.waits_failed.push(record.event_id);
+                    read.count(true);
+                } else {
+                    read.count(false);
+                }
+            }
+            if report.out_of_time || !read.again(listed) {
+                break;
             }
         }
         Ok(())
