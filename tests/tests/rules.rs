@@ -594,6 +594,36 @@ async fn a_sweep_passes_over_holds_their_records_keep_and_re_drives_an_expired_h
     assert!(h.sweep().await.is_empty(), "nothing left to sweep");
 }
 
+async fn a_forced_reprocess_behind_a_crashed_holder_waits_a_lease_per_look_not_a_second(via: Via) {
+    let h = Harness::over(via);
+    let old = Env::issue("19f").at(10).titled("v1");
+    let crashed = Env::issue("19f").at(20).titled("v2");
+    let entity = old.entity();
+    h.apply_in_turn(&[&old]).await;
+    h.script.on(&entity, Step::Crash { write: false });
+    h.send_env(&crashed).await;
+    assert!(h.deliver(1).await.crashed());
+    h.advance(h.options.function_timeout + h.options.settings.clock_margin + Duration::seconds(1));
+
+    // The crashed claim's lease is over; its own message and the sweeper come back for it later. The forced
+    // reprocess may not take the entity from it (one event in flight), and each look spends one of its receives.
+    h.send(Message::redrive_body(&old.event_id(), Some(&entity), RedriveReason::Reprocess, true)).await;
+    let forced = h.deliver(1).await;
+    let wait = forced.retry_after(0);
+    assert!(wait >= h.options.settings.lease, "waits a lease, not a second: {wait:?}");
+
+    assert_eq!(h.sweep().await, ids(&[&crashed]), "the sweeper re-drives the crashed holder");
+    for _ in 0..3 {
+        h.advance(h.options.visibility_timeout);
+        h.drain().await;
+    }
+    let record = h.record_of(&old).await;
+    assert_eq!((record.status, record.forced), (Status::Completed, true));
+    assert_eq!(h.status_of(&crashed).await, Status::Completed);
+    assert_eq!(h.mirror_state(&entity).await, Some(json!({"title": "v1"})), "the forced event applied after the holder");
+    assert!(h.dead_letters().await.is_empty(), "the forced message did not run out of receives");
+}
+
 async fn a_retry_inside_its_hold_is_not_taken_over_while_the_heads_or_its_records_lease_runs(via: Via) {
     // A first backoff of 4–8 s, inside the claim's lease of the invocation's 10 s: the retry's own deadline then
     // ends seconds after the claim's lease does.
@@ -2545,6 +2575,7 @@ over_every_destination!(
     a_backoff_that_outlasts_its_claims_lease_puts_a_lease_past_the_retry_on_the_record_not_the_head,
     a_sweep_passes_over_holds_their_records_keep_and_re_drives_an_expired_hold_behind_them,
     a_retry_inside_its_hold_is_not_taken_over_while_the_heads_or_its_records_lease_runs,
+    a_forced_reprocess_behind_a_crashed_holder_waits_a_lease_per_look_not_a_second,
     last_allowed_attempt_fails_the_event_and_dead_letters_its_message_and_releases_the_head,
     permanent_error_fails_at_once_and_releases_the_head,
     a_delay_the_destination_asks_for_replaces_the_backoff_up_to_backoff_max,

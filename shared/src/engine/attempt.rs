@@ -105,7 +105,8 @@ pub(super) async fn drive(
             policy,
             max_backlog: engine.settings.max_backlog,
         };
-        let decision = if force { forced(view, &candidate, &ctx) } else { decide(view, &candidate, &ctx) };
+        let decision =
+            if force { forced(view, &candidate, &ctx, engine.settings.lease) } else { decide(view, &candidate, &ctx) };
         let decision = match decision {
             Decision::Duplicate { of } => duplicate_of_recorded(engine, view, of).await?,
             Decision::Enqueue { .. } if policy == Policy::InOrder && !backlog_has_room(engine, &head, &candidate) => {
@@ -224,10 +225,16 @@ async fn disable(
     }
 }
 
-/// `reprocess --force`: ordering is skipped, but still one event in flight per entity.
-fn forced(head: &EntityHead, candidate: &Candidate, ctx: &DecisionContext) -> Decision {
+/// `reprocess --force`: ordering is skipped, but still one event in flight per entity. Behind another event's hold
+/// that is over (a crash, an errored holder), it looks again a `lease` later: the holder's own message or the
+/// sweeper comes back for it, and looking each second spent the forced message's receives toward the dead-letter
+/// queue first.
+fn forced(head: &EntityHead, candidate: &Candidate, ctx: &DecisionContext, lease: chrono::Duration) -> Decision {
     match &head.inflight {
-        Some(i) if i.slot.event_id != candidate.event_id => Decision::Busy { until: i.lease_until + ctx.clock_margin },
+        Some(i) if i.slot.event_id != candidate.event_id => {
+            let hold_ends = i.lease_until + ctx.clock_margin;
+            Decision::Busy { until: if hold_ends > ctx.now { hold_ends } else { ctx.now + lease } }
+        }
         _ => decide(head, candidate, ctx),
     }
     .forced()
