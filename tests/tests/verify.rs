@@ -263,6 +263,59 @@ async fn the_sweeper_repairs_a_difference_when_configured_to() {
     assert_eq!(rig.state(&first.entity()).await, Some(first.payload_value()));
 }
 
+/// The reference mirror, whose every read takes `by` on `clock`.
+struct SlowReads {
+    inner: Arc<dyn Destination>,
+    clock: Arc<synctrail::clock::ManualClock>,
+    by: chrono::Duration,
+}
+
+#[async_trait::async_trait]
+impl Destination for SlowReads {
+    async fn apply(&self, change: &Change<'_>) -> Result<ApplyOutcome, DestinationError> {
+        self.inner.apply(change).await
+    }
+
+    async fn read(
+        &self,
+        entity: &synctrail::model::EntityKey,
+    ) -> Result<Option<synctrail::destination::DestinationRecord>, ReadError> {
+        self.clock.advance(self.by);
+        self.inner.read(entity).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweepers_verification_stops_between_two_entities_when_its_deadline_nears() {
+    let rig = BackendRig::new(None).await;
+    let products = [product("p-slow-1", 10, "first"), product("p-slow-2", 10, "second")];
+    rig.apply(&products).await;
+    let store = &rig.engine.ports().store;
+    for env in &products {
+        let mut head = store.get_head(&env.entity()).await.expect("head").expect("stored");
+        head.needs_verification = true;
+        store.commit(vec![synctrail::store::Write::head(head)]).await.expect("flag");
+    }
+    let clock = Arc::new(synctrail::clock::ManualClock::new(chrono::Utc::now()));
+    let by = chrono::Duration::seconds(26);
+    let destination = Arc::new(SlowReads { inner: rig.backend.ports.destination.clone(), clock: clock.clone(), by });
+    let ports = synctrail::engine::Ports { destination, clock: clock.clone(), ..rig.backend.ports.clone() };
+    let sweeper = Engine::new(ports, crate::support::settings());
+
+    // 30 s left: one verification's read takes 26 of them, leaving less than the sweep's 5 s reserve.
+    let now = synctrail::clock::Clock::now(clock.as_ref());
+    let invocation = Invocation { deadline: Some(now + chrono::Duration::seconds(30)), ..Invocation::default() };
+    let report = sweeper.sweep(100, &invocation).await.expect("sweep");
+    assert_eq!(report.verified.len(), 1, "{report:?}");
+    assert!(report.out_of_time, "says it stopped for its deadline: {report:?}");
+    let mut still_flagged = 0;
+    for env in &products {
+        still_flagged +=
+            usize::from(store.get_head(&env.entity()).await.expect("head").expect("stored").needs_verification);
+    }
+    assert_eq!(still_flagged, 1, "the other is left to the next sweep");
+}
+
 /// The reference mirror, whose reads wait at a gate: what a verification meets when an event is applied between its
 /// listing of the events and its read of the destination.
 struct ReadsAtAGate {

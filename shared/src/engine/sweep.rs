@@ -75,13 +75,13 @@ impl Engine {
         if self.stops_sweep(invocation, &mut report) {
             return Ok(report);
         }
-        report.verified = self.verify_flagged(limit).await?;
+        self.verify_flagged(limit, invocation, &mut report).await?;
         Ok(report)
     }
 
     /// Whether the sweep must stop now: its invocation's deadline is less than [`SWEEP_RESERVE`] away (noted in
     /// `report`), or a phase stopped for it already.
-    fn stops_sweep(&self, invocation: &Invocation, report: &mut SweepReport) -> bool {
+    pub(super) fn stops_sweep(&self, invocation: &Invocation, report: &mut SweepReport) -> bool {
         report.out_of_time |= invocation.deadline.is_some_and(|deadline| self.now() + SWEEP_RESERVE >= deadline);
         report.out_of_time
     }

@@ -9,7 +9,7 @@ use super::checkpoint::Checkpoint;
 use super::{busy, Finding, Replay, VerifyError, VerifyOptions};
 use crate::destination::ReadError;
 use crate::engine::read_past::ReadPast;
-use crate::engine::{Engine, EngineError};
+use crate::engine::{Engine, EngineError, Invocation, SweepReport};
 use crate::model::{EntityHead, EntityKey, EventRecord, Verdict, Verified};
 use crate::store::{StoreError, Write};
 use serde::Serialize;
@@ -31,27 +31,32 @@ pub struct VerifiedEntity {
 }
 
 impl Engine {
-    /// Verifies up to `limit` heads flagged `needs_verification`; returns those whose result was recorded.
-    pub(in crate::engine) async fn verify_flagged(&self, limit: usize) -> Result<Vec<VerifiedEntity>, EngineError> {
-        let mut verified = Vec::new();
+    /// Verifies up to `limit` heads flagged `needs_verification`, each result recorded on its head and added to
+    /// `report.verified`; stops between two entities when the sweep's deadline is near (`report.out_of_time`).
+    pub(in crate::engine) async fn verify_flagged(
+        &self,
+        limit: usize,
+        invocation: &Invocation,
+        report: &mut SweepReport,
+    ) -> Result<(), EngineError> {
         let mut examined: HashSet<EntityKey> = HashSet::new();
         let mut read = ReadPast::new(limit);
         loop {
             let listing = self.ports.store.heads_to_verify(read.listed).await?;
             let listed = listing.len();
             for head in listing {
-                if read.done() {
+                if read.done() || self.stops_sweep(invocation, report) {
                     break;
                 }
                 if examined.insert(head.entity.clone()) {
-                    read.count(self.verify_flagged_head(head, &mut verified).await?);
+                    read.count(self.verify_flagged_head(head, &mut report.verified).await?);
                 }
             }
-            if !read.again(listed) {
+            if report.out_of_time || !read.again(listed) {
                 break;
             }
         }
-        Ok(verified)
+        Ok(())
     }
 
     /// Verifies the entity of `listed`, a head the index lists as flagged, and records the result on its head
