@@ -24,13 +24,23 @@ use crate::destination::dependencies::{DependencyRule, InvalidRule};
 use crate::settings::{InvalidSetting, Settings};
 use std::path::PathBuf;
 
-/// Looks a variable up: the process environment, or command-line flags over it. Blank values count as unset.
+/// Looks a variable up: the process environment, or command-line flags over it. Blank values count as unset (but
+/// see [`counts_as_set`]).
 pub type Vars<'a> = &'a dyn Fn(&str) -> Option<String>;
 
-/// The process environment as [`Vars`] (blank values are unset).
+/// The process environment as [`Vars`] (blank values are unset, but for [`counts_as_set`]'s exceptions).
 pub fn env_var(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+    std::env::var(name).ok().filter(|v| counts_as_set(name, v))
 }
+
+/// Whether the variable `name` holding `value` counts as set: when not blank, and always for the destination's
+/// signing secret, so that a blank one is refused at start (counted as unset, it sent unsigned requests).
+pub fn counts_as_set(name: &str, value: &str) -> bool {
+    name == SIGNING_SECRET_VARIABLE || !value.trim().is_empty()
+}
+
+/// The HTTP destination's signing secret (`destination::http`, which may not be built in).
+const SIGNING_SECRET_VARIABLE: &str = "SYNCTRAIL_DESTINATION_SECRET";
 
 /// Whether the variable `name` configures the engine, its backend or its destination: a `SYNCTRAIL_*` variable other
 /// than the webhook ones (`SYNCTRAIL_WEBHOOK_*`, the ingress's own, read by the ingest function and `serve`).

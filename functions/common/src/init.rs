@@ -71,7 +71,7 @@ pub async fn config_from_vars(
     let resolved: std::collections::HashMap<String, String> = vars.into_iter().collect();
     let lookup = |name: &str| {
         let value = if name.starts_with("SYNCTRAIL_") { resolved.get(name).cloned() } else { std::env::var(name).ok() };
-        value.filter(|v| !v.trim().is_empty())
+        value.filter(|v| synctrail::config::counts_as_set(name, v))
     };
     Ok(Config::from_vars(&lookup)?)
 }
@@ -90,6 +90,20 @@ mod tests {
 
     fn embedded(home: &std::path::Path) -> Config {
         Config::embedded(home)
+    }
+
+    #[tokio::test]
+    async fn a_blank_destination_secret_is_refused_not_taken_for_unsigned() {
+        for blank in ["", "   "] {
+            let vars = [
+                ("SYNCTRAIL_DESTINATION", "http"),
+                ("SYNCTRAIL_DESTINATION_URL", "https://receiver.example/synctrail"),
+                ("SYNCTRAIL_DESTINATION_SECRET", blank),
+            ];
+            let vars = vars.iter().map(|(n, v)| ((*n).to_owned(), (*v).to_owned())).collect();
+            let error = config_from_vars(vars, None, None).await.expect_err("a blank secret is refused");
+            assert!(error.to_string().contains("SYNCTRAIL_DESTINATION_SECRET"), "{error}");
+        }
     }
 
     #[tokio::test]

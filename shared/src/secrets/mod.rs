@@ -80,8 +80,8 @@ pub enum SecretError {
         #[source]
         source: FetchError,
     },
-    /// The secret's value is empty.
-    #[error("secret {reference} for {variable} is empty: an empty key authenticates nothing")]
+    /// The secret's value is empty or only whitespace.
+    #[error("secret {reference} for {variable} is empty or blank: such a key authenticates nothing")]
     Empty {
         /// The variable it resolves.
         variable: String,
@@ -133,7 +133,7 @@ pub async fn resolve_references(
         let fetch =
             |source| SecretError::Fetch { variable: variable.to_owned(), reference: reference.to_owned(), source };
         let secret = source.secret_string(reference).await.map_err(fetch)?;
-        if secret.is_empty() {
+        if secret.trim().is_empty() {
             return Err(SecretError::Empty { variable: variable.to_owned(), reference: reference.to_owned() });
         }
         resolved.push((variable.to_owned(), secret));
@@ -170,6 +170,15 @@ mod tests {
     }
 
     const GITHUB_ARN: &str = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:synctrail/github-AbCdEf";
+
+    #[tokio::test]
+    async fn a_secret_holding_only_whitespace_is_refused_as_empty() {
+        for blank in ["", " \n"] {
+            let source = Fixed { secrets: [(GITHUB_ARN, blank)].into(), ..Fixed::default() };
+            let refused = resolve_references(vars(&[("SYNCTRAIL_DESTINATION_SECRET_ARN", GITHUB_ARN)]), &source).await;
+            assert!(matches!(refused, Err(SecretError::Empty { .. })), "{blank:?}: {refused:?}");
+        }
+    }
 
     #[tokio::test]
     async fn a_reference_becomes_the_variable_it_names_and_other_variables_pass() {
