@@ -620,7 +620,11 @@ async fn a_forced_reprocess_behind_a_crashed_holder_waits_a_lease_per_look_not_a
     let record = h.record_of(&old).await;
     assert_eq!((record.status, record.forced), (Status::Completed, true));
     assert_eq!(h.status_of(&crashed).await, Status::Completed);
-    assert_eq!(h.mirror_state(&entity).await, Some(json!({"title": "v1"})), "the forced event applied after the holder");
+    assert_eq!(
+        h.mirror_state(&entity).await,
+        Some(json!({"title": "v1"})),
+        "the forced event applied after the holder"
+    );
     assert!(h.dead_letters().await.is_empty(), "the forced message did not run out of receives");
 }
 
