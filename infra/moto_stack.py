@@ -4,6 +4,11 @@
 Subcommands (each exits non-zero with a one-line reason on failure):
 
   check-skips TEMPLATE                 every checkov skip in the template carries a written reason
+  check-rules TEMPLATE                 the template's Rules refuse exactly the parameter sets that give some
+                                       function an environment its cold start refuses (offline)
+  check-alarms TEMPLATE --repo DIR     every alarm on the functions' metrics watches a metric the function it names
+                                       emits (read from functions/<binary>/src/metrics.rs); a metric-math alarm
+                                       uses every metric it reads, each FILLed (offline)
   translate TEMPLATE OUT --code-bucket B
                                        expand the SAM transform offline (aws-sam-translator), with each
                                        function's CodeUri pointing at s3://B/<function>.zip
@@ -97,6 +102,161 @@ def cmd_check_skips(args: argparse.Namespace) -> None:
     if missing:
         raise Failure("checkov skips without a written reason (give each an id and a comment): " + "; ".join(missing))
     print(f"checkov skips: {count}, each with a written reason")
+
+
+# ----------------------------------------------------------------------------------------------- check-rules
+
+
+def evaluate(expr: Any, params: dict[str, str], what: str) -> Any:
+    """A rule's condition or assertion (long-form intrinsics) with the parameters `params`; anything else is
+    refused, so a rule using a function this does not know fails the check instead of passing it."""
+    if isinstance(expr, str):
+        return expr
+    if isinstance(expr, dict) and len(expr) == 1:
+        ((name, arg),) = expr.items()
+        if name == "Ref" and arg in params:
+            return params[arg]
+        if name == "Fn::Equals" and isinstance(arg, list) and len(arg) == 2:
+            return str(evaluate(arg[0], params, what)) == str(evaluate(arg[1], params, what))
+        if name == "Fn::Not" and isinstance(arg, list) and len(arg) == 1:
+            return not evaluate(arg[0], params, what)
+        if name in ("Fn::And", "Fn::Or") and isinstance(arg, list):
+            values = [evaluate(a, params, what) for a in arg]
+            return all(values) if name == "Fn::And" else any(values)
+    raise Failure(f"{what}: cannot evaluate {json.dumps(expr)} offline; teach infra/moto_stack.py check-rules")
+
+
+def rule_refusals(template: dict[str, Any], params: dict[str, str]) -> list[str]:
+    """The assertions of the template's Rules that `params` fails (CloudFormation refuses the deployment)."""
+    refused = []
+    for name, rule in template.get("Rules", {}).items():
+        condition = rule.get("RuleCondition")
+        if condition is not None and not evaluate(condition, params, f"rule {name}"):
+            continue
+        for assertion in rule.get("Assertions", []):
+            if not evaluate(assertion["Assert"], params, f"rule {name}"):
+                refused.append(f"{name}: {assertion.get('AssertDescription', '(no description)')}")
+    return refused
+
+
+def cold_start_refusals(environment: dict[str, str]) -> list[str]:
+    """What a function's cold start refuses in `environment`, as the code decides it (a blank value is unset,
+    functions/common/src/init.rs): shared/src/config.rs (an http destination needs its URL) and
+    shared/src/compose.rs (dependency rules need the reference mirror as the destination)."""
+    value = {name: text.strip() for name, text in environment.items() if text.strip()}
+    destination = value.get("SYNCTRAIL_DESTINATION", "mirror")
+    refused = []
+    if destination == "http" and "SYNCTRAIL_DESTINATION_URL" not in value:
+        refused.append("SYNCTRAIL_DESTINATION http without SYNCTRAIL_DESTINATION_URL")
+    if destination != "mirror" and "SYNCTRAIL_DEPENDENCIES" in value:
+        refused.append(f"SYNCTRAIL_DEPENDENCIES with SYNCTRAIL_DESTINATION {destination} (DependenciesNeedTheMirror)")
+    return refused
+
+
+def cmd_check_rules(args: argparse.Namespace) -> None:
+    import itertools
+
+    from function_deploy import load_template, plan
+
+    template = load_template(Path(args.template))
+    defaults = {k: str(v.get("Default", "")) for k, v in template.get("Parameters", {}).items()}
+    setup = {"table": "t-events", "bucket": "t-payloads", "queue_url": "http://q/t-ingest",
+             "dlq_url": "http://q/t-ingest-dlq"}
+    # The parameters the cold-start checks read, over every value that matters to them.
+    varied = {
+        "DestinationType": [str(v) for v in template["Parameters"]["DestinationType"]["AllowedValues"]],
+        "DestinationUrl": ["", "https://receiver.example/synctrail"],
+        "Dependencies": ["", "inventory_level.product_id=product"],
+    }
+    problems, refused_sets = [], 0
+    for values in itertools.product(*varied.values()):
+        chosen = dict(zip(varied, values))
+        by_rules = rule_refusals(template, {**defaults, **chosen, "NamePrefix": "t"})
+        by_code = []
+        for binary in sorted(set(FUNCTIONS.values())):
+            environment = plan(template, binary, "t", setup, chosen)["environment"]
+            by_code += [f"{binary}: {reason}" for reason in cold_start_refusals(environment)]
+        refused_sets += bool(by_rules)
+        if bool(by_rules) != bool(by_code):
+            problems.append(f"{chosen}: the Rules {'refuse' if by_rules else 'accept'} it ({by_rules}), the cold "
+                            f"starts {'refuse' if by_code else 'accept'} it ({by_code})")
+    if problems:
+        raise Failure("the template's Rules and the functions' cold starts disagree: " + "; ".join(problems))
+    total = len(list(itertools.product(*varied.values())))
+    print(f"template Rules: {total} parameter sets, {refused_sets} refused, each exactly where a cold start would "
+          f"refuse a function's environment")
+
+
+# ----------------------------------------------------------------------------------------------- check-alarms
+
+
+def emitted_metrics(repo: Path, binary: str) -> set[str]:
+    """The EMF metric names functions/<binary>/src/metrics.rs declares: a `figures` array of ("name", value)
+    pairs, or the processor's statuses (STATUS_METRICS) and count and series constants (COUNTS, SERIES)."""
+    path = repo / "functions" / binary / "src" / "metrics.rs"
+    if not path.exists():
+        return set()
+    text = path.read_text()
+    names: set[str] = set()
+    figures = re.search(r"let figures = \[(.*?)\];", text, re.S)
+    if figures:
+        names |= set(re.findall(r'\(\s*"([a-z0-9_]+)"\s*,', figures.group(1)))
+    constants = dict(re.findall(r'pub const ([A-Z0-9_]+): &str = "([a-z0-9_]+)";', text))
+    for group in ("COUNTS", "SERIES"):
+        listed = re.search(rf"const {group}: \[&str; \d+\] = \[(.*?)\];", text, re.S)
+        if listed:
+            names |= {constants[c] for c in re.findall(r"[A-Z0-9_]+", listed.group(1)) if c in constants}
+    statuses = re.search(r"pub const STATUS_METRICS: \[Status; \d+\] = \[(.*?)\];", text, re.S)
+    if statuses:
+        names |= {re.sub(r"(?<!^)([A-Z])", r"_\1", s).lower() for s in re.findall(r"Status::(\w+)", statuses.group(1))}
+    return names
+
+
+def cmd_check_alarms(args: argparse.Namespace) -> None:
+    template = load_yaml(args.template)
+    repo = Path(args.repo)
+    binaries = {name: str(r["Properties"]["CodeUri"]).split("/")[-2]
+                for name, r in resources_of_type(template, "AWS::Serverless::Function").items()}
+    own_namespace = {"Ref": "MetricsNamespace"}
+    problems, checked = [], 0
+
+    def check_metric(alarm: str, metric: dict[str, Any]) -> None:
+        nonlocal checked
+        if metric.get("Namespace") != own_namespace:
+            return
+        name = metric.get("MetricName")
+        dimensions = metric.get("Dimensions") or []
+        functions = [d.get("Value", {}).get("Ref") for d in dimensions if d.get("Name") == "function"]
+        if len(dimensions) != 1 or len(functions) != 1 or functions[0] not in binaries:
+            problems.append(f"{alarm} {name}: dimensions {dimensions}; expected only function = Ref <a function>")
+            return
+        binary = binaries[functions[0]]
+        emitted = emitted_metrics(repo, binary)
+        if name not in emitted:
+            problems.append(f"{alarm}: {binary} emits no metric {name!r} (it emits {sorted(emitted)})")
+        checked += 1
+
+    for alarm, resource in resources_of_type(template, "AWS::CloudWatch::Alarm").items():
+        props = resource.get("Properties", {})
+        if "Metrics" not in props:
+            check_metric(alarm, props)
+            continue
+        queries = props["Metrics"]
+        returned = [q for q in queries if q.get("ReturnData", True)]
+        if len(returned) != 1 or "Expression" not in returned[0]:
+            problems.append(f"{alarm}: expected exactly one returned query, an expression")
+            continue
+        expression = returned[0]["Expression"]
+        for query in queries:
+            if "MetricStat" not in query:
+                continue
+            check_metric(alarm, query["MetricStat"]["Metric"])
+            if not re.search(rf"\bFILL\(\s*{re.escape(query['Id'])}\s*,", expression):
+                problems.append(f"{alarm}: {query['Id']} is not FILLed in {expression!r} (a period without it would "
+                                "drop the sum)")
+    if problems:
+        raise Failure("alarms on metrics the code does not emit as they say: " + "; ".join(problems))
+    print(f"alarms: {checked} metrics on {args.template}'s namespace, each emitted by the function it names")
 
 
 # ----------------------------------------------------------------------------------------------- translate
@@ -658,6 +818,15 @@ def main() -> int:
     p = sub.add_parser("check-skips")
     p.add_argument("template")
     p.set_defaults(run=cmd_check_skips)
+
+    p = sub.add_parser("check-rules")
+    p.add_argument("template")
+    p.set_defaults(run=cmd_check_rules)
+
+    p = sub.add_parser("check-alarms")
+    p.add_argument("template")
+    p.add_argument("--repo", required=True)
+    p.set_defaults(run=cmd_check_alarms)
 
     p = sub.add_parser("translate")
     p.add_argument("template")

@@ -4,7 +4,9 @@
 #
 #   scripts/with-moto.sh scripts/infra-test.sh
 #
-#  1. cfn-lint and checkov on infra/template.yaml (any finding fails; a checkov skip needs a written reason);
+#  1. cfn-lint and checkov on infra/template.yaml (any finding fails; a checkov skip needs a written reason); the
+#     template's Rules evaluated offline against what the functions' cold starts refuse; its alarms' metrics
+#     against what the functions emit;
 #  2. the SAM transform expanded offline (aws-sam-translator), placeholder code zips put in moto's S3, the stack
 #     created in moto, and what moto's CloudFormation ignores applied through the API (TTL, point-in-time recovery,
 #     the bucket's lifecycle and public access block);
@@ -101,6 +103,8 @@ run_checkov() {
 }
 step "checkov $TEMPLATE" run_checkov
 step "checkov skips carry their reasons" "$VPY" "$HELPER" check-skips "$TEMPLATE"
+step "the Rules refuse exactly what a cold start refuses" "$VPY" "$HELPER" check-rules "$TEMPLATE"
+step "the alarms watch metrics the functions emit" "$VPY" "$HELPER" check-alarms "$TEMPLATE" --repo "$ROOT"
 
 # ---------------------------------------------------------------------------------------------------- the stack
 step "expand the SAM transform offline" \

@@ -709,6 +709,100 @@ pub mod suite {
         assert_eq!(count(window).await, 2);
     }
 
+    /// However a query selects events (a status, a status and a window or source, an entity, an entity and a
+    /// window or status, a dependency, `processing`, none of these), counting them finds what listing them without
+    /// a limit lists.
+    pub async fn events_are_counted_as_they_are_listed(p: &Ports) {
+        let (a, b) = (entity("a"), entity("b"));
+        let github = EntityKey::new("default", "github", "issue", "1").expect("key");
+        let with = |name: &str, e: Option<&EntityKey>, seconds: i64, status: Status| {
+            let mut r = record(name, e, e.map(|_| order(seconds)), at(seconds));
+            r.status = status;
+            r
+        };
+        let mut waiting = with("ev-wait", Some(&b), 7, Status::Waiting);
+        waiting.waiting_for = Some(a.to_string());
+        waiting.waiting_since = Some(at(7));
+        let writes = vec![
+            Write::event(with("ev-1", Some(&a), 1, Status::Completed)),
+            Write::event(with("ev-2", Some(&a), 2, Status::Failed)),
+            Write::event(with("ev-3", Some(&a), 3, Status::Completed)),
+            Write::event(with("ev-4", Some(&b), 4, Status::Completed)),
+            Write::event(with("ev-5", Some(&github), 5, Status::Completed)),
+            Write::event(with("ev-6", None, 6, Status::Completed)),
+            Write::event(waiting),
+            Write::event(with("ev-run", Some(&github), 8, Status::Processing)),
+            Write::head(head_in_flight(&github, "ev-run", at(60), 1)),
+        ];
+        p.store.commit(writes).await.expect("commit");
+        let completed = EventQuery { status: Some(Status::Completed), ..EventQuery::default() };
+        let of_a = EventQuery { entity: Some(a.clone()), ..EventQuery::default() };
+        let queries = [
+            (completed.clone(), 5),
+            (EventQuery { since: Some(at(3)), until: Some(at(6)), ..completed.clone() }, 3),
+            (EventQuery { since: Some(at(4)), ..completed.clone() }, 3),
+            (EventQuery { until: Some(at(4)), ..completed.clone() }, 2),
+            (EventQuery { source: Some("github".into()), ..completed.clone() }, 1),
+            (EventQuery { limit: 2, ..completed.clone() }, 5),
+            (of_a.clone(), 3),
+            (EventQuery { since: Some(at(2)), ..of_a.clone() }, 2),
+            (EventQuery { status: Some(Status::Completed), ..of_a.clone() }, 2),
+            (EventQuery { waiting_for: Some(a.to_string()), ..EventQuery::default() }, 1),
+            (EventQuery { waiting_for: Some(b.to_string()), ..EventQuery::default() }, 0),
+            (EventQuery { status: Some(Status::Processing), ..EventQuery::default() }, 1),
+            (EventQuery::default(), 8),
+            (EventQuery { source: Some("shop".into()), since: Some(at(2)), ..EventQuery::default() }, 4),
+        ];
+        for (query, expected) in queries {
+            let listed = p.store.list_events(&EventQuery { limit: 0, ..query.clone() }).await.expect("list").len();
+            let counted = p.store.count_events(&query).await.expect("count");
+            assert_eq!((listed as u64, counted), (expected, expected), "listed, counted: {query:?}");
+        }
+    }
+
+    /// A time window that ends where or before it starts selects nothing, whatever else the query names: listed
+    /// empty and counted 0, not refused.
+    pub async fn an_empty_time_window_lists_and_counts_nothing(p: &Ports) {
+        let e = entity("a");
+        let mut failed = record("ev-2", Some(&e), Some(order(2)), at(2));
+        failed.status = Status::Failed;
+        let writes = vec![
+            Write::event(record("ev-1", Some(&e), Some(order(1)), at(1))),
+            Write::event(failed),
+            Write::event(record("ev-3", Some(&e), Some(order(3)), at(3))),
+        ];
+        p.store.commit(writes).await.expect("commit");
+        let shapes = [
+            EventQuery { status: Some(Status::Failed), ..EventQuery::default() },
+            EventQuery { status: Some(Status::Received), source: Some("shop".into()), ..EventQuery::default() },
+            EventQuery { status: Some(Status::Processing), ..EventQuery::default() },
+            EventQuery { entity: Some(e.clone()), ..EventQuery::default() },
+            EventQuery { entity: Some(e.clone()), status: Some(Status::Received), ..EventQuery::default() },
+            EventQuery { waiting_for: Some(e.to_string()), ..EventQuery::default() },
+            EventQuery::default(),
+        ];
+        for (since, until) in [(at(3), at(1)), (at(2), at(2))] {
+            for shape in &shapes {
+                let query = EventQuery { since: Some(since), until: Some(until), ..shape.clone() };
+                let listed = p.store.list_events(&query).await;
+                assert!(listed.as_ref().is_ok_and(Vec::is_empty), "{query:?}: {listed:?}");
+                let counted = p.store.count_events(&query).await;
+                assert!(matches!(counted, Ok(0)), "{query:?}: {counted:?}");
+            }
+        }
+        // The window one nanosecond wide at ev-2 holds it.
+        let narrow = EventQuery {
+            status: Some(Status::Failed),
+            since: Some(at(2)),
+            until: Some(at(2) + Duration::nanoseconds(1)),
+            ..EventQuery::default()
+        };
+        let listed: Vec<String> =
+            p.store.list_events(&narrow).await.expect("list").into_iter().map(|r| r.event_id.to_string()).collect();
+        assert_eq!(listed, ["ev-2"]);
+        assert_eq!(p.store.count_events(&narrow).await.expect("count"), 1);
+    }
+
     /// Events are counted per status.
     pub async fn events_are_counted_by_status(p: &Ports) {
         let mut writes = Vec::new();
@@ -1857,6 +1951,8 @@ macro_rules! for_every_check {
             parked_events_of_one_entity_list_in_order_key_order,
             events_list_newest_first_with_filters,
             events_are_counted_by_status,
+            events_are_counted_as_they_are_listed,
+            an_empty_time_window_lists_and_counts_nothing,
             a_processing_event_is_listed_and_counted_until_it_settles,
             an_errored_event_is_listed_and_counted_until_its_retry_claims_it,
             a_batch_read_ahead_is_each_events_own_read,

@@ -1,4 +1,6 @@
 //! Listings and counts of events: by dependency, entity or status through the indexes, otherwise a scan.
+//! `count_events` counts with `Select=COUNT` (no record read) wherever the index entries carry every filter of the
+//! listing, and otherwise counts what `list_events` lists.
 //!
 //! Two choices shape this file (`docs/aws-table.md`): event items carry no `status` attribute, so a status change
 //! never rewrites an event's `by_entity` entry and listings filter statuses on the records they read; and
@@ -10,7 +12,7 @@ use super::items::{
     entity_pk, event_pk, held_by_its_head, key, lease_pk, nanos, parked_pk, sortable, status_partitions, string,
     waiting_pk, Item, EVENT_SK, GSI1PK, GSI1SK, GSI2PK, GSI3PK, GSI4PK, ITEM_TYPE, RECEIVED_AT, SOURCE,
 };
-use super::queries::{count, decode_all, hydrate, items, n, pages, query, s, scan, sharded_heads, Expr};
+use super::queries::{count, count_scan, decode_all, hydrate, items, n, pages, query, s, scan, sharded_heads, Expr};
 use super::{DynamoStore, BY_ENTITY, BY_LEASE, BY_STATUS, BY_WAITING_FOR};
 use crate::model::{EntityKey, EventRecord, Status};
 use crate::store::aws::error::from_sdk;
@@ -49,8 +51,18 @@ fn selects(query: &EventQuery, record: &EventRecord) -> bool {
         && query.until.is_none_or(|until| record.received_at < until)
 }
 
+/// Whether `query`'s time window holds no instant (`since` at or after `until`): it selects nothing, and asking
+/// DynamoDB anyway would send a key condition `BETWEEN low AND high` with `low` above `high`, which it refuses
+/// (`ValidationException`).
+fn window_is_empty(query: &EventQuery) -> bool {
+    matches!((query.since, query.until), (Some(since), Some(until)) if since >= until)
+}
+
 pub(super) async fn list_events(store: &DynamoStore, query: &EventQuery) -> Result<Vec<EventRecord>, StoreError> {
     let what = "listing events";
+    if window_is_empty(query) {
+        return Ok(Vec::new());
+    }
     if let Some(dependency) = &query.waiting_for {
         let mut key = Expr::key();
         key.add(GSI4PK, "=", s(waiting_pk(dependency)));
@@ -111,19 +123,9 @@ async fn records_where(
 /// left the status since (callers that act on the status check it; a page stays as long as the index's).
 async fn by_status(store: &DynamoStore, query: &EventQuery, status: Status) -> Result<Vec<EventRecord>, StoreError> {
     let what = "listing events by status";
-    // `<received>#<id>` keys: `since` is a lower bound as is; `until` (exclusive) bounds with the last
-    // nanosecond before it, followed by `~`, which sorts after every event id character.
-    let low = query.since.map(nanos).transpose()?.map(sortable);
-    let high = query.until.map(nanos).transpose()?.map(|u| format!("{}~", sortable(u.saturating_sub(1))));
+    let window = StatusWindow::of(query)?;
     let partitions = status_partitions(status.as_str()).map(|partition| {
-        let mut key = Expr::key();
-        key.add(GSI1PK, "=", s(partition));
-        match (&low, &high) {
-            (Some(low), Some(high)) => key.between(GSI1SK, s(low), s(high)),
-            (Some(low), None) => key.add(GSI1SK, ">=", s(low)),
-            (None, Some(high)) => key.add(GSI1SK, "<=", s(high)),
-            (None, None) => {}
-        }
+        let key = window.key(partition);
         let mut q = self::query(store, BY_STATUS, key, filters(query, false)?).scan_index_forward(false);
         if query.source.is_none() && query.limit > 0 {
             q = q.limit(i32::try_from(query.limit).unwrap_or(i32::MAX));
@@ -136,6 +138,36 @@ async fn by_status(store: &DynamoStore, query: &EventQuery, status: Status) -> R
         entries.truncate(query.limit);
     }
     decode_all(&hydrate(store, entries, what).await?, what)
+}
+
+/// `query`'s time window as bounds of `by_status` sort keys (a non-empty window: see [`window_is_empty`]).
+struct StatusWindow {
+    low: Option<String>,
+    high: Option<String>,
+}
+
+impl StatusWindow {
+    /// `<received>` keys (`<received>#<id>` on items written before): `since` is a lower bound as is; `until`
+    /// (exclusive) bounds with the last nanosecond before it, followed by `~`, which sorts after every event id
+    /// character.
+    fn of(query: &EventQuery) -> Result<Self, StoreError> {
+        let low = query.since.map(nanos).transpose()?.map(sortable);
+        let high = query.until.map(nanos).transpose()?.map(|u| format!("{}~", sortable(u.saturating_sub(1))));
+        Ok(Self { low, high })
+    }
+
+    /// The key condition on one `by_status` partition.
+    fn key(&self, partition: String) -> Expr {
+        let mut key = Expr::key();
+        key.add(GSI1PK, "=", s(partition));
+        match (&self.low, &self.high) {
+            (Some(low), Some(high)) => key.between(GSI1SK, s(low), s(high)),
+            (Some(low), None) => key.add(GSI1SK, ">=", s(low)),
+            (None, Some(high)) => key.add(GSI1SK, "<=", s(high)),
+            (None, None) => {}
+        }
+        key
+    }
 }
 
 /// The in-flight events of the heads in `by_lease` that `query` selects (its status `processing` or `errored`, or
@@ -187,6 +219,50 @@ async fn scan_events(store: &DynamoStore, query: &EventQuery) -> Result<Vec<Even
         records.truncate(query.limit);
     }
     Ok(records)
+}
+
+/// How many events `list_events` would list for `query`, its limit aside. Counted with `Select=COUNT` requests,
+/// reading no record, where the index entries carry every filter the listing applies: by dependency
+/// (`by_waiting_for`), by entity without a status (`by_entity`), by a status other than `processing` and `errored`
+/// (every partition of it in `by_status`, the window in the key condition), and with neither status nor entity (a
+/// counting scan, as the listing scans). The other shapes count the records `list_events` reads: under an entity
+/// with a status (the entries do not carry it, so each record is read) and `processing` or `errored` (found
+/// through the heads in flight, as many reads as heads hold an event). Like the listings, counts follow the
+/// eventually consistent indexes.
+pub(super) async fn count_events(store: &DynamoStore, query: &EventQuery) -> Result<u64, StoreError> {
+    let what = "counting events";
+    if window_is_empty(query) {
+        return Ok(0);
+    }
+    if let Some(dependency) = &query.waiting_for {
+        let mut key = Expr::key();
+        key.add(GSI4PK, "=", s(waiting_pk(dependency)));
+        return count(self::query(store, BY_WAITING_FOR, key, filters(query, true)?), what).await;
+    }
+    match (&query.entity, query.status) {
+        (Some(entity), None) => {
+            let mut key = Expr::key();
+            key.add(GSI2PK, "=", s(entity_pk(&entity.to_string())));
+            count(self::query(store, BY_ENTITY, key, filters(query, true)?), what).await
+        }
+        (None, Some(status)) if !held_by_its_head(status) => {
+            let window = StatusWindow::of(query)?;
+            let partitions = status_partitions(status.as_str())
+                .map(|partition| Ok(self::query(store, BY_STATUS, window.key(partition), filters(query, false)?)))
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            let counts = try_join_all(partitions.into_iter().map(|q| count(q, what))).await?;
+            Ok(counts.into_iter().sum())
+        }
+        (None, None) => {
+            let mut filter = filters(query, true)?;
+            filter.add(ITEM_TYPE, "=", s("event"));
+            count_scan(scan(store, filter), what).await
+        }
+        (_, Some(_)) => {
+            let all = EventQuery { limit: 0, ..query.clone() };
+            Ok(u64::try_from(list_events(store, &all).await?.len()).unwrap_or(u64::MAX))
+        }
+    }
 }
 
 /// Events per status: a `Select=COUNT` query on every partition of every status but `processing` and `errored`,

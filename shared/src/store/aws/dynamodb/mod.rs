@@ -25,14 +25,14 @@
 //! - `by_status`: `gsi1pk` = `STATUS#<status>#<0..15>` (a hash of the event id), sort `gsi1sk` =
 //!   `<received_at>` (`<received_at>#<event_id>` on items written before 2026-12-07); every event but the `processing` and `errored` ones (each is its entity's
 //!   head's in-flight event and found through `by_lease`). Serves `list_events` by status (newest first: every
-//!   shard, merged) and `count_by_status` (`Select=COUNT` per partition). The unsharded `STATUS#<status>` partitions of tables
-//!   written before are read too, never written.
+//!   shard, merged), and `count_by_status` and `count_events` by status (`Select=COUNT` per partition). The
+//!   unsharded `STATUS#<status>` partitions of tables written before are read too, never written.
 //! - `by_entity`: `gsi2pk` = `ENTITY#<entity key>`, sort `gsi2sk` =
 //!   `<order nanos>#<order version>#<received_at>` (`…#<event_id>` on items written before 2026-12-07: a GSI's sort
 //!   keys need not be unique, and the event id, already in `pk`, made every record item 86 bytes larger); events
 //!   that name an entity. Serves
 //!   `list_events` of one entity in order-key order (a status is filtered on the records read: the entries do not
-//!   carry it, so they are written once per event).
+//!   carry it, so they are written once per event), and `count_events` of one entity without a status.
 //! - `by_lease`: `gsi3pk` = `LEASE#<0..15>`, sort `lease_until` N (ns) holding the hold's earliest lease end
 //!   (`Inflight::lease_floor`: a retry's later lease leaves the entry alone); only heads with an event in flight
 //!   (sparse). Serves `expired_leases` (entries before the moment are candidates, kept if their head's lease
@@ -40,8 +40,8 @@
 //! - `by_waiting_for`: `gsi4pk`, sort `gsi2sk`; sparse. `waiting` events under `WAITING#<dependency>` and parked
 //!   `in_order` events under `PARKED#<entity key>` (both in order-key order), and heads flagged
 //!   `needs_verification` under `VERIFY#<0..15>` (sharded like leases, sort: the entity key, which stays the same
-//!   while the flag does, so rewriting the head leaves the entry alone). Serves `list_events` by dependency,
-//!   `parked_events` and `heads_to_verify`.
+//!   while the flag does, so rewriting the head leaves the entry alone). Serves `list_events` and `count_events`
+//!   by dependency, `parked_events` and `heads_to_verify`.
 //!
 //! `list_heads` scans the table (heads only, page by page, the cursor being the scan's last evaluated key): for
 //! `verify --all` and `reconcile`, which walk every entity anyway.
@@ -191,6 +191,10 @@ impl EventStore for DynamoStore {
 
     async fn parked_events(&self, entity: &EntityKey, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
         listing::parked_events(self, entity, limit).await
+    }
+
+    async fn count_events(&self, query: &EventQuery) -> Result<u64, StoreError> {
+        listing::count_events(self, query).await
     }
 
     async fn count_by_status(&self) -> Result<BTreeMap<Status, u64>, StoreError> {

@@ -259,6 +259,21 @@ pub(super) async fn count(query: QueryFluentBuilder, what: &str) -> Result<u64, 
     }
 }
 
+/// Counts what `scan` matches, page after page.
+pub(super) async fn count_scan(scan: ScanFluentBuilder, what: &str) -> Result<u64, StoreError> {
+    let scan = scan.select(Select::Count);
+    let mut total = 0u64;
+    let mut start = None;
+    loop {
+        let page = scan.clone().set_exclusive_start_key(start).send().await.map_err(|e| from_sdk(what, e))?;
+        total += u64::try_from(page.count).unwrap_or(0);
+        start = page.last_evaluated_key;
+        if start.is_none() {
+            return Ok(total);
+        }
+    }
+}
+
 /// Keys one `BatchGetItem` may ask for.
 const BATCH_GET_KEYS: usize = 100;
 /// `BatchGetItem` calls per chunk before keys DynamoDB keeps leaving unprocessed count as unavailable.
