@@ -192,7 +192,7 @@ pub struct RunArgs {
     /// The destination answers every write with a retryable error for this many seconds (drill).
     #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
     pub destination_down: Option<f64>,
-    /// Each invocation's deadline, in seconds from its start.
+    /// Each invocation's deadline, in seconds from its start (at least 1, Lambda's minimum).
     #[arg(long, value_name = "SECS", default_value_t = 2.0, value_parser = parse_seconds)]
     pub function_timeout: f64,
     /// How long a received message stays invisible, in seconds.
@@ -385,7 +385,7 @@ pub struct DeadLetterArgs {
     /// history.
     #[arg(long)]
     pub redrive: bool,
-    /// At most this many messages are looked at.
+    /// At most this many messages are looked at (0 = all); a pass that stops at it says more may remain.
     #[arg(long, default_value_t = 1000)]
     pub limit: usize,
 }

@@ -6,7 +6,7 @@ use crate::support::{at, temp_home};
 use clap::Parser;
 use serde_json::{json, Value};
 use std::path::Path;
-use synctrail::store::{OutgoingMessage, QueueMessage, StoreError};
+use synctrail::store::{OutgoingMessage, Queue, QueueMessage, StoreError};
 use synctrail_cli::args::Cli;
 
 /// Runs `synctrail --home HOME ARGS…`; returns the exit code and what it printed on standard output.
@@ -73,13 +73,46 @@ async fn show_json_spells_out_every_field_the_store_leaves_out_when_empty() {
         ("redelivered", json!(0)),
         ("tie", json!(false)),
         ("out_of_order", json!(false)),
+        ("parked", json!(false)),
         ("error", Value::Null),
         ("canceled_by", Value::Null),
+        ("written", Value::Null),
+        ("replay_kept", Value::Null),
         ("history_folded", json!(0)),
     ];
     for (field, empty) in spelled {
         assert_eq!(record.get(field), Some(&empty), "{field} in {record}");
     }
+    let left_out = fields_left_out_when_empty();
+    for field in ["client_event_id", "tie", "history_apart"] {
+        assert!(left_out.iter().any(|f| f == field), "{field} read from the source: {left_out:?}");
+    }
+    let missing: Vec<&String> = left_out.iter().filter(|field| record.get(field.as_str()).is_none()).collect();
+    assert!(missing.is_empty(), "left out of show --json: {missing:?} in {record}");
+}
+
+/// The fields of `EventRecord` that its stored JSON leaves out when empty (`skip_serializing_if`), read from the
+/// struct's source, so that a field added later is checked too.
+fn fields_left_out_when_empty() -> Vec<String> {
+    let source = include_str!("../../shared/src/model/record.rs");
+    let body = source.split("pub struct EventRecord {").nth(1).and_then(|rest| rest.split("\n}\n").next());
+    let mut fields = Vec::new();
+    let mut skipped = false;
+    for line in body.expect("the EventRecord struct in record.rs").lines().map(str::trim) {
+        if line.starts_with("//") {
+            continue;
+        }
+        match line.strip_prefix("pub ").and_then(|field| field.split_once(':')) {
+            Some((name, _)) => {
+                if skipped {
+                    fields.push(name.trim().to_owned());
+                }
+                skipped = false;
+            }
+            None => skipped |= line.contains("skip_serializing_if"),
+        }
+    }
+    fields
 }
 
 #[test]
@@ -641,4 +674,100 @@ async fn the_embedded_bench_measures_bytes_the_wal_and_its_baseline_loop_in_the_
     assert!((ratio - expected).abs() <= 1e-9 * expected.abs(), "{ratio} is the quotient of the two measured rates");
     let baseline_db = home.path().join("bench-baseline").join("synctrail.db");
     assert!(baseline_db.exists(), "the loop wrote a database of its own on the same disk");
+}
+
+#[tokio::test]
+async fn dead_letters_limit_0_looks_at_them_all_and_a_listing_cut_by_its_limit_says_more_may_remain() {
+    let home = temp_home();
+    let file = home.path().join("envelopes.ndjson");
+    let lines: Vec<String> = (1..=3).map(|n| issue(n).to_string()).collect();
+    std::fs::write(&file, lines.join("\n")).expect("write the envelopes");
+    assert_eq!(synctrail(home.path(), &["send", file.to_str().expect("UTF-8 path")]).await.0, 0);
+    // Their messages dead-lettered before any was processed, as after too many receives.
+    let embedded = synctrail::store::sqlite::Embedded::open(
+        home.path(),
+        std::sync::Arc::new(synctrail::SystemClock),
+        synctrail::store::sqlite::EmbeddedOptions::default(),
+    )
+    .expect("the home");
+    let received = embedded.queue.receive(10, chrono::Duration::seconds(30)).await.expect("receive");
+    assert_eq!(received.len(), 3);
+    for message in &received {
+        embedded.queue.dead_letter(&message.receipt_handle, &message.body, None).await.expect("dead-letter");
+    }
+    drop(embedded);
+
+    let (code, text) = synctrail(home.path(), &["dead-letters", "--limit", "0", "--json"]).await;
+    assert_eq!(code, 0);
+    let report: Value = serde_json::from_str(&text).expect("one JSON document");
+    assert_eq!(report["letters"].as_array().map(Vec::len), Some(3), "--limit 0: all of them; {report}");
+    assert_eq!(report["more_may_remain"], false, "{report}");
+    let (_, text) = synctrail(home.path(), &["dead-letters", "--limit", "0"]).await;
+    assert!(!text.contains("empty") && text.contains("3 dead letter(s) to move back"), "{text}");
+
+    let (_, text) = synctrail(home.path(), &["dead-letters", "--limit", "2", "--json"]).await;
+    let report: Value = serde_json::from_str(&text).expect("one JSON document");
+    assert_eq!(report["letters"].as_array().map(Vec::len), Some(2));
+    assert_eq!(report["more_may_remain"], true, "it stopped at its limit: {report}");
+    let (_, text) = synctrail(home.path(), &["dead-letters", "--limit", "2"]).await;
+    assert!(text.contains("showing the first 2; more may remain; --limit 0 for all"), "{text}");
+    let (_, text) = synctrail(home.path(), &["dead-letters", "--limit", "4"]).await;
+    assert!(!text.contains("more may remain"), "fewer than the limit: all were seen\n{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_counts_as_stalled_only_the_leases_a_sweep_would_act_on_not_a_failures_retry_its_record_holds() {
+    use crate::support::{Env, Harness, Options, Step};
+    use synctrail::model::Status;
+    // Backoffs of 20–40 s against a claim's lease of the invocation's 10 s: the failed event's head keeps its
+    // claim's lease, which ends first, while its record holds the entity past its retry's due time (spec §9 "A
+    // failure writes the record alone"); the sweeper passes such a head over.
+    let settings = synctrail::Settings { backoff_base: chrono::Duration::seconds(40), ..crate::support::settings() };
+    let h = Harness::with(Options { settings, ..Options::default() });
+    // The command reads the system clock: the harness's claims are made 40 s before it, so both heads' leases
+    // (10.5 s) ended, and only the crashed claim's hold.
+    h.advance(chrono::Utc::now() - crate::support::t0() - chrono::Duration::seconds(40));
+    let failing = Env::issue("stalled-1").at(10).titled("v1");
+    let crashed = Env::issue("stalled-2").at(10).titled("v1");
+    h.script.on(&failing.entity(), Step::Retryable("502 bad gateway"));
+    h.script.on(&crashed.entity(), Step::Crash { write: false });
+    h.send_env(&failing).await;
+    assert_eq!(h.deliver(1).await.only().status, Some(Status::Errored));
+    h.send_env(&crashed).await;
+    assert!(h.deliver(1).await.crashed());
+
+    let (code, text) = synctrail(h.home.path(), &["stats", "--json"]).await;
+    assert_eq!(code, 0);
+    let report: Value = serde_json::from_str(&text).expect("one JSON document");
+    assert_eq!(report["inflight"], 2, "{report}");
+    assert_eq!(report["stalled_leases"], 1, "the crashed claim only: {report}");
+    let (_, text) = synctrail(h.home.path(), &["stats", "--watch", "--watch-count", "1", "--json"]).await;
+    let watched: Value = serde_json::from_str(text.trim()).expect("one JSON line");
+    assert_eq!(watched["stalled_leases"], 1, "{watched}");
+}
+
+#[tokio::test]
+async fn stats_on_aws_reads_at_most_its_sample_in_all_and_says_so_when_one_status_alone_fills_it() {
+    use synctrail_cli::commands::stats::{sampled_figures, status_counts};
+    // The sample size is AWS_SAMPLE on AWS; the same reading over the embedded store, with a budget of a few.
+    let home = temp_home();
+    send_and_run(home.path(), &(1..=5).map(issue).collect::<Vec<_>>()).await;
+    let embedded = synctrail::store::sqlite::Embedded::open(
+        home.path(),
+        std::sync::Arc::new(synctrail::SystemClock),
+        synctrail::store::sqlite::EmbeddedOptions::default(),
+    )
+    .expect("the home");
+    let store = embedded.store.as_ref();
+    let counts = status_counts(store).await.expect("counts");
+
+    let sampled = sampled_figures(store, &counts, 3).await.expect("figures");
+    assert_eq!(sampled.sampled, 3, "{sampled:?}");
+    let note = sampled.sample_note.unwrap_or_default();
+    assert!(note.starts_with("from 3 of 5 events: the newest of each status"), "one status filled it: {note}");
+    assert!(note.ends_with("(at most 3 are read on AWS)"), "{note}");
+
+    let all = sampled_figures(store, &counts, 10).await.expect("figures");
+    assert_eq!(all.sampled, 5);
+    assert_eq!(all.sample_note.as_deref(), Some("from all 5 events (at most 10 are read on AWS)"));
 }

@@ -401,3 +401,71 @@ async fn reprocess_invoke_of_an_event_whose_entity_is_busy_says_it_was_not_run_a
     assert!(!text.contains(" received"), "the status shown is the stored one:\n{text}");
     assert_eq!(h.status_of(&first).await, synctrail::model::Status::Completed, "nothing changed");
 }
+
+#[tokio::test]
+async fn run_refuses_a_function_timeout_under_lambdas_minimum_of_one_second_as_a_usage_error() {
+    // At or under the runtime's safety margin (200 ms) no record would ever start: every message would be received
+    // until dead-lettered, and the run would still say "queue drained".
+    let home = temp_home();
+    send(home.path(), &[issue(1)]).await;
+    for timeout in ["0.2", "0.999", "0"] {
+        let args = ["run", "--function-timeout", timeout, "--visibility-timeout", "1", "--max-duration", "5"];
+        let refused = error(home.path(), &args).await;
+        assert_eq!(refused.exit_code(), 2, "{refused}");
+        let said = refused.to_string();
+        for part in [format!("--function-timeout {timeout} s"), "at least 1 s".to_owned(), "Lambda".to_owned()] {
+            assert!(said.contains(&part), "{part:?} in {said}");
+        }
+    }
+    let (code, text) = ok(home.path(), &["run", "--function-timeout", "1", "--max-duration", "60"]).await;
+    assert_eq!(code, 0, "1 s, Lambda's minimum, is accepted: {text}");
+    assert!(ok(home.path(), &["status", &issue_event_id(home.path()).await]).await.1.contains("completed"));
+}
+
+/// The event id of the only event recorded in `home`.
+async fn issue_event_id(home: &Path) -> String {
+    let (_, text) = ok(home, &["list", "--json"]).await;
+    let page: Value = serde_json::from_str(&text).expect("JSON");
+    page["events"][0]["event_id"].as_str().expect("an event id").to_owned()
+}
+
+/// Parses and runs `synctrail --home HOME ARGS…` as the binary does; returns its exit code and what it said (the
+/// usage error, the command's error or its output).
+async fn exit_of(home: &Path, args: &[&str]) -> (u8, String) {
+    let home = home.to_str().expect("a UTF-8 home");
+    let cli = match Cli::try_parse_from(["synctrail", "--home", home].iter().chain(args)) {
+        Ok(cli) => cli,
+        Err(usage) => return (u8::try_from(usage.exit_code()).unwrap_or(u8::MAX), usage.to_string()),
+    };
+    let mut out = Vec::new();
+    match synctrail_cli::commands::dispatch(&cli, &mut out).await {
+        Ok(code) => (code, String::from_utf8_lossy(&out).into_owned()),
+        Err(e) => (e.exit_code(), e.to_string()),
+    }
+}
+
+#[tokio::test]
+async fn durations_and_seconds_beyond_a_hundred_years_are_usage_errors_not_panics_or_storage_failures() {
+    let home = temp_home();
+    send(home.path(), &[issue(1)]).await;
+    let invocations: [&[&str]; 11] = [
+        &["stats", "--watch", "1e20", "--watch-count", "2"],
+        &["run", "--max-duration", "1e20"],
+        &["run", "--destination-down", "1e13", "--max-duration", "5"],
+        &["run", "--function-timeout", "1e20", "--visibility-timeout", "1e20", "--max-duration", "5"],
+        &["serve", "--port", "0", "--read-timeout", "1e20", "--max-duration", "0.1"],
+        &["serve", "--port", "0", "--max-duration", "1e20"],
+        &["list", "--since", "100000000d"],
+        &["list", "--since", "20000w"],
+        &["reprocess", "--status", "failed", "--since", "100000000d", "--dry-run"],
+        &["reprocess", "--status", "failed", "--until", "20000w", "--dry-run"],
+        &["verify", "--all", "--since", "100000000d"],
+    ];
+    for args in invocations {
+        let (code, said) = exit_of(home.path(), args).await;
+        assert_eq!(code, 2, "synctrail {args:?}: {said}");
+        assert!(said.contains("100 years"), "synctrail {args:?} names the bound: {said}");
+    }
+    let (code, said) = exit_of(home.path(), &["list", "--since", "5200w"]).await;
+    assert_eq!(code, 0, "a hundred years back is fine: {said}");
+}

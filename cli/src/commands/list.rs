@@ -56,7 +56,7 @@ pub fn query(args: &ListArgs, now: DateTime<Utc>) -> Result<EventQuery, CliError
         status: args.status,
         source: args.source.clone(),
         entity,
-        since: args.since.map(|d| now - d),
+        since: args.since.map(|d| crate::duration::time_ago(now, d, "--since")).transpose()?,
         until: None,
         waiting_for: None,
         limit: args.limit,

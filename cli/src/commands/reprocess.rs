@@ -45,8 +45,8 @@ fn query(args: &ReprocessArgs, now: chrono::DateTime<chrono::Utc>) -> Result<Eve
         status: args.status,
         source: args.source.clone(),
         entity,
-        since: args.since.map(|d| now - d),
-        until: args.until.map(|d| now - d),
+        since: args.since.map(|d| crate::duration::time_ago(now, d, "--since")).transpose()?,
+        until: args.until.map(|d| crate::duration::time_ago(now, d, "--until")).transpose()?,
         limit: args.limit,
         ..EventQuery::default()
     })

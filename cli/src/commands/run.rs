@@ -6,7 +6,7 @@ use crate::args::BackendKind;
 use crate::args::RunArgs;
 use crate::backend::AnyBackend;
 use crate::backend::BackendExt;
-use crate::duration::seconds;
+use crate::duration::{seconds, std_seconds, time_after};
 use crate::error::{CliError, EXIT_CHECK_FAILED, EXIT_OK};
 use crate::output::{write_json, Table};
 use crate::progress::RunProgress;
@@ -15,11 +15,12 @@ use std::io::Write;
 use synctrail::destination::drill::DrillPlan;
 use synctrail::Settings;
 
-/// The runtime options `args` ask for; refuses a `--visibility-timeout` shorter than `--function-timeout`
-/// ([`check_timeouts`]).
+/// The runtime options `args` ask for; refuses a `--function-timeout` under 1 s, and a `--visibility-timeout`
+/// shorter than `--function-timeout` ([`check_timeouts`]).
 pub fn options(args: &RunArgs, lanes: usize) -> Result<RunOptions, CliError> {
     check_timeouts(args)?;
-    let down_until = args.destination_down.map(|secs| chrono::Utc::now() + seconds(secs));
+    let down_until =
+        args.destination_down.map(|secs| time_after(chrono::Utc::now(), secs, "--destination-down")).transpose()?;
     Ok(RunOptions {
         workers: usize::from(args.workers),
         batch_size: usize::from(args.batch_size),
@@ -37,10 +38,23 @@ pub fn options(args: &RunArgs, lanes: usize) -> Result<RunOptions, CliError> {
     })
 }
 
-/// Refuses a visibility timeout shorter than the function timeout, as Lambda refuses such an event source: a
-/// message would reappear while its invocation still runs, and each copy would wait for its lease and cost a
-/// receive toward the dead-letter queue.
+/// The shortest `--function-timeout`, in seconds: Lambda's minimum. The runtime starts no record within its safety
+/// margin (200 ms) of the deadline, so a timeout at or under it would start none: every message would be received
+/// until it is dead-lettered.
+pub const MIN_FUNCTION_TIMEOUT: f64 = 1.0;
+
+/// Refuses a function timeout under Lambda's minimum ([`MIN_FUNCTION_TIMEOUT`]), and a visibility timeout shorter
+/// than the function timeout, as Lambda refuses such an event source: a message would reappear while its invocation
+/// still runs, and each copy would wait for its lease and cost a receive toward the dead-letter queue.
 fn check_timeouts(args: &RunArgs) -> Result<(), CliError> {
+    if args.function_timeout < MIN_FUNCTION_TIMEOUT {
+        return Err(CliError::InvalidArgument(format!(
+            "--function-timeout {} s is under {MIN_FUNCTION_TIMEOUT} s: pass at least 1 s, Lambda's minimum (each \
+             invocation keeps its last 200 ms as a safety margin and starts no record within it, so a shorter \
+             timeout would start none and every message would end in the dead-letter queue)",
+            args.function_timeout
+        )));
+    }
     if args.visibility_timeout >= args.function_timeout {
         return Ok(());
     }
@@ -58,7 +72,7 @@ const DEFAULT_MAX_DURATION: std::time::Duration = std::time::Duration::from_secs
 /// `--max-duration`, else the default, else — following — until interrupted.
 fn max_duration(args: &RunArgs) -> std::time::Duration {
     match (args.max_duration, args.follow) {
-        (Some(secs), _) => std::time::Duration::from_secs_f64(secs),
+        (Some(secs), _) => std_seconds(secs),
         (None, false) => DEFAULT_MAX_DURATION,
         (None, true) => std::time::Duration::MAX,
     }
@@ -214,5 +228,19 @@ mod tests {
         let accepted = options(&equal, 1).expect("as long as the function timeout: accepted");
         assert_eq!(accepted.visibility_timeout, accepted.function_timeout);
         assert!(options(&parsed(&["synctrail", "run"]), 1).is_ok(), "the defaults (2 s, 3 s) are accepted");
+    }
+
+    #[test]
+    fn a_function_timeout_under_lambdas_minimum_of_one_second_is_refused_as_a_usage_error() {
+        for timeout in ["0", "0.2", "0.999"] {
+            let short = parsed(&["synctrail", "run", "--function-timeout", timeout, "--visibility-timeout", "1"]);
+            let error = options(&short, 1).expect_err("refused");
+            assert_eq!(error.exit_code(), crate::error::EXIT_UNKNOWN, "a usage error");
+            let said = error.to_string();
+            assert!(said.contains(&format!("--function-timeout {timeout} s is under 1 s")), "{said}");
+            assert!(said.contains("at least 1 s, Lambda's minimum"), "{said}");
+        }
+        let one = parsed(&["synctrail", "run", "--function-timeout", "1"]);
+        assert_eq!(options(&one, 1).map(|o| o.function_timeout.num_milliseconds()).ok(), Some(1000));
     }
 }

@@ -13,7 +13,6 @@ use serde::Serialize;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 use synctrail::ingress::synctrail_vars;
 use synctrail_ingest::{ingress_from_vars, Ingest, IngestInitError};
 
@@ -46,7 +45,7 @@ pub async fn start(ctx: &Context, args: &ServeArgs, webhook_vars: Vec<(String, S
     let options = ServeOptions {
         bind: args.bind,
         port: args.port,
-        read_timeout: Duration::from_secs_f64(args.read_timeout.max(0.001)),
+        read_timeout: crate::duration::std_seconds(args.read_timeout.max(0.001)),
     };
     let server = Server::start(Arc::new(Ingest::new(ingress, engine)), &options)
         .await
@@ -81,7 +80,7 @@ pub async fn execute(ctx: &Context, args: &ServeArgs, out: &mut dyn Write) -> Re
     }
     out.flush()?;
     match args.max_duration {
-        Some(seconds) => tokio::time::sleep(Duration::from_secs_f64(seconds)).await,
+        Some(seconds) => tokio::time::sleep(crate::duration::std_seconds(seconds)).await,
         None => std::future::pending::<()>().await,
     }
     serving.server.stop().await;

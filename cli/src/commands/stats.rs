@@ -55,7 +55,8 @@ pub struct StatsReport {
     pub not_terminal: u64,
     /// Entities with an event in flight (holding a lease).
     pub inflight: u64,
-    /// Entities whose in-flight lease has expired (the sweeper re-drives them).
+    /// Entities whose hold has expired: the heads the sweeper would act on ([`stalled_leases`]; not those whose
+    /// event's record still holds them, such as a failure's retry not due yet).
     pub stalled_leases: u64,
     /// The ingest queue.
     pub queue: QueueFigures,
@@ -162,14 +163,40 @@ pub async fn status_counts(store: &dyn EventStore) -> Result<Vec<(Status, u64)>,
     Ok(Status::ALL.iter().map(|s| (*s, counts.get(s).copied().unwrap_or(0))).collect())
 }
 
-/// Gathers the live figures of `backend` (everything but the record-based [`EventFigures`]).
-pub async fn collect(backend: &AnyBackend) -> Result<StatsReport, CliError> {
+/// Counts the heads a sweep would act on as of `now` (spec §9 "A sweep reads past what it passes over"): those whose
+/// lease ended more than `clock_margin` ago, and whose hold is over — a head whose event's record holds it longer
+/// (a retry inside the hold, a failure's later retry: §9 "A failure writes the record alone") is passed over by the
+/// sweeper, as here. One read of an event record per expired head.
+pub async fn stalled_leases(
+    store: &dyn EventStore,
+    now: DateTime<Utc>,
+    clock_margin: chrono::Duration,
+) -> Result<u64, CliError> {
+    let before = now - clock_margin;
+    let expired = store.expired_leases(before, 0).await.map_err(CliError::store("listing expired leases"))?;
+    let mut stalled = 0;
+    for head in expired {
+        let Some(inflight) = head.inflight.as_ref() else { continue };
+        let record = store
+            .get_event(&inflight.slot.event_id)
+            .await
+            .map_err(CliError::store("reading the event of an expired lease"))?;
+        if record.as_ref().is_none_or(|r| inflight.hold_until(Some(r)) < before) {
+            stalled += 1;
+        }
+    }
+    Ok(stalled)
+}
+
+/// Gathers the live figures of `backend` (everything but the record-based [`EventFigures`]); `clock_margin` is the
+/// engine's (a lease counts as stalled once the sweeper would act on it: [`stalled_leases`]).
+pub async fn collect(backend: &AnyBackend, clock_margin: chrono::Duration) -> Result<StatsReport, CliError> {
     let store = backend.ports.store.as_ref();
     let counts = status_counts(store).await?;
     let depth = backend.ports.queue.depth().await.map_err(CliError::store("measuring the queue"))?;
     let inflight = store.count_inflight().await.map_err(CliError::store("counting events in flight"))?;
     let now = backend.ports.clock.now();
-    let stalled = store.expired_leases(now, 0).await.map_err(CliError::store("listing expired leases"))?;
+    let stalled = stalled_leases(store, now, clock_margin).await?;
     let requests = backend.aws().map(|aws| {
         let scope = "made by this synctrail process only, to gather these figures; not the pipeline's";
         figures(scope, &aws.backend.requests.snapshot(), &aws.destination_requests.snapshot(), None)
@@ -183,7 +210,7 @@ pub async fn collect(backend: &AnyBackend) -> Result<StatsReport, CliError> {
         not_terminal: counts.iter().filter(|(s, _)| !s.is_terminal()).map(|(_, n)| n).sum(),
         statuses: counts.iter().map(|(s, n)| (s.as_str().to_owned(), *n)).collect(),
         inflight,
-        stalled_leases: stalled.len() as u64,
+        stalled_leases: stalled,
         queue: QueueFigures {
             visible: depth.visible,
             in_flight: depth.in_flight,
@@ -197,26 +224,74 @@ pub async fn collect(backend: &AnyBackend) -> Result<StatsReport, CliError> {
     })
 }
 
-/// The record-based figures: every event on the embedded backend; on AWS the newest [`AWS_SAMPLE`] (one query
-/// per status on the status index, newest first, so the table is never scanned).
-pub async fn event_figures(backend: &AnyBackend) -> Result<EventFigures, CliError> {
+/// The record-based figures: every event on the embedded backend; on AWS a sample of at most [`AWS_SAMPLE`]
+/// ([`sampled_figures`]; `counts` are the events per status).
+pub async fn event_figures(backend: &AnyBackend, counts: &[(Status, u64)]) -> Result<EventFigures, CliError> {
     let store = backend.ports.store.as_ref();
-    let list = |query: EventQuery| async move {
-        store.list_events(&query).await.map_err(CliError::store("listing events for the figures"))
-    };
     if backend.kind() == BackendKind::Embedded {
-        return Ok(EventFigures::of(&list(EventQuery::default()).await?));
+        let records = store.list_events(&EventQuery::default()).await;
+        return Ok(EventFigures::of(&records.map_err(CliError::store("listing events for the figures"))?));
     }
+    sampled_figures(store, counts, AWS_SAMPLE).await
+}
+
+/// How many events of each status a sample of at most `budget` reads: the budget split in proportion to `counts`
+/// (largest remainders first), so that the sample is every event when there are no more than `budget`. Statuses
+/// given none are left out (a limit of 0 would list them all).
+pub fn sample_limits(counts: &[(Status, u64)], budget: usize) -> Vec<(Status, usize)> {
+    let total: u128 = counts.iter().map(|(_, n)| u128::from(*n)).sum();
+    if total == 0 || budget == 0 {
+        return Vec::new();
+    }
+    let budget = budget as u128;
+    let mut shares: Vec<(Status, u128, u128)> = counts
+        .iter()
+        .map(|(status, n)| (*status, budget * u128::from(*n) / total, budget * u128::from(*n) % total))
+        .collect();
+    let mut left = budget - shares.iter().map(|(_, share, _)| share).sum::<u128>();
+    let mut by_remainder: Vec<usize> = (0..shares.len()).filter(|&i| shares[i].2 > 0).collect();
+    by_remainder.sort_by_key(|&i| std::cmp::Reverse(shares[i].2));
+    for i in by_remainder {
+        if left == 0 {
+            break;
+        }
+        shares[i].1 += 1;
+        left -= 1;
+    }
+    shares
+        .into_iter()
+        .filter(|(_, share, _)| *share > 0)
+        .map(|(status, share, _)| (status, usize::try_from(share).unwrap_or(usize::MAX)))
+        .collect()
+}
+
+/// The record-based figures from at most `budget` events ([`sample_limits`]): of each status the newest, one query per
+/// status (on AWS the status index, newest first, so the table is never scanned). The note says whether that was
+/// every event, or — when a status's listing came back full — a sample.
+pub async fn sampled_figures(
+    store: &dyn EventStore,
+    counts: &[(Status, u64)],
+    budget: usize,
+) -> Result<EventFigures, CliError> {
     let mut records = Vec::new();
-    for status in Status::ALL {
-        records.extend(list(EventQuery { status: Some(status), limit: AWS_SAMPLE, ..EventQuery::default() }).await?);
+    let mut capped = false;
+    for (status, limit) in sample_limits(counts, budget) {
+        let query = EventQuery { status: Some(status), limit, ..EventQuery::default() };
+        let listed = store.list_events(&query).await.map_err(CliError::store("listing events for the figures"))?;
+        capped |= listed.len() >= limit;
+        records.extend(listed);
     }
-    let capped = records.len() > AWS_SAMPLE;
-    records.sort_by_key(|r| std::cmp::Reverse(r.received_at));
-    records.truncate(AWS_SAMPLE);
     let mut figures = EventFigures::of(&records);
-    let scope = if capped { "the newest" } else { "all" };
-    figures.sample_note = Some(format!("from {scope} {} events (at most {AWS_SAMPLE} are read on AWS)", records.len()));
+    let total: u64 = counts.iter().map(|(_, n)| n).sum();
+    figures.sample_note = Some(if capped {
+        format!(
+            "from {} of {total} events: the newest of each status, in proportion to its count (at most {budget} are \
+             read on AWS)",
+            records.len()
+        )
+    } else {
+        format!("from all {} events (at most {budget} are read on AWS)", records.len())
+    });
     Ok(figures)
 }
 
@@ -306,12 +381,21 @@ fn ms(value: f64) -> String {
 /// Runs `synctrail stats`, or its `--watch` loop.
 pub async fn execute(ctx: &Context, args: &StatsArgs, out: &mut dyn Write) -> Result<(), CliError> {
     let backend = ctx.open_existing().await?;
+    let clock_margin = ctx.settings()?.clock_margin;
     let Some(every) = args.watch else {
-        let mut report = collect(&backend).await?;
-        report.events = Some(event_figures(&backend).await?);
+        let mut report = collect(&backend, clock_margin).await?;
+        let counts: Vec<(Status, u64)> =
+            Status::ALL.iter().map(|s| (*s, report.statuses.get(s.as_str()).copied().unwrap_or(0))).collect();
+        report.events = Some(event_figures(&backend, &counts).await?);
         return if ctx.json { write_json(out, &report) } else { Ok(write_report(out, &report)?) };
     };
-    let watch = Watch { every, count: args.watch_count, json: ctx.json, terminal: std::io::stdout().is_terminal() };
+    let watch = Watch {
+        every,
+        count: args.watch_count,
+        json: ctx.json,
+        terminal: std::io::stdout().is_terminal(),
+        clock_margin,
+    };
     watch.run(&backend, out).await
 }
 
@@ -326,6 +410,8 @@ pub struct Watch {
     pub json: bool,
     /// Redraw in place (the output is a terminal).
     pub terminal: bool,
+    /// The engine's clock margin ([`collect`]).
+    pub clock_margin: chrono::Duration,
 }
 
 impl Watch {
@@ -333,13 +419,13 @@ impl Watch {
     pub async fn run(&self, backend: &AnyBackend, out: &mut dyn Write) -> Result<(), CliError> {
         let mut refreshes = 0u64;
         loop {
-            let report = collect(backend).await?;
+            let report = collect(backend, self.clock_margin).await?;
             self.draw(out, &report, refreshes)?;
             refreshes += 1;
             if self.count.is_some_and(|count| refreshes >= count) {
                 return Ok(());
             }
-            tokio::time::sleep(std::time::Duration::from_secs_f64(self.every)).await;
+            tokio::time::sleep(crate::duration::std_seconds(self.every)).await;
         }
     }
 
@@ -396,6 +482,21 @@ mod tests {
         let mut r = record(id, Status::Completed);
         (r.external_at, r.received_at, r.completed_at) = (Some(at(updated)), at(received), Some(at(done)));
         r
+    }
+
+    #[test]
+    fn a_sample_splits_its_budget_over_the_statuses_in_proportion_and_reads_no_more_in_all() {
+        use Status::*;
+        let counts = [(Completed, 30_000), (Failed, 10), (Received, 0), (Rejected, 2_000), (Errored, 1)];
+        let limits = sample_limits(&counts, AWS_SAMPLE);
+        assert_eq!(limits.iter().map(|(_, n)| n).sum::<usize>(), AWS_SAMPLE, "{limits:?}");
+        assert_eq!(limits.iter().find(|(s, _)| *s == Completed).map(|(_, n)| *n), Some(9_372), "{limits:?}");
+        assert!(limits.iter().all(|(s, n)| *n > 0 && *s != Received), "none asked of a status with no events");
+        let few = [(Completed, 5), (Rejected, 1)];
+        assert_eq!(sample_limits(&few, AWS_SAMPLE).iter().map(|(_, n)| n).sum::<usize>(), AWS_SAMPLE);
+        assert!(sample_limits(&few, AWS_SAMPLE).iter().all(|(s, n)| *n >= if *s == Completed { 5 } else { 1 }));
+        assert_eq!(sample_limits(&[(Completed, 0)], AWS_SAMPLE), Vec::new());
+        assert_eq!(sample_limits(&few, 3).iter().map(|(_, n)| n).sum::<usize>(), 3);
     }
 
     #[test]

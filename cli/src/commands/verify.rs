@@ -125,7 +125,7 @@ async fn verify_all(
         }
         let options = VerifyAllOptions {
             source: args.source.clone(),
-            since: args.since.map(|d| chrono::Utc::now() - d),
+            since: args.since.map(|d| crate::duration::time_ago(chrono::Utc::now(), d, "--since")).transpose()?,
             page_size: args.page_size,
             max_pages: args.pages.unwrap_or(0),
             verify,

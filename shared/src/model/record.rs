@@ -254,7 +254,7 @@ pub struct EventRecord {
 
 /// The fields stored only when set (spec §9 "Stored JSON leaves out what is empty"), with the JSON each stands for
 /// when left out: [`EventRecord::to_json_spelled_out`] puts them back.
-const LEFT_OUT_WHEN_EMPTY: [(&str, Empty); 29] = [
+const LEFT_OUT_WHEN_EMPTY: [(&str, Empty); 32] = [
     ("client_event_id", Empty::False),
     ("entity", Empty::Null),
     ("order", Empty::Null),
@@ -274,16 +274,19 @@ const LEFT_OUT_WHEN_EMPTY: [(&str, Empty); 29] = [
     ("tie", Empty::False),
     ("out_of_order", Empty::False),
     ("forced", Empty::False),
+    ("parked", Empty::False),
     ("redelivered", Empty::Zero),
     ("external_at", Empty::Null),
     ("read_started_at", Empty::Null),
     ("write_started_at", Empty::Null),
     ("write_outcome_unknown", Empty::False),
     ("completed_at", Empty::Null),
+    ("written", Empty::Null),
     ("lease_until", Empty::Null),
     ("last_message_id", Empty::Null),
     ("history_folded", Empty::Zero),
     ("history_apart", Empty::Null),
+    ("replay_kept", Empty::Null),
 ];
 
 /// What a field left out of stored JSON reads as.
@@ -392,10 +395,10 @@ mod tests {
             "client_event_id": false, "entity": null, "order": null, "kind": null, "direction": null,
             "content_hash": null, "delivery_id": null, "conflicts_with": null, "caused_by": null, "dropped_for": null,
             "duplicate_of": null, "canceled_by": null, "waiting_for": null, "waiting_since": null, "attempt_base": 0,
-            "error": null, "tie": false, "out_of_order": false, "forced": false, "redelivered": 0,
+            "error": null, "tie": false, "out_of_order": false, "forced": false, "parked": false, "redelivered": 0,
             "external_at": null, "read_started_at": null, "write_started_at": null, "write_outcome_unknown": false,
-            "completed_at": null, "lease_until": null, "last_message_id": null, "history_folded": 0,
-            "history_apart": null
+            "completed_at": null, "written": null, "lease_until": null, "last_message_id": null, "history_folded": 0,
+            "history_apart": null, "replay_kept": null
         });
         before.as_object_mut().expect("object").extend(spelled.as_object().expect("object").clone());
         let old: EventRecord = serde_json::from_value(before.clone()).expect("the former spelling reads");
