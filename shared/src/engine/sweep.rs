@@ -169,16 +169,53 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let queued_before = self.now() - self.settings.lease - self.settings.clock_margin;
         let mut heads: HashMap<EntityKey, Option<EntityHead>> = HashMap::new();
+        let stranded = async |record: &EventRecord| -> Result<bool, EngineError> {
+            let Some(entity) = record.entity.as_ref().filter(|_| record.updated_at < queued_before) else {
+                return Ok(false);
+            };
+            let head = match heads.get(entity) {
+                Some(head) => head,
+                None => {
+                    let head = self.ports.store.get_head(entity).await?;
+                    heads.entry(entity.clone()).or_insert(head)
+                }
+            };
+            let holds = |h: &EntityHead| {
+                h.inflight.is_some()
+                    || h.next.as_ref().is_some_and(|n| n.event_id == record.event_id)
+                    || h.backlog.iter().any(|s| s.event_id == record.event_id)
+            };
+            if head.as_ref().is_some_and(holds) {
+                return Ok(false);
+            }
+            tracing::warn!(event_id = %record.event_id, entity = %entity, "queued with nothing to promote it; re-driving");
+            self.send_redrive_of(record, Some(entity), invocation).await;
+            Ok(true)
+        };
+        // Received before then too (the listing's time is the arrival).
+        let listing = (Status::Queued, queued_before);
+        self.each_received_before(listing, limit, invocation, report, |r| &mut r.redriven, stranded).await?;
+        Ok(())
+    }
+
+    /// Acts on `listing`'s events (of its status, received before its time), each once, on up to `limit` of them,
+    /// reading the newest-first listing on past those `act` passes over ([`ReadPast`]) and stopping near the
+    /// deadline; `act` answers whether it acted on an event, which then joins the list of `report` that `acted_on`
+    /// names. Returns the events examined.
+    async fn each_received_before(
+        &self,
+        (status, until): (Status, DateTime<Utc>),
+        limit: usize,
+        invocation: &Invocation,
+        report: &mut SweepReport,
+        acted_on: fn(&mut SweepReport) -> &mut Vec<EventId>,
+        mut act: impl AsyncFnMut(&EventRecord) -> Result<bool, EngineError>,
+    ) -> Result<HashSet<EventId>, EngineError> {
         let mut examined = HashSet::new();
         let mut read = ReadPast::new(limit);
         loop {
-            // Received before then too (the listing's time is the arrival).
-            let query = EventQuery {
-                status: Some(Status::Queued),
-                until: Some(queued_before),
-                limit: read.listed,
-                ..EventQuery::default()
-            };
+            let query =
+                EventQuery { status: Some(status), until: Some(until), limit: read.listed, ..EventQuery::default() };
             let page = self.ports.store.list_events(&query).await?;
             let listed = page.len();
             for record in page {
@@ -188,36 +225,17 @@ impl Engine {
                 if !examined.insert(record.event_id.clone()) {
                     continue;
                 }
-                let Some(entity) = record.entity.as_ref().filter(|_| record.updated_at < queued_before) else {
-                    read.count(false);
-                    continue;
-                };
-                let head = match heads.get(entity) {
-                    Some(head) => head,
-                    None => {
-                        let head = self.ports.store.get_head(entity).await?;
-                        heads.entry(entity.clone()).or_insert(head)
-                    }
-                };
-                let holds = |h: &EntityHead| {
-                    h.inflight.is_some()
-                        || h.next.as_ref().is_some_and(|n| n.event_id == record.event_id)
-                        || h.backlog.iter().any(|s| s.event_id == record.event_id)
-                };
-                if head.as_ref().is_some_and(holds) {
-                    read.count(false);
-                    continue;
+                let acted = act(&record).await?;
+                if acted {
+                    acted_on(report).push(record.event_id);
                 }
-                tracing::warn!(event_id = %record.event_id, entity = %entity, "queued with nothing to promote it; re-driving");
-                self.send_redrive_of(&record, Some(entity), invocation).await;
-                report.redriven.push(record.event_id);
-                read.count(true);
+                read.count(acted);
             }
             if report.out_of_time || !read.again(listed) {
                 break;
             }
         }
-        Ok(())
+        Ok(examined)
     }
 
     async fn sweep_waits(
@@ -226,8 +244,7 @@ impl Engine {
         invocation: &Invocation,
         report: &mut SweepReport,
     ) -> Result<(), EngineError> {
-        let mut examined = HashSet::new();
-        self.fail_overdue_waits(limit, invocation, report, &mut examined).await?;
+        let mut examined = self.fail_overdue_waits(limit, invocation, report).await?;
         let query = EventQuery { status: Some(Status::Waiting), limit, ..EventQuery::default() };
         let waiting = self.ports.store.list_events(&query).await?;
         for record in waiting {
@@ -261,40 +278,15 @@ impl Engine {
         limit: usize,
         invocation: &Invocation,
         report: &mut SweepReport,
-        examined: &mut HashSet<EventId>,
-    ) -> Result<(), EngineError> {
-        let overdue_since = self.now() - self.settings.max_wait;
-        let mut read = ReadPast::new(limit);
-        loop {
-            let query = EventQuery {
-                status: Some(Status::Waiting),
-                until: Some(overdue_since),
-                limit: read.listed,
-                ..EventQuery::default()
-            };
-            let page = self.ports.store.list_events(&query).await?;
-            let listed = page.len();
-            for record in page {
-                if read.done() || self.stops_sweep(invocation, report) {
-                    break;
-                }
-                if !examined.insert(record.event_id.clone()) {
-                    continue;
-                }
-                let overdue = record.status == Status::Waiting
-                    && record.waiting_since.is_some_and(|since| self.now() - since > self.settings.max_wait);
-                if overdue && self.fail_wait(record.event_id.clone(), invocation).await? {
-                    report.waits_failed.push(record.event_id);
-                    read.count(true);
-                } else {
-                    read.count(false);
-                }
-            }
-            if report.out_of_time || !read.again(listed) {
-                break;
-            }
-        }
-        Ok(())
+    ) -> Result<HashSet<EventId>, EngineError> {
+        let max_wait = self.settings.max_wait;
+        let overdue = async |record: &EventRecord| -> Result<bool, EngineError> {
+            let overdue = record.status == Status::Waiting
+                && record.waiting_since.is_some_and(|since| self.now() - since > max_wait);
+            Ok(overdue && self.fail_wait(record.event_id.clone(), invocation).await?)
+        };
+        let listing = (Status::Waiting, self.now() - max_wait);
+        self.each_received_before(listing, limit, invocation, report, |r| &mut r.waits_failed, overdue).await
     }
 
     /// Ends a wait past the limit as `failed`; false when the event moved on meanwhile.
