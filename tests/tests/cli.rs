@@ -770,4 +770,7 @@ async fn stats_on_aws_reads_at_most_its_sample_in_all_and_says_so_when_one_statu
     let all = sampled_figures(store, &counts, 10).await.expect("figures");
     assert_eq!(all.sampled, 5);
     assert_eq!(all.sample_note.as_deref(), Some("from all 5 events (at most 10 are read on AWS)"));
+    // A budget of exactly the events: each status's share is its count, and every event is read.
+    let exact = sampled_figures(store, &counts, 5).await.expect("figures");
+    assert_eq!(exact.sample_note.as_deref(), Some("from all 5 events (at most 5 are read on AWS)"));
 }

@@ -488,6 +488,33 @@ fn discard_notes(record: &EventRecord) -> Vec<&str> {
 }
 
 #[tokio::test]
+async fn a_dead_letter_for_another_entity_under_a_used_client_id_is_neither_discarded_nor_acted_on_for_the_event() {
+    let h = Harness::new();
+    let original = Env::product("dl-a").at(10).payload(json!({"price": "5.00"})).id("client-evt-9");
+    let elsewhere = Env::product("dl-b").at(10).payload(json!({"price": "5.00"})).id("client-evt-9");
+    h.send_env(&original).await;
+    h.drain().await;
+    assert_eq!(h.status_of(&original).await, Status::Completed);
+    dead_letter_copy(&h, elsewhere.body()).await;
+
+    let swept = h.engine.record_dead_letters(100, &operator()).await.expect("sweep the dead letters");
+    assert!(swept.discarded.is_empty() && swept.recorded.is_empty(), "{swept:?}");
+    assert_eq!(h.dead_letters().await.len(), 1, "another entity's change stays, not discarded as a redelivery");
+    assert!(discard_notes(&h.record_of(&original).await).is_empty());
+
+    // The event failed meanwhile: moving the letter back does not restart it; the letter is recorded as a conflict.
+    let mut record = h.record_of(&original).await;
+    record.status = Status::Failed;
+    h.ports().store.commit(vec![Write::event(record)]).await.expect("set the status");
+    let moved = h.engine.redrive_dead_letters(100, false, &operator()).await.expect("move back");
+    assert_eq!(moved.moved, 1);
+    assert_eq!(h.status_of(&original).await, Status::Failed, "not restarted by another change's letter");
+    let d = h.deliver(1).await;
+    assert_eq!(d.only().status, Some(Status::Rejected), "recorded as the conflict it is");
+    assert_eq!(h.record(d.only().event_id.as_ref().expect("its id")).await.conflicts_with, Some(original.event_id()));
+}
+
+#[tokio::test]
 async fn a_dead_letter_is_discarded_only_when_its_event_is_done_and_not_failed() {
     use Status::*;
     let h = Harness::new();

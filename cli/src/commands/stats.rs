@@ -278,7 +278,9 @@ pub async fn sampled_figures(
     for (status, limit) in sample_limits(counts, budget) {
         let query = EventQuery { status: Some(status), limit, ..EventQuery::default() };
         let listed = store.list_events(&query).await.map_err(CliError::store("listing events for the figures"))?;
-        capped |= listed.len() >= limit;
+        // Cut short only when the status holds more than its share (a share equal to its count read them all).
+        let count = counts.iter().find(|(s, _)| *s == status).map_or(0, |(_, n)| *n);
+        capped |= listed.len() >= limit && u64::try_from(limit).unwrap_or(u64::MAX) < count;
         records.extend(listed);
     }
     let mut figures = EventFigures::of(&records);

@@ -19,7 +19,7 @@ pub struct Discarded {
 
 /// The status that makes `letter` redundant, if it is: its event is done (terminal, and not `failed`, which a
 /// re-drive retries) and the message, moved back, would be acknowledged with no effect (spec §3). Not redundant:
-/// other content under a recorded client event id (it would be recorded as a conflict), and an operator's
+/// other content, or another entity, under a recorded client event id (it would be recorded as a conflict), and an operator's
 /// reprocess request the event has not started over for since it was sent (it would run it again).
 pub(super) fn redundant(letter: &Letter, clock_margin: Duration) -> Option<Status> {
     let record = letter.record.as_ref()?;
@@ -28,7 +28,7 @@ pub(super) fn redundant(letter: &Letter, clock_margin: Duration) -> Option<Statu
         return None;
     }
     let redundant = match &letter.carried {
-        Carried::Envelope(envelope) => record.content_hash == Some(envelope.content_hash),
+        Carried::Envelope(_) => !letter.carries_another_change(),
         Carried::Redrive(RedriveReason::Promotion) | Carried::NoEnvelope(_) => true,
         Carried::Redrive(RedriveReason::Reprocess | RedriveReason::Repair) => {
             status == Status::Rejected || started_over_since(record, letter.message.sent_at - clock_margin)

@@ -51,6 +51,18 @@ impl Letter {
     fn status(&self) -> Option<Status> {
         self.record.as_ref().map(|r| r.status)
     }
+
+    /// Whether it carries another change than its event's record holds (other content, or another entity, under
+    /// the same client `event_id`): intake records such a message as a conflict, and it says nothing about the
+    /// event, which must be neither discarded for, restarted nor failed by it (spec §3).
+    fn carries_another_change(&self) -> bool {
+        match (&self.carried, &self.record) {
+            (Carried::Envelope(envelope), Some(record)) => {
+                record.content_hash != Some(envelope.content_hash) || record.entity.as_ref() != Some(&envelope.entity)
+            }
+            _ => false,
+        }
+    }
 }
 
 /// What a pass does with the dead letters it does not discard.

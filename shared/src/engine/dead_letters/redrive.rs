@@ -98,6 +98,10 @@ impl Engine {
         invocation: &Invocation,
     ) -> Result<DeadLetter, EngineError> {
         let dead_letter = DeadLetter::staying(letter, false);
+        if letter.carries_another_change() {
+            // Moved back, it is recorded as a conflict; the event it names is not its to restart.
+            return Ok(dead_letter);
+        }
         let mut record = letter.record.clone();
         for _ in 0..self.settings.max_rounds {
             let Some(failed) = record.filter(|r| r.status == Status::Failed) else { return Ok(dead_letter) };
