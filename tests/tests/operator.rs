@@ -441,6 +441,23 @@ async fn a_sweep_whose_invocation_is_about_to_end_stops_and_says_so_and_the_next
     assert_eq!((report.out_of_time, report.redriven), (false, vec![env.event_id()]));
 }
 
+#[tokio::test]
+async fn a_dead_letter_pass_whose_invocation_is_about_to_end_looks_at_no_letter_and_says_so() {
+    let h = Harness::new();
+    let env = Env::issue("dl-late").at(10).titled("never processed");
+    dead_letter_copy(&h, env.body()).await;
+
+    let ending = Invocation { deadline: Some(h.now() + Duration::seconds(4)), ..operator() };
+    let swept = h.engine.record_dead_letters(100, &ending).await.expect("sweep the dead letters");
+    assert!(swept.out_of_time && swept.recorded.is_empty(), "{swept:?}");
+    assert!(h.try_record(&env.event_id()).await.is_none(), "nothing recorded so near the end");
+    assert_eq!(h.dead_letters().await.len(), 1, "the letter stays, visible");
+
+    let fresh = Invocation { deadline: Some(h.now() + Duration::seconds(60)), ..operator() };
+    let swept = h.engine.record_dead_letters(100, &fresh).await.expect("sweep the dead letters");
+    assert_eq!((swept.out_of_time, swept.recorded), (false, vec![env.event_id()]));
+}
+
 /// Half the crashes happen after the write landed.
 fn n_even(env: &Env) -> bool {
     env.entity().external_id.ends_with(['0', '2', '4'])

@@ -72,6 +72,7 @@ impl Engine {
         let dead_letters = self.record_dead_letters(limit, invocation).await?;
         report.dead_letters_recorded = dead_letters.recorded;
         report.dead_letters_discarded = dead_letters.discarded;
+        report.out_of_time |= dead_letters.out_of_time;
         if self.stops_sweep(invocation, &mut report) {
             return Ok(report);
         }
@@ -82,8 +83,13 @@ impl Engine {
     /// Whether the sweep must stop now: its invocation's deadline is less than [`SWEEP_RESERVE`] away (noted in
     /// `report`), or a phase stopped for it already.
     pub(super) fn stops_sweep(&self, invocation: &Invocation, report: &mut SweepReport) -> bool {
-        report.out_of_time |= invocation.deadline.is_some_and(|deadline| self.now() + SWEEP_RESERVE >= deadline);
+        report.out_of_time |= self.near_deadline(invocation);
         report.out_of_time
+    }
+
+    /// Whether `invocation`'s deadline is less than [`SWEEP_RESERVE`] away (never, without a deadline).
+    pub(super) fn near_deadline(&self, invocation: &Invocation) -> bool {
+        invocation.deadline.is_some_and(|deadline| self.now() + SWEEP_RESERVE >= deadline)
     }
 
     /// Acts on up to `limit` heads whose lease expired (`limit` 0: all of them). A head whose hold its event's record

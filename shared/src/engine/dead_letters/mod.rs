@@ -93,6 +93,8 @@ struct Pass {
     recorded: Vec<EventId>,
     /// Dead letters removed, by event.
     discarded: Vec<Discarded>,
+    /// The invocation's deadline came near (`SWEEP_RESERVE`) and the pass stopped.
+    out_of_time: bool,
 }
 
 impl Engine {
@@ -125,6 +127,10 @@ impl Engine {
         pass: &mut Pass,
     ) -> Result<(), EngineError> {
         while pass.seen.len() < max {
+            if self.near_deadline(invocation) {
+                pass.out_of_time = true;
+                break;
+            }
             let want = (max - pass.seen.len()).min(ROUND);
             let batch = self.ports.queue.receive_dead_letters(want, PASS_VISIBILITY).await?;
             let mut fresh = Vec::with_capacity(batch.len());
@@ -139,6 +145,11 @@ impl Engine {
             }
             let mut moving = Vec::new();
             for message in fresh {
+                // Stops between two letters near the deadline; those not looked at are released with the rest.
+                if self.near_deadline(invocation) {
+                    pass.out_of_time = true;
+                    break;
+                }
                 let letter = self.look_at(message).await?;
                 if let Some(status) = discard::redundant(&letter, self.settings.clock_margin) {
                     if purpose != Purpose::Record {

@@ -17,6 +17,8 @@ pub struct DeadLettersSwept {
     pub recorded: Vec<EventId>,
     /// Dead letters removed because their event is already done, by event.
     pub discarded: Vec<Discarded>,
+    /// The invocation's deadline came near and the pass stopped before it had looked at `max` letters.
+    pub out_of_time: bool,
 }
 
 impl Engine {
@@ -31,7 +33,7 @@ impl Engine {
         invocation: &Invocation,
     ) -> Result<DeadLettersSwept, EngineError> {
         let pass = self.dead_letter_pass(max, Purpose::Record, invocation).await?;
-        Ok(DeadLettersSwept { recorded: pass.recorded, discarded: pass.discarded })
+        Ok(DeadLettersSwept { recorded: pass.recorded, discarded: pass.discarded, out_of_time: pass.out_of_time })
     }
 
     /// Records one dead letter's event if the engine does not know it yet, or fails it if never decided; returns
