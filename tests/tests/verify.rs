@@ -263,15 +263,23 @@ async fn the_sweeper_repairs_a_difference_when_configured_to() {
     assert_eq!(rig.state(&first.entity()).await, Some(first.payload_value()));
 }
 
-/// The reference mirror, whose every read takes `by` on `clock`.
-struct SlowReads {
+/// The reference mirror, something done before each of its reads.
+struct BeforeReads {
     inner: Arc<dyn Destination>,
-    clock: Arc<synctrail::clock::ManualClock>,
-    by: chrono::Duration,
+    before: BeforeRead,
+}
+
+/// What [`BeforeReads`] does before a read.
+enum BeforeRead {
+    /// Waits at the gate: what a verification meets when an event is applied between its listing of the events and
+    /// its read of the destination.
+    Gate(Arc<crate::support::Gate>),
+    /// Moves the clock on: a slow read.
+    Advance(Arc<synctrail::clock::ManualClock>, chrono::Duration),
 }
 
 #[async_trait::async_trait]
-impl Destination for SlowReads {
+impl Destination for BeforeReads {
     async fn apply(&self, change: &Change<'_>) -> Result<ApplyOutcome, DestinationError> {
         self.inner.apply(change).await
     }
@@ -280,7 +288,10 @@ impl Destination for SlowReads {
         &self,
         entity: &synctrail::model::EntityKey,
     ) -> Result<Option<synctrail::destination::DestinationRecord>, ReadError> {
-        self.clock.advance(self.by);
+        match &self.before {
+            BeforeRead::Gate(gate) => gate.hold().await,
+            BeforeRead::Advance(clock, by) => clock.advance(*by),
+        }
         self.inner.read(entity).await
     }
 }
@@ -298,7 +309,8 @@ async fn the_sweepers_verification_stops_between_two_entities_when_its_deadline_
     }
     let clock = Arc::new(synctrail::clock::ManualClock::new(chrono::Utc::now()));
     let by = chrono::Duration::seconds(26);
-    let destination = Arc::new(SlowReads { inner: rig.backend.ports.destination.clone(), clock: clock.clone(), by });
+    let before = BeforeRead::Advance(clock.clone(), by);
+    let destination = Arc::new(BeforeReads { inner: rig.backend.ports.destination.clone(), before });
     let ports = synctrail::engine::Ports { destination, clock: clock.clone(), ..rig.backend.ports.clone() };
     let sweeper = Engine::new(ports, crate::support::settings());
 
@@ -316,35 +328,14 @@ async fn the_sweepers_verification_stops_between_two_entities_when_its_deadline_
     assert_eq!(still_flagged, 1, "the other is left to the next sweep");
 }
 
-/// The reference mirror, whose reads wait at a gate: what a verification meets when an event is applied between its
-/// listing of the events and its read of the destination.
-struct ReadsAtAGate {
-    inner: Arc<dyn Destination>,
-    gate: Arc<crate::support::Gate>,
-}
-
-#[async_trait::async_trait]
-impl Destination for ReadsAtAGate {
-    async fn apply(&self, change: &Change<'_>) -> Result<ApplyOutcome, DestinationError> {
-        self.inner.apply(change).await
-    }
-
-    async fn read(
-        &self,
-        entity: &synctrail::model::EntityKey,
-    ) -> Result<Option<synctrail::destination::DestinationRecord>, ReadError> {
-        self.gate.hold().await;
-        self.inner.read(entity).await
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_applied_while_verify_reads_is_not_taken_for_a_difference_and_nothing_is_repaired() {
     let rig = BackendRig::new(None).await;
     let (first, second) = (product("p-race", 10, "first"), product("p-race", 20, "second"));
     rig.apply(std::slice::from_ref(&first)).await;
     let gate = Arc::new(crate::support::Gate::default());
-    let destination = Arc::new(ReadsAtAGate { inner: rig.backend.ports.destination.clone(), gate: gate.clone() });
+    let destination =
+        Arc::new(BeforeReads { inner: rig.backend.ports.destination.clone(), before: BeforeRead::Gate(gate.clone()) });
     let verifier =
         Engine::new(synctrail::engine::Ports { destination, ..rig.backend.ports.clone() }, crate::support::settings());
     let options = VerifyOptions { repair: true, trace_header: None };
